@@ -35,12 +35,14 @@ mod codec;
 mod commit;
 mod id;
 mod package;
+mod root_name;
 mod tree;
 
 pub use codec::DecodeError;
 pub use commit::{Commit, CommitBody, PackageRef, SignatureError};
 pub use id::{ArchiveHash, BlobId, CommitId, Hasher, IdError, ObjectId, PackageId, TreeId};
 pub use package::{Package, PackageKind};
+pub use root_name::{RootName, RootNameError};
 pub use tree::{Entry, EntryKind, Meta, Name, NameError, Tree, TreeError, Xattrs};
 
 /// ed25519 keys as used to sign commits, re-exported so callers need no second import.
