@@ -1,0 +1,403 @@
+#!/usr/bin/env bash
+# benches/import.sh — canopy vs ostree on the same machine, same .debs, same run.
+#
+# Measures wall time (median of --runs repetitions, fresh directories each time) of:
+#   canopy init / import deb / assemble / checkout [--hardlink] / re-import
+# against the nearest ostree equivalents:
+#   dpkg-deb -x of every package into one dir + ostree init/commit (bare-user),
+#   ostree checkout -U -H (hard links) / ostree checkout -C (copies), re-commit.
+# Prints a table (and writes it to target/bench-import.txt). Times are reported,
+# never asserted. See benches/README.md.
+set -euo pipefail
+
+DEFAULT_PACKAGES=(bash coreutils python3.11-minimal perl-base grep sed findutils tar gzip)
+
+usage() {
+    cat <<'EOF'
+usage: benches/import.sh [options] [PACKAGE...]
+
+Benchmarks canopy against ostree on a real set of Debian packages: the dependency
+closure (Depends + Pre-Depends, no Recommends) of PACKAGE... (default:
+bash coreutils python3.11-minimal perl-base grep sed findutils tar gzip).
+
+options:
+  --debs DIR       .deb cache, reused when present (default: target/bench-debs)
+  --runs N         repetitions of every measurement; the median is reported (default: 3)
+  --out FILE       also write the report here (default: target/bench-import.txt)
+  --no-closure     use exactly PACKAGE..., without their dependencies
+  --no-build       do not run `cargo build --release`; use target/release/canopy as is
+  --canopy PATH    use this canopy binary (implies --no-build)
+  --ostree-mode M  ostree repo mode (default: bare-user)
+  --cold           drop the page cache (sync; echo 3 > /proc/sys/vm/drop_caches) before
+                   every timed step; default is warm: the .debs are read once beforehand
+  --keep           keep the scratch directory (target/bench-tmp/...) afterwards
+  -h, --help       this text
+
+Needs root for apt-get (installing ostree/dpkg-dev if missing, downloading .debs);
+`apt-get update` is run once if the package lists are missing.
+EOF
+}
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- arguments
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DEBS=$ROOT/target/bench-debs
+RUNS=3
+OUT=$ROOT/target/bench-import.txt
+CLOSURE=1
+BUILD=1
+CANOPY=$ROOT/target/release/canopy
+OSTREE_MODE=bare-user
+COLD=0
+KEEP=0
+PACKAGES=()
+
+while (($#)); do
+    case $1 in
+        --debs) DEBS=${2:?--debs needs a directory}; shift 2 ;;
+        --runs) RUNS=${2:?--runs needs a number}; shift 2 ;;
+        --out) OUT=${2:?--out needs a file}; shift 2 ;;
+        --no-closure) CLOSURE=0; shift ;;
+        --no-build) BUILD=0; shift ;;
+        --canopy) CANOPY=${2:?--canopy needs a path}; BUILD=0; shift 2 ;;
+        --ostree-mode) OSTREE_MODE=${2:?--ostree-mode needs a mode}; shift 2 ;;
+        --cold) COLD=1; shift ;;
+        --keep) KEEP=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        --) shift; PACKAGES+=("$@"); break ;;
+        -*) usage >&2; die "unknown option: $1" ;;
+        *) PACKAGES+=("$1"); shift ;;
+    esac
+done
+((${#PACKAGES[@]})) || PACKAGES=("${DEFAULT_PACKAGES[@]}")
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer, got '$RUNS'"
+[[ $DEBS = /* ]] || DEBS=$PWD/$DEBS
+[[ $OUT = /* ]] || OUT=$PWD/$OUT
+[[ $CANOPY = /* ]] || CANOPY=$PWD/$CANOPY
+
+if ((COLD)); then
+    [[ -w /proc/sys/vm/drop_caches ]] || die "--cold needs a writable /proc/sys/vm/drop_caches (run as root, outside a restricted container)"
+fi
+
+# ---------------------------------------------------------------- tools
+APT_UPDATED=0
+apt_update_once() {
+    ((APT_UPDATED)) && return 0
+    say "apt-get update"
+    apt-get update -qq >&2 || die "apt-get update failed"
+    APT_UPDATED=1
+}
+
+ensure_tools() {
+    local missing=()
+    command -v ostree >/dev/null || missing+=(ostree)
+    command -v dpkg-deb >/dev/null && command -v dpkg-architecture >/dev/null || missing+=(dpkg-dev)
+    ((${#missing[@]})) || return 0
+    [[ $(id -u) -eq 0 ]] || die "missing ${missing[*]} and not root: install them with apt-get install ${missing[*]}"
+    say "installing ${missing[*]}"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2; then
+        apt_update_once
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2 \
+            || die "could not install ${missing[*]}"
+    fi
+}
+
+ensure_tools
+for t in ostree dpkg-deb apt-get apt-cache tar du find awk sort date; do
+    command -v "$t" >/dev/null || die "required tool not found: $t"
+done
+
+# ---------------------------------------------------------------- canopy
+if ((BUILD)); then
+    command -v cargo >/dev/null || die "cargo not found (or pass --canopy PATH / --no-build)"
+    say "cargo build --release (in $ROOT)"
+    (cd "$ROOT" && cargo build --release --bin canopy) || die "cargo build --release failed"
+fi
+[[ -x $CANOPY ]] || die "canopy binary not found at $CANOPY"
+
+# ---------------------------------------------------------------- the .debs
+ARCH=$(dpkg --print-architecture)
+
+# Package names of the closure (or the list itself with --no-closure).
+compute_names() {
+    if ((CLOSURE == 0)); then
+        printf '%s\n' "${PACKAGES[@]}"
+        return
+    fi
+    apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
+        --no-breaks --no-replaces --no-enhances "${PACKAGES[@]}" |
+        grep -v '^ ' |           # dependency lines are indented; keep package headers
+        grep -v '<' |            # virtual packages: <name>
+        awk -v arch="$ARCH" '{
+            n = $1
+            if (index(n, ":")) {
+                split(n, p, ":")
+                if (p[2] != arch && p[2] != "all") next
+                n = p[1]
+            }
+            print n
+        }' | sort -u
+}
+
+NAMES=()
+if ! mapfile -t NAMES < <(compute_names 2>/dev/null) || ((${#NAMES[@]} == 0)); then
+    apt_update_once
+    mapfile -t NAMES < <(compute_names)
+fi
+((${#NAMES[@]})) || die "empty package set for: ${PACKAGES[*]}"
+
+mkdir -p "$DEBS"
+# apt-get download --print-uris: 'URL' FILENAME SIZE HASH — exact file names and sizes
+# of the candidates, without network. It omits files already present in the current
+# directory, so ask from an empty one.
+print_uris() {
+    mkdir -p "$DEBS/.print-uris"
+    (cd "$DEBS/.print-uris" && apt-get download --print-uris "${NAMES[@]}")
+}
+if ! URIS=$(print_uris 2>/dev/null); then
+    apt_update_once
+    URIS=$(print_uris) || die "apt-get cannot find some of: ${NAMES[*]}"
+fi
+
+DEBFILES=()
+TO_FETCH=()
+while read -r _url file size _hash; do
+    [[ -n ${file:-} ]] || continue
+    DEBFILES+=("$DEBS/$file")
+    if [[ ! -f $DEBS/$file || $(stat -c %s "$DEBS/$file") != "$size" ]]; then
+        TO_FETCH+=("${file%%_*}")
+    fi
+done <<<"$URIS"
+((${#DEBFILES[@]} == ${#NAMES[@]})) ||
+    die "apt-get download --print-uris listed ${#DEBFILES[@]} files for ${#NAMES[@]} packages"
+
+if ((${#TO_FETCH[@]})); then
+    say "downloading ${#TO_FETCH[@]} of ${#NAMES[@]} .debs into $DEBS"
+    (cd "$DEBS" && apt-get -o APT::Sandbox::User=root -q download "${TO_FETCH[@]}" >&2) ||
+        die "apt-get download failed"
+else
+    say "reusing ${#DEBFILES[@]} cached .debs in $DEBS"
+fi
+for f in "${DEBFILES[@]}"; do [[ -f $f ]] || die "missing after download: $f"; done
+
+DEB_BYTES=0
+PKGNAMES=()
+for f in "${DEBFILES[@]}"; do
+    DEB_BYTES=$((DEB_BYTES + $(stat -c %s "$f")))
+    PKGNAMES+=("$(dpkg-deb -f "$f" Package)")
+done
+NPKG=${#DEBFILES[@]}
+
+# Paths (not directories) shipped by more than one package: canopy's assemble refuses
+# them unless --allow-overwrite; dpkg-deb -x and ostree just keep the last one.
+ASSEMBLE_FLAGS=()
+OVERLAPS=$(for f in "${DEBFILES[@]}"; do
+        dpkg-deb --fsys-tarfile "$f" | tar -t | { grep -v '/$' || true; } | sed 's#^\./##' | sort -u
+    done | sort | uniq -d | wc -l) || die "could not list the contents of the .debs"
+if ((OVERLAPS > 0)); then
+    say "$OVERLAPS paths are shipped by more than one package: assembling with --allow-overwrite"
+    ASSEMBLE_FLAGS=(--allow-overwrite)
+fi
+
+# ---------------------------------------------------------------- scratch space
+mkdir -p "$ROOT/target/bench-tmp"
+TMP=$(mktemp -d "$ROOT/target/bench-tmp/import.XXXXXX")
+cleanup() {
+    local rc=$?
+    if ((KEEP)); then
+        say "kept scratch directory $TMP"
+    else
+        rm -rf -- "$TMP"
+        rmdir -- "$ROOT/target/bench-tmp" 2>/dev/null || true
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- timing helpers
+declare -A VALS=()     # step -> space-separated seconds, one per run
+T=0
+
+# timed KEY LOG CMD...: run CMD (stdout+stderr to LOG), add its wall time to VALS[KEY].
+timed() {
+    local key=$1 log=$2 t0 t1 rc=0
+    shift 2
+    sync
+    if ((COLD)); then echo 3 >/proc/sys/vm/drop_caches; fi
+    t0=$(date +%s.%N)
+    "$@" >"$log" 2>&1 || rc=$?
+    t1=$(date +%s.%N)
+    if ((rc != 0)); then
+        printf 'error: step "%s" failed (exit %d): %s\n' "$key" "$rc" "$*" >&2
+        tail -n 30 "$log" | sed 's/^/    /' >&2
+        cp -- "$log" "$ROOT/target/bench-import-failed.log" 2>/dev/null &&
+            printf '  full log: %s\n' "$ROOT/target/bench-import-failed.log" >&2
+        exit 1
+    fi
+    T=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+    VALS[$key]="${VALS[$key]:-} $T"
+}
+
+record() { VALS[$1]="${VALS[$1]:-} $2"; }   # record KEY SECONDS (derived values)
+add() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a + b }'; }
+
+median() {   # median of the whitespace-separated numbers in $1
+    printf '%s\n' $1 | sort -g | awk '{ a[NR] = $1 }
+        END { if (NR == 0) print "nan";
+              else if (NR % 2) printf "%.3f", a[(NR + 1) / 2];
+              else printf "%.3f", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+ratio() {   # ratio A B -> A/B with 2 decimals, or "-" when not applicable
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'
+}
+
+unpack_all() {   # dpkg-deb -x every package into one directory, in order
+    local dir=$1 f
+    mkdir -p "$dir"
+    for f in "${DEBFILES[@]}"; do dpkg-deb -x "$f" "$dir" || return 1; done
+}
+
+expect_lines() {   # expect_lines LOG PATTERN COUNT WHAT
+    local n
+    n=$(grep -c -- "$2" "$1" || true)
+    ((n == $3)) || die "$4: expected $3 lines matching '$2', got $n (see output below)
+$(sed 's/^/    /' "$1")"
+}
+
+# ---------------------------------------------------------------- measurements
+say "warming the page cache with the .debs (${NPKG} files, ${DEB_BYTES} bytes)"
+cat -- "${DEBFILES[@]}" >/dev/null
+
+for ((run = 1; run <= RUNS; run++)); do
+    say "run $run/$RUNS"
+    R=$TMP/run$run
+    S=$R/store
+    REPO=$R/repo
+    mkdir -p "$R"
+
+    # --- canopy
+    timed c_init "$R/c-init.log" "$CANOPY" --store "$S" init
+    timed c_import "$R/c-import.log" "$CANOPY" --store "$S" import deb "${DEBFILES[@]}"
+    expect_lines "$R/c-import.log" '^imported ' "$NPKG" "canopy import deb"
+    timed c_assemble "$R/c-assemble.log" "$CANOPY" --store "$S" assemble all "${PKGNAMES[@]}" "${ASSEMBLE_FLAGS[@]}"
+    timed c_co_hl "$R/c-co-hl.log" "$CANOPY" --store "$S" checkout all "$R/c-co-hl" --hardlink
+    timed c_co_cp "$R/c-co-cp.log" "$CANOPY" --store "$S" checkout all "$R/c-co-cp"
+    timed c_reimport "$R/c-reimport.log" "$CANOPY" --store "$S" import deb "${DEBFILES[@]}"
+    expect_lines "$R/c-reimport.log" '^skipped ' "$NPKG" "canopy re-import"
+
+    # --- reference: dpkg-deb -x + ostree
+    timed r_unpack "$R/r-unpack.log" unpack_all "$R/unpack"
+    timed r_init "$R/r-init.log" ostree --repo="$REPO" init --mode="$OSTREE_MODE"
+    timed r_commit "$R/r-commit.log" ostree --repo="$REPO" commit --branch=root --tree=dir="$R/unpack"
+    if [[ $OSTREE_MODE == bare-user* ]]; then
+        # a bare-user repo hard-links only in user mode (-U), even as root
+        timed r_co_hl "$R/r-co-hl.log" ostree --repo="$REPO" checkout -U -H root "$R/r-co-hl"
+    else
+        timed r_co_hl "$R/r-co-hl.log" ostree --repo="$REPO" checkout -H root "$R/r-co-hl"
+    fi
+    timed r_co_cp "$R/r-co-cp.log" ostree --repo="$REPO" checkout -C root "$R/r-co-cp"
+    timed r_recommit "$R/r-recommit.log" ostree --repo="$REPO" commit --branch=root --tree=dir="$R/unpack"
+
+    # --- derived sums, per run
+    c_e2e=$(add "$(add "${VALS[c_init]##* }" "${VALS[c_import]##* }")" "${VALS[c_assemble]##* }")
+    r_e2e=$(add "$(add "${VALS[r_unpack]##* }" "${VALS[r_init]##* }")" "${VALS[r_commit]##* }")
+    record c_e2e "$c_e2e"
+    record r_e2e "$r_e2e"
+    record r_unpack_commit "$(add "${VALS[r_unpack]##* }" "${VALS[r_commit]##* }")"
+
+    # --- sizes and counts (identical every run; keep the last run's)
+    C_OBJ=$S/objects; [[ -d $C_OBJ ]] || C_OBJ=$S
+    C_SIZE=$(du -sb "$C_OBJ" | cut -f1)
+    C_ALLOC=$(du -s -B1 "$C_OBJ" | cut -f1)
+    C_STORE=$(du -sb "$S" | cut -f1)
+    C_NOBJ=$(find "$C_OBJ" -type f | wc -l)
+    R_SIZE=$(du -sb "$REPO/objects" | cut -f1)
+    R_ALLOC=$(du -s -B1 "$REPO/objects" | cut -f1)
+    R_STORE=$(du -sb "$REPO" | cut -f1)
+    R_NOBJ=$(find "$REPO/objects" -type f | wc -l)
+    TREE_BYTES=$(du -sb "$R/unpack" | cut -f1)
+    TREE_FILES=$(find "$R/unpack" -type f | wc -l)
+    TREE_DIRS=$(find "$R/unpack" -type d | wc -l)
+    TREE_LINKS=$(find "$R/unpack" -type l | wc -l)
+    C_CO_HL_LINE=$(grep -m1 '^checked out' "$R/c-co-hl.log" || tail -n1 "$R/c-co-hl.log")
+    C_CO_CP_LINE=$(grep -m1 '^checked out' "$R/c-co-cp.log" || tail -n1 "$R/c-co-cp.log")
+    C_ASM_LINE=$(grep -m1 '^assembled' "$R/c-assemble.log" || tail -n1 "$R/c-assemble.log")
+
+    C_CO_HL_LINE=${C_CO_HL_LINE//$R\//}
+    C_CO_CP_LINE=${C_CO_CP_LINE//$R\//}
+    rm -rf -- "$R"
+done
+
+# ---------------------------------------------------------------- report
+m() { median "${VALS[$1]}"; }
+
+row() {   # row LABEL CANOPY REFERENCE
+    printf '%-58s %10s %12s %8s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"
+}
+srow() {  # srow LABEL CANOPY REFERENCE (sizes)
+    printf '%-58s %14s %14s %8s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"
+}
+
+report() {
+    local rev
+    rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    if ! git -C "$ROOT" diff --quiet HEAD 2>/dev/null; then rev="$rev+dirty"; fi
+    echo "canopy import benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "host: $(uname -srm), $(nproc) cpus; canopy $rev ($CANOPY); ostree $(ostree --version | awk -F"'" '/Version/ { print $2; exit }') (repo mode $OSTREE_MODE)"
+    echo "packages: $NPKG .debs, $DEB_BYTES bytes (closure of: ${PACKAGES[*]}$( ((CLOSURE)) || echo ', no closure'))"
+    echo "unpacked tree: $TREE_BYTES bytes, $TREE_FILES files, $TREE_DIRS dirs, $TREE_LINKS symlinks"
+    if ((COLD)); then
+        echo "cache: COLD — page cache dropped before every timed step"
+    else
+        echo "cache: WARM — .debs read once before timing; page cache never dropped (sync before every step)"
+    fi
+    echo "times: wall seconds, median of $RUNS runs, fresh directories per run; ratio = canopy / reference (<1: canopy faster)"
+    echo
+    printf '%-58s %10s %12s %8s\n' "step (reference)" "canopy s" "reference s" "ratio"
+    printf '%s\n' "--------------------------------------------------------------------------------------------"
+    row "init (ostree init)" "$(m c_init)" "$(m r_init)"
+    row "import deb, all (dpkg-deb -x all)" "$(m c_import)" "$(m r_unpack)"
+    row "import deb, all (ostree commit of the unpacked tree)" "$(m c_import)" "$(m r_commit)"
+    row "import deb, all (dpkg-deb -x all + ostree commit)" "$(m c_import)" "$(m r_unpack_commit)"
+    row "assemble root, $NPKG packages (none: commit made the tree)" "$(m c_assemble)" "-"
+    row "init+import+assemble (dpkg-deb -x + ostree init+commit)" "$(m c_e2e)" "$(m r_e2e)"
+    row "checkout --hardlink (ostree checkout -H$([[ $OSTREE_MODE == bare-user* ]] && echo ' -U'))" "$(m c_co_hl)" "$(m r_co_hl)"
+    row "checkout, copies (ostree checkout -C)" "$(m c_co_cp)" "$(m r_co_cp)"
+    row "re-import same .debs (ostree re-commit of same tree)" "$(m c_reimport)" "$(m r_recommit)"
+    echo
+    printf '%-58s %14s %14s %8s\n' "size" "canopy" "reference" "ratio"
+    printf '%s\n' "--------------------------------------------------------------------------------------------------"
+    srow "objects dir, apparent bytes (du -sb)" "$C_SIZE" "$R_SIZE"
+    srow "objects dir, allocated bytes (du -s -B1)" "$C_ALLOC" "$R_ALLOC"
+    srow "whole store / repo, apparent bytes (du -sb)" "$C_STORE" "$R_STORE"
+    srow "object files" "$C_NOBJ" "$R_NOBJ"
+    echo
+    echo "objects dir / unpacked tree bytes: canopy $(ratio "$C_SIZE" "$TREE_BYTES"), ostree $(ratio "$R_SIZE" "$TREE_BYTES");" \
+        "objects dir / .deb bytes: canopy $(ratio "$C_SIZE" "$DEB_BYTES"), ostree $(ratio "$R_SIZE" "$DEB_BYTES")"
+    echo "canopy said: $C_ASM_LINE"
+    echo "canopy said: $C_CO_HL_LINE"
+    echo "canopy said: $C_CO_CP_LINE"
+    if ((${#ASSEMBLE_FLAGS[@]})); then
+        echo "note: $OVERLAPS paths ship in more than one package; assembled with ${ASSEMBLE_FLAGS[*]}"
+    fi
+    echo "notes: dpkg-deb -x runs one package after another, in one process at a time."
+    echo "       ostree checkout -C restores ownership from the repo; -U -H (bare-user) checks out as the current user."
+    echo "       re-import reference re-hashes the already unpacked tree (no second dpkg-deb -x)."
+    local args=()
+    ((RUNS != 3)) && args+=(--runs "$RUNS")
+    ((COLD)) && args+=(--cold)
+    [[ $OSTREE_MODE != bare-user ]] && args+=(--ostree-mode "$OSTREE_MODE")
+    ((CLOSURE)) || args+=(--no-closure)
+    [[ ${PACKAGES[*]} != "${DEFAULT_PACKAGES[*]}" ]] && args+=("${PACKAGES[@]}")
+    echo "reproduce: benches/import.sh ${args[*]}"
+}
+
+mkdir -p "$(dirname "$OUT")"
+report | tee "$OUT"
+say "report written to $OUT"
