@@ -1,8 +1,22 @@
 //! canopy's server side: the content-addressed object store and everything that writes
-//! or walks it — importers, the assembler, checkout, fsck and garbage collection.
+//! or walks it.
+//!
+//! - [`store`]: objects, refs, the lock and the signing key; all writes in transactions;
+//! - [`import`]: `.deb`, tarballs and directories into package trees;
+//! - [`packages`]: the imported packages and how a spec picks one;
+//! - [`assemble`]: a root as the union of package trees, committed and signed;
+//! - [`checkout`]: a root as a plain directory;
+//! - [`closure`], [`fsck`], [`gc`]: what the refs reach, checking it, keeping only it.
 #![warn(missing_docs)]
 
+pub mod assemble;
+pub mod checkout;
+pub mod closure;
 mod crash;
+pub mod fsck;
+pub mod gc;
+pub mod import;
+pub mod packages;
 pub mod store;
 
 pub use store::{Access, Store, StoreError, Txn, TxnStats};

@@ -1,0 +1,369 @@
+//! Assembling a root: the union of package trees, written as a signed commit.
+//!
+//! Directories merge; a path that two packages fill differently is a conflict unless
+//! the caller allows overwrites, when the later package wins. A directory that only one
+//! package contributes is reused by id without being read, so assembling costs only the
+//! directories that packages share (`/usr`, `/usr/bin`…), never file contents.
+
+use crate::import::now;
+use crate::packages::{LookupError, PackageIndex, PackageSpec};
+use crate::store::{Store, StoreError, Txn, TxnStats};
+use canopy_protocol::{
+    Commit, CommitBody, CommitId, Entry, EntryKind, Meta, Name, PackageRef, RootName, Tree, TreeId,
+};
+use std::collections::BTreeMap;
+
+/// What to assemble.
+pub struct Request {
+    /// The root to (re)point at the new commit.
+    pub root: RootName,
+    /// Package specs, in order: with `allow_overwrite`, later ones win.
+    pub specs: Vec<PackageSpec>,
+    /// Let later packages replace what earlier ones put at the same path.
+    pub allow_overwrite: bool,
+    /// Make the root out of this directory of the union (e.g. `usr`).
+    pub subtree: Option<String>,
+    /// The commit's subject line; a default names the packages.
+    pub subject: Option<String>,
+}
+
+/// A new commit of a root.
+pub struct Assembled {
+    /// Its id.
+    pub id: CommitId,
+    /// The commit.
+    pub commit: Commit,
+    /// What the store did not have before (new directory trees and the commit).
+    pub stats: TxnStats,
+    /// Paths where a later package replaced an earlier one (with `allow_overwrite`).
+    pub overwritten: Vec<String>,
+}
+
+/// Why a root could not be assembled. Nothing is written in any of these cases.
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    /// A spec matches no imported package.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// Two packages put different things at one path.
+    #[error(
+        "conflict at {path} between {first} and {second}: {detail} (pass --allow-overwrite to let the later package win)"
+    )]
+    Conflict {
+        /// The path.
+        path: String,
+        /// The package that put it there first.
+        first: String,
+        /// The package that put something else there.
+        second: String,
+        /// How the two differ.
+        detail: String,
+    },
+    /// The requested subtree is not a directory of the union.
+    #[error("subtree {0} is not a directory in the assembled packages")]
+    Subtree(String),
+    /// No packages were given.
+    #[error("no packages given")]
+    Empty,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One path in the union, remembering which package put it there.
+enum Slot {
+    Dir {
+        meta: Meta,
+        origin: usize,
+        content: Content,
+    },
+    Leaf {
+        meta: Meta,
+        kind: EntryKind,
+        origin: usize,
+    },
+}
+
+/// A directory's content: untouched (just an id) or opened for merging.
+enum Content {
+    Tree(TreeId),
+    Open(BTreeMap<Name, Slot>),
+}
+
+impl Slot {
+    fn from_entry(e: Entry, origin: usize) -> Slot {
+        match e.kind {
+            EntryKind::Dir { tree } => Slot::Dir {
+                meta: e.meta,
+                origin,
+                content: Content::Tree(tree),
+            },
+            kind => Slot::Leaf {
+                meta: e.meta,
+                kind,
+                origin,
+            },
+        }
+    }
+
+    fn origin(&self) -> usize {
+        match self {
+            Slot::Dir { origin, .. } | Slot::Leaf { origin, .. } => *origin,
+        }
+    }
+}
+
+struct Merger<'t, 's> {
+    txn: &'t Txn<'s>,
+    labels: Vec<String>,
+    allow_overwrite: bool,
+    overwritten: Vec<String>,
+}
+
+impl Merger<'_, '_> {
+    /// Opens a directory for merging; its children keep the directory's origin.
+    fn open<'c>(
+        &self,
+        content: &'c mut Content,
+        origin: usize,
+    ) -> Result<&'c mut BTreeMap<Name, Slot>, StoreError> {
+        if let Content::Tree(id) = content {
+            let tree = self.txn.tree(id)?;
+            let map = tree
+                .into_entries()
+                .into_iter()
+                .map(|e| (e.name.clone(), Slot::from_entry(e, origin)))
+                .collect();
+            *content = Content::Open(map);
+        }
+        match content {
+            Content::Open(map) => Ok(map),
+            Content::Tree(_) => unreachable!("opened above"),
+        }
+    }
+
+    fn merge(
+        &mut self,
+        dst: &mut BTreeMap<Name, Slot>,
+        src: Tree,
+        origin: usize,
+        prefix: &str,
+    ) -> Result<(), AssembleError> {
+        for entry in src.into_entries() {
+            let path = format!("{prefix}/{}", entry.name);
+            let Some(existing) = dst.get_mut(&entry.name) else {
+                dst.insert(entry.name.clone(), Slot::from_entry(entry, origin));
+                continue;
+            };
+            match (existing, &entry.kind) {
+                (
+                    Slot::Dir {
+                        content,
+                        origin: first,
+                        ..
+                    },
+                    EntryKind::Dir { tree },
+                ) => {
+                    if matches!(content, Content::Tree(t) if t == tree) {
+                        continue;
+                    }
+                    // Directory metadata stays that of the first package, as dpkg
+                    // leaves an existing directory alone.
+                    let first = *first;
+                    let children = self.open(content, first)?;
+                    let sub = self.txn.tree(tree)?;
+                    self.merge(children, sub, origin, &path)?;
+                }
+                (Slot::Leaf { meta, kind, .. }, _)
+                    if *meta == entry.meta && *kind == entry.kind => {}
+                (existing, _) => {
+                    if !self.allow_overwrite {
+                        return Err(AssembleError::Conflict {
+                            path,
+                            first: self.labels[existing.origin()].clone(),
+                            second: self.labels[origin].clone(),
+                            detail: describe(existing, &entry),
+                        });
+                    }
+                    self.overwritten.push(path);
+                    *existing = Slot::from_entry(entry, origin);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Says how an existing slot differs from a new entry at the same path.
+fn describe(existing: &Slot, new: &Entry) -> String {
+    let Slot::Leaf { meta, kind, .. } = existing else {
+        return format!("one ships a directory, the other a {}", new.kind.label());
+    };
+    if std::mem::discriminant(kind) != std::mem::discriminant(&new.kind) {
+        return format!(
+            "one ships a {}, the other a {}",
+            kind.label(),
+            new.kind.label()
+        );
+    }
+    let mut diffs = Vec::new();
+    if *kind != new.kind {
+        diffs.push(match kind {
+            EntryKind::File { .. } => "content",
+            EntryKind::Symlink { .. } => "target",
+            _ => "device number",
+        });
+    }
+    if meta.mode != new.meta.mode {
+        diffs.push("mode");
+    }
+    if (meta.uid, meta.gid) != (new.meta.uid, new.meta.gid) {
+        diffs.push("owner");
+    }
+    if meta.xattrs != new.meta.xattrs {
+        diffs.push("xattrs");
+    }
+    format!(
+        "both ship a {} differing in {}",
+        kind.label(),
+        diffs.join(", ")
+    )
+}
+
+fn write(map: BTreeMap<Name, Slot>, txn: &mut Txn<'_>) -> Result<TreeId, StoreError> {
+    let mut entries = Vec::with_capacity(map.len());
+    for (name, slot) in map {
+        entries.push(match slot {
+            Slot::Dir {
+                meta,
+                content: Content::Tree(tree),
+                ..
+            } => Entry {
+                name,
+                meta,
+                kind: EntryKind::Dir { tree },
+            },
+            Slot::Dir {
+                meta,
+                content: Content::Open(children),
+                ..
+            } => Entry {
+                name,
+                meta,
+                kind: EntryKind::Dir {
+                    tree: write(children, txn)?,
+                },
+            },
+            Slot::Leaf { meta, kind, .. } => Entry { name, meta, kind },
+        });
+    }
+    txn.put_tree(&Tree::new(entries).expect("merged entries have unique, valid names"))
+}
+
+/// Assembles a root from imported packages and points the root at the new commit.
+pub fn assemble(store: &Store, req: &Request) -> Result<Assembled, AssembleError> {
+    if req.specs.is_empty() {
+        return Err(AssembleError::Empty);
+    }
+    let index = PackageIndex::load(store)?;
+    let mut chosen = Vec::new();
+    for spec in &req.specs {
+        chosen.push(index.find(spec)?.clone());
+    }
+    let mut txn = store.begin()?;
+    let labels = chosen
+        .iter()
+        .map(|(_, p)| format!("{} {}", p.name, p.version))
+        .collect();
+    let mut merger = Merger {
+        txn: &txn,
+        labels,
+        allow_overwrite: req.allow_overwrite,
+        overwritten: Vec::new(),
+    };
+    let mut root = BTreeMap::new();
+    for (origin, (_, package)) in chosen.iter().enumerate() {
+        let tree = txn.tree(&package.tree)?;
+        merger.merge(&mut root, tree, origin, "")?;
+    }
+    let overwritten = std::mem::take(&mut merger.overwritten);
+    let tree = match &req.subtree {
+        None => write(root, &mut txn)?,
+        Some(sub) => subtree(root, sub, &mut txn)?,
+    };
+    let parent = store.root_ref(&req.root)?;
+    let names: Vec<&str> = chosen.iter().map(|(_, p)| p.name.as_str()).collect();
+    let body = CommitBody {
+        tree,
+        parent,
+        timestamp: now(),
+        subject: req
+            .subject
+            .clone()
+            .unwrap_or_else(|| format!("assemble {} from {}", req.root, names.join(" "))),
+        requested: req.specs.iter().map(|s| s.to_string()).collect(),
+        packages: chosen
+            .iter()
+            .map(|(id, p)| PackageRef {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                arch: p.arch.clone(),
+                archive: p.archive,
+                package: *id,
+            })
+            .collect(),
+    };
+    let commit = body.sign(&store.signing_key()?);
+    let id = txn.put_commit(&commit)?;
+    txn.set_root(&req.root, id);
+    let stats = txn.commit()?;
+    Ok(Assembled {
+        id,
+        commit,
+        stats,
+        overwritten,
+    })
+}
+
+/// Writes the directory at `path` of the union as the root tree.
+fn subtree(
+    mut map: BTreeMap<Name, Slot>,
+    path: &str,
+    txn: &mut Txn<'_>,
+) -> Result<TreeId, AssembleError> {
+    let missing = || AssembleError::Subtree(path.to_string());
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    if parts.is_empty() {
+        return Ok(write(map, txn)?);
+    }
+    for (i, part) in parts.iter().enumerate() {
+        let name = Name::new(part.as_bytes().to_vec()).map_err(|_| missing())?;
+        match map.remove(&name) {
+            Some(Slot::Dir {
+                content: Content::Tree(id),
+                ..
+            }) if i == parts.len() - 1 => return Ok(id),
+            Some(Slot::Dir {
+                content: Content::Tree(id),
+                origin,
+                ..
+            }) => {
+                let tree = txn.tree(&id)?;
+                map = tree
+                    .into_entries()
+                    .into_iter()
+                    .map(|e| (e.name.clone(), Slot::from_entry(e, origin)))
+                    .collect();
+            }
+            Some(Slot::Dir {
+                content: Content::Open(children),
+                ..
+            }) => map = children,
+            _ => return Err(missing()),
+        }
+    }
+    Ok(write(map, txn)?)
+}

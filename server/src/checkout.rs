@@ -1,0 +1,294 @@
+//! Checkout: a root as a plain directory tree.
+//!
+//! The tree is written into a temporary directory beside the destination and renamed
+//! into place at the end, so the destination is either absent, or complete. With
+//! `hardlink`, files whose metadata matches the store's object file are hard links to
+//! it; they must then never be modified in place (that would corrupt the store, which
+//! `canopy fsck` detects).
+
+use crate::store::{IoContext, Store, StoreError};
+use canopy_protocol::{BlobId, EntryKind, Hasher, Meta, Tree, TreeId};
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// How to check out.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Hard-link files to the store's objects where the metadata allows.
+    pub hardlink: bool,
+}
+
+/// What a checkout did.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Regular files written.
+    pub files: u64,
+    /// Of which hard-linked to the store.
+    pub linked: u64,
+    /// Files copied although hard links were asked for, because their mode, owner or
+    /// xattrs differ from the store's object file.
+    pub copied_for_metadata: u64,
+    /// Hard links were asked for, but the destination is on another filesystem.
+    pub cross_device: bool,
+    /// Directories.
+    pub dirs: u64,
+    /// Symlinks.
+    pub symlinks: u64,
+    /// Devices, fifos and sockets.
+    pub specials: u64,
+    /// Things that could not be recreated as they are, e.g. devices when not root.
+    pub warnings: Vec<String>,
+}
+
+/// Why a checkout failed. The destination is left untouched.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    /// The destination exists and is not an empty directory.
+    #[error("{0} already exists and is not an empty directory")]
+    NotEmpty(PathBuf),
+    /// Reading the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Writer<'a> {
+    store: &'a Store,
+    opts: Options,
+    as_root: bool,
+    report: Report,
+}
+
+/// Writes the tree `tree` at `dest`.
+pub fn checkout(
+    store: &Store,
+    tree: &TreeId,
+    dest: &Path,
+    opts: Options,
+) -> Result<Report, CheckoutError> {
+    if let Ok(mut entries) = fs::read_dir(dest) {
+        if entries.next().is_some() {
+            return Err(CheckoutError::NotEmpty(dest.to_path_buf()));
+        }
+    } else if dest.symlink_metadata().is_ok() {
+        return Err(CheckoutError::NotEmpty(dest.to_path_buf()));
+    }
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = dest
+        .file_name()
+        .ok_or_else(|| CheckoutError::NotEmpty(dest.to_path_buf()))?;
+    let staging = parent.join(format!(
+        ".{}.canopy-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    fs::create_dir(&staging).ctx(|| format!("creating {}", staging.display()))?;
+    // SAFETY: geteuid has no preconditions.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let mut w = Writer {
+        store,
+        opts,
+        as_root,
+        report: Report::default(),
+    };
+    let result = w.dir(tree, &staging).and_then(|()| {
+        fs::set_permissions(&staging, fs::Permissions::from_mode(0o755))
+            .ctx(|| format!("chmod {}", staging.display()))?;
+        // rename(2) replaces an empty directory, so an existing empty `dest` is fine.
+        fs::rename(&staging, dest)
+            .ctx(|| format!("renaming {} to {}", staging.display(), dest.display()))
+    });
+    if let Err(e) = result {
+        let _ = make_writable(&staging);
+        let _ = fs::remove_dir_all(&staging);
+        return Err(e.into());
+    }
+    if !as_root {
+        w.report.warnings.push(
+            "not running as root: files are owned by the current user, not by the uid/gid stored"
+                .into(),
+        );
+    }
+    Ok(w.report)
+}
+
+/// Directories are made read-only only after their children are written; a failed
+/// checkout may leave some, which must be opened up again before removal.
+fn make_writable(dir: &Path) -> io::Result<()> {
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            make_writable(&e.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn cstr(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).expect("paths built from tree names hold no NUL")
+}
+
+impl Writer<'_> {
+    fn dir(&mut self, id: &TreeId, path: &Path) -> Result<(), StoreError> {
+        let tree: Tree = self.store.tree(id)?;
+        for entry in tree.entries() {
+            let p = path.join(std::ffi::OsStr::from_bytes(entry.name.as_bytes()));
+            match &entry.kind {
+                EntryKind::Dir { tree } => {
+                    fs::create_dir(&p).ctx(|| format!("creating {}", p.display()))?;
+                    self.dir(tree, &p)?;
+                    self.finish(&p, &entry.meta)?;
+                    self.report.dirs += 1;
+                }
+                EntryKind::File { blob, size } => {
+                    self.file(blob, *size, &entry.meta, &p)?;
+                    self.report.files += 1;
+                }
+                EntryKind::Symlink { target } => {
+                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &p)
+                        .ctx(|| format!("creating symlink {}", p.display()))?;
+                    self.owner(&p, &entry.meta)?;
+                    self.xattrs(&p, &entry.meta);
+                    self.report.symlinks += 1;
+                }
+                kind => {
+                    let (fmt, dev) = match *kind {
+                        EntryKind::CharDevice { major, minor } => {
+                            (libc::S_IFCHR, libc::makedev(major, minor))
+                        }
+                        EntryKind::BlockDevice { major, minor } => {
+                            (libc::S_IFBLK, libc::makedev(major, minor))
+                        }
+                        EntryKind::Fifo => (libc::S_IFIFO, 0),
+                        _ => (libc::S_IFSOCK, 0),
+                    };
+                    // SAFETY: a valid NUL-terminated path; mknod has no other preconditions.
+                    if unsafe { libc::mknod(cstr(&p).as_ptr(), fmt | 0o600, dev) } != 0 {
+                        let err = io::Error::last_os_error();
+                        if err.raw_os_error() == Some(libc::EPERM) {
+                            self.report.warnings.push(format!(
+                                "{}: cannot create a {} without privileges",
+                                p.display(),
+                                kind.label()
+                            ));
+                            continue;
+                        }
+                        return Err(StoreError::Io {
+                            what: format!("creating {} {}", kind.label(), p.display()),
+                            source: err,
+                        });
+                    }
+                    self.finish(&p, &entry.meta)?;
+                    self.report.specials += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, blob: &BlobId, size: u64, meta: &Meta, p: &Path) -> Result<(), StoreError> {
+        let object = self.store.object_path(&blob.0);
+        if self.opts.hardlink && !self.report.cross_device {
+            let om =
+                fs::metadata(&object).ctx(|| format!("reading object {}", object.display()))?;
+            let owner_ok = !self.as_root || (om.uid(), om.gid()) == (meta.uid, meta.gid);
+            if om.mode() & 0o7777 == u32::from(meta.mode)
+                && owner_ok
+                && meta.xattrs.is_empty()
+                && om.len() == size
+            {
+                match fs::hard_link(&object, p) {
+                    Ok(()) => {
+                        self.report.linked += 1;
+                        return Ok(());
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                        self.report.cross_device = true
+                    }
+                    Err(e) => {
+                        return Err(StoreError::Io {
+                            what: format!("linking {}", p.display()),
+                            source: e,
+                        });
+                    }
+                }
+            } else {
+                self.report.copied_for_metadata += 1;
+            }
+        }
+        let mut src = File::open(&object).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::Missing {
+                id: blob.0,
+                store: self.store.path().to_path_buf(),
+            },
+            _ => StoreError::Io {
+                what: format!("opening object {}", object.display()),
+                source: e,
+            },
+        })?;
+        let mut dst = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(p)
+            .ctx(|| format!("creating {}", p.display()))?;
+        // Verify while copying: a corrupt object must not become a corrupt checkout.
+        let mut hasher = Hasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = src
+                .read(&mut buf)
+                .ctx(|| format!("reading object {}", object.display()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            dst.write_all(&buf[..n])
+                .ctx(|| format!("writing {}", p.display()))?;
+        }
+        let actual = hasher.finish();
+        if actual != blob.0 {
+            return Err(StoreError::Corrupt { id: blob.0, actual });
+        }
+        drop(dst);
+        self.finish(p, meta)
+    }
+
+    /// Owner, then mode (chown clears setuid bits), then xattrs (chown also clears
+    /// `security.capability`).
+    fn finish(&mut self, p: &Path, meta: &Meta) -> Result<(), StoreError> {
+        self.owner(p, meta)?;
+        fs::set_permissions(p, fs::Permissions::from_mode(u32::from(meta.mode)))
+            .ctx(|| format!("chmod {}", p.display()))?;
+        self.xattrs(p, meta);
+        Ok(())
+    }
+
+    fn owner(&mut self, p: &Path, meta: &Meta) -> Result<(), StoreError> {
+        if self.as_root {
+            std::os::unix::fs::lchown(p, Some(meta.uid), Some(meta.gid))
+                .ctx(|| format!("chown {}", p.display()))?;
+        }
+        Ok(())
+    }
+
+    fn xattrs(&mut self, p: &Path, meta: &Meta) {
+        for (name, value) in &meta.xattrs {
+            let name = std::ffi::OsStr::from_bytes(name);
+            if let Err(e) = xattr::set(p, name, value) {
+                self.report.warnings.push(format!(
+                    "{}: cannot set xattr {}: {e}",
+                    p.display(),
+                    name.to_string_lossy()
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! Builds a package tree from archive entries given as paths, refusing what could not
+//! be a real directory tree: `..`, absolute paths, entries beneath symlinks, duplicates.
+
+use super::{Class, ImportError};
+use crate::store::{StoreError, Txn};
+use canopy_protocol::{Entry, EntryKind, Meta, Name, Tree, TreeId};
+use std::collections::BTreeMap;
+
+/// The metadata of directories an archive implies but does not list.
+const IMPLIED_DIR: Meta = Meta {
+    mode: 0o755,
+    uid: 0,
+    gid: 0,
+    xattrs: Vec::new(),
+};
+
+/// A path split into validated components. The empty path is the archive's root.
+pub(crate) struct ArchivePath(Vec<Name>);
+
+impl ArchivePath {
+    /// Parses a path as archives write them (`./usr/bin/x`, `usr/bin/x`, `usr/lib/`).
+    pub(crate) fn parse(raw: &[u8]) -> Result<Self, ImportError> {
+        let shown = || String::from_utf8_lossy(raw).into_owned();
+        if raw.first() == Some(&b'/') {
+            return Err(ImportError::refused(
+                Class::AbsolutePath,
+                format!("entry {:?} has an absolute path", shown()),
+            ));
+        }
+        let mut parts = Vec::new();
+        for comp in raw.split(|&b| b == b'/') {
+            match comp {
+                b"" | b"." => {}
+                b".." => {
+                    return Err(ImportError::refused(
+                        Class::PathTraversal,
+                        format!("entry {:?} has a '..' component", shown()),
+                    ));
+                }
+                _ => parts.push(Name::new(comp.to_vec()).map_err(|e| {
+                    ImportError::refused(Class::BadName, format!("entry {:?}: {e}", shown()))
+                })?),
+            }
+        }
+        Ok(ArchivePath(parts))
+    }
+
+    /// The path as `/a/b`, for messages.
+    pub(crate) fn display(&self) -> String {
+        let mut s = String::new();
+        for p in &self.0 {
+            s.push('/');
+            s.push_str(&p.to_string());
+        }
+        if s.is_empty() { "/".into() } else { s }
+    }
+}
+
+enum Node {
+    Dir {
+        meta: Meta,
+        explicit: bool,
+        children: BTreeMap<Name, Node>,
+    },
+    Leaf {
+        meta: Meta,
+        kind: EntryKind,
+    },
+}
+
+/// A directory tree under construction.
+pub(crate) struct TreeBuilder {
+    root: BTreeMap<Name, Node>,
+    entries: u64,
+    max_entries: u64,
+}
+
+impl TreeBuilder {
+    pub(crate) fn new(max_entries: u64) -> Self {
+        TreeBuilder {
+            root: BTreeMap::new(),
+            entries: 0,
+            max_entries,
+        }
+    }
+
+    /// How many entries were added.
+    pub(crate) fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Adds a directory. Directories may repeat (the last metadata wins), and may follow
+    /// entries beneath them, as tar writers order things in many ways.
+    pub(crate) fn add_dir(&mut self, path: &ArchivePath, meta: Meta) -> Result<(), ImportError> {
+        let Some((last, parents)) = path.0.split_last() else {
+            // The archive's own root ("./"): roots are always 0755 root:root.
+            return Ok(());
+        };
+        let dir = self.parent(parents, path)?;
+        match dir.get_mut(last) {
+            Some(Node::Dir {
+                meta: m, explicit, ..
+            }) => {
+                *m = meta;
+                *explicit = true;
+            }
+            Some(Node::Leaf { kind, .. }) => {
+                return Err(ImportError::refused(
+                    Class::DuplicateEntry,
+                    format!(
+                        "entry {} is both a {} and a directory",
+                        path.display(),
+                        kind.label()
+                    ),
+                ));
+            }
+            None => {
+                dir.insert(
+                    last.clone(),
+                    Node::Dir {
+                        meta,
+                        explicit: true,
+                        children: BTreeMap::new(),
+                    },
+                );
+            }
+        }
+        self.count(path)
+    }
+
+    /// Adds anything but a directory.
+    pub(crate) fn add_leaf(
+        &mut self,
+        path: &ArchivePath,
+        meta: Meta,
+        kind: EntryKind,
+    ) -> Result<(), ImportError> {
+        let Some((last, parents)) = path.0.split_last() else {
+            return Err(ImportError::refused(
+                Class::Malformed,
+                format!("the archive root is a {}", kind.label()),
+            ));
+        };
+        let dir = self.parent(parents, path)?;
+        if dir.contains_key(last) {
+            return Err(ImportError::refused(
+                Class::DuplicateEntry,
+                format!("entry {} appears twice", path.display()),
+            ));
+        }
+        dir.insert(last.clone(), Node::Leaf { meta, kind });
+        self.count(path)
+    }
+
+    /// The regular file at `path`, for hard links.
+    pub(crate) fn file(&self, path: &ArchivePath) -> Option<(Meta, EntryKind)> {
+        let (last, parents) = path.0.split_last()?;
+        let mut dir = &self.root;
+        for p in parents {
+            match dir.get(p)? {
+                Node::Dir { children, .. } => dir = children,
+                Node::Leaf { .. } => return None,
+            }
+        }
+        match dir.get(last)? {
+            Node::Leaf {
+                meta,
+                kind: kind @ EntryKind::File { .. },
+            } => Some((meta.clone(), kind.clone())),
+            _ => None,
+        }
+    }
+
+    fn count(&mut self, path: &ArchivePath) -> Result<(), ImportError> {
+        self.entries += 1;
+        if self.entries > self.max_entries {
+            return Err(ImportError::refused(
+                Class::TooLarge,
+                format!(
+                    "more than {} entries (at {})",
+                    self.max_entries,
+                    path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The children map of the directory holding `path`, creating implied directories.
+    fn parent(
+        &mut self,
+        parents: &[Name],
+        path: &ArchivePath,
+    ) -> Result<&mut BTreeMap<Name, Node>, ImportError> {
+        let mut dir = &mut self.root;
+        for p in parents {
+            let node = dir.entry(p.clone()).or_insert_with(|| Node::Dir {
+                meta: IMPLIED_DIR,
+                explicit: false,
+                children: BTreeMap::new(),
+            });
+            dir = match node {
+                Node::Dir { children, .. } => children,
+                Node::Leaf {
+                    kind: EntryKind::Symlink { .. },
+                    ..
+                } => {
+                    return Err(ImportError::refused(
+                        Class::ThroughSymlink,
+                        format!("entry {} lies beneath symlink {p}", path.display()),
+                    ));
+                }
+                Node::Leaf { kind, .. } => {
+                    return Err(ImportError::refused(
+                        Class::Malformed,
+                        format!(
+                            "entry {} lies beneath {p}, which is a {}",
+                            path.display(),
+                            kind.label()
+                        ),
+                    ));
+                }
+            };
+        }
+        Ok(dir)
+    }
+
+    /// Writes every directory as a tree object, deepest first; returns the root tree.
+    pub(crate) fn write(self, txn: &mut Txn<'_>) -> Result<TreeId, StoreError> {
+        write_dir(self.root, txn)
+    }
+}
+
+fn write_dir(children: BTreeMap<Name, Node>, txn: &mut Txn<'_>) -> Result<TreeId, StoreError> {
+    let mut entries = Vec::with_capacity(children.len());
+    for (name, node) in children {
+        entries.push(match node {
+            Node::Dir {
+                meta,
+                children,
+                explicit: _,
+            } => Entry {
+                name,
+                meta,
+                kind: EntryKind::Dir {
+                    tree: write_dir(children, txn)?,
+                },
+            },
+            Node::Leaf { meta, kind } => Entry { name, meta, kind },
+        });
+    }
+    // Names are unique (map keys) and metadata was validated on the way in.
+    let tree = Tree::new(entries).expect("builder entries form a valid tree");
+    txn.put_tree(&tree)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(r: Result<ArchivePath, ImportError>) -> Option<Class> {
+        r.err().and_then(|e| e.class())
+    }
+
+    #[test]
+    fn parses_archive_paths() {
+        assert_eq!(
+            ArchivePath::parse(b"./usr/bin/").unwrap().display(),
+            "/usr/bin"
+        );
+        assert_eq!(ArchivePath::parse(b"./").unwrap().display(), "/");
+        assert_eq!(
+            class(ArchivePath::parse(b"./a/../../x")),
+            Some(Class::PathTraversal)
+        );
+        assert_eq!(
+            class(ArchivePath::parse(b"/etc/passwd")),
+            Some(Class::AbsolutePath)
+        );
+        assert_eq!(class(ArchivePath::parse(b"a/b\0c")), Some(Class::BadName));
+        assert_eq!(
+            class(ArchivePath::parse(&[b'x'; 256])),
+            Some(Class::BadName)
+        );
+    }
+
+    #[test]
+    fn refuses_entries_beneath_symlinks_and_duplicates() {
+        let mut b = TreeBuilder::new(100);
+        let meta = Meta {
+            mode: 0o777,
+            ..Default::default()
+        };
+        b.add_leaf(
+            &ArchivePath::parse(b"lib").unwrap(),
+            meta.clone(),
+            EntryKind::Symlink {
+                target: b"/etc".to_vec(),
+            },
+        )
+        .unwrap();
+        let e = b
+            .add_leaf(
+                &ArchivePath::parse(b"lib/passwd").unwrap(),
+                meta.clone(),
+                EntryKind::Fifo,
+            )
+            .unwrap_err();
+        assert_eq!(e.class(), Some(Class::ThroughSymlink));
+        let e = b
+            .add_dir(&ArchivePath::parse(b"lib").unwrap(), meta.clone())
+            .unwrap_err();
+        assert_eq!(e.class(), Some(Class::DuplicateEntry));
+        let e = b
+            .add_leaf(
+                &ArchivePath::parse(b"./lib").unwrap(),
+                meta,
+                EntryKind::Symlink {
+                    target: b"x".to_vec(),
+                },
+            )
+            .unwrap_err();
+        assert_eq!(e.class(), Some(Class::DuplicateEntry));
+    }
+}

@@ -1,0 +1,226 @@
+//! Debian binary packages: an `ar` archive of `debian-binary`, `control.tar[.gz|.xz|.zst]`
+//! and `data.tar[.gz|.xz|.zst]`.
+
+use super::builder::{ArchivePath, TreeBuilder};
+use super::compress::{Compression, decoder};
+use super::limit::Limits;
+use super::{Class, Identity, ImportError, Imported, already_imported, finish, hash_file, open};
+use crate::store::Store;
+use canopy_protocol::PackageKind;
+use std::io::{self, Read};
+use std::path::Path;
+
+/// Maintainer scripts a package may carry; canopy records which, and runs none.
+const SCRIPTS: [&str; 5] = ["preinst", "postinst", "prerm", "postrm", "config"];
+
+/// Largest control file read (real ones are a few KiB).
+const CONTROL_MAX: u64 = 1 << 20;
+
+/// What the control file says about a package.
+struct Control {
+    name: String,
+    version: String,
+    arch: String,
+}
+
+/// Imports a `.deb`. Importing an archive that is already in the store reads only its
+/// hash and returns the existing package.
+pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, ImportError> {
+    let archive = hash_file(path)?;
+    if let Some(done) = already_imported(store, &archive)? {
+        return Ok(done);
+    }
+    let mut txn = store.begin()?;
+    let mut ar = ar::Archive::new(open(path)?);
+    let mut control: Option<(Control, Vec<String>)> = None;
+    let mut data: Option<TreeBuilder> = None;
+    let mut index = 0;
+    while let Some(member) = ar.next_entry() {
+        let mut member = member.map_err(|e| ar_error(e, index))?;
+        let id = String::from_utf8_lossy(member.header().identifier())
+            .trim_end_matches('/')
+            .to_string();
+        if index == 0 {
+            if id != "debian-binary" {
+                return Err(not_a_deb(format!(
+                    "first member is {id:?}, not debian-binary"
+                )));
+            }
+            let mut version = String::new();
+            (&mut member)
+                .take(64)
+                .read_to_string(&mut version)
+                .map_err(|e| ImportError::from_read(e, "debian-binary"))?;
+            if !version.starts_with("2.") {
+                return Err(not_a_deb(format!(
+                    "format version {:?} is not 2.x",
+                    version.trim()
+                )));
+            }
+        } else if let Some(suffix) = id.strip_prefix("control.tar") {
+            let compression = member_compression(&id, suffix)?;
+            control = Some(read_control(decoder(member, Some(compression), &id)?, &id)?);
+        } else if let Some(suffix) = id.strip_prefix("data.tar") {
+            let compression = member_compression(&id, suffix)?;
+            data = Some(super::tar::read(
+                &mut txn,
+                decoder(member, Some(compression), &id)?,
+                limits,
+                &id,
+            )?);
+        } else if !id.starts_with('_') {
+            // dpkg reserves names starting with '_' for additions it ignores; anything
+            // else is a format canopy does not understand.
+            return Err(not_a_deb(format!("unexpected member {id:?}")));
+        }
+        index += 1;
+    }
+    if index == 0 {
+        return Err(not_a_deb("the archive is empty".into()));
+    }
+    let (control, scripts) = control.ok_or_else(|| not_a_deb("no control.tar member".into()))?;
+    let builder = data.ok_or_else(|| not_a_deb("no data.tar member".into()))?;
+    let entries = builder.entries();
+    let tree = builder.write(&mut txn)?;
+    let who = Identity {
+        kind: PackageKind::Deb,
+        name: control.name,
+        version: control.version,
+        arch: control.arch,
+        scripts,
+    };
+    finish(txn, tree, entries, who, archive)
+}
+
+fn not_a_deb(detail: String) -> ImportError {
+    ImportError::refused(Class::NotADeb, format!("not a Debian package: {detail}"))
+}
+
+fn ar_error(e: io::Error, index: usize) -> ImportError {
+    if index == 0 {
+        return not_a_deb(format!("not an ar archive ({e})"));
+    }
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => {
+            ImportError::refused(Class::Truncated, format!("ar archive ends early ({e})"))
+        }
+        _ => ImportError::refused(Class::Malformed, format!("ar archive is damaged: {e}")),
+    }
+}
+
+fn member_compression(id: &str, suffix: &str) -> Result<Compression, ImportError> {
+    Compression::from_suffix(suffix).ok_or_else(|| {
+        ImportError::refused(
+            Class::BadCompression,
+            format!("member {id} uses a compression canopy does not read"),
+        )
+    })
+}
+
+/// Reads the control file and notes the maintainer scripts, from control.tar.
+fn read_control(reader: impl Read, what: &str) -> Result<(Control, Vec<String>), ImportError> {
+    let mut archive = tar::Archive::new(reader);
+    let mut control = None;
+    let mut scripts = Vec::new();
+    for entry in archive
+        .entries()
+        .map_err(|e| ImportError::from_read(e, what))?
+    {
+        let entry = entry.map_err(|e| ImportError::from_read(e, what))?;
+        let path = ArchivePath::parse(&entry.path_bytes())?.display();
+        let name = path.trim_start_matches('/');
+        if name == "control" {
+            let mut text = Vec::new();
+            entry
+                .take(CONTROL_MAX)
+                .read_to_end(&mut text)
+                .map_err(|e| ImportError::from_read(e, what))?;
+            control = Some(parse_control(&text)?);
+        } else if SCRIPTS.contains(&name) {
+            scripts.push(name.to_string());
+        }
+    }
+    let control = control.ok_or_else(|| {
+        ImportError::refused(Class::BadControl, format!("{what} has no control file"))
+    })?;
+    scripts.sort();
+    Ok((control, scripts))
+}
+
+fn bad_control(detail: impl Into<String>) -> ImportError {
+    ImportError::refused(
+        Class::BadControl,
+        format!("control file: {}", detail.into()),
+    )
+}
+
+/// Parses the fields canopy needs from a deb822 control paragraph.
+fn parse_control(text: &[u8]) -> Result<Control, ImportError> {
+    let text = std::str::from_utf8(text).map_err(|_| bad_control("not UTF-8"))?;
+    let (mut name, mut version, mut arch) = (None, None, None);
+    for line in text.lines() {
+        if line.starts_with([' ', '\t']) || line.trim().is_empty() {
+            continue;
+        }
+        let (key, value) = line
+            .split_once(':')
+            .ok_or_else(|| bad_control(format!("line {line:?} is not a field")))?;
+        let value = value.trim().to_string();
+        match key.to_ascii_lowercase().as_str() {
+            "package" => name = Some(value),
+            "version" => version = Some(value),
+            "architecture" => arch = Some(value),
+            _ => {}
+        }
+    }
+    let name = name.ok_or_else(|| bad_control("no Package field"))?;
+    let valid_name = name.len() >= 2
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b));
+    if !valid_name {
+        return Err(bad_control(format!("package name {name:?} is not valid")));
+    }
+    let version = version.ok_or_else(|| bad_control("no Version field"))?;
+    if version.is_empty()
+        || version.contains(char::is_whitespace)
+        || version.parse::<debversion::Version>().is_err()
+    {
+        return Err(bad_control(format!(
+            "version {version:?} is not a valid Debian version"
+        )));
+    }
+    Ok(Control {
+        name,
+        version,
+        arch: arch.unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_control_fields() {
+        let c = parse_control(
+            b"Package: bash\nVersion: 5.2.15-2+b7\nArchitecture: amd64\nDescription: x\n more\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.name.as_str(), c.version.as_str(), c.arch.as_str()),
+            ("bash", "5.2.15-2+b7", "amd64")
+        );
+        assert_eq!(
+            parse_control(b"Version: 1\n").unwrap_err().class(),
+            Some(Class::BadControl)
+        );
+        assert_eq!(
+            parse_control(b"Package: Bad_Name\nVersion: 1\n")
+                .unwrap_err()
+                .class(),
+            Some(Class::BadControl)
+        );
+    }
+}

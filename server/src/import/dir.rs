@@ -1,0 +1,152 @@
+//! Plain directories on the importing machine (`canopy import dir`).
+
+use super::builder::{ArchivePath, TreeBuilder};
+use super::limit::Limits;
+use super::{Class, Identity, ImportError, Imported, Outcome, finish};
+use crate::store::{BlobError, IoContext, Store, Txn};
+use canopy_protocol::{ArchiveHash, EntryKind, Meta, PackageKind};
+use std::fs::{self, File};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+/// Imports the tree under `dir` as package `name`, with owners and modes as they are on
+/// disk. The same content under the same name and version is imported once.
+pub fn import(
+    store: &Store,
+    dir: &Path,
+    name: &str,
+    version: &str,
+    limits: Limits,
+) -> Result<Imported, ImportError> {
+    let meta = fs::metadata(dir).ctx(|| format!("reading {}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(ImportError::refused(
+            Class::Malformed,
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
+    let mut txn = store.begin()?;
+    let mut builder = TreeBuilder::new(limits.max_entries);
+    walk(&mut txn, &mut builder, dir, &mut Vec::new(), &mut 0, limits)?;
+    let entries = builder.entries();
+    let tree = builder.write(&mut txn)?;
+    // No archive to hash: the key is what makes two imports the same one.
+    let archive = ArchiveHash::of(format!("canopy-dir\0{name}\0{version}\0{tree}").as_bytes());
+    if let Some(id) = store.package_ref(&archive)? {
+        return Ok(Imported {
+            id,
+            package: store.package(&id)?,
+            outcome: Outcome::AlreadyImported,
+        });
+    }
+    let who = Identity {
+        kind: PackageKind::Dir,
+        name: name.to_string(),
+        version: version.to_string(),
+        arch: String::new(),
+        scripts: Vec::new(),
+    };
+    finish(txn, tree, entries, who, archive)
+}
+
+fn walk(
+    txn: &mut Txn<'_>,
+    builder: &mut TreeBuilder,
+    dir: &Path,
+    rel: &mut Vec<u8>,
+    unpacked: &mut u64,
+    limits: Limits,
+) -> Result<(), ImportError> {
+    let mut children: Vec<_> = fs::read_dir(dir)
+        .ctx(|| format!("listing {}", dir.display()))?
+        .collect::<Result<_, _>>()
+        .ctx(|| format!("listing {}", dir.display()))?;
+    children.sort_by_key(|e| e.file_name());
+    for child in children {
+        let path = child.path();
+        let len = rel.len();
+        if !rel.is_empty() {
+            rel.push(b'/');
+        }
+        rel.extend_from_slice(child.file_name().as_bytes());
+        let apath = ArchivePath::parse(rel)?;
+        let md = fs::symlink_metadata(&path).ctx(|| format!("reading {}", path.display()))?;
+        let meta = Meta {
+            mode: (md.mode() & 0o7777) as u16,
+            uid: md.uid(),
+            gid: md.gid(),
+            xattrs: xattrs(&path)?,
+        };
+        let ft = md.file_type();
+        if ft.is_dir() {
+            builder.add_dir(&apath, meta)?;
+            walk(txn, builder, &path, rel, unpacked, limits)?;
+        } else {
+            let kind = if ft.is_file() {
+                let file = File::open(&path).ctx(|| format!("opening {}", path.display()))?;
+                let (blob, size) = txn.put_blob(file).map_err(|e| match e {
+                    BlobError::Source(e) => ImportError::Io {
+                        what: format!("reading {}", path.display()),
+                        source: e,
+                    },
+                    BlobError::Store(e) => e.into(),
+                })?;
+                *unpacked += size;
+                if *unpacked > limits.max_unpacked {
+                    return Err(ImportError::refused(
+                        Class::TooLarge,
+                        format!(
+                            "{} holds more than {} bytes (see --max-size)",
+                            dir.display(),
+                            limits.max_unpacked
+                        ),
+                    ));
+                }
+                EntryKind::File { size, blob }
+            } else if ft.is_symlink() {
+                let target =
+                    fs::read_link(&path).ctx(|| format!("reading link {}", path.display()))?;
+                EntryKind::Symlink {
+                    target: target.as_os_str().as_bytes().to_vec(),
+                }
+            } else if ft.is_char_device() || ft.is_block_device() {
+                let (major, minor) = (libc::major(md.rdev()), libc::minor(md.rdev()));
+                if ft.is_char_device() {
+                    EntryKind::CharDevice { major, minor }
+                } else {
+                    EntryKind::BlockDevice { major, minor }
+                }
+            } else if ft.is_fifo() {
+                EntryKind::Fifo
+            } else {
+                EntryKind::Socket
+            };
+            builder.add_leaf(&apath, meta, kind)?;
+        }
+        rel.truncate(len);
+    }
+    Ok(())
+}
+
+/// The extended attributes of `path` itself (symlinks are not followed), sorted.
+fn xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ImportError> {
+    let io = |source| ImportError::Io {
+        what: format!("reading xattrs of {}", path.display()),
+        source,
+    };
+    let mut out = Vec::new();
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        // Filesystems without xattr support have none to keep.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(out),
+        Err(e) => return Err(io(e)),
+    };
+    for name in names {
+        if let Some(value) = xattr::get(path, &name).map_err(io)? {
+            out.push((name.as_bytes().to_vec(), value));
+        }
+    }
+    out.sort();
+    Ok(out)
+}

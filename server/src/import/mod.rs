@@ -1,0 +1,247 @@
+//! Importers: turn an archive (`.deb`, tarball) or a directory into a package tree in
+//! the store, keeping exactly what it contains — modes with setuid/setgid/sticky, the
+//! archive's numeric owners, symlinks, hard links, devices, fifos and xattrs.
+//!
+//! Every import is one store transaction: a refused or failed import leaves the store
+//! exactly as it was. Archives are streamed: file contents go straight to disk, and
+//! memory is bounded by [`Limits`] whatever the archive claims.
+
+mod builder;
+mod compress;
+pub mod deb;
+pub mod dir;
+mod limit;
+pub mod tar;
+
+use crate::store::{IoContext, Store, StoreError, Txn, TxnStats};
+use canopy_protocol::{ArchiveHash, Hasher, Package, PackageId, PackageKind, TreeId};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use limit::Limits;
+
+/// Why an archive was refused. Each class has a stable code, printed in brackets at
+/// the end of the message, so scripts and tests can tell them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// A path with a `..` component.
+    PathTraversal,
+    /// A path starting with `/`.
+    AbsolutePath,
+    /// An entry beneath a symlink of the same archive.
+    ThroughSymlink,
+    /// A path component with a NUL byte, or empty, or over 255 bytes; a bad symlink target.
+    BadName,
+    /// The same non-directory path twice.
+    DuplicateEntry,
+    /// The archive ends early.
+    Truncated,
+    /// Not a Debian binary package.
+    NotADeb,
+    /// Content that does not match its declared compression, or an unknown compression.
+    BadCompression,
+    /// Over the unpacked-size, entry-count or header-size limit.
+    TooLarge,
+    /// A hard link to something that is not an earlier regular file of the archive.
+    BadLink,
+    /// A missing or unparsable control file.
+    BadControl,
+    /// Structural damage: bad header checksum, unsupported entry type, bad numbers.
+    Malformed,
+}
+
+impl Class {
+    /// The stable code, e.g. `path-traversal`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Class::PathTraversal => "path-traversal",
+            Class::AbsolutePath => "absolute-path",
+            Class::ThroughSymlink => "through-symlink",
+            Class::BadName => "bad-name",
+            Class::DuplicateEntry => "duplicate-entry",
+            Class::Truncated => "truncated",
+            Class::NotADeb => "not-a-deb",
+            Class::BadCompression => "bad-compression",
+            Class::TooLarge => "too-large",
+            Class::BadLink => "bad-link",
+            Class::BadControl => "bad-control",
+            Class::Malformed => "malformed",
+        }
+    }
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// What went wrong in an import.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The input was refused; nothing was written.
+    #[error("{detail} [{class}]")]
+    Refused {
+        /// Which kind of problem.
+        class: Class,
+        /// What and where, naming the entry.
+        detail: String,
+    },
+    /// Reading the input failed for a reason other than its content.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being read.
+        what: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ImportError {
+    pub(crate) fn refused(class: Class, detail: impl Into<String>) -> Self {
+        ImportError::Refused {
+            class,
+            detail: detail.into(),
+        }
+    }
+
+    /// The class of a refused input, if that is what this is.
+    pub fn class(&self) -> Option<Class> {
+        match self {
+            ImportError::Refused { class, .. } => Some(*class),
+            _ => None,
+        }
+    }
+
+    /// Classifies an error met while reading archive content: our own limits, early
+    /// ends and decoder complaints each keep their meaning.
+    pub(crate) fn from_read(err: io::Error, context: &str) -> Self {
+        if let Some(limit) = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<limit::LimitExceeded>())
+        {
+            return ImportError::refused(Class::TooLarge, format!("{context}: {limit}"));
+        }
+        match err.kind() {
+            io::ErrorKind::UnexpectedEof => {
+                ImportError::refused(Class::Truncated, format!("{context}: archive ends early"))
+            }
+            _ => ImportError::refused(Class::Malformed, format!("{context}: {err}")),
+        }
+    }
+}
+
+/// What an import did.
+#[derive(Clone, Debug)]
+pub struct Imported {
+    /// The package record's id.
+    pub id: PackageId,
+    /// The package record.
+    pub package: Package,
+    /// Whether it was new, and what it added.
+    pub outcome: Outcome,
+}
+
+/// Whether an import added anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The archive was imported before; nothing was read beyond its hash.
+    AlreadyImported,
+    /// Imported now.
+    New {
+        /// Entries in the package (files, directories, links…).
+        entries: u64,
+        /// Objects and bytes the store did not have.
+        stats: TxnStats,
+    },
+}
+
+/// The SHA-256 of a file, read in one pass.
+pub fn hash_file(path: &Path) -> Result<ArchiveHash, ImportError> {
+    let io_err = |source| ImportError::Io {
+        what: format!("reading {}", path.display()),
+        source,
+    };
+    let mut file = File::open(path).map_err(io_err)?;
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_err(e)),
+        }
+    }
+    Ok(ArchiveHash(hasher.finish()))
+}
+
+/// Returns the package already imported from this archive, if any.
+fn already_imported(store: &Store, archive: &ArchiveHash) -> Result<Option<Imported>, ImportError> {
+    match store.package_ref(archive)? {
+        Some(id) => Ok(Some(Imported {
+            id,
+            package: store.package(&id)?,
+            outcome: Outcome::AlreadyImported,
+        })),
+        None => Ok(None),
+    }
+}
+
+/// The fields of a package record that the importer knows before the tree is written.
+pub(crate) struct Identity {
+    kind: PackageKind,
+    name: String,
+    version: String,
+    arch: String,
+    scripts: Vec<String>,
+}
+
+/// Writes the package record for `tree`, points the package ref at it and commits.
+fn finish(
+    mut txn: Txn<'_>,
+    tree: TreeId,
+    entries: u64,
+    who: Identity,
+    archive: ArchiveHash,
+) -> Result<Imported, ImportError> {
+    let package = Package {
+        kind: who.kind,
+        name: who.name,
+        version: who.version,
+        arch: who.arch,
+        archive,
+        tree,
+        imported_at: now(),
+        scripts: who.scripts,
+    };
+    let id = txn.put_package(&package)?;
+    txn.set_package(&archive, id);
+    let stats = txn.commit()?;
+    Ok(Imported {
+        id,
+        package,
+        outcome: Outcome::New { entries, stats },
+    })
+}
+
+/// Seconds since the epoch, as stored in records and commits.
+pub(crate) fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Opens a file for import, naming it in the error.
+fn open(path: &Path) -> Result<File, ImportError> {
+    File::open(path)
+        .ctx(|| format!("opening {}", path.display()))
+        .map_err(ImportError::from)
+}
