@@ -1,0 +1,250 @@
+//! Command-line syntax: what each command takes, with its help text.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// canopy: one content-addressed store of software, roots assembled from it without copying.
+#[derive(Parser)]
+#[command(name = "canopy", version, propagate_version = true)]
+#[command(
+    after_help = "Start with `canopy init`, then `canopy import deb *.deb` and `canopy assemble NAME PKG...`."
+)]
+pub struct Cli {
+    /// The store directory [default: $XDG_DATA_HOME/canopy or ~/.local/share/canopy]
+    #[arg(long, global = true, env = "CANOPY_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// The command
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create the store and its signing key (does nothing if it exists)
+    #[command(after_help = "Example:\n  canopy init\n  CANOPY_STORE=/srv/canopy canopy init")]
+    Init,
+    /// Import packages, tarballs or directories into the store
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// List imported packages
+    #[command(subcommand)]
+    Packages(PackagesCommand),
+    /// Build (a new version of) a root from imported packages
+    #[command(
+        after_help = "Examples:\n  canopy assemble web bash coreutils libc6 libtinfo6\n  canopy assemble usr-only bash coreutils libc6 --subtree usr\n  canopy assemble web bash=5.2.15-2+b7 mytools --allow-overwrite -m \"web with tools\""
+    )]
+    Assemble(AssembleArgs),
+    /// List roots, show their history, roll them back
+    #[command(subcommand)]
+    Roots(RootsCommand),
+    /// Write a root out as a plain directory tree
+    #[command(
+        after_help = "Examples:\n  canopy checkout web /srv/web\n  canopy checkout web /srv/web --hardlink\n  canopy checkout web /srv/web-old --commit 3f2a9c"
+    )]
+    Checkout(CheckoutArgs),
+    /// Verify every object and every ref's closure
+    #[command(
+        after_help = "Exit status 0 when the store is sound, 1 when problems were found.\nExample:\n  canopy fsck --json"
+    )]
+    Fsck(JsonFlag),
+    /// Delete objects that no root or package references
+    #[command(after_help = "Example:\n  canopy roots rollback web && canopy gc")]
+    Gc(GcArgs),
+    /// The store's signing key
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+/// `--json` on listings.
+#[derive(Args)]
+pub struct JsonFlag {
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `import` takes.
+#[derive(Subcommand)]
+pub enum ImportCommand {
+    /// Import Debian binary packages (.deb); already imported archives are skipped
+    #[command(
+        after_help = "Example:\n  apt-get download bash coreutils libc6 && canopy import deb *.deb"
+    )]
+    Deb {
+        /// The .deb files
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        limit: MaxSize,
+    },
+    /// Import a tar archive (plain, gzip, xz or zstd) as one package
+    #[command(
+        after_help = "Example:\n  canopy import tar rootfs.tar.zst --name base --version 2026.11"
+    )]
+    Tar {
+        /// The archive
+        file: PathBuf,
+        #[command(flatten)]
+        named: Named,
+        #[command(flatten)]
+        limit: MaxSize,
+    },
+    /// Import a directory as one package, with owners and modes as on disk
+    #[command(
+        after_help = "Example:\n  canopy import dir ./build/root --name mytools --version 1.2"
+    )]
+    Dir {
+        /// The directory
+        dir: PathBuf,
+        #[command(flatten)]
+        named: Named,
+        #[command(flatten)]
+        limit: MaxSize,
+    },
+}
+
+/// Name and version of a tar or directory package.
+#[derive(Args)]
+pub struct Named {
+    /// Package name, used by `assemble`
+    #[arg(long)]
+    pub name: String,
+    /// Package version (the highest version of a name is assembled unless pinned)
+    #[arg(long, default_value = "0")]
+    pub version: String,
+}
+
+/// Bound on unpacked size.
+#[derive(Args)]
+pub struct MaxSize {
+    /// Refuse an archive that unpacks to more than this (K, M, G, T suffixes)
+    #[arg(long, value_name = "SIZE", default_value = "16G", value_parser = parse_size)]
+    pub max_size: u64,
+}
+
+/// Parses `123`, `64K`, `8M`, `16G`, `1T` (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, shift) = match s.as_bytes().last().map(u8::to_ascii_uppercase) {
+        Some(b'K') => (&s[..s.len() - 1], 10),
+        Some(b'M') => (&s[..s.len() - 1], 20),
+        Some(b'G') => (&s[..s.len() - 1], 30),
+        Some(b'T') => (&s[..s.len() - 1], 40),
+        _ => (s, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| format!("{s:?} is not a size like 512M or 16G"))
+}
+
+/// What `packages` takes.
+#[derive(Subcommand)]
+pub enum PackagesCommand {
+    /// List every imported package
+    #[command(after_help = "Example:\n  canopy packages list --json")]
+    List(JsonFlag),
+}
+
+/// What `assemble` takes.
+#[derive(Args)]
+pub struct AssembleArgs {
+    /// The root to build
+    pub root: String,
+    /// Packages: NAME, NAME=VERSION, NAME:ARCH or NAME:ARCH=VERSION, in order
+    #[arg(required = true, value_name = "PACKAGE")]
+    pub packages: Vec<String>,
+    /// When two packages ship different things at one path, let the later one win
+    #[arg(long)]
+    pub allow_overwrite: bool,
+    /// Make the root from this directory of the packages, e.g. `usr`
+    #[arg(long, value_name = "PATH")]
+    pub subtree: Option<String>,
+    /// The commit's subject line
+    #[arg(short, long, value_name = "SUBJECT")]
+    pub message: Option<String>,
+}
+
+/// What `roots` takes.
+#[derive(Subcommand)]
+pub enum RootsCommand {
+    /// List roots with their current commit
+    #[command(after_help = "Example:\n  canopy roots list --json")]
+    List(JsonFlag),
+    /// Show a root's history, newest first
+    #[command(after_help = "Example:\n  canopy roots log web")]
+    Log {
+        /// The root
+        root: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Point a root back at an earlier commit (default: the current commit's parent)
+    #[command(
+        after_help = "Examples:\n  canopy roots rollback web\n  canopy roots rollback web 3f2a9c"
+    )]
+    Rollback {
+        /// The root
+        root: String,
+        /// A commit of the root's history (full id or unique prefix)
+        commit: Option<String>,
+    },
+}
+
+/// What `checkout` takes.
+#[derive(Args)]
+pub struct CheckoutArgs {
+    /// The root
+    pub root: String,
+    /// Where to write it (must not exist, or be an empty directory)
+    pub dir: PathBuf,
+    /// A commit of the root's history instead of its current one (id or unique prefix)
+    #[arg(long)]
+    pub commit: Option<String>,
+    /// Hard-link files to the store instead of copying, where owner and mode allow
+    /// (never modify such files in place: that would change the store)
+    #[arg(long)]
+    pub hardlink: bool,
+}
+
+/// What `gc` takes.
+#[derive(Args)]
+pub struct GcArgs {
+    /// Only count what would be removed
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// What `key` takes.
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// Print the public key that signs this store's commits (hex), for clients' --trust
+    #[command(after_help = "Example:\n  canopy key show > server.pub")]
+    Show,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+}

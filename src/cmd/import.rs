@@ -1,0 +1,147 @@
+//! `canopy import deb|tar|dir` and `canopy packages list`.
+
+use super::{bytes, open, print_json, time};
+use crate::cli::Named;
+use anyhow::{Context, Result, bail};
+use canopy_server::Access;
+use canopy_server::import::{self, ImportError, Imported, Limits, Outcome};
+use canopy_server::packages::PackageIndex;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+fn limits(max_size: u64) -> Limits {
+    Limits {
+        max_unpacked: max_size,
+        ..Limits::default()
+    }
+}
+
+/// One line per archive: what was imported, or that it already was.
+fn report(imported: &Imported) -> String {
+    let p = &imported.package;
+    let arch = if p.arch.is_empty() {
+        p.kind.label().to_string()
+    } else {
+        p.arch.clone()
+    };
+    match imported.outcome {
+        Outcome::AlreadyImported => format!(
+            "skipped {} {} ({arch}): already imported",
+            p.name, p.version
+        ),
+        Outcome::New { entries, stats } => format!(
+            "imported {} {} ({arch}): {entries} entries, {} new objects, {} new",
+            p.name,
+            p.version,
+            stats.new_objects,
+            bytes(stats.new_bytes)
+        ),
+    }
+}
+
+pub fn debs(store: &Path, files: &[PathBuf], max_size: u64) -> Result<ExitCode> {
+    let store = open(store, Access::Write)?;
+    let bar = ProgressBar::new(files.len() as u64).with_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {wide_msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    let mut failed = 0;
+    for file in files {
+        bar.set_message(file.display().to_string());
+        match import::deb::import(&store, file, limits(max_size)) {
+            Ok(imported) => bar.suspend(|| println!("{}", report(&imported))),
+            Err(e) => {
+                failed += 1;
+                bar.suspend(|| eprintln!("error: importing {}: {e}", file.display()));
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if failed > 0 {
+        eprintln!(
+            "{failed} of {} archives failed to import; the others were imported",
+            files.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_name(named: &Named) -> Result<()> {
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.as_bytes()[0].is_ascii_alphanumeric()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-._~".contains(&b))
+    };
+    if !ok(&named.name) || !ok(&named.version) {
+        bail!(
+            "--name and --version take letters, digits and + - . _ ~ (starting with a letter or digit)"
+        );
+    }
+    Ok(())
+}
+
+fn single(path: &Path, result: Result<Imported, ImportError>) -> Result<ExitCode> {
+    let imported = result.with_context(|| format!("importing {}", path.display()))?;
+    println!("{}", report(&imported));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn tar(store: &Path, file: &Path, named: &Named, max_size: u64) -> Result<ExitCode> {
+    check_name(named)?;
+    let store = open(store, Access::Write)?;
+    single(
+        file,
+        import::tar::import(&store, file, &named.name, &named.version, limits(max_size)),
+    )
+}
+
+pub fn dir(store: &Path, dir: &Path, named: &Named, max_size: u64) -> Result<ExitCode> {
+    check_name(named)?;
+    let store = open(store, Access::Write)?;
+    single(
+        dir,
+        import::dir::import(&store, dir, &named.name, &named.version, limits(max_size)),
+    )
+}
+
+pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
+    let store = open(store, Access::Read)?;
+    let index = PackageIndex::load(&store)?;
+    if json {
+        let items: Vec<_> = index
+            .all()
+            .iter()
+            .map(|(id, p)| {
+                json!({
+                    "name": p.name, "version": p.version, "arch": p.arch, "kind": p.kind.label(),
+                    "archive": p.archive.to_string(), "tree": p.tree.to_string(), "id": id.to_string(),
+                    "imported_at": p.imported_at, "scripts": p.scripts,
+                })
+            })
+            .collect();
+        print_json(&json!(items))?;
+    } else {
+        for (_, p) in index.all() {
+            let scripts = if p.scripts.is_empty() {
+                String::new()
+            } else {
+                format!("  scripts: {}", p.scripts.join(","))
+            };
+            println!(
+                "{:<32} {:<28} {:<6} {:<4} {}{scripts}",
+                p.name,
+                p.version,
+                p.arch,
+                p.kind.label(),
+                time(p.imported_at)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,121 @@
+//! One module per command: each opens the store as it needs, calls into the library
+//! and prints the result as text or JSON.
+
+mod assemble;
+mod checkout;
+mod import;
+mod maintenance;
+mod roots;
+mod setup;
+
+use crate::cli::{Cli, Command, ImportCommand, KeyCommand, PackagesCommand, RootsCommand};
+use anyhow::{Context, Result};
+use canopy_protocol::{CommitId, RootName};
+use canopy_server::{Access, Store};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let store = store_path(cli.store)?;
+    match cli.command {
+        Command::Init => setup::init(&store),
+        Command::Key(KeyCommand::Show) => setup::key_show(&store),
+        Command::Import(ImportCommand::Deb { files, limit }) => {
+            import::debs(&store, &files, limit.max_size)
+        }
+        Command::Import(ImportCommand::Tar { file, named, limit }) => {
+            import::tar(&store, &file, &named, limit.max_size)
+        }
+        Command::Import(ImportCommand::Dir { dir, named, limit }) => {
+            import::dir(&store, &dir, &named, limit.max_size)
+        }
+        Command::Packages(PackagesCommand::List(json)) => import::list(&store, json.json),
+        Command::Assemble(args) => assemble::run(&store, args),
+        Command::Roots(RootsCommand::List(json)) => roots::list(&store, json.json),
+        Command::Roots(RootsCommand::Log { root, json }) => roots::log(&store, &root, json.json),
+        Command::Roots(RootsCommand::Rollback { root, commit }) => {
+            roots::rollback(&store, &root, commit.as_deref())
+        }
+        Command::Checkout(args) => checkout::run(&store, args),
+        Command::Fsck(json) => maintenance::fsck(&store, json.json),
+        Command::Gc(args) => maintenance::gc(&store, args.dry_run),
+    }
+}
+
+/// `--store`, else `$XDG_DATA_HOME/canopy`, else `~/.local/share/canopy`.
+fn store_path(flag: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = flag {
+        return Ok(p);
+    }
+    if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(data).join("canopy"));
+    }
+    let home = std::env::var_os("HOME")
+        .context("cannot find the default store: set HOME, CANOPY_STORE or --store")?;
+    Ok(PathBuf::from(home).join(".local/share/canopy"))
+}
+
+fn open(store: &std::path::Path, access: Access) -> Result<Store> {
+    Ok(Store::open(store, access)?)
+}
+
+fn root_name(s: &str) -> Result<RootName> {
+    Ok(s.parse()?)
+}
+
+/// The commit of a root's history that `prefix` names (a full id or a unique prefix).
+fn find_in_log(store: &Store, root: &RootName, head: CommitId, prefix: &str) -> Result<CommitId> {
+    let mut found = Vec::new();
+    let mut next = Some(head);
+    while let Some(id) = next {
+        if id.to_string().starts_with(prefix) {
+            found.push(id);
+        }
+        next = store.commit(&id)?.body.parent;
+    }
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => anyhow::bail!(
+            "no commit {prefix} in the history of root {root} (see `canopy roots log {root}`)"
+        ),
+        _ => anyhow::bail!(
+            "commit prefix {prefix} is ambiguous in the history of root {root}; give more characters"
+        ),
+    }
+}
+
+/// The current commit of a root, or an error that says what exists.
+fn head(store: &Store, root: &RootName) -> Result<CommitId> {
+    store
+        .root_ref(root)?
+        .with_context(|| format!("no root named {root} (see `canopy roots list`)"))
+}
+
+/// A unix timestamp as RFC 3339 UTC.
+fn time(ts: i64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(ts.max(0) as u64))
+        .to_string()
+}
+
+/// Bytes for people: 1.2 MiB.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn print_json(value: &serde_json::Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
