@@ -204,10 +204,10 @@ fn check_entry(e: &Entry) -> Result<(), String> {
     if e.meta.mode > 0o7777 {
         return Err(format!("mode {:o} has bits beyond 7777", e.meta.mode));
     }
-    if let EntryKind::Symlink { target } = &e.kind {
-        if target.is_empty() || target.len() > SYMLINK_MAX || target.contains(&0) {
-            return Err("symlink target is empty, too long or contains NUL".into());
-        }
+    if let EntryKind::Symlink { target } = &e.kind
+        && (target.is_empty() || target.len() > SYMLINK_MAX || target.contains(&0))
+    {
+        return Err("symlink target is empty, too long or contains NUL".into());
     }
     for (i, (name, value)) in e.meta.xattrs.iter().enumerate() {
         if name.is_empty() || name.len() > NAME_MAX || name.contains(&0) {
@@ -326,13 +326,13 @@ impl Tree {
         for _ in 0..count {
             let name = Name::new(r.bytes16()?.to_vec())
                 .map_err(|e| DecodeError::invalid("entry name", e.to_string()))?;
-            if let Some(prev) = entries.last() {
-                if prev.name >= name {
-                    return Err(DecodeError::invalid(
-                        "entry order",
-                        format!("{name} is not after {}", prev.name),
-                    ));
-                }
+            if let Some(prev) = entries.last()
+                && prev.name >= name
+            {
+                return Err(DecodeError::invalid(
+                    "entry order",
+                    format!("{name} is not after {}", prev.name),
+                ));
             }
             let code = r.u8()?;
             let mode = r.u16()?;
@@ -585,7 +585,7 @@ mod tests {
     #[test]
     fn rejects_mode_with_file_type_bits() {
         let mut e = entry(b"a");
-        e.meta.mode = 0o100644 as u16;
+        e.meta.mode = 0o100644_u16;
         assert!(Tree::new(vec![e]).is_err());
     }
 

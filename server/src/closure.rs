@@ -71,14 +71,14 @@ pub fn walk(store: &Store, key: Option<&VerifyingKey>) -> Result<Closure, StoreE
                     break;
                 }
             };
-            if let Some(key) = key {
-                if let Err(e) = commit.verify(key) {
-                    c.problem(
-                        "bad-signature",
-                        Some(id.0),
-                        format!("root {name}, commit {id}: {e}"),
-                    );
-                }
+            if let Some(key) = key
+                && let Err(e) = commit.verify(key)
+            {
+                c.problem(
+                    "bad-signature",
+                    Some(id.0),
+                    format!("root {name}, commit {id}: {e}"),
+                );
             }
             trees.push((
                 commit.body.tree,

@@ -82,17 +82,17 @@ pub(crate) fn decoder<'a, R: Read + 'a>(
         ));
     }
     let found = Compression::sniff(&head);
-    if let Some(declared) = declared {
-        if declared != found {
-            return Err(ImportError::refused(
-                Class::BadCompression,
-                format!(
-                    "{what} should be {} but its content is {}",
-                    declared.label(),
-                    found.label()
-                ),
-            ));
-        }
+    if let Some(declared) = declared
+        && declared != found
+    {
+        return Err(ImportError::refused(
+            Class::BadCompression,
+            format!(
+                "{what} should be {} but its content is {}",
+                declared.label(),
+                found.label()
+            ),
+        ));
     }
     let inner: Box<dyn Read + 'a> = match found {
         Compression::None => Box::new(reader),

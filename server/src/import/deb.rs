@@ -17,6 +17,7 @@ const SCRIPTS: [&str; 5] = ["preinst", "postinst", "prerm", "postrm", "config"];
 const CONTROL_MAX: u64 = 1 << 20;
 
 /// What the control file says about a package.
+#[derive(Debug)]
 struct Control {
     name: String,
     version: String,

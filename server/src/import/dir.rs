@@ -4,7 +4,7 @@ use super::builder::{ArchivePath, TreeBuilder};
 use super::limit::Limits;
 use super::{Class, Identity, ImportError, Imported, Outcome, finish};
 use crate::store::{BlobError, IoContext, Store, Txn};
-use canopy_protocol::{ArchiveHash, EntryKind, Meta, PackageKind};
+use canopy_protocol::{ArchiveHash, EntryKind, Meta, PackageKind, Xattrs};
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -130,7 +130,7 @@ fn walk(
 }
 
 /// The extended attributes of `path` itself (symlinks are not followed), sorted.
-fn xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ImportError> {
+fn xattrs(path: &Path) -> Result<Xattrs, ImportError> {
     let io = |source| ImportError::Io {
         what: format!("reading xattrs of {}", path.display()),
         source,
