@@ -60,6 +60,19 @@ pub enum Command {
     /// The store's signing key
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Serve the store's roots and objects over HTTP
+    #[command(
+        after_help = "Examples:\n  canopy serve --listen 0.0.0.0:7750\n  canopy key show > server.pub   # give this to the hosts that mount"
+    )]
+    Serve(ServeArgs),
+}
+
+/// What `serve` takes.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on (port 0 picks a free one, printed at start)
+    #[arg(long, default_value = "127.0.0.1:7750", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
 }
 
 /// `--json` on listings.

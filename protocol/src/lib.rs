@@ -31,6 +31,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod api;
 mod codec;
 mod commit;
 mod id;

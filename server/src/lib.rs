@@ -15,6 +15,7 @@ pub mod closure;
 mod crash;
 pub mod fsck;
 pub mod gc;
+pub mod http;
 pub mod import;
 pub mod packages;
 pub mod store;

@@ -118,12 +118,16 @@ pub enum Access {
     Read,
     /// Exclusive lock: the one writer; cleans up `tmp/` left by crashed writers.
     Write,
+    /// No lock, for long-running readers (`canopy serve`) that must never hold writers
+    /// off. What they read stays valid: objects are immutable, refs are replaced
+    /// atomically, and gc removes only objects that no ref reaches.
+    Unlocked,
 }
 
 /// An open store, holding its lock until dropped.
 pub struct Store {
     root: PathBuf,
-    _lock: File,
+    _lock: Option<File>,
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -206,6 +210,12 @@ impl Store {
                 found,
             });
         }
+        if access == Access::Unlocked {
+            return Ok(Store {
+                root: root.to_path_buf(),
+                _lock: None,
+            });
+        }
         let lock_path = root.join("lock");
         let lock = OpenOptions::new()
             .read(true)
@@ -215,8 +225,8 @@ impl Store {
             .open(&lock_path)
             .ctx(|| format!("opening {}", lock_path.display()))?;
         let tried = match access {
-            Access::Read => lock.try_lock_shared(),
             Access::Write => lock.try_lock(),
+            _ => lock.try_lock_shared(),
         };
         match tried {
             Ok(()) => {}
@@ -226,8 +236,8 @@ impl Store {
                     lock_path.display()
                 );
                 match access {
-                    Access::Read => lock.lock_shared(),
                     Access::Write => lock.lock(),
+                    _ => lock.lock_shared(),
                 }
                 .ctx(|| format!("locking {}", lock_path.display()))?;
             }
@@ -240,7 +250,7 @@ impl Store {
         }
         let store = Store {
             root: root.to_path_buf(),
-            _lock: lock,
+            _lock: Some(lock),
         };
         if access == Access::Write {
             store.clean_tmp()?;

@@ -6,6 +6,7 @@ mod checkout;
 mod import;
 mod maintenance;
 mod roots;
+mod serve;
 mod setup;
 
 use crate::cli::{Cli, Command, ImportCommand, KeyCommand, PackagesCommand, RootsCommand};
@@ -41,6 +42,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Checkout(args) => checkout::run(&store, args),
         Command::Fsck(json) => maintenance::fsck(&store, json.json),
         Command::Gc(args) => maintenance::gc(&store, args.dry_run),
+        Command::Serve(args) => serve::run(&store, args.listen),
     }
 }
 
