@@ -1,1 +1,12 @@
-
+// Harness: runs the canopy binary, snapshots stores, compares trees, parses result lines.
+mod util;
+// The real Debian 12 packages the tests import, fetched once with apt-get download.
+mod debs;
+// Generators of hostile archives, written byte by byte.
+mod corpus;
+// The README walk-through end to end, plus conflicts, special files, dirs and specs.
+mod walkthrough;
+// Every hostile archive is refused with its error class and leaves the store unchanged.
+mod hostile;
+// A writer killed at any durable step leaves the last good state.
+mod crash;

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# canopy's test command: `bash scripts/test.sh`.
+#
+# Works on a fresh Debian 12 machine as root with only the Rust toolchain: installs the
+# tools the integration tests call if any is missing (one `apt-get update`, only then),
+# then runs `cargo test --workspace` in the debug profile, whose build of the binary has
+# the crash-points feature, and exits with its status. The tests fetch the real .debs
+# they need themselves (cached in target/test-debs, or $CANOPY_TEST_DEBS).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    say "the tests need root (chroot, mknod, chown, file capabilities): run as root"
+    exit 1
+fi
+
+# command:Debian package that provides it. (fuse3 joins when the mount tests do.)
+needed=(
+    dpkg-deb:dpkg
+    apt-get:apt
+    chroot:coreutils
+    mknod:coreutils
+    mkfifo:coreutils
+    cp:coreutils
+    tar:tar
+)
+missing=()
+for pair in "${needed[@]}"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing missing packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+    say "tools present: dpkg-deb apt-get chroot mknod mkfifo cp tar"
+fi
+
+say "cargo test --workspace"
+start=$SECONDS
+status=0
+cargo test --workspace "$@" || status=$?
+say "cargo test finished with status $status in $((SECONDS - start)) s"
+exit "$status"

@@ -1,0 +1,275 @@
+//! Hostile archives: every one is refused with its error class, and the store is left
+//! byte-for-byte unchanged.
+//!
+//! Each case is one line of [`cases`]: a name, how it is imported (`import deb` or
+//! `import tar`), the `[CLASS]` canopy must end its error message with, extra arguments,
+//! and the generator from `corpus.rs` that writes the archive. Every case runs against a
+//! store that already holds a good package, and the test reports every case that went
+//! wrong, not just the first.
+
+use crate::corpus;
+use crate::util::{self, Canopy, parse_import};
+use std::fs;
+
+/// How a case is imported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// `canopy import deb FILE`
+    Deb,
+    /// `canopy import tar FILE --name NAME`
+    Tar,
+}
+const DEB: Kind = Kind::Deb;
+const TAR: Kind = Kind::Tar;
+
+/// One hostile archive and what canopy must say about it.
+struct Case {
+    name: &'static str,
+    kind: Kind,
+    class: &'static str,
+    args: &'static [&'static str],
+    make: fn() -> Vec<u8>,
+}
+
+const fn case(
+    name: &'static str,
+    kind: Kind,
+    class: &'static str,
+    args: &'static [&'static str],
+    make: fn() -> Vec<u8>,
+) -> Case {
+    Case {
+        name,
+        kind,
+        class,
+        args,
+        make,
+    }
+}
+
+const NONE: &[&str] = &[];
+const MAX_8M: &[&str] = &["--max-size", "8M"];
+
+fn long_component() -> Vec<u8> {
+    let mut path = b"./".to_vec();
+    path.extend(std::iter::repeat_n(b'a', 256));
+    path
+}
+
+/// The table: adding a case is one line.
+#[rustfmt::skip]
+fn cases() -> Vec<Case> {
+    use corpus::*;
+    vec![
+        case("dotdot", DEB, "path-traversal", NONE, || deb_of("h-dotdot", &tar_with_file("../etc/passwd"))),
+        case("dotdot-tar", TAR, "path-traversal", NONE, || tar_with_file("../etc/passwd")),
+        case("dotdot-nested", DEB, "path-traversal", NONE, || deb_of("h-nested", &Tar::new().dir("./").dir("./a/").file("./a/../../x", b"x").finish())),
+        case("dotdot-inside", DEB, "path-traversal", NONE, || deb_of("h-inside", &Tar::new().dir("./").dir("./a/").file("./a/../b", b"x").finish())),
+        case("absolute", DEB, "absolute-path", NONE, || deb_of("h-abs", &tar_with_file("/etc/passwd"))),
+        case("absolute-tar", TAR, "absolute-path", NONE, || tar_with_file("/etc/passwd")),
+        case("symlink-absolute", DEB, "through-symlink", NONE, || deb_of("h-symabs", &tar_through_absolute_symlink())),
+        case("symlink-absolute-tar", TAR, "through-symlink", NONE, tar_through_absolute_symlink),
+        case("symlink-relative", DEB, "through-symlink", NONE, || deb_of("h-symrel", &tar_through_relative_symlink())),
+        case("nul-in-pax-path", DEB, "bad-name", NONE, || deb_of("h-nul", &tar_with_pax_path(b"./etc/pass\0wd"))),
+        case("component-256-bytes", DEB, "bad-name", NONE, || deb_of("h-long", &tar_with_pax_path(&long_component()))),
+        case("component-256-bytes-tar", TAR, "bad-name", NONE, || tar_with_pax_path(&long_component())),
+        case("duplicate", DEB, "duplicate-entry", NONE, || deb_of("h-dup", &tar_duplicate("./etc/x", "./etc/x"))),
+        case("duplicate-respelled", DEB, "duplicate-entry", NONE, || deb_of("h-dup2", &tar_duplicate("./etc/x", "etc/x"))),
+        case("duplicate-tar", TAR, "duplicate-entry", NONE, || tar_duplicate("./etc/x", "./etc/x")),
+        case("truncated-tar-mid-file", TAR, "truncated", NONE, || tar_truncated(512 + 3000)),
+        case("truncated-tar-mid-header", TAR, "truncated", NONE, || tar_truncated(200)),
+        case("truncated-tar-first-header", TAR, "truncated", NONE, tar_truncated_in_first_header),
+        case("truncated-tar-gz", TAR, "truncated", NONE, || { let gz = gzip(&good_tar("cutgz")); gz[..gz.len() / 2].to_vec() }),
+        case("truncated-deb-mid-data", DEB, "truncated", NONE, || deb_cut_from_end(20_000)),
+        case("truncated-deb-last-byte", DEB, "truncated", NONE, || deb_cut_from_end(1)),
+        case("truncated-deb-member-header", DEB, "truncated", NONE, deb_cut_in_data_header),
+        case("png", DEB, "not-a-deb", NONE, png),
+        case("elf", DEB, "not-a-deb", NONE, elf),
+        case("text", DEB, "not-a-deb", NONE, || b"This is not a Debian package.\n".to_vec()),
+        case("ar-without-debian-binary", DEB, "not-a-deb", NONE, || ar(&[("hello.txt", b"hi\n")])),
+        case("ar-empty", DEB, "not-a-deb", NONE, || ar(&[])),
+        case("debian-binary-3.0", DEB, "not-a-deb", NONE, || ar(&[("debian-binary", b"3.0\n"), ("control.tar.gz", &control_tar_gz(&control("h-v3"))), ("data.tar.gz", &gzip(&good_tar("h-v3")))])),
+        case("no-data-tar", DEB, "not-a-deb", NONE, || deb_members(&[("control.tar.gz", &control_tar_gz(&control("h-nodata")))])),
+        case("xz-that-is-gzip", DEB, "bad-compression", NONE, || deb_members(&[("control.tar.gz", &control_tar_gz(&control("h-xzgz"))), ("data.tar.xz", &gzip(&good_tar("h-xzgz")))])),
+        case("zst-that-is-plain", DEB, "bad-compression", NONE, || deb_members(&[("control.tar.gz", &control_tar_gz(&control("h-zst"))), ("data.tar.zst", &good_tar("h-zst"))])),
+        case("control-gz-that-is-plain", DEB, "bad-compression", NONE, || deb_members(&[("control.tar.gz", &Tar::new().dir("./").file("./control", control("h-cplain").as_bytes()).finish()), ("data.tar.gz", &gzip(&good_tar("h-cplain")))])),
+        case("data-tar-lz4", DEB, "bad-compression", NONE, || deb_members(&[("control.tar.gz", &control_tar_gz(&control("h-lz4"))), ("data.tar.lz4", b"\x04\x22\x4d\x18\x64\x40\xa7\0\0\0\0\x05\x5d\xcc\x02")])),
+        case("zstd-bomb", DEB, "too-large", MAX_8M, || deb_members(&[("control.tar.gz", &control_tar_gz(&control("h-bomb"))), ("data.tar.zst", &zstd_zero_bomb(64 << 20))])),
+        case("zstd-bomb-tar", TAR, "too-large", MAX_8M, || zstd_zero_bomb(64 << 20)),
+        case("over-max-size-k", DEB, "too-large", &["--max-size", "32K"], || good_deb("h-sized")),
+        case("over-max-size-bytes", DEB, "too-large", &["--max-size", "32768"], || good_deb("h-sized")),
+        case("pax-header-2gib", DEB, "too-large", NONE, || deb_of("h-pax", &tar_huge_metadata_header(PAX))),
+        case("gnu-longname-2gib", TAR, "too-large", NONE, || tar_huge_metadata_header(GNU_LONGNAME)),
+        case("hardlink-missing", DEB, "bad-link", NONE, || deb_of("h-link", &tar_hardlink("./usr/missing", |_| {}, |_| {}))),
+        case("hardlink-forward", DEB, "bad-link", NONE, || deb_of("h-fwd", &tar_hardlink("./usr/later", |_| {}, |t| { t.file("./usr/later", b"x"); }))),
+        case("hardlink-to-dir", DEB, "bad-link", NONE, || deb_of("h-ldir", &tar_hardlink("./usr/", |_| {}, |_| {}))),
+        case("hardlink-to-symlink", TAR, "bad-link", NONE, || tar_hardlink("./usr/sym", |t| { t.symlink("./usr/sym", "target"); }, |_| {})),
+        case("bad-checksum", DEB, "malformed", NONE, || deb_of("h-sum", &tar_bad_checksum())),
+        case("bad-checksum-tar", TAR, "malformed", NONE, tar_bad_checksum),
+        case("size-not-a-number", TAR, "malformed", NONE, tar_bad_size_field),
+        case("control-tar-without-control", DEB, "bad-control", NONE, || deb_members(&[("control.tar.gz", &gzip(&Tar::new().dir("./").file("./md5sums", b"").finish())), ("data.tar.gz", &gzip(&good_tar("h-noctl")))])),
+        case("control-without-version", DEB, "bad-control", NONE, || deb(&control("h-nover").replace("Version: 1.0\n", ""), &good_tar("h-nover"))),
+        case("control-without-package", DEB, "bad-control", NONE, || deb(&control("h-nopkg").replace("Package: h-nopkg\n", ""), &good_tar("h-nopkg"))),
+        case("control-binary-garbage", DEB, "bad-control", NONE, || deb("\u{1}\u{2}\u{3}\n\n\0", &good_tar("h-garbage"))),
+    ]
+}
+
+/// Imports one case into `canopy`'s store; returns a description of what went wrong.
+fn check(canopy: &Canopy, case: &Case) -> Option<String> {
+    let ext = match case.kind {
+        Kind::Deb => "deb",
+        Kind::Tar => "tar",
+    };
+    let file = canopy.path(format!("hostile/{}.{ext}", case.name));
+    fs::write(&file, (case.make)()).unwrap();
+    let before = canopy.snapshot();
+    let mut cmd = match case.kind {
+        Kind::Deb => canopy.cmd(["import", "deb"]),
+        Kind::Tar => canopy.cmd(["import", "tar"]),
+    };
+    cmd.arg(&file);
+    if case.kind == Kind::Tar {
+        cmd.args(["--name", case.name]);
+    }
+    cmd.args(case.args);
+    let out = cmd.output();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut wrong = Vec::new();
+    if out.status.code() != Some(1) {
+        wrong.push(format!("exit status is {}, expected 1", out.status));
+    }
+    let tag = format!("[{}]", case.class);
+    let line = stderr.lines().find(|l| l.starts_with("error: importing "));
+    match line {
+        None => wrong.push("no `error: importing FILE: …` line on stderr".into()),
+        Some(line) => {
+            if !line.contains(&*file.to_string_lossy()) {
+                wrong.push("the error line does not name the file".into());
+            }
+            if !line.trim_end().ends_with(&tag) {
+                wrong.push(format!("the error line does not end with {tag}"));
+            }
+        }
+    }
+    if !out.stdout.is_empty() {
+        wrong.push("something was printed on stdout".into());
+    }
+    let diff = before.differences(&canopy.snapshot());
+    if !diff.is_empty() {
+        wrong.push(format!("the store changed:\n    {}", diff.join("\n    ")));
+    }
+    (!wrong.is_empty()).then(|| {
+        format!(
+            "case {} ({}):\n  {}{}",
+            case.name,
+            case.class,
+            wrong.join("\n  "),
+            cmd.report("exit status 1 and the class above", &out)
+        )
+    })
+}
+
+#[test]
+fn every_hostile_archive_is_refused_and_leaves_the_store_unchanged() {
+    let canopy = Canopy::init("hostile");
+    let good = canopy.path("good.deb");
+    fs::write(&good, corpus::good_deb("good")).unwrap();
+    let imported = parse_import(&canopy.stdout(["import", "deb", good.to_str().unwrap()]));
+    assert!(imported.len() == 1 && imported[0].new && imported[0].name == "good");
+    canopy.mkdir("hostile");
+    let cases = cases();
+    let failures: Vec<String> = cases.iter().filter_map(|c| check(&canopy, c)).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} hostile archives were not handled as the contract says:\n\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
+    canopy.fsck_clean();
+}
+
+#[test]
+fn good_archives_still_import_next_to_a_hostile_one() {
+    let canopy = Canopy::init("hostile-mixed");
+    let (one, bad, two) = (
+        canopy.path("one.deb"),
+        canopy.path("bad.deb"),
+        canopy.path("two.deb"),
+    );
+    fs::write(&one, corpus::good_deb("one")).unwrap();
+    fs::write(&bad, corpus::deb_of("bad", &corpus::tar_with_file("../x"))).unwrap();
+    fs::write(&two, corpus::good_deb("two")).unwrap();
+    let out = canopy.fails([
+        "import",
+        "deb",
+        one.to_str().unwrap(),
+        bad.to_str().unwrap(),
+        two.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut names: Vec<String> = parse_import(&stdout)
+        .into_iter()
+        .map(|i| {
+            assert!(i.new, "{stdout}");
+            i.name
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["one", "two"], "stdout:\n{stdout}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "stderr:\n{stderr}");
+    assert!(
+        errors[0].contains(&*bad.to_string_lossy()) && errors[0].ends_with("[path-traversal]"),
+        "stderr:\n{stderr}"
+    );
+    let listed = canopy.json(["packages", "list"]);
+    let mut listed: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["one", "two"]);
+    canopy.fsck_clean();
+}
+
+/// The generators themselves: the good archives are what dpkg and GNU tar accept, and
+/// the flawed ones are flawed for GNU tar too. Needs no canopy binary.
+#[test]
+fn corpus_archives_are_what_they_claim() {
+    let canopy = Canopy::new("corpus");
+    let good = canopy.path("good.deb");
+    fs::write(&good, corpus::good_deb("good")).unwrap();
+    let info = util::cmd("dpkg-deb").arg("--info").arg(&good).stdout();
+    assert!(info.contains("Package: good"), "{info}");
+    let list = util::cmd("dpkg-deb").arg("--contents").arg(&good).stdout();
+    assert!(list.contains("./usr/share/good/data"), "{list}");
+    let tar = |name: &str, bytes: Vec<u8>| {
+        let path = canopy.path(name);
+        fs::write(&path, bytes).unwrap();
+        let mut cmd = util::cmd("tar");
+        cmd.arg("-tvf").arg(path);
+        cmd
+    };
+    tar("good.tar", corpus::good_tar("x")).success();
+    let dotdot = tar("dotdot.tar", corpus::tar_with_file("../etc/passwd")).stdout();
+    assert!(dotdot.contains("../etc/passwd"), "{dotdot}");
+    let pax = tar("pax.tar", corpus::tar_with_pax_path(b"./from-pax")).stdout();
+    assert!(
+        pax.contains("./from-pax") && !pax.contains("placeholder"),
+        "{pax}"
+    );
+    tar("sum.tar", corpus::tar_bad_checksum()).failure(2);
+    tar("cut.tar", corpus::tar_truncated(3000)).failure(2);
+    // The bomb really is 64 MiB of zeros in a few kilobytes.
+    let bomb = corpus::zstd_zero_bomb(64 << 20);
+    assert!(bomb.len() < 64 * 1024, "bomb is {} bytes", bomb.len());
+    let plain = zstd::decode_all(&bomb[..]).unwrap();
+    assert_eq!(plain.len() as u64, (64 << 20) + 512 + 1024);
+}
