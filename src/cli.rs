@@ -65,6 +65,51 @@ pub enum Command {
         after_help = "Examples:\n  canopy serve --listen 0.0.0.0:7750\n  canopy key show > server.pub   # give this to the hosts that mount"
     )]
     Serve(ServeArgs),
+    /// Mount roots from a canopy server (FUSE, read-only), in the foreground
+    #[command(
+        after_help = "Examples:\n  canopy mount http://server:7750 /run/canopy --trust server.pub\n  canopy mount http://server:7750 /mnt/web --root web --follow --trust server.pub\n  canopy mount http://cache1:80 /run/canopy --server http://server:7750 --trust server.pub --cache-size 20G\n\nStops on SIGINT/SIGTERM (unmounting) or when unmounted."
+    )]
+    Mount(MountArgs),
+}
+
+/// What `mount` takes.
+#[derive(Args)]
+pub struct MountArgs {
+    /// The server (or an HTTP cache in front of it)
+    pub url: url::Url,
+    /// Where to mount (an existing directory)
+    pub mountpoint: PathBuf,
+    /// More servers or caches, tried in order when the ones before fail
+    #[arg(long = "server", value_name = "URL")]
+    pub servers: Vec<url::Url>,
+    /// File with the server's public key (`canopy key show` prints it); commits not
+    /// signed by it are refused
+    #[arg(long, value_name = "FILE")]
+    pub trust: PathBuf,
+    /// Mount this root at the mountpoint instead of every root under it
+    #[arg(long)]
+    pub root: Option<String>,
+    /// With --root: show this commit instead of the current one
+    #[arg(long, requires = "root")]
+    pub commit: Option<String>,
+    /// Switch to new versions of roots (and show new roots) as the server gets them
+    #[arg(long, conflicts_with = "commit")]
+    pub follow: bool,
+    /// How often --follow asks the server
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub interval: std::time::Duration,
+    /// The host's object cache, shared by all mounts [default: /var/cache/canopy as root, else ~/.cache/canopy]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Bound on the cache (K, M, G, T suffixes)
+    #[arg(long, default_value = "20G", value_parser = parse_size, value_name = "SIZE")]
+    pub cache_size: u64,
+    /// Never use FUSE passthrough, even where the kernel allows it
+    #[arg(long)]
+    pub no_passthrough: bool,
+    /// Give up on a server that does not connect or send data within this long
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub timeout: std::time::Duration,
 }
 
 /// What `serve` takes.

@@ -9,10 +9,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    // fuser warns when it unmounts a filesystem that `umount` already removed: noise.
     let filter = match (args.quiet, args.verbose) {
         (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
+        (false, 0) => "warn,fuser=error",
+        (false, 1) => "info,fuser=error",
         (false, 2) => "debug",
         _ => "trace",
     };

@@ -5,6 +5,7 @@ mod assemble;
 mod checkout;
 mod import;
 mod maintenance;
+mod mount;
 mod roots;
 mod serve;
 mod setup;
@@ -19,6 +20,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Mount(args) = cli.command {
+        // A host that mounts needs no store.
+        return mount::run(args);
+    }
     let store = store_path(cli.store)?;
     match cli.command {
         Command::Init => setup::init(&store),
@@ -43,6 +48,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fsck(json) => maintenance::fsck(&store, json.json),
         Command::Gc(args) => maintenance::gc(&store, args.dry_run),
         Command::Serve(args) => serve::run(&store, args.listen),
+        Command::Mount(_) => unreachable!("handled above"),
     }
 }
 
@@ -115,6 +121,17 @@ fn bytes(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     }
+}
+
+/// Resolves on SIGINT or SIGTERM: how foreground commands (serve, mount) are stopped.
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("signal received, stopping");
 }
 
 fn print_json(value: &serde_json::Value) -> Result<()> {

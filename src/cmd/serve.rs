@@ -1,23 +1,12 @@
 //! `canopy serve`.
 
-use super::open;
+use super::{open, terminated};
 use anyhow::{Context, Result};
 use canopy_server::{Access, http};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("signal received, shutting down");
-}
 
 pub fn run(store_path: &Path, listen: SocketAddr) -> Result<ExitCode> {
     let store = open(store_path, Access::Unlocked)?;
@@ -29,7 +18,7 @@ pub fn run(store_path: &Path, listen: SocketAddr) -> Result<ExitCode> {
         let addr = listener.local_addr()?;
         println!("serving {} on http://{addr}", store_path.display());
         std::io::stdout().flush()?;
-        http::serve(store, listener, shutdown_signal())
+        http::serve(store, listener, terminated())
             .await
             .context("serving HTTP")
     })?;

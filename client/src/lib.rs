@@ -1,0 +1,15 @@
+//! canopy's client side: hosts use roots without unpacking them.
+//!
+//! - [`remote`]: fetching from servers (or HTTP caches) with failover and timeouts,
+//!   verifying every object against its id;
+//! - [`cache`]: the host's bounded, content-addressed object cache;
+//! - [`view`]: roots, their trees and inode numbers, independent of any front end;
+//! - [`fs`]: the FUSE front end over the view;
+//! - [`mount`]: putting it together for `canopy mount`.
+#![warn(missing_docs)]
+
+pub mod cache;
+pub mod fs;
+pub mod mount;
+pub mod remote;
+pub mod view;

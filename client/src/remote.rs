@@ -1,0 +1,267 @@
+//! Fetching from canopy servers (or HTTP caches in front of them), with failover and
+//! timeouts, verifying every object against its id before anyone sees it.
+
+use canopy_protocol::api::{RootInfo, decode_tree_pack};
+use canopy_protocol::{DecodeError, Hasher, ObjectId, Tree, TreeId};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// Why a fetch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The request failed: refused, timed out, cut off.
+    #[error("{url}: {source}")]
+    Http {
+        /// The URL.
+        url: String,
+        /// What reqwest said.
+        source: reqwest::Error,
+    },
+    /// The server answered with an error status.
+    #[error("{url}: HTTP {status}: {message}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The status code.
+        status: u16,
+        /// The body's message, if any.
+        message: String,
+    },
+    /// The bytes do not hash to the object id asked for: a corrupt store or a proxy
+    /// that alters content. They are thrown away.
+    #[error("{url}: hash mismatch: content hashes to {actual}, not to the id asked for")]
+    Mismatch {
+        /// The URL.
+        url: String,
+        /// What the content hashed to.
+        actual: ObjectId,
+    },
+    /// A metadata object or tree pack does not decode.
+    #[error("{url}: {source}")]
+    Decode {
+        /// The URL.
+        url: String,
+        /// Why.
+        source: DecodeError,
+    },
+    /// Writing the fetched content locally failed.
+    #[error("writing {path}: {source}")]
+    Local {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Every server failed; the errors in order.
+    #[error("no server could answer: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    AllFailed(Vec<FetchError>),
+}
+
+impl FetchError {
+    /// Whether the server said the thing does not exist (rather than failing).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            FetchError::Status { status, .. } => *status == 404,
+            FetchError::AllFailed(errs) => errs.iter().all(FetchError::is_not_found),
+            _ => false,
+        }
+    }
+}
+
+/// One or more servers holding the same store.
+pub struct Remote {
+    servers: Vec<reqwest::Url>,
+    http: reqwest::Client,
+    /// The server that answered last; tried first next time.
+    preferred: AtomicUsize,
+}
+
+impl Remote {
+    /// A remote over `servers` (tried in order on failure). `timeout` bounds connecting
+    /// and each wait for data, so a server that goes away costs at most that per server.
+    pub fn new(servers: Vec<reqwest::Url>, timeout: Duration) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .read_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("canopy/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Remote {
+            servers,
+            http,
+            preferred: AtomicUsize::new(0),
+        })
+    }
+
+    /// Runs `attempt` against each server, starting with the preferred one, until one
+    /// succeeds.
+    async fn failover<T, F, Fut>(&self, attempt: F) -> Result<T, FetchError>
+    where
+        F: Fn(reqwest::Url) -> Fut,
+        Fut: std::future::Future<Output = Result<T, FetchError>>,
+    {
+        let start = self.preferred.load(Ordering::Relaxed);
+        let mut errors = Vec::new();
+        for i in 0..self.servers.len() {
+            let idx = (start + i) % self.servers.len();
+            match attempt(self.servers[idx].clone()).await {
+                Ok(v) => {
+                    self.preferred.store(idx, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Err(e) => {
+                    if !e.is_not_found() {
+                        tracing::warn!("{e}");
+                    }
+                    errors.push(e);
+                }
+            }
+        }
+        Err(FetchError::AllFailed(errors))
+    }
+
+    async fn get(
+        &self,
+        base: &reqwest::Url,
+        path: &str,
+    ) -> Result<(String, reqwest::Response), FetchError> {
+        let url = base.join(path).map_err(|e| FetchError::Status {
+            url: path.into(),
+            status: 0,
+            message: e.to_string(),
+        })?;
+        let shown = url.to_string();
+        let res = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|source| FetchError::Http {
+                url: shown.clone(),
+                source,
+            })?;
+        if !res.status().is_success() {
+            let status = res.status().as_u16();
+            let body = res.bytes().await.unwrap_or_default();
+            let message = serde_json::from_slice::<canopy_protocol::api::ErrorBody>(&body)
+                .map(|b| b.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(200).collect());
+            return Err(FetchError::Status {
+                url: shown,
+                status,
+                message,
+            });
+        }
+        Ok((shown, res))
+    }
+
+    async fn get_bytes(
+        &self,
+        base: &reqwest::Url,
+        path: &str,
+    ) -> Result<(String, Vec<u8>), FetchError> {
+        let (url, res) = self.get(base, path).await?;
+        let bytes = res.bytes().await.map_err(|source| FetchError::Http {
+            url: url.clone(),
+            source,
+        })?;
+        Ok((url, bytes.to_vec()))
+    }
+
+    /// Every root and its current commit.
+    pub async fn roots(&self) -> Result<Vec<RootInfo>, FetchError> {
+        self.failover(|base| async move {
+            let (url, bytes) = self.get_bytes(&base, "v1/roots").await?;
+            serde_json::from_slice(&bytes).map_err(|e| FetchError::Status {
+                url,
+                status: 200,
+                message: e.to_string(),
+            })
+        })
+        .await
+    }
+
+    /// One root's current commit.
+    pub async fn root(&self, name: &str) -> Result<RootInfo, FetchError> {
+        self.failover(|base| async move {
+            let (url, bytes) = self.get_bytes(&base, &format!("v1/roots/{name}")).await?;
+            serde_json::from_slice(&bytes).map_err(|e| FetchError::Status {
+                url,
+                status: 200,
+                message: e.to_string(),
+            })
+        })
+        .await
+    }
+
+    /// A small object, whole and verified.
+    pub async fn object(&self, id: &ObjectId) -> Result<Vec<u8>, FetchError> {
+        self.failover(|base| async move {
+            let (url, bytes) = self.get_bytes(&base, &format!("v1/objects/{id}")).await?;
+            let actual = ObjectId::of(&bytes);
+            if actual != *id {
+                tracing::error!(
+                    "hash mismatch for object {id} from {url}: content hashes to {actual}"
+                );
+                return Err(FetchError::Mismatch { url, actual });
+            }
+            Ok(bytes)
+        })
+        .await
+    }
+
+    /// Streams an object into the file `dest` (created or truncated), verifying it;
+    /// on any failure the file is removed. Returns its size.
+    pub async fn object_to_file(&self, id: &ObjectId, dest: &Path) -> Result<u64, FetchError> {
+        let result = self
+            .failover(|base| async move {
+                let (url, mut res) = self.get(&base, &format!("v1/objects/{id}")).await?;
+                let local = |source| FetchError::Local {
+                    path: dest.display().to_string(),
+                    source,
+                };
+                let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
+                let mut hasher = Hasher::new();
+                let mut size = 0u64;
+                while let Some(chunk) = res.chunk().await.map_err(|source| FetchError::Http {
+                    url: url.clone(),
+                    source,
+                })? {
+                    hasher.update(&chunk);
+                    size += chunk.len() as u64;
+                    file.write_all(&chunk).await.map_err(local)?;
+                }
+                file.flush().await.map_err(local)?;
+                let actual = hasher.finish();
+                if actual != *id {
+                    tracing::error!(
+                        "hash mismatch for object {id} from {url}: content hashes to {actual}"
+                    );
+                    return Err(FetchError::Mismatch { url, actual });
+                }
+                Ok(size)
+            })
+            .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(dest).await;
+        }
+        result
+    }
+
+    /// Every tree under `root`, in one request, each verified.
+    pub async fn tree_pack(&self, root: &TreeId) -> Result<HashMap<TreeId, Tree>, FetchError> {
+        self.failover(|base| async move {
+            let (url, bytes) = self.get_bytes(&base, &format!("v1/trees/{root}")).await?;
+            let trees = decode_tree_pack(&bytes, root)
+                .map_err(|source| FetchError::Decode { url, source })?;
+            Ok(trees
+                .into_iter()
+                .map(|(id, (tree, _))| (id, tree))
+                .collect())
+        })
+        .await
+    }
+}

@@ -1,0 +1,509 @@
+//! The mounted view of roots: which commit each root shows, the trees of those commits,
+//! and the inode numbers handed to the kernel. It knows nothing of FUSE, so other front
+//! ends can serve the same view.
+//!
+//! Inode numbers follow file identity, not paths: every regular file, symlink or device
+//! with the same content and metadata (blob, mode, owner, xattrs) is one inode, whichever
+//! root and path it appears under, so the kernel caches its pages once. Directories get
+//! one inode per path, kept across new versions of a root, and always show the tree
+//! their path has in the version that was current when they were last looked up.
+
+use canopy_protocol::{BlobId, CommitId, EntryKind, Meta, Tree, TreeId, Xattrs};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+/// The inode of the mount's top directory.
+pub const ROOT_INO: u64 = 1;
+
+/// How a root's own top directory looks (trees carry no metadata for themselves).
+const ROOT_META: Meta = Meta {
+    mode: 0o755,
+    uid: 0,
+    gid: 0,
+    xattrs: Vec::new(),
+};
+
+/// What a lookup can fail with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewError {
+    /// No such entry.
+    NotFound,
+    /// Asked to look inside something that is not a directory.
+    NotDir,
+    /// Asked to read something that is not a regular file.
+    NotFile,
+    /// Asked for a symlink's target of something else.
+    NotSymlink,
+    /// The tree is not loaded: a bug, or a tree pack that was incomplete.
+    Missing,
+}
+
+/// The type of an inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Directory.
+    Dir,
+    /// Regular file.
+    File,
+    /// Symbolic link.
+    Symlink,
+    /// Character device.
+    CharDevice,
+    /// Block device.
+    BlockDevice,
+    /// Named pipe.
+    Fifo,
+    /// Unix socket.
+    Socket,
+}
+
+/// An inode's attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: u64,
+    /// Type.
+    pub kind: Kind,
+    /// Permission bits.
+    pub perm: u16,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes (symlinks: target length).
+    pub size: u64,
+    /// Link count.
+    pub nlink: u32,
+    /// Device number for devices, as the kernel encodes it.
+    pub rdev: u32,
+}
+
+enum Node {
+    /// The top directory listing every root.
+    Roots,
+    Dir {
+        tree: TreeId,
+        meta: Meta,
+    },
+    Leaf {
+        kind: EntryKind,
+        meta: Meta,
+    },
+}
+
+#[derive(Default)]
+struct Inodes {
+    nodes: HashMap<u64, Node>,
+    dirs: HashMap<(u64, Vec<u8>), u64>,
+    leaves: HashMap<(EntryKind, Meta), u64>,
+    next: u64,
+}
+
+impl Inodes {
+    fn alloc(&mut self, node: Node) -> u64 {
+        self.next += 1;
+        self.nodes.insert(self.next, node);
+        self.next
+    }
+
+    fn dir(&mut self, parent: u64, name: &[u8], tree: TreeId, meta: &Meta) -> u64 {
+        if let Some(&ino) = self.dirs.get(&(parent, name.to_vec())) {
+            self.nodes.insert(
+                ino,
+                Node::Dir {
+                    tree,
+                    meta: meta.clone(),
+                },
+            );
+            return ino;
+        }
+        let ino = self.alloc(Node::Dir {
+            tree,
+            meta: meta.clone(),
+        });
+        self.dirs.insert((parent, name.to_vec()), ino);
+        ino
+    }
+
+    fn leaf(&mut self, kind: &EntryKind, meta: &Meta) -> u64 {
+        let key = (kind.clone(), meta.clone());
+        if let Some(&ino) = self.leaves.get(&key) {
+            return ino;
+        }
+        let ino = self.alloc(Node::Leaf {
+            kind: kind.clone(),
+            meta: meta.clone(),
+        });
+        self.leaves.insert(key, ino);
+        ino
+    }
+}
+
+/// One version of a root, as shown.
+#[derive(Debug, Clone)]
+pub struct RootVersion {
+    /// The commit.
+    pub commit: CommitId,
+    /// Its tree.
+    pub tree: TreeId,
+}
+
+/// Which roots a mount shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every root, as `MOUNTPOINT/NAME/`.
+    All,
+    /// One root, at the mountpoint itself.
+    One(String),
+}
+
+/// The roots of a mount and their inodes.
+pub struct View {
+    scope: Scope,
+    trees: RwLock<HashMap<TreeId, Arc<Tree>>>,
+    roots: RwLock<BTreeMap<String, RootVersion>>,
+    inodes: RwLock<Inodes>,
+}
+
+fn encode_rdev(major: u32, minor: u32) -> u32 {
+    // The kernel's 32-bit new_encode_dev, which FUSE carries.
+    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+}
+
+fn leaf_attr(ino: u64, kind: &EntryKind, meta: &Meta) -> Attr {
+    let (kind, size, rdev) = match kind {
+        EntryKind::File { size, .. } => (Kind::File, *size, 0),
+        EntryKind::Symlink { target } => (Kind::Symlink, target.len() as u64, 0),
+        EntryKind::CharDevice { major, minor } => {
+            (Kind::CharDevice, 0, encode_rdev(*major, *minor))
+        }
+        EntryKind::BlockDevice { major, minor } => {
+            (Kind::BlockDevice, 0, encode_rdev(*major, *minor))
+        }
+        EntryKind::Fifo => (Kind::Fifo, 0, 0),
+        EntryKind::Socket => (Kind::Socket, 0, 0),
+        EntryKind::Dir { .. } => unreachable!("directories are not leaves"),
+    };
+    Attr {
+        ino,
+        kind,
+        perm: meta.mode,
+        uid: meta.uid,
+        gid: meta.gid,
+        size,
+        nlink: 1,
+        rdev,
+    }
+}
+
+impl View {
+    /// An empty view; roots appear with [`View::install`].
+    pub fn new(scope: Scope) -> View {
+        let mut inodes = Inodes {
+            next: ROOT_INO,
+            ..Inodes::default()
+        };
+        let top = match scope {
+            Scope::All => Node::Roots,
+            // Replaced by the first install; an empty tree until then.
+            Scope::One(_) => Node::Dir {
+                tree: Tree::default().id(),
+                meta: ROOT_META,
+            },
+        };
+        inodes.nodes.insert(ROOT_INO, top);
+        let mut trees = HashMap::new();
+        trees.insert(Tree::default().id(), Arc::new(Tree::default()));
+        View {
+            scope,
+            trees: RwLock::new(trees),
+            roots: RwLock::new(BTreeMap::new()),
+            inodes: RwLock::new(inodes),
+        }
+    }
+
+    /// The roots shown.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// The version of a root shown now.
+    pub fn root(&self, name: &str) -> Option<RootVersion> {
+        self.roots.read().expect("view lock").get(name).cloned()
+    }
+
+    /// Shows `version` for root `name` from now on. `trees` must hold every tree under
+    /// its tree. New lookups and directory listings see it at once; files already open
+    /// keep reading what they opened.
+    pub fn install(&self, name: &str, version: RootVersion, trees: HashMap<TreeId, Tree>) {
+        {
+            let mut all = self.trees.write().expect("view lock");
+            for (id, tree) in trees {
+                all.entry(id).or_insert_with(|| Arc::new(tree));
+            }
+        }
+        let tree = version.tree;
+        self.roots
+            .write()
+            .expect("view lock")
+            .insert(name.to_string(), version);
+        let mut inodes = self.inodes.write().expect("view lock");
+        match &self.scope {
+            Scope::One(_) => {
+                inodes.nodes.insert(
+                    ROOT_INO,
+                    Node::Dir {
+                        tree,
+                        meta: ROOT_META,
+                    },
+                );
+            }
+            Scope::All => {
+                if inodes
+                    .dirs
+                    .contains_key(&(ROOT_INO, name.as_bytes().to_vec()))
+                {
+                    inodes.dir(ROOT_INO, name.as_bytes(), tree, &ROOT_META);
+                }
+            }
+        }
+    }
+
+    fn tree(&self, id: &TreeId) -> Result<Arc<Tree>, ViewError> {
+        self.trees
+            .read()
+            .expect("view lock")
+            .get(id)
+            .cloned()
+            .ok_or(ViewError::Missing)
+    }
+
+    fn dir_attr(&self, ino: u64, tree: &TreeId, meta: &Meta) -> Result<Attr, ViewError> {
+        let tree = self.tree(tree)?;
+        let subdirs = tree
+            .entries()
+            .iter()
+            .filter(|e| matches!(e.kind, EntryKind::Dir { .. }))
+            .count();
+        Ok(Attr {
+            ino,
+            kind: Kind::Dir,
+            perm: meta.mode,
+            uid: meta.uid,
+            gid: meta.gid,
+            size: 4096,
+            nlink: 2 + subdirs as u32,
+            rdev: 0,
+        })
+    }
+
+    /// The attributes of an inode.
+    pub fn attr(&self, ino: u64) -> Result<Attr, ViewError> {
+        let inodes = self.inodes.read().expect("view lock");
+        match inodes.nodes.get(&ino).ok_or(ViewError::NotFound)? {
+            Node::Roots => {
+                let n = self.roots.read().expect("view lock").len() as u32;
+                Ok(Attr {
+                    ino,
+                    kind: Kind::Dir,
+                    perm: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    size: 4096,
+                    nlink: 2 + n,
+                    rdev: 0,
+                })
+            }
+            Node::Dir { tree, meta } => self.dir_attr(ino, tree, meta),
+            Node::Leaf { kind, meta } => Ok(leaf_attr(ino, kind, meta)),
+        }
+    }
+
+    /// Looks `name` up in directory `parent`.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, ViewError> {
+        let mut inodes = self.inodes.write().expect("view lock");
+        let ino = match inodes.nodes.get(&parent).ok_or(ViewError::NotFound)? {
+            Node::Roots => {
+                let name_str = std::str::from_utf8(name).map_err(|_| ViewError::NotFound)?;
+                let tree = self
+                    .roots
+                    .read()
+                    .expect("view lock")
+                    .get(name_str)
+                    .ok_or(ViewError::NotFound)?
+                    .tree;
+                inodes.dir(ROOT_INO, name, tree, &ROOT_META)
+            }
+            Node::Dir { tree, .. } => {
+                let tree = self.tree(tree)?;
+                let entry = tree.get(name).ok_or(ViewError::NotFound)?;
+                match &entry.kind {
+                    EntryKind::Dir { tree } => inodes.dir(parent, name, *tree, &entry.meta),
+                    kind => inodes.leaf(kind, &entry.meta),
+                }
+            }
+            Node::Leaf { .. } => return Err(ViewError::NotDir),
+        };
+        drop(inodes);
+        self.attr(ino)
+    }
+
+    /// The entries of a directory (without `.` and `..`), with their inodes and types.
+    pub fn list(&self, ino: u64) -> Result<Vec<(u64, Kind, Vec<u8>)>, ViewError> {
+        let mut inodes = self.inodes.write().expect("view lock");
+        match inodes.nodes.get(&ino).ok_or(ViewError::NotFound)? {
+            Node::Roots => {
+                let roots = self.roots.read().expect("view lock").clone();
+                Ok(roots
+                    .into_iter()
+                    .map(|(name, v)| {
+                        (
+                            inodes.dir(ROOT_INO, name.as_bytes(), v.tree, &ROOT_META),
+                            Kind::Dir,
+                            name.into_bytes(),
+                        )
+                    })
+                    .collect())
+            }
+            Node::Dir { tree, .. } => {
+                let tree = self.tree(tree)?;
+                Ok(tree
+                    .entries()
+                    .iter()
+                    .map(|e| {
+                        let name = e.name.as_bytes().to_vec();
+                        match &e.kind {
+                            EntryKind::Dir { tree } => {
+                                (inodes.dir(ino, &name, *tree, &e.meta), Kind::Dir, name)
+                            }
+                            kind => {
+                                let leaf = inodes.leaf(kind, &e.meta);
+                                (leaf, leaf_attr(leaf, kind, &e.meta).kind, name)
+                            }
+                        }
+                    })
+                    .collect())
+            }
+            Node::Leaf { .. } => Err(ViewError::NotDir),
+        }
+    }
+
+    /// A regular file's content id and size.
+    pub fn file(&self, ino: u64) -> Result<(BlobId, u64), ViewError> {
+        match self
+            .inodes
+            .read()
+            .expect("view lock")
+            .nodes
+            .get(&ino)
+            .ok_or(ViewError::NotFound)?
+        {
+            Node::Leaf {
+                kind: EntryKind::File { blob, size },
+                ..
+            } => Ok((*blob, *size)),
+            _ => Err(ViewError::NotFile),
+        }
+    }
+
+    /// A symlink's target.
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, ViewError> {
+        match self
+            .inodes
+            .read()
+            .expect("view lock")
+            .nodes
+            .get(&ino)
+            .ok_or(ViewError::NotFound)?
+        {
+            Node::Leaf {
+                kind: EntryKind::Symlink { target },
+                ..
+            } => Ok(target.clone()),
+            _ => Err(ViewError::NotSymlink),
+        }
+    }
+
+    /// An inode's extended attributes.
+    pub fn xattrs(&self, ino: u64) -> Result<Xattrs, ViewError> {
+        match self
+            .inodes
+            .read()
+            .expect("view lock")
+            .nodes
+            .get(&ino)
+            .ok_or(ViewError::NotFound)?
+        {
+            Node::Roots => Ok(Vec::new()),
+            Node::Dir { meta, .. } | Node::Leaf { meta, .. } => Ok(meta.xattrs.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use canopy_protocol::{Entry, Name, ObjectId};
+
+    fn file(name: &str, blob: &[u8], mode: u16) -> Entry {
+        Entry {
+            name: Name::new(name.as_bytes().to_vec()).unwrap(),
+            meta: Meta {
+                mode,
+                ..Default::default()
+            },
+            kind: EntryKind::File {
+                size: blob.len() as u64,
+                blob: BlobId::of(blob),
+            },
+        }
+    }
+
+    fn root_of(entries: Vec<Entry>) -> (TreeId, HashMap<TreeId, Tree>) {
+        let tree = Tree::new(entries).unwrap();
+        let id = tree.id();
+        (id, HashMap::from([(id, tree)]))
+    }
+
+    #[test]
+    fn same_file_in_two_roots_is_one_inode() {
+        let view = View::new(Scope::All);
+        let commit = CommitId(ObjectId::of(b"c"));
+        let (t1, trees1) = root_of(vec![file("sh", b"shell", 0o755), file("a", b"x", 0o644)]);
+        let (t2, trees2) = root_of(vec![file("sh", b"shell", 0o755), file("a", b"x", 0o600)]);
+        view.install("one", RootVersion { commit, tree: t1 }, trees1);
+        view.install("two", RootVersion { commit, tree: t2 }, trees2);
+        let d1 = view.lookup(ROOT_INO, b"one").unwrap();
+        let d2 = view.lookup(ROOT_INO, b"two").unwrap();
+        assert_ne!(d1.ino, d2.ino, "directories have their own inodes");
+        assert_eq!(
+            view.lookup(d1.ino, b"sh").unwrap().ino,
+            view.lookup(d2.ino, b"sh").unwrap().ino
+        );
+        assert_ne!(
+            view.lookup(d1.ino, b"a").unwrap().ino,
+            view.lookup(d2.ino, b"a").unwrap().ino,
+            "mode differs"
+        );
+        assert_eq!(view.lookup(d1.ino, b"nope"), Err(ViewError::NotFound));
+    }
+
+    #[test]
+    fn new_version_is_seen_by_new_lookups() {
+        let view = View::new(Scope::One("web".into()));
+        let commit = CommitId(ObjectId::of(b"c"));
+        let (t1, trees1) = root_of(vec![file("f", b"old", 0o644)]);
+        view.install("web", RootVersion { commit, tree: t1 }, trees1);
+        let old = view.lookup(ROOT_INO, b"f").unwrap();
+        let (t2, trees2) = root_of(vec![file("f", b"new!", 0o644)]);
+        view.install("web", RootVersion { commit, tree: t2 }, trees2);
+        let new = view.lookup(ROOT_INO, b"f").unwrap();
+        assert_ne!(old.ino, new.ino);
+        assert_eq!(
+            view.file(old.ino).unwrap().1,
+            3,
+            "the old inode still reads the old content"
+        );
+        assert_eq!(view.file(new.ino).unwrap().1, 4);
+    }
+}
