@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # canopy's main job on the default store, from nothing: build canopy, fetch a handful of
-# real Debian packages, import them, assemble a root from them, and run bash inside it.
+# real Debian packages, import them, assemble a root from them, run bash inside a
+# checkout of it, then serve the store over HTTP, mount it with FUSE like a host would,
+# and run bash from the mount.
 #
 #   bash scripts/demo.sh
 #
 # Store: $CANOPY_STORE, or ~/.local/share/canopy. Packages are cached in
-# ~/.cache/canopy-demo/debs; the root is checked out to ~/.cache/canopy-demo/web.
+# ~/.cache/canopy-demo/debs; the root is checked out to ~/.cache/canopy-demo/web and
+# mounted at ~/.cache/canopy-demo/mnt (the mount needs root, or fuse3's fusermount3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,3 +57,28 @@ fi
 
 step "canopy fsck"
 "$canopy" fsck
+
+step "canopy serve (on a free port of 127.0.0.1)"
+mkdir -p "$WORK/mnt"
+mountpoint -q "$WORK/mnt" && umount "$WORK/mnt"
+"$canopy" key show > "$WORK/server.pub"
+"$canopy" serve --listen 127.0.0.1:0 > "$WORK/serve.out" &
+server=$!
+mounted=
+cleanup() {
+    [ -n "$mounted" ] && kill "$mounted" 2>/dev/null && wait "$mounted" 2>/dev/null
+    kill "$server" 2>/dev/null
+}
+trap cleanup EXIT
+until grep -q "on http://" "$WORK/serve.out"; do sleep 0.1; done
+url=$(sed -n 's/.* on \(http:.*\)$/\1/p' "$WORK/serve.out")
+echo "serving on $url"
+
+step "canopy mount $url $WORK/mnt --trust server.pub"
+"$canopy" mount "$url" "$WORK/mnt" --trust "$WORK/server.pub" --cache-dir "$WORK/cache" > "$WORK/mount.out" &
+mounted=$!
+until grep -q "mounted at" "$WORK/mount.out"; do sleep 0.1; done
+ls "$WORK/mnt"
+
+step "running bash from the mount"
+chroot "$WORK/mnt/web" /bin/bash -c 'echo "hello from a mounted canopy root: $(ls /usr/bin | wc -l) programs in /usr/bin"'

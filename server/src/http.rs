@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeFile;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 /// Objects never change: cache them for a year, anywhere.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -127,7 +128,13 @@ pub fn router(store: Arc<Store>) -> axum::Router {
             REQUEST_TIMEOUT,
         ))
         .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_CONCURRENT))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            // The access log: one line per request at info, seen with `canopy -v serve`.
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
         .with_state(store)
 }
 
