@@ -39,9 +39,9 @@ else
     say "tools present: dpkg-deb apt-get chroot mknod mkfifo cp tar"
 fi
 
-say "cargo test --workspace"
+say "cargo test --workspace --no-fail-fast"
 start=$SECONDS
 status=0
-cargo test --workspace "$@" || status=$?
+cargo test --workspace --no-fail-fast "$@" || status=$?
 say "cargo test finished with status $status in $((SECONDS - start)) s"
 exit "$status"

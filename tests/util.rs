@@ -60,14 +60,27 @@ impl Canopy {
         canopy
     }
 
-    /// A fresh directory holding a copy (`cp -a`) of this environment's store.
+    /// A fresh directory holding a copy of this environment's store. Object files are
+    /// immutable once written (new ones arrive by rename, gc only unlinks), so the copy
+    /// hard-links them, which keeps forks of a big store cheap; every other file (refs,
+    /// config, key, lock) is a real copy.
     pub fn fork(&self, name: &str) -> Canopy {
         let copy = Canopy::new(name);
         cmd("cp")
-            .arg("-a")
+            .arg("-al")
             .arg(&self.store)
             .arg(&copy.store)
             .success();
+        for rel in walk(&copy.store) {
+            let path = copy.store.join(&rel);
+            let meta = fs::symlink_metadata(&path).unwrap();
+            if meta.is_file() && !rel.starts_with("objects") {
+                let content = fs::read(&path).unwrap();
+                fs::remove_file(&path).unwrap();
+                fs::write(&path, content).unwrap();
+                fs::set_permissions(&path, meta.permissions()).unwrap();
+            }
+        }
         copy
     }
 
@@ -150,10 +163,11 @@ impl Canopy {
     /// `canopy fsck`: asserts it exits 0 and says "…, no problems".
     pub fn fsck_clean(&self) {
         let out = self.stdout(["fsck"]);
-        let line = out.lines().last().unwrap_or_default();
         assert!(
-            line.starts_with("fsck: ") && line.ends_with(" refs checked, no problems"),
-            "unexpected `canopy fsck` output:\n{out}"
+            out.lines().any(|l| l.starts_with("fsck: ")
+                && l.contains(" objects verified, ")
+                && l.ends_with(" refs checked, no problems")),
+            "no `fsck: N objects verified, R refs checked, no problems` line:\n{out}"
         );
     }
 
@@ -451,6 +465,30 @@ pub fn is_hex64(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether `shown`, a commit id as a command printed it (the contract says `<hex>`:
+/// full, or abbreviated to at least 8 digits), names the commit `full`.
+pub fn names_commit(shown: &str, full: &str) -> bool {
+    shown.len() >= 8
+        && shown
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        && full.starts_with(shown)
+}
+
+/// Parses `ROOT: now at <hex> (was <hex>)`, the output of `roots rollback`, and checks
+/// both commits.
+pub fn assert_rollback(stdout: &str, root: &str, now: &str, was: &str) {
+    let parsed = stdout
+        .strip_suffix(")\n")
+        .and_then(|s| s.strip_prefix(&format!("{root}: now at ")))
+        .and_then(|s| s.split_once(" (was "));
+    let ok = parsed.is_some_and(|(n, w)| names_commit(n, now) && names_commit(w, was));
+    assert!(
+        ok,
+        "expected `{root}: now at {now} (was {was})`, abbreviated or not; got:\n{stdout}"
+    );
 }
 
 /// The extended attributes of a path (not following symlinks), name to value.
@@ -773,8 +811,14 @@ pub fn parse_assemble(stdout: &str) -> Assembled {
     let rest = line.strip_prefix("assembled ").unwrap();
     let (root, rest) = rest.split_once(": commit ").unwrap_or_else(|| bad());
     let (commit, rest) = rest.split_once(" (").unwrap_or_else(|| bad());
-    let rest = rest.strip_suffix(" new objects)").unwrap_or_else(|| bad());
-    let (packages, new_objects) = rest.split_once(" packages, ").unwrap_or_else(|| bad());
+    // The contract's `(P packages, N new objects)`; more fields after those are tolerated.
+    let rest = rest.strip_suffix(')').unwrap_or_else(|| bad());
+    let (packages, rest) = rest.split_once(" packages, ").unwrap_or_else(|| bad());
+    let new_objects = rest
+        .split(", ")
+        .next()
+        .and_then(|w| w.strip_suffix(" new objects"))
+        .unwrap_or_else(|| bad());
     assert!(
         is_hex64(commit),
         "commit id in {line:?} is not 64 hex digits"
@@ -790,7 +834,7 @@ pub fn parse_assemble(stdout: &str) -> Assembled {
 /// The summary line of `canopy checkout`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckedOut {
-    /// The commit checked out.
+    /// The commit checked out, as printed (full or abbreviated hex).
     pub commit: String,
     /// Regular files.
     pub files: u64,
@@ -825,10 +869,14 @@ pub fn parse_checkout(stdout: &str, root: &str, dir: &Path) -> CheckedOut {
         .filter(|w| !w.is_empty())
         .map(|w| w.parse().unwrap())
         .collect();
-    let shape = rest
-        .split(|c: char| c.is_ascii_digit())
-        .collect::<Vec<_>>()
-        .join("#");
+    let mut shape = String::new();
+    for c in rest.chars() {
+        match c {
+            '0'..='9' if shape.ends_with('#') => {}
+            '0'..='9' => shape.push('#'),
+            c => shape.push(c),
+        }
+    }
     if numbers.len() != 6
         || shape != "# files (# hard-linked, # copied), # dirs, # symlinks, # special"
     {

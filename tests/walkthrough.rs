@@ -256,7 +256,7 @@ fn walkthrough_debian_root() {
     util::dpkg_extract(&paths, &reference);
     let root = canopy.path("root");
     let summary = checkout(&canopy, "web", &root, &[]);
-    assert_eq!(summary.commit, c1);
+    assert!(util::names_commit(&summary.commit, &c1), "{summary:?}");
     assert_same_tree(&reference, &root);
     assert!(
         fs::symlink_metadata(root.join("lib64/ld-linux-x86-64.so.2"))
@@ -313,9 +313,10 @@ fn walkthrough_debian_root() {
     );
     assert_eq!(report["refs"], count_files(&store.join("refs")), "{report}");
     assert_eq!(report["unreachable"], 0, "{report}");
-    assert_eq!(
-        canopy.stdout(["gc"]),
-        "gc: removed 0 objects, freed 0 bytes\n"
+    let out = canopy.stdout(["gc"]);
+    assert!(
+        out.starts_with("gc: removed 0 objects, freed 0 bytes"),
+        "gc found something to remove in a store where everything is referenced:\n{out}"
     );
 
     // A second version of web, from fewer packages (libc6 and what it depends on).
@@ -349,14 +350,12 @@ fn walkthrough_debian_root() {
     // An older commit can still be checked out by id.
     let old = canopy.path("old");
     let summary = checkout(&canopy, "web", &old, &["--commit", &c1, "--hardlink"]);
-    assert_eq!(summary.commit, c1);
+    assert!(util::names_commit(&summary.commit, &c1), "{summary:?}");
     assert!(old.join("bin/bash").is_file());
 
     // Rollback is a ref move back to the parent.
-    assert_eq!(
-        canopy.stdout(["roots", "rollback", "web"]),
-        format!("web: now at {c1} (was {c2})\n")
-    );
+    let out = canopy.stdout(["roots", "rollback", "web"]);
+    util::assert_rollback(&out, "web", &c1, &c2);
     let log = canopy.json(["roots", "log", "web"]);
     assert_eq!(log.as_array().map(Vec::len), Some(1), "{log}");
     assert_eq!(log[0]["commit"], c1.as_str(), "{log}");
@@ -366,10 +365,8 @@ fn walkthrough_debian_root() {
     refs.assert_unchanged("a failed rollback");
     // Rolling back to a commit named by a prefix.
     let third = parse_assemble(&canopy.cmd(["assemble", "web"]).args(fewer).stdout());
-    assert_eq!(
-        canopy.stdout(["roots", "rollback", "web", &c1[..12]]),
-        format!("web: now at {c1} (was {})\n", third.commit)
-    );
+    let out = canopy.stdout(["roots", "rollback", "web", &c1[..12]]);
+    util::assert_rollback(&out, "web", &c1, &third.commit);
     assert_eq!(canopy.current("web"), c1);
 
     // gc --dry-run changes nothing; gc keeps everything web still needs.
