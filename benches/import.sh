@@ -271,6 +271,7 @@ $(sed 's/^/    /' "$1")"
 }
 
 # ---------------------------------------------------------------- measurements
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 say "warming the page cache with the .debs (${NPKG} files, ${DEB_BYTES} bytes)"
 cat -- "${DEBFILES[@]}" >/dev/null
 
@@ -334,6 +335,8 @@ for ((run = 1; run <= RUNS; run++)); do
     rm -rf -- "$R"
 done
 
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
 # ---------------------------------------------------------------- report
 m() { median "${VALS[$1]}"; }
 
@@ -349,7 +352,12 @@ report() {
     rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
     if ! git -C "$ROOT" diff --quiet HEAD 2>/dev/null; then rev="$rev+dirty"; fi
     echo "canopy import benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "host: $(uname -srm), $(nproc) cpus; canopy $rev ($CANOPY); ostree $(ostree --version | awk -F"'" '/Version/ { print $2; exit }') (repo mode $OSTREE_MODE)"
+    if ((BUILD)); then
+        rev="$rev (built from the working tree)"
+    else
+        rev="binary $CANOPY (working tree at $rev)"
+    fi
+    echo "host: $(uname -srm), $(nproc) cpus; canopy $rev; ostree $(ostree --version | awk -F"'" '/Version/ { print $2; exit }') (repo mode $OSTREE_MODE)"
     echo "packages: $NPKG .debs, $DEB_BYTES bytes (closure of: ${PACKAGES[*]}$( ((CLOSURE)) || echo ', no closure'))"
     echo "unpacked tree: $TREE_BYTES bytes, $TREE_FILES files, $TREE_DIRS dirs, $TREE_LINKS symlinks"
     if ((COLD)); then
@@ -357,6 +365,7 @@ report() {
     else
         echo "cache: WARM — .debs read once before timing; page cache never dropped (sync before every step)"
     fi
+    echo "load average before/after: $LOAD_BEFORE / $LOAD_AFTER (other work on the machine makes times noisy)"
     echo "times: wall seconds, median of $RUNS runs, fresh directories per run; ratio = canopy / reference (<1: canopy faster)"
     echo
     printf '%-58s %10s %12s %8s\n' "step (reference)" "canopy s" "reference s" "ratio"
@@ -386,10 +395,17 @@ report() {
     if ((${#ASSEMBLE_FLAGS[@]})); then
         echo "note: $OVERLAPS paths ship in more than one package; assembled with ${ASSEMBLE_FLAGS[*]}"
     fi
+    local k
+    printf 'every run (s):'
+    for k in c_init c_import c_assemble c_co_hl c_co_cp c_reimport r_unpack r_init r_commit r_co_hl r_co_cp r_recommit; do
+        printf ' %s=[%s]' "$k" "$(echo ${VALS[$k]} | tr ' ' ,)"
+    done
+    echo
     echo "notes: dpkg-deb -x runs one package after another, in one process at a time."
     echo "       ostree checkout -C restores ownership from the repo; -U -H (bare-user) checks out as the current user."
     echo "       re-import reference re-hashes the already unpacked tree (no second dpkg-deb -x)."
     local args=()
+    ((BUILD)) || args+=(--canopy "$CANOPY")
     ((RUNS != 3)) && args+=(--runs "$RUNS")
     ((COLD)) && args+=(--cold)
     [[ $OSTREE_MODE != bare-user ]] && args+=(--ostree-mode "$OSTREE_MODE")
