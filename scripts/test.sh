@@ -16,7 +16,8 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-# command:Debian package that provides it. (fuse3 joins when the mount tests do.)
+# command:Debian package that provides it. (The mount tests mount as root through
+# /dev/fuse directly, so they need no FUSE userspace package.)
 needed=(
     dpkg-deb:dpkg
     apt-get:apt
@@ -25,6 +26,8 @@ needed=(
     mkfifo:coreutils
     cp:coreutils
     tar:tar
+    nginx:nginx
+    umount:mount
 )
 missing=()
 for pair in "${needed[@]}"; do
@@ -35,8 +38,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # Installing nginx starts the system's own instance; the tests run their own.
+    if command -v nginx >/dev/null && [ -f /run/nginx.pid ]; then
+        nginx -s quit 2>/dev/null || true
+    fi
 else
-    say "tools present: dpkg-deb apt-get chroot mknod mkfifo cp tar"
+    say "tools present: ${needed[*]%%:*}"
 fi
 
 say "cargo test --workspace --no-fail-fast"

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// canopy: one content-addressed store of software, roots assembled from it without copying.
 #[derive(Parser)]
-#[command(name = "canopy", version, propagate_version = true)]
+#[command(name = "canopy", version)]
 #[command(
     after_help = "Start with `canopy init`, then `canopy import deb *.deb` and `canopy assemble NAME PKG...`."
 )]

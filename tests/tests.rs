@@ -10,3 +10,5 @@ mod walkthrough;
 mod hostile;
 // A writer killed at any durable step leaves the last good state.
 mod crash;
+// Serving over HTTP and mounting with FUSE: shared inodes, cache bound, outages, tampering, follow, nginx.
+mod mount;

@@ -734,15 +734,15 @@ pub struct Imported {
     pub version: String,
     /// Architecture.
     pub arch: String,
-    /// `F files` (imported lines only).
-    pub files: u64,
+    /// `E entries` (imported lines only): files, directories, links and specials.
+    pub entries: u64,
     /// `N new objects` (imported lines only).
     pub new_objects: u64,
     /// `B new bytes` (imported lines only).
     pub new_bytes: u64,
 }
 
-/// Parses `imported NAME VERSION (ARCH): F files, N new objects, B new bytes` or
+/// Parses `imported NAME VERSION (ARCH): E entries, N new objects, B new bytes` or
 /// `skipped NAME VERSION (ARCH): already imported`.
 pub fn parse_import_line(line: &str) -> Imported {
     let bad = || -> ! { panic!("not an import result line: {line:?}") };
@@ -759,7 +759,7 @@ pub fn parse_import_line(line: &str) -> Imported {
     let mut numbers = [0u64; 3];
     if new {
         let words: Vec<&str> = tail.split(", ").collect();
-        let suffixes = [" files", " new objects", " new bytes"];
+        let suffixes = [" entries", " new objects", " new bytes"];
         if words.len() != 3 {
             bad();
         }
@@ -777,7 +777,7 @@ pub fn parse_import_line(line: &str) -> Imported {
         name: name.into(),
         version: version.into(),
         arch: arch.into(),
-        files: numbers[0],
+        entries: numbers[0],
         new_objects: numbers[1],
         new_bytes: numbers[2],
     }

@@ -172,7 +172,7 @@ fn walkthrough_debian_root() {
             "{out}"
         );
         assert!(
-            line.files > 0 && line.new_objects > 0 && line.new_bytes > 0,
+            line.entries > 0 && line.new_objects > 0 && line.new_bytes > 0,
             "{out}"
         );
     }

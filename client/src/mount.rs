@@ -173,6 +173,28 @@ fn parse_commit(root: &str, hex: &str) -> Result<CommitId, MountError> {
         })
 }
 
+/// Unmounts a mount that is still in use, lazily: it disappears from the namespace now,
+/// and the files still open keep working until closed, when canopy exits.
+fn detach(mountpoint: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: a valid NUL-terminated path and a flag; no other preconditions.
+    if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0 {
+        tracing::warn!(
+            "{} is busy: detached it; canopy exits when its last open file closes",
+            mountpoint.display()
+        );
+    } else {
+        tracing::error!(
+            "unmounting {}: {}",
+            mountpoint.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// Mounts and serves until unmounted (`umount`) or until `shutdown` resolves (then
 /// unmounts cleanly). `on_ready` runs once the mount is live.
 pub fn run(
@@ -239,11 +261,14 @@ pub fn run(
         },
     })?;
     let mut unmounter = session.unmount_callable();
+    let mountpoint = cfg.mountpoint.clone();
     rt.spawn(async move {
         shutdown.await;
-        tracing::info!("unmounting");
-        if let Err(e) = unmounter.unmount() {
-            tracing::error!("unmount failed: {e}");
+        tracing::info!("unmounting {}", mountpoint.display());
+        match unmounter.unmount() {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => detach(&mountpoint),
+            Err(e) => tracing::error!("unmounting {}: {e}", mountpoint.display()),
         }
     });
     if let (true, Some(interval)) = (following, cfg.follow) {

@@ -11,8 +11,9 @@
 //! ```
 //!
 //! All writes go through a [`Txn`]: objects are staged in `tmp/`, and only
-//! [`Txn::commit`] makes them durable (one `syncfs`), moves them into `objects/` and then
-//! writes the refs, each ref with fsync + rename + fsync of its directory. A crash at any
+//! [`Txn::commit`] makes them durable (one `syncfs`), moves them into `objects/`, makes
+//! the moves durable (a second `syncfs`) and then writes the refs, each ref with fsync +
+//! rename + fsync of its directory. A crash at any
 //! point leaves the previous refs intact and, at worst, unreferenced objects that `gc`
 //! removes; a transaction that is dropped without commit leaves nothing at all.
 
@@ -21,7 +22,7 @@ use canopy_protocol::{
     ArchiveHash, BlobId, Commit, CommitId, DecodeError, Hasher, ObjectId, Package, PackageId,
     RootName, SigningKey, Tree, TreeId, VerifyingKey,
 };
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -650,35 +651,21 @@ impl Txn<'_> {
         if !self.staged.is_empty() {
             // One syncfs makes every staged file durable before any becomes visible,
             // far cheaper than an fsync per file on packages with thousands of files.
-            let tmp = File::open(&self.dir).ctx(|| format!("opening {}", self.dir.display()))?;
-            // SAFETY: syncfs only reads the descriptor, which `tmp` keeps open.
-            if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&tmp)) } != 0 {
-                return Err(StoreError::Io {
-                    what: "syncing the store's filesystem".into(),
-                    source: io::Error::last_os_error(),
-                });
+            self.syncfs()?;
+            for (id, tmp) in std::mem::take(&mut self.staged) {
+                let dest = self.store.object_path(&id);
+                let fan = dest
+                    .parent()
+                    .expect("object paths have a fan-out directory");
+                if !fan.exists() {
+                    fs::create_dir(fan).ctx(|| format!("creating {}", fan.display()))?;
+                }
+                fs::rename(&tmp, &dest)
+                    .ctx(|| format!("moving object {id} into {}", dest.display()))?;
+                crash::point("object renamed");
             }
-        }
-        let objects = self.store.root.join("objects");
-        let mut touched = BTreeSet::new();
-        let mut new_fan = false;
-        for (id, tmp) in std::mem::take(&mut self.staged) {
-            let dest = self.store.object_path(&id);
-            let fan = dest.parent().unwrap().to_path_buf();
-            if !fan.exists() {
-                fs::create_dir(&fan).ctx(|| format!("creating {}", fan.display()))?;
-                new_fan = true;
-            }
-            fs::rename(&tmp, &dest)
-                .ctx(|| format!("moving object {id} into {}", dest.display()))?;
-            touched.insert(fan);
-            crash::point("object renamed");
-        }
-        for dir in &touched {
-            fsync_dir(dir)?;
-        }
-        if new_fan {
-            fsync_dir(&objects)?;
+            // And one more for the renames, before any ref can point at their objects.
+            self.syncfs()?;
         }
         for (rel, id) in std::mem::take(&mut self.refs) {
             crash::point("before ref write");
@@ -689,6 +676,19 @@ impl Txn<'_> {
         self.done = true;
         fs::remove_dir_all(&self.dir).ctx(|| format!("removing {}", self.dir.display()))?;
         Ok(self.stats)
+    }
+
+    /// Flushes the store's whole filesystem (data and metadata) to disk.
+    fn syncfs(&self) -> Result<(), StoreError> {
+        let dir = File::open(&self.dir).ctx(|| format!("opening {}", self.dir.display()))?;
+        // SAFETY: syncfs only reads the descriptor, which `dir` keeps open.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
+            return Err(StoreError::Io {
+                what: "syncing the store's filesystem".into(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(())
     }
 }
 

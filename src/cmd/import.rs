@@ -1,6 +1,6 @@
 //! `canopy import deb|tar|dir` and `canopy packages list`.
 
-use super::{bytes, open, print_json, time};
+use super::{open, print_json, time};
 use crate::cli::Named;
 use anyhow::{Context, Result, bail};
 use canopy_server::Access;
@@ -32,11 +32,8 @@ fn report(imported: &Imported) -> String {
             p.name, p.version
         ),
         Outcome::New { entries, stats } => format!(
-            "imported {} {} ({arch}): {entries} entries, {} new objects, {} new",
-            p.name,
-            p.version,
-            stats.new_objects,
-            bytes(stats.new_bytes)
+            "imported {} {} ({arch}): {entries} entries, {} new objects, {} new bytes",
+            p.name, p.version, stats.new_objects, stats.new_bytes
         ),
     }
 }

@@ -73,7 +73,7 @@ pub(crate) fn decoder<'a, R: Read + 'a>(
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let head = reader
         .fill_buf()
-        .map_err(|e| ImportError::from_read(e, what))?
+        .map_err(|e| ImportError::from_read(e, what, false))?
         .to_vec();
     if let Some(name) = unsupported(&head) {
         return Err(ImportError::refused(

@@ -3,7 +3,7 @@
 
 use super::builder::{ArchivePath, TreeBuilder};
 use super::compress::{Compression, decoder};
-use super::limit::Limits;
+use super::limit::{Budget, Counted, Limits};
 use super::{Class, Identity, ImportError, Imported, already_imported, finish, hash_file, open};
 use crate::store::Store;
 use canopy_protocol::PackageKind;
@@ -51,7 +51,7 @@ pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, Im
             (&mut member)
                 .take(64)
                 .read_to_string(&mut version)
-                .map_err(|e| ImportError::from_read(e, "debian-binary"))?;
+                .map_err(|e| ImportError::from_read(e, "debian-binary", false))?;
             if !version.starts_with("2.") {
                 return Err(not_a_deb(format!(
                     "format version {:?} is not 2.x",
@@ -60,15 +60,20 @@ pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, Im
             }
         } else if let Some(suffix) = id.strip_prefix("control.tar") {
             let compression = member_compression(&id, suffix)?;
-            control = Some(read_control(decoder(member, Some(compression), &id)?, &id)?);
-        } else if let Some(suffix) = id.strip_prefix("data.tar") {
-            let compression = member_compression(&id, suffix)?;
-            data = Some(super::tar::read(
-                &mut txn,
-                decoder(member, Some(compression), &id)?,
-                limits,
+            let declared = member.header().size();
+            let mut counted = Counted::new(&mut member);
+            control = Some(read_control(
+                decoder(&mut counted, Some(compression), &id)?,
                 &id,
             )?);
+            complete(&id, &counted, declared)?;
+        } else if let Some(suffix) = id.strip_prefix("data.tar") {
+            let compression = member_compression(&id, suffix)?;
+            let declared = member.header().size();
+            let mut counted = Counted::new(&mut member);
+            let reader = decoder(&mut counted, Some(compression), &id)?;
+            data = Some(super::tar::read(&mut txn, reader, limits, &id)?);
+            complete(&id, &counted, declared)?;
         } else if !id.starts_with('_') {
             // dpkg reserves names starting with '_' for additions it ignores; anything
             // else is a format canopy does not understand.
@@ -91,6 +96,17 @@ pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, Im
         scripts,
     };
     finish(txn, tree, entries, who, archive)
+}
+
+/// A member whose content stopped before its declared size was cut short.
+fn complete<R>(id: &str, counted: &Counted<R>, declared: u64) -> Result<(), ImportError> {
+    match counted.read_bytes() {
+        n if n < declared => Err(ImportError::refused(
+            Class::Truncated,
+            format!("member {id} holds {n} of its {declared} bytes: the archive is cut short"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn not_a_deb(detail: String) -> ImportError {
@@ -118,16 +134,23 @@ fn member_compression(id: &str, suffix: &str) -> Result<Compression, ImportError
     })
 }
 
+/// Most a control.tar may unpack to (big packages carry multi-megabyte md5sums).
+const CONTROL_TAR_MAX: u64 = 64 << 20;
+
 /// Reads the control file and notes the maintainer scripts, from control.tar.
 fn read_control(reader: impl Read, what: &str) -> Result<(Control, Vec<String>), ImportError> {
-    let mut archive = tar::Archive::new(reader);
+    let budget = Budget::new(Limits {
+        max_unpacked: CONTROL_TAR_MAX,
+        ..Limits::default()
+    });
+    // Everything in control.tar, headers included, counts against one bound.
+    budget.content();
+    let read_err = |e: io::Error| ImportError::from_read(e, what, budget.at_eof());
+    let mut archive = tar::Archive::new(budget.wrap(reader));
     let mut control = None;
     let mut scripts = Vec::new();
-    for entry in archive
-        .entries()
-        .map_err(|e| ImportError::from_read(e, what))?
-    {
-        let entry = entry.map_err(|e| ImportError::from_read(e, what))?;
+    for entry in archive.entries().map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
         let path = ArchivePath::parse(&entry.path_bytes())?.display();
         let name = path.trim_start_matches('/');
         if name == "control" {
@@ -135,12 +158,14 @@ fn read_control(reader: impl Read, what: &str) -> Result<(Control, Vec<String>),
             entry
                 .take(CONTROL_MAX)
                 .read_to_end(&mut text)
-                .map_err(|e| ImportError::from_read(e, what))?;
+                .map_err(read_err)?;
             control = Some(parse_control(&text)?);
         } else if SCRIPTS.contains(&name) {
             scripts.push(name.to_string());
         }
     }
+    // To the end, so the compression's own checks run.
+    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(read_err)?;
     let control = control.ok_or_else(|| {
         ImportError::refused(Class::BadControl, format!("{what} has no control file"))
     })?;

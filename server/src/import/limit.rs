@@ -57,6 +57,8 @@ struct BudgetState {
     /// Zero bytes at the end of what was read so far: a complete tar ends with at least
     /// one zero block, a truncated one usually does not.
     trailing_zeros: Cell<u64>,
+    /// Whether the input has ended: an error after that means the archive was cut short.
+    at_eof: Cell<bool>,
 }
 
 impl Budget {
@@ -67,6 +69,7 @@ impl Budget {
             content: Cell::new(0),
             header: Cell::new(0),
             trailing_zeros: Cell::new(0),
+            at_eof: Cell::new(false),
         }))
     }
 
@@ -84,6 +87,16 @@ impl Budget {
     /// Whether the stream so far ends with a zero block.
     pub(crate) fn ended_with_zero_block(&self) -> bool {
         self.0.trailing_zeros.get() >= 512
+    }
+
+    /// Whether the input has ended.
+    pub(crate) fn at_eof(&self) -> bool {
+        self.0.at_eof.get()
+    }
+
+    /// The largest header record allowed.
+    pub(crate) fn max_header(&self) -> u64 {
+        self.0.limits.max_header
     }
 
     /// Wraps a reader so that reads are counted against this budget.
@@ -105,6 +118,9 @@ impl<R: Read> Read for Budgeted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let s = &self.budget.0;
         let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            s.at_eof.set(true);
+        }
         let n64 = n as u64;
         if s.in_content.get() {
             s.content.set(s.content.get() + n64);
@@ -130,6 +146,32 @@ impl<R: Read> Read for Budgeted<R> {
         } else {
             tail
         });
+        Ok(n)
+    }
+}
+
+/// Counts what is read through it, to tell whether a container member (an `ar` member of
+/// a `.deb`) was as long as its header said.
+pub(crate) struct Counted<R> {
+    inner: R,
+    read: u64,
+}
+
+impl<R> Counted<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        Counted { inner, read: 0 }
+    }
+
+    /// Bytes read so far.
+    pub(crate) fn read_bytes(&self) -> u64 {
+        self.read
+    }
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
         Ok(n)
     }
 }

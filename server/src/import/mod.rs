@@ -120,20 +120,22 @@ impl ImportError {
     }
 
     /// Classifies an error met while reading archive content: our own limits, early
-    /// ends and decoder complaints each keep their meaning.
-    pub(crate) fn from_read(err: io::Error, context: &str) -> Self {
+    /// ends and decoder complaints each keep their meaning. `ended` says whether the
+    /// input had already run out, which makes any complaint a truncation.
+    pub(crate) fn from_read(err: io::Error, context: &str, ended: bool) -> Self {
         if let Some(limit) = err
             .get_ref()
             .and_then(|e| e.downcast_ref::<limit::LimitExceeded>())
         {
             return ImportError::refused(Class::TooLarge, format!("{context}: {limit}"));
         }
-        match err.kind() {
-            io::ErrorKind::UnexpectedEof => {
-                ImportError::refused(Class::Truncated, format!("{context}: archive ends early"))
-            }
-            _ => ImportError::refused(Class::Malformed, format!("{context}: {err}")),
+        if ended || err.kind() == io::ErrorKind::UnexpectedEof {
+            return ImportError::refused(
+                Class::Truncated,
+                format!("{context}: archive ends early ({err})"),
+            );
         }
+        ImportError::refused(Class::Malformed, format!("{context}: {err}"))
     }
 }
 

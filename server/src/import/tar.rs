@@ -44,7 +44,32 @@ fn malformed(what: &str, path: &ArchivePath, detail: impl std::fmt::Display) -> 
     )
 }
 
-/// Reads a tar stream into a tree, storing file contents in `txn` as they stream by.
+/// Trailing bytes allowed after the end-of-archive block (tar pads to its record size,
+/// 10 KiB by default).
+const MAX_TRAILER: u64 = 1 << 20;
+
+/// What PAX and GNU long-name records said about the entry that follows them.
+#[derive(Default)]
+struct Pending {
+    pax: Option<Vec<u8>>,
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+}
+
+/// GNU long names end with NUL padding.
+fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
+    while v.last() == Some(&0) {
+        v.pop();
+    }
+    v
+}
+
+/// Reads a tar stream into a tree, storing file contents in `txn` as they stream by,
+/// then reads the stream to its end so that compression trailers and checksums are
+/// verified too.
+///
+/// Entries are read raw: PAX and GNU long-name records are handled here, so that their
+/// declared size is checked against the header limit before a byte of them is held.
 pub(crate) fn read(
     txn: &mut Txn<'_>,
     reader: impl Read,
@@ -54,41 +79,108 @@ pub(crate) fn read(
     let budget = Budget::new(limits);
     let mut archive = tar::Archive::new(budget.wrap(reader));
     let mut builder = TreeBuilder::new(limits.max_entries);
-    for entry in archive
-        .entries()
-        .map_err(|e| ImportError::from_read(e, what))?
-    {
-        let mut entry = entry.map_err(|e| ImportError::from_read(e, what))?;
-        let path = ArchivePath::parse(&entry.path_bytes()).map_err(|e| prefix(e, what))?;
-        let header = entry.header();
-        let entry_type = header.entry_type();
-        if entry_type == EntryType::XGlobalHeader {
+    let read_err =
+        |e: std::io::Error, context: &str| ImportError::from_read(e, context, budget.at_eof());
+    let mut pending = Pending::default();
+    for entry in archive.entries().map_err(|e| read_err(e, what))?.raw(true) {
+        let mut entry = entry.map_err(|e| read_err(e, what))?;
+        let entry_type = entry.header().entry_type();
+        if matches!(
+            entry_type,
+            EntryType::XHeader
+                | EntryType::XGlobalHeader
+                | EntryType::GNULongName
+                | EntryType::GNULongLink
+        ) {
+            let declared = entry.header().entry_size().map_err(|e| read_err(e, what))?;
+            if declared > budget.max_header() {
+                return Err(ImportError::refused(
+                    Class::TooLarge,
+                    format!(
+                        "{what}: a {declared}-byte header record exceeds {} bytes",
+                        budget.max_header()
+                    ),
+                ));
+            }
+            let mut data = Vec::with_capacity(declared as usize);
+            (&mut entry)
+                .take(declared)
+                .read_to_end(&mut data)
+                .map_err(|e| read_err(e, what))?;
+            if data.len() as u64 != declared {
+                return Err(ImportError::refused(
+                    Class::Truncated,
+                    format!("{what}: archive ends inside a header record"),
+                ));
+            }
+            match entry_type {
+                EntryType::XHeader => pending.pax = Some(data),
+                EntryType::GNULongName => pending.long_name = Some(trim_nul(data)),
+                EntryType::GNULongLink => pending.long_link = Some(trim_nul(data)),
+                _ => {} // Global PAX headers carry nothing canopy keeps.
+            }
             continue;
         }
-        let mode = header.mode().map_err(|e| malformed(what, &path, e))? & 0o7777;
-        let mut uid = header.uid().map_err(|e| malformed(what, &path, e))?;
-        let mut gid = header.gid().map_err(|e| malformed(what, &path, e))?;
+        let header = entry.header();
+        let mut raw_path = pending
+            .long_name
+            .take()
+            .unwrap_or_else(|| header.path_bytes().into_owned());
+        let mut link = pending
+            .long_link
+            .take()
+            .or_else(|| header.link_name_bytes().map(|l| l.into_owned()));
+        let mut uid = header.uid().map_err(|e| read_err(e, what))?;
+        let mut gid = header.gid().map_err(|e| read_err(e, what))?;
+        let size = header.entry_size().map_err(|e| read_err(e, what))?;
+        let mode = header.mode().map_err(|e| read_err(e, what))? & 0o7777;
         let device = (header.device_major(), header.device_minor());
-        let link = entry.link_name_bytes().map(|l| l.into_owned());
         let mut xattrs = Vec::new();
-        if let Some(exts) = entry
-            .pax_extensions()
-            .map_err(|e| ImportError::from_read(e, what))?
-        {
-            for ext in exts {
-                let ext = ext.map_err(|e| malformed(what, &path, e))?;
+        if let Some(pax) = pending.pax.take() {
+            for ext in tar::PaxExtensions::new(&pax) {
+                let ext = ext.map_err(|e| {
+                    ImportError::refused(Class::Malformed, format!("{what}: bad PAX record: {e}"))
+                })?;
                 let (key, value) = (ext.key_bytes(), ext.value_bytes());
-                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                    xattrs.push((name.to_vec(), value.to_vec()));
-                } else if key == b"uid" || key == b"gid" {
-                    let n = std::str::from_utf8(value)
+                let number = || {
+                    std::str::from_utf8(value)
                         .ok()
                         .and_then(|v| v.parse::<u64>().ok())
-                        .ok_or_else(|| malformed(what, &path, "PAX uid/gid is not a number"))?;
-                    if key == b"uid" { uid = n } else { gid = n }
+                        .ok_or_else(|| {
+                            ImportError::refused(
+                                Class::Malformed,
+                                format!(
+                                    "{what}: PAX {} is not a number",
+                                    String::from_utf8_lossy(key)
+                                ),
+                            )
+                        })
+                };
+                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                    xattrs.push((name.to_vec(), value.to_vec()));
+                } else {
+                    match key {
+                        b"path" => raw_path = value.to_vec(),
+                        b"linkpath" => link = Some(value.to_vec()),
+                        b"uid" => uid = number()?,
+                        b"gid" => gid = number()?,
+                        // The data length comes from the header; a record that says
+                        // otherwise would make the two disagree about where entries are.
+                        b"size" if number()? != size => {
+                            return Err(ImportError::refused(
+                                Class::Malformed,
+                                format!(
+                                    "{what}: PAX size {} disagrees with the header's {size}",
+                                    number()?
+                                ),
+                            ));
+                        }
+                        _ => {}
+                    }
                 }
             }
         }
+        let path = ArchivePath::parse(&raw_path).map_err(|e| prefix(e, what))?;
         xattrs.sort();
         if xattrs.windows(2).any(|w| w[0].0 == w[1].0) {
             return Err(malformed(what, &path, "an xattr is given twice"));
@@ -103,10 +195,9 @@ pub(crate) fn read(
         };
         match entry_type {
             EntryType::Regular | EntryType::Continuous => {
-                let size = entry.size();
                 budget.content();
-                let (blob, got) = txn.put_blob(&mut entry).map_err(|e| match e {
-                    BlobError::Source(e) => ImportError::from_read(e, &format!("{what}: entry {}", path.display())),
+                let (blob, got) = txn.put_blob((&mut entry).take(size)).map_err(|e| match e {
+                    BlobError::Source(e) => read_err(e, &format!("{what}: entry {}", path.display())),
                     BlobError::Store(e) => e.into(),
                 })?;
                 budget.headers();
@@ -163,6 +254,17 @@ pub(crate) fn read(
         return Err(ImportError::refused(
             Class::Truncated,
             format!("{what}: tar stream ends without its end-of-archive block"),
+        ));
+    }
+    let trailer = std::io::copy(
+        &mut archive.into_inner().take(MAX_TRAILER + 1),
+        &mut std::io::sink(),
+    )
+    .map_err(|e| read_err(e, what))?;
+    if trailer > MAX_TRAILER {
+        return Err(ImportError::refused(
+            Class::Malformed,
+            format!("{what}: more than {MAX_TRAILER} bytes follow the end of the archive"),
         ));
     }
     Ok(builder)

@@ -1,0 +1,526 @@
+//! Serving over HTTP and mounting with FUSE, as a host would: real `canopy serve` on
+//! 127.0.0.1, real FUSE mounts, real Debian packages, real programs run from the mount.
+
+use crate::debs;
+use crate::util::{Canopy, assert_same_tree, cmd, parse_assemble, walk};
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Root `small` (bash and what it needs) and root `full` (every test package), which
+/// share most files.
+const SMALL: &[&str] = &[
+    "base-files",
+    "bash",
+    "libc6",
+    "libtinfo6",
+    "gcc-12-base",
+    "libgcc-s1",
+];
+
+/// A store holding roots `small` and `full`.
+fn two_roots(name: &str) -> Canopy {
+    let env = Canopy::init(name);
+    env.cmd(["import", "deb"])
+        .args(debs::paths(debs::ROOT_PACKAGES))
+        .success();
+    env.cmd(["assemble", "small"]).args(SMALL).success();
+    env.cmd(["assemble", "full"])
+        .args(debs::ROOT_PACKAGES)
+        .success();
+    env
+}
+
+/// Waits until `line` appears on the child's stdout; returns that line.
+fn wait_for_line(child: &mut Child, what: &str, stderr: &Path) -> String {
+    let out = child.stdout.take().expect("stdout is piped");
+    let mut lines = BufReader::new(out).lines();
+    match lines.next() {
+        Some(Ok(line)) if line.contains(what) => line,
+        other => panic!(
+            "expected a line with {what:?}, got {other:?}; stderr:\n{}",
+            fs::read_to_string(stderr).unwrap_or_default()
+        ),
+    }
+}
+
+/// `canopy -v serve` on 127.0.0.1, stopped when dropped. Its access log is kept so
+/// tests can count requests.
+struct Server {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(env: &Canopy, listen: &str) -> Server {
+        let log = env.path(format!("serve-{}.log", listen.replace(':', "_")));
+        let mut child = Command::new(crate::util::BIN)
+            .args(["--store"])
+            .arg(env.store())
+            .args(["-v", "serve", "--listen", listen])
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting canopy serve");
+        let line = wait_for_line(&mut child, "on http://", &log);
+        let url = line.rsplit(' ').next().unwrap().to_string();
+        Server { child, url, log }
+    }
+
+    /// The `host:port` it listens on.
+    fn addr(&self) -> String {
+        self.url.trim_start_matches("http://").to_string()
+    }
+
+    /// How many requests for this object the server answered.
+    fn requests_for(&self, id: &str) -> usize {
+        fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                l.contains(&format!("uri=/v1/objects/{id} ")) && l.contains("finished processing")
+            })
+            .count()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A `canopy mount` in the foreground, stopped with SIGTERM (which must unmount) when
+/// dropped.
+struct Mount {
+    child: Child,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+fn is_mounted(dir: &Path) -> bool {
+    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(dir.to_str().unwrap()))
+}
+
+impl Mount {
+    fn start(env: &Canopy, name: &str, url: &str, extra: &[&str]) -> Mount {
+        let dir = env.mkdir(name);
+        let log = env.path(format!("{name}.log"));
+        let trust = env.path("server.pub");
+        if !trust.exists() {
+            fs::write(&trust, env.stdout(["key", "show"])).unwrap();
+        }
+        let mut child = Command::new(crate::util::BIN)
+            .args(["-v", "mount", url])
+            .arg(&dir)
+            .arg("--trust")
+            .arg(&trust)
+            .arg("--cache-dir")
+            .arg(env.path(format!("{name}-cache")))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting canopy mount");
+        wait_for_line(&mut child, "mounted at", &log);
+        assert!(is_mounted(&dir), "{} is not a mount point", dir.display());
+        Mount { child, dir, log }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap()
+    }
+
+    /// SIGTERM: the mount must go away and the process exit 0.
+    fn stop(mut self) {
+        // SAFETY: kill with a valid pid and signal.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "canopy mount exited with {status} on SIGTERM:\n{}",
+            self.log()
+        );
+        assert!(
+            !is_mounted(&self.dir),
+            "{} still mounted after SIGTERM",
+            self.dir.display()
+        );
+    }
+}
+
+impl Drop for Mount {
+    /// After a failed assertion: stop the mount however it can be stopped, never hang.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: as above.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if is_mounted(&self.dir) {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+fn read(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    fs::File::open(path)?.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+fn blob_of(path: &Path) -> String {
+    crate::util::sha256_file(path)
+}
+
+#[test]
+fn two_roots_run_share_inodes_and_download_once() {
+    let env = two_roots("mount-two");
+    let server = Server::start(&env, "127.0.0.1:0");
+    let mount = Mount::start(&env, "mnt", &server.url, &[]);
+
+    let mut roots: Vec<String> = fs::read_dir(&mount.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    roots.sort();
+    assert_eq!(roots, ["full", "small"]);
+
+    let out = cmd("chroot")
+        .arg(mount.path("full"))
+        .args(["/bin/bash", "-c", "echo ok && ls / && id -u"])
+        .stdout();
+    assert!(
+        out.starts_with("ok\n") && out.contains("usr\n") && out.ends_with("0\n"),
+        "{out}"
+    );
+    let out = cmd("chroot")
+        .arg(mount.path("small"))
+        .args(["/bin/bash", "-c", "echo small"])
+        .stdout();
+    assert_eq!(out, "small\n");
+
+    // Same file in both roots: one inode, one download, although both roots ran it.
+    let (a, b) = (mount.path("small/bin/bash"), mount.path("full/bin/bash"));
+    assert_eq!(
+        fs::metadata(&a).unwrap().ino(),
+        fs::metadata(&b).unwrap().ino()
+    );
+    assert_eq!(read(&a).unwrap(), read(&b).unwrap());
+    assert_eq!(
+        server.requests_for(&blob_of(&a)),
+        1,
+        "bash was downloaded more than once"
+    );
+    // Directories are per path: the two /usr are distinct inodes.
+    assert_ne!(
+        fs::metadata(mount.path("small/usr")).unwrap().ino(),
+        fs::metadata(mount.path("full/usr")).unwrap().ino()
+    );
+
+    // The mount shows exactly what a checkout of the same commit holds.
+    let out = env.path("full-checkout");
+    env.cmd(["checkout", "full"]).arg(&out).success();
+    assert_same_tree(&out, &mount.path("full"));
+    mount.stop();
+}
+
+#[test]
+fn cache_stays_within_its_bound_under_a_full_walk() {
+    let env = two_roots("mount-bound");
+    let server = Server::start(&env, "127.0.0.1:0");
+    let bound: u64 = 4 << 20;
+    let mount = Mount::start(
+        &env,
+        "mnt",
+        &server.url,
+        &["--root", "full", "--cache-size", "4M"],
+    );
+    let reference = env.path("ref");
+    env.cmd(["checkout", "full"]).arg(&reference).success();
+    let mut total = 0u64;
+    for rel in walk(&reference) {
+        let path = reference.join(&rel);
+        if fs::symlink_metadata(&path).unwrap().is_file() {
+            let content = read(&mount.dir.join(&rel)).unwrap();
+            assert_eq!(content, read(&path).unwrap(), "{} differs", rel.display());
+            total += content.len() as u64;
+        }
+    }
+    assert!(
+        total > 4 * bound,
+        "the walk ({total} bytes) must be much larger than the cache"
+    );
+    let cached: u64 = walk(&env.path("mnt-cache/objects"))
+        .iter()
+        .map(|rel| fs::symlink_metadata(env.path("mnt-cache/objects").join(rel)).unwrap())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    assert!(
+        cached <= bound,
+        "cache holds {cached} bytes, over its {bound}-byte bound"
+    );
+    mount.stop();
+}
+
+#[test]
+fn server_outage_keeps_cached_files_and_fails_others_quickly() {
+    let env = two_roots("mount-outage");
+    let mut server = Server::start(&env, "127.0.0.1:0");
+    let addr = server.addr();
+    let mount = Mount::start(
+        &env,
+        "mnt",
+        &server.url,
+        &["--root", "full", "--timeout", "2s"],
+    );
+    let cached = read(&mount.path("bin/bash")).unwrap();
+
+    server.stop();
+    assert_eq!(
+        read(&mount.path("bin/bash")).unwrap(),
+        cached,
+        "a cached file must keep working"
+    );
+    // Worse than a refused connection: a server that accepts and then never answers.
+    let hole = std::net::TcpListener::bind(&addr).unwrap();
+    let start = Instant::now();
+    let err = read(&mount.path("usr/bin/sha256sum"))
+        .expect_err("an uncached file cannot be read offline");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "EIO took {:?}",
+        start.elapsed()
+    );
+    drop(hole);
+
+    let _back = Server::start(&env, &addr);
+    let again =
+        read(&mount.path("usr/bin/sha256sum")).expect("reads recover when the server returns");
+    assert_eq!(&again[..4], b"\x7fELF");
+    mount.stop();
+}
+
+#[test]
+fn failover_to_the_next_server() {
+    let env = two_roots("mount-failover");
+    let server = Server::start(&env, "127.0.0.1:0");
+    // Nothing listens on port 9 of 127.0.0.1: the first server is down.
+    let mount = Mount::start(
+        &env,
+        "mnt",
+        "http://127.0.0.1:9",
+        &["--server", &server.url, "--root", "small"],
+    );
+    let out = cmd("chroot")
+        .arg(&mount.dir)
+        .args(["/bin/bash", "-c", "echo via failover"])
+        .stdout();
+    assert_eq!(out, "via failover\n");
+    mount.stop();
+}
+
+#[test]
+fn tampered_objects_and_foreign_keys_are_refused() {
+    let env = two_roots("mount-tamper");
+    let server = Server::start(&env, "127.0.0.1:0");
+    let reference = env.path("ref");
+    env.cmd(["checkout", "full"]).arg(&reference).success();
+    let victim = reference.join("usr/bin/sha256sum");
+    let id = blob_of(&victim);
+    let object = env.store().join("objects").join(&id[..2]).join(&id[2..]);
+    let mut bytes = fs::read(&object).unwrap();
+    bytes[100] ^= 0xff;
+    fs::write(&object, &bytes).unwrap();
+
+    let mount = Mount::start(&env, "mnt", &server.url, &["--root", "full"]);
+    let err =
+        read(&mount.path("usr/bin/sha256sum")).expect_err("tampered content must not be served");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(
+        mount.log().contains("hash mismatch"),
+        "no hash mismatch logged:\n{}",
+        mount.log()
+    );
+    assert!(
+        read(&mount.path("bin/bash")).is_ok(),
+        "other files still work"
+    );
+    mount.stop();
+
+    // A commit signed by another key: the mount is refused.
+    let other = Canopy::init("mount-tamper-other");
+    let foreign = env.path("other.pub");
+    fs::write(&foreign, other.stdout(["key", "show"])).unwrap();
+    let dir = env.mkdir("refused");
+    let out = env
+        .bare_cmd(["mount", &server.url])
+        .arg(&dir)
+        .arg("--trust")
+        .arg(&foreign)
+        .arg("--cache-dir")
+        .arg(env.path("refused-cache"))
+        .failure(1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refusing root") && stderr.contains("not by the trusted key"),
+        "{stderr}"
+    );
+    assert!(!is_mounted(&dir));
+}
+
+/// Imports a one-file tar package `app` whose /srv/msg holds `msg`.
+fn import_app(env: &Canopy, version: &str, msg: &str) {
+    let tree = env.mkdir(format!("app-{version}/srv"));
+    fs::write(tree.join("msg"), msg).unwrap();
+    let tarball = env.path(format!("app-{version}.tar"));
+    cmd("tar")
+        .arg("-C")
+        .arg(env.path(format!("app-{version}")))
+        .args(["--owner=0", "--group=0", "-cf"])
+        .arg(&tarball)
+        .arg(".")
+        .success();
+    env.cmd(["import", "tar"])
+        .arg(&tarball)
+        .args(["--name", "app", "--version", version])
+        .success();
+}
+
+#[test]
+fn follow_switches_new_opens_and_keeps_open_files() {
+    let env = Canopy::init("mount-follow");
+    import_app(&env, "1", "one\n");
+    env.cmd(["assemble", "app", "app"]).success();
+    let server = Server::start(&env, "127.0.0.1:0");
+    let mount = Mount::start(
+        &env,
+        "mnt",
+        &server.url,
+        &["--root", "app", "--follow", "--interval", "200ms"],
+    );
+
+    let mut held = fs::File::open(mount.path("srv/msg")).unwrap();
+    import_app(&env, "2", "two, longer\n");
+    let assembled = parse_assemble(&env.stdout(["assemble", "app", "app=2"]));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if read(&mount.path("srv/msg")).unwrap() == b"two, longer\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the mount never showed commit {}:\n{}",
+            assembled.commit,
+            mount.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut old = String::new();
+    held.read_to_string(&mut old).unwrap();
+    assert_eq!(
+        old, "one\n",
+        "a file opened before the switch keeps its content"
+    );
+    drop(held);
+    mount.stop();
+}
+
+/// nginx as a caching proxy between hosts and the server.
+struct Nginx {
+    child: Child,
+    url: String,
+}
+
+impl Nginx {
+    fn start(env: &Canopy, upstream: &str) -> Nginx {
+        let prefix = env.mkdir("nginx");
+        fs::create_dir_all(prefix.join("logs")).unwrap();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let conf = format!(
+            "user root;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log {p}/logs/access.log;\n  client_body_temp_path {p}/body;\n  \
+             proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  \
+             scgi_temp_path {p}/scgi;\n  proxy_cache_path {p}/cache keys_zone=canopy:10m max_size=1g;\n  \
+             server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass {upstream};\n      \
+             proxy_cache canopy;\n      proxy_http_version 1.1;\n    }}\n  }}\n}}\n",
+            p = prefix.display()
+        );
+        fs::write(prefix.join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(prefix.join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting nginx (scripts/test.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nginx did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nginx {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_http_cache_serves_the_second_host() {
+    let env = two_roots("mount-nginx");
+    let server = Server::start(&env, "127.0.0.1:0");
+    let proxy = Nginx::start(&env, &server.url);
+    let first = Mount::start(&env, "host1", &proxy.url, &["--root", "full"]);
+    let file = first.path("usr/bin/sha256sum");
+    let content = read(&file).unwrap();
+    let id = blob_of(&file);
+    assert_eq!(server.requests_for(&id), 1);
+    first.stop();
+
+    let second = Mount::start(&env, "host2", &proxy.url, &["--root", "full"]);
+    assert_eq!(read(&second.path("usr/bin/sha256sum")).unwrap(), content);
+    assert_eq!(
+        server.requests_for(&id),
+        1,
+        "the second host's cold read must come from nginx, not the origin"
+    );
+    second.stop();
+}
