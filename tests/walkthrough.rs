@@ -868,3 +868,59 @@ fn package_specs_select_versions_and_arches() {
     canopy.cmd(["assemble"]).failure(2);
     assert_eq!(canopy.current("r"), second.commit);
 }
+
+/// Nothing needs root to build a root: `nobody` initialises a store, imports real
+/// packages and assembles them, and the root still carries the archives' owners.
+#[test]
+fn import_and_assemble_work_without_root() {
+    let env = Canopy::new("nonroot");
+    let store = env.mkdir("store");
+    chown(&store, Some(65534), Some(65534)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        let mut c = util::cmd("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            util::BIN,
+            "--store",
+        ])
+        .arg(&store)
+        .args(args)
+        .env("HOME", env.path(""));
+        c
+    };
+    as_nobody(&["init"]).success();
+    let debs = debs::paths(&[
+        "libc6",
+        "libtinfo6",
+        "bash",
+        "base-files",
+        "libgcc-s1",
+        "gcc-12-base",
+    ]);
+    as_nobody(&["import", "deb"]).args(&debs).success();
+    as_nobody(&[
+        "assemble",
+        "web",
+        "libc6",
+        "libtinfo6",
+        "bash",
+        "base-files",
+        "libgcc-s1",
+        "gcc-12-base",
+    ])
+    .success();
+    let dir = env.path("out");
+    env.cmd(["checkout", "web"]).arg(&dir).success();
+    let bash = fs::metadata(dir.join("bin/bash")).unwrap();
+    assert_eq!(
+        (bash.uid(), bash.gid(), bash.mode() & 0o7777),
+        (0, 0, 0o755)
+    );
+    let out = cmd("chroot")
+        .arg(&dir)
+        .args(["/bin/bash", "-c", "echo built by nobody"])
+        .stdout();
+    assert_eq!(out, "built by nobody\n");
+}
