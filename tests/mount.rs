@@ -524,3 +524,50 @@ fn an_http_cache_serves_the_second_host() {
     );
     second.stop();
 }
+
+#[test]
+fn sigterm_while_busy_detaches_and_exits_when_the_last_file_closes() {
+    let env = Canopy::init("mount-busy");
+    import_app(&env, "1", "one\n");
+    env.cmd(["assemble", "app", "app"]).success();
+    let server = Server::start(&env, "127.0.0.1:0");
+    let mut mount = Mount::start(&env, "mnt", &server.url, &["--root", "app"]);
+    let mut held = fs::File::open(mount.path("srv/msg")).unwrap();
+
+    // SAFETY: kill with a valid pid and signal.
+    unsafe { libc::kill(mount.child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while is_mounted(&mount.dir) {
+        assert!(
+            Instant::now() < deadline,
+            "still mounted after SIGTERM:\n{}",
+            mount.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut content = String::new();
+    held.read_to_string(&mut content).unwrap();
+    assert_eq!(
+        content, "one\n",
+        "an open file keeps working after the detach"
+    );
+    assert!(
+        matches!(mount.child.try_wait(), Ok(None)),
+        "canopy must serve the open file until it closes"
+    );
+
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = mount.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "canopy did not exit after the last file closed:\n{}",
+            mount.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}:\n{}", mount.log());
+}
