@@ -15,7 +15,7 @@ use dashmap::DashMap;
 use lru::LruCache;
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,16 +64,9 @@ pub struct Cache {
 }
 
 fn hash_file(path: &Path) -> io::Result<ObjectId> {
-    let mut f = fs::File::open(path)?;
-    let mut h = Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(h.finish());
-        }
-        h.update(&buf[..n]);
-    }
+    let mut hasher = Hasher::new();
+    io::copy(&mut fs::File::open(path)?, &mut hasher)?;
+    Ok(hasher.finish())
 }
 
 impl Cache {

@@ -101,6 +101,18 @@ impl Hasher {
     }
 }
 
+/// Hashing is writing: `std::io::copy(&mut file, &mut hasher)` hashes a whole file.
+impl std::io::Write for Hasher {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 macro_rules! typed_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*

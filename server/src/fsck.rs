@@ -6,7 +6,6 @@ use crate::store::{Store, StoreError};
 use canopy_protocol::{Hasher, ObjectId};
 use rayon::prelude::*;
 use std::fs::File;
-use std::io::Read;
 
 /// What fsck found.
 pub struct Report {
@@ -21,16 +20,9 @@ pub struct Report {
 }
 
 fn rehash(path: &std::path::Path) -> std::io::Result<ObjectId> {
-    let mut f = File::open(path)?;
-    let mut h = Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(h.finish());
-        }
-        h.update(&buf[..n]);
-    }
+    let mut hasher = Hasher::new();
+    std::io::copy(&mut File::open(path)?, &mut hasher)?;
+    Ok(hasher.finish())
 }
 
 /// Checks the whole store.

@@ -345,19 +345,11 @@ impl Store {
 
     /// Every root with its current commit, sorted by name.
     pub fn roots(&self) -> Result<Vec<(RootName, CommitId)>, StoreError> {
-        let mut out = Vec::new();
-        for (name, path) in list_refs(&self.root.join("refs/roots"))? {
-            let root: RootName =
-                name.parse()
-                    .map_err(|e: canopy_protocol::RootNameError| StoreError::BadRef {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?;
-            if let Some(id) = read_ref(&path)? {
-                out.push((root, CommitId(id)));
-            }
-        }
-        Ok(out)
+        let refs = list_refs(&self.root.join("refs/roots"))?;
+        Ok(refs
+            .into_iter()
+            .map(|(name, id)| (name, CommitId(id)))
+            .collect())
     }
 
     /// The package record imported from the archive with this hash, if any.
@@ -368,19 +360,11 @@ impl Store {
 
     /// Every imported package: archive hash and package record id.
     pub fn package_refs(&self) -> Result<Vec<(ArchiveHash, PackageId)>, StoreError> {
-        let mut out = Vec::new();
-        for (name, path) in list_refs(&self.root.join("refs/packages"))? {
-            let archive =
-                name.parse()
-                    .map_err(|e: canopy_protocol::IdError| StoreError::BadRef {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?;
-            if let Some(id) = read_ref(&path)? {
-                out.push((archive, PackageId(id)));
-            }
-        }
-        Ok(out)
+        let refs = list_refs(&self.root.join("refs/packages"))?;
+        Ok(refs
+            .into_iter()
+            .map(|(archive, id)| (archive, PackageId(id)))
+            .collect())
     }
 
     /// Every object file in the store, as (id, path). Files whose names are not ids are
@@ -484,18 +468,32 @@ fn read_ref(path: &Path) -> Result<Option<ObjectId>, StoreError> {
     Ok(Some(id))
 }
 
-/// The ref files of a directory as (file name, path), sorted; atomic-write temporaries
-/// (dot files) are not refs.
-fn list_refs(dir: &Path) -> Result<Vec<(String, PathBuf)>, StoreError> {
-    let mut out = Vec::new();
+/// The refs of a directory, named by `K` (a root name, an archive hash), sorted by
+/// name; atomic-write temporaries (dot files) are not refs.
+fn list_refs<K: std::str::FromStr>(dir: &Path) -> Result<Vec<(K, ObjectId)>, StoreError>
+where
+    K::Err: std::fmt::Display,
+{
+    let mut names = Vec::new();
     for entry in fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
         let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if !name.starts_with('.') {
-            out.push((name, entry.path()));
+            names.push((name, entry.path()));
         }
     }
-    out.sort();
+    names.sort();
+    let mut out = Vec::new();
+    for (name, path) in names {
+        let key = name.parse().map_err(|e: K::Err| StoreError::BadRef {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        // A ref removed since the listing is simply gone.
+        if let Some(id) = read_ref(&path)? {
+            out.push((key, id));
+        }
+    }
     Ok(out)
 }
 

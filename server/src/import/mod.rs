@@ -17,7 +17,7 @@ use crate::store::{IoContext, Store, StoreError, Txn, TxnStats};
 use canopy_protocol::{ArchiveHash, Hasher, Package, PackageId, PackageKind, TreeId};
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -170,17 +170,8 @@ pub fn hash_file(path: &Path) -> Result<ArchiveHash, ImportError> {
         what: format!("reading {}", path.display()),
         source,
     };
-    let mut file = File::open(path).map_err(io_err)?;
     let mut hasher = Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_err(e)),
-        }
-    }
+    io::copy(&mut File::open(path).map_err(io_err)?, &mut hasher).map_err(io_err)?;
     Ok(ArchiveHash(hasher.finish()))
 }
 
