@@ -44,6 +44,8 @@ pub struct CanopyFs {
     /// How long names and directory attributes may be cached: short when following a
     /// root, so a new version shows within a second.
     dir_ttl: Duration,
+    /// Whether roots may switch to new versions while mounted.
+    follows: bool,
     passthrough: AtomicBool,
     handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
     /// One passthrough registration per inode, shared by its open handles.
@@ -52,13 +54,14 @@ pub struct CanopyFs {
 }
 
 impl CanopyFs {
-    /// A filesystem over `view`, reading contents through `cache` from `remote`.
+    /// A filesystem over `view`, reading contents through `cache` from `remote`;
+    /// `follows` when the view may switch roots to new versions.
     pub fn new(
         view: Arc<View>,
         cache: Arc<Cache>,
         remote: Arc<Remote>,
         rt: tokio::runtime::Handle,
-        dir_ttl: Duration,
+        follows: bool,
         passthrough: bool,
     ) -> Self {
         CanopyFs {
@@ -66,7 +69,12 @@ impl CanopyFs {
             cache,
             remote,
             rt,
-            dir_ttl,
+            dir_ttl: if follows {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(3600)
+            },
+            follows,
             passthrough: AtomicBool::new(passthrough),
             handles: Mutex::new(HashMap::new()),
             backing: Mutex::new(HashMap::new()),
@@ -320,6 +328,17 @@ impl Filesystem for CanopyFs {
             self.cache.unpin(&open.blob);
         }
         reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // A pinned view never changes, so the kernel may keep directory listings; a
+        // followed one can switch trees under a directory inode, so it must ask again.
+        let flags = if self.follows {
+            FopenFlags::empty()
+        } else {
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+        };
+        reply.opened(FileHandle(0), flags);
     }
 
     fn readdir(

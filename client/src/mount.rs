@@ -226,17 +226,12 @@ pub fn run(
         });
     }
     let following = cfg.follow.is_some() && cfg.commit.is_none();
-    let dir_ttl = if following {
-        Duration::from_secs(1)
-    } else {
-        Duration::from_secs(3600)
-    };
     let fs = CanopyFs::new(
         view.clone(),
         cache,
         remote.clone(),
         rt.handle().clone(),
-        dir_ttl,
+        following,
         cfg.passthrough,
     );
     let mut config = Config::default();

@@ -144,6 +144,13 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Without TCP_NODELAY the end of a response can wait ~40 ms for the client's
+    // delayed ACK: headers and body leave in separate writes.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("setting TCP_NODELAY: {e}");
+        }
+    });
     axum::serve(listener, router(Arc::new(store)))
         .with_graceful_shutdown(shutdown)
         .await
