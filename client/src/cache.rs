@@ -34,6 +34,11 @@ pub enum CacheError {
     /// Fetching failed.
     #[error(transparent)]
     Fetch(#[from] crate::remote::FetchError),
+    /// Another process uses the cache directory.
+    #[error(
+        "cache directory {0} is in use by another canopy mount: mount every root from one process (omit --root), or give this one its own --cache-dir"
+    )]
+    Busy(PathBuf),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> CacheError {
@@ -56,6 +61,8 @@ struct State {
 /// A bounded, shared, content-addressed cache directory.
 pub struct Cache {
     dir: PathBuf,
+    /// Held for the cache's life: eviction and cleanup assume no other process.
+    _lock: fs::File,
     max_bytes: u64,
     state: Mutex<State>,
     /// One lock per object being fetched, so concurrent opens fetch it once.
@@ -75,6 +82,17 @@ impl Cache {
         let objects = dir.join("objects");
         let tmp = dir.join("tmp");
         fs::create_dir_all(&objects).map_err(io_err(format!("creating {}", objects.display())))?;
+        let lock_path = dir.join("lock");
+        let lock = fs::File::create(&lock_path)
+            .map_err(io_err(format!("creating {}", lock_path.display())))?;
+        if let Err(e) = lock.try_lock() {
+            return match e {
+                fs::TryLockError::WouldBlock => Err(CacheError::Busy(dir.to_path_buf())),
+                fs::TryLockError::Error(e) => {
+                    Err(io_err(format!("locking {}", lock_path.display()))(e))
+                }
+            };
+        }
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
         // Oldest first, so the LRU order starts as "least recently written".
@@ -118,6 +136,7 @@ impl Cache {
         }
         let cache = Cache {
             dir: dir.to_path_buf(),
+            _lock: lock,
             max_bytes,
             state: Mutex::new(state),
             fetching: DashMap::new(),
@@ -289,15 +308,28 @@ mod tests {
     }
 
     #[test]
+    fn one_process_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Cache::open(dir.path(), 100).unwrap();
+        assert!(matches!(
+            Cache::open(dir.path(), 100),
+            Err(CacheError::Busy(_))
+        ));
+        drop(first);
+        Cache::open(dir.path(), 100).unwrap();
+    }
+
+    #[test]
     fn reuses_and_reverifies_after_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let id = put(&Cache::open(dir.path(), 100).unwrap(), b"kept");
+        let id = put(&Cache::open(dir.path(), 100).unwrap(), b"kept"); // dropped: unlocked
         let cache = Cache::open(dir.path(), 100).unwrap();
         let path = cache
             .get(&id, |_| panic!("must not fetch what is cached"))
             .unwrap();
         assert_eq!(fs::read(path).unwrap(), b"kept");
         fs::write(cache.path(&id), b"evil").unwrap();
+        drop(cache);
         let cache = Cache::open(dir.path(), 100).unwrap();
         let fetched = std::cell::Cell::new(false);
         cache
