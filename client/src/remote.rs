@@ -89,6 +89,18 @@ impl Remote {
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("canopy/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        // `Url::join` replaces the last path segment unless the base ends with '/':
+        // `http://cdn/canopy` must mean `http://cdn/canopy/v1/…`.
+        let servers = servers
+            .into_iter()
+            .map(|mut url| {
+                if !url.path().ends_with('/') {
+                    let path = format!("{}/", url.path());
+                    url.set_path(&path);
+                }
+                url
+            })
+            .collect();
         Ok(Remote {
             servers,
             http,
@@ -263,5 +275,34 @@ impl Remote {
                 .collect())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_keep_their_path() {
+        let remote = Remote::new(
+            vec![
+                "http://cdn.example/canopy".parse().unwrap(),
+                "http://server:7750".parse().unwrap(),
+            ],
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let joined: Vec<String> = remote
+            .servers
+            .iter()
+            .map(|b| b.join("v1/roots").unwrap().to_string())
+            .collect();
+        assert_eq!(
+            joined,
+            [
+                "http://cdn.example/canopy/v1/roots",
+                "http://server:7750/v1/roots"
+            ]
+        );
     }
 }
