@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(name = "canopy", version)]
 #[command(
-    after_help = "Start with `canopy init`, then `canopy import deb *.deb` and `canopy assemble NAME PKG...`."
+    after_help = "On the server: `canopy init`, `canopy import deb *.deb`, `canopy assemble NAME PKG...`, `canopy serve`.\nOn a host: `canopy mount http://SERVER:7750 /run/canopy --trust server.pub` (the key from `canopy key show`)."
 )]
 pub struct Cli {
     /// The store directory [default: $XDG_DATA_HOME/canopy or ~/.local/share/canopy]
