@@ -403,6 +403,9 @@ start_mount() {
     name=$(basename "$mnt")
     mkdir -p "$mnt"
     is_mounted "$mnt" && die "$mnt is already mounted"
+    # Truncate before starting: the background child's own redirection happens later,
+    # and wait_line must not see the previous mount's "mounted at" line.
+    : >"$LOGS/mount-$name.out"
     t0=$(now)
     "$CANOPY" mount "$URL" "$mnt" --trust "$TMP/server.pub" --cache-dir "$cache" "$@" \
         >"$LOGS/mount-$name.out" 2>"$LOGS/mount-$name.err" &
