@@ -38,11 +38,10 @@ Needs root for apt-get (installing ostree/dpkg-dev if missing, downloading .debs
 EOF
 }
 
-say() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
-
 # ---------------------------------------------------------------- arguments
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/common.sh
+source "$ROOT/benches/common.sh"
 DEBS=$ROOT/target/bench-debs
 RUNS=3
 OUT=$ROOT/target/bench-import.txt
@@ -81,125 +80,11 @@ if ((COLD)); then
     [[ -w /proc/sys/vm/drop_caches ]] || die "--cold needs a writable /proc/sys/vm/drop_caches (run as root, outside a restricted container)"
 fi
 
-# ---------------------------------------------------------------- tools
-APT_UPDATED=0
-apt_update_once() {
-    ((APT_UPDATED)) && return 0
-    say "apt-get update"
-    apt-get update -qq >&2 || die "apt-get update failed"
-    APT_UPDATED=1
-}
-
-ensure_tools() {
-    local missing=()
-    command -v ostree >/dev/null || missing+=(ostree)
-    command -v dpkg-deb >/dev/null && command -v dpkg-architecture >/dev/null || missing+=(dpkg-dev)
-    ((${#missing[@]})) || return 0
-    [[ $(id -u) -eq 0 ]] || die "missing ${missing[*]} and not root: install them with apt-get install ${missing[*]}"
-    say "installing ${missing[*]}"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2; then
-        apt_update_once
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2 \
-            || die "could not install ${missing[*]}"
-    fi
-}
-
-ensure_tools
-for t in ostree dpkg-deb apt-get apt-cache tar du find awk sort date; do
-    command -v "$t" >/dev/null || die "required tool not found: $t"
-done
-
-# ---------------------------------------------------------------- canopy
-if ((BUILD)); then
-    command -v cargo >/dev/null || die "cargo not found (or pass --canopy PATH / --no-build)"
-    say "cargo build --release (in $ROOT)"
-    (cd "$ROOT" && cargo build --release --bin canopy) || die "cargo build --release failed"
-fi
-[[ -x $CANOPY ]] || die "canopy binary not found at $CANOPY"
-
-# ---------------------------------------------------------------- the .debs
-ARCH=$(dpkg --print-architecture)
-
-# Package names of the closure (or the list itself with --no-closure).
-compute_names() {
-    if ((CLOSURE == 0)); then
-        printf '%s\n' "${PACKAGES[@]}"
-        return
-    fi
-    apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
-        --no-breaks --no-replaces --no-enhances "${PACKAGES[@]}" |
-        grep -v '^ ' |           # dependency lines are indented; keep package headers
-        grep -v '<' |            # virtual packages: <name>
-        awk -v arch="$ARCH" '{
-            n = $1
-            if (index(n, ":")) {
-                split(n, p, ":")
-                if (p[2] != arch && p[2] != "all") next
-                n = p[1]
-            }
-            print n
-        }' | sort -u
-}
-
-NAMES=()
-if ! mapfile -t NAMES < <(compute_names 2>/dev/null) || ((${#NAMES[@]} == 0)); then
-    apt_update_once
-    mapfile -t NAMES < <(compute_names)
-fi
-((${#NAMES[@]})) || die "empty package set for: ${PACKAGES[*]}"
-
-mkdir -p "$DEBS"
-# apt-get download --print-uris: 'URL' FILENAME SIZE HASH — exact file names and sizes
-# of the candidates, without network. It omits files already present in the current
-# directory, so ask from an empty one.
-print_uris() {
-    mkdir -p "$DEBS/.print-uris"
-    (cd "$DEBS/.print-uris" && apt-get download --print-uris "${NAMES[@]}")
-}
-if ! URIS=$(print_uris 2>/dev/null); then
-    apt_update_once
-    URIS=$(print_uris) || die "apt-get cannot find some of: ${NAMES[*]}"
-fi
-
-DEBFILES=()
-TO_FETCH=()
-while read -r _url file size _hash; do
-    [[ -n ${file:-} ]] || continue
-    DEBFILES+=("$DEBS/$file")
-    if [[ ! -f $DEBS/$file || $(stat -c %s "$DEBS/$file") != "$size" ]]; then
-        TO_FETCH+=("${file%%_*}")
-    fi
-done <<<"$URIS"
-((${#DEBFILES[@]} == ${#NAMES[@]})) ||
-    die "apt-get download --print-uris listed ${#DEBFILES[@]} files for ${#NAMES[@]} packages"
-
-if ((${#TO_FETCH[@]})); then
-    say "downloading ${#TO_FETCH[@]} of ${#NAMES[@]} .debs into $DEBS"
-    (cd "$DEBS" && apt-get -o APT::Sandbox::User=root -q download "${TO_FETCH[@]}" >&2) ||
-        die "apt-get download failed"
-else
-    say "reusing ${#DEBFILES[@]} cached .debs in $DEBS"
-fi
-for f in "${DEBFILES[@]}"; do [[ -f $f ]] || die "missing after download: $f"; done
-
-DEB_BYTES=0
-PKGNAMES=()
-for f in "${DEBFILES[@]}"; do
-    DEB_BYTES=$((DEB_BYTES + $(stat -c %s "$f")))
-    PKGNAMES+=("$(dpkg-deb -f "$f" Package)")
-done
-NPKG=${#DEBFILES[@]}
-
-# Paths (not directories) shipped by more than one package: canopy's assemble refuses
-# them unless --allow-overwrite; dpkg-deb -x and ostree just keep the last one.
-ASSEMBLE_FLAGS=()
-OVERLAPS=$(for f in "${DEBFILES[@]}"; do
-        dpkg-deb --fsys-tarfile "$f" | tar -t | { grep -v '/$' || true; } | sed 's#^\./##' | sort -u
-    done | sort | uniq -d | wc -l) || die "could not list the contents of the .debs"
-if ((OVERLAPS > 0)); then
-    say "$OVERLAPS paths are shipped by more than one package: assembling with --allow-overwrite"
-    ASSEMBLE_FLAGS=(--allow-overwrite)
-fi
+# ---------------------------------------------------------------- tools, canopy, .debs
+ensure_packages ostree:ostree dpkg-deb:dpkg-dev dpkg-architecture:dpkg-dev
+require_tools ostree dpkg-deb apt-get apt-cache tar du find awk sort date
+build_canopy
+fetch_debs
 
 # ---------------------------------------------------------------- scratch space
 mkdir -p "$ROOT/target/bench-tmp"

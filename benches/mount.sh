@@ -53,11 +53,11 @@ nginx, curl and dpkg-dev when missing. Only 127.0.0.1 is used.
 EOF
 }
 
-say() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- arguments
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/common.sh
+source "$ROOT/benches/common.sh"
 DEBS=$ROOT/target/bench-debs
 RUNS=3
 OUT=$ROOT/target/bench-mount.txt
@@ -120,125 +120,14 @@ want() { [[ -n ${DO[$1]:-} ]]; }
 [[ -w /proc/sys/vm/drop_caches ]] || die "/proc/sys/vm/drop_caches is not writable (restricted container?)"
 [[ -c /dev/fuse ]] || die "/dev/fuse is missing: modprobe fuse"
 
-# ---------------------------------------------------------------- tools
-APT_UPDATED=0
-apt_update_once() {
-    ((APT_UPDATED)) && return 0
-    say "apt-get update"
-    apt-get update -qq >&2 || die "apt-get update failed"
-    APT_UPDATED=1
-}
-
-ensure_tools() {
-    local missing=()
-    command -v wrk >/dev/null || missing+=(wrk)
-    command -v nginx >/dev/null || missing+=(nginx)
-    command -v curl >/dev/null || missing+=(curl)
-    command -v zstd >/dev/null || missing+=(zstd)
-    command -v dpkg-deb >/dev/null || missing+=(dpkg-dev)
-    ((${#missing[@]})) || return 0
-    say "installing ${missing[*]}"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2; then
-        apt_update_once
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2 \
-            || die "could not install ${missing[*]}"
-    fi
-}
-
-ensure_tools
-for t in wrk nginx curl zstd dpkg-deb apt-get apt-cache tar find xargs stat chroot timeout \
-    mountpoint umount ss sha256sum awk sort date numfmt; do
-    command -v "$t" >/dev/null || die "required tool not found: $t"
-done
-
-# ---------------------------------------------------------------- canopy
-if ((BUILD)); then
-    command -v cargo >/dev/null || die "cargo not found (or pass --canopy PATH / --no-build)"
-    say "cargo build --release (in $ROOT)"
-    (cd "$ROOT" && cargo build --release --bin canopy) ||
-        die "cargo build --release failed (mid-edit? retry, or pass --canopy PATH)"
-fi
-[[ -x $CANOPY ]] || die "canopy binary not found at $CANOPY"
+# ---------------------------------------------------------------- tools, canopy, .debs
+ensure_packages wrk:wrk nginx:nginx curl:curl zstd:zstd dpkg-deb:dpkg-dev
+require_tools wrk nginx curl zstd dpkg-deb apt-get apt-cache tar find xargs stat chroot timeout \
+    mountpoint umount ss sha256sum awk sort date numfmt
+build_canopy
 CANOPY_VERSION=$("$CANOPY" --version 2>/dev/null || echo "canopy ?")
-
-# ---------------------------------------------------------------- the .debs
 # Same package set and cache as benches/import.sh.
-ARCH=$(dpkg --print-architecture)
-
-compute_names() {
-    if ((CLOSURE == 0)); then
-        printf '%s\n' "${PACKAGES[@]}"
-        return
-    fi
-    apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
-        --no-breaks --no-replaces --no-enhances "${PACKAGES[@]}" |
-        grep -v '^ ' |           # dependency lines are indented; keep package headers
-        grep -v '<' |            # virtual packages: <name>
-        awk -v arch="$ARCH" '{
-            n = $1
-            if (index(n, ":")) {
-                split(n, p, ":")
-                if (p[2] != arch && p[2] != "all") next
-                n = p[1]
-            }
-            print n
-        }' | sort -u
-}
-
-NAMES=()
-if ! mapfile -t NAMES < <(compute_names 2>/dev/null) || ((${#NAMES[@]} == 0)); then
-    apt_update_once
-    mapfile -t NAMES < <(compute_names)
-fi
-((${#NAMES[@]})) || die "empty package set for: ${PACKAGES[*]}"
-
-mkdir -p "$DEBS"
-print_uris() {
-    mkdir -p "$DEBS/.print-uris"
-    (cd "$DEBS/.print-uris" && apt-get download --print-uris "${NAMES[@]}")
-}
-if ! URIS=$(print_uris 2>/dev/null); then
-    apt_update_once
-    URIS=$(print_uris) || die "apt-get cannot find some of: ${NAMES[*]}"
-fi
-
-DEBFILES=()
-TO_FETCH=()
-while read -r _url file size _hash; do
-    [[ -n ${file:-} ]] || continue
-    DEBFILES+=("$DEBS/$file")
-    if [[ ! -f $DEBS/$file || $(stat -c %s "$DEBS/$file") != "$size" ]]; then
-        TO_FETCH+=("${file%%_*}")
-    fi
-done <<<"$URIS"
-((${#DEBFILES[@]} == ${#NAMES[@]})) ||
-    die "apt-get download --print-uris listed ${#DEBFILES[@]} files for ${#NAMES[@]} packages"
-
-if ((${#TO_FETCH[@]})); then
-    say "downloading ${#TO_FETCH[@]} of ${#NAMES[@]} .debs into $DEBS"
-    (cd "$DEBS" && apt-get -o APT::Sandbox::User=root -q download "${TO_FETCH[@]}" >&2) ||
-        die "apt-get download failed"
-else
-    say "reusing ${#DEBFILES[@]} cached .debs in $DEBS"
-fi
-for f in "${DEBFILES[@]}"; do [[ -f $f ]] || die "missing after download: $f"; done
-
-DEB_BYTES=0
-PKGNAMES=()
-for f in "${DEBFILES[@]}"; do
-    DEB_BYTES=$((DEB_BYTES + $(stat -c %s "$f")))
-    PKGNAMES+=("$(dpkg-deb -f "$f" Package)")
-done
-NPKG=${#DEBFILES[@]}
-
-ASSEMBLE_FLAGS=()
-OVERLAPS=$(for f in "${DEBFILES[@]}"; do
-        dpkg-deb --fsys-tarfile "$f" | tar -t | { grep -v '/$' || true; } | sed 's#^\./##' | sort -u
-    done | sort | uniq -d | wc -l) || die "could not list the contents of the .debs"
-if ((OVERLAPS > 0)); then
-    say "$OVERLAPS paths are shipped by more than one package: assembling with --allow-overwrite"
-    ASSEMBLE_FLAGS=(--allow-overwrite)
-fi
+fetch_debs
 
 # ---------------------------------------------------------------- scratch space, processes
 mkdir -p "$ROOT/target/bench-tmp"
