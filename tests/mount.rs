@@ -185,6 +185,22 @@ impl Drop for Mount {
     }
 }
 
+/// Polls `poll` until it yields a value, panicking with `failure()` after `limit`.
+fn eventually<T>(
+    limit: Duration,
+    failure: impl Fn() -> String,
+    mut poll: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = poll() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{}", failure());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn read(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     fs::File::open(path)?.read_to_end(&mut buf)?;
@@ -427,19 +443,17 @@ fn follow_switches_new_opens_and_keeps_open_files() {
     let mut held = fs::File::open(mount.path("srv/msg")).unwrap();
     import_app(&env, "2", "two, longer\n");
     let assembled = parse_assemble(&env.stdout(["assemble", "app", "app=2"]));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if read(&mount.path("srv/msg")).unwrap() == b"two, longer\n" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the mount never showed commit {}:\n{}",
-            assembled.commit,
-            mount.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(
+        Duration::from_secs(15),
+        || {
+            format!(
+                "the mount never showed commit {}:\n{}",
+                assembled.commit,
+                mount.log()
+            )
+        },
+        || (read(&mount.path("srv/msg")).unwrap() == b"two, longer\n").then_some(()),
+    );
     let mut old = String::new();
     held.read_to_string(&mut old).unwrap();
     assert_eq!(
@@ -484,11 +498,11 @@ impl Nginx {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("starting nginx (scripts/test.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        eventually(
+            Duration::from_secs(10),
+            || "nginx did not start".into(),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+        );
         Nginx {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -536,15 +550,11 @@ fn sigterm_while_busy_detaches_and_exits_when_the_last_file_closes() {
 
     // SAFETY: kill with a valid pid and signal.
     unsafe { libc::kill(mount.child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while is_mounted(&mount.dir) {
-        assert!(
-            Instant::now() < deadline,
-            "still mounted after SIGTERM:\n{}",
-            mount.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(
+        Duration::from_secs(10),
+        || format!("still mounted after SIGTERM:\n{}", mount.log()),
+        || (!is_mounted(&mount.dir)).then_some(()),
+    );
     let mut content = String::new();
     held.read_to_string(&mut content).unwrap();
     assert_eq!(
@@ -557,17 +567,16 @@ fn sigterm_while_busy_detaches_and_exits_when_the_last_file_closes() {
     );
 
     drop(held);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = mount.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "canopy did not exit after the last file closed:\n{}",
-            mount.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let log = mount.log.clone();
+    let status = eventually(
+        Duration::from_secs(10),
+        || {
+            format!(
+                "canopy did not exit after the last file closed:\n{}",
+                fs::read_to_string(&log).unwrap_or_default()
+            )
+        },
+        || mount.child.try_wait().unwrap(),
+    );
     assert!(status.success(), "exit status {status}:\n{}", mount.log());
 }
