@@ -6,6 +6,7 @@
 //! - [`packages`]: the imported packages and how a spec picks one;
 //! - [`assemble`]: a root as the union of package trees, committed and signed;
 //! - [`checkout`]: a root as a plain directory;
+//! - [`signature`]: OpenPGP signatures on Debian repository metadata, checked against a keyring;
 //! - [`closure`], [`fsck`], [`gc`]: what the refs reach, checking it, keeping only it.
 #![warn(missing_docs)]
 
@@ -18,6 +19,7 @@ pub mod gc;
 pub mod http;
 pub mod import;
 pub mod packages;
+pub mod signature;
 pub mod store;
 
 pub use store::{Access, Store, StoreError, Txn, TxnStats};
