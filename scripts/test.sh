@@ -28,6 +28,10 @@ needed=(
     tar:tar
     nginx:nginx
     umount:mount
+    # The signature tests make keys and sign with gpg; gpg-agent holds the keys.
+    gpg:gpg
+    gpg-agent:gpg-agent
+    gpgconf:gpgconf
 )
 missing=()
 for pair in "${needed[@]}"; do

@@ -8,6 +8,7 @@
 //!   request needs;
 //! - [`assemble`]: a root as the union of package trees, committed and signed;
 //! - [`checkout`]: a root as a plain directory;
+//! - [`signature`]: OpenPGP signatures on Debian repository metadata, checked against a keyring;
 //! - [`closure`], [`fsck`], [`gc`]: what the refs reach, checking it, keeping only it.
 #![warn(missing_docs)]
 
@@ -22,6 +23,7 @@ pub mod http;
 pub mod import;
 pub mod packages;
 pub mod resolve;
+pub mod signature;
 pub mod store;
 
 pub use store::{Access, Store, StoreError, Txn, TxnStats};
