@@ -12,3 +12,5 @@ mod hostile;
 mod crash;
 // Serving over HTTP and mounting with FUSE: shared inodes, cache bound, outages, tampering, follow, nginx.
 mod mount;
+// Roots resolved from a Debian repository: downloads, upgrade, rollback, diff, corruption.
+mod repo;

@@ -6,9 +6,10 @@
 //! - [`packages`]: the imported packages and how a spec picks one;
 //! - [`control`], [`resolve`]: Debian control data and which packages of an index a
 //!   request needs;
+//! - [`repo`]: Debian repositories: signed metadata, downloads, what a recipe resolves to;
 //! - [`assemble`]: a root as the union of package trees, committed and signed;
+//! - [`diff`]: what changed between two commits of a root;
 //! - [`checkout`]: a root as a plain directory;
-//! - [`signature`]: OpenPGP signatures on Debian repository metadata, checked against a keyring;
 //! - [`closure`], [`fsck`], [`gc`]: what the refs reach, checking it, keeping only it.
 #![warn(missing_docs)]
 
@@ -17,13 +18,14 @@ pub mod checkout;
 pub mod closure;
 pub mod control;
 mod crash;
+pub mod diff;
 pub mod fsck;
 pub mod gc;
 pub mod http;
 pub mod import;
 pub mod packages;
+pub mod repo;
 pub mod resolve;
-pub mod signature;
 pub mod store;
 
 pub use store::{Access, Store, StoreError, Txn, TxnStats};
