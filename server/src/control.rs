@@ -361,29 +361,23 @@ fn parse_relation(text: &str) -> Result<Relation, ControlError> {
     if rest.trim_end().is_empty() {
         return Err(bad("empty relation (stray ',' or '|')".into()));
     }
-    let end = rest
-        .find(|c: char| c.is_whitespace() || "([<:".contains(c))
-        .unwrap_or(rest.len());
-    let name = &rest[..end];
+    let (name, after) = split_word(rest, "([<:");
     if !valid_package_name(name) {
         return Err(bad(format!(
             "{name:?} is not a package name (two or more of a-z 0-9 + - ., starting alphanumeric)"
         )));
     }
-    rest = &rest[end..];
+    rest = after;
     let mut arch_qualifier = None;
     if let Some(after) = rest.strip_prefix(':') {
-        let end = after
-            .find(|c: char| c.is_whitespace() || "([<".contains(c))
-            .unwrap_or(after.len());
-        let qualifier = &after[..end];
+        let (qualifier, after) = split_word(after, "([<");
         if !valid_arch_name(qualifier) {
             return Err(bad(format!(
                 "{qualifier:?} is not an architecture qualifier"
             )));
         }
         arch_qualifier = Some(qualifier.to_string());
-        rest = &after[end..];
+        rest = after;
     }
     rest = rest.trim_start();
     let mut constraint = None;
@@ -420,6 +414,14 @@ fn parse_relation(text: &str) -> Result<Relation, ControlError> {
         constraint,
         arches,
     })
+}
+
+/// Splits off the leading word: up to white space or one of `stops`.
+fn split_word<'a>(text: &'a str, stops: &str) -> (&'a str, &'a str) {
+    let end = text
+        .find(|c: char| c.is_whitespace() || stops.contains(c))
+        .unwrap_or(text.len());
+    text.split_at(end)
 }
 
 /// Parses `op version`, the inside of the parentheses.

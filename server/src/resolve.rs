@@ -10,10 +10,14 @@
 //! Breaks become resolvo constraints ("if that package is chosen, it must not match"),
 //! on the named package and on every other provider of the name.
 //!
-//! What resolvo cannot say directly is done around it: when Conflicts and Breaks make the
+//! What resolvo cannot say directly is done around it. When Conflicts and Breaks make the
 //! request impossible, it is solved again without them and the clashes are reported
-//! ([`Resolution::problems`]); Recommends are wanted, not needed, so they are added in
-//! rounds as resolvo's soft requirements, each kept only if it fits with what is chosen.
+//! ([`Resolution::problems`]). Recommends are wanted, not needed: each group is a
+//! requirement conditional on a made-up "switch" package, and requiring switches turns
+//! them on. All at once usually fits; when not, they are turned on in batches, halving
+//! the batches that fail, and a group that fits nowhere is left out and reported.
+//! (resolvo's own soft requirements were not used: a conflict met while adding one can
+//! undo the ones added before it.)
 //!
 //! One architecture is resolved at a time: candidates of the target architecture and
 //! `all`; the rest of the index is ignored.
@@ -21,7 +25,7 @@
 use crate::control::{ControlError, Op, Paragraph, Relation, parse_relations};
 use crate::packages::PackageSpec;
 use debversion::Version;
-use foldhash::{HashMap, HashMapExt, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use resolvo::{
     Candidates, Condition, ConditionId, ConditionalRequirement, DenseIndex, Dependencies,
     DependencyProvider, Interner, KnownDependencies, NameId, Problem, Requirement, SolvableId,
@@ -44,6 +48,23 @@ pub enum MultiArch {
     Allowed,
 }
 
+/// How much a system needs a package (its `Priority` field); the order picks among
+/// several packages providing one virtual name, as apt does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Priority {
+    /// `required`: the system breaks without it.
+    Required,
+    /// `important`: expected on any Unix-like system.
+    Important,
+    /// `standard`: a reasonable small system.
+    Standard,
+    /// `optional`, and a missing field.
+    #[default]
+    Optional,
+    /// `extra` (obsolete) and anything unknown: informational only, so never an error.
+    Extra,
+}
+
 /// One installable package from an index: what the resolver needs of a Packages paragraph.
 #[derive(Clone, Debug)]
 pub struct Candidate {
@@ -57,6 +78,8 @@ pub struct Candidate {
     pub multi_arch: MultiArch,
     /// `Essential: yes`.
     pub essential: bool,
+    /// Its Priority.
+    pub priority: Priority,
     /// Pre-Depends, as an AND of ORs.
     pub pre_depends: Vec<Vec<Relation>>,
     /// Depends, as an AND of ORs.
@@ -121,6 +144,13 @@ impl Candidate {
             Some("yes") => true,
             Some(other) => return Err(err("Essential", format!("{other:?} is not yes or no"))),
         };
+        let priority = match p.get("Priority") {
+            Some("required") => Priority::Required,
+            Some("important") => Priority::Important,
+            Some("standard") => Priority::Standard,
+            None | Some("optional") => Priority::Optional,
+            Some(_) => Priority::Extra,
+        };
         let relations = |field: &str| -> Result<Vec<Vec<Relation>>, ControlError> {
             p.get(field)
                 .map(parse_relations)
@@ -155,6 +185,7 @@ impl Candidate {
             arch: arch.to_string(),
             multi_arch,
             essential,
+            priority,
             pre_depends: relations("Pre-Depends")?,
             depends: relations("Depends")?,
             recommends: relations("Recommends")?,
@@ -323,7 +354,7 @@ struct Index<'c> {
     /// Candidates of the target architecture or `all`, by name, in index order.
     by_name: HashMap<&'c str, Vec<usize>>,
     /// The names of packages providing a virtual name (for this architecture), each once,
-    /// in index order.
+    /// by priority, then in index order.
     providers: HashMap<&'c str, Vec<&'c str>>,
 }
 
@@ -353,6 +384,18 @@ impl<'c> Index<'c> {
                 }
             }
         }
+        // Providers are tried most needed first (mawk, required, before gawk, optional,
+        // for `awk`), then in index order.
+        let priority = |name: &str| {
+            by_name[name]
+                .iter()
+                .map(|&i| candidates[i].priority)
+                .min()
+                .unwrap_or_default()
+        };
+        for names in providers.values_mut() {
+            names.sort_by_key(|name| priority(name));
+        }
         Index {
             candidates,
             arch,
@@ -368,6 +411,17 @@ impl<'c> Index<'c> {
         let provided = self.providers.get(name).into_iter().flatten().copied();
         let mut owners: Vec<&str> = real.into_iter().collect();
         owners.extend(provided.filter(|p| Some(*p) != real));
+        owners
+    }
+
+    /// The owners of a target's name with a candidate that satisfies it.
+    fn able(&self, target: &Target) -> Vec<&'c str> {
+        let mut owners = self.owners(&target.name);
+        owners.retain(|o| {
+            self.by_name[o]
+                .iter()
+                .any(|&c| self.satisfies(c, target, false))
+        });
         owners
     }
 
@@ -463,15 +517,10 @@ fn root_targets(index: &Index, request: &Request) -> Result<Vec<Target>, Resolve
     let mut roots = Vec::new();
     for spec in &request.packages {
         let target = Target::of_spec(spec)?;
-        let owners = index.owners(&spec.name);
-        if owners.is_empty() {
+        if index.owners(&spec.name).is_empty() {
             return Err(ResolveError::UnknownPackage(spec.to_string()));
         }
-        let matches = owners
-            .iter()
-            .flat_map(|o| &index.by_name[o])
-            .any(|&c| index.satisfies(c, &target, false));
-        if !matches {
+        if index.able(&target).is_empty() {
             return Err(ResolveError::NoMatch {
                 spec: spec.to_string(),
                 available: index.describe(&spec.name),
@@ -521,37 +570,53 @@ fn solve(
     if let Ok(chosen) = run(&mut solver, all) {
         return Ok((chosen, Vec::new()));
     }
-    // Otherwise switch them on one group at a time, in the order packages join the set,
-    // keeping each that fits. The solver keeps what it learnt of the index between runs.
+    // Otherwise switch them on in batches, round by round as packages join the set: a
+    // batch that fits is kept whole, one that does not is halved until each group that
+    // does not fit is found alone. That is a few solves per misfit, not one per group;
+    // the solver keeps what it learnt of the index between runs.
     let mut chosen = run(&mut solver, required.clone())?;
-    let mut queue = chosen.clone();
-    let mut seen: HashSet<usize> = chosen.iter().copied().collect();
+    let mut offered = HashSet::new();
     let mut left_out = Vec::new();
-    let mut next = 0;
-    while let Some(&c) = queue.get(next) {
-        next += 1;
-        let candidate = &index.candidates[c];
-        for (group, relations) in candidate.recommends.iter().enumerate() {
-            if solver.provider().recommended(c, group).is_none() {
-                continue;
-            }
+    loop {
+        let pending: Vec<(usize, usize)> = chosen
+            .iter()
+            .filter(|&&c| offered.insert(c))
+            .flat_map(|&c| (0..index.candidates[c].recommends.len()).map(move |g| (c, g)))
+            .filter(|&(c, g)| solver.provider().recommended(c, g).is_some())
+            .collect();
+        if pending.is_empty() {
+            break;
+        }
+        let mut batches = vec![pending.as_slice()];
+        while let Some(batch) = batches.pop() {
             let mut trial = required.clone();
-            trial.push(solver.provider().switch_requirement(Some((c, group))));
+            trial.extend(
+                batch
+                    .iter()
+                    .map(|&key| solver.provider().switch_requirement(Some(key))),
+            );
             match run(&mut solver, trial.clone()) {
                 Ok(found) => {
                     required = trial;
-                    queue.extend(found.iter().filter(|&&d| seen.insert(d)));
                     chosen = found;
                 }
-                Err(_) => {
-                    let relations: Vec<String> =
-                        relations.iter().map(ToString::to_string).collect();
+                Err(_) if batch.len() == 1 => {
+                    let (c, g) = batch[0];
+                    let candidate = &index.candidates[c];
+                    let relations: Vec<String> = candidate.recommends[g]
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
                     left_out.push(format!(
                         "{} {} recommends {}: left out, it cannot be installed with the rest",
                         candidate.name,
                         candidate.version,
                         relations.join(" | ")
                     ));
+                }
+                Err(_) => {
+                    let (first, second) = batch.split_at(batch.len() / 2);
+                    batches.extend([second, first]);
                 }
             }
         }
@@ -573,9 +638,11 @@ fn run(
                 .filter(|&i| i < real)
                 .collect())
         }
-        Err(UnsolvableOrCancelled::Unsolvable(conflict)) => {
-            Err(conflict.display_user_friendly(solver).to_string())
-        }
+        Err(UnsolvableOrCancelled::Unsolvable(conflict)) => Err(conflict
+            .display_user_friendly(solver)
+            .to_string()
+            .trim_end()
+            .to_string()),
         Err(UnsolvableOrCancelled::Cancelled(_)) => Err("resolution was cancelled".into()),
     }
 }
@@ -684,13 +751,13 @@ impl<'i, 'c> Debian<'i, 'c> {
         VersionSetId(id)
     }
 
-    /// The requirement for a group of alternatives: any owner of any of them, in order.
-    /// `None` when no alternative applies on this architecture.
+    /// The requirement for a group of alternatives: any package able to satisfy any of
+    /// them, in order. `None` when no alternative applies on this architecture.
     fn requirement(&self, alternatives: impl IntoIterator<Item = Target>) -> Option<Requirement> {
         let mut sets: Vec<VersionSetId> = Vec::new();
         let mut unknown = None;
         for target in alternatives {
-            let owners = self.index.owners(&target.name);
+            let owners = self.index.able(&target);
             if owners.is_empty() {
                 unknown.get_or_insert(target);
                 continue;
@@ -702,8 +769,8 @@ impl<'i, 'c> Debian<'i, 'c> {
                 }
             }
         }
-        // Nothing has any of the names: a set on the first one, which has no candidates,
-        // makes resolvo report it as missing.
+        // Nothing can satisfy any of them: a set on the first name, with no candidates
+        // that match, makes resolvo report it as missing.
         if sets.is_empty() {
             let target = unknown?;
             let name = target.name.clone();
@@ -737,14 +804,10 @@ impl<'i, 'c> Debian<'i, 'c> {
     fn recommended(&self, candidate: usize, group: usize) -> Option<Requirement> {
         let arch = self.index.arch;
         let relations = &self.index.candidates[candidate].recommends[group];
-        let available = relations.iter().filter(|r| r.applies_to(arch)).any(|r| {
-            let target = Target::of(r, arch);
-            self.index
-                .owners(&r.name)
-                .iter()
-                .flat_map(|o| &self.index.by_name[o])
-                .any(|&c| self.index.satisfies(c, &target, false))
-        });
+        let available = relations
+            .iter()
+            .filter(|r| r.applies_to(arch))
+            .any(|r| !self.index.able(&Target::of(r, arch)).is_empty());
         available.then(|| self.group(relations)).flatten()
     }
 
@@ -1066,11 +1129,17 @@ mod tests {
         let text = pkg("app", "1", "Depends: mta")
             + &pkg("postfix", "3", "Provides: mta")
             + &pkg("exim", "4", "Provides: mta");
-        let got = resolved(&text, &request("app"));
-        assert_eq!(got.len(), 2, "exactly one provider: {got:?}");
-        assert!(got[0] == "app=1" && ["exim=4", "postfix=3"].contains(&got[1].as_str()));
+        // One provider, the first in the index when none has a higher priority.
+        assert_eq!(resolved(&text, &request("app")), ["app=1", "postfix=3"]);
+        let text = pkg("app", "1", "Depends: mta")
+            + &pkg("postfix", "3", "Provides: mta")
+            + &pkg("exim", "4", "Provides: mta; Priority: standard");
+        assert_eq!(resolved(&text, &request("app")), ["app=1", "exim=4"]);
         // A provider already in the set serves.
-        assert_eq!(resolved(&text, &request("app exim")), ["app=1", "exim=4"]);
+        assert_eq!(
+            resolved(&text, &request("app postfix")),
+            ["app=1", "postfix=3"]
+        );
         // The request may name a virtual package too.
         assert_eq!(resolved(&text, &request("mta")).len(), 1);
         // A real package of the name comes before providers.
@@ -1179,23 +1248,24 @@ mod tests {
 
     #[test]
     fn unsatisfiable_requests_explain_the_chain() {
-        let text = pkg("app", "1", "Depends: middle")
-            + &pkg("middle", "1", "Depends: libgone (>= 2)")
-            + &pkg("other", "1", "");
-        let why = unsatisfiable(&text, &request("other app"));
-        let (app, middle, gone) = (
-            why.find("app").unwrap(),
-            why.find("middle 1").unwrap(),
-            why.find("libgone (>= 2)").unwrap(),
-        );
-        assert!(app < middle && middle < gone, "{why}");
-        assert!(why.contains("no candidates"), "{why}");
-        let err = resolve(&index(&text), &request("app"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("the request cannot be satisfied:\n"),
-            "{err}"
+        let text = pkg("app", "1", "Depends: middle | other-mid")
+            + &pkg("middle", "1", "Depends: libgone (>= 2), libc")
+            + &pkg("other-mid", "1", "Depends: mta (>= 2)")
+            + &pkg("libgone", "1", "")
+            + &pkg("libc", "1", "")
+            + &pkg("exim", "1", "Provides: mta (= 1)")
+            + &pkg("fine", "1", "");
+        let err = resolve(&index(&text), &request("fine app")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the request cannot be satisfied:\n\
+             app cannot be installed because there are no viable options:\n\
+             └─ app 1 would require\n   \
+                └─ middle | other-mid, which cannot be installed because there are no viable options:\n      \
+                   ├─ middle 1 would require\n      \
+                   │  └─ libgone (>= 2), for which no candidates were found.\n      \
+                   └─ other-mid 1 would require\n         \
+                      └─ mta (>= 2), for which no candidates were found."
         );
     }
 
@@ -1282,11 +1352,12 @@ mod tests {
         );
         // One that cannot fit is left out, and said so; the others still come.
         let text = pkg("app", "1", "Recommends: clash, extra")
-            + &pkg("extra", "1", "")
+            + &pkg("extra", "1", "Recommends: extra-more")
+            + &pkg("extra-more", "1", "")
             + &pkg("clash", "1", "Conflicts: app");
         let candidates = index(&text);
         let r = resolve(&candidates, &req).unwrap();
-        assert_eq!(names(&candidates, &r), ["app=1", "extra=1"]);
+        assert_eq!(names(&candidates, &r), ["app=1", "extra=1", "extra-more=1"]);
         assert_eq!(
             r.problems,
             ["app 1 recommends clash: left out, it cannot be installed with the rest"]
