@@ -140,7 +140,8 @@ impl<'a> Paragraphs<'a> {
         let mut paragraph: Option<Paragraph> = None;
         while let Some(line) = self.next_line() {
             let number = self.line;
-            if line.contains('\r') {
+            // A CRLF file shows as a carriage return at every line end.
+            if line.ends_with('\r') {
                 return Err(syntax(
                     number,
                     "carriage return in control data (CRLF line ends are not deb822)",
@@ -166,15 +167,12 @@ impl<'a> Paragraphs<'a> {
             if line.starts_with('#') {
                 return Err(syntax(number, "comment lines are not allowed here"));
             }
-            let p = paragraph.get_or_insert_with(|| {
-                // Room for the whole paragraph up to the next blank line, so that the
-                // buffer is not grown line by line.
-                let size = line.len() + self.rest.map_or(0, |r| r.find("\n\n").unwrap_or(r.len()));
-                Paragraph {
-                    text: String::with_capacity(size),
-                    fields: Vec::with_capacity(24),
-                    line: number,
-                }
+            let p = paragraph.get_or_insert_with(|| Paragraph {
+                // Room for a typical Packages paragraph, so that the buffer is not grown
+                // line by line.
+                text: String::with_capacity(1024),
+                fields: Vec::with_capacity(24),
+                line: number,
             });
             add_field(p, line, number)?;
         }
