@@ -1042,6 +1042,7 @@ impl DependencyProvider for Debian<'_, '_> {
 mod tests {
     use super::*;
     use crate::control::parse_paragraphs;
+    use proptest::prelude::*;
 
     /// Candidates from a Packages snippet.
     fn index(text: &str) -> Vec<Candidate> {
@@ -1464,6 +1465,68 @@ mod tests {
             let p = &parse_paragraphs(text).unwrap()[0];
             let err = Candidate::from_paragraph(p).unwrap_err().to_string();
             assert!(err.contains(words), "{text:?} gave {err}");
+        }
+    }
+
+    /// A small random index: a few names, versions and relations among them.
+    fn random_index() -> impl Strategy<Value = String> {
+        let name = prop::sample::select(vec!["aa", "bb", "cc", "dd", "vv"]);
+        let version = prop::sample::select(vec!["1", "2", "1:0", "2~rc1"]);
+        let op = prop::sample::select(vec!["", " (>= 2)", " (<< 2)", " (= 1)", " (>> 1:0)"]);
+        let relation = (name.clone(), op).prop_map(|(n, o)| format!("{n}{o}"));
+        let group = prop::collection::vec(relation, 1..3).prop_map(|g| g.join(" | "));
+        let field = |label: &'static str, of: BoxedStrategy<String>| {
+            prop::collection::vec(of, 0..3).prop_map(move |list| match list.is_empty() {
+                true => String::new(),
+                false => format!("{label}: {}\n", list.join(", ")),
+            })
+        };
+        let stanza = (
+            name.clone(),
+            version,
+            field("Depends", group.clone().boxed()),
+            field("Recommends", group.boxed()),
+            field(
+                "Provides",
+                name.clone().prop_map(|n| format!("{n} (= 1)")).boxed(),
+            ),
+            field("Conflicts", name.prop_map(String::from).boxed()),
+        )
+            .prop_map(|(n, v, d, r, p, c)| {
+                format!("Package: {n}\nVersion: {v}\nArchitecture: amd64\n{d}{r}{p}{c}\n")
+            });
+        prop::collection::vec(stanza, 1..8).prop_map(|s| s.concat())
+    }
+
+    proptest! {
+        /// Whatever the index, resolving never panics, and an answer keeps its promises:
+        /// one version per name, every dependency of every chosen package met inside the
+        /// set, and every Conflicts or Breaks left in it reported.
+        #[test]
+        fn answers_are_consistent(text in random_index(), asked in prop::sample::subsequence(vec!["aa", "bb", "cc", "vv"], 0..3), recommends: bool) {
+            let candidates = index(&text);
+            let mut req = request(&asked.join(" "));
+            req.recommends = recommends;
+            let Ok(r) = resolve(&candidates, &req) else { return Ok(()) };
+            let set = Index::new(&candidates, "amd64");
+            let names: HashSet<&str> = r.chosen.iter().map(|&i| candidates[i].name.as_str()).collect();
+            prop_assert_eq!(names.len(), r.chosen.len());
+            for &i in &r.chosen {
+                for group in candidates[i].pre_depends.iter().chain(&candidates[i].depends) {
+                    let met = group.iter().any(|rel| {
+                        let target = Target::of(rel, "amd64");
+                        r.chosen.iter().any(|&j| set.satisfies(j, &target, false))
+                    });
+                    prop_assert!(met, "{} needs {:?} in {:?}", candidates[i].name, group, r.chosen);
+                }
+            }
+            for spec in &req.packages {
+                let target = Target::of_spec(spec).unwrap();
+                prop_assert!(r.chosen.iter().any(|&j| set.satisfies(j, &target, false)));
+            }
+            let clashes = set.clashes(&r.chosen).len();
+            let reported = r.problems.iter().filter(|p| !p.contains("recommends") && !p.starts_with("Recommends")).count();
+            prop_assert_eq!(clashes, reported);
         }
     }
 }
