@@ -30,6 +30,7 @@ use resolvo::{
     Candidates, Condition, ConditionId, ConditionalRequirement, DenseIndex, Dependencies,
     DependencyProvider, Interner, KnownDependencies, NameId, Problem, Requirement, SolvableId,
     Solver, SolverCache, StringId, UnsolvableOrCancelled, VersionSetId, VersionSetUnionId,
+    conflict::Conflict,
 };
 use std::cell::RefCell;
 use std::fmt;
@@ -256,11 +257,10 @@ pub enum ResolveError {
 pub fn resolve(candidates: &[Candidate], request: &Request) -> Result<Resolution, ResolveError> {
     let index = Index::new(candidates, &request.arch);
     let roots = root_targets(&index, request)?;
-    let (mut chosen, left_out) = match solve(&index, &roots, true, request.recommends) {
-        Ok(found) => found,
-        Err(_) => {
-            let (chosen, _) =
-                solve(&index, &roots, false, false).map_err(ResolveError::Unsatisfiable)?;
+    let (mut chosen, left_out) = match solve(&index, &roots, request.recommends) {
+        Some(found) => found,
+        None => {
+            let chosen = solve_ignoring_conflicts(&index, &roots)?;
             let mut notes = Vec::new();
             if request.recommends {
                 notes.push(
@@ -545,36 +545,51 @@ fn root_targets(index: &Index, request: &Request) -> Result<Vec<Target>, Resolve
     Ok(roots)
 }
 
-/// One solve: the chosen candidates and the Recommends left out, or resolvo's
-/// explanation of why there is no answer. With `conflicts`, Conflicts and Breaks
-/// constrain the choice; with `recommends`, Recommends are followed as far as they fit.
-fn solve(
-    index: &Index,
+/// A solver for an index, and the requirements of the request.
+fn start<'i, 'c>(
+    index: &'i Index<'c>,
     roots: &[Target],
     conflicts: bool,
     recommends: bool,
-) -> Result<(Vec<usize>, Vec<String>), String> {
+) -> (Solver<Debian<'i, 'c>>, Vec<ConditionalRequirement>) {
     let provider = Debian::new(index, conflicts, recommends);
-    let mut required: Vec<ConditionalRequirement> = roots
+    let required = roots
         .iter()
         .filter_map(|t| provider.requirement([t.clone()]))
         .map(ConditionalRequirement::from)
         .collect();
-    let mut solver = Solver::new(provider);
+    (Solver::new(provider), required)
+}
+
+/// The solve that explains a failure: Conflicts and Breaks left to be reported, no
+/// Recommends, so that what remains is what the request needs and cannot have.
+fn solve_ignoring_conflicts(index: &Index, roots: &[Target]) -> Result<Vec<usize>, ResolveError> {
+    let (mut solver, required) = start(index, roots, false, false);
+    run(&mut solver, required).map_err(|conflict| {
+        let why = conflict.display_user_friendly(&solver).to_string();
+        ResolveError::Unsatisfiable(why.trim_end().to_string())
+    })
+}
+
+/// The solve that respects Conflicts and Breaks: the chosen candidates and the
+/// Recommends left out, or `None`. With `recommends`, Recommends are followed as far as
+/// they fit.
+fn solve(index: &Index, roots: &[Target], recommends: bool) -> Option<(Vec<usize>, Vec<String>)> {
+    let (mut solver, mut required) = start(index, roots, true, recommends);
     if !recommends {
-        return Ok((run(&mut solver, required)?, Vec::new()));
+        return Some((run(&mut solver, required).ok()?, Vec::new()));
     }
     // Usually every Recommends fits: one solve with all of them switched on.
     let mut all = required.clone();
     all.push(solver.provider().switch_requirement(None));
     if let Ok(chosen) = run(&mut solver, all) {
-        return Ok((chosen, Vec::new()));
+        return Some((chosen, Vec::new()));
     }
     // Otherwise switch them on in batches, round by round as packages join the set: a
     // batch that fits is kept whole, one that does not is halved until each group that
     // does not fit is found alone. That is a few solves per misfit, not one per group;
     // the solver keeps what it learnt of the index between runs.
-    let mut chosen = run(&mut solver, required.clone())?;
+    let mut chosen = run(&mut solver, required.clone()).ok()?;
     let mut offered = HashSet::new();
     let mut left_out = Vec::new();
     loop {
@@ -621,14 +636,16 @@ fn solve(
             }
         }
     }
-    Ok((chosen, left_out))
+    Some((chosen, left_out))
 }
 
-/// Runs resolvo once and keeps the real candidates of the answer.
+/// Runs resolvo once and keeps the real candidates of the answer. The conflict is only
+/// turned into words where it is shown: building the explanation costs more than the
+/// solve.
 fn run(
     solver: &mut Solver<Debian>,
     requirements: Vec<ConditionalRequirement>,
-) -> Result<Vec<usize>, String> {
+) -> Result<Vec<usize>, Conflict> {
     match solver.solve(Problem::new().requirements(requirements)) {
         Ok(solvables) => {
             let real = solver.provider().index.candidates.len();
@@ -638,12 +655,10 @@ fn run(
                 .filter(|&i| i < real)
                 .collect())
         }
-        Err(UnsolvableOrCancelled::Unsolvable(conflict)) => Err(conflict
-            .display_user_friendly(solver)
-            .to_string()
-            .trim_end()
-            .to_string()),
-        Err(UnsolvableOrCancelled::Cancelled(_)) => Err("resolution was cancelled".into()),
+        Err(UnsolvableOrCancelled::Unsolvable(conflict)) => Err(conflict),
+        Err(UnsolvableOrCancelled::Cancelled(_)) => {
+            unreachable!("the Debian provider never cancels a solve")
+        }
     }
 }
 
