@@ -140,7 +140,8 @@ impl<'a> Paragraphs<'a> {
         let mut paragraph: Option<Paragraph> = None;
         while let Some(line) = self.next_line() {
             let number = self.line;
-            if line.contains('\r') {
+            // A CRLF file shows as a carriage return at every line end.
+            if line.ends_with('\r') {
                 return Err(syntax(
                     number,
                     "carriage return in control data (CRLF line ends are not deb822)",
@@ -166,15 +167,12 @@ impl<'a> Paragraphs<'a> {
             if line.starts_with('#') {
                 return Err(syntax(number, "comment lines are not allowed here"));
             }
-            let p = paragraph.get_or_insert_with(|| {
-                // Room for the whole paragraph up to the next blank line, so that the
-                // buffer is not grown line by line.
-                let size = line.len() + self.rest.map_or(0, |r| r.find("\n\n").unwrap_or(r.len()));
-                Paragraph {
-                    text: String::with_capacity(size),
-                    fields: Vec::with_capacity(24),
-                    line: number,
-                }
+            let p = paragraph.get_or_insert_with(|| Paragraph {
+                // Room for a typical Packages paragraph, so that the buffer is not grown
+                // line by line.
+                text: String::with_capacity(1024),
+                fields: Vec::with_capacity(24),
+                line: number,
             });
             add_field(p, line, number)?;
         }
@@ -361,29 +359,23 @@ fn parse_relation(text: &str) -> Result<Relation, ControlError> {
     if rest.trim_end().is_empty() {
         return Err(bad("empty relation (stray ',' or '|')".into()));
     }
-    let end = rest
-        .find(|c: char| c.is_whitespace() || "([<:".contains(c))
-        .unwrap_or(rest.len());
-    let name = &rest[..end];
+    let (name, after) = split_word(rest, "([<:");
     if !valid_package_name(name) {
         return Err(bad(format!(
             "{name:?} is not a package name (two or more of a-z 0-9 + - ., starting alphanumeric)"
         )));
     }
-    rest = &rest[end..];
+    rest = after;
     let mut arch_qualifier = None;
     if let Some(after) = rest.strip_prefix(':') {
-        let end = after
-            .find(|c: char| c.is_whitespace() || "([<".contains(c))
-            .unwrap_or(after.len());
-        let qualifier = &after[..end];
+        let (qualifier, after) = split_word(after, "([<");
         if !valid_arch_name(qualifier) {
             return Err(bad(format!(
                 "{qualifier:?} is not an architecture qualifier"
             )));
         }
         arch_qualifier = Some(qualifier.to_string());
-        rest = &after[end..];
+        rest = after;
     }
     rest = rest.trim_start();
     let mut constraint = None;
@@ -420,6 +412,14 @@ fn parse_relation(text: &str) -> Result<Relation, ControlError> {
         constraint,
         arches,
     })
+}
+
+/// Splits off the leading word: up to white space or one of `stops`.
+fn split_word<'a>(text: &'a str, stops: &str) -> (&'a str, &'a str) {
+    let end = text
+        .find(|c: char| c.is_whitespace() || stops.contains(c))
+        .unwrap_or(text.len());
+    text.split_at(end)
 }
 
 /// Parses `op version`, the inside of the parentheses.

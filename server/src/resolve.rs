@@ -10,10 +10,14 @@
 //! Breaks become resolvo constraints ("if that package is chosen, it must not match"),
 //! on the named package and on every other provider of the name.
 //!
-//! What resolvo cannot say directly is done around it: when Conflicts and Breaks make the
+//! What resolvo cannot say directly is done around it. When Conflicts and Breaks make the
 //! request impossible, it is solved again without them and the clashes are reported
-//! ([`Resolution::problems`]); Recommends are wanted, not needed, so they are added in
-//! rounds as resolvo's soft requirements, each kept only if it fits with what is chosen.
+//! ([`Resolution::problems`]). Recommends are wanted, not needed: each group is a
+//! requirement conditional on a made-up "switch" package, and requiring switches turns
+//! them on. All at once usually fits; when not, they are turned on in batches, halving
+//! the batches that fail, and a group that fits nowhere is left out and reported.
+//! (resolvo's own soft requirements were not used: a conflict met while adding one can
+//! undo the ones added before it.)
 //!
 //! One architecture is resolved at a time: candidates of the target architecture and
 //! `all`; the rest of the index is ignored.
@@ -21,11 +25,12 @@
 use crate::control::{ControlError, Op, Paragraph, Relation, parse_relations};
 use crate::packages::PackageSpec;
 use debversion::Version;
-use foldhash::{HashMap, HashMapExt, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use resolvo::{
     Candidates, Condition, ConditionId, ConditionalRequirement, DenseIndex, Dependencies,
     DependencyProvider, Interner, KnownDependencies, NameId, Problem, Requirement, SolvableId,
     Solver, SolverCache, StringId, UnsolvableOrCancelled, VersionSetId, VersionSetUnionId,
+    conflict::Conflict,
 };
 use std::cell::RefCell;
 use std::fmt;
@@ -44,6 +49,23 @@ pub enum MultiArch {
     Allowed,
 }
 
+/// How much a system needs a package (its `Priority` field); the order picks among
+/// several packages providing one virtual name, as apt does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Priority {
+    /// `required`: the system breaks without it.
+    Required,
+    /// `important`: expected on any Unix-like system.
+    Important,
+    /// `standard`: a reasonable small system.
+    Standard,
+    /// `optional`, and a missing field.
+    #[default]
+    Optional,
+    /// `extra` (obsolete) and anything unknown: informational only, so never an error.
+    Extra,
+}
+
 /// One installable package from an index: what the resolver needs of a Packages paragraph.
 #[derive(Clone, Debug)]
 pub struct Candidate {
@@ -57,6 +79,8 @@ pub struct Candidate {
     pub multi_arch: MultiArch,
     /// `Essential: yes`.
     pub essential: bool,
+    /// Its Priority.
+    pub priority: Priority,
     /// Pre-Depends, as an AND of ORs.
     pub pre_depends: Vec<Vec<Relation>>,
     /// Depends, as an AND of ORs.
@@ -121,6 +145,13 @@ impl Candidate {
             Some("yes") => true,
             Some(other) => return Err(err("Essential", format!("{other:?} is not yes or no"))),
         };
+        let priority = match p.get("Priority") {
+            Some("required") => Priority::Required,
+            Some("important") => Priority::Important,
+            Some("standard") => Priority::Standard,
+            None | Some("optional") => Priority::Optional,
+            Some(_) => Priority::Extra,
+        };
         let relations = |field: &str| -> Result<Vec<Vec<Relation>>, ControlError> {
             p.get(field)
                 .map(parse_relations)
@@ -155,6 +186,7 @@ impl Candidate {
             arch: arch.to_string(),
             multi_arch,
             essential,
+            priority,
             pre_depends: relations("Pre-Depends")?,
             depends: relations("Depends")?,
             recommends: relations("Recommends")?,
@@ -225,11 +257,10 @@ pub enum ResolveError {
 pub fn resolve(candidates: &[Candidate], request: &Request) -> Result<Resolution, ResolveError> {
     let index = Index::new(candidates, &request.arch);
     let roots = root_targets(&index, request)?;
-    let (mut chosen, left_out) = match solve(&index, &roots, true, request.recommends) {
-        Ok(found) => found,
-        Err(_) => {
-            let (chosen, _) =
-                solve(&index, &roots, false, false).map_err(ResolveError::Unsatisfiable)?;
+    let (mut chosen, left_out) = match solve(&index, &roots, request.recommends) {
+        Some(found) => found,
+        None => {
+            let chosen = solve_ignoring_conflicts(&index, &roots)?;
             let mut notes = Vec::new();
             if request.recommends {
                 notes.push(
@@ -323,7 +354,7 @@ struct Index<'c> {
     /// Candidates of the target architecture or `all`, by name, in index order.
     by_name: HashMap<&'c str, Vec<usize>>,
     /// The names of packages providing a virtual name (for this architecture), each once,
-    /// in index order.
+    /// by priority, then in index order.
     providers: HashMap<&'c str, Vec<&'c str>>,
 }
 
@@ -353,6 +384,18 @@ impl<'c> Index<'c> {
                 }
             }
         }
+        // Providers are tried most needed first (mawk, required, before gawk, optional,
+        // for `awk`), then in index order.
+        let priority = |name: &str| {
+            by_name[name]
+                .iter()
+                .map(|&i| candidates[i].priority)
+                .min()
+                .unwrap_or_default()
+        };
+        for names in providers.values_mut() {
+            names.sort_by_key(|name| priority(name));
+        }
         Index {
             candidates,
             arch,
@@ -368,6 +411,17 @@ impl<'c> Index<'c> {
         let provided = self.providers.get(name).into_iter().flatten().copied();
         let mut owners: Vec<&str> = real.into_iter().collect();
         owners.extend(provided.filter(|p| Some(*p) != real));
+        owners
+    }
+
+    /// The owners of a target's name with a candidate that satisfies it.
+    fn able(&self, target: &Target) -> Vec<&'c str> {
+        let mut owners = self.owners(&target.name);
+        owners.retain(|o| {
+            self.by_name[o]
+                .iter()
+                .any(|&c| self.satisfies(c, target, false))
+        });
         owners
     }
 
@@ -463,15 +517,10 @@ fn root_targets(index: &Index, request: &Request) -> Result<Vec<Target>, Resolve
     let mut roots = Vec::new();
     for spec in &request.packages {
         let target = Target::of_spec(spec)?;
-        let owners = index.owners(&spec.name);
-        if owners.is_empty() {
+        if index.owners(&spec.name).is_empty() {
             return Err(ResolveError::UnknownPackage(spec.to_string()));
         }
-        let matches = owners
-            .iter()
-            .flat_map(|o| &index.by_name[o])
-            .any(|&c| index.satisfies(c, &target, false));
-        if !matches {
+        if index.able(&target).is_empty() {
             return Err(ResolveError::NoMatch {
                 spec: spec.to_string(),
                 available: index.describe(&spec.name),
@@ -496,56 +545,83 @@ fn root_targets(index: &Index, request: &Request) -> Result<Vec<Target>, Resolve
     Ok(roots)
 }
 
-/// One solve: the chosen candidates and the Recommends left out, or resolvo's
-/// explanation of why there is no answer. With `conflicts`, Conflicts and Breaks
-/// constrain the choice; with `recommends`, Recommends are followed as far as they fit.
-fn solve(
-    index: &Index,
+/// A solver for an index, and the requirements of the request.
+fn start<'i, 'c>(
+    index: &'i Index<'c>,
     roots: &[Target],
     conflicts: bool,
     recommends: bool,
-) -> Result<(Vec<usize>, Vec<String>), String> {
+) -> (Solver<Debian<'i, 'c>>, Vec<ConditionalRequirement>) {
     let provider = Debian::new(index, conflicts, recommends);
-    let mut required: Vec<ConditionalRequirement> = roots
+    let required = roots
         .iter()
         .filter_map(|t| provider.requirement([t.clone()]))
         .map(ConditionalRequirement::from)
         .collect();
-    let mut solver = Solver::new(provider);
+    (Solver::new(provider), required)
+}
+
+/// The solve that explains a failure: Conflicts and Breaks left to be reported, no
+/// Recommends, so that what remains is what the request needs and cannot have.
+fn solve_ignoring_conflicts(index: &Index, roots: &[Target]) -> Result<Vec<usize>, ResolveError> {
+    let (mut solver, required) = start(index, roots, false, false);
+    run(&mut solver, required).map_err(|conflict| {
+        let why = conflict.display_user_friendly(&solver).to_string();
+        ResolveError::Unsatisfiable(why.trim_end().to_string())
+    })
+}
+
+/// The solve that respects Conflicts and Breaks: the chosen candidates and the
+/// Recommends left out, or `None`. With `recommends`, Recommends are followed as far as
+/// they fit.
+fn solve(index: &Index, roots: &[Target], recommends: bool) -> Option<(Vec<usize>, Vec<String>)> {
+    let (mut solver, mut required) = start(index, roots, true, recommends);
     if !recommends {
-        return Ok((run(&mut solver, required)?, Vec::new()));
+        return Some((run(&mut solver, required).ok()?, Vec::new()));
     }
     // Usually every Recommends fits: one solve with all of them switched on.
     let mut all = required.clone();
     all.push(solver.provider().switch_requirement(None));
     if let Ok(chosen) = run(&mut solver, all) {
-        return Ok((chosen, Vec::new()));
+        return Some((chosen, Vec::new()));
     }
-    // Otherwise switch them on one group at a time, in the order packages join the set,
-    // keeping each that fits. The solver keeps what it learnt of the index between runs.
-    let mut chosen = run(&mut solver, required.clone())?;
-    let mut queue = chosen.clone();
-    let mut seen: HashSet<usize> = chosen.iter().copied().collect();
+    // Otherwise switch them on in batches, round by round as packages join the set: a
+    // batch that fits is kept whole, one that does not is halved until each group that
+    // does not fit is found alone. That is a few solves per misfit, not one per group;
+    // the solver keeps what it learnt of the index between runs.
+    let mut chosen = run(&mut solver, required.clone()).ok()?;
+    let mut offered = HashSet::new();
     let mut left_out = Vec::new();
-    let mut next = 0;
-    while let Some(&c) = queue.get(next) {
-        next += 1;
-        let candidate = &index.candidates[c];
-        for (group, relations) in candidate.recommends.iter().enumerate() {
-            if solver.provider().recommended(c, group).is_none() {
-                continue;
-            }
+    loop {
+        let pending: Vec<(usize, usize)> = chosen
+            .iter()
+            .filter(|&&c| offered.insert(c))
+            .flat_map(|&c| (0..index.candidates[c].recommends.len()).map(move |g| (c, g)))
+            .filter(|&(c, g)| solver.provider().recommended(c, g).is_some())
+            .collect();
+        if pending.is_empty() {
+            break;
+        }
+        let mut batches = vec![pending.as_slice()];
+        while let Some(batch) = batches.pop() {
             let mut trial = required.clone();
-            trial.push(solver.provider().switch_requirement(Some((c, group))));
+            trial.extend(
+                batch
+                    .iter()
+                    .map(|&key| solver.provider().switch_requirement(Some(key))),
+            );
             match run(&mut solver, trial.clone()) {
                 Ok(found) => {
                     required = trial;
-                    queue.extend(found.iter().filter(|&&d| seen.insert(d)));
                     chosen = found;
                 }
-                Err(_) => {
-                    let relations: Vec<String> =
-                        relations.iter().map(ToString::to_string).collect();
+                Err(_) if batch.len() == 1 => {
+                    let (c, g) = batch[0];
+                    let candidate = &index.candidates[c];
+                    let relations: Vec<String> = candidate.recommends[g]
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
                     left_out.push(format!(
                         "{} {} recommends {}: left out, it cannot be installed with the rest",
                         candidate.name,
@@ -553,17 +629,23 @@ fn solve(
                         relations.join(" | ")
                     ));
                 }
+                Err(_) => {
+                    let (first, second) = batch.split_at(batch.len() / 2);
+                    batches.extend([second, first]);
+                }
             }
         }
     }
-    Ok((chosen, left_out))
+    Some((chosen, left_out))
 }
 
-/// Runs resolvo once and keeps the real candidates of the answer.
+/// Runs resolvo once and keeps the real candidates of the answer. The conflict is only
+/// turned into words where it is shown: building the explanation costs more than the
+/// solve.
 fn run(
     solver: &mut Solver<Debian>,
     requirements: Vec<ConditionalRequirement>,
-) -> Result<Vec<usize>, String> {
+) -> Result<Vec<usize>, Conflict> {
     match solver.solve(Problem::new().requirements(requirements)) {
         Ok(solvables) => {
             let real = solver.provider().index.candidates.len();
@@ -573,10 +655,10 @@ fn run(
                 .filter(|&i| i < real)
                 .collect())
         }
-        Err(UnsolvableOrCancelled::Unsolvable(conflict)) => {
-            Err(conflict.display_user_friendly(solver).to_string())
+        Err(UnsolvableOrCancelled::Unsolvable(conflict)) => Err(conflict),
+        Err(UnsolvableOrCancelled::Cancelled(_)) => {
+            unreachable!("the Debian provider never cancels a solve")
         }
-        Err(UnsolvableOrCancelled::Cancelled(_)) => Err("resolution was cancelled".into()),
     }
 }
 
@@ -684,13 +766,13 @@ impl<'i, 'c> Debian<'i, 'c> {
         VersionSetId(id)
     }
 
-    /// The requirement for a group of alternatives: any owner of any of them, in order.
-    /// `None` when no alternative applies on this architecture.
+    /// The requirement for a group of alternatives: any package able to satisfy any of
+    /// them, in order. `None` when no alternative applies on this architecture.
     fn requirement(&self, alternatives: impl IntoIterator<Item = Target>) -> Option<Requirement> {
         let mut sets: Vec<VersionSetId> = Vec::new();
         let mut unknown = None;
         for target in alternatives {
-            let owners = self.index.owners(&target.name);
+            let owners = self.index.able(&target);
             if owners.is_empty() {
                 unknown.get_or_insert(target);
                 continue;
@@ -702,8 +784,8 @@ impl<'i, 'c> Debian<'i, 'c> {
                 }
             }
         }
-        // Nothing has any of the names: a set on the first one, which has no candidates,
-        // makes resolvo report it as missing.
+        // Nothing can satisfy any of them: a set on the first name, with no candidates
+        // that match, makes resolvo report it as missing.
         if sets.is_empty() {
             let target = unknown?;
             let name = target.name.clone();
@@ -737,14 +819,10 @@ impl<'i, 'c> Debian<'i, 'c> {
     fn recommended(&self, candidate: usize, group: usize) -> Option<Requirement> {
         let arch = self.index.arch;
         let relations = &self.index.candidates[candidate].recommends[group];
-        let available = relations.iter().filter(|r| r.applies_to(arch)).any(|r| {
-            let target = Target::of(r, arch);
-            self.index
-                .owners(&r.name)
-                .iter()
-                .flat_map(|o| &self.index.by_name[o])
-                .any(|&c| self.index.satisfies(c, &target, false))
-        });
+        let available = relations
+            .iter()
+            .filter(|r| r.applies_to(arch))
+            .any(|r| !self.index.able(&Target::of(r, arch)).is_empty());
         available.then(|| self.group(relations)).flatten()
     }
 
@@ -979,6 +1057,7 @@ impl DependencyProvider for Debian<'_, '_> {
 mod tests {
     use super::*;
     use crate::control::parse_paragraphs;
+    use proptest::prelude::*;
 
     /// Candidates from a Packages snippet.
     fn index(text: &str) -> Vec<Candidate> {
@@ -1066,11 +1145,17 @@ mod tests {
         let text = pkg("app", "1", "Depends: mta")
             + &pkg("postfix", "3", "Provides: mta")
             + &pkg("exim", "4", "Provides: mta");
-        let got = resolved(&text, &request("app"));
-        assert_eq!(got.len(), 2, "exactly one provider: {got:?}");
-        assert!(got[0] == "app=1" && ["exim=4", "postfix=3"].contains(&got[1].as_str()));
+        // One provider, the first in the index when none has a higher priority.
+        assert_eq!(resolved(&text, &request("app")), ["app=1", "postfix=3"]);
+        let text = pkg("app", "1", "Depends: mta")
+            + &pkg("postfix", "3", "Provides: mta")
+            + &pkg("exim", "4", "Provides: mta; Priority: standard");
+        assert_eq!(resolved(&text, &request("app")), ["app=1", "exim=4"]);
         // A provider already in the set serves.
-        assert_eq!(resolved(&text, &request("app exim")), ["app=1", "exim=4"]);
+        assert_eq!(
+            resolved(&text, &request("app postfix")),
+            ["app=1", "postfix=3"]
+        );
         // The request may name a virtual package too.
         assert_eq!(resolved(&text, &request("mta")).len(), 1);
         // A real package of the name comes before providers.
@@ -1179,23 +1264,24 @@ mod tests {
 
     #[test]
     fn unsatisfiable_requests_explain_the_chain() {
-        let text = pkg("app", "1", "Depends: middle")
-            + &pkg("middle", "1", "Depends: libgone (>= 2)")
-            + &pkg("other", "1", "");
-        let why = unsatisfiable(&text, &request("other app"));
-        let (app, middle, gone) = (
-            why.find("app").unwrap(),
-            why.find("middle 1").unwrap(),
-            why.find("libgone (>= 2)").unwrap(),
-        );
-        assert!(app < middle && middle < gone, "{why}");
-        assert!(why.contains("no candidates"), "{why}");
-        let err = resolve(&index(&text), &request("app"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("the request cannot be satisfied:\n"),
-            "{err}"
+        let text = pkg("app", "1", "Depends: middle | other-mid")
+            + &pkg("middle", "1", "Depends: libgone (>= 2), libc")
+            + &pkg("other-mid", "1", "Depends: mta (>= 2)")
+            + &pkg("libgone", "1", "")
+            + &pkg("libc", "1", "")
+            + &pkg("exim", "1", "Provides: mta (= 1)")
+            + &pkg("fine", "1", "");
+        let err = resolve(&index(&text), &request("fine app")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the request cannot be satisfied:\n\
+             app cannot be installed because there are no viable options:\n\
+             └─ app 1 would require\n   \
+                └─ middle | other-mid, which cannot be installed because there are no viable options:\n      \
+                   ├─ middle 1 would require\n      \
+                   │  └─ libgone (>= 2), for which no candidates were found.\n      \
+                   └─ other-mid 1 would require\n         \
+                      └─ mta (>= 2), for which no candidates were found."
         );
     }
 
@@ -1282,11 +1368,12 @@ mod tests {
         );
         // One that cannot fit is left out, and said so; the others still come.
         let text = pkg("app", "1", "Recommends: clash, extra")
-            + &pkg("extra", "1", "")
+            + &pkg("extra", "1", "Recommends: extra-more")
+            + &pkg("extra-more", "1", "")
             + &pkg("clash", "1", "Conflicts: app");
         let candidates = index(&text);
         let r = resolve(&candidates, &req).unwrap();
-        assert_eq!(names(&candidates, &r), ["app=1", "extra=1"]);
+        assert_eq!(names(&candidates, &r), ["app=1", "extra=1", "extra-more=1"]);
         assert_eq!(
             r.problems,
             ["app 1 recommends clash: left out, it cannot be installed with the rest"]
@@ -1393,6 +1480,68 @@ mod tests {
             let p = &parse_paragraphs(text).unwrap()[0];
             let err = Candidate::from_paragraph(p).unwrap_err().to_string();
             assert!(err.contains(words), "{text:?} gave {err}");
+        }
+    }
+
+    /// A small random index: a few names, versions and relations among them.
+    fn random_index() -> impl Strategy<Value = String> {
+        let name = prop::sample::select(vec!["aa", "bb", "cc", "dd", "vv"]);
+        let version = prop::sample::select(vec!["1", "2", "1:0", "2~rc1"]);
+        let op = prop::sample::select(vec!["", " (>= 2)", " (<< 2)", " (= 1)", " (>> 1:0)"]);
+        let relation = (name.clone(), op).prop_map(|(n, o)| format!("{n}{o}"));
+        let group = prop::collection::vec(relation, 1..3).prop_map(|g| g.join(" | "));
+        let field = |label: &'static str, of: BoxedStrategy<String>| {
+            prop::collection::vec(of, 0..3).prop_map(move |list| match list.is_empty() {
+                true => String::new(),
+                false => format!("{label}: {}\n", list.join(", ")),
+            })
+        };
+        let stanza = (
+            name.clone(),
+            version,
+            field("Depends", group.clone().boxed()),
+            field("Recommends", group.boxed()),
+            field(
+                "Provides",
+                name.clone().prop_map(|n| format!("{n} (= 1)")).boxed(),
+            ),
+            field("Conflicts", name.prop_map(String::from).boxed()),
+        )
+            .prop_map(|(n, v, d, r, p, c)| {
+                format!("Package: {n}\nVersion: {v}\nArchitecture: amd64\n{d}{r}{p}{c}\n")
+            });
+        prop::collection::vec(stanza, 1..8).prop_map(|s| s.concat())
+    }
+
+    proptest! {
+        /// Whatever the index, resolving never panics, and an answer keeps its promises:
+        /// one version per name, every dependency of every chosen package met inside the
+        /// set, and every Conflicts or Breaks left in it reported.
+        #[test]
+        fn answers_are_consistent(text in random_index(), asked in prop::sample::subsequence(vec!["aa", "bb", "cc", "vv"], 0..3), recommends: bool) {
+            let candidates = index(&text);
+            let mut req = request(&asked.join(" "));
+            req.recommends = recommends;
+            let Ok(r) = resolve(&candidates, &req) else { return Ok(()) };
+            let set = Index::new(&candidates, "amd64");
+            let names: HashSet<&str> = r.chosen.iter().map(|&i| candidates[i].name.as_str()).collect();
+            prop_assert_eq!(names.len(), r.chosen.len());
+            for &i in &r.chosen {
+                for group in candidates[i].pre_depends.iter().chain(&candidates[i].depends) {
+                    let met = group.iter().any(|rel| {
+                        let target = Target::of(rel, "amd64");
+                        r.chosen.iter().any(|&j| set.satisfies(j, &target, false))
+                    });
+                    prop_assert!(met, "{} needs {:?} in {:?}", candidates[i].name, group, r.chosen);
+                }
+            }
+            for spec in &req.packages {
+                let target = Target::of_spec(spec).unwrap();
+                prop_assert!(r.chosen.iter().any(|&j| set.satisfies(j, &target, false)));
+            }
+            let clashes = set.clashes(&r.chosen).len();
+            let reported = r.problems.iter().filter(|p| !p.contains("recommends") && !p.starts_with("Recommends")).count();
+            prop_assert_eq!(clashes, reported);
         }
     }
 }
