@@ -32,6 +32,11 @@ needed=(
     gpg:gpg
     gpg-agent:gpg-agent
     gpgconf:gpgconf
+    # The repository tests publish a Debian repository as the archive does.
+    dpkg-scanpackages:dpkg-dev
+    apt-ftparchive:apt-utils
+    xz:xz-utils
+    gzip:gzip
 )
 missing=()
 for pair in "${needed[@]}"; do

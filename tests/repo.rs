@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Packages beside the bash + coreutils closure, for a second root that shares most.
-const MORE: &[&str] = &["grep", "sed"];
+const MORE: &[&str] = &["findutils", "sed"];
 
 /// An OpenPGP key made for the test, in a short-lived GnuPG home.
 struct Gpg {
@@ -41,7 +41,10 @@ impl Gpg {
                 "never",
             ])
             .success();
-        let keyring = env.path("repo-keyring.gpg");
+        let keyring = env.path(format!(
+            "keyring-{}.gpg",
+            home.path().file_name().unwrap().to_string_lossy()
+        ));
         let key = cmd("gpg")
             .arg("--homedir")
             .arg(home.path())
@@ -211,7 +214,7 @@ fn assemble_resolves_from_a_repository_and_downloads_only_what_is_missing() {
     let n = debs::ROOT_PACKAGES.len();
     assert_eq!(resolved(&out), (n, n), "{out}");
     assert_eq!(deb_requests(&nginx), n, "one download per package");
-    let log = env.json(["roots", "log", "web", "--json"]);
+    let log = env.json(["roots", "log", "web"]);
     let commit = &log[0];
     assert_eq!(
         commit["requested"],
@@ -260,7 +263,13 @@ fn assemble_resolves_from_a_repository_and_downloads_only_what_is_missing() {
 
     // A second root sharing most packages downloads only what it adds.
     let out = env.stdout([
-        "assemble", "tools", "--from", "debian", "bash", "grep", "sed",
+        "assemble",
+        "tools",
+        "--from",
+        "debian",
+        "bash",
+        "findutils",
+        "sed",
     ]);
     let (count, downloaded) = resolved(&out);
     assert_eq!(downloaded, MORE.len(), "{out}");
@@ -375,7 +384,7 @@ fn upgrade_fetches_the_one_changed_package_and_rollback_restores() {
     assert_ne!(second, first);
 
     // The new root differs from the old only in that package's files.
-    let diff = env.json(["roots", "diff", "web", "--json"]);
+    let diff = env.json(["roots", "diff", "web"]);
     let packages = diff["packages"].as_array().unwrap();
     assert_eq!(packages.len(), 1, "{diff}");
     assert_eq!(packages[0]["name"], "libgmp10");
@@ -524,7 +533,7 @@ fn a_flat_repository_without_release_needs_the_explicit_opt_out() {
     assert!(out.starts_with("added repository flat: "), "{out}");
     let out = env.stdout(["assemble", "base", "--from", "flat", "bash", "coreutils"]);
     assert_eq!(resolved(&out).0, debs::ROOT_PACKAGES.len(), "{out}");
-    let listed: Value = env.json(["repo", "list", "--json"]);
+    let listed: Value = env.json(["repo", "list"]);
     assert_eq!(listed[0]["name"], "flat");
     assert_eq!(listed[0]["keyring"], Value::Null);
 }

@@ -74,20 +74,24 @@ impl Fetcher {
     pub fn new(timeout: Duration) -> Result<Fetcher, RepoError> {
         // https uses rustls with ring; installing it twice (a second fetcher) is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = Client::builder()
-            .connect_timeout(timeout)
-            .read_timeout(timeout)
-            .user_agent(concat!("canopy/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| RepoError::Transfer {
-                url: String::new(),
-                message: error_chain(&e),
-            })?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .map_err(io_error("starting the download runtime".into()))?;
+        // The client's connector needs the runtime's reactor to exist when it is built.
+        let client = {
+            let _inside = runtime.enter();
+            Client::builder()
+                .connect_timeout(timeout)
+                .read_timeout(timeout)
+                .user_agent(concat!("canopy/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| RepoError::Transfer {
+                    url: String::new(),
+                    message: error_chain(&e),
+                })?
+        };
         Ok(Fetcher { client, runtime })
     }
 
@@ -112,9 +116,10 @@ impl Fetcher {
         if let Some(lm) = &seen.last_modified {
             req = req.header(IF_MODIFIED_SINCE, lm);
         }
+        // Inside the runtime: sending arms timers, which need its reactor.
         let resp = self
             .runtime
-            .block_on(req.send())
+            .block_on(async move { req.send().await })
             .map_err(|e| transfer_error(url, e))?;
         match resp.status() {
             StatusCode::NOT_MODIFIED => Ok(Fetched::NotModified),
@@ -182,7 +187,7 @@ impl Fetcher {
                 req = req.header(RANGE, format!("bytes={from}-"));
             }
             self.runtime
-                .block_on(req.send())
+                .block_on(async move { req.send().await })
                 .map_err(|e| transfer_error(url, e))
         };
         let mut resp = send(have)?;

@@ -72,13 +72,13 @@ pub enum RepoError {
     },
     /// The Release signature does not check out.
     #[error(
-        "{what}: {source} (pass --keyring with the repository's key, or --no-verify-signature to skip the check)"
+        "{what}: {error} (pass --keyring with the repository's key, or --no-verify-signature to skip the check)"
     )]
     Signature {
         /// Which file.
         what: String,
-        /// Why.
-        source: signature::SignatureError,
+        /// Why (not a `source`: the message already says it, before the hint).
+        error: signature::SignatureError,
     },
     /// Local I/O failed.
     #[error("{what}: {source}")]

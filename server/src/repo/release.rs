@@ -118,6 +118,18 @@ pub fn load(
     Ok(out)
 }
 
+/// The URL of a file a Packages index names. `Filename` is a plain path, so characters
+/// such as the `%` of `1%3a2.5` (an epoch, as `apt-get download` writes it) are
+/// escaped, as apt does, not read as escapes.
+fn file_url(base: &Url, filename: &str) -> Result<Url, RepoError> {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .map_err(|()| RepoError::Config(format!("{base} cannot hold paths")))?
+        .pop_if_empty()
+        .extend(filename.split('/').filter(|c| !c.is_empty() && *c != "."));
+    Ok(url)
+}
+
 /// The package a Packages paragraph describes, unless it is for another architecture.
 fn available(
     p: &Paragraph,
@@ -160,7 +172,7 @@ fn available(
         Candidate::from_paragraph(p)?,
         Archive {
             repo: repo.to_string(),
-            url: join(base, filename)?,
+            url: file_url(base, filename)?,
             size,
             sha256: ArchiveHash(sha256),
         },
@@ -185,9 +197,9 @@ fn release_text(
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
     let keyring = match &config.keyring {
-        Some(path) => Some(Keyring::load(path).map_err(|source| RepoError::Signature {
+        Some(path) => Some(Keyring::load(path).map_err(|error| RepoError::Signature {
             what: path.display().to_string(),
-            source,
+            error,
         })?),
         None => None,
     };
@@ -197,7 +209,7 @@ fn release_text(
     };
     let sig_error = |url: &Url| {
         let what = url.to_string();
-        move |source| RepoError::Signature { what, source }
+        move |error| RepoError::Signature { what, error }
     };
     let inrelease = join(dist, "InRelease")?;
     let (text, validators, file) =
@@ -398,5 +410,26 @@ fn prune(dir: &std::path::Path, keep: &[String]) {
         if name.starts_with("Packages-") && !keep.contains(&name) {
             let _ = fs::remove_file(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_paths_not_escapes() {
+        let base = Url::parse("http://mirror.example/debian/").unwrap();
+        let url = file_url(&base, "pool/main/a/attr/libattr1_1%3a2.5.1-4_amd64.deb").unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://mirror.example/debian/pool/main/a/attr/libattr1_1%253a2.5.1-4_amd64.deb"
+        );
+        let flat = Url::parse("file:///srv/debs/").unwrap();
+        let url = file_url(&flat, "./libattr1_1%3a2.5.1-4_amd64.deb").unwrap();
+        assert_eq!(
+            url.to_file_path().unwrap(),
+            std::path::Path::new("/srv/debs/libattr1_1%3a2.5.1-4_amd64.deb")
+        );
     }
 }

@@ -12,8 +12,8 @@
 //! so no two readers of one file can disagree on what was signed.
 //!
 //! ```no_run
-//! # fn main() -> Result<(), canopy_server::signature::SignatureError> {
-//! use canopy_server::signature::Keyring;
+//! # fn main() -> Result<(), canopy_server::repo::signature::SignatureError> {
+//! use canopy_server::repo::signature::Keyring;
 //! let keyring = Keyring::load("/usr/share/keyrings/debian-archive-keyring.gpg".as_ref())?;
 //! let inrelease = std::fs::read("InRelease").unwrap();
 //! let release = keyring.verify_cleartext(&inrelease)?;
