@@ -130,6 +130,7 @@ pub enum SignatureError {
     },
 }
 
+/// The message for signatures by no keyring key, naming their issuers.
 fn unknown_key_message(key_ids: &[String]) -> String {
     match key_ids {
         [] => "signed by a key that does not name itself; no key in the keyring verifies it".into(),
@@ -405,7 +406,7 @@ fn signers_of(cert: &SignedPublicKey) -> Vec<Signer> {
         self_signature.and_then(|s| lifetime_end(primary.created_at(), s.key_expiration_time()));
     let primary_unusable = match (&revoked, self_signature) {
         (Some(reason), _) => Some(Unusable::Revoked(reason.clone())),
-        (None, None) => Some(Unusable::Other("no valid self-signature".into())),
+        (None, None) => Some(Unusable::Other("has no valid self-signature".into())),
         (None, Some(_)) => None,
     };
     let mut signers = vec![Signer {
