@@ -229,11 +229,7 @@ impl Keyring {
     /// Parses keyring bytes, binary or ASCII-armored.
     pub fn from_bytes(bytes: &[u8]) -> Result<Keyring, SignatureError> {
         let bad = |reason: String| SignatureError::BadKeyringBytes(reason);
-        let (keys, _) = SignedPublicKey::from_reader_many(bytes)
-            .map_err(|e| bad(format!("not an OpenPGP keyring: {e}")))?;
-        let keys = keys
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(format!("not an OpenPGP keyring: {e}")))?;
+        let keys = parse_keys(bytes).map_err(|e| bad(format!("not an OpenPGP keyring: {e}")))?;
         if keys.is_empty() {
             return Err(bad("holds no public key".into()));
         }
@@ -376,6 +372,31 @@ fn strong_hash(hash: HashAlgorithm) -> bool {
             | HashAlgorithm::Sha3_256
             | HashAlgorithm::Sha3_512
     )
+}
+
+/// Every key in keyring bytes. A binary keyring is one stream of packets; an armored one
+/// may be several armor blocks one after another (`cat a.asc b.asc`), and the pgp crate
+/// reads only the first of them, so each block is read on its own.
+fn parse_keys(bytes: &[u8]) -> Result<Vec<SignedPublicKey>, String> {
+    let binary = bytes.first().is_some_and(|b| b & 0x80 != 0);
+    let blocks = if binary {
+        vec![bytes]
+    } else {
+        let text = std::str::from_utf8(bytes).map_err(|e| format!("armored but not text ({e})"))?;
+        let blocks = text.split_inclusive("-----END PGP PUBLIC KEY BLOCK-----");
+        blocks
+            .filter(|b| !b.trim().is_empty())
+            .map(str::as_bytes)
+            .collect()
+    };
+    let mut keys = Vec::new();
+    for block in blocks {
+        let (parsed, _) = SignedPublicKey::from_reader_many(block).map_err(|e| e.to_string())?;
+        for key in parsed {
+            keys.push(key.map_err(|e| e.to_string())?);
+        }
+    }
+    Ok(keys)
 }
 
 /// The keys of one certificate that may have signed data, each with what limits it.
@@ -905,6 +926,12 @@ mod tests {
         ] {
             let release = keyring(&[ring]).verify_cleartext(signed).unwrap();
             assert_eq!(release, SIGNED);
+        }
+        // Keyrings concatenated as files are: binary, or armor block after armor block.
+        for parts in [[&f.rsa, &f.ed], [&f.rsa_armored, &f.ed_armored]] {
+            let ring = keyring(&[parts[0], parts[1]]);
+            assert_eq!(ring.verify_cleartext(&f.by_rsa).unwrap(), SIGNED);
+            assert_eq!(ring.verify_cleartext(&f.by_ed).unwrap(), SIGNED);
         }
     }
 
