@@ -21,7 +21,7 @@
 //! # Ok(()) }
 //! ```
 
-use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey};
+use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey};
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::packet::{PublicKey, PublicSubkey, RevocationCode, Signature, SignatureType};
 use pgp::types::{KeyDetails, Tag, Timestamp};
@@ -110,11 +110,11 @@ pub enum SignatureError {
         reason: String,
     },
     /// The signing key may not sign data (not certified for signing, broken binding).
-    #[error("signature by key {key_id}, which may not sign: {reason}")]
+    #[error("signature by key {key_id}, which may not sign data: it {reason}")]
     KeyUnusable {
         /// The signing (sub)key.
         key_id: String,
-        /// Why not.
+        /// Why not, as a predicate ("is marked for certification only").
         reason: String,
     },
     /// The signature itself carries an expiry time that has passed.
@@ -130,6 +130,7 @@ pub enum SignatureError {
     },
 }
 
+/// The message for signatures by no keyring key, naming their issuers.
 fn unknown_key_message(key_ids: &[String]) -> String {
     match key_ids {
         [] => "signed by a key that does not name itself; no key in the keyring verifies it".into(),
@@ -140,6 +141,10 @@ fn unknown_key_message(key_ids: &[String]) -> String {
         ),
     }
 }
+
+/// More signatures than any repository makes: each is tried against every matching key,
+/// so a mirror must not make us try thousands.
+const MAX_SIGNATURES: usize = 32;
 
 /// Public keys a repository's metadata must be signed by: an OpenPGP keyring file,
 /// binary (`.gpg`, as in /usr/share/keyrings) or ASCII-armored (`.asc`), one or many keys.
@@ -164,10 +169,31 @@ enum SignerKey {
     Subkey(PublicSubkey),
 }
 
+/// Why a key may not sign data whatever the time.
 #[derive(Debug, Clone)]
 enum Unusable {
+    /// Revoked by its owner, for this reason.
     Revoked(String),
+    /// Why else, as a predicate of the key ("has no valid self-signature").
     Other(String),
+}
+
+impl Unusable {
+    fn error(&self, key_id: String) -> SignatureError {
+        match self.clone() {
+            Unusable::Revoked(reason) => SignatureError::KeyRevoked { key_id, reason },
+            Unusable::Other(reason) => SignatureError::KeyUnusable { key_id, reason },
+        }
+    }
+}
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unusable::Revoked(reason) => write!(f, "is revoked ({reason})"),
+            Unusable::Other(reason) => f.write_str(reason),
+        }
+    }
 }
 
 impl SignerKey {
@@ -203,11 +229,7 @@ impl Keyring {
     /// Parses keyring bytes, binary or ASCII-armored.
     pub fn from_bytes(bytes: &[u8]) -> Result<Keyring, SignatureError> {
         let bad = |reason: String| SignatureError::BadKeyringBytes(reason);
-        let (keys, _) = SignedPublicKey::from_reader_many(bytes)
-            .map_err(|e| bad(format!("not an OpenPGP keyring: {e}")))?;
-        let keys = keys
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(format!("not an OpenPGP keyring: {e}")))?;
+        let keys = parse_keys(bytes).map_err(|e| bad(format!("not an OpenPGP keyring: {e}")))?;
         if keys.is_empty() {
             return Err(bad("holds no public key".into()));
         }
@@ -216,11 +238,11 @@ impl Keyring {
             let why: Vec<String> = signers
                 .iter()
                 .filter_map(|s| {
-                    let reason = match s.unusable.as_ref()? {
-                        Unusable::Revoked(reason) => format!("revoked ({reason})"),
-                        Unusable::Other(reason) => reason.clone(),
-                    };
-                    Some(format!("key {}: {reason}", key_id(s.key.details())))
+                    Some(format!(
+                        "key {} {}",
+                        key_id(s.key.details()),
+                        s.unusable.as_ref()?
+                    ))
                 })
                 .collect();
             return Err(bad(format!("no usable signing key ({})", why.join("; "))));
@@ -232,34 +254,26 @@ impl Keyring {
     /// dash-unescaped, every line ended by `\n`: the Release file to parse, as its
     /// publisher wrote it save for blanks at line ends, which OpenPGP does not sign.
     pub fn verify_cleartext(&self, inrelease: &[u8]) -> Result<String, SignatureError> {
-        let message = parse_cleartext(inrelease)?;
-        let signed = message.signed_text();
-        self.verify_any(message.signatures(), signed.as_bytes())?;
-        Ok(release_text(&signed))
+        let message = Cleartext::parse(inrelease)?;
+        self.verify_any(&message.signatures, message.signed.as_bytes())?;
+        Ok(release_text(&message.signed))
     }
 
     /// Checks a Release file against a detached signature (Release.gpg, armored or
     /// binary).
     pub fn verify_detached(&self, release: &[u8], signature: &[u8]) -> Result<(), SignatureError> {
-        let malformed = |e: pgp::errors::Error| SignatureError::Malformed {
-            what: "detached signature",
-            reason: e.to_string(),
-        };
-        let (signatures, _) = DetachedSignature::from_reader_many(signature).map_err(malformed)?;
-        let signatures = signatures
-            .map(|s| s.map(|s| s.signature))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(malformed)?;
+        let signatures = parse_signatures(signature, "detached signature")?;
         self.verify_any(&signatures, release)
     }
 
     /// Accepts `data` if any one of `signatures` verifies with a valid keyring key;
     /// otherwise reports the most telling failure (an altered file before an unknown key).
     fn verify_any(&self, signatures: &[Signature], data: &[u8]) -> Result<(), SignatureError> {
-        if signatures.is_empty() {
+        let count = signatures.len();
+        if !(1..=MAX_SIGNATURES).contains(&count) {
             return Err(SignatureError::Malformed {
                 what: "signature block",
-                reason: "it holds no signature".into(),
+                reason: format!("it holds {count} signatures, expected 1 to {MAX_SIGNATURES}"),
             });
         }
         let now = SystemTime::now();
@@ -318,16 +332,8 @@ impl Signer {
         if !data_signature || self.key.verify(signature, data).is_err() {
             return Err(SignatureError::BadSignature { key_id });
         }
-        match &self.unusable {
-            Some(Unusable::Revoked(reason)) => {
-                let reason = reason.clone();
-                return Err(SignatureError::KeyRevoked { key_id, reason });
-            }
-            Some(Unusable::Other(reason)) => {
-                let reason = reason.clone();
-                return Err(SignatureError::KeyUnusable { key_id, reason });
-            }
-            None => {}
+        if let Some(unusable) = &self.unusable {
+            return Err(unusable.error(key_id));
         }
         if let Some(expired) = self.expires.filter(|&at| at <= now) {
             return Err(SignatureError::KeyExpired { key_id, expired });
@@ -368,6 +374,31 @@ fn strong_hash(hash: HashAlgorithm) -> bool {
     )
 }
 
+/// Every key in keyring bytes. A binary keyring is one stream of packets; an armored one
+/// may be several armor blocks one after another (`cat a.asc b.asc`), and the pgp crate
+/// reads only the first of them, so each block is read on its own.
+fn parse_keys(bytes: &[u8]) -> Result<Vec<SignedPublicKey>, String> {
+    let binary = bytes.first().is_some_and(|b| b & 0x80 != 0);
+    let blocks = if binary {
+        vec![bytes]
+    } else {
+        let text = std::str::from_utf8(bytes).map_err(|e| format!("armored but not text ({e})"))?;
+        let blocks = text.split_inclusive("-----END PGP PUBLIC KEY BLOCK-----");
+        blocks
+            .filter(|b| !b.trim().is_empty())
+            .map(str::as_bytes)
+            .collect()
+    };
+    let mut keys = Vec::new();
+    for block in blocks {
+        let (parsed, _) = SignedPublicKey::from_reader_many(block).map_err(|e| e.to_string())?;
+        for key in parsed {
+            keys.push(key.map_err(|e| e.to_string())?);
+        }
+    }
+    Ok(keys)
+}
+
 /// The keys of one certificate that may have signed data, each with what limits it.
 fn signers_of(cert: &SignedPublicKey) -> Vec<Signer> {
     let primary = &cert.primary_key;
@@ -396,7 +427,7 @@ fn signers_of(cert: &SignedPublicKey) -> Vec<Signer> {
         self_signature.and_then(|s| lifetime_end(primary.created_at(), s.key_expiration_time()));
     let primary_unusable = match (&revoked, self_signature) {
         (Some(reason), _) => Some(Unusable::Revoked(reason.clone())),
-        (None, None) => Some(Unusable::Other("no valid self-signature".into())),
+        (None, None) => Some(Unusable::Other("has no valid self-signature".into())),
         (None, Some(_)) => None,
     };
     let mut signers = vec![Signer {
@@ -406,7 +437,7 @@ fn signers_of(cert: &SignedPublicKey) -> Vec<Signer> {
             // Without key flags (old keys) any signing-capable primary key may sign.
             let flags_forbid =
                 self_signature.is_some_and(|s| has_key_flags(s) && !s.key_flags().sign());
-            flags_forbid.then(|| Unusable::Other("it is marked for certification only".into()))
+            flags_forbid.then(|| Unusable::Other("is marked for certification only".into()))
         }),
     }];
     for sub in &cert.public_subkeys {
@@ -433,7 +464,7 @@ fn signers_of(cert: &SignedPublicKey) -> Vec<Signer> {
         let unusable = primary_unusable.clone().or_else(|| match revoked {
             Some(revocation) => Some(Unusable::Revoked(revocation_reason(revocation))),
             None if !back_signed => Some(Unusable::Other(
-                "its binding to its primary key lacks a valid back signature".into(),
+                "lacks a valid back signature to its primary key".into(),
             )),
             None => None,
         });
@@ -532,43 +563,123 @@ fn key_id(key: &(impl KeyDetails + ?Sized)) -> String {
 /// Without a keyring (the user passed --no-verify-signature): the text of an InRelease
 /// file, signature not checked. Refuses input that is not a cleartext-signed message.
 pub fn cleartext_unverified(inrelease: &[u8]) -> Result<String, SignatureError> {
-    Ok(release_text(&parse_cleartext(inrelease)?.signed_text()))
+    Ok(release_text(&Cleartext::parse(inrelease)?.signed))
 }
 
-const BEGIN: &str = "-----BEGIN PGP SIGNED MESSAGE-----";
-const END: &str = "-----END PGP SIGNATURE-----";
+const BEGIN_MESSAGE: &str = "-----BEGIN PGP SIGNED MESSAGE-----";
+const BEGIN_SIGNATURE: &str = "-----BEGIN PGP SIGNATURE-----";
+const END_SIGNATURE: &str = "-----END PGP SIGNATURE-----";
 
-/// Parses a cleartext-signed message, refusing text around it.
-fn parse_cleartext(inrelease: &[u8]) -> Result<CleartextSignedMessage, SignatureError> {
-    let malformed = |reason: String| SignatureError::Malformed {
-        what: "InRelease",
-        reason,
+/// An InRelease file taken apart (the cleartext signature framework of RFC 9580, section
+/// 7). Read here in one pass: the pgp crate's own reader rescans the text read so far at
+/// every line, which makes a multi-megabyte file from a hostile mirror take minutes.
+struct Cleartext {
+    /// What the signatures are over: the text dash-unescaped, blanks at line ends
+    /// removed, lines joined by CRLF, no line break after the last.
+    signed: String,
+    signatures: Vec<Signature>,
+}
+
+impl Cleartext {
+    /// Parses a cleartext-signed message, refusing text around it.
+    fn parse(inrelease: &[u8]) -> Result<Cleartext, SignatureError> {
+        let malformed = |reason: String| SignatureError::Malformed {
+            what: "InRelease",
+            reason,
+        };
+        let text = std::str::from_utf8(inrelease)
+            .map_err(|e| malformed(format!("not UTF-8 text ({e})")))?;
+        let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+        let is = |line: &str, marker: &str| line.trim_end() == marker;
+
+        // Blank lines around the message are no text; anything else is refused.
+        if !lines
+            .by_ref()
+            .find(|l| !l.trim().is_empty())
+            .is_some_and(|l| is(l, BEGIN_MESSAGE))
+        {
+            let begins_later = text
+                .split('\n')
+                .any(|l| is(l.trim_end_matches('\r'), BEGIN_MESSAGE));
+            return Err(match begins_later {
+                true => SignatureError::OutsideSignedPart {
+                    place: "before the BEGIN line",
+                },
+                false => malformed(format!(
+                    "not a cleartext-signed message (no {BEGIN_MESSAGE} line)"
+                )),
+            });
+        }
+        // Armor headers: only "Hash:", which names the hashes the signatures also name.
+        loop {
+            match lines.next() {
+                None => return Err(malformed("it ends in its armor headers".into())),
+                Some(line) if line.trim_end().is_empty() => break,
+                Some(line) if line.starts_with("Hash:") => {}
+                Some(line) => return Err(malformed(format!("unexpected armor header {line:?}"))),
+            }
+        }
+        // The text: lines starting with a dash are escaped by "- ", so the first that is
+        // not must begin the signature.
+        let mut signed = Vec::new();
+        let armor_start = loop {
+            let line = lines
+                .next()
+                .ok_or_else(|| malformed(format!("no {BEGIN_SIGNATURE} line")))?;
+            match line.strip_prefix("- ") {
+                Some(unescaped) => signed.push(unescaped),
+                None if line.starts_with('-') => break line,
+                None => signed.push(line),
+            }
+        };
+        if !is(armor_start, BEGIN_SIGNATURE) {
+            return Err(malformed(format!(
+                "line {armor_start:?} is neither dash-escaped text nor {BEGIN_SIGNATURE}"
+            )));
+        }
+        // OpenPGP would read a lone CR as a line break, a Release parser as text: refuse.
+        if signed.iter().any(|l| l.contains('\r')) {
+            return Err(malformed("a carriage return inside a line".into()));
+        }
+        let signed: Vec<&str> = signed
+            .iter()
+            .map(|l| l.trim_end_matches([' ', '\t']))
+            .collect();
+
+        let mut armor = vec![BEGIN_SIGNATURE];
+        loop {
+            let line = lines
+                .next()
+                .ok_or_else(|| malformed(format!("no {END_SIGNATURE} line")))?;
+            armor.push(line);
+            if is(line, END_SIGNATURE) {
+                break;
+            }
+        }
+        if lines.any(|l| !l.trim().is_empty()) {
+            return Err(SignatureError::OutsideSignedPart {
+                place: "after the signature block",
+            });
+        }
+        Ok(Cleartext {
+            signed: signed.join("\r\n"),
+            signatures: parse_signatures(armor.join("\n").as_bytes(), "InRelease signature")?,
+        })
+    }
+}
+
+/// The signatures of an armored or binary signature block; at most one more than
+/// [`MAX_SIGNATURES`] are read, enough to refuse a flood.
+fn parse_signatures(bytes: &[u8], what: &'static str) -> Result<Vec<Signature>, SignatureError> {
+    let malformed = |e: pgp::errors::Error| SignatureError::Malformed {
+        what,
+        reason: e.to_string(),
     };
-    let text =
-        std::str::from_utf8(inrelease).map_err(|e| malformed(format!("not UTF-8 text ({e})")))?;
-    let begin = if text.trim_start().starts_with(BEGIN) {
-        text.find(BEGIN)
-    } else {
-        text.find(&format!("\n{BEGIN}")).map(|at| at + 1)
-    }
-    .ok_or_else(|| malformed(format!("not a cleartext-signed message (no {BEGIN} line)")))?;
-    if !text[..begin].trim().is_empty() {
-        return Err(SignatureError::OutsideSignedPart {
-            place: "before the BEGIN line",
-        });
-    }
-    let end = text
-        .rfind(END)
-        .ok_or_else(|| malformed(format!("no signature block (no {END} line)")))?;
-    if !text[end + END.len()..].trim().is_empty() {
-        return Err(SignatureError::OutsideSignedPart {
-            place: "after the signature block",
-        });
-    }
-    let armored = &text[begin..end + END.len()];
-    let (message, _) =
-        CleartextSignedMessage::from_string(armored).map_err(|e| malformed(e.to_string()))?;
-    Ok(message)
+    let (signatures, _) = DetachedSignature::from_reader_many(bytes).map_err(malformed)?;
+    signatures
+        .take(MAX_SIGNATURES + 1)
+        .map(|s| s.map(|s| s.signature).map_err(malformed))
+        .collect()
 }
 
 /// The signed text as the Release file it was made from: OpenPGP hashes it with CRLF line
@@ -792,6 +903,11 @@ mod tests {
         Keyring::from_bytes(&parts.concat()).unwrap()
     }
 
+    /// The error verifying `signed` with a keyring of `keys` fails with.
+    fn refused(keys: &[&[u8]], signed: &[u8]) -> SignatureError {
+        keyring(keys).verify_cleartext(signed).unwrap_err()
+    }
+
     fn text(bytes: &[u8]) -> &str {
         std::str::from_utf8(bytes).unwrap()
     }
@@ -810,6 +926,12 @@ mod tests {
         ] {
             let release = keyring(&[ring]).verify_cleartext(signed).unwrap();
             assert_eq!(release, SIGNED);
+        }
+        // Keyrings concatenated as files are: binary, or armor block after armor block.
+        for parts in [[&f.rsa, &f.ed], [&f.rsa_armored, &f.ed_armored]] {
+            let ring = keyring(&[parts[0], parts[1]]);
+            assert_eq!(ring.verify_cleartext(&f.by_rsa).unwrap(), SIGNED);
+            assert_eq!(ring.verify_cleartext(&f.by_ed).unwrap(), SIGNED);
         }
     }
 
@@ -834,9 +956,7 @@ mod tests {
             .verify_cleartext(&f.by_other_and_ed)
             .unwrap();
         assert_eq!(release, SIGNED);
-        let err = keyring(&[&f.rsa])
-            .verify_cleartext(&f.by_other_and_ed)
-            .unwrap_err();
+        let err = refused(&[&f.rsa], &f.by_other_and_ed);
         let SignatureError::UnknownKey { key_ids } = &err else {
             panic!("{err}")
         };
@@ -870,9 +990,7 @@ mod tests {
     #[test]
     fn a_key_outside_the_keyring_is_refused_with_its_id() {
         let f = fixture();
-        let err = keyring(&[&f.rsa, &f.ed])
-            .verify_cleartext(&f.by_other)
-            .unwrap_err();
+        let err = refused(&[&f.rsa, &f.ed], &f.by_other);
         assert!(matches!(err, SignatureError::UnknownKey { .. }), "{err}");
         assert_eq!(
             err.to_string(),
@@ -883,9 +1001,7 @@ mod tests {
     #[test]
     fn sha1_signatures_are_refused() {
         let f = fixture();
-        let err = keyring(&[&f.rsa])
-            .verify_cleartext(&f.by_rsa_sha1)
-            .unwrap_err();
+        let err = refused(&[&f.rsa], &f.by_rsa_sha1);
         assert!(matches!(err, SignatureError::WeakHash { .. }), "{err}");
         assert!(err.to_string().contains("SHA1"), "{err}");
     }
@@ -893,7 +1009,7 @@ mod tests {
     #[test]
     fn an_expired_key_is_refused_with_its_expiry() {
         let f = fixture();
-        let err = keyring(&[&f.old]).verify_cleartext(&f.by_old).unwrap_err();
+        let err = refused(&[&f.old], &f.by_old);
         let SignatureError::KeyExpired { expired, .. } = &err else {
             panic!("{err}")
         };
@@ -909,9 +1025,7 @@ mod tests {
     #[test]
     fn a_revoked_key_is_refused_and_a_keyring_of_revoked_keys_does_not_load() {
         let f = fixture();
-        let err = keyring(&[&f.revoked, &f.ed])
-            .verify_cleartext(&f.by_revoked)
-            .unwrap_err();
+        let err = refused(&[&f.revoked, &f.ed], &f.by_revoked);
         assert!(matches!(err, SignatureError::KeyRevoked { .. }), "{err}");
         let err = Keyring::from_bytes(&f.revoked).unwrap_err();
         assert!(err.to_string().contains("no usable signing key"), "{err}");
@@ -939,7 +1053,13 @@ mod tests {
             .verify_detached(release, &f.detached_other)
             .unwrap_err();
         assert!(err.to_string().contains(&f.other_id), "{err}");
-        for garbage in [&b""[..], b"not a signature", &f.by_ed, &f.ed] {
+        // Each signature costs a verification: a flood of them is refused unread.
+        let flood = f.detached_ed_binary.repeat(MAX_SIGNATURES + 1);
+        let too_many = [&b""[..], &flood];
+        for garbage in too_many
+            .into_iter()
+            .chain([&b"not a signature"[..], &f.by_ed, &f.ed])
+        {
             let err = ring.verify_detached(release, garbage).unwrap_err();
             assert!(matches!(err, SignatureError::Malformed { .. }), "{err}");
         }
@@ -991,11 +1111,32 @@ mod tests {
     }
 
     #[test]
+    fn crlf_files_verify_and_stray_carriage_returns_or_headers_are_refused() {
+        let f = fixture();
+        let ring = keyring(&[&f.ed]);
+        let crlf = text(&f.by_ed).replace('\n', "\r\n");
+        assert_eq!(ring.verify_cleartext(crlf.as_bytes()).unwrap(), SIGNED);
+        for (from, to) in [
+            ("Label: Test\n", "Label: Te\rst\n"),
+            ("Hash: SHA256\n", "Hash: SHA256\nComment: unsigned\n"),
+            ("Suite: stable\n", "Suite: stable\n-Unescaped: dash\n"),
+        ] {
+            let input = text(&f.by_ed).replacen(from, to, 1);
+            assert_ne!(input.as_bytes(), f.by_ed, "{from:?} is in the message");
+            let err = ring.verify_cleartext(input.as_bytes()).unwrap_err();
+            assert!(
+                matches!(err, SignatureError::Malformed { .. }),
+                "{to:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn truncated_or_corrupt_messages_are_errors() {
         let f = fixture();
         let ring = keyring(&[&f.ed]);
         let signed = text(&f.by_ed);
-        let end = signed.find(END).unwrap();
+        let end = signed.find(END_SIGNATURE).unwrap();
         for cut in (0..end).step_by(7) {
             assert!(
                 ring.verify_cleartext(&f.by_ed[..cut]).is_err(),
@@ -1008,11 +1149,7 @@ mod tests {
         let corrupt = [
             format!("{}!!!!{}", &signed[..body], &signed[body + 4..]),
             format!("{}AAAA{}", &signed[..body], &signed[body + 4..]),
-            format!(
-                "{}{}",
-                &signed[..body],
-                &signed[signed.find(END).unwrap()..]
-            ),
+            format!("{}{}", &signed[..body], &signed[end..]),
         ];
         for input in corrupt {
             let err = ring.verify_cleartext(input.as_bytes()).unwrap_err();
