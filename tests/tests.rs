@@ -12,3 +12,5 @@ mod hostile;
 mod crash;
 // Serving over HTTP and mounting with FUSE: shared inodes, cache bound, outages, tampering, follow, nginx.
 mod mount;
+// The Docker volume plugin over its socket, across restarts, and under a real dockerd.
+mod volume;
