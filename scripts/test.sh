@@ -28,6 +28,8 @@ needed=(
     tar:tar
     nginx:nginx
     umount:mount
+    curl:curl
+    dockerd:docker.io
 )
 missing=()
 for pair in "${needed[@]}"; do
@@ -42,6 +44,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     if command -v nginx >/dev/null && [ -f /run/nginx.pid ]; then
         nginx -s quit 2>/dev/null || true
     fi
+    # docker.io likewise, where an init system starts it; the tests run their own
+    # dockerd (private data, no iptables, no bridge) and leave this one alone.
 else
     say "tools present: ${needed[*]%%:*}"
 fi
