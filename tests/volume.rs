@@ -11,6 +11,7 @@ use crate::util::{Canopy, cmd};
 use serde_json::{Value, json};
 use std::ffi::OsString;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -232,6 +233,20 @@ fn volume_life_cycle_over_the_socket() {
     );
     let bash = read(&path.join("bin/bash")).unwrap();
     assert_eq!(&bash[..4], b"\x7fELF");
+    // Another volume of the same root, following it: another path in the same mount,
+    // the same inode for the same file, so its pages are cached once for both.
+    plugin.call(
+        "VolumeDriver.Create",
+        json!({ "Name": "web-latest", "Opts": { "root": "small", "follow": "true" } }),
+    );
+    let latest = plugin.mount("web-latest", "container-3");
+    assert_eq!(latest, plugin.mount_dir.join("small"));
+    assert_eq!(
+        fs::metadata(latest.join("bin/bash")).unwrap().ino(),
+        fs::metadata(path.join("bin/bash")).unwrap().ino()
+    );
+    plugin.unmount("web-latest", "container-3");
+    plugin.call("VolumeDriver.Remove", json!({ "Name": "web-latest" }));
     let out = cmd("chroot")
         .arg(&path)
         .args(["/bin/bash", "-c", "echo from the volume"])
