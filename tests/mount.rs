@@ -516,8 +516,11 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM, not SIGKILL: the master then stops its workers, which would otherwise
+    /// outlive the test (holding the test's stdout open).
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SAFETY: kill with a valid pid and signal.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
     }
 }
