@@ -37,6 +37,8 @@ needed=(
     apt-ftparchive:apt-utils
     xz:xz-utils
     gzip:gzip
+    curl:curl
+    dockerd:docker.io
 )
 missing=()
 for pair in "${needed[@]}"; do
@@ -51,6 +53,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     if command -v nginx >/dev/null && [ -f /run/nginx.pid ]; then
         nginx -s quit 2>/dev/null || true
     fi
+    # docker.io likewise, where an init system starts it; the tests run their own
+    # dockerd (private data, no iptables, no bridge) and leave this one alone.
 else
     say "tools present: ${needed[*]%%:*}"
 fi

@@ -79,6 +79,11 @@ pub enum Command {
         after_help = "Examples:\n  canopy mount http://server:7750 /run/canopy --trust server.pub\n  canopy mount http://server:7750 /mnt/web --root web --follow --trust server.pub\n  canopy mount http://cache1:80 /run/canopy --server http://server:7750 --trust server.pub --cache-size 20G\n\nStops on SIGINT/SIGTERM (unmounting) or when unmounted."
     )]
     Mount(MountArgs),
+    /// Serve Docker's volume plugin protocol: canopy roots as read-only volumes
+    #[command(
+        after_help = "Examples:\n  canopy volume-plugin --server http://server:7750 --trust server.pub\n  docker volume create -d canopy -o root=web web\n  docker volume create -d canopy -o root=web -o commit=3f2a…(64 hex) web-pinned\n  docker volume create -d canopy -o root=web -o follow=true web-latest\n  docker run --rm -v web:/opt/web:ro IMAGE /opt/web/bin/...\n  docker run --rm -v usr:/usr:ro --volume-driver canopy IMAGE ...\n\nVolume options: root=NAME (default: the volume's name), commit=ID (pin), follow=true.\nStops on SIGINT/SIGTERM (removing the socket, unmounting)."
+    )]
+    VolumePlugin(VolumePluginArgs),
 }
 
 /// What `mount` takes.
@@ -91,10 +96,8 @@ pub struct MountArgs {
     /// More servers or caches, tried in order when the ones before fail
     #[arg(long = "server", value_name = "URL")]
     pub servers: Vec<url::Url>,
-    /// File with the server's public key (`canopy key show` prints it); commits not
-    /// signed by it are refused
-    #[arg(long, value_name = "FILE")]
-    pub trust: PathBuf,
+    #[command(flatten)]
+    pub host: HostArgs,
     /// Mount this root at the mountpoint instead of every root under it
     #[arg(long)]
     pub root: Option<String>,
@@ -107,9 +110,19 @@ pub struct MountArgs {
     /// How often --follow asks the server
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub interval: std::time::Duration,
-    /// The host's object cache, shared by all mounts [default: /var/cache/canopy as root, else ~/.cache/canopy]
+    /// The object cache, shared by every root of this mount; one process at a time uses
+    /// it [default: /var/cache/canopy as root, else ~/.cache/canopy]
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+}
+
+/// What `mount` and `volume-plugin` both take: whom to trust, how to cache and fetch.
+#[derive(Args)]
+pub struct HostArgs {
+    /// File with the server's public key (`canopy key show` prints it); commits not
+    /// signed by it are refused
+    #[arg(long, value_name = "FILE")]
+    pub trust: PathBuf,
     /// Bound on the cache (K, M, G, T suffixes)
     #[arg(long, default_value = "20G", value_parser = parse_size, value_name = "SIZE")]
     pub cache_size: u64,
@@ -119,6 +132,37 @@ pub struct MountArgs {
     /// Give up on a server that does not connect or send data within this long
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub timeout: std::time::Duration,
+}
+
+/// What `volume-plugin` takes.
+#[derive(Args)]
+pub struct VolumePluginArgs {
+    /// The server (or an HTTP cache in front of it); repeat to fail over to others
+    #[arg(long = "server", value_name = "URL", required = true)]
+    pub servers: Vec<url::Url>,
+    #[command(flatten)]
+    pub host: HostArgs,
+    /// The unix socket Docker talks to (a name under /run/docker/plugins/ is found by
+    /// Docker as that driver name)
+    #[arg(
+        long,
+        default_value = "/run/docker/plugins/canopy.sock",
+        value_name = "PATH"
+    )]
+    pub socket: PathBuf,
+    /// Where volume definitions are kept across restarts
+    #[arg(long, default_value = "/var/lib/canopy/volumes", value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// Where the plugin's one FUSE mount lives (created if missing); volumes are paths in it
+    #[arg(long, default_value = "/run/canopy-volumes", value_name = "DIR")]
+    pub mount_dir: PathBuf,
+    /// How often volumes with follow=true ask the server for new versions
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub interval: std::time::Duration,
+    /// The plugin's object cache, shared by every volume; one process at a time uses it
+    /// [default: /var/cache/canopy-volumes as root, else ~/.cache/canopy-volumes]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// What `serve` takes.

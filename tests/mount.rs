@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// Root `small` (bash and what it needs) and root `full` (every test package), which
 /// share most files.
-const SMALL: &[&str] = &[
+pub(crate) const SMALL: &[&str] = &[
     "base-files",
     "bash",
     "libc6",
@@ -35,7 +35,7 @@ fn two_roots(name: &str) -> Canopy {
 }
 
 /// Waits until `line` appears on the child's stdout; returns that line.
-fn wait_for_line(child: &mut Child, what: &str, stderr: &Path) -> String {
+pub(crate) fn wait_for_line(child: &mut Child, what: &str, stderr: &Path) -> String {
     let out = child.stdout.take().expect("stdout is piped");
     let mut lines = BufReader::new(out).lines();
     match lines.next() {
@@ -107,7 +107,7 @@ pub(crate) struct Mount {
     log: PathBuf,
 }
 
-fn is_mounted(dir: &Path) -> bool {
+pub(crate) fn is_mounted(dir: &Path) -> bool {
     let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     fs::read_to_string("/proc/self/mounts")
         .unwrap()
@@ -166,22 +166,27 @@ impl Mount {
     }
 }
 
+/// After a failed assertion: stops a process that mounts at `dir` however it can be
+/// stopped, never hanging, and takes its mount away.
+pub(crate) fn force_stop(child: &mut Child, dir: &Path) {
+    if let Ok(None) = child.try_wait() {
+        // SAFETY: kill with a valid pid and signal.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    if is_mounted(dir) {
+        let _ = Command::new("umount").arg("-l").arg(dir).status();
+    }
+}
+
 impl Drop for Mount {
-    /// After a failed assertion: stop the mount however it can be stopped, never hang.
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SAFETY: as above.
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if is_mounted(&self.dir) {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
+        force_stop(&mut self.child, &self.dir);
     }
 }
 
@@ -201,7 +206,7 @@ pub(crate) fn eventually<T>(
     }
 }
 
-fn read(path: &Path) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     fs::File::open(path)?.read_to_end(&mut buf)?;
     Ok(buf)
@@ -410,7 +415,7 @@ fn tampered_objects_and_foreign_keys_are_refused() {
 }
 
 /// Imports a one-file tar package `app` whose /srv/msg holds `msg`.
-fn import_app(env: &Canopy, version: &str, msg: &str) {
+pub(crate) fn import_app(env: &Canopy, version: &str, msg: &str) {
     let tree = env.mkdir(format!("app-{version}/srv"));
     fs::write(tree.join("msg"), msg).unwrap();
     let tarball = env.path(format!("app-{version}.tar"));
@@ -523,8 +528,11 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM, not SIGKILL: the master then stops its workers, which would otherwise
+    /// outlive the test (holding the test's stdout open).
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SAFETY: kill with a valid pid and signal.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
     }
 }

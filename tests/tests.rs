@@ -14,3 +14,5 @@ mod crash;
 mod mount;
 // Roots resolved from a Debian repository: downloads, upgrade, rollback, diff, corruption.
 mod repo;
+// The Docker volume plugin over its socket, across restarts, and under a real dockerd.
+mod volume;

@@ -5,7 +5,8 @@
 //! - [`cache`]: the host's bounded, content-addressed object cache;
 //! - [`view`]: roots, their trees and inode numbers, independent of any front end;
 //! - [`fs`]: the FUSE front end over the view;
-//! - [`mount`]: putting it together for `canopy mount`.
+//! - [`mount`]: putting it together for `canopy mount`;
+//! - [`volume`]: the Docker volume plugin, `canopy volume-plugin`.
 #![warn(missing_docs)]
 
 pub mod cache;
@@ -13,3 +14,4 @@ pub mod fs;
 pub mod mount;
 pub mod remote;
 pub mod view;
+pub mod volume;

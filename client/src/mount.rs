@@ -6,25 +6,18 @@ use crate::remote::{FetchError, Remote};
 use crate::view::{RootVersion, Scope, View};
 use canopy_protocol::{Commit, CommitId, SignatureError, VerifyingKey};
 use fuser::{Config, MountOption, SessionACL};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Everything `canopy mount` needs, validated.
-pub struct MountConfig {
+/// What every canopy client on a host needs: where to fetch from, whom to trust, where
+/// to cache.
+pub struct HostConfig {
     /// Servers (or caches in front of them), tried in order.
     pub servers: Vec<reqwest::Url>,
-    /// Where to mount.
-    pub mountpoint: PathBuf,
     /// The key commits must be signed with.
     pub trust: VerifyingKey,
-    /// Every root, or one at the mountpoint.
-    pub scope: Scope,
-    /// With one root: show this commit instead of the current one.
-    pub commit: Option<CommitId>,
-    /// Poll for new versions this often.
-    pub follow: Option<Duration>,
-    /// The cache directory, shared by every mount of the host.
+    /// The cache directory, shared by every root the client shows.
     pub cache_dir: PathBuf,
     /// The cache's bound in bytes.
     pub cache_size: u64,
@@ -32,6 +25,41 @@ pub struct MountConfig {
     pub passthrough: bool,
     /// Bound on connecting to a server and on each wait for its data.
     pub timeout: Duration,
+}
+
+/// A client's runtime, servers and cache, ready to serve a view.
+pub(crate) struct Host {
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) remote: Arc<Remote>,
+    pub(crate) cache: Arc<Cache>,
+}
+
+impl HostConfig {
+    /// Starts the runtime and the HTTP client, and opens (and locks) the cache.
+    pub(crate) fn open(&self) -> Result<Host, MountError> {
+        let rt = tokio::runtime::Runtime::new()
+            .map_err(|e| MountError::Setup(format!("starting the runtime: {e}")))?;
+        let remote = Arc::new(
+            Remote::new(self.servers.clone(), self.timeout)
+                .map_err(|e| MountError::Setup(format!("HTTP client: {e}")))?,
+        );
+        let cache = Arc::new(Cache::open(&self.cache_dir, self.cache_size)?);
+        Ok(Host { rt, remote, cache })
+    }
+}
+
+/// Everything `canopy mount` needs, validated.
+pub struct MountConfig {
+    /// Servers, key and cache.
+    pub host: HostConfig,
+    /// Where to mount.
+    pub mountpoint: PathBuf,
+    /// Every root, or one at the mountpoint.
+    pub scope: Scope,
+    /// With one root: show this commit instead of the current one.
+    pub commit: Option<CommitId>,
+    /// Poll for new versions this often.
+    pub follow: Option<Duration>,
 }
 
 /// Why mounting failed or stopped.
@@ -116,6 +144,41 @@ async fn load(
     ))
 }
 
+/// The commit root `name` is at on the server, or [`MountError::NoSuchRoot`].
+pub(crate) async fn current(remote: &Remote, name: &str) -> Result<CommitId, MountError> {
+    let info = remote.root(name).await.map_err(|e| {
+        if e.is_not_found() {
+            MountError::NoSuchRoot(name.to_string())
+        } else {
+            e.into()
+        }
+    })?;
+    parse_commit(name, &info.commit)
+}
+
+/// Shows `commit` of root `root` as the view's top-level entry `entry` (the root's own
+/// name, or another one such as the volume plugin's `NAME@COMMIT`), unless the entry
+/// shows that commit already.
+pub(crate) async fn show(
+    remote: &Remote,
+    view: &View,
+    trust: &VerifyingKey,
+    entry: &str,
+    root: &str,
+    commit: CommitId,
+) -> Result<(), MountError> {
+    if view.root(entry).is_some_and(|v| v.commit == commit) {
+        return Ok(());
+    }
+    let (version, c, trees) = load(remote, trust, root, commit).await?;
+    tracing::info!(
+        "{entry}: now showing commit {commit} of root {root} ({})",
+        c.body.subject
+    );
+    view.install(entry, version, trees);
+    Ok(())
+}
+
 /// Brings the view up to date with the server: new roots appear, changed roots switch.
 /// With `pinned`, the one root shows that commit.
 async fn refresh(
@@ -128,16 +191,7 @@ async fn refresh(
         Scope::One(name) => {
             let commit = match pinned {
                 Some(c) => c,
-                None => {
-                    let info = remote.root(name).await.map_err(|e| {
-                        if e.is_not_found() {
-                            MountError::NoSuchRoot(name.clone())
-                        } else {
-                            e.into()
-                        }
-                    })?;
-                    parse_commit(name, &info.commit)?
-                }
+                None => current(remote, name).await?,
             };
             vec![(name.clone(), commit)]
         }
@@ -151,15 +205,7 @@ async fn refresh(
         }
     };
     for (name, commit) in wanted {
-        if view.root(&name).is_some_and(|v| v.commit == commit) {
-            continue;
-        }
-        let (version, c, trees) = load(remote, trust, &name, commit).await?;
-        tracing::info!(
-            "root {name}: now showing commit {commit} ({})",
-            c.body.subject
-        );
-        view.install(&name, version, trees);
+        show(remote, view, trust, &name, &name, commit).await?;
     }
     Ok(())
 }
@@ -173,67 +219,61 @@ fn parse_commit(root: &str, hex: &str) -> Result<CommitId, MountError> {
         })
 }
 
-/// Unmounts a mount that is still in use, lazily: it disappears from the namespace now,
-/// and the files still open keep working until closed, when canopy exits.
-fn detach(mountpoint: &std::path::Path) {
+/// `umount -l`: takes the mount at `mountpoint` out of the namespace now; the kernel
+/// lets go of it once nothing uses it any more.
+pub(crate) fn umount_lazily(mountpoint: &Path) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
-        return;
-    };
+    let path = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     // SAFETY: a valid NUL-terminated path and a flag; no other preconditions.
     if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0 {
-        tracing::warn!(
-            "{} is busy: detached it; canopy exits when its last open file closes",
-            mountpoint.display()
-        );
+        Ok(())
     } else {
-        tracing::error!(
-            "unmounting {}: {}",
-            mountpoint.display(),
-            std::io::Error::last_os_error()
-        );
+        Err(std::io::Error::last_os_error())
     }
 }
 
-/// Mounts and serves until unmounted (`umount`) or until `shutdown` resolves (then
-/// unmounts cleanly). `on_ready` runs once the mount is live.
-pub fn run(
-    cfg: MountConfig,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    on_ready: impl FnOnce(),
-) -> Result<(), MountError> {
-    let rt = tokio::runtime::Runtime::new()
-        .map_err(|e| MountError::Setup(format!("starting the runtime: {e}")))?;
-    let remote = Arc::new(
-        Remote::new(cfg.servers.clone(), cfg.timeout)
-            .map_err(|e| MountError::Setup(format!("HTTP client: {e}")))?,
-    );
-    let cache = Arc::new(Cache::open(&cfg.cache_dir, cfg.cache_size)?);
-    let view = Arc::new(View::new(cfg.scope.clone()));
-    rt.block_on(refresh(&remote, &view, &cfg.trust, cfg.commit))?;
+/// Unmounts a mount that is still in use, lazily: it disappears from the namespace now,
+/// and the files still open keep working until closed, when canopy exits.
+fn detach(mountpoint: &Path) {
+    match umount_lazily(mountpoint) {
+        Ok(()) => tracing::warn!(
+            "{} is busy: detached it; canopy exits when its last open file closes",
+            mountpoint.display()
+        ),
+        Err(e) => tracing::error!("unmounting {}: {e}", mountpoint.display()),
+    }
+}
 
-    if !std::path::Path::new("/dev/fuse").exists() {
-        return Err(MountError::Mount {
-            path: cfg.mountpoint,
-            reason: "/dev/fuse is missing: load the fuse module (modprobe fuse) or install fuse3"
-                .into(),
-        });
+/// Unmounts a session's mount; one still in use is detached (see [`detach`]).
+pub(crate) fn unmount(unmounter: &mut fuser::SessionUnmounter, mountpoint: &Path) {
+    tracing::info!("unmounting {}", mountpoint.display());
+    match unmounter.unmount() {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => detach(mountpoint),
+        Err(e) => tracing::error!("unmounting {}: {e}", mountpoint.display()),
     }
-    if !cfg.mountpoint.is_dir() {
-        return Err(MountError::Mount {
-            path: cfg.mountpoint,
-            reason: "not a directory".into(),
-        });
+}
+
+/// Mounts `fs` at `mountpoint` as every canopy mount is: read-only, visible to every
+/// user (`allow_other` with the kernel checking permissions), programs and devices
+/// usable. Serve it with [`fuser::Session::run`].
+pub(crate) fn fuse_session(
+    fs: CanopyFs,
+    mountpoint: &Path,
+) -> Result<fuser::Session<CanopyFs>, MountError> {
+    let failed = |reason: String| MountError::Mount {
+        path: mountpoint.to_path_buf(),
+        reason,
+    };
+    if !Path::new("/dev/fuse").exists() {
+        return Err(failed(
+            "/dev/fuse is missing: load the fuse module (modprobe fuse) or install fuse3".into(),
+        ));
     }
-    let following = cfg.follow.is_some() && cfg.commit.is_none();
-    let fs = CanopyFs::new(
-        view.clone(),
-        cache,
-        remote.clone(),
-        rt.handle().clone(),
-        following,
-        cfg.passthrough,
-    );
+    if !mountpoint.is_dir() {
+        return Err(failed("not a directory".into()));
+    }
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName("canopy".into()),
@@ -247,27 +287,42 @@ pub fn run(
     ];
     config.acl = SessionACL::All;
     config.n_threads = Some(8);
-    let mut session = fuser::Session::new(fs, &cfg.mountpoint, &config).map_err(|e| MountError::Mount {
-        path: cfg.mountpoint.clone(),
-        reason: match e.raw_os_error() {
-            Some(libc::EBUSY) => "the mountpoint is busy (already mounted? try `umount` first)".into(),
-            Some(libc::EPERM) | Some(libc::EACCES) => format!("{e}: mounting FUSE with allow_other needs root (or user_allow_other in /etc/fuse.conf)"),
-            _ => e.to_string(),
-        },
-    })?;
+    fuser::Session::new(fs, mountpoint, &config).map_err(|e| failed(match e.raw_os_error() {
+        Some(libc::EBUSY) => "the mountpoint is busy (already mounted? try `umount` first)".into(),
+        Some(libc::EPERM) | Some(libc::EACCES) => format!("{e}: mounting FUSE with allow_other needs root (or user_allow_other in /etc/fuse.conf)"),
+        _ => e.to_string(),
+    }))
+}
+
+/// Mounts and serves until unmounted (`umount`) or until `shutdown` resolves (then
+/// unmounts cleanly). `on_ready` runs once the mount is live.
+pub fn run(
+    cfg: MountConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(),
+) -> Result<(), MountError> {
+    let Host { rt, remote, cache } = cfg.host.open()?;
+    let view = Arc::new(View::new(cfg.scope.clone()));
+    rt.block_on(refresh(&remote, &view, &cfg.host.trust, cfg.commit))?;
+
+    let following = cfg.follow.is_some() && cfg.commit.is_none();
+    let fs = CanopyFs::new(
+        view.clone(),
+        cache,
+        remote.clone(),
+        rt.handle().clone(),
+        following,
+        cfg.host.passthrough,
+    );
+    let mut session = fuse_session(fs, &cfg.mountpoint)?;
     let mut unmounter = session.unmount_callable();
     let mountpoint = cfg.mountpoint.clone();
     rt.spawn(async move {
         shutdown.await;
-        tracing::info!("unmounting {}", mountpoint.display());
-        match unmounter.unmount() {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => detach(&mountpoint),
-            Err(e) => tracing::error!("unmounting {}: {e}", mountpoint.display()),
-        }
+        unmount(&mut unmounter, &mountpoint);
     });
     if let (true, Some(interval)) = (following, cfg.follow) {
-        let trust = cfg.trust;
+        let trust = cfg.host.trust;
         rt.spawn(async move {
             loop {
                 tokio::time::sleep(interval).await;

@@ -269,6 +269,18 @@ impl View {
         }
     }
 
+    /// Stops showing the top-level entry `name` of a [`Scope::All`] view: new lookups and
+    /// listings no longer find it. Its trees and inodes stay, so files still open keep
+    /// working, and installing the name again reuses its directory inode. Returns whether
+    /// it was shown.
+    pub fn remove(&self, name: &str) -> bool {
+        self.roots
+            .write()
+            .expect("view lock")
+            .remove(name)
+            .is_some()
+    }
+
     fn tree(&self, id: &TreeId) -> Result<Arc<Tree>, ViewError> {
         self.trees
             .read()
@@ -486,6 +498,23 @@ mod tests {
             "mode differs"
         );
         assert_eq!(view.lookup(d1.ino, b"nope"), Err(ViewError::NotFound));
+    }
+
+    #[test]
+    fn a_removed_entry_is_no_longer_found() {
+        let view = View::new(Scope::All);
+        let commit = CommitId(ObjectId::of(b"c"));
+        let (tree, trees) = root_of(vec![file("f", b"x", 0o644)]);
+        view.install("web@c", RootVersion { commit, tree }, trees.clone());
+        let dir = view.lookup(ROOT_INO, b"web@c").unwrap();
+        let f = view.lookup(dir.ino, b"f").unwrap();
+        assert!(view.remove("web@c"));
+        assert!(!view.remove("web@c"), "removed once");
+        assert_eq!(view.lookup(ROOT_INO, b"web@c"), Err(ViewError::NotFound));
+        assert!(view.list(ROOT_INO).unwrap().is_empty());
+        assert_eq!(view.file(f.ino).unwrap().1, 1, "an open file keeps working");
+        view.install("web@c", RootVersion { commit, tree }, trees);
+        assert_eq!(view.lookup(ROOT_INO, b"web@c").unwrap().ino, dir.ino);
     }
 
     #[test]

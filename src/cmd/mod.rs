@@ -10,6 +10,7 @@ mod repo;
 mod roots;
 mod serve;
 mod setup;
+mod volume;
 
 use crate::cli::{
     Cli, Command, ImportCommand, KeyCommand, PackagesCommand, RepoCommand, RootsCommand,
@@ -26,6 +27,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Mount(args) = cli.command {
         // A host that mounts needs no store.
         return mount::run(args);
+    }
+    if let Command::VolumePlugin(args) = cli.command {
+        return volume::run(args);
     }
     let store = store_path(cli.store)?;
     match cli.command {
@@ -70,7 +74,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fsck(json) => maintenance::fsck(&store, json.json),
         Command::Gc(args) => maintenance::gc(&store, args.dry_run),
         Command::Serve(args) => serve::run(&store, args.listen),
-        Command::Mount(_) => unreachable!("handled above"),
+        Command::Mount(_) | Command::VolumePlugin(_) => unreachable!("handled above"),
     }
 }
 

@@ -1,9 +1,9 @@
 //! `canopy mount`.
 
 use super::terminated;
-use crate::cli::MountArgs;
+use crate::cli::{HostArgs, MountArgs};
 use anyhow::{Context, Result, bail};
-use canopy_client::mount::{self, MountConfig};
+use canopy_client::mount::{self, HostConfig, MountConfig};
 use canopy_client::view::Scope;
 use canopy_protocol::VerifyingKey;
 use std::io::Write;
@@ -29,16 +29,34 @@ fn read_key(path: &std::path::Path) -> Result<VerifyingKey> {
         .with_context(|| format!("{} is not a valid ed25519 public key", path.display()))
 }
 
-fn default_cache_dir() -> PathBuf {
+/// `/var/cache/NAME` as root, else `$XDG_CACHE_HOME/NAME` or `~/.cache/NAME`.
+pub(super) fn default_cache_dir(name: &str) -> PathBuf {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        return PathBuf::from("/var/cache/canopy");
+        return PathBuf::from("/var/cache").join(name);
     }
     match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        Some(dir) => PathBuf::from(dir).join("canopy"),
+        Some(dir) => PathBuf::from(dir).join(name),
         None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
-            .join(".cache/canopy"),
+            .join(".cache")
+            .join(name),
     }
+}
+
+/// The validated form of the flags every host command takes.
+pub(super) fn host_config(
+    servers: Vec<url::Url>,
+    args: HostArgs,
+    cache_dir: PathBuf,
+) -> Result<HostConfig> {
+    Ok(HostConfig {
+        servers,
+        trust: read_key(&args.trust)?,
+        cache_dir,
+        cache_size: args.cache_size,
+        passthrough: !args.no_passthrough,
+        timeout: args.timeout,
+    })
 }
 
 pub fn run(args: MountArgs) -> Result<ExitCode> {
@@ -54,17 +72,15 @@ pub fn run(args: MountArgs) -> Result<ExitCode> {
         .context("--commit takes a full commit id")?;
     let mut servers = vec![args.url];
     servers.extend(args.servers);
+    let cache_dir = args
+        .cache_dir
+        .unwrap_or_else(|| default_cache_dir("canopy"));
     let cfg = MountConfig {
-        servers,
+        host: host_config(servers, args.host, cache_dir)?,
         mountpoint: args.mountpoint.clone(),
-        trust: read_key(&args.trust)?,
         scope,
         commit,
         follow: args.follow.then_some(args.interval),
-        cache_dir: args.cache_dir.unwrap_or_else(default_cache_dir),
-        cache_size: args.cache_size,
-        passthrough: !args.no_passthrough,
-        timeout: args.timeout,
     };
     let mountpoint = args.mountpoint;
     mount::run(cfg, terminated(), || {

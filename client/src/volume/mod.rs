@@ -1,0 +1,237 @@
+//! `canopy volume-plugin`: canopy roots as read-only Docker volumes.
+//!
+//! The plugin answers Docker's volume plugin protocol ([`protocol`]) on a unix socket,
+//! keeps volume definitions in a state file ([`state`]), and serves every mounted volume
+//! from one FUSE mount under `--mount-dir` ([`driver`]), so all containers on the host
+//! share one cache, one inode per file and one copy of its pages.
+
+mod driver;
+mod protocol;
+mod state;
+
+use crate::fs::CanopyFs;
+use crate::mount::{HostConfig, MountError, fuse_session, umount_lazily, unmount};
+use crate::view::{Scope, View};
+use driver::Driver;
+pub use state::StateError;
+use state::StateFile;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything `canopy volume-plugin` needs, validated.
+pub struct VolumeConfig {
+    /// Servers, key and cache.
+    pub host: HostConfig,
+    /// The socket Docker connects to.
+    pub socket: PathBuf,
+    /// Where the volume definitions are kept.
+    pub state_dir: PathBuf,
+    /// Where the plugin's FUSE mount lives.
+    pub mount_dir: PathBuf,
+    /// How often volumes with `follow=true` ask for new versions.
+    pub interval: Duration,
+}
+
+/// Why the plugin could not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    /// The state file cannot be read.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The socket cannot be used.
+    #[error("socket {path}: {reason}")]
+    Socket {
+        /// The socket.
+        path: PathBuf,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// Setting up the cache, the servers or the FUSE mount failed.
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    /// The mount directory cannot be made.
+    #[error("creating the mount directory {path}: {source}")]
+    MountDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The FUSE mount was taken away while the plugin ran.
+    #[error("the FUSE mount at {0} went away (unmounted from outside?): stopping")]
+    Lost(PathBuf),
+}
+
+/// The listening socket file, removed when dropped so that a stopped plugin leaves none.
+struct Socket {
+    path: PathBuf,
+    listener: Option<UnixListener>,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!("removing {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// Binds the socket. A socket file nothing listens on is a leftover of a plugin that
+/// died, and is replaced; a live one means another plugin runs, and is left alone.
+fn claim_socket(path: &Path) -> Result<Socket, VolumeError> {
+    let refuse = |reason: String| VolumeError::Socket {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| refuse(format!("creating {}: {e}", dir.display())))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => {
+            return Err(refuse(
+                "exists and is not a socket; refusing to replace it".into(),
+            ));
+        }
+        Ok(_) if UnixStream::connect(path).is_ok() => {
+            return Err(refuse(
+                "another plugin is listening on it: stop that one first".into(),
+            ));
+        }
+        Ok(_) => {
+            tracing::info!("removing the stale socket {}", path.display());
+            std::fs::remove_file(path).map_err(|e| refuse(format!("removing it: {e}")))?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(refuse(e.to_string())),
+    }
+    let listener = UnixListener::bind(path).map_err(|e| refuse(e.to_string()))?;
+    let socket = Socket {
+        path: path.to_path_buf(),
+        listener: Some(listener),
+    };
+    // Whoever can talk to the plugin can define volumes: root only, like Docker's socket.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| refuse(format!("setting its mode: {e}")))?;
+    Ok(socket)
+}
+
+/// Makes the mount directory, first detaching the dead mount a killed plugin leaves
+/// there (whose every access fails with ENOTCONN).
+fn prepare_mount_dir(dir: &Path) -> Result<(), VolumeError> {
+    if let Err(e) = std::fs::metadata(dir)
+        && e.raw_os_error() == Some(libc::ENOTCONN)
+    {
+        tracing::warn!(
+            "{}: detaching the mount of a plugin that died",
+            dir.display()
+        );
+        umount_lazily(dir).map_err(|source| VolumeError::MountDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    std::fs::create_dir_all(dir).map_err(|source| VolumeError::MountDir {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Serves Docker until `shutdown` resolves: then stops answering, removes the socket
+/// and unmounts. `on_ready` runs once the socket answers.
+pub fn run(
+    cfg: VolumeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(),
+) -> Result<(), VolumeError> {
+    let (state, volumes) = StateFile::open(&cfg.state_dir)?;
+    let mut socket = claim_socket(&cfg.socket)?;
+    let host = cfg.host.open()?;
+    let listener = {
+        let std_listener = socket.listener.take().expect("bound above");
+        let _runtime = host.rt.enter();
+        std_listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixListener::from_std(std_listener))
+            .map_err(|e| VolumeError::Socket {
+                path: cfg.socket.clone(),
+                reason: e.to_string(),
+            })?
+    };
+    prepare_mount_dir(&cfg.mount_dir)?;
+
+    // Entries come and go as volumes are mounted and released: a following filesystem
+    // keeps the kernel's name cache short so they show at once.
+    let view = Arc::new(View::new(Scope::All));
+    let fs = CanopyFs::new(
+        view.clone(),
+        host.cache,
+        host.remote.clone(),
+        host.rt.handle().clone(),
+        true,
+        cfg.host.passthrough,
+    );
+    let mut session = fuse_session(fs, &cfg.mount_dir)?;
+    let mut unmounter = session.unmount_callable();
+    let (ended_tx, ended) = tokio::sync::oneshot::channel();
+    let fuse = std::thread::spawn(move || {
+        let result = session.run();
+        let _ = ended_tx.send(());
+        result
+    });
+
+    let driver: protocol::Shared = Arc::new(tokio::sync::Mutex::new(Driver::new(
+        volumes,
+        state,
+        host.remote,
+        view,
+        cfg.host.trust,
+        cfg.mount_dir.clone(),
+    )));
+    let follower = driver.clone();
+    host.rt.spawn(async move {
+        loop {
+            tokio::time::sleep(cfg.interval).await;
+            follower.lock().await.follow().await;
+        }
+    });
+
+    on_ready();
+    let lost = host.rt.block_on(async move {
+        let (lost_tx, lost) = tokio::sync::oneshot::channel();
+        let stop = async move {
+            let ended_first = tokio::select! {
+                () = shutdown => false,
+                _ = ended => true,
+            };
+            let _ = lost_tx.send(ended_first);
+        };
+        if let Err(e) = axum::serve(listener, protocol::router(driver))
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!("serving {}: {e}", cfg.socket.display());
+        }
+        lost.await.unwrap_or(false)
+    });
+    // No new requests from here: the socket goes first, then the mount.
+    drop(socket);
+    if !lost {
+        unmount(&mut unmounter, &cfg.mount_dir);
+    }
+    let result = fuse.join().expect("the FUSE thread does not panic");
+    host.rt.shutdown_timeout(Duration::from_secs(1));
+    if lost {
+        return Err(VolumeError::Lost(cfg.mount_dir));
+    }
+    result.map_err(|e| {
+        VolumeError::Mount(MountError::Mount {
+            path: cfg.mount_dir,
+            reason: e.to_string(),
+        })
+    })
+}

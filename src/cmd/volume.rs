@@ -1,0 +1,31 @@
+//! `canopy volume-plugin`.
+
+use super::mount::{default_cache_dir, host_config};
+use super::terminated;
+use crate::cli::VolumePluginArgs;
+use anyhow::Result;
+use canopy_client::volume::{self, VolumeConfig};
+use std::io::Write;
+use std::process::ExitCode;
+
+pub fn run(args: VolumePluginArgs) -> Result<ExitCode> {
+    let cache_dir = args
+        .cache_dir
+        .unwrap_or_else(|| default_cache_dir("canopy-volumes"));
+    let cfg = VolumeConfig {
+        host: host_config(args.servers, args.host, cache_dir)?,
+        socket: args.socket.clone(),
+        state_dir: args.state_dir,
+        mount_dir: args.mount_dir.clone(),
+        interval: args.interval,
+    };
+    volume::run(cfg, terminated(), || {
+        println!(
+            "listening on {}, volumes under {}",
+            args.socket.display(),
+            args.mount_dir.display()
+        );
+        let _ = std::io::stdout().flush();
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,657 @@
+//! `canopy volume-plugin` as Docker uses it: the real plugin on a unix socket, driven
+//! with curl through Docker's volume plugin protocol, served by a real `canopy serve`,
+//! its volumes read through its real FUSE mount; and a real `dockerd` of our own running
+//! a container on a canopy volume.
+
+use crate::debs;
+use crate::mount::{
+    SMALL, Server, eventually, force_stop, import_app, is_mounted, read, wait_for_line,
+};
+use crate::util::{Canopy, cmd};
+use serde_json::{Value, json};
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The media type of every answer of the protocol.
+const CONTENT_TYPE: &str = "application/vnd.docker.plugins.v1+json";
+
+/// A store with root `small` (bash and what it needs), served.
+fn small_root(name: &str) -> (Canopy, Server) {
+    let env = Canopy::init(name);
+    env.cmd(["import", "deb"])
+        .args(debs::paths(SMALL))
+        .success();
+    env.cmd(["assemble", "small"]).args(SMALL).success();
+    fs::write(env.path("server.pub"), env.stdout(["key", "show"])).unwrap();
+    let server = Server::start(&env, "127.0.0.1:0");
+    (env, server)
+}
+
+/// The flags of a plugin on `socket` whose state, mount and cache are
+/// `DIR/state`, `DIR/volumes` and `DIR/cache`, each name followed by `suffix`.
+fn plugin_flags(env: &Canopy, url: &str, socket: &Path, suffix: &str) -> Vec<OsString> {
+    let mut flags: Vec<OsString> = vec!["--server".into(), url.into(), "--trust".into()];
+    flags.push(env.path("server.pub").into());
+    flags.extend(["--socket".into(), socket.into()]);
+    for (flag, dir) in [
+        ("--state-dir", "state"),
+        ("--mount-dir", "volumes"),
+        ("--cache-dir", "cache"),
+    ] {
+        flags.push(flag.into());
+        flags.push(env.path(format!("{dir}{suffix}")).into());
+    }
+    flags
+}
+
+/// `canopy volume-plugin` in the foreground, with its socket, state and mount in the
+/// test's directory; stopped with SIGTERM when dropped.
+struct Plugin {
+    child: Child,
+    socket: PathBuf,
+    mount_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Plugin {
+    /// Starts the plugin on `socket` with its state in `DIR/state`.
+    fn start_on(env: &Canopy, url: &str, socket: &Path, extra: &[&str]) -> Plugin {
+        let mount_dir = env.path("volumes");
+        let log = env.path("plugin.log");
+        let mut child = Command::new(crate::util::BIN)
+            .args(["-v", "volume-plugin"])
+            .args(plugin_flags(env, url, socket, ""))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting canopy volume-plugin");
+        let line = wait_for_line(&mut child, "listening on", &log);
+        assert_eq!(
+            line,
+            format!(
+                "listening on {}, volumes under {}",
+                socket.display(),
+                mount_dir.display()
+            )
+        );
+        assert!(is_mounted(&mount_dir), "no FUSE mount at {mount_dir:?}");
+        Plugin {
+            child,
+            socket: socket.to_path_buf(),
+            mount_dir,
+            log,
+        }
+    }
+
+    fn start(env: &Canopy, url: &str, extra: &[&str]) -> Plugin {
+        Plugin::start_on(env, url, &env.path("plugin.sock"), extra)
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap()
+    }
+
+    /// POSTs `body` to `/METHOD` with curl and returns the JSON answer, after checking
+    /// its status and media type.
+    fn call_raw(&self, method: &str, body: &str, status: u16) -> Value {
+        let out = cmd("curl")
+            .args(["-sS", "--unix-socket"])
+            .arg(&self.socket)
+            .args([
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                body,
+            ])
+            .args(["-w", "\n%{http_code} %{content_type}"])
+            .arg(format!("http://plugin/{method}"))
+            .stdout();
+        let (json, trailer) = out.rsplit_once('\n').unwrap();
+        assert_eq!(
+            trailer,
+            format!("{status} {CONTENT_TYPE}"),
+            "{method} {body}: {json}"
+        );
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{method}: {e}: {json}"))
+    }
+
+    /// A call that must succeed: `Err` is empty.
+    fn call(&self, method: &str, body: Value) -> Value {
+        let answer = self.call_raw(method, &body.to_string(), 200);
+        assert_eq!(
+            answer["Err"],
+            "",
+            "{method} {body} failed:\n{answer}\n{}",
+            self.log()
+        );
+        answer
+    }
+
+    /// A call that must be refused with an `Err` containing `says`.
+    fn refused(&self, method: &str, body: &str, says: &str) {
+        let answer = self.call_raw(method, body, 200);
+        let err = answer["Err"].as_str().unwrap_or_default();
+        assert!(err.contains(says), "{method} {body}: {answer}");
+    }
+
+    /// `Get`'s `Volume`.
+    fn get(&self, name: &str) -> Value {
+        self.call("VolumeDriver.Get", json!({ "Name": name }))["Volume"].clone()
+    }
+
+    /// `List`, as (name, mountpoint) pairs.
+    fn list(&self) -> Vec<(String, String)> {
+        let answer = self.call("VolumeDriver.List", json!({}));
+        answer["Volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["Name"].as_str().unwrap().to_string(),
+                    v["Mountpoint"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn mount(&self, name: &str, id: &str) -> PathBuf {
+        let answer = self.call("VolumeDriver.Mount", json!({ "Name": name, "ID": id }));
+        PathBuf::from(answer["Mountpoint"].as_str().unwrap())
+    }
+
+    fn unmount(&self, name: &str, id: &str) {
+        self.call("VolumeDriver.Unmount", json!({ "Name": name, "ID": id }));
+    }
+
+    /// SIGTERM: the plugin must exit 0, remove its socket and unmount.
+    fn stop(mut self) {
+        // SAFETY: kill with a valid pid and signal.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "exit status {status}:\n{}", self.log());
+        assert!(!self.socket.exists(), "the socket outlived the plugin");
+        assert!(!is_mounted(&self.mount_dir), "still mounted after SIGTERM");
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        force_stop(&mut self.child, &self.mount_dir);
+    }
+}
+
+#[test]
+fn volume_life_cycle_over_the_socket() {
+    let (env, server) = small_root("volume-life");
+    let plugin = Plugin::start(&env, &server.url, &[]);
+    assert_eq!(
+        plugin.call_raw("Plugin.Activate", "", 200),
+        json!({ "Implements": ["VolumeDriver"] })
+    );
+    assert_eq!(
+        plugin.call_raw("VolumeDriver.Capabilities", "", 200),
+        json!({ "Capabilities": { "Scope": "local" } })
+    );
+    assert!(plugin.list().is_empty());
+
+    plugin.call(
+        "VolumeDriver.Create",
+        json!({ "Name": "web", "Opts": { "root": "small" } }),
+    );
+    assert_eq!(plugin.list(), [("web".to_string(), String::new())]);
+    let volume = plugin.get("web");
+    assert_eq!(volume["Mountpoint"], "");
+    assert_eq!(volume["Status"]["mounts"], 0);
+    assert_eq!(volume["Status"]["options"], "root=small");
+
+    // Two containers mount it: one path, in the plugin's mount, counted twice.
+    let path = plugin.mount("web", "container-1");
+    assert_eq!(plugin.mount("web", "container-2"), path);
+    assert_eq!(path.parent(), Some(plugin.mount_dir.as_path()));
+    let commit = env.current("small");
+    assert_eq!(
+        path.file_name().unwrap().to_str(),
+        Some(format!("small@{commit}").as_str())
+    );
+    let volume = plugin.get("web");
+    assert_eq!(volume["Mountpoint"], path.to_str().unwrap());
+    assert_eq!(volume["Status"]["mounts"], 2);
+    assert_eq!(volume["Status"]["commit"], commit.as_str());
+    assert_eq!(
+        plugin.call("VolumeDriver.Path", json!({ "Name": "web" }))["Mountpoint"],
+        path.to_str().unwrap()
+    );
+    assert_eq!(
+        plugin.list(),
+        [("web".to_string(), path.display().to_string())]
+    );
+    let bash = read(&path.join("bin/bash")).unwrap();
+    assert_eq!(&bash[..4], b"\x7fELF");
+    // Another volume of the same root, following it: another path in the same mount,
+    // the same inode for the same file, so its pages are cached once for both.
+    plugin.call(
+        "VolumeDriver.Create",
+        json!({ "Name": "web-latest", "Opts": { "root": "small", "follow": "true" } }),
+    );
+    let latest = plugin.mount("web-latest", "container-3");
+    assert_eq!(latest, plugin.mount_dir.join("small"));
+    assert_eq!(
+        fs::metadata(latest.join("bin/bash")).unwrap().ino(),
+        fs::metadata(path.join("bin/bash")).unwrap().ino()
+    );
+    plugin.unmount("web-latest", "container-3");
+    plugin.call("VolumeDriver.Remove", json!({ "Name": "web-latest" }));
+    let out = cmd("chroot")
+        .arg(&path)
+        .args(["/bin/bash", "-c", "echo from the volume"])
+        .stdout();
+    assert_eq!(out, "from the volume\n");
+
+    // Removing a volume in use is refused; one unmount leaves it mounted.
+    plugin.refused(
+        "VolumeDriver.Remove",
+        r#"{"Name": "web"}"#,
+        "is mounted by container-1, container-2",
+    );
+    plugin.unmount("web", "container-1");
+    assert_eq!(plugin.get("web")["Status"]["mounts"], 1);
+    assert!(
+        path.join("bin/bash").exists(),
+        "still mounted by container-2"
+    );
+
+    // The last unmount releases it: the path is no longer handed out, nor shown.
+    plugin.unmount("web", "container-2");
+    let volume = plugin.get("web");
+    assert_eq!(volume["Mountpoint"], "");
+    assert_eq!(volume["Status"]["mounts"], 0);
+    assert_eq!(
+        plugin.call("VolumeDriver.Path", json!({ "Name": "web" }))["Mountpoint"],
+        ""
+    );
+    eventually(
+        Duration::from_secs(5),
+        || format!("{} still exists after the release", path.display()),
+        || (!path.exists()).then_some(()),
+    );
+    assert_eq!(fs::read_dir(&plugin.mount_dir).unwrap().count(), 0);
+
+    plugin.call("VolumeDriver.Remove", json!({ "Name": "web" }));
+    assert!(plugin.list().is_empty());
+    plugin.refused(
+        "VolumeDriver.Get",
+        r#"{"Name": "web"}"#,
+        "no volume named \"web\"",
+    );
+    plugin.stop();
+}
+
+#[test]
+fn pinned_following_and_plain_volumes_across_versions_and_restarts() {
+    let env = Canopy::init("volume-versions");
+    import_app(&env, "1", "one\n");
+    env.cmd(["assemble", "app", "app"]).success();
+    let first = env.current("app");
+    fs::write(env.path("server.pub"), env.stdout(["key", "show"])).unwrap();
+    let server = Server::start(&env, "127.0.0.1:0");
+    let plugin = Plugin::start(&env, &server.url, &["--interval", "200ms"]);
+    let create = |name: &str, opts: Value| {
+        plugin.call("VolumeDriver.Create", json!({ "Name": name, "Opts": opts }));
+    };
+    create("app", Value::Null);
+    create("pinned", json!({ "root": "app", "commit": first }));
+    create("latest", json!({ "root": "app", "follow": "true" }));
+    // Creating a volume again with the same options changes nothing.
+    create("app", json!({}));
+
+    let plain = plugin.mount("app", "c1");
+    let pinned = plugin.mount("pinned", "c2");
+    let latest = plugin.mount("latest", "c3");
+    assert_eq!(plain, pinned, "both show the same commit: one entry");
+    assert_eq!(latest, plugin.mount_dir.join("app"));
+
+    import_app(&env, "2", "two\n");
+    env.cmd(["assemble", "app", "app=2"]).success();
+    eventually(
+        Duration::from_secs(15),
+        || format!("latest never moved to version 2:\n{}", plugin.log()),
+        || (read(&latest.join("srv/msg")).ok()? == b"two\n").then_some(()),
+    );
+    assert_eq!(plugin.get("latest")["Status"]["commit"], env.current("app"));
+    assert_eq!(read(&pinned.join("srv/msg")).unwrap(), b"one\n");
+    assert_eq!(
+        read(&plain.join("srv/msg")).unwrap(),
+        b"one\n",
+        "a plain volume keeps the commit it was mounted at while in use"
+    );
+    plugin.unmount("app", "c1");
+    let remounted = plugin.mount("app", "c4");
+    assert_ne!(remounted, plain);
+    assert_eq!(read(&remounted.join("srv/msg")).unwrap(), b"two\n");
+    assert_eq!(
+        read(&pinned.join("srv/msg")).unwrap(),
+        b"one\n",
+        "releasing a volume keeps an entry another volume uses"
+    );
+    for (name, id) in [("app", "c4"), ("pinned", "c2"), ("latest", "c3")] {
+        plugin.unmount(name, id);
+    }
+    let state = fs::read(env.path("state/volumes.json")).unwrap();
+    plugin.stop();
+
+    // A restarted plugin serves the same volumes from its state file.
+    let plugin = Plugin::start(&env, &server.url, &[]);
+    assert_eq!(fs::read(env.path("state/volumes.json")).unwrap(), state);
+    let names: Vec<String> = plugin.list().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["app", "latest", "pinned"]);
+    assert_eq!(
+        plugin.get("pinned")["Status"]["options"],
+        format!("root=app commit={first}")
+    );
+    let pinned = plugin.mount("pinned", "after-restart");
+    assert_eq!(read(&pinned.join("srv/msg")).unwrap(), b"one\n");
+    let latest = plugin.mount("latest", "after-restart");
+    assert_eq!(read(&latest.join("srv/msg")).unwrap(), b"two\n");
+    plugin.stop();
+}
+
+#[test]
+fn bad_requests_are_refused_and_change_nothing() {
+    let (env, server) = small_root("volume-bad");
+    let plugin = Plugin::start(&env, &server.url, &[]);
+    plugin.call(
+        "VolumeDriver.Create",
+        json!({ "Name": "web", "Opts": { "root": "small" } }),
+    );
+    plugin.call(
+        "VolumeDriver.Create",
+        json!({ "Name": "ghost", "Opts": { "root": "nosuchroot" } }),
+    );
+    let path = plugin.mount("web", "holder");
+    let state = fs::read(env.path("state/volumes.json")).unwrap();
+    let listed = plugin.list();
+    let commit = env.current("small");
+
+    let cases: &[(&str, String, &str)] = &[
+        ("VolumeDriver.Create", "{not json".into(), "not JSON"),
+        ("VolumeDriver.Create", "[1, 2]".into(), "invalid type"),
+        (
+            "VolumeDriver.Create",
+            r#"{"Opts": {}}"#.into(),
+            "missing field `Name`",
+        ),
+        (
+            "VolumeDriver.Create",
+            r#"{"Name": ""}"#.into(),
+            "empty volume name",
+        ),
+        (
+            "VolumeDriver.Create",
+            r#"{"Name": "x", "Opts": {"size": "1G"}}"#.into(),
+            "unknown option \"size\"",
+        ),
+        (
+            "VolumeDriver.Create",
+            r#"{"Name": "x", "Opts": {"root": "../../etc"}}"#.into(),
+            "invalid root name",
+        ),
+        (
+            "VolumeDriver.Create",
+            r#"{"Name": "x", "Opts": {"commit": "abc"}}"#.into(),
+            "commit= takes a full commit id",
+        ),
+        (
+            "VolumeDriver.Create",
+            format!(r#"{{"Name": "x", "Opts": {{"commit": "{commit}", "follow": "true"}}}}"#),
+            "cannot go with follow=true",
+        ),
+        (
+            "VolumeDriver.Create",
+            r#"{"Name": "web", "Opts": {"root": "other"}}"#.into(),
+            "exists with other options (root=small)",
+        ),
+        (
+            "VolumeDriver.Remove",
+            r#"{"Name": "nope"}"#.into(),
+            "no volume named \"nope\"",
+        ),
+        (
+            "VolumeDriver.Remove",
+            r#"{"Name": "web"}"#.into(),
+            "is mounted by holder",
+        ),
+        (
+            "VolumeDriver.Mount",
+            r#"{"Name": "web"}"#.into(),
+            "missing field `ID`",
+        ),
+        (
+            "VolumeDriver.Mount",
+            r#"{"Name": "nope", "ID": "c"}"#.into(),
+            "no volume named",
+        ),
+        (
+            "VolumeDriver.Mount",
+            r#"{"Name": "ghost", "ID": "c"}"#.into(),
+            "the server has no root named nosuchroot",
+        ),
+        (
+            "VolumeDriver.Unmount",
+            r#"{"Name": "web", "ID": "stranger"}"#.into(),
+            "not mounted by \"stranger\"",
+        ),
+        (
+            "VolumeDriver.Unmount",
+            r#"{"Name": "ghost", "ID": "c"}"#.into(),
+            "not mounted by",
+        ),
+        ("VolumeDriver.Get", "".into(), "missing field `Name`"),
+        ("VolumeDriver.Path", r#"{"Name": 7}"#.into(), "invalid type"),
+        ("VolumeDriver.List", "{oops".into(), "not JSON"),
+    ];
+    for (method, body, says) in cases {
+        plugin.refused(method, body, says);
+        assert_eq!(
+            fs::read(env.path("state/volumes.json")).unwrap(),
+            state,
+            "{method} {body} changed the state file"
+        );
+        assert_eq!(plugin.list(), listed, "{method} {body} changed the volumes");
+        assert_eq!(plugin.get("web")["Status"]["mounts"], 1);
+        assert!(path.join("bin/bash").exists());
+    }
+    let unknown = plugin.call_raw("VolumeDriver.Explode", "{}", 404);
+    assert!(
+        unknown["Err"].as_str().unwrap().contains("unknown method"),
+        "{unknown}"
+    );
+    plugin.unmount("web", "holder");
+    let listed = plugin.list();
+
+    // A second plugin on a live socket is refused; the first keeps serving.
+    let second = env
+        .bare_cmd(["volume-plugin"])
+        .args(plugin_flags(&env, &server.url, &plugin.socket, "2"))
+        .failure(1);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("another plugin is listening on it"),
+        "{stderr}"
+    );
+    assert_eq!(plugin.list(), listed);
+    let socket = plugin.socket.clone();
+    plugin.stop();
+
+    // A socket file left by a plugin that died is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let plugin = Plugin::start_on(&env, &server.url, &socket, &[]);
+    assert_eq!(plugin.list(), listed);
+    plugin.stop();
+
+    // A damaged state file stops the start, naming the file and what to do.
+    fs::write(env.path("state/volumes.json"), "{\"format\": 1, \"vol").unwrap();
+    let out = env
+        .bare_cmd(["volume-plugin"])
+        .args(plugin_flags(&env, &server.url, &socket, ""))
+        .failure(1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{} is not a valid volume state file",
+            env.path("state/volumes.json").display()
+        )) && stderr.contains("move it aside"),
+        "{stderr}"
+    );
+    assert!(!socket.exists(), "a refused start leaves no socket");
+}
+
+/// A `dockerd` of the test's own: its data, state and API socket in the test's
+/// directory, and no changes to the host's network (no iptables rules, no bridge).
+/// Stopped by PID when dropped.
+struct Dockerd {
+    child: Child,
+    host: String,
+    dir: PathBuf,
+}
+
+impl Dockerd {
+    fn start(env: &Canopy) -> Dockerd {
+        let dir = env.mkdir("docker");
+        let host = format!("unix://{}", dir.join("docker.sock").display());
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("docker.pid"))
+            .args(["-H", &host])
+            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.join("dockerd.log")).unwrap())
+            .spawn()
+            .expect("starting dockerd (scripts/test.sh installs Debian's docker.io)");
+        let log = dir.join("dockerd.log");
+        let log = || fs::read_to_string(&log).unwrap_or_default();
+        let mut dockerd = Dockerd { child, host, dir };
+        eventually(
+            Duration::from_secs(60),
+            || format!("dockerd did not start:\n{}", log()),
+            || {
+                if let Ok(Some(status)) = dockerd.child.try_wait() {
+                    panic!("dockerd exited with {status}:\n{}", log());
+                }
+                let version = dockerd.docker(["version"]).output();
+                version.status.success().then_some(())
+            },
+        );
+        dockerd
+    }
+
+    /// The docker client of the same package, talking to this daemon only.
+    fn docker<const N: usize>(&self, args: [&str; N]) -> crate::util::TestCommand {
+        let mut command = cmd("/usr/bin/docker");
+        command
+            .env("DOCKER_CONFIG", self.dir.join("client"))
+            .args(["--host", &self.host])
+            .args(args);
+        command
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SAFETY: kill with a valid pid and signal.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let stopped = std::time::Instant::now() + Duration::from_secs(30);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < stopped {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn docker_runs_a_program_from_a_canopy_volume() {
+    let (env, server) = small_root("volume-docker");
+    // Docker finds volume plugins by their socket's name in /run/docker/plugins.
+    let driver = format!("canopy-test-{}", std::process::id());
+    let plugins = Path::new("/run/docker/plugins");
+    // dockerd 20.10 keeps an identity key in /etc/docker/key.json, wherever its data is.
+    let made: Vec<&Path> = ["/run/docker", "/run/docker/plugins", "/etc/docker/key.json"]
+        .into_iter()
+        .map(Path::new)
+        .filter(|d| !d.exists())
+        .collect();
+    let plugin = Plugin::start_on(
+        &env,
+        &server.url,
+        &plugins.join(format!("{driver}.sock")),
+        &[],
+    );
+    let dockerd = Dockerd::start(&env);
+
+    // An image with nothing in it but /opt: every program comes from the volume.
+    let image_root = env.mkdir("image/opt");
+    let image_tar = env.path("image.tar");
+    cmd("tar")
+        .arg("-C")
+        .arg(image_root.parent().unwrap())
+        .arg("-cf")
+        .arg(&image_tar)
+        .arg("opt")
+        .success();
+    dockerd
+        .docker(["import"])
+        .arg(&image_tar)
+        .arg("canopy-test/empty:1")
+        .success();
+    dockerd
+        .docker(["volume", "create", "-d", &driver, "-o", "root=small", "web"])
+        .success();
+    let inspect = dockerd.docker(["volume", "inspect", "web"]).stdout();
+    assert!(
+        inspect.contains(&format!("\"Driver\": \"{driver}\"")),
+        "{inspect}"
+    );
+
+    // Debian's bash runs with the volume's own loader and libraries.
+    let lib = "/opt/root/lib/x86_64-linux-gnu";
+    let out = dockerd
+        .docker(["run", "--rm", "--network", "none", "-v", "web:/opt/root:ro"])
+        .arg("canopy-test/empty:1")
+        .arg(format!("{lib}/ld-linux-x86-64.so.2"))
+        .args(["--library-path", lib, "/opt/root/bin/bash", "-c"])
+        .arg("echo \"Debian $(< /opt/root/etc/debian_version) from canopy\"")
+        .stdout();
+    let version = env.path("checkout");
+    env.cmd(["checkout", "small"]).arg(&version).success();
+    let expected = fs::read_to_string(version.join("etc/debian_version")).unwrap();
+    assert_eq!(out, format!("Debian {} from canopy\n", expected.trim()));
+    assert!(
+        plugin.log().contains("volume web: released"),
+        "docker did not unmount the volume after the container:\n{}",
+        plugin.log()
+    );
+    assert_eq!(plugin.get("web")["Status"]["mounts"], 0);
+
+    dockerd.docker(["volume", "rm", "web"]).success();
+    assert!(plugin.list().is_empty(), "docker volume rm removed it");
+    drop(dockerd);
+    plugin.stop();
+    for path in made.iter().rev() {
+        if path.is_dir() {
+            fs::remove_dir(path).unwrap();
+        } else {
+            fs::remove_file(path).unwrap();
+        }
+    }
+}
