@@ -6,7 +6,8 @@
 //! - [`packages`]: the imported packages and how a spec picks one;
 //! - [`assemble`]: a root as the union of package trees, committed and signed;
 //! - [`checkout`]: a root as a plain directory;
-//! - [`closure`], [`fsck`], [`gc`]: what the refs reach, checking it, keeping only it.
+//! - [`closure`], [`fsck`], [`gc`]: what the refs reach, checking it, keeping only it;
+//! - [`http`] and [`nfs`]: serving it, to `canopy mount` and to kernels' NFS clients.
 #![warn(missing_docs)]
 
 pub mod assemble;
@@ -17,6 +18,7 @@ pub mod fsck;
 pub mod gc;
 pub mod http;
 pub mod import;
+pub mod nfs;
 pub mod packages;
 pub mod store;
 
