@@ -35,7 +35,7 @@ fn two_roots(name: &str) -> Canopy {
 }
 
 /// Waits until `line` appears on the child's stdout; returns that line.
-fn wait_for_line(child: &mut Child, what: &str, stderr: &Path) -> String {
+pub(crate) fn wait_for_line(child: &mut Child, what: &str, stderr: &Path) -> String {
     let out = child.stdout.take().expect("stdout is piped");
     let mut lines = BufReader::new(out).lines();
     match lines.next() {
@@ -186,7 +186,7 @@ impl Drop for Mount {
 }
 
 /// Polls `poll` until it yields a value, panicking with `failure()` after `limit`.
-fn eventually<T>(
+pub(crate) fn eventually<T>(
     limit: Duration,
     failure: impl Fn() -> String,
     mut poll: impl FnMut() -> Option<T>,

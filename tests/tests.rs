@@ -12,3 +12,5 @@ mod hostile;
 mod crash;
 // Serving over HTTP and mounting with FUSE: shared inodes, cache bound, outages, tampering, follow, nginx.
 mod mount;
+// Exporting roots over NFSv3: real NFS clients, handles across restarts and upgrades, garbage RPCs.
+mod nfs;

@@ -135,6 +135,9 @@ pub enum Node {
     },
 }
 
+/// Every root and its current commit.
+pub type Roots = Arc<BTreeMap<RootName, CommitId>>;
+
 /// A node and its fileid.
 #[derive(Clone, Debug)]
 pub struct Found {
@@ -284,7 +287,7 @@ pub struct Listing {
 }
 
 enum Content {
-    Roots(Arc<BTreeMap<RootName, CommitId>>),
+    Roots(Roots),
     Tree(Arc<Tree>),
 }
 
@@ -307,7 +310,7 @@ pub struct Exports {
     walked: Mutex<HashSet<(Scope, TreeId)>>,
     trees: Mutex<LruCache<TreeId, Arc<Tree>>>,
     commits: Mutex<LruCache<CommitId, TreeId>>,
-    refs: Mutex<Option<(Instant, Arc<BTreeMap<RootName, CommitId>>)>>,
+    refs: Mutex<Option<(Instant, Roots)>>,
 }
 
 /// A directory resolved in its export's commit.
@@ -360,7 +363,7 @@ impl Exports {
     }
 
     /// Every root and its current commit, at most [`REFS_TTL`] old.
-    pub fn roots(&self) -> Result<Arc<BTreeMap<RootName, CommitId>>, Error> {
+    pub fn roots(&self) -> Result<Roots, Error> {
         let mut refs = lock(&self.refs);
         if let Some((at, roots)) = refs.as_ref()
             && at.elapsed() < REFS_TTL

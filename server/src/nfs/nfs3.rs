@@ -369,10 +369,7 @@ fn statvfs(path: &std::path::Path) -> Option<(u64, u64)> {
     }
     // SAFETY: statvfs returned 0, so it filled `st`.
     let st = unsafe { st.assume_init() };
-    Some((
-        (st.f_blocks as u64).saturating_mul(st.f_frsize as u64),
-        st.f_files as u64,
-    ))
+    Some((st.f_blocks.saturating_mul(st.f_frsize), st.f_files))
 }
 
 fn fsinfo(out: &mut Writer) {

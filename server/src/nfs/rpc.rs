@@ -145,41 +145,57 @@ fn caller(flavor: u32, body: &[u8]) -> Result<Caller, Garbage> {
     }
 }
 
+/// A call header after the xid and message type.
+struct Header<'a> {
+    rpcvers: u32,
+    prog: u32,
+    vers: u32,
+    proc_: u32,
+    flavor: u32,
+    cred: &'a [u8],
+}
+
+fn header<'a>(r: &mut Reader<'a>) -> Result<Header<'a>, Garbage> {
+    let h = Header {
+        rpcvers: r.u32()?,
+        prog: r.u32()?,
+        vers: r.u32()?,
+        proc_: r.u32()?,
+        flavor: r.u32()?,
+        cred: r.opaque(MAX_AUTH)?,
+    };
+    // The verifier: AUTH_NONE or AUTH_SYS callers send an empty one; it is not used.
+    r.u32()?;
+    r.opaque(MAX_AUTH)?;
+    Ok(h)
+}
+
 /// Decodes a record's call header.
 pub fn receive(record: &[u8]) -> Received<'_> {
     let mut r = Reader::new(record);
     let (Ok(xid), Ok(0)) = (r.u32(), r.u32()) else {
         return Received::Ignored;
     };
-    let mut header = || -> Result<(u32, u32, u32, u32, u32, &[u8]), Garbage> {
-        let rpcvers = r.u32()?;
-        let (prog, vers, proc_) = (r.u32()?, r.u32()?, r.u32()?);
-        let flavor = r.u32()?;
-        let cred = r.opaque(MAX_AUTH)?;
-        let _verf_flavor = r.u32()?;
-        let _verf = r.opaque(MAX_AUTH)?;
-        Ok((rpcvers, prog, vers, proc_, flavor, cred))
-    };
-    let Ok((rpcvers, prog, vers, proc_, flavor, cred)) = header() else {
+    let Ok(h) = header(&mut r) else {
         return Received::Refused(denied_auth(xid, AUTH_BADCRED));
     };
-    if rpcvers != 2 {
+    if h.rpcvers != 2 {
         let mut w = reply(xid, MSG_DENIED);
         w.u32(RPC_MISMATCH).u32(2).u32(2);
         return Received::Refused(finish(w));
     }
-    let caller = match caller(flavor, cred) {
+    let caller = match caller(h.flavor, h.cred) {
         Ok(c) => c,
-        Err(Garbage) if flavor == AUTH_NONE || flavor == AUTH_SYS => {
+        Err(Garbage) if h.flavor == AUTH_NONE || h.flavor == AUTH_SYS => {
             return Received::Refused(denied_auth(xid, AUTH_BADCRED));
         }
         Err(Garbage) => return Received::Refused(denied_auth(xid, AUTH_TOOWEAK)),
     };
     Received::Call(Call {
         xid,
-        prog,
-        vers,
-        proc_,
+        prog: h.prog,
+        vers: h.vers,
+        proc_: h.proc_,
         caller,
         args: r.rest(),
     })
@@ -327,7 +343,7 @@ mod tests {
     fn calls_and_refusals() {
         // xid 7, CALL, rpcvers 2, NFS 3 GETATTR, AUTH_SYS (stamp, "h", uid 1000, gid 100,
         // one gid), verifier AUTH_NONE, then arguments.
-        let mut rec = call(&[7, 0, 2, 100003, 3, 1, 1, 24, 0, 1]);
+        let mut rec = call(&[7, 0, 2, 100003, 3, 1, 1, 28, 0, 1]);
         rec.extend_from_slice(b"h\0\0\0");
         rec.extend(call(&[1000, 100, 1, 27, 0, 0, 42]));
         let Received::Call(c) = receive(&rec) else {
