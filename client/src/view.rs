@@ -17,12 +17,7 @@ use std::sync::{Arc, RwLock};
 pub const ROOT_INO: u64 = 1;
 
 /// How a root's own top directory looks (trees carry no metadata for themselves).
-const ROOT_META: Meta = Meta {
-    mode: 0o755,
-    uid: 0,
-    gid: 0,
-    xattrs: Vec::new(),
-};
+const ROOT_META: Meta = Meta::ROOT_DIR;
 
 /// What a lookup can fail with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

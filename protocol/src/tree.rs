@@ -108,6 +108,17 @@ pub struct Meta {
     pub xattrs: Xattrs,
 }
 
+impl Meta {
+    /// How front ends show a root's own top directory, which no tree entry describes:
+    /// 0755, owned by root.
+    pub const ROOT_DIR: Meta = Meta {
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        xattrs: Vec::new(),
+    };
+}
+
 /// What an entry is, with what each kind needs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum EntryKind {

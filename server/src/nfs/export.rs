@@ -40,12 +40,7 @@ const HANDLE_MAGIC: [u8; 2] = [0xca, 0x01];
 
 /// How a root's top directory looks (trees carry no metadata for themselves): as FUSE
 /// shows it.
-const ROOT_META: Meta = Meta {
-    mode: 0o755,
-    uid: 0,
-    gid: 0,
-    xattrs: Vec::new(),
-};
+const ROOT_META: Meta = Meta::ROOT_DIR;
 
 /// Why an operation fails, in NFS's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -277,66 +277,34 @@ mod tests {
         words.iter().flat_map(|w| w.to_be_bytes()).collect()
     }
 
+    /// A record from `input`, bounded at 1 KiB.
+    async fn record(input: &mut &[u8]) -> io::Result<Option<Vec<u8>>> {
+        let wait = Duration::from_secs(5);
+        read_record(input, 1024, wait, wait).await
+    }
+
     #[tokio::test]
     async fn records_over_the_bound_are_refused_before_reading_them() {
-        let mut input: &[u8] = &[0xff, 0xff, 0xff, 0xff];
-        let err = read_record(
-            &mut input,
-            1024,
-            Duration::from_secs(5),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap_err();
+        let err = record(&mut &[0xff, 0xff, 0xff, 0xff][..])
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         // Two fragments, each under the bound, together over it.
         let mut two = 600u32.to_be_bytes().to_vec();
         two.extend_from_slice(&[0; 600]);
         two.extend_from_slice(&(LAST_FRAGMENT | 600).to_be_bytes());
         two.extend_from_slice(&[0; 600]);
-        let mut input = &two[..];
-        assert!(
-            read_record(
-                &mut input,
-                1024,
-                Duration::from_secs(5),
-                Duration::from_secs(5)
-            )
-            .await
-            .is_err()
-        );
+        assert!(record(&mut &two[..]).await.is_err());
         // Fragments within the bound make one record; a clean end is no record.
         let mut ok = 2u32.to_be_bytes().to_vec();
         ok.extend_from_slice(b"ab");
         ok.extend_from_slice(&(LAST_FRAGMENT | 1).to_be_bytes());
         ok.extend_from_slice(b"c");
         let mut input = &ok[..];
-        let got = read_record(
-            &mut input,
-            1024,
-            Duration::from_secs(5),
-            Duration::from_secs(5),
-        );
-        assert_eq!(got.await.unwrap(), Some(b"abc".to_vec()));
-        let got = read_record(
-            &mut input,
-            1024,
-            Duration::from_secs(5),
-            Duration::from_secs(5),
-        );
-        assert_eq!(got.await.unwrap(), None);
+        assert_eq!(record(&mut input).await.unwrap(), Some(b"abc".to_vec()));
+        assert_eq!(record(&mut input).await.unwrap(), None);
         // A truncated record is an error, not a short record.
-        let mut input: &[u8] = &[0x80, 0, 0, 10, 1, 2];
-        assert!(
-            read_record(
-                &mut input,
-                1024,
-                Duration::from_secs(5),
-                Duration::from_secs(5)
-            )
-            .await
-            .is_err()
-        );
+        assert!(record(&mut &[0x80, 0, 0, 10, 1, 2][..]).await.is_err());
     }
 
     #[test]
