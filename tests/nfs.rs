@@ -525,6 +525,11 @@ fn nfs_handles_survive_restart_and_upgrade() {
         issue,
         "same handle from a lookup"
     );
+    assert_eq!(
+        server.cat("/web/bin/bash"),
+        bash_bytes,
+        "libnfs after the restart"
+    );
     drop(client);
 
     // Upgrade the root while exported: a package that replaces etc/issue.
