@@ -296,6 +296,33 @@ impl Listing {
     }
 }
 
+/// A range of a file about to be read.
+pub struct Chunk {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    offset: u64,
+    /// How many bytes the range holds.
+    pub len: usize,
+    /// Whether the range reaches the end of the file.
+    pub eof: bool,
+}
+
+impl Chunk {
+    /// Reads the range into `buf` (of `len` bytes) with one positioned read: no more of
+    /// the file is ever loaded.
+    pub fn read_into(&self, buf: &mut [u8]) -> Result<(), Error> {
+        self.file.read_exact_at(buf, self.offset).map_err(|e| {
+            tracing::error!(
+                "reading {} bytes at {} of {}: {e}",
+                buf.len(),
+                self.offset,
+                self.path.display()
+            );
+            Error::Io
+        })
+    }
+}
+
 /// The exports of one store.
 pub struct Exports {
     store: Store,
@@ -666,9 +693,9 @@ impl Exports {
         }
     }
 
-    /// Up to `count` bytes of a regular file from `offset`, and whether they reach its
-    /// end. A positioned read of just that range of the store's object file.
-    pub fn read(&self, found: &Found, offset: u64, count: u32) -> Result<(Vec<u8>, bool), Error> {
+    /// Up to `count` bytes of a regular file from `offset`: the file opened and the
+    /// range worked out, for [`Chunk::read_into`] to read straight into a reply.
+    pub fn read(&self, found: &Found, offset: u64, count: u32) -> Result<Chunk, Error> {
         let (size, blob) = match &found.node {
             Node::Leaf {
                 kind: EntryKind::File { size, blob },
@@ -677,10 +704,7 @@ impl Exports {
             Node::Leaf { .. } => return Err(Error::Inval),
             _ => return Err(Error::IsDir),
         };
-        if offset >= size {
-            return Ok((Vec::new(), true));
-        }
-        let want = u64::from(count).min(size - offset) as usize;
+        let len = u64::from(count).min(size.saturating_sub(offset)) as usize;
         let path = self.store.object_path(&blob.0);
         let file = std::fs::File::open(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -689,16 +713,13 @@ impl Exports {
             tracing::error!("opening {}: {e}", path.display());
             Error::Io
         })?;
-        let mut buf = vec![0u8; want];
-        file.read_exact_at(&mut buf, offset).map_err(|e| {
-            tracing::error!(
-                "reading {} bytes at {offset} of {} (object of {size} bytes): {e}",
-                want,
-                path.display()
-            );
-            Error::Io
-        })?;
-        Ok((buf, offset + want as u64 >= size))
+        Ok(Chunk {
+            file,
+            path,
+            offset,
+            len,
+            eof: offset.saturating_add(len as u64) >= size,
+        })
     }
 
     /// The handle of a node: magic, kind, fileid, then the export it was reached through

@@ -7,12 +7,17 @@
 //! - [`rpc`] and [`xdr`]: ONC RPC records and headers, and their encoding;
 //! - here: the listener and its connections.
 //!
+//! Each connection is served by a thread of its own, which reads a call, answers it and
+//! writes the reply before reading the next: no hand-offs between threads per call,
+//! which on small metadata calls cost more than the call. Clients wanting parallel
+//! calls open more connections (Linux: `nconnect=`).
+//!
 //! What a client sends is bounded before it costs anything: records over
 //! [`MAX_REQUEST`] close the connection, lengths inside a record are checked against
-//! what is left of it, at most [`MAX_CONNECTIONS`] connections are served and at most
-//! [`MAX_CALLS`] calls are answered at once ([`MAX_CALLS_PER_CONNECTION`] from one
-//! connection), so replies in memory are bounded too. A bad connection is closed and
-//! logged; the listener goes on.
+//! what is left of it, and at most [`MAX_CONNECTIONS`] connections are served at once
+//! (more wait in the kernel's accept queue), so memory is bounded too: one request and
+//! one reply of at most 1 MiB per connection. A bad connection is closed and logged;
+//! the listener goes on.
 
 mod export;
 mod mount;
@@ -22,25 +27,18 @@ mod xdr;
 
 use crate::store::Store;
 use export::Exports;
-use std::io;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Largest request record: every read-only call fits many times over, and so does a
 /// WRITE of the size FSINFO allows (refused, but answered).
 pub const MAX_REQUEST: usize = 64 << 10;
-/// Connections served at once; more wait in the kernel's accept queue.
+/// Connections served at once, each by its own thread.
 pub const MAX_CONNECTIONS: usize = 256;
-/// Calls answered at once over all connections; each may hold a reply of up to 1 MiB
-/// until it is sent.
-pub const MAX_CALLS: usize = 64;
-/// Calls answered at once for one connection, so that one client cannot take every
-/// slot; the connection is not read further until one finishes.
-pub const MAX_CALLS_PER_CONNECTION: usize = 16;
 /// A connection silent this long is closed (clients reconnect when they need to;
 /// Linux's own idle timeout is 5 minutes).
 const IDLE: Duration = Duration::from_secs(6 * 60);
@@ -69,10 +67,10 @@ impl NfsServer {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves.
+    /// Serves until `shutdown` resolves. Connection threads are not waited for: they
+    /// end with the process.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let calls = Arc::new(Semaphore::new(MAX_CALLS));
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -85,48 +83,44 @@ impl NfsServer {
                     }
                 }
             };
-            match accepted {
-                Ok((socket, peer, permit)) => {
-                    tracing::debug!("connection from {peer}");
-                    let (exports, calls) = (self.exports.clone(), calls.clone());
-                    tokio::spawn(serve_connection(socket, peer, exports, calls, permit));
-                }
-                Err(e) => {
-                    // Out of file descriptors, or a connection reset before it was
-                    // accepted: not the listener's end. Pause so as not to spin.
-                    tracing::warn!("accepting a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+            let started = accepted.and_then(|(socket, peer, permit)| {
+                tracing::debug!("connection from {peer}");
+                let socket = socket.into_std()?;
+                socket.set_nonblocking(false)?;
+                let exports = self.exports.clone();
+                std::thread::Builder::new()
+                    .name(format!("nfs {peer}"))
+                    .spawn(move || serve_connection(socket, peer, &exports, permit))
+                    .map(drop)
+            });
+            if let Err(e) = started {
+                // Out of file descriptors or threads, or a connection reset before it
+                // was accepted: not the listener's end. Pause so as not to spin.
+                tracing::warn!("accepting a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
 }
 
-/// Reads a connection's calls and answers each as it completes (clients match replies
-/// to calls by xid, so order does not matter).
-async fn serve_connection(
-    socket: TcpStream,
+/// Answers a connection's calls one after the other until it closes, errs or idles.
+fn serve_connection(
+    mut socket: std::net::TcpStream,
     peer: SocketAddr,
-    exports: Arc<Exports>,
-    calls: Arc<Semaphore>,
+    exports: &Exports,
     _connection: OwnedSemaphorePermit,
 ) {
     // Replies leave in one write each; without this the last segment of one can wait
     // for the client's delayed ACK.
-    if let Err(e) = socket.set_nodelay(true) {
-        tracing::warn!("setting TCP_NODELAY for {peer}: {e}");
+    let set = socket
+        .set_nodelay(true)
+        .and_then(|()| socket.set_write_timeout(Some(SEND)));
+    if let Err(e) = set {
+        tracing::warn!("setting up the connection from {peer}: {e}");
+        return;
     }
-    let (mut input, output) = socket.into_split();
-    let output = Arc::new(tokio::sync::Mutex::new(output));
-    let mine = Arc::new(Semaphore::new(MAX_CALLS_PER_CONNECTION));
-    let broken = Arc::new(Notify::new());
     loop {
-        let own = mine.clone().acquire_owned().await.expect("never closed");
-        let record = tokio::select! {
-            r = rpc::read_record(&mut input, MAX_REQUEST, IDLE, STALL) => r,
-            () = broken.notified() => break,
-        };
-        let record = match record {
+        let record = match rpc::read_record(&mut socket, MAX_REQUEST, IDLE, STALL) {
             Ok(Some(r)) => r,
             Ok(None) => break,
             Err(e) => {
@@ -141,25 +135,12 @@ async fn serve_connection(
                 break;
             }
         };
-        let global = calls.clone().acquire_owned().await.expect("never closed");
-        let (exports, output, broken) = (exports.clone(), output.clone(), broken.clone());
-        tokio::spawn(async move {
-            let reply = tokio::task::spawn_blocking(move || answer(&exports, &record)).await;
-            match reply {
-                Ok(Some(bytes)) => {
-                    let mut out = output.lock().await;
-                    let sent = tokio::time::timeout(SEND, out.write_all(&bytes)).await;
-                    if !matches!(sent, Ok(Ok(()))) {
-                        tracing::debug!("{peer} does not take replies; closing");
-                        let _ = out.shutdown().await;
-                        broken.notify_one();
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => tracing::error!("answering a call from {peer} failed: {e}"),
-            }
-            drop((own, global));
-        });
+        if let Some(reply) = answer(exports, &record)
+            && let Err(e) = socket.write_all(&reply)
+        {
+            tracing::debug!("{peer} does not take replies ({e}); closing");
+            break;
+        }
     }
     tracing::debug!("connection from {peer} ends");
 }

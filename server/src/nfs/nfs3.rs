@@ -149,15 +149,20 @@ pub fn call(
             let offset = r.u64()?;
             let count = r.u32()?.min(MAX_READ);
             r.finish()?;
-            let read = exports.resolve_handle(&fh).and_then(|f| {
-                let (data, eof) = exports.read(&f, offset, count)?;
-                Ok((exports.attr(&f)?, data, eof))
-            });
+            let read = exports
+                .resolve_handle(&fh)
+                .and_then(|f| Ok((exports.read(&f, offset, count)?, exports.attr(&f)?)));
             match read {
-                Ok((a, data, eof)) => {
+                Ok((chunk, a)) => {
+                    let start = out.len();
                     out.u32(NFS3_OK);
                     post_op_attr(out, Some(&a));
-                    out.u32(data.len() as u32).bool(eof).opaque(&data);
+                    out.u32(chunk.len as u32).bool(chunk.eof);
+                    // The data goes from the store's file straight into the reply.
+                    if let Err(e) = out.opaque_from(chunk.len, |buf| chunk.read_into(buf)) {
+                        out.truncate(start);
+                        fail(out, e);
+                    }
                 }
                 Err(e) => fail(out, e),
             }

@@ -6,9 +6,9 @@
 //! four bytes.
 
 use super::xdr::{Garbage, Reader, Writer};
-use std::io;
-use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use std::io::{self, Read};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 /// The last fragment of a record has this bit set in its marker.
 const LAST_FRAGMENT: u32 = 0x8000_0000;
@@ -77,51 +77,98 @@ pub enum Received<'a> {
     Ignored,
 }
 
+/// A connection that can bound how long each read waits.
+pub trait Timed: Read {
+    /// Makes reads give up (with `WouldBlock` or `TimedOut`) after `wait`.
+    fn read_timeout(&mut self, wait: Duration) -> io::Result<()>;
+}
+
+impl Timed for TcpStream {
+    fn read_timeout(&mut self, wait: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(wait))
+    }
+}
+
+/// Fills `buf` before `deadline`. Ok(false) if the peer sent nothing at all (it closed,
+/// or stayed silent until the deadline); an error if it stopped part way.
+fn fill<R: Timed>(input: &mut R, buf: &mut [u8], deadline: Instant) -> io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let stopped = |kind, what: &str| {
+            if got == 0 {
+                Ok(false)
+            } else {
+                Err(io::Error::new(
+                    kind,
+                    format!("an RPC record {what} after {got} bytes"),
+                ))
+            }
+        };
+        if left.is_zero() {
+            return stopped(io::ErrorKind::TimedOut, "stalled");
+        }
+        input.read_timeout(left)?;
+        match input.read(&mut buf[got..]) {
+            Ok(0) => return stopped(io::ErrorKind::UnexpectedEof, "ended"),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
 /// Reads one record of at most `max` bytes. `Ok(None)` when the peer closed the
 /// connection between records or stayed silent for `idle`; an error when the record
 /// is over `max`, or does not arrive whole within `stall` of its first byte.
-pub async fn read_record<R: AsyncRead + Unpin>(
+pub fn read_record<R: Timed>(
     input: &mut R,
     max: usize,
     idle: Duration,
     stall: Duration,
 ) -> io::Result<Option<Vec<u8>>> {
     let mut marker = [0u8; 4];
-    match tokio::time::timeout(idle, input.read_exact(&mut marker)).await {
-        Err(_elapsed) => return Ok(None),
-        Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Ok(r) => r?,
-    };
-    tokio::time::timeout(stall, async {
-        let mut record = Vec::new();
-        loop {
-            let m = u32::from_be_bytes(marker);
-            let len = (m & !LAST_FRAGMENT) as usize;
-            if len > max - record.len() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "an RPC record of more than {max} bytes ({} so far, then a fragment of {len})",
-                        record.len()
-                    ),
-                ));
-            }
-            let start = record.len();
-            record.resize(start + len, 0);
-            input.read_exact(&mut record[start..]).await?;
-            if m & LAST_FRAGMENT != 0 {
-                return Ok(Some(record));
-            }
-            input.read_exact(&mut marker).await?;
+    if !fill(input, &mut marker, Instant::now() + idle)? {
+        return Ok(None);
+    }
+    let deadline = Instant::now() + stall;
+    let mut record = Vec::new();
+    loop {
+        let m = u32::from_be_bytes(marker);
+        let len = (m & !LAST_FRAGMENT) as usize;
+        if len > max - record.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "an RPC record of more than {max} bytes ({} so far, then a fragment of {len})",
+                    record.len()
+                ),
+            ));
         }
-    })
-    .await
-    .map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("an RPC record did not arrive within {stall:?}"),
-        )
-    })?
+        let start = record.len();
+        record.resize(start + len, 0);
+        if !fill(input, &mut record[start..], deadline)? {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "an RPC record ended after its marker",
+            ));
+        }
+        if m & LAST_FRAGMENT != 0 {
+            return Ok(Some(record));
+        }
+        if !fill(input, &mut marker, deadline)? {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "an RPC record ended between fragments",
+            ));
+        }
+    }
 }
 
 fn caller(flavor: u32, body: &[u8]) -> Result<Caller, Garbage> {
@@ -277,34 +324,41 @@ mod tests {
         words.iter().flat_map(|w| w.to_be_bytes()).collect()
     }
 
-    /// A record from `input`, bounded at 1 KiB.
-    async fn record(input: &mut &[u8]) -> io::Result<Option<Vec<u8>>> {
-        let wait = Duration::from_secs(5);
-        read_record(input, 1024, wait, wait).await
+    /// Test input: reads never wait.
+    impl Timed for &[u8] {
+        fn read_timeout(&mut self, _: Duration) -> io::Result<()> {
+            Ok(())
+        }
     }
 
-    #[tokio::test]
-    async fn records_over_the_bound_are_refused_before_reading_them() {
-        let err = record(&mut &[0xff, 0xff, 0xff, 0xff][..])
-            .await
-            .unwrap_err();
+    /// A record from `input`, bounded at 1 KiB.
+    fn record(input: &mut &[u8]) -> io::Result<Option<Vec<u8>>> {
+        let wait = Duration::from_secs(5);
+        read_record(input, 1024, wait, wait)
+    }
+
+    #[test]
+    fn records_over_the_bound_are_refused_before_reading_them() {
+        let err = record(&mut &[0xff, 0xff, 0xff, 0xff][..]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         // Two fragments, each under the bound, together over it.
         let mut two = 600u32.to_be_bytes().to_vec();
         two.extend_from_slice(&[0; 600]);
         two.extend_from_slice(&(LAST_FRAGMENT | 600).to_be_bytes());
         two.extend_from_slice(&[0; 600]);
-        assert!(record(&mut &two[..]).await.is_err());
+        assert!(record(&mut &two[..]).is_err());
         // Fragments within the bound make one record; a clean end is no record.
         let mut ok = 2u32.to_be_bytes().to_vec();
         ok.extend_from_slice(b"ab");
         ok.extend_from_slice(&(LAST_FRAGMENT | 1).to_be_bytes());
         ok.extend_from_slice(b"c");
         let mut input = &ok[..];
-        assert_eq!(record(&mut input).await.unwrap(), Some(b"abc".to_vec()));
-        assert_eq!(record(&mut input).await.unwrap(), None);
-        // A truncated record is an error, not a short record.
-        assert!(record(&mut &[0x80, 0, 0, 10, 1, 2][..]).await.is_err());
+        assert_eq!(record(&mut input).unwrap(), Some(b"abc".to_vec()));
+        assert_eq!(record(&mut input).unwrap(), None);
+        // Records cut short, in a marker, in a fragment or between fragments, are errors.
+        for cut in [&[0x80, 0][..], &[0x80, 0, 0, 10, 1, 2], &[0, 0, 0, 1, 9]] {
+            assert!(record(&mut &cut[..]).is_err(), "{cut:?}");
+        }
     }
 
     #[test]

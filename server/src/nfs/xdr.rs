@@ -116,6 +116,23 @@ impl Writer {
         self.fixed(data)
     }
 
+    /// Variable-length opaque data of `len` bytes that `fill` writes in place.
+    pub fn opaque_from<E>(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.u32(u32::try_from(len).expect("XDR data under 4 GiB"));
+        let start = self.0.len();
+        self.0.resize(start + len + pad(len), 0);
+        fill(&mut self.0[start..start + len])
+    }
+
+    /// Drops everything written after the first `len` bytes.
+    pub fn truncate(&mut self, len: usize) {
+        self.0.truncate(len);
+    }
+
     /// Appends what another writer wrote.
     pub fn append(&mut self, other: Writer) -> &mut Self {
         self.0.extend_from_slice(&other.0);
@@ -150,14 +167,20 @@ mod tests {
             .bool(true)
             .opaque(b"abcde")
             .fixed(b"xy");
+        let filled = w.opaque_from(3, |b| {
+            b.copy_from_slice(b"fgh");
+            Ok::<_, ()>(())
+        });
+        assert_eq!(filled, Ok(()));
         let bytes = w.into_bytes();
-        assert_eq!(bytes.len(), 4 + 8 + 4 + opaque_size(5) + 4);
+        assert_eq!(bytes.len(), 4 + 8 + 4 + opaque_size(5) + 4 + opaque_size(3));
         let mut r = Reader::new(&bytes);
         assert_eq!(r.u32(), Ok(7));
         assert_eq!(r.u64(), Ok(1 << 40));
         assert_eq!(r.u32(), Ok(1));
         assert_eq!(r.opaque(8), Ok(&b"abcde"[..]));
         assert_eq!(r.fixed(2), Ok(&b"xy"[..]));
+        assert_eq!(r.opaque(3), Ok(&b"fgh"[..]));
         assert_eq!(r.finish(), Ok(()));
     }
 
