@@ -856,7 +856,7 @@ fn nfs_pages_large_directories_and_special_files() {
 #[test]
 fn nfs_and_http_from_one_process() {
     // (`--nfs` alone, as every other test here runs it, prints only the NFS line.)
-    let env = Canopy::init("nfs-cli");
+    let env = web("nfs-cli");
     let port = free_port();
     let mut child = Command::new(crate::util::BIN)
         .arg("--store")
@@ -872,11 +872,32 @@ fn nfs_and_http_from_one_process() {
     for _ in 0..2 {
         std::io::BufRead::read_line(&mut lines, &mut both).unwrap();
     }
-    let _ = child.kill();
-    let _ = child.wait();
     assert!(
         both.contains(&format!("over NFSv3 on 127.0.0.1:{port}")),
         "{both}"
     );
-    assert!(both.contains("on http://127.0.0.1:"), "{both}");
+    let http = both
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .unwrap_or_else(|| panic!("no HTTP address in {both:?}"))
+        .to_string();
+    // Both answer: the HTTP root list names the root the NFS export shows.
+    let mut s = TcpStream::connect(&http).unwrap();
+    s.write_all(b"GET /v1/roots HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("\"name\":\"web\""), "{answer}");
+    let mut client = Client::connect(port);
+    let etc = client.path("/web", "etc");
+    assert!(client.getattr(&etc).is_ok());
+    // SIGTERM stops the process, though a client still holds a connection open.
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = eventually(
+        Duration::from_secs(10),
+        || "canopy serve did not exit on SIGTERM with a client connected".into(),
+        || child.try_wait().unwrap(),
+    );
+    assert!(status.success(), "{status}");
+    drop(client);
 }
