@@ -30,6 +30,10 @@ needed=(
     nginx:nginx
     umount:mount
     nfs-ls:libnfs-utils
+    # The signature tests make keys and sign with gpg; gpg-agent holds the keys.
+    gpg:gpg
+    gpg-agent:gpg-agent
+    gpgconf:gpgconf
 )
 missing=()
 for pair in "${needed[@]}"; do

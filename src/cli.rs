@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(name = "canopy", version)]
 #[command(
-    after_help = "On the server: `canopy init`, `canopy import deb *.deb`, `canopy assemble NAME PKG...`, `canopy serve`.\nOn a host: `canopy mount http://SERVER:7750 /run/canopy --trust server.pub` (the key from `canopy key show`)."
+    after_help = "On the server: `canopy init`, `canopy repo add debian URL --suite bookworm --keyring FILE`, `canopy assemble NAME --from debian PKG...`, `canopy serve`.\nOn a host: `canopy mount http://SERVER:7750 /run/canopy --trust server.pub` (the key from `canopy key show`)."
 )]
 pub struct Cli {
     /// The store directory [default: $XDG_DATA_HOME/canopy or ~/.local/share/canopy]
@@ -36,11 +36,20 @@ pub enum Command {
     /// List imported packages
     #[command(subcommand)]
     Packages(PackagesCommand),
-    /// Build (a new version of) a root from imported packages
+    /// Build (a new version of) a root from imported packages, or from a repository
+    /// with dependencies resolved
     #[command(
-        after_help = "Examples:\n  canopy assemble web bash coreutils libc6 libtinfo6\n  canopy assemble usr-only bash coreutils libc6 --subtree usr\n  canopy assemble web bash=5.2.15-2+b7 mytools --allow-overwrite -m \"web with tools\""
+        after_help = "Examples:\n  canopy assemble web --from debian nginx-light bash\n  canopy assemble base --from debian --essential bash\n  canopy assemble web bash coreutils libc6 libtinfo6      (imported packages, exactly these)\n  canopy assemble usr-only bash coreutils libc6 --subtree usr\n  canopy assemble web bash=5.2.15-2+b7 mytools --allow-overwrite -m \"web with tools\"\n\nMaintainer scripts (postinst…) are not run: roots are built without root privileges."
     )]
     Assemble(AssembleArgs),
+    /// Assemble a root again as it was made, with the newest packages
+    #[command(
+        after_help = "Re-resolves the root's request (its packages, --from repositories and flags, as its\ncurrent commit records them); downloads only archives the store lacks; writes no\ncommit when nothing changed.\n\nExamples:\n  canopy upgrade web\n  canopy upgrade web --dry-run"
+    )]
+    Upgrade(UpgradeArgs),
+    /// Configure the Debian repositories roots are resolved from
+    #[command(subcommand)]
+    Repo(RepoCommand),
     /// List roots, show their history, roll them back
     #[command(subcommand)]
     Roots(RootsCommand),
@@ -233,6 +242,84 @@ pub struct AssembleArgs {
     /// The commit's subject line
     #[arg(short, long, value_name = "SUBJECT")]
     pub message: Option<String>,
+    /// Resolve the packages and their dependencies from these repositories (see
+    /// `canopy repo add`), downloading only archives the store lacks
+    #[arg(long = "from", value_name = "REPO")]
+    pub from: Vec<String>,
+    /// With --from: also every package the repository marks Essential
+    #[arg(long, requires = "from")]
+    pub essential: bool,
+    /// With --from: follow Recommends too
+    #[arg(long, requires = "from")]
+    pub recommends: bool,
+}
+
+/// What `upgrade` takes.
+#[derive(Args)]
+pub struct UpgradeArgs {
+    /// The root
+    pub root: String,
+    /// Show what would change, download and commit nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The commit's subject line
+    #[arg(short, long, value_name = "SUBJECT")]
+    pub message: Option<String>,
+}
+
+/// What `repo` takes.
+#[derive(Subcommand)]
+pub enum RepoCommand {
+    /// Add a Debian repository (http, https or file URL)
+    #[command(
+        after_help = "Examples:\n  canopy repo add debian http://deb.debian.org/debian --suite bookworm --components main --arch amd64 \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy repo add local file:///srv/debs --no-verify-signature      (flat: Packages at the URL)\n\nWithout --suite the repository is flat, as dpkg-scanpackages makes it."
+    )]
+    Add(RepoAddArgs),
+    /// List the configured repositories
+    #[command(after_help = "Example:\n  canopy repo list --json")]
+    List(JsonFlag),
+    /// Remove a repository (packages imported from it stay)
+    #[command(after_help = "Example:\n  canopy repo remove debian")]
+    Remove {
+        /// The repository
+        name: String,
+    },
+    /// Read a repository's metadata now and say how many packages it offers
+    #[command(after_help = "Example:\n  canopy repo update debian")]
+    Update {
+        /// The repositories [default: all]
+        names: Vec<String>,
+    },
+}
+
+/// What `repo add` takes.
+#[derive(Args)]
+pub struct RepoAddArgs {
+    /// A name for it, used by `assemble --from`
+    pub name: String,
+    /// Its base URL (the directory holding `dists/`, or a flat repository)
+    pub url: url::Url,
+    /// The suite or codename under dists/ (omit for a flat repository)
+    #[arg(long)]
+    pub suite: Option<String>,
+    /// Components to read, comma separated
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "main",
+        requires = "suite"
+    )]
+    pub components: Vec<String>,
+    /// Debian architecture of the roots to build
+    #[arg(long, default_value = "amd64")]
+    pub arch: String,
+    /// OpenPGP keyring (binary .gpg or armored .asc) that must have signed the
+    /// repository's Release file
+    #[arg(long, value_name = "FILE")]
+    pub keyring: Option<PathBuf>,
+    /// Do not check the Release file's signature (the hashes it lists are still checked)
+    #[arg(long, conflicts_with = "keyring")]
+    pub no_verify_signature: bool,
 }
 
 /// What `roots` takes.
@@ -258,6 +345,23 @@ pub enum RootsCommand {
         root: String,
         /// A commit of the root's history (full id or unique prefix)
         commit: Option<String>,
+    },
+    /// Show the packages and paths that differ between two commits of a root
+    #[command(
+        after_help = "Without commits: the current commit against its parent; with one: that commit\nagainst the current one. Paths are marked A (added), D (deleted), M (modified).\n\nExamples:\n  canopy roots diff web\n  canopy roots diff web 3f2a9c 8e1d07 --packages"
+    )]
+    Diff {
+        /// The root
+        root: String,
+        /// The older commit (id or unique prefix)
+        old: Option<String>,
+        /// The newer commit (id or unique prefix)
+        new: Option<String>,
+        /// Only the packages, not the paths
+        #[arg(long)]
+        packages: bool,
+        #[command(flatten)]
+        json: JsonFlag,
     },
 }
 

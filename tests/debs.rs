@@ -73,6 +73,11 @@ pub fn deb(name: &str) -> &'static Deb {
         .unwrap_or_else(|| panic!("{name} is not one of debs::ROOT_PACKAGES"))
 }
 
+/// Packages beyond [`ROOT_PACKAGES`], downloaded if need be.
+pub fn more_debs(names: &[&str]) -> Vec<Deb> {
+    fetch(names)
+}
+
 /// The .deb files of some packages of [`ROOT_PACKAGES`].
 pub fn paths(names: &[&str]) -> Vec<PathBuf> {
     names.iter().map(|n| deb(n).path.clone()).collect()

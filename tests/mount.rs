@@ -49,14 +49,14 @@ pub(crate) fn wait_for_line(child: &mut Child, what: &str, stderr: &Path) -> Str
 
 /// `canopy -v serve` on 127.0.0.1, stopped when dropped. Its access log is kept so
 /// tests can count requests.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     log: PathBuf,
 }
 
 impl Server {
-    fn start(env: &Canopy, listen: &str) -> Server {
+    pub(crate) fn start(env: &Canopy, listen: &str) -> Server {
         let log = env.path(format!("serve-{}.log", listen.replace(':', "_")));
         let mut child = Command::new(crate::util::BIN)
             .args(["--store"])
@@ -101,7 +101,7 @@ impl Drop for Server {
 
 /// A `canopy mount` in the foreground, stopped with SIGTERM (which must unmount) when
 /// dropped.
-struct Mount {
+pub(crate) struct Mount {
     child: Child,
     dir: PathBuf,
     log: PathBuf,
@@ -116,7 +116,7 @@ fn is_mounted(dir: &Path) -> bool {
 }
 
 impl Mount {
-    fn start(env: &Canopy, name: &str, url: &str, extra: &[&str]) -> Mount {
+    pub(crate) fn start(env: &Canopy, name: &str, url: &str, extra: &[&str]) -> Mount {
         let dir = env.mkdir(name);
         let log = env.path(format!("{name}.log"));
         let trust = env.path("server.pub");
@@ -140,7 +140,7 @@ impl Mount {
         Mount { child, dir, log }
     }
 
-    fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
     }
 
@@ -149,7 +149,7 @@ impl Mount {
     }
 
     /// SIGTERM: the mount must go away and the process exit 0.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         // SAFETY: kill with a valid pid and signal.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait().unwrap();
@@ -465,13 +465,16 @@ fn follow_switches_new_opens_and_keeps_open_files() {
 }
 
 /// nginx as a caching proxy between hosts and the server.
-struct Nginx {
+/// nginx on a free port of 127.0.0.1 with one `location /` whose body the caller
+/// gives (a proxy cache, a static directory…); its access log is kept.
+pub(crate) struct Nginx {
     child: Child,
-    url: String,
+    pub(crate) url: String,
+    prefix: PathBuf,
 }
 
 impl Nginx {
-    fn start(env: &Canopy, upstream: &str) -> Nginx {
+    pub(crate) fn start(env: &Canopy, location: &str) -> Nginx {
         let prefix = env.mkdir("nginx");
         fs::create_dir_all(prefix.join("logs")).unwrap();
         let port = {
@@ -484,8 +487,7 @@ impl Nginx {
              http {{\n  access_log {p}/logs/access.log;\n  client_body_temp_path {p}/body;\n  \
              proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  \
              scgi_temp_path {p}/scgi;\n  proxy_cache_path {p}/cache keys_zone=canopy:10m max_size=1g;\n  \
-             server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass {upstream};\n      \
-             proxy_cache canopy;\n      proxy_http_version 1.1;\n    }}\n  }}\n}}\n",
+             server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      {location}\n    }}\n  }}\n}}\n",
             p = prefix.display()
         );
         fs::write(prefix.join("nginx.conf"), conf).unwrap();
@@ -506,7 +508,17 @@ impl Nginx {
         Nginx {
             child,
             url: format!("http://127.0.0.1:{port}"),
+            prefix,
         }
+    }
+
+    /// How many requests nginx logged whose line contains `needle`.
+    pub(crate) fn requests(&self, needle: &str) -> usize {
+        fs::read_to_string(self.prefix.join("logs/access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 }
 
@@ -521,7 +533,13 @@ impl Drop for Nginx {
 fn an_http_cache_serves_the_second_host() {
     let env = two_roots("mount-nginx");
     let server = Server::start(&env, "127.0.0.1:0");
-    let proxy = Nginx::start(&env, &server.url);
+    let proxy = Nginx::start(
+        &env,
+        &format!(
+            "proxy_pass {}; proxy_cache canopy; proxy_http_version 1.1;",
+            server.url
+        ),
+    );
     let first = Mount::start(&env, "host1", &proxy.url, &["--root", "full"]);
     let file = first.path("usr/bin/sha256sum");
     let content = read(&file).unwrap();

@@ -14,3 +14,5 @@ mod crash;
 mod mount;
 // Exporting roots over NFSv3: real NFS clients, handles across restarts and upgrades, garbage RPCs.
 mod nfs;
+// Roots resolved from a Debian repository: downloads, upgrade, rollback, diff, corruption.
+mod repo;

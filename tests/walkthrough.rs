@@ -248,6 +248,10 @@ fn walkthrough_debian_root() {
     );
     let mut packages = entry["packages"].as_array().cloned().unwrap_or_default();
     packages.sort_by_key(|p| p["name"].as_str().map(String::from));
+    // Which maintainer scripts each carried is checked by the repository tests.
+    for p in &mut packages {
+        p.as_object_mut().unwrap().remove("scripts");
+    }
     let expected: Vec<Value> = debs.iter().map(package_of).collect();
     assert_eq!(packages, expected, "{log}");
 

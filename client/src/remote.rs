@@ -83,6 +83,8 @@ impl Remote {
     /// A remote over `servers` (tried in order on failure). `timeout` bounds connecting
     /// and each wait for data, so a server that goes away costs at most that per server.
     pub fn new(servers: Vec<reqwest::Url>, timeout: Duration) -> Result<Self, reqwest::Error> {
+        // https uses rustls with ring; installing it twice (another client) is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(timeout)
             .read_timeout(timeout)

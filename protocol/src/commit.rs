@@ -7,8 +7,10 @@
 //! i64 timestamp                    unix seconds
 //! string subject                   u32 length + UTF-8
 //! u32 count, strings               the package specs the user asked for
+//! u32 count, strings               how they were resolved (`from=REPO`, `essential`…)
 //! u32 count, per package:          what the root was built from, in assembly order
-//!   string name, version, arch; 32-byte archive hash; 32-byte package id
+//!   string name, version, arch; 32-byte archive hash; 32-byte package id;
+//!   u32 count, strings             maintainer scripts it carried (not run)
 //! 32-byte signer                   ed25519 public key
 //! 64-byte signature                ed25519 over every byte before it
 //! ```
@@ -18,7 +20,7 @@ use crate::id::{ArchiveHash, CommitId, PackageId, TreeId};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 const MAGIC: &[u8; 4] = b"CNPC";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// One package a root was built from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +35,9 @@ pub struct PackageRef {
     pub archive: ArchiveHash,
     /// The package record in the store.
     pub package: PackageId,
+    /// The maintainer scripts the package carried (`postinst`…), which assembling
+    /// does not run.
+    pub scripts: Vec<String>,
 }
 
 /// Everything a commit says, before it is signed.
@@ -48,6 +53,10 @@ pub struct CommitBody {
     pub subject: String,
     /// The package specs as requested (e.g. `bash`, `libc6=2.36-9`).
     pub requested: Vec<String>,
+    /// How the request was turned into packages, so that an upgrade can repeat it:
+    /// `from=REPO` per repository resolved from, and flags such as `essential`,
+    /// `recommends`, `allow-overwrite`, `subtree=PATH`.
+    pub options: Vec<String>,
     /// The packages it was assembled from, in order.
     pub packages: Vec<PackageRef>,
 }
@@ -93,6 +102,7 @@ impl CommitBody {
         w.i64(self.timestamp);
         w.string(&self.subject);
         w.strings(&self.requested);
+        w.strings(&self.options);
         w.u32(self.packages.len() as u32);
         for p in &self.packages {
             w.string(&p.name);
@@ -100,6 +110,7 @@ impl CommitBody {
             w.string(&p.arch);
             w.id(&p.archive.0);
             w.id(&p.package.0);
+            w.strings(&p.scripts);
         }
         w.raw(signer);
         w
@@ -143,8 +154,9 @@ impl Commit {
         let timestamp = r.i64()?;
         let subject = r.string("subject")?;
         let requested = r.strings("requested package")?;
-        // name, version, arch lengths (12) + two ids (64).
-        let n = r.count(76)?;
+        let options = r.strings("option")?;
+        // name, version, arch and script count (16) + two ids (64).
+        let n = r.count(80)?;
         let mut packages = Vec::with_capacity(n);
         for _ in 0..n {
             packages.push(PackageRef {
@@ -153,6 +165,7 @@ impl Commit {
                 arch: r.string("package architecture")?,
                 archive: ArchiveHash(r.id()?),
                 package: PackageId(r.id()?),
+                scripts: r.strings("script name")?,
             });
         }
         let signer = r.raw::<32>()?;
@@ -165,6 +178,7 @@ impl Commit {
                 timestamp,
                 subject,
                 requested,
+                options,
                 packages,
             },
             signer,
@@ -199,30 +213,39 @@ mod tests {
 
     fn arb_body() -> impl Strategy<Value = CommitBody> {
         let id = any::<[u8; 32]>().prop_map(ObjectId::from_bytes);
-        let pkg = (".{0,8}", ".{0,8}", "[a-z0-9]{0,5}", id.clone(), id.clone()).prop_map(
-            |(name, version, arch, a, p)| PackageRef {
+        let pkg = (
+            ".{0,8}",
+            ".{0,8}",
+            "[a-z0-9]{0,5}",
+            id.clone(),
+            id.clone(),
+            proptest::collection::vec("[a-z]{0,8}", 0..2),
+        )
+            .prop_map(|(name, version, arch, a, p, scripts)| PackageRef {
                 name,
                 version,
                 arch,
                 archive: ArchiveHash(a),
                 package: PackageId(p),
-            },
-        );
+                scripts,
+            });
         (
             id.clone(),
             proptest::option::of(id),
             any::<i64>(),
             ".{0,20}",
             proptest::collection::vec(".{0,8}", 0..3),
+            proptest::collection::vec(".{0,8}", 0..3),
             proptest::collection::vec(pkg, 0..4),
         )
             .prop_map(
-                |(t, parent, timestamp, subject, requested, packages)| CommitBody {
+                |(t, parent, timestamp, subject, requested, options, packages)| CommitBody {
                     tree: TreeId(t),
                     parent: parent.map(CommitId),
                     timestamp,
                     subject,
                     requested,
+                    options,
                     packages,
                 },
             )
@@ -257,6 +280,7 @@ mod tests {
             timestamp: 1,
             subject: "s".into(),
             requested: vec![],
+            options: vec![],
             packages: vec![],
         };
         let c = body.sign(&key(1));

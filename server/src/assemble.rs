@@ -9,20 +9,81 @@ use crate::import::now;
 use crate::packages::{LookupError, PackageIndex, PackageSpec};
 use crate::store::{Store, StoreError, Txn, TxnStats};
 use canopy_protocol::{
-    Commit, CommitBody, CommitId, Entry, EntryKind, Meta, Name, PackageRef, RootName, Tree, TreeId,
+    Commit, CommitBody, CommitId, Entry, EntryKind, Meta, Name, Package, PackageId, PackageRef,
+    RootName, Tree, TreeId,
 };
 use std::collections::BTreeMap;
+
+/// How a root is made: the request and how it is turned into packages. A commit
+/// records it (`requested` and `options`), so that `upgrade` can make it again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recipe {
+    /// Package specs, in order: with `allow_overwrite`, later ones win.
+    pub specs: Vec<PackageSpec>,
+    /// Repositories to resolve dependencies from; none means the specs name
+    /// imported packages exactly.
+    pub from: Vec<String>,
+    /// With `from`: add the repositories' Essential packages.
+    pub essential: bool,
+    /// With `from`: follow Recommends too.
+    pub recommends: bool,
+    /// Let later packages replace what earlier ones put at the same path.
+    pub allow_overwrite: bool,
+    /// Make the root out of this directory of the union (e.g. `usr`).
+    pub subtree: Option<String>,
+}
+
+impl Recipe {
+    /// The recipe as the commit's option strings, in a fixed order.
+    pub fn options(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.from.iter().map(|r| format!("from={r}")).collect();
+        for (on, flag) in [
+            (self.essential, "essential"),
+            (self.recommends, "recommends"),
+            (self.allow_overwrite, "allow-overwrite"),
+        ] {
+            if on {
+                out.push(flag.to_string());
+            }
+        }
+        if let Some(sub) = &self.subtree {
+            out.push(format!("subtree={sub}"));
+        }
+        out
+    }
+
+    /// The recipe a commit was made with.
+    pub fn of_commit(body: &CommitBody) -> Result<Recipe, AssembleError> {
+        let mut recipe = Recipe {
+            specs: body
+                .requested
+                .iter()
+                .map(|s| s.parse())
+                .collect::<Result<_, _>>()?,
+            ..Recipe::default()
+        };
+        for option in &body.options {
+            match option.split_once('=') {
+                Some(("from", repo)) => recipe.from.push(repo.to_string()),
+                Some(("subtree", path)) => recipe.subtree = Some(path.to_string()),
+                None if option == "essential" => recipe.essential = true,
+                None if option == "recommends" => recipe.recommends = true,
+                None if option == "allow-overwrite" => recipe.allow_overwrite = true,
+                _ => return Err(AssembleError::UnknownOption(option.clone())),
+            }
+        }
+        Ok(recipe)
+    }
+}
 
 /// What to assemble.
 pub struct Request {
     /// The root to (re)point at the new commit.
     pub root: RootName,
-    /// Package specs, in order: with `allow_overwrite`, later ones win.
-    pub specs: Vec<PackageSpec>,
-    /// Let later packages replace what earlier ones put at the same path.
-    pub allow_overwrite: bool,
-    /// Make the root out of this directory of the union (e.g. `usr`).
-    pub subtree: Option<String>,
+    /// How it is made.
+    pub recipe: Recipe,
+    /// The packages the recipe chose, in assembly order.
+    pub packages: Vec<(PackageId, Package)>,
     /// The commit's subject line; a default names the packages.
     pub subject: Option<String>,
 }
@@ -65,6 +126,9 @@ pub enum AssembleError {
     /// No packages were given.
     #[error("no packages given")]
     Empty,
+    /// A commit's recipe has an option this version does not know.
+    #[error("the commit was made with option {0:?}, which this version of canopy does not know")]
+    UnknownOption(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -260,15 +324,38 @@ fn write(map: BTreeMap<Name, Slot>, txn: &mut Txn<'_>) -> Result<TreeId, StoreEr
     txn.put_tree(&Tree::new(entries).expect("merged entries have unique, valid names"))
 }
 
-/// Assembles a root from imported packages and points the root at the new commit.
-pub fn assemble(store: &Store, req: &Request) -> Result<Assembled, AssembleError> {
-    if req.specs.is_empty() {
+/// The imported packages that specs name exactly, in the specs' order.
+pub fn select_imported(
+    store: &Store,
+    specs: &[PackageSpec],
+) -> Result<Vec<(PackageId, Package)>, AssembleError> {
+    if specs.is_empty() {
         return Err(AssembleError::Empty);
     }
     let index = PackageIndex::load(store)?;
     let mut chosen = Vec::new();
-    for spec in &req.specs {
+    for spec in specs {
         chosen.push(index.find(spec)?.clone());
+    }
+    Ok(chosen)
+}
+
+/// Whether `packages` are exactly what `commit` was assembled from, so that
+/// assembling them again would make the same root.
+pub fn unchanged(commit: &CommitBody, packages: &[(PackageId, Package)]) -> bool {
+    commit.packages.len() == packages.len()
+        && commit
+            .packages
+            .iter()
+            .zip(packages)
+            .all(|(old, (id, _))| old.package == *id)
+}
+
+/// Assembles a root from imported packages and points the root at the new commit.
+pub fn assemble(store: &Store, req: &Request) -> Result<Assembled, AssembleError> {
+    let chosen = &req.packages;
+    if chosen.is_empty() {
+        return Err(AssembleError::Empty);
     }
     let mut txn = store.begin()?;
     let labels = chosen
@@ -278,7 +365,7 @@ pub fn assemble(store: &Store, req: &Request) -> Result<Assembled, AssembleError
     let mut merger = Merger {
         txn: &txn,
         labels,
-        allow_overwrite: req.allow_overwrite,
+        allow_overwrite: req.recipe.allow_overwrite,
         overwritten: Vec::new(),
     };
     let mut root = BTreeMap::new();
@@ -287,12 +374,13 @@ pub fn assemble(store: &Store, req: &Request) -> Result<Assembled, AssembleError
         merger.merge(&mut root, tree, origin, "")?;
     }
     let overwritten = std::mem::take(&mut merger.overwritten);
-    let tree = match &req.subtree {
+    let tree = match &req.recipe.subtree {
         None => write(root, &mut txn)?,
         Some(sub) => subtree(root, sub, &mut txn)?,
     };
     let parent = store.root_ref(&req.root)?;
-    let names: Vec<&str> = chosen.iter().map(|(_, p)| p.name.as_str()).collect();
+    // The request, not the resolved list, which can run to hundreds of packages.
+    let names: Vec<String> = req.recipe.specs.iter().map(|s| s.to_string()).collect();
     let body = CommitBody {
         tree,
         parent,
@@ -301,7 +389,8 @@ pub fn assemble(store: &Store, req: &Request) -> Result<Assembled, AssembleError
             .subject
             .clone()
             .unwrap_or_else(|| format!("assemble {} from {}", req.root, names.join(" "))),
-        requested: req.specs.iter().map(|s| s.to_string()).collect(),
+        requested: req.recipe.specs.iter().map(|s| s.to_string()).collect(),
+        options: req.recipe.options(),
         packages: chosen
             .iter()
             .map(|(id, p)| PackageRef {
@@ -310,6 +399,7 @@ pub fn assemble(store: &Store, req: &Request) -> Result<Assembled, AssembleError
                 arch: p.arch.clone(),
                 archive: p.archive,
                 package: *id,
+                scripts: p.scripts.clone(),
             })
             .collect(),
     };

@@ -4,7 +4,11 @@
 //! - [`store`]: objects, refs, the lock and the signing key; all writes in transactions;
 //! - [`import`]: `.deb`, tarballs and directories into package trees;
 //! - [`packages`]: the imported packages and how a spec picks one;
+//! - [`control`], [`resolve`]: Debian control data and which packages of an index a
+//!   request needs;
+//! - [`repo`]: Debian repositories: signed metadata, downloads, what a recipe resolves to;
 //! - [`assemble`]: a root as the union of package trees, committed and signed;
+//! - [`diff`]: what changed between two commits of a root;
 //! - [`checkout`]: a root as a plain directory;
 //! - [`closure`], [`fsck`], [`gc`]: what the refs reach, checking it, keeping only it;
 //! - [`http`] and [`nfs`]: serving it, to `canopy mount` and to kernels' NFS clients.
@@ -13,13 +17,17 @@
 pub mod assemble;
 pub mod checkout;
 pub mod closure;
+pub mod control;
 mod crash;
+pub mod diff;
 pub mod fsck;
 pub mod gc;
 pub mod http;
 pub mod import;
 pub mod nfs;
 pub mod packages;
+pub mod repo;
+pub mod resolve;
 pub mod store;
 
 pub use store::{Access, Store, StoreError, Txn, TxnStats};

@@ -6,11 +6,14 @@ mod checkout;
 mod import;
 mod maintenance;
 mod mount;
+mod repo;
 mod roots;
 mod serve;
 mod setup;
 
-use crate::cli::{Cli, Command, ImportCommand, KeyCommand, PackagesCommand, RootsCommand};
+use crate::cli::{
+    Cli, Command, ImportCommand, KeyCommand, PackagesCommand, RepoCommand, RootsCommand,
+};
 use anyhow::{Context, Result};
 use canopy_protocol::{CommitId, RootName};
 use canopy_server::{Access, Store};
@@ -39,11 +42,30 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Packages(PackagesCommand::List(json)) => import::list(&store, json.json),
         Command::Assemble(args) => assemble::run(&store, args),
+        Command::Upgrade(args) => assemble::upgrade(&store, args),
+        Command::Repo(RepoCommand::Add(args)) => repo::add(&store, args),
+        Command::Repo(RepoCommand::List(json)) => repo::list(&store, json.json),
+        Command::Repo(RepoCommand::Remove { name }) => repo::remove(&store, &name),
+        Command::Repo(RepoCommand::Update { names }) => repo::update(&store, &names),
         Command::Roots(RootsCommand::List(json)) => roots::list(&store, json.json),
         Command::Roots(RootsCommand::Log { root, json }) => roots::log(&store, &root, json.json),
         Command::Roots(RootsCommand::Rollback { root, commit }) => {
             roots::rollback(&store, &root, commit.as_deref())
         }
+        Command::Roots(RootsCommand::Diff {
+            root,
+            old,
+            new,
+            packages,
+            json,
+        }) => roots::diff(
+            &store,
+            &root,
+            old.as_deref(),
+            new.as_deref(),
+            packages,
+            json.json,
+        ),
         Command::Checkout(args) => checkout::run(&store, args),
         Command::Fsck(json) => maintenance::fsck(&store, json.json),
         Command::Gc(args) => maintenance::gc(&store, args.dry_run),
@@ -132,6 +154,13 @@ async fn terminated() {
         _ = term.recv() => {}
     }
     tracing::info!("signal received, stopping");
+}
+
+/// How repositories are fetched: a connection or read that stalls this long fails.
+fn fetcher() -> Result<canopy_server::repo::fetch::Fetcher> {
+    Ok(canopy_server::repo::fetch::Fetcher::new(
+        Duration::from_secs(30),
+    )?)
 }
 
 fn print_json(value: &serde_json::Value) -> Result<()> {

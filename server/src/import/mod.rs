@@ -175,6 +175,12 @@ pub fn hash_file(path: &Path) -> Result<ArchiveHash, ImportError> {
     Ok(ArchiveHash(hasher.finish()))
 }
 
+/// `bytes` decompressed, the format (gzip, xz, zstd or none) told by its magic
+/// bytes, with the same memory bounds as archive members.
+pub fn decompress<'a>(bytes: &'a [u8], what: &str) -> Result<Box<dyn io::Read + 'a>, ImportError> {
+    compress::decoder(bytes, None, what)
+}
+
 /// Returns the package already imported from this archive, if any.
 fn already_imported(store: &Store, archive: &ArchiveHash) -> Result<Option<Imported>, ImportError> {
     match store.package_ref(archive)? {

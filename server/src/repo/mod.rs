@@ -1,0 +1,267 @@
+//! Debian package repositories: where roots are resolved from.
+//!
+//! A repository is configured once (`STORE/repos/NAME.json`); its metadata is read on
+//! every assemble or upgrade (`release`: the signed Release file, then each
+//! component's Packages index, checked against the hashes Release lists and cached by
+//! them), the request is resolved against it (`crate::resolve`), and only the
+//! archives the store has not imported yet are downloaded (`fetch`) and imported
+//! (`provide`).
+//!
+//! ```text
+//! STORE/repos/NAME.json                  the repository's configuration
+//! STORE/cache/repos/NAME/                its verified Release and unpacked Packages
+//! STORE/cache/downloads/SHA256.deb       archives being downloaded (resumed if cut)
+//! ```
+
+pub mod fetch;
+pub mod provide;
+pub mod release;
+pub mod signature;
+
+use crate::control::ControlError;
+use crate::store::{Store, StoreError, write_atomic};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Why a repository could not be used. Nothing in the store changes in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// No repository of that name is configured.
+    #[error("no repository named {0} (see `canopy repo list`, or add one with `canopy repo add`)")]
+    Unknown(String),
+    /// `repo add` of a name that exists.
+    #[error(
+        "a repository named {0} exists already (remove it first with `canopy repo remove {0}`)"
+    )]
+    Exists(String),
+    /// The name is not usable.
+    #[error("invalid repository name {0:?}: use letters, digits, '-', '_' and '.'")]
+    BadName(String),
+    /// The configuration is unusable.
+    #[error("{0}")]
+    Config(String),
+    /// A download failed.
+    #[error("fetching {url}: {message}")]
+    Transfer {
+        /// What was fetched.
+        url: String,
+        /// Why it failed.
+        message: String,
+    },
+    /// A file is not what the repository's metadata says.
+    #[error(
+        "{url} does not match the repository's metadata: expected {expected}, got {got} (the mirror may be mid-update or corrupted; nothing was imported)"
+    )]
+    Mismatch {
+        /// What was fetched.
+        url: String,
+        /// What the metadata says.
+        expected: String,
+        /// What arrived.
+        got: String,
+    },
+    /// The metadata does not parse or lacks what is needed.
+    #[error("{what}: {message}")]
+    Metadata {
+        /// Which file.
+        what: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The Release signature does not check out.
+    #[error(
+        "{what}: {source} (pass --keyring with the repository's key, or --no-verify-signature to skip the check)"
+    )]
+    Signature {
+        /// Which file.
+        what: String,
+        /// Why.
+        source: signature::SignatureError,
+    },
+    /// Local I/O failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// A control paragraph does not parse.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One configured repository.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RepoConfig {
+    /// Base URL (http, https or file), ending in `/`.
+    pub url: String,
+    /// The suite (`bookworm`, `stable`…) under `dists/`; none for a flat repository,
+    /// whose `Release` and `Packages` sit at the base URL.
+    pub suite: Option<String>,
+    /// Components (`main`…); empty for a flat repository.
+    pub components: Vec<String>,
+    /// Debian architecture of the roots resolved from it (`amd64`…); `all` packages
+    /// are always included.
+    pub arch: String,
+    /// OpenPGP keyring the Release file must be signed with; none only when the
+    /// user chose `--no-verify-signature`.
+    pub keyring: Option<PathBuf>,
+}
+
+/// The configuration file as written: versioned, so a later format can be told apart.
+#[derive(Serialize, Deserialize)]
+struct ConfigFile {
+    format: u32,
+    #[serde(flatten)]
+    config: RepoConfig,
+}
+
+const CONFIG_FORMAT: u32 = 1;
+
+fn check_name(name: &str) -> Result<(), RepoError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(RepoError::BadName(name.to_string()))
+    }
+}
+
+fn config_path(store: &Store, name: &str) -> PathBuf {
+    store.path().join("repos").join(format!("{name}.json"))
+}
+
+/// The directory where a repository's verified metadata is cached.
+fn cache_dir(store: &Store, name: &str) -> PathBuf {
+    store.path().join("cache/repos").join(name)
+}
+
+/// Adds a repository. The caller has checked that the URL is one canopy can fetch.
+pub fn add(store: &Store, name: &str, config: &RepoConfig) -> Result<(), RepoError> {
+    check_name(name)?;
+    let path = config_path(store, name);
+    if path.exists() {
+        return Err(RepoError::Exists(name.to_string()));
+    }
+    let dir = path.parent().expect("config files live in repos/");
+    fs::create_dir_all(dir).map_err(|source| RepoError::Io {
+        what: format!("creating {}", dir.display()),
+        source,
+    })?;
+    let file = ConfigFile {
+        format: CONFIG_FORMAT,
+        config: config.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&file).expect("a config serializes");
+    write_atomic(&path, &json, 0o644)?;
+    Ok(())
+}
+
+/// Removes a repository and its cached metadata. Packages imported from it stay.
+pub fn remove(store: &Store, name: &str) -> Result<(), RepoError> {
+    check_name(name)?;
+    let path = config_path(store, name);
+    match fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(RepoError::Unknown(name.to_string()));
+        }
+        Err(source) => {
+            return Err(RepoError::Io {
+                what: format!("removing {}", path.display()),
+                source,
+            });
+        }
+    }
+    let cache = cache_dir(store, name);
+    match fs::remove_dir_all(&cache) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(RepoError::Io {
+            what: format!("removing {}", cache.display()),
+            source,
+        }),
+    }
+}
+
+/// A repository's configuration.
+pub fn get(store: &Store, name: &str) -> Result<RepoConfig, RepoError> {
+    check_name(name)?;
+    let path = config_path(store, name);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(RepoError::Unknown(name.to_string()));
+        }
+        Err(source) => {
+            return Err(RepoError::Io {
+                what: format!("reading {}", path.display()),
+                source,
+            });
+        }
+    };
+    let file: ConfigFile = serde_json::from_slice(&bytes).map_err(|e| {
+        RepoError::Config(format!(
+            "{} is not a repository configuration ({e}); remove it and add the repository again",
+            path.display()
+        ))
+    })?;
+    if file.format != CONFIG_FORMAT {
+        return Err(RepoError::Config(format!(
+            "{} has format {}, which this version of canopy does not read",
+            path.display(),
+            file.format
+        )));
+    }
+    Ok(file.config)
+}
+
+/// Every configured repository, by name.
+pub fn list(store: &Store) -> Result<Vec<(String, RepoConfig)>, RepoError> {
+    let dir = store.path().join("repos");
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(RepoError::Io {
+                what: format!("reading {}", dir.display()),
+                source,
+            });
+        }
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| RepoError::Io {
+            what: format!("reading {}", dir.display()),
+            source,
+        })?;
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+            continue;
+        };
+        if check_name(name).is_ok() {
+            out.push((name.to_string(), get(store, name)?));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Creates a directory (and its parents) for cache files.
+fn ensure_dir(dir: &Path) -> Result<(), RepoError> {
+    fs::create_dir_all(dir).map_err(|source| RepoError::Io {
+        what: format!("creating {}", dir.display()),
+        source,
+    })
+}

@@ -1,0 +1,206 @@
+//! Turning a recipe into imported packages: read the repositories, resolve the
+//! request, download what the store lacks (in parallel, every archive checked
+//! against its index before anything is imported), import it.
+
+use super::fetch::Fetcher;
+use super::release::{self, Archive};
+use super::{RepoError, ensure_dir, get};
+use crate::assemble::Recipe;
+use crate::import::{self, ImportError, Limits};
+use crate::resolve::{self, Candidate, ResolveError};
+use crate::store::Store;
+use canopy_protocol::{Package, PackageId};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Downloads running at once: enough to hide latency, few enough not to hammer a mirror.
+const PARALLEL_DOWNLOADS: usize = 4;
+
+/// What [`provide`] reports as it goes.
+pub trait Progress: Sync {
+    /// A step starts (reading a repository, resolving…).
+    fn step(&self, message: &str);
+    /// Downloads start: how many archives, how many bytes in all.
+    fn downloads(&self, archives: usize, bytes: u64);
+    /// More bytes arrived (from any download).
+    fn downloaded(&self, bytes: u64);
+    /// An archive was imported.
+    fn imported(&self, label: &str);
+}
+
+/// Why a recipe could not be provided. The store is unchanged unless imports began,
+/// and then it holds only complete imports (no root moves).
+#[derive(Debug, thiserror::Error)]
+pub enum ProvideError {
+    /// A repository failed.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// The request cannot be resolved.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// An archive could not be imported.
+    #[error("importing {label} from {url}: {source}")]
+    Import {
+        /// Package name and version.
+        label: String,
+        /// Where it came from.
+        url: String,
+        /// Why (boxed: import errors are large, and rare here).
+        source: Box<ImportError>,
+    },
+}
+
+/// The packages a recipe resolved to, imported.
+pub struct Provided {
+    /// Every package of the resolution, in name order.
+    pub packages: Vec<(PackageId, Package)>,
+    /// Archives downloaded (not in the store before).
+    pub downloaded: usize,
+    /// Their bytes.
+    pub downloaded_bytes: u64,
+    /// Conflicts or Breaks the resolution could not avoid, for the user to see.
+    pub problems: Vec<String>,
+}
+
+/// Resolves `recipe` against its repositories and imports what the store lacks.
+pub fn provide(
+    store: &Store,
+    recipe: &Recipe,
+    fetcher: &Fetcher,
+    progress: &dyn Progress,
+) -> Result<Provided, ProvideError> {
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut archives: Vec<Archive> = Vec::new();
+    let mut arch: Option<String> = None;
+    for name in &recipe.from {
+        let config = get(store, name)?;
+        match &arch {
+            Some(a) if *a != config.arch => {
+                return Err(RepoError::Config(format!(
+                    "repositories {} mix architectures {a} and {}",
+                    recipe.from.join(", "),
+                    config.arch
+                ))
+                .into());
+            }
+            _ => arch = Some(config.arch.clone()),
+        }
+        progress.step(&format!("reading repository {name}"));
+        for (candidate, archive) in release::load(store, name, &config, fetcher)? {
+            candidates.push(candidate);
+            archives.push(archive);
+        }
+    }
+    let arch = arch.ok_or_else(|| RepoError::Config("no repository given".into()))?;
+    progress.step(&format!("resolving among {} packages", candidates.len()));
+    let resolution = resolve::resolve(
+        &candidates,
+        &resolve::Request {
+            packages: recipe.specs.clone(),
+            arch,
+            essential: recipe.essential,
+            recommends: recipe.recommends,
+        },
+    )?;
+    let mut missing = Vec::new();
+    for &i in &resolution.chosen {
+        if store.package_ref(&archives[i].sha256)?.is_none() {
+            missing.push(i);
+        }
+    }
+    let wanted: Vec<&Archive> = missing.iter().map(|&i| &archives[i]).collect();
+    let files = download_all(store, &wanted, fetcher, progress)?;
+    for (&i, file) in missing.iter().zip(&files) {
+        let (c, a) = (&candidates[i], &archives[i]);
+        let label = format!("{} {}", c.name, c.version);
+        let imported = import::deb::import(store, file, Limits::default()).map_err(|source| {
+            ProvideError::Import {
+                label: label.clone(),
+                url: a.url.to_string(),
+                source: Box::new(source),
+            }
+        })?;
+        // A downloaded copy has served its purpose; a file:// archive is the user's.
+        if a.url.scheme() != "file" {
+            let _ = std::fs::remove_file(file);
+        }
+        if imported.package.name != c.name {
+            tracing::warn!(
+                "{} from {} calls itself {}",
+                c.name,
+                a.url,
+                imported.package.name
+            );
+        }
+        progress.imported(&label);
+    }
+    let mut packages = Vec::with_capacity(resolution.chosen.len());
+    for &i in &resolution.chosen {
+        let id = store
+            .package_ref(&archives[i].sha256)?
+            .expect("every chosen archive is imported by now");
+        packages.push((id, store.package(&id)?));
+    }
+    Ok(Provided {
+        packages,
+        downloaded: wanted.len(),
+        downloaded_bytes: wanted.iter().map(|a| a.size).sum(),
+        problems: resolution.problems,
+    })
+}
+
+/// Downloads every archive, a few at a time, each checked against its index; the
+/// first failure stops the rest. Returns the local files, in order.
+fn download_all(
+    store: &Store,
+    wanted: &[&Archive],
+    fetcher: &Fetcher,
+    progress: &dyn Progress,
+) -> Result<Vec<PathBuf>, ProvideError> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dir = store.path().join("cache/downloads");
+    ensure_dir(&dir)?;
+    progress.downloads(wanted.len(), wanted.iter().map(|a| a.size).sum());
+    let queue = Mutex::new((0..wanted.len()).collect::<VecDeque<_>>());
+    let results = Mutex::new(vec![None; wanted.len()]);
+    let failed = AtomicBool::new(false);
+    let first_error = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL_DOWNLOADS.min(wanted.len()) {
+            s.spawn(|| {
+                while !failed.load(Ordering::Relaxed) {
+                    let Some(i) = queue.lock().expect("queue lock").pop_front() else {
+                        return;
+                    };
+                    let a = wanted[i];
+                    let dest = dir.join(format!("{}.deb", a.sha256));
+                    match fetcher.download(&a.url, &dest, a.size, &a.sha256, &|n| {
+                        progress.downloaded(n)
+                    }) {
+                        Ok(path) => results.lock().expect("results lock")[i] = Some(path),
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            first_error.lock().expect("error lock").get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().expect("error lock") {
+        return Err(e.into());
+    }
+    Ok(results
+        .into_inner()
+        .expect("results lock")
+        .into_iter()
+        .map(|p| p.expect("every download finished"))
+        .collect())
+}

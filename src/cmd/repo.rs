@@ -1,0 +1,124 @@
+//! `canopy repo add|list|remove|update`.
+
+use super::{fetcher, open, print_json};
+use crate::cli::RepoAddArgs;
+use anyhow::{Context, Result, bail};
+use canopy_server::Access;
+use canopy_server::repo::{self, RepoConfig, release};
+use serde_json::json;
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn add(store: &Path, args: RepoAddArgs) -> Result<ExitCode> {
+    if !matches!(args.url.scheme(), "http" | "https" | "file") {
+        bail!(
+            "{}: canopy fetches repositories over http, https or file URLs",
+            args.url
+        );
+    }
+    if args.keyring.is_none() && !args.no_verify_signature {
+        bail!(
+            "say how to check the repository's signature: --keyring FILE (for Debian: \
+             /usr/share/keyrings/debian-archive-keyring.gpg), or --no-verify-signature to \
+             trust the transport (the hashes Release lists are checked either way)"
+        );
+    }
+    let mut url = args.url.to_string();
+    if !url.ends_with('/') {
+        url.push('/');
+    }
+    let keyring = match args.keyring {
+        Some(path) => Some(
+            std::path::absolute(&path).with_context(|| format!("finding {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let config = RepoConfig {
+        url,
+        components: if args.suite.is_some() {
+            args.components
+        } else {
+            Vec::new()
+        },
+        suite: args.suite,
+        arch: args.arch,
+        keyring,
+    };
+    let store = open(store, Access::Write)?;
+    // Read it once now, so a wrong URL, suite or key is found at once, not at the
+    // first assemble.
+    let fetcher = fetcher()?;
+    repo::add(&store, &args.name, &config)?;
+    match release::load(&store, &args.name, &config, &fetcher) {
+        Ok(packages) => {
+            println!(
+                "added repository {}: {} packages for {}",
+                args.name,
+                packages.len(),
+                config.arch
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            repo::remove(&store, &args.name)?;
+            Err(anyhow::Error::new(e).context(format!("repository {} not added", args.name)))
+        }
+    }
+}
+
+pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
+    let store = open(store, Access::Read)?;
+    let repos = repo::list(&store)?;
+    if json {
+        let items: Vec<_> = repos
+            .iter()
+            .map(|(name, c)| {
+                json!({
+                    "name": name, "url": c.url, "suite": c.suite, "components": c.components,
+                    "arch": c.arch, "keyring": c.keyring,
+                })
+            })
+            .collect();
+        print_json(&json!(items))?;
+    } else {
+        for (name, c) in &repos {
+            let signed = match &c.keyring {
+                Some(k) => format!("signed by {}", k.display()),
+                None => "signature not checked".into(),
+            };
+            let place = match &c.suite {
+                Some(s) => format!("{s} {}", c.components.join(",")),
+                None => "(flat)".into(),
+            };
+            println!("{name:<16} {} {place} {}  {signed}", c.url, c.arch);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn remove(store: &Path, name: &str) -> Result<ExitCode> {
+    let store = open(store, Access::Write)?;
+    repo::remove(&store, name)?;
+    println!("removed repository {name}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn update(store: &Path, names: &[String]) -> Result<ExitCode> {
+    let store = open(store, Access::Write)?;
+    let names: Vec<String> = if names.is_empty() {
+        repo::list(&store)?.into_iter().map(|(n, _)| n).collect()
+    } else {
+        names.to_vec()
+    };
+    if names.is_empty() {
+        bail!("no repositories configured (add one with `canopy repo add`)");
+    }
+    let fetcher = fetcher()?;
+    for name in &names {
+        let config = repo::get(&store, name)?;
+        let packages = release::load(&store, name, &config, &fetcher)
+            .with_context(|| format!("updating repository {name}"))?;
+        println!("{name}: {} packages", packages.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,530 @@
+//! Roots resolved from a Debian repository: a real repository built at test time from
+//! real packages (`dpkg-scanpackages`, `apt-ftparchive release`, `gpg --clearsign`),
+//! served by nginx on 127.0.0.1; dependency resolution, downloads counted in nginx's
+//! access log, upgrade of one rebuilt library, rollback, `roots diff`, a mounted
+//! `--follow` host, and corrupted repositories that must change nothing.
+
+use crate::debs::{self, Deb};
+use crate::mount::{Mount, Nginx, Server, eventually};
+use crate::util::{Canopy, Snapshot, cmd, sha256_file};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Packages beside the bash + coreutils closure, for a second root that shares most.
+const MORE: &[&str] = &["grep", "sed"];
+
+/// An OpenPGP key made for the test, in a short-lived GnuPG home.
+struct Gpg {
+    home: tempfile::TempDir,
+    /// The public key, exported as a binary keyring.
+    keyring: PathBuf,
+}
+
+impl Gpg {
+    fn new(env: &Canopy) -> Gpg {
+        // gpg-agent's socket path must stay short: a home under /tmp, not the test dir.
+        let home = tempfile::Builder::new()
+            .prefix("cg")
+            .tempdir_in("/tmp")
+            .unwrap();
+        cmd("gpg")
+            .arg("--homedir")
+            .arg(home.path())
+            .args(["--batch", "--passphrase", "", "--quick-gen-key"])
+            .args([
+                "canopy test repository <repo@canopy.test>",
+                "ed25519",
+                "sign",
+                "never",
+            ])
+            .success();
+        let keyring = env.path("repo-keyring.gpg");
+        let key = cmd("gpg")
+            .arg("--homedir")
+            .arg(home.path())
+            .args(["--export"])
+            .output();
+        assert!(!key.stdout.is_empty(), "gpg exported no key");
+        fs::write(&keyring, key.stdout).unwrap();
+        Gpg { home, keyring }
+    }
+
+    fn clearsign(&self, input: &Path, output: &Path) {
+        cmd("gpg")
+            .arg("--homedir")
+            .arg(self.home.path())
+            .args([
+                "--batch",
+                "--yes",
+                "--digest-algo",
+                "SHA256",
+                "--clearsign",
+                "-o",
+            ])
+            .arg(output)
+            .arg(input)
+            .success();
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(self.home.path())
+            .args(["--kill", "gpg-agent"])
+            .status();
+    }
+}
+
+/// A Debian repository on disk: `pool/` and `dists/stable/main/binary-amd64/`.
+struct Repo {
+    dir: PathBuf,
+    gpg: Gpg,
+}
+
+impl Repo {
+    fn new(env: &Canopy, debs: &[&Deb]) -> Repo {
+        let dir = env.mkdir("repo");
+        fs::create_dir_all(dir.join("pool")).unwrap();
+        for deb in debs {
+            fs::copy(
+                &deb.path,
+                dir.join("pool").join(deb.path.file_name().unwrap()),
+            )
+            .unwrap();
+        }
+        let repo = Repo {
+            dir,
+            gpg: Gpg::new(env),
+        };
+        repo.publish();
+        repo
+    }
+
+    fn pool(&self, file: &str) -> PathBuf {
+        self.dir.join("pool").join(file)
+    }
+
+    fn dist(&self) -> PathBuf {
+        self.dir.join("dists/stable")
+    }
+
+    /// Writes Packages (plain, gz, xz), Release and a signed InRelease, as a Debian
+    /// archive publishes them.
+    fn publish(&self) {
+        let bin = self.dist().join("main/binary-amd64");
+        fs::create_dir_all(&bin).unwrap();
+        let packages = cmd("dpkg-scanpackages")
+            .args(["--multiversion", "pool", "/dev/null"])
+            .current_dir(&self.dir)
+            .stdout();
+        fs::write(bin.join("Packages"), &packages).unwrap();
+        for (tool, ext) in [("gzip", "gz"), ("xz", "xz")] {
+            let packed = bin.join(format!("Packages.{ext}"));
+            let _ = fs::remove_file(&packed);
+            cmd(tool)
+                .args(["-k", "-9"])
+                .arg(bin.join("Packages"))
+                .success();
+            assert!(packed.exists());
+        }
+        let release = cmd("apt-ftparchive")
+            .args([
+                "-o",
+                "APT::FTPArchive::Release::Suite=stable",
+                "-o",
+                "APT::FTPArchive::Release::Codename=stable",
+                "-o",
+                "APT::FTPArchive::Release::Architectures=amd64",
+                "-o",
+                "APT::FTPArchive::Release::Components=main",
+                "release",
+            ])
+            .arg(self.dist().join("main"))
+            .stdout();
+        // apt-ftparchive names files relative to the directory it was given: make them
+        // relative to dists/stable, as Release files list them.
+        let release = release.replace(" binary-amd64/", " main/binary-amd64/");
+        fs::write(self.dist().join("Release"), release).unwrap();
+        self.gpg
+            .clearsign(&self.dist().join("Release"), &self.dist().join("InRelease"));
+    }
+}
+
+/// The `resolved N packages, D downloaded` line: (N, D).
+fn resolved(stdout: &str) -> (usize, usize) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("resolved "))
+        .unwrap_or_else(|| panic!("no `resolved` line in:\n{stdout}"));
+    let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+    (words[1].parse().unwrap(), words[3].parse().unwrap())
+}
+
+fn root_debs() -> Vec<&'static Deb> {
+    debs::root_debs().iter().collect()
+}
+
+/// Serves a repository's directory with nginx; `.deb` downloads are counted from its log.
+fn serve_repo(env: &Canopy, repo: &Repo) -> Nginx {
+    Nginx::start(env, &format!("root {};", repo.dir.display()))
+}
+
+fn deb_requests(nginx: &Nginx) -> usize {
+    nginx.requests(".deb HTTP/1.1\" 200") + nginx.requests(".deb HTTP/1.1\" 206")
+}
+
+fn add_repo(env: &Canopy, repo: &Repo, url: &str) {
+    let out = env.stdout([
+        "repo",
+        "add",
+        "debian",
+        url,
+        "--suite",
+        "stable",
+        "--components",
+        "main",
+        "--arch",
+        "amd64",
+        "--keyring",
+        repo.gpg.keyring.to_str().unwrap(),
+    ]);
+    assert!(out.starts_with("added repository debian: "), "{out}");
+}
+
+#[test]
+fn assemble_resolves_from_a_repository_and_downloads_only_what_is_missing() {
+    let env = Canopy::init("repo-assemble");
+    let more = debs::more_debs(MORE);
+    let mut all = root_debs();
+    all.extend(more.iter());
+    let repo = Repo::new(&env, &all);
+    let nginx = serve_repo(&env, &repo);
+    add_repo(&env, &repo, &nginx.url);
+
+    // bash + coreutils resolve to their whole closure, awk through mawk's Provides.
+    let out = env.stdout(["assemble", "web", "--from", "debian", "bash", "coreutils"]);
+    let n = debs::ROOT_PACKAGES.len();
+    assert_eq!(resolved(&out), (n, n), "{out}");
+    assert_eq!(deb_requests(&nginx), n, "one download per package");
+    let log = env.json(["roots", "log", "web", "--json"]);
+    let commit = &log[0];
+    assert_eq!(
+        commit["requested"],
+        serde_json::json!(["bash", "coreutils"])
+    );
+    assert_eq!(commit["options"], serde_json::json!(["from=debian"]));
+    let recorded: BTreeSet<(String, String, String)> = commit["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["version"].as_str().unwrap().to_string(),
+                p["archive"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, String, String)> = debs::root_debs()
+        .iter()
+        .map(|d| (d.name.clone(), d.version.clone(), sha256_file(&d.path)))
+        .collect();
+    assert_eq!(
+        recorded, expected,
+        "the commit records the resolved set with hashes"
+    );
+    let scripts = commit["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "bash")
+        .unwrap()["scripts"]
+        .clone();
+    assert!(
+        scripts.as_array().unwrap().iter().any(|s| s == "postinst"),
+        "bash's postinst is recorded as not run: {scripts}"
+    );
+
+    let dir = env.path("web");
+    env.stdout(["checkout", "web", dir.to_str().unwrap()]);
+    let ran = cmd("chroot")
+        .arg(&dir)
+        .args(["/bin/bash", "-c", "echo ok && ls / >/dev/null && id -u"])
+        .stdout();
+    assert_eq!(ran, "ok\n0\n");
+
+    // A second root sharing most packages downloads only what it adds.
+    let out = env.stdout([
+        "assemble", "tools", "--from", "debian", "bash", "grep", "sed",
+    ]);
+    let (count, downloaded) = resolved(&out);
+    assert_eq!(downloaded, MORE.len(), "{out}");
+    assert!(count > MORE.len() + 5, "{out}");
+    assert_eq!(deb_requests(&nginx), n + MORE.len());
+
+    // Nothing changed in the repository: upgrade writes no commit.
+    let before = env.current("web");
+    let out = env.stdout(["upgrade", "web"]);
+    assert!(out.contains("web is up to date"), "{out}");
+    assert_eq!(env.current("web"), before);
+    assert_eq!(deb_requests(&nginx), n + MORE.len());
+
+    // Requests that cannot be met say why, and change nothing.
+    let snapshot = Snapshot::of(&env.store().join("refs"));
+    for (spec, needle) in [
+        ("no-such-package", "no-such-package"),
+        ("bash=9.9-9", "bash"),
+    ] {
+        let out = env.fails(["assemble", "bad", "--from", "debian", spec]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{spec}: {err}");
+    }
+    snapshot.assert_unchanged("refused assembles");
+}
+
+/// The libgmp10 package rebuilt with a higher version and one changed file.
+fn rebuild(env: &Canopy, deb: &Deb, changed: &str) -> PathBuf {
+    let tree = env.path("rebuild");
+    cmd("dpkg-deb")
+        .arg("-R")
+        .arg(&deb.path)
+        .arg(&tree)
+        .success();
+    let control = tree.join("DEBIAN/control");
+    let text = fs::read_to_string(&control).unwrap();
+    let version = format!("{}+canopy1", deb.version);
+    let text = text.replace(
+        &format!("Version: {}\n", deb.version),
+        &format!("Version: {version}\n"),
+    );
+    fs::write(&control, text).unwrap();
+    let file = tree.join(changed.trim_start_matches('/'));
+    let mut content = fs::read(&file).unwrap();
+    content.extend_from_slice(b"\nrebuilt by the canopy tests\n");
+    fs::write(&file, content).unwrap();
+    let out = env.path(format!("{}_{version}_amd64.deb", deb.name));
+    cmd("dpkg-deb")
+        .args(["--build", "-Zxz"])
+        .arg(&tree)
+        .arg(&out)
+        .success();
+    out
+}
+
+/// Every path a .deb ships, as `/usr/...`.
+fn deb_paths(deb: &Path) -> BTreeSet<String> {
+    let listing = cmd("dpkg-deb").arg("-c").arg(deb).stdout();
+    listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .map(|p| format!("/{}", p.trim_start_matches("./").trim_end_matches('/')))
+        .collect()
+}
+
+#[test]
+fn upgrade_fetches_the_one_changed_package_and_rollback_restores() {
+    let env = Canopy::init("repo-upgrade");
+    let repo = Repo::new(&env, &root_debs());
+    let nginx = serve_repo(&env, &repo);
+    add_repo(&env, &repo, &nginx.url);
+    let out = env.stdout(["assemble", "web", "--from", "debian", "bash", "coreutils"]);
+    let n = debs::ROOT_PACKAGES.len();
+    assert_eq!(resolved(&out), (n, n), "{out}");
+    let first = env.current("web");
+
+    let server = Server::start(&env, "127.0.0.1:0");
+    let mount = Mount::start(
+        &env,
+        "host",
+        &server.url,
+        &["--root", "web", "--follow", "--interval", "1s"],
+    );
+    let changed = "/usr/share/doc/libgmp10/copyright";
+    let mounted = mount.path(changed.trim_start_matches('/'));
+    let old_content = fs::read(&mounted).unwrap();
+
+    let gmp = debs::deb("libgmp10");
+    let new_deb = rebuild(&env, gmp, changed);
+    fs::copy(
+        &new_deb,
+        repo.pool(new_deb.file_name().unwrap().to_str().unwrap()),
+    )
+    .unwrap();
+    repo.publish();
+
+    let out = env.stdout(["upgrade", "web"]);
+    assert_eq!(resolved(&out), (n, 1), "{out}");
+    assert!(
+        out.contains("1 package changed, 0 added, 0 removed"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "libgmp10 {} → {}+canopy1",
+            gmp.version, gmp.version
+        )),
+        "{out}"
+    );
+    assert_eq!(deb_requests(&nginx), n + 1, "exactly one more download");
+    let second = env.current("web");
+    assert_ne!(second, first);
+
+    // The new root differs from the old only in that package's files.
+    let diff = env.json(["roots", "diff", "web", "--json"]);
+    let packages = diff["packages"].as_array().unwrap();
+    assert_eq!(packages.len(), 1, "{diff}");
+    assert_eq!(packages[0]["name"], "libgmp10");
+    assert_eq!(packages[0]["change"], "changed");
+    let paths: Vec<(&str, &str)> = diff["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["change"].as_str().unwrap(), p["path"].as_str().unwrap()))
+        .collect();
+    assert!(paths.contains(&("M", changed)), "{paths:?}");
+    let owned: BTreeSet<String> = deb_paths(&gmp.path)
+        .union(&deb_paths(&new_deb))
+        .cloned()
+        .collect();
+    for (_, path) in &paths {
+        assert!(
+            owned.contains(*path),
+            "{path} changed but is not libgmp10's: {paths:?}"
+        );
+    }
+
+    // The mounted host follows: new opens see the new file.
+    eventually(
+        Duration::from_secs(20),
+        || format!("the mount never showed the upgrade of {changed}"),
+        || (fs::read(&mounted).ok()? != old_content).then_some(()),
+    );
+    assert!(
+        fs::read(&mounted)
+            .unwrap()
+            .ends_with(b"rebuilt by the canopy tests\n")
+    );
+
+    // Rollback is a ref move: the old commit, and the host goes back.
+    env.stdout(["roots", "rollback", "web"]);
+    assert_eq!(env.current("web"), first);
+    eventually(
+        Duration::from_secs(20),
+        || "the mount never went back after the rollback".into(),
+        || (fs::read(&mounted).ok()? == old_content).then_some(()),
+    );
+    mount.stop();
+    env.fsck_clean();
+}
+
+#[test]
+fn corrupted_repositories_are_refused_and_change_nothing() {
+    let env = Canopy::init("repo-corrupt");
+    let repo = Repo::new(&env, &root_debs());
+    let url = format!("file://{}", repo.dir.display());
+
+    // A key that did not sign the Release file: the repository is not added.
+    let stranger = Gpg::new(&env);
+    let out = env.fails([
+        "repo",
+        "add",
+        "debian",
+        &url,
+        "--suite",
+        "stable",
+        "--keyring",
+        stranger.keyring.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("InRelease"), "{err}");
+    assert!(env.stdout(["repo", "list"]).is_empty());
+    add_repo(&env, &repo, &url);
+
+    let store = |env: &Canopy| {
+        (
+            Snapshot::of(&env.store().join("objects")),
+            Snapshot::of(&env.store().join("refs")),
+        )
+    };
+    let (objects, refs) = store(&env);
+    let refused = |what: &str, needle: &str| {
+        let out = env.fails(["assemble", "web", "--from", "debian", "bash", "coreutils"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{what}: {err}");
+        objects.assert_unchanged(what);
+        refs.assert_unchanged(what);
+    };
+
+    // A .deb whose bytes are not what Packages says.
+    let bash = debs::deb("bash");
+    let pool_bash = repo.pool(bash.path.file_name().unwrap().to_str().unwrap());
+    fs::copy(&debs::deb("mawk").path, &pool_bash).unwrap();
+    refused("a swapped .deb", "does not match the repository's metadata");
+    fs::copy(&bash.path, &pool_bash).unwrap();
+
+    // A Packages index changed after Release was signed (the verified copy cached by
+    // `repo add` is dropped, or canopy would rightly use it).
+    fs::remove_dir_all(env.store().join("cache/repos/debian")).unwrap();
+    let bin = repo.dist().join("main/binary-amd64");
+    for file in ["Packages", "Packages.gz", "Packages.xz"] {
+        let path = bin.join(file);
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 1;
+        fs::write(&path, bytes).unwrap();
+    }
+    refused(
+        "an altered Packages index",
+        "does not match the repository's metadata",
+    );
+
+    // A Release file altered after signing.
+    repo.publish();
+    let inrelease = repo.dist().join("InRelease");
+    let text = fs::read_to_string(&inrelease).unwrap();
+    fs::write(
+        &inrelease,
+        text.replacen("Suite: stable", "Suite: stab1e", 1),
+    )
+    .unwrap();
+    refused("an altered InRelease", "InRelease");
+
+    // Intact again: the same request works.
+    repo.publish();
+    let out = env.stdout(["assemble", "web", "--from", "debian", "bash", "coreutils"]);
+    assert_eq!(resolved(&out).0, debs::ROOT_PACKAGES.len(), "{out}");
+    env.fsck_clean();
+}
+
+#[test]
+fn a_flat_repository_without_release_needs_the_explicit_opt_out() {
+    let env = Canopy::init("repo-flat");
+    let dir = env.mkdir("flat");
+    for deb in debs::root_debs() {
+        fs::copy(&deb.path, dir.join(deb.path.file_name().unwrap())).unwrap();
+    }
+    let packages = cmd("dpkg-scanpackages")
+        .args([".", "/dev/null"])
+        .current_dir(&dir)
+        .stdout();
+    fs::write(dir.join("Packages"), packages).unwrap();
+    let url = format!("file://{}", dir.display());
+    let out = env.fails(["repo", "add", "flat", &url]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--keyring") && err.contains("--no-verify-signature"),
+        "{err}"
+    );
+    let out = env.stdout(["repo", "add", "flat", &url, "--no-verify-signature"]);
+    assert!(out.starts_with("added repository flat: "), "{out}");
+    let out = env.stdout(["assemble", "base", "--from", "flat", "bash", "coreutils"]);
+    assert_eq!(resolved(&out).0, debs::ROOT_PACKAGES.len(), "{out}");
+    let listed: Value = env.json(["repo", "list", "--json"]);
+    assert_eq!(listed[0]["name"], "flat");
+    assert_eq!(listed[0]["keyring"], Value::Null);
+}
