@@ -226,56 +226,11 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- helpers
-declare -A VALS=()     # key -> space-separated values, one per run
-record() { VALS[$1]="${VALS[$1]:-} $2"; }
-
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f", b - a }'; }
-
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-cached_kib() { awk '/^Cached:/ { print $2 }' /proc/meminfo; }
-
-fail_step() {   # fail_step WHAT LOG
-    printf 'error: %s\n' "$1" >&2
-    [[ -f $2 ]] && tail -n 30 "$2" | sed 's/^/    /' >&2
-    cp -- "$2" "$ROOT/target/bench-mount-failed.log" 2>/dev/null &&
-        printf '  full log: %s\n' "$ROOT/target/bench-mount-failed.log" >&2
-    exit 1
-}
-
-# timed KEY SCRIPT ARG...: run `bash -c SCRIPT _ ARG...` under a timeout, stdout+stderr
-# to $LOGS/KEY.log; add its wall time to VALS[KEY] and leave it in $T. The clock is read
-# inside that bash ($EPOCHREALTIME), so starting bash and timeout is not counted.
-T=0
-timed() {
-    local key=$1 script=$2 rc=0 t0 t1
-    shift 2
-    rm -f -- "$LOGS/time"
-    timeout -k 10 "$STEP_TIMEOUT" bash -c 't0=$EPOCHREALTIME; { '"$script"'
-}; rc=$?; printf "%s %s\n" "$t0" "$EPOCHREALTIME" >"$TIMEFILE"; exit $rc' _ "$@" \
-        >"$LOGS/$key.log" 2>&1 || rc=$?
-    ((rc == 0)) || fail_step "step \"$key\" failed (exit $rc): $script $*" "$LOGS/$key.log"
-    read -r t0 t1 <"$LOGS/time" || fail_step "step \"$key\" left no time" "$LOGS/$key.log"
-    T=$(elapsed "$t0" "$t1")
-    record "$key" "$T"
-}
+# (record, median, ratio, timed, wait_line... are in common.sh.)
+FAILED_LOG=$ROOT/target/bench-mount-failed.log
 export TIMEFILE=$LOGS/time
 
-# wait_line FILE PATTERN PID WHAT: wait until FILE's first line matches PATTERN, while PID
-# lives, at most WAIT_TIMEOUT seconds. Polls every 5 ms with builtins only.
-LINE=
-wait_line() {
-    local file=$1 pat=$2 pid=$3 what=$4 deadline
-    deadline=$(($(date +%s) + WAIT_TIMEOUT))
-    while :; do
-        LINE=
-        [[ -s $file ]] && IFS= read -r LINE <"$file" || true
-        [[ $LINE =~ $pat ]] && return 0
-        kill -0 "$pid" 2>/dev/null || fail_step "$what exited before it was ready" "${file%.out}.err"
-        (($(date +%s) < deadline)) || fail_step "$what not ready after ${WAIT_TIMEOUT}s" "${file%.out}.err"
-        sleep 0.005
-    done
-}
+cached_kib() { awk '/^Cached:/ { print $2 }' /proc/meminfo; }
 
 start_server() {
     "$CANOPY" --store "$S" serve --listen 127.0.0.1:0 >"$LOGS/serve.out" 2>"$LOGS/serve.err" &
@@ -304,22 +259,6 @@ start_mount() {
     T=$(elapsed "$t0" "$t1")
     is_mounted "$mnt" || fail_step "canopy mount said \"$LINE\" but $mnt is not a mountpoint" "$LOGS/mount-$name.err"
 }
-
-median() {   # median of the whitespace-separated numbers in $1
-    printf '%s\n' $1 | sort -g | awk '{ a[NR] = $1 }
-        END { if (NR == 0) print "-";
-              else if (NR % 2) printf "%.4f", a[(NR + 1) / 2];
-              else printf "%.4f", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
-m() { median "${VALS[$1]:-}"; }
-
-ratio() {   # ratio A B -> A/B with 2 decimals (3 significant digits below 0.1), or "-"
-    awk -v a="$1" -v b="$2" 'BEGIN {
-        if (a == "-" || b == "-" || a == "" || b == "" || b + 0 == 0) print "-"
-        else if (a / b < 0.1) printf "%.3g", a / b
-        else printf "%.2f", a / b }'
-}
-fmt() { awk -v v="$1" -v f="$2" 'BEGIN { if (v == "-" || v == "") print "-"; else printf f, v }'; }
 
 # read_all DIR...: cat every regular file under DIR... (what "read every file" means).
 READ_ALL='find "$@" -type f -print0 | xargs -0 -r cat >/dev/null'

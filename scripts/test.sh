@@ -17,7 +17,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # command:Debian package that provides it. (The mount tests mount as root through
-# /dev/fuse directly, so they need no FUSE userspace package.)
+# /dev/fuse directly, so they need no FUSE userspace package; the NFS tests use
+# libnfs-utils' userspace client, so they need no kernel NFS client.)
 needed=(
     dpkg-deb:dpkg
     apt-get:apt
@@ -28,6 +29,7 @@ needed=(
     tar:tar
     nginx:nginx
     umount:mount
+    nfs-ls:libnfs-utils
     # The signature tests make keys and sign with gpg; gpg-agent holds the keys.
     gpg:gpg
     gpg-agent:gpg-agent

@@ -69,9 +69,9 @@ pub enum Command {
     /// The store's signing key
     #[command(subcommand)]
     Key(KeyCommand),
-    /// Serve the store's roots and objects over HTTP
+    /// Serve the store's roots and objects over HTTP, and roots over NFSv3
     #[command(
-        after_help = "Examples:\n  canopy serve --listen 0.0.0.0:7750\n  canopy key show > server.pub   # give this to the hosts that mount"
+        after_help = "Examples:\n  canopy serve --listen 0.0.0.0:7750\n  canopy serve --listen 0.0.0.0:7750 --nfs 0.0.0.0:2049\n  canopy key show > server.pub   # give this to the hosts that mount\n\nNFS clients: mount -t nfs -o ro,vers=3,proto=tcp,port=2049,mountport=2049,nolock server:/web /mnt/web"
     )]
     Serve(ServeArgs),
     /// Mount roots from a canopy server (FUSE, read-only), in the foreground
@@ -168,9 +168,14 @@ pub struct VolumePluginArgs {
 /// What `serve` takes.
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Address and port to listen on (port 0 picks a free one, printed at start)
-    #[arg(long, default_value = "127.0.0.1:7750", value_name = "ADDR:PORT")]
-    pub listen: std::net::SocketAddr,
+    /// HTTP: address and port to listen on (port 0 picks a free one, printed at start)
+    /// [default: 127.0.0.1:7750, unless only --nfs is given]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Also export every root read-only over NFSv3 (MOUNT on the same port) as /NAME
+    /// and /NAME@COMMIT; with --nfs alone, no HTTP is served
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub nfs: Option<std::net::SocketAddr>,
 }
 
 /// `--json` on listings.

@@ -12,6 +12,8 @@ mod hostile;
 mod crash;
 // Serving over HTTP and mounting with FUSE: shared inodes, cache bound, outages, tampering, follow, nginx.
 mod mount;
+// Exporting roots over NFSv3: real NFS clients, handles across restarts and upgrades, garbage RPCs.
+mod nfs;
 // Roots resolved from a Debian repository: downloads, upgrade, rollback, diff, corruption.
 mod repo;
 // The Docker volume plugin over its socket, across restarts, and under a real dockerd.

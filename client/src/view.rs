@@ -2,13 +2,14 @@
 //! and the inode numbers handed to the kernel. It knows nothing of FUSE, so other front
 //! ends can serve the same view.
 //!
-//! Inode numbers follow file identity, not paths: every regular file, symlink or device
-//! with the same content and metadata (blob, mode, owner, xattrs) is one inode, whichever
-//! root and path it appears under, so the kernel caches its pages once. Directories get
+//! Inode numbers follow file identity ([`canopy_protocol::identity`]), not paths: every
+//! regular file, symlink or device with the same content and metadata (blob, mode,
+//! owner, xattrs) is one inode, whichever root and path it appears under, so the kernel
+//! caches its pages once. (The NFS export gives such files one fileid by the same rule.) Directories get
 //! one inode per path, kept across new versions of a root, and always show the tree
 //! their path has in the version that was current when they were last looked up.
 
-use canopy_protocol::{BlobId, CommitId, EntryKind, Meta, Tree, TreeId, Xattrs};
+use canopy_protocol::{BlobId, CommitId, EntryKind, Meta, ObjectId, Tree, TreeId, Xattrs};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
@@ -16,12 +17,7 @@ use std::sync::{Arc, RwLock};
 pub const ROOT_INO: u64 = 1;
 
 /// How a root's own top directory looks (trees carry no metadata for themselves).
-const ROOT_META: Meta = Meta {
-    mode: 0o755,
-    uid: 0,
-    gid: 0,
-    xattrs: Vec::new(),
-};
+const ROOT_META: Meta = Meta::ROOT_DIR;
 
 /// What a lookup can fail with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +91,8 @@ enum Node {
 struct Inodes {
     nodes: HashMap<u64, Node>,
     dirs: HashMap<(u64, Vec<u8>), u64>,
-    leaves: HashMap<(EntryKind, Meta), u64>,
+    /// Inodes of non-directories, by identity.
+    leaves: HashMap<ObjectId, u64>,
     next: u64,
 }
 
@@ -126,7 +123,7 @@ impl Inodes {
     }
 
     fn leaf(&mut self, kind: &EntryKind, meta: &Meta) -> u64 {
-        let key = (kind.clone(), meta.clone());
+        let key = canopy_protocol::identity(kind, meta);
         if let Some(&ino) = self.leaves.get(&key) {
             return ino;
         }

@@ -44,7 +44,9 @@ pub use commit::{Commit, CommitBody, PackageRef, SignatureError};
 pub use id::{ArchiveHash, BlobId, CommitId, Hasher, IdError, ObjectId, PackageId, TreeId};
 pub use package::{Package, PackageKind};
 pub use root_name::{RootName, RootNameError};
-pub use tree::{Entry, EntryKind, Meta, Name, NameError, Tree, TreeError, Xattrs};
+pub use tree::{
+    Entry, EntryKind, Meta, NAME_MAX, Name, NameError, Tree, TreeError, Xattrs, identity,
+};
 
 /// ed25519 keys as used to sign commits, re-exported so callers need no second import.
 pub use ed25519_dalek::{SigningKey, VerifyingKey};

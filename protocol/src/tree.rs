@@ -19,10 +19,12 @@
 //! ```
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::id::{BlobId, TreeId};
+use crate::id::{BlobId, ObjectId, TreeId};
 use std::fmt;
 
 const MAGIC: &[u8; 4] = b"CNPT";
+/// Header of the bytes an [`identity`] hashes: never a valid object of any kind.
+const IDENTITY_MAGIC: &[u8; 4] = b"CNPI";
 const VERSION: u8 = 1;
 
 /// Longest entry name, as Linux's NAME_MAX.
@@ -104,6 +106,17 @@ pub struct Meta {
     pub gid: u32,
     /// Extended attributes (e.g. `security.capability`), sorted by name.
     pub xattrs: Xattrs,
+}
+
+impl Meta {
+    /// How front ends show a root's own top directory, which no tree entry describes:
+    /// 0755, owned by root.
+    pub const ROOT_DIR: Meta = Meta {
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        xattrs: Vec::new(),
+    };
 }
 
 /// What an entry is, with what each kind needs.
@@ -229,6 +242,45 @@ fn check_entry(e: &Entry) -> Result<(), String> {
     Ok(())
 }
 
+/// Everything an entry records but its name, as the tree encoding writes it.
+fn write_body(w: &mut Writer, kind: &EntryKind, meta: &Meta) {
+    w.u8(kind.code());
+    w.u16(meta.mode);
+    w.u32(meta.uid);
+    w.u32(meta.gid);
+    match kind {
+        EntryKind::File { size, blob } => {
+            w.u64(*size);
+            w.id(&blob.0);
+        }
+        EntryKind::Dir { tree } => w.id(&tree.0),
+        EntryKind::Symlink { target } => w.bytes16(target),
+        EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
+            w.u32(*major);
+            w.u32(*minor);
+        }
+        EntryKind::Fifo | EntryKind::Socket => {}
+    }
+    w.u16(meta.xattrs.len() as u16);
+    for (name, value) in &meta.xattrs {
+        w.bytes8(name);
+        w.bytes32(value);
+    }
+}
+
+/// The identity of a file: the SHA-256 of everything an entry records but its name
+/// (kind, content or target or device, mode, owner, xattrs), under its own header.
+///
+/// Two entries with the same identity are the same file wherever they appear, in any
+/// root or version: front ends give them one inode (FUSE) or one fileid (NFS), so a
+/// kernel caches their pages once and an unchanged file keeps its number across
+/// versions. Only the name is left out: the identity does not depend on paths.
+pub fn identity(kind: &EntryKind, meta: &Meta) -> ObjectId {
+    let mut w = Writer::with_header(IDENTITY_MAGIC, VERSION);
+    write_body(&mut w, kind, meta);
+    ObjectId::of(&w.into_bytes())
+}
+
 /// One directory: entries in strictly increasing byte order of name.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Tree {
@@ -285,29 +337,7 @@ impl Tree {
         w.u32(self.entries.len() as u32);
         for e in &self.entries {
             w.bytes16(e.name.as_bytes());
-            w.u8(e.kind.code());
-            w.u16(e.meta.mode);
-            w.u32(e.meta.uid);
-            w.u32(e.meta.gid);
-            match &e.kind {
-                EntryKind::File { size, blob } => {
-                    w.u64(*size);
-                    w.id(&blob.0);
-                }
-                EntryKind::Dir { tree } => w.id(&tree.0),
-                EntryKind::Symlink { target } => w.bytes16(target),
-                EntryKind::CharDevice { major, minor }
-                | EntryKind::BlockDevice { major, minor } => {
-                    w.u32(*major);
-                    w.u32(*minor);
-                }
-                EntryKind::Fifo | EntryKind::Socket => {}
-            }
-            w.u16(e.meta.xattrs.len() as u16);
-            for (name, value) in &e.meta.xattrs {
-                w.bytes8(name);
-                w.bytes32(value);
-            }
+            write_body(&mut w, &e.kind, &e.meta);
         }
         w.into_bytes()
     }
@@ -482,6 +512,17 @@ mod tests {
                 prop_assert_eq!(decoded.encode(), mutated.clone());
                 prop_assert_ne!(decoded.id(), tree.id());
             }
+        }
+
+        /// Identity is the entry less its name: equal exactly when kind and meta are.
+        #[test]
+        fn identity_ignores_only_the_name(a in arb_entry(), b in arb_entry()) {
+            prop_assert_eq!(
+                identity(&a.kind, &a.meta) == identity(&b.kind, &b.meta),
+                (&a.kind, &a.meta) == (&b.kind, &b.meta)
+            );
+            let renamed = Entry { name: b.name.clone(), ..a.clone() };
+            prop_assert_eq!(identity(&renamed.kind, &renamed.meta), identity(&a.kind, &a.meta));
         }
 
         #[test]

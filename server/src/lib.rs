@@ -10,7 +10,8 @@
 //! - [`assemble`]: a root as the union of package trees, committed and signed;
 //! - [`diff`]: what changed between two commits of a root;
 //! - [`checkout`]: a root as a plain directory;
-//! - [`closure`], [`fsck`], [`gc`]: what the refs reach, checking it, keeping only it.
+//! - [`closure`], [`fsck`], [`gc`]: what the refs reach, checking it, keeping only it;
+//! - [`http`] and [`nfs`]: serving it, to `canopy mount` and to kernels' NFS clients.
 #![warn(missing_docs)]
 
 pub mod assemble;
@@ -23,6 +24,7 @@ pub mod fsck;
 pub mod gc;
 pub mod http;
 pub mod import;
+pub mod nfs;
 pub mod packages;
 pub mod repo;
 pub mod resolve;
