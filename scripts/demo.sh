@@ -1,45 +1,44 @@
 #!/usr/bin/env bash
-# canopy's main job on the default store, from nothing: build canopy, fetch a handful of
-# real Debian packages, import them, assemble a root from them, run bash inside a
-# checkout of it, then serve the store over HTTP, mount it with FUSE like a host would,
-# and run bash from the mount.
+# canopy's main job on the default store, from nothing: build canopy, add Debian's
+# archive as a repository (its Release signature checked with Debian's keyring), assemble
+# a root from bash + coreutils with their dependencies resolved and downloaded, run bash
+# inside a checkout of it, then serve the store over HTTP, mount it with FUSE like a host
+# would, and run bash from the mount.
 #
 #   bash scripts/demo.sh
 #
-# Store: $CANOPY_STORE, or ~/.local/share/canopy. Packages are cached in
-# ~/.cache/canopy-demo/debs; the root is checked out to ~/.cache/canopy-demo/web and
-# mounted at ~/.cache/canopy-demo/mnt (the mount needs root, or fuse3's fusermount3).
+# Store: $CANOPY_STORE, or ~/.local/share/canopy. The root is checked out to
+# ~/.cache/canopy-demo/web and mounted at ~/.cache/canopy-demo/mnt (the mount needs root,
+# or fuse3's fusermount3). MIRROR overrides the Debian mirror.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(libc6 libtinfo6 bash coreutils libselinux1 libpcre2-8-0 libacl1 libattr1 libgmp10 base-files)
+MIRROR="${MIRROR:-http://deb.debian.org/debian}"
+KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+PACKAGES=(bash coreutils)
 WORK="${CANOPY_DEMO_DIR:-$HOME/.cache/canopy-demo}"
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 step "building canopy (release)"
 cargo build --release --quiet
 canopy="$PWD/target/release/canopy"
-
-step "fetching ${#PACKAGES[@]} Debian packages into $WORK/debs"
-mkdir -p "$WORK/debs"
-have_all() { for p in "${PACKAGES[@]}"; do compgen -G "$WORK/debs/${p}_*.deb" >/dev/null || return 1; done; }
-if ! have_all; then
-    (cd "$WORK/debs" && apt-get download "${PACKAGES[@]}" 2>/dev/null) || {
-        echo "apt-get download failed; updating the package lists once and retrying"
-        apt-get update -qq
-        (cd "$WORK/debs" && apt-get download "${PACKAGES[@]}")
-    }
-fi
+mkdir -p "$WORK"
 
 step "canopy init"
 "$canopy" init
 
-step "canopy import deb (already imported archives are skipped)"
-"$canopy" import deb "$WORK"/debs/*.deb
+if ! "$canopy" repo list | grep -q '^debian '; then
+    step "canopy repo add debian $MIRROR --suite bookworm (signature checked with $KEYRING)"
+    "$canopy" repo add debian "$MIRROR" --suite bookworm --components main --arch amd64 \
+        --keyring "$KEYRING"
+fi
 
-step "canopy assemble web ${PACKAGES[*]}"
-"$canopy" assemble web "${PACKAGES[@]}"
+step "canopy assemble web --from debian ${PACKAGES[*]} (dependencies resolved; only missing archives downloaded)"
+"$canopy" assemble web --from debian "${PACKAGES[@]}"
 "$canopy" roots list
+
+step "canopy upgrade web (nothing new: no commit)"
+"$canopy" upgrade web
 
 step "canopy checkout web $WORK/web --hardlink"
 if [ -e "$WORK/web" ]; then

@@ -340,6 +340,21 @@ pub fn select_imported(
     Ok(chosen)
 }
 
+/// How a commit lists packages: what it was built from.
+pub fn package_refs(packages: &[(PackageId, Package)]) -> Vec<PackageRef> {
+    packages
+        .iter()
+        .map(|(id, p)| PackageRef {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            arch: p.arch.clone(),
+            archive: p.archive,
+            package: *id,
+            scripts: p.scripts.clone(),
+        })
+        .collect()
+}
+
 /// Whether `packages` are exactly what `commit` was assembled from, so that
 /// assembling them again would make the same root.
 pub fn unchanged(commit: &CommitBody, packages: &[(PackageId, Package)]) -> bool {
@@ -391,17 +406,7 @@ pub fn assemble(store: &Store, req: &Request) -> Result<Assembled, AssembleError
             .unwrap_or_else(|| format!("assemble {} from {}", req.root, names.join(" "))),
         requested: req.recipe.specs.iter().map(|s| s.to_string()).collect(),
         options: req.recipe.options(),
-        packages: chosen
-            .iter()
-            .map(|(id, p)| PackageRef {
-                name: p.name.clone(),
-                version: p.version.clone(),
-                arch: p.arch.clone(),
-                archive: p.archive,
-                package: *id,
-                scripts: p.scripts.clone(),
-            })
-            .collect(),
+        packages: package_refs(chosen),
     };
     let commit = body.sign(&store.signing_key()?);
     let id = txn.put_commit(&commit)?;

@@ -4,7 +4,9 @@ use super::{bytes, fetcher, head, open, root_name};
 use crate::cli::{AssembleArgs, UpgradeArgs};
 use anyhow::{Context, Result};
 use canopy_protocol::{CommitBody, Package, PackageId, RootName};
-use canopy_server::assemble::{Recipe, Request, assemble, select_imported, unchanged};
+use canopy_server::assemble::{
+    Recipe, Request, assemble, package_refs, select_imported, unchanged,
+};
 use canopy_server::diff::{self, PackageChange};
 use canopy_server::repo::provide::{Progress, provide};
 use canopy_server::{Access, Store};
@@ -46,17 +48,7 @@ pub fn upgrade(store: &Path, args: UpgradeArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let new: Vec<_> = packages
-        .iter()
-        .map(|(id, p)| canopy_protocol::PackageRef {
-            name: p.name.clone(),
-            version: p.version.clone(),
-            arch: p.arch.clone(),
-            archive: p.archive,
-            package: *id,
-            scripts: p.scripts.clone(),
-        })
-        .collect();
+    let new = package_refs(&packages);
     let changes = diff::packages(&old.packages, &new);
     println!("{}", summary(&changes));
     for change in &changes {
