@@ -50,7 +50,7 @@ pub enum Command {
     /// Configure the Debian repositories roots are resolved from
     #[command(subcommand)]
     Repo(RepoCommand),
-    /// List roots, show their history, roll them back
+    /// List roots, show their history, compare versions, roll them back
     #[command(subcommand)]
     Roots(RootsCommand),
     /// Write a root out as a plain directory tree
