@@ -1,5 +1,6 @@
 # benches/common.sh — what the benchmark scripts share: messages, installing missing
-# tools, building canopy, the set of real .debs they measure, and timing and reporting.
+# tools, building canopy, the set of real .debs they measure, free ports, stopping
+# processes, and timing and reporting.
 # Sourced, not run. The caller sets ROOT, BUILD, CANOPY, CLOSURE, PACKAGES and DEBS;
 # for the timing helpers also LOGS, STEP_TIMEOUT, WAIT_TIMEOUT, FAILED_LOG, and exports
 # TIMEFILE (usually $LOGS/time).
@@ -141,6 +142,28 @@ fetch_debs() {
         say "$OVERLAPS paths are shipped by more than one package: assembling with --allow-overwrite"
         ASSEMBLE_FLAGS=(--allow-overwrite)
     fi
+}
+
+# free_port [PORT...]: a TCP port on 127.0.0.1 that nothing listens on, other than those
+# named; fails after 200 tries.
+free_port() {
+    local p i
+    for ((i = 0; i < 200; i++)); do
+        p=$((20000 + RANDOM % 40000))
+        [[ " $* " == *" $p "* ]] && continue
+        ss -Htln "sport = :$p" | grep -q . || { echo "$p"; return 0; }
+    done
+    return 1
+}
+
+# stop_pid PID: TERM, wait up to 5 s, then KILL (nothing when PID is empty).
+stop_pid() {
+    local pid=$1 i
+    [[ -n $pid ]] || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
 }
 
 # ---------------------------------------------------------------- timing and reporting

@@ -433,15 +433,6 @@ if want share; then
 fi
 
 # ---------------------------------------------------------------- 4. HTTP GET throughput
-free_port() {
-    local p i
-    for ((i = 0; i < 200; i++)); do
-        p=$((20000 + RANDOM % 40000))
-        [[ -z $(ss -Hltn "sport = :$p") ]] && { echo "$p"; return 0; }
-    done
-    return 1
-}
-
 lat_ms() {   # lat_ms PCT LOG: wrk's latency percentile in ms
     awk -v p="$1%" '$1 == p { v = $2; u = v; sub(/^[0-9.]+/, "", u); sub(/[a-z]+$/, "", v)
         f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : -1

@@ -108,22 +108,12 @@ SERVER_PID=
 GANESHA_PID=
 RPCBIND_PID=
 
-# stop PID: TERM, wait up to 5 s, then KILL.
-stop() {
-    local pid=$1 i
-    [[ -n $pid ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    stop "$SERVER_PID"
-    stop "$GANESHA_PID"
-    stop "$RPCBIND_PID"
+    stop_pid "$SERVER_PID"
+    stop_pid "$GANESHA_PID"
+    stop_pid "$RPCBIND_PID"
     if ((KEEP)); then
         say "kept scratch directory $TMP"
     else
@@ -137,16 +127,6 @@ set -E
 trap 'printf "error: line %s: \"%s\" failed (status %s)\n" "$LINENO" "$BASH_COMMAND" "$?" >&2' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# A TCP port on 127.0.0.1 that nothing listens on, other than those in $@.
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        [[ " $* " == *" $p "* ]] && continue
-        ss -Htln "sport = :$p" | grep -q . || { echo "$p"; return; }
-    done
-}
 
 url() {   # url EXPORT NFS_PORT MOUNT_PORT
     echo "nfs://127.0.0.1$1?version=3&nfsport=$2&mountport=$3"
@@ -186,8 +166,8 @@ else
 fi
 
 # ganesha answers MOUNT only on a port of its own.
-G_NFS=$(free_port)
-G_MNT=$(free_port "$G_NFS")
+G_NFS=$(free_port) || die "no free port found on 127.0.0.1"
+G_MNT=$(free_port "$G_NFS") || die "no free port found on 127.0.0.1"
 cat >"$TMP/ganesha.conf" <<EOF
 NFS_CORE_PARAM {
     Protocols = 3;
