@@ -1,9 +1,10 @@
 # benches/common.sh — what the benchmark scripts share: messages, installing missing
-# tools, building canopy, the set of real .debs they measure, free ports, stopping
-# processes, and timing and reporting.
+# tools, building canopy, the set of real .debs they measure, free ports, nginx, stopping
+# processes, the scratch directory and its removal at exit, and timing and reporting.
 # Sourced, not run. The caller sets ROOT, BUILD, CANOPY, CLOSURE, PACKAGES and DEBS;
 # for the timing helpers also LOGS, STEP_TIMEOUT, WAIT_TIMEOUT, FAILED_LOG, and exports
-# TIMEFILE (usually $LOGS/time).
+# TIMEFILE (usually $LOGS/time); for scratch, KEEP and a `release` function; for
+# start_nginx, WAIT_TIMEOUT.
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -164,6 +165,74 @@ stop_pid() {
     for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+}
+
+# start_nginx DIR PORT ROOT PATH [DIRECTIVES]: nginx in the foreground (its pid in
+# NGINX_PID), config, logs and temporary files under DIR, serving the directory ROOT on
+# 127.0.0.1:PORT, with DIRECTIVES added to its http block; waits up to WAIT_TIMEOUT
+# seconds until PATH answers.
+start_nginx() {
+    local dir=$1 port=$2 root=$3 path=$4 directives=${5:-} deadline
+    mkdir -p "$dir/logs" "$dir/tmp"
+    cat >"$dir/nginx.conf" <<EOF
+daemon off;
+user root;
+worker_processes auto;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    default_type application/octet-stream;
+    sendfile on;
+    $directives
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    server {
+        listen 127.0.0.1:$port;
+        root $root;
+    }
+}
+EOF
+    nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" >"$dir/logs/nginx.out" 2>&1 &
+    NGINX_PID=$!
+    deadline=$(($(date +%s) + WAIT_TIMEOUT))
+    until curl -sf -o /dev/null "http://127.0.0.1:$port$path"; do
+        kill -0 "$NGINX_PID" 2>/dev/null || fail_step "nginx exited" "$dir/logs/error.log"
+        (($(date +%s) < deadline)) || fail_step "nginx not answering after ${WAIT_TIMEOUT}s" "$dir/logs/error.log"
+        sleep 0.05
+    done
+}
+
+# scratch NAME: makes TMP (target/bench-tmp/NAME.XXXXXX) and arranges that at exit, also
+# after a failed command (whose line is printed), Ctrl-C or TERM, the caller's `release`
+# function stops what the script started, then TMP is removed: unless KEEP=1, or
+# `release` failed (something it could not free, such as a mount, is still under TMP).
+scratch() {
+    mkdir -p "$ROOT/target/bench-tmp"
+    TMP=$(mktemp -d "$ROOT/target/bench-tmp/$1.XXXXXX")
+    trap on_exit EXIT
+    set -E
+    trap 'printf "error: line %s: \"%s\" failed (status %s)\n" "$LINENO" "$BASH_COMMAND" "$?" >&2' ERR
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+on_exit() {
+    local rc=$? freed=1
+    trap - EXIT INT TERM
+    release || freed=0
+    if ((KEEP)); then
+        say "kept scratch directory $TMP"
+    elif ((!freed)); then
+        say "something under $TMP could not be released; not removing it"
+    else
+        rm -rf --one-file-system -- "$TMP"
+        rmdir -- "$ROOT/target/bench-tmp" 2>/dev/null || true
+    fi
+    exit "$rc"
 }
 
 # ---------------------------------------------------------------- timing and reporting

@@ -130,17 +130,15 @@ CANOPY_VERSION=$("$CANOPY" --version 2>/dev/null || echo "canopy ?")
 fetch_debs
 
 # ---------------------------------------------------------------- scratch space, processes
-mkdir -p "$ROOT/target/bench-tmp"
-TMP=$(mktemp -d "$ROOT/target/bench-tmp/mount.XXXXXX")
-S=$TMP/store
-LOGS=$TMP/logs
-mkdir -p "$LOGS"
-
 SERVER_PID=
 URL=
 NGINX_PID=
 declare -A MOUNT_PID=()    # mountpoint -> pid of its `canopy mount`
 ODD=()                     # things canopy did that look wrong, for the report
+scratch mount              # common.sh: TMP, and `release` (below) at exit
+S=$TMP/store
+LOGS=$TMP/logs
+mkdir -p "$LOGS"
 
 odd() { ODD+=("$*"); printf 'note: %s\n' "$*" >&2; }
 
@@ -199,9 +197,9 @@ stop_nginx() {
     NGINX_PID=
 }
 
-cleanup() {
-    local rc=$? m
-    trap - EXIT INT TERM
+# At exit: mounts, server and nginx stopped; fails while something stays mounted.
+release() {
+    local m
     for m in "${!MOUNT_PID[@]}"; do stop_mount "$m"; done
     stop_server
     stop_nginx
@@ -209,21 +207,8 @@ cleanup() {
         [[ -n $m ]] || continue
         umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
     done < <(mounts_under_tmp)
-    if ((KEEP)); then
-        say "kept scratch directory $TMP"
-    elif [[ -n $(mounts_under_tmp) ]]; then
-        say "something is still mounted under $TMP; not removing it"
-    else
-        rm -rf --one-file-system -- "$TMP"
-        rmdir -- "$ROOT/target/bench-tmp" 2>/dev/null || true
-    fi
-    exit "$rc"
+    [[ -z $(mounts_under_tmp) ]]
 }
-trap cleanup EXIT
-set -E
-trap 'printf "error: line %s: \"%s\" failed (status %s)\n" "$LINENO" "$BASH_COMMAND" "$?" >&2' ERR
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- helpers
 # (record, median, ratio, timed, wait_line... are in common.sh.)
@@ -496,44 +481,13 @@ if want http; then
     [[ -f $OBJ_PATH ]] || die "object $OBJ_ID ($OBJ_FILE) is not at $OBJ_PATH"
     OBJ_ZSTD=$(zstd -3 -c "$OBJ_PATH" | wc -c)
 
-    NG=$TMP/nginx
-    mkdir -p "$NG/logs" "$NG/tmp"
     NGINX_PORT=$(free_port) || die "no free port found on 127.0.0.1"
-    cat >"$NG/nginx.conf" <<EOF
-daemon off;
-user root;
-worker_processes auto;
-pid $NG/nginx.pid;
-error_log $NG/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    client_body_temp_path $NG/tmp/body;
-    proxy_temp_path $NG/tmp/proxy;
-    fastcgi_temp_path $NG/tmp/fastcgi;
-    uwsgi_temp_path $NG/tmp/uwsgi;
-    scgi_temp_path $NG/tmp/scgi;
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        root $S/objects;
-    }
-}
-EOF
     say "nginx on 127.0.0.1:$NGINX_PORT (root $S/objects)"
-    nginx -p "$NG" -e "$NG/logs/error.log" -c "$NG/nginx.conf" >"$LOGS/nginx.out" 2>&1 &
-    NGINX_PID=$!
+    # keepalive_requests: nginx's default of 1000 would reconnect during a wrk run.
+    start_nginx "$TMP/nginx" "$NGINX_PORT" "$S/objects" "/${OBJ_ID:0:2}/${OBJ_ID:2}" \
+        'access_log off; tcp_nopush on; keepalive_requests 1000000;'
     NGINX_URL=http://127.0.0.1:$NGINX_PORT/${OBJ_ID:0:2}/${OBJ_ID:2}
     CANOPY_OBJ_URL=$URL/v1/objects/$OBJ_ID
-    deadline=$(($(date +%s) + WAIT_TIMEOUT))
-    until curl -sf -o /dev/null "$NGINX_URL"; do
-        kill -0 "$NGINX_PID" 2>/dev/null || fail_step "nginx exited" "$NG/logs/error.log"
-        (($(date +%s) < deadline)) || fail_step "nginx not answering after ${WAIT_TIMEOUT}s" "$NG/logs/error.log"
-        sleep 0.05
-    done
     # Both serve the object's bytes; canopy compresses with zstd when asked.
     for u in "$CANOPY_OBJ_URL" "$NGINX_URL"; do
         got=$(curl -sf "$u" | sha256sum | cut -d' ' -f1)

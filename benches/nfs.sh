@@ -96,37 +96,20 @@ LIBNFS_VERSION=$(dpkg-query -W -f '${Version}' libnfs-utils 2>/dev/null || echo 
 fetch_debs
 
 # ---------------------------------------------------------------- scratch space, processes
-mkdir -p "$ROOT/target/bench-tmp"
-TMP=$(mktemp -d "$ROOT/target/bench-tmp/nfs.XXXXXX")
+SERVER_PID=
+GANESHA_PID=
+RPCBIND_PID=
+release() {   # at exit (common.sh's scratch)
+    stop_pid "$SERVER_PID"
+    stop_pid "$GANESHA_PID"
+    stop_pid "$RPCBIND_PID"
+}
+scratch nfs
 S=$TMP/store
 LOGS=$TMP/logs
 mkdir -p "$LOGS"
 FAILED_LOG=$ROOT/target/bench-nfs-failed.log
 export TIMEFILE=$LOGS/time
-
-SERVER_PID=
-GANESHA_PID=
-RPCBIND_PID=
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    stop_pid "$SERVER_PID"
-    stop_pid "$GANESHA_PID"
-    stop_pid "$RPCBIND_PID"
-    if ((KEEP)); then
-        say "kept scratch directory $TMP"
-    else
-        rm -rf --one-file-system -- "$TMP"
-        rmdir -- "$ROOT/target/bench-tmp" 2>/dev/null || true
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-set -E
-trap 'printf "error: line %s: \"%s\" failed (status %s)\n" "$LINENO" "$BASH_COMMAND" "$?" >&2' ERR
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 url() {   # url EXPORT NFS_PORT MOUNT_PORT
     echo "nfs://127.0.0.1$1?version=3&nfsport=$2&mountport=$3"

@@ -116,8 +116,16 @@ printf '%s\n' "${PKGNAMES[@]}" | grep -qx -- "$UPGRADE" ||
     die "--upgrade $UPGRADE is not among the packages of both closures"
 
 # ---------------------------------------------------------------- scratch space, processes
-mkdir -p "$ROOT/target/bench-tmp"
-TMP=$(mktemp -d "$ROOT/target/bench-tmp/repo.XXXXXX")
+NGINX_PID=
+GNUPGHOME=
+release() {   # at exit (common.sh's scratch)
+    stop_pid "$NGINX_PID"
+    if [[ -n $GNUPGHOME ]]; then
+        gpgconf --kill gpg-agent 2>/dev/null || true
+        rm -rf -- "$GNUPGHOME"
+    fi
+}
+scratch repo
 LOGS=$TMP/logs
 REPO=$TMP/repo
 mkdir -p "$LOGS" "$REPO/pool"
@@ -126,27 +134,6 @@ export TIMEFILE=$LOGS/time
 # gpg-agent's socket path must stay short: its home goes under /tmp.
 GNUPGHOME=$(mktemp -d /tmp/cbr.XXXXXX)
 export GNUPGHOME
-NGINX_PID=
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    stop_pid "$NGINX_PID"
-    gpgconf --kill gpg-agent 2>/dev/null || true
-    rm -rf -- "$GNUPGHOME"
-    if ((KEEP)); then
-        say "kept scratch directory $TMP"
-    else
-        rm -rf --one-file-system -- "$TMP"
-        rmdir -- "$ROOT/target/bench-tmp" 2>/dev/null || true
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-set -E
-trap 'printf "error: line %s: \"%s\" failed (status %s)\n" "$LINENO" "$BASH_COMMAND" "$?" >&2' ERR
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- the repository
 say "repository: ${#DEBFILES[@]} .debs, signed by a throwaway key"
@@ -203,43 +190,14 @@ dpkg-deb --build -Zxz "$UP_TREE" "$UP_DEB" >"$LOGS/rebuild.log" 2>&1 ||
 rm -rf -- "$UP_TREE"
 
 # ---------------------------------------------------------------- nginx
-NG=$TMP/nginx
-mkdir -p "$NG/logs" "$NG/tmp"
 PORT=$(free_port) || die "no free port found on 127.0.0.1"
 URL=http://127.0.0.1:$PORT
-cat >"$NG/nginx.conf" <<EOF
-daemon off;
-user root;
-worker_processes 1;
-pid $NG/nginx.pid;
-error_log $NG/logs/error.log warn;
-events { worker_connections 256; }
-http {
-    log_format bench '\$status \$body_bytes_sent \$uri';
-    access_log $NG/logs/access.log bench;
-    default_type application/octet-stream;
-    sendfile on;
-    client_body_temp_path $NG/tmp/body;
-    proxy_temp_path $NG/tmp/proxy;
-    fastcgi_temp_path $NG/tmp/fastcgi;
-    uwsgi_temp_path $NG/tmp/uwsgi;
-    scgi_temp_path $NG/tmp/scgi;
-    server {
-        listen 127.0.0.1:$PORT;
-        root $REPO;
-    }
-}
-EOF
+NG=$TMP/nginx
 publish
 say "nginx on $URL (root $REPO)"
-nginx -p "$NG" -e "$NG/logs/error.log" -c "$NG/nginx.conf" >"$LOGS/nginx.out" 2>&1 &
-NGINX_PID=$!
-deadline=$(($(date +%s) + WAIT_TIMEOUT))
-until curl -sf -o /dev/null "$URL/dists/stable/InRelease"; do
-    kill -0 "$NGINX_PID" 2>/dev/null || fail_step "nginx exited" "$NG/logs/error.log"
-    (($(date +%s) < deadline)) || fail_step "nginx not answering after ${WAIT_TIMEOUT}s" "$NG/logs/error.log"
-    sleep 0.05
-done
+# The access log is how downloads are counted: status, bytes sent, path.
+start_nginx "$NG" "$PORT" "$REPO" /dists/stable/InRelease \
+    "log_format bench '\$status \$body_bytes_sent \$uri'; access_log $NG/logs/access.log bench;"
 
 # served_since LINE: "requests bytes debs deb_bytes" of the access log after line LINE.
 log_lines() { wc -l <"$NG/logs/access.log"; }
