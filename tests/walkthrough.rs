@@ -895,26 +895,18 @@ fn import_and_assemble_work_without_root() {
         c
     };
     as_nobody(&["init"]).success();
-    let debs = debs::paths(&[
+    let packages = [
         "libc6",
         "libtinfo6",
         "bash",
         "base-files",
         "libgcc-s1",
         "gcc-12-base",
-    ]);
-    as_nobody(&["import", "deb"]).args(&debs).success();
-    as_nobody(&[
-        "assemble",
-        "web",
-        "libc6",
-        "libtinfo6",
-        "bash",
-        "base-files",
-        "libgcc-s1",
-        "gcc-12-base",
-    ])
-    .success();
+    ];
+    as_nobody(&["import", "deb"])
+        .args(debs::paths(&packages))
+        .success();
+    as_nobody(&["assemble", "web"]).args(packages).success();
     let dir = env.path("out");
     env.cmd(["checkout", "web"]).arg(&dir).success();
     let bash = fs::metadata(dir.join("bin/bash")).unwrap();
