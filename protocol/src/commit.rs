@@ -1,7 +1,9 @@
 //! Commits: signed versions of a root.
 //!
 //! ```text
-//! "CNPC" 0x01
+//! "CNPC" 0x03
+//! string root                      the root's name: a ref cannot show another root's commit
+//! u64 generation                   1 for a root's first commit, its parent's + 1 after
 //! 32-byte tree id
 //! u8 has_parent, [32-byte parent commit id]
 //! i64 timestamp                    unix seconds
@@ -10,17 +12,31 @@
 //! u32 count, strings               how they were resolved (`from=REPO`, `essential`…)
 //! u32 count, per package:          what the root was built from, in assembly order
 //!   string name, version, arch; 32-byte archive hash; 32-byte package id;
-//!   u32 count, strings             maintainer scripts it carried (not run)
+//!   u32 count, strings             maintainer scripts it carried
+//! u32 count, per extension:        further facts, sorted by key, keys unique
+//!   string key; u32 length + bytes value
 //! 32-byte signer                   ed25519 public key
 //! 64-byte signature                ed25519 over every byte before it
 //! ```
+//!
+//! The root's name and the generation are signed, so a compromised server or proxy can
+//! neither point one root's ref at another root's commit nor replay an older commit to
+//! a host that already follows a newer one. New facts about a commit (what configuring
+//! the packages did, an image's configuration, RPM epochs…) are **extensions**: a key
+//! in [`CommitBody::extensions`] whose value that feature defines (JSON, by
+//! convention), not a new version of this encoding.
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::id::{ArchiveHash, CommitId, PackageId, TreeId};
+use crate::root_name::{RootName, RootNameError};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use std::collections::BTreeMap;
 
 const MAGIC: &[u8; 4] = b"CNPC";
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+
+/// Longest extension key: short dotted words such as `configure` or `oci.config`.
+pub const EXTENSION_KEY_MAX: usize = 64;
 
 /// One package a root was built from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +59,11 @@ pub struct PackageRef {
 /// Everything a commit says, before it is signed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommitBody {
+    /// The root this commit is a version of.
+    pub root: RootName,
+    /// 1 for a root's first commit, the parent's generation + 1 for every later one
+    /// (a rollback too: history only grows), so a host can refuse to go backwards.
+    pub generation: u64,
     /// The root directory.
     pub tree: TreeId,
     /// The previous version of this root, if any.
@@ -59,6 +80,9 @@ pub struct CommitBody {
     pub options: Vec<String>,
     /// The packages it was assembled from, in order.
     pub packages: Vec<PackageRef>,
+    /// Further signed facts, by key (see the module docs); keys are 1 to
+    /// [`EXTENSION_KEY_MAX`] characters of `a-z 0-9 . -`.
+    pub extensions: BTreeMap<String, Vec<u8>>,
 }
 
 /// A signed commit.
@@ -91,6 +115,8 @@ pub enum SignatureError {
 impl CommitBody {
     fn encode_signed_part(&self, signer: &[u8; 32]) -> Writer {
         let mut w = Writer::with_header(MAGIC, VERSION);
+        w.string(self.root.as_str());
+        w.u64(self.generation);
         w.id(&self.tree.0);
         match &self.parent {
             Some(p) => {
@@ -111,6 +137,15 @@ impl CommitBody {
             w.id(&p.archive.0);
             w.id(&p.package.0);
             w.strings(&p.scripts);
+        }
+        w.u32(self.extensions.len() as u32);
+        for (key, value) in &self.extensions {
+            assert!(
+                valid_extension_key(key),
+                "extension key {key:?} is not valid: callers use constant keys"
+            );
+            w.string(key);
+            w.bytes32(value);
         }
         w.raw(signer);
         w
@@ -145,6 +180,14 @@ impl Commit {
     /// Decodes a canonical encoding. The signature is not checked here: see [`Commit::verify`].
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::with_header(bytes, MAGIC, VERSION, "commit")?;
+        let root = r.string("root name")?;
+        let root: RootName = root
+            .parse()
+            .map_err(|e: RootNameError| DecodeError::invalid("root name", e.to_string()))?;
+        let generation = r.u64()?;
+        if generation == 0 {
+            return Err(DecodeError::invalid("generation", "generations start at 1"));
+        }
         let tree = TreeId(r.id()?);
         let parent = if r.flag("parent flag")? {
             Some(CommitId(r.id()?))
@@ -168,11 +211,36 @@ impl Commit {
                 scripts: r.strings("script name")?,
             });
         }
+        // key and value lengths (8).
+        let n = r.count(8)?;
+        let mut extensions = BTreeMap::new();
+        for _ in 0..n {
+            let key = r.string("extension key")?;
+            if !valid_extension_key(&key) {
+                return Err(DecodeError::invalid(
+                    "extension key",
+                    format!("{key:?} is not 1 to {EXTENSION_KEY_MAX} characters of a-z 0-9 . -"),
+                ));
+            }
+            if extensions
+                .last_key_value()
+                .is_some_and(|(last, _): (&String, _)| last.as_str() >= key.as_str())
+            {
+                return Err(DecodeError::invalid(
+                    "extension key",
+                    format!("{key:?} is out of order or repeated"),
+                ));
+            }
+            let value = r.bytes32()?.to_vec();
+            extensions.insert(key, value);
+        }
         let signer = r.raw::<32>()?;
         let signature = r.raw::<64>()?;
         r.finish()?;
         Ok(Commit {
             body: CommitBody {
+                root,
+                generation,
                 tree,
                 parent,
                 timestamp,
@@ -180,6 +248,7 @@ impl Commit {
                 requested,
                 options,
                 packages,
+                extensions,
             },
             signer,
             signature,
@@ -199,6 +268,17 @@ impl Commit {
             .verify_strict(&message, &Signature::from_bytes(&self.signature))
             .map_err(|_| SignatureError::Invalid)
     }
+}
+
+/// Whether `key` may name an extension: 1 to [`EXTENSION_KEY_MAX`] characters of
+/// `a-z 0-9 . -`, starting with a letter.
+pub fn valid_extension_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= EXTENSION_KEY_MAX
+        && key.as_bytes()[0].is_ascii_lowercase()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
 }
 
 #[cfg(test)]
@@ -229,17 +309,36 @@ mod tests {
                 package: PackageId(p),
                 scripts,
             });
-        (
+        let head = (
+            "[a-z0-9][a-z0-9._+-]{0,8}",
+            1..u64::MAX,
             id.clone(),
             proptest::option::of(id),
             any::<i64>(),
+        );
+        (
+            head,
             ".{0,20}",
             proptest::collection::vec(".{0,8}", 0..3),
             proptest::collection::vec(".{0,8}", 0..3),
             proptest::collection::vec(pkg, 0..4),
+            proptest::collection::btree_map(
+                "[a-z][a-z0-9.-]{0,10}",
+                proptest::collection::vec(any::<u8>(), 0..12),
+                0..3,
+            ),
         )
             .prop_map(
-                |(t, parent, timestamp, subject, requested, options, packages)| CommitBody {
+                |(
+                    (root, generation, t, parent, timestamp),
+                    subject,
+                    requested,
+                    options,
+                    packages,
+                    extensions,
+                )| CommitBody {
+                    root: root.parse().unwrap(),
+                    generation,
                     tree: TreeId(t),
                     parent: parent.map(CommitId),
                     timestamp,
@@ -247,6 +346,7 @@ mod tests {
                     requested,
                     options,
                     packages,
+                    extensions,
                 },
             )
     }
@@ -273,8 +373,20 @@ mod tests {
     }
 
     #[test]
+    fn extension_keys_are_checked() {
+        for good in ["configure", "oci.config", "rpm-evr", "a1"] {
+            assert!(valid_extension_key(good), "{good}");
+        }
+        for bad in ["", "Configure", "1a", "a b", "a/b", &"a".repeat(65)] {
+            assert!(!valid_extension_key(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn other_key_is_refused() {
         let body = CommitBody {
+            root: "web".parse().unwrap(),
+            generation: 1,
             tree: TreeId(ObjectId::of(b"t")),
             parent: None,
             timestamp: 1,
@@ -282,6 +394,7 @@ mod tests {
             requested: vec![],
             options: vec![],
             packages: vec![],
+            extensions: BTreeMap::new(),
         };
         let c = body.sign(&key(1));
         assert!(matches!(

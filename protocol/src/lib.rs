@@ -40,7 +40,9 @@ mod root_name;
 mod tree;
 
 pub use codec::DecodeError;
-pub use commit::{Commit, CommitBody, PackageRef, SignatureError};
+pub use commit::{
+    Commit, CommitBody, EXTENSION_KEY_MAX, PackageRef, SignatureError, valid_extension_key,
+};
 pub use id::{ArchiveHash, BlobId, CommitId, Hasher, IdError, ObjectId, PackageId, TreeId};
 pub use package::{Package, PackageKind};
 pub use root_name::{RootName, RootNameError};

@@ -394,9 +394,15 @@ pub fn assemble(store: &Store, req: &Request) -> Result<Assembled, AssembleError
         Some(sub) => subtree(root, sub, &mut txn)?,
     };
     let parent = store.root_ref(&req.root)?;
+    let generation = match &parent {
+        Some(p) => store.commit(p)?.body.generation + 1,
+        None => 1,
+    };
     // The request, not the resolved list, which can run to hundreds of packages.
     let names: Vec<String> = req.recipe.specs.iter().map(|s| s.to_string()).collect();
     let body = CommitBody {
+        root: req.root.clone(),
+        generation,
         tree,
         parent,
         timestamp: now(),
@@ -407,6 +413,7 @@ pub fn assemble(store: &Store, req: &Request) -> Result<Assembled, AssembleError
         requested: req.recipe.specs.iter().map(|s| s.to_string()).collect(),
         options: req.recipe.options(),
         packages: package_refs(chosen),
+        extensions: BTreeMap::new(),
     };
     let commit = body.sign(&store.signing_key()?);
     let id = txn.put_commit(&commit)?;
