@@ -2,11 +2,13 @@
 //! or walks it.
 //!
 //! - [`store`]: objects, refs, the lock and the signing key; all writes in transactions;
-//! - [`import`]: `.deb`, tarballs and directories into package trees;
+//! - [`import`]: tarballs and directories into package trees, and what every format's
+//!   importer shares (limits, the tree builder, error classes);
+//! - [`debian`]: the `.deb` format and Debian repositories: control data, the resolver,
+//!   signed Release files and Packages indexes, the `.deb` importer;
 //! - [`packages`]: the imported packages and how a spec picks one;
-//! - [`control`], [`resolve`]: Debian control data and which packages of an index a
-//!   request needs;
-//! - [`repo`]: Debian repositories: signed metadata, downloads, what a recipe resolves to;
+//! - [`repo`]: configured repositories, downloads, OpenPGP checks, what a recipe
+//!   resolves to;
 //! - [`assemble`]: a root as the union of package trees, committed and signed;
 //! - [`diff`]: what changed between two commits of a root;
 //! - [`checkout`]: a root as a plain directory;
@@ -17,8 +19,8 @@
 pub mod assemble;
 pub mod checkout;
 pub mod closure;
-pub mod control;
 mod crash;
+pub mod debian;
 pub mod diff;
 pub mod fsck;
 pub mod gc;
@@ -27,7 +29,6 @@ pub mod import;
 pub mod nfs;
 pub mod packages;
 pub mod repo;
-pub mod resolve;
 pub mod store;
 
 pub use store::{Access, Store, StoreError, Txn, TxnStats};

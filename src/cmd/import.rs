@@ -48,7 +48,7 @@ pub fn debs(store: &Path, files: &[PathBuf], max_size: u64) -> Result<ExitCode> 
     let mut failed = 0;
     for file in files {
         bar.set_message(file.display().to_string());
-        match import::deb::import(&store, file, limits(max_size)) {
+        match canopy_server::debian::deb::import(&store, file, limits(max_size)) {
             Ok(imported) => bar.suspend(|| println!("{}", report(&imported))),
             Err(e) => {
                 failed += 1;

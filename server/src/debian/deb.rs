@@ -1,10 +1,12 @@
 //! Debian binary packages: an `ar` archive of `debian-binary`, `control.tar[.gz|.xz|.zst]`
 //! and `data.tar[.gz|.xz|.zst]`.
 
-use super::builder::{ArchivePath, TreeBuilder};
-use super::compress::{Compression, decoder};
-use super::limit::{Budget, Counted, Limits};
-use super::{Class, Identity, ImportError, Imported, already_imported, finish, hash_file, open};
+use crate::import::builder::{ArchivePath, TreeBuilder};
+use crate::import::compress::{Compression, decoder};
+use crate::import::limit::{Budget, Counted, Limits};
+use crate::import::{
+    Class, Identity, ImportError, Imported, already_imported, finish, hash_file, open,
+};
 use crate::store::Store;
 use canopy_protocol::PackageKind;
 use std::io::{self, Read};
@@ -72,7 +74,7 @@ pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, Im
             let declared = member.header().size();
             let mut counted = Counted::new(&mut member);
             let reader = decoder(&mut counted, Some(compression), &id)?;
-            data = Some(super::tar::read(&mut txn, reader, limits, &id)?);
+            data = Some(crate::import::tar::read(&mut txn, reader, limits, &id)?);
             complete(&id, &counted, declared)?;
         } else if !id.starts_with('_') {
             // dpkg reserves names starting with '_' for additions it ignores; anything

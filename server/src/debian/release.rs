@@ -3,11 +3,11 @@
 //! cached under its hash, so an unchanged index is neither downloaded nor checked
 //! again; Release itself is asked for with a conditional request.
 
-use super::fetch::{Fetched, Fetcher, Validators};
-use super::signature::{self, Keyring};
-use super::{RepoConfig, RepoError, cache_dir, ensure_dir};
-use crate::control::{Paragraph, parse_paragraphs};
-use crate::resolve::Candidate;
+use super::control::{Paragraph, parse_paragraphs};
+use super::resolve::Candidate;
+use crate::repo::fetch::{Fetched, Fetcher, Validators};
+use crate::repo::signature::{self, Keyring};
+use crate::repo::{RepoConfig, RepoError, cache_dir, ensure_dir};
 use crate::store::{Store, write_atomic};
 use canopy_protocol::{ArchiveHash, Hasher, ObjectId};
 use serde::{Deserialize, Serialize};

@@ -22,7 +22,7 @@
 //! One architecture is resolved at a time: candidates of the target architecture and
 //! `all`; the rest of the index is ignored.
 
-use crate::control::{ControlError, Op, Paragraph, Relation, parse_relations};
+use crate::debian::control::{ControlError, Op, Paragraph, Relation, parse_relations};
 use crate::packages::PackageSpec;
 use debversion::Version;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
@@ -111,7 +111,7 @@ impl Candidate {
                 .ok_or_else(|| err(field, "missing".into()))
         };
         let name = required("Package")?;
-        if !crate::control::valid_package_name(name) {
+        if !crate::debian::control::valid_package_name(name) {
             return Err(err("Package", format!("{name:?} is not a package name")));
         }
         let version = required("Version")?;
@@ -1056,7 +1056,7 @@ impl DependencyProvider for Debian<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::parse_paragraphs;
+    use crate::debian::control::parse_paragraphs;
     use proptest::prelude::*;
 
     /// Candidates from a Packages snippet.

@@ -6,11 +6,10 @@
 //! exactly as it was. Archives are streamed: file contents go straight to disk, and
 //! memory is bounded by [`Limits`] whatever the archive claims.
 
-mod builder;
-mod compress;
-pub mod deb;
+pub(crate) mod builder;
+pub(crate) mod compress;
 pub mod dir;
-mod limit;
+pub(crate) mod limit;
 pub mod tar;
 
 use crate::store::{IoContext, Store, StoreError, Txn, TxnStats};
@@ -182,7 +181,10 @@ pub fn decompress<'a>(bytes: &'a [u8], what: &str) -> Result<Box<dyn io::Read + 
 }
 
 /// Returns the package already imported from this archive, if any.
-fn already_imported(store: &Store, archive: &ArchiveHash) -> Result<Option<Imported>, ImportError> {
+pub(crate) fn already_imported(
+    store: &Store,
+    archive: &ArchiveHash,
+) -> Result<Option<Imported>, ImportError> {
     match store.package_ref(archive)? {
         Some(id) => Ok(Some(Imported {
             id,
@@ -195,15 +197,15 @@ fn already_imported(store: &Store, archive: &ArchiveHash) -> Result<Option<Impor
 
 /// The fields of a package record that the importer knows before the tree is written.
 pub(crate) struct Identity {
-    kind: PackageKind,
-    name: String,
-    version: String,
-    arch: String,
-    scripts: Vec<String>,
+    pub(crate) kind: PackageKind,
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) arch: String,
+    pub(crate) scripts: Vec<String>,
 }
 
 /// Writes the package record for `tree`, points the package ref at it and commits.
-fn finish(
+pub(crate) fn finish(
     mut txn: Txn<'_>,
     tree: TreeId,
     entries: u64,
@@ -239,7 +241,7 @@ pub(crate) fn now() -> i64 {
 }
 
 /// Opens a file for import, naming it in the error.
-fn open(path: &Path) -> Result<File, ImportError> {
+pub(crate) fn open(path: &Path) -> Result<File, ImportError> {
     File::open(path)
         .ctx(|| format!("opening {}", path.display()))
         .map_err(ImportError::from)

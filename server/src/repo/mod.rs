@@ -1,9 +1,9 @@
-//! Debian package repositories: where roots are resolved from.
+//! Package repositories: where roots are resolved from.
 //!
 //! A repository is configured once (`STORE/repos/NAME.json`); its metadata is read on
-//! every assemble or upgrade (`release`: the signed Release file, then each
+//! every assemble or upgrade (`crate::debian::release`: the signed Release file, then each
 //! component's Packages index, checked against the hashes Release lists and cached by
-//! them), the request is resolved against it (`crate::resolve`), and only the
+//! them), the request is resolved against it (`crate::debian::resolve`), and only the
 //! archives the store has not imported yet are downloaded (`fetch`) and imported
 //! (`provide`).
 //!
@@ -15,10 +15,9 @@
 
 pub mod fetch;
 pub mod provide;
-pub mod release;
 pub mod signature;
 
-use crate::control::ControlError;
+use crate::debian::control::ControlError;
 use crate::store::{Store, StoreError, write_atomic};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -143,7 +142,7 @@ fn config_path(store: &Store, name: &str) -> PathBuf {
 }
 
 /// The directory where a repository's verified metadata is cached.
-fn cache_dir(store: &Store, name: &str) -> PathBuf {
+pub(crate) fn cache_dir(store: &Store, name: &str) -> PathBuf {
     store.path().join("cache/repos").join(name)
 }
 
@@ -259,7 +258,7 @@ pub fn list(store: &Store) -> Result<Vec<(String, RepoConfig)>, RepoError> {
 }
 
 /// Creates a directory (and its parents) for cache files.
-fn ensure_dir(dir: &Path) -> Result<(), RepoError> {
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), RepoError> {
     fs::create_dir_all(dir).map_err(|source| RepoError::Io {
         what: format!("creating {}", dir.display()),
         source,

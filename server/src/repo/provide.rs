@@ -3,11 +3,11 @@
 //! against its index before anything is imported), import it.
 
 use super::fetch::Fetcher;
-use super::release::{self, Archive};
 use super::{RepoError, ensure_dir, get};
 use crate::assemble::Recipe;
-use crate::import::{self, ImportError, Limits};
-use crate::resolve::{self, Candidate, ResolveError};
+use crate::debian::release::{self, Archive};
+use crate::debian::resolve::{self, Candidate, ResolveError};
+use crate::import::{ImportError, Limits};
 use crate::store::Store;
 use canopy_protocol::{Package, PackageId};
 use std::collections::VecDeque;
@@ -118,13 +118,14 @@ pub fn provide(
     for (&i, file) in missing.iter().zip(&files) {
         let (c, a) = (&candidates[i], &archives[i]);
         let label = format!("{} {}", c.name, c.version);
-        let imported = import::deb::import(store, file, Limits::default()).map_err(|source| {
-            ProvideError::Import {
-                label: label.clone(),
-                url: a.url.to_string(),
-                source: Box::new(source),
-            }
-        })?;
+        let imported =
+            crate::debian::deb::import(store, file, Limits::default()).map_err(|source| {
+                ProvideError::Import {
+                    label: label.clone(),
+                    url: a.url.to_string(),
+                    source: Box::new(source),
+                }
+            })?;
         // A downloaded copy has served its purpose; a file:// archive is the user's.
         if a.url.scheme() != "file" {
             let _ = std::fs::remove_file(file);
