@@ -44,7 +44,7 @@ pub enum Command {
     Assemble(AssembleArgs),
     /// Assemble a root again as it was made, with the newest packages
     #[command(
-        after_help = "Re-resolves the root's request (its packages, --from repositories and flags, as its\ncurrent commit records them); downloads only archives the store lacks; writes no\ncommit when nothing changed.\n\nExamples:\n  canopy upgrade web\n  canopy upgrade web --dry-run"
+        after_help = "Re-resolves the root's request (its packages, --from repositories and flags, as its\ncurrent commit records them); downloads only archives the store lacks; writes no\ncommit when nothing changed.\n\nExit status: 0 done or up to date; with --dry-run, 10 when changes are pending.\n\nExamples:\n  canopy upgrade web\n  canopy upgrade web --dry-run && echo up to date"
     )]
     Upgrade(UpgradeArgs),
     /// Configure the Debian repositories roots are resolved from
@@ -53,9 +53,24 @@ pub enum Command {
     /// List roots, show their history, compare versions, roll them back
     #[command(subcommand)]
     Roots(RootsCommand),
+    /// List a directory (or show one entry) of a root, without mounting it
+    #[command(
+        after_help = "PATH is looked up inside the root: symlinks resolve within it, as in a chroot.\n\nExamples:\n  canopy ls web /usr/bin\n  canopy ls web /usr/bin --long\n  canopy ls web@3f2a /etc --json"
+    )]
+    Ls(LsArgs),
+    /// Print a file of a root, without mounting it
+    #[command(
+        after_help = "Symlinks resolve within the root (/etc/os-release → /usr/lib/os-release).\n\nExamples:\n  canopy cat web /etc/os-release\n  canopy cat web@3f2a /etc/debian_version"
+    )]
+    Cat(CatArgs),
+    /// Say which package put a path into a root, or that configuring made it
+    #[command(
+        after_help = "Exit status 0 when the path comes from a package or from configuration, 1 when\nthe root does not have it or no package accounts for it.\n\nExamples:\n  canopy owner web /bin/bash\n  canopy owner web /usr/bin/awk --json"
+    )]
+    Owner(OwnerArgs),
     /// Write a root out as a plain directory tree
     #[command(
-        after_help = "Examples:\n  canopy checkout web /srv/web\n  canopy checkout web /srv/web --hardlink\n  canopy checkout web /srv/web-old --commit 3f2a9c"
+        after_help = "Examples:\n  canopy checkout web /srv/web\n  canopy checkout web /srv/web --hardlink\n  canopy checkout web@3f2a9c /srv/web-old"
     )]
     Checkout(CheckoutArgs),
     /// Verify every object and every ref's closure
@@ -98,15 +113,20 @@ pub struct MountArgs {
     pub servers: Vec<url::Url>,
     #[command(flatten)]
     pub host: HostArgs,
-    /// Mount this root at the mountpoint instead of every root under it
-    #[arg(long)]
+    /// Mount this root at the mountpoint instead of every root under it; ROOT@COMMIT
+    /// pins one commit (full id or unique prefix)
+    #[arg(long, value_name = "ROOT[@COMMIT]")]
     pub root: Option<String>,
-    /// With --root: show this commit instead of the current one
+    /// With --root: show this commit instead of the current one (full id or unique
+    /// prefix, as ROOT@COMMIT)
     #[arg(long, requires = "root")]
     pub commit: Option<String>,
     /// Switch to new versions of roots (and show new roots) as the server gets them
     #[arg(long, conflicts_with = "commit")]
     pub follow: bool,
+    /// Mount even if the mountpoint has files in it (they are hidden while mounted)
+    #[arg(long)]
+    pub nonempty: bool,
     /// How often --follow asks the server
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub interval: std::time::Duration,
@@ -198,7 +218,7 @@ pub enum ImportCommand {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
         #[command(flatten)]
-        limit: MaxSize,
+        flags: ImportFlags,
     },
     /// Import a tar archive (plain, gzip, xz or zstd) as one package
     #[command(
@@ -210,7 +230,7 @@ pub enum ImportCommand {
         #[command(flatten)]
         named: Named,
         #[command(flatten)]
-        limit: MaxSize,
+        flags: ImportFlags,
     },
     /// Import a directory as one package, with owners and modes as on disk
     #[command(
@@ -222,7 +242,7 @@ pub enum ImportCommand {
         #[command(flatten)]
         named: Named,
         #[command(flatten)]
-        limit: MaxSize,
+        flags: ImportFlags,
     },
 }
 
@@ -237,12 +257,14 @@ pub struct Named {
     pub version: String,
 }
 
-/// Bound on unpacked size.
+/// What every import takes.
 #[derive(Args)]
-pub struct MaxSize {
+pub struct ImportFlags {
     /// Refuse an archive that unpacks to more than this (K, M, G, T suffixes)
     #[arg(long, value_name = "SIZE", default_value = "16G", value_parser = parse_size)]
     pub max_size: u64,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// Parses `123`, `64K`, `8M`, `16G`, `1T` (powers of 1024).
@@ -287,8 +309,9 @@ pub struct AssembleArgs {
     #[arg(short, long, value_name = "SUBJECT")]
     pub message: Option<String>,
     /// Resolve the packages and their dependencies from these repositories (see
-    /// `canopy repo add`), downloading only archives the store lacks
-    #[arg(long = "from", value_name = "REPO")]
+    /// `canopy repo add`; comma separated or repeated), downloading only archives the
+    /// store lacks
+    #[arg(long = "from", value_name = "REPO", value_delimiter = ',')]
     pub from: Vec<String>,
     /// With --from: also every package the repository marks Essential
     #[arg(long, requires = "from")]
@@ -296,6 +319,8 @@ pub struct AssembleArgs {
     /// With --from: follow Recommends too
     #[arg(long, requires = "from")]
     pub recommends: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// What `upgrade` takes.
@@ -303,12 +328,15 @@ pub struct AssembleArgs {
 pub struct UpgradeArgs {
     /// The root
     pub root: String,
-    /// Show what would change, download and commit nothing
+    /// Read the repositories and resolve only: say what would change, download and
+    /// write nothing (exit status 10 when changes are pending, 0 when up to date)
     #[arg(long)]
     pub dry_run: bool,
     /// The commit's subject line
     #[arg(short, long, value_name = "SUBJECT")]
     pub message: Option<String>,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// What `repo` takes.
@@ -316,7 +344,7 @@ pub struct UpgradeArgs {
 pub enum RepoCommand {
     /// Add a Debian repository (http, https or file URL)
     #[command(
-        after_help = "Examples:\n  canopy repo add debian http://deb.debian.org/debian --suite bookworm --components main --arch amd64 \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy repo add local file:///srv/debs --no-verify-signature      (flat: Packages at the URL)\n\nWithout --suite the repository is flat, as dpkg-scanpackages makes it."
+        after_help = "Examples (Debian 12 with its updates and security fixes, then a flat local one):\n  canopy repo add debian http://deb.debian.org/debian --suite bookworm,bookworm-updates \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy repo add debian-security http://deb.debian.org/debian-security --suite bookworm-security \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy assemble web --from debian,debian-security nginx-light\n  canopy repo add local file:///srv/debs --no-verify-signature      (flat: Packages at the URL)\n\nWithout --suite the repository is flat, as dpkg-scanpackages makes it."
     )]
     Add(RepoAddArgs),
     /// List the configured repositories
@@ -343,9 +371,10 @@ pub struct RepoAddArgs {
     pub name: String,
     /// Its base URL (the directory holding `dists/`, or a flat repository)
     pub url: url::Url,
-    /// The suite or codename under dists/ (omit for a flat repository)
-    #[arg(long)]
-    pub suite: Option<String>,
+    /// The suites or codenames under dists/, comma separated or repeated, read
+    /// together (omit for a flat repository)
+    #[arg(long, value_delimiter = ',', value_name = "SUITE")]
+    pub suite: Vec<String>,
     /// Components to read, comma separated
     #[arg(
         long,
@@ -372,6 +401,16 @@ pub enum RootsCommand {
     /// List roots with their current commit
     #[command(after_help = "Example:\n  canopy roots list --json")]
     List(JsonFlag),
+    /// Show one commit of a root: ids, signer, request, packages, size
+    #[command(
+        after_help = "Examples:\n  canopy roots show web\n  canopy roots show web@3f2a --json     (\"commit\" and \"tree\" are 64 hex digits)"
+    )]
+    Show {
+        #[arg(help = ROOT_AT, value_name = "ROOT[@COMMIT]")]
+        root: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Show a root's history, newest first
     #[command(after_help = "Example:\n  canopy roots log web")]
     Log {
@@ -380,15 +419,18 @@ pub enum RootsCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Point a root back at an earlier commit (default: the current commit's parent)
+    /// Make a root show an earlier (or later) version again, as a new signed commit
     #[command(
-        after_help = "Examples:\n  canopy roots rollback web\n  canopy roots rollback web 3f2a9c"
+        after_help = "The new commit has the chosen commit's tree and packages and the current commit as\nits parent: history only grows, so a rollback can itself be rolled back, and hosts\nthat follow the root take it like any new version.\n\nExamples:\n  canopy roots rollback web            (the version before the current one; repeat to go further)\n  canopy roots rollback web 3f2a9c     (any commit of the history, by id or unique prefix)"
     )]
     Rollback {
         /// The root
         root: String,
-        /// A commit of the root's history (full id or unique prefix)
+        /// The commit whose content to restore (full id or unique prefix) [default: the
+        /// version before the current one]
         commit: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
     },
     /// Show the packages and paths that differ between two commits of a root
     #[command(
@@ -412,17 +454,60 @@ pub enum RootsCommand {
 /// What `checkout` takes.
 #[derive(Args)]
 pub struct CheckoutArgs {
-    /// The root
+    #[arg(help = ROOT_AT, value_name = "ROOT[@COMMIT]")]
     pub root: String,
-    /// Where to write it (must not exist, or be an empty directory)
+    /// Where to write it (must not exist, or be an empty directory; missing parent
+    /// directories are created)
     pub dir: PathBuf,
-    /// A commit of the root's history instead of its current one (id or unique prefix)
+    /// A commit of the root's history instead of its current one (id or unique prefix;
+    /// the same as ROOT@COMMIT)
     #[arg(long)]
     pub commit: Option<String>,
     /// Hard-link files to the store instead of copying, where owner and mode allow
     /// (never modify such files in place: that would change the store)
     #[arg(long)]
     pub hardlink: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+/// `ROOT` or `ROOT@COMMIT`, as every inspection command takes it.
+const ROOT_AT: &str =
+    "The root, or ROOT@COMMIT for one commit of its history (full id or unique prefix)";
+
+/// What `ls` takes.
+#[derive(Args)]
+pub struct LsArgs {
+    #[arg(help = ROOT_AT, value_name = "ROOT[@COMMIT]")]
+    pub root: String,
+    /// The path inside the root
+    #[arg(default_value = "/")]
+    pub path: PathBuf,
+    /// Mode, owner, size and link target of each entry
+    #[arg(short, long)]
+    pub long: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+/// What `cat` takes.
+#[derive(Args)]
+pub struct CatArgs {
+    #[arg(help = ROOT_AT, value_name = "ROOT[@COMMIT]")]
+    pub root: String,
+    /// The file inside the root
+    pub path: PathBuf,
+}
+
+/// What `owner` takes.
+#[derive(Args)]
+pub struct OwnerArgs {
+    #[arg(help = ROOT_AT, value_name = "ROOT[@COMMIT]")]
+    pub root: String,
+    /// The path inside the root (a symlink is looked at itself, not followed)
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// What `gc` takes.
@@ -431,6 +516,8 @@ pub struct GcArgs {
     /// Only count what would be removed
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// What `key` takes.

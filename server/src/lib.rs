@@ -10,8 +10,11 @@
 //! - [`repo`]: configured repositories, downloads, OpenPGP checks, what a recipe
 //!   resolves to;
 //! - [`assemble`]: a root as the union of package trees, committed and signed;
+//! - [`history`]: a root's commits, and `ROOT@COMMIT` names for them;
 //! - [`diff`]: what changed between two commits of a root;
+//! - [`rollback`]: an earlier version again, as a new commit;
 //! - [`checkout`]: a root as a plain directory;
+//! - [`inspect`]: a root's paths, contents and owners, without mounting it;
 //! - [`closure`], [`fsck`], [`gc`]: what the refs reach, checking it, keeping only it;
 //! - [`http`] and [`nfs`]: serving it, to `canopy mount` and to kernels' NFS clients.
 #![warn(missing_docs)]
@@ -24,11 +27,15 @@ pub mod debian;
 pub mod diff;
 pub mod fsck;
 pub mod gc;
+pub mod history;
 pub mod http;
 pub mod import;
+pub mod inspect;
 pub mod nfs;
 pub mod packages;
 pub mod repo;
+pub mod rollback;
 pub mod store;
+pub mod suggest;
 
 pub use store::{Access, Store, StoreError, Txn, TxnStats};

@@ -1,13 +1,13 @@
 //! `canopy import deb|tar|dir` and `canopy packages list`.
 
 use super::{open, print_json, time};
-use crate::cli::Named;
+use crate::cli::{ImportFlags, Named};
 use anyhow::{Context, Result, bail};
 use canopy_server::Access;
 use canopy_server::import::{self, ImportError, Imported, Limits, Outcome};
 use canopy_server::packages::PackageIndex;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -38,29 +38,66 @@ fn report(imported: &Imported) -> String {
     }
 }
 
-pub fn debs(store: &Path, files: &[PathBuf], max_size: u64) -> Result<ExitCode> {
+/// The JSON of one imported (or skipped) archive.
+fn imported_json(file: &Path, imported: &Imported) -> Value {
+    let p = &imported.package;
+    let (outcome, entries, stats) = match imported.outcome {
+        Outcome::AlreadyImported => ("skipped", None, Default::default()),
+        Outcome::New { entries, stats } => ("imported", Some(entries), stats),
+    };
+    json!({
+        "file": file.display().to_string(), "outcome": outcome, "name": p.name,
+        "version": p.version, "arch": p.arch, "kind": p.kind.label(),
+        "archive": p.archive.to_string(), "package": imported.id.to_string(),
+        "tree": p.tree.to_string(), "entries": entries,
+        "new_objects": stats.new_objects, "new_bytes": stats.new_bytes,
+    })
+}
+
+fn failed_json(file: &Path, e: &ImportError) -> Value {
+    json!({
+        "file": file.display().to_string(), "error": e.to_string(),
+        "class": e.class().map(|c| c.code()),
+    })
+}
+
+/// Prints `{"packages": […], "failed": […]}`, the one document every import prints.
+fn print_imports(packages: Vec<Value>, failed: Vec<Value>) -> Result<()> {
+    print_json(&json!({"packages": packages, "failed": failed}))
+}
+
+pub fn debs(store: &Path, files: &[PathBuf], flags: &ImportFlags) -> Result<ExitCode> {
     let store = open(store, Access::Write)?;
+    let json = flags.json.json;
     let bar = ProgressBar::new(files.len() as u64).with_style(
         ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {wide_msg}")
             .expect("static template")
             .progress_chars("=> "),
     );
-    let mut failed = 0;
+    if json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let (mut done, mut failed) = (Vec::new(), Vec::new());
     for file in files {
         bar.set_message(file.display().to_string());
-        match canopy_server::debian::deb::import(&store, file, limits(max_size)) {
+        match canopy_server::debian::deb::import(&store, file, limits(flags.max_size)) {
+            Ok(imported) if json => done.push(imported_json(file, &imported)),
             Ok(imported) => bar.suspend(|| println!("{}", report(&imported))),
             Err(e) => {
-                failed += 1;
                 bar.suspend(|| eprintln!("error: importing {}: {e}", file.display()));
+                failed.push(failed_json(file, &e));
             }
         }
         bar.inc(1);
     }
     bar.finish_and_clear();
-    if failed > 0 {
+    let failures = failed.len();
+    if json {
+        print_imports(done, failed)?;
+    }
+    if failures > 0 {
         eprintln!(
-            "{failed} of {} archives failed to import; the others were imported",
+            "{failures} of {} archives failed to import; the others were imported",
             files.len()
         );
         return Ok(ExitCode::FAILURE);
@@ -83,28 +120,36 @@ fn check_name(named: &Named) -> Result<()> {
     Ok(())
 }
 
-fn single(path: &Path, result: Result<Imported, ImportError>) -> Result<ExitCode> {
-    let imported = result.with_context(|| format!("importing {}", path.display()))?;
-    println!("{}", report(&imported));
+/// Reports a tarball's or directory's import: a line, or the JSON document (which
+/// lists a refusal too, and then the status is 1).
+fn single(path: &Path, result: Result<Imported, ImportError>, json: bool) -> Result<ExitCode> {
+    match result {
+        Ok(imported) if json => print_imports(vec![imported_json(path, &imported)], Vec::new())?,
+        Ok(imported) => println!("{}", report(&imported)),
+        Err(e) if json => {
+            eprintln!("error: importing {}: {e}", path.display());
+            print_imports(Vec::new(), vec![failed_json(path, &e)])?;
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e).with_context(|| format!("importing {}", path.display())),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn tar(store: &Path, file: &Path, named: &Named, max_size: u64) -> Result<ExitCode> {
+pub fn tar(store: &Path, file: &Path, named: &Named, flags: &ImportFlags) -> Result<ExitCode> {
     check_name(named)?;
     let store = open(store, Access::Write)?;
-    single(
-        file,
-        import::tar::import(&store, file, &named.name, &named.version, limits(max_size)),
-    )
+    let limits = limits(flags.max_size);
+    let result = import::tar::import(&store, file, &named.name, &named.version, limits);
+    single(file, result, flags.json.json)
 }
 
-pub fn dir(store: &Path, dir: &Path, named: &Named, max_size: u64) -> Result<ExitCode> {
+pub fn dir(store: &Path, dir: &Path, named: &Named, flags: &ImportFlags) -> Result<ExitCode> {
     check_name(named)?;
     let store = open(store, Access::Write)?;
-    single(
-        dir,
-        import::dir::import(&store, dir, &named.name, &named.version, limits(max_size)),
-    )
+    let limits = limits(flags.max_size);
+    let result = import::dir::import(&store, dir, &named.name, &named.version, limits);
+    single(dir, result, flags.json.json)
 }
 
 pub fn list(store: &Path, json: bool) -> Result<ExitCode> {

@@ -4,6 +4,7 @@
 mod assemble;
 mod checkout;
 mod import;
+mod inspect;
 mod maintenance;
 mod mount;
 mod repo;
@@ -17,6 +18,7 @@ use crate::cli::{
 };
 use anyhow::{Context, Result};
 use canopy_protocol::{CommitId, RootName};
+use canopy_server::history::{self, RootAt};
 use canopy_server::{Access, Store};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,14 +37,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Init => setup::init(&store),
         Command::Key(KeyCommand::Show) => setup::key_show(&store),
-        Command::Import(ImportCommand::Deb { files, limit }) => {
-            import::debs(&store, &files, limit.max_size)
+        Command::Import(ImportCommand::Deb { files, flags }) => {
+            import::debs(&store, &files, &flags)
         }
-        Command::Import(ImportCommand::Tar { file, named, limit }) => {
-            import::tar(&store, &file, &named, limit.max_size)
+        Command::Import(ImportCommand::Tar { file, named, flags }) => {
+            import::tar(&store, &file, &named, &flags)
         }
-        Command::Import(ImportCommand::Dir { dir, named, limit }) => {
-            import::dir(&store, &dir, &named, limit.max_size)
+        Command::Import(ImportCommand::Dir { dir, named, flags }) => {
+            import::dir(&store, &dir, &named, &flags)
         }
         Command::Packages(PackagesCommand::List(json)) => import::list(&store, json.json),
         Command::Assemble(args) => assemble::run(&store, args),
@@ -52,9 +54,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Repo(RepoCommand::Remove { name }) => repo::remove(&store, &name),
         Command::Repo(RepoCommand::Update { names }) => repo::update(&store, &names),
         Command::Roots(RootsCommand::List(json)) => roots::list(&store, json.json),
+        Command::Roots(RootsCommand::Show { root, json }) => {
+            inspect::show(&store, &root, json.json)
+        }
         Command::Roots(RootsCommand::Log { root, json }) => roots::log(&store, &root, json.json),
-        Command::Roots(RootsCommand::Rollback { root, commit }) => {
-            roots::rollback(&store, &root, commit.as_deref())
+        Command::Roots(RootsCommand::Rollback { root, commit, json }) => {
+            roots::rollback(&store, &root, commit.as_deref(), json.json)
         }
         Command::Roots(RootsCommand::Diff {
             root,
@@ -70,9 +75,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             packages,
             json.json,
         ),
+        Command::Ls(args) => inspect::ls(&store, args),
+        Command::Cat(args) => inspect::cat(&store, &args),
+        Command::Owner(args) => inspect::owner(&store, &args),
         Command::Checkout(args) => checkout::run(&store, args),
         Command::Fsck(json) => maintenance::fsck(&store, json.json),
-        Command::Gc(args) => maintenance::gc(&store, args.dry_run),
+        Command::Gc(args) => maintenance::gc(&store, args.dry_run, args.json.json),
         Command::Serve(args) => serve::run(&store, args.listen, args.nfs),
         Command::Mount(_) | Command::VolumePlugin(_) => unreachable!("handled above"),
     }
@@ -100,31 +108,20 @@ fn root_name(s: &str) -> Result<RootName> {
 }
 
 /// The commit of a root's history that `prefix` names (a full id or a unique prefix).
-fn find_in_log(store: &Store, root: &RootName, head: CommitId, prefix: &str) -> Result<CommitId> {
-    let mut found = Vec::new();
-    let mut next = Some(head);
-    while let Some(id) = next {
-        if id.to_string().starts_with(prefix) {
-            found.push(id);
-        }
-        next = store.commit(&id)?.body.parent;
-    }
-    match found.as_slice() {
-        [one] => Ok(*one),
-        [] => anyhow::bail!(
-            "no commit {prefix} in the history of root {root} (see `canopy roots log {root}`)"
-        ),
-        _ => anyhow::bail!(
-            "commit prefix {prefix} is ambiguous in the history of root {root}; give more characters"
-        ),
-    }
+fn find_in_log(store: &Store, root: &RootName, prefix: &str) -> Result<CommitId> {
+    Ok(history::find(store, root, prefix)?)
 }
 
-/// The current commit of a root, or an error that says what exists.
+/// The current commit of a root, or an error that names the store and what exists.
 fn head(store: &Store, root: &RootName) -> Result<CommitId> {
-    store
-        .root_ref(root)?
-        .with_context(|| format!("no root named {root} (see `canopy roots list`)"))
+    Ok(history::head(store, root)?)
+}
+
+/// `ROOT` or `ROOT@COMMIT` and the commit it names.
+fn root_at(store: &Store, spec: &str) -> Result<(RootAt, CommitId)> {
+    let at: RootAt = spec.parse()?;
+    let id = history::resolve(store, &at)?;
+    Ok((at, id))
 }
 
 /// A unix timestamp as RFC 3339 UTC.

@@ -36,12 +36,12 @@ pub fn add(store: &Path, args: RepoAddArgs) -> Result<ExitCode> {
     };
     let config = RepoConfig {
         url,
-        components: if args.suite.is_some() {
-            args.components
-        } else {
+        components: if args.suite.is_empty() {
             Vec::new()
+        } else {
+            args.components
         },
-        suite: args.suite,
+        suites: args.suite,
         arch: args.arch,
         keyring,
     };
@@ -75,7 +75,7 @@ pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
             .iter()
             .map(|(name, c)| {
                 json!({
-                    "name": name, "url": c.url, "suite": c.suite, "components": c.components,
+                    "name": name, "url": c.url, "suite": c.suites.first(), "suites": c.suites, "components": c.components,
                     "arch": c.arch, "keyring": c.keyring,
                 })
             })
@@ -87,9 +87,10 @@ pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
                 Some(k) => format!("signed by {}", k.display()),
                 None => "signature not checked".into(),
             };
-            let place = match &c.suite {
-                Some(s) => format!("{s} {}", c.components.join(",")),
-                None => "(flat)".into(),
+            let place = if c.suites.is_empty() {
+                "(flat)".into()
+            } else {
+                format!("{} {}", c.suites.join(","), c.components.join(","))
             };
             println!("{name:<16} {} {place} {}  {signed}", c.url, c.arch);
         }

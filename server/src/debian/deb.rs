@@ -97,7 +97,7 @@ pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, Im
         arch: control.arch,
         scripts,
     };
-    finish(txn, tree, entries, who, archive)
+    finish(txn, tree, entries, who, archive, archive)
 }
 
 /// A member whose content stopped before its declared size was cut short.
