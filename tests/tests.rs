@@ -16,5 +16,7 @@ mod mount;
 mod nfs;
 // Roots resolved from a Debian repository: downloads, upgrade, rollback, diff, corruption.
 mod repo;
+// Inspection without mounting, closed pipes, names in errors, ROOT@COMMIT everywhere.
+mod lifecycle;
 // The Docker volume plugin over its socket, across restarts, and under a real dockerd.
 mod volume;

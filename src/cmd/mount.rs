@@ -104,8 +104,9 @@ fn check_mountpoint(path: &Path, nonempty: bool) -> Result<()> {
     Ok(())
 }
 
-/// Whether `path` is the mountpoint of a live canopy FUSE mount (`fuse.canopy` in
-/// /proc/self/mountinfo).
+/// Whether `path` is the mountpoint of a live canopy FUSE mount: in
+/// /proc/self/mountinfo, a `fuse` (or `fuse.canopy`) filesystem whose source is
+/// `canopy`.
 fn is_canopy_mount(path: &Path) -> bool {
     let Ok(path) = std::fs::canonicalize(path) else {
         return false;
@@ -114,14 +115,17 @@ fn is_canopy_mount(path: &Path) -> bool {
         return false;
     };
     info.lines().any(|line| {
+        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS…] - FSTYPE SOURCE SUPER-OPTIONS
         let fields: Vec<&str> = line.split(' ').collect();
-        // mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS…] - FSTYPE SOURCE …
-        let fstype = fields
-            .iter()
-            .position(|f| *f == "-")
-            .and_then(|i| fields.get(i + 1));
-        fields.get(4).map(|m| unescape(m)) == Some(path.as_os_str().as_encoded_bytes().to_vec())
-            && fstype == Some(&"fuse.canopy")
+        let Some(dash) = fields.iter().position(|f| *f == "-") else {
+            return false;
+        };
+        let (fstype, source) = (fields.get(dash + 1), fields.get(dash + 2));
+        let canopy = fstype == Some(&"fuse.canopy")
+            || (fstype.is_some_and(|t| t.starts_with("fuse")) && source == Some(&"canopy"));
+        canopy
+            && fields.get(4).map(|m| unescape(m)).as_deref()
+                == Some(path.as_os_str().as_encoded_bytes())
     })
 }
 
