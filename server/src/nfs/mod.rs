@@ -23,6 +23,8 @@ mod export;
 mod mount;
 mod nfs3;
 mod rpc;
+#[cfg(test)]
+mod tests;
 mod xdr;
 
 use crate::store::Store;
