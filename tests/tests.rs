@@ -14,6 +14,8 @@ mod crash;
 mod mount;
 // Exporting roots over NFSv3: real NFS clients, handles across restarts and upgrades, garbage RPCs.
 mod nfs;
+// The portmapper on port 111, and registration with an rpcbind already there.
+mod portmap;
 // Roots resolved from a Debian repository: downloads, upgrade, rollback, diff, corruption.
 mod repo;
 // Inspection without mounting, closed pipes, names in errors, ROOT@COMMIT everywhere.

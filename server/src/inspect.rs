@@ -313,27 +313,15 @@ struct Shipped {
 
 /// A file's content, checked against its id before the first byte is handed out (the
 /// object is read twice: once to hash, once to copy, so memory stays one buffer).
-pub fn content(store: &Store, blob: &BlobId) -> Result<std::fs::File, StoreError> {
+pub fn content(store: &Store, blob: &BlobId) -> Result<Box<dyn std::io::Read + Send>, StoreError> {
     use crate::store::IoContext;
-    let path = store.object_path(&blob.0);
-    let open = || {
-        std::fs::File::open(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => StoreError::Missing {
-                id: blob.0,
-                store: store.path().to_path_buf(),
-            },
-            _ => StoreError::Io {
-                what: format!("opening object {}", path.display()),
-                source: e,
-            },
-        })
-    };
+    let objects = store.objects();
     let mut hasher = canopy_protocol::Hasher::new();
-    std::io::copy(&mut open()?, &mut hasher)
-        .ctx(|| format!("reading object {}", path.display()))?;
+    std::io::copy(&mut objects.get(&blob.0)?, &mut hasher)
+        .ctx(|| format!("reading object {blob} from {}", objects.location()))?;
     let actual = hasher.finish();
     if actual != blob.0 {
         return Err(StoreError::Corrupt { id: blob.0, actual });
     }
-    open()
+    objects.get(&blob.0)
 }

@@ -2,6 +2,9 @@
 //! or walks it.
 //!
 //! - [`store`]: objects, refs, the lock and the signing key; all writes in transactions;
+//!   objects and refs behind a backend seam (local directory, memory);
+//! - [`view`]: one read view of the store (history, entry attributes, trees) that HTTP,
+//!   NFS, checkout and the commands share;
 //! - [`import`]: tarballs and directories into package trees, and what every format's
 //!   importer shares (limits, the tree builder, error classes);
 //! - [`debian`]: the `.deb` format and Debian repositories: control data, the resolver,
@@ -10,7 +13,6 @@
 //! - [`repo`]: configured repositories, downloads, OpenPGP checks, what a recipe
 //!   resolves to;
 //! - [`assemble`]: a root as the union of package trees, committed and signed;
-//! - [`history`]: a root's commits, and `ROOT@COMMIT` names for them;
 //! - [`diff`]: what changed between two commits of a root;
 //! - [`rollback`]: an earlier version again, as a new commit;
 //! - [`checkout`]: a root as a plain directory;
@@ -27,7 +29,6 @@ pub mod debian;
 pub mod diff;
 pub mod fsck;
 pub mod gc;
-pub mod history;
 pub mod http;
 pub mod import;
 pub mod inspect;
@@ -37,5 +38,6 @@ pub mod repo;
 pub mod rollback;
 pub mod store;
 pub mod suggest;
+pub mod view;
 
 pub use store::{Access, Store, StoreError, Txn, TxnStats};

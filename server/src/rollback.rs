@@ -152,7 +152,7 @@ pub fn rollback(
     let commit = body.sign(&store.signing_key()?);
     let mut txn = store.begin()?;
     let id = txn.put_commit(&commit)?;
-    txn.set_root(root, id);
+    txn.set_root(root, Some(head), id);
     txn.commit()?;
     Ok(RolledBack {
         id,

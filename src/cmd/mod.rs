@@ -18,7 +18,7 @@ use crate::cli::{
 };
 use anyhow::{Context, Result};
 use canopy_protocol::{CommitId, RootName};
-use canopy_server::history::{self, RootAt};
+use canopy_server::view::history::{self, RootAt};
 use canopy_server::{Access, Store};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,7 +81,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Checkout(args) => checkout::run(&store, args),
         Command::Fsck(json) => maintenance::fsck(&store, json.json),
         Command::Gc(args) => maintenance::gc(&store, args.dry_run, args.json.json),
-        Command::Serve(args) => serve::run(&store, args.listen, args.nfs),
+        Command::Serve(args) => serve::run(&store, args),
         Command::Mount(_) | Command::VolumePlugin(_) => unreachable!("handled above"),
     }
 }

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use canopy_client::mount::{self, HostConfig, MountConfig};
 use canopy_client::view::Scope;
 use canopy_protocol::VerifyingKey;
-use canopy_server::history::{self, RootAt};
+use canopy_server::view::history::{self, RootAt};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

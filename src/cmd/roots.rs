@@ -3,6 +3,7 @@
 use super::{find_in_log, head, open, print_json, root_name, time};
 use anyhow::Result;
 use canopy_server::diff;
+use canopy_server::view::history;
 use canopy_server::{Access, rollback};
 use serde_json::json;
 use std::path::Path;
@@ -36,10 +37,9 @@ pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
 pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
     let store = open(store, Access::Read)?;
     let root = root_name(root)?;
-    let mut next = Some(head(&store, &root)?);
     let mut items = Vec::new();
-    while let Some(id) = next {
-        let c = store.commit(&id)?;
+    for entry in history::log(&store, head(&store, &root)?) {
+        let (id, c) = entry?;
         let b = &c.body;
         if json {
             let packages: Vec<_> = b
@@ -73,7 +73,6 @@ pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
             }
             println!();
         }
-        next = b.parent;
     }
     if json {
         print_json(&json!(items))?;

@@ -1,9 +1,11 @@
-//! A root's history, and how commands name one of its commits: `ROOT` for the current
-//! commit, `ROOT@COMMIT` for any commit of its history by full id or unique prefix.
+//! A root's history: its commits newest first, and the one commit a full id or unique
+//! prefix names. HTTP's log, NFS's `/NAME@COMMIT` exports, `roots log`, `checkout`,
+//! rollback and the closure walk all read history through here.
 //!
-//! Every command that takes a root reads it through here, so `checkout`, `ls`, `cat`,
-//! `roots show`, `roots diff` and `rollback` accept the same names and give the same
-//! errors, which name the store and say what exists.
+//! Commands name a root as `ROOT` (its current commit) or `ROOT@COMMIT` (any commit of
+//! its history, by full id or unique prefix): [`RootAt`] parses that, [`resolve`] finds
+//! the commit, and every command gives the same errors, which name the store and say
+//! what exists.
 
 use crate::store::{Store, StoreError};
 use crate::suggest;
@@ -129,7 +131,8 @@ pub fn log(store: &Store, from: CommitId) -> Log<'_> {
     }
 }
 
-/// Iterator over a history; see [`log`].
+/// Iterator over a history; see [`log`]. It ends after the first commit that cannot be
+/// read, having yielded the error.
 pub struct Log<'s> {
     store: &'s Store,
     next: Option<CommitId>,
