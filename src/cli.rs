@@ -29,12 +29,18 @@ pub struct Cli {
 pub enum Command {
     /// Create the store and its signing key (does nothing if it exists)
     #[command(after_help = "Example:\n  canopy init\n  CANOPY_STORE=/srv/canopy canopy init")]
-    Init,
+    Init(JsonFlag),
     /// Import packages, tarballs or directories into the store
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  apt-get download bash coreutils libc6 && canopy import deb *.deb\n  canopy import tar rootfs.tar.zst --name base --version 2026.11\n  canopy import dir ./build/root --name mytools --json"
+    )]
     Import(ImportCommand),
     /// List imported packages
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  canopy packages list\n  canopy packages list --json"
+    )]
     Packages(PackagesCommand),
     /// Build (a new version of) a root from imported packages, or from a repository
     /// with dependencies resolved
@@ -48,10 +54,16 @@ pub enum Command {
     )]
     Upgrade(UpgradeArgs),
     /// Configure the Debian repositories roots are resolved from
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  canopy repo add debian http://deb.debian.org/debian --suite bookworm,bookworm-updates \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy repo list\n  canopy repo update\n  canopy repo remove debian"
+    )]
     Repo(RepoCommand),
-    /// List roots, show their history, compare versions, roll them back
-    #[command(subcommand)]
+    /// List roots, show one, their history, compare versions, roll them back
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  canopy roots list\n  canopy roots show web\n  canopy roots log web --json\n  canopy roots diff web\n  canopy roots rollback web"
+    )]
     Roots(RootsCommand),
     /// List a directory (or show one entry) of a root, without mounting it
     #[command(
@@ -82,7 +94,10 @@ pub enum Command {
     #[command(after_help = "Example:\n  canopy roots rollback web && canopy gc")]
     Gc(GcArgs),
     /// The store's signing key
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  canopy key show > server.pub      (hosts mount with --trust server.pub)"
+    )]
     Key(KeyCommand),
     /// Serve the store's roots and objects over HTTP, and roots over NFSv3
     #[command(
@@ -366,6 +381,8 @@ pub enum RepoCommand {
     Update {
         /// The repositories [default: all]
         names: Vec<String>,
+        #[command(flatten)]
+        json: JsonFlag,
     },
 }
 
@@ -398,6 +415,8 @@ pub struct RepoAddArgs {
     /// Do not check the Release file's signature (the hashes it lists are still checked)
     #[arg(long, conflicts_with = "keyring")]
     pub no_verify_signature: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// What `roots` takes.

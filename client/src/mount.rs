@@ -379,8 +379,17 @@ pub fn run(
     let mut session = fuse_session(fs, &cfg.mountpoint)?;
     let mut unmounter = session.unmount_callable();
     let mountpoint = cfg.mountpoint.clone();
+    // Poll `shutdown` once before saying the mount is ready: signal handlers register
+    // on the first poll, and a SIGTERM sent right after "mounted" must find them (not
+    // the default action, which kills the process and leaves the mount behind).
+    let mut shutdown = Box::pin(shutdown);
+    let fired = rt.block_on(std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(shutdown.as_mut().poll(cx).is_ready())
+    }));
     rt.spawn(async move {
-        shutdown.await;
+        if !fired {
+            shutdown.await;
+        }
         unmount(&mut unmounter, &mountpoint);
     });
     if let (true, Some(interval)) = (following, cfg.follow) {

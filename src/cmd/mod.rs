@@ -35,7 +35,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
     let store = store_path(cli.store)?;
     match cli.command {
-        Command::Init => setup::init(&store),
+        Command::Init(json) => setup::init(&store, json.json),
         Command::Key(KeyCommand::Show) => setup::key_show(&store),
         Command::Import(ImportCommand::Deb { files, flags }) => {
             import::debs(&store, &files, &flags)
@@ -52,7 +52,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Repo(RepoCommand::Add(args)) => repo::add(&store, args),
         Command::Repo(RepoCommand::List(json)) => repo::list(&store, json.json),
         Command::Repo(RepoCommand::Remove { name }) => repo::remove(&store, &name),
-        Command::Repo(RepoCommand::Update { names }) => repo::update(&store, &names),
+        Command::Repo(RepoCommand::Update { names, json }) => {
+            repo::update(&store, &names, json.json)
+        }
         Command::Roots(RootsCommand::List(json)) => roots::list(&store, json.json),
         Command::Roots(RootsCommand::Show { root, json }) => {
             inspect::show(&store, &root, json.json)

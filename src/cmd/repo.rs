@@ -51,6 +51,12 @@ pub fn add(store: &Path, args: RepoAddArgs) -> Result<ExitCode> {
     let fetcher = fetcher()?;
     repo::add(&store, &args.name, &config)?;
     match release::load(&store, &args.name, &config, &fetcher) {
+        Ok(packages) if args.json.json => {
+            print_json(
+                &json!({"name": args.name, "packages": packages.len(), "arch": config.arch}),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
         Ok(packages) => {
             println!(
                 "added repository {}: {} packages for {}",
@@ -105,7 +111,7 @@ pub fn remove(store: &Path, name: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn update(store: &Path, names: &[String]) -> Result<ExitCode> {
+pub fn update(store: &Path, names: &[String], json: bool) -> Result<ExitCode> {
     let store = open(store, Access::Write)?;
     let names: Vec<String> = if names.is_empty() {
         repo::list(&store)?.into_iter().map(|(n, _)| n).collect()
@@ -116,11 +122,19 @@ pub fn update(store: &Path, names: &[String]) -> Result<ExitCode> {
         bail!("no repositories configured (add one with `canopy repo add`)");
     }
     let fetcher = fetcher()?;
+    let mut items = Vec::new();
     for name in &names {
         let config = repo::get(&store, name)?;
         let packages = release::load(&store, name, &config, &fetcher)
             .with_context(|| format!("updating repository {name}"))?;
-        println!("{name}: {} packages", packages.len());
+        if json {
+            items.push(json!({"name": name, "packages": packages.len()}));
+        } else {
+            println!("{name}: {} packages", packages.len());
+        }
+    }
+    if json {
+        print_json(&json!(items))?;
     }
     Ok(ExitCode::SUCCESS)
 }
