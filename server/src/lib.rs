@@ -28,6 +28,7 @@ pub mod http;
 pub mod import;
 pub mod nfs;
 pub mod packages;
+mod range;
 pub mod repo;
 pub mod store;
 

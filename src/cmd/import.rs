@@ -48,11 +48,26 @@ pub fn debs(store: &Path, files: &[PathBuf], max_size: u64) -> Result<ExitCode> 
     let mut failed = 0;
     for file in files {
         bar.set_message(file.display().to_string());
-        match canopy_server::debian::deb::import(&store, file, limits(max_size)) {
-            Ok(imported) => bar.suspend(|| println!("{}", report(&imported))),
-            Err(e) => {
+        // A bug met by one archive must not cost the others their import: a panic is
+        // reported as that archive's error (its transaction is dropped, so the store
+        // keeps nothing of it) and the batch goes on.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            canopy_server::debian::deb::import(&store, file, limits(max_size))
+        }));
+        match result {
+            Ok(Ok(imported)) => bar.suspend(|| println!("{}", report(&imported))),
+            Ok(Err(e)) => {
                 failed += 1;
                 bar.suspend(|| eprintln!("error: importing {}: {e}", file.display()));
+            }
+            Err(_) => {
+                failed += 1;
+                bar.suspend(|| {
+                    eprintln!(
+                        "error: importing {}: canopy failed on this archive (a bug: please report it with the archive)",
+                        file.display()
+                    )
+                });
             }
         }
         bar.inc(1);
