@@ -9,8 +9,9 @@
 use crate::store::{IoContext, Store, StoreError};
 use canopy_protocol::{BlobId, EntryKind, Hasher, Meta, Tree, TreeId};
 use std::ffi::CString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -34,6 +35,8 @@ pub struct Report {
     pub copied_for_metadata: u64,
     /// Hard links were asked for, but the destination is on another filesystem.
     pub cross_device: bool,
+    /// Hard links were asked for, but the store's objects are not files on this machine.
+    pub no_local_objects: bool,
     /// Directories.
     pub dirs: u64,
     /// Symlinks.
@@ -60,61 +63,6 @@ struct Writer<'a> {
     opts: Options,
     as_root: bool,
     report: Report,
-}
-
-/// Where an entry is written: `at` is the path given to system calls, kept under
-/// [`ANCHOR_AFTER`] bytes by restarting it from an open directory (`/proc/self/fd/N`),
-/// so a path as long as an import allows checks out under any destination although
-/// the whole path is longer than PATH_MAX; `shown` is the real path, for messages.
-struct Place {
-    at: PathBuf,
-    shown: PathBuf,
-}
-
-/// Length of `at` past which a directory is opened and paths restart from it.
-const ANCHOR_AFTER: usize = 2048;
-
-impl Place {
-    fn join(&self, name: &[u8]) -> Place {
-        let name = std::ffi::OsStr::from_bytes(name);
-        Place {
-            at: self.at.join(name),
-            shown: self.shown.join(name),
-        }
-    }
-
-    /// The path for messages, escaped: names are any bytes.
-    fn show(&self) -> canopy_protocol::Escaped<'_> {
-        canopy_protocol::Escaped(self.shown.as_os_str().as_bytes())
-    }
-
-    /// This directory as a place to write its children: the same, or restarted from
-    /// an open descriptor (returned, to be kept open while the children are written).
-    fn enter(&self) -> Result<(Place, Option<File>), StoreError> {
-        if self.at.as_os_str().len() <= ANCHOR_AFTER {
-            return Ok((
-                Place {
-                    at: self.at.clone(),
-                    shown: self.shown.clone(),
-                },
-                None,
-            ));
-        }
-        let dir = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-            .open(&self.at)
-            .ctx(|| format!("opening {}", self.show()))?;
-        use std::os::fd::AsRawFd;
-        let at = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
-        Ok((
-            Place {
-                at,
-                shown: self.shown.clone(),
-            },
-            Some(dir),
-        ))
-    }
 }
 
 /// Writes the tree `tree` at `dest`.
@@ -194,6 +142,52 @@ fn cstr(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).expect("paths built from tree names hold no NUL")
 }
 
+/// Where an entry is written: `at` is the path given to system calls, kept under
+/// [`ANCHOR_AFTER`] bytes by restarting it from an open directory (`/proc/self/fd/N`),
+/// so a path as long as an import allows checks out under any destination although
+/// the whole path is longer than PATH_MAX; `shown` is the real path, for messages.
+struct Place {
+    at: PathBuf,
+    shown: PathBuf,
+}
+
+/// Length of `at` past which a directory is opened and paths restart from it.
+const ANCHOR_AFTER: usize = 2048;
+
+impl Place {
+    fn join(&self, name: &[u8]) -> Place {
+        let name = std::ffi::OsStr::from_bytes(name);
+        Place {
+            at: self.at.join(name),
+            shown: self.shown.join(name),
+        }
+    }
+
+    /// The path for messages, escaped: names are any bytes.
+    fn show(&self) -> canopy_protocol::Escaped<'_> {
+        canopy_protocol::Escaped(self.shown.as_os_str().as_bytes())
+    }
+
+    /// This directory as a place to write its children: the same, or restarted from
+    /// an open descriptor (returned, to be kept open while the children are written).
+    fn enter(&self) -> Result<(Place, Option<fs::File>), StoreError> {
+        let same = || Place {
+            at: self.at.clone(),
+            shown: self.shown.clone(),
+        };
+        if self.at.as_os_str().len() <= ANCHOR_AFTER {
+            return Ok((same(), None));
+        }
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&self.at)
+            .ctx(|| format!("opening {}", self.show()))?;
+        let at = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+        Ok((Place { at, ..same() }, Some(dir)))
+    }
+}
+
 impl Writer<'_> {
     fn dir(&mut self, id: &TreeId, dir: &Place) -> Result<(), StoreError> {
         let tree: Tree = self.store.tree(id)?;
@@ -254,45 +248,17 @@ impl Writer<'_> {
     }
 
     fn file(&mut self, blob: &BlobId, size: u64, meta: &Meta, p: &Place) -> Result<(), StoreError> {
-        let object = self.store.object_path(&blob.0);
         if self.opts.hardlink && !self.report.cross_device {
-            let om =
-                fs::metadata(&object).ctx(|| format!("reading object {}", object.display()))?;
-            let owner_ok = !self.as_root || (om.uid(), om.gid()) == (meta.uid, meta.gid);
-            if om.mode() & 0o7777 == u32::from(meta.mode)
-                && owner_ok
-                && meta.xattrs.is_empty()
-                && om.len() == size
-            {
-                match fs::hard_link(&object, &p.at) {
-                    Ok(()) => {
-                        self.report.linked += 1;
+            match self.store.local_path(&blob.0) {
+                Some(object) => {
+                    if self.link(&object, size, meta, p)? {
                         return Ok(());
                     }
-                    Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                        self.report.cross_device = true
-                    }
-                    Err(e) => {
-                        return Err(StoreError::Io {
-                            what: format!("linking {}", p.show()),
-                            source: e,
-                        });
-                    }
                 }
-            } else {
-                self.report.copied_for_metadata += 1;
+                None => self.report.no_local_objects = true,
             }
         }
-        let mut src = File::open(&object).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StoreError::Missing {
-                id: blob.0,
-                store: self.store.path().to_path_buf(),
-            },
-            _ => StoreError::Io {
-                what: format!("opening object {}", object.display()),
-                source: e,
-            },
-        })?;
+        let mut src = self.store.objects().get(&blob.0)?;
         let mut dst = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -303,9 +269,13 @@ impl Writer<'_> {
         let mut hasher = Hasher::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
-            let n = src
-                .read(&mut buf)
-                .ctx(|| format!("reading object {}", object.display()))?;
+            let n = src.read(&mut buf).ctx(|| {
+                format!(
+                    "reading object {} from {}",
+                    blob.0,
+                    self.store.objects().location()
+                )
+            })?;
             if n == 0 {
                 break;
             }
@@ -319,6 +289,40 @@ impl Writer<'_> {
         }
         drop(dst);
         self.finish(p, meta)
+    }
+
+    /// Hard-links `object` at `p` if its metadata is the entry's; says whether it did.
+    fn link(
+        &mut self,
+        object: &Path,
+        size: u64,
+        meta: &Meta,
+        p: &Place,
+    ) -> Result<bool, StoreError> {
+        let om = fs::metadata(object).ctx(|| format!("reading object {}", object.display()))?;
+        let owner_ok = !self.as_root || (om.uid(), om.gid()) == (meta.uid, meta.gid);
+        if om.mode() & 0o7777 != u32::from(meta.mode)
+            || !owner_ok
+            || !meta.xattrs.is_empty()
+            || om.len() != size
+        {
+            self.report.copied_for_metadata += 1;
+            return Ok(false);
+        }
+        match fs::hard_link(object, &p.at) {
+            Ok(()) => {
+                self.report.linked += 1;
+                Ok(true)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                self.report.cross_device = true;
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::Io {
+                what: format!("linking {}", p.show()),
+                source: e,
+            }),
+        }
     }
 
     /// Owner, then mode (chown clears setuid bits), then xattrs (chown also clears
