@@ -35,6 +35,7 @@ pub mod api;
 mod codec;
 mod commit;
 mod id;
+mod image;
 mod package;
 mod root_name;
 mod tree;
@@ -44,6 +45,7 @@ pub use commit::{
     Commit, CommitBody, EXTENSION_KEY_MAX, PackageRef, SignatureError, valid_extension_key,
 };
 pub use id::{ArchiveHash, BlobId, CommitId, Hasher, IdError, ObjectId, PackageId, TreeId};
+pub use image::{IMAGE_EXTENSION, ImageConfig};
 pub use package::{Package, PackageKind};
 pub use root_name::{RootName, RootNameError};
 pub use tree::{

@@ -532,6 +532,11 @@ impl Txn<'_> {
         self.store
     }
 
+    /// What this transaction has added so far.
+    pub fn stats(&self) -> TxnStats {
+        self.stats
+    }
+
     /// Whether the object is in the store or staged in this transaction.
     pub fn has(&self, id: &ObjectId) -> bool {
         self.staged.contains_key(id) || self.store.has(id)
