@@ -22,3 +22,9 @@ mod portmap;
 mod repo;
 // The Docker volume plugin over its socket, across restarts, and under a real dockerd.
 mod volume;
+// OCI layouts written at test time: zstd, plain and opaque-directory layers, flawed images.
+mod layout;
+// Container images in: umoci and docker save compared with umoci unpack and docker export.
+mod image;
+// Hostile images: each refused with its error class, the store unchanged.
+mod image_hostile;

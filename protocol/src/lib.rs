@@ -40,6 +40,7 @@ mod commit;
 mod escape;
 mod host_identity;
 mod id;
+mod image;
 mod package;
 mod root_name;
 mod tree;
@@ -51,6 +52,7 @@ pub use commit::{
 pub use escape::Escaped;
 pub use host_identity::{HOST_IDENTITY, HostIdentity, Keep, PerHost, host_identity};
 pub use id::{ArchiveHash, BlobId, CommitId, Hasher, IdError, ObjectId, PackageId, TreeId};
+pub use image::{IMAGE_EXTENSION, ImageConfig};
 pub use package::{Package, PackageKind};
 pub use root_name::{RootName, RootNameError};
 pub use tree::{
