@@ -46,6 +46,9 @@ needed=(
     gzip:gzip
     curl:curl
     dockerd:docker.io
+    # The image tests build OCI layouts and compare with their unpacking.
+    umoci:umoci
+    skopeo:skopeo
 )
 missing=()
 for pair in "${needed[@]}"; do

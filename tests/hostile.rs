@@ -110,6 +110,13 @@ fn cases() -> Vec<Case> {
         case("control-tar-without-control", DEB, "bad-control", NONE, || deb_members(&[("control.tar.gz", &gzip(&Tar::new().dir("./").file("./md5sums", b"").finish())), ("data.tar.gz", &gzip(&good_tar("h-noctl")))])),
         case("control-without-version", DEB, "bad-control", NONE, || deb(&control("h-nover").replace("Version: 1.0\n", ""), &good_tar("h-nover"))),
         case("control-without-package", DEB, "bad-control", NONE, || deb(&control("h-nopkg").replace("Package: h-nopkg\n", ""), &good_tar("h-nopkg"))),
+        case("xattr-value-over-64k", DEB, "too-large", NONE, || deb_of("h-xbig", &tar_with_xattr(b"user.big", &vec![b'v'; 65_537]))),
+        case("xattr-value-over-64k-tar", TAR, "too-large", NONE, || tar_with_xattr(b"user.big", &vec![b'v'; 65_537])),
+        case("xattr-empty-name", DEB, "bad-name", NONE, || deb_of("h-xempty", &tar_with_xattr(b"", b"v"))),
+        case("xattr-empty-name-tar", TAR, "bad-name", NONE, || tar_with_xattr(b"", b"v")),
+        case("path-20000-levels", DEB, "bad-name", NONE, || deb_of("h-deep", &tar_deep(20_000))),
+        case("path-20000-levels-tar", TAR, "bad-name", NONE, || tar_deep(20_000)),
+        case("path-4096-bytes", TAR, "bad-name", NONE, || tar_long_path(4096)),
         case("control-binary-garbage", DEB, "bad-control", NONE, || deb("\u{1}\u{2}\u{3}\n\n\0", &good_tar("h-garbage"))),
     ]
 }

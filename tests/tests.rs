@@ -8,6 +8,8 @@ mod corpus;
 mod walkthrough;
 // Every hostile archive is refused with its error class and leaves the store unchanged.
 mod hostile;
+// Inputs a probe found mishandled: .deb layouts as dpkg, long paths, batches, escaping, Range.
+mod input;
 // A writer killed at any durable step leaves the last good state.
 mod crash;
 // Serving over HTTP and mounting with FUSE: shared inodes, cache bound, outages, tampering, follow, nginx.
@@ -22,3 +24,9 @@ mod repo;
 mod lifecycle;
 // The Docker volume plugin over its socket, across restarts, and under a real dockerd.
 mod volume;
+// OCI layouts written at test time: zstd, plain and opaque-directory layers, flawed images.
+mod layout;
+// Container images in: umoci and docker save compared with umoci unpack and docker export.
+mod image;
+// Hostile images: each refused with its error class, the store unchanged.
+mod image_hostile;

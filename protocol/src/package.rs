@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! "CNPP" 0x01
-//! u8 kind                          1 deb, 2 tar, 3 dir
+//! u8 kind                          1 deb, 2 tar, 3 dir, 5 layer
 //! string name, version, arch       u32 length + UTF-8 each
 //! 32-byte archive hash             SHA-256 of the archive file (for dir: see PackageKind::Dir)
 //! 32-byte tree id
@@ -26,6 +26,12 @@ pub enum PackageKind {
     /// A directory on the importing machine. Its "archive hash" is the SHA-256 of the
     /// name, version and tree id, so the same content under the same name imports once.
     Dir,
+    /// One layer of a container image (`canopy import oci|docker-archive`), kept as
+    /// written, whiteouts (`.wh.NAME`, `.wh..wh..opq`) included: only applying the
+    /// image's layers in order gives a root. Its "archive hash" is the layer's
+    /// `diff_id`, the SHA-256 of the uncompressed tar, so one layer compressed two ways
+    /// (a registry's gzip, `docker save`'s plain tar) is imported once.
+    Layer,
 }
 
 impl PackageKind {
@@ -34,6 +40,7 @@ impl PackageKind {
             PackageKind::Deb => 1,
             PackageKind::Tar => 2,
             PackageKind::Dir => 3,
+            PackageKind::Layer => 5,
         }
     }
 
@@ -43,6 +50,7 @@ impl PackageKind {
             PackageKind::Deb => "deb",
             PackageKind::Tar => "tar",
             PackageKind::Dir => "dir",
+            PackageKind::Layer => "layer",
         }
     }
 }
@@ -96,6 +104,7 @@ impl Package {
             1 => PackageKind::Deb,
             2 => PackageKind::Tar,
             3 => PackageKind::Dir,
+            5 => PackageKind::Layer,
             other => {
                 return Err(DecodeError::invalid(
                     "package kind",

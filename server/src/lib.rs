@@ -9,6 +9,8 @@
 //!   importer shares (limits, the tree builder, error classes);
 //! - [`debian`]: the `.deb` format and Debian repositories: control data, the resolver,
 //!   signed Release files and Packages indexes, the `.deb` importer;
+//! - [`oci`]: container images (OCI layouts, `docker save` archives) imported as roots,
+//!   each layer once;
 //! - [`packages`]: the imported packages and how a spec picks one;
 //! - [`repo`]: configured repositories, downloads, OpenPGP checks, what a recipe
 //!   resolves to;
@@ -33,7 +35,9 @@ pub mod http;
 pub mod import;
 pub mod inspect;
 pub mod nfs;
+pub mod oci;
 pub mod packages;
+mod range;
 pub mod repo;
 pub mod rollback;
 pub mod store;

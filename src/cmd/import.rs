@@ -1,7 +1,7 @@
 //! `canopy import deb|tar|dir` and `canopy packages list`.
 
 use super::{open, print_json, time};
-use crate::cli::{ImportFlags, Named};
+use crate::cli::Named;
 use anyhow::{Context, Result, bail};
 use canopy_server::Access;
 use canopy_server::import::{self, ImportError, Imported, Limits, Outcome};
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-fn limits(max_size: u64) -> Limits {
+pub(super) fn limits(max_size: u64) -> Limits {
     Limits {
         max_unpacked: max_size,
         ..Limits::default()
@@ -66,9 +66,8 @@ fn print_imports(packages: Vec<Value>, failed: Vec<Value>) -> Result<()> {
     print_json(&json!({"packages": packages, "failed": failed}))
 }
 
-pub fn debs(store: &Path, files: &[PathBuf], flags: &ImportFlags) -> Result<ExitCode> {
+pub fn debs(store: &Path, files: &[PathBuf], max_size: u64, json: bool) -> Result<ExitCode> {
     let store = open(store, Access::Write)?;
-    let json = flags.json.json;
     let bar = ProgressBar::new(files.len() as u64).with_style(
         ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {wide_msg}")
             .expect("static template")
@@ -80,12 +79,26 @@ pub fn debs(store: &Path, files: &[PathBuf], flags: &ImportFlags) -> Result<Exit
     let (mut done, mut failed) = (Vec::new(), Vec::new());
     for file in files {
         bar.set_message(file.display().to_string());
-        match canopy_server::debian::deb::import(&store, file, limits(flags.max_size)) {
-            Ok(imported) if json => done.push(imported_json(file, &imported)),
-            Ok(imported) => bar.suspend(|| println!("{}", report(&imported))),
-            Err(e) => {
+        // A bug met by one archive must not cost the others their import: a panic is
+        // reported as that archive's error (its transaction is dropped, so the store
+        // keeps nothing of it) and the batch goes on.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            canopy_server::debian::deb::import(&store, file, limits(max_size))
+        }));
+        match result {
+            Ok(Ok(imported)) if json => done.push(imported_json(file, &imported)),
+            Ok(Ok(imported)) => bar.suspend(|| println!("{}", report(&imported))),
+            Ok(Err(e)) => {
                 bar.suspend(|| eprintln!("error: importing {}: {e}", file.display()));
                 failed.push(failed_json(file, &e));
+            }
+            Err(_) => {
+                let bug =
+                    "canopy failed on this archive (a bug: please report it with the archive)";
+                bar.suspend(|| eprintln!("error: importing {}: {bug}", file.display()));
+                failed.push(json!({
+                    "file": file.display().to_string(), "error": bug, "class": null,
+                }));
             }
         }
         bar.inc(1);
@@ -136,20 +149,26 @@ fn single(path: &Path, result: Result<Imported, ImportError>, json: bool) -> Res
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn tar(store: &Path, file: &Path, named: &Named, flags: &ImportFlags) -> Result<ExitCode> {
+pub fn tar(
+    store: &Path,
+    file: &Path,
+    named: &Named,
+    max_size: u64,
+    json: bool,
+) -> Result<ExitCode> {
     check_name(named)?;
     let store = open(store, Access::Write)?;
-    let limits = limits(flags.max_size);
+    let limits = limits(max_size);
     let result = import::tar::import(&store, file, &named.name, &named.version, limits);
-    single(file, result, flags.json.json)
+    single(file, result, json)
 }
 
-pub fn dir(store: &Path, dir: &Path, named: &Named, flags: &ImportFlags) -> Result<ExitCode> {
+pub fn dir(store: &Path, dir: &Path, named: &Named, max_size: u64, json: bool) -> Result<ExitCode> {
     check_name(named)?;
     let store = open(store, Access::Write)?;
-    let limits = limits(flags.max_size);
+    let limits = limits(max_size);
     let result = import::dir::import(&store, dir, &named.name, &named.version, limits);
-    single(dir, result, flags.json.json)
+    single(dir, result, json)
 }
 
 pub fn list(store: &Path, json: bool) -> Result<ExitCode> {

@@ -3,6 +3,7 @@
 
 mod assemble;
 mod checkout;
+mod image;
 mod import;
 mod inspect;
 mod maintenance;
@@ -37,14 +38,26 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Init(json) => setup::init(&store, json.json),
         Command::Key(KeyCommand::Show) => setup::key_show(&store),
-        Command::Import(ImportCommand::Deb { files, flags }) => {
-            import::debs(&store, &files, &flags)
+        Command::Import(ImportCommand::Deb { files, limit, json }) => {
+            import::debs(&store, &files, limit.max_size, json.json)
         }
-        Command::Import(ImportCommand::Tar { file, named, flags }) => {
-            import::tar(&store, &file, &named, &flags)
+        Command::Import(ImportCommand::Tar {
+            file,
+            named,
+            limit,
+            json,
+        }) => import::tar(&store, &file, &named, limit.max_size, json.json),
+        Command::Import(ImportCommand::Dir {
+            dir,
+            named,
+            limit,
+            json,
+        }) => import::dir(&store, &dir, &named, limit.max_size, json.json),
+        Command::Import(ImportCommand::Oci { layout, image }) => {
+            image::import(&store, &layout, image::Format::Layout, image)
         }
-        Command::Import(ImportCommand::Dir { dir, named, flags }) => {
-            import::dir(&store, &dir, &named, &flags)
+        Command::Import(ImportCommand::DockerArchive { file, image }) => {
+            image::import(&store, &file, image::Format::DockerArchive, image)
         }
         Command::Packages(PackagesCommand::List(json)) => import::list(&store, json.json),
         Command::Assemble(args) => assemble::run(&store, args),

@@ -50,6 +50,12 @@ pub enum Class {
     BadControl,
     /// Structural damage: bad header checksum, unsupported entry type, bad numbers.
     Malformed,
+    /// Content whose SHA-256 is not the digest that names it (an image's blob or
+    /// layer).
+    BadDigest,
+    /// Not a container image canopy reads: no OCI layout or `docker save` manifest, a
+    /// media type or schema it does not know, a missing blob.
+    NotAnImage,
 }
 
 impl Class {
@@ -68,6 +74,8 @@ impl Class {
             Class::BadLink => "bad-link",
             Class::BadControl => "bad-control",
             Class::Malformed => "malformed",
+            Class::BadDigest => "bad-digest",
+            Class::NotAnImage => "not-an-image",
         }
     }
 }
