@@ -6,6 +6,7 @@
 //!   importer shares (limits, the tree builder, error classes);
 //! - [`debian`]: the `.deb` format and Debian repositories: control data, the resolver,
 //!   signed Release files and Packages indexes, the `.deb` importer;
+//! - [`rpm`]: the `.rpm` format: checked headers, the cpio payload, the `.rpm` importer;
 //! - [`packages`]: the imported packages and how a spec picks one;
 //! - [`repo`]: configured repositories, downloads, OpenPGP checks, what a recipe
 //!   resolves to;
@@ -29,6 +30,7 @@ pub mod import;
 pub mod nfs;
 pub mod packages;
 pub mod repo;
+pub mod rpm;
 pub mod store;
 
 pub use store::{Access, Store, StoreError, Txn, TxnStats};

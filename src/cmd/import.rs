@@ -1,4 +1,4 @@
-//! `canopy import deb|tar|dir` and `canopy packages list`.
+//! `canopy import deb|rpm|tar|dir` and `canopy packages list`.
 
 use super::{open, print_json, time};
 use crate::cli::Named;
@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use canopy_server::Access;
 use canopy_server::import::{self, ImportError, Imported, Limits, Outcome};
 use canopy_server::packages::PackageIndex;
+use canopy_server::repo::signature::Keyring;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,32 @@ fn report(imported: &Imported) -> String {
 
 pub fn debs(store: &Path, files: &[PathBuf], max_size: u64) -> Result<ExitCode> {
     let store = open(store, Access::Write)?;
+    archives(files, |file| {
+        canopy_server::debian::deb::import(&store, file, limits(max_size))
+    })
+}
+
+pub fn rpms(
+    store: &Path,
+    files: &[PathBuf],
+    keyring: Option<&Path>,
+    max_size: u64,
+) -> Result<ExitCode> {
+    let keyring = keyring
+        .map(|k| Keyring::load(k).with_context(|| format!("reading keyring {}", k.display())))
+        .transpose()?;
+    let store = open(store, Access::Write)?;
+    archives(files, |file| {
+        canopy_server::rpm::import::import(&store, file, limits(max_size), keyring.as_ref())
+    })
+}
+
+/// Imports archives one by one with a progress bar, one line each; a refused archive
+/// is reported and the others still import.
+fn archives(
+    files: &[PathBuf],
+    import: impl Fn(&Path) -> Result<Imported, ImportError>,
+) -> Result<ExitCode> {
     let bar = ProgressBar::new(files.len() as u64).with_style(
         ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {wide_msg}")
             .expect("static template")
@@ -48,7 +75,7 @@ pub fn debs(store: &Path, files: &[PathBuf], max_size: u64) -> Result<ExitCode> 
     let mut failed = 0;
     for file in files {
         bar.set_message(file.display().to_string());
-        match canopy_server::debian::deb::import(&store, file, limits(max_size)) {
+        match import(file) {
             Ok(imported) => bar.suspend(|| println!("{}", report(&imported))),
             Err(e) => {
                 failed += 1;
