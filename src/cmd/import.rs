@@ -134,6 +134,23 @@ pub fn dir(store: &Path, dir: &Path, named: &Named, max_size: u64) -> Result<Exi
     )
 }
 
+/// Package extensions for `--json`: each value as the JSON it holds (as every format
+/// writes them), or as hex if it is not JSON.
+fn extensions(map: &std::collections::BTreeMap<String, Vec<u8>>) -> serde_json::Value {
+    map.iter()
+        .map(|(key, value)| {
+            let shown = serde_json::from_slice(value)
+                .unwrap_or_else(|_| serde_json::Value::String(hex(value)));
+            (key.clone(), shown)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
     let store = open(store, Access::Read)?;
     let index = PackageIndex::load(&store)?;
@@ -146,6 +163,8 @@ pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
                     "name": p.name, "version": p.version, "arch": p.arch, "kind": p.kind.label(),
                     "archive": p.archive.to_string(), "tree": p.tree.to_string(), "id": id.to_string(),
                     "imported_at": p.imported_at, "scripts": p.scripts,
+                    "control": p.control.map(|t| t.to_string()),
+                    "extensions": extensions(&p.extensions),
                 })
             })
             .collect();

@@ -68,9 +68,33 @@ fn fill(r: &mut impl Read, buf: &mut [u8], what: &str, part: &str) -> Result<(),
 /// Reads the lead and both headers from the start of an RPM file of `file_len` bytes.
 pub(crate) fn read(r: &mut impl Read, file_len: u64, what: &str) -> Result<Headers, ImportError> {
     let mut lead = [0u8; LEAD_SIZE];
-    fill(r, &mut lead, what, "lead")?;
-    if lead[..4] != LEAD_MAGIC {
+    let got = r
+        .take(LEAD_SIZE as u64)
+        .read(&mut lead)
+        .and_then(|n| {
+            let mut total = n;
+            while total < LEAD_SIZE {
+                match r.read(&mut lead[total..])? {
+                    0 => break,
+                    n => total += n,
+                }
+            }
+            Ok(total)
+        })
+        .map_err(|source| ImportError::Io {
+            what: format!("reading {what}"),
+            source,
+        })?;
+    // A file that does not start like an RPM is not one, however short it is.
+    if got < LEAD_MAGIC.len() || lead[..4] != LEAD_MAGIC {
         return Err(not_an_rpm(what, "no RPM lead (bad magic)"));
+    }
+    if got < LEAD_SIZE {
+        return Err(refused(
+            Class::Truncated,
+            what,
+            "the file ends inside the lead",
+        ));
     }
     if !(3..=4).contains(&lead[4]) {
         return Err(not_an_rpm(
