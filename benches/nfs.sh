@@ -135,7 +135,7 @@ cc -O2 -Wall -o "$TMP/nfs-read" "$ROOT/benches/nfs-read.c" -lnfs >"$LOGS/cc.log"
 
 # ---------------------------------------------------------------- servers
 say "starting canopy serve --nfs"
-"$CANOPY" --store "$S" serve --nfs 127.0.0.1:0 >"$LOGS/serve.out" 2>"$LOGS/serve.err" &
+"$CANOPY" --store "$S" serve --no-portmap --nfs 127.0.0.1:0 >"$LOGS/serve.out" 2>"$LOGS/serve.err" &
 SERVER_PID=$!
 wait_line "$LOGS/serve.out" '^exporting .* over NFSv3 on 127\.0\.0\.1:([0-9]+)$' "$SERVER_PID" "canopy serve --nfs"
 CANOPY_URL=$(url /bench "${BASH_REMATCH[1]}" "${BASH_REMATCH[1]}")

@@ -30,6 +30,11 @@ needed=(
     nginx:nginx
     umount:mount
     nfs-ls:libnfs-utils
+    # The portmapper tests ask with rpcinfo, and register with a private rpcbind.
+    rpcinfo:rpcbind
+    rpcbind:rpcbind
+    ip:iproute2
+    unshare:util-linux
     # The signature tests make keys and sign with gpg; gpg-agent holds the keys.
     gpg:gpg
     gpg-agent:gpg-agent

@@ -71,7 +71,7 @@ pub enum Command {
     Key(KeyCommand),
     /// Serve the store's roots and objects over HTTP, and roots over NFSv3
     #[command(
-        after_help = "Examples:\n  canopy serve --listen 0.0.0.0:7750\n  canopy serve --listen 0.0.0.0:7750 --nfs 0.0.0.0:2049\n  canopy key show > server.pub   # give this to the hosts that mount\n\nNFS clients: mount -t nfs -o ro,vers=3,proto=tcp,port=2049,mountport=2049,nolock server:/web /mnt/web"
+        after_help = "Examples:\n  canopy serve --listen 0.0.0.0:7750\n  canopy serve --listen 0.0.0.0:7750 --nfs 0.0.0.0:2049\n  canopy serve --nfs 0.0.0.0:2049 --no-portmap   # no portmapper on port 111\n  canopy key show > server.pub   # give this to the hosts that mount\n\nNFS clients (the portmapper tells them the ports; with --no-portmap add port=2049,mountport=2049):\n  mount -t nfs -o ro,vers=3,proto=tcp,nolock server:/web /mnt/web"
     )]
     Serve(ServeArgs),
     /// Mount roots from a canopy server (FUSE, read-only), in the foreground
@@ -176,6 +176,11 @@ pub struct ServeArgs {
     /// and /NAME@COMMIT; with --nfs alone, no HTTP is served
     #[arg(long, value_name = "ADDR:PORT")]
     pub nfs: Option<std::net::SocketAddr>,
+    /// With --nfs: do not answer the portmapper question (port 111 of the NFS address,
+    /// TCP and UDP, or registration with an rpcbind already there); clients must then
+    /// be given port= and mountport=
+    #[arg(long, requires = "nfs")]
+    pub no_portmap: bool,
 }
 
 /// `--json` on listings.

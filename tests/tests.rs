@@ -16,6 +16,8 @@ mod crash;
 mod mount;
 // Exporting roots over NFSv3: real NFS clients, handles across restarts and upgrades, garbage RPCs.
 mod nfs;
+// The portmapper on port 111, and registration with an rpcbind already there.
+mod portmap;
 // Roots resolved from a Debian repository: downloads, upgrade, rollback, diff, corruption.
 mod repo;
 // The Docker volume plugin over its socket, across restarts, and under a real dockerd.

@@ -11,6 +11,9 @@
 //! - a [`Commit`] is one version of a root: its tree, its parent, what it was built from,
 //!   and an ed25519 signature by the store's key.
 //!
+//! [`HOST_IDENTITY`] lists the files each host needs its own copy of (machine id, host
+//! keys, logs…), which shared roots do not carry.
+//!
 //! Trees, packages and commits have one canonical binary encoding each, starting with a
 //! magic header and a version byte. Decoding rejects every input that the encoder would
 //! not have produced, so an object has exactly one id.
@@ -34,6 +37,7 @@
 pub mod api;
 mod codec;
 mod commit;
+mod host_identity;
 mod id;
 mod package;
 mod root_name;
@@ -43,6 +47,7 @@ pub use codec::DecodeError;
 pub use commit::{
     Commit, CommitBody, EXTENSION_KEY_MAX, PackageRef, SignatureError, valid_extension_key,
 };
+pub use host_identity::{HOST_IDENTITY, HostIdentity, Keep, PerHost, host_identity};
 pub use id::{ArchiveHash, BlobId, CommitId, Hasher, IdError, ObjectId, PackageId, TreeId};
 pub use package::{Package, PackageKind};
 pub use root_name::{RootName, RootNameError};

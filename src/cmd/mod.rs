@@ -78,7 +78,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Checkout(args) => checkout::run(&store, args),
         Command::Fsck(json) => maintenance::fsck(&store, json.json),
         Command::Gc(args) => maintenance::gc(&store, args.dry_run),
-        Command::Serve(args) => serve::run(&store, args.listen, args.nfs),
+        Command::Serve(args) => serve::run(&store, args),
         Command::Mount(_) | Command::VolumePlugin(_) => unreachable!("handled above"),
     }
 }

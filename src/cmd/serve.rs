@@ -1,8 +1,9 @@
 //! `canopy serve`: HTTP (for `canopy mount`) and NFSv3 (for kernels) from one process.
 
 use super::{open, terminated};
+use crate::cli::ServeArgs;
 use anyhow::{Context, Result};
-use canopy_server::nfs::NfsServer;
+use canopy_server::nfs::{NfsServer, Portmap};
 use canopy_server::{Access, http};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -12,11 +13,12 @@ use std::process::ExitCode;
 /// Where HTTP listens when neither `--listen` nor `--nfs` is given.
 const DEFAULT_HTTP: &str = "127.0.0.1:7750";
 
-pub fn run(
-    store_path: &Path,
-    listen: Option<SocketAddr>,
-    nfs: Option<SocketAddr>,
-) -> Result<ExitCode> {
+pub fn run(store_path: &Path, args: ServeArgs) -> Result<ExitCode> {
+    let ServeArgs {
+        listen,
+        nfs,
+        no_portmap,
+    } = args;
     let listen = match (listen, nfs) {
         (None, None) => Some(DEFAULT_HTTP.parse().expect("a valid address")),
         (listen, _) => listen,
@@ -37,11 +39,14 @@ pub fn run(
         };
         let mut servers = tokio::task::JoinSet::new();
         if let Some(addr) = nfs {
-            let server = NfsServer::bind(open(store_path, Access::Unlocked)?, addr)
+            let mut server = NfsServer::bind(open(store_path, Access::Unlocked)?, addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} for NFS"))?;
             let addr = server.local_addr()?;
             println!("exporting {} over NFSv3 on {addr}", store_path.display());
+            if !no_portmap {
+                portmap(&mut server, addr).await?;
+            }
             let stop = stopped();
             servers.spawn(async move {
                 server.run(stop).await;
@@ -70,4 +75,30 @@ pub fn run(
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Answers the portmapper question for the NFS server on `addr`, and says how. Without
+/// the privilege to use port 111, the export goes on without it, with a warning.
+async fn portmap(server: &mut NfsServer, addr: SocketAddr) -> Result<()> {
+    match server.portmap().await {
+        Ok(Portmap::Served) => println!(
+            "portmapper on {}:111 (TCP and UDP) answers for NFS and MOUNT",
+            addr.ip()
+        ),
+        Ok(Portmap::Registered) => println!(
+            "NFS and MOUNT registered with the portmapper already on {}:111",
+            addr.ip()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => eprintln!(
+            "warning: no portmapper: {e} (port 111 needs root or CAP_NET_BIND_SERVICE); \
+             clients must be given port={0},mountport={0} (--no-portmap silences this)",
+            addr.port()
+        ),
+        Err(e) => {
+            return Err(e).context(
+                "answering the portmapper question (pass --no-portmap to serve NFS without it)",
+            );
+        }
+    }
+    Ok(())
 }

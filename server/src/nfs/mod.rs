@@ -4,6 +4,7 @@
 //! - [`export`]: the roots as NFS sees them: handles and fileids from content, listings,
 //!   attributes, reads;
 //! - [`nfs3`] and [`mount`]: the two RPC programs' procedures;
+//! - [`portmap`]: where they listen, for clients that ask port 111 (TCP and UDP);
 //! - [`rpc`] and [`xdr`]: ONC RPC records and headers, and their encoding;
 //! - here: the listener and its connections.
 //!
@@ -22,16 +23,19 @@
 mod export;
 mod mount;
 mod nfs3;
+mod portmap;
+mod register;
 mod rpc;
 mod xdr;
 
 use crate::store::Store;
 use export::Exports;
+use portmap::Map;
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Largest request record: every read-only call fits many times over, and so does a
@@ -39,6 +43,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub const MAX_REQUEST: usize = 64 << 10;
 /// Connections served at once, each by its own thread.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Largest portmapper datagram read: its questions are a few dozen bytes.
+const MAX_DATAGRAM: usize = 1024;
 /// A connection silent this long is closed (clients reconnect when they need to;
 /// Linux's own idle timeout is 5 minutes).
 const IDLE: Duration = Duration::from_secs(6 * 60);
@@ -47,10 +53,37 @@ const STALL: Duration = Duration::from_secs(30);
 /// A reply must be taken by the client within this, or the connection is closed.
 const SEND: Duration = Duration::from_secs(60);
 
+/// Which programs a listener answers.
+#[derive(Clone)]
+enum Service {
+    /// NFS and MOUNT, on the NFS port.
+    Nfs(Arc<Exports>),
+    /// The portmapper, on port 111.
+    Portmap(Arc<Map>),
+}
+
+/// How the portmapper question is answered for this server.
+pub enum Portmap {
+    /// Served by this process on port 111 of the NFS address, TCP and UDP.
+    Served,
+    /// Port 111 was taken (an `rpcbind` runs there): NFS and MOUNT are registered
+    /// with it, and unregistered when the server stops.
+    Registered,
+}
+
 /// An NFS server bound to its port, ready to [`run`](NfsServer::run).
 pub struct NfsServer {
     listener: TcpListener,
     exports: Arc<Exports>,
+    portmap: Option<PortmapListeners>,
+    registered: Option<register::Registration>,
+}
+
+/// The portmapper's own sockets.
+struct PortmapListeners {
+    tcp: TcpListener,
+    udp: UdpSocket,
+    map: Arc<Map>,
 }
 
 impl NfsServer {
@@ -59,7 +92,43 @@ impl NfsServer {
         Ok(NfsServer {
             listener: TcpListener::bind(addr).await?,
             exports: Arc::new(Exports::new(store)),
+            portmap: None,
+            registered: None,
         })
+    }
+
+    /// Answers the portmapper question for this server: serves it on port 111 of the
+    /// NFS address, or, when an `rpcbind` holds that port already, registers NFS and
+    /// MOUNT with it. Fails when neither works (port 111 needs root or
+    /// CAP_NET_BIND_SERVICE).
+    pub async fn portmap(&mut self) -> io::Result<Portmap> {
+        let nfs = self.local_addr()?;
+        let own = SocketAddr::new(nfs.ip(), portmap::PORT);
+        let tcp = match TcpListener::bind(own).await {
+            Ok(tcp) => tcp,
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                let registration = register::register(nfs).await.map_err(|r| {
+                    io::Error::new(
+                        r.kind(),
+                        format!(
+                            "port {own} is taken, and registering with the portmapper there failed: {r}"
+                        ),
+                    )
+                })?;
+                self.registered = Some(registration);
+                return Ok(Portmap::Registered);
+            }
+            Err(e) => return Err(io::Error::new(e.kind(), format!("listening on {own}: {e}"))),
+        };
+        let udp = UdpSocket::bind(own)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("listening on {own}/udp: {e}")))?;
+        self.portmap = Some(PortmapListeners {
+            tcp,
+            udp,
+            map: Arc::new(Map::new(nfs, portmap::PORT)),
+        });
+        Ok(Portmap::Served)
     }
 
     /// The bound address.
@@ -68,37 +137,90 @@ impl NfsServer {
     }
 
     /// Serves until `shutdown` resolves. Connection threads are not waited for: they
-    /// end with the process.
+    /// end with the process. A registration with an outside portmapper is withdrawn
+    /// on the way out.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let NfsServer {
+            listener,
+            exports,
+            portmap,
+            registered,
+        } = self;
         let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        tokio::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                () = &mut shutdown => return,
-                permit = connections.clone().acquire_owned() => {
-                    let permit = permit.expect("the semaphore is never closed");
-                    tokio::select! {
-                        () = &mut shutdown => return,
-                        r = self.listener.accept() => r.map(|(s, peer)| (s, peer, permit)),
-                    }
+        let nfs = accept(listener, Service::Nfs(exports), connections.clone());
+        match portmap {
+            None => {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = nfs => {}
                 }
-            };
-            let started = accepted.and_then(|(socket, peer, permit)| {
-                tracing::debug!("connection from {peer}");
-                let socket = socket.into_std()?;
-                socket.set_nonblocking(false)?;
-                let exports = self.exports.clone();
-                std::thread::Builder::new()
-                    .name(format!("nfs {peer}"))
-                    .spawn(move || serve_connection(socket, peer, &exports, permit))
-                    .map(drop)
-            });
-            if let Err(e) = started {
-                // Out of file descriptors or threads, or a connection reset before it
-                // was accepted: not the listener's end. Pause so as not to spin.
-                tracing::warn!("accepting a connection: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            Some(p) => {
+                let tcp = accept(p.tcp, Service::Portmap(p.map.clone()), connections);
+                tokio::select! {
+                    () = shutdown => {}
+                    () = nfs => {}
+                    () = tcp => {}
+                    () = datagrams(p.udp, p.map) => {}
+                }
+            }
+        }
+        if let Some(r) = registered {
+            r.withdraw().await;
+        }
+    }
+}
+
+/// Accepts connections forever, each served by a thread of its own.
+async fn accept(listener: TcpListener, service: Service, connections: Arc<Semaphore>) {
+    loop {
+        let permit = connections
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let accepted = listener.accept().await;
+        let started = accepted.and_then(|(socket, peer)| {
+            tracing::debug!("connection from {peer}");
+            let local = socket.local_addr()?.ip();
+            let socket = socket.into_std()?;
+            socket.set_nonblocking(false)?;
+            let service = service.clone();
+            std::thread::Builder::new()
+                .name(format!("nfs {peer}"))
+                .spawn(move || serve_connection(socket, peer, local, &service, permit))
+                .map(drop)
+        });
+        if let Err(e) = started {
+            // Out of file descriptors or threads, or a connection reset before it
+            // was accepted: not the listener's end. Pause so as not to spin.
+            tracing::warn!("accepting a connection: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Answers portmapper calls over UDP, one datagram each. Only the portmapper is served
+/// this way: NFS and MOUNT are TCP only.
+async fn datagrams(socket: UdpSocket, map: Arc<Map>) {
+    let local = socket
+        .local_addr()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    let service = Service::Portmap(map);
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buf).await {
+            Ok(got) => got,
+            Err(e) => {
+                tracing::debug!("receiving a portmapper datagram: {e}");
+                continue;
+            }
+        };
+        // A datagram is a record without the TCP record marker.
+        if let Some(reply) = answer(&service, local, &buf[..n])
+            && let Err(e) = socket.send_to(&reply[4..], peer).await
+        {
+            tracing::debug!("answering {peer} over UDP: {e}");
         }
     }
 }
@@ -107,7 +229,8 @@ impl NfsServer {
 fn serve_connection(
     mut socket: std::net::TcpStream,
     peer: SocketAddr,
-    exports: &Exports,
+    local: IpAddr,
+    service: &Service,
     _connection: OwnedSemaphorePermit,
 ) {
     // Replies leave in one write each; without this the last segment of one can wait
@@ -135,7 +258,7 @@ fn serve_connection(
                 break;
             }
         };
-        if let Some(reply) = answer(exports, &record)
+        if let Some(reply) = answer(service, local, &record)
             && let Err(e) = socket.write_all(&reply)
         {
             tracing::debug!("{peer} does not take replies ({e}); closing");
@@ -145,8 +268,9 @@ fn serve_connection(
     tracing::debug!("connection from {peer} ends");
 }
 
-/// The reply record to a request record, if it gets one.
-fn answer(exports: &Exports, record: &[u8]) -> Option<Vec<u8>> {
+/// The reply record to a request record, if it gets one. `local` is the address the
+/// request arrived on.
+fn answer(service: &Service, local: IpAddr, record: &[u8]) -> Option<Vec<u8>> {
     let call = match rpc::receive(record) {
         rpc::Received::Call(c) => c,
         rpc::Received::Refused(reply) => return Some(reply),
@@ -154,10 +278,23 @@ fn answer(exports: &Exports, record: &[u8]) -> Option<Vec<u8>> {
     };
     tracing::trace!("call {} {}.{}", call.xid, call.prog, call.proc_);
     let mut out = rpc::success(call.xid);
-    let done = match (call.prog, call.vers) {
-        (nfs3::PROGRAM, 3) => nfs3::call(exports, &call.caller, call.proc_, call.args, &mut out),
-        (mount::PROGRAM, 3) => mount::call(exports, call.proc_, call.args, &mut out),
-        (nfs3::PROGRAM | mount::PROGRAM, _) => return Some(rpc::wrong_version(call.xid, 3, 3)),
+    let (low, high) = portmap::VERSIONS;
+    let done = match (service, call.prog, call.vers) {
+        (Service::Nfs(exports), nfs3::PROGRAM, 3) => {
+            nfs3::call(exports, &call.caller, call.proc_, call.args, &mut out)
+        }
+        (Service::Nfs(exports), mount::PROGRAM, 3) => {
+            mount::call(exports, call.proc_, call.args, &mut out)
+        }
+        (Service::Nfs(_), nfs3::PROGRAM | mount::PROGRAM, _) => {
+            return Some(rpc::wrong_version(call.xid, 3, 3));
+        }
+        (Service::Portmap(map), portmap::PROGRAM, v) if (low..=high).contains(&v) => {
+            portmap::call(map, v, call.proc_, call.args, local, &mut out)
+        }
+        (Service::Portmap(_), portmap::PROGRAM, _) => {
+            return Some(rpc::wrong_version(call.xid, low, high));
+        }
         _ => return Some(rpc::no_program(call.xid)),
     };
     Some(match done {
