@@ -9,7 +9,7 @@
 use crate::store::{IoContext, Store, StoreError};
 use canopy_protocol::{BlobId, EntryKind, Hasher, Meta, Tree, TreeId};
 use std::ffi::CString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -34,6 +34,8 @@ pub struct Report {
     pub copied_for_metadata: u64,
     /// Hard links were asked for, but the destination is on another filesystem.
     pub cross_device: bool,
+    /// Hard links were asked for, but the store's objects are not files on this machine.
+    pub no_local_objects: bool,
     /// Directories.
     pub dirs: u64,
     /// Symlinks.
@@ -194,45 +196,17 @@ impl Writer<'_> {
     }
 
     fn file(&mut self, blob: &BlobId, size: u64, meta: &Meta, p: &Path) -> Result<(), StoreError> {
-        let object = self.store.object_path(&blob.0);
         if self.opts.hardlink && !self.report.cross_device {
-            let om =
-                fs::metadata(&object).ctx(|| format!("reading object {}", object.display()))?;
-            let owner_ok = !self.as_root || (om.uid(), om.gid()) == (meta.uid, meta.gid);
-            if om.mode() & 0o7777 == u32::from(meta.mode)
-                && owner_ok
-                && meta.xattrs.is_empty()
-                && om.len() == size
-            {
-                match fs::hard_link(&object, p) {
-                    Ok(()) => {
-                        self.report.linked += 1;
+            match self.store.local_path(&blob.0) {
+                Some(object) => {
+                    if self.link(&object, size, meta, p)? {
                         return Ok(());
                     }
-                    Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                        self.report.cross_device = true
-                    }
-                    Err(e) => {
-                        return Err(StoreError::Io {
-                            what: format!("linking {}", p.display()),
-                            source: e,
-                        });
-                    }
                 }
-            } else {
-                self.report.copied_for_metadata += 1;
+                None => self.report.no_local_objects = true,
             }
         }
-        let mut src = File::open(&object).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StoreError::Missing {
-                id: blob.0,
-                store: self.store.path().to_path_buf(),
-            },
-            _ => StoreError::Io {
-                what: format!("opening object {}", object.display()),
-                source: e,
-            },
-        })?;
+        let mut src = self.store.objects().get(&blob.0)?;
         let mut dst = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -243,9 +217,13 @@ impl Writer<'_> {
         let mut hasher = Hasher::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
-            let n = src
-                .read(&mut buf)
-                .ctx(|| format!("reading object {}", object.display()))?;
+            let n = src.read(&mut buf).ctx(|| {
+                format!(
+                    "reading object {} from {}",
+                    blob.0,
+                    self.store.objects().location()
+                )
+            })?;
             if n == 0 {
                 break;
             }
@@ -259,6 +237,40 @@ impl Writer<'_> {
         }
         drop(dst);
         self.finish(p, meta)
+    }
+
+    /// Hard-links `object` at `p` if its metadata is the entry's; says whether it did.
+    fn link(
+        &mut self,
+        object: &Path,
+        size: u64,
+        meta: &Meta,
+        p: &Path,
+    ) -> Result<bool, StoreError> {
+        let om = fs::metadata(object).ctx(|| format!("reading object {}", object.display()))?;
+        let owner_ok = !self.as_root || (om.uid(), om.gid()) == (meta.uid, meta.gid);
+        if om.mode() & 0o7777 != u32::from(meta.mode)
+            || !owner_ok
+            || !meta.xattrs.is_empty()
+            || om.len() != size
+        {
+            self.report.copied_for_metadata += 1;
+            return Ok(false);
+        }
+        match fs::hard_link(object, p) {
+            Ok(()) => {
+                self.report.linked += 1;
+                Ok(true)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                self.report.cross_device = true;
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::Io {
+                what: format!("linking {}", p.display()),
+                source: e,
+            }),
+        }
     }
 
     /// Owner, then mode (chown clears setuid bits), then xattrs (chown also clears

@@ -6,6 +6,7 @@
 //! made by `canopy assemble` on the same store is served at once, without a restart.
 
 use crate::store::{Store, StoreError};
+use crate::view::{self, history};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -13,8 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use canopy_protocol::api::{ErrorBody, LogEntry, RootInfo, encode_tree_pack};
-use canopy_protocol::{EntryKind, ObjectId, RootName, TreeId};
-use std::collections::HashSet;
+use canopy_protocol::{ObjectId, RootName, TreeId};
 use std::sync::Arc;
 use std::time::Duration;
 use tower_http::compression::CompressionLayer;
@@ -162,13 +162,23 @@ async fn object(
     req: Request,
 ) -> Result<Response, ApiError> {
     let oid: ObjectId = id.parse().map_err(|e| bad_id(&id, e))?;
-    let path = store.object_path(&oid);
-    if tokio::fs::metadata(&path).await.is_err() {
-        return Err(ApiError(
+    let not_found = || {
+        ApiError(
             StatusCode::NOT_FOUND,
             "not-found",
             format!("object {oid} not found"),
-        ));
+        )
+    };
+    let local = store.local_path(&oid);
+    match &local {
+        Some(path) if tokio::fs::metadata(path).await.is_err() => return Err(not_found()),
+        Some(_) => {}
+        None => {
+            let s = store.clone();
+            if !blocking(move || Ok(s.has(&oid)?)).await? {
+                return Err(not_found());
+            }
+        }
     }
     let etag = HeaderValue::from_str(&format!("\"{oid}\"")).expect("hex is a valid header value");
     let matches = req
@@ -181,7 +191,7 @@ async fn object(
         });
     let mut res = if matches {
         StatusCode::NOT_MODIFIED.into_response()
-    } else {
+    } else if let Some(path) = local {
         let served = ServeFile::new(&path).try_call(req).await.map_err(|e| {
             ApiError(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -190,6 +200,11 @@ async fn object(
             )
         })?;
         served.map(Body::new)
+    } else {
+        // No file to serve ranges from: the whole object, verified.
+        blocking(move || Ok(store.read_object(&oid)?))
+            .await?
+            .into_response()
     };
     let h = res.headers_mut();
     h.insert(header::ETAG, etag);
@@ -246,24 +261,22 @@ async fn log(
 ) -> Result<Response, ApiError> {
     let name = root_name(&name)?;
     let entries = blocking(move || {
-        let mut next = store.root_ref(&name)?;
-        if next.is_none() {
+        let Some(head) = store.root_ref(&name)? else {
             return Err(ApiError(
                 StatusCode::NOT_FOUND,
                 "not-found",
                 format!("no root named {name}"),
             ));
-        }
+        };
         let mut out = Vec::new();
-        while let Some(id) = next {
-            let c = store.commit(&id)?;
+        for entry in history::log(&store, head) {
+            let (id, c) = entry?;
             out.push(LogEntry {
                 commit: id.to_string(),
                 parent: c.body.parent.map(|p| p.to_string()),
                 timestamp: c.body.timestamp,
                 subject: c.body.subject,
             });
-            next = c.body.parent;
         }
         Ok(out)
     })
@@ -277,27 +290,7 @@ async fn tree_pack(
 ) -> Result<Response, ApiError> {
     let root = TreeId(id.parse().map_err(|e| bad_id(&id, e))?);
     let pack = blocking(move || {
-        let mut seen = HashSet::new();
-        let mut stack = vec![root];
-        let mut trees = Vec::new();
-        while let Some(id) = stack.pop() {
-            if !seen.insert(id) {
-                continue;
-            }
-            let bytes = store.read_object(&id.0)?;
-            let tree =
-                canopy_protocol::Tree::decode(&bytes).map_err(|source| StoreError::Decode {
-                    id: id.0,
-                    kind: "tree",
-                    source,
-                })?;
-            for e in tree.entries() {
-                if let EntryKind::Dir { tree } = e.kind {
-                    stack.push(tree);
-                }
-            }
-            trees.push((id, bytes));
-        }
+        let trees = view::trees_under(&store, root)?;
         Ok(encode_tree_pack(trees.iter().map(|(id, b)| (*id, &b[..]))))
     })
     .await?;
@@ -307,4 +300,68 @@ async fn tree_pack(
         HeaderValue::from_static("application/vnd.canopy.tree-pack"),
     );
     Ok(with_cache(res, IMMUTABLE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::fixture;
+
+    /// Serves a memory store with one root, as `canopy serve` would, and asks for what
+    /// a mount asks for.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn serves_roots_logs_objects_and_tree_packs_from_any_backend() {
+        let (_state, store, tree) = fixture::memory_with(&[("file", b"content")]);
+        let commit = fixture::commit(&store, "web", tree);
+        let blob = ObjectId::of(b"content");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(store, listener, async {
+            let _ = stopped.await;
+        }));
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::new();
+        let get = |path: String| client.get(format!("{url}{path}")).send();
+
+        let json = |b: axum::body::Bytes| serde_json::from_slice::<serde_json::Value>(&b).unwrap();
+        let roots = json(
+            get("/v1/roots".into())
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        );
+        let roots: Vec<RootInfo> = serde_json::from_value(roots).unwrap();
+        assert_eq!(roots.len(), 1);
+        assert_eq!(roots[0].commit, commit.to_string());
+        let log = json(
+            get("/v1/roots/web/log".into())
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        );
+        let log: Vec<LogEntry> = serde_json::from_value(log).unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].subject, "commit 1");
+        let res = get(format!("/v1/objects/{blob}")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()[header::ETAG], format!("\"{blob}\"").as_str());
+        assert_eq!(&res.bytes().await.unwrap()[..], b"content");
+        let pack = get(format!("/v1/trees/{tree}")).await.unwrap();
+        assert_eq!(pack.status(), StatusCode::OK);
+        let missing = get(format!("/v1/objects/{}", ObjectId::of(b"none")))
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        let bad = get("/v1/objects/xyz".into()).await.unwrap();
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
 }

@@ -2,6 +2,9 @@
 //! or walks it.
 //!
 //! - [`store`]: objects, refs, the lock and the signing key; all writes in transactions;
+//!   objects and refs behind a backend seam (local directory, memory);
+//! - [`view`]: one read view of the store (history, entry attributes, trees) that HTTP,
+//!   NFS, checkout and the commands share;
 //! - [`import`]: tarballs and directories into package trees, and what every format's
 //!   importer shares (limits, the tree builder, error classes);
 //! - [`debian`]: the `.deb` format and Debian repositories: control data, the resolver,
@@ -32,5 +35,6 @@ pub mod packages;
 pub mod repo;
 pub mod rpm;
 pub mod store;
+pub mod view;
 
 pub use store::{Access, Store, StoreError, Txn, TxnStats};

@@ -105,24 +105,8 @@ fn root_name(s: &str) -> Result<RootName> {
 }
 
 /// The commit of a root's history that `prefix` names (a full id or a unique prefix).
-fn find_in_log(store: &Store, root: &RootName, head: CommitId, prefix: &str) -> Result<CommitId> {
-    let mut found = Vec::new();
-    let mut next = Some(head);
-    while let Some(id) = next {
-        if id.to_string().starts_with(prefix) {
-            found.push(id);
-        }
-        next = store.commit(&id)?.body.parent;
-    }
-    match found.as_slice() {
-        [one] => Ok(*one),
-        [] => anyhow::bail!(
-            "no commit {prefix} in the history of root {root} (see `canopy roots log {root}`)"
-        ),
-        _ => anyhow::bail!(
-            "commit prefix {prefix} is ambiguous in the history of root {root}; give more characters"
-        ),
-    }
+fn find_in_log(store: &Store, root: &RootName, prefix: &str) -> Result<CommitId> {
+    Ok(canopy_server::view::history::find(store, root, prefix)?)
 }
 
 /// The current commit of a root, or an error that says what exists.

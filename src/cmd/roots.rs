@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use canopy_protocol::CommitId;
 use canopy_server::Access;
 use canopy_server::diff::{self, PackageChange};
+use canopy_server::view::history;
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
@@ -37,10 +38,9 @@ pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
 pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
     let store = open(store, Access::Read)?;
     let root = root_name(root)?;
-    let mut next = Some(head(&store, &root)?);
     let mut items = Vec::new();
-    while let Some(id) = next {
-        let c = store.commit(&id)?;
+    for entry in history::log(&store, head(&store, &root)?) {
+        let (id, c) = entry?;
         let b = &c.body;
         if json {
             let packages: Vec<_> = b
@@ -74,7 +74,6 @@ pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
             }
             println!();
         }
-        next = b.parent;
     }
     if json {
         print_json(&json!(items))?;
@@ -87,7 +86,7 @@ pub fn rollback(store: &Path, root: &str, commit: Option<&str>) -> Result<ExitCo
     let root = root_name(root)?;
     let current = head(&store, &root)?;
     let target: CommitId = match commit {
-        Some(prefix) => find_in_log(&store, &root, current, prefix)?,
+        Some(prefix) => find_in_log(&store, &root, prefix)?,
         None => store
             .commit(&current)?
             .body
@@ -95,7 +94,7 @@ pub fn rollback(store: &Path, root: &str, commit: Option<&str>) -> Result<ExitCo
             .with_context(|| format!("root {root} has no earlier commit to roll back to"))?,
     };
     let mut txn = store.begin()?;
-    txn.set_root(&root, target);
+    txn.set_root(&root, Some(current), target);
     txn.commit()?;
     println!("{root}: now at {target} (was {current})");
     Ok(ExitCode::SUCCESS)
@@ -113,11 +112,11 @@ pub fn diff(
     let root = root_name(root)?;
     let current = head(&store, &root)?;
     let new = match new {
-        Some(prefix) => find_in_log(&store, &root, current, prefix)?,
+        Some(prefix) => find_in_log(&store, &root, prefix)?,
         None => current,
     };
     let old = match old {
-        Some(prefix) => find_in_log(&store, &root, current, prefix)?,
+        Some(prefix) => find_in_log(&store, &root, prefix)?,
         None => store.commit(&new)?.body.parent.with_context(|| {
             format!("commit {new} of root {root} has no parent to compare with")
         })?,
