@@ -53,6 +53,9 @@ needed=(
     cpio:cpio
     createrepo_c:createrepo-c
     dockerd:docker.io
+    # The image tests build OCI layouts and compare with their unpacking.
+    umoci:umoci
+    skopeo:skopeo
 )
 missing=()
 for pair in "${needed[@]}"; do

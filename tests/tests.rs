@@ -24,3 +24,9 @@ mod repo;
 mod volume;
 // RPM packages: fixtures built with rpmbuild, import compared with rpm2cpio | cpio, signatures.
 mod rpm;
+// OCI layouts written at test time: zstd, plain and opaque-directory layers, flawed images.
+mod layout;
+// Container images in: umoci and docker save compared with umoci unpack and docker export.
+mod image;
+// Hostile images: each refused with its error class, the store unchanged.
+mod image_hostile;

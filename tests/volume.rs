@@ -515,14 +515,14 @@ fn bad_requests_are_refused_and_change_nothing() {
 /// A `dockerd` of the test's own: its data, state and API socket in the test's
 /// directory, and no changes to the host's network (no iptables rules, no bridge).
 /// Stopped by PID when dropped.
-struct Dockerd {
+pub(crate) struct Dockerd {
     child: Child,
     host: String,
     dir: PathBuf,
 }
 
 impl Dockerd {
-    fn start(env: &Canopy) -> Dockerd {
+    pub(crate) fn start(env: &Canopy) -> Dockerd {
         let dir = env.mkdir("docker");
         let host = format!("unix://{}", dir.join("docker.sock").display());
         let child = Command::new("dockerd")
@@ -556,7 +556,7 @@ impl Dockerd {
     }
 
     /// The docker client of the same package, talking to this daemon only.
-    fn docker<const N: usize>(&self, args: [&str; N]) -> crate::util::TestCommand {
+    pub(crate) fn docker<const N: usize>(&self, args: [&str; N]) -> crate::util::TestCommand {
         let mut command = cmd("/usr/bin/docker");
         command
             .env("DOCKER_CONFIG", self.dir.join("client"))

@@ -39,6 +39,7 @@ mod codec;
 mod commit;
 mod host_identity;
 mod id;
+mod image;
 mod package;
 mod root_name;
 mod tree;
@@ -49,6 +50,7 @@ pub use commit::{
 };
 pub use host_identity::{HOST_IDENTITY, HostIdentity, Keep, PerHost, host_identity};
 pub use id::{ArchiveHash, BlobId, CommitId, Hasher, IdError, ObjectId, PackageId, TreeId};
+pub use image::{IMAGE_EXTENSION, ImageConfig};
 pub use package::{Package, PackageKind};
 pub use root_name::{RootName, RootNameError};
 pub use tree::{

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! "CNPP" 0x02
-//! u8 kind                          1 deb, 2 tar, 3 dir, 4 rpm
+//! u8 kind                          1 deb, 2 tar, 3 dir, 4 rpm, 5 layer
 //! string name, version, arch       u32 length + UTF-8 each
 //! 32-byte archive hash             SHA-256 of the archive file (for dir: see PackageKind::Dir)
 //! 32-byte tree id
@@ -39,6 +39,12 @@ pub enum PackageKind {
     Dir,
     /// An RPM package (`.rpm`).
     Rpm,
+    /// One layer of a container image (`canopy import oci|docker-archive`), kept as
+    /// written, whiteouts (`.wh.NAME`, `.wh..wh..opq`) included: only applying the
+    /// image's layers in order gives a root. Its "archive hash" is the layer's
+    /// `diff_id`, the SHA-256 of the uncompressed tar, so one layer compressed two ways
+    /// (a registry's gzip, `docker save`'s plain tar) is imported once.
+    Layer,
 }
 
 impl PackageKind {
@@ -48,6 +54,7 @@ impl PackageKind {
             PackageKind::Tar => 2,
             PackageKind::Dir => 3,
             PackageKind::Rpm => 4,
+            PackageKind::Layer => 5,
         }
     }
 
@@ -58,6 +65,7 @@ impl PackageKind {
             PackageKind::Tar => "tar",
             PackageKind::Dir => "dir",
             PackageKind::Rpm => "rpm",
+            PackageKind::Layer => "layer",
         }
     }
 }
@@ -128,6 +136,7 @@ impl Package {
             2 => PackageKind::Tar,
             3 => PackageKind::Dir,
             4 => PackageKind::Rpm,
+            5 => PackageKind::Layer,
             other => {
                 return Err(DecodeError::invalid(
                     "package kind",

@@ -10,6 +10,8 @@
 //! - [`debian`]: the `.deb` format and Debian repositories: control data, the resolver,
 //!   signed Release files and Packages indexes, the `.deb` importer;
 //! - [`rpm`]: the `.rpm` format: checked headers, the cpio payload, the `.rpm` importer;
+//! - [`oci`]: container images (OCI layouts, `docker save` archives) imported as roots,
+//!   each layer once;
 //! - [`packages`]: the imported packages and how a spec picks one;
 //! - [`repo`]: configured repositories, downloads, OpenPGP checks, what a recipe
 //!   resolves to;
@@ -31,6 +33,7 @@ pub mod gc;
 pub mod http;
 pub mod import;
 pub mod nfs;
+pub mod oci;
 pub mod packages;
 pub mod repo;
 pub mod rpm;

@@ -12,7 +12,7 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-fn limits(max_size: u64) -> Limits {
+pub(super) fn limits(max_size: u64) -> Limits {
     Limits {
         max_unpacked: max_size,
         ..Limits::default()

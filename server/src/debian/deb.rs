@@ -74,7 +74,13 @@ pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, Im
             let declared = member.header().size();
             let mut counted = Counted::new(&mut member);
             let reader = decoder(&mut counted, Some(compression), &id)?;
-            data = Some(crate::import::tar::read(&mut txn, reader, limits, &id)?);
+            data = Some(crate::import::tar::read(
+                &mut txn,
+                reader,
+                limits,
+                crate::import::tar::Dialect::Package,
+                &id,
+            )?);
             complete(&id, &counted, declared)?;
         } else if !id.starts_with('_') {
             // dpkg reserves names starting with '_' for additions it ignores; anything

@@ -54,11 +54,14 @@ pub enum Class {
     BadControl,
     /// Structural damage: bad header checksum, unsupported entry type, bad numbers.
     Malformed,
-    /// The content does not match a digest the archive itself carries (an RPM's header
-    /// or payload SHA-256).
+    /// Content whose SHA-256 is not the digest that names it or that the archive
+    /// itself carries (an image's blob or layer; an RPM's header or payload).
     BadDigest,
     /// An OpenPGP signature the import was asked to check is missing or does not verify.
     BadSignature,
+    /// Not a container image canopy reads: no OCI layout or `docker save` manifest, a
+    /// media type or schema it does not know, a missing blob.
+    NotAnImage,
 }
 
 impl Class {
@@ -80,6 +83,7 @@ impl Class {
             Class::Malformed => "malformed",
             Class::BadDigest => "bad-digest",
             Class::BadSignature => "bad-signature",
+            Class::NotAnImage => "not-an-image",
         }
     }
 }

@@ -15,16 +15,16 @@ use super::facts::{self, Facts, Owner};
 use super::header::{self, Headers};
 use crate::import::builder::{ArchivePath, TreeBuilder};
 use crate::import::compress::{Compression, decoder};
-use crate::import::limit::{Budget, Counted, Limits};
+use crate::import::limit::{Budget, Counted, Hashing, Limits};
 use crate::import::{
     Class, Identity, ImportError, Imported, already_imported, finish, hash_file, open, prefix,
 };
 use crate::repo::signature::Keyring;
 use crate::store::{BlobError, Store, Txn};
-use canopy_protocol::{BlobId, EntryKind, Hasher, Meta, PackageKind, TreeId};
+use canopy_protocol::{BlobId, EntryKind, Meta, PackageKind, TreeId};
 use rpm::{FileFlags, IndexTag, PackageMetadata};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 /// Zero bytes allowed after the cpio trailer (rpm pads the archive; some tools pad to
@@ -151,10 +151,8 @@ pub fn import(
     let files = files(meta, &what)?;
     let mut txn = store.begin()?;
     let compression = compression(meta, &what)?;
-    let mut hashing = Hashing {
-        inner: reader,
-        hasher: Hasher::new(),
-    };
+    // The payload digest covers the compressed bytes, everything after the header.
+    let mut hashing = Hashing::new(reader);
     let builder = read_payload(
         &mut txn,
         &mut hashing,
@@ -164,13 +162,12 @@ pub fn import(
         limits,
         &what,
     )?;
-    // The payload digest covers everything after the header.
-    io::copy(&mut hashing, &mut io::sink()).map_err(|source| ImportError::Io {
+    let (digest, _) = hashing.finish().map_err(|source| ImportError::Io {
         what: format!("reading {what}"),
         source,
     })?;
     if let Some(want) = headers.payload_sha256() {
-        let got = hashing.hasher.finish().to_string();
+        let got = digest.to_string();
         if got != want {
             return Err(ImportError::refused(
                 Class::BadDigest,
@@ -361,21 +358,6 @@ fn files(meta: &PackageMetadata, what: &str) -> Result<Vec<File>, ImportError> {
         }
     }
     Ok(out)
-}
-
-/// Hashes (and passes on) what is read through it: the payload digest covers the
-/// compressed bytes.
-struct Hashing<R> {
-    inner: R,
-    hasher: Hasher,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.write_all(&buf[..n])?;
-        Ok(n)
-    }
 }
 
 /// Reads the cpio payload into a tree, matching every record to a header file.

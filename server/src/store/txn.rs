@@ -74,6 +74,11 @@ impl<'s> Txn<'s> {
         self.store
     }
 
+    /// What this transaction has added so far.
+    pub fn stats(&self) -> TxnStats {
+        self.stats
+    }
+
     /// Whether the object is in the store or staged in this transaction.
     pub fn has(&self, id: &ObjectId) -> Result<bool, StoreError> {
         Ok(self.staged.contains_key(id) || self.store.has(id)?)
