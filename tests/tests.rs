@@ -10,6 +10,8 @@ mod rpms;
 mod walkthrough;
 // Every hostile archive is refused with its error class and leaves the store unchanged.
 mod hostile;
+// Inputs a probe found mishandled: .deb layouts as dpkg, long paths, batches, escaping, Range.
+mod input;
 // A writer killed at any durable step leaves the last good state.
 mod crash;
 // Serving over HTTP and mounting with FUSE: shared inodes, cache bound, outages, tampering, follow, nginx.

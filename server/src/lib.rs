@@ -35,6 +35,7 @@ pub mod import;
 pub mod nfs;
 pub mod oci;
 pub mod packages;
+mod range;
 pub mod repo;
 pub mod rpm;
 pub mod store;

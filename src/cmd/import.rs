@@ -75,11 +75,24 @@ fn archives(
     let mut failed = 0;
     for file in files {
         bar.set_message(file.display().to_string());
-        match import(file) {
-            Ok(imported) => bar.suspend(|| println!("{}", report(&imported))),
-            Err(e) => {
+        // A bug met by one archive must not cost the others their import: a panic is
+        // reported as that archive's error (its transaction is dropped, so the store
+        // keeps nothing of it) and the batch goes on.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| import(file)));
+        match result {
+            Ok(Ok(imported)) => bar.suspend(|| println!("{}", report(&imported))),
+            Ok(Err(e)) => {
                 failed += 1;
                 bar.suspend(|| eprintln!("error: importing {}: {e}", file.display()));
+            }
+            Err(_) => {
+                failed += 1;
+                bar.suspend(|| {
+                    eprintln!(
+                        "error: importing {}: canopy failed on this archive (a bug: please report it with the archive)",
+                        file.display()
+                    )
+                });
             }
         }
         bar.inc(1);

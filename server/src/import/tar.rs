@@ -153,6 +153,9 @@ pub(crate) fn read(
             }
             continue;
         }
+        // Each entry starts a fresh header budget: the bound is on what lies between
+        // two entries (records, skipped data), not on a run of small headers.
+        budget.headers();
         let header = entry.header();
         let mut raw_path = pending
             .long_name
