@@ -599,7 +599,7 @@ fn control_tree(txn: &mut Txn<'_>, main: &[u8]) -> Result<TreeId, ImportError> {
         },
         EntryKind::File { size, blob },
     )?;
-    Ok(builder.write(txn)?)
+    builder.write(txn)
 }
 
 /// The facts kept beside the tree: owners by name, %config and %ghost paths, and the
