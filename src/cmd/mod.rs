@@ -41,6 +41,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Import(ImportCommand::Deb { files, limit, json }) => {
             import::debs(&store, &files, limit.max_size, json.json)
         }
+        Command::Import(ImportCommand::Rpm {
+            files,
+            keyring,
+            limit,
+            json,
+        }) => import::rpms(
+            &store,
+            &files,
+            keyring.as_deref(),
+            limit.max_size,
+            json.json,
+        ),
         Command::Import(ImportCommand::Tar {
             file,
             named,
