@@ -371,11 +371,21 @@ pub fn unchanged(commit: &CommitBody, packages: &[(PackageId, Package)]) -> bool
 
 /// Assembles a root from imported packages and points the root at the new commit.
 pub fn assemble(store: &Store, req: &Request) -> Result<Assembled, AssembleError> {
+    assemble_as(store, req, "assemble")
+}
+
+/// [`assemble`], with the name the reflog gives the move (`upgrade` for an upgrade).
+pub fn assemble_as(
+    store: &Store,
+    req: &Request,
+    operation: &'static str,
+) -> Result<Assembled, AssembleError> {
     let chosen = &req.packages;
     if chosen.is_empty() {
         return Err(AssembleError::Empty);
     }
     let mut txn = store.begin()?;
+    txn.operation(operation);
     let labels = chosen
         .iter()
         .map(|(_, p)| format!("{} {}", p.name, p.version))

@@ -5,7 +5,7 @@ use crate::cli::{AssembleArgs, UpgradeArgs};
 use anyhow::{Context, Result};
 use canopy_protocol::{Commit, CommitBody, CommitId, Package, PackageId, RootName};
 use canopy_server::assemble::{
-    Recipe, Request, assemble, package_refs, select_imported, unchanged,
+    Recipe, Request, assemble_as, package_refs, select_imported, unchanged,
 };
 use canopy_server::diff::{self, Listed, PackageChange};
 use canopy_server::repo::provide::{self, Progress, provide};
@@ -35,14 +35,21 @@ pub fn run(store: &Path, args: AssembleArgs) -> Result<ExitCode> {
         .map(|id| store.commit(&id))
         .transpose()?;
     let (packages, resolved) = select(&store, &recipe, args.json.json)?;
-    commit(
-        &store,
-        root,
-        recipe,
-        packages,
-        args.message,
+    let plan = Plan {
+        operation: "assemble",
+        subject: args.message,
         previous,
         resolved,
+    };
+    commit(
+        &store,
+        Request {
+            root,
+            recipe,
+            packages,
+            subject: None,
+        },
+        plan,
         args.json.json,
     )
 }
@@ -96,14 +103,21 @@ pub fn upgrade(store: &Path, args: UpgradeArgs) -> Result<ExitCode> {
     let subject = args
         .message
         .unwrap_or_else(|| format!("upgrade {root}: {}", summary(&changes)));
+    let plan = Plan {
+        operation: "upgrade",
+        subject: Some(subject),
+        previous: Some(old),
+        resolved,
+    };
     commit(
         &store,
-        root,
-        recipe,
-        packages,
-        Some(subject),
-        Some(old),
-        resolved,
+        Request {
+            root,
+            recipe,
+            packages,
+            subject: None,
+        },
+        plan,
         json,
     )
 }
@@ -228,28 +242,25 @@ fn select(
     Ok((provided.packages, resolved))
 }
 
-/// Assembles and prints the result line, with notes on overwrites and scripts.
-#[allow(clippy::too_many_arguments)]
-fn commit(
-    store: &Store,
-    root: RootName,
-    recipe: Recipe,
-    packages: Vec<(PackageId, Package)>,
+/// What a command knows about the commit it is about to make, beyond the request.
+struct Plan {
+    /// What the reflog calls it: `assemble`, or `upgrade` (a root made again from its
+    /// own recipe).
+    operation: &'static str,
+    /// The commit's subject line.
     subject: Option<String>,
+    /// The root's commit before.
     previous: Option<Commit>,
+    /// How the packages were resolved.
     resolved: Resolved,
-    json: bool,
-) -> Result<ExitCode> {
-    let label = root.to_string();
-    let done = assemble(
-        store,
-        &Request {
-            root,
-            recipe,
-            packages,
-            subject,
-        },
-    )?;
+}
+
+/// Assembles and prints the result line, with notes on overwrites and scripts.
+fn commit(store: &Store, mut req: Request, plan: Plan, json: bool) -> Result<ExitCode> {
+    let label = req.root.to_string();
+    req.subject = plan.subject;
+    let (previous, resolved) = (plan.previous, plan.resolved);
+    let done = assemble_as(store, &req, plan.operation)?;
     let changes = match &previous {
         Some(p) => diff::packages(&p.body.packages, &done.commit.body.packages),
         None => Vec::new(),

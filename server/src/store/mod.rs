@@ -7,6 +7,7 @@
 //! STORE/objects/ab/cdef…       one file per object, named by its SHA-256
 //! STORE/refs/roots/NAME        current commit of a root
 //! STORE/refs/packages/HASH     package record of the archive whose SHA-256 is HASH
+//! STORE/logs/roots/NAME        the root's reflog: every move of its ref (see [`reflog`])
 //! STORE/tmp/                   in-flight transactions; removed by the next writer
 //! ```
 //!
@@ -22,6 +23,7 @@ mod error;
 pub(crate) mod fixture;
 pub mod local;
 pub mod memory;
+pub mod reflog;
 mod txn;
 
 pub(crate) use error::IoContext;
@@ -83,6 +85,8 @@ pub struct Store {
     objects: Box<dyn ObjectBackend>,
     refs: Box<dyn RefBackend>,
     _lock: Option<File>,
+    /// See [`Store::reimporting`].
+    reimport: bool,
 }
 
 impl Store {
@@ -115,6 +119,7 @@ impl Store {
             objects: Box::new(memory::MemoryObjects::default()),
             refs: Box::new(memory::MemoryRefs::default()),
             _lock: None,
+            reimport: false,
         })
     }
 
@@ -148,6 +153,7 @@ impl Store {
             objects: Box::new(local::LocalObjects::new(root)),
             refs: Box::new(local::LocalRefs::new(root)),
             _lock: lock,
+            reimport: false,
         };
         if access == Access::Write {
             store.clean_tmp()?;
@@ -174,6 +180,34 @@ impl Store {
     /// The store's local directory: config, lock, key, staging area, caches.
     pub fn path(&self) -> &Path {
         &self.root
+    }
+
+    /// This store, set to read archives again even when they were imported already
+    /// (`import --force`, `fsck --repair`): every transaction then checks the objects it
+    /// would otherwise skip as present, and replaces those whose bytes are damaged.
+    pub fn reimporting(mut self) -> Self {
+        self.reimport = true;
+        self
+    }
+
+    /// Whether the store was set with [`Store::reimporting`].
+    pub fn reimports(&self) -> bool {
+        self.reimport
+    }
+
+    /// Whether a present object is damaged: its bytes cannot be read, or do not hash to
+    /// its id.
+    pub fn damaged(&self, id: &ObjectId) -> Result<bool, StoreError> {
+        let mut reader = match self.objects.get(id) {
+            Ok(r) => r,
+            Err(StoreError::Missing { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let mut hasher = canopy_protocol::Hasher::new();
+        Ok(match io::copy(&mut reader, &mut hasher) {
+            Ok(_) => hasher.finish() != *id,
+            Err(_) => true,
+        })
     }
 
     /// Where the objects live.
@@ -408,7 +442,8 @@ mod tests {
                 stats,
                 TxnStats {
                     new_objects: 1,
-                    new_bytes: 4
+                    new_bytes: 4,
+                    replaced: 0,
                 }
             );
             assert_eq!(store.read_object(&a.0).unwrap(), b"same");
