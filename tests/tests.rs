@@ -22,7 +22,7 @@ mod nfs;
 mod portmap;
 // Roots resolved from a Debian repository: downloads, upgrade, rollback, diff, corruption.
 mod repo;
-// Inspection without mounting, closed pipes, names in errors, ROOT@COMMIT everywhere.
+// Inspection without mounting, closed pipes, names in errors, ROOT@COMMIT everywhere, removal, reflog, link farm.
 mod lifecycle;
 // The Docker volume plugin over its socket, across restarts, and under a real dockerd.
 mod volume;

@@ -120,7 +120,7 @@ impl<'s> Walk<'s> {
         Ok(())
     }
 
-    /// The commits that roots' reflogs name in entries made at or after `since`
+    /// The commits that roots' reflogs name in entries made after `since`
     /// (unix seconds), with their histories: what a rollback may still go back to, and
     /// the versions of removed roots, for the grace period. Entries whose move never
     /// happened keep nothing, and commits gc already took are passed over. What the
@@ -131,7 +131,7 @@ impl<'s> Walk<'s> {
                 continue;
             }
             for logged in self.store.reflog(&root)? {
-                if !logged.applied || logged.entry.time < since {
+                if !logged.applied || logged.entry.time <= since {
                     continue;
                 }
                 for id in [logged.entry.old, logged.entry.new].into_iter().flatten() {

@@ -19,7 +19,8 @@ use std::time::Duration;
 /// How long the reflog keeps what it names by default.
 pub const REFLOG_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// The unix time before which reflog entries keep nothing, for a grace period.
+/// The unix time at or before which reflog entries keep nothing, for a grace period
+/// (with no grace, every entry made so far).
 pub fn reflog_cutoff(grace: Duration) -> i64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -113,9 +113,12 @@ impl Users {
             by_package: BTreeMap::new(),
             by_archive: BTreeMap::new(),
         };
+        // Commits of the roots' histories: the reflog adds only the others.
+        let mut in_history = HashSet::new();
         for (root, head) in store.roots()? {
             for (i, entry) in history::log(store, head).enumerate() {
-                let (_, c) = entry?;
+                let (id, c) = entry?;
+                in_history.insert(id);
                 users.note(&c, &root, |u| {
                     if i == 0 {
                         u.current = true
@@ -127,9 +130,9 @@ impl Users {
         }
         let cutoff = crate::gc::reflog_cutoff(grace);
         for root in store.logged_roots()? {
-            let mut seen = HashSet::new();
+            let mut seen = in_history.clone();
             for logged in store.reflog(&root)? {
-                if !logged.applied || logged.entry.time < cutoff {
+                if !logged.applied || logged.entry.time <= cutoff {
                     continue;
                 }
                 let until = logged.entry.time + grace.as_secs() as i64;
