@@ -123,6 +123,8 @@ pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, Im
         version: control.version,
         arch: control.arch,
         scripts,
+        control: None,
+        extensions: Default::default(),
     };
     finish(txn, tree, entries, who, archive)
 }
