@@ -56,10 +56,12 @@ pub(super) fn host_config(
         cache_size: args.cache_size,
         passthrough: !args.no_passthrough,
         timeout: args.timeout,
+        min_rate: args.min_rate,
     })
 }
 
 pub fn run(args: MountArgs) -> Result<ExitCode> {
+    super::raise_descriptor_limit();
     let scope = match &args.root {
         Some(name) => Scope::One(super::root_name(name)?.to_string()),
         None => Scope::All,
