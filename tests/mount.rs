@@ -416,6 +416,11 @@ fn tampered_objects_and_foreign_keys_are_refused() {
         stderr.contains("refusing root") && stderr.contains("not by the trusted key"),
         "{stderr}"
     );
+    assert_eq!(
+        stderr.matches("not by the trusted key").count(),
+        1,
+        "said once: {stderr}"
+    );
     assert!(!is_mounted(&dir));
 }
 

@@ -24,6 +24,8 @@ mod nfs;
 mod portmap;
 // Roots resolved from a Debian repository: downloads, upgrade, rollback, diff, corruption.
 mod repo;
+// Inspection without mounting, closed pipes, names in errors, ROOT@COMMIT everywhere.
+mod lifecycle;
 // The Docker volume plugin over its socket, across restarts, and under a real dockerd.
 mod volume;
 // RPM packages: fixtures built with rpmbuild, import compared with rpm2cpio | cpio, signatures.

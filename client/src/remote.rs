@@ -8,7 +8,7 @@
 //! from one server never takes longer than `timeout + size / min_rate`, however slowly
 //! a server or a proxy dribbles bytes.
 
-use canopy_protocol::api::{RootInfo, decode_tree_pack};
+use canopy_protocol::api::{LogEntry, RootInfo, decode_tree_pack};
 use canopy_protocol::{DecodeError, Hasher, ObjectId, Tree, TreeId};
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,12 +20,13 @@ use tokio::io::AsyncWriteExt;
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// The request failed: refused, timed out, cut off.
-    #[error("{url}: {source}")]
+    #[error("{url}: {}", explain(error))]
     Http {
         /// The URL.
         url: String,
-        /// What reqwest said.
-        source: reqwest::Error,
+        /// What reqwest said (not a `source`: the message already says it, with its
+        /// cause, so it is not printed twice).
+        error: reqwest::Error,
     },
     /// The server answered with an error status.
     #[error("{url}: HTTP {status}: {message}")]
@@ -86,8 +87,38 @@ pub enum FetchError {
         limit: u64,
     },
     /// Every server failed; the errors in order.
-    #[error("no server could answer: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    #[error("{}", all_failed(.0))]
     AllFailed(Vec<FetchError>),
+}
+
+fn all_failed(errors: &[FetchError]) -> String {
+    match errors {
+        [one] => one.to_string(),
+        many => format!(
+            "no server could answer: {}",
+            many.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    }
+}
+
+/// A failed request in words that say what to check: reqwest's own message is the
+/// same for every failure ("error sending request"); the cause is at the bottom.
+fn explain(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut cause: &dyn Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    if e.is_timeout() {
+        format!("no answer in time ({cause}): the server is slow or unreachable (see --timeout)")
+    } else if e.is_connect() {
+        format!("cannot connect ({cause}): is `canopy serve` running at this address?")
+    } else {
+        format!("{e}: {cause}")
+    }
 }
 
 impl FetchError {
@@ -173,7 +204,8 @@ impl Remote {
                     return Ok(v);
                 }
                 Err(e) => {
-                    if !e.is_not_found() {
+                    // With one server the error is reported once, by the caller.
+                    if !e.is_not_found() && self.servers.len() > 1 {
                         tracing::warn!("{e}");
                     }
                     errors.push(e);
@@ -203,16 +235,21 @@ impl Remote {
                 received: 0,
                 timeout: self.timeout,
             })?
-            .map_err(|source| FetchError::Http {
+            .map_err(|error| FetchError::Http {
                 url: shown.clone(),
-                source,
+                error,
             })?;
         if !res.status().is_success() {
             let status = res.status().as_u16();
             let body = res.bytes().await.unwrap_or_default();
+            // canopy answers errors in JSON; anything else came from another server.
             let message = serde_json::from_slice::<canopy_protocol::api::ErrorBody>(&body)
                 .map(|b| b.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(200).collect());
+                .unwrap_or_else(|_| {
+                    "not an answer from canopy: is this URL a canopy server (or a cache in \
+                     front of one that passes /v1/ through)?"
+                        .into()
+                });
             return Err(FetchError::Status {
                 url: shown,
                 status,
@@ -242,9 +279,9 @@ impl Remote {
                 received: *received,
                 timeout: self.timeout,
             })?
-            .map_err(|source| FetchError::Http {
+            .map_err(|error| FetchError::Http {
                 url: url.to_string(),
-                source,
+                error,
             })?;
         if let Some(chunk) = &chunk {
             *received += chunk.len() as u64;
@@ -360,6 +397,22 @@ impl Remote {
             let _ = tokio::fs::remove_file(dest).await;
         }
         result
+    }
+
+    /// A root's history, newest first, as the server lists it (unsigned: what matters
+    /// is checked on the commits themselves).
+    pub async fn log(&self, name: &str) -> Result<Vec<LogEntry>, FetchError> {
+        self.failover(|base| async move {
+            let (url, bytes) = self
+                .get_bytes(&base, &format!("v1/roots/{name}/log"))
+                .await?;
+            serde_json::from_slice(&bytes).map_err(|e| FetchError::Status {
+                url,
+                status: 200,
+                message: e.to_string(),
+            })
+        })
+        .await
     }
 
     /// Every tree under `root`, in one request, each verified.
