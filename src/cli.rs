@@ -166,9 +166,14 @@ pub struct HostArgs {
     /// Never use FUSE passthrough, even where the kernel allows it
     #[arg(long)]
     pub no_passthrough: bool,
-    /// Give up on a server that does not connect or send data within this long
+    /// Give up on a server that does not connect, answer or send data within this long
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub timeout: std::time::Duration,
+    /// Give up on a transfer that averages less than this many bytes per second once
+    /// --timeout has passed (K, M, G suffixes): a fetch of SIZE bytes from one server
+    /// takes at most --timeout + SIZE / --min-rate
+    #[arg(long, default_value = "64K", value_parser = parse_size, value_name = "BYTES")]
+    pub min_rate: u64,
 }
 
 /// What `volume-plugin` takes.

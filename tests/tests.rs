@@ -12,6 +12,8 @@ mod walkthrough;
 mod hostile;
 // Inputs a probe found mishandled: .deb layouts as dpkg, long paths, batches, escaping, Range.
 mod input;
+// Bounded waits: a dribbling proxy, killable readers.
+mod waits;
 // A writer killed at any durable step leaves the last good state.
 mod crash;
 // Serving over HTTP and mounting with FUSE: shared inodes, cache bound, outages, tampering, follow, nginx.

@@ -23,8 +23,11 @@ pub struct HostConfig {
     pub cache_size: u64,
     /// Use FUSE passthrough when the kernel allows.
     pub passthrough: bool,
-    /// Bound on connecting to a server and on each wait for its data.
+    /// Bound on connecting to a server, on its response headers and on each wait for
+    /// its data.
     pub timeout: Duration,
+    /// Bytes per second a transfer must average once `timeout` has passed.
+    pub min_rate: u64,
 }
 
 /// A client's runtime, servers and cache, ready to serve a view.
@@ -40,7 +43,7 @@ impl HostConfig {
         let rt = tokio::runtime::Runtime::new()
             .map_err(|e| MountError::Setup(format!("starting the runtime: {e}")))?;
         let remote = Arc::new(
-            Remote::new(self.servers.clone(), self.timeout)
+            Remote::new(self.servers.clone(), self.timeout, self.min_rate)
                 .map_err(|e| MountError::Setup(format!("HTTP client: {e}")))?,
         );
         let cache = Arc::new(Cache::open(&self.cache_dir, self.cache_size)?);

@@ -220,3 +220,31 @@ fn print_json(value: &serde_json::Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
+
+/// Raises this process's soft limit on open descriptors to its hard limit, as
+/// long-running services need: every connection, open file and cached object is one,
+/// and the usual soft limit of 1,024 lets a few hundred idle clients exhaust them.
+/// Failing to is only logged: the process works, with less headroom.
+pub fn raise_descriptor_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid resource and a pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let wanted = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+            tracing::warn!(
+                "cannot raise the open-file limit from {}: {}",
+                lim.rlim_cur,
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}

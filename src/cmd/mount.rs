@@ -57,6 +57,7 @@ pub(super) fn host_config(
         cache_size: args.cache_size,
         passthrough: !args.no_passthrough,
         timeout: args.timeout,
+        min_rate: args.min_rate,
     })
 }
 
@@ -150,6 +151,7 @@ fn unescape(field: &str) -> Vec<u8> {
 }
 
 pub fn run(args: MountArgs) -> Result<ExitCode> {
+    super::raise_descriptor_limit();
     check_mountpoint(&args.mountpoint, args.nonempty)?;
     // `--root web@3f2a` and `--root web --commit 3f2a` say the same.
     let (scope, commit) = match &args.root {
