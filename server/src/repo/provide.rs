@@ -2,10 +2,12 @@
 //! request, download what the store lacks (in parallel, every archive checked
 //! against its index before anything is imported), import it.
 
+use super::Archive;
 use super::fetch::Fetcher;
-use super::{RepoError, ensure_dir, get};
+use super::signature::Keyring;
+use super::{RepoConfig, RepoError, RepoKind, ensure_dir, get};
 use crate::assemble::Recipe;
-use crate::debian::release::{self, Archive};
+use crate::debian::release;
 use crate::debian::resolve::{self, Candidate, ResolveError};
 use crate::import::{ImportError, Limits};
 use crate::store::Store;
@@ -37,9 +39,12 @@ pub enum ProvideError {
     /// A repository failed.
     #[error(transparent)]
     Repo(#[from] RepoError),
-    /// The request cannot be resolved.
+    /// The request cannot be resolved (Debian).
     #[error(transparent)]
     Resolve(#[from] ResolveError),
+    /// The request cannot be resolved (RPM).
+    #[error(transparent)]
+    RpmResolve(#[from] crate::rpm::resolve::ResolveError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -67,6 +72,12 @@ pub struct Provided {
     pub problems: Vec<String>,
 }
 
+/// What a resolution chose: each archive with its label (`name version`) and name.
+struct Plan {
+    picks: Vec<(String, String, Archive)>,
+    problems: Vec<String>,
+}
+
 /// Resolves `recipe` against its repositories and imports what the store lacks.
 pub fn provide(
     store: &Store,
@@ -74,83 +85,196 @@ pub fn provide(
     fetcher: &Fetcher,
     progress: &dyn Progress,
 ) -> Result<Provided, ProvideError> {
-    let mut candidates: Vec<Candidate> = Vec::new();
-    let mut archives: Vec<Archive> = Vec::new();
-    let mut arch: Option<String> = None;
+    let mut configs = Vec::new();
     for name in &recipe.from {
         let config = get(store, name)?;
-        match &arch {
-            Some(a) if *a != config.arch => {
+        if let Some((first, c)) = configs.first().map(|(n, c): &(String, RepoConfig)| (n, c)) {
+            if c.kind != config.kind {
                 return Err(RepoError::Config(format!(
-                    "repositories {} mix architectures {a} and {}",
+                    "repositories {first} ({}) and {name} ({}) are of different kinds: one root is one ecosystem",
+                    c.kind.label(),
+                    config.kind.label()
+                ))
+                .into());
+            }
+            if c.arch != config.arch {
+                return Err(RepoError::Config(format!(
+                    "repositories {} mix architectures {} and {}",
                     recipe.from.join(", "),
+                    c.arch,
                     config.arch
                 ))
                 .into());
             }
-            _ => arch = Some(config.arch.clone()),
         }
-        progress.step(&format!("reading repository {name}"));
-        for (candidate, archive) in release::load(store, name, &config, fetcher)? {
-            candidates.push(candidate);
-            archives.push(archive);
+        configs.push((name.clone(), config));
+    }
+    let Some((_, first)) = configs.first() else {
+        return Err(RepoError::Config("no repository given".into()).into());
+    };
+    let kind = first.kind;
+    let plan = match kind {
+        RepoKind::Deb => plan_deb(store, recipe, &configs, fetcher, progress)?,
+        RepoKind::RpmMd => plan_rpm(store, recipe, &configs, fetcher, progress)?,
+    };
+    // With --verify-package-signatures, each RPM downloaded must have a header that
+    // verifies with its repository's keyring.
+    let keyrings = configs
+        .iter()
+        .filter(|(_, c)| c.verify_package_signatures)
+        .filter_map(|(n, c)| c.keyring.as_ref().map(|k| (n, k)))
+        .map(|(n, k)| {
+            Keyring::load(k)
+                .map(|ring| (n.clone(), ring))
+                .map_err(|error| RepoError::Signature {
+                    what: k.display().to_string(),
+                    error,
+                })
+        })
+        .collect::<Result<std::collections::HashMap<_, _>, _>>()?;
+    let mut to_fetch: Vec<&Archive> = Vec::new();
+    for (_, _, a) in &plan.picks {
+        if store.package_ref(&a.sha256)?.is_none() {
+            to_fetch.push(a);
         }
     }
-    let arch = arch.ok_or_else(|| RepoError::Config("no repository given".into()))?;
-    progress.step(&format!("resolving among {} packages", candidates.len()));
-    let resolution = resolve::resolve(
-        &candidates,
-        &resolve::Request {
-            packages: recipe.specs.clone(),
-            arch,
-            essential: recipe.essential,
-            recommends: recipe.recommends,
-        },
-    )?;
-    let mut missing = Vec::new();
-    for &i in &resolution.chosen {
-        if store.package_ref(&archives[i].sha256)?.is_none() {
-            missing.push(i);
+    let files = download_all(store, &to_fetch, fetcher, progress)?;
+    for (a, file) in to_fetch.iter().zip(&files) {
+        let (label, name, _) = plan
+            .picks
+            .iter()
+            .find(|(_, _, p)| p.sha256 == a.sha256)
+            .expect("every download was picked");
+        let imported = match kind {
+            RepoKind::Deb => crate::debian::deb::import(store, file, Limits::default()),
+            RepoKind::RpmMd => {
+                crate::rpm::import::import(store, file, Limits::default(), keyrings.get(&a.repo))
+            }
         }
-    }
-    let wanted: Vec<&Archive> = missing.iter().map(|&i| &archives[i]).collect();
-    let files = download_all(store, &wanted, fetcher, progress)?;
-    for (&i, file) in missing.iter().zip(&files) {
-        let (c, a) = (&candidates[i], &archives[i]);
-        let label = format!("{} {}", c.name, c.version);
-        let imported =
-            crate::debian::deb::import(store, file, Limits::default()).map_err(|source| {
-                ProvideError::Import {
-                    label: label.clone(),
-                    url: a.url.to_string(),
-                    source: Box::new(source),
-                }
-            })?;
+        .map_err(|source| ProvideError::Import {
+            label: label.clone(),
+            url: a.url.to_string(),
+            source: Box::new(source),
+        })?;
         // A downloaded copy has served its purpose; a file:// archive is the user's.
         if a.url.scheme() != "file" {
             let _ = std::fs::remove_file(file);
         }
-        if imported.package.name != c.name {
+        if imported.package.name != *name {
             tracing::warn!(
-                "{} from {} calls itself {}",
-                c.name,
+                "{name} from {} calls itself {}",
                 a.url,
                 imported.package.name
             );
         }
-        progress.imported(&label);
+        progress.imported(label);
     }
-    let mut packages = Vec::with_capacity(resolution.chosen.len());
-    for &i in &resolution.chosen {
+    let mut packages = Vec::with_capacity(plan.picks.len());
+    for (_, _, a) in &plan.picks {
         let id = store
-            .package_ref(&archives[i].sha256)?
+            .package_ref(&a.sha256)?
             .expect("every chosen archive is imported by now");
         packages.push((id, store.package(&id)?));
     }
     Ok(Provided {
         packages,
-        downloaded: wanted.len(),
-        downloaded_bytes: wanted.iter().map(|a| a.size).sum(),
+        downloaded: to_fetch.len(),
+        downloaded_bytes: to_fetch.iter().map(|a| a.size).sum(),
+        problems: plan.problems,
+    })
+}
+
+/// Debian: Release and Packages, then the Debian resolver.
+fn plan_deb(
+    store: &Store,
+    recipe: &Recipe,
+    configs: &[(String, RepoConfig)],
+    fetcher: &Fetcher,
+    progress: &dyn Progress,
+) -> Result<Plan, ProvideError> {
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut archives: Vec<Archive> = Vec::new();
+    for (name, config) in configs {
+        progress.step(&format!("reading repository {name}"));
+        for (candidate, archive) in release::load(store, name, config, fetcher)? {
+            candidates.push(candidate);
+            archives.push(archive);
+        }
+    }
+    progress.step(&format!("resolving among {} packages", candidates.len()));
+    let resolution = resolve::resolve(
+        &candidates,
+        &resolve::Request {
+            packages: recipe.specs.clone(),
+            arch: configs[0].1.arch.clone(),
+            essential: recipe.essential,
+            recommends: recipe.recommends,
+        },
+    )?;
+    let picks = resolution
+        .chosen
+        .iter()
+        .map(|&i| {
+            let c = &candidates[i];
+            (
+                format!("{} {}", c.name, c.version),
+                c.name.clone(),
+                archives[i].clone(),
+            )
+        })
+        .collect();
+    Ok(Plan {
+        picks,
+        problems: resolution.problems,
+    })
+}
+
+/// rpm-md: repomd.xml, primary (and filelists when needed), then the RPM resolver.
+fn plan_rpm(
+    store: &Store,
+    recipe: &Recipe,
+    configs: &[(String, RepoConfig)],
+    fetcher: &Fetcher,
+    progress: &dyn Progress,
+) -> Result<Plan, ProvideError> {
+    if recipe.essential {
+        return Err(RepoError::Config(
+            "--essential is for Debian repositories: RPM has no Essential packages (ask for them by name)".into(),
+        )
+        .into());
+    }
+    let mut candidates = Vec::new();
+    let mut archives: Vec<Archive> = Vec::new();
+    for (name, config) in configs {
+        progress.step(&format!("reading repository {name}"));
+        for (candidate, archive) in crate::rpm::repomd::load(store, name, config, fetcher)? {
+            candidates.push(candidate);
+            archives.push(archive);
+        }
+    }
+    progress.step(&format!("resolving among {} packages", candidates.len()));
+    let resolution = crate::rpm::resolve::resolve(
+        &candidates,
+        &crate::rpm::resolve::Request {
+            packages: recipe.specs.clone(),
+            arch: configs[0].1.arch.clone(),
+            recommends: recipe.recommends,
+        },
+    )?;
+    let picks = resolution
+        .chosen
+        .iter()
+        .map(|&i| {
+            let c = &candidates[i];
+            (
+                format!("{} {}.{}", c.name, c.evr, c.arch),
+                c.name.clone(),
+                archives[i].clone(),
+            )
+        })
+        .collect();
+    Ok(Plan {
+        picks,
         problems: resolution.problems,
     })
 }
