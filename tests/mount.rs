@@ -260,6 +260,11 @@ fn two_roots_run_share_inodes_and_download_once() {
         fs::metadata(mount.path("small/usr")).unwrap().ino(),
         fs::metadata(mount.path("full/usr")).unwrap().ino()
     );
+    // Numbers follow the inode rule, not the process: a successor gives the same ones.
+    assert_eq!(
+        fs::metadata(mount.path("full/usr/bin")).unwrap().ino(),
+        canopy_protocol::inode::dir(b"full", b"usr/bin")
+    );
 
     // The mount shows exactly what a checkout of the same commit holds.
     let out = env.path("full-checkout");
@@ -410,6 +415,11 @@ fn tampered_objects_and_foreign_keys_are_refused() {
     assert!(
         stderr.contains("refusing root") && stderr.contains("not by the trusted key"),
         "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("not by the trusted key").count(),
+        1,
+        "said once: {stderr}"
     );
     assert!(!is_mounted(&dir));
 }

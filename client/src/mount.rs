@@ -23,8 +23,11 @@ pub struct HostConfig {
     pub cache_size: u64,
     /// Use FUSE passthrough when the kernel allows.
     pub passthrough: bool,
-    /// Bound on connecting to a server and on each wait for its data.
+    /// Bound on connecting to a server, on its response headers and on each wait for
+    /// its data.
     pub timeout: Duration,
+    /// Bytes per second a transfer must average once `timeout` has passed.
+    pub min_rate: u64,
 }
 
 /// A client's runtime, servers and cache, ready to serve a view.
@@ -40,7 +43,7 @@ impl HostConfig {
         let rt = tokio::runtime::Runtime::new()
             .map_err(|e| MountError::Setup(format!("starting the runtime: {e}")))?;
         let remote = Arc::new(
-            Remote::new(self.servers.clone(), self.timeout)
+            Remote::new(self.servers.clone(), self.timeout, self.min_rate)
                 .map_err(|e| MountError::Setup(format!("HTTP client: {e}")))?,
         );
         let cache = Arc::new(Cache::open(&self.cache_dir, self.cache_size)?);
@@ -56,8 +59,9 @@ pub struct MountConfig {
     pub mountpoint: PathBuf,
     /// Every root, or one at the mountpoint.
     pub scope: Scope,
-    /// With one root: show this commit instead of the current one.
-    pub commit: Option<CommitId>,
+    /// With one root: show this commit instead of the current one (a full id, or a
+    /// unique prefix of a commit in the root's history as the server lists it).
+    pub commit: Option<String>,
     /// Poll for new versions this often.
     pub follow: Option<Duration>,
 }
@@ -80,17 +84,37 @@ pub enum MountError {
     },
     /// A commit is not signed by the trusted key.
     #[error(
-        "refusing root {root}: {source} (check --trust: `canopy key show` on the server prints its key)"
+        "refusing root {root}: {error} (check --trust: `canopy key show` on the server prints its key)"
     )]
     Untrusted {
         /// The root.
         root: String,
-        /// What is wrong with the signature.
-        source: SignatureError,
+        /// What is wrong with the signature (not a `source`: the message says it).
+        error: SignatureError,
     },
     /// The named root does not exist.
     #[error("the server has no root named {0}")]
     NoSuchRoot(String),
+    /// No commit of the root's history starts with the prefix given.
+    #[error("no commit {prefix} in the history of root {root} on the server")]
+    NoSuchCommit {
+        /// The root.
+        root: String,
+        /// The id or prefix given.
+        prefix: String,
+    },
+    /// Several commits start with the prefix given.
+    #[error(
+        "commit prefix {prefix} is ambiguous in the history of root {root} ({count} commits); give more digits"
+    )]
+    AmbiguousCommit {
+        /// The root.
+        root: String,
+        /// The prefix given.
+        prefix: String,
+        /// How many commits start with it.
+        count: usize,
+    },
     /// The cache could not be opened.
     #[error(transparent)]
     Cache(#[from] CacheError),
@@ -129,9 +153,9 @@ async fn load(
     })?;
     decoded
         .verify(trust)
-        .map_err(|source| MountError::Untrusted {
+        .map_err(|error| MountError::Untrusted {
             root: root.to_string(),
-            source,
+            error,
         })?;
     let trees = remote.tree_pack(&decoded.body.tree).await?;
     Ok((
@@ -208,6 +232,43 @@ async fn refresh(
         show(remote, view, trust, &name, &name, commit).await?;
     }
     Ok(())
+}
+
+/// The commit of `root`'s history that `prefix` names: a full id as it is (it is
+/// verified when fetched), a prefix looked up in the server's log.
+pub(crate) async fn find_commit(
+    remote: &Remote,
+    root: &str,
+    prefix: &str,
+) -> Result<CommitId, MountError> {
+    let prefix = prefix.to_ascii_lowercase();
+    if let Ok(id) = prefix.parse() {
+        return Ok(id);
+    }
+    let log = remote.log(root).await.map_err(|e| {
+        if e.is_not_found() {
+            MountError::NoSuchRoot(root.to_string())
+        } else {
+            e.into()
+        }
+    })?;
+    let found: Vec<&str> = log
+        .iter()
+        .map(|e| e.commit.as_str())
+        .filter(|c| c.starts_with(&prefix))
+        .collect();
+    match found.as_slice() {
+        [one] => parse_commit(root, one),
+        [] => Err(MountError::NoSuchCommit {
+            root: root.to_string(),
+            prefix,
+        }),
+        many => Err(MountError::AmbiguousCommit {
+            root: root.to_string(),
+            prefix,
+            count: many.len(),
+        }),
+    }
 }
 
 fn parse_commit(root: &str, hex: &str) -> Result<CommitId, MountError> {
@@ -303,9 +364,13 @@ pub fn run(
 ) -> Result<(), MountError> {
     let Host { rt, remote, cache } = cfg.host.open()?;
     let view = Arc::new(View::new(cfg.scope.clone()));
-    rt.block_on(refresh(&remote, &view, &cfg.host.trust, cfg.commit))?;
+    let pinned = match (&cfg.scope, &cfg.commit) {
+        (Scope::One(root), Some(prefix)) => Some(rt.block_on(find_commit(&remote, root, prefix))?),
+        _ => None,
+    };
+    rt.block_on(refresh(&remote, &view, &cfg.host.trust, pinned))?;
 
-    let following = cfg.follow.is_some() && cfg.commit.is_none();
+    let following = cfg.follow.is_some() && pinned.is_none();
     let fs = CanopyFs::new(
         view.clone(),
         cache,
@@ -317,8 +382,17 @@ pub fn run(
     let mut session = fuse_session(fs, &cfg.mountpoint)?;
     let mut unmounter = session.unmount_callable();
     let mountpoint = cfg.mountpoint.clone();
+    // Poll `shutdown` once before saying the mount is ready: signal handlers register
+    // on the first poll, and a SIGTERM sent right after "mounted" must find them (not
+    // the default action, which kills the process and leaves the mount behind).
+    let mut shutdown = Box::pin(shutdown);
+    let fired = rt.block_on(std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(shutdown.as_mut().poll(cx).is_ready())
+    }));
     rt.spawn(async move {
-        shutdown.await;
+        if !fired {
+            shutdown.await;
+        }
         unmount(&mut unmounter, &mountpoint);
     });
     if let (true, Some(interval)) = (following, cfg.follow) {

@@ -37,7 +37,7 @@ pub fn add(store: &Path, args: RepoAddArgs) -> Result<ExitCode> {
         "rpm-md" => RepoKind::RpmMd,
         _ => RepoKind::Deb,
     };
-    if kind == RepoKind::RpmMd && args.suite.is_some() {
+    if kind == RepoKind::RpmMd && !args.suite.is_empty() {
         bail!(
             "--suite is for Debian repositories: an rpm-md URL is the directory holding repodata/"
         );
@@ -57,12 +57,12 @@ pub fn add(store: &Path, args: RepoAddArgs) -> Result<ExitCode> {
     let config = RepoConfig {
         kind,
         url,
-        components: if args.suite.is_some() {
-            args.components
-        } else {
+        components: if args.suite.is_empty() {
             Vec::new()
+        } else {
+            args.components
         },
-        suite: args.suite,
+        suites: args.suite,
         arch,
         keyring,
         verify_package_signatures: args.verify_package_signatures,
@@ -73,6 +73,10 @@ pub fn add(store: &Path, args: RepoAddArgs) -> Result<ExitCode> {
     let fetcher = fetcher()?;
     repo::add(&store, &args.name, &config)?;
     match repo::offered(&store, &args.name, &config, &fetcher) {
+        Ok(count) if args.json.json => {
+            print_json(&json!({"name": args.name, "packages": count, "arch": config.arch}))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Ok(count) => {
             println!(
                 "added repository {}: {count} packages for {}",
@@ -95,9 +99,9 @@ pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
             .iter()
             .map(|(name, c)| {
                 json!({
-                    "name": name, "kind": c.kind.label(), "url": c.url, "suite": c.suite,
-                    "components": c.components, "arch": c.arch, "keyring": c.keyring,
-                    "verify_package_signatures": c.verify_package_signatures,
+                    "name": name, "kind": c.kind.label(), "url": c.url, "suite": c.suites.first(),
+                    "suites": c.suites, "components": c.components, "arch": c.arch,
+                    "keyring": c.keyring, "verify_package_signatures": c.verify_package_signatures,
                 })
             })
             .collect();
@@ -108,10 +112,12 @@ pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
                 Some(k) => format!("signed by {}", k.display()),
                 None => "signature not checked".into(),
             };
-            let place = match (&c.suite, c.kind) {
-                (_, RepoKind::RpmMd) => "(rpm-md)".into(),
-                (Some(s), _) => format!("{s} {}", c.components.join(",")),
-                (None, _) => "(flat)".into(),
+            let place = if c.kind == RepoKind::RpmMd {
+                "(rpm-md)".into()
+            } else if c.suites.is_empty() {
+                "(flat)".into()
+            } else {
+                format!("{} {}", c.suites.join(","), c.components.join(","))
             };
             println!("{name:<16} {} {place} {}  {signed}", c.url, c.arch);
         }
@@ -126,7 +132,7 @@ pub fn remove(store: &Path, name: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn update(store: &Path, names: &[String]) -> Result<ExitCode> {
+pub fn update(store: &Path, names: &[String], json: bool) -> Result<ExitCode> {
     let store = open(store, Access::Write)?;
     let names: Vec<String> = if names.is_empty() {
         repo::list(&store)?.into_iter().map(|(n, _)| n).collect()
@@ -137,11 +143,19 @@ pub fn update(store: &Path, names: &[String]) -> Result<ExitCode> {
         bail!("no repositories configured (add one with `canopy repo add`)");
     }
     let fetcher = fetcher()?;
+    let mut items = Vec::new();
     for name in &names {
         let config = repo::get(&store, name)?;
         let count = repo::offered(&store, name, &config, &fetcher)
             .with_context(|| format!("updating repository {name}"))?;
-        println!("{name}: {count} packages");
+        if json {
+            items.push(json!({"name": name, "packages": count}));
+        } else {
+            println!("{name}: {count} packages");
+        }
+    }
+    if json {
+        print_json(&json!(items))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -140,9 +140,11 @@ pub struct RepoConfig {
     pub kind: RepoKind,
     /// Base URL (http, https or file), ending in `/`.
     pub url: String,
-    /// The suite (`bookworm`, `stable`…) under `dists/`; none for a flat repository,
-    /// whose `Release` and `Packages` sit at the base URL.
-    pub suite: Option<String>,
+    /// The suites (`bookworm`, `bookworm-updates`…) under `dists/`, read together;
+    /// none for a flat repository, whose `Release` and `Packages` sit at the base URL.
+    /// (Configurations written before several suites were possible have `suite`.)
+    #[serde(alias = "suite", deserialize_with = "one_or_many")]
+    pub suites: Vec<String>,
     /// Components (`main`…); empty for a flat repository.
     pub components: Vec<String>,
     /// Architecture of the roots resolved from it (Debian's `amd64`…, with `all`
@@ -154,6 +156,21 @@ pub struct RepoConfig {
     /// rpm-md: check every downloaded RPM's header signature with the keyring too.
     #[serde(default)]
     pub verify_package_signatures: bool,
+}
+
+/// `null`, `"a"` or `["a", "b"]` as a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => Vec::new(),
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(v)) => v,
+    })
 }
 
 /// The configuration file as written: versioned, so a later format can be told apart.

@@ -2,10 +2,9 @@
 //! request, download what the store lacks (in parallel, every archive checked
 //! against its index before anything is imported), import it.
 
-use super::Archive;
 use super::fetch::Fetcher;
 use super::signature::Keyring;
-use super::{RepoConfig, RepoError, RepoKind, ensure_dir, get};
+use super::{Archive, RepoConfig, RepoError, RepoKind, ensure_dir, get};
 use crate::assemble::Recipe;
 use crate::debian::release;
 use crate::debian::resolve::{self, Candidate, ResolveError};
@@ -39,7 +38,7 @@ pub enum ProvideError {
     /// A repository failed.
     #[error(transparent)]
     Repo(#[from] RepoError),
-    /// The request cannot be resolved (Debian).
+    /// The request cannot be resolved.
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     /// The request cannot be resolved (RPM).
@@ -60,6 +59,47 @@ pub enum ProvideError {
     },
 }
 
+/// One package a recipe resolved to, before anything is downloaded.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    /// Package name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Its architecture.
+    pub arch: String,
+    /// Where its archive is, its size and SHA-256, from the repository's index.
+    pub archive: Archive,
+    /// The package record, when the store has imported this archive already.
+    pub imported: Option<PackageId>,
+}
+
+impl<'a> From<&'a Planned> for crate::diff::Listed<'a> {
+    fn from(p: &'a Planned) -> Self {
+        crate::diff::Listed {
+            name: &p.name,
+            arch: &p.arch,
+            version: &p.version,
+            archive: &p.archive.sha256,
+        }
+    }
+}
+
+/// What a recipe resolves to now: read and resolved, nothing downloaded or written.
+pub struct Resolution {
+    /// Every package of the resolution, in name order.
+    pub packages: Vec<Planned>,
+    /// Conflicts or Breaks the resolution could not avoid, for the user to see.
+    pub problems: Vec<String>,
+}
+
+impl Resolution {
+    /// The packages the store lacks: what [`provide`] would download.
+    pub fn missing(&self) -> impl Iterator<Item = &Planned> {
+        self.packages.iter().filter(|p| p.imported.is_none())
+    }
+}
+
 /// The packages a recipe resolved to, imported.
 pub struct Provided {
     /// Every package of the resolution, in name order.
@@ -72,23 +112,28 @@ pub struct Provided {
     pub problems: Vec<String>,
 }
 
-/// What a resolution chose: each archive with its label (`name version`) and name.
-struct Plan {
-    picks: Vec<(String, String, Archive)>,
-    problems: Vec<String>,
-}
-
-/// Resolves `recipe` against its repositories and imports what the store lacks.
-pub fn provide(
+/// Reads `recipe`'s repositories (their metadata only) and resolves it. Nothing is
+/// downloaded beyond the indexes, and the store is not written.
+pub fn resolve(
     store: &Store,
     recipe: &Recipe,
     fetcher: &Fetcher,
     progress: &dyn Progress,
-) -> Result<Provided, ProvideError> {
-    let mut configs = Vec::new();
+) -> Result<Resolution, ProvideError> {
+    let configs = configs(store, recipe)?;
+    match configs[0].1.kind {
+        RepoKind::Deb => resolve_deb(store, recipe, &configs, fetcher, progress),
+        RepoKind::RpmMd => resolve_rpm(store, recipe, &configs, fetcher, progress),
+    }
+}
+
+/// The recipe's repositories: at least one, all of one kind and one architecture (one
+/// root is one ecosystem).
+fn configs(store: &Store, recipe: &Recipe) -> Result<Vec<(String, RepoConfig)>, ProvideError> {
+    let mut configs: Vec<(String, RepoConfig)> = Vec::new();
     for name in &recipe.from {
         let config = get(store, name)?;
-        if let Some((first, c)) = configs.first().map(|(n, c): &(String, RepoConfig)| (n, c)) {
+        if let Some((first, c)) = configs.first() {
             if c.kind != config.kind {
                 return Err(RepoError::Config(format!(
                     "repositories {first} ({}) and {name} ({}) are of different kinds: one root is one ecosystem",
@@ -109,89 +154,20 @@ pub fn provide(
         }
         configs.push((name.clone(), config));
     }
-    let Some((_, first)) = configs.first() else {
+    if configs.is_empty() {
         return Err(RepoError::Config("no repository given".into()).into());
-    };
-    let kind = first.kind;
-    let plan = match kind {
-        RepoKind::Deb => plan_deb(store, recipe, &configs, fetcher, progress)?,
-        RepoKind::RpmMd => plan_rpm(store, recipe, &configs, fetcher, progress)?,
-    };
-    // With --verify-package-signatures, each RPM downloaded must have a header that
-    // verifies with its repository's keyring.
-    let keyrings = configs
-        .iter()
-        .filter(|(_, c)| c.verify_package_signatures)
-        .filter_map(|(n, c)| c.keyring.as_ref().map(|k| (n, k)))
-        .map(|(n, k)| {
-            Keyring::load(k)
-                .map(|ring| (n.clone(), ring))
-                .map_err(|error| RepoError::Signature {
-                    what: k.display().to_string(),
-                    error,
-                })
-        })
-        .collect::<Result<std::collections::HashMap<_, _>, _>>()?;
-    let mut to_fetch: Vec<&Archive> = Vec::new();
-    for (_, _, a) in &plan.picks {
-        if store.package_ref(&a.sha256)?.is_none() {
-            to_fetch.push(a);
-        }
     }
-    let files = download_all(store, &to_fetch, fetcher, progress)?;
-    for (a, file) in to_fetch.iter().zip(&files) {
-        let (label, name, _) = plan
-            .picks
-            .iter()
-            .find(|(_, _, p)| p.sha256 == a.sha256)
-            .expect("every download was picked");
-        let imported = match kind {
-            RepoKind::Deb => crate::debian::deb::import(store, file, Limits::default()),
-            RepoKind::RpmMd => {
-                crate::rpm::import::import(store, file, Limits::default(), keyrings.get(&a.repo))
-            }
-        }
-        .map_err(|source| ProvideError::Import {
-            label: label.clone(),
-            url: a.url.to_string(),
-            source: Box::new(source),
-        })?;
-        // A downloaded copy has served its purpose; a file:// archive is the user's.
-        if a.url.scheme() != "file" {
-            let _ = std::fs::remove_file(file);
-        }
-        if imported.package.name != *name {
-            tracing::warn!(
-                "{name} from {} calls itself {}",
-                a.url,
-                imported.package.name
-            );
-        }
-        progress.imported(label);
-    }
-    let mut packages = Vec::with_capacity(plan.picks.len());
-    for (_, _, a) in &plan.picks {
-        let id = store
-            .package_ref(&a.sha256)?
-            .expect("every chosen archive is imported by now");
-        packages.push((id, store.package(&id)?));
-    }
-    Ok(Provided {
-        packages,
-        downloaded: to_fetch.len(),
-        downloaded_bytes: to_fetch.iter().map(|a| a.size).sum(),
-        problems: plan.problems,
-    })
+    Ok(configs)
 }
 
 /// Debian: Release and Packages, then the Debian resolver.
-fn plan_deb(
+fn resolve_deb(
     store: &Store,
     recipe: &Recipe,
     configs: &[(String, RepoConfig)],
     fetcher: &Fetcher,
     progress: &dyn Progress,
-) -> Result<Plan, ProvideError> {
+) -> Result<Resolution, ProvideError> {
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut archives: Vec<Archive> = Vec::new();
     for (name, config) in configs {
@@ -211,32 +187,31 @@ fn plan_deb(
             recommends: recipe.recommends,
         },
     )?;
-    let picks = resolution
-        .chosen
-        .iter()
-        .map(|&i| {
-            let c = &candidates[i];
-            (
-                format!("{} {}", c.name, c.version),
-                c.name.clone(),
-                archives[i].clone(),
-            )
-        })
-        .collect();
-    Ok(Plan {
-        picks,
+    let mut packages = Vec::with_capacity(resolution.chosen.len());
+    for &i in &resolution.chosen {
+        let (c, a) = (&candidates[i], &archives[i]);
+        packages.push(Planned {
+            name: c.name.clone(),
+            version: c.version.to_string(),
+            arch: c.arch.clone(),
+            archive: a.clone(),
+            imported: store.package_ref(&a.sha256)?,
+        });
+    }
+    Ok(Resolution {
+        packages,
         problems: resolution.problems,
     })
 }
 
 /// rpm-md: repomd.xml, primary (and filelists when needed), then the RPM resolver.
-fn plan_rpm(
+fn resolve_rpm(
     store: &Store,
     recipe: &Recipe,
     configs: &[(String, RepoConfig)],
     fetcher: &Fetcher,
     progress: &dyn Progress,
-) -> Result<Plan, ProvideError> {
+) -> Result<Resolution, ProvideError> {
     if recipe.essential {
         return Err(RepoError::Config(
             "--essential is for Debian repositories: RPM has no Essential packages (ask for them by name)".into(),
@@ -261,20 +236,89 @@ fn plan_rpm(
             recommends: recipe.recommends,
         },
     )?;
-    let picks = resolution
-        .chosen
-        .iter()
-        .map(|&i| {
-            let c = &candidates[i];
-            (
-                format!("{} {}.{}", c.name, c.evr, c.arch),
-                c.name.clone(),
-                archives[i].clone(),
-            )
-        })
-        .collect();
-    Ok(Plan {
-        picks,
+    let mut packages = Vec::with_capacity(resolution.chosen.len());
+    for &i in &resolution.chosen {
+        let (c, a) = (&candidates[i], &archives[i]);
+        packages.push(Planned {
+            name: c.name.clone(),
+            version: c.evr.to_string(),
+            arch: c.arch.clone(),
+            archive: a.clone(),
+            imported: store.package_ref(&a.sha256)?,
+        });
+    }
+    Ok(Resolution {
+        packages,
+        problems: resolution.problems,
+    })
+}
+
+/// Resolves `recipe` against its repositories and imports what the store lacks.
+pub fn provide(
+    store: &Store,
+    recipe: &Recipe,
+    fetcher: &Fetcher,
+    progress: &dyn Progress,
+) -> Result<Provided, ProvideError> {
+    let configs = configs(store, recipe)?;
+    let kind = configs[0].1.kind;
+    // With --verify-package-signatures, each RPM downloaded must have a header that
+    // verifies with its repository's keyring.
+    let mut keyrings = std::collections::HashMap::new();
+    for (name, config) in &configs {
+        if let (true, Some(path)) = (config.verify_package_signatures, &config.keyring) {
+            let ring = Keyring::load(path).map_err(|error| RepoError::Signature {
+                what: path.display().to_string(),
+                error,
+            })?;
+            keyrings.insert(name.clone(), ring);
+        }
+    }
+    let resolution = resolve(store, recipe, fetcher, progress)?;
+    let wanted: Vec<&Planned> = resolution.missing().collect();
+    let archives: Vec<&Archive> = wanted.iter().map(|p| &p.archive).collect();
+    let files = download_all(store, &archives, fetcher, progress)?;
+    for (p, file) in wanted.iter().zip(&files) {
+        let label = format!("{} {}", p.name, p.version);
+        let imported = match kind {
+            RepoKind::Deb => crate::debian::deb::import(store, file, Limits::default()),
+            RepoKind::RpmMd => crate::rpm::import::import(
+                store,
+                file,
+                Limits::default(),
+                keyrings.get(&p.archive.repo),
+            ),
+        }
+        .map_err(|source| ProvideError::Import {
+            label: label.clone(),
+            url: p.archive.url.to_string(),
+            source: Box::new(source),
+        })?;
+        // A downloaded copy has served its purpose; a file:// archive is the user's.
+        if p.archive.url.scheme() != "file" {
+            let _ = std::fs::remove_file(file);
+        }
+        if imported.package.name != p.name {
+            tracing::warn!(
+                "{} from {} calls itself {}",
+                p.name,
+                p.archive.url,
+                imported.package.name
+            );
+        }
+        progress.imported(&label);
+    }
+    let mut packages = Vec::with_capacity(resolution.packages.len());
+    for p in &resolution.packages {
+        let id = store
+            .package_ref(&p.archive.sha256)?
+            .expect("every chosen archive is imported by now");
+        packages.push((id, store.package(&id)?));
+    }
+    Ok(Provided {
+        packages,
+        downloaded: wanted.len(),
+        downloaded_bytes: archives.iter().map(|a| a.size).sum(),
         problems: resolution.problems,
     })
 }
