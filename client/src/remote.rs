@@ -404,7 +404,7 @@ impl Remote {
     pub async fn log(&self, name: &str) -> Result<Vec<LogEntry>, FetchError> {
         self.failover(|base| async move {
             let (url, bytes) = self
-                .get_bytes(&base, &format!("v1/roots/{name}/log"))
+                .get_bytes(&base, &format!("v1/roots/{name}/log"), METADATA_MAX)
                 .await?;
             serde_json::from_slice(&bytes).map_err(|e| FetchError::Status {
                 url,
