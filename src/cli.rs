@@ -53,7 +53,7 @@ pub enum Command {
         after_help = "Re-resolves the root's request (its packages, --from repositories and flags, as its\ncurrent commit records them); downloads only archives the store lacks; writes no\ncommit when nothing changed.\n\nExit status: 0 done or up to date; with --dry-run, 10 when changes are pending.\n\nExamples:\n  canopy upgrade web\n  canopy upgrade web --dry-run && echo up to date"
     )]
     Upgrade(UpgradeArgs),
-    /// Configure the Debian repositories roots are resolved from
+    /// Configure the repositories (Debian or rpm-md) roots are resolved from
     #[command(
         subcommand,
         after_help = "Examples:\n  canopy repo add debian http://deb.debian.org/debian --suite bookworm,bookworm-updates \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy repo list\n  canopy repo update\n  canopy repo remove debian"
@@ -486,11 +486,11 @@ pub struct UpgradeArgs {
 /// What `repo` takes.
 #[derive(Subcommand)]
 pub enum RepoCommand {
-    /// Add a Debian repository (http, https or file URL)
+    /// Add a Debian or rpm-md repository (http, https or file URL)
     #[command(
-        after_help = "Examples (Debian 12 with its updates and security fixes, then a flat local one):\n  canopy repo add debian http://deb.debian.org/debian --suite bookworm,bookworm-updates \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy repo add debian-security http://deb.debian.org/debian-security --suite bookworm-security \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy assemble web --from debian,debian-security nginx-light\n  canopy repo add local file:///srv/debs --no-verify-signature      (flat: Packages at the URL)\n\nWithout --suite the repository is flat, as dpkg-scanpackages makes it."
+        after_help = "Examples (Debian 12 with its updates and security fixes, then a flat local one):\n  canopy repo add debian http://deb.debian.org/debian --suite bookworm,bookworm-updates \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy repo add debian-security http://deb.debian.org/debian-security --suite bookworm-security \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy assemble web --from debian,debian-security nginx-light\n  canopy repo add local file:///srv/debs --no-verify-signature      (flat: Packages at the URL)\n  canopy repo add fedora https://mirror.example/fedora/releases/41/Everything/x86_64/os \\\n      --kind rpm-md --keyring RPM-GPG-KEY-fedora [--verify-package-signatures]\n\nWithout --suite a Debian repository is flat, as dpkg-scanpackages makes it. An rpm-md\nrepository's URL is the directory holding repodata/."
     )]
-    Add(RepoAddArgs),
+    Add(Box<RepoAddArgs>),
     /// List the configured repositories
     #[command(after_help = "Example:\n  canopy repo list --json")]
     List(JsonFlag),
@@ -529,16 +529,23 @@ pub struct RepoAddArgs {
         requires = "suite"
     )]
     pub components: Vec<String>,
-    /// Debian architecture of the roots to build
-    #[arg(long, default_value = "amd64")]
-    pub arch: String,
+    /// Architecture of the roots to build [default: amd64 for deb, x86_64 for rpm-md]
+    #[arg(long)]
+    pub arch: Option<String>,
     /// OpenPGP keyring (binary .gpg or armored .asc) that must have signed the
-    /// repository's Release file
+    /// repository's Release file (deb) or repodata/repomd.xml (rpm-md)
     #[arg(long, value_name = "FILE")]
     pub keyring: Option<PathBuf>,
-    /// Do not check the Release file's signature (the hashes it lists are still checked)
+    /// Do not check the metadata's signature (the hashes it lists are still checked)
     #[arg(long, conflicts_with = "keyring")]
     pub no_verify_signature: bool,
+    /// The repository's format: deb (a Debian archive) or rpm-md (repodata/, as
+    /// createrepo_c makes it)
+    #[arg(long, default_value = "deb", value_parser = ["deb", "rpm-md"])]
+    pub kind: String,
+    /// rpm-md: also check each downloaded RPM's header signature with --keyring
+    #[arg(long, requires = "keyring")]
+    pub verify_package_signatures: bool,
     #[command(flatten)]
     pub json: JsonFlag,
 }

@@ -103,7 +103,7 @@ impl Drop for Server {
 /// dropped.
 pub(crate) struct Mount {
     child: Child,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     log: PathBuf,
 }
 
@@ -144,7 +144,7 @@ impl Mount {
         self.dir.join(rel)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap()
     }
 

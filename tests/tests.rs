@@ -12,6 +12,8 @@ mod walkthrough;
 mod hostile;
 // Inputs a probe found mishandled: .deb layouts as dpkg, long paths, batches, escaping, Range.
 mod input;
+// Signed names on the client: swapped, replayed and foreign roots refused, the others mount.
+mod trust;
 // Bounded waits: a dribbling proxy, killable readers.
 mod waits;
 // A writer killed at any durable step leaves the last good state.

@@ -95,6 +95,23 @@ pub enum MountError {
     /// The named root does not exist.
     #[error("the server has no root named {0}")]
     NoSuchRoot(String),
+    /// The ref of one root points at a commit signed as a version of another: a swapped
+    /// ref on a compromised server or proxy.
+    #[error(
+        "refusing root {root}: its ref points at commit {commit}, which is signed as a version of root {names}"
+    )]
+    WrongRoot {
+        /// The root asked for.
+        root: String,
+        /// The commit its ref gave.
+        commit: String,
+        /// The root the commit's signature names.
+        names: String,
+    },
+    /// A root followed at one commit now points at an older or unrelated one: a
+    /// replayed or rewritten ref (a rollback is a new commit with a higher generation).
+    #[error("{0}")]
+    NotForward(Box<NotForward>),
     /// No commit of the root's history starts with the prefix given.
     #[error("no commit {prefix} in the history of root {root} on the server")]
     NoSuchCommit {
@@ -131,6 +148,40 @@ pub enum MountError {
     Setup(String),
 }
 
+/// A move of a followed root that history does not allow (see [`MountError::NotForward`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing root {root}: it moved from commit {from} (generation {from_generation}) to {to} (generation {to_generation}), which {why}; staying at {from}"
+)]
+pub struct NotForward {
+    /// The root.
+    pub root: String,
+    /// The commit shown.
+    pub from: CommitId,
+    /// Its generation.
+    pub from_generation: u64,
+    /// The commit the ref now gives.
+    pub to: CommitId,
+    /// Its generation.
+    pub to_generation: u64,
+    /// "is not newer" or "does not descend from it".
+    pub why: &'static str,
+}
+
+impl MountError {
+    /// Whether this is a root refused for what the server holds (signature, name,
+    /// history), rather than a failure to reach it.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            MountError::Untrusted { .. }
+                | MountError::WrongRoot { .. }
+                | MountError::NotForward(_)
+                | MountError::BadCommit { .. }
+        )
+    }
+}
+
 /// Fetches, verifies and decodes one version of a root.
 async fn load(
     remote: &Remote,
@@ -157,6 +208,13 @@ async fn load(
             root: root.to_string(),
             error,
         })?;
+    if decoded.body.root.as_str() != root {
+        return Err(MountError::WrongRoot {
+            root: root.to_string(),
+            commit: commit.to_string(),
+            names: decoded.body.root.to_string(),
+        });
+    }
     let trees = remote.tree_pack(&decoded.body.tree).await?;
     Ok((
         RootVersion {
@@ -195,12 +253,71 @@ pub(crate) async fn show(
         return Ok(());
     }
     let (version, c, trees) = load(remote, trust, root, commit).await?;
+    if let Some(shown) = view.root(entry) {
+        forward(remote, root, shown.commit, commit, &c).await?;
+    }
     tracing::info!(
         "{entry}: now showing commit {commit} of root {root} ({})",
         c.body.subject
     );
     view.install(entry, version, trees);
     Ok(())
+}
+
+/// Commits walked back from a new commit to find the one shown; a longer jump is
+/// judged by generation alone.
+const MAX_WALK: u64 = 64;
+
+/// A commit fetched (and so checked against its id) and decoded.
+async fn fetch_commit(remote: &Remote, root: &str, id: CommitId) -> Result<Commit, MountError> {
+    let bytes = remote.object(&id.0).await?;
+    Commit::decode(&bytes).map_err(|e| MountError::BadCommit {
+        root: root.to_string(),
+        commit: id.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Refuses to move a root from commit `from` to `to` (signed, decoded as `new`) unless
+/// `to` has a higher generation and descends from `from`: history only grows, so an
+/// older or unrelated commit under the root's name is a replay or a rewrite.
+async fn forward(
+    remote: &Remote,
+    root: &str,
+    from: CommitId,
+    to: CommitId,
+    new: &Commit,
+) -> Result<(), MountError> {
+    let old = fetch_commit(remote, root, from).await?;
+    let refuse = |why| {
+        MountError::NotForward(Box::new(NotForward {
+            root: root.to_string(),
+            from,
+            from_generation: old.body.generation,
+            to,
+            to_generation: new.body.generation,
+            why,
+        }))
+    };
+    if new.body.generation <= old.body.generation {
+        return Err(refuse("is not newer"));
+    }
+    let gap = new.body.generation - old.body.generation;
+    if gap > MAX_WALK {
+        return Ok(());
+    }
+    let mut next = new.body.parent;
+    for _ in 0..gap {
+        match next {
+            Some(id) if id == from => return Ok(()),
+            Some(id) => next = fetch_commit(remote, root, id).await?.body.parent,
+            None => break,
+        }
+    }
+    if next == Some(from) {
+        return Ok(());
+    }
+    Err(refuse("does not descend from it"))
 }
 
 /// Brings the view up to date with the server: new roots appear, changed roots switch.
@@ -228,8 +345,21 @@ async fn refresh(
             out
         }
     };
+    // One root that cannot be trusted does not hide the others; if every root is
+    // refused, that is the mount's error.
+    let all = matches!(view.scope(), Scope::All);
+    let (count, mut refused) = (wanted.len(), Vec::new());
     for (name, commit) in wanted {
-        show(remote, view, trust, &name, &name, commit).await?;
+        match show(remote, view, trust, &name, &name, commit).await {
+            Err(e) if all && e.is_refusal() => refused.push(e),
+            other => other?,
+        }
+    }
+    if !refused.is_empty() && refused.len() == count && view.is_empty() {
+        return Err(refused.remove(0));
+    }
+    for e in refused {
+        tracing::warn!("{e}; the other roots are shown");
     }
     Ok(())
 }

@@ -260,6 +260,11 @@ impl View {
         &self.scope
     }
 
+    /// Whether no top-level entry is shown.
+    pub fn is_empty(&self) -> bool {
+        self.roots.read().expect("view lock").is_empty()
+    }
+
     /// The version of a root shown now.
     pub fn root(&self, name: &str) -> Option<RootVersion> {
         self.roots.read().expect("view lock").get(name).cloned()

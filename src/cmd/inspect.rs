@@ -135,7 +135,7 @@ fn kind_word(kind: &EntryKind) -> &'static str {
 
 fn entry_json(e: &Entry) -> Value {
     let mut v = json!({
-        "name": e.name.to_string(), "kind": kind_word(&e.kind),
+        "name": String::from_utf8_lossy(e.name.as_bytes()), "kind": kind_word(&e.kind),
         "mode": format!("{:04o}", e.meta.mode), "uid": e.meta.uid, "gid": e.meta.gid,
         "xattrs": e.meta.xattrs.iter().map(|(n, _)| String::from_utf8_lossy(n)).collect::<Vec<_>>(),
     });
@@ -195,7 +195,7 @@ fn long_line(e: &Entry) -> String {
         _ => "0".into(),
     };
     let target = match &e.kind {
-        EntryKind::Symlink { target } => format!(" -> {}", String::from_utf8_lossy(target)),
+        EntryKind::Symlink { target } => format!(" -> {}", canopy_protocol::Escaped(target)),
         _ => String::new(),
     };
     format!(

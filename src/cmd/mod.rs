@@ -99,7 +99,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }) => remove::root(&store, &root, dry_run, json.json),
         Command::Assemble(args) => assemble::run(&store, args),
         Command::Upgrade(args) => assemble::upgrade(&store, args),
-        Command::Repo(RepoCommand::Add(args)) => repo::add(&store, args),
+        Command::Repo(RepoCommand::Add(args)) => repo::add(&store, *args),
         Command::Repo(RepoCommand::List(json)) => repo::list(&store, json.json),
         Command::Repo(RepoCommand::Remove { name }) => repo::remove(&store, &name),
         Command::Repo(RepoCommand::Update { names, json }) => {
