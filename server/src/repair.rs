@@ -158,7 +158,7 @@ pub fn repair(store: &Store, sources: &Sources) -> Result<Report, RepairError> {
             });
         }
     }
-    let mut offered: Option<BTreeMap<ArchiveHash, crate::debian::release::Archive>> = None;
+    let mut offered: Option<BTreeMap<ArchiveHash, crate::repo::Archive>> = None;
     let mut reasons: BTreeMap<ObjectId, String> = BTreeMap::new();
     for c in &candidates {
         let found = match find_local(store, &c.archive, &sources.dirs)? {
@@ -267,13 +267,13 @@ fn fetch(
     store: &Store,
     archive: &ArchiveHash,
     sources: &Sources,
-    offered: &mut Option<BTreeMap<ArchiveHash, crate::debian::release::Archive>>,
+    offered: &mut Option<BTreeMap<ArchiveHash, crate::repo::Archive>>,
 ) -> Result<Option<(PathBuf, String, bool)>, RepairError> {
     if offered.is_none() {
         let mut all = BTreeMap::new();
         for (name, config) in repo::list(store)? {
-            match crate::debian::release::load(store, &name, &config, sources.fetcher) {
-                Ok(list) => all.extend(list.into_iter().map(|(_, a)| (a.sha256, a))),
+            match repo::archives(store, &name, &config, sources.fetcher) {
+                Ok(list) => all.extend(list.into_iter().map(|a| (a.sha256, a))),
                 Err(e) => tracing::warn!("repository {name} is not usable for repairs: {e}"),
             }
         }
