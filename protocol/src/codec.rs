@@ -137,6 +137,26 @@ impl<'a> Reader<'a> {
         }
         Ok(r)
     }
+    /// Checks the header, accepting any of `versions`; returns the reader and the
+    /// version found.
+    pub(crate) fn with_header_versions(
+        buf: &'a [u8],
+        magic: &[u8; 4],
+        versions: &[u8],
+        kind: &'static str,
+    ) -> Result<(Self, u8), DecodeError> {
+        if buf.len() < 5 || &buf[..4] != magic {
+            return Err(DecodeError::BadMagic { expected: kind });
+        }
+        let found = buf[4];
+        if !versions.contains(&found) {
+            return Err(DecodeError::UnsupportedVersion {
+                kind,
+                version: found,
+            });
+        }
+        Ok((Reader { buf: &buf[5..] }, found))
+    }
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
             return Err(DecodeError::Truncated);

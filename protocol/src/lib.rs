@@ -49,7 +49,7 @@ pub use commit::{
 };
 pub use host_identity::{HOST_IDENTITY, HostIdentity, Keep, PerHost, host_identity};
 pub use id::{ArchiveHash, BlobId, CommitId, Hasher, IdError, ObjectId, PackageId, TreeId};
-pub use package::{Package, PackageKind};
+pub use package::{Control, Package, PackageKind};
 pub use root_name::{RootName, RootNameError};
 pub use tree::{
     Entry, EntryKind, Meta, NAME_MAX, Name, NameError, Tree, TreeError, Xattrs, identity,

@@ -630,6 +630,23 @@ impl Txn<'_> {
         }
     }
 
+    /// Where an object's bytes are: its staged file in this transaction, or its file in
+    /// the store.
+    pub fn object_path(&self, id: &ObjectId) -> PathBuf {
+        match self.staged.get(id) {
+            Some(path) => path.clone(),
+            None => self.store.object_path(id),
+        }
+    }
+
+    /// Reads a blob from this transaction or the store, checked against its id.
+    pub fn blob(&self, id: &BlobId) -> Result<Vec<u8>, StoreError> {
+        match self.staged.get(&id.0) {
+            Some(path) => read_verified(path, &id.0, &self.store.root),
+            None => self.store.read_object(&id.0),
+        }
+    }
+
     /// Points a root at a commit when the transaction commits.
     pub fn set_root(&mut self, name: &RootName, commit: CommitId) {
         self.refs

@@ -46,6 +46,7 @@ pub fn import(
         version: version.to_string(),
         arch: String::new(),
         scripts: Vec::new(),
+        control: None,
     };
     finish(txn, tree, entries, who, archive)
 }

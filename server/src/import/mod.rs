@@ -13,7 +13,7 @@ pub(crate) mod limit;
 pub mod tar;
 
 use crate::store::{IoContext, Store, StoreError, Txn, TxnStats};
-use canopy_protocol::{ArchiveHash, Hasher, Package, PackageId, PackageKind, TreeId};
+use canopy_protocol::{ArchiveHash, Control, Hasher, Package, PackageId, PackageKind, TreeId};
 use std::fmt;
 use std::fs::File;
 use std::io;
@@ -110,6 +110,14 @@ impl ImportError {
         }
     }
 
+    /// Turns a failure to store content read from an archive into an import error.
+    pub(crate) fn from_blob(err: crate::store::BlobError, context: &str) -> Self {
+        match err {
+            crate::store::BlobError::Source(e) => ImportError::from_read(e, context, false),
+            crate::store::BlobError::Store(e) => e.into(),
+        }
+    }
+
     /// The class of a refused input, if that is what this is.
     pub fn class(&self) -> Option<Class> {
         match self {
@@ -202,6 +210,7 @@ pub(crate) struct Identity {
     pub(crate) version: String,
     pub(crate) arch: String,
     pub(crate) scripts: Vec<String>,
+    pub(crate) control: Option<Control>,
 }
 
 /// Writes the package record for `tree`, points the package ref at it and commits.
@@ -221,6 +230,7 @@ pub(crate) fn finish(
         tree,
         imported_at: now(),
         scripts: who.scripts,
+        control: who.control,
     };
     let id = txn.put_package(&package)?;
     txn.set_package(&archive, id);

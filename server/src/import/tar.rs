@@ -24,7 +24,13 @@ pub fn import(
     }
     let mut txn = store.begin()?;
     let what = path.display().to_string();
-    let builder = read(&mut txn, decoder(open(path)?, None, &what)?, limits, &what)?;
+    let builder = read(
+        &mut txn,
+        decoder(open(path)?, None, &what)?,
+        limits,
+        &what,
+        false,
+    )?;
     let entries = builder.entries();
     let tree = builder.write(&mut txn)?;
     let who = Identity {
@@ -33,6 +39,7 @@ pub fn import(
         version: version.to_string(),
         arch: String::new(),
         scripts: Vec::new(),
+        control: None,
     };
     finish(txn, tree, entries, who, archive)
 }
@@ -70,15 +77,20 @@ fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
 ///
 /// Entries are read raw: PAX and GNU long-name records are handled here, so that their
 /// declared size is checked against the header limit before a byte of them is held.
+/// With `order`, the builder also records the paths in archive order.
 pub(crate) fn read(
     txn: &mut Txn<'_>,
     reader: impl Read,
     limits: Limits,
     what: &str,
+    order: bool,
 ) -> Result<TreeBuilder, ImportError> {
     let budget = Budget::new(limits);
     let mut archive = tar::Archive::new(budget.wrap(reader));
     let mut builder = TreeBuilder::new(limits.max_entries);
+    if order {
+        builder.record_order();
+    }
     let read_err =
         |e: std::io::Error, context: &str| ImportError::from_read(e, context, budget.at_eof());
     let mut pending = Pending::default();
