@@ -18,5 +18,7 @@ mod nfs;
 mod portmap;
 // Roots resolved from a Debian repository: downloads, upgrade, rollback, diff, corruption.
 mod repo;
+// Installed roots: package scripts run in a sandbox at assemble time, compared with mmdebstrap.
+mod installed;
 // The Docker volume plugin over its socket, across restarts, and under a real dockerd.
 mod volume;

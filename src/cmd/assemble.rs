@@ -1,14 +1,15 @@
 //! `canopy assemble` and `canopy upgrade`.
 
 use super::{bytes, fetcher, head, open, root_name};
-use crate::cli::{AssembleArgs, UpgradeArgs};
+use crate::cli::{AssembleArgs, ConfigureArgs, UpgradeArgs};
 use anyhow::{Context, Result};
 use canopy_protocol::{CommitBody, Package, PackageId, RootName};
 use canopy_server::assemble::{
-    Recipe, Request, assemble, package_refs, select_imported, unchanged,
+    Configuration, Recipe, Request, assemble, package_refs, select_imported, unchanged,
 };
+use canopy_server::configure;
 use canopy_server::diff::{self, PackageChange};
-use canopy_server::repo::provide::{Progress, provide};
+use canopy_server::repo::provide::{Progress, control_from_cache, provide};
 use canopy_server::{Access, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
@@ -27,10 +28,18 @@ pub fn run(store: &Path, args: AssembleArgs) -> Result<ExitCode> {
         recommends: args.recommends,
         allow_overwrite: args.allow_overwrite,
         subtree: args.subtree,
+        no_configure: args.no_configure,
     };
     let store = open(store, Access::Write)?;
     let packages = select(&store, &recipe)?;
-    commit(&store, root, recipe, packages, args.message)
+    commit(
+        &store,
+        root,
+        recipe,
+        packages,
+        args.message,
+        &args.configure,
+    )
 }
 
 pub fn upgrade(store: &Path, args: UpgradeArgs) -> Result<ExitCode> {
@@ -61,14 +70,25 @@ pub fn upgrade(store: &Path, args: UpgradeArgs) -> Result<ExitCode> {
     let subject = args
         .message
         .unwrap_or_else(|| format!("upgrade {root}: {}", summary(&changes)));
-    commit(&store, root, recipe, packages, Some(subject))
+    commit(
+        &store,
+        root,
+        recipe,
+        packages,
+        Some(subject),
+        &args.configure,
+    )
 }
 
 /// The packages a recipe means: resolved from its repositories, or imported ones
 /// named exactly.
 fn select(store: &Store, recipe: &Recipe) -> Result<Vec<(PackageId, Package)>> {
     if recipe.from.is_empty() {
-        return Ok(select_imported(store, &recipe.specs)?);
+        let packages = select_imported(store, &recipe.specs)?;
+        if recipe.no_configure {
+            return Ok(packages);
+        }
+        return Ok(control_from_cache(store, packages)?);
     }
     let progress = Bars::new();
     let provided = provide(store, recipe, &fetcher()?, &progress);
@@ -86,15 +106,23 @@ fn select(store: &Store, recipe: &Recipe) -> Result<Vec<(PackageId, Package)>> {
     Ok(provided.packages)
 }
 
-/// Assembles and prints the result line, with notes on overwrites and scripts.
+/// Assembles and prints the result line, with notes on overwrites and configuring.
 fn commit(
     store: &Store,
     root: RootName,
     recipe: Recipe,
     packages: Vec<(PackageId, Package)>,
     subject: Option<String>,
+    configure: &ConfigureArgs,
 ) -> Result<ExitCode> {
     let label = root.to_string();
+    let settings = configure::Settings {
+        worker: std::env::current_exe().context("finding the canopy executable")?,
+        timeout: configure.configure_timeout,
+        source_date_epoch: source_date_epoch()?,
+    };
+    let progress = Bars::new();
+    let started = std::time::Instant::now();
     let done = assemble(
         store,
         &Request {
@@ -103,11 +131,38 @@ fn commit(
             packages,
             subject,
         },
-    )?;
+        Some((&settings, &progress)),
+    );
+    progress.bar.finish_and_clear();
+    let done = done?;
     for path in &done.overwritten {
         eprintln!("note: {path} overwritten by a later package");
     }
-    scripts_note(&done.commit.body);
+    match &done.configuration {
+        Configuration::Off => scripts_note(&done.commit.body),
+        Configuration::Skipped(reason) => {
+            eprintln!("note: not configured: {reason}");
+            scripts_note(&done.commit.body);
+        }
+        Configuration::Done { configured, layer } => {
+            let ran: usize = configured.packages.iter().map(|p| p.scripts.len()).sum();
+            println!(
+                "configured {} packages ({ran} scripts ran) in {:.1} s; the scripts added {}, changed {} and removed {} paths ({} new)",
+                done.commit.body.packages.len(),
+                started.elapsed().as_secs_f64(),
+                layer.added,
+                layer.changed,
+                layer.removed,
+                bytes(layer.new_bytes)
+            );
+            if !configured.stripped.is_empty() {
+                println!(
+                    "left out {} host-specific paths (machine id, keys, logs…: see `canopy roots log {label}`)",
+                    configured.stripped.len()
+                );
+            }
+        }
+    }
     println!(
         "assembled {label}: commit {} ({} packages, {} new objects, {} new)",
         done.id,
@@ -116,6 +171,18 @@ fn commit(
         bytes(done.stats.new_bytes)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `SOURCE_DATE_EPOCH` from the environment, when set.
+fn source_date_epoch() -> Result<Option<i64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => {
+            Ok(Some(v.trim().parse().with_context(|| {
+                format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
+            })?))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Says which packages carried maintainer scripts, which were not run.
@@ -175,6 +242,19 @@ impl Bars {
         );
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         Bars { bar }
+    }
+}
+
+impl configure::Progress for Bars {
+    fn step(&self, message: &str) {
+        self.bar.set_message(format!("configuring: {message}"));
+    }
+
+    /// With -v, the scripts' output goes to stderr as it comes.
+    fn output(&self, line: &str) {
+        if tracing::enabled!(tracing::Level::INFO) {
+            self.bar.suspend(|| eprintln!("| {line}"));
+        }
     }
 }
 

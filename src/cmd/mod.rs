@@ -31,6 +31,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::VolumePlugin(args) = cli.command {
         return volume::run(args);
     }
+    if let Command::ConfigureWorker = cli.command {
+        return Ok(ExitCode::from(
+            canopy_server::configure::worker::main() as u8
+        ));
+    }
     let store = store_path(cli.store)?;
     match cli.command {
         Command::Init => setup::init(&store),
@@ -74,7 +79,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fsck(json) => maintenance::fsck(&store, json.json),
         Command::Gc(args) => maintenance::gc(&store, args.dry_run),
         Command::Serve(args) => serve::run(&store, args),
-        Command::Mount(_) | Command::VolumePlugin(_) => unreachable!("handled above"),
+        Command::Mount(_) | Command::VolumePlugin(_) | Command::ConfigureWorker => {
+            unreachable!("handled above")
+        }
     }
 }
 

@@ -109,8 +109,13 @@ pub fn provide(
     )?;
     let mut missing = Vec::new();
     for &i in &resolution.chosen {
-        if store.package_ref(&archives[i].sha256)?.is_none() {
-            missing.push(i);
+        match store.package_ref(&archives[i].sha256)? {
+            None => missing.push(i),
+            // Imported before records kept control data: importing again adds it.
+            Some(id) if !recipe.no_configure && store.package(&id)?.control.is_none() => {
+                missing.push(i)
+            }
+            Some(_) => {}
         }
     }
     let wanted: Vec<&Archive> = missing.iter().map(|&i| &archives[i]).collect();
@@ -153,6 +158,38 @@ pub fn provide(
         downloaded_bytes: wanted.iter().map(|a| a.size).sum(),
         problems: resolution.problems,
     })
+}
+
+/// Gives `.deb` packages imported before records kept control data their control
+/// data, from the archive in the download cache (`cache/downloads/SHA256.deb`) where
+/// it is still there; the others are left as they are (configuring them says to
+/// import them again).
+pub fn control_from_cache(
+    store: &Store,
+    packages: Vec<(PackageId, Package)>,
+) -> Result<Vec<(PackageId, Package)>, ProvideError> {
+    let mut out = Vec::with_capacity(packages.len());
+    for (id, p) in packages {
+        let cached = store
+            .path()
+            .join("cache/downloads")
+            .join(format!("{}.deb", p.archive));
+        if p.kind != canopy_protocol::PackageKind::Deb || p.control.is_some() || !cached.exists() {
+            out.push((id, p));
+            continue;
+        }
+        let label = format!("{} {}", p.name, p.version);
+        let imported =
+            crate::debian::deb::import(store, &cached, Limits::default()).map_err(|source| {
+                ProvideError::Import {
+                    label,
+                    url: cached.display().to_string(),
+                    source: Box::new(source),
+                }
+            })?;
+        out.push((imported.id, imported.package));
+    }
+    Ok(out)
 }
 
 /// Downloads every archive, a few at a time, each checked against its index; the
