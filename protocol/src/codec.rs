@@ -5,6 +5,21 @@
 //! makes the encoding canonical.
 
 use crate::id::ObjectId;
+use std::collections::BTreeMap;
+
+/// Longest extension key: short dotted words such as `configure` or `oci.config`.
+pub const EXTENSION_KEY_MAX: usize = 64;
+
+/// Whether `key` may name an extension: 1 to [`EXTENSION_KEY_MAX`] characters of
+/// `a-z 0-9 . -`, starting with a letter.
+pub fn valid_extension_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= EXTENSION_KEY_MAX
+        && key.as_bytes()[0].is_ascii_lowercase()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+}
 
 /// Why bytes are not a valid canonical encoding of an object.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -106,6 +121,19 @@ impl Writer {
             self.string(s);
         }
     }
+    /// A sorted map of extensions (commits and package records): a u32 count, then
+    /// each key and its u32-length value.
+    pub(crate) fn extensions(&mut self, extensions: &BTreeMap<String, Vec<u8>>) {
+        self.u32(extensions.len() as u32);
+        for (key, value) in extensions {
+            assert!(
+                valid_extension_key(key),
+                "extension key {key:?} is not valid: callers use constant keys"
+            );
+            self.string(key);
+            self.bytes32(value);
+        }
+    }
     pub(crate) fn into_bytes(self) -> Vec<u8> {
         self.0
     }
@@ -136,26 +164,6 @@ impl<'a> Reader<'a> {
             });
         }
         Ok(r)
-    }
-    /// Checks the header, accepting any of `versions`; returns the reader and the
-    /// version found.
-    pub(crate) fn with_header_versions(
-        buf: &'a [u8],
-        magic: &[u8; 4],
-        versions: &[u8],
-        kind: &'static str,
-    ) -> Result<(Self, u8), DecodeError> {
-        if buf.len() < 5 || &buf[..4] != magic {
-            return Err(DecodeError::BadMagic { expected: kind });
-        }
-        let found = buf[4];
-        if !versions.contains(&found) {
-            return Err(DecodeError::UnsupportedVersion {
-                kind,
-                version: found,
-            });
-        }
-        Ok((Reader { buf: &buf[5..] }, found))
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
@@ -227,6 +235,34 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::Truncated);
         }
         Ok(n)
+    }
+    /// A map of extensions as [`Writer::extensions`] writes it: keys valid, sorted and
+    /// unique.
+    pub(crate) fn extensions(&mut self) -> Result<BTreeMap<String, Vec<u8>>, DecodeError> {
+        // key and value lengths (8).
+        let n = self.count(8)?;
+        let mut extensions = BTreeMap::new();
+        for _ in 0..n {
+            let key = self.string("extension key")?;
+            if !valid_extension_key(&key) {
+                return Err(DecodeError::invalid(
+                    "extension key",
+                    format!("{key:?} is not 1 to {EXTENSION_KEY_MAX} characters of a-z 0-9 . -"),
+                ));
+            }
+            if extensions
+                .last_key_value()
+                .is_some_and(|(last, _): (&String, _)| last.as_str() >= key.as_str())
+            {
+                return Err(DecodeError::invalid(
+                    "extension key",
+                    format!("{key:?} is out of order or repeated"),
+                ));
+            }
+            let value = self.bytes32()?.to_vec();
+            extensions.insert(key, value);
+        }
+        Ok(extensions)
     }
     /// Succeeds only if every byte was consumed.
     pub(crate) fn finish(self) -> Result<(), DecodeError> {

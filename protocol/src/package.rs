@@ -1,29 +1,31 @@
 //! Package records: what one imported archive was, and the tree it unpacked to.
 //!
 //! ```text
-//! "CNPP" 0x01 or 0x02
-//! u8 kind                          1 deb, 2 tar, 3 dir
+//! "CNPP" 0x02
+//! u8 kind                          1 deb, 2 tar, 3 dir, 4 rpm, 5 layer
 //! string name, version, arch       u32 length + UTF-8 each
 //! 32-byte archive hash             SHA-256 of the archive file (for dir: see PackageKind::Dir)
 //! 32-byte tree id
 //! i64 imported_at                  unix seconds
 //! u32 count, strings               maintainer scripts the archive carried
-//! version 2 only (a package with control data):
-//!   32-byte control tree id        the control archive's members (control, md5sums,
-//!                                  conffiles, maintainer scripts…) as a tree
-//!   32-byte files blob id          the data archive's paths, in archive order
-//!   i64 built_at                   when the archive was built (its data member's time)
+//! u8 has_control, [32-byte tree id]  the archive's own metadata, kept as a tree
+//! u32 count, per extension:        further facts, sorted by key, keys unique
+//!   string key; u32 length + bytes value
 //! ```
 //!
-//! A record without control data is written as version 1, so records imported before
-//! version 2 existed keep their ids; version 2 always carries it.
+//! The **control** tree keeps what a package manager reads of an archive beside its
+//! files, so that configuring a root can run its scripts and write its package
+//! database: a `.deb`'s control members, an RPM's header. **Extensions** hold facts a
+//! format needs that the common fields cannot (an RPM's epoch, version and release, its
+//! files' owners by name…), as a key (`rpm`…) and a value that format defines (JSON by
+//! convention, as for commits).
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::id::{ArchiveHash, BlobId, PackageId, TreeId};
+use crate::id::{ArchiveHash, PackageId, TreeId};
+use std::collections::BTreeMap;
 
 const MAGIC: &[u8; 4] = b"CNPP";
-const PLAIN: u8 = 1;
-const WITH_CONTROL: u8 = 2;
+const VERSION: u8 = 2;
 
 /// Where a package came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,6 +37,14 @@ pub enum PackageKind {
     /// A directory on the importing machine. Its "archive hash" is the SHA-256 of the
     /// name, version and tree id, so the same content under the same name imports once.
     Dir,
+    /// An RPM package (`.rpm`).
+    Rpm,
+    /// One layer of a container image (`canopy import oci|docker-archive`), kept as
+    /// written, whiteouts (`.wh.NAME`, `.wh..wh..opq`) included: only applying the
+    /// image's layers in order gives a root. Its "archive hash" is the layer's
+    /// `diff_id`, the SHA-256 of the uncompressed tar, so one layer compressed two ways
+    /// (a registry's gzip, `docker save`'s plain tar) is imported once.
+    Layer,
 }
 
 impl PackageKind {
@@ -43,6 +53,8 @@ impl PackageKind {
             PackageKind::Deb => 1,
             PackageKind::Tar => 2,
             PackageKind::Dir => 3,
+            PackageKind::Rpm => 4,
+            PackageKind::Layer => 5,
         }
     }
 
@@ -52,34 +64,25 @@ impl PackageKind {
             PackageKind::Deb => "deb",
             PackageKind::Tar => "tar",
             PackageKind::Dir => "dir",
+            PackageKind::Rpm => "rpm",
+            PackageKind::Layer => "layer",
         }
     }
-}
-
-/// What a package archive held besides its files: what installing it needs (for a
-/// `.deb`, dpkg's database entries and the maintainer scripts).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Control {
-    /// The control archive's members as a tree (`control`, `md5sums`, `conffiles`,
-    /// `preinst`, `postinst`, `triggers`…), each a file with its mode.
-    pub tree: TreeId,
-    /// The data archive's paths in archive order, one per line, as dpkg lists a
-    /// package's files (`/.` first, then `/usr`, `/usr/bin/…`).
-    pub files: BlobId,
-    /// When the archive was built (unix seconds; its data member's timestamp).
-    pub built_at: i64,
 }
 
 /// One imported archive.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Package {
-    /// Deb, tar or directory.
+    /// Deb, RPM, tar or directory.
     pub kind: PackageKind,
-    /// Package name (`Package:` for a deb, `--name` otherwise).
+    /// Package name (`Package:` for a deb, the header's name for an RPM, `--name`
+    /// otherwise).
     pub name: String,
-    /// Version (`Version:` for a deb, `--version` otherwise).
+    /// Version (`Version:` for a deb, `[EPOCH:]VERSION-RELEASE` for an RPM, `--version`
+    /// otherwise).
     pub version: String,
-    /// Architecture (`Architecture:` for a deb; empty otherwise).
+    /// Architecture (`Architecture:` for a deb, the header's arch for an RPM; empty
+    /// otherwise).
     pub arch: String,
     /// SHA-256 of the archive as imported.
     pub archive: ArchiveHash,
@@ -87,22 +90,20 @@ pub struct Package {
     pub tree: TreeId,
     /// When it was imported, unix seconds.
     pub imported_at: i64,
-    /// Maintainer scripts the archive carried (`preinst`, `postinst`…).
+    /// Maintainer scripts the archive carried (`preinst`, `postinst`…; an RPM's
+    /// `%pre`, `%post`… as `pre`, `post`…).
     pub scripts: Vec<String>,
-    /// The archive's control data, kept since version 2 of the record (`None` for
-    /// tarballs, directories and packages imported before).
-    pub control: Option<Control>,
+    /// The archive's own metadata as a tree (see the module docs), if the format has any.
+    pub control: Option<TreeId>,
+    /// Further facts by key (see the module docs); keys are 1 to
+    /// [`crate::EXTENSION_KEY_MAX`] characters of `a-z 0-9 . -`.
+    pub extensions: BTreeMap<String, Vec<u8>>,
 }
 
 impl Package {
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
-        let version = if self.control.is_some() {
-            WITH_CONTROL
-        } else {
-            PLAIN
-        };
-        let mut w = Writer::with_header(MAGIC, version);
+        let mut w = Writer::with_header(MAGIC, VERSION);
         w.u8(self.kind.code());
         w.string(&self.name);
         w.string(&self.version);
@@ -111,11 +112,14 @@ impl Package {
         w.id(&self.tree.0);
         w.i64(self.imported_at);
         w.strings(&self.scripts);
-        if let Some(c) = &self.control {
-            w.id(&c.tree.0);
-            w.id(&c.files.0);
-            w.i64(c.built_at);
+        match &self.control {
+            Some(tree) => {
+                w.u8(1);
+                w.id(&tree.0);
+            }
+            None => w.u8(0),
         }
+        w.extensions(&self.extensions);
         w.into_bytes()
     }
 
@@ -126,12 +130,13 @@ impl Package {
 
     /// Decodes a canonical encoding.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (mut r, version) =
-            Reader::with_header_versions(bytes, MAGIC, &[PLAIN, WITH_CONTROL], "package")?;
+        let mut r = Reader::with_header(bytes, MAGIC, VERSION, "package")?;
         let kind = match r.u8()? {
             1 => PackageKind::Deb,
             2 => PackageKind::Tar,
             3 => PackageKind::Dir,
+            4 => PackageKind::Rpm,
+            5 => PackageKind::Layer,
             other => {
                 return Err(DecodeError::invalid(
                     "package kind",
@@ -148,18 +153,11 @@ impl Package {
             tree: TreeId(r.id()?),
             imported_at: r.i64()?,
             scripts: r.strings("maintainer script")?,
-            control: None,
-        };
-        let p = Package {
-            control: match version {
-                WITH_CONTROL => Some(Control {
-                    tree: TreeId(r.id()?),
-                    files: BlobId(r.id()?),
-                    built_at: r.i64()?,
-                }),
-                _ => None,
+            control: match r.flag("control flag")? {
+                true => Some(TreeId(r.id()?)),
+                false => None,
             },
-            ..p
+            extensions: r.extensions()?,
         };
         r.finish()?;
         Ok(p)
@@ -177,7 +175,8 @@ mod tests {
             prop_oneof![
                 Just(PackageKind::Deb),
                 Just(PackageKind::Tar),
-                Just(PackageKind::Dir)
+                Just(PackageKind::Dir),
+                Just(PackageKind::Rpm)
             ],
             ".{0,12}",
             ".{0,12}",
@@ -186,23 +185,27 @@ mod tests {
             any::<[u8; 32]>(),
             any::<i64>(),
             proptest::collection::vec("[a-z]{1,8}", 0..3),
-            proptest::option::of((any::<[u8; 32]>(), any::<[u8; 32]>(), any::<i64>())),
+            proptest::option::of(any::<[u8; 32]>()),
+            proptest::collection::btree_map(
+                "[a-z][a-z0-9.-]{0,8}",
+                proptest::collection::vec(any::<u8>(), 0..6),
+                0..3,
+            ),
         )
             .prop_map(
-                |(kind, name, version, arch, a, t, imported_at, scripts, control)| Package {
-                    kind,
-                    name,
-                    version,
-                    arch,
-                    archive: ArchiveHash(ObjectId::from_bytes(a)),
-                    tree: TreeId(ObjectId::from_bytes(t)),
-                    imported_at,
-                    scripts,
-                    control: control.map(|(c, f, built_at)| Control {
-                        tree: TreeId(ObjectId::from_bytes(c)),
-                        files: BlobId(ObjectId::from_bytes(f)),
-                        built_at,
-                    }),
+                |(kind, name, version, arch, a, t, imported_at, scripts, control, extensions)| {
+                    Package {
+                        kind,
+                        name,
+                        version,
+                        arch,
+                        archive: ArchiveHash(ObjectId::from_bytes(a)),
+                        tree: TreeId(ObjectId::from_bytes(t)),
+                        imported_at,
+                        scripts,
+                        control: control.map(|c| TreeId(ObjectId::from_bytes(c))),
+                        extensions,
+                    }
                 },
             )
     }

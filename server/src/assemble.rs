@@ -489,7 +489,7 @@ pub fn assemble(
     };
     let commit = body.sign(&store.signing_key()?);
     let id = txn.put_commit(&commit)?;
-    txn.set_root(&req.root, id);
+    txn.set_root(&req.root, parent, id);
     let stats = txn.commit()?;
     Ok(Assembled {
         id,

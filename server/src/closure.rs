@@ -3,13 +3,15 @@
 //! closure; gc keeps exactly it.
 
 use crate::store::{Store, StoreError};
-use canopy_protocol::{CommitId, EntryKind, ObjectId, TreeId, VerifyingKey};
+use crate::view::history;
+use canopy_protocol::{EntryKind, ObjectId, TreeId, VerifyingKey};
 use std::collections::HashSet;
 
 /// A problem found while walking.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Problem {
-    /// `missing`, `corrupt`, `undecodable`, `bad-signature`, `size-mismatch` or `bad-ref`.
+    /// `missing`, `corrupt`, `undecodable`, `unreadable`, `bad-signature`, `size-mismatch`
+    /// or `bad-ref`.
     pub kind: &'static str,
     /// The object concerned, if any.
     pub id: Option<ObjectId>,
@@ -33,7 +35,7 @@ impl Closure {
         self.problems.push(Problem { kind, id, detail });
     }
 
-    /// Records a failed read of a reached object.
+    /// Records a failed read of a reached object (which stays reached).
     fn read_failed(&mut self, err: StoreError, what: &str) {
         let (kind, id) = match &err {
             StoreError::Missing { id, .. } => ("missing", Some(*id)),
@@ -41,6 +43,9 @@ impl Closure {
             StoreError::Decode { id, .. } => ("undecodable", Some(*id)),
             _ => ("bad-ref", None),
         };
+        if let Some(id) = id {
+            self.reachable.insert(id);
+        }
         self.problem(kind, id, format!("{what}: {err}"));
     }
 }
@@ -59,18 +64,18 @@ pub fn walk(store: &Store, key: Option<&VerifyingKey>) -> Result<Closure, StoreE
     };
     for (name, head) in roots {
         c.refs += 1;
-        let mut next: Option<CommitId> = Some(head);
-        while let Some(id) = next.take() {
-            if !c.reachable.insert(id.0) {
-                break;
-            }
-            let commit = match store.commit(&id) {
-                Ok(commit) => commit,
+        for entry in history::log(store, head) {
+            let (id, commit) = match entry {
+                Ok(found) => found,
                 Err(e) => {
-                    c.read_failed(e, &format!("root {name}, commit {id}"));
+                    c.read_failed(e, &format!("root {name}, history"));
                     break;
                 }
             };
+            // Histories share their older commits: walk each once.
+            if !c.reachable.insert(id.0) {
+                break;
+            }
             if let Some(key) = key
                 && let Err(e) = commit.verify(key)
             {
@@ -87,7 +92,6 @@ pub fn walk(store: &Store, key: Option<&VerifyingKey>) -> Result<Closure, StoreE
             for p in &commit.body.packages {
                 c.reachable.insert(p.package.0);
             }
-            next = commit.body.parent;
         }
     }
     let packages = match store.package_refs() {
@@ -103,16 +107,8 @@ pub fn walk(store: &Store, key: Option<&VerifyingKey>) -> Result<Closure, StoreE
         match store.package(&id) {
             Ok(p) => {
                 let context = format!("package {} {}", p.name, p.version);
-                if let Some(control) = &p.control {
-                    trees.push((control.tree, format!("{context}, control data")));
-                    c.reachable.insert(control.files.0);
-                    if !store.has(&control.files.0) {
-                        c.problem(
-                            "missing",
-                            Some(control.files.0),
-                            format!("{context}: its file list"),
-                        );
-                    }
+                if let Some(control) = p.control {
+                    trees.push((control, format!("{context}, control")));
                 }
                 trees.push((p.tree, context));
             }
@@ -137,21 +133,25 @@ pub fn walk(store: &Store, key: Option<&VerifyingKey>) -> Result<Closure, StoreE
                     if !c.reachable.insert(blob.0) {
                         continue;
                     }
-                    match std::fs::metadata(store.object_path(&blob.0)) {
-                        Ok(m) if m.len() == *size => {}
-                        Ok(m) => c.problem(
+                    match store.objects().size(&blob.0) {
+                        Ok(len) if len == *size => {}
+                        Ok(len) => c.problem(
                             "size-mismatch",
                             Some(blob.0),
                             format!(
-                                "{context}: file {} should be {size} bytes, the object has {}",
+                                "{context}: file {} should be {size} bytes, the object has {len}",
                                 entry.name,
-                                m.len()
                             ),
                         ),
-                        Err(_) => c.problem(
+                        Err(StoreError::Missing { .. }) => c.problem(
                             "missing",
                             Some(blob.0),
                             format!("{context}: content of file {}", entry.name),
+                        ),
+                        Err(e) => c.problem(
+                            "unreadable",
+                            Some(blob.0),
+                            format!("{context}: content of file {}: {e}", entry.name),
                         ),
                     }
                 }

@@ -5,7 +5,6 @@ use crate::closure::{self, Problem};
 use crate::store::{Store, StoreError};
 use canopy_protocol::{Hasher, ObjectId};
 use rayon::prelude::*;
-use std::fs::File;
 
 /// What fsck found.
 pub struct Report {
@@ -19,28 +18,37 @@ pub struct Report {
     pub problems: Vec<Problem>,
 }
 
-fn rehash(path: &std::path::Path) -> std::io::Result<ObjectId> {
+fn rehash(store: &Store, id: &ObjectId) -> Result<ObjectId, String> {
     let mut hasher = Hasher::new();
-    std::io::copy(&mut File::open(path)?, &mut hasher)?;
+    let mut reader = store.objects().get(id).map_err(|e| e.to_string())?;
+    std::io::copy(&mut reader, &mut hasher).map_err(|e| e.to_string())?;
     Ok(hasher.finish())
+}
+
+/// Where an object is, for messages: its file, or its id in the backend.
+fn whereabouts(store: &Store, id: &ObjectId) -> String {
+    match store.local_path(id) {
+        Some(path) => path.display().to_string(),
+        None => format!("object {id} in {}", store.objects().location()),
+    }
 }
 
 /// Checks the whole store.
 pub fn fsck(store: &Store) -> Result<Report, StoreError> {
-    let objects = store.objects()?;
+    let objects = store.objects().list()?;
     let mut problems: Vec<Problem> = objects
         .par_iter()
-        .filter_map(|(id, path)| match rehash(path) {
+        .filter_map(|id| match rehash(store, id) {
             Ok(actual) if actual == *id => None,
             Ok(actual) => Some(Problem {
                 kind: "corrupt",
                 id: Some(*id),
-                detail: format!("{} hashes to {actual}", path.display()),
+                detail: format!("{} hashes to {actual}", whereabouts(store, id)),
             }),
             Err(e) => Some(Problem {
                 kind: "unreadable",
                 id: Some(*id),
-                detail: format!("{}: {e}", path.display()),
+                detail: format!("{}: {e}", whereabouts(store, id)),
             }),
         })
         .collect();
@@ -57,7 +65,7 @@ pub fn fsck(store: &Store) -> Result<Report, StoreError> {
     }
     let unreachable = objects
         .iter()
-        .filter(|(id, _)| !walk.reachable.contains(id))
+        .filter(|id| !walk.reachable.contains(id))
         .count() as u64;
     Ok(Report {
         objects: objects.len() as u64,

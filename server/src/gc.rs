@@ -36,19 +36,84 @@ pub fn gc(store: &Store, dry_run: bool) -> Result<Report, GcError> {
         return Err(GcError::Damaged(walk.problems.len(), first.detail.clone()));
     }
     let mut report = Report::default();
-    for (id, path) in store.objects()? {
+    for id in store.objects().list()? {
         if walk.reachable.contains(&id) {
             report.kept += 1;
             continue;
         }
         report.removed += 1;
         report.freed += if dry_run {
-            std::fs::symlink_metadata(&path)
-                .map(|m| m.len())
-                .unwrap_or(0)
+            store.objects().size(&id).unwrap_or(0)
         } else {
-            store.remove_object(&id)?
+            store.objects().delete(&id)?
         };
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assemble::{Recipe, Request, assemble, select_imported};
+    use crate::import::{Limits, dir};
+    use crate::store::Store;
+
+    /// Imports a one-file directory as `name` and assembles root `web` from it.
+    fn import_and_assemble(store: &Store, src: &std::path::Path, name: &str, content: &str) {
+        std::fs::write(src.join("file"), content).unwrap();
+        dir::import(store, src, name, "1", Limits::default()).unwrap();
+        let recipe = Recipe {
+            specs: vec![name.parse().unwrap()],
+            ..Recipe::default()
+        };
+        let packages = select_imported(store, &recipe.specs).unwrap();
+        let root = "web".parse().unwrap();
+        let req = Request {
+            root,
+            recipe,
+            packages,
+            subject: None,
+        };
+        assemble(store, &req, None).unwrap();
+    }
+
+    #[test]
+    fn gc_keeps_history_and_packages_and_removes_only_orphans() {
+        let state = tempfile::tempdir().unwrap();
+        let src = tempfile::tempdir().unwrap();
+        let store = Store::memory(state.path()).unwrap();
+        import_and_assemble(&store, src.path(), "one", "first");
+        import_and_assemble(&store, src.path(), "two", "second");
+        let mut txn = store.begin().unwrap();
+        let (orphan, _) = txn.put_blob(&b"nobody's"[..]).map_err(|_| ()).unwrap();
+        txn.commit().unwrap();
+
+        let fsck = crate::fsck::fsck(&store).unwrap();
+        assert!(fsck.problems.is_empty(), "{:?}", fsck.problems);
+        assert_eq!(fsck.unreachable, 1);
+        let before = store.objects().list().unwrap().len() as u64;
+        let dry = gc(&store, true).unwrap();
+        assert_eq!((dry.removed, dry.freed), (1, 8));
+        assert_eq!(store.objects().list().unwrap().len() as u64, before);
+        let done = gc(&store, false).unwrap();
+        assert_eq!((done.removed, done.kept), (1, before - 1));
+        assert!(!store.has(&orphan.0).unwrap());
+        // Both commits and both packages survive: history is reachable.
+        let fsck = crate::fsck::fsck(&store).unwrap();
+        assert!(fsck.problems.is_empty(), "{:?}", fsck.problems);
+        assert_eq!(fsck.unreachable, 0);
+        assert_eq!(fsck.refs, 3);
+    }
+
+    #[test]
+    fn gc_refuses_a_store_whose_closure_is_broken() {
+        let state = tempfile::tempdir().unwrap();
+        let src = tempfile::tempdir().unwrap();
+        let store = Store::memory(state.path()).unwrap();
+        import_and_assemble(&store, src.path(), "one", "first");
+        let (_, head) = store.roots().unwrap().remove(0);
+        let tree = store.commit(&head).unwrap().body.tree;
+        store.objects().delete(&tree.0).unwrap();
+        assert!(matches!(gc(&store, false), Err(GcError::Damaged(..))));
+    }
 }

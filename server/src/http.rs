@@ -5,7 +5,9 @@
 //! so they are cached for seconds only and read from disk on every request: a commit
 //! made by `canopy assemble` on the same store is served at once, without a restart.
 
+use crate::range::{self, Ranges};
 use crate::store::{Store, StoreError};
+use crate::view::{self, history};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -13,12 +15,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use canopy_protocol::api::{ErrorBody, LogEntry, RootInfo, encode_tree_pack};
-use canopy_protocol::{EntryKind, ObjectId, RootName, TreeId};
-use std::collections::HashSet;
+use canopy_protocol::{ObjectId, RootName, TreeId};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
 use tower_http::compression::CompressionLayer;
-use tower_http::services::ServeFile;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -162,13 +164,23 @@ async fn object(
     req: Request,
 ) -> Result<Response, ApiError> {
     let oid: ObjectId = id.parse().map_err(|e| bad_id(&id, e))?;
-    let path = store.object_path(&oid);
-    if tokio::fs::metadata(&path).await.is_err() {
-        return Err(ApiError(
+    let not_found = || {
+        ApiError(
             StatusCode::NOT_FOUND,
             "not-found",
             format!("object {oid} not found"),
-        ));
+        )
+    };
+    let local = store.local_path(&oid);
+    match &local {
+        Some(path) if tokio::fs::metadata(path).await.is_err() => return Err(not_found()),
+        Some(_) => {}
+        None => {
+            let s = store.clone();
+            if !blocking(move || Ok(s.has(&oid)?)).await? {
+                return Err(not_found());
+            }
+        }
     }
     let etag = HeaderValue::from_str(&format!("\"{oid}\"")).expect("hex is a valid header value");
     let matches = req
@@ -181,24 +193,155 @@ async fn object(
         });
     let mut res = if matches {
         StatusCode::NOT_MODIFIED.into_response()
+    } else if let Some(path) = local {
+        object_body(&path, &oid, req.headers(), &etag).await?
     } else {
-        let served = ServeFile::new(&path).try_call(req).await.map_err(|e| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("reading object {oid}: {e}"),
-            )
-        })?;
-        served.map(Body::new)
+        // No file to serve ranges from: the whole object, verified.
+        blocking(move || Ok(store.read_object(&oid)?))
+            .await?
+            .into_response()
     };
     let h = res.headers_mut();
     h.insert(header::ETAG, etag);
+    h.entry(header::CONTENT_TYPE)
+        .or_insert(HeaderValue::from_static("application/octet-stream"));
+    Ok(with_cache(res, IMMUTABLE))
+}
+
+/// The object's bytes: whole, or the pieces a `Range` header asks for (see
+/// [`crate::range`]).
+async fn object_body(
+    path: &std::path::Path,
+    oid: &ObjectId,
+    headers: &HeaderMap,
+    etag: &HeaderValue,
+) -> Result<Response, ApiError> {
+    let io_err = |e: std::io::Error| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("reading object {oid}: {e}"),
+        )
+    };
+    let file = tokio::fs::File::open(path).await.map_err(io_err)?;
+    let len = file.metadata().await.map_err(io_err)?.len();
+    // If-Range with another validator (or a date: objects have none) asks for all.
+    let if_range_ok = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v.as_bytes() == etag.as_bytes());
+    let ranges = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(h) if if_range_ok => range::parse(h, len),
+        _ => Ranges::Whole,
+    };
+    let mut res = match ranges {
+        Ranges::Whole => {
+            let mut res = Body::from_stream(ReaderStream::new(file)).into_response();
+            res.headers_mut().insert(header::CONTENT_LENGTH, len.into());
+            res
+        }
+        Ranges::Unsatisfiable => {
+            let mut res = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            res.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"),
+            );
+            res
+        }
+        Ranges::Partial(pieces) if pieces.len() == 1 => {
+            let piece = &pieces[0];
+            let mut res = piece_body(file, piece).await.map_err(io_err)?;
+            *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let h = res.headers_mut();
+            h.insert(header::CONTENT_LENGTH, (piece.end - piece.start).into());
+            h.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&range::content_range(piece, len)).expect("ascii"),
+            );
+            res
+        }
+        Ranges::Partial(pieces) => multipart(file, &pieces, len, oid).await.map_err(io_err)?,
+    };
+    res.headers_mut()
+        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    Ok(res)
+}
+
+/// One piece of a file as a streamed body.
+async fn piece_body(
+    mut file: tokio::fs::File,
+    piece: &std::ops::Range<u64>,
+) -> std::io::Result<Response> {
+    file.seek(std::io::SeekFrom::Start(piece.start)).await?;
+    let reader = file.take(piece.end - piece.start);
+    Ok(Body::from_stream(ReaderStream::new(reader)).into_response())
+}
+
+/// What a multipart answer is made of.
+enum Segment {
+    /// Boundary and part headers.
+    Text(String),
+    /// Bytes of the object.
+    File(std::ops::Range<u64>),
+}
+
+/// How much of a piece is read at a time.
+const CHUNK: u64 = 256 * 1024;
+
+/// Several pieces as `multipart/byteranges` (RFC 9110 §14.6), streamed from one file.
+async fn multipart(
+    file: tokio::fs::File,
+    pieces: &[std::ops::Range<u64>],
+    len: u64,
+    oid: &ObjectId,
+) -> std::io::Result<Response> {
+    // A boundary needs only to differ from every line of the part headers.
+    let boundary = format!("canopy-{}", oid.short());
+    let mut parts = Vec::with_capacity(pieces.len());
+    let mut total = 0u64;
+    for piece in pieces {
+        let head = format!(
+            "\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\nContent-Range: {}\r\n\r\n",
+            range::content_range(piece, len)
+        );
+        total += head.len() as u64 + (piece.end - piece.start);
+        parts.push((head, piece.clone()));
+    }
+    let tail = format!("\r\n--{boundary}--\r\n");
+    total += tail.len() as u64;
+    // Part headers and file pieces, in order; file pieces are read in chunks.
+    let mut queue: std::collections::VecDeque<Segment> = parts
+        .into_iter()
+        .flat_map(|(head, piece)| [Segment::Text(head), Segment::File(piece)])
+        .collect();
+    queue.push_back(Segment::Text(tail));
+    let stream =
+        futures_util::stream::try_unfold((file, queue), |(mut file, mut queue)| async move {
+            let chunk = match queue.pop_front() {
+                None => return Ok(None),
+                Some(Segment::Text(text)) => bytes::Bytes::from(text),
+                Some(Segment::File(piece)) => {
+                    let n = (piece.end - piece.start).min(CHUNK);
+                    let mut data = vec![0u8; n as usize];
+                    file.seek(std::io::SeekFrom::Start(piece.start)).await?;
+                    file.read_exact(&mut data).await?;
+                    if piece.start + n < piece.end {
+                        queue.push_front(Segment::File(piece.start + n..piece.end));
+                    }
+                    bytes::Bytes::from(data)
+                }
+            };
+            Ok::<_, std::io::Error>(Some((chunk, (file, queue))))
+        });
+    let mut res = Body::from_stream(stream).into_response();
+    *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_LENGTH, total.into());
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
+        HeaderValue::from_str(&format!("multipart/byteranges; boundary={boundary}"))
+            .expect("ascii"),
     );
-    h.remove(header::LAST_MODIFIED);
-    Ok(with_cache(res, IMMUTABLE))
+    Ok(res)
 }
 
 async fn roots(State(store): State<Arc<Store>>) -> Result<Response, ApiError> {
@@ -246,24 +389,22 @@ async fn log(
 ) -> Result<Response, ApiError> {
     let name = root_name(&name)?;
     let entries = blocking(move || {
-        let mut next = store.root_ref(&name)?;
-        if next.is_none() {
+        let Some(head) = store.root_ref(&name)? else {
             return Err(ApiError(
                 StatusCode::NOT_FOUND,
                 "not-found",
                 format!("no root named {name}"),
             ));
-        }
+        };
         let mut out = Vec::new();
-        while let Some(id) = next {
-            let c = store.commit(&id)?;
+        for entry in history::log(&store, head) {
+            let (id, c) = entry?;
             out.push(LogEntry {
                 commit: id.to_string(),
                 parent: c.body.parent.map(|p| p.to_string()),
                 timestamp: c.body.timestamp,
                 subject: c.body.subject,
             });
-            next = c.body.parent;
         }
         Ok(out)
     })
@@ -277,27 +418,7 @@ async fn tree_pack(
 ) -> Result<Response, ApiError> {
     let root = TreeId(id.parse().map_err(|e| bad_id(&id, e))?);
     let pack = blocking(move || {
-        let mut seen = HashSet::new();
-        let mut stack = vec![root];
-        let mut trees = Vec::new();
-        while let Some(id) = stack.pop() {
-            if !seen.insert(id) {
-                continue;
-            }
-            let bytes = store.read_object(&id.0)?;
-            let tree =
-                canopy_protocol::Tree::decode(&bytes).map_err(|source| StoreError::Decode {
-                    id: id.0,
-                    kind: "tree",
-                    source,
-                })?;
-            for e in tree.entries() {
-                if let EntryKind::Dir { tree } = e.kind {
-                    stack.push(tree);
-                }
-            }
-            trees.push((id, bytes));
-        }
+        let trees = view::trees_under(&store, root)?;
         Ok(encode_tree_pack(trees.iter().map(|(id, b)| (*id, &b[..]))))
     })
     .await?;
@@ -307,4 +428,68 @@ async fn tree_pack(
         HeaderValue::from_static("application/vnd.canopy.tree-pack"),
     );
     Ok(with_cache(res, IMMUTABLE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::fixture;
+
+    /// Serves a memory store with one root, as `canopy serve` would, and asks for what
+    /// a mount asks for.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn serves_roots_logs_objects_and_tree_packs_from_any_backend() {
+        let (_state, store, tree) = fixture::memory_with(&[("file", b"content")]);
+        let commit = fixture::commit(&store, "web", tree);
+        let blob = ObjectId::of(b"content");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(store, listener, async {
+            let _ = stopped.await;
+        }));
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::new();
+        let get = |path: String| client.get(format!("{url}{path}")).send();
+
+        let json = |b: axum::body::Bytes| serde_json::from_slice::<serde_json::Value>(&b).unwrap();
+        let roots = json(
+            get("/v1/roots".into())
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        );
+        let roots: Vec<RootInfo> = serde_json::from_value(roots).unwrap();
+        assert_eq!(roots.len(), 1);
+        assert_eq!(roots[0].commit, commit.to_string());
+        let log = json(
+            get("/v1/roots/web/log".into())
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        );
+        let log: Vec<LogEntry> = serde_json::from_value(log).unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].subject, "commit 1");
+        let res = get(format!("/v1/objects/{blob}")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()[header::ETAG], format!("\"{blob}\"").as_str());
+        assert_eq!(&res.bytes().await.unwrap()[..], b"content");
+        let pack = get(format!("/v1/trees/{tree}")).await.unwrap();
+        assert_eq!(pack.status(), StatusCode::OK);
+        let missing = get(format!("/v1/objects/{}", ObjectId::of(b"none")))
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        let bad = get("/v1/objects/xyz".into()).await.unwrap();
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
 }

@@ -2,10 +2,16 @@
 //! or walks it.
 //!
 //! - [`store`]: objects, refs, the lock and the signing key; all writes in transactions;
+//!   objects and refs behind a backend seam (local directory, memory);
+//! - [`view`]: one read view of the store (history, entry attributes, trees) that HTTP,
+//!   NFS, checkout and the commands share;
 //! - [`import`]: tarballs and directories into package trees, and what every format's
 //!   importer shares (limits, the tree builder, error classes);
 //! - [`debian`]: the `.deb` format and Debian repositories: control data, the resolver,
 //!   signed Release files and Packages indexes, the `.deb` importer;
+//! - [`rpm`]: the `.rpm` format: checked headers, the cpio payload, the `.rpm` importer;
+//! - [`oci`]: container images (OCI layouts, `docker save` archives) imported as roots,
+//!   each layer once;
 //! - [`packages`]: the imported packages and how a spec picks one;
 //! - [`repo`]: configured repositories, downloads, OpenPGP checks, what a recipe
 //!   resolves to;
@@ -31,8 +37,12 @@ pub mod gc;
 pub mod http;
 pub mod import;
 pub mod nfs;
+pub mod oci;
 pub mod packages;
+mod range;
 pub mod repo;
+pub mod rpm;
 pub mod store;
+pub mod view;
 
 pub use store::{Access, Store, StoreError, Txn, TxnStats};

@@ -11,10 +11,9 @@ use std::process::ExitCode;
 pub fn run(store: &Path, args: CheckoutArgs) -> Result<ExitCode> {
     let store = open(store, Access::Read)?;
     let root = root_name(&args.root)?;
-    let current = head(&store, &root)?;
     let id = match &args.commit {
-        Some(prefix) => find_in_log(&store, &root, current, prefix)?,
-        None => current,
+        Some(prefix) => find_in_log(&store, &root, prefix)?,
+        None => head(&store, &root)?,
     };
     let commit = store.commit(&id)?;
     commit.verify(&store.verifying_key()?)?;
@@ -48,6 +47,9 @@ pub fn run(store: &Path, args: CheckoutArgs) -> Result<ExitCode> {
             "note: {} is on another filesystem than the store: files were copied",
             args.dir.display()
         );
+    }
+    if r.no_local_objects {
+        println!("note: the store's objects are not files on this machine: files were copied");
     }
     for w in &r.warnings {
         eprintln!("warning: {w}");

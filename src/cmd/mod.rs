@@ -3,6 +3,7 @@
 
 mod assemble;
 mod checkout;
+mod image;
 mod import;
 mod maintenance;
 mod mount;
@@ -43,11 +44,22 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Import(ImportCommand::Deb { files, limit }) => {
             import::debs(&store, &files, limit.max_size)
         }
+        Command::Import(ImportCommand::Rpm {
+            files,
+            keyring,
+            limit,
+        }) => import::rpms(&store, &files, keyring.as_deref(), limit.max_size),
         Command::Import(ImportCommand::Tar { file, named, limit }) => {
             import::tar(&store, &file, &named, limit.max_size)
         }
         Command::Import(ImportCommand::Dir { dir, named, limit }) => {
             import::dir(&store, &dir, &named, limit.max_size)
+        }
+        Command::Import(ImportCommand::Oci { layout, image }) => {
+            image::import(&store, &layout, image::Format::Layout, image)
+        }
+        Command::Import(ImportCommand::DockerArchive { file, image }) => {
+            image::import(&store, &file, image::Format::DockerArchive, image)
         }
         Command::Packages(PackagesCommand::List(json)) => import::list(&store, json.json),
         Command::Assemble(args) => assemble::run(&store, args),
@@ -107,24 +119,8 @@ fn root_name(s: &str) -> Result<RootName> {
 }
 
 /// The commit of a root's history that `prefix` names (a full id or a unique prefix).
-fn find_in_log(store: &Store, root: &RootName, head: CommitId, prefix: &str) -> Result<CommitId> {
-    let mut found = Vec::new();
-    let mut next = Some(head);
-    while let Some(id) = next {
-        if id.to_string().starts_with(prefix) {
-            found.push(id);
-        }
-        next = store.commit(&id)?.body.parent;
-    }
-    match found.as_slice() {
-        [one] => Ok(*one),
-        [] => anyhow::bail!(
-            "no commit {prefix} in the history of root {root} (see `canopy roots log {root}`)"
-        ),
-        _ => anyhow::bail!(
-            "commit prefix {prefix} is ambiguous in the history of root {root}; give more characters"
-        ),
-    }
+fn find_in_log(store: &Store, root: &RootName, prefix: &str) -> Result<CommitId> {
+    Ok(canopy_server::view::history::find(store, root, prefix)?)
 }
 
 /// The current commit of a root, or an error that says what exists.

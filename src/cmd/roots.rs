@@ -2,10 +2,11 @@
 
 use super::{find_in_log, head, open, print_json, root_name, time};
 use anyhow::{Context, Result};
-use canopy_protocol::CommitId;
+use canopy_protocol::{CommitId, Escaped};
 use canopy_server::Access;
 use canopy_server::configure::{self, Configured, ScriptRun};
 use canopy_server::diff::{self, PackageChange};
+use canopy_server::view::history;
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
@@ -38,12 +39,13 @@ pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
 pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
     let store = open(store, Access::Read)?;
     let root = root_name(root)?;
-    let mut next = Some(head(&store, &root)?);
     let mut items = Vec::new();
-    while let Some(id) = next {
-        let c = store.commit(&id)?;
+    for entry in history::log(&store, head(&store, &root)?) {
+        let (id, c) = entry?;
         let b = &c.body;
         let configured = configured(b);
+        let image = super::image::of_commit(b)
+            .with_context(|| format!("reading commit {id} of root {root}"))?;
         if json {
             let packages: Vec<_> = b
                 .packages
@@ -53,7 +55,7 @@ pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
             items.push(json!({
                 "commit": id.to_string(), "tree": b.tree.to_string(), "parent": b.parent.map(|p| p.to_string()),
                 "timestamp": b.timestamp, "subject": b.subject, "requested": b.requested, "options": b.options,
-                "packages": packages, "configure": configured,
+                "packages": packages, "image": image, "configure": configured,
             }));
         } else {
             println!(
@@ -66,7 +68,14 @@ pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
             } else {
                 format!(" ({})", b.options.join(", "))
             };
-            println!("    requested: {}{options}", b.requested.join(" "));
+            match &image {
+                Some(image) => {
+                    for line in super::image::lines(image) {
+                        println!("    {line}");
+                    }
+                }
+                None => println!("    requested: {}{options}", b.requested.join(" ")),
+            }
             println!("    tree: {}", b.tree);
             let ran: std::collections::HashMap<&str, &Vec<ScriptRun>> = configured
                 .as_ref()
@@ -104,7 +113,6 @@ pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
             }
             println!();
         }
-        next = b.parent;
     }
     if json {
         print_json(&json!(items))?;
@@ -129,7 +137,7 @@ pub fn rollback(store: &Path, root: &str, commit: Option<&str>) -> Result<ExitCo
     let root = root_name(root)?;
     let current = head(&store, &root)?;
     let target: CommitId = match commit {
-        Some(prefix) => find_in_log(&store, &root, current, prefix)?,
+        Some(prefix) => find_in_log(&store, &root, prefix)?,
         None => store
             .commit(&current)?
             .body
@@ -137,7 +145,7 @@ pub fn rollback(store: &Path, root: &str, commit: Option<&str>) -> Result<ExitCo
             .with_context(|| format!("root {root} has no earlier commit to roll back to"))?,
     };
     let mut txn = store.begin()?;
-    txn.set_root(&root, target);
+    txn.set_root(&root, Some(current), target);
     txn.commit()?;
     println!("{root}: now at {target} (was {current})");
     Ok(ExitCode::SUCCESS)
@@ -155,11 +163,11 @@ pub fn diff(
     let root = root_name(root)?;
     let current = head(&store, &root)?;
     let new = match new {
-        Some(prefix) => find_in_log(&store, &root, current, prefix)?,
+        Some(prefix) => find_in_log(&store, &root, prefix)?,
         None => current,
     };
     let old = match old {
-        Some(prefix) => find_in_log(&store, &root, current, prefix)?,
+        Some(prefix) => find_in_log(&store, &root, prefix)?,
         None => store.commit(&new)?.body.parent.with_context(|| {
             format!("commit {new} of root {root} has no parent to compare with")
         })?,
@@ -182,7 +190,7 @@ pub fn diff(
             .collect();
         let paths: Vec<_> = paths
             .iter()
-            .map(|(c, p)| json!({"change": c.marker().to_string(), "path": p}))
+            .map(|(c, p)| json!({"change": c.marker().to_string(), "path": String::from_utf8_lossy(p)}))
             .collect();
         print_json(&json!({
             "old": old.to_string(), "new": new.to_string(), "packages": packages, "paths": paths,
@@ -193,7 +201,7 @@ pub fn diff(
             println!("{}", super::assemble::describe(c));
         }
         for (c, p) in &paths {
-            println!("{} {p}", c.marker());
+            println!("{} {}", c.marker(), Escaped(p));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -104,6 +104,10 @@ pub struct Stripped {
 pub struct Plan {
     /// The union with the format's layout (database, merged-/usr…).
     pub tree: TreeId,
+    /// `SOURCE_DATE_EPOCH` for the run: the caller's, else the format's choice (for
+    /// Debian, the newest package's build time), so that the same packages give the
+    /// same files.
+    pub source_date_epoch: i64,
     /// Program run in the root, with its arguments.
     pub program: String,
     /// Arguments.
@@ -142,13 +146,14 @@ pub trait Format: Sync {
     fn name(&self) -> &'static str;
     /// Whether the packages are this format's at all.
     fn owns(&self, packages: &[(PackageId, Package)]) -> bool;
-    /// Lays the root out for its program, or says why it cannot be configured.
+    /// Lays the root out for its program, or says why it cannot be configured;
+    /// `source_date_epoch` is the caller's, if it fixes one.
     fn prepare(
         &self,
         txn: &mut Txn<'_>,
         tree: TreeId,
         packages: &[(PackageId, Package)],
-        source_date_epoch: i64,
+        source_date_epoch: Option<i64>,
     ) -> Result<Prepared, ConfigureError>;
 }
 
@@ -262,17 +267,11 @@ pub fn configure(
     let Some(format) = formats().iter().find(|f| f.owns(packages)) else {
         return Ok(Err("no package format that canopy configures".into()));
     };
-    let sde = settings.source_date_epoch.unwrap_or_else(|| {
-        packages
-            .iter()
-            .filter_map(|(_, p)| p.control.map(|c| c.built_at))
-            .max()
-            .unwrap_or(0)
-    });
-    let (plan, report) = match format.prepare(txn, tree, packages, sde)? {
+    let (plan, report) = match format.prepare(txn, tree, packages, settings.source_date_epoch)? {
         Prepared::Skip(reason) => return Ok(Err(reason)),
         Prepared::Run(plan, report) => (plan, report),
     };
+    let sde = plan.source_date_epoch;
     let (tree, ended, stripped, layer, report) = run(txn, &plan, sde, settings, report, progress)?;
     let packages = report.finish(&ended)?;
     Ok(Ok(Outcome {
@@ -609,12 +608,16 @@ impl<W: Write> Sender<'_, '_, W> {
                         },
                     )?;
                     if inline {
-                        let object = self.txn.object_path(&blob.0);
-                        let copied = io::copy(&mut fs::File::open(&object)?.take(size), self.out)?;
-                        if copied != size {
+                        let mut reader = HashingReader {
+                            inner: self.txn.open_object(&blob.0)?.take(size),
+                            hasher: canopy_protocol::Hasher::new(),
+                        };
+                        let copied = io::copy(&mut reader, self.out)?;
+                        let actual = reader.hasher.finish();
+                        if copied != size || actual != blob.0 {
                             return Err(SendError::Store(StoreError::Corrupt {
                                 id: blob.0,
-                                actual: ObjectId::of(b""),
+                                actual,
                             }));
                         }
                     }
@@ -631,6 +634,20 @@ impl<W: Write> Sender<'_, '_, W> {
             path.truncate(len);
         }
         Ok(())
+    }
+}
+
+/// Hashes what passes through, so a damaged object is caught as it is sent.
+struct HashingReader<R> {
+    inner: R,
+    hasher: canopy_protocol::Hasher,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
     }
 }
 

@@ -50,7 +50,7 @@ impl Format for Dpkg {
         txn: &mut Txn<'_>,
         tree: TreeId,
         packages: &[(PackageId, Package)],
-        source_date_epoch: i64,
+        source_date_epoch: Option<i64>,
     ) -> Result<Prepared, ConfigureError> {
         let mut ed = Editor::open(txn, &tree)?;
         let has = |ed: &mut Editor, path: &str| -> Result<bool, ConfigureError> {
@@ -72,6 +72,8 @@ impl Format for Dpkg {
             usrmerge::merge(&mut ed, txn).map_err(|e| ConfigureError::Package(e.to_string()))?;
         }
         database::write(&mut ed, txn, &pkgs)?;
+        let source_date_epoch =
+            source_date_epoch.unwrap_or_else(|| pkgs.iter().map(|p| p.built_at).max().unwrap_or(0));
         let tree = ed.write(txn)?;
         let dpkg_version = pkgs
             .iter()
@@ -95,6 +97,7 @@ impl Format for Dpkg {
         }
         let plan = Plan {
             tree,
+            source_date_epoch,
             program: "/bin/sh".into(),
             args: vec!["/run/canopy/configure".into()],
             env: environment(source_date_epoch),

@@ -7,6 +7,7 @@
 //! packages, as dpkg names them.
 
 use super::control::{Paragraph, Relation, parse_paragraphs, parse_relations};
+use super::deb::{DebFacts, EXTENSION, FILES};
 use crate::configure::ConfigureError;
 use crate::edit::{Editor, Node};
 use crate::import::ImportError;
@@ -38,16 +39,17 @@ pub(crate) struct Unpacked {
     control: String,
     /// The control archive's members but `control`: name, metadata, content.
     members: Vec<(String, Meta, EntryKind)>,
-    /// The `.list` content.
-    files: canopy_protocol::BlobId,
-    files_size: u64,
+    /// The `.list` content and its size.
+    files: (canopy_protocol::BlobId, u64),
+    /// When the archive was built.
+    pub(crate) built_at: i64,
 }
 
 fn missing_control(p: &Package) -> ConfigureError {
     ConfigureError::Package(format!(
-        "package {} {} was imported before canopy kept packages' control data, which \
-         configuring needs: import its .deb again (`canopy import deb FILE`), or assemble \
-         with --from a repository that has it, or pass --no-configure",
+        "package {} {} was imported before canopy kept the control data configuring needs: \
+         import its .deb again (`canopy import deb FILE`), or assemble with --from a \
+         repository that has it, or pass --no-configure",
         p.name, p.version
     ))
 }
@@ -61,12 +63,18 @@ pub(crate) fn read(txn: &Txn<'_>, packages: &[&Package]) -> Result<Vec<Unpacked>
     let mut out = Vec::new();
     for p in packages {
         let control = p.control.ok_or_else(|| missing_control(p))?;
-        let tree = txn.tree(&control.tree)?;
+        let tree = txn.tree(&control)?;
         let mut text = None;
+        let mut files = None;
         let mut members = Vec::new();
         for e in tree.into_entries() {
             let name = e.name.to_string();
-            if name == "control" {
+            if name == FILES {
+                let EntryKind::File { blob, size } = e.kind else {
+                    return Err(bad(p, "its file list is not a file"));
+                };
+                files = Some((blob, size));
+            } else if name == "control" {
                 let EntryKind::File { blob, .. } = &e.kind else {
                     return Err(bad(p, "its control member is not a file"));
                 };
@@ -111,8 +119,13 @@ pub(crate) fn read(txn: &Txn<'_>, packages: &[&Package]) -> Result<Vec<Unpacked>
             preinst: members.iter().any(|(n, _, _)| n == "preinst"),
             control: text,
             members,
-            files: control.files,
-            files_size: txn.blob(&control.files)?.len() as u64,
+            files: files.ok_or_else(|| missing_control(p))?,
+            built_at: p
+                .extensions
+                .get(EXTENSION)
+                .and_then(|v| serde_json::from_slice::<DebFacts>(v).ok())
+                .map(|f| f.built_at)
+                .unwrap_or(0),
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name).then(a.arch.cmp(&b.arch)));
@@ -207,8 +220,8 @@ pub(crate) fn write(
             Node::Leaf {
                 meta: file_meta(0o644),
                 kind: EntryKind::File {
-                    size: p.files_size,
-                    blob: p.files,
+                    size: p.files.1,
+                    blob: p.files.0,
                 },
             },
         )

@@ -1,5 +1,11 @@
 //! Debian binary packages: an `ar` archive of `debian-binary`, `control.tar[.gz|.xz|.zst]`
 //! and `data.tar[.gz|.xz|.zst]`.
+//!
+//! Members are read as `dpkg-deb` reads them (checked against dpkg 1.21): `debian-binary`
+//! first, then one control member, then the first data member, which is the package;
+//! members named `_…` are skipped anywhere before it, and nothing after it is read. Two
+//! control members, a data member before the control member, or any other member
+//! before the data member is refused, as dpkg refuses it.
 
 use crate::import::builder::{ArchivePath, TreeBuilder};
 use crate::import::compress::{Compression, decoder};
@@ -8,12 +14,30 @@ use crate::import::{
     Class, Identity, ImportError, Imported, already_imported, finish, hash_file, open,
 };
 use crate::store::{Store, Txn};
-use canopy_protocol::{Control as Kept, EntryKind, PackageKind, TreeId};
+use canopy_protocol::{EntryKind, Meta, PackageKind, TreeId};
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::Path;
 
 /// Maintainer scripts a package may carry, which configuring a root runs.
 pub const SCRIPTS: [&str; 5] = ["preinst", "postinst", "prerm", "postrm", "config"];
+
+/// The entry of a `.deb`'s control tree that is not a control member: the data
+/// archive's paths in archive order, one per line, as dpkg lists a package's files in
+/// `info/PKG.list` (`/.` first). An archive whose control member has this name is
+/// refused as a duplicate.
+pub const FILES: &str = "canopy:files";
+
+/// The package record extension of a `.deb`: JSON of [`DebFacts`].
+pub const EXTENSION: &str = "deb";
+
+/// What a `.deb`'s record keeps beyond the common fields.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DebFacts {
+    /// When the archive was built (its data member's time, unix seconds): configuring
+    /// takes the newest of a root's packages as `SOURCE_DATE_EPOCH`.
+    pub built_at: i64,
+}
 
 /// Largest control file read (real ones are a few KiB).
 const CONTROL_MAX: u64 = 1 << 20;
@@ -63,7 +87,12 @@ pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, Im
                     version.trim()
                 )));
             }
+        } else if id.starts_with('_') {
+            // dpkg reserves names starting with '_' for additions it skips.
         } else if let Some(suffix) = id.strip_prefix("control.tar") {
+            if control.is_some() {
+                return Err(not_a_deb("it holds two control members".into()));
+            }
             let compression = member_compression(&id, suffix)?;
             let declared = member.header().size();
             let mut counted = Counted::new(&mut member);
@@ -74,18 +103,37 @@ pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, Im
             )?);
             complete(&id, &counted, declared)?;
         } else if let Some(suffix) = id.strip_prefix("data.tar") {
+            if control.is_none() {
+                return Err(not_a_deb(format!("member {id:?} comes before control.tar")));
+            }
             let compression = member_compression(&id, suffix)?;
             let declared = member.header().size();
             let built_at = member.header().mtime() as i64;
             let mut counted = Counted::new(&mut member);
             let reader = decoder(&mut counted, Some(compression), &id)?;
-            let tree = crate::import::tar::read(&mut txn, reader, limits, &id, true)?;
+            let mut builder = TreeBuilder::new(limits.max_entries);
+            builder.record_order();
+            let tree = crate::import::tar::read_into(
+                &mut txn,
+                reader,
+                limits,
+                crate::import::tar::Dialect::Package,
+                &id,
+                builder,
+            )?;
             data = Some((tree, built_at));
             complete(&id, &counted, declared)?;
-        } else if !id.starts_with('_') {
-            // dpkg reserves names starting with '_' for additions it ignores; anything
-            // else is a format canopy does not understand.
-            return Err(not_a_deb(format!("unexpected member {id:?}")));
+            // As dpkg: the first data member is the package; what follows is never read.
+            break;
+        } else {
+            let before = if control.is_none() {
+                "control.tar"
+            } else {
+                "data.tar"
+            };
+            return Err(not_a_deb(format!(
+                "unexpected member {id:?} before {before}"
+            )));
         }
         index += 1;
     }
@@ -96,21 +144,22 @@ pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, Im
     let (mut builder, built_at) = data.ok_or_else(|| not_a_deb("no data.tar member".into()))?;
     let entries = builder.entries();
     let order = builder.take_order().unwrap_or_default();
-    let (files, _) = txn
-        .put_blob(&order[..])
-        .map_err(|e| ImportError::from_blob(e, "the file list"))?;
     let tree = builder.write(&mut txn)?;
+    let ControlArchive {
+        fields,
+        scripts,
+        members,
+    } = control;
+    let control_tree = write_control(members, &mut txn, &order)?;
+    let facts = serde_json::to_vec(&DebFacts { built_at }).expect("a plain struct serializes");
     let who = Identity {
         kind: PackageKind::Deb,
-        name: control.fields.name,
-        version: control.fields.version,
-        arch: control.fields.arch,
-        scripts: control.scripts,
-        control: Some(Kept {
-            tree: control.tree,
-            files,
-            built_at,
-        }),
+        name: fields.name,
+        version: fields.version,
+        arch: fields.arch,
+        scripts,
+        control: Some(control_tree),
+        extensions: BTreeMap::from([(EXTENSION.to_string(), facts)]),
     };
     finish(txn, tree, entries, who, archive)
 }
@@ -154,16 +203,37 @@ fn member_compression(id: &str, suffix: &str) -> Result<Compression, ImportError
 /// Most a control.tar may unpack to (big packages carry multi-megabyte md5sums).
 const CONTROL_TAR_MAX: u64 = 64 << 20;
 
-/// What control.tar held: the fields canopy reads, the maintainer scripts present,
-/// and every member, stored as a tree.
+/// What control.tar held: the fields canopy reads, the maintainer scripts present, and
+/// every member, stored (with the same checks as any archive) in a builder.
 struct ControlArchive {
     fields: Control,
     scripts: Vec<String>,
-    tree: TreeId,
+    members: TreeBuilder,
 }
 
-/// Stores control.tar's members as a tree (with the same checks as any archive), then
-/// reads the control file from it and notes the maintainer scripts.
+/// Writes the control tree: the members and [`FILES`].
+fn write_control(
+    mut members: TreeBuilder,
+    txn: &mut Txn<'_>,
+    order: &[u8],
+) -> Result<TreeId, ImportError> {
+    let (blob, size) = txn
+        .put_blob(order)
+        .map_err(|e| ImportError::from_blob(e, "the file list"))?;
+    let path = ArchivePath::parse(FILES.as_bytes())?;
+    members.add_leaf(
+        &path,
+        Meta {
+            mode: 0o644,
+            ..Meta::default()
+        },
+        EntryKind::File { size, blob },
+    )?;
+    members.write(txn)
+}
+
+/// Stores control.tar's members, then reads the control file from them and notes the
+/// maintainer scripts.
 fn read_control(
     txn: &mut Txn<'_>,
     reader: impl Read,
@@ -173,11 +243,17 @@ fn read_control(
         max_unpacked: CONTROL_TAR_MAX,
         ..Limits::default()
     };
-    let builder = crate::import::tar::read(txn, reader, limits, what, false)?;
+    let members = crate::import::tar::read(
+        txn,
+        reader,
+        limits,
+        crate::import::tar::Dialect::Package,
+        what,
+    )?;
     let member = |name: &str| {
         ArchivePath::parse(name.as_bytes())
             .ok()
-            .and_then(|p| builder.file(&p))
+            .and_then(|p| members.file(&p))
     };
     let Some((_, EntryKind::File { size, blob })) = member("control") else {
         return Err(ImportError::refused(
@@ -192,16 +268,16 @@ fn read_control(
         ));
     }
     let fields = parse_control(&txn.blob(&blob)?)?;
-    let scripts = SCRIPTS
+    let mut scripts: Vec<String> = SCRIPTS
         .iter()
         .filter(|s| member(s).is_some())
         .map(|s| s.to_string())
         .collect();
-    let tree = builder.write(txn)?;
+    scripts.sort();
     Ok(ControlArchive {
         fields,
         scripts,
-        tree,
+        members,
     })
 }
 

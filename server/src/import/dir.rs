@@ -47,6 +47,7 @@ pub fn import(
         arch: String::new(),
         scripts: Vec::new(),
         control: None,
+        extensions: Default::default(),
     };
     finish(txn, tree, entries, who, archive)
 }

@@ -17,11 +17,13 @@
 //! longer exists.
 
 use crate::store::{Store, StoreError};
+use crate::view::EntryAttr;
+pub use crate::view::Kind;
+use crate::view::history::{self, HistoryError};
 use canopy_protocol::{CommitId, Entry, EntryKind, Meta, ObjectId, RootName, Tree, TreeId};
 use lru::LruCache;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroUsize;
-use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -142,25 +144,6 @@ pub struct Found {
     pub node: Node,
 }
 
-/// The type of a file, as NFS tells them apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Regular file.
-    File,
-    /// Directory.
-    Dir,
-    /// Block device.
-    Block,
-    /// Character device.
-    Char,
-    /// Symbolic link.
-    Symlink,
-    /// Unix socket.
-    Socket,
-    /// Named pipe.
-    Fifo,
-}
-
 /// A file's attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attr {
@@ -234,23 +217,16 @@ fn content_nanos(content: &[u8]) -> u32 {
 }
 
 fn leaf_attr(id: u64, kind: &EntryKind, meta: &Meta) -> Attr {
-    let (kind, size, rdev) = match kind {
-        EntryKind::File { size, .. } => (Kind::File, *size, (0, 0)),
-        EntryKind::Symlink { target } => (Kind::Symlink, target.len() as u64, (0, 0)),
-        EntryKind::CharDevice { major, minor } => (Kind::Char, 0, (*major, *minor)),
-        EntryKind::BlockDevice { major, minor } => (Kind::Block, 0, (*major, *minor)),
-        EntryKind::Fifo => (Kind::Fifo, 0, (0, 0)),
-        EntryKind::Socket => (Kind::Socket, 0, (0, 0)),
-        EntryKind::Dir { .. } => unreachable!("directories are not leaves"),
-    };
+    let a = EntryAttr::of(kind, meta);
+    debug_assert!(a.kind != Kind::Dir, "directories are not leaves");
     Attr {
-        kind,
-        mode: u32::from(meta.mode),
+        kind: a.kind,
+        mode: a.mode,
         nlink: 1,
-        uid: meta.uid,
-        gid: meta.gid,
-        size,
-        rdev,
+        uid: a.uid,
+        gid: a.gid,
+        size: a.size,
+        rdev: a.rdev,
         fileid: id,
         time: (0, 0),
     }
@@ -297,9 +273,9 @@ impl Listing {
 }
 
 /// A range of a file about to be read.
-pub struct Chunk {
-    file: std::fs::File,
-    path: std::path::PathBuf,
+pub struct Chunk<'e> {
+    store: &'e Store,
+    blob: ObjectId,
     offset: u64,
     /// How many bytes the range holds.
     pub len: usize,
@@ -307,19 +283,23 @@ pub struct Chunk {
     pub eof: bool,
 }
 
-impl Chunk {
+impl Chunk<'_> {
     /// Reads the range into `buf` (of `len` bytes) with one positioned read: no more of
     /// the file is ever loaded.
     pub fn read_into(&self, buf: &mut [u8]) -> Result<(), Error> {
-        self.file.read_exact_at(buf, self.offset).map_err(|e| {
-            tracing::error!(
-                "reading {} bytes at {} of {}: {e}",
-                buf.len(),
-                self.offset,
-                self.path.display()
-            );
-            Error::Io
-        })
+        match self.store.objects().read_at(&self.blob, self.offset, buf) {
+            Ok(n) if n == buf.len() => Ok(()),
+            Ok(n) => {
+                tracing::error!(
+                    "object {} ends {n} bytes after {}, short of the {} bytes its entry promises",
+                    self.blob,
+                    self.offset,
+                    buf.len()
+                );
+                Err(Error::Io)
+            }
+            Err(e) => Err(store_error(e)),
+        }
     }
 }
 
@@ -497,26 +477,22 @@ impl Exports {
             None => (s, None),
         };
         let root: RootName = root.parse().map_err(|_| Error::NoEnt)?;
-        let head = *self.roots()?.get(&root).ok_or(Error::NoEnt)?;
+        if !self.roots()?.contains_key(&root) {
+            return Err(Error::NoEnt);
+        }
         let Some(pin) = pin else {
             return Ok(Scope::Current(root));
         };
         if pin.is_empty() || pin.len() > 64 {
             return Err(Error::NoEnt);
         }
-        let mut found = None;
-        let mut next = Some(head);
-        while let Some(id) = next {
-            if id.to_string().starts_with(pin) {
-                if found.is_some() {
-                    // Ambiguous prefix: name no export rather than guess.
-                    return Err(Error::NoEnt);
-                }
-                found = Some(id);
-            }
-            next = self.store.commit(&id).map_err(store_error)?.body.parent;
-        }
-        found.map(Scope::Pinned).ok_or(Error::NoEnt)
+        // An ambiguous prefix names no export rather than a guess.
+        history::find(&self.store, &root, pin)
+            .map(Scope::Pinned)
+            .map_err(|e| match e {
+                HistoryError::Store(e) => store_error(e),
+                _ => Error::NoEnt,
+            })
     }
 
     /// Looks `name` up in directory `dir`.
@@ -695,7 +671,7 @@ impl Exports {
 
     /// Up to `count` bytes of a regular file from `offset`: the file opened and the
     /// range worked out, for [`Chunk::read_into`] to read straight into a reply.
-    pub fn read(&self, found: &Found, offset: u64, count: u32) -> Result<Chunk, Error> {
+    pub fn read(&self, found: &Found, offset: u64, count: u32) -> Result<Chunk<'_>, Error> {
         let (size, blob) = match &found.node {
             Node::Leaf {
                 kind: EntryKind::File { size, blob },
@@ -705,17 +681,11 @@ impl Exports {
             _ => return Err(Error::IsDir),
         };
         let len = u64::from(count).min(size.saturating_sub(offset)) as usize;
-        let path = self.store.object_path(&blob.0);
-        let file = std::fs::File::open(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                return Error::Stale;
-            }
-            tracing::error!("opening {}: {e}", path.display());
-            Error::Io
-        })?;
+        // A missing object (gc removed what an old handle named) is stale.
+        self.store.objects().size(&blob.0).map_err(store_error)?;
         Ok(Chunk {
-            file,
-            path,
+            store: &self.store,
+            blob: blob.0,
             offset,
             len,
             eof: offset.saturating_add(len as u64) >= size,

@@ -26,6 +26,8 @@ mod nfs3;
 mod portmap;
 mod register;
 mod rpc;
+#[cfg(test)]
+mod tests;
 mod xdr;
 
 use crate::store::Store;

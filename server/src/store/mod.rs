@@ -1,0 +1,513 @@
+//! The object store.
+//!
+//! ```text
+//! STORE/config                 format line; its presence marks a complete `init`
+//! STORE/lock                   flock: shared for readers, exclusive for the one writer
+//! STORE/keys/ed25519.secret    the signing key (hex seed, mode 0600)
+//! STORE/objects/ab/cdef…       one file per object, named by its SHA-256
+//! STORE/refs/roots/NAME        current commit of a root
+//! STORE/refs/packages/HASH     package record of the archive whose SHA-256 is HASH
+//! STORE/tmp/                   in-flight transactions; removed by the next writer
+//! ```
+//!
+//! The directory is the store's local state: its config, lock, key and staging area
+//! (and the repository configuration and download caches of [`crate::repo`]). Objects
+//! and refs are reached through the [`backend`] seam: [`local`] keeps them in the
+//! directory as above, [`memory`] in maps for unit tests. All writes go through a
+//! [`Txn`].
+
+pub mod backend;
+mod error;
+#[cfg(test)]
+pub(crate) mod fixture;
+pub mod local;
+pub mod memory;
+mod txn;
+
+pub(crate) use error::IoContext;
+pub use error::StoreError;
+pub(crate) use local::write_atomic;
+pub use txn::{BlobError, Txn, TxnStats};
+
+use backend::{ObjectBackend, RefBackend};
+use canopy_protocol::{
+    ArchiveHash, Commit, CommitId, ObjectId, Package, PackageId, RootName, SigningKey, Tree,
+    TreeId, VerifyingKey,
+};
+use error::FORMAT;
+use std::fmt;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+/// Whether a [`Store`] is opened to read or to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Shared lock: many readers, no writer meanwhile.
+    Read,
+    /// Exclusive lock: the one writer; cleans up `tmp/` left by crashed writers.
+    Write,
+    /// No lock, for long-running readers (`canopy serve`) that must never hold writers
+    /// off. What they read stays valid: objects are immutable, refs are replaced
+    /// atomically, and gc removes only objects that no ref reaches.
+    Unlocked,
+}
+
+/// A ref's name: what it is for and, through [`fmt::Display`], its path in the ref
+/// backend (`roots/NAME`, `packages/HASH`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefName {
+    /// The current commit of a root.
+    Root(RootName),
+    /// The package record imported from the archive with this SHA-256.
+    Package(ArchiveHash),
+}
+
+/// The ref namespace of roots.
+const ROOTS: &str = "roots";
+/// The ref namespace of imported packages.
+const PACKAGES: &str = "packages";
+
+impl fmt::Display for RefName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RefName::Root(name) => write!(f, "{ROOTS}/{name}"),
+            RefName::Package(archive) => write!(f, "{PACKAGES}/{archive}"),
+        }
+    }
+}
+
+/// An open store, holding its lock until dropped.
+pub struct Store {
+    root: PathBuf,
+    objects: Box<dyn ObjectBackend>,
+    refs: Box<dyn RefBackend>,
+    _lock: Option<File>,
+}
+
+impl Store {
+    /// Creates a store at `root` (or completes one whose `init` was interrupted).
+    /// Returns the open store and whether anything was created.
+    pub fn init(root: &Path) -> Result<(Store, bool), StoreError> {
+        if root.join("config").exists() {
+            return Ok((Store::open(root, Access::Write)?, false));
+        }
+        for dir in ["objects", "refs/roots", "refs/packages", "tmp", "keys"] {
+            let p = root.join(dir);
+            fs::create_dir_all(&p).ctx(|| format!("creating {}", p.display()))?;
+        }
+        make_key(root)?;
+        // config last: a store without it is an interrupted init, never a half store.
+        write_atomic(&root.join("config"), FORMAT.as_bytes(), 0o644)?;
+        Ok((Store::open(root, Access::Write)?, true))
+    }
+
+    /// A store whose objects and refs live in memory, with its local state (key,
+    /// staging area) in `state`, a directory created if needed: for unit tests.
+    pub fn memory(state: &Path) -> Result<Store, StoreError> {
+        for dir in ["tmp", "keys"] {
+            let p = state.join(dir);
+            fs::create_dir_all(&p).ctx(|| format!("creating {}", p.display()))?;
+        }
+        make_key(state)?;
+        Ok(Store {
+            root: state.to_path_buf(),
+            objects: Box::new(memory::MemoryObjects::default()),
+            refs: Box::new(memory::MemoryRefs::default()),
+            _lock: None,
+        })
+    }
+
+    /// Opens the store at `root`, waiting for the lock if another process holds it.
+    pub fn open(root: &Path, access: Access) -> Result<Store, StoreError> {
+        let config = root.join("config");
+        let found = match fs::read_to_string(&config) {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NotAStore(root.to_path_buf()));
+            }
+            Err(e) => {
+                return Err(StoreError::Io {
+                    what: format!("reading {}", config.display()),
+                    source: e,
+                });
+            }
+        };
+        if found != FORMAT {
+            return Err(StoreError::UnsupportedFormat {
+                path: root.to_path_buf(),
+                found,
+            });
+        }
+        let lock = match access {
+            Access::Unlocked => None,
+            _ => Some(lock(root, access)?),
+        };
+        let store = Store {
+            root: root.to_path_buf(),
+            objects: Box::new(local::LocalObjects::new(root)),
+            refs: Box::new(local::LocalRefs::new(root)),
+            _lock: lock,
+        };
+        if access == Access::Write {
+            store.clean_tmp()?;
+        }
+        Ok(store)
+    }
+
+    /// Removes what crashed writers left in `tmp/`. Only the lock holder may do this.
+    fn clean_tmp(&self) -> Result<(), StoreError> {
+        let tmp = self.root.join("tmp");
+        for entry in fs::read_dir(&tmp).ctx(|| format!("listing {}", tmp.display()))? {
+            let path = entry.ctx(|| format!("listing {}", tmp.display()))?.path();
+            tracing::info!("removing leftover {}", path.display());
+            let removed = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            // An interrupted configure's scratch tree belongs to the sandbox's ids: when
+            // not root, only the next configure (inside the sandbox) can remove it.
+            let scratch = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("configure-"));
+            match removed {
+                Err(e) if scratch && e.kind() == io::ErrorKind::PermissionDenied => {
+                    tracing::info!(
+                        "{} is left for the next configure to remove",
+                        path.display()
+                    );
+                }
+                other => other.ctx(|| format!("removing {}", path.display()))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The store's local directory: config, lock, key, staging area, caches.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the objects live.
+    pub fn objects(&self) -> &dyn ObjectBackend {
+        &*self.objects
+    }
+
+    /// Where the refs live.
+    pub fn refs(&self) -> &dyn RefBackend {
+        &*self.refs
+    }
+
+    /// The object's file on this machine, if the object backend keeps one (see
+    /// [`ObjectBackend::local_path`]).
+    pub fn local_path(&self, id: &ObjectId) -> Option<PathBuf> {
+        self.objects.local_path(id)
+    }
+
+    /// Whether the object is present.
+    pub fn has(&self, id: &ObjectId) -> Result<bool, StoreError> {
+        self.objects.exists(id)
+    }
+
+    /// Reads an object whole and checks it against its id.
+    pub fn read_object(&self, id: &ObjectId) -> Result<Vec<u8>, StoreError> {
+        let mut bytes = Vec::new();
+        self.objects
+            .get(id)?
+            .read_to_end(&mut bytes)
+            .ctx(|| format!("reading object {id} from {}", self.objects.location()))?;
+        let actual = ObjectId::of(&bytes);
+        if actual != *id {
+            return Err(StoreError::Corrupt { id: *id, actual });
+        }
+        Ok(bytes)
+    }
+
+    /// Reads and decodes a tree.
+    pub fn tree(&self, id: &TreeId) -> Result<Tree, StoreError> {
+        decode_tree(id, &self.read_object(&id.0)?)
+    }
+
+    /// Reads and decodes a commit (the signature is not checked here).
+    pub fn commit(&self, id: &CommitId) -> Result<Commit, StoreError> {
+        let bytes = self.read_object(&id.0)?;
+        Commit::decode(&bytes).map_err(|source| StoreError::Decode {
+            id: id.0,
+            kind: "commit",
+            source,
+        })
+    }
+
+    /// Reads and decodes a package record.
+    pub fn package(&self, id: &PackageId) -> Result<Package, StoreError> {
+        let bytes = self.read_object(&id.0)?;
+        Package::decode(&bytes).map_err(|source| StoreError::Decode {
+            id: id.0,
+            kind: "package",
+            source,
+        })
+    }
+
+    /// The signing key made at `init`.
+    pub fn signing_key(&self) -> Result<SigningKey, StoreError> {
+        let path = self.root.join("keys/ed25519.secret");
+        let text = fs::read_to_string(&path).ctx(|| format!("reading {}", path.display()))?;
+        let mut seed = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut seed).map_err(|e| StoreError::BadKey {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(SigningKey::from_bytes(&seed))
+    }
+
+    /// The public half of the signing key: what hosts are told to trust.
+    pub fn verifying_key(&self) -> Result<VerifyingKey, StoreError> {
+        Ok(self.signing_key()?.verifying_key())
+    }
+
+    /// The current commit of a root, if the root exists.
+    pub fn root_ref(&self, name: &RootName) -> Result<Option<CommitId>, StoreError> {
+        let name = RefName::Root(name.clone()).to_string();
+        Ok(self.refs.get(&name)?.map(CommitId))
+    }
+
+    /// Every root with its current commit, sorted by name.
+    pub fn roots(&self) -> Result<Vec<(RootName, CommitId)>, StoreError> {
+        self.list_refs(ROOTS, CommitId)
+    }
+
+    /// The package record imported from the archive with this hash, if any.
+    pub fn package_ref(&self, archive: &ArchiveHash) -> Result<Option<PackageId>, StoreError> {
+        let name = RefName::Package(*archive).to_string();
+        Ok(self.refs.get(&name)?.map(PackageId))
+    }
+
+    /// Every imported package: archive hash and package record id.
+    pub fn package_refs(&self) -> Result<Vec<(ArchiveHash, PackageId)>, StoreError> {
+        self.list_refs(PACKAGES, PackageId)
+    }
+
+    /// The refs of a namespace, named by `K` (a root name, an archive hash).
+    fn list_refs<K: std::str::FromStr, V>(
+        &self,
+        space: &str,
+        wrap: impl Fn(ObjectId) -> V,
+    ) -> Result<Vec<(K, V)>, StoreError>
+    where
+        K::Err: fmt::Display,
+    {
+        let mut out = Vec::new();
+        for (name, id) in self.refs.list(space)? {
+            let key = name.parse().map_err(|e: K::Err| StoreError::BadRef {
+                path: Path::new(&self.refs.location())
+                    .join("refs")
+                    .join(space)
+                    .join(&name),
+                reason: e.to_string(),
+            })?;
+            out.push((key, wrap(id)));
+        }
+        Ok(out)
+    }
+
+    /// Starts a transaction. The store must have been opened with [`Access::Write`].
+    pub fn begin(&self) -> Result<Txn<'_>, StoreError> {
+        let dir = self
+            .root
+            .join("tmp")
+            .join(format!("txn-{}", std::process::id()));
+        Txn::new(self, dir)
+    }
+}
+
+/// Takes the store's lock, waiting (and saying so) if another process holds it.
+fn lock(root: &Path, access: Access) -> Result<File, StoreError> {
+    let lock_path = root.join("lock");
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .ctx(|| format!("opening {}", lock_path.display()))?;
+    let tried = match access {
+        Access::Write => lock.try_lock(),
+        _ => lock.try_lock_shared(),
+    };
+    match tried {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            tracing::warn!(
+                "waiting for another canopy process to release the store lock {}",
+                lock_path.display()
+            );
+            match access {
+                Access::Write => lock.lock(),
+                _ => lock.lock_shared(),
+            }
+            .ctx(|| format!("locking {}", lock_path.display()))?;
+        }
+        Err(TryLockError::Error(e)) => {
+            return Err(StoreError::Io {
+                what: format!("locking {}", lock_path.display()),
+                source: e,
+            });
+        }
+    }
+    Ok(lock)
+}
+
+/// Makes the signing key in `root/keys/` unless it exists.
+fn make_key(root: &Path) -> Result<(), StoreError> {
+    let key_path = root.join("keys/ed25519.secret");
+    if key_path.exists() {
+        return Ok(());
+    }
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| StoreError::BadKey {
+        path: key_path.clone(),
+        reason: format!("no randomness for a new key: {e}"),
+    })?;
+    write_atomic(
+        &key_path,
+        format!("{}\n", hex::encode(seed)).as_bytes(),
+        0o600,
+    )
+}
+
+fn decode_tree(id: &TreeId, bytes: &[u8]) -> Result<Tree, StoreError> {
+    Tree::decode(bytes).map_err(|source| StoreError::Decode {
+        id: id.0,
+        kind: "tree",
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A local store and an in-memory one, each in its own directory.
+    fn stores() -> Vec<(tempfile::TempDir, Store)> {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let local = Store::init(a.path()).unwrap().0;
+        let memory = Store::memory(b.path()).unwrap();
+        vec![(a, local), (b, memory)]
+    }
+
+    #[test]
+    fn dropped_transaction_leaves_nothing() {
+        for (dir, store) in stores() {
+            let (id, size) = {
+                let mut txn = store.begin().unwrap();
+                txn.put_blob(&b"abc"[..]).map_err(|_| ()).unwrap()
+            };
+            assert_eq!(size, 3);
+            assert!(!store.has(&id.0).unwrap());
+            assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        }
+    }
+
+    #[test]
+    fn committed_objects_are_readable_and_deduplicated() {
+        for (_dir, store) in stores() {
+            let mut txn = store.begin().unwrap();
+            let (a, _) = txn.put_blob(&b"same"[..]).map_err(|_| ()).unwrap();
+            let (b, _) = txn.put_blob(&b"same"[..]).map_err(|_| ()).unwrap();
+            assert_eq!(a, b);
+            let stats = txn.commit().unwrap();
+            assert_eq!(
+                stats,
+                TxnStats {
+                    new_objects: 1,
+                    new_bytes: 4
+                }
+            );
+            assert_eq!(store.read_object(&a.0).unwrap(), b"same");
+            assert_eq!(store.objects().size(&a.0).unwrap(), 4);
+            let mut buf = [0u8; 8];
+            assert_eq!(store.objects().read_at(&a.0, 1, &mut buf).unwrap(), 3);
+            assert_eq!(&buf[..3], b"ame");
+            assert_eq!(store.objects().list().unwrap(), vec![a.0]);
+            // A second put of present content reports it.
+            let tmp = store.path().join("tmp/again");
+            fs::write(&tmp, b"same").unwrap();
+            assert_eq!(store.objects().put(vec![(a.0, tmp)]).unwrap(), vec![true]);
+        }
+    }
+
+    #[test]
+    fn corrupt_local_objects_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::init(dir.path()).unwrap();
+        let mut txn = store.begin().unwrap();
+        let (a, _) = txn.put_blob(&b"same"[..]).map_err(|_| ()).unwrap();
+        txn.commit().unwrap();
+        fs::write(store.local_path(&a.0).unwrap(), b"evil").unwrap();
+        assert!(matches!(
+            store.read_object(&a.0),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn refs_move_only_from_what_the_writer_expected() {
+        for (_dir, store) in stores() {
+            let web: RootName = "web".parse().unwrap();
+            let (one, two) = (CommitId(ObjectId::of(b"1")), CommitId(ObjectId::of(b"2")));
+            let mut txn = store.begin().unwrap();
+            txn.set_root(&web, None, one);
+            txn.commit().unwrap();
+            // A writer that read no root loses to the one that created it.
+            let mut txn = store.begin().unwrap();
+            txn.set_root(&web, None, two);
+            let err = txn.commit().unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Conflict { name, found: Some(f), .. } if name == "roots/web" && *f == one.0),
+                "{err}"
+            );
+            assert_eq!(store.root_ref(&web).unwrap(), Some(one));
+            let mut txn = store.begin().unwrap();
+            txn.set_root(&web, Some(one), two);
+            txn.commit().unwrap();
+            assert_eq!(store.roots().unwrap(), vec![(web.clone(), two)]);
+            // Removal is a swap to nothing.
+            store
+                .refs()
+                .compare_and_swap("roots/web", Some(two.0), None)
+                .unwrap();
+            assert_eq!(store.roots().unwrap(), vec![]);
+        }
+    }
+
+    #[test]
+    fn an_archive_imported_by_another_writer_keeps_its_record() {
+        for (_dir, store) in stores() {
+            let archive = ArchiveHash(ObjectId::of(b"deb"));
+            let (first, second) = (PackageId(ObjectId::of(b"a")), PackageId(ObjectId::of(b"b")));
+            for id in [first, second] {
+                let mut txn = store.begin().unwrap();
+                txn.set_package(&archive, id);
+                txn.commit().unwrap();
+            }
+            assert_eq!(store.package_ref(&archive).unwrap(), Some(first));
+        }
+    }
+
+    #[test]
+    fn logs_keep_their_entries_in_order() {
+        for (dir, store) in stores() {
+            assert!(store.refs().read_log("roots/web").unwrap().is_empty());
+            store.refs().append_log("roots/web", "one").unwrap();
+            if store.local_path(&ObjectId::of(b"")).is_some() {
+                // A crash mid-append leaves a line without its newline: dropped.
+                let path = dir.path().join("logs/roots/web");
+                let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+                std::io::Write::write_all(&mut f, b"tor").unwrap();
+            }
+            store.refs().append_log("roots/web", "two").unwrap();
+            assert_eq!(store.refs().read_log("roots/web").unwrap(), ["one", "two"]);
+        }
+    }
+}
