@@ -161,7 +161,7 @@ pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, Im
         control: Some(control_tree),
         extensions: BTreeMap::from([(EXTENSION.to_string(), facts)]),
     };
-    finish(txn, tree, entries, who, archive)
+    finish(txn, tree, entries, who, archive, archive)
 }
 
 /// A member whose content stopped before its declared size was cut short.
