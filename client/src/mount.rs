@@ -2,6 +2,7 @@
 
 use crate::cache::{Cache, CacheError};
 use crate::fs::CanopyFs;
+use crate::objects::Fetched;
 use crate::remote::{FetchError, Remote};
 use crate::view::{RootVersion, Scope, View};
 use canopy_protocol::{Commit, CommitId, SignatureError, VerifyingKey};
@@ -108,7 +109,7 @@ pub enum MountError {
 }
 
 /// Fetches, verifies and decodes one version of a root.
-async fn load(
+pub(crate) async fn load(
     remote: &Remote,
     trust: &VerifyingKey,
     root: &str,
@@ -306,11 +307,10 @@ pub fn run(
     rt.block_on(refresh(&remote, &view, &cfg.host.trust, cfg.commit))?;
 
     let following = cfg.follow.is_some() && cfg.commit.is_none();
+    let objects = Fetched::new(cache, remote.clone(), rt.handle().clone());
     let fs = CanopyFs::new(
         view.clone(),
-        cache,
-        remote.clone(),
-        rt.handle().clone(),
+        Arc::new(objects),
         following,
         cfg.host.passthrough,
     );
