@@ -8,6 +8,7 @@
 //! - [`view`]: roots, their trees and inode numbers, independent of any front end;
 //! - [`fs`]: the FUSE front end over the view;
 //! - [`mount`]: putting it together for `canopy mount`;
+//! - [`run`]: `canopy run`, a command in a root with per-host state;
 //! - [`volume`]: the Docker volume plugin, `canopy volume-plugin`.
 #![warn(missing_docs)]
 
@@ -16,5 +17,6 @@ pub mod fs;
 pub mod mount;
 pub mod objects;
 pub mod remote;
+pub mod run;
 pub mod view;
 pub mod volume;

@@ -9,6 +9,7 @@ mod maintenance;
 mod mount;
 mod repo;
 mod roots;
+mod run;
 mod serve;
 mod setup;
 mod volume;
@@ -31,6 +32,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
     if let Command::VolumePlugin(args) = cli.command {
         return volume::run(args);
+    }
+    if let Command::Run(args) = cli.command {
+        return Ok(run::run(cli.store, args));
     }
     let store = store_path(cli.store)?;
     match cli.command {
@@ -81,7 +85,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fsck(json) => maintenance::fsck(&store, json.json),
         Command::Gc(args) => maintenance::gc(&store, args.dry_run),
         Command::Serve(args) => serve::run(&store, args),
-        Command::Mount(_) | Command::VolumePlugin(_) => unreachable!("handled above"),
+        Command::Mount(_) | Command::VolumePlugin(_) | Command::Run(_) => {
+            unreachable!("handled above")
+        }
     }
 }
 
