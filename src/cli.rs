@@ -30,7 +30,7 @@ pub enum Command {
     /// Create the store and its signing key (does nothing if it exists)
     #[command(after_help = "Example:\n  canopy init\n  CANOPY_STORE=/srv/canopy canopy init")]
     Init,
-    /// Import packages, tarballs or directories into the store
+    /// Import packages (.deb, .rpm), tarballs or directories into the store
     #[command(subcommand)]
     Import(ImportCommand),
     /// List imported packages
@@ -274,6 +274,21 @@ pub enum ImportCommand {
         /// The .deb files
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        limit: MaxSize,
+    },
+    /// Import RPM packages (.rpm); already imported archives are skipped
+    #[command(
+        after_help = "Examples:\n  canopy import rpm *.rpm\n  canopy import rpm --keyring RPM-GPG-KEY-fedora *.rpm      (each header signature must verify)\n\nThe header's and payload's SHA-256 digests are checked whenever the package carries them.\nOwners other than root are kept by name and resolved when a root is assembled."
+    )]
+    Rpm {
+        /// The .rpm files
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// OpenPGP keyring (binary or armored, e.g. RPM-GPG-KEY-…) whose keys must have
+        /// signed each package's header
+        #[arg(long, value_name = "FILE")]
+        keyring: Option<PathBuf>,
         #[command(flatten)]
         limit: MaxSize,
     },

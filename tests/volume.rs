@@ -389,7 +389,32 @@ fn bad_requests_are_refused_and_change_nothing() {
         (
             "VolumeDriver.Create",
             r#"{"Name": ""}"#.into(),
-            "empty volume name",
+            "invalid volume name",
+        ),
+        (
+            "VolumeDriver.Create",
+            r#"{"Name": "a\u0000b"}"#.into(),
+            "invalid volume name",
+        ),
+        (
+            "VolumeDriver.Create",
+            r#"{"Name": "../etc"}"#.into(),
+            "invalid volume name",
+        ),
+        (
+            "VolumeDriver.Create",
+            r#"{"Name": "a/b"}"#.into(),
+            "invalid volume name",
+        ),
+        (
+            "VolumeDriver.Create",
+            format!(r#"{{"Name": "{}"}}"#, "v".repeat(10_000)),
+            "(10000 bytes)",
+        ),
+        (
+            "VolumeDriver.Mount",
+            r#"{"Name": "web", "ID": "a\nb"}"#.into(),
+            "invalid mount ID",
         ),
         (
             "VolumeDriver.Create",

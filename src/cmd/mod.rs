@@ -43,6 +43,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Import(ImportCommand::Deb { files, limit }) => {
             import::debs(&store, &files, limit.max_size)
         }
+        Command::Import(ImportCommand::Rpm {
+            files,
+            keyring,
+            limit,
+        }) => import::rpms(&store, &files, keyring.as_deref(), limit.max_size),
         Command::Import(ImportCommand::Tar { file, named, limit }) => {
             import::tar(&store, &file, &named, limit.max_size)
         }

@@ -2,7 +2,7 @@
 
 use super::{find_in_log, head, open, print_json, root_name, time};
 use anyhow::{Context, Result};
-use canopy_protocol::CommitId;
+use canopy_protocol::{CommitId, Escaped};
 use canopy_server::Access;
 use canopy_server::diff::{self, PackageChange};
 use canopy_server::view::history;
@@ -149,7 +149,7 @@ pub fn diff(
             .collect();
         let paths: Vec<_> = paths
             .iter()
-            .map(|(c, p)| json!({"change": c.marker().to_string(), "path": p}))
+            .map(|(c, p)| json!({"change": c.marker().to_string(), "path": String::from_utf8_lossy(p)}))
             .collect();
         print_json(&json!({
             "old": old.to_string(), "new": new.to_string(), "packages": packages, "paths": paths,
@@ -160,7 +160,7 @@ pub fn diff(
             println!("{}", super::assemble::describe(c));
         }
         for (c, p) in &paths {
-            println!("{} {p}", c.marker());
+            println!("{} {}", c.marker(), Escaped(p));
         }
     }
     Ok(ExitCode::SUCCESS)

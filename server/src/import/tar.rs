@@ -3,7 +3,9 @@
 use super::builder::{ArchivePath, TreeBuilder};
 use super::compress::decoder;
 use super::limit::{Budget, Limits};
-use super::{Class, Identity, ImportError, Imported, already_imported, finish, hash_file, open};
+use super::{
+    Class, Identity, ImportError, Imported, already_imported, finish, hash_file, open, prefix,
+};
 use crate::store::{BlobError, Store, Txn};
 use canopy_protocol::{EntryKind, Meta, PackageKind};
 use std::io::Read;
@@ -39,6 +41,8 @@ pub fn import(
         version: version.to_string(),
         arch: String::new(),
         scripts: Vec::new(),
+        control: None,
+        extensions: Default::default(),
     };
     finish(txn, tree, entries, who, archive)
 }
@@ -149,6 +153,9 @@ pub(crate) fn read(
             }
             continue;
         }
+        // Each entry starts a fresh header budget: the bound is on what lies between
+        // two entries (records, skipped data), not on a run of small headers.
+        budget.headers();
         let header = entry.header();
         let mut raw_path = pending
             .long_name
@@ -333,18 +340,5 @@ impl<R: Read> Read for PadToBlock<R> {
         buf[..n].fill(0);
         *left -= n as u64;
         Ok(n)
-    }
-}
-
-/// Names the archive in a refusal that was raised without knowing it.
-fn prefix(e: ImportError, what: &str) -> ImportError {
-    match e {
-        ImportError::Refused { class, detail } if !detail.starts_with(what) => {
-            ImportError::Refused {
-                class,
-                detail: format!("{what}: {detail}"),
-            }
-        }
-        other => other,
     }
 }

@@ -6,12 +6,13 @@
 use super::source::Source;
 use super::spec::Digest;
 use crate::import::compress::{Compression, decoder};
+use crate::import::limit::Hashing;
 use crate::import::tar::{Dialect, read};
 use crate::import::{Class, ImportError, Limits, Outcome, now};
 use crate::store::{Txn, TxnStats};
-use canopy_protocol::{ArchiveHash, Hasher, ObjectId, Package, PackageId, PackageKind, RootName};
+use canopy_protocol::{ArchiveHash, ObjectId, Package, PackageId, PackageKind, RootName};
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 
 /// Where a layer is and what it must be.
 #[derive(Clone, Debug)]
@@ -39,38 +40,6 @@ pub struct Layer {
     pub package: PackageId,
     /// Imported now (entries, new objects) or already in the store.
     pub outcome: Outcome,
-}
-
-/// A reader that hashes and counts what passes through it.
-struct Hashing<R> {
-    inner: R,
-    hasher: Hasher,
-    bytes: u64,
-}
-
-impl<R: Read> Hashing<R> {
-    fn new(inner: R) -> Self {
-        Hashing {
-            inner,
-            hasher: Hasher::new(),
-            bytes: 0,
-        }
-    }
-
-    /// Reads to the end, then returns the digest and byte count.
-    fn finish(mut self) -> io::Result<(ObjectId, u64)> {
-        io::copy(&mut self, &mut io::sink())?;
-        Ok((self.hasher.finish(), self.bytes))
-    }
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
 }
 
 /// The layers one import has met so far, by `diff_id`: an image may repeat a layer
@@ -143,6 +112,8 @@ pub(crate) fn import(
                 tree: builder.write(txn)?,
                 imported_at: now(),
                 scripts: Vec::new(),
+                control: None,
+                extensions: Default::default(),
             };
             let package = txn.put_package(&record)?;
             txn.set_package(&record.archive, package);
