@@ -361,7 +361,7 @@ fn docker_save_matches_docker_export() {
     assert_eq!(imported(&report), [true, true], "{report}");
     assert_eq!(
         report["image"]["Labels"]["INSTALL"],
-        "/bin/bash -c 'echo install IMAGE as NAME'"
+        "/bin/echo install IMAGE as NAME"
     );
     assert_eq!(report["image"]["WorkingDir"], "/srv/www");
     assert!(

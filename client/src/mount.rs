@@ -303,7 +303,7 @@ pub fn run(
     on_ready: impl FnOnce(),
 ) -> Result<(), MountError> {
     let Host { rt, remote, cache } = cfg.host.open()?;
-    let view = Arc::new(View::new(cfg.scope.clone()));
+    let view = Arc::new(View::new(cfg.scope.clone()).keeping_versions());
     rt.block_on(refresh(&remote, &view, &cfg.host.trust, cfg.commit))?;
 
     let following = cfg.follow.is_some() && cfg.commit.is_none();

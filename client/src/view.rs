@@ -159,10 +159,12 @@ pub struct View {
     scope: Scope,
     trees: RwLock<HashMap<TreeId, Arc<Tree>>>,
     roots: RwLock<BTreeMap<String, RootVersion>>,
-    /// Every version a [`Scope::All`] view has shown, as `NAME@COMMIT`: found by lookup
-    /// (not listed), so a program can stay on the version it started with while the
-    /// root follows new ones (`canopy run` of `MOUNT/NAME`).
+    /// Every version a [`Scope::All`] view has shown, as `NAME@COMMIT`, when asked
+    /// for ([`View::keeping_versions`]): found by lookup (not listed), so a program can
+    /// stay on the version it started with while the root follows new ones (`canopy
+    /// run` of `MOUNT/NAME`).
     pinned: RwLock<HashMap<String, RootVersion>>,
+    keep_versions: bool,
     inodes: RwLock<Inodes>,
 }
 
@@ -225,8 +227,16 @@ impl View {
             trees: RwLock::new(trees),
             roots: RwLock::new(BTreeMap::new()),
             pinned: RwLock::new(HashMap::new()),
+            keep_versions: false,
             inodes: RwLock::new(inodes),
         }
+    }
+
+    /// Keeps every version shown as `NAME@COMMIT` (see [`COMMIT_XATTR`]); for the views
+    /// of `canopy mount`, not for the volume plugin's, whose entries come and go.
+    pub fn keeping_versions(mut self) -> View {
+        self.keep_versions = self.scope == Scope::All;
+        self
     }
 
     /// The roots shown.
@@ -250,7 +260,7 @@ impl View {
             }
         }
         let tree = version.tree;
-        if self.scope == Scope::All && !name.contains('@') {
+        if self.keep_versions && !name.contains('@') {
             self.pinned
                 .write()
                 .expect("view lock")
@@ -558,7 +568,7 @@ mod tests {
 
     #[test]
     fn versions_stay_found_as_name_at_commit() {
-        let view = View::new(Scope::All);
+        let view = View::new(Scope::All).keeping_versions();
         let (c1, c2) = (CommitId(ObjectId::of(b"1")), CommitId(ObjectId::of(b"2")));
         let (t1, trees1) = root_of(vec![file("f", b"old", 0o644)]);
         let (t2, trees2) = root_of(vec![file("f", b"new!", 0o644)]);
