@@ -86,9 +86,9 @@ impl CanopyFs {
     /// Fetches (or finds) the content of a file inode and opens it; the object stays
     /// available until the handle is released.
     fn open_file(&self, ino: u64) -> Result<(ObjectId, File), Errno> {
-        let (blob, _) = self.view.file(ino).map_err(errno)?;
+        let (blob, size) = self.view.file(ino).map_err(errno)?;
         let id = blob.0;
-        let file = self.objects.open(&id).map_err(|e| {
+        let file = self.objects.open(&id, size).map_err(|e| {
             tracing::error!("cannot open object {id}: {e}");
             Errno::EIO
         })?;

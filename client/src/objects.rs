@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 /// A source of object contents.
 pub trait Objects: Send + Sync {
-    /// Opens the content of object `id`, which stays available until a matching
-    /// [`Objects::release`].
-    fn open(&self, id: &ObjectId) -> io::Result<File>;
+    /// Opens the content of object `id` (of `size` bytes, as the tree says), which
+    /// stays available until a matching [`Objects::release`].
+    fn open(&self, id: &ObjectId, size: u64) -> io::Result<File>;
     /// Ends one [`Objects::open`].
     fn release(&self, id: &ObjectId);
     /// Bytes this source holds on the host, for `statfs`.
@@ -38,11 +38,11 @@ impl Fetched {
 }
 
 impl Objects for Fetched {
-    fn open(&self, id: &ObjectId) -> io::Result<File> {
+    fn open(&self, id: &ObjectId, size: u64) -> io::Result<File> {
         let path = self
             .cache
             .get(id, |tmp| {
-                self.rt.block_on(self.remote.object_to_file(id, tmp))
+                self.rt.block_on(self.remote.object_to_file(id, size, tmp))
             })
             .map_err(io::Error::other)?;
         File::open(&path).inspect_err(|_| self.cache.unpin(id))
@@ -76,7 +76,7 @@ impl Local {
 }
 
 impl Objects for Local {
-    fn open(&self, id: &ObjectId) -> io::Result<File> {
+    fn open(&self, id: &ObjectId, _size: u64) -> io::Result<File> {
         let path = (self.path)(id).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,

@@ -73,6 +73,8 @@ fn start(store: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
             cache_size: args.cache_size,
             passthrough: false,
             timeout: args.timeout,
+            // As `canopy mount`'s default --min-rate.
+            min_rate: 64 << 10,
         };
         let commit = args
             .commit

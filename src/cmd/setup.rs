@@ -1,13 +1,19 @@
 //! `canopy init` and `canopy key show`.
 
-use super::open;
+use super::{open, print_json};
 use anyhow::Result;
 use canopy_server::{Access, Store};
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn init(path: &Path) -> Result<ExitCode> {
+pub fn init(path: &Path, json: bool) -> Result<ExitCode> {
     let (store, created) = Store::init(path)?;
+    if json {
+        print_json(&serde_json::json!({
+            "store": path.display().to_string(), "created": created, "public_key": hex(&store)?,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if created {
         println!("initialised store at {}", path.display());
     } else {
