@@ -63,6 +63,8 @@ needed=(
     newgidmap:uidmap
     useradd:passwd
     runuser:util-linux
+    # The run tests run as another user.
+    setpriv:util-linux
 )
 missing=()
 for pair in "${needed[@]}"; do
