@@ -56,6 +56,8 @@ needed=(
     # The image tests build OCI layouts and compare with their unpacking.
     umoci:umoci
     skopeo:skopeo
+    # The run tests run as another user.
+    setpriv:util-linux
 )
 missing=()
 for pair in "${needed[@]}"; do

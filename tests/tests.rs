@@ -38,3 +38,5 @@ mod layout;
 mod image;
 // Hostile images: each refused with its error class, the store unchanged.
 mod image_hostile;
+// canopy run: store, server, directory and mount sources; state; signals; non-root; --spc; labels.
+mod run;
