@@ -11,6 +11,7 @@ mod mount;
 mod remove;
 mod repo;
 mod roots;
+mod run;
 mod serve;
 mod setup;
 mod volume;
@@ -34,6 +35,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
     if let Command::VolumePlugin(args) = cli.command {
         return volume::run(args);
+    }
+    if let Command::ConfigureWorker = cli.command {
+        return Ok(ExitCode::from(
+            canopy_server::configure::worker::main() as u8
+        ));
+    }
+    if let Command::Run(args) = cli.command {
+        return Ok(run::run(cli.store, args));
     }
     let store = store_path(cli.store)?;
     match cli.command {
@@ -134,7 +143,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fsck(args) => maintenance::fsck(&store, &args),
         Command::Gc(args) => maintenance::gc(&store, &args),
         Command::Serve(args) => serve::run(&store, args),
-        Command::Mount(_) | Command::VolumePlugin(_) => unreachable!("handled above"),
+        Command::Mount(_)
+        | Command::VolumePlugin(_)
+        | Command::Run(_)
+        | Command::ConfigureWorker => {
+            unreachable!("handled above")
+        }
     }
 }
 
