@@ -20,3 +20,7 @@ mod portmap;
 mod repo;
 // The Docker volume plugin over its socket, across restarts, and under a real dockerd.
 mod volume;
+// SeaweedFS for the S3 tests: one shared `weed mini`, buckets per test.
+mod seaweed;
+// The store in a bucket: same roots as local, several writers, gc leases, crashes.
+mod s3;

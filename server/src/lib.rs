@@ -35,4 +35,4 @@ pub mod repo;
 pub mod store;
 pub mod view;
 
-pub use store::{Access, Store, StoreError, Txn, TxnStats};
+pub use store::{Access, Backend, Store, StoreError, Txn, TxnStats};

@@ -33,7 +33,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
     let store = store_path(cli.store)?;
     match cli.command {
-        Command::Init => setup::init(&store),
+        Command::Init(args) => setup::init(&store, args),
         Command::Key(KeyCommand::Show) => setup::key_show(&store),
         Command::Import(ImportCommand::Deb { files, limit }) => {
             import::debs(&store, &files, limit.max_size)
