@@ -45,7 +45,17 @@ needed=(
     xz:xz-utils
     gzip:gzip
     curl:curl
+    # The RPM tests build packages with rpmbuild, sign them with rpmsign, compare with
+    # rpm2cpio | cpio and publish rpm-md repositories with createrepo_c.
+    rpmbuild:rpm
+    rpmsign:rpm
+    rpm2cpio:rpm2cpio
+    cpio:cpio
+    createrepo_c:createrepo-c
     dockerd:docker.io
+    # The image tests build OCI layouts and compare with their unpacking.
+    umoci:umoci
+    skopeo:skopeo
 )
 missing=()
 for pair in "${needed[@]}"; do

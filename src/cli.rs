@@ -31,7 +31,7 @@ pub enum Command {
     /// machine to a store in an S3 bucket
     #[command(after_help = INIT_HELP)]
     Init(InitArgs),
-    /// Import packages, tarballs or directories into the store
+    /// Import packages (.deb, .rpm), tarballs or directories into the store
     #[command(subcommand)]
     Import(ImportCommand),
     /// List imported packages
@@ -206,6 +206,21 @@ pub enum ImportCommand {
         #[command(flatten)]
         limit: MaxSize,
     },
+    /// Import RPM packages (.rpm); already imported archives are skipped
+    #[command(
+        after_help = "Examples:\n  canopy import rpm *.rpm\n  canopy import rpm --keyring RPM-GPG-KEY-fedora *.rpm      (each header signature must verify)\n\nThe header's and payload's SHA-256 digests are checked whenever the package carries them.\nOwners other than root are kept by name and resolved when a root is assembled."
+    )]
+    Rpm {
+        /// The .rpm files
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// OpenPGP keyring (binary or armored, e.g. RPM-GPG-KEY-…) whose keys must have
+        /// signed each package's header
+        #[arg(long, value_name = "FILE")]
+        keyring: Option<PathBuf>,
+        #[command(flatten)]
+        limit: MaxSize,
+    },
     /// Import a tar archive (plain, gzip, xz or zstd) as one package
     #[command(
         after_help = "Example:\n  canopy import tar rootfs.tar.zst --name base --version 2026.11"
@@ -217,6 +232,27 @@ pub enum ImportCommand {
         named: Named,
         #[command(flatten)]
         limit: MaxSize,
+    },
+    /// Import an OCI image layout (directory or tar) as a root, each layer once
+    #[command(
+        after_help = "Examples:\n  canopy import oci ./layout --name app\n  canopy import oci app.tar --name app --ref 1.2\n  skopeo copy docker-archive:img.tar oci:layout:app && canopy import oci layout --name app --ref app\n\nEvery blob is checked against its digest; layers are applied in order with their\nwhiteouts. Layers the store has (from any image) are not imported again."
+    )]
+    Oci {
+        /// The layout: a directory holding oci-layout and index.json, or a tar of one
+        /// (gzip, zstd and xz accepted); - reads a tar from standard input
+        layout: PathBuf,
+        #[command(flatten)]
+        image: ImageArgs,
+    },
+    /// Import a `docker save` archive as a root, each layer once
+    #[command(
+        after_help = "Examples:\n  docker save app:1 -o app.tar && canopy import docker-archive app.tar --name app\n  docker save app:1 | canopy import docker-archive - --name app\n  canopy import docker-archive all.tar --name web --ref web:2"
+    )]
+    DockerArchive {
+        /// The archive (plain, gzip, zstd or xz); - reads it from standard input
+        file: PathBuf,
+        #[command(flatten)]
+        image: ImageArgs,
     },
     /// Import a directory as one package, with owners and modes as on disk
     #[command(
@@ -230,6 +266,28 @@ pub enum ImportCommand {
         #[command(flatten)]
         limit: MaxSize,
     },
+}
+
+/// What `import oci` and `import docker-archive` take.
+#[derive(Args)]
+pub struct ImageArgs {
+    /// The root to make of the image (a new commit if it exists)
+    #[arg(long = "name", value_name = "ROOT")]
+    pub root: String,
+    /// Which image, when the input holds several: a layout's ref name (the
+    /// org.opencontainers.image.ref.name annotation), or a `docker save` tag (REPO:TAG)
+    #[arg(long = "ref", value_name = "REF")]
+    pub reference: Option<String>,
+    /// OS/ARCH[/VARIANT] to pick from a multi-platform image [default: this machine's]
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// The commit's subject line
+    #[arg(short, long, value_name = "SUBJECT")]
+    pub message: Option<String>,
+    #[command(flatten)]
+    pub limit: MaxSize,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// Name and version of a tar or directory package.

@@ -469,3 +469,52 @@ pub fn png() -> Vec<u8> {
 pub fn elf() -> Vec<u8> {
     std::fs::read("/bin/true").unwrap()
 }
+
+/// A data tar whose one file carries the xattr `name` = `value` in a PAX record.
+pub fn tar_with_xattr(name: &[u8], value: &[u8]) -> Vec<u8> {
+    let key = format!("SCHILY.xattr.{}", String::from_utf8(name.to_vec()).unwrap());
+    Tar::new()
+        .dir("./")
+        .pax(&[(&key, value)])
+        .file("./with-xattr", b"x\n")
+        .finish()
+}
+
+/// A data tar with one file `levels` directories deep (`./a/a/…/f`), named by PAX.
+pub fn tar_deep(levels: usize) -> Vec<u8> {
+    let mut path = "./".to_string() + &"a/".repeat(levels);
+    path.push('f');
+    tar_with_pax_path(path.as_bytes())
+}
+
+/// A data tar with one file whose path, as `/…` from the root, is `len` bytes long:
+/// 200-byte components under `./`.
+pub fn tar_long_path(len: usize) -> Vec<u8> {
+    tar_with_pax_path(format!(".{}", long_path(len)).as_bytes())
+}
+
+/// A path `/ccc…/ccc…/…` of exactly `len` bytes, in components of at most 200 bytes.
+pub fn long_path(len: usize) -> String {
+    let mut path = String::new();
+    while path.len() < len {
+        let part = (len - path.len() - 1).min(200);
+        path.push('/');
+        path.push_str(&"c".repeat(part.max(1)));
+    }
+    assert_eq!(path.len(), len);
+    path
+}
+
+/// A data tar of `n` directories, then `n` symlinks: long runs of header-only entries,
+/// as real trees of icons or locales have.
+pub fn tar_many_small_entries(n: usize) -> Vec<u8> {
+    let mut tar = Tar::new();
+    tar.dir("./").dir("./d/").dir("./l/");
+    for i in 0..n {
+        tar.dir(&format!("./d/{i}/"));
+    }
+    for i in 0..n {
+        tar.symlink(&format!("./l/{i}"), "../d/0");
+    }
+    tar.finish()
+}

@@ -1,14 +1,15 @@
 //! Hostile archives: every one is refused with its error class, and the store is left
 //! byte-for-byte unchanged.
 //!
-//! Each case is one line of [`cases`]: a name, how it is imported (`import deb` or
-//! `import tar`), the `[CLASS]` canopy must end its error message with, extra arguments,
-//! and the generator from `corpus.rs` that writes the archive. Every case runs against a
+//! Each case is one line of [`cases`]: a name, how it is imported (`import deb`,
+//! `import rpm` or `import tar`), the `[CLASS]` canopy must end its error message with,
+//! extra arguments, and the generator from `corpus.rs` or `rpms.rs` that writes the
+//! archive. Every case runs against a
 //! store that already holds a good package, and the test reports every case that went
 //! wrong, not just the first.
 
-use crate::corpus;
 use crate::util::{self, Canopy, parse_import};
+use crate::{corpus, rpms};
 use std::fs;
 
 /// How a case is imported.
@@ -18,9 +19,12 @@ enum Kind {
     Deb,
     /// `canopy import tar FILE --name NAME`
     Tar,
+    /// `canopy import rpm FILE`
+    Rpm,
 }
 const DEB: Kind = Kind::Deb;
 const TAR: Kind = Kind::Tar;
+const RPM: Kind = Kind::Rpm;
 
 /// One hostile archive and what canopy must say about it.
 struct Case {
@@ -110,7 +114,37 @@ fn cases() -> Vec<Case> {
         case("control-tar-without-control", DEB, "bad-control", NONE, || deb_members(&[("control.tar.gz", &gzip(&Tar::new().dir("./").file("./md5sums", b"").finish())), ("data.tar.gz", &gzip(&good_tar("h-noctl")))])),
         case("control-without-version", DEB, "bad-control", NONE, || deb(&control("h-nover").replace("Version: 1.0\n", ""), &good_tar("h-nover"))),
         case("control-without-package", DEB, "bad-control", NONE, || deb(&control("h-nopkg").replace("Package: h-nopkg\n", ""), &good_tar("h-nopkg"))),
+        case("xattr-value-over-64k", DEB, "too-large", NONE, || deb_of("h-xbig", &tar_with_xattr(b"user.big", &vec![b'v'; 65_537]))),
+        case("xattr-value-over-64k-tar", TAR, "too-large", NONE, || tar_with_xattr(b"user.big", &vec![b'v'; 65_537])),
+        case("xattr-empty-name", DEB, "bad-name", NONE, || deb_of("h-xempty", &tar_with_xattr(b"", b"v"))),
+        case("xattr-empty-name-tar", TAR, "bad-name", NONE, || tar_with_xattr(b"", b"v")),
+        case("path-20000-levels", DEB, "bad-name", NONE, || deb_of("h-deep", &tar_deep(20_000))),
+        case("path-20000-levels-tar", TAR, "bad-name", NONE, || tar_deep(20_000)),
+        case("path-4096-bytes", TAR, "bad-name", NONE, || tar_long_path(4096)),
         case("control-binary-garbage", DEB, "bad-control", NONE, || deb("\u{1}\u{2}\u{3}\n\n\0", &good_tar("h-garbage"))),
+        case("rpm-png", RPM, "not-an-rpm", NONE, png),
+        case("rpm-a-deb", RPM, "not-an-rpm", NONE, || good_deb("h-deb-as-rpm")),
+        case("rpm-source-package", RPM, "not-an-rpm", NONE, || { let mut r = rpms::good("h-src"); r.lead_type = 1; r.build() }),
+        case("rpm-truncated-lead", RPM, "truncated", NONE, || rpms::good("h-cut").build()[..50].to_vec()),
+        case("rpm-truncated-header", RPM, "truncated", NONE, || { let b = rpms::good("h-cut2").build(); b[..b.len() - 300].to_vec() }),
+        case("rpm-truncated-payload", RPM, "truncated", NONE, || { let b = rpms::good("h-cut3").build(); b[..b.len() - 10].to_vec() }),
+        case("rpm-index-count-16m", RPM, "too-large", NONE, || { let mut r = rpms::good("h-count"); r.intro = Some((0x00ff_ffff, 64)); r.build() }),
+        case("rpm-data-size-255m", RPM, "truncated", NONE, || { let mut r = rpms::good("h-data"); r.intro = Some((20, 0x0fff_0000)); r.build() }),
+        case("rpm-data-size-4g", RPM, "too-large", NONE, || { let mut r = rpms::good("h-data4g"); r.intro = Some((20, 0xffff_fff0)); r.build() }),
+        case("rpm-index-past-data", RPM, "malformed", NONE, || { let mut r = rpms::good("h-past"); r.intro = Some((20, 16)); r.build() }),
+        case("rpm-payload-not-gzip", RPM, "bad-compression", NONE, || { let mut r = rpms::good("h-notgz"); r.payload = Some(b"this is not a compressed payload".to_vec()); r.build() }),
+        case("rpm-payload-garbage-gzip", RPM, "malformed", NONE, || { let mut r = rpms::good("h-garb"); r.payload = Some(gzip(&[&b"070701"[..], &[b'z'; 200]].concat())); r.build() }),
+        case("rpm-cpio-dotdot", RPM, "path-traversal", NONE, || rpms::with_cpio("h-rdotdot", &[(b"./usr/share/gen", 0o040755, b""), (b"./usr/share/../../../etc/passwd", 0o100644, b"x")])),
+        case("rpm-cpio-absolute", RPM, "absolute-path", NONE, || rpms::with_cpio("h-rabs", &[(b"/etc/passwd", 0o100644, b"x")])),
+        case("rpm-header-dotdot", RPM, "path-traversal", NONE, || rpms::rpm("h-hdotdot", vec![rpms::file("/usr/../../etc/passwd", b"x")]).build()),
+        case("rpm-cpio-unlisted", RPM, "malformed", NONE, || rpms::with_cpio("h-unlisted", &[(b"./usr/share/gen", 0o040755, b""), (b"./etc/shadow", 0o100644, b"x")])),
+        case("rpm-cpio-duplicate", RPM, "duplicate-entry", NONE, || { let e = rpms::GOOD_ENTRIES; rpms::with_cpio("h-rdup", &[e[0], e[1], e[1], e[2]]) }),
+        case("rpm-entry-larger-than-header", RPM, "malformed", NONE, || { let e = rpms::GOOD_ENTRIES; rpms::with_cpio("h-big", &[e[0], (b"./usr/share/gen/data", 0o100644, b"generated, and then some more\n"), e[2]]) }),
+        case("rpm-payload-larger-than-declared", RPM, "too-large", NONE, || { let r = rpms::good("h-more"); let mut cpio = rpms::cpio(&rpms::GOOD_ENTRIES); cpio.extend(b"07070100000000 more data after the trailer"); let mut r2 = r.clone(); r2.payload = Some(gzip(&cpio)); r2.build() }),
+        case("rpm-payload-missing-file", RPM, "malformed", NONE, || { let e = rpms::GOOD_ENTRIES; rpms::with_cpio("h-missing", &[e[0], e[2]]) }),
+        case("rpm-bad-header-digest", RPM, "bad-digest", NONE, || { let mut r = rpms::good("h-digest"); r.bad_digest = true; r.build() }),
+        case("rpm-zstd-bomb", RPM, "too-large", MAX_8M, || { let mut r = rpms::rpm("h-rbomb", vec![rpms::file("/big", &vec![0; 64 << 20])]); r.compressor = "zstd"; r.build() }),
+        case("rpm-unsigned-with-keyring", RPM, "bad-signature", &["--keyring", "KEYRING"], || rpms::good("h-unsigned").build()),
     ]
 }
 
@@ -119,6 +153,7 @@ fn check(canopy: &Canopy, case: &Case) -> Option<String> {
     let ext = match case.kind {
         Kind::Deb => "deb",
         Kind::Tar => "tar",
+        Kind::Rpm => "rpm",
     };
     let file = canopy.path(format!("hostile/{}.{ext}", case.name));
     fs::write(&file, (case.make)()).unwrap();
@@ -126,12 +161,23 @@ fn check(canopy: &Canopy, case: &Case) -> Option<String> {
     let mut cmd = match case.kind {
         Kind::Deb => canopy.cmd(["import", "deb"]),
         Kind::Tar => canopy.cmd(["import", "tar"]),
+        Kind::Rpm => canopy.cmd(["import", "rpm"]),
     };
     cmd.arg(&file);
     if case.kind == Kind::Tar {
         cmd.args(["--name", case.name]);
     }
-    cmd.args(case.args);
+    // A keyring named KEYRING is a real one: an empty OpenPGP keyring file would be
+    // refused before the package is read.
+    let keyring = crate::rpm::fixtures()
+        .keyring
+        .to_string_lossy()
+        .into_owned();
+    cmd.args(
+        case.args
+            .iter()
+            .map(|a| if *a == "KEYRING" { keyring.as_str() } else { a }),
+    );
     let out = cmd.output();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let mut wrong = Vec::new();

@@ -4,10 +4,14 @@ mod util;
 mod debs;
 // Generators of hostile archives, written byte by byte.
 mod corpus;
+// RPM packages written byte by byte, good and hostile.
+mod rpms;
 // The README walk-through end to end, plus conflicts, special files, dirs and specs.
 mod walkthrough;
 // Every hostile archive is refused with its error class and leaves the store unchanged.
 mod hostile;
+// Inputs a probe found mishandled: .deb layouts as dpkg, long paths, batches, escaping, Range.
+mod input;
 // A writer killed at any durable step leaves the last good state.
 mod crash;
 // Serving over HTTP and mounting with FUSE: shared inodes, cache bound, outages, tampering, follow, nginx.
@@ -20,6 +24,14 @@ mod portmap;
 mod repo;
 // The Docker volume plugin over its socket, across restarts, and under a real dockerd.
 mod volume;
+// RPM packages: fixtures built with rpmbuild, import compared with rpm2cpio | cpio, signatures.
+mod rpm;
+// OCI layouts written at test time: zstd, plain and opaque-directory layers, flawed images.
+mod layout;
+// Container images in: umoci and docker save compared with umoci unpack and docker export.
+mod image;
+// Hostile images: each refused with its error class, the store unchanged.
+mod image_hostile;
 // SeaweedFS for the S3 tests: one shared `weed mini`, buckets per test.
 mod seaweed;
 // The store in a bucket: same roots as local, several writers, gc leases, crashes.

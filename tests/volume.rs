@@ -389,7 +389,32 @@ fn bad_requests_are_refused_and_change_nothing() {
         (
             "VolumeDriver.Create",
             r#"{"Name": ""}"#.into(),
-            "empty volume name",
+            "invalid volume name",
+        ),
+        (
+            "VolumeDriver.Create",
+            r#"{"Name": "a\u0000b"}"#.into(),
+            "invalid volume name",
+        ),
+        (
+            "VolumeDriver.Create",
+            r#"{"Name": "../etc"}"#.into(),
+            "invalid volume name",
+        ),
+        (
+            "VolumeDriver.Create",
+            r#"{"Name": "a/b"}"#.into(),
+            "invalid volume name",
+        ),
+        (
+            "VolumeDriver.Create",
+            format!(r#"{{"Name": "{}"}}"#, "v".repeat(10_000)),
+            "(10000 bytes)",
+        ),
+        (
+            "VolumeDriver.Mount",
+            r#"{"Name": "web", "ID": "a\nb"}"#.into(),
+            "invalid mount ID",
         ),
         (
             "VolumeDriver.Create",
@@ -515,14 +540,14 @@ fn bad_requests_are_refused_and_change_nothing() {
 /// A `dockerd` of the test's own: its data, state and API socket in the test's
 /// directory, and no changes to the host's network (no iptables rules, no bridge).
 /// Stopped by PID when dropped.
-struct Dockerd {
+pub(crate) struct Dockerd {
     child: Child,
     host: String,
     dir: PathBuf,
 }
 
 impl Dockerd {
-    fn start(env: &Canopy) -> Dockerd {
+    pub(crate) fn start(env: &Canopy) -> Dockerd {
         let dir = env.mkdir("docker");
         let host = format!("unix://{}", dir.join("docker.sock").display());
         let child = Command::new("dockerd")
@@ -556,7 +581,7 @@ impl Dockerd {
     }
 
     /// The docker client of the same package, talking to this daemon only.
-    fn docker<const N: usize>(&self, args: [&str; N]) -> crate::util::TestCommand {
+    pub(crate) fn docker<const N: usize>(&self, args: [&str; N]) -> crate::util::TestCommand {
         let mut command = cmd("/usr/bin/docker");
         command
             .env("DOCKER_CONFIG", self.dir.join("client"))

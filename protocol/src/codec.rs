@@ -5,6 +5,21 @@
 //! makes the encoding canonical.
 
 use crate::id::ObjectId;
+use std::collections::BTreeMap;
+
+/// Longest extension key: short dotted words such as `configure` or `oci.config`.
+pub const EXTENSION_KEY_MAX: usize = 64;
+
+/// Whether `key` may name an extension: 1 to [`EXTENSION_KEY_MAX`] characters of
+/// `a-z 0-9 . -`, starting with a letter.
+pub fn valid_extension_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= EXTENSION_KEY_MAX
+        && key.as_bytes()[0].is_ascii_lowercase()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+}
 
 /// Why bytes are not a valid canonical encoding of an object.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -104,6 +119,19 @@ impl Writer {
         self.u32(items.len() as u32);
         for s in items {
             self.string(s);
+        }
+    }
+    /// A sorted map of extensions (commits and package records): a u32 count, then
+    /// each key and its u32-length value.
+    pub(crate) fn extensions(&mut self, extensions: &BTreeMap<String, Vec<u8>>) {
+        self.u32(extensions.len() as u32);
+        for (key, value) in extensions {
+            assert!(
+                valid_extension_key(key),
+                "extension key {key:?} is not valid: callers use constant keys"
+            );
+            self.string(key);
+            self.bytes32(value);
         }
     }
     pub(crate) fn into_bytes(self) -> Vec<u8> {
@@ -207,6 +235,34 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::Truncated);
         }
         Ok(n)
+    }
+    /// A map of extensions as [`Writer::extensions`] writes it: keys valid, sorted and
+    /// unique.
+    pub(crate) fn extensions(&mut self) -> Result<BTreeMap<String, Vec<u8>>, DecodeError> {
+        // key and value lengths (8).
+        let n = self.count(8)?;
+        let mut extensions = BTreeMap::new();
+        for _ in 0..n {
+            let key = self.string("extension key")?;
+            if !valid_extension_key(&key) {
+                return Err(DecodeError::invalid(
+                    "extension key",
+                    format!("{key:?} is not 1 to {EXTENSION_KEY_MAX} characters of a-z 0-9 . -"),
+                ));
+            }
+            if extensions
+                .last_key_value()
+                .is_some_and(|(last, _): (&String, _)| last.as_str() >= key.as_str())
+            {
+                return Err(DecodeError::invalid(
+                    "extension key",
+                    format!("{key:?} is out of order or repeated"),
+                ));
+            }
+            let value = self.bytes32()?.to_vec();
+            extensions.insert(key, value);
+        }
+        Ok(extensions)
     }
     /// Succeeds only if every byte was consumed.
     pub(crate) fn finish(self) -> Result<(), DecodeError> {

@@ -27,6 +27,7 @@
 //! convention), not a new version of this encoding.
 
 use crate::codec::{DecodeError, Reader, Writer};
+pub use crate::codec::{EXTENSION_KEY_MAX, valid_extension_key};
 use crate::id::{ArchiveHash, CommitId, PackageId, TreeId};
 use crate::root_name::{RootName, RootNameError};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -34,9 +35,6 @@ use std::collections::BTreeMap;
 
 const MAGIC: &[u8; 4] = b"CNPC";
 const VERSION: u8 = 3;
-
-/// Longest extension key: short dotted words such as `configure` or `oci.config`.
-pub const EXTENSION_KEY_MAX: usize = 64;
 
 /// One package a root was built from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,15 +136,7 @@ impl CommitBody {
             w.id(&p.package.0);
             w.strings(&p.scripts);
         }
-        w.u32(self.extensions.len() as u32);
-        for (key, value) in &self.extensions {
-            assert!(
-                valid_extension_key(key),
-                "extension key {key:?} is not valid: callers use constant keys"
-            );
-            w.string(key);
-            w.bytes32(value);
-        }
+        w.extensions(&self.extensions);
         w.raw(signer);
         w
     }
@@ -211,29 +201,7 @@ impl Commit {
                 scripts: r.strings("script name")?,
             });
         }
-        // key and value lengths (8).
-        let n = r.count(8)?;
-        let mut extensions = BTreeMap::new();
-        for _ in 0..n {
-            let key = r.string("extension key")?;
-            if !valid_extension_key(&key) {
-                return Err(DecodeError::invalid(
-                    "extension key",
-                    format!("{key:?} is not 1 to {EXTENSION_KEY_MAX} characters of a-z 0-9 . -"),
-                ));
-            }
-            if extensions
-                .last_key_value()
-                .is_some_and(|(last, _): (&String, _)| last.as_str() >= key.as_str())
-            {
-                return Err(DecodeError::invalid(
-                    "extension key",
-                    format!("{key:?} is out of order or repeated"),
-                ));
-            }
-            let value = r.bytes32()?.to_vec();
-            extensions.insert(key, value);
-        }
+        let extensions = r.extensions()?;
         let signer = r.raw::<32>()?;
         let signature = r.raw::<64>()?;
         r.finish()?;
@@ -268,17 +236,6 @@ impl Commit {
             .verify_strict(&message, &Signature::from_bytes(&self.signature))
             .map_err(|_| SignatureError::Invalid)
     }
-}
-
-/// Whether `key` may name an extension: 1 to [`EXTENSION_KEY_MAX`] characters of
-/// `a-z 0-9 . -`, starting with a letter.
-pub fn valid_extension_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= EXTENSION_KEY_MAX
-        && key.as_bytes()[0].is_ascii_lowercase()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
 }
 
 #[cfg(test)]

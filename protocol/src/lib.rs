@@ -37,8 +37,10 @@
 pub mod api;
 mod codec;
 mod commit;
+mod escape;
 mod host_identity;
 mod id;
+mod image;
 mod package;
 mod root_name;
 mod tree;
@@ -47,12 +49,14 @@ pub use codec::DecodeError;
 pub use commit::{
     Commit, CommitBody, EXTENSION_KEY_MAX, PackageRef, SignatureError, valid_extension_key,
 };
+pub use escape::Escaped;
 pub use host_identity::{HOST_IDENTITY, HostIdentity, Keep, PerHost, host_identity};
 pub use id::{ArchiveHash, BlobId, CommitId, Hasher, IdError, ObjectId, PackageId, TreeId};
+pub use image::{IMAGE_EXTENSION, ImageConfig};
 pub use package::{Package, PackageKind};
 pub use root_name::{RootName, RootNameError};
 pub use tree::{
-    Entry, EntryKind, Meta, NAME_MAX, Name, NameError, Tree, TreeError, Xattrs, identity,
+    Entry, EntryKind, Meta, MetaError, NAME_MAX, Name, NameError, Tree, TreeError, Xattrs, identity,
 };
 
 /// ed25519 keys as used to sign commits, re-exported so callers need no second import.

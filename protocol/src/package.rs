@@ -1,20 +1,31 @@
 //! Package records: what one imported archive was, and the tree it unpacked to.
 //!
 //! ```text
-//! "CNPP" 0x01
-//! u8 kind                          1 deb, 2 tar, 3 dir
+//! "CNPP" 0x02
+//! u8 kind                          1 deb, 2 tar, 3 dir, 4 rpm, 5 layer
 //! string name, version, arch       u32 length + UTF-8 each
 //! 32-byte archive hash             SHA-256 of the archive file (for dir: see PackageKind::Dir)
 //! 32-byte tree id
 //! i64 imported_at                  unix seconds
-//! u32 count, strings               maintainer scripts the archive carried (not run)
+//! u32 count, strings               maintainer scripts the archive carried
+//! u8 has_control, [32-byte tree id]  the archive's own metadata, kept as a tree
+//! u32 count, per extension:        further facts, sorted by key, keys unique
+//!   string key; u32 length + bytes value
 //! ```
+//!
+//! The **control** tree keeps what a package manager reads of an archive beside its
+//! files, so that configuring a root can run its scripts and write its package
+//! database: a `.deb`'s control members, an RPM's header. **Extensions** hold facts a
+//! format needs that the common fields cannot (an RPM's epoch, version and release, its
+//! files' owners by name…), as a key (`rpm`…) and a value that format defines (JSON by
+//! convention, as for commits).
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::id::{ArchiveHash, PackageId, TreeId};
+use std::collections::BTreeMap;
 
 const MAGIC: &[u8; 4] = b"CNPP";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// Where a package came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -26,6 +37,14 @@ pub enum PackageKind {
     /// A directory on the importing machine. Its "archive hash" is the SHA-256 of the
     /// name, version and tree id, so the same content under the same name imports once.
     Dir,
+    /// An RPM package (`.rpm`).
+    Rpm,
+    /// One layer of a container image (`canopy import oci|docker-archive`), kept as
+    /// written, whiteouts (`.wh.NAME`, `.wh..wh..opq`) included: only applying the
+    /// image's layers in order gives a root. Its "archive hash" is the layer's
+    /// `diff_id`, the SHA-256 of the uncompressed tar, so one layer compressed two ways
+    /// (a registry's gzip, `docker save`'s plain tar) is imported once.
+    Layer,
 }
 
 impl PackageKind {
@@ -34,6 +53,8 @@ impl PackageKind {
             PackageKind::Deb => 1,
             PackageKind::Tar => 2,
             PackageKind::Dir => 3,
+            PackageKind::Rpm => 4,
+            PackageKind::Layer => 5,
         }
     }
 
@@ -43,6 +64,8 @@ impl PackageKind {
             PackageKind::Deb => "deb",
             PackageKind::Tar => "tar",
             PackageKind::Dir => "dir",
+            PackageKind::Rpm => "rpm",
+            PackageKind::Layer => "layer",
         }
     }
 }
@@ -50,13 +73,16 @@ impl PackageKind {
 /// One imported archive.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Package {
-    /// Deb, tar or directory.
+    /// Deb, RPM, tar or directory.
     pub kind: PackageKind,
-    /// Package name (`Package:` for a deb, `--name` otherwise).
+    /// Package name (`Package:` for a deb, the header's name for an RPM, `--name`
+    /// otherwise).
     pub name: String,
-    /// Version (`Version:` for a deb, `--version` otherwise).
+    /// Version (`Version:` for a deb, `[EPOCH:]VERSION-RELEASE` for an RPM, `--version`
+    /// otherwise).
     pub version: String,
-    /// Architecture (`Architecture:` for a deb; empty otherwise).
+    /// Architecture (`Architecture:` for a deb, the header's arch for an RPM; empty
+    /// otherwise).
     pub arch: String,
     /// SHA-256 of the archive as imported.
     pub archive: ArchiveHash,
@@ -64,9 +90,14 @@ pub struct Package {
     pub tree: TreeId,
     /// When it was imported, unix seconds.
     pub imported_at: i64,
-    /// Maintainer scripts the archive carried (`preinst`, `postinst`…), which canopy
-    /// records but never runs.
+    /// Maintainer scripts the archive carried (`preinst`, `postinst`…; an RPM's
+    /// `%pre`, `%post`… as `pre`, `post`…).
     pub scripts: Vec<String>,
+    /// The archive's own metadata as a tree (see the module docs), if the format has any.
+    pub control: Option<TreeId>,
+    /// Further facts by key (see the module docs); keys are 1 to
+    /// [`crate::EXTENSION_KEY_MAX`] characters of `a-z 0-9 . -`.
+    pub extensions: BTreeMap<String, Vec<u8>>,
 }
 
 impl Package {
@@ -81,6 +112,14 @@ impl Package {
         w.id(&self.tree.0);
         w.i64(self.imported_at);
         w.strings(&self.scripts);
+        match &self.control {
+            Some(tree) => {
+                w.u8(1);
+                w.id(&tree.0);
+            }
+            None => w.u8(0),
+        }
+        w.extensions(&self.extensions);
         w.into_bytes()
     }
 
@@ -96,6 +135,8 @@ impl Package {
             1 => PackageKind::Deb,
             2 => PackageKind::Tar,
             3 => PackageKind::Dir,
+            4 => PackageKind::Rpm,
+            5 => PackageKind::Layer,
             other => {
                 return Err(DecodeError::invalid(
                     "package kind",
@@ -112,6 +153,11 @@ impl Package {
             tree: TreeId(r.id()?),
             imported_at: r.i64()?,
             scripts: r.strings("maintainer script")?,
+            control: match r.flag("control flag")? {
+                true => Some(TreeId(r.id()?)),
+                false => None,
+            },
+            extensions: r.extensions()?,
         };
         r.finish()?;
         Ok(p)
@@ -129,7 +175,8 @@ mod tests {
             prop_oneof![
                 Just(PackageKind::Deb),
                 Just(PackageKind::Tar),
-                Just(PackageKind::Dir)
+                Just(PackageKind::Dir),
+                Just(PackageKind::Rpm)
             ],
             ".{0,12}",
             ".{0,12}",
@@ -138,17 +185,27 @@ mod tests {
             any::<[u8; 32]>(),
             any::<i64>(),
             proptest::collection::vec("[a-z]{1,8}", 0..3),
+            proptest::option::of(any::<[u8; 32]>()),
+            proptest::collection::btree_map(
+                "[a-z][a-z0-9.-]{0,8}",
+                proptest::collection::vec(any::<u8>(), 0..6),
+                0..3,
+            ),
         )
             .prop_map(
-                |(kind, name, version, arch, a, t, imported_at, scripts)| Package {
-                    kind,
-                    name,
-                    version,
-                    arch,
-                    archive: ArchiveHash(ObjectId::from_bytes(a)),
-                    tree: TreeId(ObjectId::from_bytes(t)),
-                    imported_at,
-                    scripts,
+                |(kind, name, version, arch, a, t, imported_at, scripts, control, extensions)| {
+                    Package {
+                        kind,
+                        name,
+                        version,
+                        arch,
+                        archive: ArchiveHash(ObjectId::from_bytes(a)),
+                        tree: TreeId(ObjectId::from_bytes(t)),
+                        imported_at,
+                        scripts,
+                        control: control.map(|c| TreeId(ObjectId::from_bytes(c))),
+                        extensions,
+                    }
                 },
             )
     }

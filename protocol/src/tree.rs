@@ -19,6 +19,7 @@
 //! ```
 
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::escape::Escaped;
 use crate::id::{BlobId, ObjectId, TreeId};
 use std::fmt;
 
@@ -80,15 +81,17 @@ impl Name {
     }
 }
 
+/// Shown escaped (see [`Escaped`]): a name is any bytes, and printing it raw could
+/// forge lines of output or reach the terminal as escape sequences.
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&String::from_utf8_lossy(&self.0))
+        Escaped(&self.0).fmt(f)
     }
 }
 
 impl fmt::Debug for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", String::from_utf8_lossy(&self.0))
+        fmt::Debug::fmt(&Escaped(&self.0), f)
     }
 }
 
@@ -117,6 +120,59 @@ impl Meta {
         gid: 0,
         xattrs: Vec::new(),
     };
+
+    /// Checks what a tree would refuse: mode bits beyond `0o7777`, an xattr name that is
+    /// empty, over 255 bytes or holds NUL, a value over 64 KiB, xattrs unsorted or
+    /// given twice, more than 65535 of them. Importers call this on what an archive
+    /// claims, so a bad entry is refused with its path instead of failing later.
+    pub fn check(&self) -> Result<(), MetaError> {
+        if self.mode > 0o7777 {
+            return Err(MetaError::Mode(self.mode));
+        }
+        for (i, (name, value)) in self.xattrs.iter().enumerate() {
+            if name.is_empty() || name.len() > NAME_MAX || name.contains(&0) {
+                return Err(MetaError::XattrName(name.clone()));
+            }
+            if value.len() > XATTR_VALUE_MAX {
+                return Err(MetaError::XattrValue {
+                    name: name.clone(),
+                    len: value.len(),
+                });
+            }
+            if i > 0 && self.xattrs[i - 1].0 >= *name {
+                return Err(MetaError::XattrOrder);
+            }
+        }
+        if self.xattrs.len() > u16::MAX as usize {
+            return Err(MetaError::TooManyXattrs(self.xattrs.len()));
+        }
+        Ok(())
+    }
+}
+
+/// Metadata no tree can hold.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MetaError {
+    /// Bits beyond `0o7777` (file-type bits).
+    #[error("mode {0:o} has bits beyond 7777")]
+    Mode(u16),
+    /// An xattr name that is empty, over 255 bytes or holds NUL.
+    #[error("xattr name \"{}\" is empty, over 255 bytes or holds NUL", Escaped(.0))]
+    XattrName(Vec<u8>),
+    /// An xattr value over [`XATTR_VALUE_MAX`].
+    #[error("xattr {} has a value of {len} bytes, over 65536", Escaped(.name))]
+    XattrValue {
+        /// The xattr's name.
+        name: Vec<u8>,
+        /// The value's length.
+        len: usize,
+    },
+    /// Xattrs not in strictly increasing name order.
+    #[error("xattrs are not sorted or are duplicated")]
+    XattrOrder,
+    /// More xattrs than the encoding counts.
+    #[error("{0} xattrs, over 65535")]
+    TooManyXattrs(usize),
 }
 
 /// What an entry is, with what each kind needs.
@@ -214,30 +270,11 @@ pub enum TreeError {
 }
 
 fn check_entry(e: &Entry) -> Result<(), String> {
-    if e.meta.mode > 0o7777 {
-        return Err(format!("mode {:o} has bits beyond 7777", e.meta.mode));
-    }
+    e.meta.check().map_err(|e| e.to_string())?;
     if let EntryKind::Symlink { target } = &e.kind
         && (target.is_empty() || target.len() > SYMLINK_MAX || target.contains(&0))
     {
         return Err("symlink target is empty, too long or contains NUL".into());
-    }
-    for (i, (name, value)) in e.meta.xattrs.iter().enumerate() {
-        if name.is_empty() || name.len() > NAME_MAX || name.contains(&0) {
-            return Err("xattr name is empty, too long or contains NUL".into());
-        }
-        if value.len() > XATTR_VALUE_MAX {
-            return Err(format!(
-                "xattr value of {} bytes exceeds 65536",
-                value.len()
-            ));
-        }
-        if i > 0 && e.meta.xattrs[i - 1].0 >= *name {
-            return Err("xattrs are not sorted or are duplicated".into());
-        }
-    }
-    if e.meta.xattrs.len() > u16::MAX as usize {
-        return Err("too many xattrs".into());
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use canopy_protocol::{BlobId, EntryKind, Hasher, Meta, Tree, TreeId};
 use std::ffi::CString;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -99,7 +100,11 @@ pub fn checkout(
         as_root,
         report: Report::default(),
     };
-    let result = w.dir(tree, &staging).and_then(|()| {
+    let top = Place {
+        at: staging.clone(),
+        shown: staging.clone(),
+    };
+    let result = w.dir(tree, &top).and_then(|()| {
         fs::set_permissions(&staging, fs::Permissions::from_mode(0o755))
             .ctx(|| format!("chmod {}", staging.display()))?;
         // rename(2) replaces an empty directory, so an existing empty `dest` is fine.
@@ -137,14 +142,61 @@ fn cstr(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).expect("paths built from tree names hold no NUL")
 }
 
+/// Where an entry is written: `at` is the path given to system calls, kept under
+/// [`ANCHOR_AFTER`] bytes by restarting it from an open directory (`/proc/self/fd/N`),
+/// so a path as long as an import allows checks out under any destination although
+/// the whole path is longer than PATH_MAX; `shown` is the real path, for messages.
+struct Place {
+    at: PathBuf,
+    shown: PathBuf,
+}
+
+/// Length of `at` past which a directory is opened and paths restart from it.
+const ANCHOR_AFTER: usize = 2048;
+
+impl Place {
+    fn join(&self, name: &[u8]) -> Place {
+        let name = std::ffi::OsStr::from_bytes(name);
+        Place {
+            at: self.at.join(name),
+            shown: self.shown.join(name),
+        }
+    }
+
+    /// The path for messages, escaped: names are any bytes.
+    fn show(&self) -> canopy_protocol::Escaped<'_> {
+        canopy_protocol::Escaped(self.shown.as_os_str().as_bytes())
+    }
+
+    /// This directory as a place to write its children: the same, or restarted from
+    /// an open descriptor (returned, to be kept open while the children are written).
+    fn enter(&self) -> Result<(Place, Option<fs::File>), StoreError> {
+        let same = || Place {
+            at: self.at.clone(),
+            shown: self.shown.clone(),
+        };
+        if self.at.as_os_str().len() <= ANCHOR_AFTER {
+            return Ok((same(), None));
+        }
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&self.at)
+            .ctx(|| format!("opening {}", self.show()))?;
+        let at = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+        Ok((Place { at, ..same() }, Some(dir)))
+    }
+}
+
 impl Writer<'_> {
-    fn dir(&mut self, id: &TreeId, path: &Path) -> Result<(), StoreError> {
+    fn dir(&mut self, id: &TreeId, dir: &Place) -> Result<(), StoreError> {
         let tree: Tree = self.store.tree(id)?;
+        let (dir, _open) = dir.enter()?;
         for entry in tree.entries() {
-            let p = path.join(std::ffi::OsStr::from_bytes(entry.name.as_bytes()));
+            let p = dir.join(entry.name.as_bytes());
             match &entry.kind {
                 EntryKind::Dir { tree } => {
-                    fs::create_dir(&p).ctx(|| format!("creating {}", p.display()))?;
+                    fs::create_dir(&p.at).ctx(|| format!("creating {}", p.show()))?;
                     self.dir(tree, &p)?;
                     self.finish(&p, &entry.meta)?;
                     self.report.dirs += 1;
@@ -154,8 +206,8 @@ impl Writer<'_> {
                     self.report.files += 1;
                 }
                 EntryKind::Symlink { target } => {
-                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &p)
-                        .ctx(|| format!("creating symlink {}", p.display()))?;
+                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &p.at)
+                        .ctx(|| format!("creating symlink {}", p.show()))?;
                     self.owner(&p, &entry.meta)?;
                     self.xattrs(&p, &entry.meta);
                     self.report.symlinks += 1;
@@ -172,18 +224,18 @@ impl Writer<'_> {
                         _ => (libc::S_IFSOCK, 0),
                     };
                     // SAFETY: a valid NUL-terminated path; mknod has no other preconditions.
-                    if unsafe { libc::mknod(cstr(&p).as_ptr(), fmt | 0o600, dev) } != 0 {
+                    if unsafe { libc::mknod(cstr(&p.at).as_ptr(), fmt | 0o600, dev) } != 0 {
                         let err = io::Error::last_os_error();
                         if err.raw_os_error() == Some(libc::EPERM) {
                             self.report.warnings.push(format!(
                                 "{}: cannot create a {} without privileges",
-                                p.display(),
+                                p.show(),
                                 kind.label()
                             ));
                             continue;
                         }
                         return Err(StoreError::Io {
-                            what: format!("creating {} {}", kind.label(), p.display()),
+                            what: format!("creating {} {}", kind.label(), p.show()),
                             source: err,
                         });
                     }
@@ -195,7 +247,7 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn file(&mut self, blob: &BlobId, size: u64, meta: &Meta, p: &Path) -> Result<(), StoreError> {
+    fn file(&mut self, blob: &BlobId, size: u64, meta: &Meta, p: &Place) -> Result<(), StoreError> {
         if self.opts.hardlink && !self.report.cross_device {
             match self.store.local_path(&blob.0) {
                 Some(object) => {
@@ -211,8 +263,8 @@ impl Writer<'_> {
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(p)
-            .ctx(|| format!("creating {}", p.display()))?;
+            .open(&p.at)
+            .ctx(|| format!("creating {}", p.show()))?;
         // Verify while copying: a corrupt object must not become a corrupt checkout.
         let mut hasher = Hasher::new();
         let mut buf = vec![0u8; 256 * 1024];
@@ -229,7 +281,7 @@ impl Writer<'_> {
             }
             hasher.update(&buf[..n]);
             dst.write_all(&buf[..n])
-                .ctx(|| format!("writing {}", p.display()))?;
+                .ctx(|| format!("writing {}", p.show()))?;
         }
         let actual = hasher.finish();
         if actual != blob.0 {
@@ -245,7 +297,7 @@ impl Writer<'_> {
         object: &Path,
         size: u64,
         meta: &Meta,
-        p: &Path,
+        p: &Place,
     ) -> Result<bool, StoreError> {
         let om = fs::metadata(object).ctx(|| format!("reading object {}", object.display()))?;
         let owner_ok = !self.as_root || (om.uid(), om.gid()) == (meta.uid, meta.gid);
@@ -257,7 +309,7 @@ impl Writer<'_> {
             self.report.copied_for_metadata += 1;
             return Ok(false);
         }
-        match fs::hard_link(object, p) {
+        match fs::hard_link(object, &p.at) {
             Ok(()) => {
                 self.report.linked += 1;
                 Ok(true)
@@ -267,7 +319,7 @@ impl Writer<'_> {
                 Ok(false)
             }
             Err(e) => Err(StoreError::Io {
-                what: format!("linking {}", p.display()),
+                what: format!("linking {}", p.show()),
                 source: e,
             }),
         }
@@ -275,30 +327,29 @@ impl Writer<'_> {
 
     /// Owner, then mode (chown clears setuid bits), then xattrs (chown also clears
     /// `security.capability`).
-    fn finish(&mut self, p: &Path, meta: &Meta) -> Result<(), StoreError> {
+    fn finish(&mut self, p: &Place, meta: &Meta) -> Result<(), StoreError> {
         self.owner(p, meta)?;
-        fs::set_permissions(p, fs::Permissions::from_mode(u32::from(meta.mode)))
-            .ctx(|| format!("chmod {}", p.display()))?;
+        fs::set_permissions(&p.at, fs::Permissions::from_mode(u32::from(meta.mode)))
+            .ctx(|| format!("chmod {}", p.show()))?;
         self.xattrs(p, meta);
         Ok(())
     }
 
-    fn owner(&mut self, p: &Path, meta: &Meta) -> Result<(), StoreError> {
+    fn owner(&mut self, p: &Place, meta: &Meta) -> Result<(), StoreError> {
         if self.as_root {
-            std::os::unix::fs::lchown(p, Some(meta.uid), Some(meta.gid))
-                .ctx(|| format!("chown {}", p.display()))?;
+            std::os::unix::fs::lchown(&p.at, Some(meta.uid), Some(meta.gid))
+                .ctx(|| format!("chown {}", p.show()))?;
         }
         Ok(())
     }
 
-    fn xattrs(&mut self, p: &Path, meta: &Meta) {
+    fn xattrs(&mut self, p: &Place, meta: &Meta) {
         for (name, value) in &meta.xattrs {
-            let name = std::ffi::OsStr::from_bytes(name);
-            if let Err(e) = xattr::set(p, name, value) {
+            if let Err(e) = xattr::set(&p.at, std::ffi::OsStr::from_bytes(name), value) {
                 self.report.warnings.push(format!(
                     "{}: cannot set xattr {}: {e}",
-                    p.display(),
-                    name.to_string_lossy()
+                    p.show(),
+                    canopy_protocol::Escaped(name)
                 ));
             }
         }

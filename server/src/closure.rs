@@ -105,7 +105,13 @@ pub fn walk(store: &Store, key: Option<&VerifyingKey>) -> Result<Closure, StoreE
         c.refs += 1;
         c.reachable.insert(id.0);
         match store.package(&id) {
-            Ok(p) => trees.push((p.tree, format!("package {} {}", p.name, p.version))),
+            Ok(p) => {
+                let context = format!("package {} {}", p.name, p.version);
+                if let Some(control) = p.control {
+                    trees.push((control, format!("{context}, control")));
+                }
+                trees.push((p.tree, context));
+            }
             Err(e) => c.read_failed(e, &format!("package ref {archive}")),
         }
     }

@@ -73,15 +73,17 @@ impl PathChange {
     }
 }
 
-/// Every path that differs between two trees, in path order. A directory that is
-/// added or removed is listed with everything under it.
+/// Every path that differs between two trees, in path order, as raw bytes (`/a/b`):
+/// names are any bytes, so showing them is the caller's choice (escaped for people,
+/// exact for `--json`). A directory that is added or removed is listed with everything
+/// under it.
 pub fn trees(
     store: &Store,
     old: &TreeId,
     new: &TreeId,
-) -> Result<Vec<(PathChange, String)>, StoreError> {
+) -> Result<Vec<(PathChange, Vec<u8>)>, StoreError> {
     let mut out = Vec::new();
-    walk(store, Some(old), Some(new), "", &mut out)?;
+    walk(store, Some(old), Some(new), b"", &mut out)?;
     Ok(out)
 }
 
@@ -89,8 +91,8 @@ fn walk(
     store: &Store,
     old: Option<&TreeId>,
     new: Option<&TreeId>,
-    prefix: &str,
-    out: &mut Vec<(PathChange, String)>,
+    prefix: &[u8],
+    out: &mut Vec<(PathChange, Vec<u8>)>,
 ) -> Result<(), StoreError> {
     if old == new {
         return Ok(());
@@ -120,8 +122,8 @@ fn walk(
             .or(n.as_ref())
             .expect("one side has an entry")
             .name
-            .to_string();
-        let path = format!("{prefix}/{name}");
+            .as_bytes();
+        let path = [prefix, b"/", name].concat();
         let subtree = |e: &Option<Entry>| match e {
             Some(Entry {
                 kind: EntryKind::Dir { tree },

@@ -5,6 +5,7 @@
 //! so they are cached for seconds only and read from disk on every request: a commit
 //! made by `canopy assemble` on the same store is served at once, without a restart.
 
+use crate::range::{self, Ranges};
 use crate::store::{Store, StoreError};
 use crate::view::{self, history};
 use axum::Json;
@@ -17,8 +18,9 @@ use canopy_protocol::api::{ErrorBody, LogEntry, RootInfo, encode_tree_pack};
 use canopy_protocol::{ObjectId, RootName, TreeId};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
 use tower_http::compression::CompressionLayer;
-use tower_http::services::ServeFile;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -192,14 +194,7 @@ async fn object(
     let mut res = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else if let Some(path) = local {
-        let served = ServeFile::new(&path).try_call(req).await.map_err(|e| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("reading object {oid}: {e}"),
-            )
-        })?;
-        served.map(Body::new)
+        object_body(&path, &oid, req.headers(), &etag).await?
     } else {
         // No file to serve ranges from: the whole object, verified.
         blocking(move || Ok(store.read_object(&oid)?))
@@ -208,12 +203,145 @@ async fn object(
     };
     let h = res.headers_mut();
     h.insert(header::ETAG, etag);
+    h.entry(header::CONTENT_TYPE)
+        .or_insert(HeaderValue::from_static("application/octet-stream"));
+    Ok(with_cache(res, IMMUTABLE))
+}
+
+/// The object's bytes: whole, or the pieces a `Range` header asks for (see
+/// [`crate::range`]).
+async fn object_body(
+    path: &std::path::Path,
+    oid: &ObjectId,
+    headers: &HeaderMap,
+    etag: &HeaderValue,
+) -> Result<Response, ApiError> {
+    let io_err = |e: std::io::Error| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("reading object {oid}: {e}"),
+        )
+    };
+    let file = tokio::fs::File::open(path).await.map_err(io_err)?;
+    let len = file.metadata().await.map_err(io_err)?.len();
+    // If-Range with another validator (or a date: objects have none) asks for all.
+    let if_range_ok = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v.as_bytes() == etag.as_bytes());
+    let ranges = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(h) if if_range_ok => range::parse(h, len),
+        _ => Ranges::Whole,
+    };
+    let mut res = match ranges {
+        Ranges::Whole => {
+            let mut res = Body::from_stream(ReaderStream::new(file)).into_response();
+            res.headers_mut().insert(header::CONTENT_LENGTH, len.into());
+            res
+        }
+        Ranges::Unsatisfiable => {
+            let mut res = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            res.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"),
+            );
+            res
+        }
+        Ranges::Partial(pieces) if pieces.len() == 1 => {
+            let piece = &pieces[0];
+            let mut res = piece_body(file, piece).await.map_err(io_err)?;
+            *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let h = res.headers_mut();
+            h.insert(header::CONTENT_LENGTH, (piece.end - piece.start).into());
+            h.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&range::content_range(piece, len)).expect("ascii"),
+            );
+            res
+        }
+        Ranges::Partial(pieces) => multipart(file, &pieces, len, oid).await.map_err(io_err)?,
+    };
+    res.headers_mut()
+        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    Ok(res)
+}
+
+/// One piece of a file as a streamed body.
+async fn piece_body(
+    mut file: tokio::fs::File,
+    piece: &std::ops::Range<u64>,
+) -> std::io::Result<Response> {
+    file.seek(std::io::SeekFrom::Start(piece.start)).await?;
+    let reader = file.take(piece.end - piece.start);
+    Ok(Body::from_stream(ReaderStream::new(reader)).into_response())
+}
+
+/// What a multipart answer is made of.
+enum Segment {
+    /// Boundary and part headers.
+    Text(String),
+    /// Bytes of the object.
+    File(std::ops::Range<u64>),
+}
+
+/// How much of a piece is read at a time.
+const CHUNK: u64 = 256 * 1024;
+
+/// Several pieces as `multipart/byteranges` (RFC 9110 §14.6), streamed from one file.
+async fn multipart(
+    file: tokio::fs::File,
+    pieces: &[std::ops::Range<u64>],
+    len: u64,
+    oid: &ObjectId,
+) -> std::io::Result<Response> {
+    // A boundary needs only to differ from every line of the part headers.
+    let boundary = format!("canopy-{}", oid.short());
+    let mut parts = Vec::with_capacity(pieces.len());
+    let mut total = 0u64;
+    for piece in pieces {
+        let head = format!(
+            "\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\nContent-Range: {}\r\n\r\n",
+            range::content_range(piece, len)
+        );
+        total += head.len() as u64 + (piece.end - piece.start);
+        parts.push((head, piece.clone()));
+    }
+    let tail = format!("\r\n--{boundary}--\r\n");
+    total += tail.len() as u64;
+    // Part headers and file pieces, in order; file pieces are read in chunks.
+    let mut queue: std::collections::VecDeque<Segment> = parts
+        .into_iter()
+        .flat_map(|(head, piece)| [Segment::Text(head), Segment::File(piece)])
+        .collect();
+    queue.push_back(Segment::Text(tail));
+    let stream =
+        futures_util::stream::try_unfold((file, queue), |(mut file, mut queue)| async move {
+            let chunk = match queue.pop_front() {
+                None => return Ok(None),
+                Some(Segment::Text(text)) => bytes::Bytes::from(text),
+                Some(Segment::File(piece)) => {
+                    let n = (piece.end - piece.start).min(CHUNK);
+                    let mut data = vec![0u8; n as usize];
+                    file.seek(std::io::SeekFrom::Start(piece.start)).await?;
+                    file.read_exact(&mut data).await?;
+                    if piece.start + n < piece.end {
+                        queue.push_front(Segment::File(piece.start + n..piece.end));
+                    }
+                    bytes::Bytes::from(data)
+                }
+            };
+            Ok::<_, std::io::Error>(Some((chunk, (file, queue))))
+        });
+    let mut res = Body::from_stream(stream).into_response();
+    *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_LENGTH, total.into());
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
+        HeaderValue::from_str(&format!("multipart/byteranges; boundary={boundary}"))
+            .expect("ascii"),
     );
-    h.remove(header::LAST_MODIFIED);
-    Ok(with_cache(res, IMMUTABLE))
+    Ok(res)
 }
 
 async fn roots(State(store): State<Arc<Store>>) -> Result<Response, ApiError> {

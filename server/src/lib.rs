@@ -9,6 +9,9 @@
 //!   importer shares (limits, the tree builder, error classes);
 //! - [`debian`]: the `.deb` format and Debian repositories: control data, the resolver,
 //!   signed Release files and Packages indexes, the `.deb` importer;
+//! - [`rpm`]: the `.rpm` format: checked headers, the cpio payload, the `.rpm` importer;
+//! - [`oci`]: container images (OCI layouts, `docker save` archives) imported as roots,
+//!   each layer once;
 //! - [`packages`]: the imported packages and how a spec picks one;
 //! - [`repo`]: configured repositories, downloads, OpenPGP checks, what a recipe
 //!   resolves to;
@@ -30,8 +33,11 @@ pub mod gc;
 pub mod http;
 pub mod import;
 pub mod nfs;
+pub mod oci;
 pub mod packages;
+mod range;
 pub mod repo;
+pub mod rpm;
 pub mod store;
 pub mod view;
 

@@ -2,7 +2,7 @@
 //! picks one of them.
 
 use crate::store::{Store, StoreError};
-use canopy_protocol::{Package, PackageId};
+use canopy_protocol::{Package, PackageId, PackageKind};
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
@@ -120,6 +120,9 @@ impl PackageIndex {
             .packages
             .iter()
             .filter(|(_, p)| p.name == spec.name)
+            // Image layers hold whiteouts: only applying an image's layers in order
+            // makes sense of them (`canopy import oci`), never assembling one.
+            .filter(|(_, p)| p.kind != PackageKind::Layer)
             .collect();
         let best = named
             .iter()

@@ -38,6 +38,12 @@ pub fn upgrade(store: &Path, args: UpgradeArgs) -> Result<ExitCode> {
     let store = open(store, Access::Write)?;
     let current = head(&store, &root)?;
     let old = store.commit(&current)?.body;
+    if let Some(image) = super::image::of_commit(&old)? {
+        anyhow::bail!(
+            "root {root} was imported from image {}: import the newer image to upgrade it (canopy import oci LAYOUT --name {root}, or canopy import docker-archive FILE --name {root})",
+            image.manifest
+        );
+    }
     let recipe = Recipe::of_commit(&old)
         .with_context(|| format!("reading how root {root} was made (commit {current})"))?;
     let packages = select(&store, &recipe)?;

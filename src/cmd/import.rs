@@ -1,4 +1,4 @@
-//! `canopy import deb|tar|dir` and `canopy packages list`.
+//! `canopy import deb|rpm|tar|dir` and `canopy packages list`.
 
 use super::{open, print_json, time};
 use crate::cli::Named;
@@ -6,12 +6,13 @@ use anyhow::{Context, Result, bail};
 use canopy_server::Access;
 use canopy_server::import::{self, ImportError, Imported, Limits, Outcome};
 use canopy_server::packages::PackageIndex;
+use canopy_server::repo::signature::Keyring;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-fn limits(max_size: u64) -> Limits {
+pub(super) fn limits(max_size: u64) -> Limits {
     Limits {
         max_unpacked: max_size,
         ..Limits::default()
@@ -40,6 +41,32 @@ fn report(imported: &Imported) -> String {
 
 pub fn debs(store: &Path, files: &[PathBuf], max_size: u64) -> Result<ExitCode> {
     let store = open(store, Access::Write)?;
+    archives(files, |file| {
+        canopy_server::debian::deb::import(&store, file, limits(max_size))
+    })
+}
+
+pub fn rpms(
+    store: &Path,
+    files: &[PathBuf],
+    keyring: Option<&Path>,
+    max_size: u64,
+) -> Result<ExitCode> {
+    let keyring = keyring
+        .map(|k| Keyring::load(k).with_context(|| format!("reading keyring {}", k.display())))
+        .transpose()?;
+    let store = open(store, Access::Write)?;
+    archives(files, |file| {
+        canopy_server::rpm::import::import(&store, file, limits(max_size), keyring.as_ref())
+    })
+}
+
+/// Imports archives one by one with a progress bar, one line each; a refused archive
+/// is reported and the others still import.
+fn archives(
+    files: &[PathBuf],
+    import: impl Fn(&Path) -> Result<Imported, ImportError>,
+) -> Result<ExitCode> {
     let bar = ProgressBar::new(files.len() as u64).with_style(
         ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {wide_msg}")
             .expect("static template")
@@ -48,11 +75,24 @@ pub fn debs(store: &Path, files: &[PathBuf], max_size: u64) -> Result<ExitCode> 
     let mut failed = 0;
     for file in files {
         bar.set_message(file.display().to_string());
-        match canopy_server::debian::deb::import(&store, file, limits(max_size)) {
-            Ok(imported) => bar.suspend(|| println!("{}", report(&imported))),
-            Err(e) => {
+        // A bug met by one archive must not cost the others their import: a panic is
+        // reported as that archive's error (its transaction is dropped, so the store
+        // keeps nothing of it) and the batch goes on.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| import(file)));
+        match result {
+            Ok(Ok(imported)) => bar.suspend(|| println!("{}", report(&imported))),
+            Ok(Err(e)) => {
                 failed += 1;
                 bar.suspend(|| eprintln!("error: importing {}: {e}", file.display()));
+            }
+            Err(_) => {
+                failed += 1;
+                bar.suspend(|| {
+                    eprintln!(
+                        "error: importing {}: canopy failed on this archive (a bug: please report it with the archive)",
+                        file.display()
+                    )
+                });
             }
         }
         bar.inc(1);
@@ -107,6 +147,23 @@ pub fn dir(store: &Path, dir: &Path, named: &Named, max_size: u64) -> Result<Exi
     )
 }
 
+/// Package extensions for `--json`: each value as the JSON it holds (as every format
+/// writes them), or as hex if it is not JSON.
+fn extensions(map: &std::collections::BTreeMap<String, Vec<u8>>) -> serde_json::Value {
+    map.iter()
+        .map(|(key, value)| {
+            let shown = serde_json::from_slice(value)
+                .unwrap_or_else(|_| serde_json::Value::String(hex(value)));
+            (key.clone(), shown)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
     let store = open(store, Access::Read)?;
     let index = PackageIndex::load(&store)?;
@@ -119,6 +176,8 @@ pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
                     "name": p.name, "version": p.version, "arch": p.arch, "kind": p.kind.label(),
                     "archive": p.archive.to_string(), "tree": p.tree.to_string(), "id": id.to_string(),
                     "imported_at": p.imported_at, "scripts": p.scripts,
+                    "control": p.control.map(|t| t.to_string()),
+                    "extensions": extensions(&p.extensions),
                 })
             })
             .collect();

@@ -3,6 +3,7 @@
 
 mod assemble;
 mod checkout;
+mod image;
 mod import;
 mod maintenance;
 mod mount;
@@ -38,11 +39,22 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Import(ImportCommand::Deb { files, limit }) => {
             import::debs(&store, &files, limit.max_size)
         }
+        Command::Import(ImportCommand::Rpm {
+            files,
+            keyring,
+            limit,
+        }) => import::rpms(&store, &files, keyring.as_deref(), limit.max_size),
         Command::Import(ImportCommand::Tar { file, named, limit }) => {
             import::tar(&store, &file, &named, limit.max_size)
         }
         Command::Import(ImportCommand::Dir { dir, named, limit }) => {
             import::dir(&store, &dir, &named, limit.max_size)
+        }
+        Command::Import(ImportCommand::Oci { layout, image }) => {
+            image::import(&store, &layout, image::Format::Layout, image)
+        }
+        Command::Import(ImportCommand::DockerArchive { file, image }) => {
+            image::import(&store, &file, image::Format::DockerArchive, image)
         }
         Command::Packages(PackagesCommand::List(json)) => import::list(&store, json.json),
         Command::Assemble(args) => assemble::run(&store, args),

@@ -2,7 +2,7 @@
 
 use super::{find_in_log, head, open, print_json, root_name, time};
 use anyhow::{Context, Result};
-use canopy_protocol::CommitId;
+use canopy_protocol::{CommitId, Escaped};
 use canopy_server::Access;
 use canopy_server::diff::{self, PackageChange};
 use canopy_server::view::history;
@@ -42,6 +42,8 @@ pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
     for entry in history::log(&store, head(&store, &root)?) {
         let (id, c) = entry?;
         let b = &c.body;
+        let image = super::image::of_commit(b)
+            .with_context(|| format!("reading commit {id} of root {root}"))?;
         if json {
             let packages: Vec<_> = b
                 .packages
@@ -51,6 +53,7 @@ pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
             items.push(json!({
                 "commit": id.to_string(), "parent": b.parent.map(|p| p.to_string()), "timestamp": b.timestamp,
                 "subject": b.subject, "requested": b.requested, "options": b.options, "packages": packages,
+                "image": image,
             }));
         } else {
             println!(
@@ -63,7 +66,14 @@ pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
             } else {
                 format!(" ({})", b.options.join(", "))
             };
-            println!("    requested: {}{options}", b.requested.join(" "));
+            match &image {
+                Some(image) => {
+                    for line in super::image::lines(image) {
+                        println!("    {line}");
+                    }
+                }
+                None => println!("    requested: {}{options}", b.requested.join(" ")),
+            }
             for p in &b.packages {
                 let scripts = if p.scripts.is_empty() {
                     String::new()
@@ -139,7 +149,7 @@ pub fn diff(
             .collect();
         let paths: Vec<_> = paths
             .iter()
-            .map(|(c, p)| json!({"change": c.marker().to_string(), "path": p}))
+            .map(|(c, p)| json!({"change": c.marker().to_string(), "path": String::from_utf8_lossy(p)}))
             .collect();
         print_json(&json!({
             "old": old.to_string(), "new": new.to_string(), "packages": packages, "paths": paths,
@@ -150,7 +160,7 @@ pub fn diff(
             println!("{}", super::assemble::describe(c));
         }
         for (c, p) in &paths {
-            println!("{} {p}", c.marker());
+            println!("{} {}", c.marker(), Escaped(p));
         }
     }
     Ok(ExitCode::SUCCESS)

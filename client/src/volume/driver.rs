@@ -107,6 +107,46 @@ pub struct Driver {
     mount_dir: PathBuf,
 }
 
+/// Longest volume name and caller id taken: names become keys of the state file and
+/// appear in logs and answers, so they are bounded like a file name.
+const NAME_MAX: usize = 255;
+
+/// Volume names as Docker's own local driver allows them: letters, digits, `_`, `.`,
+/// `-`, starting with a letter or digit, at most 255 bytes. A NUL, a `/` or a control
+/// character could not be a file name or could forge log lines.
+fn check_name(name: &str) -> Result<(), DriverError> {
+    let ok = !name.is_empty()
+        && name.len() <= NAME_MAX
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        return Ok(());
+    }
+    let mut shown: String = name.chars().take(64).collect();
+    if shown.len() < name.len() {
+        shown.push('…');
+    }
+    Err(DriverError::BadRequest(format!(
+        "invalid volume name {shown:?} ({} bytes): use 1 to {NAME_MAX} characters from A-Z a-z 0-9 _ . -, starting with a letter or digit",
+        name.len()
+    )))
+}
+
+/// A caller id as Docker sends it (64 hex digits); anything printable up to 255 bytes is
+/// taken.
+fn check_id(id: &str) -> Result<(), DriverError> {
+    if id.is_empty() || id.len() > NAME_MAX || id.chars().any(char::is_control) {
+        let shown: String = id.chars().take(64).collect();
+        return Err(DriverError::BadRequest(format!(
+            "invalid mount ID {shown:?} ({} bytes): expected 1 to {NAME_MAX} printable characters",
+            id.len()
+        )));
+    }
+    Ok(())
+}
+
 impl Driver {
     /// A driver for `volumes` (as read from `state`), showing them in `view`, which is
     /// mounted at `mount_dir`.
@@ -143,9 +183,7 @@ impl Driver {
         name: &str,
         opts: &HashMap<String, String>,
     ) -> Result<(), DriverError> {
-        if name.is_empty() {
-            return Err(DriverError::BadRequest("empty volume name".into()));
-        }
+        check_name(name)?;
         let definition =
             Definition::from_options(name, opts).map_err(|reason| DriverError::BadOptions {
                 name: name.to_string(),
@@ -196,6 +234,7 @@ impl Driver {
     /// Mounts volume `name` for caller `id` and returns its path. The first mount shows
     /// the root in the view (fetching its directory metadata); later ones only count.
     pub async fn mount(&mut self, name: &str, id: &str) -> Result<PathBuf, DriverError> {
+        check_id(id)?;
         let definition = self.definition(name)?.clone();
         if let Some(m) = self.mounted.get_mut(name) {
             *m.users.entry(id.to_string()).or_default() += 1;
@@ -320,5 +359,37 @@ impl Driver {
                 Err(e) => tracing::warn!("following root {root}: {e}; keeping its version"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_id, check_name};
+
+    #[test]
+    fn volume_names_are_file_names_docker_would_take() {
+        for good in ["web", "w", "web-1.2_x", &"a".repeat(255)] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "a/b",
+            "a\0b",
+            "-x",
+            ".x",
+            "a b",
+            "a\nb",
+            &"a".repeat(256),
+            &"a".repeat(10_000),
+        ] {
+            let e = check_name(bad).unwrap_err().to_string();
+            assert!(e.len() < 300, "{e}");
+        }
+        assert!(check_id(&"0f".repeat(32)).is_ok());
+        assert!(
+            check_id("").is_err()
+                && check_id("a\nb").is_err()
+                && check_id(&"a".repeat(256)).is_err()
+        );
     }
 }

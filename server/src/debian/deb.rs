@@ -1,5 +1,11 @@
 //! Debian binary packages: an `ar` archive of `debian-binary`, `control.tar[.gz|.xz|.zst]`
 //! and `data.tar[.gz|.xz|.zst]`.
+//!
+//! Members are read as `dpkg-deb` reads them (checked against dpkg 1.21): `debian-binary`
+//! first, then one control member, then the first data member, which is the package;
+//! members named `_…` are skipped anywhere before it, and nothing after it is read. Two
+//! control members, a data member before the control member, or any other member
+//! before the data member is refused, as dpkg refuses it.
 
 use crate::import::builder::{ArchivePath, TreeBuilder};
 use crate::import::compress::{Compression, decoder};
@@ -60,7 +66,12 @@ pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, Im
                     version.trim()
                 )));
             }
+        } else if id.starts_with('_') {
+            // dpkg reserves names starting with '_' for additions it skips.
         } else if let Some(suffix) = id.strip_prefix("control.tar") {
+            if control.is_some() {
+                return Err(not_a_deb("it holds two control members".into()));
+            }
             let compression = member_compression(&id, suffix)?;
             let declared = member.header().size();
             let mut counted = Counted::new(&mut member);
@@ -70,16 +81,32 @@ pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, Im
             )?);
             complete(&id, &counted, declared)?;
         } else if let Some(suffix) = id.strip_prefix("data.tar") {
+            if control.is_none() {
+                return Err(not_a_deb(format!("member {id:?} comes before control.tar")));
+            }
             let compression = member_compression(&id, suffix)?;
             let declared = member.header().size();
             let mut counted = Counted::new(&mut member);
             let reader = decoder(&mut counted, Some(compression), &id)?;
-            data = Some(crate::import::tar::read(&mut txn, reader, limits, &id)?);
+            data = Some(crate::import::tar::read(
+                &mut txn,
+                reader,
+                limits,
+                crate::import::tar::Dialect::Package,
+                &id,
+            )?);
             complete(&id, &counted, declared)?;
-        } else if !id.starts_with('_') {
-            // dpkg reserves names starting with '_' for additions it ignores; anything
-            // else is a format canopy does not understand.
-            return Err(not_a_deb(format!("unexpected member {id:?}")));
+            // As dpkg: the first data member is the package; what follows is never read.
+            break;
+        } else {
+            let before = if control.is_none() {
+                "control.tar"
+            } else {
+                "data.tar"
+            };
+            return Err(not_a_deb(format!(
+                "unexpected member {id:?} before {before}"
+            )));
         }
         index += 1;
     }
@@ -96,6 +123,8 @@ pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, Im
         version: control.version,
         arch: control.arch,
         scripts,
+        control: None,
+        extensions: Default::default(),
     };
     finish(txn, tree, entries, who, archive)
 }

@@ -1,10 +1,20 @@
 //! Builds a package tree from archive entries given as paths, refusing what could not
-//! be a real directory tree: `..`, absolute paths, entries beneath symlinks, duplicates.
+//! be a real directory tree: `..`, absolute paths, entries beneath symlinks, duplicates,
+//! paths too long for any program to name.
+//!
+//! Depth is the archive's to choose, so nothing here recurses on it: trees are written
+//! and dropped with explicit stacks.
 
 use super::{Class, ImportError};
-use crate::store::{StoreError, Txn};
-use canopy_protocol::{Entry, EntryKind, Meta, Name, Tree, TreeId};
+use crate::store::Txn;
+use canopy_protocol::{Entry, EntryKind, Escaped, Meta, MetaError, Name, Tree, TreeId};
 use std::collections::BTreeMap;
+
+/// Longest path an entry may have, as `/a/b/c` from the root: Linux's PATH_MAX less
+/// its NUL. A root is used at `/` (mounted, run, booted), where a longer path could not
+/// be named in one system call, so no real package has one; the bound also caps the
+/// depth of every tree at 2,048 levels.
+pub(crate) const PATH_MAX: usize = 4095;
 
 /// The metadata of directories an archive implies but does not list.
 const IMPLIED_DIR: Meta = Meta {
@@ -20,11 +30,11 @@ pub(crate) struct ArchivePath(Vec<Name>);
 impl ArchivePath {
     /// Parses a path as archives write them (`./usr/bin/x`, `usr/bin/x`, `usr/lib/`).
     pub(crate) fn parse(raw: &[u8]) -> Result<Self, ImportError> {
-        let shown = || String::from_utf8_lossy(raw).into_owned();
+        let shown = || Escaped(raw);
         if raw.first() == Some(&b'/') {
             return Err(ImportError::refused(
                 Class::AbsolutePath,
-                format!("entry {:?} has an absolute path", shown()),
+                format!("entry \"{}\" has an absolute path", shown()),
             ));
         }
         let mut parts = Vec::new();
@@ -34,13 +44,25 @@ impl ArchivePath {
                 b".." => {
                     return Err(ImportError::refused(
                         Class::PathTraversal,
-                        format!("entry {:?} has a '..' component", shown()),
+                        format!("entry \"{}\" has a '..' component", shown()),
                     ));
                 }
                 _ => parts.push(Name::new(comp.to_vec()).map_err(|e| {
-                    ImportError::refused(Class::BadName, format!("entry {:?}: {e}", shown()))
+                    ImportError::refused(Class::BadName, format!("entry \"{}\": {e}", shown()))
                 })?),
             }
+        }
+        let len: usize = parts.iter().map(|p| p.as_bytes().len() + 1).sum();
+        if len > PATH_MAX {
+            let mut start = raw.to_vec();
+            start.truncate(64);
+            return Err(ImportError::refused(
+                Class::BadName,
+                format!(
+                    "entry \"{}…\" has a path of {len} bytes, over {PATH_MAX}",
+                    Escaped(&start)
+                ),
+            ));
         }
         Ok(ArchivePath(parts))
     }
@@ -92,6 +114,7 @@ impl TreeBuilder {
     /// Adds a directory. Directories may repeat (the last metadata wins), and may follow
     /// entries beneath them, as tar writers order things in many ways.
     pub(crate) fn add_dir(&mut self, path: &ArchivePath, meta: Meta) -> Result<(), ImportError> {
+        check(path, &meta)?;
         let Some((last, parents)) = path.0.split_last() else {
             // The archive's own root ("./"): roots are always 0755 root:root.
             return Ok(());
@@ -135,6 +158,7 @@ impl TreeBuilder {
         meta: Meta,
         kind: EntryKind,
     ) -> Result<(), ImportError> {
+        check(path, &meta)?;
         let Some((last, parents)) = path.0.split_last() else {
             return Err(ImportError::refused(
                 Class::Malformed,
@@ -226,32 +250,76 @@ impl TreeBuilder {
     }
 
     /// Writes every directory as a tree object, deepest first; returns the root tree.
-    pub(crate) fn write(self, txn: &mut Txn<'_>) -> Result<TreeId, StoreError> {
-        write_dir(self.root, txn)
+    pub(crate) fn write(mut self, txn: &mut Txn<'_>) -> Result<TreeId, ImportError> {
+        // One frame per open directory: its remaining children, the entries written so
+        // far, and the name and metadata it will be entered under in its parent.
+        struct Frame {
+            children: std::collections::btree_map::IntoIter<Name, Node>,
+            entries: Vec<Entry>,
+            name: Option<(Name, Meta)>,
+        }
+        let mut stack = vec![Frame {
+            children: std::mem::take(&mut self.root).into_iter(),
+            entries: Vec::new(),
+            name: None,
+        }];
+        loop {
+            let top = stack.last_mut().expect("the root frame is popped last");
+            match top.children.next() {
+                Some((name, Node::Dir { meta, children, .. })) => stack.push(Frame {
+                    children: children.into_iter(),
+                    entries: Vec::new(),
+                    name: Some((name, meta)),
+                }),
+                Some((name, Node::Leaf { meta, kind })) => {
+                    top.entries.push(Entry { name, meta, kind })
+                }
+                None => {
+                    let done = stack.pop().expect("top exists");
+                    let tree = Tree::new(done.entries).map_err(|e| {
+                        ImportError::refused(Class::Malformed, format!("a directory: {e}"))
+                    })?;
+                    let id = txn.put_tree(&tree)?;
+                    match (done.name, stack.last_mut()) {
+                        (Some((name, meta)), Some(parent)) => parent.entries.push(Entry {
+                            name,
+                            meta,
+                            kind: EntryKind::Dir { tree: id },
+                        }),
+                        _ => return Ok(id),
+                    }
+                }
+            }
+        }
     }
 }
 
-fn write_dir(children: BTreeMap<Name, Node>, txn: &mut Txn<'_>) -> Result<TreeId, StoreError> {
-    let mut entries = Vec::with_capacity(children.len());
-    for (name, node) in children {
-        entries.push(match node {
-            Node::Dir {
-                meta,
-                children,
-                explicit: _,
-            } => Entry {
-                name,
-                meta,
-                kind: EntryKind::Dir {
-                    tree: write_dir(children, txn)?,
-                },
-            },
-            Node::Leaf { meta, kind } => Entry { name, meta, kind },
-        });
+/// Dropping a deep tree of nested maps would recurse once per level: take it apart
+/// level by level instead.
+impl Drop for TreeBuilder {
+    fn drop(&mut self) {
+        let mut pending: Vec<BTreeMap<Name, Node>> = vec![std::mem::take(&mut self.root)];
+        while let Some(map) = pending.pop() {
+            for (_, node) in map {
+                if let Node::Dir { children, .. } = node {
+                    pending.push(children);
+                }
+            }
+        }
     }
-    // Names are unique (map keys) and metadata was validated on the way in.
-    let tree = Tree::new(entries).expect("builder entries form a valid tree");
-    txn.put_tree(&tree)
+}
+
+/// Refuses metadata no tree could hold (an empty xattr name, a value over 64 KiB…),
+/// naming the entry.
+fn check(path: &ArchivePath, meta: &Meta) -> Result<(), ImportError> {
+    meta.check().map_err(|e| {
+        let class = match e {
+            MetaError::XattrValue { .. } | MetaError::TooManyXattrs(_) => Class::TooLarge,
+            MetaError::XattrName(_) => Class::BadName,
+            MetaError::Mode(_) | MetaError::XattrOrder => Class::Malformed,
+        };
+        ImportError::refused(class, format!("entry {}: {e}", path.display()))
+    })
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ pub(crate) enum Compression {
     Gzip,
     Xz,
     Zstd,
+    /// Read only where the container declares it (RPM payloads of older distributions).
+    Bzip2,
 }
 
 impl Compression {
@@ -35,6 +37,8 @@ impl Compression {
             Compression::Xz
         } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
             Compression::Zstd
+        } else if head.starts_with(b"BZh") {
+            Compression::Bzip2
         } else {
             Compression::None
         }
@@ -46,15 +50,14 @@ impl Compression {
             Compression::Gzip => "gzip",
             Compression::Xz => "xz",
             Compression::Zstd => "zstd",
+            Compression::Bzip2 => "bzip2",
         }
     }
 }
 
 /// Magic numbers of formats canopy cannot read, to name them in the error.
 fn unsupported(head: &[u8]) -> Option<&'static str> {
-    if head.starts_with(b"BZh") {
-        Some("bzip2")
-    } else if head.starts_with(&[0x04, 0x22, 0x4d, 0x18]) {
+    if head.starts_with(&[0x04, 0x22, 0x4d, 0x18]) {
         Some("lz4")
     } else if head.starts_with(&[0x5d, 0x00, 0x00]) {
         Some("lzma")
@@ -64,7 +67,9 @@ fn unsupported(head: &[u8]) -> Option<&'static str> {
 }
 
 /// Returns a decompressing reader. With `declared`, the content must be in that format
-/// (a `.deb` member says what it is); without, the format is detected.
+/// (a `.deb` member and an RPM header say what it is); without, the format is detected.
+/// bzip2 is read only when declared: `.deb` and tar imports refuse it, as dpkg-deb
+/// no longer writes it.
 pub(crate) fn decoder<'a, R: Read + 'a>(
     reader: R,
     declared: Option<Compression>,
@@ -82,6 +87,12 @@ pub(crate) fn decoder<'a, R: Read + 'a>(
         ));
     }
     let found = Compression::sniff(&head);
+    if found == Compression::Bzip2 && declared != Some(Compression::Bzip2) {
+        return Err(ImportError::refused(
+            Class::BadCompression,
+            format!("{what} is bzip2-compressed, which canopy does not read"),
+        ));
+    }
     if let Some(declared) = declared
         && declared != found
     {
@@ -110,6 +121,7 @@ pub(crate) fn decoder<'a, R: Read + 'a>(
             zstd::stream::read::Decoder::with_buffer(reader)
                 .map_err(|e| ImportError::refused(Class::BadCompression, format!("{what}: {e}")))?,
         ),
+        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(reader)),
     };
     Ok(inner)
 }

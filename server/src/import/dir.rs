@@ -46,6 +46,8 @@ pub fn import(
         version: version.to_string(),
         arch: String::new(),
         scripts: Vec::new(),
+        control: None,
+        extensions: Default::default(),
     };
     finish(txn, tree, entries, who, archive)
 }

@@ -1,5 +1,6 @@
 //! Bounds on what an archive may make canopy read, whatever its headers claim.
 
+use canopy_protocol::{Hasher, ObjectId};
 use std::cell::Cell;
 use std::fmt;
 use std::io::{self, Read};
@@ -172,6 +173,38 @@ impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// A reader that hashes and counts what passes through it.
+pub(crate) struct Hashing<R> {
+    inner: R,
+    hasher: Hasher,
+    bytes: u64,
+}
+
+impl<R: Read> Hashing<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        Hashing {
+            inner,
+            hasher: Hasher::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Reads to the end, then returns the digest and byte count.
+    pub(crate) fn finish(mut self) -> io::Result<(ObjectId, u64)> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok((self.hasher.finish(), self.bytes))
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
         Ok(n)
     }
 }

@@ -14,6 +14,7 @@ pub mod tar;
 
 use crate::store::{IoContext, Store, StoreError, Txn, TxnStats};
 use canopy_protocol::{ArchiveHash, Hasher, Package, PackageId, PackageKind, TreeId};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io;
@@ -40,16 +41,27 @@ pub enum Class {
     Truncated,
     /// Not a Debian binary package.
     NotADeb,
+    /// Not a binary RPM package.
+    NotAnRpm,
     /// Content that does not match its declared compression, or an unknown compression.
     BadCompression,
     /// Over the unpacked-size, entry-count or header-size limit.
     TooLarge,
     /// A hard link to something that is not an earlier regular file of the archive.
     BadLink,
-    /// A missing or unparsable control file.
+    /// Missing or unusable control data: a .deb's control file, an RPM's name,
+    /// version or release.
     BadControl,
     /// Structural damage: bad header checksum, unsupported entry type, bad numbers.
     Malformed,
+    /// Content whose SHA-256 is not the digest that names it or that the archive
+    /// itself carries (an image's blob or layer; an RPM's header or payload).
+    BadDigest,
+    /// An OpenPGP signature the import was asked to check is missing or does not verify.
+    BadSignature,
+    /// Not a container image canopy reads: no OCI layout or `docker save` manifest, a
+    /// media type or schema it does not know, a missing blob.
+    NotAnImage,
 }
 
 impl Class {
@@ -63,11 +75,15 @@ impl Class {
             Class::DuplicateEntry => "duplicate-entry",
             Class::Truncated => "truncated",
             Class::NotADeb => "not-a-deb",
+            Class::NotAnRpm => "not-an-rpm",
             Class::BadCompression => "bad-compression",
             Class::TooLarge => "too-large",
             Class::BadLink => "bad-link",
             Class::BadControl => "bad-control",
             Class::Malformed => "malformed",
+            Class::BadDigest => "bad-digest",
+            Class::BadSignature => "bad-signature",
+            Class::NotAnImage => "not-an-image",
         }
     }
 }
@@ -202,6 +218,8 @@ pub(crate) struct Identity {
     pub(crate) version: String,
     pub(crate) arch: String,
     pub(crate) scripts: Vec<String>,
+    pub(crate) control: Option<TreeId>,
+    pub(crate) extensions: BTreeMap<String, Vec<u8>>,
 }
 
 /// Writes the package record for `tree`, points the package ref at it and commits.
@@ -221,6 +239,8 @@ pub(crate) fn finish(
         tree,
         imported_at: now(),
         scripts: who.scripts,
+        control: who.control,
+        extensions: who.extensions,
     };
     let id = txn.put_package(&package)?;
     txn.set_package(&archive, id);
@@ -238,6 +258,19 @@ pub(crate) fn now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// Names the archive in a refusal that was raised without knowing it.
+pub(crate) fn prefix(e: ImportError, what: &str) -> ImportError {
+    match e {
+        ImportError::Refused { class, detail } if !detail.starts_with(what) => {
+            ImportError::Refused {
+                class,
+                detail: format!("{what}: {detail}"),
+            }
+        }
+        other => other,
+    }
 }
 
 /// Opens a file for import, naming it in the error.

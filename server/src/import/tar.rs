@@ -3,7 +3,9 @@
 use super::builder::{ArchivePath, TreeBuilder};
 use super::compress::decoder;
 use super::limit::{Budget, Limits};
-use super::{Class, Identity, ImportError, Imported, already_imported, finish, hash_file, open};
+use super::{
+    Class, Identity, ImportError, Imported, already_imported, finish, hash_file, open, prefix,
+};
 use crate::store::{BlobError, Store, Txn};
 use canopy_protocol::{EntryKind, Meta, PackageKind};
 use std::io::Read;
@@ -24,7 +26,13 @@ pub fn import(
     }
     let mut txn = store.begin()?;
     let what = path.display().to_string();
-    let builder = read(&mut txn, decoder(open(path)?, None, &what)?, limits, &what)?;
+    let builder = read(
+        &mut txn,
+        decoder(open(path)?, None, &what)?,
+        limits,
+        Dialect::Package,
+        &what,
+    )?;
     let entries = builder.entries();
     let tree = builder.write(&mut txn)?;
     let who = Identity {
@@ -33,6 +41,8 @@ pub fn import(
         version: version.to_string(),
         arch: String::new(),
         scripts: Vec::new(),
+        control: None,
+        extensions: Default::default(),
     };
     finish(txn, tree, entries, who, archive)
 }
@@ -42,6 +52,19 @@ fn malformed(what: &str, path: &ArchivePath, detail: impl std::fmt::Display) -> 
         Class::Malformed,
         format!("{what}: entry {}: {detail}", path.display()),
     )
+}
+
+/// Which rules a tar stream is read under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// A package or tarball: it must end with its end-of-archive block (without it,
+    /// it was cut short), and absolute paths are refused.
+    Package,
+    /// A container image layer: its digest already proves it whole, so it may simply
+    /// stop after its last entry (umoci 0.4.7 writes layers without padding or end
+    /// blocks); paths are rooted at the image's root, so a leading `/` (umoci's root
+    /// entry is `/`) means the same as none, as Docker and containerd read it.
+    Layer,
 }
 
 /// Trailing bytes allowed after the end-of-archive block (tar pads to its record size,
@@ -64,7 +87,7 @@ fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
     v
 }
 
-/// Reads a tar stream into a tree, storing file contents in `txn` as they stream by,
+/// Reads a tar stream (under `dialect`'s rules) into a tree, storing file contents in `txn` as they stream by,
 /// then reads the stream to its end so that compression trailers and checksums are
 /// verified too.
 ///
@@ -74,9 +97,18 @@ pub(crate) fn read(
     txn: &mut Txn<'_>,
     reader: impl Read,
     limits: Limits,
+    dialect: Dialect,
     what: &str,
 ) -> Result<TreeBuilder, ImportError> {
     let budget = Budget::new(limits);
+    let reader: Box<dyn Read + '_> = match dialect {
+        Dialect::Package => Box::new(reader),
+        Dialect::Layer => Box::new(PadToBlock {
+            inner: reader,
+            read: 0,
+            padding: None,
+        }),
+    };
     let mut archive = tar::Archive::new(budget.wrap(reader));
     let mut builder = TreeBuilder::new(limits.max_entries);
     let read_err =
@@ -121,6 +153,9 @@ pub(crate) fn read(
             }
             continue;
         }
+        // Each entry starts a fresh header budget: the bound is on what lies between
+        // two entries (records, skipped data), not on a run of small headers.
+        budget.headers();
         let header = entry.header();
         let mut raw_path = pending
             .long_name
@@ -180,7 +215,7 @@ pub(crate) fn read(
                 }
             }
         }
-        let path = ArchivePath::parse(&raw_path).map_err(|e| prefix(e, what))?;
+        let path = parse_path(&raw_path, dialect).map_err(|e| prefix(e, what))?;
         xattrs.sort();
         if xattrs.windows(2).any(|w| w[0].0 == w[1].0) {
             return Err(malformed(what, &path, "an xattr is given twice"));
@@ -220,7 +255,7 @@ pub(crate) fn read(
                 builder.add_leaf(&path, meta, EntryKind::Symlink { target })
             }
             EntryType::Link => {
-                let target = ArchivePath::parse(&link.unwrap_or_default()).map_err(|e| prefix(e, what))?;
+                let target = parse_path(&link.unwrap_or_default(), dialect).map_err(|e| prefix(e, what))?;
                 let (meta, kind) = builder.file(&target).ok_or_else(|| {
                     ImportError::refused(
                         Class::BadLink,
@@ -250,7 +285,7 @@ pub(crate) fn read(
         }
         .map_err(|e| prefix(e, what))?;
     }
-    if !budget.ended_with_zero_block() {
+    if dialect == Dialect::Package && !budget.ended_with_zero_block() {
         return Err(ImportError::refused(
             Class::Truncated,
             format!("{what}: tar stream ends without its end-of-archive block"),
@@ -270,15 +305,40 @@ pub(crate) fn read(
     Ok(builder)
 }
 
-/// Names the archive in a refusal that was raised without knowing it.
-fn prefix(e: ImportError, what: &str) -> ImportError {
-    match e {
-        ImportError::Refused { class, detail } if !detail.starts_with(what) => {
-            ImportError::Refused {
-                class,
-                detail: format!("{what}: {detail}"),
-            }
+/// An entry's path under `dialect`'s rules.
+fn parse_path(raw: &[u8], dialect: Dialect) -> Result<ArchivePath, ImportError> {
+    match dialect {
+        Dialect::Package => ArchivePath::parse(raw),
+        Dialect::Layer => {
+            let start = raw.iter().take_while(|&&b| b == b'/').count();
+            ArchivePath::parse(&raw[start..])
         }
-        other => other,
+    }
+}
+
+/// A stream that stops short of a 512-byte block boundary, continued with zeros up
+/// to it: the tar reader then sees the last entry's padding and a clean end.
+struct PadToBlock<R> {
+    inner: R,
+    read: u64,
+    /// Zeros still to give once the inner stream has ended.
+    padding: Option<u64>,
+}
+
+impl<R: Read> Read for PadToBlock<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.padding.is_none() {
+            let n = self.inner.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                self.read += n as u64;
+                return Ok(n);
+            }
+            self.padding = Some((512 - self.read % 512) % 512);
+        }
+        let left = self.padding.as_mut().expect("set above");
+        let n = (*left).min(buf.len() as u64) as usize;
+        buf[..n].fill(0);
+        *left -= n as u64;
+        Ok(n)
     }
 }

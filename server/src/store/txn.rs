@@ -83,6 +83,16 @@ impl<'s> Txn<'s> {
         Ok(self.staged.contains_key(id) || (objects.cheap_exists() && objects.exists(id)?))
     }
 
+    /// What this transaction has staged so far: new objects, on a backend that tells
+    /// cheaply what it has; on one that does not, objects it may have already too (the
+    /// stats [`commit`](Self::commit) returns are exact).
+    pub fn stats(&self) -> TxnStats {
+        TxnStats {
+            new_objects: self.staged.len() as u64,
+            new_bytes: self.staged.values().map(|(_, size)| size).sum(),
+        }
+    }
+
     fn next_tmp(&mut self) -> PathBuf {
         self.seq += 1;
         self.dir.join(self.seq.to_string())

@@ -1,0 +1,14 @@
+//! RPM: everything canopy knows of the `.rpm` format.
+//!
+//! - [`header`]: the lead and the two headers, bounded and checked before parsing,
+//!   their digests and OpenPGP signatures;
+//! - [`cpio`]: the records of the payload archive;
+//! - [`caps`]: file capabilities from the header's text to the kernel's xattr;
+//! - [`facts`]: what a package record keeps of an RPM (extension `rpm`);
+//! - [`import`]: an `.rpm` into a package tree.
+
+mod caps;
+mod cpio;
+pub mod facts;
+pub(crate) mod header;
+pub mod import;
