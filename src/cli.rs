@@ -32,10 +32,16 @@ pub enum Command {
     #[command(after_help = INIT_HELP)]
     Init(InitArgs),
     /// Import packages (.deb, .rpm), tarballs or directories into the store
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  apt-get download bash coreutils libc6 && canopy import deb *.deb\n  canopy import rpm *.rpm\n  canopy import tar rootfs.tar.zst --name base --version 2026.11\n  canopy import dir ./build/root --name mytools --json"
+    )]
     Import(ImportCommand),
     /// List imported packages
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  canopy packages list\n  canopy packages list --json"
+    )]
     Packages(PackagesCommand),
     /// Build (a new version of) a root from imported packages, or from a repository
     /// with dependencies resolved
@@ -45,18 +51,39 @@ pub enum Command {
     Assemble(AssembleArgs),
     /// Assemble a root again as it was made, with the newest packages
     #[command(
-        after_help = "Re-resolves the root's request (its packages, --from repositories and flags, as its\ncurrent commit records them); downloads only archives the store lacks; writes no\ncommit when nothing changed.\n\nExamples:\n  canopy upgrade web\n  canopy upgrade web --dry-run"
+        after_help = "Re-resolves the root's request (its packages, --from repositories and flags, as its\ncurrent commit records them); downloads only archives the store lacks; writes no\ncommit when nothing changed.\n\nExit status: 0 done or up to date; with --dry-run, 10 when changes are pending.\n\nExamples:\n  canopy upgrade web\n  canopy upgrade web --dry-run && echo up to date"
     )]
     Upgrade(UpgradeArgs),
     /// Configure the Debian repositories roots are resolved from
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  canopy repo add debian http://deb.debian.org/debian --suite bookworm,bookworm-updates \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy repo list\n  canopy repo update\n  canopy repo remove debian"
+    )]
     Repo(RepoCommand),
-    /// List roots, show their history, compare versions, roll them back
-    #[command(subcommand)]
+    /// List roots, show one, their history, compare versions, roll them back
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  canopy roots list\n  canopy roots show web\n  canopy roots log web --json\n  canopy roots diff web\n  canopy roots rollback web"
+    )]
     Roots(RootsCommand),
+    /// List a directory (or show one entry) of a root, without mounting it
+    #[command(
+        after_help = "PATH is looked up inside the root: symlinks resolve within it, as in a chroot.\n\nExamples:\n  canopy ls web /usr/bin\n  canopy ls web /usr/bin --long\n  canopy ls web@3f2a /etc --json"
+    )]
+    Ls(LsArgs),
+    /// Print a file of a root, without mounting it
+    #[command(
+        after_help = "Symlinks resolve within the root (/etc/os-release → /usr/lib/os-release).\n\nExamples:\n  canopy cat web /etc/os-release\n  canopy cat web@3f2a /etc/debian_version"
+    )]
+    Cat(CatArgs),
+    /// Say which package put a path into a root, or that configuring made it
+    #[command(
+        after_help = "Exit status 0 when the path comes from a package or from configuration, 1 when\nthe root does not have it or no package accounts for it.\n\nExamples:\n  canopy owner web /bin/bash\n  canopy owner web /usr/bin/awk --json"
+    )]
+    Owner(OwnerArgs),
     /// Write a root out as a plain directory tree
     #[command(
-        after_help = "Examples:\n  canopy checkout web /srv/web\n  canopy checkout web /srv/web --hardlink\n  canopy checkout web /srv/web-old --commit 3f2a9c"
+        after_help = "Examples:\n  canopy checkout web /srv/web\n  canopy checkout web /srv/web --hardlink\n  canopy checkout web@3f2a9c /srv/web-old"
     )]
     Checkout(CheckoutArgs),
     /// Verify every object and every ref's closure
@@ -68,7 +95,10 @@ pub enum Command {
     #[command(after_help = "Example:\n  canopy roots rollback web && canopy gc")]
     Gc(GcArgs),
     /// The store's signing key
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  canopy key show > server.pub      (hosts mount with --trust server.pub)"
+    )]
     Key(KeyCommand),
     /// Serve the store's roots and objects over HTTP, and roots over NFSv3
     #[command(
@@ -99,15 +129,20 @@ pub struct MountArgs {
     pub servers: Vec<url::Url>,
     #[command(flatten)]
     pub host: HostArgs,
-    /// Mount this root at the mountpoint instead of every root under it
-    #[arg(long)]
+    /// Mount this root at the mountpoint instead of every root under it; ROOT@COMMIT
+    /// pins one commit (full id or unique prefix)
+    #[arg(long, value_name = "ROOT[@COMMIT]")]
     pub root: Option<String>,
-    /// With --root: show this commit instead of the current one
+    /// With --root: show this commit instead of the current one (full id or unique
+    /// prefix, as ROOT@COMMIT)
     #[arg(long, requires = "root")]
     pub commit: Option<String>,
     /// Switch to new versions of roots (and show new roots) as the server gets them
     #[arg(long, conflicts_with = "commit")]
     pub follow: bool,
+    /// Mount even if the mountpoint has files in it (they are hidden while mounted)
+    #[arg(long)]
+    pub nonempty: bool,
     /// How often --follow asks the server
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub interval: std::time::Duration,
@@ -130,9 +165,14 @@ pub struct HostArgs {
     /// Never use FUSE passthrough, even where the kernel allows it
     #[arg(long)]
     pub no_passthrough: bool,
-    /// Give up on a server that does not connect or send data within this long
+    /// Give up on a server that does not connect, answer or send data within this long
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub timeout: std::time::Duration,
+    /// Give up on a transfer that averages less than this many bytes per second once
+    /// --timeout has passed (K, M, G suffixes): a fetch of SIZE bytes from one server
+    /// takes at most --timeout + SIZE / --min-rate
+    #[arg(long, default_value = "64K", value_parser = parse_size, value_name = "BYTES")]
+    pub min_rate: u64,
 }
 
 /// What `volume-plugin` takes.
@@ -205,6 +245,8 @@ pub enum ImportCommand {
         files: Vec<PathBuf>,
         #[command(flatten)]
         limit: MaxSize,
+        #[command(flatten)]
+        json: JsonFlag,
     },
     /// Import RPM packages (.rpm); already imported archives are skipped
     #[command(
@@ -220,6 +262,8 @@ pub enum ImportCommand {
         keyring: Option<PathBuf>,
         #[command(flatten)]
         limit: MaxSize,
+        #[command(flatten)]
+        json: JsonFlag,
     },
     /// Import a tar archive (plain, gzip, xz or zstd) as one package
     #[command(
@@ -232,6 +276,8 @@ pub enum ImportCommand {
         named: Named,
         #[command(flatten)]
         limit: MaxSize,
+        #[command(flatten)]
+        json: JsonFlag,
     },
     /// Import an OCI image layout (directory or tar) as a root, each layer once
     #[command(
@@ -265,6 +311,8 @@ pub enum ImportCommand {
         named: Named,
         #[command(flatten)]
         limit: MaxSize,
+        #[command(flatten)]
+        json: JsonFlag,
     },
 }
 
@@ -351,8 +399,9 @@ pub struct AssembleArgs {
     #[arg(short, long, value_name = "SUBJECT")]
     pub message: Option<String>,
     /// Resolve the packages and their dependencies from these repositories (see
-    /// `canopy repo add`), downloading only archives the store lacks
-    #[arg(long = "from", value_name = "REPO")]
+    /// `canopy repo add`; comma separated or repeated), downloading only archives the
+    /// store lacks
+    #[arg(long = "from", value_name = "REPO", value_delimiter = ',')]
     pub from: Vec<String>,
     /// With --from: also every package the repository marks Essential
     #[arg(long, requires = "from")]
@@ -360,6 +409,8 @@ pub struct AssembleArgs {
     /// With --from: follow Recommends too
     #[arg(long, requires = "from")]
     pub recommends: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// What `upgrade` takes.
@@ -367,12 +418,15 @@ pub struct AssembleArgs {
 pub struct UpgradeArgs {
     /// The root
     pub root: String,
-    /// Show what would change, download and commit nothing
+    /// Read the repositories and resolve only: say what would change, download and
+    /// write nothing (exit status 10 when changes are pending, 0 when up to date)
     #[arg(long)]
     pub dry_run: bool,
     /// The commit's subject line
     #[arg(short, long, value_name = "SUBJECT")]
     pub message: Option<String>,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// What `repo` takes.
@@ -380,7 +434,7 @@ pub struct UpgradeArgs {
 pub enum RepoCommand {
     /// Add a Debian repository (http, https or file URL)
     #[command(
-        after_help = "Examples:\n  canopy repo add debian http://deb.debian.org/debian --suite bookworm --components main --arch amd64 \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy repo add local file:///srv/debs --no-verify-signature      (flat: Packages at the URL)\n\nWithout --suite the repository is flat, as dpkg-scanpackages makes it."
+        after_help = "Examples (Debian 12 with its updates and security fixes, then a flat local one):\n  canopy repo add debian http://deb.debian.org/debian --suite bookworm,bookworm-updates \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy repo add debian-security http://deb.debian.org/debian-security --suite bookworm-security \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy assemble web --from debian,debian-security nginx-light\n  canopy repo add local file:///srv/debs --no-verify-signature      (flat: Packages at the URL)\n\nWithout --suite the repository is flat, as dpkg-scanpackages makes it."
     )]
     Add(RepoAddArgs),
     /// List the configured repositories
@@ -397,6 +451,8 @@ pub enum RepoCommand {
     Update {
         /// The repositories [default: all]
         names: Vec<String>,
+        #[command(flatten)]
+        json: JsonFlag,
     },
 }
 
@@ -407,9 +463,10 @@ pub struct RepoAddArgs {
     pub name: String,
     /// Its base URL (the directory holding `dists/`, or a flat repository)
     pub url: url::Url,
-    /// The suite or codename under dists/ (omit for a flat repository)
-    #[arg(long)]
-    pub suite: Option<String>,
+    /// The suites or codenames under dists/, comma separated or repeated, read
+    /// together (omit for a flat repository)
+    #[arg(long, value_delimiter = ',', value_name = "SUITE")]
+    pub suite: Vec<String>,
     /// Components to read, comma separated
     #[arg(
         long,
@@ -428,6 +485,8 @@ pub struct RepoAddArgs {
     /// Do not check the Release file's signature (the hashes it lists are still checked)
     #[arg(long, conflicts_with = "keyring")]
     pub no_verify_signature: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// What `roots` takes.
@@ -436,6 +495,16 @@ pub enum RootsCommand {
     /// List roots with their current commit
     #[command(after_help = "Example:\n  canopy roots list --json")]
     List(JsonFlag),
+    /// Show one commit of a root: ids, signer, request, packages, size
+    #[command(
+        after_help = "Examples:\n  canopy roots show web\n  canopy roots show web@3f2a --json     (\"commit\" and \"tree\" are 64 hex digits)"
+    )]
+    Show {
+        #[arg(help = ROOT_AT, value_name = "ROOT[@COMMIT]")]
+        root: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Show a root's history, newest first
     #[command(after_help = "Example:\n  canopy roots log web")]
     Log {
@@ -444,15 +513,18 @@ pub enum RootsCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Point a root back at an earlier commit (default: the current commit's parent)
+    /// Make a root show an earlier (or later) version again, as a new signed commit
     #[command(
-        after_help = "Examples:\n  canopy roots rollback web\n  canopy roots rollback web 3f2a9c"
+        after_help = "The new commit has the chosen commit's tree and packages and the current commit as\nits parent: history only grows, so a rollback can itself be rolled back, and hosts\nthat follow the root take it like any new version.\n\nExamples:\n  canopy roots rollback web            (the version before the current one; repeat to go further)\n  canopy roots rollback web 3f2a9c     (any commit of the history, by id or unique prefix)"
     )]
     Rollback {
         /// The root
         root: String,
-        /// A commit of the root's history (full id or unique prefix)
+        /// The commit whose content to restore (full id or unique prefix) [default: the
+        /// version before the current one]
         commit: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
     },
     /// Show the packages and paths that differ between two commits of a root
     #[command(
@@ -480,6 +552,7 @@ Examples:
   export AWS_ENDPOINT_URL=http://s3.internal:8333 AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=…
   canopy init --backend s3://canopy/site1                 (objects and refs in the bucket)
   canopy init --backend s3://canopy/site1 --key site1.key (another writer, same key)
+  canopy init --json
 
 With --backend, objects and refs live in the bucket; the store directory keeps this
 machine's local state: the config (bucket, AWS_ENDPOINT_URL, AWS_REGION), the signing
@@ -501,22 +574,67 @@ pub struct InitArgs {
     /// new one: how several writers of one bucket share the store's key
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// What `checkout` takes.
 #[derive(Args)]
 pub struct CheckoutArgs {
-    /// The root
+    #[arg(help = ROOT_AT, value_name = "ROOT[@COMMIT]")]
     pub root: String,
-    /// Where to write it (must not exist, or be an empty directory)
+    /// Where to write it (must not exist, or be an empty directory; missing parent
+    /// directories are created)
     pub dir: PathBuf,
-    /// A commit of the root's history instead of its current one (id or unique prefix)
+    /// A commit of the root's history instead of its current one (id or unique prefix;
+    /// the same as ROOT@COMMIT)
     #[arg(long)]
     pub commit: Option<String>,
     /// Hard-link files to the store instead of copying, where owner and mode allow
     /// (never modify such files in place: that would change the store)
     #[arg(long)]
     pub hardlink: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+/// `ROOT` or `ROOT@COMMIT`, as every inspection command takes it.
+const ROOT_AT: &str =
+    "The root, or ROOT@COMMIT for one commit of its history (full id or unique prefix)";
+
+/// What `ls` takes.
+#[derive(Args)]
+pub struct LsArgs {
+    #[arg(help = ROOT_AT, value_name = "ROOT[@COMMIT]")]
+    pub root: String,
+    /// The path inside the root
+    #[arg(default_value = "/")]
+    pub path: PathBuf,
+    /// Mode, owner, size and link target of each entry
+    #[arg(short, long)]
+    pub long: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+/// What `cat` takes.
+#[derive(Args)]
+pub struct CatArgs {
+    #[arg(help = ROOT_AT, value_name = "ROOT[@COMMIT]")]
+    pub root: String,
+    /// The file inside the root
+    pub path: PathBuf,
+}
+
+/// What `owner` takes.
+#[derive(Args)]
+pub struct OwnerArgs {
+    #[arg(help = ROOT_AT, value_name = "ROOT[@COMMIT]")]
+    pub root: String,
+    /// The path inside the root (a symlink is looked at itself, not followed)
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// What `gc` takes.
@@ -525,6 +643,8 @@ pub struct GcArgs {
     /// Only count what would be removed
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// What `key` takes.

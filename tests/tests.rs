@@ -12,6 +12,10 @@ mod walkthrough;
 mod hostile;
 // Inputs a probe found mishandled: .deb layouts as dpkg, long paths, batches, escaping, Range.
 mod input;
+// Signed names on the client: swapped, replayed and foreign roots refused, the others mount.
+mod trust;
+// Bounded waits: a dribbling proxy, killable readers.
+mod waits;
 // A writer killed at any durable step leaves the last good state.
 mod crash;
 // Serving over HTTP and mounting with FUSE: shared inodes, cache bound, outages, tampering, follow, nginx.
@@ -22,6 +26,8 @@ mod nfs;
 mod portmap;
 // Roots resolved from a Debian repository: downloads, upgrade, rollback, diff, corruption.
 mod repo;
+// Inspection without mounting, closed pipes, names in errors, ROOT@COMMIT everywhere.
+mod lifecycle;
 // The Docker volume plugin over its socket, across restarts, and under a real dockerd.
 mod volume;
 // RPM packages: fixtures built with rpmbuild, import compared with rpm2cpio | cpio, signatures.

@@ -481,30 +481,6 @@ pub fn is_hex64(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Whether `shown`, a commit id as a command printed it (the contract says `<hex>`:
-/// full, or abbreviated to at least 8 digits), names the commit `full`.
-pub fn names_commit(shown: &str, full: &str) -> bool {
-    shown.len() >= 8
-        && shown
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        && full.starts_with(shown)
-}
-
-/// Parses `ROOT: now at <hex> (was <hex>)`, the output of `roots rollback`, and checks
-/// both commits.
-pub fn assert_rollback(stdout: &str, root: &str, now: &str, was: &str) {
-    let parsed = stdout
-        .strip_suffix(")\n")
-        .and_then(|s| s.strip_prefix(&format!("{root}: now at ")))
-        .and_then(|s| s.split_once(" (was "));
-    let ok = parsed.is_some_and(|(n, w)| names_commit(n, now) && names_commit(w, was));
-    assert!(
-        ok,
-        "expected `{root}: now at {now} (was {was})`, abbreviated or not; got:\n{stdout}"
-    );
-}
-
 /// The extended attributes of a path (not following symlinks), name to value.
 pub fn xattrs(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let c_path = CString::new(path.as_os_str().as_bytes()).unwrap();
@@ -842,68 +818,6 @@ pub fn parse_assemble(stdout: &str) -> Assembled {
         commit: commit.into(),
         packages: packages.parse().unwrap_or_else(|_| bad()),
         new_objects: new_objects.parse().unwrap_or_else(|_| bad()),
-    }
-}
-
-/// The summary line of `canopy checkout`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CheckedOut {
-    /// The commit checked out, as printed (full or abbreviated hex).
-    pub commit: String,
-    /// Regular files.
-    pub files: u64,
-    /// Of which hard-linked to the store.
-    pub linked: u64,
-    /// Of which copied.
-    pub copied: u64,
-    /// Directories.
-    pub dirs: u64,
-    /// Symbolic links.
-    pub symlinks: u64,
-    /// Devices, fifos and sockets.
-    pub special: u64,
-}
-
-/// Parses `checked out ROOT <hex> to DIR: F files (L hard-linked, C copied), D dirs,
-/// S symlinks, X special` out of stdout.
-pub fn parse_checkout(stdout: &str, root: &str, dir: &Path) -> CheckedOut {
-    let prefix = format!("checked out {root} ");
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no `{prefix}…` line in:\n{stdout}"));
-    let bad = || -> ! { panic!("not a checkout summary line: {line:?}") };
-    let rest = &line[prefix.len()..];
-    let (commit, rest) = rest.split_once(" to ").unwrap_or_else(|| bad());
-    let rest = rest
-        .strip_prefix(&format!("{}: ", dir.display()))
-        .unwrap_or_else(|| bad());
-    let numbers: Vec<u64> = rest
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|w| !w.is_empty())
-        .map(|w| w.parse().unwrap())
-        .collect();
-    let mut shape = String::new();
-    for c in rest.chars() {
-        match c {
-            '0'..='9' if shape.ends_with('#') => {}
-            '0'..='9' => shape.push('#'),
-            c => shape.push(c),
-        }
-    }
-    if numbers.len() != 6
-        || shape != "# files (# hard-linked, # copied), # dirs, # symlinks, # special"
-    {
-        bad();
-    }
-    CheckedOut {
-        commit: commit.into(),
-        files: numbers[0],
-        linked: numbers[1],
-        copied: numbers[2],
-        dirs: numbers[3],
-        symlinks: numbers[4],
-        special: numbers[5],
     }
 }
 

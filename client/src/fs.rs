@@ -93,12 +93,12 @@ impl CanopyFs {
     /// Fetches (or finds) the content of a file inode and opens it; the object stays
     /// pinned in the cache until the handle is released.
     fn open_file(&self, ino: u64) -> Result<(ObjectId, File), Errno> {
-        let (blob, _) = self.view.file(ino).map_err(errno)?;
+        let (blob, size) = self.view.file(ino).map_err(errno)?;
         let id = blob.0;
         let path = self
             .cache
             .get(&id, |tmp| {
-                self.rt.block_on(self.remote.object_to_file(&id, tmp))
+                self.rt.block_on(self.remote.object_to_file(&id, size, tmp))
             })
             .map_err(|e| {
                 tracing::error!("cannot open object {id}: {e}");

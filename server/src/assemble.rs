@@ -88,12 +88,15 @@ pub struct Request {
     pub subject: Option<String>,
 }
 
-/// A new commit of a root.
+/// A new commit of a root, or the current one when nothing would change.
 pub struct Assembled {
     /// Its id.
     pub id: CommitId,
     /// The commit.
     pub commit: Commit,
+    /// Whether a commit was written: `false` when the current commit already has this
+    /// tree, these packages and this request, so a new one would say nothing new.
+    pub written: bool,
     /// What the store did not have before (new directory trees and the commit).
     pub stats: TxnStats,
     /// Paths where a later package replaced an earlier one (with `allow_overwrite`).
@@ -394,15 +397,12 @@ pub fn assemble(store: &Store, req: &Request) -> Result<Assembled, AssembleError
         Some(sub) => subtree(root, sub, &mut txn)?,
     };
     let parent = store.root_ref(&req.root)?;
-    let generation = match &parent {
-        Some(p) => store.commit(p)?.body.generation + 1,
-        None => 1,
-    };
+    let previous = parent.map(|p| store.commit(&p)).transpose()?;
     // The request, not the resolved list, which can run to hundreds of packages.
     let names: Vec<String> = req.recipe.specs.iter().map(|s| s.to_string()).collect();
     let body = CommitBody {
         root: req.root.clone(),
-        generation,
+        generation: previous.as_ref().map_or(1, |p| p.body.generation + 1),
         tree,
         parent,
         timestamp: now(),
@@ -410,11 +410,23 @@ pub fn assemble(store: &Store, req: &Request) -> Result<Assembled, AssembleError
             .subject
             .clone()
             .unwrap_or_else(|| format!("assemble {} from {}", req.root, names.join(" "))),
-        requested: req.recipe.specs.iter().map(|s| s.to_string()).collect(),
+        requested: names,
         options: req.recipe.options(),
         packages: package_refs(chosen),
         extensions: BTreeMap::new(),
     };
+    if let (Some(id), Some(prev)) = (parent, previous)
+        && same_content(&prev.body, &body)
+    {
+        // Dropping the transaction discards the trees it staged.
+        return Ok(Assembled {
+            id,
+            commit: prev,
+            written: false,
+            stats: TxnStats::default(),
+            overwritten,
+        });
+    }
     let commit = body.sign(&store.signing_key()?);
     let id = txn.put_commit(&commit)?;
     txn.set_root(&req.root, parent, id);
@@ -422,9 +434,20 @@ pub fn assemble(store: &Store, req: &Request) -> Result<Assembled, AssembleError
     Ok(Assembled {
         id,
         commit,
+        written: true,
         stats,
         overwritten,
     })
+}
+
+/// Whether two commits make the same root the same way: tree, packages, request,
+/// options and extensions (not time, subject or place in history).
+fn same_content(a: &CommitBody, b: &CommitBody) -> bool {
+    a.tree == b.tree
+        && a.packages == b.packages
+        && a.requested == b.requested
+        && a.options == b.options
+        && a.extensions == b.extensions
 }
 
 /// Writes the directory at `path` of the union as the root tree.

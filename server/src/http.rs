@@ -57,6 +57,12 @@ impl From<StoreError> for ApiError {
                 "not-found",
                 format!("object {id} not found"),
             ),
+            // Asking for a tree by a commit's id: there is no tree of that id.
+            StoreError::Decode { id, kind, .. } => ApiError(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("object {id} is not a {kind}"),
+            ),
             other => {
                 tracing::error!("{other}");
                 ApiError(

@@ -17,7 +17,9 @@
 //!   resolves to;
 //! - [`assemble`]: a root as the union of package trees, committed and signed;
 //! - [`diff`]: what changed between two commits of a root;
+//! - [`rollback`]: an earlier version again, as a new commit;
 //! - [`checkout`]: a root as a plain directory;
+//! - [`inspect`]: a root's paths, contents and owners, without mounting it;
 //! - [`closure`], [`fsck`], [`gc`]: what the refs reach, checking it, keeping only it;
 //! - [`http`] and [`nfs`]: serving it, to `canopy mount` and to kernels' NFS clients.
 #![warn(missing_docs)]
@@ -32,13 +34,16 @@ pub mod fsck;
 pub mod gc;
 pub mod http;
 pub mod import;
+pub mod inspect;
 pub mod nfs;
 pub mod oci;
 pub mod packages;
 mod range;
 pub mod repo;
+pub mod rollback;
 pub mod rpm;
 pub mod store;
+pub mod suggest;
 pub mod view;
 
 pub use store::{Access, Backend, Store, StoreError, Txn, TxnStats};

@@ -88,6 +88,15 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
     }
 }
 
+/// Orders two versions of packages: as rpm does for two RPMs, else as
+/// [`compare_versions`] does.
+pub fn compare_package_versions(a: &Package, b: &Package) -> Ordering {
+    match (a.kind, b.kind) {
+        (PackageKind::Rpm, PackageKind::Rpm) => crate::rpm::evr::compare(&a.version, &b.version),
+        _ => compare_versions(&a.version, &b.version),
+    }
+}
+
 /// Every package record in a store.
 pub struct PackageIndex {
     packages: Vec<(PackageId, Package)>,
@@ -103,7 +112,7 @@ impl PackageIndex {
         packages.sort_by(|a, b| {
             a.1.name
                 .cmp(&b.1.name)
-                .then_with(|| compare_versions(&a.1.version, &b.1.version))
+                .then_with(|| compare_package_versions(&a.1, &b.1))
         });
         Ok(PackageIndex { packages })
     }
@@ -129,11 +138,15 @@ impl PackageIndex {
             .filter(|(_, p)| spec.arch.as_ref().is_none_or(|a| *a == p.arch))
             .filter(|(_, p)| spec.version.as_ref().is_none_or(|v| *v == p.version))
             .max_by(|a, b| {
-                compare_versions(&a.1.version, &b.1.version)
-                    .then(a.1.imported_at.cmp(&b.1.imported_at))
+                compare_package_versions(&a.1, &b.1).then(a.1.imported_at.cmp(&b.1.imported_at))
             });
         best.copied().ok_or_else(|| {
-            let hint = if named.is_empty() {
+            let names = self.packages.iter().map(|(_, p)| p.name.as_str());
+            let hint = if let (true, Some(near)) =
+                (named.is_empty(), crate::suggest::closest(&spec.name, names))
+            {
+                format!("; did you mean {near}?")
+            } else if named.is_empty() {
                 "; import it first (canopy import deb FILE) or see `canopy packages list`"
                     .to_string()
             } else {

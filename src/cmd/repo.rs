@@ -36,12 +36,12 @@ pub fn add(store: &Path, args: RepoAddArgs) -> Result<ExitCode> {
     };
     let config = RepoConfig {
         url,
-        components: if args.suite.is_some() {
-            args.components
-        } else {
+        components: if args.suite.is_empty() {
             Vec::new()
+        } else {
+            args.components
         },
-        suite: args.suite,
+        suites: args.suite,
         arch: args.arch,
         keyring,
     };
@@ -51,6 +51,12 @@ pub fn add(store: &Path, args: RepoAddArgs) -> Result<ExitCode> {
     let fetcher = fetcher()?;
     repo::add(&store, &args.name, &config)?;
     match release::load(&store, &args.name, &config, &fetcher) {
+        Ok(packages) if args.json.json => {
+            print_json(
+                &json!({"name": args.name, "packages": packages.len(), "arch": config.arch}),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
         Ok(packages) => {
             println!(
                 "added repository {}: {} packages for {}",
@@ -75,7 +81,7 @@ pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
             .iter()
             .map(|(name, c)| {
                 json!({
-                    "name": name, "url": c.url, "suite": c.suite, "components": c.components,
+                    "name": name, "url": c.url, "suite": c.suites.first(), "suites": c.suites, "components": c.components,
                     "arch": c.arch, "keyring": c.keyring,
                 })
             })
@@ -87,9 +93,10 @@ pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
                 Some(k) => format!("signed by {}", k.display()),
                 None => "signature not checked".into(),
             };
-            let place = match &c.suite {
-                Some(s) => format!("{s} {}", c.components.join(",")),
-                None => "(flat)".into(),
+            let place = if c.suites.is_empty() {
+                "(flat)".into()
+            } else {
+                format!("{} {}", c.suites.join(","), c.components.join(","))
             };
             println!("{name:<16} {} {place} {}  {signed}", c.url, c.arch);
         }
@@ -104,7 +111,7 @@ pub fn remove(store: &Path, name: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn update(store: &Path, names: &[String]) -> Result<ExitCode> {
+pub fn update(store: &Path, names: &[String], json: bool) -> Result<ExitCode> {
     let store = open(store, Access::Write)?;
     let names: Vec<String> = if names.is_empty() {
         repo::list(&store)?.into_iter().map(|(n, _)| n).collect()
@@ -115,11 +122,19 @@ pub fn update(store: &Path, names: &[String]) -> Result<ExitCode> {
         bail!("no repositories configured (add one with `canopy repo add`)");
     }
     let fetcher = fetcher()?;
+    let mut items = Vec::new();
     for name in &names {
         let config = repo::get(&store, name)?;
         let packages = release::load(&store, name, &config, &fetcher)
             .with_context(|| format!("updating repository {name}"))?;
-        println!("{name}: {} packages", packages.len());
+        if json {
+            items.push(json!({"name": name, "packages": packages.len()}));
+        } else {
+            println!("{name}: {} packages", packages.len());
+        }
+    }
+    if json {
+        print_json(&json!(items))?;
     }
     Ok(ExitCode::SUCCESS)
 }

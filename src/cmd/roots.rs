@@ -2,10 +2,10 @@
 
 use super::{find_in_log, head, open, print_json, root_name, time};
 use anyhow::{Context, Result};
-use canopy_protocol::{CommitId, Escaped};
-use canopy_server::Access;
-use canopy_server::diff::{self, PackageChange};
+use canopy_protocol::Escaped;
+use canopy_server::diff;
 use canopy_server::view::history;
+use canopy_server::{Access, rollback};
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
@@ -91,22 +91,32 @@ pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn rollback(store: &Path, root: &str, commit: Option<&str>) -> Result<ExitCode> {
+pub fn rollback(store: &Path, root: &str, commit: Option<&str>, json: bool) -> Result<ExitCode> {
     let store = open(store, Access::Write)?;
     let root = root_name(root)?;
     let current = head(&store, &root)?;
-    let target: CommitId = match commit {
+    let target = match commit {
         Some(prefix) => find_in_log(&store, &root, prefix)?,
-        None => store
-            .commit(&current)?
-            .body
-            .parent
-            .with_context(|| format!("root {root} has no earlier commit to roll back to"))?,
+        None => rollback::previous_version(&store, &root, current)?,
     };
-    let mut txn = store.begin()?;
-    txn.set_root(&root, Some(current), target);
-    txn.commit()?;
-    println!("{root}: now at {target} (was {current})");
+    let done = rollback::rollback(&store, &root, current, target)?;
+    if json {
+        print_json(&json!({
+            "root": root.as_str(), "commit": done.id.to_string(),
+            "restored": done.restored.to_string(), "previous": done.previous.to_string(),
+            "written": done.written, "generation": done.commit.body.generation,
+        }))?;
+    } else if done.written {
+        println!(
+            "{root}: now at {} (generation {}), restoring {}; was {}",
+            done.id, done.commit.body.generation, done.restored, done.previous
+        );
+    } else {
+        println!(
+            "{root}: commit {} already has the content of {}; nothing written",
+            done.id, done.restored
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -127,9 +137,24 @@ pub fn diff(
     };
     let old = match old {
         Some(prefix) => find_in_log(&store, &root, prefix)?,
-        None => store.commit(&new)?.body.parent.with_context(|| {
-            format!("commit {new} of root {root} has no parent to compare with")
-        })?,
+        None => match store.commit(&new)?.body.parent {
+            Some(parent) => parent,
+            None => {
+                // A root's first commit: nothing changed, and that is no error.
+                if json {
+                    print_json(&json!({
+                        "old": null, "new": new.to_string(), "packages": [], "paths": [],
+                    }))?;
+                } else {
+                    println!(
+                        "{root}: commit {} is the root's first: nothing to compare it with \
+                         (`canopy roots diff {root} OLD NEW` compares any two)",
+                        new.0.short()
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+        },
     };
     let (a, b) = (store.commit(&old)?.body, store.commit(&new)?.body);
     let changes = diff::packages(&a.packages, &b.packages);
@@ -139,14 +164,7 @@ pub fn diff(
         diff::trees(&store, &a.tree, &b.tree)?
     };
     if json {
-        let packages: Vec<_> = changes
-            .iter()
-            .map(|c| match c {
-                PackageChange::Added(p) => json!({"change": "added", "name": p.name, "arch": p.arch, "new": p.version}),
-                PackageChange::Removed(p) => json!({"change": "removed", "name": p.name, "arch": p.arch, "old": p.version}),
-                PackageChange::Changed { old, new } => json!({"change": "changed", "name": new.name, "arch": new.arch, "old": old.version, "new": new.version}),
-            })
-            .collect();
+        let packages: Vec<_> = changes.iter().map(super::assemble::change_json).collect();
         let paths: Vec<_> = paths
             .iter()
             .map(|(c, p)| json!({"change": c.marker().to_string(), "path": String::from_utf8_lossy(p)}))

@@ -1,6 +1,6 @@
 //! `canopy init` and `canopy key show`.
 
-use super::open;
+use super::{open, print_json};
 use crate::cli::InitArgs;
 use anyhow::Result;
 use canopy_server::store::init::Initialised;
@@ -15,6 +15,22 @@ pub fn init(path: &Path, args: InitArgs) -> Result<ExitCode> {
         None => Backend::Local,
     };
     let (store, done) = Store::init_with(path, &backend, args.key.as_deref())?;
+    let can_write = store.signing_key().is_ok();
+    if args.json.json {
+        let backend = match &backend {
+            Backend::Local => "local".to_string(),
+            Backend::S3(c) => c.url.to_string(),
+        };
+        print_json(&serde_json::json!({
+            "store": path.display().to_string(),
+            "created": done != Initialised::Existing,
+            "public_key": hex(&store)?,
+            "backend": backend,
+            "attached": done == Initialised::Attached,
+            "can_write": can_write,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let place = match &backend {
         Backend::Local => String::new(),
         Backend::S3(c) => format!(" (objects and refs in {})", c.describe()),
@@ -26,7 +42,7 @@ pub fn init(path: &Path, args: InitArgs) -> Result<ExitCode> {
         }
         Initialised::Existing => println!("store at {} already initialised", path.display()),
     }
-    if done == Initialised::Attached && store.signing_key().is_err() {
+    if !can_write {
         println!("no signing key given (--key): this machine can serve the store, not write to it");
     }
     println!("public key: {}", hex(&store)?);

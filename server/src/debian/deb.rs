@@ -126,7 +126,7 @@ pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, Im
         control: None,
         extensions: Default::default(),
     };
-    finish(txn, tree, entries, who, archive)
+    finish(txn, tree, entries, who, archive, archive)
 }
 
 /// A member whose content stopped before its declared size was cut short.

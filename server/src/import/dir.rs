@@ -2,9 +2,9 @@
 
 use super::builder::{ArchivePath, TreeBuilder};
 use super::limit::Limits;
-use super::{Class, Identity, ImportError, Imported, Outcome, finish};
+use super::{Class, Identity, ImportError, Imported, Outcome, finish, named_key};
 use crate::store::{BlobError, IoContext, Store, Txn};
-use canopy_protocol::{ArchiveHash, EntryKind, Meta, PackageKind, Xattrs};
+use canopy_protocol::{EntryKind, Meta, PackageKind, Xattrs};
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -32,7 +32,7 @@ pub fn import(
     let entries = builder.entries();
     let tree = builder.write(&mut txn)?;
     // No archive to hash: the key is what makes two imports the same one.
-    let archive = ArchiveHash::of(format!("canopy-dir\0{name}\0{version}\0{tree}").as_bytes());
+    let archive = named_key("dir", name, version, &tree.to_string());
     if let Some(id) = store.package_ref(&archive)? {
         return Ok(Imported {
             id,
@@ -49,7 +49,7 @@ pub fn import(
         control: None,
         extensions: Default::default(),
     };
-    finish(txn, tree, entries, who, archive)
+    finish(txn, tree, entries, who, archive, archive)
 }
 
 fn walk(

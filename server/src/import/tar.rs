@@ -4,7 +4,8 @@ use super::builder::{ArchivePath, TreeBuilder};
 use super::compress::decoder;
 use super::limit::{Budget, Limits};
 use super::{
-    Class, Identity, ImportError, Imported, already_imported, finish, hash_file, open, prefix,
+    Class, Identity, ImportError, Imported, already_imported, finish, hash_file, named_key, open,
+    prefix,
 };
 use crate::store::{BlobError, Store, Txn};
 use canopy_protocol::{EntryKind, Meta, PackageKind};
@@ -21,7 +22,8 @@ pub fn import(
     limits: Limits,
 ) -> Result<Imported, ImportError> {
     let archive = hash_file(path)?;
-    if let Some(done) = already_imported(store, &archive)? {
+    let key = named_key("tar", name, version, &archive.to_string());
+    if let Some(done) = already_imported(store, &key)? {
         return Ok(done);
     }
     let mut txn = store.begin()?;
@@ -44,7 +46,7 @@ pub fn import(
         control: None,
         extensions: Default::default(),
     };
-    finish(txn, tree, entries, who, archive)
+    finish(txn, tree, entries, who, archive, key)
 }
 
 fn malformed(what: &str, path: &ArchivePath, detail: impl std::fmt::Display) -> ImportError {

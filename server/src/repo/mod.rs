@@ -100,9 +100,11 @@ pub enum RepoError {
 pub struct RepoConfig {
     /// Base URL (http, https or file), ending in `/`.
     pub url: String,
-    /// The suite (`bookworm`, `stable`…) under `dists/`; none for a flat repository,
-    /// whose `Release` and `Packages` sit at the base URL.
-    pub suite: Option<String>,
+    /// The suites (`bookworm`, `bookworm-updates`…) under `dists/`, read together;
+    /// none for a flat repository, whose `Release` and `Packages` sit at the base URL.
+    /// (Configurations written before several suites were possible have `suite`.)
+    #[serde(alias = "suite", deserialize_with = "one_or_many")]
+    pub suites: Vec<String>,
     /// Components (`main`…); empty for a flat repository.
     pub components: Vec<String>,
     /// Debian architecture of the roots resolved from it (`amd64`…); `all` packages
@@ -111,6 +113,21 @@ pub struct RepoConfig {
     /// OpenPGP keyring the Release file must be signed with; none only when the
     /// user chose `--no-verify-signature`.
     pub keyring: Option<PathBuf>,
+}
+
+/// `null`, `"a"` or `["a", "b"]` as a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => Vec::new(),
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(v)) => v,
+    })
 }
 
 /// The configuration file as written: versioned, so a later format can be told apart.

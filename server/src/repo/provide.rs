@@ -55,6 +55,47 @@ pub enum ProvideError {
     },
 }
 
+/// One package a recipe resolved to, before anything is downloaded.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    /// Package name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Its architecture.
+    pub arch: String,
+    /// Where its archive is, its size and SHA-256, from the repository's index.
+    pub archive: Archive,
+    /// The package record, when the store has imported this archive already.
+    pub imported: Option<PackageId>,
+}
+
+impl<'a> From<&'a Planned> for crate::diff::Listed<'a> {
+    fn from(p: &'a Planned) -> Self {
+        crate::diff::Listed {
+            name: &p.name,
+            arch: &p.arch,
+            version: &p.version,
+            archive: &p.archive.sha256,
+        }
+    }
+}
+
+/// What a recipe resolves to now: read and resolved, nothing downloaded or written.
+pub struct Resolution {
+    /// Every package of the resolution, in name order.
+    pub packages: Vec<Planned>,
+    /// Conflicts or Breaks the resolution could not avoid, for the user to see.
+    pub problems: Vec<String>,
+}
+
+impl Resolution {
+    /// The packages the store lacks: what [`provide`] would download.
+    pub fn missing(&self) -> impl Iterator<Item = &Planned> {
+        self.packages.iter().filter(|p| p.imported.is_none())
+    }
+}
+
 /// The packages a recipe resolved to, imported.
 pub struct Provided {
     /// Every package of the resolution, in name order.
@@ -67,13 +108,14 @@ pub struct Provided {
     pub problems: Vec<String>,
 }
 
-/// Resolves `recipe` against its repositories and imports what the store lacks.
-pub fn provide(
+/// Reads `recipe`'s repositories (their metadata only) and resolves it. Nothing is
+/// downloaded beyond the indexes, and the store is not written.
+pub fn resolve(
     store: &Store,
     recipe: &Recipe,
     fetcher: &Fetcher,
     progress: &dyn Progress,
-) -> Result<Provided, ProvideError> {
+) -> Result<Resolution, ProvideError> {
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut archives: Vec<Archive> = Vec::new();
     let mut arch: Option<String> = None;
@@ -107,50 +149,69 @@ pub fn provide(
             recommends: recipe.recommends,
         },
     )?;
-    let mut missing = Vec::new();
+    let mut packages = Vec::with_capacity(resolution.chosen.len());
     for &i in &resolution.chosen {
-        if store.package_ref(&archives[i].sha256)?.is_none() {
-            missing.push(i);
-        }
-    }
-    let wanted: Vec<&Archive> = missing.iter().map(|&i| &archives[i]).collect();
-    let files = download_all(store, &wanted, fetcher, progress)?;
-    for (&i, file) in missing.iter().zip(&files) {
         let (c, a) = (&candidates[i], &archives[i]);
-        let label = format!("{} {}", c.name, c.version);
+        packages.push(Planned {
+            name: c.name.clone(),
+            version: c.version.to_string(),
+            arch: c.arch.clone(),
+            archive: a.clone(),
+            imported: store.package_ref(&a.sha256)?,
+        });
+    }
+    Ok(Resolution {
+        packages,
+        problems: resolution.problems,
+    })
+}
+
+/// Resolves `recipe` against its repositories and imports what the store lacks.
+pub fn provide(
+    store: &Store,
+    recipe: &Recipe,
+    fetcher: &Fetcher,
+    progress: &dyn Progress,
+) -> Result<Provided, ProvideError> {
+    let resolution = resolve(store, recipe, fetcher, progress)?;
+    let wanted: Vec<&Planned> = resolution.missing().collect();
+    let archives: Vec<&Archive> = wanted.iter().map(|p| &p.archive).collect();
+    let files = download_all(store, &archives, fetcher, progress)?;
+    for (p, file) in wanted.iter().zip(&files) {
+        let label = format!("{} {}", p.name, p.version);
         let imported =
             crate::debian::deb::import(store, file, Limits::default()).map_err(|source| {
                 ProvideError::Import {
                     label: label.clone(),
-                    url: a.url.to_string(),
+                    url: p.archive.url.to_string(),
                     source: Box::new(source),
                 }
             })?;
         // A downloaded copy has served its purpose; a file:// archive is the user's.
-        if a.url.scheme() != "file" {
+        if p.archive.url.scheme() != "file" {
             let _ = std::fs::remove_file(file);
         }
-        if imported.package.name != c.name {
+        if imported.package.name != p.name {
             tracing::warn!(
                 "{} from {} calls itself {}",
-                c.name,
-                a.url,
+                p.name,
+                p.archive.url,
                 imported.package.name
             );
         }
         progress.imported(&label);
     }
-    let mut packages = Vec::with_capacity(resolution.chosen.len());
-    for &i in &resolution.chosen {
+    let mut packages = Vec::with_capacity(resolution.packages.len());
+    for p in &resolution.packages {
         let id = store
-            .package_ref(&archives[i].sha256)?
+            .package_ref(&p.archive.sha256)?
             .expect("every chosen archive is imported by now");
         packages.push((id, store.package(&id)?));
     }
     Ok(Provided {
         packages,
         downloaded: wanted.len(),
-        downloaded_bytes: wanted.iter().map(|a| a.size).sum(),
+        downloaded_bytes: archives.iter().map(|a| a.size).sum(),
         problems: resolution.problems,
     })
 }

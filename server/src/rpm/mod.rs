@@ -4,11 +4,13 @@
 //!   their digests and OpenPGP signatures;
 //! - [`cpio`]: the records of the payload archive;
 //! - [`caps`]: file capabilities from the header's text to the kernel's xattr;
+//! - [`evr`]: rpm's version ordering (epochs, `rpmvercmp`, `~` and `^`);
 //! - [`facts`]: what a package record keeps of an RPM (extension `rpm`);
 //! - [`import`]: an `.rpm` into a package tree.
 
 mod caps;
 mod cpio;
+pub mod evr;
 pub mod facts;
 pub(crate) mod header;
 pub mod import;
