@@ -125,13 +125,15 @@ fn writers_on_several_machines_never_lose_an_update() {
     a.cmd(["import", "deb"]).args(debs::paths(SMALL)).success();
 
     // Two roots from two machines at once: both land.
-    let spawn = |env: &Canopy, root: &str| {
+    // Each writer a different package set, so no commit is the same as another's (an
+    // assemble that would change nothing writes nothing).
+    let spawn = |env: &Canopy, root: &str, packages: usize| {
         let mut command = Command::new(crate::util::BIN);
         command
             .arg("--store")
             .arg(env.store())
             .args(["assemble", root])
-            .args(SMALL)
+            .args(&SMALL[..packages])
             .args(["-m", &format!("{root} from {}", env.store().display())])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -144,7 +146,7 @@ fn writers_on_several_machines_never_lose_an_update() {
         }
         command.spawn().unwrap()
     };
-    let runs = [spawn(&a, "one"), spawn(&b, "two")];
+    let runs = [spawn(&a, "one", 6), spawn(&b, "two", 6)];
     for run in runs {
         let out = run.wait_with_output().unwrap();
         assert!(
@@ -159,9 +161,9 @@ fn writers_on_several_machines_never_lose_an_update() {
     // Three machines move one root at once: each either lands on top of the others or
     // is told it lost; no commit that reported success is lost.
     let runs = [
-        spawn(&a, "shared"),
-        spawn(&b, "shared"),
-        spawn(&c, "shared"),
+        spawn(&a, "shared", 6),
+        spawn(&b, "shared", 5),
+        spawn(&c, "shared", 4),
     ];
     let mut landed = 0;
     for run in runs {
