@@ -46,7 +46,7 @@ pub enum Command {
     /// Build (a new version of) a root from imported packages, or from a repository
     /// with dependencies resolved
     #[command(
-        after_help = "Examples:\n  canopy assemble web --from debian nginx-light bash\n  canopy assemble base --from debian --essential bash\n  canopy assemble web bash coreutils libc6 libtinfo6      (imported packages, exactly these)\n  canopy assemble usr-only bash coreutils libc6 --subtree usr\n  canopy assemble web bash=5.2.15-2+b7 mytools --allow-overwrite -m \"web with tools\"\n\nMaintainer scripts (postinst…) are not run: roots are built without root privileges."
+        after_help = "Examples:\n  canopy assemble web --from debian nginx-light bash\n  canopy assemble base --from debian --essential bash\n  canopy assemble web bash coreutils libc6 libtinfo6      (imported packages, exactly these)\n  canopy assemble usr-only bash coreutils libc6 --subtree usr\n  canopy assemble web bash=5.2.15-2+b7 mytools --allow-overwrite -m \"web with tools\"\n  canopy assemble raw --from debian bash --no-configure      (unpacked only)\n\nRoots that hold dpkg and /bin/sh are configured: the packages' scripts run once, in a\nsandbox (user namespace with shifted ids, no network), and what they make (users,\nalternatives, dpkg's database, ld.so.cache…) is part of the root. Host identity\n(machine-id, host keys, logs) is left out; -v shows the scripts' output. Not root?\nConfiguring needs a subordinate id range in /etc/subuid and /etc/subgid (the error\nsays which line to add)."
     )]
     Assemble(AssembleArgs),
     /// Assemble a root again as it was made, with the newest packages
@@ -54,7 +54,7 @@ pub enum Command {
         after_help = "Re-resolves the root's request (its packages, --from repositories and flags, as its\ncurrent commit records them); downloads only archives the store lacks; writes no\ncommit when nothing changed.\n\nExit status: 0 done or up to date; with --dry-run, 10 when changes are pending.\n\nExamples:\n  canopy upgrade web\n  canopy upgrade web --dry-run && echo up to date"
     )]
     Upgrade(UpgradeArgs),
-    /// Configure the Debian repositories roots are resolved from
+    /// Configure the repositories (Debian or rpm-md) roots are resolved from
     #[command(
         subcommand,
         after_help = "Examples:\n  canopy repo add debian http://deb.debian.org/debian --suite bookworm,bookworm-updates \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy repo list\n  canopy repo update\n  canopy repo remove debian"
@@ -110,11 +110,19 @@ pub enum Command {
         after_help = "Examples:\n  canopy mount http://server:7750 /run/canopy --trust server.pub\n  canopy mount http://server:7750 /mnt/web --root web --follow --trust server.pub\n  canopy mount http://cache1:80 /run/canopy --server http://server:7750 --trust server.pub --cache-size 20G\n\nStops on SIGINT/SIGTERM (unmounting) or when unmounted."
     )]
     Mount(MountArgs),
+    /// Run a command in a root: in its own namespaces, unprivileged, with per-host state
+    #[command(
+        after_help = "ROOT is a root of the local store, a root on --server, or a directory holding a root\n(any path with a /, e.g. ./web or /run/canopy/web).\n\nExamples:\n  canopy run web -- /bin/bash -c 'echo hi; id -u'\n  canopy run web --state /var/lib/canopy/state/web -- nginx -g 'daemon off;'\n  canopy run web --state /var/lib/canopy/state/web --diff\n  canopy run --server http://server:7750 --trust server.pub web -- python3 -V\n  canopy run /run/canopy/web -- true\n  canopy run app                          (an image root: its Entrypoint/Cmd, Env, WorkingDir, User)\n  canopy run app --label install          (its INSTALL label, IMAGE and NAME substituted)\n  canopy run tools --spc -- /bin/sh -c 'ls /host; echo $HOST'   (root only)\n\nThe exit status is the command's; canopy's own failures exit 125 (127: command not\nfound in the root, 126: not executable)."
+    )]
+    Run(RunArgs),
     /// Serve Docker's volume plugin protocol: canopy roots as read-only volumes
     #[command(
         after_help = "Examples:\n  canopy volume-plugin --server http://server:7750 --trust server.pub\n  docker volume create -d canopy -o root=web web\n  docker volume create -d canopy -o root=web -o commit=3f2a…(64 hex) web-pinned\n  docker volume create -d canopy -o root=web -o follow=true web-latest\n  docker run --rm -v web:/opt/web:ro IMAGE /opt/web/bin/...\n  docker run --rm -v usr:/usr:ro --volume-driver canopy IMAGE ...\n\nVolume options: root=NAME (default: the volume's name), commit=ID (pin), follow=true.\nStops on SIGINT/SIGTERM (removing the socket, unmounting)."
     )]
     VolumePlugin(VolumePluginArgs),
+    /// Runs inside the sandbox of a configure (started by canopy itself)
+    #[command(name = "__configure-worker", hide = true)]
+    ConfigureWorker,
 }
 
 /// What `mount` takes.
@@ -173,6 +181,73 @@ pub struct HostArgs {
     /// takes at most --timeout + SIZE / --min-rate
     #[arg(long, default_value = "64K", value_parser = parse_size, value_name = "BYTES")]
     pub min_rate: u64,
+}
+
+/// What `run` takes.
+#[derive(Args)]
+pub struct RunArgs {
+    /// A root name (local store, or --server), or a directory (a path with a `/`)
+    pub root: String,
+    /// The command and its arguments (for an image root: arguments to its entrypoint)
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+    /// Run the root from this server (or HTTP cache), through the host's cache; repeat
+    /// to fail over
+    #[arg(long = "server", value_name = "URL")]
+    pub servers: Vec<url::Url>,
+    /// With --server: file with the server's public key (`canopy key show`)
+    #[arg(long, value_name = "FILE", requires = "servers")]
+    pub trust: Option<PathBuf>,
+    /// With --server: the object cache [default: /var/cache/canopy as root, else
+    /// ~/.cache/canopy]
+    #[arg(long, value_name = "DIR", requires = "servers")]
+    pub cache_dir: Option<PathBuf>,
+    /// With --server: bound on the cache (K, M, G, T suffixes)
+    #[arg(long, default_value = "20G", value_parser = parse_size, value_name = "SIZE")]
+    pub cache_size: u64,
+    /// With --server: give up on a server that does not answer within this long
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub timeout: std::time::Duration,
+    /// Run this commit of the root (full id or unique prefix) instead of its current one
+    #[arg(long)]
+    pub commit: Option<String>,
+    /// Keep /etc and /var changes in DIR across runs and upgrades (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// With --state: list what the host changed against the root, and run nothing
+    #[arg(long, requires = "state")]
+    pub diff: bool,
+    /// Super-privileged (root only): the host's network, IPC and PID namespaces, its /
+    /// at /host, its /run, /dev and /etc/localtime; HOST, NAME and IMAGE set
+    #[arg(long)]
+    pub spc: bool,
+    /// Run as USER[:GROUP] (names or numbers of the root's /etc/passwd and /etc/group)
+    /// [default: the image's User, else root]
+    #[arg(long, short = 'u', value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// `host` (default) or `none` (loopback only)
+    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+    pub network: String,
+    /// Bind a host path into the run: SRC:DST, or SRC:DST:ro (repeatable)
+    #[arg(long, value_name = "SRC:DST[:ro]")]
+    pub bind: Vec<String>,
+    /// Set an environment variable: KEY=VALUE, or KEY to pass the caller's (repeatable)
+    #[arg(long, short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside [default: the image's WorkingDir, else /]
+    #[arg(long, short = 'w', value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Hostname inside [default: the run's name]
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// The run's name: NAME in labels and the environment [default: the root's name]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Run the image's RUN, INSTALL or UNINSTALL label instead of a command
+    #[arg(long, value_parser = ["run", "install", "uninstall"], conflicts_with = "command")]
+    pub label: Option<String>,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// What `volume-plugin` takes.
@@ -409,8 +484,21 @@ pub struct AssembleArgs {
     /// With --from: follow Recommends too
     #[arg(long, requires = "from")]
     pub recommends: bool,
+    /// Keep the root unpacked: run no package scripts (recorded, so `upgrade` does the same)
+    #[arg(long)]
+    pub no_configure: bool,
+    #[command(flatten)]
+    pub configure: ConfigureArgs,
     #[command(flatten)]
     pub json: JsonFlag,
+}
+
+/// How `assemble` and `upgrade` configure.
+#[derive(Args)]
+pub struct ConfigureArgs {
+    /// Stop configuring (and fail) when the packages' scripts run longer than this
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub configure_timeout: std::time::Duration,
 }
 
 /// What `upgrade` takes.
@@ -426,17 +514,19 @@ pub struct UpgradeArgs {
     #[arg(short, long, value_name = "SUBJECT")]
     pub message: Option<String>,
     #[command(flatten)]
+    pub configure: ConfigureArgs,
+    #[command(flatten)]
     pub json: JsonFlag,
 }
 
 /// What `repo` takes.
 #[derive(Subcommand)]
 pub enum RepoCommand {
-    /// Add a Debian repository (http, https or file URL)
+    /// Add a Debian or rpm-md repository (http, https or file URL)
     #[command(
-        after_help = "Examples (Debian 12 with its updates and security fixes, then a flat local one):\n  canopy repo add debian http://deb.debian.org/debian --suite bookworm,bookworm-updates \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy repo add debian-security http://deb.debian.org/debian-security --suite bookworm-security \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy assemble web --from debian,debian-security nginx-light\n  canopy repo add local file:///srv/debs --no-verify-signature      (flat: Packages at the URL)\n\nWithout --suite the repository is flat, as dpkg-scanpackages makes it."
+        after_help = "Examples (Debian 12 with its updates and security fixes, then a flat local one):\n  canopy repo add debian http://deb.debian.org/debian --suite bookworm,bookworm-updates \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy repo add debian-security http://deb.debian.org/debian-security --suite bookworm-security \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy assemble web --from debian,debian-security nginx-light\n  canopy repo add local file:///srv/debs --no-verify-signature      (flat: Packages at the URL)\n  canopy repo add fedora https://mirror.example/fedora/releases/41/Everything/x86_64/os \\\n      --kind rpm-md --keyring RPM-GPG-KEY-fedora [--verify-package-signatures]\n\nWithout --suite a Debian repository is flat, as dpkg-scanpackages makes it. An rpm-md\nrepository's URL is the directory holding repodata/."
     )]
-    Add(RepoAddArgs),
+    Add(Box<RepoAddArgs>),
     /// List the configured repositories
     #[command(after_help = "Example:\n  canopy repo list --json")]
     List(JsonFlag),
@@ -475,16 +565,23 @@ pub struct RepoAddArgs {
         requires = "suite"
     )]
     pub components: Vec<String>,
-    /// Debian architecture of the roots to build
-    #[arg(long, default_value = "amd64")]
-    pub arch: String,
+    /// Architecture of the roots to build [default: amd64 for deb, x86_64 for rpm-md]
+    #[arg(long)]
+    pub arch: Option<String>,
     /// OpenPGP keyring (binary .gpg or armored .asc) that must have signed the
-    /// repository's Release file
+    /// repository's Release file (deb) or repodata/repomd.xml (rpm-md)
     #[arg(long, value_name = "FILE")]
     pub keyring: Option<PathBuf>,
-    /// Do not check the Release file's signature (the hashes it lists are still checked)
+    /// Do not check the metadata's signature (the hashes it lists are still checked)
     #[arg(long, conflicts_with = "keyring")]
     pub no_verify_signature: bool,
+    /// The repository's format: deb (a Debian archive) or rpm-md (repodata/, as
+    /// createrepo_c makes it)
+    #[arg(long, default_value = "deb", value_parser = ["deb", "rpm-md"])]
+    pub kind: String,
+    /// rpm-md: also check each downloaded RPM's header signature with --keyring
+    #[arg(long, requires = "keyring")]
+    pub verify_package_signatures: bool,
     #[command(flatten)]
     pub json: JsonFlag,
 }

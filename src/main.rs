@@ -52,7 +52,7 @@ fn main() -> ExitCode {
 
 /// An error and its causes on one line, leaving out a cause whose text the message
 /// before it already ends with (errors that print their source, then return it too).
-fn describe(e: &anyhow::Error) -> String {
+pub(crate) fn describe(e: &anyhow::Error) -> String {
     let mut out = String::new();
     let mut last = String::new();
     for cause in e.chain() {

@@ -26,6 +26,8 @@ mod nfs;
 mod portmap;
 // Roots resolved from a Debian repository: downloads, upgrade, rollback, diff, corruption.
 mod repo;
+// Installed roots: package scripts run in a sandbox at assemble time, compared with mmdebstrap.
+mod installed;
 // Inspection without mounting, closed pipes, names in errors, ROOT@COMMIT everywhere.
 mod lifecycle;
 // The Docker volume plugin over its socket, across restarts, and under a real dockerd.
@@ -38,6 +40,8 @@ mod layout;
 mod image;
 // Hostile images: each refused with its error class, the store unchanged.
 mod image_hostile;
+// canopy run: store, server, directory and mount sources; state; signals; non-root; --spc; labels.
+mod run;
 // SeaweedFS for the S3 tests: one shared `weed mini`, buckets per test.
 mod seaweed;
 // The store in a bucket: same roots as local, several writers, gc leases, crashes.

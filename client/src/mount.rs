@@ -2,6 +2,7 @@
 
 use crate::cache::{Cache, CacheError};
 use crate::fs::CanopyFs;
+use crate::objects::Fetched;
 use crate::remote::{FetchError, Remote};
 use crate::view::{RootVersion, Scope, View};
 use canopy_protocol::{Commit, CommitId, SignatureError, VerifyingKey};
@@ -183,7 +184,7 @@ impl MountError {
 }
 
 /// Fetches, verifies and decodes one version of a root.
-async fn load(
+pub(crate) async fn load(
     remote: &Remote,
     trust: &VerifyingKey,
     root: &str,
@@ -493,7 +494,7 @@ pub fn run(
     on_ready: impl FnOnce(),
 ) -> Result<(), MountError> {
     let Host { rt, remote, cache } = cfg.host.open()?;
-    let view = Arc::new(View::new(cfg.scope.clone()));
+    let view = Arc::new(View::new(cfg.scope.clone()).keeping_versions());
     let pinned = match (&cfg.scope, &cfg.commit) {
         (Scope::One(root), Some(prefix)) => Some(rt.block_on(find_commit(&remote, root, prefix))?),
         _ => None,
@@ -501,11 +502,10 @@ pub fn run(
     rt.block_on(refresh(&remote, &view, &cfg.host.trust, pinned))?;
 
     let following = cfg.follow.is_some() && pinned.is_none();
+    let objects = Fetched::new(cache, remote.clone(), rt.handle().clone());
     let fs = CanopyFs::new(
         view.clone(),
-        cache,
-        remote.clone(),
-        rt.handle().clone(),
+        Arc::new(objects),
         following,
         cfg.host.passthrough,
     );

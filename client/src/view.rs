@@ -196,8 +196,19 @@ pub struct View {
     scope: Scope,
     trees: RwLock<HashMap<TreeId, Arc<Tree>>>,
     roots: RwLock<BTreeMap<String, RootVersion>>,
+    /// Every version a [`Scope::All`] view has shown, as `NAME@COMMIT`, when asked
+    /// for ([`View::keeping_versions`]): found by lookup (not listed), so a program can
+    /// stay on the version it started with while the root follows new ones (`canopy
+    /// run` of `MOUNT/NAME`).
+    pinned: RwLock<HashMap<String, RootVersion>>,
+    keep_versions: bool,
     inodes: RwLock<Inodes>,
 }
+
+/// The unlisted extended attribute of a root's top directory in a [`Scope::All`]
+/// view that holds the commit it shows, as 64 hex digits; `NAME@COMMIT` beside it
+/// keeps showing that commit.
+pub const COMMIT_XATTR: &str = "user.canopy.commit";
 
 fn encode_rdev(major: u32, minor: u32) -> u32 {
     // The kernel's 32-bit new_encode_dev, which FUSE carries.
@@ -251,8 +262,17 @@ impl View {
             scope,
             trees: RwLock::new(trees),
             roots: RwLock::new(BTreeMap::new()),
+            pinned: RwLock::new(HashMap::new()),
+            keep_versions: false,
             inodes: RwLock::new(inodes),
         }
+    }
+
+    /// Keeps every version shown as `NAME@COMMIT` (see [`COMMIT_XATTR`]); for the views
+    /// of `canopy mount`, not for the volume plugin's, whose entries come and go.
+    pub fn keeping_versions(mut self) -> View {
+        self.keep_versions = self.scope == Scope::All;
+        self
     }
 
     /// The roots shown.
@@ -281,6 +301,12 @@ impl View {
             }
         }
         let tree = version.tree;
+        if self.keep_versions && !name.contains('@') {
+            self.pinned
+                .write()
+                .expect("view lock")
+                .insert(format!("{name}@{}", version.commit), version.clone());
+        }
         self.roots
             .write()
             .expect("view lock")
@@ -373,14 +399,18 @@ impl View {
         let ino = match inodes.nodes.get(&parent).ok_or(ViewError::NotFound)? {
             Node::Roots => {
                 let name_str = std::str::from_utf8(name).map_err(|_| ViewError::NotFound)?;
-                let tree = self
-                    .roots
-                    .read()
-                    .expect("view lock")
-                    .get(name_str)
-                    .ok_or(ViewError::NotFound)?
-                    .tree;
-                inodes.dir(&Arc::from(name), Vec::new(), tree, &ROOT_META)
+                let shown = self.roots.read().expect("view lock").get(name_str).cloned();
+                let version = match shown {
+                    Some(v) => v,
+                    None => self
+                        .pinned
+                        .read()
+                        .expect("view lock")
+                        .get(name_str)
+                        .cloned()
+                        .ok_or(ViewError::NotFound)?,
+                };
+                inodes.dir(&Arc::from(name), Vec::new(), version.tree, &ROOT_META)
             }
             Node::Dir {
                 tree, top, path, ..
@@ -470,6 +500,30 @@ impl View {
                 ..
             } => Ok(target.clone()),
             _ => Err(ViewError::NotSymlink),
+        }
+    }
+
+    /// The commit a top-level directory of a [`Scope::All`] view shows now (see
+    /// [`COMMIT_XATTR`]).
+    pub fn commit_of(&self, ino: u64) -> Option<CommitId> {
+        if self.scope != Scope::All {
+            return None;
+        }
+        let name = match self.inodes.read().expect("view lock").nodes.get(&ino)? {
+            Node::Dir { top, path, .. } if path.is_empty() => {
+                std::str::from_utf8(top).ok()?.to_string()
+            }
+            _ => return None,
+        };
+        let roots = self.roots.read().expect("view lock");
+        match roots.get(&name) {
+            Some(v) => Some(v.commit),
+            None => self
+                .pinned
+                .read()
+                .expect("view lock")
+                .get(&name)
+                .map(|v| v.commit),
         }
     }
 
@@ -638,6 +692,50 @@ mod tests {
         assert_eq!(view.file(f.ino).unwrap().1, 1, "an open file keeps working");
         view.install("web@c", RootVersion { commit, tree }, trees);
         assert_eq!(view.lookup(ROOT_INO, b"web@c").unwrap().ino, dir.ino);
+    }
+
+    #[test]
+    fn versions_stay_found_as_name_at_commit() {
+        let view = View::new(Scope::All).keeping_versions();
+        let (c1, c2) = (CommitId(ObjectId::of(b"1")), CommitId(ObjectId::of(b"2")));
+        let (t1, trees1) = root_of(vec![file("f", b"old", 0o644)]);
+        let (t2, trees2) = root_of(vec![file("f", b"new!", 0o644)]);
+        view.install(
+            "web",
+            RootVersion {
+                commit: c1,
+                tree: t1,
+            },
+            trees1,
+        );
+        let dir = view.lookup(ROOT_INO, b"web").unwrap();
+        assert_eq!(view.commit_of(dir.ino), Some(c1));
+        view.install(
+            "web",
+            RootVersion {
+                commit: c2,
+                tree: t2,
+            },
+            trees2,
+        );
+        assert_eq!(view.commit_of(dir.ino), Some(c2));
+        let old = view
+            .lookup(ROOT_INO, format!("web@{c1}").as_bytes())
+            .unwrap();
+        assert_eq!(view.commit_of(old.ino), Some(c1));
+        let f = view.lookup(old.ino, b"f").unwrap();
+        assert_eq!(
+            view.file(f.ino).unwrap().1,
+            3,
+            "the pinned name keeps the old tree"
+        );
+        let names: Vec<_> = view
+            .list(ROOT_INO)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.2)
+            .collect();
+        assert_eq!(names, [b"web".to_vec()], "pinned names are not listed");
     }
 
     #[test]

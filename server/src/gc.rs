@@ -79,7 +79,7 @@ mod tests {
             packages,
             subject: None,
         };
-        assemble(store, &req).unwrap();
+        assemble(store, &req, None).unwrap();
     }
 
     #[test]

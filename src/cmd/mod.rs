@@ -10,6 +10,7 @@ mod maintenance;
 mod mount;
 mod repo;
 mod roots;
+mod run;
 mod serve;
 mod setup;
 mod volume;
@@ -33,6 +34,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
     if let Command::VolumePlugin(args) = cli.command {
         return volume::run(args);
+    }
+    if let Command::ConfigureWorker = cli.command {
+        return Ok(ExitCode::from(
+            canopy_server::configure::worker::main() as u8
+        ));
+    }
+    if let Command::Run(args) = cli.command {
+        return Ok(run::run(cli.store, args));
     }
     let store = store_path(cli.store)?;
     match cli.command {
@@ -74,7 +83,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Packages(PackagesCommand::List(json)) => import::list(&store, json.json),
         Command::Assemble(args) => assemble::run(&store, args),
         Command::Upgrade(args) => assemble::upgrade(&store, args),
-        Command::Repo(RepoCommand::Add(args)) => repo::add(&store, args),
+        Command::Repo(RepoCommand::Add(args)) => repo::add(&store, *args),
         Command::Repo(RepoCommand::List(json)) => repo::list(&store, json.json),
         Command::Repo(RepoCommand::Remove { name }) => repo::remove(&store, &name),
         Command::Repo(RepoCommand::Update { names, json }) => {
@@ -109,7 +118,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fsck(json) => maintenance::fsck(&store, json.json),
         Command::Gc(args) => maintenance::gc(&store, args.dry_run, args.json.json),
         Command::Serve(args) => serve::run(&store, args),
-        Command::Mount(_) | Command::VolumePlugin(_) => unreachable!("handled above"),
+        Command::Mount(_)
+        | Command::VolumePlugin(_)
+        | Command::Run(_)
+        | Command::ConfigureWorker => {
+            unreachable!("handled above")
+        }
     }
 }
 

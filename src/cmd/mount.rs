@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Reads a public key as `canopy key show` prints it.
-fn read_key(path: &std::path::Path) -> Result<VerifyingKey> {
+pub(super) fn read_key(path: &std::path::Path) -> Result<VerifyingKey> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the trusted key {}", path.display()))?;
     let mut bytes = [0u8; 32];

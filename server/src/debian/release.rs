@@ -7,7 +7,7 @@ use super::control::{Paragraph, parse_paragraphs};
 use super::resolve::Candidate;
 use crate::repo::fetch::{Fetched, Fetcher, Validators};
 use crate::repo::signature::{self, Keyring};
-use crate::repo::{RepoConfig, RepoError, cache_dir, ensure_dir};
+use crate::repo::{Archive, RepoConfig, RepoError, cache_dir, ensure_dir};
 use crate::store::{Store, write_atomic};
 use canopy_protocol::{ArchiveHash, Hasher, ObjectId};
 use serde::{Deserialize, Serialize};
@@ -21,19 +21,6 @@ use url::Url;
 const RELEASE_LIMIT: u64 = 64 << 20;
 /// Most a Packages index may unpack to (Debian's main amd64 index is ~100 MiB).
 const PACKAGES_LIMIT: u64 = 2 << 30;
-
-/// Where a package a repository offers is, and what it must hash to.
-#[derive(Clone, Debug)]
-pub struct Archive {
-    /// The repository it comes from.
-    pub repo: String,
-    /// The archive's URL.
-    pub url: Url,
-    /// The archive's size, from the index.
-    pub size: u64,
-    /// The archive's SHA-256, from the index: also the key of its import in the store.
-    pub sha256: ArchiveHash,
-}
 
 /// What is remembered of the last Release seen.
 #[derive(Default, Serialize, Deserialize)]
