@@ -6,11 +6,14 @@
 //! removal or a rollback can be undone until then. The report says how many objects
 //! each kept, so the user knows what to remove to free more.
 //!
-//! It runs under the store's exclusive lock, so no import or assemble can be between
-//! writing objects and writing the ref that keeps them. Damage to a file's content (a
-//! missing or cut blob) hides nothing, so gc goes on and keeps the damaged objects for
-//! `fsck --repair`; an unreadable tree, commit or package record might reference
-//! anything, so then gc deletes nothing and says which object and what uses it.
+//! It runs under the store's exclusive lock, so no import or assemble of this machine can
+//! be between writing objects and writing the ref that keeps them. Writers on other
+//! machines (a store in a bucket) protect what they are about to reference with leases,
+//! which the backend's [`begin_gc`](crate::store::backend::ObjectBackend::begin_gc)
+//! collects before any object is listed. Damage to a file's content (a missing or cut
+//! blob) hides nothing, so gc goes on and keeps the damaged objects for `fsck --repair`;
+//! an unreadable tree, commit or package record might reference anything, so then gc
+//! deletes nothing and says which object and what uses it.
 
 use crate::closure::{Closure, Problem, Walk};
 use crate::store::{Store, StoreError};
@@ -66,6 +69,8 @@ pub struct Report {
     pub kept_by_packages: u64,
     /// Their bytes: what removing those packages would free.
     pub package_bytes: u64,
+    /// Of which protected by writers on other machines (leases on a store in a bucket).
+    pub kept_by_writers: u64,
     /// Damage to file contents found on the way (kept, for `fsck --repair`).
     pub damaged: Vec<Problem>,
     /// Link-farm files no checkout links any more, removed (not in a dry run).
@@ -105,6 +110,8 @@ fn closure(
 
 /// Removes the objects that nothing keeps; with `dry_run`, only counts them.
 pub fn gc(store: &Store, opts: &Options) -> Result<Report, GcError> {
+    // First: from here on, writers elsewhere either are protected or wait.
+    let scope = store.objects().begin_gc()?;
     let cutoff = reflog_cutoff(opts.reflog_grace);
     let roots = closure(store, |w| w.roots(None))?;
     let reflog = closure(store, |w| w.reflogs(cutoff, None))?;
@@ -136,6 +143,8 @@ pub fn gc(store: &Store, opts: &Options) -> Result<Report, GcError> {
         } else if packages.reachable.contains(&id) {
             report.kept_by_packages += 1;
             report.package_bytes += size(&id);
+        } else if scope.protected.contains(&id) {
+            report.kept_by_writers += 1;
         } else {
             report.removed += 1;
             report.freed += if opts.dry_run {

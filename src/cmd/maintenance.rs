@@ -65,6 +65,7 @@ pub fn gc(store: &Path, args: &GcArgs) -> Result<ExitCode> {
             "dry_run": args.dry_run, "removed": r.removed, "freed": r.freed, "kept": r.kept,
             "kept_by": {
                 "roots": r.kept_by_roots, "reflog": r.kept_by_reflog, "packages": r.kept_by_packages,
+                "writers": r.kept_by_writers,
             },
             "reflog_bytes": r.reflog_bytes, "package_bytes": r.package_bytes,
             "prune_reflog_seconds": args.prune_reflog.as_secs(), "damaged": damaged,
@@ -98,6 +99,12 @@ pub fn gc(store: &Path, args: &GcArgs) -> Result<ExitCode> {
             "  {} only by imported packages no root uses ({}; `canopy packages remove --unused` drops those packages)",
             r.kept_by_packages,
             bytes(r.package_bytes)
+        );
+    }
+    if r.kept_by_writers > 0 {
+        println!(
+            "  {} only because writers on other machines are about to reference them (their leases)",
+            r.kept_by_writers
         );
     }
     if r.farm_removed > 0 {

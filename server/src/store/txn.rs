@@ -51,7 +51,8 @@ struct RefMove {
 pub struct Txn<'s> {
     store: &'s Store,
     dir: PathBuf,
-    staged: HashMap<ObjectId, PathBuf>,
+    /// Staged objects: file and size.
+    staged: HashMap<ObjectId, (PathBuf, u64)>,
     /// Present objects found damaged, whose staged copies replace them.
     replace: Vec<ObjectId>,
     refs: Vec<RefMove>,
@@ -84,14 +85,31 @@ impl<'s> Txn<'s> {
         self.store
     }
 
-    /// What this transaction has added so far.
-    pub fn stats(&self) -> TxnStats {
-        self.stats
+    /// Whether staging the object again can be skipped: it is staged already, or the
+    /// backend can tell cheaply that it has it. (A remote backend is not asked object by
+    /// object: its [`put`](super::backend::ObjectBackend::put) says what it had.)
+    /// When the store is [reimporting](Store::reimporting), every present object is
+    /// checked, and a damaged one is not known: it is staged again, to replace it.
+    fn known(&self, id: &ObjectId) -> Result<bool, StoreError> {
+        if self.staged.contains_key(id) {
+            return Ok(true);
+        }
+        let objects = self.store.objects();
+        if self.store.reimports() {
+            return Ok(objects.exists(id)? && !self.store.damaged(id)?);
+        }
+        Ok(objects.cheap_exists() && objects.exists(id)?)
     }
 
-    /// Whether the object is in the store or staged in this transaction.
-    pub fn has(&self, id: &ObjectId) -> Result<bool, StoreError> {
-        Ok(self.staged.contains_key(id) || self.store.has(id)?)
+    /// What this transaction has staged so far: new objects, on a backend that tells
+    /// cheaply what it has; on one that does not, objects it may have already too (the
+    /// stats [`commit`](Self::commit) returns are exact).
+    pub fn stats(&self) -> TxnStats {
+        TxnStats {
+            new_objects: self.staged.len() as u64,
+            new_bytes: self.staged.values().map(|(_, size)| size).sum(),
+            replaced: self.replace.len() as u64,
+        }
     }
 
     fn next_tmp(&mut self) -> PathBuf {
@@ -101,30 +119,15 @@ impl<'s> Txn<'s> {
 
     /// Keeps the staged file at `tmp` as object `id`, or drops it if the id is known.
     fn stage(&mut self, id: ObjectId, tmp: PathBuf, size: u64) -> Result<(), StoreError> {
-        if self.keeps(&id)? {
+        if self.known(&id)? {
             return fs::remove_file(&tmp).ctx(|| format!("removing {}", tmp.display()));
         }
-        if self.store.has(&id)? {
+        if self.store.reimports() && self.store.objects().exists(&id)? {
             self.replace.push(id);
-            self.stats.replaced += 1;
         }
-        self.staged.insert(id, tmp);
-        self.stats.new_objects += 1;
-        self.stats.new_bytes += size;
+        self.staged.insert(id, (tmp, size));
         crash::point("object staged");
         Ok(())
-    }
-
-    /// Whether the object need not be staged: it is staged already, or present — and,
-    /// when the store is reimporting, intact.
-    fn keeps(&self, id: &ObjectId) -> Result<bool, StoreError> {
-        if self.staged.contains_key(id) {
-            return Ok(true);
-        }
-        if !self.store.has(id)? {
-            return Ok(false);
-        }
-        Ok(!(self.store.reimports() && self.store.damaged(id)?))
     }
 
     /// Streams content into the store, hashing it on the way; memory use is one buffer
@@ -171,7 +174,7 @@ impl<'s> Txn<'s> {
     /// Stores an encoded metadata object and returns its id.
     fn put_encoded(&mut self, bytes: &[u8]) -> Result<ObjectId, StoreError> {
         let id = ObjectId::of(bytes);
-        if self.keeps(&id)? {
+        if self.known(&id)? {
             return Ok(id);
         }
         let tmp = self.next_tmp();
@@ -198,7 +201,7 @@ impl<'s> Txn<'s> {
     /// Reads a tree from this transaction or the store.
     pub fn tree(&self, id: &TreeId) -> Result<Tree, StoreError> {
         match self.staged.get(&id.0) {
-            Some(path) => {
+            Some((path, _)) => {
                 let bytes = fs::read(path).ctx(|| format!("reading {}", path.display()))?;
                 let actual = ObjectId::of(&bytes);
                 if actual != id.0 {
@@ -214,7 +217,7 @@ impl<'s> Txn<'s> {
     /// stream it check what they read against its id.
     pub fn open_object(&self, id: &ObjectId) -> Result<Box<dyn Read + Send>, StoreError> {
         match self.staged.get(id) {
-            Some(path) => Ok(Box::new(
+            Some((path, _)) => Ok(Box::new(
                 fs::File::open(path).ctx(|| format!("opening {}", path.display()))?,
             )),
             None => self.store.objects().get(id),
@@ -302,9 +305,23 @@ impl<'s> Txn<'s> {
                 Ok(_) | Err(StoreError::Missing { .. }) => {}
                 Err(e) => return Err(e),
             }
+            self.stats.replaced += 1;
         }
-        let staged: Vec<_> = std::mem::take(&mut self.staged).into_iter().collect();
-        self.store.objects().put(staged)?;
+        let (staged, sizes): (Vec<_>, Vec<_>) = std::mem::take(&mut self.staged)
+            .into_iter()
+            .map(|(id, (path, size))| ((id, path), size))
+            .unzip();
+        // Everything this transaction references that is not reachable yet is staged,
+        // present or not (package trees reused by assemble are reached by their refs).
+        let ids: Vec<ObjectId> = staged.iter().map(|(id, _)| *id).collect();
+        let _lease = self.store.objects().protect(&ids)?;
+        let existed = self.store.objects().put(staged)?;
+        for (was_there, size) in existed.into_iter().zip(sizes) {
+            if !was_there {
+                self.stats.new_objects += 1;
+                self.stats.new_bytes += size;
+            }
+        }
         for m in std::mem::take(&mut self.refs) {
             crash::point("before ref write");
             if let RefName::Root(root) = &m.name {
