@@ -56,6 +56,13 @@ needed=(
     # The image tests build OCI layouts and compare with their unpacking.
     umoci:umoci
     skopeo:skopeo
+    # The installed-root tests compare configured roots with mmdebstrap's, configure
+    # as a user with a subordinate id range (newuidmap/newgidmap) made with useradd.
+    mmdebstrap:mmdebstrap
+    newuidmap:uidmap
+    newgidmap:uidmap
+    useradd:passwd
+    runuser:util-linux
     # The run tests run as another user.
     setpriv:util-linux
 )

@@ -45,7 +45,7 @@ pub enum Command {
     /// Build (a new version of) a root from imported packages, or from a repository
     /// with dependencies resolved
     #[command(
-        after_help = "Examples:\n  canopy assemble web --from debian nginx-light bash\n  canopy assemble base --from debian --essential bash\n  canopy assemble web bash coreutils libc6 libtinfo6      (imported packages, exactly these)\n  canopy assemble usr-only bash coreutils libc6 --subtree usr\n  canopy assemble web bash=5.2.15-2+b7 mytools --allow-overwrite -m \"web with tools\"\n\nMaintainer scripts (postinst…) are not run: roots are built without root privileges."
+        after_help = "Examples:\n  canopy assemble web --from debian nginx-light bash\n  canopy assemble base --from debian --essential bash\n  canopy assemble web bash coreutils libc6 libtinfo6      (imported packages, exactly these)\n  canopy assemble usr-only bash coreutils libc6 --subtree usr\n  canopy assemble web bash=5.2.15-2+b7 mytools --allow-overwrite -m \"web with tools\"\n  canopy assemble raw --from debian bash --no-configure      (unpacked only)\n\nRoots that hold dpkg and /bin/sh are configured: the packages' scripts run once, in a\nsandbox (user namespace with shifted ids, no network), and what they make (users,\nalternatives, dpkg's database, ld.so.cache…) is part of the root. Host identity\n(machine-id, host keys, logs) is left out; -v shows the scripts' output. Not root?\nConfiguring needs a subordinate id range in /etc/subuid and /etc/subgid (the error\nsays which line to add)."
     )]
     Assemble(AssembleArgs),
     /// Assemble a root again as it was made, with the newest packages
@@ -119,6 +119,9 @@ pub enum Command {
         after_help = "Examples:\n  canopy volume-plugin --server http://server:7750 --trust server.pub\n  docker volume create -d canopy -o root=web web\n  docker volume create -d canopy -o root=web -o commit=3f2a…(64 hex) web-pinned\n  docker volume create -d canopy -o root=web -o follow=true web-latest\n  docker run --rm -v web:/opt/web:ro IMAGE /opt/web/bin/...\n  docker run --rm -v usr:/usr:ro --volume-driver canopy IMAGE ...\n\nVolume options: root=NAME (default: the volume's name), commit=ID (pin), follow=true.\nStops on SIGINT/SIGTERM (removing the socket, unmounting)."
     )]
     VolumePlugin(VolumePluginArgs),
+    /// Runs inside the sandbox of a configure (started by canopy itself)
+    #[command(name = "__configure-worker", hide = true)]
+    ConfigureWorker,
 }
 
 /// What `mount` takes.
@@ -480,8 +483,21 @@ pub struct AssembleArgs {
     /// With --from: follow Recommends too
     #[arg(long, requires = "from")]
     pub recommends: bool,
+    /// Keep the root unpacked: run no package scripts (recorded, so `upgrade` does the same)
+    #[arg(long)]
+    pub no_configure: bool,
+    #[command(flatten)]
+    pub configure: ConfigureArgs,
     #[command(flatten)]
     pub json: JsonFlag,
+}
+
+/// How `assemble` and `upgrade` configure.
+#[derive(Args)]
+pub struct ConfigureArgs {
+    /// Stop configuring (and fail) when the packages' scripts run longer than this
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub configure_timeout: std::time::Duration,
 }
 
 /// What `upgrade` takes.
@@ -496,6 +512,8 @@ pub struct UpgradeArgs {
     /// The commit's subject line
     #[arg(short, long, value_name = "SUBJECT")]
     pub message: Option<String>,
+    #[command(flatten)]
+    pub configure: ConfigureArgs,
     #[command(flatten)]
     pub json: JsonFlag,
 }

@@ -17,14 +17,14 @@ use std::time::Duration;
 const MORE: &[&str] = &["findutils", "sed"];
 
 /// An OpenPGP key made for the test, in a short-lived GnuPG home.
-struct Gpg {
+pub(crate) struct Gpg {
     home: tempfile::TempDir,
     /// The public key, exported as a binary keyring.
-    keyring: PathBuf,
+    pub(crate) keyring: PathBuf,
 }
 
 impl Gpg {
-    fn new(env: &Canopy) -> Gpg {
+    pub(crate) fn new(env: &Canopy) -> Gpg {
         // gpg-agent's socket path must stay short: a home under /tmp, not the test dir.
         let home = tempfile::Builder::new()
             .prefix("cg")
@@ -83,14 +83,15 @@ impl Drop for Gpg {
     }
 }
 
-/// A Debian repository on disk: `pool/` and `dists/stable/main/binary-amd64/`.
-struct Repo {
-    dir: PathBuf,
-    gpg: Gpg,
+/// A Debian repository on disk: `pool/` and `dists/stable/main/binary-amd64/`, with
+/// `Suite` and `Codename` `stable` (which mmdebstrap needs).
+pub(crate) struct Repo {
+    pub(crate) dir: PathBuf,
+    pub(crate) gpg: Gpg,
 }
 
 impl Repo {
-    fn new(env: &Canopy, debs: &[&Deb]) -> Repo {
+    pub(crate) fn new(env: &Canopy, debs: &[&Deb]) -> Repo {
         let dir = env.mkdir("repo");
         fs::create_dir_all(dir.join("pool")).unwrap();
         for deb in debs {
@@ -181,7 +182,7 @@ fn deb_requests(nginx: &Nginx) -> usize {
     nginx.requests(".deb HTTP/1.1\" 200") + nginx.requests(".deb HTTP/1.1\" 206")
 }
 
-fn add_repo(env: &Canopy, repo: &Repo, url: &str) {
+pub(crate) fn add_repo(env: &Canopy, repo: &Repo, url: &str) {
     let out = env.stdout([
         "repo",
         "add",

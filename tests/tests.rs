@@ -26,6 +26,8 @@ mod nfs;
 mod portmap;
 // Roots resolved from a Debian repository: downloads, upgrade, rollback, diff, corruption.
 mod repo;
+// Installed roots: package scripts run in a sandbox at assemble time, compared with mmdebstrap.
+mod installed;
 // Inspection without mounting, closed pipes, names in errors, ROOT@COMMIT everywhere.
 mod lifecycle;
 // The Docker volume plugin over its socket, across restarts, and under a real dockerd.

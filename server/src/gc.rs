@@ -74,7 +74,7 @@ mod tests {
             packages,
             subject: None,
         };
-        assemble(store, &req).unwrap();
+        assemble(store, &req, None).unwrap();
     }
 
     #[test]

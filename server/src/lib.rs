@@ -16,6 +16,8 @@
 //! - [`repo`]: configured repositories, downloads, OpenPGP checks, what a recipe
 //!   resolves to;
 //! - [`assemble`]: a root as the union of package trees, committed and signed;
+//! - [`configure`]: running the packages' scripts in a sandbox so the root is
+//!   installed, not just unpacked; [`edit`]: changing a stored tree in memory;
 //! - [`diff`]: what changed between two commits of a root;
 //! - [`rollback`]: an earlier version again, as a new commit;
 //! - [`checkout`]: a root as a plain directory;
@@ -27,9 +29,11 @@
 pub mod assemble;
 pub mod checkout;
 pub mod closure;
+pub mod configure;
 mod crash;
 pub mod debian;
 pub mod diff;
+pub mod edit;
 pub mod fsck;
 pub mod gc;
 pub mod http;

@@ -1,14 +1,15 @@
 //! `canopy assemble` and `canopy upgrade`.
 
 use super::{bytes, fetcher, head, open, print_json, root_name};
-use crate::cli::{AssembleArgs, UpgradeArgs};
+use crate::cli::{AssembleArgs, ConfigureArgs, UpgradeArgs};
 use anyhow::{Context, Result};
 use canopy_protocol::{Commit, CommitBody, CommitId, Package, PackageId, RootName};
 use canopy_server::assemble::{
-    Recipe, Request, assemble, package_refs, select_imported, unchanged,
+    Configuration, Recipe, Request, assemble, package_refs, select_imported, unchanged,
 };
+use canopy_server::configure;
 use canopy_server::diff::{self, Listed, PackageChange};
-use canopy_server::repo::provide::{self, Progress, provide};
+use canopy_server::repo::provide::{self, Progress, control_from_cache, provide};
 use canopy_server::{Access, Store, TxnStats};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
@@ -28,6 +29,7 @@ pub fn run(store: &Path, args: AssembleArgs) -> Result<ExitCode> {
         recommends: args.recommends,
         allow_overwrite: args.allow_overwrite,
         subtree: args.subtree,
+        no_configure: args.no_configure,
     };
     let store = open(store, Access::Write)?;
     let previous = store
@@ -43,6 +45,7 @@ pub fn run(store: &Path, args: AssembleArgs) -> Result<ExitCode> {
         args.message,
         previous,
         resolved,
+        &args.configure,
         args.json.json,
     )
 }
@@ -76,6 +79,7 @@ pub fn upgrade(store: &Path, args: UpgradeArgs) -> Result<ExitCode> {
                 resolved: &resolved,
                 written: false,
                 overwritten: &[],
+                configuration: None,
             }))?;
         } else {
             println!(
@@ -104,6 +108,7 @@ pub fn upgrade(store: &Path, args: UpgradeArgs) -> Result<ExitCode> {
         Some(subject),
         Some(old),
         resolved,
+        &args.configure,
         json,
     )
 }
@@ -201,7 +206,11 @@ fn select(
     json: bool,
 ) -> Result<(Vec<(PackageId, Package)>, Resolved)> {
     if recipe.from.is_empty() {
-        return Ok((select_imported(store, &recipe.specs)?, Resolved::default()));
+        let mut packages = select_imported(store, &recipe.specs)?;
+        if !recipe.no_configure {
+            packages = control_from_cache(store, packages)?;
+        }
+        return Ok((packages, Resolved::default()));
     }
     let progress = Bars::new(json);
     let provided = provide(store, recipe, &fetcher()?, &progress);
@@ -228,7 +237,8 @@ fn select(
     Ok((provided.packages, resolved))
 }
 
-/// Assembles and prints the result line, with notes on overwrites and scripts.
+/// Assembles (configuring, with a progress bar) and prints the result line, with notes
+/// on overwrites and configuring.
 #[allow(clippy::too_many_arguments)]
 fn commit(
     store: &Store,
@@ -238,9 +248,17 @@ fn commit(
     subject: Option<String>,
     previous: Option<Commit>,
     resolved: Resolved,
+    configure: &ConfigureArgs,
     json: bool,
 ) -> Result<ExitCode> {
     let label = root.to_string();
+    let settings = configure::Settings {
+        worker: std::env::current_exe().context("finding the canopy executable")?,
+        timeout: configure.configure_timeout,
+        source_date_epoch: source_date_epoch()?,
+    };
+    let progress = Bars::new(json);
+    let started = std::time::Instant::now();
     let done = assemble(
         store,
         &Request {
@@ -249,7 +267,10 @@ fn commit(
             packages,
             subject,
         },
-    )?;
+        Some((&settings, &progress)),
+    );
+    progress.bar.finish_and_clear();
+    let done = done?;
     let changes = match &previous {
         Some(p) => diff::packages(&p.body.packages, &done.commit.body.packages),
         None => Vec::new(),
@@ -264,12 +285,19 @@ fn commit(
             resolved: &resolved,
             written: done.written,
             overwritten: &done.overwritten,
+            configuration: Some(&done.configuration),
         }))
         .map(|()| ExitCode::SUCCESS);
     }
     for path in &done.overwritten {
         eprintln!("note: {path} overwritten by a later package");
     }
+    configured_lines(
+        &label,
+        &done.configuration,
+        done.commit.body.packages.len(),
+        started,
+    );
     if !done.written {
         println!(
             "{label} is unchanged: commit {} already has this content ({} packages); nothing written",
@@ -278,7 +306,9 @@ fn commit(
         );
         return Ok(ExitCode::SUCCESS);
     }
-    scripts_note(&done.commit.body);
+    if matches!(done.configuration, Configuration::Off) {
+        scripts_note(&done.commit.body);
+    }
     println!(
         "assembled {label}: commit {} ({} packages, {} new objects, {} new)",
         done.id,
@@ -302,17 +332,32 @@ struct Report<'a> {
     /// Whether a commit was written (not when nothing would change).
     written: bool,
     overwritten: &'a [String],
+    /// What configuring did, when the command assembled.
+    configuration: Option<&'a Configuration>,
 }
 
 /// The JSON document `assemble` and `upgrade` print (see the README).
 fn report_json(r: &Report) -> Value {
     let b = &r.commit.body;
+    let configured = matches!(r.configuration, Some(Configuration::Done { .. }));
     let scripts: Vec<&str> = b
         .packages
         .iter()
-        .filter(|p| !p.scripts.is_empty())
+        .filter(|p| !configured && !p.scripts.is_empty())
         .map(|p| p.name.as_str())
         .collect();
+    let configure = match r.configuration {
+        None | Some(Configuration::Off) => Value::Null,
+        Some(Configuration::Skipped(reason)) => json!({"configured": false, "reason": reason}),
+        Some(Configuration::Done { configured, layer }) => json!({
+            "configured": true,
+            "scripts": configured.packages.iter().map(|p| p.scripts.len()).sum::<usize>(),
+            "source_date_epoch": configured.source_date_epoch,
+            "layer": {"added": layer.added, "changed": layer.changed, "removed": layer.removed,
+                      "new_bytes": layer.new_bytes},
+            "stripped": configured.stripped.len(),
+        }),
+    };
     json!({
         "root": b.root.as_str(), "commit": r.id.to_string(), "tree": b.tree.to_string(),
         "parent": b.parent.map(|p| p.to_string()), "generation": b.generation,
@@ -321,7 +366,7 @@ fn report_json(r: &Report) -> Value {
         "packages": b.packages.iter().map(|p| planned_json(&p.into(), true)).collect::<Vec<_>>(),
         "changes": r.changes.iter().map(change_json).collect::<Vec<_>>(),
         "new_objects": r.stats.new_objects, "new_bytes": r.stats.new_bytes,
-        "overwritten": r.overwritten, "scripts_not_run": scripts,
+        "overwritten": r.overwritten, "scripts_not_run": scripts, "configure": configure,
         "resolved": r.resolved.from_repos.then(|| json!({
             "packages": r.resolved.packages, "downloaded": r.resolved.downloaded,
             "downloaded_bytes": r.resolved.downloaded_bytes, "problems": r.resolved.problems,
@@ -350,6 +395,48 @@ pub(super) fn change_json(c: &PackageChange) -> Value {
             "change": "changed", "name": new.name, "arch": new.arch,
             "old": old.version, "new": new.version,
         }),
+    }
+}
+
+/// What configuring did, for people: how many scripts ran, or why none did.
+fn configured_lines(
+    label: &str,
+    configuration: &Configuration,
+    packages: usize,
+    started: std::time::Instant,
+) {
+    match configuration {
+        Configuration::Off => {}
+        Configuration::Skipped(reason) => eprintln!("note: not configured: {reason}"),
+        Configuration::Done { configured, layer } => {
+            let ran: usize = configured.packages.iter().map(|p| p.scripts.len()).sum();
+            println!(
+                "configured {packages} packages ({ran} scripts ran) in {:.1} s; the scripts added {}, changed {} and removed {} paths ({} new)",
+                started.elapsed().as_secs_f64(),
+                layer.added,
+                layer.changed,
+                layer.removed,
+                bytes(layer.new_bytes)
+            );
+            if !configured.stripped.is_empty() {
+                println!(
+                    "left out {} host-specific paths (machine id, keys, logs…: see `canopy roots log {label}`)",
+                    configured.stripped.len()
+                );
+            }
+        }
+    }
+}
+
+/// `SOURCE_DATE_EPOCH` from the environment, when set.
+fn source_date_epoch() -> Result<Option<i64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => {
+            Ok(Some(v.trim().parse().with_context(|| {
+                format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
+            })?))
+        }
+        _ => Ok(None),
     }
 }
 
@@ -415,6 +502,19 @@ impl Bars {
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
         }
         Bars { bar }
+    }
+}
+
+impl configure::Progress for Bars {
+    fn step(&self, message: &str) {
+        self.bar.set_message(format!("configuring: {message}"));
+    }
+
+    /// With -v, the scripts' output goes to stderr as it comes.
+    fn output(&self, line: &str) {
+        if tracing::enabled!(tracing::Level::INFO) {
+            self.bar.suspend(|| eprintln!("| {line}"));
+        }
     }
 }
 

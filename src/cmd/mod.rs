@@ -35,6 +35,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::VolumePlugin(args) = cli.command {
         return volume::run(args);
     }
+    if let Command::ConfigureWorker = cli.command {
+        return Ok(ExitCode::from(
+            canopy_server::configure::worker::main() as u8
+        ));
+    }
     if let Command::Run(args) = cli.command {
         return Ok(run::run(cli.store, args));
     }
@@ -113,7 +118,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fsck(json) => maintenance::fsck(&store, json.json),
         Command::Gc(args) => maintenance::gc(&store, args.dry_run, args.json.json),
         Command::Serve(args) => serve::run(&store, args),
-        Command::Mount(_) | Command::VolumePlugin(_) | Command::Run(_) => {
+        Command::Mount(_)
+        | Command::VolumePlugin(_)
+        | Command::Run(_)
+        | Command::ConfigureWorker => {
             unreachable!("handled above")
         }
     }

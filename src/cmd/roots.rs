@@ -3,6 +3,7 @@
 use super::{find_in_log, head, open, print_json, root_name, time};
 use anyhow::{Context, Result};
 use canopy_protocol::Escaped;
+use canopy_server::configure::{self, Configured, ScriptRun};
 use canopy_server::diff;
 use canopy_server::view::history;
 use canopy_server::{Access, rollback};
@@ -44,6 +45,7 @@ pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
         let b = &c.body;
         let image = super::image::of_commit(b)
             .with_context(|| format!("reading commit {id} of root {root}"))?;
+        let configured = configured(b);
         if json {
             let packages: Vec<_> = b
                 .packages
@@ -51,9 +53,9 @@ pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
                 .map(|p| json!({"name": p.name, "version": p.version, "arch": p.arch, "archive": p.archive.to_string(), "scripts": p.scripts}))
                 .collect();
             items.push(json!({
-                "commit": id.to_string(), "parent": b.parent.map(|p| p.to_string()), "timestamp": b.timestamp,
-                "subject": b.subject, "requested": b.requested, "options": b.options, "packages": packages,
-                "image": image,
+                "commit": id.to_string(), "tree": b.tree.to_string(), "parent": b.parent.map(|p| p.to_string()),
+                "timestamp": b.timestamp, "subject": b.subject, "requested": b.requested, "options": b.options,
+                "packages": packages, "image": image, "configure": configured,
             }));
         } else {
             println!(
@@ -74,13 +76,40 @@ pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
                 }
                 None => println!("    requested: {}{options}", b.requested.join(" ")),
             }
+            println!("    tree: {}", b.tree);
+            let ran: std::collections::HashMap<&str, &Vec<ScriptRun>> = configured
+                .as_ref()
+                .map(|c| {
+                    c.packages
+                        .iter()
+                        .map(|p| (p.name.as_str(), &p.scripts))
+                        .collect()
+                })
+                .unwrap_or_default();
             for p in &b.packages {
-                let scripts = if p.scripts.is_empty() {
-                    String::new()
-                } else {
-                    format!("  scripts not run: {}", p.scripts.join(","))
+                let scripts = match ran.get(p.name.as_str()) {
+                    Some(runs) => format!(
+                        "  ran: {}",
+                        runs.iter()
+                            .map(|r| format!("{} {} ({})", r.script, r.args, r.status))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    None if configured.is_none() && !p.scripts.is_empty() => {
+                        format!("  scripts not run: {}", p.scripts.join(","))
+                    }
+                    None => String::new(),
                 };
                 println!("    {} {} {}{scripts}", p.name, p.version, p.arch);
+            }
+            if let Some(c) = &configured {
+                println!(
+                    "    configured by {} with SOURCE_DATE_EPOCH={}",
+                    c.format, c.source_date_epoch
+                );
+                for s in &c.stripped {
+                    println!("    left out ({}, {}): {}", s.what, s.action, s.path);
+                }
             }
             println!();
         }
@@ -89,6 +118,18 @@ pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
         print_json(&json!(items))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What configuring recorded in a commit, if it was configured.
+fn configured(body: &canopy_protocol::CommitBody) -> Option<Configured> {
+    let bytes = body.extensions.get(configure::EXTENSION)?;
+    match serde_json::from_slice(bytes) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("the commit's configure record does not parse: {e}");
+            None
+        }
+    }
 }
 
 pub fn rollback(store: &Path, root: &str, commit: Option<&str>, json: bool) -> Result<ExitCode> {

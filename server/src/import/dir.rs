@@ -28,7 +28,7 @@ pub fn import(
     }
     let mut txn = store.begin()?;
     let mut builder = TreeBuilder::new(limits.max_entries);
-    walk(&mut txn, &mut builder, dir, &mut Vec::new(), &mut 0, limits)?;
+    walk(&mut txn, &mut builder, dir, limits)?;
     let entries = builder.entries();
     let tree = builder.write(&mut txn)?;
     // No archive to hash: the key is what makes two imports the same one.
@@ -52,11 +52,30 @@ pub fn import(
     finish(txn, tree, entries, who, archive, archive)
 }
 
+/// Adds everything under `top` to `builder`. Directories wait on a stack instead of a
+/// recursion: the depth is the directory's to choose, and the path bound refuses it
+/// long before memory runs short.
 fn walk(
     txn: &mut Txn<'_>,
     builder: &mut TreeBuilder,
+    top: &Path,
+    limits: Limits,
+) -> Result<(), ImportError> {
+    let mut unpacked = 0u64;
+    let mut pending: Vec<(std::path::PathBuf, Vec<u8>)> = vec![(top.to_path_buf(), Vec::new())];
+    while let Some((dir, rel)) = pending.pop() {
+        walk_one(txn, builder, &dir, rel, &mut pending, &mut unpacked, limits)?;
+    }
+    Ok(())
+}
+
+/// Adds the entries of one directory; its subdirectories go onto `pending`.
+fn walk_one(
+    txn: &mut Txn<'_>,
+    builder: &mut TreeBuilder,
     dir: &Path,
-    rel: &mut Vec<u8>,
+    mut rel: Vec<u8>,
+    pending: &mut Vec<(std::path::PathBuf, Vec<u8>)>,
     unpacked: &mut u64,
     limits: Limits,
 ) -> Result<(), ImportError> {
@@ -72,7 +91,7 @@ fn walk(
             rel.push(b'/');
         }
         rel.extend_from_slice(child.file_name().as_bytes());
-        let apath = ArchivePath::parse(rel)?;
+        let apath = ArchivePath::parse(&rel)?;
         let md = fs::symlink_metadata(&path).ctx(|| format!("reading {}", path.display()))?;
         let meta = Meta {
             mode: (md.mode() & 0o7777) as u16,
@@ -83,7 +102,7 @@ fn walk(
         let ft = md.file_type();
         if ft.is_dir() {
             builder.add_dir(&apath, meta)?;
-            walk(txn, builder, &path, rel, unpacked, limits)?;
+            pending.push((path, rel.clone()));
         } else {
             let kind = if ft.is_file() {
                 let file = File::open(&path).ctx(|| format!("opening {}", path.display()))?;

@@ -126,6 +126,14 @@ impl ImportError {
         }
     }
 
+    /// Turns a failure to store content read from an archive into an import error.
+    pub(crate) fn from_blob(err: crate::store::BlobError, context: &str) -> Self {
+        match err {
+            crate::store::BlobError::Source(e) => ImportError::from_read(e, context, false),
+            crate::store::BlobError::Store(e) => e.into(),
+        }
+    }
+
     /// The class of a refused input, if that is what this is.
     pub fn class(&self) -> Option<Class> {
         match self {

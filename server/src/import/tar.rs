@@ -102,6 +102,19 @@ pub(crate) fn read(
     dialect: Dialect,
     what: &str,
 ) -> Result<TreeBuilder, ImportError> {
+    let builder = TreeBuilder::new(limits.max_entries);
+    read_into(txn, reader, limits, dialect, what, builder)
+}
+
+/// [`read`] into a builder of the caller's (one that records the archive's order, say).
+pub(crate) fn read_into(
+    txn: &mut Txn<'_>,
+    reader: impl Read,
+    limits: Limits,
+    dialect: Dialect,
+    what: &str,
+    mut builder: TreeBuilder,
+) -> Result<TreeBuilder, ImportError> {
     let budget = Budget::new(limits);
     let reader: Box<dyn Read + '_> = match dialect {
         Dialect::Package => Box::new(reader),
@@ -112,7 +125,6 @@ pub(crate) fn read(
         }),
     };
     let mut archive = tar::Archive::new(budget.wrap(reader));
-    let mut builder = TreeBuilder::new(limits.max_entries);
     let read_err =
         |e: std::io::Error, context: &str| ImportError::from_read(e, context, budget.at_eof());
     let mut pending = Pending::default();

@@ -275,7 +275,17 @@ pub fn provide(
         }
     }
     let resolution = resolve(store, recipe, fetcher, progress)?;
-    let wanted: Vec<&Planned> = resolution.missing().collect();
+    let mut wanted: Vec<&Planned> = resolution.missing().collect();
+    if !recipe.no_configure {
+        // Imported before records kept control data: importing again adds it.
+        for p in &resolution.packages {
+            if let Some(id) = p.imported
+                && store.package(&id)?.control.is_none()
+            {
+                wanted.push(p);
+            }
+        }
+    }
     let archives: Vec<&Archive> = wanted.iter().map(|p| &p.archive).collect();
     let files = download_all(store, &archives, fetcher, progress)?;
     for (p, file) in wanted.iter().zip(&files) {
@@ -321,6 +331,42 @@ pub fn provide(
         downloaded_bytes: archives.iter().map(|a| a.size).sum(),
         problems: resolution.problems,
     })
+}
+
+/// Gives `.deb` packages imported before records kept control data their control
+/// data, from the archive in the download cache (`cache/downloads/SHA256.deb`) where
+/// it is still there; the others are left as they are (configuring them says to
+/// import them again).
+pub fn control_from_cache(
+    store: &Store,
+    packages: Vec<(PackageId, Package)>,
+) -> Result<Vec<(PackageId, Package)>, ProvideError> {
+    let mut out = Vec::with_capacity(packages.len());
+    for (id, p) in packages {
+        let cached = store
+            .path()
+            .join("cache/downloads")
+            .join(format!("{}.deb", p.archive));
+        if p.kind != canopy_protocol::PackageKind::Deb || p.control.is_some() || !cached.exists() {
+            out.push((id, p));
+            continue;
+        }
+        let imported =
+            crate::debian::deb::import(store, &cached, Limits::default()).map_err(|source| {
+                ProvideError::Import {
+                    label: format!("{} {}", p.name, p.version),
+                    url: cached.display().to_string(),
+                    source: Box::new(source),
+                }
+            })?;
+        // A cached file that is not the archive imported before is left alone.
+        if imported.package.archive == p.archive {
+            out.push((imported.id, imported.package));
+        } else {
+            out.push((id, p));
+        }
+    }
+    Ok(out)
 }
 
 /// Downloads every archive, a few at a time, each checked against its index; the

@@ -166,7 +166,20 @@ impl Store {
             } else {
                 fs::remove_file(&path)
             };
-            removed.ctx(|| format!("removing {}", path.display()))?;
+            // An interrupted configure's scratch tree belongs to the sandbox's ids: when
+            // not root, only the next configure (inside the sandbox) can remove it.
+            let scratch = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("configure-"));
+            match removed {
+                Err(e) if scratch && e.kind() == io::ErrorKind::PermissionDenied => {
+                    tracing::info!(
+                        "{} is left for the next configure to remove",
+                        path.display()
+                    );
+                }
+                other => other.ctx(|| format!("removing {}", path.display()))?,
+            }
         }
         Ok(())
     }

@@ -184,6 +184,30 @@ impl<'s> Txn<'s> {
         }
     }
 
+    /// Reads an object from this transaction or the store, unchecked: callers that
+    /// stream it check what they read against its id.
+    pub fn open_object(&self, id: &ObjectId) -> Result<Box<dyn Read + Send>, StoreError> {
+        match self.staged.get(id) {
+            Some(path) => Ok(Box::new(
+                fs::File::open(path).ctx(|| format!("opening {}", path.display()))?,
+            )),
+            None => self.store.objects().get(id),
+        }
+    }
+
+    /// Reads a blob from this transaction or the store, checked against its id.
+    pub fn blob(&self, id: &BlobId) -> Result<Vec<u8>, StoreError> {
+        let mut bytes = Vec::new();
+        self.open_object(&id.0)?
+            .read_to_end(&mut bytes)
+            .ctx(|| format!("reading object {id}"))?;
+        let actual = ObjectId::of(&bytes);
+        if actual != id.0 {
+            return Err(StoreError::Corrupt { id: id.0, actual });
+        }
+        Ok(bytes)
+    }
+
     /// Moves a root from `expected` (its current commit as this writer read it, `None`
     /// for a new root) to `commit` when the transaction commits. If another writer
     /// moved it meanwhile, the commit fails with [`StoreError::Conflict`] and the root
