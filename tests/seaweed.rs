@@ -118,6 +118,15 @@ impl Seaweed {
             std::thread::spawn(move || {
                 let dir =
                     std::env::temp_dir().join(format!("canopy-seaweed-{}", std::process::id()));
+                // Data of test processes gone (the static is never dropped) goes first.
+                for e in fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if let Some(pid) = name.strip_prefix("canopy-seaweed-")
+                        && !Path::new("/proc").join(pid).exists()
+                    {
+                        let _ = fs::remove_dir_all(e.path());
+                    }
+                }
                 let _ = fs::remove_dir_all(&dir);
                 fs::create_dir_all(&dir).unwrap();
                 let p: Vec<u16> = (0..12).map(|_| free_port()).collect();
