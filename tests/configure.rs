@@ -357,7 +357,7 @@ fn a_configure_killed_at_any_point_leaves_the_last_good_root_and_nothing_running
     };
 
     // kill -9 while a postinst runs.
-    let mut child = std::process::Command::new(crate::util::BIN)
+    let child = std::process::Command::new(crate::util::BIN)
         .arg("--store")
         .arg(env.store())
         .arg("-v")
@@ -366,7 +366,16 @@ fn a_configure_killed_at_any_point_leaves_the_last_good_root_and_nothing_running
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    // Killed however this test ends, so that a failure leaves nothing running.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Killed(child);
+    let stderr = child.0.stderr.take().unwrap();
     let mut seen = String::new();
     for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
         let line = line.unwrap();
@@ -380,14 +389,17 @@ fn a_configure_killed_at_any_point_leaves_the_last_good_root_and_nothing_running
         seen.contains("sleeping now"),
         "the postinst never ran:\n{seen}"
     );
-    assert_eq!(processes(&["sleep", "3011"]), 1, "the script is running");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let running = |n: usize| {
+        let start = std::time::Instant::now();
+        while processes(&["sleep", "3011"]) != n && start.elapsed().as_secs() < 20 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        processes(&["sleep", "3011"]) == n
+    };
+    assert!(running(1), "the script's sleep never showed up");
+    drop(child);
     // The sandbox dies with canopy (its processes get SIGKILL when their parent goes).
-    let start = std::time::Instant::now();
-    while processes(&["sleep", "3011"]) > 0 && start.elapsed().as_secs() < 10 {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    assert!(running(0), "a script outlived canopy's kill -9");
     after("kill -9 during a postinst");
 
     // Aborted once configuring is done but nothing is durable, and as the ref is written.
