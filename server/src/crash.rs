@@ -6,6 +6,10 @@
 //! `CANOPY_CRASH_AT=NAME` aborts at the first step called NAME (e.g. `configured`, when
 //! a configure has finished and nothing of it is durable yet). Without the feature,
 //! [`point`] compiles to nothing.
+//!
+//! The same points can pause instead: with `CANOPY_PAUSE_AT=WHAT` and
+//! `CANOPY_PAUSE_FILE=PATH`, the first point named WHAT creates PATH and waits (at most
+//! a minute) until the test removes it, so a test can run something else exactly there.
 
 #[cfg(feature = "crash-points")]
 pub(crate) fn point(what: &str) {
@@ -24,6 +28,32 @@ pub(crate) fn point(what: &str) {
     if *limit == Some(step) || at.as_deref() == Some(what) {
         eprintln!("canopy: crash point {step} reached ({what}), aborting");
         std::process::abort();
+    }
+    pause(what);
+}
+
+#[cfg(feature = "crash-points")]
+fn pause(what: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static PAUSED: AtomicBool = AtomicBool::new(false);
+    let (Some(at), Some(file)) = (
+        std::env::var_os("CANOPY_PAUSE_AT"),
+        std::env::var_os("CANOPY_PAUSE_FILE"),
+    ) else {
+        return;
+    };
+    if at != what || PAUSED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let file = std::path::PathBuf::from(file);
+    let _ = std::fs::write(&file, what);
+    eprintln!(
+        "canopy: paused at {what} until {} is removed",
+        file.display()
+    );
+    let start = std::time::Instant::now();
+    while file.exists() && start.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
