@@ -1,6 +1,7 @@
 //! Package scripts that misbehave, and configuring under faults: a failing postinst, one
-//! that tries the network, one that runs `rm -rf /`, configuring as a user with and
-//! without subordinate ids, upgrade from scratch, kill -9 and aborts mid-configure.
+//! that tries the network, one that runs `rm -rf /`, one that leaves daemons running, one
+//! that never ends, configuring as a user with and without subordinate ids, upgrade from
+//! scratch, kill -9 and aborts mid-configure.
 //!
 //! Each test has its own store with dpkg's smallest closure ([`debs::DPKG_PACKAGES`])
 //! imported, and packages built with dpkg-deb at test time.
@@ -448,4 +449,82 @@ fn file_capabilities_set_by_a_script_are_kept_namespace_independent() {
     assert_eq!(cap[0] & 1, 1, "effective: {cap:?}");
     // CAP_NET_RAW is bit 13 of the permitted set (little-endian, from byte 4).
     assert_eq!(cap[5] & (1 << 5), 1 << 5, "cap_net_raw: {cap:?}");
+}
+
+/// Waits up to 20 s for no process to have the command line `args`; whether none has.
+fn all_gone(args: &[&str]) -> bool {
+    let start = std::time::Instant::now();
+    while processes(args) != 0 && start.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    processes(args) == 0
+}
+
+#[test]
+fn daemons_that_scripts_start_are_stopped_and_a_script_that_never_ends_times_out() {
+    let env = dpkg_store("installed-daemons");
+    let dir = env.mkdir("debs");
+    // A postinst that leaves processes behind: one detached in its own session, one that
+    // keeps the script's output open. It also needs /dev/null and /proc.
+    let daemon = script_deb(
+        &dir,
+        "canopy-daemon",
+        "1.0",
+        "test -c /dev/null && grep -q '^Name:' /proc/self/status || exit 9\n\
+         setsid sleep 3021 </dev/null >/dev/null 2>&1 &\n\
+         sleep 3022 &\n\
+         echo daemons started",
+    );
+    let forever = script_deb(
+        &dir,
+        "canopy-forever",
+        "1.0",
+        "echo looping forever\nwhile :; do sleep 3023; done",
+    );
+    env.cmd(["import", "deb"])
+        .arg(&daemon)
+        .arg(&forever)
+        .stdout();
+
+    let out = env.stdout(assemble_args("daemons", &["canopy-daemon"]));
+    assert!(out.contains("configured "), "{out}");
+    assert!(
+        all_gone(&["sleep", "3021"]),
+        "a detached daemon outlived configure"
+    );
+    assert!(
+        all_gone(&["sleep", "3022"]),
+        "a background job outlived configure"
+    );
+    let good = env.current("daemons");
+
+    let before = env.snapshot();
+    let start = std::time::Instant::now();
+    let out = env.fails(
+        [
+            assemble_args("daemons", &["canopy-forever"]),
+            vec!["--configure-timeout", "60s"],
+        ]
+        .concat(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("did not finish within 1m")
+            && err.contains("canopy-forever's postinst (configure)")
+            && err.contains("--configure-timeout")
+            && err.contains("looping forever"),
+        "{err}"
+    );
+    assert!(
+        start.elapsed().as_secs() < 300,
+        "stopped only after {:?}",
+        start.elapsed()
+    );
+    assert!(
+        all_gone(&["sleep", "3023"]),
+        "the endless script outlived its timeout"
+    );
+    before.assert_unchanged("a configure that timed out");
+    assert_eq!(env.current("daemons"), good);
+    env.fsck_clean();
 }

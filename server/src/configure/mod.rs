@@ -131,6 +131,8 @@ pub enum Prepared {
 pub trait Report: Send {
     /// One line of output; returns what to show as progress, if anything.
     fn line(&mut self, line: &str) -> Option<String>;
+    /// The script running now, as `PACKAGE's SCRIPT (ARGS)`, if the output says.
+    fn running(&self) -> Option<String>;
     /// What ran, or the failure to report (a failed script with its output).
     fn finish(self: Box<Self>, ended: &Ended) -> Result<Vec<PackageScripts>, ConfigureError>;
 }
@@ -435,16 +437,21 @@ fn run_worker(
             return Err(ConfigureError::Worker(why));
         }
     };
+    let report = report.into_inner().expect("lock");
     if ended.timed_out {
+        let running = report
+            .running()
+            .map(|r| format!(" while {r} ran"))
+            .unwrap_or_default();
         return Err(ConfigureError::Program {
             what: format!(
-                "the configuration did not finish within {} and was stopped",
+                "the configuration did not finish within {} and was stopped{running} \
+                 (--configure-timeout sets the limit)",
                 humantime::format_duration(settings.timeout)
             ),
             output: tail.into_inner().expect("lock").into(),
         });
     }
-    let report = report.into_inner().expect("lock");
     Ok((tree, ended, stripped, layer, report))
 }
 
