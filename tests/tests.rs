@@ -16,6 +16,8 @@ mod input;
 mod trust;
 // Bounded waits: a dribbling proxy, killable readers.
 mod waits;
+// Connections under load: idle and slow crowds on HTTP and NFS, a low open-file limit.
+mod load;
 // A writer killed at any durable step leaves the last good state.
 mod crash;
 // Serving over HTTP and mounting with FUSE: shared inodes, cache bound, outages, tampering, follow, nginx.
