@@ -7,7 +7,7 @@
 //! nothing, and a crash leaves every archive imported completely or not at all
 //! (objects become visible before any ref; each package ref is written after them).
 
-use super::{ImportError, Imported, Outcome, Prepared};
+use super::{ImportError, Imported, Outcome, Prepared, Staged};
 use crate::store::{Store, StoreError, Txn, TxnStats};
 use canopy_protocol::{ArchiveHash, ObjectId};
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +36,7 @@ enum Waiting {
         package: canopy_protocol::Package,
         entries: u64,
         added: Vec<(ObjectId, u64)>,
+        replaced: u64,
     },
 }
 
@@ -128,15 +129,22 @@ impl<'s> Batch<'s> {
                     outcome: Outcome::AlreadyImported,
                 })),
                 None => {
-                    self.keys
-                        .insert(staged.key, (staged.id, staged.package.clone()));
-                    let added = self.txn.absorb(staged.txn)?;
+                    let Staged {
+                        txn,
+                        id,
+                        package,
+                        entries,
+                        key,
+                    } = staged;
+                    let (added, replaced) = self.txn.absorb(*txn)?;
                     self.bytes += added.iter().map(|(_, size)| size).sum::<u64>();
+                    self.keys.insert(key, (id, package.clone()));
                     Waiting::Staged {
-                        id: staged.id,
-                        package: staged.package,
-                        entries: staged.entries,
+                        id,
+                        package,
+                        entries,
                         added,
+                        replaced,
                     }
                 }
             },
@@ -161,8 +169,12 @@ impl<'s> Batch<'s> {
                     package,
                     entries,
                     added,
+                    replaced,
                 } => {
-                    let mut stats = TxnStats::default();
+                    let mut stats = TxnStats {
+                        replaced,
+                        ..TxnStats::default()
+                    };
                     for (object, size) in added {
                         if new.contains(&object) {
                             stats.new_objects += 1;

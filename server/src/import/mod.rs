@@ -242,7 +242,9 @@ pub(crate) struct Identity {
 /// An import read and staged in its own transaction, not visible yet: commit it alone
 /// ([`Prepared::commit`]) or with others ([`batch`]).
 pub struct Staged<'s> {
-    txn: Txn<'s>,
+    /// Boxed, so that a staged import (sent between threads) stays about the size of
+    /// an imported one.
+    txn: Box<Txn<'s>>,
     id: PackageId,
     package: Package,
     entries: u64,
@@ -310,7 +312,7 @@ pub(crate) fn stage<'s>(
         && let Ok(package) = txn.store().package(&old)
     {
         return Ok(Staged {
-            txn,
+            txn: Box::new(txn),
             id: old,
             package,
             entries,
@@ -335,7 +337,7 @@ pub(crate) fn stage<'s>(
         None => txn.set_package(&key, id),
     }
     Ok(Staged {
-        txn,
+        txn: Box::new(txn),
         id,
         package,
         entries,

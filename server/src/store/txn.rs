@@ -301,8 +301,9 @@ impl<'s> Txn<'s> {
     /// Takes over everything `part` staged and the refs it would move, so that one
     /// commit makes both visible (one durable step for many imports instead of one
     /// each). Objects this transaction already stages are dropped from `part`. Returns
-    /// the ids `part` added, each with its size.
-    pub fn absorb(&mut self, mut part: Txn<'s>) -> Result<Vec<(ObjectId, u64)>, StoreError> {
+    /// the ids `part` added, each with its size, and how many damaged objects it
+    /// replaces that this transaction did not already.
+    pub fn absorb(&mut self, mut part: Txn<'s>) -> Result<(Vec<(ObjectId, u64)>, u64), StoreError> {
         let mut added = Vec::new();
         for (id, (path, size)) in std::mem::take(&mut part.staged) {
             if self.staged.contains_key(&id) {
@@ -312,9 +313,11 @@ impl<'s> Txn<'s> {
             self.staged.insert(id, (path, size));
             added.push((id, size));
         }
+        let mut replaced = 0;
         for id in std::mem::take(&mut part.replace) {
             if !self.replace.contains(&id) {
                 self.replace.push(id);
+                replaced += 1;
             }
         }
         self.refs.append(&mut part.refs);
@@ -323,7 +326,7 @@ impl<'s> Txn<'s> {
         part.done = true;
         self.absorbed.push(part.dir.clone());
         self.absorbed.append(&mut part.absorbed);
-        Ok(added)
+        Ok((added, replaced))
     }
 
     /// Makes everything durable and visible: objects first, refs last.
