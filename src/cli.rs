@@ -690,7 +690,7 @@ pub enum RootsCommand {
     },
     /// Remove a root: its ref goes, its objects at a gc after the reflog's grace period
     #[command(
-        after_help = "The root's reflog keeps its versions for gc's --prune-reflog period (30 days): until\nthen `canopy roots rollback ROOT` brings it back.\n\nExamples:\n  canopy roots remove old-web --dry-run\n  canopy roots remove old-web && canopy gc --prune-reflog now"
+        after_help = "The root's reflog keeps its versions for gc's --prune-reflog period (30 days): until\nthen `canopy roots rollback ROOT` brings it back. A root assembled later under the\nsame name starts a history of its own: hosts that followed the removed one refuse it\n(it does not descend from what they show) until they mount again; to go on from the\nremoved one instead, `canopy roots rollback ROOT` first, then assemble or upgrade.\n\nExamples:\n  canopy roots remove old-web --dry-run\n  canopy roots remove old-web && canopy gc --prune-reflog now"
     )]
     Remove {
         /// The root

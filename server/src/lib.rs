@@ -43,6 +43,7 @@ pub mod http;
 pub mod import;
 pub mod inspect;
 pub mod linkfarm;
+pub mod maker;
 pub mod nfs;
 pub mod oci;
 pub mod packages;
