@@ -275,7 +275,7 @@ pub fn owner(store: &Store, commit: &CommitBody, path: &[u8]) -> Result<Owner, I
     }
     let origin = if !shipped.is_empty() {
         Origin::Packages(shipped)
-    } else if !replaced.is_empty() || commit.extensions.contains_key("configure") {
+    } else if !replaced.is_empty() || commit.extensions.contains_key(crate::configure::EXTENSION) {
         Origin::Configuration { replaced }
     } else {
         Origin::Unknown
