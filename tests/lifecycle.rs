@@ -594,6 +594,16 @@ fn removal_keeps_what_the_reflog_names_until_pruned_and_checkouts_share_inodes()
     assert_eq!(gone["removed"], true, "{gone}");
     let roots = env.json(["roots", "list"]);
     assert_eq!(roots.as_array().map(Vec::len), Some(1), "{roots}");
+    let removed = env.json(["roots", "list", "--removed"]);
+    assert_eq!(
+        (
+            &removed[0]["name"],
+            &removed[0]["commit"],
+            &removed[0]["kept"]
+        ),
+        (&json!("old"), &json!(old), &json!(true)),
+        "{removed}"
+    );
     let err = env.fails(["roots", "show", "old"]);
     let err = String::from_utf8_lossy(&err.stderr);
     assert!(
@@ -608,6 +618,35 @@ fn removal_keeps_what_the_reflog_names_until_pruned_and_checkouts_share_inodes()
     );
     assert_eq!(reflog[1]["op"], "assemble", "{reflog}");
     assert!(reflog[0]["user"].as_str().is_some_and(|u| !u.is_empty()));
+
+    // A damaged line is passed over; a line naming another root's commit gives it
+    // nothing: no rollback to web's commit under the name old.
+    let log_file = env.store().join("logs/roots/old");
+    let web_head = env.current("web");
+    let mut lines = fs::read_to_string(&log_file).unwrap();
+    lines.push_str("{not json\n");
+    lines.push_str(&format!(
+        "{{\"time\":1,\"user\":\"x\",\"op\":\"assemble\",\"old\":null,\"new\":\"{web_head}\"}}\n"
+    ));
+    fs::write(&log_file, lines).unwrap();
+    let tampered = env.json(["roots", "reflog", "old"]);
+    assert_eq!(tampered.as_array().map(Vec::len), Some(3), "{tampered}");
+    assert_eq!(
+        (&tampered[0]["new"], &tampered[0]["applied"]),
+        (&json!(web_head), &json!(false)),
+        "{tampered}"
+    );
+    let refused = env.fails(["roots", "rollback", "old", &web_head[..12]]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("no commit"), "{err}");
+    assert!(
+        err.contains("is of root web"),
+        "the foreign entry is named: {err}"
+    );
+    // A line cut short by a crash (no newline) is not an entry, and the next one is whole.
+    let mut torn = fs::read(&log_file).unwrap();
+    torn.extend_from_slice(b"{\"time\":17");
+    fs::write(&log_file, torn).unwrap();
 
     // Within the grace period gc keeps it, and says why; its versions stay readable.
     let gc = env.json(["gc"]);
@@ -626,7 +665,41 @@ fn removal_keeps_what_the_reflog_names_until_pruned_and_checkouts_share_inodes()
         (&json!(old), &json!(true)),
         "{back}"
     );
-    assert_eq!(back["generation"], 2, "{back}");
+    let reflog = env.json(["roots", "reflog", "old"]);
+    assert_eq!(
+        (&reflog[0]["op"], &reflog[0]["applied"]),
+        (&json!("rollback"), &json!(true)),
+        "{reflog}"
+    );
+    env.json(["roots", "remove", "old"]);
+
+    // The name used again: a new root with a history of its own (generation 1, no
+    // parent), while the reflog still knows the removed one's versions.
+    env.cmd(["assemble", "old", "libc6", "gcc-12-base", "libgcc-s1"])
+        .success();
+    let reused = env.json(["roots", "show", "old"]);
+    assert_eq!(
+        (&reused["generation"], &reused["parent"]),
+        (&json!(1), &Value::Null),
+        "{reused}"
+    );
+    assert_eq!(
+        env.json(["roots", "log", "old"]).as_array().map(Vec::len),
+        Some(1)
+    );
+    let reflog = env.json(["roots", "reflog", "old"]);
+    assert_eq!(
+        (&reflog[0]["op"], &reflog[0]["old"], &reflog[0]["applied"]),
+        (&json!("assemble"), &Value::Null, &json!(true)),
+        "{reflog}"
+    );
+    assert_eq!(reflog[1]["op"], "remove", "{reflog}");
+    let kept = env
+        .cmd(["cat", &format!("old@{}", &old[..10]), "/etc/oldonly.conf"])
+        .stdout();
+    assert_eq!(kept, "only old\n", "the removed versions stay reachable");
+    let err = env.fails(["cat", "old", "/etc/oldonly.conf"]);
+    assert!(!err.status.success());
     env.json(["roots", "remove", "old"]);
 
     // Pruned: the package goes, then gc frees what only old used, and nothing of web.

@@ -628,7 +628,21 @@ fn damaged_objects_are_repaired_from_the_download_cache_and_the_repository() {
         cache.join(format!("{}.deb", sha256_file(&deb.path))),
     )
     .unwrap();
-    let out = env.cmd(["fsck", "--repair", "--json"]).stdout();
+    // A tampered libc6 archive under its hash's name is refused (its content does not
+    // hash to the name): the repository's copy, checked against the index, restores it.
+    let libc6 = debs::deb("libc6");
+    let tampered = cache.join(format!("{}.deb", sha256_file(&libc6.path)));
+    let mut bytes = fs::read(&libc6.path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&tampered, &bytes).unwrap();
+    let done = env.cmd(["fsck", "--repair", "--json"]).success();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(
+        err.contains(&format!("refusing {}", tampered.display())),
+        "{err}"
+    );
+    let out = String::from_utf8_lossy(&done.stdout).to_string();
     let repaired: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(repaired["problems_after"], 0, "{repaired}");
     assert_eq!(repaired["unrepaired"], json!([]), "{repaired}");

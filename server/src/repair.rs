@@ -254,8 +254,20 @@ fn find_local(
             .is_some_and(|n| n.to_string_lossy().starts_with(&hex))
     });
     for path in candidates {
-        if hash_file(&path).is_ok_and(|h| h == *archive) {
-            return Ok(Some(path));
+        match hash_file(&path) {
+            Ok(h) if h == *archive => return Ok(Some(path)),
+            // A file named after the hash that does not hash to it was changed: refused.
+            Ok(h)
+                if path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&hex)) =>
+            {
+                tracing::warn!(
+                    "refusing {}: its SHA-256 is {h}, not the {hex} its name says",
+                    path.display()
+                )
+            }
+            _ => {}
         }
     }
     Ok(None)

@@ -126,7 +126,8 @@ pub fn base(store: &Store, root: &RootName) -> Result<Base, HistoryError> {
             .flatten()
     });
     match removed {
-        Some(c) if store.has(&c.0)? => Ok(Base::Removed(c)),
+        // A damaged or foreign entry is no base: the commit must be this root's.
+        Some(c) if store.commit(&c).is_ok_and(|x| x.body.root == *root) => Ok(Base::Removed(c)),
         // Neither a root nor a removed one: the usual error, with its suggestions.
         _ => Err(history::head(store, root).expect_err("the root has no ref")),
     }

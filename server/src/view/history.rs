@@ -172,8 +172,22 @@ pub fn known(store: &Store, root: &RootName) -> Result<Vec<CommitId>, HistoryErr
         starts.push(head);
     }
     for logged in store.reflog(root)?.iter().rev() {
-        starts.extend(logged.entry.new);
-        starts.extend(logged.entry.old);
+        for id in [logged.entry.new, logged.entry.old].into_iter().flatten() {
+            if !store.has(&id.0)? {
+                // Collected by gc after the grace period.
+                continue;
+            }
+            // A damaged or foreign entry names nothing of this root: a commit must be
+            // readable and signed for this root's name to be rolled back to.
+            match store.commit(&id) {
+                Ok(c) if c.body.root == *root => starts.push(id),
+                Ok(c) => tracing::warn!(
+                    "the reflog of {root} names commit {id}, which is of root {}: ignored",
+                    c.body.root
+                ),
+                Err(e) => tracing::warn!("the reflog of {root} names {id}: {e}; ignored"),
+            }
+        }
     }
     if starts.is_empty() {
         head(store, root)?;
@@ -181,7 +195,7 @@ pub fn known(store: &Store, root: &RootName) -> Result<Vec<CommitId>, HistoryErr
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for start in starts {
-        if seen.contains(&start) || !store.has(&start.0)? {
+        if seen.contains(&start) {
             continue;
         }
         for entry in log(store, start) {
