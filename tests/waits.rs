@@ -154,7 +154,10 @@ fn a_reader_waiting_on_a_slow_fetch_dies_at_once_when_killed() {
     let env = Canopy::init("waits-kill");
     // Larger than what the proxy passes at once before it notices it must dribble.
     let content = corpus::noise(1 << 20);
-    let tar = corpus::Tar::new().dir("./").file("./big", &content).finish();
+    let tar = corpus::Tar::new()
+        .dir("./")
+        .file("./big", &content)
+        .finish();
     let deb = env.path("kill.deb");
     fs::write(&deb, corpus::deb_of("kill", &tar)).unwrap();
     env.cmd(["import", "deb"]).arg(&deb).success();
@@ -182,7 +185,12 @@ fn a_reader_waiting_on_a_slow_fetch_dies_at_once_when_killed() {
             std::thread::sleep(Duration::from_millis(1500));
             if let Some(status) = reader.try_wait().unwrap() {
                 let mut said = String::new();
-                reader.stderr.take().unwrap().read_to_string(&mut said).unwrap();
+                reader
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut said)
+                    .unwrap();
                 panic!(
                     "{name}: cat ended ({status}: {said}) before it was killed:\n{}",
                     mount.log()

@@ -14,14 +14,14 @@
 //! as on a local disk, while the fetch goes on within its deadline for the next reader.
 //!
 //! Content handed to the kernel is verified since its last change (see
-//! [`crate::cache`]): passthrough only backs files verified at open, and reads through
+//! [`canopy_cache`]): passthrough only backs files verified at open, and reads through
 //! canopy check that the file has not changed since (one `fstat` per read); one that
 //! has is opened anew from the cache, which verifies it again or fetches it again, so
 //! altered cache files never reach a reader as wrong bytes.
 
-use crate::cache::Stamp;
 use crate::objects::{Objects, Opened};
 use crate::view::{Attr, COMMIT_XATTR, Kind, View, ViewError};
+use canopy_cache::Stamp;
 use canopy_protocol::ObjectId;
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,

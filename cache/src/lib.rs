@@ -1,6 +1,7 @@
-//! The host's object cache: content-addressed files, bounded in size, evicted least
-//! recently used, never evicting an open file. Every root and every mount on a host can
-//! share one cache, so a file used by ten roots is one download and one file here.
+//! A bounded directory of verified objects: content-addressed files, bounded in size,
+//! evicted least recently used, never evicting an open file. A host's mounts share one
+//! (so a file used by ten roots is one download and one file there), and a server in
+//! front of a bucket keeps its hot objects in one.
 //!
 //! ```text
 //! CACHE/objects/ab/cdef…   verified objects, named by id
@@ -15,10 +16,12 @@
 //! again first, and fetched again if its bytes are not the object's. So a cache file
 //! altered on disk never reaches a reader, passthrough or not: an open hands out a file
 //! verified since its last change, and reads through canopy check the stamp again and
-//! open the object anew if it moved (see [`crate::fs`]). fs-verity would let the kernel keep that promise for reads of an
+//! open the object anew if it moved (canopy-client's FUSE front end does). fs-verity would let the kernel keep that promise for reads of an
 //! already open passthrough file too; the ext4 cache directories this was built on do
 //! not have it, so a file altered by root while open can still be read through
 //! passthrough until it is closed.
+
+#![warn(missing_docs)]
 
 use canopy_protocol::{Hasher, ObjectId};
 use dashmap::DashMap;
@@ -31,9 +34,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Why the cache could not provide an object.
+/// Why the cache could not provide an object; `E` is what the fetcher reports.
 #[derive(Debug, thiserror::Error)]
-pub enum CacheError {
+pub enum CacheError<E = std::convert::Infallible> {
     /// A filesystem operation on the cache failed.
     #[error("cache {what}: {source}")]
     Io {
@@ -44,15 +47,15 @@ pub enum CacheError {
     },
     /// Fetching failed.
     #[error(transparent)]
-    Fetch(#[from] crate::remote::FetchError),
+    Fetch(E),
     /// Another process uses the cache directory.
     #[error(
-        "cache directory {0} is in use by another canopy mount: mount every root from one process (omit --root), or give this one its own --cache-dir"
+        "cache directory {0} is in use by another canopy process: one process uses a cache directory at a time (serve every root from one process, or give this one its own --cache-dir)"
     )]
     Busy(PathBuf),
 }
 
-fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> CacheError {
+fn io_err<E>(what: impl Into<String>) -> impl FnOnce(io::Error) -> CacheError<E> {
     let what = what.into();
     move |source| CacheError::Io { what, source }
 }
@@ -243,11 +246,11 @@ impl Cache {
     /// file if the cache does not have one. Concurrent callers for one object wait for a
     /// single fetch. The object comes back pinned, so no eviction removes it while the
     /// caller uses it: call [`Cache::unpin`] when done.
-    pub fn get(
+    pub fn get<E>(
         &self,
         id: &ObjectId,
-        fetch: impl FnOnce(&Path) -> Result<u64, crate::remote::FetchError>,
-    ) -> Result<Verified, CacheError> {
+        fetch: impl FnOnce(&Path) -> Result<u64, E>,
+    ) -> Result<Verified, CacheError<E>> {
         self.one_at_a_time(id, || self.get_locked(id, fetch))
     }
 
@@ -310,11 +313,11 @@ impl Cache {
         }
     }
 
-    fn get_locked(
+    fn get_locked<E>(
         &self,
         id: &ObjectId,
-        fetch: impl FnOnce(&Path) -> Result<u64, crate::remote::FetchError>,
-    ) -> Result<Verified, CacheError> {
+        fetch: impl FnOnce(&Path) -> Result<u64, E>,
+    ) -> Result<Verified, CacheError<E>> {
         if let Some(v) = self.find_locked(id) {
             return Ok(v);
         }
@@ -323,7 +326,7 @@ impl Cache {
             .dir
             .join("tmp")
             .join(format!("{id}.{}", self.seq.fetch_add(1, Ordering::Relaxed)));
-        let size = fetch(&tmp)?;
+        let size = fetch(&tmp).map_err(CacheError::Fetch)?;
         let moved = fs::set_permissions(&tmp, fs::Permissions::from_mode(READ_ONLY))
             .map_err(io_err(format!("making {} read-only", tmp.display())))
             .and_then(|()| {
@@ -408,7 +411,7 @@ mod tests {
         cache
             .get(&id, |tmp| {
                 fs::write(tmp, data).unwrap();
-                Ok(data.len() as u64)
+                Ok::<_, std::io::Error>(data.len() as u64)
             })
             .unwrap();
         cache.unpin(&id);
@@ -420,7 +423,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path(), 10).unwrap();
         let a = put(&cache, b"aaaa");
-        cache.get(&a, |_| panic!("cached")).unwrap();
+        cache
+            .get(&a, |_| -> Result<u64, std::io::Error> { panic!("cached") })
+            .unwrap();
         let b = put(&cache, b"bbbb");
         let c = put(&cache, b"cccc");
         // Over 10 bytes: b is the least recently used unpinned object.
@@ -463,7 +468,9 @@ mod tests {
         let id = put(&Cache::open(dir.path(), 100).unwrap(), b"kept"); // dropped: unlocked
         let cache = Cache::open(dir.path(), 100).unwrap();
         let v = cache
-            .get(&id, |_| panic!("must not fetch what is cached"))
+            .get(&id, |_| -> Result<u64, std::io::Error> {
+                panic!("must not fetch what is cached")
+            })
             .unwrap();
         assert_eq!(read_all(v), b"kept");
         tamper(&cache.path(&id), b"evil");
@@ -474,7 +481,7 @@ mod tests {
             .get(&id, |tmp| {
                 fetched.set(true);
                 fs::write(tmp, b"kept").unwrap();
-                Ok(4)
+                Ok::<_, std::io::Error>(4)
             })
             .unwrap();
         assert!(fetched.get(), "a damaged cached object is fetched again");
@@ -495,7 +502,7 @@ mod tests {
             .get(&id, |tmp| {
                 fetched.set(true);
                 fs::write(tmp, b"good").unwrap();
-                Ok(4)
+                Ok::<_, std::io::Error>(4)
             })
             .unwrap();
         assert!(
@@ -508,7 +515,9 @@ mod tests {
         // A change that leaves the bytes alone (a chmod) is re-verified, not refetched.
         fs::set_permissions(cache.path(&id), fs::Permissions::from_mode(0o400)).unwrap();
         let v = cache
-            .get(&id, |_| panic!("the bytes are still right"))
+            .get(&id, |_| -> Result<u64, std::io::Error> {
+                panic!("the bytes are still right")
+            })
             .unwrap();
         assert_ne!(v.stamp, stamp);
         cache.unpin(&id);
