@@ -3,7 +3,9 @@
 use super::{open, print_json, time};
 use crate::cli::Named;
 use anyhow::{Context, Result, bail};
+use canopy_protocol::PackageKind;
 use canopy_server::Access;
+use canopy_server::format;
 use canopy_server::import::{self, ImportError, Imported, Limits, Outcome};
 use canopy_server::packages::PackageIndex;
 use canopy_server::repo::signature::Keyring;
@@ -69,8 +71,9 @@ fn print_imports(packages: Vec<Value>, failed: Vec<Value>) -> Result<()> {
 
 pub fn debs(store: &Path, files: &[PathBuf], max_size: u64, json: bool) -> Result<ExitCode> {
     let store = open(store, Access::Write)?;
+    let deb = format::of_kind(PackageKind::Deb).expect("Debian is a format");
     archives(files, json, |file| {
-        canopy_server::debian::deb::import(&store, file, limits(max_size))
+        deb.import(&store, file, limits(max_size), None)
     })
 }
 
@@ -85,8 +88,9 @@ pub fn rpms(
         .map(|k| Keyring::load(k).with_context(|| format!("reading keyring {}", k.display())))
         .transpose()?;
     let store = open(store, Access::Write)?;
+    let rpm = format::of_kind(PackageKind::Rpm).expect("RPM is a format");
     archives(files, json, |file| {
-        canopy_server::rpm::import::import(&store, file, limits(max_size), keyring.as_ref())
+        rpm.import(&store, file, limits(max_size), keyring.as_ref())
     })
 }
 
