@@ -27,9 +27,10 @@ pub struct Cli {
 /// The commands.
 #[derive(Subcommand)]
 pub enum Command {
-    /// Create the store and its signing key (does nothing if it exists)
-    #[command(after_help = "Example:\n  canopy init\n  CANOPY_STORE=/srv/canopy canopy init")]
-    Init(JsonFlag),
+    /// Create the store and its signing key (does nothing if it exists), or attach this
+    /// machine to a store in an S3 bucket
+    #[command(after_help = INIT_HELP)]
+    Init(InitArgs),
     /// Import packages (.deb, .rpm), tarballs or directories into the store
     #[command(
         subcommand,
@@ -639,6 +640,39 @@ pub enum RootsCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
+}
+
+const INIT_HELP: &str = "\
+Examples:
+  canopy init
+  CANOPY_STORE=/srv/canopy canopy init
+  export AWS_ENDPOINT_URL=http://s3.internal:8333 AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=…
+  canopy init --backend s3://canopy/site1                 (objects and refs in the bucket)
+  canopy init --backend s3://canopy/site1 --key site1.key (another writer, same key)
+  canopy init --json
+
+With --backend, objects and refs live in the bucket; the store directory keeps this
+machine's local state: the config (bucket, AWS_ENDPOINT_URL, AWS_REGION), the signing
+key, repository settings, caches and in-flight writes. Credentials come from
+AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN) or from
+~/.aws/credentials (AWS_SHARED_CREDENTIALS_FILE, AWS_PROFILE; mode 0600) at every run,
+and are never written down. On a bucket that holds a store already, init attaches to
+it: give the store's key (keys/ed25519.secret of a writer) with --key to write, or none
+to serve only. The bucket must exist.";
+
+/// What `init` takes.
+#[derive(Args)]
+pub struct InitArgs {
+    /// Keep objects and refs in an S3 bucket (s3://BUCKET[/PREFIX]) instead of the store
+    /// directory
+    #[arg(long, value_name = "URL")]
+    pub backend: Option<String>,
+    /// Sign with this key (a hex ed25519 seed, as keys/ed25519.secret holds) instead of a
+    /// new one: how several writers of one bucket share the store's key
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// What `checkout` takes.

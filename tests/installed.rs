@@ -498,3 +498,276 @@ fn a_script_that_removes_everything_touches_neither_host_nor_store() {
     before.assert_unchanged("a configure whose script removed /");
     env.fsck_clean();
 }
+
+/// A user made for a test, removed (with its subordinate ranges) when dropped.
+struct TestUser {
+    name: String,
+}
+
+impl TestUser {
+    /// A new user: `system` users get no subordinate id range from useradd; others get
+    /// one (added by hand where useradd does not).
+    fn new(tag: &str, system: bool) -> TestUser {
+        let name = format!("canopy-{tag}-{}", std::process::id() % 100_000);
+        let _ = cmd("userdel").arg(&name).output();
+        let mut add = cmd("useradd");
+        add.args(["-M", "-s", "/bin/sh"]);
+        if system {
+            add.arg("-r");
+        }
+        add.arg(&name);
+        // Other tests may hold /etc/passwd's lock for a moment.
+        let mut tries = 0;
+        while !add.output().status.success() {
+            tries += 1;
+            assert!(tries < 20, "useradd {name} keeps failing");
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        let user = TestUser { name };
+        if !system
+            && !fs::read_to_string("/etc/subuid")
+                .unwrap_or_default()
+                .contains(&format!("{}:", user.name))
+        {
+            let start = 300_000 + (std::process::id() % 1000) * 65_536;
+            let range = format!("{start}-{}", start + 65_535);
+            cmd("usermod")
+                .args(["--add-subuids", &range, "--add-subgids", &range, &user.name])
+                .success();
+        }
+        user
+    }
+
+    /// `canopy ARGS` as this user.
+    fn canopy(&self, store: &Path, args: &[&str]) -> std::process::Output {
+        cmd("runuser")
+            .args(["-u", &self.name, "--", crate::util::BIN, "--store"])
+            .arg(store)
+            .args(args)
+            .output()
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = cmd("userdel").arg(&self.name).output();
+    }
+}
+
+/// A directory the user owns, with a copy of dpkg's smallest closure to import.
+fn user_dir(env: &Canopy, user: &TestUser) -> (PathBuf, Vec<String>) {
+    let dir = env.mkdir(format!("home-{}", user.name));
+    let mut debs = Vec::new();
+    for deb in debs::more_debs(debs::DPKG_PACKAGES) {
+        let copy = dir.join(deb.path.file_name().unwrap());
+        fs::copy(&deb.path, &copy).unwrap();
+        debs.push(copy.display().to_string());
+    }
+    cmd("chown").args(["-R", &user.name]).arg(&dir).success();
+    (dir, debs)
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn configuring_as_a_user_takes_its_subordinate_ids_and_says_what_is_missing() {
+    let env = Canopy::new("installed-user");
+    for (tag, system) in [("ids", false), ("noids", true)] {
+        let user = TestUser::new(tag, system);
+        let (dir, debs) = user_dir(&env, &user);
+        let store = dir.join("store");
+        let init = user.canopy(&store, &["init"]);
+        assert!(init.status.success(), "{}", text(&init));
+        let mut import = vec!["import", "deb"];
+        import.extend(debs.iter().map(String::as_str));
+        let out = user.canopy(&store, &import);
+        assert!(out.status.success(), "{}", text(&out));
+        let assemble = assemble_args("small", &[]);
+        let out = user.canopy(&store, &assemble[..]);
+        if system {
+            assert!(!out.status.success(), "{}", text(&out));
+            let err = text(&out);
+            assert!(
+                err.contains("/etc/subuid")
+                    && err.contains(&user.name)
+                    && err.contains(&format!("`{}:", user.name)),
+                "the error names the line to add: {err}"
+            );
+            // Unconfigured, the same user assembles.
+            let out = user.canopy(&store, &[&assemble[..], &["--no-configure"]].concat());
+            assert!(out.status.success(), "{}", text(&out));
+            continue;
+        }
+        assert!(
+            out.status.success() && text(&out).contains("configured "),
+            "{}",
+            text(&out)
+        );
+        // Root can read the user's store: the root is configured, with the ids inside.
+        let tree = env.path(format!("{}-small", user.name));
+        cmd(crate::util::BIN)
+            .arg("--store")
+            .arg(&store)
+            .args(["checkout", "small"])
+            .arg(&tree)
+            .success();
+        let status = fs::read_to_string(tree.join("var/lib/dpkg/status")).unwrap();
+        let dpkg = status
+            .split("\n\n")
+            .find(|p| p.starts_with("Package: dpkg\n"))
+            .unwrap_or_else(|| panic!("{status}"));
+        assert!(dpkg.contains("\nStatus: install ok installed\n"), "{dpkg}");
+        let meta = fs::metadata(tree.join("var/lib/dpkg/status")).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (0, 0),
+            "owners as inside the sandbox"
+        );
+        let fsck = user.canopy(&store, &["fsck"]);
+        assert!(fsck.status.success(), "{}", text(&fsck));
+    }
+}
+
+#[test]
+fn the_same_packages_configure_to_the_same_tree_in_another_store() {
+    let s = shared();
+    let env = Canopy::init("installed-again");
+    // Imported one by one, in the reverse order, then assembled from imported packages.
+    let mut debs = debs::more_debs(debs::INSTALLED_PACKAGES);
+    debs.reverse();
+    for deb in &debs {
+        env.cmd(["import", "deb"]).arg(&deb.path).stdout();
+    }
+    let mut args = vec!["assemble", "web"];
+    args.extend(s.names.iter().map(String::as_str));
+    env.stdout(&args);
+    let log = env.json(["roots", "log", "web"]);
+    assert_eq!(log[0]["tree"].as_str(), Some(s.tree.as_str()), "{}", log[0]);
+    assert_eq!(
+        log[0]["configure"]["source_date_epoch"],
+        s.configured["source_date_epoch"]
+    );
+}
+
+#[test]
+fn upgrade_configures_again_from_scratch() {
+    let env = dpkg_store("installed-upgrade");
+    let dir = env.mkdir("debs");
+    let hello = |version: &str| {
+        script_deb(
+            &dir,
+            "canopy-hello",
+            version,
+            "cat /usr/share/doc/canopy-hello/README > /etc/canopy-hello",
+        )
+    };
+    env.cmd(["import", "deb"]).arg(hello("1.0")).stdout();
+    env.stdout(assemble_args("up", &["canopy-hello"]));
+    env.cmd(["import", "deb"]).arg(hello("2.0")).stdout();
+    let out = env.stdout(["upgrade", "up"]);
+    assert!(out.contains("canopy-hello 1.0 → 2.0"), "{out}");
+    assert!(out.contains("configured "), "{out}");
+    env.stdout(assemble_args("fresh", &["canopy-hello"]));
+    let tree = |root: &str| env.json(["roots", "log", root])[0]["tree"].clone();
+    assert_eq!(tree("up"), tree("fresh"), "an upgraded root is a fresh one");
+    let dir = checkout(&env, "up", "up");
+    assert_eq!(
+        fs::read_to_string(dir.join("etc/canopy-hello")).unwrap(),
+        "canopy-hello 2.0\n"
+    );
+}
+
+/// Processes whose command line is exactly `args`.
+fn processes(args: &[&str]) -> usize {
+    let wanted: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| fs::read(e.path().join("cmdline")).ok().as_deref() == Some(&wanted[..]))
+        .count()
+}
+
+#[test]
+fn a_configure_killed_at_any_point_leaves_the_last_good_root_and_nothing_running() {
+    let env = dpkg_store("installed-kill");
+    let out = env.stdout(assemble_args("web", &[]));
+    let good = parse_assemble(&out).commit;
+    let dir = env.mkdir("debs");
+    let sleeper = script_deb(
+        &dir,
+        "canopy-sleeper",
+        "1.0",
+        "echo sleeping now\nsleep 3011",
+    );
+    let quick = script_deb(&dir, "canopy-quick", "1.0", "echo quick");
+    env.cmd(["import", "deb"])
+        .arg(&sleeper)
+        .arg(&quick)
+        .stdout();
+    let after = |what: &str| {
+        env.fsck_clean();
+        assert_eq!(env.current("web"), good, "web moved after {what}");
+        assert_eq!(processes(&["sleep", "3011"]), 0, "a script outlived {what}");
+    };
+
+    // kill -9 while a postinst runs.
+    let mut child = std::process::Command::new(crate::util::BIN)
+        .arg("--store")
+        .arg(env.store())
+        .arg("-v")
+        .args(assemble_args("web", &["canopy-sleeper"]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("sleeping now") {
+            break;
+        }
+    }
+    assert!(
+        seen.contains("sleeping now"),
+        "the postinst never ran:\n{seen}"
+    );
+    assert_eq!(processes(&["sleep", "3011"]), 1, "the script is running");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The sandbox dies with canopy (its processes get SIGKILL when their parent goes).
+    let start = std::time::Instant::now();
+    while processes(&["sleep", "3011"]) > 0 && start.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    after("kill -9 during a postinst");
+
+    // Aborted once configuring is done but nothing is durable, and as the ref is written.
+    for (var, value) in [
+        ("CANOPY_CRASH_AT", "configured"),
+        ("CANOPY_CRASH_AT", "before ref write"),
+        ("CANOPY_CRASH_AFTER", "1"),
+    ] {
+        env.cmd(assemble_args("web", &["canopy-quick"]))
+            .env(var, value)
+            .signal(libc::SIGABRT);
+        after(&format!("{var}={value}"));
+    }
+    // And then it works.
+    let out = env.stdout(assemble_args("web", &["canopy-quick"]));
+    assert!(out.contains("configured "), "{out}");
+    assert_ne!(env.current("web"), good);
+    env.fsck_clean();
+}

@@ -180,6 +180,25 @@ fn runs_from_a_server_and_from_directories() {
         .args(["--", "/bin/bash", "-c", "cat /etc/other.conf"])
         .stdout();
     assert_eq!(out, "other 1\n");
+    // With the mount there, a run from the server uses it: its cache and its inodes.
+    let mut verbose = env.bare_cmd(["-v", "run", "--server", &server.url, "--trust"]);
+    verbose.arg(env.path("server.pub")).args([
+        "web",
+        "--",
+        "/bin/bash",
+        "-c",
+        "cat /etc/other.conf",
+    ]);
+    let out2 = verbose.success();
+    assert_eq!(String::from_utf8_lossy(&out2.stdout), "other 1\n");
+    let stderr = String::from_utf8_lossy(&out2.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "from the host's mount {}",
+            mount.path(&format!("web@{commit}")).display()
+        )),
+        "{stderr}"
+    );
     mount.stop();
 }
 

@@ -42,3 +42,7 @@ mod image;
 mod image_hostile;
 // canopy run: store, server, directory and mount sources; state; signals; non-root; --spc; labels.
 mod run;
+// SeaweedFS for the S3 tests: one shared `weed mini`, buckets per test.
+mod seaweed;
+// The store in a bucket: same roots as local, several writers, gc leases, crashes.
+mod s3;

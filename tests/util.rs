@@ -29,6 +29,8 @@ pub struct Canopy {
     dir: Option<tempfile::TempDir>,
     root: PathBuf,
     store: PathBuf,
+    /// Set on every canopy command (e.g. the S3 endpoint and credentials).
+    envs: Vec<(String, std::ffi::OsString)>,
 }
 
 impl Canopy {
@@ -46,7 +48,15 @@ impl Canopy {
             dir: Some(dir),
             root,
             store,
+            envs: Vec::new(),
         }
+    }
+
+    /// Sets `key` to `value` in the environment of every canopy command this runs.
+    pub fn with_env(mut self, key: &str, value: impl AsRef<OsStr>) -> Canopy {
+        self.envs
+            .push((key.to_string(), value.as_ref().to_os_string()));
+        self
     }
 
     /// A fresh directory with an initialised store.
@@ -121,6 +131,9 @@ impl Canopy {
     {
         let mut command = cmd(BIN);
         command.args(args).current_dir(&self.root);
+        for (key, value) in &self.envs {
+            command.env(key, value);
+        }
         command
     }
 
@@ -217,7 +230,8 @@ pub fn cmd(program: impl AsRef<OsStr>) -> TestCommand {
     let mut cmd = Command::new(program);
     cmd.stdin(Stdio::null())
         .env_remove("CANOPY_STORE")
-        .env_remove("CANOPY_CRASH_AFTER");
+        .env_remove("CANOPY_CRASH_AFTER")
+        .env_remove("CANOPY_PAUSE_AT");
     // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {

@@ -183,20 +183,14 @@ impl MountError {
     }
 }
 
-/// Fetches, verifies and decodes one version of a root.
-pub(crate) async fn load(
+/// Fetches commit `commit` of root `root`, checks that `trust` signed it for that
+/// root, and decodes it.
+pub(crate) async fn verified_commit(
     remote: &Remote,
     trust: &VerifyingKey,
     root: &str,
     commit: CommitId,
-) -> Result<
-    (
-        RootVersion,
-        Commit,
-        std::collections::HashMap<canopy_protocol::TreeId, canopy_protocol::Tree>,
-    ),
-    MountError,
-> {
+) -> Result<Commit, MountError> {
     let bytes = remote.object(&commit.0).await?;
     let decoded = Commit::decode(&bytes).map_err(|e| MountError::BadCommit {
         root: root.to_string(),
@@ -216,6 +210,24 @@ pub(crate) async fn load(
             names: decoded.body.root.to_string(),
         });
     }
+    Ok(decoded)
+}
+
+/// Fetches, verifies and decodes one version of a root.
+pub(crate) async fn load(
+    remote: &Remote,
+    trust: &VerifyingKey,
+    root: &str,
+    commit: CommitId,
+) -> Result<
+    (
+        RootVersion,
+        Commit,
+        std::collections::HashMap<canopy_protocol::TreeId, canopy_protocol::Tree>,
+    ),
+    MountError,
+> {
+    let decoded = verified_commit(remote, trust, root, commit).await?;
     let trees = remote.tree_pack(&decoded.body.tree).await?;
     Ok((
         RootVersion {

@@ -53,4 +53,4 @@ pub mod store;
 pub mod suggest;
 pub mod view;
 
-pub use store::{Access, Store, StoreError, Txn, TxnStats};
+pub use store::{Access, Backend, Store, StoreError, Txn, TxnStats};

@@ -45,7 +45,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
     let store = store_path(cli.store)?;
     match cli.command {
-        Command::Init(json) => setup::init(&store, json.json),
+        Command::Init(args) => setup::init(&store, args),
         Command::Key(KeyCommand::Show) => setup::key_show(&store),
         Command::Import(ImportCommand::Deb { files, limit, json }) => {
             import::debs(&store, &files, limit.max_size, json.json)

@@ -58,7 +58,13 @@ fn start(store: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "root".into());
-        (Source::Dir(dir), name)
+        (
+            Source::Dir {
+                path: dir,
+                image: None,
+            },
+            name,
+        )
     } else if !args.servers.is_empty() {
         let trust = args.trust.as_deref().context(
             "--server needs --trust FILE (the key `canopy key show` prints on the server)",

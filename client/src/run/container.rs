@@ -108,7 +108,7 @@ pub fn execute(
             fuse = Some((ours, theirs));
             top.join(".lower")
         }
-        Source::Dir(dir) => dir.clone(),
+        Source::Dir { path, .. } => path.clone(),
     };
     for dir in ["/.upper", "/.work"] {
         sb.mount(Mount::Dir {
@@ -133,7 +133,7 @@ pub fn execute(
         // it now); a host directory directly, which keeps stacking shallow.
         let lower = match source {
             Source::View { .. } => top.join(name),
-            Source::Dir(dir) => dir.join(name),
+            Source::Dir { path, .. } => path.join(name),
         };
         sb.mount(Mount::Overlay {
             lower: vec![lower],
@@ -314,14 +314,11 @@ impl Session {
         Ok(Session { thread, abandon })
     }
 
-    /// Ends the session: the run's namespaces are gone, so the kernel has let go of the
-    /// mount and the session ends; one that never started is abandoned.
+    /// Ends the session: the run's namespaces are gone, so the kernel lets go of the
+    /// mount and the thread ends by itself (nothing waits for it); one that never
+    /// received its device gives up.
     fn stop(self) {
         self.abandon.store(true, Ordering::Relaxed);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !self.thread.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
-        }
         if self.thread.is_finished() {
             let _ = self.thread.join();
         }

@@ -21,8 +21,10 @@ pub mod signals;
 pub mod source;
 pub mod state;
 
-use crate::mount::{HostConfig, MountError, current, load};
+use crate::cache::Cache;
+use crate::mount::{HostConfig, MountError, current, load, verified_commit};
 use crate::objects::Fetched;
+use crate::remote::Remote;
 use crate::view::{Scope, View};
 use canopy_protocol::{CommitId, HOST_IDENTITY, PerHost};
 use canopy_sandbox::SandboxError;
@@ -144,39 +146,57 @@ pub fn prepare() {
 }
 
 /// A root `name` on a server, at `commit` or its current one, verified with the
-/// host's trusted key and read through the host's cache.
+/// host's trusted key. As root, a canopy mount of the host that shows that commit is
+/// used as it is (sharing its cache and inodes); otherwise the root is read through
+/// the host's cache by a view of the run's own. The runtime must live as long as the
+/// source.
 pub fn server_source(
     host: &HostConfig,
     name: &str,
     commit: Option<CommitId>,
 ) -> Result<(Source, tokio::runtime::Runtime), RunError> {
-    let opened = host.open()?;
+    let rt = tokio::runtime::Runtime::new()
+        .map_err(|e| RunError::Setup(format!("starting the runtime: {e}")))?;
+    let remote = Arc::new(
+        Remote::new(host.servers.clone(), host.timeout, host.min_rate)
+            .map_err(|e| RunError::Setup(format!("HTTP client: {e}")))?,
+    );
     let commit = match commit {
         Some(c) => c,
-        None => opened.rt.block_on(current(&opened.remote, name))?,
+        None => rt.block_on(current(&remote, name))?,
     };
-    let (version, body, trees) =
-        opened
-            .rt
-            .block_on(load(&opened.remote, &host.trust, name, commit))?;
+    if is_root() {
+        let body = rt.block_on(verified_commit(&remote, &host.trust, name, commit))?;
+        if let Some(path) = source::host_mount_of(name, &commit) {
+            tracing::info!("running {name} from the host's mount {}", path.display());
+            return Ok((
+                Source::Dir {
+                    path,
+                    image: image_of(&body.body),
+                },
+                rt,
+            ));
+        }
+    }
+    let (version, body, trees) = rt.block_on(load(&remote, &host.trust, name, commit))?;
     let view = View::new(Scope::One(name.to_string()));
     view.install(name, version, trees);
-    let objects = Fetched::new(opened.cache, opened.remote, opened.rt.handle().clone());
-    let image = body
-        .body
-        .extensions
+    let cache = Arc::new(Cache::open(&host.cache_dir, host.cache_size).map_err(MountError::from)?);
+    let objects = Fetched::new(cache, remote, rt.handle().clone());
+    let source = Source::View {
+        view: Arc::new(view),
+        objects: Arc::new(objects),
+        commit,
+        image: image_of(&body.body),
+    };
+    Ok((source, rt))
+}
+
+fn image_of(body: &canopy_protocol::CommitBody) -> Option<Box<canopy_protocol::ImageConfig>> {
+    body.extensions
         .get(canopy_protocol::IMAGE_EXTENSION)
         .and_then(|v| canopy_protocol::ImageConfig::from_json(v).ok())
-        .map(Box::new);
-    Ok((
-        Source::View {
-            view: Arc::new(view),
-            objects: Arc::new(objects),
-            commit,
-            image,
-        },
-        opened.rt,
-    ))
+        .map(Box::new)
 }
 
 /// Where a run keeps its scratch directory: `$XDG_RUNTIME_DIR`, else `/run` for

@@ -44,7 +44,12 @@ pub enum Source {
         image: Option<Box<ImageConfig>>,
     },
     /// A directory of the host.
-    Dir(PathBuf),
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The image configuration of the commit it shows, when known.
+        image: Option<Box<ImageConfig>>,
+    },
 }
 
 impl Source {
@@ -70,8 +75,7 @@ impl Source {
     /// The image configuration, if the root came from an image.
     pub fn image(&self) -> Option<&ImageConfig> {
         match self {
-            Source::View { image, .. } => image.as_deref(),
-            Source::Dir(_) => None,
+            Source::View { image, .. } | Source::Dir { image, .. } => image.as_deref(),
         }
     }
 
@@ -85,7 +89,7 @@ impl Source {
                 uid: a.uid,
                 gid: a.gid,
             }),
-            Source::Dir(dir) => {
+            Source::Dir { path: dir, .. } => {
                 let m = fs::symlink_metadata(host_path(dir, path)?).ok()?;
                 Some(Stat {
                     dir: m.is_dir(),
@@ -114,7 +118,7 @@ impl Source {
                 objects.release(&blob.0);
                 read.ok()?;
             }
-            Source::Dir(dir) => {
+            Source::Dir { path: dir, .. } => {
                 let p = host_path(dir, path)?;
                 if !fs::symlink_metadata(&p).ok()?.is_file() {
                     return None;
@@ -144,6 +148,45 @@ impl Source {
     }
 }
 
+/// Where the host shows `name@commit` in one of its canopy mounts (`canopy mount`
+/// keeps every version it showed by that name), if it does.
+pub fn host_mount_of(name: &str, commit: &CommitId) -> Option<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        // `canopy mount` shows as type fuse, source canopy; a run's own view as
+        // fuse.canopy.
+        let mut fields = right.split(' ');
+        let (kind, source) = (fields.next()?, fields.next()?);
+        if !(kind == "fuse.canopy" || (kind == "fuse" && source == "canopy")) {
+            return None;
+        }
+        let point = unescape(left.split(' ').nth(4)?);
+        let pinned = Path::new(&point).join(format!("{name}@{commit}"));
+        pinned.is_dir().then_some(pinned)
+    })
+}
+
+/// A mountinfo path: `\040` and friends are octal escapes.
+fn unescape(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Looks `path` up component by component; symlinks are not followed.
 fn view_lookup(view: &View, path: &str) -> Option<Attr> {
     let mut attr = view.attr(ROOT_INO).ok()?;
@@ -171,4 +214,13 @@ fn host_path(dir: &Path, path: &str) -> Option<PathBuf> {
         }
     }
     Some(full)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mountinfo_paths_unescape() {
+        assert_eq!(super::unescape(r"/run/my\040mount"), "/run/my mount");
+        assert_eq!(super::unescape(r"/a\\b"), r"/a\\b");
+    }
 }

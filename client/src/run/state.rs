@@ -81,6 +81,15 @@ impl State {
     /// Opens (creating it if needed) the state directory `dir` for a run whose overlays
     /// keep their metadata in `xattrs` and whose root inside is host `root_uid:root_gid`.
     pub fn open(dir: &Path, xattrs: Xattrs, root: (u32, u32)) -> Result<State, RunError> {
+        State::open_kept(dir, xattrs, root, true)
+    }
+
+    fn open_kept(
+        dir: &Path,
+        xattrs: Xattrs,
+        root: (u32, u32),
+        kept: bool,
+    ) -> Result<State, RunError> {
         let refuse = |detail: String| RunError::State {
             dir: dir.to_path_buf(),
             detail,
@@ -93,6 +102,7 @@ impl State {
             return Err(refuse("another canopy run is using it".into()));
         }
         let path = dir.join(RECORD);
+        let mut new = false;
         let record = match fs::read(&path) {
             Ok(bytes) => {
                 let record: Record = serde_json::from_slice(&bytes).map_err(|e| {
@@ -116,13 +126,16 @@ impl State {
                 }
                 record
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Record {
-                version: 1,
-                overlay: xattrs,
-                root_uid: root.0,
-                root_gid: root.1,
-                identity: Vec::new(),
-            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                new = true;
+                Record {
+                    version: 1,
+                    overlay: xattrs,
+                    root_uid: root.0,
+                    root_gid: root.1,
+                    identity: Vec::new(),
+                }
+            }
             Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
         };
         for name in WRITABLE {
@@ -134,18 +147,18 @@ impl State {
         let state = State {
             dir: dir.to_path_buf(),
             record,
-            temporary: false,
+            temporary: !kept,
             _lock: lock,
         };
-        state.save()?;
+        if new {
+            state.save()?;
+        }
         Ok(state)
     }
 
     /// A state directory made under `parent` for one run, removed when dropped.
     pub fn temporary(parent: &Path, xattrs: Xattrs, root: (u32, u32)) -> Result<State, RunError> {
-        let mut state = State::open(&parent.join("state"), xattrs, root)?;
-        state.temporary = true;
-        Ok(state)
+        State::open_kept(&parent.join("state"), xattrs, root, false)
     }
 
     /// The directory.
@@ -201,8 +214,16 @@ impl State {
         let path = self.dir.join(RECORD);
         let tmp = self.dir.join(format!(".{RECORD}.tmp"));
         let bytes = serde_json::to_vec_pretty(&self.record).expect("a record serialises");
+        // A temporary state dies with the run: it needs no trip to the disk.
+        let durable = |()| {
+            if self.temporary {
+                Ok(())
+            } else {
+                fs::File::open(&tmp)?.sync_all()
+            }
+        };
         fs::write(&tmp, bytes)
-            .and_then(|()| fs::File::open(&tmp)?.sync_all())
+            .and_then(durable)
             .and_then(|()| fs::rename(&tmp, &path))
             .map_err(io(format!("writing {}", path.display())))
     }
