@@ -122,7 +122,10 @@ impl<C> Listing<C> {
         load: impl Fn(&str, &RepoConfig) -> Result<Vec<(C, Archive)>, RepoError>,
     ) -> Result<Listing<C>, RepoError> {
         let mut listing = Listing {
-            arch: repos.first().map(|(_, c)| c.arch.clone()).unwrap_or_default(),
+            arch: repos
+                .first()
+                .map(|(_, c)| c.arch.clone())
+                .unwrap_or_default(),
             candidates: Vec::new(),
             archives: Vec::new(),
         };

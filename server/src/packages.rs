@@ -129,7 +129,8 @@ impl PackageIndex {
             .filter(|(_, p)| spec.arch.as_ref().is_none_or(|a| *a == p.arch))
             .filter(|(_, p)| spec.version.as_ref().is_none_or(|v| *v == p.version))
             .max_by(|a, b| {
-                crate::format::compare_versions(&a.1, &b.1).then(a.1.imported_at.cmp(&b.1.imported_at))
+                crate::format::compare_versions(&a.1, &b.1)
+                    .then(a.1.imported_at.cmp(&b.1.imported_at))
             });
         best.copied().ok_or_else(|| {
             let names = self.packages.iter().map(|(_, p)| p.name.as_str());

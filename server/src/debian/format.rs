@@ -41,7 +41,11 @@ impl Format for Debian {
         if config.suites.is_empty() {
             "(flat)".into()
         } else {
-            format!("{} {}", config.suites.join(","), config.components.join(","))
+            format!(
+                "{} {}",
+                config.suites.join(","),
+                config.components.join(",")
+            )
         }
     }
 

@@ -235,10 +235,10 @@ pub fn provide(
                 keyrings.get(&p.archive.repo),
             )
             .map_err(|source| ProvideError::Import {
-            label: label.clone(),
-            url: p.archive.url.to_string(),
-            source: Box::new(source),
-        })?;
+                label: label.clone(),
+                url: p.archive.url.to_string(),
+                source: Box::new(source),
+            })?;
         // A downloaded copy has served its purpose; a file:// archive is the user's.
         if p.archive.url.scheme() != "file" {
             let _ = std::fs::remove_file(file);

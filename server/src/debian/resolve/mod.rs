@@ -40,8 +40,7 @@ use foldhash::{HashSet, HashSetExt};
 use index::{Index, Qualifier, Target};
 use provider::Debian;
 use resolvo::{
-    ConditionalRequirement, DenseIndex, Problem, Solver, UnsolvableOrCancelled,
-    conflict::Conflict,
+    ConditionalRequirement, DenseIndex, Problem, Solver, UnsolvableOrCancelled, conflict::Conflict,
 };
 
 /// What to resolve.

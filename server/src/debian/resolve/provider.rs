@@ -120,7 +120,10 @@ impl<'i, 'c> Debian<'i, 'c> {
 
     /// The requirement for a group of alternatives: any package able to satisfy any of
     /// them, in order. `None` when no alternative applies on this architecture.
-    pub(super) fn requirement(&self, alternatives: impl IntoIterator<Item = Target>) -> Option<Requirement> {
+    pub(super) fn requirement(
+        &self,
+        alternatives: impl IntoIterator<Item = Target>,
+    ) -> Option<Requirement> {
         let mut sets: Vec<VersionSetId> = Vec::new();
         let mut unknown = None;
         for target in alternatives {

@@ -118,8 +118,8 @@ fn versioned_provides_satisfy_versioned_dependencies() {
     let text = pkg("app", "1", "Depends: foo (>= 1)") + &pkg("plain", "1", "Provides: foo");
     let why = unsatisfiable(&text, &request("app"));
     assert!(why.contains("foo"), "{why}");
-    let text = pkg("app", "1", "Depends: foo (>= 2)")
-        + &pkg("versioned", "1", "Provides: foo (= 1.2)");
+    let text =
+        pkg("app", "1", "Depends: foo (>= 2)") + &pkg("versioned", "1", "Provides: foo (= 1.2)");
     unsatisfiable(&text, &request("app"));
 }
 

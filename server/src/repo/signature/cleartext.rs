@@ -115,7 +115,10 @@ impl Cleartext {
 
 /// The signatures of an armored or binary signature block; at most one more than
 /// [`MAX_SIGNATURES`] are read, enough to refuse a flood.
-pub(super) fn parse_signatures(bytes: &[u8], what: &'static str) -> Result<Vec<Signature>, SignatureError> {
+pub(super) fn parse_signatures(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<Vec<Signature>, SignatureError> {
     let malformed = |e: pgp::errors::Error| SignatureError::Malformed {
         what,
         reason: e.to_string(),

@@ -1,7 +1,7 @@
 //! Keys and signatures made at test time by gpg, the tool repositories sign with.
 
-use super::*;
 use super::keyring::MAX_SIGNATURES;
+use super::*;
 use proptest::prelude::*;
 use std::process::Command;
 use std::sync::OnceLock;
