@@ -24,7 +24,7 @@ use crate::configure::{
 };
 use crate::edit::Editor;
 use crate::store::Txn;
-use canopy_protocol::{Package, PackageId, PackageKind, TreeId};
+use canopy_protocol::{Package, PackageId, TreeId};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 /// dpkg, as a [`Configurer`].

@@ -5,11 +5,11 @@ use super::candidate::Candidate;
 use super::index::{Index, Qualifier, Target};
 use crate::debian::control::Relation;
 use debversion::Version;
-use foldhash::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use resolvo::{
-    Candidates, Condition, ConditionId, ConditionalRequirement, Dependencies, DependencyProvider,
-    Interner, KnownDependencies, NameId, Requirement, SolvableId, SolverCache, StringId,
-    VersionSetId, VersionSetUnionId,
+    Candidates, Condition, ConditionId, ConditionalRequirement, DenseIndex, Dependencies,
+    DependencyProvider, Interner, KnownDependencies, NameId, Requirement, SolvableId, SolverCache,
+    StringId, VersionSetId, VersionSetUnionId,
 };
 use std::cell::RefCell;
 use std::fmt;

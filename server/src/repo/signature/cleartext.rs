@@ -13,7 +13,7 @@ pub fn cleartext_unverified(inrelease: &[u8]) -> Result<String, SignatureError> 
 
 const BEGIN_MESSAGE: &str = "-----BEGIN PGP SIGNED MESSAGE-----";
 const BEGIN_SIGNATURE: &str = "-----BEGIN PGP SIGNATURE-----";
-const END_SIGNATURE: &str = "-----END PGP SIGNATURE-----";
+pub(super) const END_SIGNATURE: &str = "-----END PGP SIGNATURE-----";
 
 /// An InRelease file taken apart (the cleartext signature framework of RFC 9580, section
 /// 7). Read here in one pass: the pgp crate's own reader rescans the text read so far at

@@ -1,5 +1,6 @@
 //! Keys and signatures made at test time by gpg, the tool repositories sign with.
 
+use super::cleartext::END_SIGNATURE;
 use super::keyring::MAX_SIGNATURES;
 use super::*;
 use proptest::prelude::*;
