@@ -28,7 +28,9 @@ mod portmap;
 mod repo;
 // Installed roots: package scripts run in a sandbox at assemble time, compared with mmdebstrap.
 mod installed;
-// Inspection without mounting, closed pipes, names in errors, ROOT@COMMIT everywhere.
+// Package scripts that fail, reach for the network or remove /; users, upgrades, kill -9.
+mod configure;
+// Inspection without mounting, closed pipes, names in errors, ROOT@COMMIT everywhere, removal, reflog, link farm.
 mod lifecycle;
 // The Docker volume plugin over its socket, across restarts, and under a real dockerd.
 mod volume;

@@ -30,6 +30,12 @@ pub struct Report {
     pub files: u64,
     /// Of which hard-linked to the store.
     pub linked: u64,
+    /// Of those, linked through the link farm (see [`crate::linkfarm`]): files whose
+    /// mode or owner differ from the object file's, executables among them.
+    pub farm_linked: u64,
+    /// Bytes of the hard-linked files: what this checkout shares with the store and
+    /// every other checkout of the same files.
+    pub linked_bytes: u64,
     /// Files copied although hard links were asked for, because their mode, owner or
     /// xattrs differ from the store's object file.
     pub copied_for_metadata: u64,
@@ -253,7 +259,7 @@ impl Writer<'_> {
         if self.opts.hardlink && !self.report.cross_device {
             match self.store.local_path(&blob.0) {
                 Some(object) => {
-                    if self.link(&object, size, meta, p)? {
+                    if self.link(blob, &object, size, meta, p)? {
                         return Ok(());
                     }
                 }
@@ -293,27 +299,51 @@ impl Writer<'_> {
         self.finish(p, meta)
     }
 
-    /// Hard-links `object` at `p` if its metadata is the entry's; says whether it did.
+    /// Hard-links the entry at `p` to the object file when its mode and owner are the
+    /// entry's, else to the link farm's file of that mode and owner; says whether it
+    /// did (files with xattrs, or a farm the user may not write, are copied).
     fn link(
         &mut self,
+        blob: &BlobId,
         object: &Path,
         size: u64,
         meta: &Meta,
         p: &Place,
     ) -> Result<bool, StoreError> {
         let om = fs::metadata(object).ctx(|| format!("reading object {}", object.display()))?;
-        let owner_ok = !self.as_root || (om.uid(), om.gid()) == (meta.uid, meta.gid);
-        if om.mode() & 0o7777 != u32::from(meta.mode)
-            || !owner_ok
-            || !meta.xattrs.is_empty()
-            || om.len() != size
-        {
+        if !meta.xattrs.is_empty() || om.len() != size {
             self.report.copied_for_metadata += 1;
             return Ok(false);
         }
-        match fs::hard_link(object, &p.at) {
+        // Not root: the checkout's files are the user's whatever the entry says.
+        let owner = if self.as_root {
+            (meta.uid, meta.gid)
+        } else {
+            (om.uid(), om.gid())
+        };
+        let (source, farmed) =
+            if om.mode() & 0o7777 == u32::from(meta.mode) && (om.uid(), om.gid()) == owner {
+                (object.to_path_buf(), false)
+            } else {
+                match crate::linkfarm::file(
+                    self.store,
+                    object,
+                    blob,
+                    size,
+                    (meta.mode, owner.0, owner.1),
+                )? {
+                    Some(farmed) => (farmed, true),
+                    None => {
+                        self.report.copied_for_metadata += 1;
+                        return Ok(false);
+                    }
+                }
+            };
+        match fs::hard_link(&source, &p.at) {
             Ok(()) => {
                 self.report.linked += 1;
+                self.report.farm_linked += u64::from(farmed);
+                self.report.linked_bytes += size;
                 Ok(true)
             }
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {

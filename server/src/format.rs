@@ -44,6 +44,10 @@ pub trait Format: Sync {
         fetcher: &Fetcher,
         step: &dyn Fn(&str),
     ) -> Result<Box<dyn Index>, RepoError>;
+    /// Whether a file starting with `magic` (its first 8 bytes, fewer if it is
+    /// shorter) is one of its archives: `!<arch>\n` for a .deb, the lead's `edabeedb`
+    /// for an RPM.
+    fn is_archive(&self, magic: &[u8]) -> bool;
     /// Imports one archive. With a keyring, the archive's own signature must verify
     /// with it (a format whose archives carry none ignores it).
     fn import(
@@ -66,6 +70,8 @@ pub trait Index {
     /// The packages a request needs: the request's, what they depend on, the highest
     /// versions that hold together.
     fn resolve(&self, request: &Request) -> Result<Resolution, ResolveError>;
+    /// Every archive offered, with the URL, size and SHA-256 the metadata gives.
+    fn archives(&self) -> Vec<Archive>;
 }
 
 /// What to resolve.
@@ -182,6 +188,17 @@ pub static FORMATS: [&dyn Format; 2] = [&crate::debian::Debian, &crate::rpm::Rpm
 /// have none.
 pub fn of_kind(kind: PackageKind) -> Option<&'static dyn Format> {
     FORMATS.iter().copied().find(|f| f.kind() == kind)
+}
+
+/// The format whose archive `file` is, told by its first bytes; `None` when it is no
+/// format's.
+pub fn of_archive(file: &Path) -> std::io::Result<Option<&'static dyn Format>> {
+    let mut magic = Vec::with_capacity(8);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open(file)?, 8),
+        &mut magic,
+    )?;
+    Ok(FORMATS.iter().copied().find(|f| f.is_archive(&magic)))
 }
 
 /// The format that reads a kind of repository.

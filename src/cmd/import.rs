@@ -1,14 +1,14 @@
 //! `canopy import deb|rpm|tar|dir` and `canopy packages list`.
 
 use super::{open, print_json, time};
-use crate::cli::Named;
+use crate::cli::{Force, JsonFlag, MaxSize, Named};
 use anyhow::{Context, Result, bail};
 use canopy_protocol::PackageKind;
-use canopy_server::Access;
 use canopy_server::format;
 use canopy_server::import::{self, ImportError, Imported, Limits, Outcome};
 use canopy_server::packages::PackageIndex;
 use canopy_server::repo::signature::Keyring;
+use canopy_server::{Access, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -34,6 +34,10 @@ fn report(imported: &Imported) -> String {
             "skipped {} {} ({arch}): already imported",
             p.name, p.version
         ),
+        Outcome::New { entries, stats } if stats.replaced > 0 => format!(
+            "imported {} {} ({arch}): {entries} entries, {} new objects, {} new bytes, {} damaged objects replaced",
+            p.name, p.version, stats.new_objects, stats.new_bytes, stats.replaced
+        ),
         Outcome::New { entries, stats } => format!(
             "imported {} {} ({arch}): {entries} entries, {} new objects, {} new bytes",
             p.name, p.version, stats.new_objects, stats.new_bytes
@@ -54,6 +58,7 @@ fn imported_json(file: &Path, imported: &Imported) -> Value {
         "archive": p.archive.to_string(), "package": imported.id.to_string(),
         "tree": p.tree.to_string(), "entries": entries,
         "new_objects": stats.new_objects, "new_bytes": stats.new_bytes,
+        "replaced": stats.replaced,
     })
 }
 
@@ -69,11 +74,39 @@ fn print_imports(packages: Vec<Value>, failed: Vec<Value>) -> Result<()> {
     print_json(&json!({"packages": packages, "failed": failed}))
 }
 
-pub fn debs(store: &Path, files: &[PathBuf], max_size: u64, json: bool) -> Result<ExitCode> {
-    let store = open(store, Access::Write)?;
+/// What every package import takes.
+pub struct Flags {
+    max_size: u64,
+    force: bool,
+    json: bool,
+}
+
+impl Flags {
+    /// The flags as parsed.
+    pub fn of(limit: &MaxSize, force: &Force, json: &JsonFlag) -> Flags {
+        Flags {
+            max_size: limit.max_size,
+            force: force.force,
+            json: json.json,
+        }
+    }
+
+    /// The store, open to write, and reimporting with `--force`.
+    fn open(&self, store: &Path) -> Result<Store> {
+        let store = open(store, Access::Write)?;
+        Ok(if self.force {
+            store.reimporting()
+        } else {
+            store
+        })
+    }
+}
+
+pub fn debs(store: &Path, files: &[PathBuf], flags: Flags) -> Result<ExitCode> {
+    let store = flags.open(store)?;
     let deb = format::of_kind(PackageKind::Deb).expect("Debian is a format");
-    archives(files, json, |file| {
-        deb.import(&store, file, limits(max_size), None)
+    archives(files, flags.json, |file| {
+        deb.import(&store, file, limits(flags.max_size), None)
     })
 }
 
@@ -81,16 +114,15 @@ pub fn rpms(
     store: &Path,
     files: &[PathBuf],
     keyring: Option<&Path>,
-    max_size: u64,
-    json: bool,
+    flags: Flags,
 ) -> Result<ExitCode> {
     let keyring = keyring
         .map(|k| Keyring::load(k).with_context(|| format!("reading keyring {}", k.display())))
         .transpose()?;
-    let store = open(store, Access::Write)?;
+    let store = flags.open(store)?;
     let rpm = format::of_kind(PackageKind::Rpm).expect("RPM is a format");
-    archives(files, json, |file| {
-        rpm.import(&store, file, limits(max_size), keyring.as_ref())
+    archives(files, flags.json, |file| {
+        rpm.import(&store, file, limits(flags.max_size), keyring.as_ref())
     })
 }
 
@@ -180,26 +212,20 @@ fn single(path: &Path, result: Result<Imported, ImportError>, json: bool) -> Res
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn tar(
-    store: &Path,
-    file: &Path,
-    named: &Named,
-    max_size: u64,
-    json: bool,
-) -> Result<ExitCode> {
+pub fn tar(store: &Path, file: &Path, named: &Named, flags: Flags) -> Result<ExitCode> {
     check_name(named)?;
-    let store = open(store, Access::Write)?;
-    let limits = limits(max_size);
+    let store = flags.open(store)?;
+    let limits = limits(flags.max_size);
     let result = import::tar::import(&store, file, &named.name, &named.version, limits);
-    single(file, result, json)
+    single(file, result, flags.json)
 }
 
-pub fn dir(store: &Path, dir: &Path, named: &Named, max_size: u64, json: bool) -> Result<ExitCode> {
+pub fn dir(store: &Path, dir: &Path, named: &Named, flags: Flags) -> Result<ExitCode> {
     check_name(named)?;
-    let store = open(store, Access::Write)?;
-    let limits = limits(max_size);
+    let store = flags.open(store)?;
+    let limits = limits(flags.max_size);
     let result = import::dir::import(&store, dir, &named.name, &named.version, limits);
-    single(dir, result, json)
+    single(dir, result, flags.json)
 }
 
 /// Package extensions for `--json`: each value as the JSON it holds (as every format

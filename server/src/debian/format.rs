@@ -8,7 +8,7 @@ use crate::format::{Format, Index, Listing, Request, Resolution, ResolveError};
 use crate::import::{ImportError, Imported, Limits};
 use crate::repo::fetch::Fetcher;
 use crate::repo::signature::Keyring;
-use crate::repo::{RepoConfig, RepoError, RepoKind};
+use crate::repo::{Archive, RepoConfig, RepoError, RepoKind};
 use crate::store::Store;
 use canopy_protocol::PackageKind;
 use std::cmp::Ordering;
@@ -62,6 +62,10 @@ impl Format for Debian {
         Ok(Box::new(Packages(listing)))
     }
 
+    fn is_archive(&self, magic: &[u8]) -> bool {
+        magic.starts_with(b"!<arch>\n")
+    }
+
     fn import(
         &self,
         store: &Store,
@@ -107,5 +111,9 @@ impl Index for Packages {
             chosen,
             problems: resolution.problems,
         })
+    }
+
+    fn archives(&self) -> Vec<Archive> {
+        self.0.archives.clone()
     }
 }

@@ -204,11 +204,15 @@ pub fn decompress<'a>(bytes: &'a [u8], what: &str) -> Result<Box<dyn io::Read + 
     compress::decoder(bytes, None, what)
 }
 
-/// Returns the package already imported from this archive, if any.
+/// Returns the package already imported from this archive, if any — never when the
+/// store is [reimporting](Store::reimporting): then the archive is read again.
 pub(crate) fn already_imported(
     store: &Store,
     archive: &ArchiveHash,
 ) -> Result<Option<Imported>, ImportError> {
+    if store.reimports() {
+        return Ok(None);
+    }
     match store.package_ref(archive)? {
         Some(id) => Ok(Some(Imported {
             id,
@@ -242,6 +246,20 @@ pub(crate) fn finish(
     archive: ArchiveHash,
     key: ArchiveHash,
 ) -> Result<Imported, ImportError> {
+    // Read again (import --force, fsck --repair): the objects are now whole; an intact
+    // record stays the package's record, a damaged one is replaced.
+    let previous = txn.store().package_ref(&key)?;
+    if let Some(old) = previous
+        && !txn.store().damaged(&old.0)?
+        && let Ok(package) = txn.store().package(&old)
+    {
+        let stats = txn.commit()?;
+        return Ok(Imported {
+            id: old,
+            package,
+            outcome: Outcome::New { entries, stats },
+        });
+    }
     let package = Package {
         kind: who.kind,
         name: who.name,
@@ -255,7 +273,10 @@ pub(crate) fn finish(
         extensions: who.extensions,
     };
     let id = txn.put_package(&package)?;
-    txn.set_package(&key, id);
+    match previous {
+        Some(old) => txn.replace_package(&key, old, id),
+        None => txn.set_package(&key, id),
+    }
     let stats = txn.commit()?;
     Ok(Imported {
         id,

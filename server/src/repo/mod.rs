@@ -339,6 +339,19 @@ pub fn offered(
     Ok(index.packages())
 }
 
+/// Every archive a repository offers for its architecture, with the URL, size and
+/// SHA-256 its metadata gives (what `fsck --repair` looks archives up in).
+pub fn archives(
+    store: &Store,
+    name: &str,
+    config: &RepoConfig,
+    fetcher: &fetch::Fetcher,
+) -> Result<Vec<Archive>, RepoError> {
+    let repos = [(name.to_string(), config.clone())];
+    let index = crate::format::of_repo(config.kind).read_index(store, &repos, fetcher, &|_| {})?;
+    Ok(index.archives())
+}
+
 /// Creates a directory (and its parents) for cache files.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<(), RepoError> {
     fs::create_dir_all(dir).map_err(|source| RepoError::Io {

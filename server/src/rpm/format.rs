@@ -9,7 +9,7 @@ use crate::format::{Format, Index, Listing, Request, Resolution, ResolveError};
 use crate::import::{ImportError, Imported, Limits};
 use crate::repo::fetch::Fetcher;
 use crate::repo::signature::Keyring;
-use crate::repo::{RepoConfig, RepoError, RepoKind};
+use crate::repo::{Archive, RepoConfig, RepoError, RepoKind};
 use crate::store::Store;
 use canopy_protocol::PackageKind;
 use std::cmp::Ordering;
@@ -53,6 +53,10 @@ impl Format for Rpm {
             repomd::load(store, name, config, fetcher)
         })?;
         Ok(Box::new(Primary(listing)))
+    }
+
+    fn is_archive(&self, magic: &[u8]) -> bool {
+        magic.starts_with(&[0xed, 0xab, 0xee, 0xdb])
     }
 
     fn import(
@@ -105,5 +109,9 @@ impl Index for Primary {
             chosen,
             problems: resolution.problems,
         })
+    }
+
+    fn archives(&self) -> Vec<Archive> {
+        self.0.archives.clone()
     }
 }
