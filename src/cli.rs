@@ -37,10 +37,10 @@ pub enum Command {
         after_help = "Examples:\n  apt-get download bash coreutils libc6 && canopy import deb *.deb\n  canopy import rpm *.rpm\n  canopy import tar rootfs.tar.zst --name base --version 2026.11\n  canopy import dir ./build/root --name mytools --json"
     )]
     Import(ImportCommand),
-    /// List imported packages
+    /// List imported packages, or remove the ones no root uses
     #[command(
         subcommand,
-        after_help = "Examples:\n  canopy packages list\n  canopy packages list --json"
+        after_help = "Examples:\n  canopy packages list\n  canopy packages list --json\n  canopy packages remove libfoo=1.2-1\n  canopy packages remove --unused --dry-run"
     )]
     Packages(PackagesCommand),
     /// Build (a new version of) a root from imported packages, or from a repository
@@ -299,6 +299,16 @@ pub struct ServeArgs {
     /// be given port= and mountport=
     #[arg(long, requires = "nfs")]
     pub no_portmap: bool,
+}
+
+/// What `roots list` takes.
+#[derive(Args)]
+pub struct RootsListArgs {
+    /// List the removed roots instead: each with the commit it had and when it went
+    #[arg(long)]
+    pub removed: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// `--json` on listings.
@@ -644,9 +654,11 @@ pub struct RepoAddArgs {
 /// What `roots` takes.
 #[derive(Subcommand)]
 pub enum RootsCommand {
-    /// List roots with their current commit
-    #[command(after_help = "Example:\n  canopy roots list --json")]
-    List(JsonFlag),
+    /// List roots with their current commit (or, with --removed, the removed ones)
+    #[command(
+        after_help = "Examples:\n  canopy roots list --json\n  canopy roots list --removed      (removed roots the reflog still has: `canopy roots rollback NAME` brings one back)"
+    )]
+    List(RootsListArgs),
     /// Show one commit of a root: ids, signer, request, packages, size
     #[command(
         after_help = "Examples:\n  canopy roots show web\n  canopy roots show web@3f2a --json     (\"commit\" and \"tree\" are 64 hex digits)"

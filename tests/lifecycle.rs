@@ -594,6 +594,16 @@ fn removal_keeps_what_the_reflog_names_until_pruned_and_checkouts_share_inodes()
     assert_eq!(gone["removed"], true, "{gone}");
     let roots = env.json(["roots", "list"]);
     assert_eq!(roots.as_array().map(Vec::len), Some(1), "{roots}");
+    let removed = env.json(["roots", "list", "--removed"]);
+    assert_eq!(
+        (
+            &removed[0]["name"],
+            &removed[0]["commit"],
+            &removed[0]["kept"]
+        ),
+        (&json!("old"), &json!(old), &json!(true)),
+        "{removed}"
+    );
     let err = env.fails(["roots", "show", "old"]);
     let err = String::from_utf8_lossy(&err.stderr);
     assert!(

@@ -18,6 +18,8 @@ mod trust;
 mod waits;
 // A writer killed at any durable step leaves the last good state.
 mod crash;
+// Many archives in one import: the same packages and counts as one by one.
+mod batch;
 // Serving over HTTP and mounting with FUSE: shared inodes, cache bound, outages, tampering, follow, nginx.
 mod mount;
 // Exporting roots over NFSv3: real NFS clients, handles across restarts and upgrades, garbage RPCs.

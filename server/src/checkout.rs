@@ -41,8 +41,6 @@ pub struct Report {
     pub copied_for_metadata: u64,
     /// Hard links were asked for, but the destination is on another filesystem.
     pub cross_device: bool,
-    /// Hard links were asked for, but the store's objects are not files on this machine.
-    pub no_local_objects: bool,
     /// Directories.
     pub dirs: u64,
     /// Symlinks.
@@ -257,13 +255,10 @@ impl Writer<'_> {
 
     fn file(&mut self, blob: &BlobId, size: u64, meta: &Meta, p: &Place) -> Result<(), StoreError> {
         if self.opts.hardlink && !self.report.cross_device {
-            match self.store.local_path(&blob.0) {
-                Some(object) => {
-                    if self.link(blob, &object, size, meta, p)? {
-                        return Ok(());
-                    }
-                }
-                None => self.report.no_local_objects = true,
+            // Objects that are no files here (a bucket) are linked through the farm.
+            let object = self.store.local_path(&blob.0);
+            if self.link(blob, object.as_deref(), size, meta, p)? {
+                return Ok(());
             }
         }
         let mut src = self.store.objects().get(&blob.0)?;
@@ -305,26 +300,44 @@ impl Writer<'_> {
     fn link(
         &mut self,
         blob: &BlobId,
-        object: &Path,
+        object: Option<&Path>,
         size: u64,
         meta: &Meta,
         p: &Place,
     ) -> Result<bool, StoreError> {
-        let om = fs::metadata(object).ctx(|| format!("reading object {}", object.display()))?;
-        if !meta.xattrs.is_empty() || om.len() != size {
+        if !meta.xattrs.is_empty() {
             self.report.copied_for_metadata += 1;
             return Ok(false);
         }
+        // The object file's mode and owner, when there is one.
+        let file = match object {
+            Some(path) => {
+                let om = fs::metadata(path).ctx(|| format!("reading object {}", path.display()))?;
+                if om.len() != size {
+                    self.report.copied_for_metadata += 1;
+                    return Ok(false);
+                }
+                Some((om.mode() & 0o7777, om.uid(), om.gid()))
+            }
+            None => None,
+        };
         // Not root: the checkout's files are the user's whatever the entry says.
         let owner = if self.as_root {
             (meta.uid, meta.gid)
         } else {
-            (om.uid(), om.gid())
+            // SAFETY: geteuid/getegid have no preconditions.
+            file.map_or_else(
+                || unsafe { (libc::geteuid(), libc::getegid()) },
+                |(_, uid, gid)| (uid, gid),
+            )
         };
-        let (source, farmed) =
-            if om.mode() & 0o7777 == u32::from(meta.mode) && (om.uid(), om.gid()) == owner {
-                (object.to_path_buf(), false)
-            } else {
+        let (source, farmed) = match (object, file) {
+            (Some(path), Some((mode, uid, gid)))
+                if mode == u32::from(meta.mode) && (uid, gid) == owner =>
+            {
+                (path.to_path_buf(), false)
+            }
+            _ => {
                 match crate::linkfarm::file(
                     self.store,
                     object,
@@ -338,7 +351,8 @@ impl Writer<'_> {
                         return Ok(false);
                     }
                 }
-            };
+            }
+        };
         match fs::hard_link(&source, &p.at) {
             Ok(()) => {
                 self.report.linked += 1;

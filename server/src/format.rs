@@ -13,13 +13,13 @@
 //! ([`of_packages`]); tarballs and directories have none and go with any.
 
 use crate::configure::Configurer;
-use crate::import::{ImportError, Imported, Limits};
+use crate::import::{ImportError, Imported, Limits, Prepared};
 use crate::packages::PackageSpec;
 use crate::repo::fetch::Fetcher;
 use crate::repo::signature::Keyring;
 use crate::repo::{Archive, RepoConfig, RepoError, RepoKind};
 use crate::store::Store;
-use canopy_protocol::{Package, PackageId, PackageKind};
+use canopy_protocol::{ArchiveHash, Package, PackageId, PackageKind};
 use std::cmp::Ordering;
 use std::path::Path;
 
@@ -48,15 +48,28 @@ pub trait Format: Sync {
     /// shorter) is one of its archives: `!<arch>\n` for a .deb, the lead's `edabeedb`
     /// for an RPM.
     fn is_archive(&self, magic: &[u8]) -> bool;
-    /// Imports one archive. With a keyring, the archive's own signature must verify
-    /// with it (a format whose archives carry none ignores it).
+    /// Reads one archive into the store, staged and not committed (see
+    /// [`crate::import::batch`]). With a keyring, the archive's own signature must
+    /// verify with it (a format whose archives carry none ignores it). `hash` is the
+    /// archive's SHA-256 when the caller has checked it already.
+    fn prepare<'s>(
+        &self,
+        store: &'s Store,
+        path: &Path,
+        hash: Option<ArchiveHash>,
+        limits: Limits,
+        keyring: Option<&Keyring>,
+    ) -> Result<Prepared<'s>, ImportError>;
+    /// Imports one archive and commits it (see [`Format::prepare`]).
     fn import(
         &self,
         store: &Store,
         path: &Path,
         limits: Limits,
         keyring: Option<&Keyring>,
-    ) -> Result<Imported, ImportError>;
+    ) -> Result<Imported, ImportError> {
+        self.prepare(store, path, None, limits, keyring)?.commit()
+    }
     /// Orders two versions of its packages as its package manager does.
     fn compare_versions(&self, a: &str, b: &str) -> Ordering;
     /// How a root of its packages is configured (their scripts run), if canopy can.

@@ -37,11 +37,12 @@ fn path(store: &Store, blob: &BlobId, mode: u16, uid: u32, gid: u32) -> PathBuf 
 }
 
 /// A farm file with this content, mode and owner, made if missing (from the object
-/// file at `object`, checked against `blob` while copied). `None` when the farm cannot
-/// be written (a store the user may not write): the caller copies instead.
+/// file at `object`, or, for a backend that keeps no files here such as a bucket, from
+/// the backend; checked against `blob` while copied). `None` when the farm cannot be
+/// written (a store the user may not write): the caller copies instead.
 pub fn file(
     store: &Store,
-    object: &Path,
+    object: Option<&Path>,
     blob: &BlobId,
     size: u64,
     (mode, uid, gid): (u16, u32, u32),
@@ -67,7 +68,7 @@ pub fn file(
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
-    let made = copy(object, blob, &tmp).and_then(|()| {
+    let made = copy(store, object, blob, &tmp).and_then(|()| {
         std::os::unix::fs::lchown(&tmp, Some(uid), Some(gid))
             .ctx(|| format!("chown {}", tmp.display()))?;
         // After chown, which clears setuid bits.
@@ -87,9 +88,19 @@ pub fn file(
     Ok(Some(target))
 }
 
-/// Copies an object file, checking its content against its id.
-fn copy(object: &Path, blob: &BlobId, to: &Path) -> Result<(), StoreError> {
-    let mut src = fs::File::open(object).ctx(|| format!("opening object {}", object.display()))?;
+/// Copies an object (its file, else from the backend), checking its content against
+/// its id.
+fn copy(store: &Store, object: Option<&Path>, blob: &BlobId, to: &Path) -> Result<(), StoreError> {
+    let (mut src, from): (Box<dyn Read + Send>, String) = match object {
+        Some(path) => (
+            Box::new(fs::File::open(path).ctx(|| format!("opening object {}", path.display()))?),
+            path.display().to_string(),
+        ),
+        None => (
+            store.objects().get(&blob.0)?,
+            format!("{} in {}", blob.0, store.objects().location()),
+        ),
+    };
     let mut dst = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -101,7 +112,7 @@ fn copy(object: &Path, blob: &BlobId, to: &Path) -> Result<(), StoreError> {
     loop {
         let n = src
             .read(&mut buf)
-            .ctx(|| format!("reading object {}", object.display()))?;
+            .ctx(|| format!("reading object {from}"))?;
         if n == 0 {
             break;
         }

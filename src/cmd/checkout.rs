@@ -72,8 +72,5 @@ pub fn run(store: &Path, args: CheckoutArgs) -> Result<ExitCode> {
             args.dir.display()
         );
     }
-    if r.no_local_objects {
-        println!("note: the store's objects are not files on this machine: files were copied");
-    }
     Ok(ExitCode::SUCCESS)
 }

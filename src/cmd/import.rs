@@ -5,7 +5,7 @@ use crate::cli::{Force, JsonFlag, MaxSize, Named};
 use anyhow::{Context, Result, bail};
 use canopy_protocol::PackageKind;
 use canopy_server::format;
-use canopy_server::import::{self, ImportError, Imported, Limits, Outcome};
+use canopy_server::import::{self, ImportError, Imported, Limits, Outcome, Prepared};
 use canopy_server::packages::PackageIndex;
 use canopy_server::repo::signature::Keyring;
 use canopy_server::{Access, Store};
@@ -105,8 +105,8 @@ impl Flags {
 pub fn debs(store: &Path, files: &[PathBuf], flags: Flags) -> Result<ExitCode> {
     let store = flags.open(store)?;
     let deb = format::of_kind(PackageKind::Deb).expect("Debian is a format");
-    archives(files, flags.json, |file| {
-        deb.import(&store, file, limits(flags.max_size), None)
+    archives(&store, files, flags.json, |file| {
+        deb.prepare(&store, file, None, limits(flags.max_size), None)
     })
 }
 
@@ -121,17 +121,19 @@ pub fn rpms(
         .transpose()?;
     let store = flags.open(store)?;
     let rpm = format::of_kind(PackageKind::Rpm).expect("RPM is a format");
-    archives(files, flags.json, |file| {
-        rpm.import(&store, file, limits(flags.max_size), keyring.as_ref())
+    archives(&store, files, flags.json, |file| {
+        rpm.prepare(&store, file, None, limits(flags.max_size), keyring.as_ref())
     })
 }
 
-/// Imports archives one by one with a progress bar, one line each (or one JSON
-/// document); a refused archive is reported and the others still import.
-fn archives(
+/// Imports archives, several at once and committed together (see
+/// [`import::batch`]), with a progress bar, one line each in the order given (or one
+/// JSON document); a refused archive is reported and the others still import.
+fn archives<'s>(
+    store: &'s Store,
     files: &[PathBuf],
     json: bool,
-    import: impl Fn(&Path) -> Result<Imported, ImportError>,
+    prepare: impl Fn(&Path) -> Result<Prepared<'s>, ImportError> + Sync,
 ) -> Result<ExitCode> {
     let bar = ProgressBar::new(files.len() as u64).with_style(
         ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {wide_msg}")
@@ -142,30 +144,26 @@ fn archives(
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let (mut done, mut failed) = (Vec::new(), Vec::new());
-    for file in files {
-        bar.set_message(file.display().to_string());
-        // A bug met by one archive must not cost the others their import: a panic is
-        // reported as that archive's error (its transaction is dropped, so the store
-        // keeps nothing of it) and the batch goes on.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| import(file)));
-        match result {
-            Ok(Ok(imported)) if json => done.push(imported_json(file, &imported)),
-            Ok(Ok(imported)) => bar.suspend(|| println!("{}", report(&imported))),
-            Ok(Err(e)) => {
-                bar.suspend(|| eprintln!("error: importing {}: {e}", file.display()));
-                failed.push(failed_json(file, &e));
+    import::batch::import(
+        store,
+        files.len(),
+        import::batch::threads(),
+        |i| prepare(&files[i]),
+        |i, result| {
+            let file = &files[i];
+            bar.set_message(file.display().to_string());
+            match result {
+                Ok(imported) if json => done.push(imported_json(file, &imported)),
+                Ok(imported) => bar.suspend(|| println!("{}", report(&imported))),
+                Err(e) => {
+                    bar.suspend(|| eprintln!("error: importing {}: {e}", file.display()));
+                    failed.push(failed_json(file, &e));
+                }
             }
-            Err(_) => {
-                let bug =
-                    "canopy failed on this archive (a bug: please report it with the archive)";
-                bar.suspend(|| eprintln!("error: importing {}: {bug}", file.display()));
-                failed.push(json!({
-                    "file": file.display().to_string(), "error": bug, "class": null,
-                }));
-            }
-        }
-        bar.inc(1);
-    }
+            bar.inc(1);
+        },
+    )
+    .context("committing the imported archives")?;
     bar.finish_and_clear();
     let failures = failed.len();
     if json {

@@ -114,7 +114,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Repo(RepoCommand::Update { names, json }) => {
             repo::update(&store, &names, json.json)
         }
-        Command::Roots(RootsCommand::List(json)) => roots::list(&store, json.json),
+        Command::Roots(RootsCommand::List(args)) => {
+            if args.removed {
+                roots::removed(&store, args.json.json)
+            } else {
+                roots::list(&store, args.json.json)
+            }
+        }
         Command::Roots(RootsCommand::Show { root, json }) => {
             inspect::show(&store, &root, json.json)
         }

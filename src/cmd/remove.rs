@@ -118,6 +118,14 @@ pub fn packages(store: &Path, args: &PackagesRemoveArgs) -> Result<ExitCode> {
                 );
             }
         }
+        let only_reflog = results.iter().any(|r| {
+            !r.users.is_empty() && r.users.iter().all(|(_, u)| !u.current && u.history == 0)
+        });
+        if only_reflog {
+            eprintln!(
+                "(a package only the reflog uses can go now with `--prune-reflog now`; those roots can then no longer be rolled back to the versions that used it)"
+            );
+        }
         if results.is_empty() {
             println!("no package to remove: every imported package is used");
         } else if !args.dry_run && refused < results.len() {

@@ -24,10 +24,56 @@ pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
         if !json {
             println!(
                 "{:<24} {}  {}  {} packages",
-                name,
+                name.as_str(),
                 id.0.short(),
                 time(c.body.timestamp),
                 c.body.packages.len()
+            );
+        }
+    }
+    if json {
+        print_json(&json!(items))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Roots whose ref is gone but whose reflog remains: what `roots rollback` can bring back.
+pub fn removed(store: &Path, json: bool) -> Result<ExitCode> {
+    let store = open(store, Access::Read)?;
+    let mut items = Vec::new();
+    for root in store.logged_roots()? {
+        if store.root_ref(&root)?.is_some() {
+            continue;
+        }
+        let Some(gone) = store
+            .reflog(&root)?
+            .into_iter()
+            .rev()
+            .find(|l| l.applied && l.entry.new.is_none())
+        else {
+            continue;
+        };
+        let Some(commit) = gone.entry.old else {
+            continue;
+        };
+        // After gc's grace period the versions are gone: nothing to bring back.
+        let kept = store.has(&commit.0)?;
+        items.push(json!({
+            "name": root.as_str(), "commit": commit.to_string(), "removed_at": gone.entry.time,
+            "user": gone.entry.user, "kept": kept,
+        }));
+        if !json {
+            let state = if kept {
+                format!("`canopy roots rollback {root}` brings it back")
+            } else {
+                "collected by gc".to_string()
+            };
+            println!(
+                "{:<24} {}  removed {} by {}  ({state})",
+                root.as_str(),
+                commit.0.short(),
+                time(gone.entry.time),
+                gone.entry.user
             );
         }
     }

@@ -5,12 +5,12 @@ use super::resolve::{self, Candidate};
 use super::{configure, deb, release};
 use crate::configure::Configurer;
 use crate::format::{Format, Index, Listing, Request, Resolution, ResolveError};
-use crate::import::{ImportError, Imported, Limits};
+use crate::import::{ImportError, Limits, Prepared};
 use crate::repo::fetch::Fetcher;
 use crate::repo::signature::Keyring;
 use crate::repo::{Archive, RepoConfig, RepoError, RepoKind};
 use crate::store::Store;
-use canopy_protocol::PackageKind;
+use canopy_protocol::{ArchiveHash, PackageKind};
 use std::cmp::Ordering;
 use std::path::Path;
 
@@ -66,14 +66,15 @@ impl Format for Debian {
         magic.starts_with(b"!<arch>\n")
     }
 
-    fn import(
+    fn prepare<'s>(
         &self,
-        store: &Store,
+        store: &'s Store,
         path: &Path,
+        hash: Option<ArchiveHash>,
         limits: Limits,
         _keyring: Option<&Keyring>,
-    ) -> Result<Imported, ImportError> {
-        deb::import(store, path, limits)
+    ) -> Result<Prepared<'s>, ImportError> {
+        deb::prepare(store, path, hash, limits)
     }
 
     fn compare_versions(&self, a: &str, b: &str) -> Ordering {

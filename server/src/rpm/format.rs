@@ -6,12 +6,12 @@ use super::resolve;
 use super::{evr, import, repomd};
 use crate::configure::Configurer;
 use crate::format::{Format, Index, Listing, Request, Resolution, ResolveError};
-use crate::import::{ImportError, Imported, Limits};
+use crate::import::{ImportError, Limits, Prepared};
 use crate::repo::fetch::Fetcher;
 use crate::repo::signature::Keyring;
 use crate::repo::{Archive, RepoConfig, RepoError, RepoKind};
 use crate::store::Store;
-use canopy_protocol::PackageKind;
+use canopy_protocol::{ArchiveHash, PackageKind};
 use std::cmp::Ordering;
 use std::path::Path;
 
@@ -59,14 +59,15 @@ impl Format for Rpm {
         magic.starts_with(&[0xed, 0xab, 0xee, 0xdb])
     }
 
-    fn import(
+    fn prepare<'s>(
         &self,
-        store: &Store,
+        store: &'s Store,
         path: &Path,
+        hash: Option<ArchiveHash>,
         limits: Limits,
         keyring: Option<&Keyring>,
-    ) -> Result<Imported, ImportError> {
-        import::import(store, path, limits, keyring)
+    ) -> Result<Prepared<'s>, ImportError> {
+        import::prepare(store, path, hash, limits, keyring)
     }
 
     fn compare_versions(&self, a: &str, b: &str) -> Ordering {

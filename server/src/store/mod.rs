@@ -374,11 +374,15 @@ impl Store {
     }
 
     /// Starts a transaction. The store must have been opened with [`Access::Write`].
+    /// Several may be open at once (threads staging parts of one write, see
+    /// [`Txn::absorb`]): each stages in its own directory.
     pub fn begin(&self) -> Result<Txn<'_>, StoreError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = self
             .root
             .join("tmp")
-            .join(format!("txn-{}", std::process::id()));
+            .join(format!("txn-{}-{n}", std::process::id()));
         Txn::new(self, dir)
     }
 }

@@ -12,7 +12,7 @@ use canopy_protocol::{
     ArchiveHash, BlobId, Commit, CommitId, Hasher, ObjectId, Package, PackageId, RootName, Tree,
     TreeId,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -51,6 +51,8 @@ struct RefMove {
 pub struct Txn<'s> {
     store: &'s Store,
     dir: PathBuf,
+    /// Staging directories of the transactions absorbed into this one.
+    absorbed: Vec<PathBuf>,
     /// Staged objects: file and size.
     staged: HashMap<ObjectId, (PathBuf, u64)>,
     /// Present objects found damaged, whose staged copies replace them.
@@ -70,6 +72,7 @@ impl<'s> Txn<'s> {
         Ok(Txn {
             store,
             dir,
+            absorbed: Vec::new(),
             staged: HashMap::new(),
             replace: Vec::new(),
             refs: Vec::new(),
@@ -126,7 +129,6 @@ impl<'s> Txn<'s> {
             self.replace.push(id);
         }
         self.staged.insert(id, (tmp, size));
-        crash::point("object staged");
         Ok(())
     }
 
@@ -296,8 +298,45 @@ impl<'s> Txn<'s> {
         });
     }
 
+    /// Takes over everything `part` staged and the refs it would move, so that one
+    /// commit makes both visible (one durable step for many imports instead of one
+    /// each). Objects this transaction already stages are dropped from `part`. Returns
+    /// the ids `part` added, each with its size, and how many damaged objects it
+    /// replaces that this transaction did not already.
+    pub fn absorb(&mut self, mut part: Txn<'s>) -> Result<(Vec<(ObjectId, u64)>, u64), StoreError> {
+        let mut added = Vec::new();
+        for (id, (path, size)) in std::mem::take(&mut part.staged) {
+            if self.staged.contains_key(&id) {
+                fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
+                continue;
+            }
+            self.staged.insert(id, (path, size));
+            added.push((id, size));
+        }
+        let mut replaced = 0;
+        for id in std::mem::take(&mut part.replace) {
+            if !self.replace.contains(&id) {
+                self.replace.push(id);
+                replaced += 1;
+            }
+        }
+        self.refs.append(&mut part.refs);
+        // The part's files now belong to this transaction: its directory goes when
+        // this one commits or is dropped, not before.
+        part.done = true;
+        self.absorbed.push(part.dir.clone());
+        self.absorbed.append(&mut part.absorbed);
+        Ok((added, replaced))
+    }
+
     /// Makes everything durable and visible: objects first, refs last.
-    pub fn commit(mut self) -> Result<TxnStats, StoreError> {
+    pub fn commit(self) -> Result<TxnStats, StoreError> {
+        self.commit_telling_new().map(|(stats, _)| stats)
+    }
+
+    /// As [`commit`](Self::commit), and says which objects were not in the store before
+    /// (what a batch of imports reports per archive).
+    pub fn commit_telling_new(mut self) -> Result<(TxnStats, HashSet<ObjectId>), StoreError> {
         // A damaged object goes just before its replacement arrives: a crash between
         // leaves it missing, which is no worse, and fsck says so.
         for id in std::mem::take(&mut self.replace) {
@@ -314,12 +353,20 @@ impl<'s> Txn<'s> {
         // Everything this transaction references that is not reachable yet is staged,
         // present or not (package trees reused by assemble are reached by their refs).
         let ids: Vec<ObjectId> = staged.iter().map(|(id, _)| *id).collect();
+        // One step per object staged, counted here rather than as each is written so
+        // that a write staged by several threads (see `absorb`) takes as many steps as
+        // the same write staged by one.
+        for _ in &ids {
+            crash::point("object staged");
+        }
         let _lease = self.store.objects().protect(&ids)?;
         let existed = self.store.objects().put(staged)?;
-        for (was_there, size) in existed.into_iter().zip(sizes) {
+        let mut new = HashSet::new();
+        for ((was_there, size), id) in existed.into_iter().zip(sizes).zip(ids) {
             if !was_there {
                 self.stats.new_objects += 1;
                 self.stats.new_bytes += size;
+                new.insert(id);
             }
         }
         for m in std::mem::take(&mut self.refs) {
@@ -342,8 +389,10 @@ impl<'s> Txn<'s> {
             crash::point("ref written");
         }
         self.done = true;
-        fs::remove_dir_all(&self.dir).ctx(|| format!("removing {}", self.dir.display()))?;
-        Ok(self.stats)
+        for dir in std::iter::once(&self.dir).chain(&self.absorbed) {
+            fs::remove_dir_all(dir).ctx(|| format!("removing {}", dir.display()))?;
+        }
+        Ok((self.stats, new))
     }
 }
 
@@ -352,6 +401,9 @@ impl Drop for Txn<'_> {
         if !self.done {
             // Abandoned: nothing it staged was ever visible, so dropping it is the rollback.
             let _ = fs::remove_dir_all(&self.dir);
+            for dir in &self.absorbed {
+                let _ = fs::remove_dir_all(dir);
+            }
         }
     }
 }
