@@ -16,6 +16,8 @@ mod input;
 mod trust;
 // Bounded waits: a dribbling proxy, killable readers.
 mod waits;
+// Connections under load: idle and slow crowds on HTTP and NFS, a low open-file limit.
+mod load;
 // A writer killed at any durable step leaves the last good state.
 mod crash;
 // Many archives in one import: the same packages and counts as one by one.

@@ -3,8 +3,8 @@
 //! --server`), or [`Local`] object files of a store on this machine (`canopy run` of a
 //! root in the local store), opened in place, so nothing is copied.
 
-use crate::cache::Cache;
 use crate::remote::Remote;
+use canopy_cache::Cache;
 use canopy_protocol::ObjectId;
 use std::fs::File;
 use std::io;

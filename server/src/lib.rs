@@ -28,9 +28,11 @@
 //! - [`inspect`]: a root's paths, contents and owners, without mounting it;
 //! - [`closure`], [`fsck`], [`gc`]: what the refs reach, checking it, keeping only it;
 //! - [`repair`]: damaged objects restored from the archives they came from;
-//! - [`http`] and [`nfs`]: serving it, to `canopy mount` and to kernels' NFS clients.
+//! - [`http`] and [`nfs`]: serving it, to `canopy mount` and to kernels' NFS clients;
+//!   [`admission`]: how many connections they take, within the open-file limit.
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod assemble;
 pub mod checkout;
 pub mod closure;

@@ -1,6 +1,7 @@
-//! The host's object cache: content-addressed files, bounded in size, evicted least
-//! recently used, never evicting an open file. Every root and every mount on a host can
-//! share one cache, so a file used by ten roots is one download and one file here.
+//! A bounded directory of verified objects: content-addressed files, bounded in size,
+//! evicted least recently used, never evicting an open file. A host's mounts share one
+//! (so a file used by ten roots is one download and one file there), and a server in
+//! front of a bucket keeps its hot objects in one.
 //!
 //! ```text
 //! CACHE/objects/ab/cdef…   verified objects, named by id
@@ -9,6 +10,8 @@
 //!
 //! Objects found at start (from an earlier run) are re-hashed once, on first use, before
 //! they are trusted again.
+
+#![warn(missing_docs)]
 
 use canopy_protocol::{Hasher, ObjectId};
 use dashmap::DashMap;
@@ -20,9 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Why the cache could not provide an object.
+/// Why the cache could not provide an object; `E` is what the fetcher reports.
 #[derive(Debug, thiserror::Error)]
-pub enum CacheError {
+pub enum CacheError<E = std::convert::Infallible> {
     /// A filesystem operation on the cache failed.
     #[error("cache {what}: {source}")]
     Io {
@@ -33,15 +36,15 @@ pub enum CacheError {
     },
     /// Fetching failed.
     #[error(transparent)]
-    Fetch(#[from] crate::remote::FetchError),
+    Fetch(E),
     /// Another process uses the cache directory.
     #[error(
-        "cache directory {0} is in use by another canopy mount: mount every root from one process (omit --root), or give this one its own --cache-dir"
+        "cache directory {0} is in use by another canopy process: one process uses a cache directory at a time (serve every root from one process, or give this one its own --cache-dir)"
     )]
     Busy(PathBuf),
 }
 
-fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> CacheError {
+fn io_err<E>(what: impl Into<String>) -> impl FnOnce(io::Error) -> CacheError<E> {
     let what = what.into();
     move |source| CacheError::Io { what, source }
 }
@@ -161,11 +164,11 @@ impl Cache {
     /// a temporary file if the cache does not have it. Concurrent callers for one object
     /// wait for a single fetch. The object comes back pinned, so no eviction can remove
     /// it before the caller has opened it: call [`Cache::unpin`] when done.
-    pub fn get(
+    pub fn get<E>(
         &self,
         id: &ObjectId,
-        fetch: impl FnOnce(&Path) -> Result<u64, crate::remote::FetchError>,
-    ) -> Result<PathBuf, CacheError> {
+        fetch: impl FnOnce(&Path) -> Result<u64, E>,
+    ) -> Result<PathBuf, CacheError<E>> {
         let lock = self.fetching.entry(*id).or_default().clone();
         let result = {
             let _guard = lock.lock().expect("fetch lock");
@@ -177,11 +180,11 @@ impl Cache {
         result
     }
 
-    fn get_locked(
+    fn get_locked<E>(
         &self,
         id: &ObjectId,
-        fetch: impl FnOnce(&Path) -> Result<u64, crate::remote::FetchError>,
-    ) -> Result<PathBuf, CacheError> {
+        fetch: impl FnOnce(&Path) -> Result<u64, E>,
+    ) -> Result<PathBuf, CacheError<E>> {
         let path = self.path(id);
         let verified = {
             let mut state = self.state.lock().expect("cache lock");
@@ -210,7 +213,7 @@ impl Cache {
             .dir
             .join("tmp")
             .join(format!("{id}.{}", self.seq.fetch_add(1, Ordering::Relaxed)));
-        let size = fetch(&tmp)?;
+        let size = fetch(&tmp).map_err(CacheError::Fetch)?;
         let fan = path
             .parent()
             .expect("object paths have a fan-out directory");
@@ -282,7 +285,7 @@ mod tests {
         cache
             .get(&id, |tmp| {
                 fs::write(tmp, data).unwrap();
-                Ok(data.len() as u64)
+                Ok::<_, std::io::Error>(data.len() as u64)
             })
             .unwrap();
         cache.unpin(&id);
@@ -294,7 +297,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path(), 10).unwrap();
         let a = put(&cache, b"aaaa");
-        cache.get(&a, |_| panic!("cached")).unwrap();
+        cache
+            .get(&a, |_| -> Result<u64, std::io::Error> { panic!("cached") })
+            .unwrap();
         let b = put(&cache, b"bbbb");
         let c = put(&cache, b"cccc");
         // Over 10 bytes: b is the least recently used unpinned object.
@@ -325,7 +330,9 @@ mod tests {
         let id = put(&Cache::open(dir.path(), 100).unwrap(), b"kept"); // dropped: unlocked
         let cache = Cache::open(dir.path(), 100).unwrap();
         let path = cache
-            .get(&id, |_| panic!("must not fetch what is cached"))
+            .get(&id, |_| -> Result<u64, std::io::Error> {
+                panic!("must not fetch what is cached")
+            })
             .unwrap();
         assert_eq!(fs::read(path).unwrap(), b"kept");
         fs::write(cache.path(&id), b"evil").unwrap();
@@ -336,7 +343,7 @@ mod tests {
             .get(&id, |tmp| {
                 fetched.set(true);
                 fs::write(tmp, b"kept").unwrap();
-                Ok(4)
+                Ok::<_, std::io::Error>(4)
             })
             .unwrap();
         assert!(fetched.get(), "a damaged cached object is fetched again");
