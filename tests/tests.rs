@@ -28,6 +28,8 @@ mod portmap;
 mod repo;
 // Installed roots: package scripts run in a sandbox at assemble time, compared with mmdebstrap.
 mod installed;
+// Diskless nodes: netboot files and the iPXE endpoint.
+mod netboot;
 // Inspection without mounting, closed pipes, names in errors, ROOT@COMMIT everywhere.
 mod lifecycle;
 // The Docker volume plugin over its socket, across restarts, and under a real dockerd.

@@ -23,7 +23,8 @@
 //! - [`checkout`]: a root as a plain directory;
 //! - [`inspect`]: a root's paths, contents and owners, without mounting it;
 //! - [`closure`], [`fsck`], [`gc`]: what the refs reach, checking it, keeping only it;
-//! - [`http`] and [`nfs`]: serving it, to `canopy mount` and to kernels' NFS clients.
+//! - [`http`] and [`nfs`]: serving it, to `canopy mount` and to kernels' NFS clients;
+//!   [`netboot`]: what diskless nodes boot with (kernel, initramfs, command line).
 #![warn(missing_docs)]
 
 pub mod assemble;
@@ -39,6 +40,7 @@ pub mod gc;
 pub mod http;
 pub mod import;
 pub mod inspect;
+pub mod netboot;
 pub mod nfs;
 pub mod oci;
 pub mod packages;

@@ -8,6 +8,7 @@ mod import;
 mod inspect;
 mod maintenance;
 mod mount;
+mod netboot;
 mod repo;
 mod roots;
 mod run;
@@ -118,6 +119,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fsck(json) => maintenance::fsck(&store, json.json),
         Command::Gc(args) => maintenance::gc(&store, args.dry_run, args.json.json),
         Command::Serve(args) => serve::run(&store, args),
+        Command::Netboot(args) => netboot::run(&store, args),
         Command::Mount(_)
         | Command::VolumePlugin(_)
         | Command::Run(_)
