@@ -37,10 +37,10 @@ pub enum Command {
         after_help = "Examples:\n  apt-get download bash coreutils libc6 && canopy import deb *.deb\n  canopy import rpm *.rpm\n  canopy import tar rootfs.tar.zst --name base --version 2026.11\n  canopy import dir ./build/root --name mytools --json"
     )]
     Import(ImportCommand),
-    /// List imported packages
+    /// List imported packages, or remove the ones no root uses
     #[command(
         subcommand,
-        after_help = "Examples:\n  canopy packages list\n  canopy packages list --json"
+        after_help = "Examples:\n  canopy packages list\n  canopy packages list --json\n  canopy packages remove libfoo=1.2-1\n  canopy packages remove --unused --dry-run"
     )]
     Packages(PackagesCommand),
     /// Build (a new version of) a root from imported packages, or from a repository
@@ -88,11 +88,13 @@ pub enum Command {
     Checkout(CheckoutArgs),
     /// Verify every object and every ref's closure
     #[command(
-        after_help = "Exit status 0 when the store is sound, 1 when problems were found.\nExample:\n  canopy fsck --json"
+        after_help = "Exit status 0 when the store is sound, 1 when problems were found (with --repair:\nwhen some remain).\n\nWith --repair, each damaged object is restored by importing again the archive it came\nfrom: found by its SHA-256 in the download cache, in --archives directories, or in a\nconfigured repository (downloaded and checked against the index). What no archive\nholds is reported with the roots and packages that depend on it.\n\nExamples:\n  canopy fsck --json\n  canopy fsck --repair\n  canopy fsck --repair --archives /var/cache/apt/archives"
     )]
-    Fsck(JsonFlag),
-    /// Delete objects that no root or package references
-    #[command(after_help = "Example:\n  canopy roots rollback web && canopy gc")]
+    Fsck(FsckArgs),
+    /// Delete objects that no root, package or recent reflog entry references
+    #[command(
+        after_help = "Roots keep their whole history; imported packages keep their files; the reflog keeps\nthe versions of removed roots and commits rolled away from for --prune-reflog (30 days).\nThe report says how much each keeps.\n\nExamples:\n  canopy gc --dry-run\n  canopy roots remove old-web && canopy gc --prune-reflog now\n  canopy gc --json"
+    )]
     Gc(GcArgs),
     /// The store's signing key
     #[command(
@@ -303,6 +305,16 @@ pub struct ServeArgs {
     pub no_portmap: bool,
 }
 
+/// What `roots list` takes.
+#[derive(Args)]
+pub struct RootsListArgs {
+    /// List the removed roots instead: each with the commit it had and when it went
+    #[arg(long)]
+    pub removed: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
 /// `--json` on listings.
 #[derive(Args)]
 pub struct JsonFlag {
@@ -325,6 +337,8 @@ pub enum ImportCommand {
         #[command(flatten)]
         limit: MaxSize,
         #[command(flatten)]
+        force: Force,
+        #[command(flatten)]
         json: JsonFlag,
     },
     /// Import RPM packages (.rpm); already imported archives are skipped
@@ -342,6 +356,8 @@ pub enum ImportCommand {
         #[command(flatten)]
         limit: MaxSize,
         #[command(flatten)]
+        force: Force,
+        #[command(flatten)]
         json: JsonFlag,
     },
     /// Import a tar archive (plain, gzip, xz or zstd) as one package
@@ -355,6 +371,8 @@ pub enum ImportCommand {
         named: Named,
         #[command(flatten)]
         limit: MaxSize,
+        #[command(flatten)]
+        force: Force,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -390,6 +408,8 @@ pub enum ImportCommand {
         named: Named,
         #[command(flatten)]
         limit: MaxSize,
+        #[command(flatten)]
+        force: Force,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -428,12 +448,29 @@ pub struct Named {
     pub version: String,
 }
 
+/// `--force` of the package imports.
+#[derive(Args)]
+pub struct Force {
+    /// Read the archive again even if it was imported already, checking every object
+    /// it holds and replacing the damaged ones (see also `canopy fsck --repair`)
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// Bound on unpacked size.
 #[derive(Args)]
 pub struct MaxSize {
     /// Refuse an archive that unpacks to more than this (K, M, G, T suffixes)
     #[arg(long, value_name = "SIZE", default_value = "16G", value_parser = parse_size)]
     pub max_size: u64,
+}
+
+/// Parses `now` (zero) or a duration such as `30d`, `12h`, `1week`.
+fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    if s == "now" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not an age like 30d or now: {e}"))
 }
 
 /// Parses `123`, `64K`, `8M`, `16G`, `1T` (powers of 1024).
@@ -458,6 +495,34 @@ pub enum PackagesCommand {
     /// List every imported package
     #[command(after_help = "Example:\n  canopy packages list --json")]
     List(JsonFlag),
+    /// Remove imported packages no root uses (their objects go at the next gc)
+    #[command(
+        after_help = "A package is used while a root, a commit of a root's history, or a commit the reflog\nkeeps (see gc --prune-reflog) was built from it: such a package is refused, naming the\nroots, and the others are removed. Exit status 1 if any was refused.\n\nExamples:\n  canopy packages remove libfoo=1.2-1\n  canopy packages remove libfoo              (every version no root uses)\n  canopy packages remove --unused --dry-run"
+    )]
+    Remove(PackagesRemoveArgs),
+}
+
+/// What `packages remove` takes.
+#[derive(Args)]
+pub struct PackagesRemoveArgs {
+    /// Packages: NAME, NAME=VERSION, NAME:ARCH or NAME:ARCH=VERSION
+    #[arg(
+        value_name = "PACKAGE",
+        required_unless_present = "unused",
+        conflicts_with = "unused"
+    )]
+    pub packages: Vec<String>,
+    /// Every imported package that no root uses
+    #[arg(long)]
+    pub unused: bool,
+    /// Say what would be removed, remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Commits the reflog names count as users for this long (as gc's --prune-reflog)
+    #[arg(long, default_value = "30d", value_parser = parse_age, value_name = "AGE")]
+    pub prune_reflog: std::time::Duration,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// What `assemble` takes.
@@ -593,9 +658,11 @@ pub struct RepoAddArgs {
 /// What `roots` takes.
 #[derive(Subcommand)]
 pub enum RootsCommand {
-    /// List roots with their current commit
-    #[command(after_help = "Example:\n  canopy roots list --json")]
-    List(JsonFlag),
+    /// List roots with their current commit (or, with --removed, the removed ones)
+    #[command(
+        after_help = "Examples:\n  canopy roots list --json\n  canopy roots list --removed      (removed roots the reflog still has: `canopy roots rollback NAME` brings one back)"
+    )]
+    List(RootsListArgs),
     /// Show one commit of a root: ids, signer, request, packages, size
     #[command(
         after_help = "Examples:\n  canopy roots show web\n  canopy roots show web@3f2a --json     (\"commit\" and \"tree\" are 64 hex digits)"
@@ -624,6 +691,29 @@ pub enum RootsCommand {
         /// The commit whose content to restore (full id or unique prefix) [default: the
         /// version before the current one]
         commit: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Show every move of a root's ref: assemble, upgrade, rollback, remove
+    #[command(
+        after_help = "Newest first, with time, user, operation and the commits before and after. A move\ncut short by a crash is shown as interrupted. A removed root keeps its reflog, so\n`canopy roots rollback ROOT COMMIT` can bring any version back.\n\nExamples:\n  canopy roots reflog web\n  canopy roots reflog old-web --json"
+    )]
+    Reflog {
+        /// The root (existing or removed)
+        root: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Remove a root: its ref goes, its objects at a gc after the reflog's grace period
+    #[command(
+        after_help = "The root's reflog keeps its versions for gc's --prune-reflog period (30 days): until\nthen `canopy roots rollback ROOT` brings it back. A root assembled later under the\nsame name starts a history of its own: hosts that followed the removed one refuse it\n(it does not descend from what they show) until they mount again; to go on from the\nremoved one instead, `canopy roots rollback ROOT` first, then assemble or upgrade.\n\nExamples:\n  canopy roots remove old-web --dry-run\n  canopy roots remove old-web && canopy gc --prune-reflog now"
+    )]
+    Remove {
+        /// The root
+        root: String,
+        /// Say what it would free, remove nothing
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -775,12 +865,29 @@ pub struct OwnerArgs {
     pub json: JsonFlag,
 }
 
+/// What `fsck` takes.
+#[derive(Args)]
+pub struct FsckArgs {
+    /// Restore damaged objects from the archives they came from
+    #[arg(long)]
+    pub repair: bool,
+    /// With --repair: also look for archives in this directory (repeatable)
+    #[arg(long = "archives", value_name = "DIR", requires = "repair")]
+    pub archives: Vec<PathBuf>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
 /// What `gc` takes.
 #[derive(Args)]
 pub struct GcArgs {
     /// Only count what would be removed
     #[arg(long)]
     pub dry_run: bool,
+    /// Keep what reflog entries younger than this name (versions of removed roots,
+    /// commits rolled away from); `now` keeps nothing for the reflog
+    #[arg(long, default_value = "30d", value_parser = parse_age, value_name = "AGE")]
+    pub prune_reflog: std::time::Duration,
     #[command(flatten)]
     pub json: JsonFlag,
 }

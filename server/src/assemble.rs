@@ -409,11 +409,22 @@ pub fn assemble(
     req: &Request,
     configure: Option<(&configure::Settings, &dyn configure::Progress)>,
 ) -> Result<Assembled, AssembleError> {
+    assemble_as(store, req, configure, "assemble")
+}
+
+/// [`assemble`], with the name the reflog gives the move (`upgrade` for an upgrade).
+pub fn assemble_as(
+    store: &Store,
+    req: &Request,
+    configure: Option<(&configure::Settings, &dyn configure::Progress)>,
+    operation: &'static str,
+) -> Result<Assembled, AssembleError> {
     let chosen = &req.packages;
     if chosen.is_empty() {
         return Err(AssembleError::Empty);
     }
     let mut txn = store.begin()?;
+    txn.operation(operation);
     let labels = chosen
         .iter()
         .map(|(_, p)| format!("{} {}", p.name, p.version))

@@ -20,13 +20,18 @@
 //!   installed, not just unpacked; [`edit`]: changing a stored tree in memory;
 //! - [`diff`]: what changed between two commits of a root;
 //! - [`rollback`]: an earlier version again, as a new commit;
-//! - [`checkout`]: a root as a plain directory;
+//! - [`remove`]: roots and packages removed, and who uses a package;
+//! - [`checkout`]: a root as a plain directory, hard-linked to the store or its
+//!   [`linkfarm`];
 //! - [`inspect`]: a root's paths, contents and owners, without mounting it;
 //! - [`closure`], [`fsck`], [`gc`]: what the refs reach, checking it, keeping only it;
+//! - [`repair`]: damaged objects restored from the archives they came from;
 //! - [`http`] and [`nfs`]: serving it, to `canopy mount` and to kernels' NFS clients;
+//!   [`admission`]: how many connections they take, within the open-file limit;
 //!   [`netboot`]: what diskless nodes boot with (kernel, initramfs, command line).
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod assemble;
 pub mod checkout;
 pub mod closure;
@@ -40,11 +45,15 @@ pub mod gc;
 pub mod http;
 pub mod import;
 pub mod inspect;
+pub mod linkfarm;
+pub mod maker;
 pub mod netboot;
 pub mod nfs;
 pub mod oci;
 pub mod packages;
 mod range;
+pub mod remove;
+pub mod repair;
 pub mod repo;
 pub mod rollback;
 pub mod rpm;

@@ -236,6 +236,9 @@ pub(crate) struct DpkgReport {
     runs: Vec<(String, ScriptRun)>,
     /// The output of the script running now.
     current: Option<(usize, VecDeque<String>)>,
+    /// Whether dpkg has moved on to another package since the current script started
+    /// (the script has ended, but its output is still attributed to it).
+    moved_on: bool,
     /// The last lines of each run that ended, by run index (only failed runs keep them).
     tails: HashMap<usize, Vec<String>>,
     /// The package named by dpkg's last "error processing package" line.
@@ -256,6 +259,7 @@ impl DpkgReport {
                 .collect(),
             runs: Vec::new(),
             current: None,
+            moved_on: false,
             tails: HashMap::new(),
             failing: None,
             tail: VecDeque::new(),
@@ -275,11 +279,20 @@ impl DpkgReport {
             },
         ));
         self.current = Some((self.runs.len() - 1, VecDeque::new()));
+        self.moved_on = false;
     }
 
     fn end_current(&mut self) {
         if let Some((i, lines)) = self.current.take() {
             self.tails.insert(i, lines.into());
+        }
+    }
+
+    /// dpkg says it works on `package` now: a script of another package has ended (dpkg
+    /// may print this line just before or just after starting `package`'s script).
+    fn moving_to(&mut self, package: &str) {
+        if let Some((i, _)) = &self.current {
+            self.moved_on |= self.runs[*i].0 != package;
         }
     }
 
@@ -360,13 +373,21 @@ impl Report for DpkgReport {
         if let Some(rest) = line.strip_prefix("Setting up ") {
             self.configured += 1;
             let pkg = rest.split([' ', ':']).next().unwrap_or(rest);
+            self.moving_to(pkg);
             return Some(format!("{}/{} {pkg}", self.configured, self.total));
         }
         if let Some(rest) = line.strip_prefix("Processing triggers for ") {
             let pkg = rest.split([' ', ':']).next().unwrap_or(rest);
+            self.moving_to(pkg);
             return Some(format!("triggers of {pkg}"));
         }
         None
+    }
+
+    fn running(&self) -> Option<String> {
+        let (i, _) = self.current.as_ref().filter(|_| !self.moved_on)?;
+        let (package, run) = &self.runs[*i];
+        Some(format!("{package}'s {} ({})", run.script, run.args))
     }
 
     fn finish(mut self: Box<Self>, ended: &Ended) -> Result<Vec<PackageScripts>, ConfigureError> {
@@ -413,6 +434,7 @@ mod tests {
             arches: [("bash".to_string(), "amd64".to_string())].into(),
             runs: Vec::new(),
             current: None,
+            moved_on: false,
             tails: HashMap::new(),
             failing: None,
             tail: VecDeque::new(),
@@ -469,5 +491,17 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn says_which_script_runs_until_dpkg_moves_on() {
+        let mut r = report(&[
+            "Setting up loops (1.0) ...",
+            "D000002: fork/exec /var/lib/dpkg/info/loops.postinst ( configure  )",
+            "still looping",
+        ]);
+        assert_eq!(r.running().as_deref(), Some("loops's postinst (configure)"));
+        r.line("Setting up bash (5.2) ...");
+        assert_eq!(r.running(), None);
     }
 }

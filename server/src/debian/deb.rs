@@ -11,10 +11,10 @@ use crate::import::builder::{ArchivePath, TreeBuilder};
 use crate::import::compress::{Compression, decoder};
 use crate::import::limit::{Counted, Limits};
 use crate::import::{
-    Class, Identity, ImportError, Imported, already_imported, finish, hash_file, open,
+    Class, Identity, ImportError, Imported, Prepared, already_imported, hash_file, open, stage,
 };
 use crate::store::{Store, Txn};
-use canopy_protocol::{EntryKind, Meta, PackageKind, TreeId};
+use canopy_protocol::{ArchiveHash, EntryKind, Meta, PackageKind, TreeId};
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::Path;
@@ -54,11 +54,26 @@ struct Control {
 /// hash and returns the existing package — unless its record predates kept control
 /// data, which importing it again adds (the record is replaced; its tree is the same).
 pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, ImportError> {
-    let archive = hash_file(path)?;
+    prepare(store, path, None, limits)?.commit()
+}
+
+/// As [`import`], staged and not committed (see [`crate::import::batch`]). `hash` is
+/// the archive's SHA-256 when the caller has checked it already (a download checked
+/// against its index), so the file is not read once more for it.
+pub fn prepare<'s>(
+    store: &'s Store,
+    path: &Path,
+    hash: Option<ArchiveHash>,
+    limits: Limits,
+) -> Result<Prepared<'s>, ImportError> {
+    let archive = match hash {
+        Some(hash) => hash,
+        None => hash_file(path)?,
+    };
     if let Some(done) = already_imported(store, &archive)?
         && done.package.control.is_some()
     {
-        return Ok(done);
+        return Ok(Prepared::Done(done));
     }
     let mut txn = store.begin()?;
     let mut ar = ar::Archive::new(open(path)?);
@@ -161,7 +176,9 @@ pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, Im
         control: Some(control_tree),
         extensions: BTreeMap::from([(EXTENSION.to_string(), facts)]),
     };
-    finish(txn, tree, entries, who, archive, archive)
+    Ok(Prepared::Staged(stage(
+        txn, tree, entries, who, archive, archive,
+    )?))
 }
 
 /// A member whose content stopped before its declared size was cut short.

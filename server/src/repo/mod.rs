@@ -325,9 +325,26 @@ pub fn offered(
     config: &RepoConfig,
     fetcher: &fetch::Fetcher,
 ) -> Result<usize, RepoError> {
+    Ok(archives(store, name, config, fetcher)?.len())
+}
+
+/// Every archive a repository offers for its architecture, with the URL, size and
+/// SHA-256 its metadata gives (what `fsck --repair` looks archives up in).
+pub fn archives(
+    store: &Store,
+    name: &str,
+    config: &RepoConfig,
+    fetcher: &fetch::Fetcher,
+) -> Result<Vec<Archive>, RepoError> {
     Ok(match config.kind {
-        RepoKind::Deb => crate::debian::release::load(store, name, config, fetcher)?.len(),
-        RepoKind::RpmMd => crate::rpm::repomd::load(store, name, config, fetcher)?.len(),
+        RepoKind::Deb => crate::debian::release::load(store, name, config, fetcher)?
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect(),
+        RepoKind::RpmMd => crate::rpm::repomd::load(store, name, config, fetcher)?
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect(),
     })
 }
 

@@ -288,35 +288,59 @@ pub fn provide(
     }
     let archives: Vec<&Archive> = wanted.iter().map(|p| &p.archive).collect();
     let files = download_all(store, &archives, fetcher, progress)?;
-    for (p, file) in wanted.iter().zip(&files) {
-        let label = format!("{} {}", p.name, p.version);
-        let imported = match kind {
-            RepoKind::Deb => crate::debian::deb::import(store, file, Limits::default()),
-            RepoKind::RpmMd => crate::rpm::import::import(
-                store,
-                file,
-                Limits::default(),
-                keyrings.get(&p.archive.repo),
-            ),
-        }
-        .map_err(|source| ProvideError::Import {
-            label: label.clone(),
-            url: p.archive.url.to_string(),
-            source: Box::new(source),
-        })?;
-        // A downloaded copy has served its purpose; a file:// archive is the user's.
-        if p.archive.url.scheme() != "file" {
-            let _ = std::fs::remove_file(file);
-        }
-        if imported.package.name != p.name {
-            tracing::warn!(
-                "{} from {} calls itself {}",
-                p.name,
-                p.archive.url,
-                imported.package.name
-            );
-        }
-        progress.imported(&label);
+    // Several archives at once, committed together; each is hashed once (while it
+    // downloaded, checked against its index).
+    let mut first_error = None;
+    crate::import::batch::import(
+        store,
+        wanted.len(),
+        crate::import::batch::threads(),
+        |i| {
+            let (p, file) = (wanted[i], &files[i]);
+            let hash = Some(p.archive.sha256);
+            match kind {
+                RepoKind::Deb => crate::debian::deb::prepare(store, file, hash, Limits::default()),
+                RepoKind::RpmMd => crate::rpm::import::prepare(
+                    store,
+                    file,
+                    hash,
+                    Limits::default(),
+                    keyrings.get(&p.archive.repo),
+                ),
+            }
+        },
+        |i, result| {
+            let (p, file) = (wanted[i], &files[i]);
+            let label = format!("{} {}", p.name, p.version);
+            match result {
+                Ok(imported) => {
+                    // A downloaded copy has served its purpose; a file:// archive is
+                    // the user's.
+                    if p.archive.url.scheme() != "file" {
+                        let _ = std::fs::remove_file(file);
+                    }
+                    if imported.package.name != p.name {
+                        tracing::warn!(
+                            "{} from {} calls itself {}",
+                            p.name,
+                            p.archive.url,
+                            imported.package.name
+                        );
+                    }
+                    progress.imported(&label);
+                }
+                Err(source) => {
+                    first_error.get_or_insert(ProvideError::Import {
+                        label,
+                        url: p.archive.url.to_string(),
+                        source: Box::new(source),
+                    });
+                }
+            }
+        },
+    )?;
+    if let Some(e) = first_error {
+        return Err(e);
     }
     let mut packages = Vec::with_capacity(resolution.packages.len());
     for p in &resolution.packages {
