@@ -16,6 +16,8 @@ mod input;
 mod trust;
 // Bounded waits: a dribbling proxy, killable readers.
 mod waits;
+// Cache files altered on disk: found out, fetched again, never served.
+mod cache;
 // Connections under load: idle and slow crowds on HTTP and NFS, a low open-file limit.
 mod load;
 // A writer killed at any durable step leaves the last good state.
@@ -32,6 +34,8 @@ mod portmap;
 mod repo;
 // Installed roots: package scripts run in a sandbox at assemble time, compared with mmdebstrap.
 mod installed;
+// Diskless nodes: netboot files, the iPXE endpoint, QEMU guests booted over NFS.
+mod netboot;
 // Package scripts that fail, reach for the network or remove /; users, upgrades, kill -9.
 mod configure;
 // Inspection without mounting, closed pipes, names in errors, ROOT@COMMIT everywhere, removal, reflog, link farm.
