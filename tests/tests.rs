@@ -16,6 +16,8 @@ mod input;
 mod trust;
 // Bounded waits: a dribbling proxy, killable readers.
 mod waits;
+// Cache files altered on disk: found out, fetched again, never served.
+mod cache;
 // Connections under load: idle and slow crowds on HTTP and NFS, a low open-file limit.
 mod load;
 // A writer killed at any durable step leaves the last good state.

@@ -8,8 +8,18 @@
 //! CACHE/tmp/               downloads in flight (removed at open)
 //! ```
 //!
-//! Objects found at start (from an earlier run) are re-hashed once, on first use, before
-//! they are trusted again.
+//! Cached bytes are never trusted on their name alone. Cache files are read-only (mode
+//! 0444, in directories only the owner can enter), and each verification records the
+//! file's [`Stamp`] — device, inode, change time and size. An open whose file still has
+//! the stamp of its last verification costs one `fstat`; any other (a file from an
+//! earlier run, or one written, truncated, replaced or even chmod-ed since) is hashed
+//! again first, and fetched again if its bytes are not the object's. So a cache file
+//! altered on disk never reaches a reader, passthrough or not: an open hands out a file
+//! verified since its last change, and reads through canopy check the stamp again and
+//! open the object anew if it moved (canopy-client's FUSE front end does). fs-verity would let the kernel keep that promise for reads of an
+//! already open passthrough file too; the ext4 cache directories this was built on do
+//! not have it, so a file altered by root while open can still be read through
+//! passthrough until it is closed.
 
 #![warn(missing_docs)]
 
@@ -18,7 +28,8 @@ use dashmap::DashMap;
 use lru::LruCache;
 use std::collections::HashMap;
 use std::fs;
-use std::io;
+use std::io::{self, Read, Seek};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,9 +60,46 @@ fn io_err<E>(what: impl Into<String>) -> impl FnOnce(io::Error) -> CacheError<E>
     move |source| CacheError::Io { what, source }
 }
 
+/// What a cache file was when its content was last verified: any write, truncation,
+/// replacement or attribute change gives another stamp (the change time moves).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    ctime: (i64, i64),
+    size: u64,
+}
+
+impl Stamp {
+    /// The stamp of an open file now.
+    pub fn of(file: &fs::File) -> io::Result<Stamp> {
+        let m = file.metadata()?;
+        Ok(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            size: m.size(),
+        })
+    }
+}
+
+/// An open cache file whose content was the object's at its [`Stamp`].
+pub struct Verified {
+    /// The file, read-only.
+    pub file: fs::File,
+    /// The file's stamp when its content was last verified.
+    pub stamp: Stamp,
+}
+
+/// Mode of cache files: nobody writes them once they are in place.
+const READ_ONLY: u32 = 0o444;
+/// Mode of the cache's directories.
+const PRIVATE_DIR: u32 = 0o700;
+
 struct Item {
     size: u64,
-    verified: bool,
+    /// The stamp of the last verification; `None` until the first in this process.
+    verified: Option<Stamp>,
 }
 
 struct State {
@@ -73,10 +121,35 @@ pub struct Cache {
     seq: AtomicU64,
 }
 
-fn hash_file(path: &Path) -> io::Result<ObjectId> {
+/// Creates `dir` (and its parents) with the cache's directory mode.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR)
+        .create(dir)
+}
+
+/// Opens the cache file at `path` and checks it is object `id`: at once if its stamp is
+/// `known`, by hashing its content otherwise. `Err` says why it cannot be used.
+fn verify(path: &Path, id: &ObjectId, known: Option<Stamp>) -> Result<Verified, String> {
+    let mut file = fs::File::open(path).map_err(|e| format!("cannot be opened ({e})"))?;
+    let stamp = Stamp::of(&file).map_err(|e| format!("cannot be examined ({e})"))?;
+    if known == Some(stamp) {
+        return Ok(Verified { file, stamp });
+    }
     let mut hasher = Hasher::new();
-    io::copy(&mut fs::File::open(path)?, &mut hasher)?;
-    Ok(hasher.finish())
+    io::copy(&mut (&file).take(stamp.size), &mut hasher)
+        .map_err(|e| format!("cannot be read ({e})"))?;
+    let actual = hasher.finish();
+    if actual != *id {
+        return Err(format!("holds other bytes (they hash to {actual})"));
+    }
+    // Changed while being hashed: what was hashed may not be what is there.
+    if Stamp::of(&file).ok() != Some(stamp) {
+        return Err("changed while it was being verified".into());
+    }
+    file.rewind().map_err(|e| format!("cannot be read ({e})"))?;
+    Ok(Verified { file, stamp })
 }
 
 impl Cache {
@@ -84,7 +157,7 @@ impl Cache {
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Cache, CacheError> {
         let objects = dir.join("objects");
         let tmp = dir.join("tmp");
-        fs::create_dir_all(&objects).map_err(io_err(format!("creating {}", objects.display())))?;
+        private_dir(&objects).map_err(io_err(format!("creating {}", objects.display())))?;
         let lock_path = dir.join("lock");
         let lock = fs::File::create(&lock_path)
             .map_err(io_err(format!("creating {}", lock_path.display())))?;
@@ -97,7 +170,7 @@ impl Cache {
             };
         }
         let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
+        private_dir(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
         // Oldest first, so the LRU order starts as "least recently written".
         let mut found = Vec::new();
         for fan in
@@ -114,7 +187,16 @@ impl Cache {
                 let name = format!("{prefix}{}", f.file_name().to_string_lossy());
                 let Ok(md) = f.metadata() else { continue };
                 match name.parse::<ObjectId>() {
-                    Ok(id) => found.push((md.modified().ok(), id, md.len())),
+                    Ok(id) => {
+                        // Caches written before files were read-only.
+                        if md.mode() & 0o222 != 0 {
+                            let _ = fs::set_permissions(
+                                f.path(),
+                                fs::Permissions::from_mode(READ_ONLY),
+                            );
+                        }
+                        found.push((md.modified().ok(), id, md.len()))
+                    }
                     Err(_) => {
                         let _ = fs::remove_file(f.path());
                     }
@@ -133,7 +215,7 @@ impl Cache {
                 id,
                 Item {
                     size,
-                    verified: false,
+                    verified: None,
                 },
             );
         }
@@ -160,77 +242,121 @@ impl Cache {
         self.state.lock().expect("cache lock").total
     }
 
-    /// Returns the path of a verified copy of `id`, calling `fetch` to download it into
-    /// a temporary file if the cache does not have it. Concurrent callers for one object
-    /// wait for a single fetch. The object comes back pinned, so no eviction can remove
-    /// it before the caller has opened it: call [`Cache::unpin`] when done.
+    /// Opens a verified copy of `id`, calling `fetch` to download it into a temporary
+    /// file if the cache does not have one. Concurrent callers for one object wait for a
+    /// single fetch. The object comes back pinned, so no eviction removes it while the
+    /// caller uses it: call [`Cache::unpin`] when done.
     pub fn get<E>(
         &self,
         id: &ObjectId,
         fetch: impl FnOnce(&Path) -> Result<u64, E>,
-    ) -> Result<PathBuf, CacheError<E>> {
+    ) -> Result<Verified, CacheError<E>> {
+        self.one_at_a_time(id, || self.get_locked(id, fetch))
+    }
+
+    /// Runs `f` holding `id`'s fetch lock: one fetch or verification of an object at a
+    /// time, however many callers want it.
+    fn one_at_a_time<T>(&self, id: &ObjectId, f: impl FnOnce() -> T) -> T {
         let lock = self.fetching.entry(*id).or_default().clone();
         let result = {
             let _guard = lock.lock().expect("fetch lock");
-            self.get_locked(id, fetch)
+            f()
         };
+        self.done_with(id, lock);
+        result
+    }
+
+    /// Drops a handle on `id`'s fetch lock, and the lock with the last one.
+    fn done_with(&self, id: &ObjectId, lock: Arc<Mutex<()>>) {
         drop(lock);
         self.fetching
             .remove_if(id, |_, l| Arc::strong_count(l) == 1);
-        result
+    }
+
+    /// Opens a verified copy of `id` if the cache holds one, without fetching and
+    /// without waiting (pinned as by [`Cache::get`]); `None` if it holds none, one is
+    /// being fetched or verified now, or the one it held was damaged (it is removed).
+    pub fn cached(&self, id: &ObjectId) -> Option<Verified> {
+        let lock = self.fetching.entry(*id).or_default().clone();
+        let found = match lock.try_lock() {
+            Ok(_guard) => self.find_locked(id),
+            Err(_) => None,
+        };
+        self.done_with(id, lock);
+        found
+    }
+
+    /// The cached, verified copy of `id`, pinned, if there is one (under `id`'s fetch
+    /// lock). A damaged copy is removed.
+    fn find_locked(&self, id: &ObjectId) -> Option<Verified> {
+        let known = {
+            let mut state = self.state.lock().expect("cache lock");
+            let known = state.lru.get(id).map(|i| i.verified);
+            if known.is_some() {
+                *state.pinned.entry(*id).or_default() += 1;
+            }
+            known
+        }?;
+        match verify(&self.path(id), id, known) {
+            Ok(v) => {
+                if let Some(item) = self.state.lock().expect("cache lock").lru.get_mut(id) {
+                    item.verified = Some(v.stamp);
+                }
+                Some(v)
+            }
+            Err(why) => {
+                self.unpin(id);
+                tracing::warn!("cached object {id} {why}: removed, it is fetched again when read");
+                self.forget(id);
+                None
+            }
+        }
     }
 
     fn get_locked<E>(
         &self,
         id: &ObjectId,
         fetch: impl FnOnce(&Path) -> Result<u64, E>,
-    ) -> Result<PathBuf, CacheError<E>> {
-        let path = self.path(id);
-        let verified = {
-            let mut state = self.state.lock().expect("cache lock");
-            let verified = state.lru.get(id).map(|i| i.verified);
-            if verified.is_some() {
-                *state.pinned.entry(*id).or_default() += 1;
-            }
-            verified
-        };
-        match verified {
-            Some(true) => return Ok(path),
-            Some(false) => {
-                if hash_file(&path).ok() == Some(*id) {
-                    if let Some(item) = self.state.lock().expect("cache lock").lru.get_mut(id) {
-                        item.verified = true;
-                    }
-                    return Ok(path);
-                }
-                self.unpin(id);
-                tracing::warn!("cached object {id} is damaged; fetching it again");
-                self.forget(id);
-            }
-            None => {}
+    ) -> Result<Verified, CacheError<E>> {
+        if let Some(v) = self.find_locked(id) {
+            return Ok(v);
         }
+        let path = self.path(id);
         let tmp = self
             .dir
             .join("tmp")
             .join(format!("{id}.{}", self.seq.fetch_add(1, Ordering::Relaxed)));
         let size = fetch(&tmp).map_err(CacheError::Fetch)?;
-        let fan = path
-            .parent()
-            .expect("object paths have a fan-out directory");
-        fs::create_dir_all(fan).map_err(io_err(format!("creating {}", fan.display())))?;
-        fs::rename(&tmp, &path).map_err(io_err(format!("moving {} into place", tmp.display())))?;
+        let moved = fs::set_permissions(&tmp, fs::Permissions::from_mode(READ_ONLY))
+            .map_err(io_err(format!("making {} read-only", tmp.display())))
+            .and_then(|()| {
+                let fan = path
+                    .parent()
+                    .expect("object paths have a fan-out directory");
+                private_dir(fan).map_err(io_err(format!("creating {}", fan.display())))?;
+                fs::rename(&tmp, &path)
+                    .map_err(io_err(format!("moving {} into place", tmp.display())))
+            });
+        if let Err(e) = moved {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        // Just fetched and hashed on the way in; the stamp is taken from the file that
+        // is handed out, so a change from here on is seen.
+        let file = fs::File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
+        let stamp = Stamp::of(&file).map_err(io_err(format!("examining {}", path.display())))?;
         let mut state = self.state.lock().expect("cache lock");
         state.total += size;
         state.lru.put(
             *id,
             Item {
                 size,
-                verified: true,
+                verified: Some(stamp),
             },
         );
         *state.pinned.entry(*id).or_default() += 1;
         self.evict(&mut state);
-        Ok(path)
+        Ok(Verified { file, stamp })
     }
 
     fn forget(&self, id: &ObjectId) {
@@ -324,22 +450,34 @@ mod tests {
         Cache::open(dir.path(), 100).unwrap();
     }
 
+    /// Overwrites a cache file in place, as root (or its owner, after a chmod) could.
+    fn tamper(path: &Path, data: &[u8]) {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(path, data).unwrap();
+    }
+
+    fn read_all(mut v: Verified) -> Vec<u8> {
+        let mut out = Vec::new();
+        v.file.read_to_end(&mut out).unwrap();
+        out
+    }
+
     #[test]
     fn reuses_and_reverifies_after_restart() {
         let dir = tempfile::tempdir().unwrap();
         let id = put(&Cache::open(dir.path(), 100).unwrap(), b"kept"); // dropped: unlocked
         let cache = Cache::open(dir.path(), 100).unwrap();
-        let path = cache
+        let v = cache
             .get(&id, |_| -> Result<u64, std::io::Error> {
                 panic!("must not fetch what is cached")
             })
             .unwrap();
-        assert_eq!(fs::read(path).unwrap(), b"kept");
-        fs::write(cache.path(&id), b"evil").unwrap();
+        assert_eq!(read_all(v), b"kept");
+        tamper(&cache.path(&id), b"evil");
         drop(cache);
         let cache = Cache::open(dir.path(), 100).unwrap();
         let fetched = std::cell::Cell::new(false);
-        cache
+        let v = cache
             .get(&id, |tmp| {
                 fetched.set(true);
                 fs::write(tmp, b"kept").unwrap();
@@ -347,5 +485,46 @@ mod tests {
             })
             .unwrap();
         assert!(fetched.get(), "a damaged cached object is fetched again");
+        assert_eq!(read_all(v), b"kept");
+    }
+
+    #[test]
+    fn files_are_read_only_and_a_change_after_verification_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 100).unwrap();
+        let id = put(&cache, b"good");
+        let mode = fs::metadata(cache.path(&id)).unwrap().mode();
+        assert_eq!(mode & 0o777, READ_ONLY);
+        // Same size, other bytes, while this process has it verified.
+        tamper(&cache.path(&id), b"evil");
+        let fetched = std::cell::Cell::new(false);
+        let v = cache
+            .get(&id, |tmp| {
+                fetched.set(true);
+                fs::write(tmp, b"good").unwrap();
+                Ok::<_, std::io::Error>(4)
+            })
+            .unwrap();
+        assert!(
+            fetched.get(),
+            "a cache file changed since verification is fetched again"
+        );
+        let stamp = v.stamp;
+        assert_eq!(read_all(v), b"good");
+        cache.unpin(&id);
+        // A change that leaves the bytes alone (a chmod) is re-verified, not refetched.
+        fs::set_permissions(cache.path(&id), fs::Permissions::from_mode(0o400)).unwrap();
+        let v = cache
+            .get(&id, |_| -> Result<u64, std::io::Error> {
+                panic!("the bytes are still right")
+            })
+            .unwrap();
+        assert_ne!(v.stamp, stamp);
+        cache.unpin(&id);
+        // Found damaged without fetching: removed, never handed out.
+        tamper(&cache.path(&id), b"bad!");
+        assert!(cache.cached(&id).is_none());
+        assert!(!cache.path(&id).exists());
+        assert!(cache.cached(&id).is_none());
     }
 }

@@ -12,6 +12,8 @@
 //! - [`rpm`]: the `.rpm` format: checked headers, the cpio payload, the `.rpm` importer;
 //! - [`oci`]: container images (OCI layouts, `docker save` archives) imported as roots,
 //!   each layer once;
+//! - [`format`]: the interface every package format implements (Debian and RPM are
+//!   peers behind it);
 //! - [`packages`]: the imported packages and how a spec picks one;
 //! - [`repo`]: configured repositories, downloads, OpenPGP checks, what a recipe
 //!   resolves to;
@@ -39,6 +41,7 @@ mod crash;
 pub mod debian;
 pub mod diff;
 pub mod edit;
+pub mod format;
 pub mod fsck;
 pub mod gc;
 pub mod http;
