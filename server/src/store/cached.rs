@@ -44,7 +44,7 @@ impl CachedObjects {
     /// The object as an open, verified local file, fetched first if not cached. The
     /// file stays readable after eviction: eviction unlinks, the open file lives on.
     fn file(&self, id: &ObjectId) -> Result<File, StoreError> {
-        let path = self
+        let verified = self
             .cache
             .get(id, |tmp| fetch(&*self.inner, id, tmp))
             .map_err(|e| match e {
@@ -55,9 +55,8 @@ impl CachedObjects {
                     source: std::io::Error::other("in use by another process"),
                 },
             })?;
-        let file = File::open(&path).ctx(|| format!("opening cached object {}", path.display()));
         self.cache.unpin(id);
-        file
+        Ok(verified.file)
     }
 }
 
