@@ -34,6 +34,8 @@ mod portmap;
 mod repo;
 // Installed roots: package scripts run in a sandbox at assemble time, compared with mmdebstrap.
 mod installed;
+// Diskless nodes: netboot files, the iPXE endpoint, QEMU guests booted over NFS.
+mod netboot;
 // Package scripts that fail, reach for the network or remove /; users, upgrades, kill -9.
 mod configure;
 // Inspection without mounting, closed pipes, names in errors, ROOT@COMMIT everywhere, removal, reflog, link farm.

@@ -6,6 +6,7 @@
 //! made by `canopy assemble` on the same store is served at once, without a restart.
 
 use crate::admission::Admission;
+use crate::netboot;
 use crate::range::{self, Ranges};
 use crate::store::{Store, StoreError};
 use crate::view::{self, history};
@@ -151,6 +152,8 @@ pub fn router(store: Arc<Store>) -> axum::Router {
         .route("/v1/roots/{name}", get(root))
         .route("/v1/roots/{name}/log", get(log))
         .route("/v1/trees/{id}", get(tree_pack))
+        .route("/v1/roots/{name}/boot.ipxe", get(boot_ipxe))
+        .route("/v1/netboot/{file}", get(boot_script))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -569,6 +572,101 @@ async fn log(
     })
     .await?;
     Ok(with_cache(Json(entries).into_response(), SHORT))
+}
+
+/// An iPXE script that boots a diskless node from the root's current commit: kernel
+/// and initramfs by their object URLs, `/` from `/NAME@COMMIT` of the NFS server named
+/// by `?nfs=HOST[:PORT]`, else by the host the script was asked from; `?args=` puts
+/// more arguments first (`console=ttyS0`). The commit is
+/// pinned, so a node runs on one version until it reboots, and gets the newest then.
+async fn boot_ipxe(
+    State(store): State<Arc<Store>>,
+    Path(name): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = root_name(&name)?;
+    let query = uri.query().unwrap_or("");
+    let asked = netboot::query_value(query, "nfs");
+    let args = netboot::query_value(query, "args");
+    if let Some(args) = args.as_ref().filter(|a| !netboot::valid_args(a)) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!(
+                "args={args:?}: kernel arguments are words of letters, digits and ,.=_:/@+- \
+                 separated by single spaces"
+            ),
+        ));
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| netboot::host_of(h).to_string());
+    let Some(server) = asked.or(host).filter(|s| netboot::valid_server(s)) else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "name the NFS server: ?nfs=HOST or ?nfs=HOST:PORT".into(),
+        ));
+    };
+    let script = blocking(move || {
+        let Some(head) = store.root_ref(&name)? else {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("no root named {name}"),
+            ));
+        };
+        let tree = store.commit(&head)?.body.tree;
+        let files = netboot::boot_files(&store, &tree, &name.to_string())
+            .map_err(|e| ApiError(StatusCode::NOT_FOUND, "not-bootable", e.to_string()))?;
+        let at = netboot::Locations {
+            kernel: format!("/v1/objects/{}", files.kernel.blob),
+            initrd: format!("/v1/objects/{}", files.initrd.blob),
+            boot_script: format!("/v1/netboot/{}", netboot::boot_script_name()),
+        };
+        let mut cmdline = netboot::cmdline(&server, &format!("/{name}@{head}"));
+        if let Some(args) = args {
+            cmdline = format!("{args} {cmdline}");
+        }
+        Ok(netboot::ipxe_script(
+            &at,
+            &cmdline,
+            &format!(
+                "canopy: root {name}, commit {head}, kernel {}",
+                files.version
+            ),
+        ))
+    })
+    .await?;
+    let mut res = script.into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    // Each boot must see the root's current commit.
+    Ok(with_cache(res, "no-store"))
+}
+
+/// canopy's boot script archive, the second initramfs of a netbooted node.
+async fn boot_script(Path(file): Path<String>) -> Result<Response, ApiError> {
+    if file != netboot::boot_script_name() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!(
+                "no netboot file {file:?}; this server has {}",
+                netboot::boot_script_name()
+            ),
+        ));
+    }
+    let mut res = netboot::boot_script_cpio().into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(with_cache(res, IMMUTABLE))
 }
 
 async fn tree_pack(
