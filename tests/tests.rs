@@ -58,3 +58,5 @@ mod run;
 mod seaweed;
 // The store in a bucket: same roots as local, several writers, gc leases, crashes.
 mod s3;
+// Stateless servers on one bucket: failover between them, an outage of the bucket.
+mod stateless;
