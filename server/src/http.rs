@@ -6,6 +6,7 @@
 //! made by `canopy assemble` on the same store is served at once, without a restart.
 
 use crate::admission::Admission;
+use crate::netboot;
 use crate::range::{self, Ranges};
 use crate::store::{Store, StoreError};
 use crate::view::{self, history};
@@ -56,6 +57,10 @@ impl IntoResponse for ApiError {
         let mut res = (self.0, Json(body)).into_response();
         res.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         res
     }
 }
@@ -74,6 +79,19 @@ impl From<StoreError> for ApiError {
                 "not-found",
                 format!("object {id} is not a {kind}"),
             ),
+            // The bucket is unreachable and the object not cached here: another server
+            // (or this one, shortly) may answer.
+            e @ StoreError::Backend { .. } => {
+                tracing::warn!("{e}");
+                ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "backend-unavailable",
+                    format!(
+                        "{e} (objects this server has cached are still served; try again \
+                         shortly or another server)"
+                    ),
+                )
+            }
             other => {
                 tracing::error!("{other}");
                 ApiError(
@@ -134,6 +152,8 @@ pub fn router(store: Arc<Store>) -> axum::Router {
         .route("/v1/roots/{name}", get(root))
         .route("/v1/roots/{name}/log", get(log))
         .route("/v1/trees/{id}", get(tree_pack))
+        .route("/v1/roots/{name}/boot.ipxe", get(boot_ipxe))
+        .route("/v1/netboot/{file}", get(boot_script))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -315,15 +335,14 @@ async fn object(
             format!("object {oid} not found"),
         )
     };
-    let local = store.local_path(&oid);
-    match &local {
-        Some(path) if tokio::fs::metadata(path).await.is_err() => return Err(not_found()),
-        Some(_) => {}
-        None => {
-            let s = store.clone();
-            if !blocking(move || Ok(s.has(&oid)?)).await? {
-                return Err(not_found());
-            }
+    // A file to serve ranges from: the store's own, or the read cache's copy (fetched
+    // and verified first, on a store in a bucket).
+    let s = store.clone();
+    let local = blocking(move || Ok(s.open_file(&oid)?)).await?;
+    if local.is_none() {
+        let s = store.clone();
+        if !blocking(move || Ok(s.has(&oid)?)).await? {
+            return Err(not_found());
         }
     }
     let etag = HeaderValue::from_str(&format!("\"{oid}\"")).expect("hex is a valid header value");
@@ -337,8 +356,8 @@ async fn object(
         });
     let mut res = if matches {
         StatusCode::NOT_MODIFIED.into_response()
-    } else if let Some(path) = local {
-        object_body(&path, &oid, req.headers(), &etag).await?
+    } else if let Some(file) = local {
+        object_body(tokio::fs::File::from_std(file), &oid, req.headers(), &etag).await?
     } else {
         // No file to serve ranges from: the whole object, verified.
         blocking(move || Ok(store.read_object(&oid)?))
@@ -355,7 +374,7 @@ async fn object(
 /// The object's bytes: whole, or the pieces a `Range` header asks for (see
 /// [`crate::range`]).
 async fn object_body(
-    path: &std::path::Path,
+    file: tokio::fs::File,
     oid: &ObjectId,
     headers: &HeaderMap,
     etag: &HeaderValue,
@@ -367,7 +386,6 @@ async fn object_body(
             format!("reading object {oid}: {e}"),
         )
     };
-    let file = tokio::fs::File::open(path).await.map_err(io_err)?;
     let len = file.metadata().await.map_err(io_err)?.len();
     // If-Range with another validator (or a date: objects have none) asks for all.
     let if_range_ok = headers
@@ -554,6 +572,101 @@ async fn log(
     })
     .await?;
     Ok(with_cache(Json(entries).into_response(), SHORT))
+}
+
+/// An iPXE script that boots a diskless node from the root's current commit: kernel
+/// and initramfs by their object URLs, `/` from `/NAME@COMMIT` of the NFS server named
+/// by `?nfs=HOST[:PORT]`, else by the host the script was asked from; `?args=` puts
+/// more arguments first (`console=ttyS0`). The commit is
+/// pinned, so a node runs on one version until it reboots, and gets the newest then.
+async fn boot_ipxe(
+    State(store): State<Arc<Store>>,
+    Path(name): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = root_name(&name)?;
+    let query = uri.query().unwrap_or("");
+    let asked = netboot::query_value(query, "nfs");
+    let args = netboot::query_value(query, "args");
+    if let Some(args) = args.as_ref().filter(|a| !netboot::valid_args(a)) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!(
+                "args={args:?}: kernel arguments are words of letters, digits and ,.=_:/@+- \
+                 separated by single spaces"
+            ),
+        ));
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| netboot::host_of(h).to_string());
+    let Some(server) = asked.or(host).filter(|s| netboot::valid_server(s)) else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "name the NFS server: ?nfs=HOST or ?nfs=HOST:PORT".into(),
+        ));
+    };
+    let script = blocking(move || {
+        let Some(head) = store.root_ref(&name)? else {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("no root named {name}"),
+            ));
+        };
+        let tree = store.commit(&head)?.body.tree;
+        let files = netboot::boot_files(&store, &tree, &name.to_string())
+            .map_err(|e| ApiError(StatusCode::NOT_FOUND, "not-bootable", e.to_string()))?;
+        let at = netboot::Locations {
+            kernel: format!("/v1/objects/{}", files.kernel.blob),
+            initrd: format!("/v1/objects/{}", files.initrd.blob),
+            boot_script: format!("/v1/netboot/{}", netboot::boot_script_name()),
+        };
+        let mut cmdline = netboot::cmdline(&server, &format!("/{name}@{head}"));
+        if let Some(args) = args {
+            cmdline = format!("{args} {cmdline}");
+        }
+        Ok(netboot::ipxe_script(
+            &at,
+            &cmdline,
+            &format!(
+                "canopy: root {name}, commit {head}, kernel {}",
+                files.version
+            ),
+        ))
+    })
+    .await?;
+    let mut res = script.into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    // Each boot must see the root's current commit.
+    Ok(with_cache(res, "no-store"))
+}
+
+/// canopy's boot script archive, the second initramfs of a netbooted node.
+async fn boot_script(Path(file): Path<String>) -> Result<Response, ApiError> {
+    if file != netboot::boot_script_name() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!(
+                "no netboot file {file:?}; this server has {}",
+                netboot::boot_script_name()
+            ),
+        ));
+    }
+    let mut res = netboot::boot_script_cpio().into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(with_cache(res, IMMUTABLE))
 }
 
 async fn tree_pack(

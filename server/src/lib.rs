@@ -29,7 +29,8 @@
 //! - [`closure`], [`fsck`], [`gc`]: what the refs reach, checking it, keeping only it;
 //! - [`repair`]: damaged objects restored from the archives they came from;
 //! - [`http`] and [`nfs`]: serving it, to `canopy mount` and to kernels' NFS clients;
-//!   [`admission`]: how many connections they take, within the open-file limit.
+//!   [`admission`]: how many connections they take, within the open-file limit;
+//!   [`netboot`]: what diskless nodes boot with (kernel, initramfs, command line).
 #![warn(missing_docs)]
 
 pub mod admission;
@@ -49,6 +50,7 @@ pub mod import;
 pub mod inspect;
 pub mod linkfarm;
 pub mod maker;
+pub mod netboot;
 pub mod nfs;
 pub mod oci;
 pub mod packages;
