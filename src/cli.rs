@@ -60,10 +60,10 @@ pub enum Command {
         after_help = "Examples:\n  canopy repo add debian http://deb.debian.org/debian --suite bookworm,bookworm-updates \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy repo list\n  canopy repo update\n  canopy repo remove debian"
     )]
     Repo(RepoCommand),
-    /// List roots, show one, their history, compare versions, roll them back
+    /// List roots, show one, their history and reflog, compare versions, roll back, remove
     #[command(
         subcommand,
-        after_help = "Examples:\n  canopy roots list\n  canopy roots show web\n  canopy roots log web --json\n  canopy roots diff web\n  canopy roots rollback web"
+        after_help = "Examples:\n  canopy roots list\n  canopy roots show web\n  canopy roots log web --json\n  canopy roots diff web\n  canopy roots rollback web\n  canopy roots reflog web\n  canopy roots remove old-web\n  canopy roots list --removed"
     )]
     Roots(RootsCommand),
     /// List a directory (or show one entry) of a root, without mounting it
@@ -104,9 +104,13 @@ pub enum Command {
     Key(KeyCommand),
     /// Serve the store's roots and objects over HTTP, and roots over NFSv3
     #[command(
-        after_help = "Examples:\n  canopy serve --listen 0.0.0.0:7750\n  canopy serve --listen 0.0.0.0:7750 --nfs 0.0.0.0:2049\n  canopy serve --nfs 0.0.0.0:2049 --no-portmap   # no portmapper on port 111\n  canopy key show > server.pub   # give this to the hosts that mount\n\nNFS clients (the portmapper tells them the ports; with --no-portmap add port=2049,mountport=2049):\n  mount -t nfs -o ro,vers=3,proto=tcp,nolock server:/web /mnt/web"
+        after_help = "Examples:\n  canopy serve --listen 0.0.0.0:7750\n  canopy serve --listen 0.0.0.0:7750 --nfs 0.0.0.0:2049\n  canopy serve --nfs 0.0.0.0:2049 --no-portmap   # no portmapper on port 111\n  canopy serve --listen 0.0.0.0:7750 --cache-dir /var/cache/canopy-serve --cache-size 50G   # store in a bucket\n  canopy key show > server.pub   # give this to the hosts that mount\n\nNFS clients (the portmapper tells them the ports; with --no-portmap add port=2049,mountport=2049):\n  mount -t nfs -o ro,vers=3,proto=tcp,nolock server:/web /mnt/web"
     )]
     Serve(ServeArgs),
+    /// Write what diskless nodes boot a root with: its kernel and initramfs, and
+    /// pxelinux and iPXE configurations that mount it over NFS
+    #[command(after_help = NETBOOT_HELP)]
+    Netboot(NetbootArgs),
     /// Mount roots from a canopy server (FUSE, read-only), in the foreground
     #[command(
         after_help = "Examples:\n  canopy mount http://server:7750 /run/canopy --trust server.pub\n  canopy mount http://server:7750 /mnt/web --root web --follow --trust server.pub\n  canopy mount http://cache1:80 /run/canopy --server http://server:7750 --trust server.pub --cache-size 20G\n\nStops on SIGINT/SIGTERM (unmounting) or when unmounted."
@@ -299,6 +303,14 @@ pub struct ServeArgs {
     /// be given port= and mountport=
     #[arg(long, requires = "nfs")]
     pub no_portmap: bool,
+    /// On a store in a bucket: where to keep the objects read from it, verified, so hot
+    /// objects (and ranges of them) are served from local files. One `canopy serve` per
+    /// directory [default: STORE/serve-cache]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Bound on that cache (K, M, G, T suffixes)
+    #[arg(long, default_value = "10G", value_parser = parse_size, value_name = "SIZE")]
+    pub cache_size: u64,
 }
 
 /// What `roots list` takes.
@@ -761,6 +773,43 @@ pub struct InitArgs {
     /// new one: how several writers of one bucket share the store's key
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+const NETBOOT_HELP: &str = "\
+The kernel and initramfs come from the root itself (the newest /boot/vmlinuz-VERSION
+with its /boot/initrd.img-VERSION, as the root's kernel package and initramfs-tools made
+them). canopy.cpio adds canopy's boot script: the root is mounted read-only over NFS
+from /ROOT@COMMIT (the commit the kernel came from), a writable layer in memory goes
+over it, and each boot makes its own machine id and host keys. Serve the root with
+`canopy serve --nfs` as root (the portmapper on port 111 is needed by the initramfs).
+
+Writes into DIR: vmlinuz, initrd.img, canopy.cpio, pxelinux.cfg/default and boot.ipxe,
+each atomically. Run it again after `canopy upgrade ROOT`: nodes get the new version at
+their next boot, running nodes stay on theirs.
+
+Examples:
+  canopy netboot node /srv/tftp --server 192.168.1.10
+  canopy netboot node@3f2a9c /srv/tftp/old --server nfs.example.org --json
+  canopy netboot node /srv/tftp --server 10.0.0.1 --args 'console=ttyS0,115200'
+  iPXE, no files: chain http://SERVER:7750/v1/roots/node/boot.ipxe
+        (?nfs=HOST names the NFS server, ?args=console%3DttyS0 adds arguments)";
+
+/// What `netboot` takes.
+#[derive(Args)]
+pub struct NetbootArgs {
+    #[arg(help = ROOT_AT, value_name = "ROOT[@COMMIT]")]
+    pub root: String,
+    /// Where to write the files (created if missing), e.g. the TFTP server's directory
+    pub dir: PathBuf,
+    /// The NFS server as nodes reach it: a host name or address, with :PORT when NFS is
+    /// not on 2049 [default: this machine's host name]
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub server: Option<String>,
+    /// More kernel arguments, put before canopy's (e.g. "console=ttyS0,115200 quiet")
+    #[arg(long, value_name = "ARGS")]
+    pub args: Option<String>,
     #[command(flatten)]
     pub json: JsonFlag,
 }

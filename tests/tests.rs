@@ -16,6 +16,10 @@ mod input;
 mod trust;
 // Bounded waits: a dribbling proxy, killable readers.
 mod waits;
+// Cache files altered on disk: found out, fetched again, never served.
+mod cache;
+// Connections under load: idle and slow crowds on HTTP and NFS, a low open-file limit.
+mod load;
 // A writer killed at any durable step leaves the last good state.
 mod crash;
 // Many archives in one import: the same packages and counts as one by one.
@@ -30,6 +34,8 @@ mod portmap;
 mod repo;
 // Installed roots: package scripts run in a sandbox at assemble time, compared with mmdebstrap.
 mod installed;
+// Diskless nodes: netboot files, the iPXE endpoint, QEMU guests booted over NFS.
+mod netboot;
 // Package scripts that fail, reach for the network or remove /; users, upgrades, kill -9.
 mod configure;
 // Inspection without mounting, closed pipes, names in errors, ROOT@COMMIT everywhere, removal, reflog, link farm.
@@ -50,3 +56,5 @@ mod run;
 mod seaweed;
 // The store in a bucket: same roots as local, several writers, gc leases, crashes.
 mod s3;
+// Stateless servers on one bucket: failover between them, an outage of the bucket.
+mod stateless;

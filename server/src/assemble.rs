@@ -158,6 +158,9 @@ pub enum AssembleError {
     /// No packages were given.
     #[error("no packages given")]
     Empty,
+    /// Packages of two formats (Debian and RPM) in one root.
+    #[error("{0}")]
+    Ecosystems(String),
     /// Configuring the root failed.
     #[error(transparent)]
     Configure(#[from] ConfigureError),
@@ -423,6 +426,7 @@ pub fn assemble_as(
     if chosen.is_empty() {
         return Err(AssembleError::Empty);
     }
+    crate::format::of_packages(chosen).map_err(AssembleError::Ecosystems)?;
     let mut txn = store.begin()?;
     txn.operation(operation);
     let labels = chosen

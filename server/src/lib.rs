@@ -12,6 +12,8 @@
 //! - [`rpm`]: the `.rpm` format: checked headers, the cpio payload, the `.rpm` importer;
 //! - [`oci`]: container images (OCI layouts, `docker save` archives) imported as roots,
 //!   each layer once;
+//! - [`format`]: the interface every package format implements (Debian and RPM are
+//!   peers behind it);
 //! - [`packages`]: the imported packages and how a spec picks one;
 //! - [`repo`]: configured repositories, downloads, OpenPGP checks, what a recipe
 //!   resolves to;
@@ -26,9 +28,12 @@
 //! - [`inspect`]: a root's paths, contents and owners, without mounting it;
 //! - [`closure`], [`fsck`], [`gc`]: what the refs reach, checking it, keeping only it;
 //! - [`repair`]: damaged objects restored from the archives they came from;
-//! - [`http`] and [`nfs`]: serving it, to `canopy mount` and to kernels' NFS clients.
+//! - [`http`] and [`nfs`]: serving it, to `canopy mount` and to kernels' NFS clients;
+//!   [`admission`]: how many connections they take, within the open-file limit;
+//!   [`netboot`]: what diskless nodes boot with (kernel, initramfs, command line).
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod assemble;
 pub mod checkout;
 pub mod closure;
@@ -37,6 +42,7 @@ mod crash;
 pub mod debian;
 pub mod diff;
 pub mod edit;
+pub mod format;
 pub mod fsck;
 pub mod gc;
 pub mod http;
@@ -44,6 +50,7 @@ pub mod import;
 pub mod inspect;
 pub mod linkfarm;
 pub mod maker;
+pub mod netboot;
 pub mod nfs;
 pub mod oci;
 pub mod packages;

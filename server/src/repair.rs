@@ -12,7 +12,7 @@
 
 use crate::closure::Walk;
 use crate::fsck;
-use crate::import::{ImportError, Imported, Limits, hash_file};
+use crate::import::{Class, ImportError, Imported, Limits, hash_file};
 use crate::repo::fetch::Fetcher;
 use crate::repo::{self, RepoError};
 use crate::store::{Store, StoreError};
@@ -65,6 +65,8 @@ pub struct Report {
     pub unrepaired: Vec<Unrepaired>,
     /// Problems fsck finds after.
     pub after: usize,
+    /// Link-farm files found changed and taken out of the farm.
+    pub farm_removed: Vec<PathBuf>,
 }
 
 /// Why a repair stopped.
@@ -119,6 +121,8 @@ fn package_objects(
 /// Repairs what fsck finds damaged. The store must be open for writing and
 /// [reimporting](Store::reimporting).
 pub fn repair(store: &Store, sources: &Sources) -> Result<Report, RepairError> {
+    // Changed link-farm files are simply dropped: the objects are the reference.
+    let farm = crate::linkfarm::remove_changed(store)?;
     let first = fsck::fsck(store)?;
     let damage: BTreeMap<ObjectId, &'static str> = first
         .problems
@@ -127,10 +131,12 @@ pub fn repair(store: &Store, sources: &Sources) -> Result<Report, RepairError> {
         .filter_map(|p| p.id.map(|id| (id, p.kind)))
         .collect();
     let mut report = Report {
-        before: first.problems.len(),
+        before: first.problems.len() + farm.len(),
+        farm_removed: farm.into_iter().map(|c| c.path).collect(),
         ..Report::default()
     };
     if damage.is_empty() {
+        report.after = first.problems.len();
         return Ok(report);
     }
     // Which packages hold damaged objects.
@@ -309,15 +315,21 @@ fn fetch(
 
 /// Imports an archive again, by its format as its first bytes tell it.
 fn reimport(store: &Store, file: &Path) -> Result<Imported, ImportError> {
-    let mut magic = [0u8; 8];
-    let n = std::io::Read::read(&mut crate::import::open(file)?, &mut magic).unwrap_or(0);
-    // Formats are told apart here until they share an interface: `!<arch>` is a .deb,
-    // 0xedabeedb an RPM lead.
-    if n >= 4 && magic[..4] == [0xed, 0xab, 0xee, 0xdb] {
-        crate::rpm::import::import(store, file, Limits::default(), None)
-    } else {
-        crate::debian::deb::import(store, file, Limits::default())
-    }
+    let format = crate::format::of_archive(file)
+        .map_err(|source| ImportError::Io {
+            what: format!("reading {}", file.display()),
+            source,
+        })?
+        .ok_or_else(|| {
+            ImportError::refused(
+                Class::Malformed,
+                format!(
+                    "{}: neither a .deb nor an RPM (the package formats canopy imports from repositories)",
+                    file.display()
+                ),
+            )
+        })?;
+    format.import(store, file, Limits::default(), None)
 }
 
 /// For each of `ids`, the roots whose history (or reflog) reaches it.

@@ -3,6 +3,8 @@
 use super::{open, print_json, time};
 use crate::cli::{Force, JsonFlag, MaxSize, Named};
 use anyhow::{Context, Result, bail};
+use canopy_protocol::PackageKind;
+use canopy_server::format;
 use canopy_server::import::{self, ImportError, Imported, Limits, Outcome, Prepared};
 use canopy_server::packages::PackageIndex;
 use canopy_server::repo::signature::Keyring;
@@ -102,8 +104,9 @@ impl Flags {
 
 pub fn debs(store: &Path, files: &[PathBuf], flags: Flags) -> Result<ExitCode> {
     let store = flags.open(store)?;
+    let deb = format::of_kind(PackageKind::Deb).expect("Debian is a format");
     archives(&store, files, flags.json, |file| {
-        canopy_server::debian::deb::prepare(&store, file, None, limits(flags.max_size))
+        deb.prepare(&store, file, None, limits(flags.max_size), None)
     })
 }
 
@@ -117,14 +120,9 @@ pub fn rpms(
         .map(|k| Keyring::load(k).with_context(|| format!("reading keyring {}", k.display())))
         .transpose()?;
     let store = flags.open(store)?;
+    let rpm = format::of_kind(PackageKind::Rpm).expect("RPM is a format");
     archives(&store, files, flags.json, |file| {
-        canopy_server::rpm::import::prepare(
-            &store,
-            file,
-            None,
-            limits(flags.max_size),
-            keyring.as_ref(),
-        )
+        rpm.prepare(&store, file, None, limits(flags.max_size), keyring.as_ref())
     })
 }
 

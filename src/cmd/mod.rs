@@ -8,6 +8,7 @@ mod import;
 mod inspect;
 mod maintenance;
 mod mount;
+mod netboot;
 mod remove;
 mod repo;
 mod roots;
@@ -149,6 +150,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fsck(args) => maintenance::fsck(&store, &args),
         Command::Gc(args) => maintenance::gc(&store, &args),
         Command::Serve(args) => serve::run(&store, args),
+        Command::Netboot(args) => netboot::run(&store, args),
         Command::Mount(_)
         | Command::VolumePlugin(_)
         | Command::Run(_)

@@ -7,6 +7,7 @@
 //! control members, a data member before the control member, or any other member
 //! before the data member is refused, as dpkg refuses it.
 
+use super::control::{parse_paragraphs, valid_package_name};
 use crate::import::builder::{ArchivePath, TreeBuilder};
 use crate::import::compress::{Compression, decoder};
 use crate::import::limit::{Counted, Limits};
@@ -305,47 +306,31 @@ fn bad_control(detail: impl Into<String>) -> ImportError {
     )
 }
 
-/// Parses the fields canopy needs from a deb822 control paragraph.
+/// The fields canopy needs from the control file: one deb822 paragraph, read by the
+/// same parser as repository indexes.
 fn parse_control(text: &[u8]) -> Result<Control, ImportError> {
     let text = std::str::from_utf8(text).map_err(|_| bad_control("not UTF-8"))?;
-    let (mut name, mut version, mut arch) = (None, None, None);
-    for line in text.lines() {
-        if line.starts_with([' ', '\t']) || line.trim().is_empty() {
-            continue;
-        }
-        let (key, value) = line
-            .split_once(':')
-            .ok_or_else(|| bad_control(format!("line {line:?} is not a field")))?;
-        let value = value.trim().to_string();
-        match key.to_ascii_lowercase().as_str() {
-            "package" => name = Some(value),
-            "version" => version = Some(value),
-            "architecture" => arch = Some(value),
-            _ => {}
-        }
-    }
-    let name = name.ok_or_else(|| bad_control("no Package field"))?;
-    let valid_name = name.len() >= 2
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b));
-    if !valid_name {
+    let paragraphs = parse_paragraphs(text).map_err(|e| bad_control(e.to_string()))?;
+    let paragraph = match paragraphs.as_slice() {
+        [one] => one,
+        [] => return Err(bad_control("it is empty")),
+        _ => return Err(bad_control("it holds more than one paragraph")),
+    };
+    let field = |name: &str| paragraph.get(name).filter(|v| !v.is_empty());
+    let name = field("Package").ok_or_else(|| bad_control("no Package field"))?;
+    if !valid_package_name(name) {
         return Err(bad_control(format!("package name {name:?} is not valid")));
     }
-    let version = version.ok_or_else(|| bad_control("no Version field"))?;
-    if version.is_empty()
-        || version.contains(char::is_whitespace)
-        || version.parse::<debversion::Version>().is_err()
-    {
+    let version = field("Version").ok_or_else(|| bad_control("no Version field"))?;
+    if version.contains(char::is_whitespace) || version.parse::<debversion::Version>().is_err() {
         return Err(bad_control(format!(
             "version {version:?} is not a valid Debian version"
         )));
     }
     Ok(Control {
-        name,
-        version,
-        arch: arch.unwrap_or_default(),
+        name: name.to_string(),
+        version: version.to_string(),
+        arch: field("Architecture").unwrap_or_default().to_string(),
     })
 }
 
@@ -369,6 +354,13 @@ mod tests {
         );
         assert_eq!(
             parse_control(b"Package: Bad_Name\nVersion: 1\n")
+                .unwrap_err()
+                .class(),
+            Some(Class::BadControl)
+        );
+        // One paragraph, as dpkg-deb reads it.
+        assert_eq!(
+            parse_control(b"Package: a1\nVersion: 1\n\nPackage: b1\nVersion: 1\n")
                 .unwrap_err()
                 .class(),
             Some(Class::BadControl)
