@@ -49,6 +49,9 @@ needed=(
     # rpm2cpio | cpio and publish rpm-md repositories with createrepo_c.
     rpmbuild:rpm
     rpmsign:rpm
+    # Installed RPM roots: the host's rpm and rpmdb, packaged as a fixture, write the
+    # root's database; rpm --root -i is the reference.
+    rpmdb:rpm
     rpm2cpio:rpm2cpio
     cpio:cpio
     createrepo_c:createrepo-c

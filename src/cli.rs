@@ -564,6 +564,10 @@ pub struct AssembleArgs {
     /// Keep the root unpacked: run no package scripts (recorded, so `upgrade` does the same)
     #[arg(long)]
     pub no_configure: bool,
+    /// RPM files owned by a user or group the root's /etc/passwd or /etc/group does not
+    /// list go to root, with a warning, instead of failing (recorded)
+    #[arg(long, value_name = "WHO", value_parser = ["root"])]
+    pub unknown_owner: Option<String>,
     #[command(flatten)]
     pub configure: ConfigureArgs,
     #[command(flatten)]

@@ -44,6 +44,8 @@ mod lifecycle;
 mod volume;
 // RPM packages: fixtures built with rpmbuild, import compared with rpm2cpio | cpio, signatures.
 mod rpm;
+// Installed RPM roots: scriptlets in the sandbox, owners by name, the rpm database.
+mod rpm_install;
 // OCI layouts written at test time: zstd, plain and opaque-directory layers, flawed images.
 mod layout;
 // Container images in: umoci and docker save compared with umoci unpack and docker export.
