@@ -12,7 +12,7 @@
 use crate::debs::{self, Deb};
 use crate::repo::{Repo, add_repo};
 use crate::util::{Canopy, cmd};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -373,5 +373,51 @@ fn the_same_packages_configure_to_the_same_tree_in_another_store() {
     assert_eq!(
         log[0]["configure"]["source_date_epoch"],
         s.configured["source_date_epoch"]
+    );
+}
+
+#[test]
+fn owner_names_the_scripts_that_made_a_configured_path() {
+    let s = shared();
+    // update-alternatives made /usr/bin/awk and /etc/alternatives/awk; mawk ships neither.
+    for path in ["/usr/bin/awk", "/etc/alternatives/awk"] {
+        let owner = s.env.json(["owner", "web", path]);
+        assert_eq!(owner["origin"], "configuration", "{owner}");
+        let made_by = owner["made_by"].as_array().unwrap();
+        assert!(
+            made_by
+                .iter()
+                .any(|m| m["package"]["name"] == "mawk" && m["script"] == "postinst"),
+            "{owner}"
+        );
+    }
+    let text = s.env.stdout(["owner", "web", "/usr/bin/awk"]);
+    assert_eq!(
+        text,
+        "/usr/bin/awk: configuration (made by mawk's postinst, which names it)\n"
+    );
+    let passwd = s.env.json(["owner", "web", "/etc/passwd"]);
+    assert!(
+        passwd["made_by"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["package"]["name"] == "base-passwd"),
+        "{passwd}"
+    );
+    let status = s.env.json(["owner", "web", "/var/lib/dpkg/status"]);
+    assert_eq!(
+        (&status["origin"], &status["made_by"]),
+        (
+            &json!("configuration"),
+            &json!([{"what": "package database"}])
+        ),
+        "{status}"
+    );
+    // What a package ships stays the package's.
+    let mawk = s.env.json(["owner", "web", "/usr/bin/mawk"]);
+    assert_eq!(
+        (&mawk["origin"], &mawk["packages"][0]["name"]),
+        (&json!("package"), &json!("mawk"))
     );
 }

@@ -1,10 +1,10 @@
 //! `canopy mount`: load the roots, verify them, mount, follow, unmount on a signal.
 
-use crate::cache::{Cache, CacheError};
 use crate::fs::CanopyFs;
 use crate::objects::Fetched;
 use crate::remote::{FetchError, Remote};
 use crate::view::{RootVersion, Scope, View};
+use canopy_cache::{Cache, CacheError};
 use canopy_protocol::{Commit, CommitId, SignatureError, VerifyingKey};
 use fuser::{Config, MountOption, SessionACL};
 use std::path::{Path, PathBuf};

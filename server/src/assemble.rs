@@ -158,6 +158,9 @@ pub enum AssembleError {
     /// No packages were given.
     #[error("no packages given")]
     Empty,
+    /// Packages of two formats (Debian and RPM) in one root.
+    #[error("{0}")]
+    Ecosystems(String),
     /// Configuring the root failed.
     #[error(transparent)]
     Configure(#[from] ConfigureError),
@@ -409,11 +412,23 @@ pub fn assemble(
     req: &Request,
     configure: Option<(&configure::Settings, &dyn configure::Progress)>,
 ) -> Result<Assembled, AssembleError> {
+    assemble_as(store, req, configure, "assemble")
+}
+
+/// [`assemble`], with the name the reflog gives the move (`upgrade` for an upgrade).
+pub fn assemble_as(
+    store: &Store,
+    req: &Request,
+    configure: Option<(&configure::Settings, &dyn configure::Progress)>,
+    operation: &'static str,
+) -> Result<Assembled, AssembleError> {
     let chosen = &req.packages;
     if chosen.is_empty() {
         return Err(AssembleError::Empty);
     }
+    crate::format::of_packages(chosen).map_err(AssembleError::Ecosystems)?;
     let mut txn = store.begin()?;
+    txn.operation(operation);
     let labels = chosen
         .iter()
         .map(|(_, p)| format!("{} {}", p.name, p.version))

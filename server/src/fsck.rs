@@ -44,11 +44,13 @@ pub fn fsck(store: &Store) -> Result<Report, StoreError> {
                 kind: "corrupt",
                 id: Some(*id),
                 detail: format!("{} hashes to {actual}", whereabouts(store, id)),
+                leaf: false,
             }),
             Err(e) => Some(Problem {
                 kind: "unreadable",
                 id: Some(*id),
                 detail: format!("{}: {e}", whereabouts(store, id)),
+                leaf: false,
             }),
         })
         .collect();

@@ -5,6 +5,8 @@
 //! so they are cached for seconds only and read from disk on every request: a commit
 //! made by `canopy assemble` on the same store is served at once, without a restart.
 
+use crate::admission::Admission;
+use crate::netboot;
 use crate::range::{self, Ranges};
 use crate::store::{Store, StoreError};
 use crate::view::{self, history};
@@ -16,9 +18,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use canopy_protocol::api::{ErrorBody, LogEntry, RootInfo, encode_tree_pack};
 use canopy_protocol::{ObjectId, RootName, TreeId};
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite};
 use tokio_util::io::ReaderStream;
 use tower_http::compression::CompressionLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
@@ -32,6 +37,13 @@ const SHORT: &str = "public, max-age=2";
 const MAX_CONCURRENT: usize = 512;
 /// A request that takes longer than this is answered 408.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// A request head must be complete this long after the connection opened or the
+/// previous answer ended.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client that takes no answer bytes for this long loses its connection.
+const WRITE_STALL: Duration = Duration::from_secs(30);
+/// How long connections may take to finish their answers when the server stops.
+const GRACE: Duration = Duration::from_secs(10);
 
 /// An error answer: status, stable code, message.
 struct ApiError(StatusCode, &'static str, String);
@@ -123,6 +135,8 @@ pub fn router(store: Arc<Store>) -> axum::Router {
         .route("/v1/roots/{name}", get(root))
         .route("/v1/roots/{name}/log", get(log))
         .route("/v1/trees/{id}", get(tree_pack))
+        .route("/v1/roots/{name}/boot.ipxe", get(boot_ipxe))
+        .route("/v1/netboot/{file}", get(boot_script))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -146,22 +160,149 @@ pub fn router(store: Arc<Store>) -> axum::Router {
         .with_state(store)
 }
 
-/// Serves until `shutdown` resolves.
+/// How the HTTP server runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Connections served at once; at the cap, the one idle longest is closed to admit
+    /// a new one (see [`crate::admission`]).
+    pub connections: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            connections: crate::admission::connection_cap(1),
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves; then stops accepting and lets connections finish
+/// the answers they are writing (for at most [`GRACE`]).
+///
+/// Every wait on a client is bounded: a request head must be complete within
+/// [`HEAD_TIMEOUT`] of the connection's start or of the previous answer (which is also
+/// how long an idle keep-alive connection lives), handlers are cut at
+/// [`REQUEST_TIMEOUT`], and an answer the client stops taking for [`WRITE_STALL`] ends
+/// its connection.
 pub async fn serve(
     store: Store,
     listener: tokio::net::TcpListener,
+    options: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Without TCP_NODELAY the end of a response can wait ~40 ms for the client's
-    // delayed ACK: headers and body leave in separate writes.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+    let app = router(Arc::new(store));
+    let admission = Admission::new("HTTP", options.connections);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = admission.accept(&listener) => accepted,
+        };
+        // Without TCP_NODELAY the end of a response can wait ~40 ms for the client's
+        // delayed ACK: headers and body leave in separate writes.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!("setting TCP_NODELAY: {e}");
         }
-    });
-    axum::serve(listener, router(Arc::new(store)))
-        .with_graceful_shutdown(shutdown)
+        let io = hyper_util::rt::TokioIo::new(Stalls::new(admission.admit(tcp)));
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(http.serve_connection(io, service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("HTTP connection ends: {e}");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(GRACE, graceful.shutdown())
         .await
+        .is_err()
+    {
+        tracing::debug!("connections still open after {GRACE:?}: closed");
+    }
+    Ok(())
+}
+
+/// A stream whose writes fail once they have waited [`WRITE_STALL`] for a client that
+/// takes no bytes: slow readers cannot hold a connection and its object file forever.
+struct Stalls<S> {
+    inner: S,
+    /// When the current wait for the client runs out.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> Stalls<S> {
+    fn new(inner: S) -> Self {
+        Stalls {
+            inner,
+            stalled: None,
+        }
+    }
+
+    /// Passes a write's result on, starting the stall clock when it must wait and
+    /// failing it when that wait has lasted too long.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_STALL)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client took no bytes for {WRITE_STALL:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Stalls<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Stalls<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 async fn object(
@@ -418,6 +559,101 @@ async fn log(
     Ok(with_cache(Json(entries).into_response(), SHORT))
 }
 
+/// An iPXE script that boots a diskless node from the root's current commit: kernel
+/// and initramfs by their object URLs, `/` from `/NAME@COMMIT` of the NFS server named
+/// by `?nfs=HOST[:PORT]`, else by the host the script was asked from; `?args=` puts
+/// more arguments first (`console=ttyS0`). The commit is
+/// pinned, so a node runs on one version until it reboots, and gets the newest then.
+async fn boot_ipxe(
+    State(store): State<Arc<Store>>,
+    Path(name): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = root_name(&name)?;
+    let query = uri.query().unwrap_or("");
+    let asked = netboot::query_value(query, "nfs");
+    let args = netboot::query_value(query, "args");
+    if let Some(args) = args.as_ref().filter(|a| !netboot::valid_args(a)) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!(
+                "args={args:?}: kernel arguments are words of letters, digits and ,.=_:/@+- \
+                 separated by single spaces"
+            ),
+        ));
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| netboot::host_of(h).to_string());
+    let Some(server) = asked.or(host).filter(|s| netboot::valid_server(s)) else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "name the NFS server: ?nfs=HOST or ?nfs=HOST:PORT".into(),
+        ));
+    };
+    let script = blocking(move || {
+        let Some(head) = store.root_ref(&name)? else {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("no root named {name}"),
+            ));
+        };
+        let tree = store.commit(&head)?.body.tree;
+        let files = netboot::boot_files(&store, &tree, &name.to_string())
+            .map_err(|e| ApiError(StatusCode::NOT_FOUND, "not-bootable", e.to_string()))?;
+        let at = netboot::Locations {
+            kernel: format!("/v1/objects/{}", files.kernel.blob),
+            initrd: format!("/v1/objects/{}", files.initrd.blob),
+            boot_script: format!("/v1/netboot/{}", netboot::boot_script_name()),
+        };
+        let mut cmdline = netboot::cmdline(&server, &format!("/{name}@{head}"));
+        if let Some(args) = args {
+            cmdline = format!("{args} {cmdline}");
+        }
+        Ok(netboot::ipxe_script(
+            &at,
+            &cmdline,
+            &format!(
+                "canopy: root {name}, commit {head}, kernel {}",
+                files.version
+            ),
+        ))
+    })
+    .await?;
+    let mut res = script.into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    // Each boot must see the root's current commit.
+    Ok(with_cache(res, "no-store"))
+}
+
+/// canopy's boot script archive, the second initramfs of a netbooted node.
+async fn boot_script(Path(file): Path<String>) -> Result<Response, ApiError> {
+    if file != netboot::boot_script_name() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!(
+                "no netboot file {file:?}; this server has {}",
+                netboot::boot_script_name()
+            ),
+        ));
+    }
+    let mut res = netboot::boot_script_cpio().into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(with_cache(res, IMMUTABLE))
+}
+
 async fn tree_pack(
     State(store): State<Arc<Store>>,
     Path(id): Path<String>,
@@ -452,7 +688,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(store, listener, async {
+        let server = tokio::spawn(serve(store, listener, Options::default(), async {
             let _ = stopped.await;
         }));
         let _ = rustls::crypto::ring::default_provider().install_default();

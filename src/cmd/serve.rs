@@ -24,6 +24,9 @@ pub fn run(store_path: &Path, args: ServeArgs) -> Result<ExitCode> {
         (None, None) => Some(DEFAULT_HTTP.parse().expect("a valid address")),
         (listen, _) => listen,
     };
+    // Each listener gets its share of the open-file limit for connections.
+    let listeners = usize::from(listen.is_some()) + usize::from(nfs.is_some());
+    let connections = canopy_server::admission::connection_cap(listeners);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
         // One signal stops both servers.
@@ -43,6 +46,7 @@ pub fn run(store_path: &Path, args: ServeArgs) -> Result<ExitCode> {
             let mut server = NfsServer::bind(open(store_path, Access::Unlocked)?, addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} for NFS"))?;
+            server.connection_cap(connections);
             let addr = server.local_addr()?;
             println!("exporting {} over NFSv3 on {addr}", store_path.display());
             if !no_portmap {
@@ -63,7 +67,7 @@ pub fn run(store_path: &Path, args: ServeArgs) -> Result<ExitCode> {
             println!("serving {} on http://{addr}", store_path.display());
             let stop = stopped();
             servers.spawn(async move {
-                http::serve(store, listener, stop)
+                http::serve(store, listener, http::Options { connections }, stop)
                     .await
                     .context("serving HTTP")
             });

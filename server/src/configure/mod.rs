@@ -2,7 +2,7 @@
 //! users, alternatives, the package database and generated files are part of the root
 //! every host gets.
 //!
-//! A package format (see [`Format`]; Debian's is [`crate::debian::configure`]) lays the
+//! A package format's [`Configurer`] (Debian's is [`crate::debian::configure`]) lays the
 //! union of the packages out as its package manager would have left it unpacked, and
 //! says what to run. This module does the rest, the same for every format:
 //!
@@ -138,12 +138,10 @@ pub trait Report: Send {
     fn finish(self: Box<Self>, ended: &Ended) -> Result<Vec<PackageScripts>, ConfigureError>;
 }
 
-/// A package format that knows how to configure a root.
-pub trait Format: Sync {
+/// How a package format configures a root ([`crate::format::Format::configurer`]).
+pub trait Configurer: Sync {
     /// Its name, as recorded (`dpkg`).
     fn name(&self) -> &'static str;
-    /// Whether the packages are this format's at all.
-    fn owns(&self, packages: &[(PackageId, Package)]) -> bool;
     /// Lays the root out for its program, or says why it cannot be configured;
     /// `source_date_epoch` is the caller's, if it fixes one.
     fn prepare(
@@ -153,11 +151,6 @@ pub trait Format: Sync {
         packages: &[(PackageId, Package)],
         source_date_epoch: Option<i64>,
     ) -> Result<Prepared, ConfigureError>;
-}
-
-/// The formats canopy configures, in the order they are asked.
-pub fn formats() -> &'static [&'static dyn Format] {
-    &[&crate::debian::configure::Dpkg]
 }
 
 /// How to configure.
@@ -262,7 +255,8 @@ pub fn configure(
     settings: &Settings,
     progress: &dyn Progress,
 ) -> Result<Result<Outcome, String>, ConfigureError> {
-    let Some(format) = formats().iter().find(|f| f.owns(packages)) else {
+    let format = crate::format::of_packages(packages).map_err(ConfigureError::Package)?;
+    let Some(format) = format.and_then(|f| f.configurer()) else {
         return Ok(Err("no package format that canopy configures".into()));
     };
     let (plan, report) = match format.prepare(txn, tree, packages, settings.source_date_epoch)? {

@@ -20,14 +20,14 @@
 use super::database::{self, ADMINDIR, Unpacked};
 use super::usrmerge;
 use crate::configure::{
-    ConfigureError, Format, PackageScripts, Plan, Prepared, Report, ScriptRun, worker::Ended,
+    ConfigureError, Configurer, PackageScripts, Plan, Prepared, Report, ScriptRun, worker::Ended,
 };
 use crate::edit::Editor;
 use crate::store::Txn;
-use canopy_protocol::{Package, PackageId, PackageKind, TreeId};
+use canopy_protocol::{Package, PackageId, TreeId};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-/// dpkg, as a [`Format`].
+/// dpkg, as a [`Configurer`].
 pub struct Dpkg;
 
 /// Prefix of the driver's own lines in the output.
@@ -38,13 +38,9 @@ const TAIL: usize = 20;
 /// At most this many lines of dpkg's own error reports are kept.
 const COMPLAINTS: usize = 40;
 
-impl Format for Dpkg {
+impl Configurer for Dpkg {
     fn name(&self) -> &'static str {
         "dpkg"
-    }
-
-    fn owns(&self, packages: &[(PackageId, Package)]) -> bool {
-        packages.iter().any(|(_, p)| p.kind == PackageKind::Deb)
     }
 
     fn prepare(

@@ -8,13 +8,17 @@
 //! - [`facts`]: what a package record keeps of an RPM (extension `rpm`);
 //! - [`import`]: an `.rpm` into a package tree;
 //! - [`repomd`]: rpm-md repositories (repomd.xml, primary, filelists);
-//! - [`resolve`]: which packages of a repository a request needs, on resolvo.
+//! - [`resolve`]: which packages of a repository a request needs, on resolvo;
+//! - [`Rpm`]: all of it as a [`crate::format::Format`].
 
 mod caps;
 mod cpio;
 pub mod evr;
 pub mod facts;
+mod format;
 pub(crate) mod header;
 pub mod import;
 pub mod repomd;
 pub mod resolve;
+
+pub use format::Rpm;

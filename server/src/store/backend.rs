@@ -136,4 +136,8 @@ pub trait RefBackend: Send + Sync {
 
     /// The log of `name`, oldest entry first; empty if it has none.
     fn read_log(&self, name: &str) -> Result<Vec<String>, StoreError>;
+
+    /// The refs under `prefix` that have a log, whether or not the ref still exists,
+    /// as the rest of their names (`web` for `roots/web`), in no particular order.
+    fn log_names(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 }

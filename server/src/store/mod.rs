@@ -7,6 +7,7 @@
 //! STORE/objects/ab/cdef…       one file per object, named by its SHA-256
 //! STORE/refs/roots/NAME        current commit of a root
 //! STORE/refs/packages/HASH     package record of the archive whose SHA-256 is HASH
+//! STORE/logs/roots/NAME        the root's reflog: every move of its ref (see [`reflog`])
 //! STORE/tmp/                   in-flight transactions; removed by the next writer
 //! ```
 //!
@@ -24,6 +25,7 @@ pub(crate) mod fixture;
 pub mod init;
 pub mod local;
 pub mod memory;
+pub mod reflog;
 pub mod s3;
 mod txn;
 
@@ -89,6 +91,8 @@ pub struct Store {
     /// The bucket, for a store in one: it holds the store's public key.
     bucket: Option<Arc<s3::Bucket>>,
     _lock: Option<File>,
+    /// See [`Store::reimporting`].
+    reimport: bool,
 }
 
 impl Store {
@@ -106,6 +110,7 @@ impl Store {
             refs: Box::new(memory::MemoryRefs::default()),
             bucket: None,
             _lock: None,
+            reimport: false,
         })
     }
 
@@ -136,6 +141,7 @@ impl Store {
                 refs: Box::new(local::LocalRefs::new(root)),
                 bucket: None,
                 _lock: lock,
+                reimport: false,
             },
             Backend::S3(config) => {
                 let patience = match access {
@@ -149,6 +155,7 @@ impl Store {
                     refs: Box::new(s3::S3Refs::new(bucket.clone())),
                     bucket: Some(bucket),
                     _lock: lock,
+                    reimport: false,
                 }
             }
         };
@@ -190,6 +197,34 @@ impl Store {
     /// The store's local directory: config, lock, key, staging area, caches.
     pub fn path(&self) -> &Path {
         &self.root
+    }
+
+    /// This store, set to read archives again even when they were imported already
+    /// (`import --force`, `fsck --repair`): every transaction then checks the objects it
+    /// would otherwise skip as present, and replaces those whose bytes are damaged.
+    pub fn reimporting(mut self) -> Self {
+        self.reimport = true;
+        self
+    }
+
+    /// Whether the store was set with [`Store::reimporting`].
+    pub fn reimports(&self) -> bool {
+        self.reimport
+    }
+
+    /// Whether a present object is damaged: its bytes cannot be read, or do not hash to
+    /// its id.
+    pub fn damaged(&self, id: &ObjectId) -> Result<bool, StoreError> {
+        let mut reader = match self.objects.get(id) {
+            Ok(r) => r,
+            Err(StoreError::Missing { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let mut hasher = canopy_protocol::Hasher::new();
+        Ok(match io::copy(&mut reader, &mut hasher) {
+            Ok(_) => hasher.finish() != *id,
+            Err(_) => true,
+        })
     }
 
     /// Where the objects live.
@@ -339,11 +374,15 @@ impl Store {
     }
 
     /// Starts a transaction. The store must have been opened with [`Access::Write`].
+    /// Several may be open at once (threads staging parts of one write, see
+    /// [`Txn::absorb`]): each stages in its own directory.
     pub fn begin(&self) -> Result<Txn<'_>, StoreError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = self
             .root
             .join("tmp")
-            .join(format!("txn-{}", std::process::id()));
+            .join(format!("txn-{}-{n}", std::process::id()));
         Txn::new(self, dir)
     }
 }
@@ -430,7 +469,8 @@ mod tests {
                 stats,
                 TxnStats {
                     new_objects: 1,
-                    new_bytes: 4
+                    new_bytes: 4,
+                    replaced: 0,
                 }
             );
             assert_eq!(store.read_object(&a.0).unwrap(), b"same");
