@@ -60,10 +60,10 @@ pub enum Command {
         after_help = "Examples:\n  canopy repo add debian http://deb.debian.org/debian --suite bookworm,bookworm-updates \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy repo list\n  canopy repo update\n  canopy repo remove debian"
     )]
     Repo(RepoCommand),
-    /// List roots, show one, their history, compare versions, roll them back
+    /// List roots, show one, their history and reflog, compare versions, roll back, remove
     #[command(
         subcommand,
-        after_help = "Examples:\n  canopy roots list\n  canopy roots show web\n  canopy roots log web --json\n  canopy roots diff web\n  canopy roots rollback web"
+        after_help = "Examples:\n  canopy roots list\n  canopy roots show web\n  canopy roots log web --json\n  canopy roots diff web\n  canopy roots rollback web\n  canopy roots reflog web\n  canopy roots remove old-web\n  canopy roots list --removed"
     )]
     Roots(RootsCommand),
     /// List a directory (or show one entry) of a root, without mounting it

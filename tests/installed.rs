@@ -74,7 +74,7 @@ fn shared() -> &'static Shared {
 }
 
 /// Removes `dir` when the process exits.
-fn remove_at_exit(dir: PathBuf) {
+pub(crate) fn remove_at_exit(dir: PathBuf) {
     static DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
     extern "C" fn cleanup() {
         if std::env::var_os("CANOPY_TEST_KEEP").is_some() {

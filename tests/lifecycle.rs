@@ -729,4 +729,37 @@ fn removal_keeps_what_the_reflog_names_until_pruned_and_checkouts_share_inodes()
         json!([]),
         "every package is web's: {unused}"
     );
+
+    // A hard-linked checkout edited in place changes the farm file every checkout
+    // shares: fsck says so, --repair takes it out, a new checkout has the real bash.
+    let bash = again.join("bin/bash");
+    let original = fs::read(&bash).unwrap();
+    let mut edit = fs::OpenOptions::new().write(true).open(&bash).unwrap();
+    std::io::Write::write_all(&mut edit, b"\x7fELF-edited").unwrap();
+    drop(edit);
+    let out = env.cmd(["fsck", "--json"]).failure(1);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["kind"] == "link-farm"),
+        "{report}"
+    );
+    let fixed = env.json(["fsck", "--repair"]);
+    assert_eq!(
+        (
+            fixed["link_farm_removed"].as_array().map(Vec::len),
+            &fixed["problems_after"]
+        ),
+        (Some(1), &json!(0)),
+        "{fixed}"
+    );
+    env.fsck_clean();
+    let fresh = env.path("d");
+    env.cmd(["checkout", "web", "--hardlink"])
+        .arg(&fresh)
+        .success();
+    assert_eq!(fs::read(fresh.join("bin/bash")).unwrap(), original);
 }

@@ -34,7 +34,7 @@ mod portmap;
 mod repo;
 // Installed roots: package scripts run in a sandbox at assemble time, compared with mmdebstrap.
 mod installed;
-// Diskless nodes: netboot files and the iPXE endpoint.
+// Diskless nodes: netboot files, the iPXE endpoint, QEMU guests booted over NFS.
 mod netboot;
 // Package scripts that fail, reach for the network or remove /; users, upgrades, kill -9.
 mod configure;

@@ -495,6 +495,11 @@ fn walkthrough_debian_root() {
     let after_gc = canopy.path("after-gc");
     checkout(&canopy, "web", &after_gc, &["--hardlink"]);
     assert_same_tree(&reference, &after_gc);
+    // After the gc, forward again by full id: nothing a rollback may need was collected.
+    let fwd = canopy.json(["roots", "rollback", "web", &c2]);
+    assert_eq!(fwd["restored"], c2.as_str(), "{fwd}");
+    assert_eq!(tree(&canopy.current("web")), tree(&c2));
+    canopy.fsck_clean();
 }
 
 #[test]

@@ -11,8 +11,8 @@ use std::collections::HashSet;
 /// A problem found while walking.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Problem {
-    /// `missing`, `corrupt`, `undecodable`, `unreadable`, `bad-signature`, `size-mismatch`
-    /// or `bad-ref`.
+    /// `missing`, `corrupt`, `undecodable`, `unreadable`, `bad-signature`, `size-mismatch`,
+    /// `bad-ref` or (fsck only) `link-farm`.
     pub kind: &'static str,
     /// The object concerned, if any.
     pub id: Option<ObjectId>,

@@ -1,5 +1,6 @@
 //! fsck: re-hash every object, and check that everything the refs reach is present,
-//! decodable and (for commits) signed by the store's key.
+//! decodable and (for commits) signed by the store's key; re-hash the link farm's
+//! files too (see [`crate::linkfarm`]).
 
 use crate::closure::{self, Problem};
 use crate::store::{Store, StoreError};
@@ -64,6 +65,22 @@ pub fn fsck(store: &Store) -> Result<Report, StoreError> {
         {
             problems.push(p);
         }
+    }
+    for c in crate::linkfarm::changed(store) {
+        problems.push(Problem {
+            kind: "link-farm",
+            id: None,
+            detail: format!(
+                "{} {} (it should hold object {}): a hard-linked checkout was edited in place, which changes every checkout linking it; `canopy fsck --repair` takes it out of the farm",
+                c.path.display(),
+                match c.actual {
+                    Some(a) => format!("hashes to {a}"),
+                    None => "is unreadable".into(),
+                },
+                c.id
+            ),
+            leaf: true,
+        });
     }
     let unreachable = objects
         .iter()

@@ -14,6 +14,11 @@
 //! and every checkout hard-links that file, so two checkouts of a root share the inode
 //! of `/bin/bash` and of `libc.so.6`. A farm file no checkout links any more (link
 //! count 1) is removed by `gc`. Files with extended attributes are copied, not farmed.
+//!
+//! A farm file is shared by every checkout linking it, so editing one such checkout in
+//! place changes them all and the farm: `fsck` re-hashes farm files and reports a
+//! changed one, and `fsck --repair` takes it out of the farm (checkouts made after link
+//! a fresh, verified copy).
 
 use crate::store::{IoContext, Store, StoreError};
 use canopy_protocol::{BlobId, Hasher};
@@ -125,6 +130,62 @@ fn copy(store: &Store, object: Option<&Path>, blob: &BlobId, to: &Path) -> Resul
         return Err(StoreError::Corrupt { id: blob.0, actual });
     }
     dst.sync_all().ctx(|| format!("syncing {}", to.display()))
+}
+
+/// A farm file whose content is not its object's any more.
+#[derive(Clone, Debug)]
+pub struct Changed {
+    /// The farm file.
+    pub path: PathBuf,
+    /// The object it should hold.
+    pub id: canopy_protocol::ObjectId,
+    /// What it hashes to now (`None`: unreadable).
+    pub actual: Option<canopy_protocol::ObjectId>,
+}
+
+/// Every farm file, with the object its name says it holds.
+fn files(store: &Store) -> Vec<(PathBuf, canopy_protocol::ObjectId)> {
+    let Ok(fans) = fs::read_dir(dir(store)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for fan in fans.flatten() {
+        let Ok(entries) = fs::read_dir(fan.path()) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.get(..64).and_then(|hex| hex.parse().ok()) {
+                out.push((e.path(), id));
+            }
+        }
+    }
+    out
+}
+
+/// Farm files whose content no longer hashes to their object's id.
+pub fn changed(store: &Store) -> Vec<Changed> {
+    use rayon::prelude::*;
+    files(store)
+        .into_par_iter()
+        .filter_map(|(path, id)| {
+            let actual = fs::File::open(&path).ok().and_then(|mut f| {
+                let mut hasher = Hasher::new();
+                std::io::copy(&mut f, &mut hasher).ok()?;
+                Some(hasher.finish())
+            });
+            (actual != Some(id)).then_some(Changed { path, id, actual })
+        })
+        .collect()
+}
+
+/// Takes changed farm files out of the farm (checkouts linking them keep them).
+pub fn remove_changed(store: &Store) -> Result<Vec<Changed>, StoreError> {
+    let found = changed(store);
+    for c in &found {
+        fs::remove_file(&c.path).ctx(|| format!("removing {}", c.path.display()))?;
+    }
+    Ok(found)
 }
 
 /// Removes farm files no checkout links any more, and leftovers of interrupted

@@ -65,6 +65,8 @@ pub struct Report {
     pub unrepaired: Vec<Unrepaired>,
     /// Problems fsck finds after.
     pub after: usize,
+    /// Link-farm files found changed and taken out of the farm.
+    pub farm_removed: Vec<PathBuf>,
 }
 
 /// Why a repair stopped.
@@ -119,6 +121,8 @@ fn package_objects(
 /// Repairs what fsck finds damaged. The store must be open for writing and
 /// [reimporting](Store::reimporting).
 pub fn repair(store: &Store, sources: &Sources) -> Result<Report, RepairError> {
+    // Changed link-farm files are simply dropped: the objects are the reference.
+    let farm = crate::linkfarm::remove_changed(store)?;
     let first = fsck::fsck(store)?;
     let damage: BTreeMap<ObjectId, &'static str> = first
         .problems
@@ -127,10 +131,12 @@ pub fn repair(store: &Store, sources: &Sources) -> Result<Report, RepairError> {
         .filter_map(|p| p.id.map(|id| (id, p.kind)))
         .collect();
     let mut report = Report {
-        before: first.problems.len(),
+        before: first.problems.len() + farm.len(),
+        farm_removed: farm.into_iter().map(|c| c.path).collect(),
         ..Report::default()
     };
     if damage.is_empty() {
+        report.after = first.problems.len();
         return Ok(report);
     }
     // Which packages hold damaged objects.

@@ -151,8 +151,15 @@ fn repair(store: &Path, args: &FsckArgs) -> Result<ExitCode> {
         print_json(&json!({
             "problems_before": r.before, "problems_after": r.after,
             "repaired": repaired, "unrepaired": unrepaired,
+            "link_farm_removed": r.farm_removed.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         }))?;
     } else {
+        for path in &r.farm_removed {
+            println!(
+                "removed changed link-farm file {} (checkouts still linking it keep the changed content: check them out again)",
+                path.display()
+            );
+        }
         for x in &r.repaired {
             println!("repaired {} ({}) from {}", x.id, x.package, x.source);
         }

@@ -73,7 +73,7 @@ pub fn removed(store: &Path, json: bool) -> Result<ExitCode> {
                 root.as_str(),
                 commit.0.short(),
                 time(gone.entry.time),
-                gone.entry.user
+                Escaped(gone.entry.user.as_bytes())
             );
         }
     }
@@ -202,8 +202,9 @@ pub fn reflog(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
         println!(
             "{}  {:<10} {:<9} {} → {}{note}",
             time(e.time),
-            e.user,
-            e.op,
+            // A log line is text anyone who could write the store wrote: shown escaped.
+            Escaped(e.user.as_bytes()).to_string(),
+            Escaped(e.op.as_bytes()).to_string(),
             short(e.old),
             short(e.new)
         );
