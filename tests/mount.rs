@@ -57,11 +57,20 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn start(env: &Canopy, listen: &str) -> Server {
-        let log = env.path(format!("serve-{}.log", listen.replace(':', "_")));
+        Server::start_with(env, listen, &[])
+    }
+
+    /// With more arguments to `serve`, and the environment's variables.
+    pub(crate) fn start_with(env: &Canopy, listen: &str, extra: &[&str]) -> Server {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = env.path(format!("serve-{}-{n}.log", listen.replace(':', "_")));
         let mut child = Command::new(crate::util::BIN)
             .args(["--store"])
             .arg(env.store())
             .args(["-v", "serve", "--listen", listen])
+            .args(extra)
+            .envs(env.envs().iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
@@ -76,6 +85,15 @@ impl Server {
         self.url.trim_start_matches("http://").to_string()
     }
 
+    /// How many object requests the server answered.
+    pub(crate) fn object_requests(&self) -> usize {
+        fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("uri=/v1/objects/") && l.contains("finished processing"))
+            .count()
+    }
+
     /// How many requests for this object the server answered.
     fn requests_for(&self, id: &str) -> usize {
         fs::read_to_string(&self.log)
@@ -87,7 +105,7 @@ impl Server {
             .count()
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

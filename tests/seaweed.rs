@@ -130,27 +130,7 @@ impl Seaweed {
                 let _ = fs::remove_dir_all(&dir);
                 fs::create_dir_all(&dir).unwrap();
                 let p: Vec<u16> = (0..12).map(|_| free_port()).collect();
-                let args: Vec<String> = [
-                    "mini".to_string(),
-                    format!("-dir={}", dir.display()),
-                    "-ip=127.0.0.1".into(),
-                    "-ip.bind=127.0.0.1".into(),
-                    format!("-master.port={}", p[0]),
-                    format!("-master.port.grpc={}", p[1]),
-                    format!("-volume.port={}", p[2]),
-                    format!("-volume.port.grpc={}", p[3]),
-                    format!("-filer.port={}", p[4]),
-                    format!("-filer.port.grpc={}", p[5]),
-                    format!("-s3.port={}", p[6]),
-                    format!("-s3.port.grpc={}", p[7]),
-                    format!("-s3.port.iceberg={}", p[8]),
-                    format!("-s3.port.lance={}", p[9]),
-                    format!("-admin.port={}", p[10]),
-                    format!("-admin.port.grpc={}", p[11]),
-                    "-admin.ui=false".into(),
-                    "-webdav=false".into(),
-                ]
-                .into();
+                let args = mini_args(&dir, &p);
                 let mut child = spawn(&args, &dir, "mini.log");
                 wait_for_http(p[6], &dir, "weed mini's S3 gateway");
                 tx.send((
@@ -225,5 +205,91 @@ impl Seaweed {
             .with_env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .with_env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
             .with_env("HOME", "/nonexistent")
+    }
+}
+
+/// The arguments of a `weed mini` in `dir` on ports `p` (12 of them).
+fn mini_args(dir: &Path, p: &[u16]) -> Vec<String> {
+    [
+        "mini".to_string(),
+        format!("-dir={}", dir.display()),
+        "-ip=127.0.0.1".into(),
+        "-ip.bind=127.0.0.1".into(),
+        format!("-master.port={}", p[0]),
+        format!("-master.port.grpc={}", p[1]),
+        format!("-volume.port={}", p[2]),
+        format!("-volume.port.grpc={}", p[3]),
+        format!("-filer.port={}", p[4]),
+        format!("-filer.port.grpc={}", p[5]),
+        format!("-s3.port={}", p[6]),
+        format!("-s3.port.grpc={}", p[7]),
+        format!("-s3.port.iceberg={}", p[8]),
+        format!("-s3.port.lance={}", p[9]),
+        format!("-admin.port={}", p[10]),
+        format!("-admin.port.grpc={}", p[11]),
+        "-admin.ui=false".into(),
+        "-webdav=false".into(),
+    ]
+    .into()
+}
+
+/// A `weed mini` of one test, which it may stop and start again (same data, same
+/// ports): an outage of the whole object store. Killed when dropped, or when the thread
+/// that started it ends.
+pub struct OwnSeaweed {
+    seaweed: Seaweed,
+    dir: tempfile::TempDir,
+    ports: Vec<u16>,
+    child: Option<Child>,
+}
+
+impl OwnSeaweed {
+    /// Starts one in a fresh directory.
+    pub fn start(name: &str) -> OwnSeaweed {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("canopy-weed-{name}-"))
+            .tempdir()
+            .unwrap();
+        let ports: Vec<u16> = (0..12).map(|_| free_port()).collect();
+        let mut own = OwnSeaweed {
+            seaweed: Seaweed {
+                endpoint: format!("http://127.0.0.1:{}", ports[6]),
+                filer: format!("http://127.0.0.1:{}", ports[4]),
+            },
+            dir,
+            ports,
+            child: None,
+        };
+        own.restart();
+        own
+    }
+
+    /// Stops it (SIGKILL: nothing is flushed on the way out).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on its data and ports; returns once its S3 gateway answers.
+    pub fn restart(&mut self) {
+        self.stop();
+        let args = mini_args(self.dir.path(), &self.ports);
+        self.child = Some(spawn(&args, self.dir.path(), "mini.log"));
+        wait_for_http(self.ports[6], self.dir.path(), "weed mini's S3 gateway");
+    }
+}
+
+impl std::ops::Deref for OwnSeaweed {
+    type Target = Seaweed;
+    fn deref(&self) -> &Seaweed {
+        &self.seaweed
+    }
+}
+
+impl Drop for OwnSeaweed {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -20,7 +20,8 @@
 use super::database::{self, ADMINDIR, Unpacked};
 use super::usrmerge;
 use crate::configure::{
-    ConfigureError, Configurer, PackageScripts, Plan, Prepared, Report, ScriptRun, worker::Ended,
+    ConfigureError, Configurer, PackageScripts, Plan, Prepared, Report, ScriptRun, Settings,
+    worker::Ended,
 };
 use crate::edit::Editor;
 use crate::store::Txn;
@@ -48,7 +49,7 @@ impl Configurer for Dpkg {
         txn: &mut Txn<'_>,
         tree: TreeId,
         packages: &[(PackageId, Package)],
-        source_date_epoch: Option<i64>,
+        settings: &Settings,
     ) -> Result<Prepared, ConfigureError> {
         let mut ed = Editor::open(txn, &tree)?;
         let has = |ed: &mut Editor, path: &str| -> Result<bool, ConfigureError> {
@@ -70,8 +71,9 @@ impl Configurer for Dpkg {
             usrmerge::merge(&mut ed, txn).map_err(|e| ConfigureError::Package(e.to_string()))?;
         }
         database::write(&mut ed, txn, &pkgs)?;
-        let source_date_epoch =
-            source_date_epoch.unwrap_or_else(|| pkgs.iter().map(|p| p.built_at).max().unwrap_or(0));
+        let source_date_epoch = settings
+            .source_date_epoch
+            .unwrap_or_else(|| pkgs.iter().map(|p| p.built_at).max().unwrap_or(0));
         let tree = ed.write(txn)?;
         let dpkg_version = pkgs
             .iter()
