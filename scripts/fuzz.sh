@@ -6,9 +6,10 @@
 #
 # Targets (fuzz/fuzz_targets/): objects (tree, commit, package, tree pack decoding),
 # archives (tar and .deb import into a store in memory), nfs_rpc (NFSv3 and MOUNT
-# calls). Installs cargo-fuzz (pinned) under target/ if it is missing; builds without
-# a sanitizer, so the stable toolchain does (Rust code is memory-safe; the targets look
-# for panics, hangs and runaway allocations). Corpora are kept in target/fuzz/corpus,
+# calls), volume_json (the volume plugin's Create requests and state file). Installs
+# cargo-fuzz (pinned) under target/ if it is missing; builds without a sanitizer, so
+# the stable toolchain does (Rust code is memory-safe; the targets look for panics,
+# hangs and runaway allocations). Corpora are kept in target/fuzz/corpus,
 # crashes in fuzz/artifacts/TARGET: a crash prints the input's file, which
 # `cargo fuzz run --dev -s none TARGET FILE` (from fuzz/'s parent) replays.
 set -euo pipefail
@@ -19,7 +20,7 @@ say() { printf '==> %s\n' "$*" >&2; }
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(objects archives nfs_rpc)
+[ "${#targets[@]}" -gt 0 ] || targets=(objects archives nfs_rpc volume_json)
 
 CARGO_FUZZ_VERSION=0.13.2
 tools="$PWD/target/fuzz/tools"
