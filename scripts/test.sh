@@ -72,6 +72,8 @@ needed=(
     # The netboot tests boot Debian guests (TCG) over NFS, one through QEMU's iPXE.
     qemu-system-x86_64:qemu-system-x86
     nsenter:util-linux
+    # The fuzz smoke run builds libFuzzer (C++) through libfuzzer-sys.
+    c++:g++
 )
 missing=()
 for pair in "${needed[@]}"; do
