@@ -135,7 +135,17 @@ pub(crate) fn is_mounted(dir: &Path) -> bool {
 
 impl Mount {
     pub(crate) fn start(env: &Canopy, name: &str, url: &str, extra: &[&str]) -> Mount {
-        let dir = env.mkdir(name);
+        Mount::start_on(env, name, env.mkdir(name), url, extra)
+    }
+
+    /// As [`Mount::start`], on `dir`, which exists already.
+    pub(crate) fn start_on(
+        env: &Canopy,
+        name: &str,
+        dir: PathBuf,
+        url: &str,
+        extra: &[&str],
+    ) -> Mount {
         let log = env.path(format!("{name}.log"));
         let trust = env.path("server.pub");
         if !trust.exists() {
@@ -633,4 +643,34 @@ fn sigterm_while_busy_detaches_and_exits_when_the_last_file_closes() {
         || mount.child.try_wait().unwrap(),
     );
     assert!(status.success(), "exit status {status}:\n{}", mount.log());
+}
+
+#[test]
+fn a_mount_whose_daemon_was_killed_is_mounted_again_without_a_hand() {
+    let env = two_roots("mount-dead");
+    let server = Server::start(&env, "127.0.0.1:0");
+    let mut first = Mount::start(&env, "mnt", &server.url, &["--root", "small"]);
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let err = fs::metadata(&first.dir).expect_err("a dead mount cannot be looked at");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    let second = Mount::start_on(
+        &env,
+        "mnt",
+        first.dir.clone(),
+        &server.url,
+        &["--root", "small"],
+    );
+    assert!(
+        second.log().contains("detached the dead mount"),
+        "{}",
+        second.log()
+    );
+    let out = cmd("chroot")
+        .arg(&second.dir)
+        .args(["/bin/bash", "-c", "echo alive"])
+        .stdout();
+    assert_eq!(out, "alive\n");
+    second.stop();
+    drop(first);
 }

@@ -1,11 +1,12 @@
 //! Stateless servers in front of one bucket: several `canopy serve` on one store in
 //! SeaweedFS, each with its own read cache; a host mounting through two of them keeps
 //! reading when one dies; a server whose bucket goes away keeps serving what it cached,
-//! answers 503 `backend-unavailable` for the rest, and recovers by itself.
+//! answers 503 `backend-unavailable` for the rest, and recovers by itself; a SeaweedFS
+//! cluster that replicates every volume on two servers loses one and reads go on.
 
 use crate::debs;
 use crate::mount::{Mount, SMALL, Server};
-use crate::seaweed::{OwnSeaweed, Seaweed};
+use crate::seaweed::{Cluster, OwnSeaweed, Seaweed};
 use crate::util::{Canopy, cmd, walk};
 use std::fs;
 use std::time::{Duration, Instant};
@@ -183,4 +184,31 @@ fn an_unreachable_bucket_serves_cached_objects_503_for_others_and_recovers() {
         || "a new root was not served within 10 s".into(),
         || (get(&server, "/v1/roots/later", &[]).0 == 200).then_some(()),
     );
+}
+
+#[test]
+fn reads_go_on_when_a_volume_server_of_a_replicated_cluster_dies() {
+    let mut cluster = Cluster::start("replicated");
+    let env = bucket_store(&cluster, "replicated");
+    // Replication 001: each server holds a copy of every volume.
+    let (a, b) = (cluster.volume_bytes(0), cluster.volume_bytes(1));
+    assert!(a > 10 << 20 && a == b, "volume data: {a} and {b} bytes");
+    cluster.kill_volume(0);
+    // Every object is read back (and verified) from the surviving copies.
+    env.cmd(["checkout", "full"]).arg(env.path("out")).success();
+    let out = cmd("chroot")
+        .arg(env.path("out"))
+        .args([
+            "/bin/bash",
+            "-c",
+            "echo ok && sha256sum --version | head -1",
+        ])
+        .stdout();
+    assert!(out.starts_with("ok\nsha256sum"), "{out}");
+    env.fsck_report();
+    let server = Server::start(&env, "127.0.0.1:0");
+    let bash = id_of(&env.path("out/bin/bash"));
+    let (status, body) = get(&server, &format!("/v1/objects/{bash}"), &[]);
+    assert_eq!(status, 200);
+    assert_eq!(body, fs::read(env.path("out/bin/bash")).unwrap());
 }

@@ -2,8 +2,11 @@
 //!
 //! Objects are immutable, so their responses say so (`Cache-Control: immutable`,
 //! `ETag` = id) and any HTTP cache can sit between server and hosts. Root refs change,
-//! so they are cached for seconds only and read from disk on every request: a commit
-//! made by `canopy assemble` on the same store is served at once, without a restart.
+//! so they are cached for seconds only and read from the store on every request: a
+//! commit made by `canopy assemble` on the same store is served at once, without a
+//! restart (on a store in a bucket, within a second: see [`crate::store::cached`]).
+//! Objects are answered from a file where there is one — the store's own, or the read
+//! cache's verified copy — so ranges and sendfile work on every backend that has files.
 
 use crate::admission::Admission;
 use crate::netboot;

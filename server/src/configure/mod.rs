@@ -31,8 +31,9 @@ use crate::import::ImportError;
 use crate::store::{StoreError, Txn};
 use canopy_protocol::{EntryKind, Package, PackageId, TreeId};
 use canopy_sandbox::{Namespaces, SHIFTED_IDS, Sandbox, SandboxError, Stdio, Users};
-use std::fs;
+use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -400,7 +401,9 @@ fn run(
     report: Box<dyn Report>,
     progress: &dyn Progress,
 ) -> Result<RunResult, ConfigureError> {
-    let tmp = txn.store().path().join("tmp");
+    // Absolute: the worker starts in another directory (a store given as `--store s`).
+    let tmp = std::path::absolute(txn.store().path().join("tmp"))
+        .map_err(|e| io_err(e, "resolving", txn.store().path()))?;
     let scratch = tmp.join(format!("configure-{}", std::process::id()));
     let old = leftovers(&tmp, &scratch);
     fs::create_dir(&scratch).map_err(|e| io_err(e, "creating", &scratch))?;
@@ -473,13 +476,22 @@ fn run_worker(
     report: Box<dyn Report>,
     progress: &dyn Progress,
 ) -> Result<RunResult, ConfigureError> {
+    // The worker's ids may not search the directories above the executable and the
+    // scratch directory (canopy in `/root/.cargo/bin`, a store in a home of mode 0700):
+    // it runs the executable through a descriptor opened here and enters the scratch
+    // directory with the caller's ids.
+    let exe = File::open(&settings.worker).map_err(|e| io_err(e, "opening", &settings.worker))?;
+    let program = format!("/proc/self/fd/{}", exe.as_raw_fd());
     let mut sb = Sandbox::new(users);
     sb.namespaces(Namespaces::ALL)
+        .cwd(&job.scratch)
+        .cwd_first()
         .env("PATH", canopy_sandbox::DEFAULT_PATH)
         .stdin(Stdio::Piped)
         .stdout(Stdio::Piped)
         .stderr(Stdio::Piped);
-    let mut child = sb.spawn(&settings.worker, [WORKER_COMMAND])?;
+    let mut child = sb.spawn(&program, [WORKER_COMMAND])?;
+    drop(exe);
     let stdin = child.stdin.take().expect("piped");
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
