@@ -189,6 +189,6 @@ mmu=$(m mmdebstrap_unsafe)
     printf '%-52s %10s\n' "mmdebstrap --variant=custom (mm)" "$(fmt "$mm" %.2f)"
     printf '%-52s %10s\n' "mmdebstrap --dpkgopt=force-unsafe-io (mm-u)" "$(fmt "$mmu" %.2f)"
     echo
-    echo "scripts run: $(m scripts); configuration layer: $(m layer_added) paths added, $(m layer_changed) changed, $(m layer_removed) removed, $(m layer_bytes) bytes of new content"
+    echo "scripts run: $(fmt "$(m scripts)" %.0f); configuration layer: $(fmt "$(m layer_added)" %.0f) paths added, $(fmt "$(m layer_changed)" %.0f) changed, $(fmt "$(m layer_removed)" %.0f) removed, $(fmt "$(m layer_bytes)" %.0f) bytes of new content"
     echo "per run (s): canopy [${VALS[canopy]} ], --no-configure [${VALS[canopy_unpacked]} ], mmdebstrap [${VALS[mmdebstrap]} ], unsafe-io [${VALS[mmdebstrap_unsafe]} ]"
 } | tee "$OUT"

@@ -104,7 +104,7 @@ pub enum Command {
     Key(KeyCommand),
     /// Serve the store's roots and objects over HTTP, and roots over NFSv3
     #[command(
-        after_help = "Examples:\n  canopy serve --listen 0.0.0.0:7750\n  canopy serve --listen 0.0.0.0:7750 --nfs 0.0.0.0:2049\n  canopy serve --nfs 0.0.0.0:2049 --no-portmap   # no portmapper on port 111\n  canopy key show > server.pub   # give this to the hosts that mount\n\nNFS clients (the portmapper tells them the ports; with --no-portmap add port=2049,mountport=2049):\n  mount -t nfs -o ro,vers=3,proto=tcp,nolock server:/web /mnt/web"
+        after_help = "Examples:\n  canopy serve --listen 0.0.0.0:7750\n  canopy serve --listen 0.0.0.0:7750 --nfs 0.0.0.0:2049\n  canopy serve --nfs 0.0.0.0:2049 --no-portmap   # no portmapper on port 111\n  canopy serve --listen 0.0.0.0:7750 --cache-dir /var/cache/canopy-serve --cache-size 50G   # store in a bucket\n  canopy key show > server.pub   # give this to the hosts that mount\n\nNFS clients (the portmapper tells them the ports; with --no-portmap add port=2049,mountport=2049):\n  mount -t nfs -o ro,vers=3,proto=tcp,nolock server:/web /mnt/web"
     )]
     Serve(ServeArgs),
     /// Write what diskless nodes boot a root with: its kernel and initramfs, and
@@ -303,6 +303,14 @@ pub struct ServeArgs {
     /// be given port= and mountport=
     #[arg(long, requires = "nfs")]
     pub no_portmap: bool,
+    /// On a store in a bucket: where to keep the objects read from it, verified, so hot
+    /// objects (and ranges of them) are served from local files. One `canopy serve` per
+    /// directory [default: STORE/serve-cache]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Bound on that cache (K, M, G, T suffixes)
+    #[arg(long, default_value = "10G", value_parser = parse_size, value_name = "SIZE")]
+    pub cache_size: u64,
 }
 
 /// What `roots list` takes.
@@ -556,6 +564,10 @@ pub struct AssembleArgs {
     /// Keep the root unpacked: run no package scripts (recorded, so `upgrade` does the same)
     #[arg(long)]
     pub no_configure: bool,
+    /// RPM files owned by a user or group the root's /etc/passwd or /etc/group does not
+    /// list go to root, with a warning, instead of failing (recorded)
+    #[arg(long, value_name = "WHO", value_parser = ["root"])]
+    pub unknown_owner: Option<String>,
     #[command(flatten)]
     pub configure: ConfigureArgs,
     #[command(flatten)]

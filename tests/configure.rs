@@ -222,6 +222,8 @@ fn user_dir(env: &Canopy, user: &TestUser) -> (PathBuf, Vec<String>) {
         debs.push(copy.display().to_string());
     }
     cmd("chown").args(["-R", &user.name]).arg(&dir).success();
+    // As Debian makes homes: only the user may search it, not the sandbox's ids.
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
     (dir, debs)
 }
 
@@ -464,6 +466,8 @@ fn all_gone(args: &[&str]) -> bool {
 fn daemons_that_scripts_start_are_stopped_and_a_script_that_never_ends_times_out() {
     let env = dpkg_store("installed-daemons");
     let dir = env.mkdir("debs");
+    // The store is in a directory only root may search, as /root is: not the sandbox's ids.
+    fs::set_permissions(env.path(""), fs::Permissions::from_mode(0o700)).unwrap();
     // A postinst that leaves processes behind: one detached in its own session, one that
     // keeps the script's output open. It also needs /dev/null and /proc.
     let daemon = script_deb(

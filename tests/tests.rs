@@ -44,6 +44,8 @@ mod lifecycle;
 mod volume;
 // RPM packages: fixtures built with rpmbuild, import compared with rpm2cpio | cpio, signatures.
 mod rpm;
+// Installed RPM roots: scriptlets in the sandbox, owners by name, the rpm database.
+mod rpm_install;
 // OCI layouts written at test time: zstd, plain and opaque-directory layers, flawed images.
 mod layout;
 // Container images in: umoci and docker save compared with umoci unpack and docker export.
@@ -56,3 +58,5 @@ mod run;
 mod seaweed;
 // The store in a bucket: same roots as local, several writers, gc leases, crashes.
 mod s3;
+// Stateless servers on one bucket: failover between them, an outage of the bucket.
+mod stateless;

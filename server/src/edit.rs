@@ -69,6 +69,13 @@ impl Node {
         }
     }
 
+    /// Its metadata, to change.
+    pub fn meta_mut(&mut self) -> &mut Meta {
+        match self {
+            Node::Tree { meta, .. } | Node::Dir { meta, .. } | Node::Leaf { meta, .. } => meta,
+        }
+    }
+
     /// Whether it is a directory.
     pub fn is_dir(&self) -> bool {
         !matches!(self, Node::Leaf { .. })

@@ -2,8 +2,11 @@
 //!
 //! Objects are immutable, so their responses say so (`Cache-Control: immutable`,
 //! `ETag` = id) and any HTTP cache can sit between server and hosts. Root refs change,
-//! so they are cached for seconds only and read from disk on every request: a commit
-//! made by `canopy assemble` on the same store is served at once, without a restart.
+//! so they are cached for seconds only and read from the store on every request: a
+//! commit made by `canopy assemble` on the same store is served at once, without a
+//! restart (on a store in a bucket, within a second: see [`crate::store::cached`]).
+//! Objects are answered from a file where there is one — the store's own, or the read
+//! cache's verified copy — so ranges and sendfile work on every backend that has files.
 
 use crate::admission::Admission;
 use crate::netboot;
@@ -57,6 +60,10 @@ impl IntoResponse for ApiError {
         let mut res = (self.0, Json(body)).into_response();
         res.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         res
     }
 }
@@ -75,6 +82,19 @@ impl From<StoreError> for ApiError {
                 "not-found",
                 format!("object {id} is not a {kind}"),
             ),
+            // The bucket is unreachable and the object not cached here: another server
+            // (or this one, shortly) may answer.
+            e @ StoreError::Backend { .. } => {
+                tracing::warn!("{e}");
+                ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "backend-unavailable",
+                    format!(
+                        "{e} (objects this server has cached are still served; try again \
+                         shortly or another server)"
+                    ),
+                )
+            }
             other => {
                 tracing::error!("{other}");
                 ApiError(
@@ -318,15 +338,14 @@ async fn object(
             format!("object {oid} not found"),
         )
     };
-    let local = store.local_path(&oid);
-    match &local {
-        Some(path) if tokio::fs::metadata(path).await.is_err() => return Err(not_found()),
-        Some(_) => {}
-        None => {
-            let s = store.clone();
-            if !blocking(move || Ok(s.has(&oid)?)).await? {
-                return Err(not_found());
-            }
+    // A file to serve ranges from: the store's own, or the read cache's copy (fetched
+    // and verified first, on a store in a bucket).
+    let s = store.clone();
+    let local = blocking(move || Ok(s.open_file(&oid)?)).await?;
+    if local.is_none() {
+        let s = store.clone();
+        if !blocking(move || Ok(s.has(&oid)?)).await? {
+            return Err(not_found());
         }
     }
     let etag = HeaderValue::from_str(&format!("\"{oid}\"")).expect("hex is a valid header value");
@@ -340,8 +359,8 @@ async fn object(
         });
     let mut res = if matches {
         StatusCode::NOT_MODIFIED.into_response()
-    } else if let Some(path) = local {
-        object_body(&path, &oid, req.headers(), &etag).await?
+    } else if let Some(file) = local {
+        object_body(tokio::fs::File::from_std(file), &oid, req.headers(), &etag).await?
     } else {
         // No file to serve ranges from: the whole object, verified.
         blocking(move || Ok(store.read_object(&oid)?))
@@ -358,7 +377,7 @@ async fn object(
 /// The object's bytes: whole, or the pieces a `Range` header asks for (see
 /// [`crate::range`]).
 async fn object_body(
-    path: &std::path::Path,
+    file: tokio::fs::File,
     oid: &ObjectId,
     headers: &HeaderMap,
     etag: &HeaderValue,
@@ -370,7 +389,6 @@ async fn object_body(
             format!("reading object {oid}: {e}"),
         )
     };
-    let file = tokio::fs::File::open(path).await.map_err(io_err)?;
     let len = file.metadata().await.map_err(io_err)?.len();
     // If-Range with another validator (or a date: objects have none) asks for all.
     let if_range_ok = headers

@@ -30,6 +30,7 @@ pub fn run(store: &Path, args: AssembleArgs) -> Result<ExitCode> {
         allow_overwrite: args.allow_overwrite,
         subtree: args.subtree,
         no_configure: args.no_configure,
+        unknown_owner_root: args.unknown_owner.is_some(),
     };
     let store = open(store, Access::Write)?;
     let previous = store
@@ -276,12 +277,21 @@ fn commit(store: &Store, mut req: Request, plan: Plan, json: bool) -> Result<Exi
         worker: std::env::current_exe().context("finding the canopy executable")?,
         timeout: plan.configure.configure_timeout,
         source_date_epoch: source_date_epoch()?,
+        unknown_owner_root: req.recipe.unknown_owner_root,
     };
     let progress = Bars::new(json);
     let started = std::time::Instant::now();
     let done = assemble_as(store, &req, Some((&settings, &progress)), plan.operation);
     progress.bar.finish_and_clear();
     let done = done?;
+    for warning in &done.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if let Configuration::Done { configured, .. } = &done.configuration {
+        for note in &configured.notes {
+            eprintln!("warning: {note}");
+        }
+    }
     let changes = match &previous {
         Some(p) => diff::packages(&p.body.packages, &done.commit.body.packages),
         None => Vec::new(),

@@ -31,8 +31,9 @@ use crate::import::ImportError;
 use crate::store::{StoreError, Txn};
 use canopy_protocol::{EntryKind, Package, PackageId, TreeId};
 use canopy_sandbox::{Namespaces, SHIFTED_IDS, Sandbox, SandboxError, Stdio, Users};
-use std::fs;
+use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +61,10 @@ pub struct Configured {
     pub packages: Vec<PackageScripts>,
     /// Host identity left out of the root, by path.
     pub stripped: Vec<Stripped>,
+    /// What the format has to say beyond the scripts that ran (a scriptlet it could not
+    /// run, an owner given to root), one sentence each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// The scripts one package ran.
@@ -133,23 +138,68 @@ pub trait Report: Send {
     fn line(&mut self, line: &str) -> Option<String>;
     /// The script running now, as `PACKAGE's SCRIPT (ARGS)`, if the output says.
     fn running(&self) -> Option<String>;
+    /// What the record should note besides what ran (see [`Configured::notes`]).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// What ran, or the failure to report (a failed script with its output).
     fn finish(self: Box<Self>, ended: &Ended) -> Result<Vec<PackageScripts>, ConfigureError>;
+}
+
+/// What comes after a run of the format's program.
+pub enum Next {
+    /// Another run on the tree it made (RPM: `%post` after owners are set).
+    Run(Plan, Box<dyn Report>),
+    /// The configured tree.
+    Done(TreeId),
 }
 
 /// How a package format configures a root ([`crate::format::Format::configurer`]).
 pub trait Configurer: Sync {
     /// Its name, as recorded (`dpkg`).
     fn name(&self) -> &'static str;
-    /// Lays the root out for its program, or says why it cannot be configured;
-    /// `source_date_epoch` is the caller's, if it fixes one.
+    /// Lays the root out for its program, or says why it cannot be configured.
     fn prepare(
         &self,
         txn: &mut Txn<'_>,
         tree: TreeId,
         packages: &[(PackageId, Package)],
-        source_date_epoch: Option<i64>,
+        settings: &Settings,
     ) -> Result<Prepared, ConfigureError>;
+
+    /// What follows run number `runs` (from 1), which made `tree`: another run, or
+    /// the configured tree; with notes for the record. By default, nothing follows.
+    fn then(
+        &self,
+        txn: &mut Txn<'_>,
+        tree: TreeId,
+        packages: &[(PackageId, Package)],
+        settings: &Settings,
+        runs: usize,
+    ) -> Result<(Next, Vec<String>), ConfigureError> {
+        let _ = (txn, packages, settings, runs);
+        Ok((Next::Done(tree), Vec::new()))
+    }
+
+    /// Whether [`Configurer::unpacked`] changes the union (RPM: owners by name and
+    /// directory modes from the headers); by default it does not.
+    fn lays_out(&self) -> bool {
+        false
+    }
+
+    /// The root as the package manager leaves it when no script runs (the recipe says
+    /// `no-configure`, or the root cannot be configured), with warnings to show; by
+    /// default the union itself.
+    fn unpacked(
+        &self,
+        txn: &mut Txn<'_>,
+        tree: TreeId,
+        packages: &[(PackageId, Package)],
+        unknown_owner_root: bool,
+    ) -> Result<(TreeId, Vec<String>), ConfigureError> {
+        let _ = (txn, packages, unknown_owner_root);
+        Ok((tree, Vec::new()))
+    }
 }
 
 /// How to configure.
@@ -161,6 +211,9 @@ pub struct Settings {
     pub timeout: Duration,
     /// `SOURCE_DATE_EPOCH`, if the caller fixes it; otherwise the newest package's build time.
     pub source_date_epoch: Option<i64>,
+    /// Give files whose owner the root does not know (by name, as RPM headers name
+    /// them) to root, with a warning, instead of failing.
+    pub unknown_owner_root: bool,
 }
 
 /// Why configuring failed. The store is unchanged.
@@ -258,23 +311,81 @@ pub fn configure(
     let Some(format) = format.and_then(|f| f.configurer()) else {
         return Ok(Err("no package format that canopy configures".into()));
     };
-    let (plan, report) = match format.prepare(txn, tree, packages, settings.source_date_epoch)? {
+    let (mut plan, mut report) = match format.prepare(txn, tree, packages, settings)? {
         Prepared::Skip(reason) => return Ok(Err(reason)),
         Prepared::Run(plan, report) => (plan, report),
     };
     let sde = plan.source_date_epoch;
-    let (tree, ended, stripped, layer, report) = run(txn, &plan, sde, settings, report, progress)?;
-    let packages = report.finish(&ended)?;
+    let mut ran: Vec<PackageScripts> = Vec::new();
+    let mut stripped: Vec<Stripped> = Vec::new();
+    let mut notes = Vec::new();
+    let mut layer = Layer::default();
+    let mut runs = 0;
+    let tree = loop {
+        let (tree, ended, more_stripped, more, finished) =
+            run(txn, &plan, sde, settings, report, progress)?;
+        runs += 1;
+        notes.extend(finished.notes());
+        for p in finished.finish(&ended)? {
+            match ran.iter_mut().find(|q| q.name == p.name) {
+                Some(q) => q.scripts.extend(p.scripts),
+                None => ran.push(p),
+            }
+        }
+        for s in more_stripped {
+            if !stripped.iter().any(|t| t.path == s.path) {
+                stripped.push(s);
+            }
+        }
+        layer.added += more.added;
+        layer.changed += more.changed;
+        layer.removed += more.removed;
+        layer.new_bytes += more.new_bytes;
+        let (next, more_notes) = format.then(txn, tree, packages, settings, runs)?;
+        notes.extend(more_notes);
+        match next {
+            Next::Done(tree) => break tree,
+            Next::Run(p, r) => (plan, report) = (p, r),
+        }
+    };
+    ran.sort_by(|a, b| a.name.cmp(&b.name));
+    stripped.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Ok(Outcome {
         tree,
         configured: Configured {
             format: format.name().to_string(),
             source_date_epoch: sde,
-            packages,
+            packages: ran,
             stripped,
+            notes,
         },
         layer,
     }))
+}
+
+/// Whether the package manager of `packages` changes the union when no script runs
+/// ([`Configurer::lays_out`]).
+pub fn lays_out(packages: &[(PackageId, Package)]) -> bool {
+    crate::format::of_packages(packages)
+        .ok()
+        .flatten()
+        .and_then(|f| f.configurer())
+        .is_some_and(|c| c.lays_out())
+}
+
+/// The root of `packages` as their package manager leaves it when no script runs
+/// ([`Configurer::unpacked`]), with warnings to show.
+pub fn unpacked(
+    txn: &mut Txn<'_>,
+    tree: TreeId,
+    packages: &[(PackageId, Package)],
+    unknown_owner_root: bool,
+) -> Result<(TreeId, Vec<String>), ConfigureError> {
+    let format = crate::format::of_packages(packages).map_err(ConfigureError::Package)?;
+    match format.and_then(|f| f.configurer()) {
+        None => Ok((tree, Vec::new())),
+        Some(c) => c.unpacked(txn, tree, packages, unknown_owner_root),
+    }
 }
 
 /// The log lines kept for a failure without a script to blame.
@@ -290,7 +401,9 @@ fn run(
     report: Box<dyn Report>,
     progress: &dyn Progress,
 ) -> Result<RunResult, ConfigureError> {
-    let tmp = txn.store().path().join("tmp");
+    // Absolute: the worker starts in another directory (a store given as `--store s`).
+    let tmp = std::path::absolute(txn.store().path().join("tmp"))
+        .map_err(|e| io_err(e, "resolving", txn.store().path()))?;
     let scratch = tmp.join(format!("configure-{}", std::process::id()));
     let old = leftovers(&tmp, &scratch);
     fs::create_dir(&scratch).map_err(|e| io_err(e, "creating", &scratch))?;
@@ -363,13 +476,22 @@ fn run_worker(
     report: Box<dyn Report>,
     progress: &dyn Progress,
 ) -> Result<RunResult, ConfigureError> {
+    // The worker's ids may not search the directories above the executable and the
+    // scratch directory (canopy in `/root/.cargo/bin`, a store in a home of mode 0700):
+    // it runs the executable through a descriptor opened here and enters the scratch
+    // directory with the caller's ids.
+    let exe = File::open(&settings.worker).map_err(|e| io_err(e, "opening", &settings.worker))?;
+    let program = format!("/proc/self/fd/{}", exe.as_raw_fd());
     let mut sb = Sandbox::new(users);
     sb.namespaces(Namespaces::ALL)
+        .cwd(&job.scratch)
+        .cwd_first()
         .env("PATH", canopy_sandbox::DEFAULT_PATH)
         .stdin(Stdio::Piped)
         .stdout(Stdio::Piped)
         .stderr(Stdio::Piped);
-    let mut child = sb.spawn(&settings.worker, [WORKER_COMMAND])?;
+    let mut child = sb.spawn(&program, [WORKER_COMMAND])?;
+    drop(exe);
     let stdin = child.stdin.take().expect("piped");
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");

@@ -281,6 +281,24 @@ fn serve_connection(
     tracing::debug!("connection from {peer} ends");
 }
 
+/// Answers request records (RPC calls to NFS and MOUNT, without the record marker) as
+/// a connection to 127.0.0.1 gets them answered, against a store's roots: what the fuzz
+/// targets (`fuzz/`) feed arbitrary bytes to.
+#[doc(hidden)]
+pub struct Answerer(Service);
+
+impl Answerer {
+    /// Answers for the roots of `store`.
+    pub fn new(store: Store) -> Answerer {
+        Answerer(Service::Nfs(Arc::new(Exports::new(store))))
+    }
+
+    /// The reply record to `record`, if it gets one.
+    pub fn answer(&self, record: &[u8]) -> Option<Vec<u8>> {
+        answer(&self.0, IpAddr::from([127, 0, 0, 1]), record)
+    }
+}
+
 /// The reply record to a request record, if it gets one. `local` is the address the
 /// request arrived on.
 fn answer(service: &Service, local: IpAddr, record: &[u8]) -> Option<Vec<u8>> {

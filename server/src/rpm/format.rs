@@ -75,7 +75,7 @@ impl Format for Rpm {
     }
 
     fn configurer(&self) -> Option<&dyn Configurer> {
-        None
+        Some(&super::configure::Scriptlets)
     }
 }
 

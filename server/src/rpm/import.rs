@@ -611,7 +611,7 @@ fn control_tree(txn: &mut Txn<'_>, main: &[u8]) -> Result<TreeId, ImportError> {
     })?;
     let mut builder = TreeBuilder::new(1);
     builder.add_leaf(
-        &ArchivePath::parse(b"header")?,
+        &ArchivePath::parse(super::transaction::HEADER.as_bytes())?,
         Meta {
             mode: 0o644,
             ..Meta::default()

@@ -18,6 +18,7 @@
 //! [`Txn`].
 
 pub mod backend;
+pub mod cached;
 pub mod config;
 mod error;
 #[cfg(test)]
@@ -241,6 +242,27 @@ impl Store {
     /// [`ObjectBackend::local_path`]).
     pub fn local_path(&self, id: &ObjectId) -> Option<PathBuf> {
         self.objects.local_path(id)
+    }
+
+    /// The object as an open file on this machine, if the backend has one (see
+    /// [`ObjectBackend::open_file`]).
+    pub fn open_file(&self, id: &ObjectId) -> Result<Option<File>, StoreError> {
+        self.objects.open_file(id)
+    }
+
+    /// Whether objects and refs live elsewhere (a bucket), each read a request.
+    pub fn is_remote(&self) -> bool {
+        self.bucket.is_some()
+    }
+
+    /// This store for a long-running server: objects read through `cache` (fetched
+    /// whole, verified, kept as files) and refs reused for a second (see [`cached`]).
+    pub fn read_through(self, cache: Arc<canopy_cache::Cache>) -> Store {
+        Store {
+            objects: Box::new(cached::CachedObjects::new(self.objects, cache)),
+            refs: Box::new(cached::CachedRefs::new(self.refs)),
+            ..self
+        }
     }
 
     /// Whether the object is present.
