@@ -71,7 +71,9 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, slow: Option<(Arc<AtomicBool>, A
         {
             break;
         }
-        let want = if dribbling { 30 } else { buf.len() };
+        // The slow direction always reads 30 bytes at a time: a read already waiting
+        // when dribbling starts must not let a whole answer through at once.
+        let want = if slow.is_some() { 30 } else { buf.len() };
         let n = match from.read(&mut buf[..want]) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
