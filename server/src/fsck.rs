@@ -13,7 +13,8 @@ pub struct Report {
     pub objects: u64,
     /// Refs followed.
     pub refs: u64,
-    /// Objects no ref reaches (left by an interrupted write; `gc` removes them).
+    /// Objects no ref reaches (a root's unconfigured trees, or left by an interrupted
+    /// write; `gc` removes them).
     pub unreachable: u64,
     /// Everything wrong, without duplicates.
     pub problems: Vec<Problem>,

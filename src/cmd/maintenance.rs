@@ -40,7 +40,7 @@ pub fn fsck(store: &Path, args: &FsckArgs) -> Result<ExitCode> {
         );
         if r.unreachable > 0 {
             println!(
-                "fsck: {} objects are unreachable (left by an interrupted write); `canopy gc` removes them",
+                "fsck: {} objects are unreachable (no root, package or reflog entry uses them: a root's unconfigured trees, or an interrupted write); `canopy gc` removes them",
                 r.unreachable
             );
         }
