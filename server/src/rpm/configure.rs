@@ -138,7 +138,7 @@ impl Configurer for Scriptlets {
             )?;
             return Ok(Prepared::Run(plan, report));
         }
-        let notes = set_owners(&mut ed, txn, &install, settings)?;
+        let notes = set_owners(&mut ed, txn, &install, settings.unknown_owner_root)?;
         if scriptlets == 0 && !tools.rpmdb {
             return Ok(Prepared::Skip(
                 "no scriptlets to run and no rpm in the root".into(),
@@ -171,8 +171,7 @@ impl Configurer for Scriptlets {
         let install = Install::read(txn, packages)?;
         let mut ed = Editor::open(txn, &tree)?;
         owners::set_modes(&mut ed, txn, &install.layout)?;
-        let ids = Ids::of_root(&mut ed, txn)?;
-        let warnings = owners::set_owners(&mut ed, txn, &install.layout, &ids, unknown_owner_root)?;
+        let warnings = set_owners(&mut ed, txn, &install, unknown_owner_root)?;
         Ok((ed.write(txn)?, warnings))
     }
 
@@ -194,7 +193,7 @@ impl Configurer for Scriptlets {
             steady_database(&mut ed, txn)?;
             return Ok((Next::Done(ed.write(txn)?), Vec::new()));
         }
-        let notes = set_owners(&mut ed, txn, &install, settings)?;
+        let notes = set_owners(&mut ed, txn, &install, settings.unknown_owner_root)?;
         let tools = tools(&mut ed, txn)?;
         if install.runs(Phase::After).is_empty() && !tools.rpmdb {
             return Ok((Next::Done(ed.write(txn)?), notes));
@@ -218,10 +217,10 @@ fn set_owners(
     ed: &mut Editor,
     txn: &Txn<'_>,
     install: &Install,
-    settings: &Settings,
+    unknown_owner_root: bool,
 ) -> Result<Vec<String>, ConfigureError> {
     let ids = Ids::of_root(ed, txn)?;
-    owners::set_owners(ed, txn, &install.layout, &ids, settings.unknown_owner_root)
+    owners::set_owners(ed, txn, &install.layout, &ids, unknown_owner_root)
 }
 
 /// sqlite's shared-memory index of an rpm database whose write-ahead log is empty is
