@@ -12,12 +12,16 @@
 //! second serial port, which the test drives.
 
 use crate::debs;
-use crate::netboot_guest::{BootServer, GUEST_ARGS, Guest, Netns, system_state};
+use crate::netboot_guest::{
+    BootServer, GUEST_ARGS, Guest, Netns, evict_from_page_cache, system_state,
+};
 use crate::util::{Canopy, cmd, simple_deb, write_file};
+use sha2::Digest;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::Instant;
 
 /// A root that looks bootable to `canopy netboot`: two kernels (the newer one by
 /// version, not by name order, is 6.1.0-10), each with an initramfs, and
@@ -300,13 +304,17 @@ fn boots_enabled(test: &str) -> bool {
     on
 }
 
+/// Where the test package says which version it is.
+const PROBE_VERSION_FILE: &str = "/usr/share/canopy-test-probe/version";
+
 /// The test package: a root shell on the second serial port once the system is up
-/// (`raw -echo`: what the test writes is read as commands, not echoed).
-fn probe_deb(dir: &Path) -> PathBuf {
+/// (`raw -echo`: what the test writes is read as commands, not echoed), and its version
+/// in a file, so that two commits of a root differ in a file nodes can read.
+fn probe_deb(dir: &Path, version: &str) -> PathBuf {
     simple_deb(
         dir,
         "canopy-test-probe",
-        "1.0",
+        version,
         &[
             (
                 "usr/lib/systemd/system/canopy-test-probe.service",
@@ -319,17 +327,18 @@ fn probe_deb(dir: &Path) -> PathBuf {
                 "etc/systemd/system/multi-user.target.d/canopy-test-probe.conf",
                 b"[Unit]\nWants=canopy-test-probe.service\n",
             ),
+            (&PROBE_VERSION_FILE[1..], format!("{version}\n").as_bytes()),
         ],
     )
 }
 
-/// The store with root `node` (Debian 12, systemd, kernel, initramfs-tools and the
-/// probe), assembled once for the boot tests.
+/// The store with root `node` (Debian 12, systemd, kernel, initramfs-tools,
+/// openssh-server and the probe), assembled once for the boot tests.
 fn booted_store() -> &'static Canopy {
     static STORE: OnceLock<Canopy> = OnceLock::new();
     STORE.get_or_init(|| {
         let env = Canopy::init("netboot-root");
-        let probe = probe_deb(&env.mkdir("probe"));
+        let probe = probe_deb(&env.mkdir("probe"), "1.0");
         env.cmd(["import", "deb"])
             .args(
                 debs::more_debs(debs::NETBOOT_PACKAGES)
@@ -349,6 +358,62 @@ fn booted_store() -> &'static Canopy {
     })
 }
 
+/// What one node says about itself: its machine id, its ssh host key fingerprints,
+/// and a digest of the programs and systemd files it runs (paths, sizes, SHA-256).
+struct NodeFacts {
+    machine_id: String,
+    host_keys: Vec<String>,
+    files: String,
+}
+
+fn node_facts(guest: &mut Guest, commit: &str) -> NodeFacts {
+    assert_eq!(system_state(guest), "running");
+    // / is the overlay; under it, the pinned commit over NFS.
+    assert_eq!(guest.ok("stat -f -c %T /").trim(), "overlayfs");
+    let lower = guest.ok("findmnt -n -o SOURCE,FSTYPE /run/canopy/ro");
+    assert!(
+        lower.contains(&format!("10.0.2.2:/node@{commit}")) && lower.contains("nfs"),
+        "{}: {lower}",
+        guest.name
+    );
+    let machine_id = guest.ok("cat /etc/machine-id").trim().to_string();
+    assert!(
+        machine_id.len() == 32 && machine_id.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{}: machine id {machine_id:?}",
+        guest.name
+    );
+    // Host keys were made at boot, in the writable layer: sshd runs with them, and
+    // the shared root under it has none.
+    assert_eq!(guest.ok("systemctl is-active ssh").trim(), "active");
+    guest.ok("! ls /run/canopy/ro/etc/ssh | grep ssh_host_");
+    let keys = guest.ok("for k in /etc/ssh/ssh_host_*_key.pub; do ssh-keygen -l -f \"$k\"; done");
+    let host_keys: Vec<String> = keys
+        .lines()
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("SHA256:")))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        host_keys.len() >= 3 && keys.contains("(ED25519)"),
+        "{}: host keys:\n{keys}",
+        guest.name
+    );
+    let listing = guest.ok(
+        "cd / && find usr/bin usr/sbin usr/lib/systemd -type f | sort | \
+         xargs -d '\\n' sha256sum | tee /run/canopy-files | wc -l; sha256sum < /run/canopy-files",
+    );
+    let count: usize = listing.lines().next().unwrap().trim().parse().unwrap();
+    assert!(
+        count > 500,
+        "{}: only {count} files:\n{listing}",
+        guest.name
+    );
+    NodeFacts {
+        machine_id,
+        host_keys,
+        files: listing,
+    }
+}
+
 #[test]
 fn nodes_boot_from_a_root_over_nfs_with_state_of_their_own() {
     if !boots_enabled("nodes_boot_from_a_root_over_nfs_with_state_of_their_own") {
@@ -359,8 +424,17 @@ fn nodes_boot_from_a_root_over_nfs_with_state_of_their_own() {
     let ns = Netns::new();
     let mut server = BootServer::start(env, &ns, 1);
 
-    // Guest a boots from the files `canopy netboot` wrote. QEMU takes one initrd: the
-    // two images laid out as boot loaders lay them out, each on a 4-byte boundary.
+    // No host key is in the shared root: configure took them out.
+    let etc_ssh = env.stdout(["ls", "node", "/etc/ssh"]);
+    assert!(
+        etc_ssh.contains("sshd_config") && !etc_ssh.contains("ssh_host_"),
+        "{etc_ssh}"
+    );
+
+    // The store leaves the page cache: what the server reads from the disk for the
+    // first node, and then for a second one, is measured. `canopy netboot` reads the
+    // kernel and initrd after that, so neither node's count holds them.
+    evict_from_page_cache(env.store());
     let dir = env.path("tftp");
     let files = env.json([
         "netboot",
@@ -374,68 +448,105 @@ fn nodes_boot_from_a_root_over_nfs_with_state_of_their_own() {
         cmdline.contains(&format!("nfsroot=10.0.2.2:/node@{commit},")),
         "{files}"
     );
-    let mut initrd = fs::read(dir.join("initrd.img")).unwrap();
-    initrd.resize(initrd.len().div_ceil(4) * 4, 0);
-    initrd.extend(fs::read(dir.join("canopy.cpio")).unwrap());
-    let both = env.path("initrd-and-canopy.img");
-    fs::write(&both, initrd).unwrap();
-    let mut a = Guest::start(
-        env,
-        &ns,
-        "a",
-        &[
+
+    // Guest a boots from the files `canopy netboot` wrote. QEMU takes one initrd: the
+    // two images laid out as boot loaders lay them out, each on a 4-byte boundary.
+    let boot_from = |dir: &Path, name: &str| {
+        let mut initrd = fs::read(dir.join("initrd.img")).unwrap();
+        initrd.resize(initrd.len().div_ceil(4) * 4, 0);
+        initrd.extend(fs::read(dir.join("canopy.cpio")).unwrap());
+        let both = env.path(format!("{name}-initrd-and-canopy.img"));
+        fs::write(&both, initrd).unwrap();
+        vec![
             "-kernel".into(),
             dir.join("vmlinuz").display().to_string(),
             "-initrd".into(),
             both.display().to_string(),
-            "-append".into(),
-            format!("{GUEST_ARGS} {cmdline}"),
-        ],
-        "",
-    );
-    // Guest b boots with QEMU's own iPXE, told by DHCP to chain boot.ipxe.
-    let mut b = Guest::start(
-        env,
-        &ns,
-        "b",
-        &["-boot".into(), "n".into()],
-        ",bootfile=http://10.0.2.2:7750/v1/roots/node/boot.ipxe?nfs=10.0.2.2\
-         &args=console%3DttyS0+no_timer_check+panic%3D-1",
-    );
+        ]
+    };
+    let mut boot = boot_from(&dir, "a");
+    boot.extend(["-append".into(), format!("{GUEST_ARGS} {cmdline}")]);
+    let before = server.disk_reads();
+    let started = Instant::now();
+    let mut a = Guest::start(env, &ns, "a", &boot, "");
     a.wait_for_shell();
-    b.wait_for_shell();
+    assert_eq!(system_state(&mut a), "running");
+    let a_boot = started.elapsed();
+    let first = server.disk_reads() - before;
 
-    let mut ids = Vec::new();
-    for guest in [&mut a, &mut b] {
-        assert_eq!(system_state(guest), "running");
-        // / is the overlay; under it, the pinned commit over NFS.
-        assert_eq!(guest.ok("stat -f -c %T /").trim(), "overlayfs");
-        let lower = guest.ok("findmnt -n -o SOURCE,FSTYPE /run/canopy/ro");
+    // Guest b boots after it with QEMU's own iPXE, told by DHCP to chain boot.ipxe.
+    // Once its kernel runs, boot.ipxe has pinned it to the commit: the root is then
+    // upgraded (the probe 2.0 has another version file) while b boots and a runs.
+    let ipxe = ",bootfile=http://10.0.2.2:7750/v1/roots/node/boot.ipxe?nfs=10.0.2.2\
+                &args=console%3DttyS0+no_timer_check+panic%3D-1";
+    let started = Instant::now();
+    let mut b = Guest::start(env, &ns, "b", &["-boot".into(), "n".into()], ipxe);
+    b.wait_for_console("Linux version");
+    let upgrade = std::thread::spawn(move || {
+        let probe = probe_deb(&env.mkdir("probe-2"), "2.0");
+        env.cmd(["import", "deb"]).arg(&probe).success();
+        env.stdout(["upgrade", "node"])
+    });
+    b.wait_for_shell();
+    assert_eq!(system_state(&mut b), "running");
+    let b_boot = started.elapsed();
+    let second = server.disk_reads() - before - first;
+    eprintln!(
+        "netboot: server disk reads: first node {first} bytes (booted in {a_boot:.0?}), \
+         second node {second} bytes (booted in {b_boot:.0?})"
+    );
+    // The first boot read the root from the disk; the second was served from the
+    // server's page cache: one copy of the root, read once.
+    assert!(
+        first >= 8 << 20,
+        "the first node's boot read only {first} bytes from the disk: the store was not evicted"
+    );
+    assert!(
+        second * 10 <= first,
+        "the second node's boot read {second} bytes from the disk, the first's {first}"
+    );
+
+    // Same files, their own identity.
+    let fa = node_facts(&mut a, &commit);
+    let fb = node_facts(&mut b, &commit);
+    assert_eq!(
+        fa.files, fb.files,
+        "two nodes of one commit see different files"
+    );
+    assert_ne!(fa.machine_id, fb.machine_id, "two nodes share a machine id");
+    for key in &fa.host_keys {
         assert!(
-            lower.contains(&format!("10.0.2.2:/node@{commit}")) && lower.contains("nfs"),
-            "{lower}"
+            !fb.host_keys.contains(key),
+            "two nodes share host key {key}"
         );
-        let id = guest.ok("cat /etc/machine-id").trim().to_string();
-        assert!(
-            id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit()),
-            "machine id {id:?}"
-        );
-        ids.push(id);
     }
-    assert_ne!(ids[0], ids[1], "two nodes of one root share a machine id");
+    // The files are the root's: a program compared with the store's copy.
+    let sshd = env.cmd(["cat", "node", "/usr/sbin/sshd"]).output().stdout;
+    let digest = hex::encode(sha2::Sha256::digest(&sshd));
+    assert_eq!(
+        a.ok("grep ' usr/sbin/sshd$' /run/canopy-files").trim(),
+        format!("{digest}  usr/sbin/sshd")
+    );
 
     // Writes stay in the node that made them.
     a.ok("echo only-a > /var/lib/canopy-test-file && sync");
     assert_eq!(a.ok("cat /var/lib/canopy-test-file").trim(), "only-a");
     b.ok("test ! -e /var/lib/canopy-test-file");
 
-    // The server restarts under the running nodes: their next reads are answered.
+    // The upgrade made a new commit; the running nodes stay on theirs.
+    let upgraded = upgrade.join().unwrap();
+    assert!(upgraded.contains("canopy-test-probe"), "{upgraded}");
+    let newer = env.current("node");
+    assert_ne!(newer, commit);
+    // And the server restarts under them: their next reads are answered.
     server.stop();
     let server = BootServer::start(env, &ns, 2);
     for guest in [&mut a, &mut b] {
-        let out = guest
-            .ok("wc -c < /usr/share/doc/systemd/copyright; dpkg-query -W -f '${Version}' systemd");
-        assert!(out.contains("252."), "{out}");
+        let out = guest.ok(&format!(
+            "cat {PROBE_VERSION_FILE}; wc -c < /usr/share/doc/systemd/copyright; \
+             dpkg-query -W -f '${{Version}}' systemd"
+        ));
+        assert!(out.starts_with("1.0\n") && out.contains("252."), "{out}");
         assert_eq!(
             guest
                 .ok("cat /var/lib/canopy-test-file 2>/dev/null || echo none")
@@ -443,5 +554,22 @@ fn nodes_boot_from_a_root_over_nfs_with_state_of_their_own() {
             if guest.name == "a" { "only-a" } else { "none" }
         );
     }
+    drop((a, b));
+
+    // A node booted now gets the new commit: netboot's files name it, and so does
+    // boot.ipxe, which guest c boots from.
+    let files = env.json([
+        "netboot",
+        "node",
+        dir.to_str().unwrap(),
+        "--server",
+        "10.0.2.2",
+    ]);
+    assert_eq!(files["commit"], newer.as_str(), "{files}");
+    let mut c = Guest::start(env, &ns, "c", &["-boot".into(), "n".into()], ipxe);
+    c.wait_for_shell();
+    let fc = node_facts(&mut c, &newer);
+    assert_eq!(c.ok(&format!("cat {PROBE_VERSION_FILE}")).trim(), "2.0");
+    assert_ne!(fc.machine_id, fa.machine_id);
     drop(server);
 }

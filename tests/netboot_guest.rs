@@ -5,8 +5,9 @@
 use crate::util::{BIN, Canopy};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ pub struct Netns {
 }
 
 impl Netns {
+    /// A new namespace with its loopback up.
     pub fn new() -> Netns {
         let mut holder = Command::new("unshare")
             .args([
@@ -59,6 +61,7 @@ pub struct BootServer {
 }
 
 impl BootServer {
+    /// Starts the server on `env`'s store; its log goes to `serve-N.log`.
     pub fn start(env: &Canopy, ns: &Netns, n: usize) -> BootServer {
         let log = env.path(format!("serve-{n}.log"));
         let mut child = ns
@@ -98,6 +101,21 @@ impl BootServer {
         BootServer { child }
     }
 
+    /// Bytes the server made the kernel read from storage (`read_bytes` of
+    /// /proc/PID/io, all its threads): reads the page cache answered are not counted.
+    pub fn disk_reads(&self) -> u64 {
+        let pid = self.child.id();
+        // nsenter execs the server: the pid is canopy's own.
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        assert_eq!(comm.trim(), "canopy", "pid {pid} is not the server");
+        let io = fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+        io.lines()
+            .find_map(|l| l.strip_prefix("read_bytes:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no read_bytes in /proc/{pid}/io:\n{io}"))
+    }
+
+    /// Stops the server (SIGTERM) and waits for it.
     pub fn stop(&mut self) {
         // SAFETY: kill with a valid pid and signal.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
@@ -112,12 +130,13 @@ impl Drop for BootServer {
 }
 
 /// How long a guest may take to boot to its shell (TCG on a loaded machine).
-pub const BOOT_LIMIT: Duration = Duration::from_secs(900);
+const BOOT_LIMIT: Duration = Duration::from_secs(900);
 /// How long one command in a guest may take.
-pub const COMMAND_LIMIT: Duration = Duration::from_secs(120);
+const COMMAND_LIMIT: Duration = Duration::from_secs(120);
 
 /// A QEMU guest; its console goes to a file, its shell to a socket.
 pub struct Guest {
+    /// Its name in messages and file names.
     pub name: String,
     child: Child,
     console: PathBuf,
@@ -131,6 +150,8 @@ pub struct Guest {
 pub const GUEST_ARGS: &str = "console=ttyS0 no_timer_check panic=-1";
 
 impl Guest {
+    /// Starts QEMU in `ns`: `boot` says how it boots, `netdev` adds options to its
+    /// user-mode network (e.g. `,bootfile=URL`).
     pub fn start(env: &Canopy, ns: &Netns, name: &str, boot: &[String], netdev: &str) -> Guest {
         let console = env.path(format!("{name}-console.log"));
         let socket = env.path(format!("{name}.sock"));
@@ -165,13 +186,32 @@ impl Guest {
         }
     }
 
-    pub fn console_tail(&self) -> String {
+    /// Waits until the guest's console shows `text` (e.g. the kernel's first line).
+    pub fn wait_for_console(&mut self, text: &str) {
+        let deadline = Instant::now() + BOOT_LIMIT;
+        while !String::from_utf8_lossy(&fs::read(&self.console).unwrap_or_default()).contains(text)
+        {
+            if Instant::now() > deadline {
+                self.fail(&format!(
+                    "{text:?} not on the console within the boot limit"
+                ));
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.fail(&format!("qemu exited ({status})"));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The last 40 lines of the guest's console.
+    fn console_tail(&self) -> String {
         let text = fs::read(&self.console).unwrap_or_default();
         let text = String::from_utf8_lossy(&text);
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// Fails the test, naming the guest and showing its console's end.
     pub fn fail(&self, what: &str) -> ! {
         panic!(
             "guest {}: {what}; last console lines:\n{}",
@@ -226,7 +266,7 @@ impl Guest {
 
     /// Reads the shell's output until a line holds `marker`: what came before it, and
     /// the rest of that line.
-    pub fn read_until(&mut self, marker: &str, limit: Duration) -> Option<(String, String)> {
+    fn read_until(&mut self, marker: &str, limit: Duration) -> Option<(String, String)> {
         let deadline = Instant::now() + limit;
         let mut buf = [0u8; 4096];
         loop {
@@ -298,4 +338,23 @@ pub fn system_state(guest: &mut Guest) -> String {
         guest.fail(&format!("system is {state:?}; failed units:\n{failed}"));
     }
     state
+}
+
+/// Drops every file under `dir` from the page cache (written back first, since dirty
+/// pages stay), so the next reads of them come from the disk.
+pub fn evict_from_page_cache(dir: &Path) {
+    for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            evict_from_page_cache(&entry.path());
+        } else if kind.is_file() {
+            let file = fs::File::open(entry.path()).unwrap();
+            file.sync_data().unwrap();
+            // SAFETY: a valid descriptor, the whole file.
+            let err =
+                unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            assert_eq!(err, 0, "posix_fadvise {}", entry.path().display());
+        }
+    }
 }
