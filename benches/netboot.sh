@@ -287,6 +287,8 @@ boot() {
     fi
     c0=$(cpu_ticks "$SERVER_PID")
     QEMU_PIDS=()
+    # The previous run's consoles hold the line waited for, until QEMU truncates them.
+    for ((i = 1; i <= n; i++)); do rm -f "$LOGS/$who-$n-$i.console"; done
     t0=$EPOCHREALTIME
     for ((i = 1; i <= n; i++)); do
         qemu-system-x86_64 -accel tcg -m "$MEM" -smp 1 -no-reboot -display none -monitor none \
@@ -363,7 +365,9 @@ per() { awk -v v="$1" -v n="$2" -v s="$3" 'BEGIN { if (v == "-") print "-"; else
         row "$GUESTS guests: server CPU seconds per guest" "$GUESTS-cpu" %.2f "$GUESTS"
     fi
     echo
-    for key in 1-last 1-bytes 1-cpu "$GUESTS-last" "$GUESTS-bytes" "$GUESTS-cpu"; do
+    keys=(1-last 1-bytes 1-cpu)
+    if ((GUESTS > 1)); then keys+=("$GUESTS-last" "$GUESTS-bytes" "$GUESTS-cpu"); fi
+    for key in "${keys[@]}"; do
         echo "runs $key: canopy${VALS[canopy-$key]:-} | ganesha${VALS[ganesha-$key]:-}"
     done
     echo "load average before: $LOAD_BEFORE, after: $LOAD_AFTER ($(nproc) cores, shared: expect noise)"
