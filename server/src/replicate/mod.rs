@@ -231,10 +231,7 @@ pub type Listed = (String, Result<CommitId, MountError>);
 
 /// The roots to replicate and their upstream commits; a root that cannot be listed
 /// gets its error instead.
-pub fn upstream_roots(
-    up: &Upstream,
-    opts: &Options,
-) -> Result<Vec<Listed>, FetchError> {
+pub fn upstream_roots(up: &Upstream, opts: &Options) -> Result<Vec<Listed>, FetchError> {
     if opts.roots.is_empty() {
         let listed = up.rt.block_on(up.remote.roots())?;
         return Ok(listed
