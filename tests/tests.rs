@@ -38,6 +38,8 @@ mod repo;
 mod installed;
 // Diskless nodes: netboot files, the iPXE endpoint, QEMU guests booted over NFS.
 mod netboot;
+// QEMU guests for the boot tests: a network namespace, the server in it, a shell per guest.
+mod netboot_guest;
 // Package scripts that fail, reach for the network or remove /; users, upgrades, kill -9.
 mod configure;
 // Inspection without mounting, closed pipes, names in errors, ROOT@COMMIT everywhere, removal, reflog, link farm.
