@@ -162,17 +162,18 @@ fn receive_fd(stream: &UnixStream) -> std::io::Result<OwnedFd> {
     ))
 }
 
-/// The directory of hand-over sockets: /run/canopy as root, else
-/// `$XDG_RUNTIME_DIR/canopy` or /tmp/canopy-UID.
+/// The directory of hand-over sockets: /run/canopy-handover as root (not /run/canopy,
+/// where the unit mounts), else `$XDG_RUNTIME_DIR/canopy-handover` or
+/// /tmp/canopy-handover-UID.
 fn runtime_dir() -> PathBuf {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
     if uid == 0 {
-        return PathBuf::from("/run/canopy");
+        return PathBuf::from("/run/canopy-handover");
     }
     match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-        Some(dir) => PathBuf::from(dir).join("canopy"),
-        None => PathBuf::from(format!("/tmp/canopy-{uid}")),
+        Some(dir) => PathBuf::from(dir).join("canopy-handover"),
+        None => PathBuf::from(format!("/tmp/canopy-handover-{uid}")),
     }
 }
 
@@ -343,9 +344,10 @@ fn serve_one(
 pub enum HandoverError {
     /// The live process runs with other options.
     #[error(
-        "{mountpoint} is served by a canopy mount with other options: {reason}. To restart it \
-         with new options, stop it first (`systemctl restart canopy-mount`, or `umount {mountpoint}` \
-         and start canopy mount again); to take it over live, give the same options"
+        "{mountpoint} is already a canopy mount, served with other options: {reason}. To \
+         restart it with new options, stop it first (`systemctl restart canopy-mount`, or \
+         `umount {mountpoint}` and start canopy mount again); to take it over live, give the \
+         same options"
     )]
     Refused {
         /// The mountpoint.
