@@ -35,7 +35,6 @@ pub mod import;
 pub mod nfs;
 pub mod oci;
 pub mod packages;
-mod range;
 pub mod repo;
 pub mod rpm;
 pub mod store;

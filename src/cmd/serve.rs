@@ -18,6 +18,7 @@ pub fn run(store_path: &Path, args: ServeArgs) -> Result<ExitCode> {
         listen,
         nfs,
         no_portmap,
+        wire_cache,
     } = args;
     let listen = match (listen, nfs) {
         (None, None) => Some(DEFAULT_HTTP.parse().expect("a valid address")),
@@ -62,7 +63,7 @@ pub fn run(store_path: &Path, args: ServeArgs) -> Result<ExitCode> {
             println!("serving {} on http://{addr}", store_path.display());
             let stop = stopped();
             servers.spawn(async move {
-                http::serve(store, listener, stop)
+                http::serve(store, listener, http::Options { wire_cache }, stop)
                     .await
                     .context("serving HTTP")
             });
