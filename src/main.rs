@@ -1,8 +1,23 @@
 //! The `canopy` command: parses arguments, runs the command, turns errors into exit
 //! codes (0 ok, 1 error, 2 usage — the last from clap).
 
+/// `println!` for every command below: the standard macro panics when stdout is a
+/// closed pipe (`canopy roots list | head -1`); this one ends the process the way
+/// coreutils end, quietly, by SIGPIPE (see [`output`]). Defined before `mod cmd`, so
+/// it shadows the standard one there and in every command added later.
+macro_rules! println {
+    () => { $crate::output::stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `eprintln!` that never panics: a closed stderr loses the message, nothing more.
+macro_rules! eprintln {
+    ($($arg:tt)*) => { $crate::output::stderr(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 mod cli;
 mod cmd;
+mod output;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -37,7 +52,7 @@ fn main() -> ExitCode {
 
 /// An error and its causes on one line, leaving out a cause whose text the message
 /// before it already ends with (errors that print their source, then return it too).
-fn describe(e: &anyhow::Error) -> String {
+pub(crate) fn describe(e: &anyhow::Error) -> String {
     let mut out = String::new();
     let mut last = String::new();
     for cause in e.chain() {

@@ -108,7 +108,7 @@ fn opaque_layer() -> Vec<u8> {
 /// per-file whiteout of /etc/bash.bashrc and a replaced /etc/issue (umoci, gzip), then
 /// [`opaque_layer`] (layout.rs, gzip); Env, Cmd, WorkingDir and Labels
 /// set with `umoci config`. Returns the layout and `umoci unpack`'s rootfs.
-fn umoci_image(env: &Canopy) -> (PathBuf, PathBuf) {
+pub(crate) fn umoci_image(env: &Canopy) -> (PathBuf, PathBuf) {
     let layout = env.path("layout");
     let image = format!("{}:app", layout.display());
     cmd("umoci")
@@ -150,7 +150,10 @@ fn umoci_image(env: &Canopy) -> (PathBuf, PathBuf) {
         .args(["--config.cmd", "/bin/bash", "--config.cmd", "-c"])
         .args(["--config.cmd", "echo $GREETING from $(pwd)"])
         .args(["--config.workingdir", "/opt"])
-        .args(["--config.label", "INSTALL=/bin/echo install IMAGE as NAME"])
+        .args([
+            "--config.label",
+            "INSTALL=/bin/bash -c 'echo install IMAGE as NAME'",
+        ])
         .args(["--config.exposedports", "80/tcp"])
         .success();
     // The opaque-directory layer umoci cannot write, appended to umoci's image.
@@ -195,14 +198,14 @@ fn oci_layout_matches_umoci_unpack() {
     assert_eq!(image["Cmd"][2], "echo $GREETING from $(pwd)");
     assert_eq!(
         image["Labels"]["INSTALL"],
-        "/bin/echo install IMAGE as NAME"
+        "/bin/bash -c 'echo install IMAGE as NAME'"
     );
     assert_eq!(image["ExposedPorts"][0], "80/tcp");
     assert_eq!(image["Platform"], "linux/amd64");
     assert_eq!(log[0]["packages"].as_array().unwrap().len(), 4);
     let text = env.stdout(["roots", "log", "app"]);
     assert!(
-        text.contains("Label INSTALL=/bin/echo install IMAGE as NAME"),
+        text.contains("Label INSTALL=/bin/bash -c 'echo install IMAGE as NAME'"),
         "{text}"
     );
 

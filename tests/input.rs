@@ -416,3 +416,61 @@ fn http_ranges_are_answered_as_rfc_9110_says() {
         assert_eq!((code, body == data), (200, true), "{header}: {head}");
     }
 }
+
+/// Makes `levels` nested directories `d/d/…` under `base`, with one file at the bottom,
+/// walking down with `openat` (the whole path is far past PATH_MAX).
+fn deep_directory(base: &Path, levels: usize) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let open = |at: i32, name: &std::ffi::CStr| {
+        // SAFETY: a valid directory descriptor and NUL-terminated name.
+        let fd = unsafe { libc::openat(at, name.as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY) };
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: fd was just opened and is owned here.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    let base = std::ffi::CString::new(base.as_os_str().as_encoded_bytes()).unwrap();
+    let mut dir = open(libc::AT_FDCWD, &base);
+    for _ in 0..levels {
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { libc::mkdirat(dir.as_raw_fd(), c"d".as_ptr(), 0o755) },
+            0
+        );
+        dir = open(dir.as_raw_fd(), c"d");
+    }
+    // SAFETY: as above.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c"f".as_ptr(),
+            libc::O_CREAT | libc::O_WRONLY,
+            0o644,
+        )
+    };
+    assert!(fd >= 0);
+    // SAFETY: fd was just opened.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+}
+
+#[test]
+fn a_directory_20000_levels_deep_is_refused_not_a_crash() {
+    let canopy = Canopy::init("deep-dir");
+    let base = canopy.mkdir("deep");
+    deep_directory(&base, 20_000);
+    let out = canopy
+        .cmd(["import", "dir"])
+        .arg(&base)
+        .args(["--name", "deep"])
+        .output();
+    // First away with it: rm -rf walks by descriptors, a recursive removal would not.
+    cmd("rm").arg("-rf").arg(&base).success();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Refused by the path bound, or by the kernel's PATH_MAX on the way down: an error
+    // naming the directory either way, never a crash.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&*base.to_string_lossy())
+            && (stderr.contains("[bad-name]") || stderr.contains("File name too long")),
+        "{stderr}"
+    );
+}

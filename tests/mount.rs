@@ -103,7 +103,7 @@ impl Drop for Server {
 /// dropped.
 pub(crate) struct Mount {
     child: Child,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     log: PathBuf,
 }
 
@@ -144,7 +144,7 @@ impl Mount {
         self.dir.join(rel)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap()
     }
 
@@ -259,6 +259,11 @@ fn two_roots_run_share_inodes_and_download_once() {
     assert_ne!(
         fs::metadata(mount.path("small/usr")).unwrap().ino(),
         fs::metadata(mount.path("full/usr")).unwrap().ino()
+    );
+    // Numbers follow the inode rule, not the process: a successor gives the same ones.
+    assert_eq!(
+        fs::metadata(mount.path("full/usr/bin")).unwrap().ino(),
+        canopy_protocol::inode::dir(b"full", b"usr/bin")
     );
 
     // The mount shows exactly what a checkout of the same commit holds.
@@ -410,6 +415,11 @@ fn tampered_objects_and_foreign_keys_are_refused() {
     assert!(
         stderr.contains("refusing root") && stderr.contains("not by the trusted key"),
         "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("not by the trusted key").count(),
+        1,
+        "said once: {stderr}"
     );
     assert!(!is_mounted(&dir));
 }

@@ -7,7 +7,7 @@
 use crate::debs::{self, Deb};
 use crate::mount::{Mount, Nginx, Server, eventually};
 use crate::util::{Canopy, Snapshot, cmd, sha256_file};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,14 +17,14 @@ use std::time::Duration;
 const MORE: &[&str] = &["findutils", "sed"];
 
 /// An OpenPGP key made for the test, in a short-lived GnuPG home.
-struct Gpg {
+pub(crate) struct Gpg {
     home: tempfile::TempDir,
     /// The public key, exported as a binary keyring.
-    keyring: PathBuf,
+    pub(crate) keyring: PathBuf,
 }
 
 impl Gpg {
-    fn new(env: &Canopy) -> Gpg {
+    pub(crate) fn new(env: &Canopy) -> Gpg {
         // gpg-agent's socket path must stay short: a home under /tmp, not the test dir.
         let home = tempfile::Builder::new()
             .prefix("cg")
@@ -83,14 +83,15 @@ impl Drop for Gpg {
     }
 }
 
-/// A Debian repository on disk: `pool/` and `dists/stable/main/binary-amd64/`.
-struct Repo {
-    dir: PathBuf,
-    gpg: Gpg,
+/// A Debian repository on disk: `pool/` and `dists/stable/main/binary-amd64/`, with
+/// `Suite` and `Codename` `stable` (which mmdebstrap needs).
+pub(crate) struct Repo {
+    pub(crate) dir: PathBuf,
+    pub(crate) gpg: Gpg,
 }
 
 impl Repo {
-    fn new(env: &Canopy, debs: &[&Deb]) -> Repo {
+    pub(crate) fn new(env: &Canopy, debs: &[&Deb]) -> Repo {
         let dir = env.mkdir("repo");
         fs::create_dir_all(dir.join("pool")).unwrap();
         for deb in debs {
@@ -181,7 +182,7 @@ fn deb_requests(nginx: &Nginx) -> usize {
     nginx.requests(".deb HTTP/1.1\" 200") + nginx.requests(".deb HTTP/1.1\" 206")
 }
 
-fn add_repo(env: &Canopy, repo: &Repo, url: &str) {
+pub(crate) fn add_repo(env: &Canopy, repo: &Repo, url: &str) {
     let out = env.stdout([
         "repo",
         "add",
@@ -366,21 +367,61 @@ fn upgrade_fetches_the_one_changed_package_and_rollback_restores() {
     .unwrap();
     repo.publish();
 
-    let out = env.stdout(["upgrade", "web"]);
-    assert_eq!(resolved(&out), (n, 1), "{out}");
-    assert!(
-        out.contains("1 package changed, 0 added, 0 removed"),
-        "{out}"
+    // A dry run reads the repository and resolves, downloads and writes nothing, and
+    // says by its exit status that changes are pending.
+    let store_before = Snapshot::of(env.store());
+    let dry = env
+        .cmd(["upgrade", "web", "--dry-run", "--json"])
+        .failure(10);
+    let dry: Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(
+        (&dry["dry_run"], &dry["up_to_date"]),
+        (&json!(true), &json!(false)),
+        "{dry}"
     );
+    assert_eq!(dry["commit"], first.as_str(), "{dry}");
+    assert_eq!(
+        dry["changes"],
+        json!([{"change": "changed", "name": "libgmp10", "arch": "amd64",
+                "old": gmp.version, "new": format!("{}+canopy1", gmp.version)}]),
+        "{dry}"
+    );
+    assert_eq!(dry["download"]["archives"], 1, "{dry}");
+    let human = env.cmd(["upgrade", "web", "--dry-run"]).failure(10);
+    let human = String::from_utf8_lossy(&human.stdout);
     assert!(
-        out.contains(&format!(
-            "libgmp10 {} → {}+canopy1",
+        human.contains(&format!(
+            "~ libgmp10 {} → {}+canopy1",
             gmp.version, gmp.version
         )),
-        "{out}"
+        "{human}"
+    );
+    assert_eq!(deb_requests(&nginx), n, "a dry run downloads no archive");
+    // Only the verified index cache may change (the new Packages index is cached).
+    let after = Snapshot::of(env.store());
+    let touched: Vec<String> = store_before
+        .differences(&after)
+        .into_iter()
+        .filter(|d| !d.contains("cache/repos/"))
+        .collect();
+    assert!(
+        touched.is_empty(),
+        "a dry run changed the store:\n{}",
+        touched.join("\n")
+    );
+
+    let up = env.json(["upgrade", "web"]);
+    assert_eq!(up["resolved"]["packages"], n, "{up}");
+    assert_eq!(up["resolved"]["downloaded"], 1, "{up}");
+    assert_eq!(up["changes"], dry["changes"], "{up}");
+    assert_eq!(
+        (&up["written"], &up["previous"]),
+        (&json!(true), &json!(first)),
+        "{up}"
     );
     assert_eq!(deb_requests(&nginx), n + 1, "exactly one more download");
     let second = env.current("web");
+    assert_eq!(up["commit"], second.as_str(), "{up}");
     assert_ne!(second, first);
 
     // The new root differs from the old only in that package's files.
@@ -419,9 +460,16 @@ fn upgrade_fetches_the_one_changed_package_and_rollback_restores() {
             .ends_with(b"rebuilt by the canopy tests\n")
     );
 
-    // Rollback is a ref move: the old commit, and the host goes back.
-    env.stdout(["roots", "rollback", "web"]);
-    assert_eq!(env.current("web"), first);
+    // Rollback is a new commit with the old tree, and the host goes back.
+    let rb = env.json(["roots", "rollback", "web"]);
+    assert_eq!(
+        (&rb["restored"], &rb["previous"]),
+        (&json!(first), &json!(second)),
+        "{rb}"
+    );
+    let tree = |at: &str| env.json(["roots", "show", at])["tree"].clone();
+    assert_eq!(tree("web"), tree(&format!("web@{first}")));
+    assert_ne!(env.current("web"), second);
     eventually(
         Duration::from_secs(20),
         || "the mount never went back after the rollback".into(),

@@ -18,6 +18,13 @@ pub struct Fixtures {
     pub signed: PathBuf,
     /// The throwaway key's public keyring.
     pub keyring: PathBuf,
+    /// An rpm-md repository of every package (`Packages/`, `repodata/`), its
+    /// repomd.xml signed with the key.
+    pub repo: PathBuf,
+    /// Where spec files are built.
+    dir: PathBuf,
+    /// The key's GnuPG home, for signing more.
+    gpg: PathBuf,
 }
 
 /// Spec files: (name, version, BuildArch, the rest of the spec).
@@ -50,10 +57,35 @@ ln -s libgreet.so.1.0 %{buildroot}/usr/lib64/libgreet.so.1
 "#,
     ),
     (
+        "sh",
+        "1.0",
+        "x86_64",
+        r#"Provides: sh
+%install
+mkdir -p %{buildroot}/bin
+cp /bin/dash %{buildroot}/bin/sh
+%files
+/bin/sh
+"#,
+    ),
+    (
+        "needy",
+        "1.0",
+        "noarch",
+        r#"Requires: libmissing.so.2()(64bit)
+%install
+mkdir -p %{buildroot}/usr/share/needy
+echo needs > %{buildroot}/usr/share/needy/README
+%files
+/usr/share/needy/README
+"#,
+    ),
+    (
         "greet",
         "1.0",
         "noarch",
-        r#"Requires: libgreet.so.1()(64bit)
+        r#"Requires(pre): setup
+Requires: libgreet.so.1()(64bit)
 Requires: /bin/sh
 Requires: (sh or busybox)
 Recommends: greet-doc
@@ -85,7 +117,7 @@ echo installed > /var/lib/greet/post-ran
 ];
 
 /// Writes and builds one spec; returns the `.rpm`.
-fn build(dir: &Path, name: &str, version: &str, arch: &str, body: &str) -> PathBuf {
+fn build(dir: &Path, name: &str, version: &str, release: &str, arch: &str, body: &str) -> PathBuf {
     let spec = dir.join(format!("{name}.spec"));
     // Tags (Requires:…) go before %description, sections after it.
     let split = body.find("\n%").map_or(0, |i| i + 1);
@@ -94,7 +126,7 @@ fn build(dir: &Path, name: &str, version: &str, arch: &str, body: &str) -> PathB
     fs::write(
         &spec,
         format!(
-            "Name: {name}\nVersion: {version}\nRelease: 1\nSummary: canopy test package {name}\n\
+            "Name: {name}\nVersion: {version}\nRelease: {release}\nSummary: canopy test package {name}\n\
              License: MIT\nBuildArch: {arch}\nAutoReqProv: no\n\
              %global __os_install_post %{{nil}}\n%global debug_package %{{nil}}\n\
              {preamble}%description\nA package of canopy's RPM tests.\n{sections}"
@@ -107,7 +139,9 @@ fn build(dir: &Path, name: &str, version: &str, arch: &str, body: &str) -> PathB
         .args(["--target", arch])
         .arg(&spec)
         .success();
-    dir.join(format!("top/RPMS/{arch}/{name}-{version}-1.{arch}.rpm"))
+    dir.join(format!(
+        "top/RPMS/{arch}/{name}-{version}-{release}.{arch}.rpm"
+    ))
 }
 
 /// The fixtures, built on first use and shared by every test of the process. They live
@@ -128,57 +162,113 @@ pub fn fixtures() -> &'static Fixtures {
         fs::create_dir_all(&dir).unwrap();
         let rpms = SPECS
             .iter()
-            .map(|(name, version, arch, body)| (*name, build(&dir, name, version, arch, body)))
+            .map(|(name, version, arch, body)| (*name, build(&dir, name, version, "1", arch, body)))
             .collect::<BTreeMap<_, _>>();
-        let (signed, keyring) = sign(&dir, &rpms["greet"]);
-        Fixtures {
+        let gpg = gpg_home();
+        let (signed, keyring) = sign(&dir, &gpg, &rpms["greet"]);
+        let repo = dir.join("repo");
+        fs::create_dir_all(repo.join("Packages")).unwrap();
+        for rpm in rpms.values() {
+            fs::copy(rpm, repo.join("Packages").join(rpm.file_name().unwrap())).unwrap();
+        }
+        let fixtures = Fixtures {
             rpms,
             signed,
             keyring,
-        }
+            repo,
+            dir,
+            gpg,
+        };
+        fixtures.publish(&fixtures.repo);
+        fixtures
     })
 }
 
-/// A copy of `rpm` signed with `rpmsign` and a key made for the purpose; returns it
-/// and the key's public keyring.
-fn sign(dir: &Path, rpm: &Path) -> (PathBuf, PathBuf) {
-    // gpg-agent's socket path must stay short: a home under /tmp.
-    let home = tempfile::Builder::new()
-        .prefix("cr")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let gpg = |args: &[&str]| {
-        let mut c = cmd("gpg");
-        c.arg("--homedir")
-            .arg(home.path())
-            .args(["--batch"])
-            .args(args);
-        c
-    };
-    gpg(&[
-        "--passphrase",
-        "",
-        "--quick-gen-key",
-        "canopy rpm test <rpm@canopy.test>",
+impl Fixtures {
+    /// Writes `repo`'s metadata with createrepo_c and signs repomd.xml.
+    pub fn publish(&self, repo: &Path) {
+        cmd("createrepo_c")
+            .args(["--quiet", "--update", "--general-compress-type", "gz"])
+            .arg(repo)
+            .success();
+        let repomd = repo.join("repodata/repomd.xml");
+        let _ = fs::remove_file(repo.join("repodata/repomd.xml.asc"));
+        gpg(&self.gpg)
+            .args(["--armor", "--detach-sign", "-o"])
+            .arg(repo.join("repodata/repomd.xml.asc"))
+            .arg(&repomd)
+            .success();
+    }
+
+    /// Builds one more package from the fixture specs under another release.
+    pub fn rebuild(&self, name: &str, release: &str) -> PathBuf {
+        let (_, version, arch, body) = SPECS.iter().find(|s| s.0 == name).unwrap();
+        build(&self.dir, name, version, release, arch, body)
+    }
+}
+
+/// A GnuPG home with one signing key, kept for the test process (under /tmp: the
+/// agent's socket path must stay short); homes of processes that are gone are removed.
+fn gpg_home() -> PathBuf {
+    for entry in fs::read_dir("/tmp").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix("canopy-rpm-gpg-")
+            .and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    let home = PathBuf::from(format!("/tmp/canopy-rpm-gpg-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&home);
+    fs::create_dir_all(&home).unwrap();
+    fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    gpg(&home)
+        .args([
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            "canopy rpm test <rpm@canopy.test>",
+        ])
+        .args(["rsa2048", "sign", "never"])
+        .success();
+    home
+}
+
+/// gpg on `home`, in batch mode; the agent it starts is stopped when it is done.
+fn gpg(home: &Path) -> crate::util::TestCommand {
+    let mut c = cmd("sh");
+    c.args([
+        "-c",
+        "gpg --homedir \"$0\" --batch \"$@\"; s=$?; gpgconf --homedir \"$0\" --kill gpg-agent; exit $s",
     ])
-    .args(["rsa2048", "sign", "never"])
-    .success();
+    .arg(home);
+    c
+}
+
+/// A copy of `rpm` signed with `rpmsign` and the key of `home`; returns it and the
+/// key's public keyring.
+fn sign(dir: &Path, home: &Path, rpm: &Path) -> (PathBuf, PathBuf) {
     let keyring = dir.join("RPM-GPG-KEY-canopy-test");
-    fs::write(&keyring, gpg(&["--armor", "--export"]).output().stdout).unwrap();
+    fs::write(
+        &keyring,
+        gpg(home).args(["--armor", "--export"]).output().stdout,
+    )
+    .unwrap();
     let signed_dir = dir.join("signed");
     fs::create_dir_all(&signed_dir).unwrap();
     let signed = signed_dir.join(rpm.file_name().unwrap());
     fs::copy(rpm, &signed).unwrap();
     cmd("rpmsign")
         .args(["--addsign", "--define", "__gpg /usr/bin/gpg", "--define"])
-        .arg(format!("_gpg_path {}", home.path().display()))
+        .arg(format!("_gpg_path {}", home.display()))
         .args(["--define", "_gpg_name canopy rpm test <rpm@canopy.test>"])
         .arg(&signed)
-        .env("GNUPGHOME", home.path())
+        .env("GNUPGHOME", home)
         .success();
     let _ = std::process::Command::new("gpgconf")
         .arg("--homedir")
-        .arg(home.path())
+        .arg(home)
         .args(["--kill", "gpg-agent"])
         .status();
     (signed, keyring)
@@ -279,7 +369,7 @@ fn import_records_what_the_header_says_and_skips_repeats() {
     let canopy = Canopy::init("rpm-records");
     let all: Vec<&str> = fx.rpms.values().map(|p| path_str(p)).collect();
     let out = canopy.stdout([&["import", "rpm"][..], &all].concat());
-    assert_eq!(parse_import(&out).len(), 3, "{out}");
+    assert_eq!(parse_import(&out).len(), SPECS.len(), "{out}");
     let again = canopy.stdout([&["import", "rpm"][..], &all].concat());
     assert!(
         again.lines().all(|l| l.starts_with("skipped ")),
@@ -410,4 +500,174 @@ fn damaged_rpms_are_refused_never_crash() {
     }
     assert!(crashed.is_empty(), "{}", crashed.join("\n"));
     canopy.fsck_clean();
+}
+
+/// Copies the fixture repository for one test, which may then change it.
+fn repo_copy(canopy: &Canopy) -> PathBuf {
+    let dir = canopy.path("rpm-repo");
+    cmd("cp")
+        .arg("-a")
+        .arg(&fixtures().repo)
+        .arg(&dir)
+        .success();
+    dir
+}
+
+/// `.rpm` downloads nginx served.
+fn rpm_requests(nginx: &crate::mount::Nginx) -> usize {
+    nginx.requests(".rpm HTTP/1.1\" 200") + nginx.requests(".rpm HTTP/1.1\" 206")
+}
+
+/// The `resolved N packages, D downloaded` line: (N, D).
+fn resolved(stdout: &str) -> (usize, usize) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("resolved "))
+        .unwrap_or_else(|| panic!("no `resolved` line in:\n{stdout}"));
+    let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+    (words[1].parse().unwrap(), words[3].parse().unwrap())
+}
+
+#[test]
+fn repository_assemble_upgrade_and_explain() {
+    let fx = fixtures();
+    let canopy = Canopy::init("rpm-repo");
+    let repo = repo_copy(&canopy);
+    let nginx = crate::mount::Nginx::start(&canopy, &format!("root {};", repo.display()));
+    let keyring = path_str(&fx.keyring);
+    let out = canopy.stdout([
+        "repo",
+        "add",
+        "rpms",
+        &nginx.url,
+        "--kind",
+        "rpm-md",
+        "--keyring",
+        keyring,
+        "--verify-package-signatures",
+    ]);
+    assert!(
+        out.starts_with(&format!(
+            "added repository rpms: {} packages for x86_64",
+            SPECS.len()
+        )),
+        "{out}"
+    );
+    // greet needs libgreet by soname, /bin/sh by path, setup before its scripts.
+    let out = canopy
+        .cmd(["assemble", "web", "--from", "rpms", "greet"])
+        .output();
+    // The fixtures are unsigned: --verify-package-signatures refuses them.
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[bad-signature]"), "{stderr}");
+    canopy.stdout(["repo", "remove", "rpms"]);
+    canopy.stdout([
+        "repo",
+        "add",
+        "rpms",
+        &nginx.url,
+        "--kind",
+        "rpm-md",
+        "--keyring",
+        keyring,
+    ]);
+    let refused = rpm_requests(&nginx);
+    let out = canopy.stdout(["assemble", "web", "--from", "rpms", "greet"]);
+    assert_eq!(resolved(&out), (4, 4), "{out}");
+    let log = canopy.json(["roots", "log", "web"]);
+    let names: Vec<&str> = log[0]["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["greet", "libgreet", "setup", "sh"]);
+    let downloads = rpm_requests(&nginx);
+    assert_eq!(downloads - refused, 4);
+    // Nothing new: up to date, nothing fetched.
+    let out = canopy.stdout(["upgrade", "web"]);
+    assert!(out.contains("up to date"), "{out}");
+    assert_eq!(rpm_requests(&nginx), downloads);
+    // One rebuilt library: one download.
+    let rebuilt = fx.rebuild("libgreet", "2");
+    fs::copy(
+        &rebuilt,
+        repo.join("Packages").join(rebuilt.file_name().unwrap()),
+    )
+    .unwrap();
+    fx.publish(&repo);
+    let out = canopy.stdout(["upgrade", "web"]);
+    assert!(out.contains("~ libgreet 1.0-1 → 1.0-2"), "{out}");
+    assert_eq!(rpm_requests(&nginx), downloads + 1, "{out}");
+    // An impossible request says what is missing.
+    let out = canopy
+        .cmd(["assemble", "bad", "--from", "rpms", "needy"])
+        .failure(1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("needy") && stderr.contains("libmissing.so.2()(64bit)"),
+        "{stderr}"
+    );
+    canopy.fsck_clean();
+}
+
+#[test]
+fn repository_metadata_is_checked() {
+    let fx = fixtures();
+    let canopy = Canopy::init("rpm-repo-checked");
+    let repo = repo_copy(&canopy);
+    let nginx = crate::mount::Nginx::start(&canopy, &format!("root {};", repo.display()));
+    // A keyring that did not sign repomd.xml.
+    let other = "/usr/share/keyrings/debian-archive-keyring.gpg";
+    let out = canopy
+        .cmd([
+            "repo",
+            "add",
+            "r",
+            &nginx.url,
+            "--kind",
+            "rpm-md",
+            "--keyring",
+            other,
+        ])
+        .failure(1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not in the keyring"),
+        "{out:?}"
+    );
+    assert_eq!(canopy.json(["repo", "list"]), serde_json::json!([]));
+    // A primary that is not what repomd.xml says.
+    let keyring = path_str(&fx.keyring);
+    canopy.stdout([
+        "repo",
+        "add",
+        "r",
+        &nginx.url,
+        "--kind",
+        "rpm-md",
+        "--keyring",
+        keyring,
+    ]);
+    let primary = fs::read_dir(repo.join("repodata"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("primary.xml"))
+        .unwrap();
+    let mut bytes = fs::read(&primary).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&primary, bytes).unwrap();
+    // The cache still holds the good copy: force a new repomd.xml to be read.
+    let repomd = repo.join("repodata/repomd.xml");
+    let text = fs::read_to_string(&repomd).unwrap();
+    fs::write(&repomd, format!("{text}\n")).unwrap();
+    let _ = fs::remove_dir_all(canopy.store().join("cache/repos/r"));
+    let out = canopy.cmd(["repo", "update", "r"]).failure(1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("repomd.xml") || stderr.contains("does not match"),
+        "{stderr}"
+    );
 }

@@ -12,6 +12,10 @@ mod walkthrough;
 mod hostile;
 // Inputs a probe found mishandled: .deb layouts as dpkg, long paths, batches, escaping, Range.
 mod input;
+// Signed names on the client: swapped, replayed and foreign roots refused, the others mount.
+mod trust;
+// Bounded waits: a dribbling proxy, killable readers.
+mod waits;
 // A writer killed at any durable step leaves the last good state.
 mod crash;
 // Serving over HTTP and mounting with FUSE: shared inodes, cache bound, outages, tampering, follow, nginx.
@@ -22,6 +26,10 @@ mod nfs;
 mod portmap;
 // Roots resolved from a Debian repository: downloads, upgrade, rollback, diff, corruption.
 mod repo;
+// Installed roots: package scripts run in a sandbox at assemble time, compared with mmdebstrap.
+mod installed;
+// Inspection without mounting, closed pipes, names in errors, ROOT@COMMIT everywhere.
+mod lifecycle;
 // The Docker volume plugin over its socket, across restarts, and under a real dockerd.
 mod volume;
 // RPM packages: fixtures built with rpmbuild, import compared with rpm2cpio | cpio, signatures.
@@ -32,3 +40,9 @@ mod layout;
 mod image;
 // Hostile images: each refused with its error class, the store unchanged.
 mod image_hostile;
+// canopy run: store, server, directory and mount sources; state; signals; non-root; --spc; labels.
+mod run;
+// SeaweedFS for the S3 tests: one shared `weed mini`, buckets per test.
+mod seaweed;
+// The store in a bucket: same roots as local, several writers, gc leases, crashes.
+mod s3;

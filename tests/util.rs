@@ -29,6 +29,8 @@ pub struct Canopy {
     dir: Option<tempfile::TempDir>,
     root: PathBuf,
     store: PathBuf,
+    /// Set on every canopy command (e.g. the S3 endpoint and credentials).
+    envs: Vec<(String, std::ffi::OsString)>,
 }
 
 impl Canopy {
@@ -46,7 +48,15 @@ impl Canopy {
             dir: Some(dir),
             root,
             store,
+            envs: Vec::new(),
         }
+    }
+
+    /// Sets `key` to `value` in the environment of every canopy command this runs.
+    pub fn with_env(mut self, key: &str, value: impl AsRef<OsStr>) -> Canopy {
+        self.envs
+            .push((key.to_string(), value.as_ref().to_os_string()));
+        self
     }
 
     /// A fresh directory with an initialised store.
@@ -121,6 +131,9 @@ impl Canopy {
     {
         let mut command = cmd(BIN);
         command.args(args).current_dir(&self.root);
+        for (key, value) in &self.envs {
+            command.env(key, value);
+        }
         command
     }
 
@@ -217,7 +230,8 @@ pub fn cmd(program: impl AsRef<OsStr>) -> TestCommand {
     let mut cmd = Command::new(program);
     cmd.stdin(Stdio::null())
         .env_remove("CANOPY_STORE")
-        .env_remove("CANOPY_CRASH_AFTER");
+        .env_remove("CANOPY_CRASH_AFTER")
+        .env_remove("CANOPY_PAUSE_AT");
     // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
@@ -465,30 +479,6 @@ pub fn is_hex64(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// Whether `shown`, a commit id as a command printed it (the contract says `<hex>`:
-/// full, or abbreviated to at least 8 digits), names the commit `full`.
-pub fn names_commit(shown: &str, full: &str) -> bool {
-    shown.len() >= 8
-        && shown
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        && full.starts_with(shown)
-}
-
-/// Parses `ROOT: now at <hex> (was <hex>)`, the output of `roots rollback`, and checks
-/// both commits.
-pub fn assert_rollback(stdout: &str, root: &str, now: &str, was: &str) {
-    let parsed = stdout
-        .strip_suffix(")\n")
-        .and_then(|s| s.strip_prefix(&format!("{root}: now at ")))
-        .and_then(|s| s.split_once(" (was "));
-    let ok = parsed.is_some_and(|(n, w)| names_commit(n, now) && names_commit(w, was));
-    assert!(
-        ok,
-        "expected `{root}: now at {now} (was {was})`, abbreviated or not; got:\n{stdout}"
-    );
 }
 
 /// The extended attributes of a path (not following symlinks), name to value.
@@ -828,68 +818,6 @@ pub fn parse_assemble(stdout: &str) -> Assembled {
         commit: commit.into(),
         packages: packages.parse().unwrap_or_else(|_| bad()),
         new_objects: new_objects.parse().unwrap_or_else(|_| bad()),
-    }
-}
-
-/// The summary line of `canopy checkout`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CheckedOut {
-    /// The commit checked out, as printed (full or abbreviated hex).
-    pub commit: String,
-    /// Regular files.
-    pub files: u64,
-    /// Of which hard-linked to the store.
-    pub linked: u64,
-    /// Of which copied.
-    pub copied: u64,
-    /// Directories.
-    pub dirs: u64,
-    /// Symbolic links.
-    pub symlinks: u64,
-    /// Devices, fifos and sockets.
-    pub special: u64,
-}
-
-/// Parses `checked out ROOT <hex> to DIR: F files (L hard-linked, C copied), D dirs,
-/// S symlinks, X special` out of stdout.
-pub fn parse_checkout(stdout: &str, root: &str, dir: &Path) -> CheckedOut {
-    let prefix = format!("checked out {root} ");
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no `{prefix}…` line in:\n{stdout}"));
-    let bad = || -> ! { panic!("not a checkout summary line: {line:?}") };
-    let rest = &line[prefix.len()..];
-    let (commit, rest) = rest.split_once(" to ").unwrap_or_else(|| bad());
-    let rest = rest
-        .strip_prefix(&format!("{}: ", dir.display()))
-        .unwrap_or_else(|| bad());
-    let numbers: Vec<u64> = rest
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|w| !w.is_empty())
-        .map(|w| w.parse().unwrap())
-        .collect();
-    let mut shape = String::new();
-    for c in rest.chars() {
-        match c {
-            '0'..='9' if shape.ends_with('#') => {}
-            '0'..='9' => shape.push('#'),
-            c => shape.push(c),
-        }
-    }
-    if numbers.len() != 6
-        || shape != "# files (# hard-linked, # copied), # dirs, # symlinks, # special"
-    {
-        bad();
-    }
-    CheckedOut {
-        commit: commit.into(),
-        files: numbers[0],
-        linked: numbers[1],
-        copied: numbers[2],
-        dirs: numbers[3],
-        symlinks: numbers[4],
-        special: numbers[5],
     }
 }
 

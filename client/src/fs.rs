@@ -6,9 +6,8 @@
 //! keeps its own reads out of the page cache so the pages are held once, by the mount,
 //! with `FOPEN_KEEP_CACHE` since content never changes under an inode.
 
-use crate::cache::Cache;
-use crate::remote::Remote;
-use crate::view::{Attr, Kind, View, ViewError};
+use crate::objects::Objects;
+use crate::view::{Attr, COMMIT_XATTR, Kind, View, ViewError};
 use canopy_protocol::ObjectId;
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -38,9 +37,7 @@ struct OpenFile {
 /// The mounted filesystem.
 pub struct CanopyFs {
     view: Arc<View>,
-    cache: Arc<Cache>,
-    remote: Arc<Remote>,
-    rt: tokio::runtime::Handle,
+    objects: Arc<dyn Objects>,
     /// How long names and directory attributes may be cached: short when following a
     /// root, so a new version shows within a second.
     dir_ttl: Duration,
@@ -54,21 +51,17 @@ pub struct CanopyFs {
 }
 
 impl CanopyFs {
-    /// A filesystem over `view`, reading contents through `cache` from `remote`;
-    /// `follows` when the view may switch roots to new versions.
+    /// A filesystem over `view`, reading contents from `objects`; `follows` when the
+    /// view may switch roots to new versions.
     pub fn new(
         view: Arc<View>,
-        cache: Arc<Cache>,
-        remote: Arc<Remote>,
-        rt: tokio::runtime::Handle,
+        objects: Arc<dyn Objects>,
         follows: bool,
         passthrough: bool,
     ) -> Self {
         CanopyFs {
             view,
-            cache,
-            remote,
-            rt,
+            objects,
             dir_ttl: if follows {
                 Duration::from_secs(1)
             } else {
@@ -91,27 +84,15 @@ impl CanopyFs {
     }
 
     /// Fetches (or finds) the content of a file inode and opens it; the object stays
-    /// pinned in the cache until the handle is released.
+    /// available until the handle is released.
     fn open_file(&self, ino: u64) -> Result<(ObjectId, File), Errno> {
-        let (blob, _) = self.view.file(ino).map_err(errno)?;
+        let (blob, size) = self.view.file(ino).map_err(errno)?;
         let id = blob.0;
-        let path = self
-            .cache
-            .get(&id, |tmp| {
-                self.rt.block_on(self.remote.object_to_file(&id, tmp))
-            })
-            .map_err(|e| {
-                tracing::error!("cannot open object {id}: {e}");
-                Errno::EIO
-            })?;
-        match File::open(&path) {
-            Ok(f) => Ok((id, f)),
-            Err(e) => {
-                self.cache.unpin(&id);
-                tracing::error!("cannot open cached {}: {e}", path.display());
-                Err(Errno::EIO)
-            }
-        }
+        let file = self.objects.open(&id, size).map_err(|e| {
+            tracing::error!("cannot open object {id}: {e}");
+            Errno::EIO
+        })?;
+        Ok((id, file))
     }
 
     fn backing_for(&self, ino: u64, file: &File, reply: &ReplyOpen) -> Option<Arc<BackingId>> {
@@ -325,7 +306,7 @@ impl Filesystem for CanopyFs {
         reply: ReplyEmpty,
     ) {
         if let Some(open) = self.handles.lock().expect("handles lock").remove(&fh.0) {
-            self.cache.unpin(&open.blob);
+            self.objects.release(&open.blob);
         }
         reply.ok();
     }
@@ -376,10 +357,16 @@ impl Filesystem for CanopyFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let xattrs = match self.view.xattrs(ino.0) {
+        let mut xattrs = match self.view.xattrs(ino.0) {
             Ok(x) => x,
             Err(e) => return reply.error(errno(e)),
         };
+        if name.as_bytes() == COMMIT_XATTR.as_bytes()
+            && let Some(commit) = self.view.commit_of(ino.0)
+        {
+            // Not in listxattr: a root's files and directories stay exactly as stored.
+            xattrs = vec![(name.as_bytes().to_vec(), commit.to_string().into_bytes())];
+        }
         match xattrs.iter().find(|(k, _)| k.as_slice() == name.as_bytes()) {
             None => reply.error(Errno::NO_XATTR),
             Some((_, v)) if size == 0 => reply.size(v.len() as u32),
@@ -408,7 +395,7 @@ impl Filesystem for CanopyFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let used = self.cache.used();
+        let used = self.objects.used();
         reply.statfs(used.div_ceil(4096), 0, 0, 0, 0, 4096, 255, 4096);
     }
 }

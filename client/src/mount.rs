@@ -2,6 +2,7 @@
 
 use crate::cache::{Cache, CacheError};
 use crate::fs::CanopyFs;
+use crate::objects::Fetched;
 use crate::remote::{FetchError, Remote};
 use crate::view::{RootVersion, Scope, View};
 use canopy_protocol::{Commit, CommitId, SignatureError, VerifyingKey};
@@ -23,8 +24,11 @@ pub struct HostConfig {
     pub cache_size: u64,
     /// Use FUSE passthrough when the kernel allows.
     pub passthrough: bool,
-    /// Bound on connecting to a server and on each wait for its data.
+    /// Bound on connecting to a server, on its response headers and on each wait for
+    /// its data.
     pub timeout: Duration,
+    /// Bytes per second a transfer must average once `timeout` has passed.
+    pub min_rate: u64,
 }
 
 /// A client's runtime, servers and cache, ready to serve a view.
@@ -40,7 +44,7 @@ impl HostConfig {
         let rt = tokio::runtime::Runtime::new()
             .map_err(|e| MountError::Setup(format!("starting the runtime: {e}")))?;
         let remote = Arc::new(
-            Remote::new(self.servers.clone(), self.timeout)
+            Remote::new(self.servers.clone(), self.timeout, self.min_rate)
                 .map_err(|e| MountError::Setup(format!("HTTP client: {e}")))?,
         );
         let cache = Arc::new(Cache::open(&self.cache_dir, self.cache_size)?);
@@ -56,8 +60,9 @@ pub struct MountConfig {
     pub mountpoint: PathBuf,
     /// Every root, or one at the mountpoint.
     pub scope: Scope,
-    /// With one root: show this commit instead of the current one.
-    pub commit: Option<CommitId>,
+    /// With one root: show this commit instead of the current one (a full id, or a
+    /// unique prefix of a commit in the root's history as the server lists it).
+    pub commit: Option<String>,
     /// Poll for new versions this often.
     pub follow: Option<Duration>,
 }
@@ -80,17 +85,54 @@ pub enum MountError {
     },
     /// A commit is not signed by the trusted key.
     #[error(
-        "refusing root {root}: {source} (check --trust: `canopy key show` on the server prints its key)"
+        "refusing root {root}: {error} (check --trust: `canopy key show` on the server prints its key)"
     )]
     Untrusted {
         /// The root.
         root: String,
-        /// What is wrong with the signature.
-        source: SignatureError,
+        /// What is wrong with the signature (not a `source`: the message says it).
+        error: SignatureError,
     },
     /// The named root does not exist.
     #[error("the server has no root named {0}")]
     NoSuchRoot(String),
+    /// The ref of one root points at a commit signed as a version of another: a swapped
+    /// ref on a compromised server or proxy.
+    #[error(
+        "refusing root {root}: its ref points at commit {commit}, which is signed as a version of root {names}"
+    )]
+    WrongRoot {
+        /// The root asked for.
+        root: String,
+        /// The commit its ref gave.
+        commit: String,
+        /// The root the commit's signature names.
+        names: String,
+    },
+    /// A root followed at one commit now points at an older or unrelated one: a
+    /// replayed or rewritten ref (a rollback is a new commit with a higher generation).
+    #[error("{0}")]
+    NotForward(Box<NotForward>),
+    /// No commit of the root's history starts with the prefix given.
+    #[error("no commit {prefix} in the history of root {root} on the server")]
+    NoSuchCommit {
+        /// The root.
+        root: String,
+        /// The id or prefix given.
+        prefix: String,
+    },
+    /// Several commits start with the prefix given.
+    #[error(
+        "commit prefix {prefix} is ambiguous in the history of root {root} ({count} commits); give more digits"
+    )]
+    AmbiguousCommit {
+        /// The root.
+        root: String,
+        /// The prefix given.
+        prefix: String,
+        /// How many commits start with it.
+        count: usize,
+    },
     /// The cache could not be opened.
     #[error(transparent)]
     Cache(#[from] CacheError),
@@ -107,8 +149,72 @@ pub enum MountError {
     Setup(String),
 }
 
+/// A move of a followed root that history does not allow (see [`MountError::NotForward`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing root {root}: it moved from commit {from} (generation {from_generation}) to {to} (generation {to_generation}), which {why}; staying at {from}"
+)]
+pub struct NotForward {
+    /// The root.
+    pub root: String,
+    /// The commit shown.
+    pub from: CommitId,
+    /// Its generation.
+    pub from_generation: u64,
+    /// The commit the ref now gives.
+    pub to: CommitId,
+    /// Its generation.
+    pub to_generation: u64,
+    /// "is not newer" or "does not descend from it".
+    pub why: &'static str,
+}
+
+impl MountError {
+    /// Whether this is a root refused for what the server holds (signature, name,
+    /// history), rather than a failure to reach it.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            MountError::Untrusted { .. }
+                | MountError::WrongRoot { .. }
+                | MountError::NotForward(_)
+                | MountError::BadCommit { .. }
+        )
+    }
+}
+
+/// Fetches commit `commit` of root `root`, checks that `trust` signed it for that
+/// root, and decodes it.
+pub(crate) async fn verified_commit(
+    remote: &Remote,
+    trust: &VerifyingKey,
+    root: &str,
+    commit: CommitId,
+) -> Result<Commit, MountError> {
+    let bytes = remote.object(&commit.0).await?;
+    let decoded = Commit::decode(&bytes).map_err(|e| MountError::BadCommit {
+        root: root.to_string(),
+        commit: commit.to_string(),
+        reason: e.to_string(),
+    })?;
+    decoded
+        .verify(trust)
+        .map_err(|error| MountError::Untrusted {
+            root: root.to_string(),
+            error,
+        })?;
+    if decoded.body.root.as_str() != root {
+        return Err(MountError::WrongRoot {
+            root: root.to_string(),
+            commit: commit.to_string(),
+            names: decoded.body.root.to_string(),
+        });
+    }
+    Ok(decoded)
+}
+
 /// Fetches, verifies and decodes one version of a root.
-async fn load(
+pub(crate) async fn load(
     remote: &Remote,
     trust: &VerifyingKey,
     root: &str,
@@ -121,18 +227,7 @@ async fn load(
     ),
     MountError,
 > {
-    let bytes = remote.object(&commit.0).await?;
-    let decoded = Commit::decode(&bytes).map_err(|e| MountError::BadCommit {
-        root: root.to_string(),
-        commit: commit.to_string(),
-        reason: e.to_string(),
-    })?;
-    decoded
-        .verify(trust)
-        .map_err(|source| MountError::Untrusted {
-            root: root.to_string(),
-            source,
-        })?;
+    let decoded = verified_commit(remote, trust, root, commit).await?;
     let trees = remote.tree_pack(&decoded.body.tree).await?;
     Ok((
         RootVersion {
@@ -171,12 +266,71 @@ pub(crate) async fn show(
         return Ok(());
     }
     let (version, c, trees) = load(remote, trust, root, commit).await?;
+    if let Some(shown) = view.root(entry) {
+        forward(remote, root, shown.commit, commit, &c).await?;
+    }
     tracing::info!(
         "{entry}: now showing commit {commit} of root {root} ({})",
         c.body.subject
     );
     view.install(entry, version, trees);
     Ok(())
+}
+
+/// Commits walked back from a new commit to find the one shown; a longer jump is
+/// judged by generation alone.
+const MAX_WALK: u64 = 64;
+
+/// A commit fetched (and so checked against its id) and decoded.
+async fn fetch_commit(remote: &Remote, root: &str, id: CommitId) -> Result<Commit, MountError> {
+    let bytes = remote.object(&id.0).await?;
+    Commit::decode(&bytes).map_err(|e| MountError::BadCommit {
+        root: root.to_string(),
+        commit: id.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Refuses to move a root from commit `from` to `to` (signed, decoded as `new`) unless
+/// `to` has a higher generation and descends from `from`: history only grows, so an
+/// older or unrelated commit under the root's name is a replay or a rewrite.
+async fn forward(
+    remote: &Remote,
+    root: &str,
+    from: CommitId,
+    to: CommitId,
+    new: &Commit,
+) -> Result<(), MountError> {
+    let old = fetch_commit(remote, root, from).await?;
+    let refuse = |why| {
+        MountError::NotForward(Box::new(NotForward {
+            root: root.to_string(),
+            from,
+            from_generation: old.body.generation,
+            to,
+            to_generation: new.body.generation,
+            why,
+        }))
+    };
+    if new.body.generation <= old.body.generation {
+        return Err(refuse("is not newer"));
+    }
+    let gap = new.body.generation - old.body.generation;
+    if gap > MAX_WALK {
+        return Ok(());
+    }
+    let mut next = new.body.parent;
+    for _ in 0..gap {
+        match next {
+            Some(id) if id == from => return Ok(()),
+            Some(id) => next = fetch_commit(remote, root, id).await?.body.parent,
+            None => break,
+        }
+    }
+    if next == Some(from) {
+        return Ok(());
+    }
+    Err(refuse("does not descend from it"))
 }
 
 /// Brings the view up to date with the server: new roots appear, changed roots switch.
@@ -204,10 +358,60 @@ async fn refresh(
             out
         }
     };
+    // One root that cannot be trusted does not hide the others; if every root is
+    // refused, that is the mount's error.
+    let all = matches!(view.scope(), Scope::All);
+    let (count, mut refused) = (wanted.len(), Vec::new());
     for (name, commit) in wanted {
-        show(remote, view, trust, &name, &name, commit).await?;
+        match show(remote, view, trust, &name, &name, commit).await {
+            Err(e) if all && e.is_refusal() => refused.push(e),
+            other => other?,
+        }
+    }
+    if !refused.is_empty() && refused.len() == count && view.is_empty() {
+        return Err(refused.remove(0));
+    }
+    for e in refused {
+        tracing::warn!("{e}; the other roots are shown");
     }
     Ok(())
+}
+
+/// The commit of `root`'s history that `prefix` names: a full id as it is (it is
+/// verified when fetched), a prefix looked up in the server's log.
+pub(crate) async fn find_commit(
+    remote: &Remote,
+    root: &str,
+    prefix: &str,
+) -> Result<CommitId, MountError> {
+    let prefix = prefix.to_ascii_lowercase();
+    if let Ok(id) = prefix.parse() {
+        return Ok(id);
+    }
+    let log = remote.log(root).await.map_err(|e| {
+        if e.is_not_found() {
+            MountError::NoSuchRoot(root.to_string())
+        } else {
+            e.into()
+        }
+    })?;
+    let found: Vec<&str> = log
+        .iter()
+        .map(|e| e.commit.as_str())
+        .filter(|c| c.starts_with(&prefix))
+        .collect();
+    match found.as_slice() {
+        [one] => parse_commit(root, one),
+        [] => Err(MountError::NoSuchCommit {
+            root: root.to_string(),
+            prefix,
+        }),
+        many => Err(MountError::AmbiguousCommit {
+            root: root.to_string(),
+            prefix,
+            count: many.len(),
+        }),
+    }
 }
 
 fn parse_commit(root: &str, hex: &str) -> Result<CommitId, MountError> {
@@ -302,23 +506,35 @@ pub fn run(
     on_ready: impl FnOnce(),
 ) -> Result<(), MountError> {
     let Host { rt, remote, cache } = cfg.host.open()?;
-    let view = Arc::new(View::new(cfg.scope.clone()));
-    rt.block_on(refresh(&remote, &view, &cfg.host.trust, cfg.commit))?;
+    let view = Arc::new(View::new(cfg.scope.clone()).keeping_versions());
+    let pinned = match (&cfg.scope, &cfg.commit) {
+        (Scope::One(root), Some(prefix)) => Some(rt.block_on(find_commit(&remote, root, prefix))?),
+        _ => None,
+    };
+    rt.block_on(refresh(&remote, &view, &cfg.host.trust, pinned))?;
 
-    let following = cfg.follow.is_some() && cfg.commit.is_none();
+    let following = cfg.follow.is_some() && pinned.is_none();
+    let objects = Fetched::new(cache, remote.clone(), rt.handle().clone());
     let fs = CanopyFs::new(
         view.clone(),
-        cache,
-        remote.clone(),
-        rt.handle().clone(),
+        Arc::new(objects),
         following,
         cfg.host.passthrough,
     );
     let mut session = fuse_session(fs, &cfg.mountpoint)?;
     let mut unmounter = session.unmount_callable();
     let mountpoint = cfg.mountpoint.clone();
+    // Poll `shutdown` once before saying the mount is ready: signal handlers register
+    // on the first poll, and a SIGTERM sent right after "mounted" must find them (not
+    // the default action, which kills the process and leaves the mount behind).
+    let mut shutdown = Box::pin(shutdown);
+    let fired = rt.block_on(std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(shutdown.as_mut().poll(cx).is_ready())
+    }));
     rt.spawn(async move {
-        shutdown.await;
+        if !fired {
+            shutdown.await;
+        }
         unmount(&mut unmounter, &mountpoint);
     });
     if let (true, Some(interval)) = (following, cfg.follow) {

@@ -1,24 +1,32 @@
 //! Fetching from canopy servers (or HTTP caches in front of them), with failover and
 //! timeouts, verifying every object against its id before anyone sees it.
+//!
+//! Every wait is bounded. A server gets `timeout` to connect and to send the response
+//! headers, and from then on must keep an average rate of at least `min_rate`: after
+//! `t` seconds it must have sent `(t - timeout) × min_rate` bytes. With the size of what
+//! is fetched bounded too (a file's size from its tree entry, caps on metadata), a fetch
+//! from one server never takes longer than `timeout + size / min_rate`, however slowly
+//! a server or a proxy dribbles bytes.
 
-use canopy_protocol::api::{RootInfo, decode_tree_pack};
+use canopy_protocol::api::{LogEntry, RootInfo, decode_tree_pack};
 use canopy_protocol::{DecodeError, Hasher, ObjectId, Tree, TreeId};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// The request failed: refused, timed out, cut off.
-    #[error("{url}: {source}")]
+    #[error("{url}: {}", explain(error))]
     Http {
         /// The URL.
         url: String,
-        /// What reqwest said.
-        source: reqwest::Error,
+        /// What reqwest said (not a `source`: the message already says it, with its
+        /// cause, so it is not printed twice).
+        error: reqwest::Error,
     },
     /// The server answered with an error status.
     #[error("{url}: HTTP {status}: {message}")]
@@ -55,9 +63,62 @@ pub enum FetchError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The server was too slow: it did not keep up the minimum rate, or sent headers
+    /// too slowly.
+    #[error(
+        "{url}: gave up after {elapsed:.1?}: {received} bytes received, below the minimum rate (--timeout {timeout:?} plus the size at --min-rate)"
+    )]
+    TooSlow {
+        /// The URL.
+        url: String,
+        /// How long it had been going.
+        elapsed: Duration,
+        /// Bytes of the body received.
+        received: u64,
+        /// The grace allowed before the rate counts.
+        timeout: Duration,
+    },
+    /// The server sent more than the object or metadata can be.
+    #[error("{url}: sent more than the {limit} bytes expected")]
+    TooLong {
+        /// The URL.
+        url: String,
+        /// The most that was expected.
+        limit: u64,
+    },
     /// Every server failed; the errors in order.
-    #[error("no server could answer: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    #[error("{}", all_failed(.0))]
     AllFailed(Vec<FetchError>),
+}
+
+fn all_failed(errors: &[FetchError]) -> String {
+    match errors {
+        [one] => one.to_string(),
+        many => format!(
+            "no server could answer: {}",
+            many.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    }
+}
+
+/// A failed request in words that say what to check: reqwest's own message is the
+/// same for every failure ("error sending request"); the cause is at the bottom.
+fn explain(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut cause: &dyn Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    if e.is_timeout() {
+        format!("no answer in time ({cause}): the server is slow or unreachable (see --timeout)")
+    } else if e.is_connect() {
+        format!("cannot connect ({cause}): is `canopy serve` running at this address?")
+    } else {
+        format!("{e}: {cause}")
+    }
 }
 
 impl FetchError {
@@ -71,18 +132,32 @@ impl FetchError {
     }
 }
 
+/// Most a list of roots, a root's answer or a commit may be.
+const METADATA_MAX: u64 = 16 << 20;
+/// Most a tree pack may be (every directory of a root).
+const TREE_PACK_MAX: u64 = 4 << 30;
+
 /// One or more servers holding the same store.
 pub struct Remote {
     servers: Vec<reqwest::Url>,
     http: reqwest::Client,
+    timeout: Duration,
+    /// Bytes per second a transfer must average once `timeout` has passed.
+    min_rate: u64,
     /// The server that answered last; tried first next time.
     preferred: AtomicUsize,
 }
 
 impl Remote {
-    /// A remote over `servers` (tried in order on failure). `timeout` bounds connecting
-    /// and each wait for data, so a server that goes away costs at most that per server.
-    pub fn new(servers: Vec<reqwest::Url>, timeout: Duration) -> Result<Self, reqwest::Error> {
+    /// A remote over `servers` (tried in order on failure). `timeout` bounds connecting,
+    /// the wait for response headers and each wait for data, so a server that goes away
+    /// costs at most that per server; `min_rate` (bytes per second, at least 1) is the
+    /// average rate a transfer must keep after that (see the module documentation).
+    pub fn new(
+        servers: Vec<reqwest::Url>,
+        timeout: Duration,
+        min_rate: u64,
+    ) -> Result<Self, reqwest::Error> {
         // https uses rustls with ring; installing it twice (another client) is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
@@ -106,6 +181,8 @@ impl Remote {
         Ok(Remote {
             servers,
             http,
+            timeout,
+            min_rate: min_rate.max(1),
             preferred: AtomicUsize::new(0),
         })
     }
@@ -127,7 +204,8 @@ impl Remote {
                     return Ok(v);
                 }
                 Err(e) => {
-                    if !e.is_not_found() {
+                    // With one server the error is reported once, by the caller.
+                    if !e.is_not_found() && self.servers.len() > 1 {
                         tracing::warn!("{e}");
                     }
                     errors.push(e);
@@ -148,21 +226,30 @@ impl Remote {
             message: e.to_string(),
         })?;
         let shown = url.to_string();
-        let res = self
-            .http
-            .get(url)
-            .send()
+        let started = Instant::now();
+        let res = tokio::time::timeout(self.timeout, self.http.get(url).send())
             .await
-            .map_err(|source| FetchError::Http {
+            .map_err(|_| FetchError::TooSlow {
                 url: shown.clone(),
-                source,
+                elapsed: started.elapsed(),
+                received: 0,
+                timeout: self.timeout,
+            })?
+            .map_err(|error| FetchError::Http {
+                url: shown.clone(),
+                error,
             })?;
         if !res.status().is_success() {
             let status = res.status().as_u16();
             let body = res.bytes().await.unwrap_or_default();
+            // canopy answers errors in JSON; anything else came from another server.
             let message = serde_json::from_slice::<canopy_protocol::api::ErrorBody>(&body)
                 .map(|b| b.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(200).collect());
+                .unwrap_or_else(|_| {
+                    "not an answer from canopy: is this URL a canopy server (or a cache in \
+                     front of one that passes /v1/ through)?"
+                        .into()
+                });
             return Err(FetchError::Status {
                 url: shown,
                 status,
@@ -172,23 +259,64 @@ impl Remote {
         Ok((shown, res))
     }
 
+    /// The next chunk of a response's body, or `None` at its end, keeping the minimum
+    /// rate (counted from `started`) and at most `limit` bytes in all (`received` so far).
+    async fn chunk(
+        &self,
+        url: &str,
+        res: &mut reqwest::Response,
+        started: Instant,
+        received: &mut u64,
+        limit: u64,
+    ) -> Result<Option<bytes::Bytes>, FetchError> {
+        let allowed =
+            self.timeout + Duration::from_secs_f64(*received as f64 / self.min_rate as f64);
+        let chunk = tokio::time::timeout_at((started + allowed).into(), res.chunk())
+            .await
+            .map_err(|_| FetchError::TooSlow {
+                url: url.to_string(),
+                elapsed: started.elapsed(),
+                received: *received,
+                timeout: self.timeout,
+            })?
+            .map_err(|error| FetchError::Http {
+                url: url.to_string(),
+                error,
+            })?;
+        if let Some(chunk) = &chunk {
+            *received += chunk.len() as u64;
+            if *received > limit {
+                return Err(FetchError::TooLong {
+                    url: url.to_string(),
+                    limit,
+                });
+            }
+        }
+        Ok(chunk)
+    }
+
     async fn get_bytes(
         &self,
         base: &reqwest::Url,
         path: &str,
+        limit: u64,
     ) -> Result<(String, Vec<u8>), FetchError> {
-        let (url, res) = self.get(base, path).await?;
-        let bytes = res.bytes().await.map_err(|source| FetchError::Http {
-            url: url.clone(),
-            source,
-        })?;
-        Ok((url, bytes.to_vec()))
+        let (url, mut res) = self.get(base, path).await?;
+        let (started, mut received) = (Instant::now(), 0);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = self
+            .chunk(&url, &mut res, started, &mut received, limit)
+            .await?
+        {
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok((url, bytes))
     }
 
     /// Every root and its current commit.
     pub async fn roots(&self) -> Result<Vec<RootInfo>, FetchError> {
         self.failover(|base| async move {
-            let (url, bytes) = self.get_bytes(&base, "v1/roots").await?;
+            let (url, bytes) = self.get_bytes(&base, "v1/roots", METADATA_MAX).await?;
             serde_json::from_slice(&bytes).map_err(|e| FetchError::Status {
                 url,
                 status: 200,
@@ -201,7 +329,9 @@ impl Remote {
     /// One root's current commit.
     pub async fn root(&self, name: &str) -> Result<RootInfo, FetchError> {
         self.failover(|base| async move {
-            let (url, bytes) = self.get_bytes(&base, &format!("v1/roots/{name}")).await?;
+            let (url, bytes) = self
+                .get_bytes(&base, &format!("v1/roots/{name}"), METADATA_MAX)
+                .await?;
             serde_json::from_slice(&bytes).map_err(|e| FetchError::Status {
                 url,
                 status: 200,
@@ -214,7 +344,9 @@ impl Remote {
     /// A small object, whole and verified.
     pub async fn object(&self, id: &ObjectId) -> Result<Vec<u8>, FetchError> {
         self.failover(|base| async move {
-            let (url, bytes) = self.get_bytes(&base, &format!("v1/objects/{id}")).await?;
+            let (url, bytes) = self
+                .get_bytes(&base, &format!("v1/objects/{id}"), METADATA_MAX)
+                .await?;
             let actual = ObjectId::of(&bytes);
             if actual != *id {
                 tracing::error!(
@@ -227,9 +359,15 @@ impl Remote {
         .await
     }
 
-    /// Streams an object into the file `dest` (created or truncated), verifying it;
-    /// on any failure the file is removed. Returns its size.
-    pub async fn object_to_file(&self, id: &ObjectId, dest: &Path) -> Result<u64, FetchError> {
+    /// Streams an object of `size` bytes (as its tree entry says) into the file `dest`
+    /// (created or truncated), verifying it; on any failure, a server that sends more
+    /// or keeps below the minimum rate included, the file is removed. Returns its size.
+    pub async fn object_to_file(
+        &self,
+        id: &ObjectId,
+        size: u64,
+        dest: &Path,
+    ) -> Result<u64, FetchError> {
         let result = self
             .failover(|base| async move {
                 let (url, mut res) = self.get(&base, &format!("v1/objects/{id}")).await?;
@@ -239,13 +377,9 @@ impl Remote {
                 };
                 let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
                 let mut hasher = Hasher::new();
-                let mut size = 0u64;
-                while let Some(chunk) = res.chunk().await.map_err(|source| FetchError::Http {
-                    url: url.clone(),
-                    source,
-                })? {
+                let (started, mut got) = (Instant::now(), 0);
+                while let Some(chunk) = self.chunk(&url, &mut res, started, &mut got, size).await? {
                     hasher.update(&chunk);
-                    size += chunk.len() as u64;
                     file.write_all(&chunk).await.map_err(local)?;
                 }
                 file.flush().await.map_err(local)?;
@@ -256,7 +390,7 @@ impl Remote {
                     );
                     return Err(FetchError::Mismatch { url, actual });
                 }
-                Ok(size)
+                Ok(got)
             })
             .await;
         if result.is_err() {
@@ -265,10 +399,28 @@ impl Remote {
         result
     }
 
+    /// A root's history, newest first, as the server lists it (unsigned: what matters
+    /// is checked on the commits themselves).
+    pub async fn log(&self, name: &str) -> Result<Vec<LogEntry>, FetchError> {
+        self.failover(|base| async move {
+            let (url, bytes) = self
+                .get_bytes(&base, &format!("v1/roots/{name}/log"), METADATA_MAX)
+                .await?;
+            serde_json::from_slice(&bytes).map_err(|e| FetchError::Status {
+                url,
+                status: 200,
+                message: e.to_string(),
+            })
+        })
+        .await
+    }
+
     /// Every tree under `root`, in one request, each verified.
     pub async fn tree_pack(&self, root: &TreeId) -> Result<HashMap<TreeId, Tree>, FetchError> {
         self.failover(|base| async move {
-            let (url, bytes) = self.get_bytes(&base, &format!("v1/trees/{root}")).await?;
+            let (url, bytes) = self
+                .get_bytes(&base, &format!("v1/trees/{root}"), TREE_PACK_MAX)
+                .await?;
             let trees = decode_tree_pack(&bytes, root)
                 .map_err(|source| FetchError::Decode { url, source })?;
             Ok(trees
@@ -292,6 +444,7 @@ mod tests {
                 "http://server:7750".parse().unwrap(),
             ],
             Duration::from_secs(1),
+            1,
         )
         .unwrap();
         let joined: Vec<String> = remote

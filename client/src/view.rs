@@ -2,19 +2,22 @@
 //! and the inode numbers handed to the kernel. It knows nothing of FUSE, so other front
 //! ends can serve the same view.
 //!
-//! Inode numbers follow file identity ([`canopy_protocol::identity`]), not paths: every
-//! regular file, symlink or device with the same content and metadata (blob, mode,
-//! owner, xattrs) is one inode, whichever root and path it appears under, so the kernel
-//! caches its pages once. (The NFS export gives such files one fileid by the same rule.) Directories get
-//! one inode per path, kept across new versions of a root, and always show the tree
-//! their path has in the version that was current when they were last looked up.
+//! Inode numbers follow [`canopy_protocol::inode`], the rule the NFS export follows too:
+//! every regular file, symlink or device with the same content and metadata (blob, mode,
+//! owner, xattrs) is one inode, numbered from its identity, whichever root and path it
+//! appears under, so the kernel caches its pages once. A directory's number comes from
+//! the top-level name it is under and its path below it: one inode per path, kept
+//! across new versions of a root, showing the tree its path has in the version that was
+//! current when it was last looked up. Nothing is numbered by this process: another
+//! process serving the same roots (a successor that took the FUSE connection over)
+//! gives every node the same number.
 
-use canopy_protocol::{BlobId, CommitId, EntryKind, Meta, ObjectId, Tree, TreeId, Xattrs};
+use canopy_protocol::{BlobId, CommitId, EntryKind, Meta, ObjectId, Tree, TreeId, Xattrs, inode};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 /// The inode of the mount's top directory.
-pub const ROOT_INO: u64 = 1;
+pub const ROOT_INO: u64 = inode::TOP;
 
 /// How a root's own top directory looks (trees carry no metadata for themselves).
 const ROOT_META: Meta = Meta::ROOT_DIR;
@@ -80,59 +83,93 @@ enum Node {
     Dir {
         tree: TreeId,
         meta: Meta,
+        /// Where it is: the top-level name and the path below it, which its number and
+        /// its children's come from.
+        top: Arc<[u8]>,
+        path: Vec<u8>,
     },
     Leaf {
         kind: EntryKind,
         meta: Meta,
+        identity: ObjectId,
     },
 }
 
+/// The nodes the kernel may ask about, by number.
 #[derive(Default)]
 struct Inodes {
     nodes: HashMap<u64, Node>,
-    dirs: HashMap<(u64, Vec<u8>), u64>,
-    /// Inodes of non-directories, by identity.
-    leaves: HashMap<ObjectId, u64>,
-    next: u64,
 }
 
 impl Inodes {
-    fn alloc(&mut self, node: Node) -> u64 {
-        self.next += 1;
-        self.nodes.insert(self.next, node);
-        self.next
+    /// The number of the node that `fits` accepts, starting from `ino` and following
+    /// [`inode::next`] past numbers another node holds (a hash collision).
+    fn place(&self, mut ino: u64, fits: impl Fn(&Node) -> bool) -> u64 {
+        while let Some(node) = self.nodes.get(&ino) {
+            if fits(node) {
+                break;
+            }
+            tracing::warn!(
+                "inode {ino} collides: numbering the newer node {}",
+                inode::next(ino)
+            );
+            ino = inode::next(ino);
+        }
+        ino
     }
 
-    fn dir(&mut self, parent: u64, name: &[u8], tree: TreeId, meta: &Meta) -> u64 {
-        if let Some(&ino) = self.dirs.get(&(parent, name.to_vec())) {
-            self.nodes.insert(
-                ino,
-                Node::Dir {
-                    tree,
-                    meta: meta.clone(),
-                },
-            );
-            return ino;
-        }
-        let ino = self.alloc(Node::Dir {
-            tree,
-            meta: meta.clone(),
-        });
-        self.dirs.insert((parent, name.to_vec()), ino);
+    /// The directory at `path` under top-level name `top`, now showing `tree`.
+    fn dir(&mut self, top: &Arc<[u8]>, path: Vec<u8>, tree: TreeId, meta: &Meta) -> u64 {
+        let ino = self.place(
+            inode::dir(top, &path),
+            |n| matches!(n, Node::Dir { top: t, path: p, .. } if **t == **top && *p == path),
+        );
+        self.nodes.insert(
+            ino,
+            Node::Dir {
+                tree,
+                meta: meta.clone(),
+                top: top.clone(),
+                path,
+            },
+        );
         ino
     }
 
     fn leaf(&mut self, kind: &EntryKind, meta: &Meta) -> u64 {
-        let key = canopy_protocol::identity(kind, meta);
-        if let Some(&ino) = self.leaves.get(&key) {
-            return ino;
-        }
-        let ino = self.alloc(Node::Leaf {
+        let identity = canopy_protocol::identity(kind, meta);
+        let ino = self.place(
+            inode::from_digest(&identity),
+            |n| matches!(n, Node::Leaf { identity: i, .. } if *i == identity),
+        );
+        self.nodes.entry(ino).or_insert_with(|| Node::Leaf {
             kind: kind.clone(),
             meta: meta.clone(),
+            identity,
         });
-        self.leaves.insert(key, ino);
         ino
+    }
+
+    /// The child `name` of directory node (`top`, `path`).
+    fn child(
+        &mut self,
+        top: &Arc<[u8]>,
+        path: &[u8],
+        name: &[u8],
+        kind: &EntryKind,
+        meta: &Meta,
+    ) -> u64 {
+        match kind {
+            EntryKind::Dir { tree } => {
+                let child = if path.is_empty() {
+                    name.to_vec()
+                } else {
+                    [path, b"/", name].concat()
+                };
+                self.dir(top, child, *tree, meta)
+            }
+            kind => self.leaf(kind, meta),
+        }
     }
 }
 
@@ -159,8 +196,19 @@ pub struct View {
     scope: Scope,
     trees: RwLock<HashMap<TreeId, Arc<Tree>>>,
     roots: RwLock<BTreeMap<String, RootVersion>>,
+    /// Every version a [`Scope::All`] view has shown, as `NAME@COMMIT`, when asked
+    /// for ([`View::keeping_versions`]): found by lookup (not listed), so a program can
+    /// stay on the version it started with while the root follows new ones (`canopy
+    /// run` of `MOUNT/NAME`).
+    pinned: RwLock<HashMap<String, RootVersion>>,
+    keep_versions: bool,
     inodes: RwLock<Inodes>,
 }
+
+/// The unlisted extended attribute of a root's top directory in a [`Scope::All`]
+/// view that holds the commit it shows, as 64 hex digits; `NAME@COMMIT` beside it
+/// keeps showing that commit.
+pub const COMMIT_XATTR: &str = "user.canopy.commit";
 
 fn encode_rdev(major: u32, minor: u32) -> u32 {
     // The kernel's 32-bit new_encode_dev, which FUSE carries.
@@ -196,16 +244,15 @@ fn leaf_attr(ino: u64, kind: &EntryKind, meta: &Meta) -> Attr {
 impl View {
     /// An empty view; roots appear with [`View::install`].
     pub fn new(scope: Scope) -> View {
-        let mut inodes = Inodes {
-            next: ROOT_INO,
-            ..Inodes::default()
-        };
-        let top = match scope {
+        let mut inodes = Inodes::default();
+        let top = match &scope {
             Scope::All => Node::Roots,
             // Replaced by the first install; an empty tree until then.
-            Scope::One(_) => Node::Dir {
+            Scope::One(name) => Node::Dir {
                 tree: Tree::default().id(),
                 meta: ROOT_META,
+                top: Arc::from(name.as_bytes()),
+                path: Vec::new(),
             },
         };
         inodes.nodes.insert(ROOT_INO, top);
@@ -215,13 +262,27 @@ impl View {
             scope,
             trees: RwLock::new(trees),
             roots: RwLock::new(BTreeMap::new()),
+            pinned: RwLock::new(HashMap::new()),
+            keep_versions: false,
             inodes: RwLock::new(inodes),
         }
+    }
+
+    /// Keeps every version shown as `NAME@COMMIT` (see [`COMMIT_XATTR`]); for the views
+    /// of `canopy mount`, not for the volume plugin's, whose entries come and go.
+    pub fn keeping_versions(mut self) -> View {
+        self.keep_versions = self.scope == Scope::All;
+        self
     }
 
     /// The roots shown.
     pub fn scope(&self) -> &Scope {
         &self.scope
+    }
+
+    /// Whether no top-level entry is shown.
+    pub fn is_empty(&self) -> bool {
+        self.roots.read().expect("view lock").is_empty()
     }
 
     /// The version of a root shown now.
@@ -240,6 +301,12 @@ impl View {
             }
         }
         let tree = version.tree;
+        if self.keep_versions && !name.contains('@') {
+            self.pinned
+                .write()
+                .expect("view lock")
+                .insert(format!("{name}@{}", version.commit), version.clone());
+        }
         self.roots
             .write()
             .expect("view lock")
@@ -247,20 +314,18 @@ impl View {
         let mut inodes = self.inodes.write().expect("view lock");
         match &self.scope {
             Scope::One(_) => {
-                inodes.nodes.insert(
-                    ROOT_INO,
-                    Node::Dir {
-                        tree,
-                        meta: ROOT_META,
-                    },
-                );
+                if let Some(Node::Dir { tree: t, .. }) = inodes.nodes.get_mut(&ROOT_INO) {
+                    *t = tree;
+                }
             }
             Scope::All => {
-                if inodes
-                    .dirs
-                    .contains_key(&(ROOT_INO, name.as_bytes().to_vec()))
-                {
-                    inodes.dir(ROOT_INO, name.as_bytes(), tree, &ROOT_META);
+                // A top-level directory the kernel knows shows the new tree at once.
+                let top: Arc<[u8]> = Arc::from(name.as_bytes());
+                let ino = inodes.place(inode::dir(&top, b""), |n| {
+                    matches!(n, Node::Dir { top: t, path, .. } if **t == *top && path.is_empty())
+                });
+                if inodes.nodes.contains_key(&ino) {
+                    inodes.dir(&top, Vec::new(), tree, &ROOT_META);
                 }
             }
         }
@@ -323,8 +388,8 @@ impl View {
                     rdev: 0,
                 })
             }
-            Node::Dir { tree, meta } => self.dir_attr(ino, tree, meta),
-            Node::Leaf { kind, meta } => Ok(leaf_attr(ino, kind, meta)),
+            Node::Dir { tree, meta, .. } => self.dir_attr(ino, tree, meta),
+            Node::Leaf { kind, meta, .. } => Ok(leaf_attr(ino, kind, meta)),
         }
     }
 
@@ -334,22 +399,26 @@ impl View {
         let ino = match inodes.nodes.get(&parent).ok_or(ViewError::NotFound)? {
             Node::Roots => {
                 let name_str = std::str::from_utf8(name).map_err(|_| ViewError::NotFound)?;
-                let tree = self
-                    .roots
-                    .read()
-                    .expect("view lock")
-                    .get(name_str)
-                    .ok_or(ViewError::NotFound)?
-                    .tree;
-                inodes.dir(ROOT_INO, name, tree, &ROOT_META)
+                let shown = self.roots.read().expect("view lock").get(name_str).cloned();
+                let version = match shown {
+                    Some(v) => v,
+                    None => self
+                        .pinned
+                        .read()
+                        .expect("view lock")
+                        .get(name_str)
+                        .cloned()
+                        .ok_or(ViewError::NotFound)?,
+                };
+                inodes.dir(&Arc::from(name), Vec::new(), version.tree, &ROOT_META)
             }
-            Node::Dir { tree, .. } => {
+            Node::Dir {
+                tree, top, path, ..
+            } => {
+                let (top, path) = (top.clone(), path.clone());
                 let tree = self.tree(tree)?;
                 let entry = tree.get(name).ok_or(ViewError::NotFound)?;
-                match &entry.kind {
-                    EntryKind::Dir { tree } => inodes.dir(parent, name, *tree, &entry.meta),
-                    kind => inodes.leaf(kind, &entry.meta),
-                }
+                inodes.child(&top, &path, name, &entry.kind, &entry.meta)
             }
             Node::Leaf { .. } => return Err(ViewError::NotDir),
         };
@@ -366,30 +435,31 @@ impl View {
                 Ok(roots
                     .into_iter()
                     .map(|(name, v)| {
+                        let top = Arc::from(name.as_bytes());
                         (
-                            inodes.dir(ROOT_INO, name.as_bytes(), v.tree, &ROOT_META),
+                            inodes.dir(&top, Vec::new(), v.tree, &ROOT_META),
                             Kind::Dir,
                             name.into_bytes(),
                         )
                     })
                     .collect())
             }
-            Node::Dir { tree, .. } => {
+            Node::Dir {
+                tree, top, path, ..
+            } => {
+                let (top, path) = (top.clone(), path.clone());
                 let tree = self.tree(tree)?;
                 Ok(tree
                     .entries()
                     .iter()
                     .map(|e| {
-                        let name = e.name.as_bytes().to_vec();
-                        match &e.kind {
-                            EntryKind::Dir { tree } => {
-                                (inodes.dir(ino, &name, *tree, &e.meta), Kind::Dir, name)
-                            }
-                            kind => {
-                                let leaf = inodes.leaf(kind, &e.meta);
-                                (leaf, leaf_attr(leaf, kind, &e.meta).kind, name)
-                            }
-                        }
+                        let name = e.name.as_bytes();
+                        let child = inodes.child(&top, &path, name, &e.kind, &e.meta);
+                        let kind = match &e.kind {
+                            EntryKind::Dir { .. } => Kind::Dir,
+                            kind => leaf_attr(child, kind, &e.meta).kind,
+                        };
+                        (child, kind, name.to_vec())
                     })
                     .collect())
             }
@@ -430,6 +500,30 @@ impl View {
                 ..
             } => Ok(target.clone()),
             _ => Err(ViewError::NotSymlink),
+        }
+    }
+
+    /// The commit a top-level directory of a [`Scope::All`] view shows now (see
+    /// [`COMMIT_XATTR`]).
+    pub fn commit_of(&self, ino: u64) -> Option<CommitId> {
+        if self.scope != Scope::All {
+            return None;
+        }
+        let name = match self.inodes.read().expect("view lock").nodes.get(&ino)? {
+            Node::Dir { top, path, .. } if path.is_empty() => {
+                std::str::from_utf8(top).ok()?.to_string()
+            }
+            _ => return None,
+        };
+        let roots = self.roots.read().expect("view lock");
+        match roots.get(&name) {
+            Some(v) => Some(v.commit),
+            None => self
+                .pinned
+                .read()
+                .expect("view lock")
+                .get(&name)
+                .map(|v| v.commit),
         }
     }
 
@@ -498,6 +592,92 @@ mod tests {
     }
 
     #[test]
+    fn numbers_are_the_rule_s_whichever_process_and_order() {
+        let commit = CommitId(ObjectId::of(b"c"));
+        let sub = Tree::new(vec![file("sh", b"shell", 0o755)]).unwrap();
+        let dir = Entry {
+            name: Name::new(b"bin".to_vec()).unwrap(),
+            meta: Meta {
+                mode: 0o755,
+                ..Default::default()
+            },
+            kind: EntryKind::Dir { tree: sub.id() },
+        };
+        let (tree, mut trees) = root_of(vec![dir, file("a", b"x", 0o644)]);
+        trees.insert(sub.id(), sub);
+        let (first, successor) = (View::new(Scope::All), View::new(Scope::All));
+        first.install("web", RootVersion { commit, tree }, trees.clone());
+        successor.install("web", RootVersion { commit, tree }, trees);
+        // The first process walks top-down; the successor lists first, then looks up.
+        let web = first.lookup(ROOT_INO, b"web").unwrap();
+        let bin = first.lookup(web.ino, b"bin").unwrap();
+        let sh = first.lookup(bin.ino, b"sh").unwrap();
+        let listed = successor.list(ROOT_INO).unwrap();
+        assert_eq!(listed, vec![(web.ino, Kind::Dir, b"web".to_vec())]);
+        let inner = successor.list(web.ino).unwrap();
+        assert!(
+            inner.contains(&(bin.ino, Kind::Dir, b"bin".to_vec())),
+            "{inner:?}"
+        );
+        assert_eq!(successor.lookup(bin.ino, b"sh").unwrap(), sh);
+        assert_eq!(web.ino, inode::dir(b"web", b""));
+        assert_eq!(bin.ino, inode::dir(b"web", b"bin"));
+        let meta = Meta {
+            mode: 0o755,
+            ..Default::default()
+        };
+        let kind = EntryKind::File {
+            size: 5,
+            blob: BlobId::of(b"shell"),
+        };
+        assert_eq!(sh.ino, inode::file(&kind, &meta));
+        // One root mounted alone: the same numbers below its top.
+        let alone = View::new(Scope::One("web".into()));
+        let (tree2, trees2) = {
+            let sub = Tree::new(vec![file("sh", b"shell", 0o755)]).unwrap();
+            let (t, mut all) = root_of(vec![Entry {
+                name: Name::new(b"bin".to_vec()).unwrap(),
+                meta: meta.clone(),
+                kind: EntryKind::Dir { tree: sub.id() },
+            }]);
+            all.insert(sub.id(), sub);
+            (t, all)
+        };
+        alone.install(
+            "web",
+            RootVersion {
+                commit,
+                tree: tree2,
+            },
+            trees2,
+        );
+        assert_eq!(alone.lookup(ROOT_INO, b"bin").unwrap().ino, bin.ino);
+    }
+
+    #[test]
+    fn a_colliding_number_moves_the_newer_node_on() {
+        let mut inodes = Inodes::default();
+        let top: Arc<[u8]> = Arc::from(&b"web"[..]);
+        let taken = inode::dir(&top, b"usr");
+        let kind = EntryKind::Fifo;
+        inodes.nodes.insert(
+            taken,
+            Node::Leaf {
+                kind: kind.clone(),
+                meta: Meta::default(),
+                identity: canopy_protocol::identity(&kind, &Meta::default()),
+            },
+        );
+        let tree = Tree::default().id();
+        let ino = inodes.dir(&top, b"usr".to_vec(), tree, &Meta::default());
+        assert_eq!(ino, inode::next(taken));
+        assert_eq!(
+            inodes.dir(&top, b"usr".to_vec(), tree, &Meta::default()),
+            ino
+        );
+    }
+
+    #[test]
     fn a_removed_entry_is_no_longer_found() {
         let view = View::new(Scope::All);
         let commit = CommitId(ObjectId::of(b"c"));
@@ -512,6 +692,50 @@ mod tests {
         assert_eq!(view.file(f.ino).unwrap().1, 1, "an open file keeps working");
         view.install("web@c", RootVersion { commit, tree }, trees);
         assert_eq!(view.lookup(ROOT_INO, b"web@c").unwrap().ino, dir.ino);
+    }
+
+    #[test]
+    fn versions_stay_found_as_name_at_commit() {
+        let view = View::new(Scope::All).keeping_versions();
+        let (c1, c2) = (CommitId(ObjectId::of(b"1")), CommitId(ObjectId::of(b"2")));
+        let (t1, trees1) = root_of(vec![file("f", b"old", 0o644)]);
+        let (t2, trees2) = root_of(vec![file("f", b"new!", 0o644)]);
+        view.install(
+            "web",
+            RootVersion {
+                commit: c1,
+                tree: t1,
+            },
+            trees1,
+        );
+        let dir = view.lookup(ROOT_INO, b"web").unwrap();
+        assert_eq!(view.commit_of(dir.ino), Some(c1));
+        view.install(
+            "web",
+            RootVersion {
+                commit: c2,
+                tree: t2,
+            },
+            trees2,
+        );
+        assert_eq!(view.commit_of(dir.ino), Some(c2));
+        let old = view
+            .lookup(ROOT_INO, format!("web@{c1}").as_bytes())
+            .unwrap();
+        assert_eq!(view.commit_of(old.ino), Some(c1));
+        let f = view.lookup(old.ino, b"f").unwrap();
+        assert_eq!(
+            view.file(f.ino).unwrap().1,
+            3,
+            "the pinned name keeps the old tree"
+        );
+        let names: Vec<_> = view
+            .list(ROOT_INO)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.2)
+            .collect();
+        assert_eq!(names, [b"web".to_vec()], "pinned names are not listed");
     }
 
     #[test]

@@ -41,6 +41,7 @@ mod escape;
 mod host_identity;
 mod id;
 mod image;
+pub mod inode;
 mod package;
 mod root_name;
 mod tree;

@@ -44,6 +44,14 @@ pub(crate) enum Step {
         flags: MsFlags,
         data: Option<CString>,
     },
+    /// Opens `/dev/fuse` (as the namespace's root: the kernel wants the opener in the
+    /// mount's user namespace), mounts it at `target` with `fd=N,` and `options`, and
+    /// sends the descriptor to the caller over unix socket `channel`.
+    Fuse {
+        target: CString,
+        options: CString,
+        channel: RawFd,
+    },
     /// Remounts a bind mount read-only, keeping the flags the kernel locks.
     ReadOnly { target: CString },
     /// `symlink(2)`.
@@ -103,6 +111,11 @@ impl Step {
                 *flags,
                 data.as_deref(),
             ),
+            Step::Fuse {
+                target,
+                options,
+                channel,
+            } => fuse(target, options, *channel),
             Step::ReadOnly { target } => read_only(target),
             Step::Symlink { points_to, link } => {
                 nix::unistd::symlinkat(points_to.as_c_str(), nix::fcntl::AT_FDCWD, link.as_c_str())
@@ -158,6 +171,83 @@ fn file(path: &CString) -> Result<(), Errno> {
             Ok(())
         }
         Err(e) => Err(e),
+    }
+}
+
+/// Longest option string of a FUSE mount, with room for `fd=N,` in a stack buffer.
+pub(crate) const FUSE_OPTIONS_MAX: usize = 480;
+
+fn fuse(target: &CString, options: &CString, channel: RawFd) -> Result<(), Errno> {
+    // SAFETY: open with a static path; the descriptor is ours.
+    let fd = Errno::result(unsafe {
+        libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC)
+    })?;
+    // "fd=N," then the options, formatted without allocating.
+    let mut data = [0u8; FUSE_OPTIONS_MAX + 32];
+    let mut len = 0;
+    for &b in b"fd=" {
+        data[len] = b;
+        len += 1;
+    }
+    let mut digits = [0u8; 12];
+    let (mut n, mut count) = (fd as u32, 0);
+    loop {
+        digits[count] = b'0' + (n % 10) as u8;
+        count += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in (0..count).rev() {
+        data[len] = digits[i];
+        len += 1;
+    }
+    data[len] = b',';
+    len += 1;
+    for &b in options.as_bytes() {
+        data[len] = b;
+        len += 1;
+    }
+    // SAFETY: data is NUL-terminated (zeroed, and shorter than the buffer).
+    let result = unsafe {
+        libc::mount(
+            c"canopy".as_ptr(),
+            target.as_ptr(),
+            c"fuse.canopy".as_ptr(),
+            libc::MS_RDONLY | libc::MS_NOATIME,
+            data.as_ptr().cast(),
+        )
+    };
+    let sent = Errno::result(result).and_then(|_| send_fd(channel, fd));
+    // SAFETY: closing our own descriptor; the caller has its copy.
+    unsafe { libc::close(fd) };
+    sent
+}
+
+/// Sends descriptor `fd` over unix socket `channel` (SCM_RIGHTS), without allocating.
+fn send_fd(channel: RawFd, fd: RawFd) -> Result<(), Errno> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // Aligned room for one cmsghdr carrying one int.
+    let mut control = [0u64; 8];
+    // SAFETY: a zeroed msghdr is valid; every pointer set below outlives the call, and
+    // the control buffer has room for CMSG_SPACE(sizeof(int)).
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd);
+        Errno::result(libc::sendmsg(channel, &msg, libc::MSG_NOSIGNAL)).map(drop)
     }
 }
 

@@ -132,6 +132,54 @@ impl Users {
         }
     }
 
+    /// A new user namespace where the caller is root, as rootless podman maps it: the
+    /// caller's own uid and gid are 0 inside, and ids `1..count` stand for the caller's
+    /// subordinate range (`/etc/subuid`, `/etc/subgid`, written with `newuidmap`), so
+    /// files the caller owns are root's inside and other owners (`www-data`…) exist
+    /// too. For root, every id inside is the same host id (an identity map): the
+    /// namespace isolates capabilities and mounts, not file ownership. Without a range
+    /// the error names the lines to add.
+    pub fn caller_root(count: u32) -> Result<Users, SandboxError> {
+        let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+        if uid.is_root() {
+            let all = vec![IdMap {
+                inside: 0,
+                outside: 0,
+                count,
+            }];
+            return Ok(Users::Mapped {
+                uids: all.clone(),
+                gids: all,
+            });
+        }
+        let name = user_name(uid.as_raw());
+        let subuid = read_ranges(Path::new(SUBUID))?;
+        let subgid = read_ranges(Path::new(SUBGID))?;
+        let rest = count - 1;
+        let u = find(&subuid, &name, uid.as_raw(), rest)
+            .ok_or_else(|| no_range(&name, SUBUID, rest, first_free(&subuid, &subgid, rest)))?;
+        let g = find(&subgid, &name, uid.as_raw(), rest)
+            .ok_or_else(|| no_range(&name, SUBGID, rest, first_free(&subuid, &subgid, rest)))?;
+        let maps = |own: u32, start: u32| {
+            vec![
+                IdMap {
+                    inside: 0,
+                    outside: own,
+                    count: 1,
+                },
+                IdMap {
+                    inside: 1,
+                    outside: start,
+                    count: rest,
+                },
+            ]
+        };
+        Ok(Users::Mapped {
+            uids: maps(uid.as_raw(), u),
+            gids: maps(gid.as_raw(), g),
+        })
+    }
+
     /// Also maps the caller's own uid and gid, at `inside`, so that root in the
     /// namespace can read and write the caller's files (a store, say). Only for a
     /// non-root caller: root's own files are never mapped into a sandbox.

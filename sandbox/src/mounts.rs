@@ -60,6 +60,18 @@ pub enum Mount {
         /// overlay mounted inside a user namespace must.
         userxattr: bool,
     },
+    /// A FUSE filesystem served by the caller, mounted read-only as type `fuse.canopy`
+    /// with `allow_other` and `default_permissions`, so file owners are read in the
+    /// sandbox's user namespace. The sandbox opens `/dev/fuse` itself (the kernel wants
+    /// the opener in the mount's user namespace), mounts it, and sends the descriptor
+    /// over `channel`, a unix socket whose other end the caller reads (SCM_RIGHTS) and
+    /// serves from then on: lookups in later steps wait for the caller's answers.
+    Fuse {
+        /// Where inside the sandbox; `/` mounts it over the new root.
+        target: PathBuf,
+        /// The sandbox's end of a unix socket pair.
+        channel: std::os::fd::RawFd,
+    },
     /// A directory (and its parents), if missing.
     Dir {
         /// Where.
@@ -257,6 +269,20 @@ impl Mount {
                         ),
                     },
                     format!("mounting an overlay at {}", target.display()),
+                ));
+            }
+            Mount::Fuse { target, channel } => {
+                let r = resolve(root, target)?;
+                ensure(&r, false, 0o755, steps, target);
+                let options = "rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions";
+                debug_assert!(options.len() <= crate::child::FUSE_OPTIONS_MAX);
+                steps.push((
+                    Step::Fuse {
+                        target: cstr(&r.full),
+                        options: CString::new(options).expect("static options"),
+                        channel: *channel,
+                    },
+                    format!("mounting the FUSE filesystem at {}", target.display()),
                 ));
             }
             Mount::Dir { target, mode } => {

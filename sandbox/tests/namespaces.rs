@@ -165,3 +165,20 @@ fn super_privileged_sees_the_host() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(out, format!("{host_init}host-etc\n0\n"));
 }
+
+#[test]
+fn caller_root_keeps_owners_for_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = Users::caller_root(SHIFTED_IDS).unwrap();
+    assert_eq!(users.host_uid(33), Some(33), "root's map is the identity");
+    let mut sb = sandbox(dir.path(), users);
+    let (out, code) = output(
+        &mut sb,
+        "id -u; cat /proc/self/uid_map | tr -s ' ' | sed 's/^ //'; \
+         touch /created && chown 33:34 /created && echo chowned",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, format!("0\n0 0 {SHIFTED_IDS}\nchowned\n"));
+    let meta = fs::metadata(dir.path().join("created")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (33, 34));
+}

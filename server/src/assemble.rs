@@ -4,7 +4,14 @@
 //! the caller allows overwrites, when the later package wins. A directory that only one
 //! package contributes is reused by id without being read, so assembling costs only the
 //! directories that packages share (`/usr`, `/usr/bin`…), never file contents.
+//!
+//! Then, unless the recipe says `no-configure`, the union is configured
+//! ([`crate::configure`]): the packages' scripts run in a sandbox, and what they made
+//! becomes part of the root — all in the same transaction, so a failed script changes
+//! no ref.
 
+use crate::configure::{self, ConfigureError, Configured, Layer};
+use crate::crash;
 use crate::import::now;
 use crate::packages::{LookupError, PackageIndex, PackageSpec};
 use crate::store::{Store, StoreError, Txn, TxnStats};
@@ -31,6 +38,8 @@ pub struct Recipe {
     pub allow_overwrite: bool,
     /// Make the root out of this directory of the union (e.g. `usr`).
     pub subtree: Option<String>,
+    /// Keep the union unpacked: run no package scripts.
+    pub no_configure: bool,
 }
 
 impl Recipe {
@@ -41,6 +50,7 @@ impl Recipe {
             (self.essential, "essential"),
             (self.recommends, "recommends"),
             (self.allow_overwrite, "allow-overwrite"),
+            (self.no_configure, "no-configure"),
         ] {
             if on {
                 out.push(flag.to_string());
@@ -69,6 +79,7 @@ impl Recipe {
                 None if option == "essential" => recipe.essential = true,
                 None if option == "recommends" => recipe.recommends = true,
                 None if option == "allow-overwrite" => recipe.allow_overwrite = true,
+                None if option == "no-configure" => recipe.no_configure = true,
                 _ => return Err(AssembleError::UnknownOption(option.clone())),
             }
         }
@@ -88,16 +99,37 @@ pub struct Request {
     pub subject: Option<String>,
 }
 
-/// A new commit of a root.
+/// Whether and how the root was configured.
+#[derive(Debug)]
+pub enum Configuration {
+    /// The recipe says `no-configure`.
+    Off,
+    /// The root cannot be configured, and why (no package manager or shell in it).
+    Skipped(String),
+    /// Its packages' scripts ran.
+    Done {
+        /// What the commit records.
+        configured: Configured,
+        /// What the scripts changed.
+        layer: Layer,
+    },
+}
+
+/// A new commit of a root, or the current one when nothing would change.
 pub struct Assembled {
     /// Its id.
     pub id: CommitId,
     /// The commit.
     pub commit: Commit,
+    /// Whether a commit was written: `false` when the current commit already has this
+    /// tree, these packages and this request, so a new one would say nothing new.
+    pub written: bool,
     /// What the store did not have before (new directory trees and the commit).
     pub stats: TxnStats,
     /// Paths where a later package replaced an earlier one (with `allow_overwrite`).
     pub overwritten: Vec<String>,
+    /// What configuring did.
+    pub configuration: Configuration,
 }
 
 /// Why a root could not be assembled. Nothing is written in any of these cases.
@@ -126,6 +158,9 @@ pub enum AssembleError {
     /// No packages were given.
     #[error("no packages given")]
     Empty,
+    /// Configuring the root failed.
+    #[error(transparent)]
+    Configure(#[from] ConfigureError),
     /// A commit's recipe has an option this version does not know.
     #[error("the commit was made with option {0:?}, which this version of canopy does not know")]
     UnknownOption(String),
@@ -366,8 +401,14 @@ pub fn unchanged(commit: &CommitBody, packages: &[(PackageId, Package)]) -> bool
             .all(|(old, (id, _))| old.package == *id)
 }
 
-/// Assembles a root from imported packages and points the root at the new commit.
-pub fn assemble(store: &Store, req: &Request) -> Result<Assembled, AssembleError> {
+/// Assembles a root from imported packages, configures it unless the recipe says
+/// `no-configure` (with `configure`'s settings and progress; without them it stays
+/// unpacked), and points the root at the new commit.
+pub fn assemble(
+    store: &Store,
+    req: &Request,
+    configure: Option<(&configure::Settings, &dyn configure::Progress)>,
+) -> Result<Assembled, AssembleError> {
     let chosen = &req.packages;
     if chosen.is_empty() {
         return Err(AssembleError::Empty);
@@ -389,20 +430,51 @@ pub fn assemble(store: &Store, req: &Request) -> Result<Assembled, AssembleError
         merger.merge(&mut root, tree, origin, "")?;
     }
     let overwritten = std::mem::take(&mut merger.overwritten);
-    let tree = match &req.recipe.subtree {
-        None => write(root, &mut txn)?,
-        Some(sub) => subtree(root, sub, &mut txn)?,
+    let mut extensions = BTreeMap::new();
+    let (tree, configuration) = match configure.filter(|_| !req.recipe.no_configure) {
+        None => {
+            let tree = match &req.recipe.subtree {
+                None => write(root, &mut txn)?,
+                Some(sub) => subtree(root, sub, &mut txn)?,
+            };
+            (tree, Configuration::Off)
+        }
+        // Scripts need the whole root; a subtree is taken from what they made.
+        Some((settings, progress)) => {
+            let union = write(root, &mut txn)?;
+            let (full, configuration) =
+                match configure::configure(&mut txn, union, chosen, settings, progress)? {
+                    Err(reason) => (union, Configuration::Skipped(reason)),
+                    Ok(done) => {
+                        extensions.insert(
+                            configure::EXTENSION.to_string(),
+                            serde_json::to_vec(&done.configured)
+                                .expect("a plain struct serializes"),
+                        );
+                        crash::point("configured");
+                        (
+                            done.tree,
+                            Configuration::Done {
+                                configured: done.configured,
+                                layer: done.layer,
+                            },
+                        )
+                    }
+                };
+            let tree = match &req.recipe.subtree {
+                None => full,
+                Some(sub) => lookup(&txn, full, sub)?,
+            };
+            (tree, configuration)
+        }
     };
     let parent = store.root_ref(&req.root)?;
-    let generation = match &parent {
-        Some(p) => store.commit(p)?.body.generation + 1,
-        None => 1,
-    };
+    let previous = parent.map(|p| store.commit(&p)).transpose()?;
     // The request, not the resolved list, which can run to hundreds of packages.
     let names: Vec<String> = req.recipe.specs.iter().map(|s| s.to_string()).collect();
     let body = CommitBody {
         root: req.root.clone(),
-        generation,
+        generation: previous.as_ref().map_or(1, |p| p.body.generation + 1),
         tree,
         parent,
         timestamp: now(),
@@ -410,11 +482,24 @@ pub fn assemble(store: &Store, req: &Request) -> Result<Assembled, AssembleError
             .subject
             .clone()
             .unwrap_or_else(|| format!("assemble {} from {}", req.root, names.join(" "))),
-        requested: req.recipe.specs.iter().map(|s| s.to_string()).collect(),
+        requested: names,
         options: req.recipe.options(),
         packages: package_refs(chosen),
-        extensions: BTreeMap::new(),
+        extensions,
     };
+    if let (Some(id), Some(prev)) = (parent, previous)
+        && same_content(&prev.body, &body)
+    {
+        // Dropping the transaction discards the trees it staged.
+        return Ok(Assembled {
+            id,
+            commit: prev,
+            written: false,
+            stats: TxnStats::default(),
+            overwritten,
+            configuration,
+        });
+    }
     let commit = body.sign(&store.signing_key()?);
     let id = txn.put_commit(&commit)?;
     txn.set_root(&req.root, parent, id);
@@ -422,9 +507,33 @@ pub fn assemble(store: &Store, req: &Request) -> Result<Assembled, AssembleError
     Ok(Assembled {
         id,
         commit,
+        written: true,
         stats,
         overwritten,
+        configuration,
     })
+}
+
+/// The directory at `path` of a stored tree.
+fn lookup(txn: &Txn<'_>, mut tree: TreeId, path: &str) -> Result<TreeId, AssembleError> {
+    for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        let t = txn.tree(&tree)?;
+        match t.get(part.as_bytes()).map(|e| &e.kind) {
+            Some(EntryKind::Dir { tree: sub }) => tree = *sub,
+            _ => return Err(AssembleError::Subtree(path.to_string())),
+        }
+    }
+    Ok(tree)
+}
+
+/// Whether two commits make the same root the same way: tree, packages, request,
+/// options and extensions (not time, subject or place in history).
+fn same_content(a: &CommitBody, b: &CommitBody) -> bool {
+    a.tree == b.tree
+        && a.packages == b.packages
+        && a.requested == b.requested
+        && a.options == b.options
+        && a.extensions == b.extensions
 }
 
 /// Writes the directory at `path` of the union as the root tree.

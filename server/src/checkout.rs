@@ -65,7 +65,7 @@ struct Writer<'a> {
     report: Report,
 }
 
-/// Writes the tree `tree` at `dest`.
+/// Writes the tree `tree` at `dest`, creating missing parent directories.
 pub fn checkout(
     store: &Store,
     tree: &TreeId,
@@ -86,6 +86,8 @@ pub fn checkout(
     let name = dest
         .file_name()
         .ok_or_else(|| CheckoutError::NotEmpty(dest.to_path_buf()))?;
+    // As `mkdir -p`: a checkout to /srv/roots/web needs no separate mkdir.
+    fs::create_dir_all(&parent).ctx(|| format!("creating {}", parent.display()))?;
     let staging = parent.join(format!(
         ".{}.canopy-{}",
         name.to_string_lossy(),

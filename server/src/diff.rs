@@ -3,50 +3,94 @@
 //! that of the directories that differ, not of the root.
 
 use crate::store::{Store, StoreError};
-use canopy_protocol::{Entry, EntryKind, PackageRef, TreeId};
+use canopy_protocol::{ArchiveHash, Entry, EntryKind, PackageRef, TreeId};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-/// How one package differs between two commits (packages are matched by name and
-/// architecture).
+/// What the package comparison looks at: name and architecture match packages up,
+/// the archive tells whether they differ. Commits' packages and packages a repository
+/// offers (an upgrade's dry run) are compared alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listed<'a> {
+    /// Package name.
+    pub name: &'a str,
+    /// Architecture.
+    pub arch: &'a str,
+    /// Version.
+    pub version: &'a str,
+    /// SHA-256 of its archive.
+    pub archive: &'a ArchiveHash,
+}
+
+impl<'a> From<&'a PackageRef> for Listed<'a> {
+    fn from(p: &'a PackageRef) -> Self {
+        Listed {
+            name: &p.name,
+            arch: &p.arch,
+            version: &p.version,
+            archive: &p.archive,
+        }
+    }
+}
+
+/// How one package differs between two package lists (packages are matched by name
+/// and architecture).
 #[derive(Debug, PartialEq, Eq)]
 pub enum PackageChange<'a> {
-    /// Only in the new commit.
-    Added(&'a PackageRef),
-    /// Only in the old commit.
-    Removed(&'a PackageRef),
+    /// Only in the new list.
+    Added(Listed<'a>),
+    /// Only in the old list.
+    Removed(Listed<'a>),
     /// In both, built from different archives.
     Changed {
-        /// In the old commit.
-        old: &'a PackageRef,
-        /// In the new commit.
-        new: &'a PackageRef,
+        /// In the old list.
+        old: Listed<'a>,
+        /// In the new list.
+        new: Listed<'a>,
     },
 }
 
-/// The packages that differ between two commits' package lists, by name.
-pub fn packages<'a>(old: &'a [PackageRef], new: &'a [PackageRef]) -> Vec<PackageChange<'a>> {
-    let key = |p: &'a PackageRef| (p.name.as_str(), p.arch.as_str());
-    let old: BTreeMap<_, _> = old.iter().map(|p| (key(p), p)).collect();
-    let new: BTreeMap<_, _> = new.iter().map(|p| (key(p), p)).collect();
+/// The packages that differ between two package lists, sorted by name.
+pub fn packages<'a, O, N>(old: O, new: N) -> Vec<PackageChange<'a>>
+where
+    O: IntoIterator,
+    O::Item: Into<Listed<'a>>,
+    N: IntoIterator,
+    N::Item: Into<Listed<'a>>,
+{
+    let key = |p: &Listed<'a>| (p.name, p.arch);
+    let old: BTreeMap<_, Listed<'a>> = old
+        .into_iter()
+        .map(|p| {
+            let p = p.into();
+            (key(&p), p)
+        })
+        .collect();
+    let new: BTreeMap<_, Listed<'a>> = new
+        .into_iter()
+        .map(|p| {
+            let p = p.into();
+            (key(&p), p)
+        })
+        .collect();
     let mut out = Vec::new();
     for (k, o) in &old {
         match new.get(k) {
-            None => out.push(PackageChange::Removed(o)),
+            None => out.push(PackageChange::Removed(*o)),
             Some(n) if n.archive != o.archive => {
-                out.push(PackageChange::Changed { old: o, new: n })
+                out.push(PackageChange::Changed { old: *o, new: *n })
             }
             Some(_) => {}
         }
     }
     for (k, n) in &new {
         if !old.contains_key(k) {
-            out.push(PackageChange::Added(n));
+            out.push(PackageChange::Added(*n));
         }
     }
     out.sort_by_key(|c| match c {
-        PackageChange::Added(p) | PackageChange::Removed(p) => (p.name.clone(), p.arch.clone()),
-        PackageChange::Changed { new, .. } => (new.name.clone(), new.arch.clone()),
+        PackageChange::Added(p) | PackageChange::Removed(p) => (p.name, p.arch),
+        PackageChange::Changed { new, .. } => (new.name, new.arch),
     });
     out
 }

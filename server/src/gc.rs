@@ -1,8 +1,11 @@
 //! Garbage collection: delete the objects no ref reaches.
 //!
-//! It runs under the store's exclusive lock, so no import or assemble can be between
-//! writing objects and writing the ref that keeps them. A store whose closure cannot be
-//! fully read is left alone: an unreadable tree might reference anything.
+//! It runs under the store's exclusive lock, so no import or assemble of this machine can
+//! be between writing objects and writing the ref that keeps them. Writers on other
+//! machines (a store in a bucket) protect what they are about to reference with leases,
+//! which the backend's [`begin_gc`](crate::store::backend::ObjectBackend::begin_gc)
+//! collects before any object is listed. A store whose closure cannot be fully read is
+//! left alone: an unreadable tree might reference anything.
 
 use crate::closure;
 use crate::store::{Store, StoreError};
@@ -31,13 +34,15 @@ pub enum GcError {
 
 /// Removes unreachable objects; with `dry_run`, only counts them.
 pub fn gc(store: &Store, dry_run: bool) -> Result<Report, GcError> {
+    // First: from here on, writers elsewhere either are protected or wait.
+    let scope = store.objects().begin_gc()?;
     let walk = closure::walk(store, None)?;
     if let Some(first) = walk.problems.first() {
         return Err(GcError::Damaged(walk.problems.len(), first.detail.clone()));
     }
     let mut report = Report::default();
     for id in store.objects().list()? {
-        if walk.reachable.contains(&id) {
+        if walk.reachable.contains(&id) || scope.protected.contains(&id) {
             report.kept += 1;
             continue;
         }
@@ -74,7 +79,7 @@ mod tests {
             packages,
             subject: None,
         };
-        assemble(store, &req).unwrap();
+        assemble(store, &req, None).unwrap();
     }
 
     #[test]

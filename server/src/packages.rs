@@ -141,7 +141,12 @@ impl PackageIndex {
                 compare_package_versions(&a.1, &b.1).then(a.1.imported_at.cmp(&b.1.imported_at))
             });
         best.copied().ok_or_else(|| {
-            let hint = if named.is_empty() {
+            let names = self.packages.iter().map(|(_, p)| p.name.as_str());
+            let hint = if let (true, Some(near)) =
+                (named.is_empty(), crate::suggest::closest(&spec.name, names))
+            {
+                format!("; did you mean {near}?")
+            } else if named.is_empty() {
                 "; import it first (canopy import deb FILE) or see `canopy packages list`"
                     .to_string()
             } else {

@@ -1,16 +1,18 @@
 //! `canopy assemble` and `canopy upgrade`.
 
-use super::{bytes, fetcher, head, open, root_name};
-use crate::cli::{AssembleArgs, UpgradeArgs};
+use super::{bytes, fetcher, head, open, print_json, root_name};
+use crate::cli::{AssembleArgs, ConfigureArgs, UpgradeArgs};
 use anyhow::{Context, Result};
-use canopy_protocol::{CommitBody, Package, PackageId, RootName};
+use canopy_protocol::{Commit, CommitBody, CommitId, Package, PackageId, RootName};
 use canopy_server::assemble::{
-    Recipe, Request, assemble, package_refs, select_imported, unchanged,
+    Configuration, Recipe, Request, assemble, package_refs, select_imported, unchanged,
 };
-use canopy_server::diff::{self, PackageChange};
-use canopy_server::repo::provide::{Progress, provide};
-use canopy_server::{Access, Store};
+use canopy_server::configure;
+use canopy_server::diff::{self, Listed, PackageChange};
+use canopy_server::repo::provide::{self, Progress, control_from_cache, provide};
+use canopy_server::{Access, Store, TxnStats};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -27,80 +29,236 @@ pub fn run(store: &Path, args: AssembleArgs) -> Result<ExitCode> {
         recommends: args.recommends,
         allow_overwrite: args.allow_overwrite,
         subtree: args.subtree,
+        no_configure: args.no_configure,
     };
     let store = open(store, Access::Write)?;
-    let packages = select(&store, &recipe)?;
-    commit(&store, root, recipe, packages, args.message)
+    let previous = store
+        .root_ref(&root)?
+        .map(|id| store.commit(&id))
+        .transpose()?;
+    let (packages, resolved) = select(&store, &recipe, args.json.json)?;
+    commit(
+        &store,
+        root,
+        recipe,
+        packages,
+        args.message,
+        previous,
+        resolved,
+        &args.configure,
+        args.json.json,
+    )
 }
 
 pub fn upgrade(store: &Path, args: UpgradeArgs) -> Result<ExitCode> {
     let root = root_name(&args.root)?;
+    let json = args.json.json;
     let store = open(store, Access::Write)?;
     let current = head(&store, &root)?;
-    let old = store.commit(&current)?.body;
-    if let Some(image) = super::image::of_commit(&old)? {
+    let old = store.commit(&current)?;
+    if let Some(image) = super::image::of_commit(&old.body)? {
         anyhow::bail!(
             "root {root} was imported from image {}: import the newer image to upgrade it (canopy import oci LAYOUT --name {root}, or canopy import docker-archive FILE --name {root})",
             image.manifest
         );
     }
-    let recipe = Recipe::of_commit(&old)
+    let recipe = Recipe::of_commit(&old.body)
         .with_context(|| format!("reading how root {root} was made (commit {current})"))?;
-    let packages = select(&store, &recipe)?;
-    if unchanged(&old, &packages) {
-        println!(
-            "{root} is up to date: {} packages, commit {current}",
-            old.packages.len()
-        );
+    if args.dry_run {
+        return dry_run(&store, &root, current, &old.body, &recipe, json);
+    }
+    let (packages, resolved) = select(&store, &recipe, json)?;
+    if unchanged(&old.body, &packages) {
+        if json {
+            print_json(&report_json(&Report {
+                commit: &old,
+                id: current,
+                previous: Some(&old),
+                changes: &[],
+                stats: TxnStats::default(),
+                resolved: &resolved,
+                written: false,
+                overwritten: &[],
+                configuration: None,
+            }))?;
+        } else {
+            println!(
+                "{root} is up to date: {} packages, commit {current}",
+                old.body.packages.len()
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let new = package_refs(&packages);
-    let changes = diff::packages(&old.packages, &new);
-    println!("{}", summary(&changes));
-    for change in &changes {
-        println!("  {}", describe(change));
-    }
-    if args.dry_run {
-        println!("dry run: no commit written");
-        return Ok(ExitCode::SUCCESS);
+    let changes = diff::packages(&old.body.packages, &new);
+    if !json {
+        println!("{}", summary(&changes));
+        for change in &changes {
+            println!("  {}", describe(change));
+        }
     }
     let subject = args
         .message
         .unwrap_or_else(|| format!("upgrade {root}: {}", summary(&changes)));
-    commit(&store, root, recipe, packages, Some(subject))
+    commit(
+        &store,
+        root,
+        recipe,
+        packages,
+        Some(subject),
+        Some(old),
+        resolved,
+        &args.configure,
+        json,
+    )
+}
+
+/// `upgrade --dry-run`: resolves the recipe as it would now, compares, writes nothing.
+fn dry_run(
+    store: &Store,
+    root: &RootName,
+    current: CommitId,
+    old: &CommitBody,
+    recipe: &Recipe,
+    json: bool,
+) -> Result<ExitCode> {
+    // What the upgrade would assemble: (name, version, arch, archive, imported already).
+    let (planned, changes_of, download): (Vec<Value>, Vec<Value>, (usize, u64));
+    let described: Vec<String>;
+    if recipe.from.is_empty() {
+        let packages = select_imported(store, &recipe.specs)?;
+        let refs = package_refs(&packages);
+        let changes = diff::packages(&old.packages, &refs);
+        planned = refs.iter().map(|p| planned_json(&p.into(), true)).collect();
+        changes_of = changes.iter().map(change_json).collect();
+        described = changes.iter().map(describe).collect();
+        download = (0, 0);
+    } else {
+        let progress = Bars::new(json);
+        let resolution = provide::resolve(store, recipe, &fetcher()?, &progress);
+        progress.bar.finish_and_clear();
+        let resolution = resolution?;
+        let changes = diff::packages(&old.packages, &resolution.packages);
+        planned = resolution
+            .packages
+            .iter()
+            .map(|p| planned_json(&p.into(), p.imported.is_some()))
+            .collect();
+        changes_of = changes.iter().map(change_json).collect();
+        described = changes.iter().map(describe).collect();
+        let missing: Vec<_> = resolution.missing().collect();
+        download = (missing.len(), missing.iter().map(|p| p.archive.size).sum());
+    }
+    let pending = !changes_of.is_empty();
+    if json {
+        print_json(&json!({
+            "root": root.as_str(), "commit": current.to_string(), "dry_run": true,
+            "up_to_date": !pending, "changes": changes_of, "packages": planned,
+            "download": {"archives": download.0, "bytes": download.1},
+        }))?;
+    } else if pending {
+        println!(
+            "{root}: {} pending (dry run: nothing downloaded or written)",
+            described.len()
+        );
+        for line in &described {
+            println!("  {line}");
+        }
+        if download.0 > 0 {
+            println!(
+                "would download {} archives ({})",
+                download.0,
+                bytes(download.1)
+            );
+        }
+    } else {
+        println!(
+            "{root} is up to date: {} packages, commit {current}",
+            old.packages.len()
+        );
+    }
+    Ok(if pending {
+        ExitCode::from(PENDING)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Exit status of `upgrade --dry-run` when the upgrade would change the root.
+const PENDING: u8 = 10;
+
+/// What [`select`] did beyond choosing: resolving and downloading, for `--from`.
+#[derive(Default)]
+struct Resolved {
+    /// Whether the packages were resolved from repositories at all.
+    from_repos: bool,
+    packages: usize,
+    downloaded: usize,
+    downloaded_bytes: u64,
+    problems: Vec<String>,
 }
 
 /// The packages a recipe means: resolved from its repositories, or imported ones
 /// named exactly.
-fn select(store: &Store, recipe: &Recipe) -> Result<Vec<(PackageId, Package)>> {
+fn select(
+    store: &Store,
+    recipe: &Recipe,
+    json: bool,
+) -> Result<(Vec<(PackageId, Package)>, Resolved)> {
     if recipe.from.is_empty() {
-        return Ok(select_imported(store, &recipe.specs)?);
+        let mut packages = select_imported(store, &recipe.specs)?;
+        if !recipe.no_configure {
+            packages = control_from_cache(store, packages)?;
+        }
+        return Ok((packages, Resolved::default()));
     }
-    let progress = Bars::new();
+    let progress = Bars::new(json);
     let provided = provide(store, recipe, &fetcher()?, &progress);
     progress.bar.finish_and_clear();
     let provided = provided?;
-    println!(
-        "resolved {} packages, {} downloaded ({})",
-        provided.packages.len(),
-        provided.downloaded,
-        bytes(provided.downloaded_bytes)
-    );
-    for problem in &provided.problems {
+    let resolved = Resolved {
+        from_repos: true,
+        packages: provided.packages.len(),
+        downloaded: provided.downloaded,
+        downloaded_bytes: provided.downloaded_bytes,
+        problems: provided.problems,
+    };
+    if !json {
+        println!(
+            "resolved {} packages, {} downloaded ({})",
+            resolved.packages,
+            resolved.downloaded,
+            bytes(resolved.downloaded_bytes)
+        );
+    }
+    for problem in &resolved.problems {
         eprintln!("warning: {problem}");
     }
-    Ok(provided.packages)
+    Ok((provided.packages, resolved))
 }
 
-/// Assembles and prints the result line, with notes on overwrites and scripts.
+/// Assembles (configuring, with a progress bar) and prints the result line, with notes
+/// on overwrites and configuring.
+#[allow(clippy::too_many_arguments)]
 fn commit(
     store: &Store,
     root: RootName,
     recipe: Recipe,
     packages: Vec<(PackageId, Package)>,
     subject: Option<String>,
+    previous: Option<Commit>,
+    resolved: Resolved,
+    configure: &ConfigureArgs,
+    json: bool,
 ) -> Result<ExitCode> {
     let label = root.to_string();
+    let settings = configure::Settings {
+        worker: std::env::current_exe().context("finding the canopy executable")?,
+        timeout: configure.configure_timeout,
+        source_date_epoch: source_date_epoch()?,
+    };
+    let progress = Bars::new(json);
+    let started = std::time::Instant::now();
     let done = assemble(
         store,
         &Request {
@@ -109,11 +267,48 @@ fn commit(
             packages,
             subject,
         },
-    )?;
+        Some((&settings, &progress)),
+    );
+    progress.bar.finish_and_clear();
+    let done = done?;
+    let changes = match &previous {
+        Some(p) => diff::packages(&p.body.packages, &done.commit.body.packages),
+        None => Vec::new(),
+    };
+    if json {
+        return print_json(&report_json(&Report {
+            commit: &done.commit,
+            id: done.id,
+            previous: previous.as_ref(),
+            changes: &changes,
+            stats: done.stats,
+            resolved: &resolved,
+            written: done.written,
+            overwritten: &done.overwritten,
+            configuration: Some(&done.configuration),
+        }))
+        .map(|()| ExitCode::SUCCESS);
+    }
     for path in &done.overwritten {
         eprintln!("note: {path} overwritten by a later package");
     }
-    scripts_note(&done.commit.body);
+    configured_lines(
+        &label,
+        &done.configuration,
+        done.commit.body.packages.len(),
+        started,
+    );
+    if !done.written {
+        println!(
+            "{label} is unchanged: commit {} already has this content ({} packages); nothing written",
+            done.id,
+            done.commit.body.packages.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if matches!(done.configuration, Configuration::Off) {
+        scripts_note(&done.commit.body);
+    }
     println!(
         "assembled {label}: commit {} ({} packages, {} new objects, {} new)",
         done.id,
@@ -122,6 +317,127 @@ fn commit(
         bytes(done.stats.new_bytes)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `assemble` and `upgrade` report.
+struct Report<'a> {
+    /// The root's commit now.
+    commit: &'a Commit,
+    id: CommitId,
+    /// Its commit before the command.
+    previous: Option<&'a Commit>,
+    changes: &'a [PackageChange<'a>],
+    stats: TxnStats,
+    resolved: &'a Resolved,
+    /// Whether a commit was written (not when nothing would change).
+    written: bool,
+    overwritten: &'a [String],
+    /// What configuring did, when the command assembled.
+    configuration: Option<&'a Configuration>,
+}
+
+/// The JSON document `assemble` and `upgrade` print (see the README).
+fn report_json(r: &Report) -> Value {
+    let b = &r.commit.body;
+    let configured = matches!(r.configuration, Some(Configuration::Done { .. }));
+    let scripts: Vec<&str> = b
+        .packages
+        .iter()
+        .filter(|p| !configured && !p.scripts.is_empty())
+        .map(|p| p.name.as_str())
+        .collect();
+    let configure = match r.configuration {
+        None | Some(Configuration::Off) => Value::Null,
+        Some(Configuration::Skipped(reason)) => json!({"configured": false, "reason": reason}),
+        Some(Configuration::Done { configured, layer }) => json!({
+            "configured": true,
+            "scripts": configured.packages.iter().map(|p| p.scripts.len()).sum::<usize>(),
+            "source_date_epoch": configured.source_date_epoch,
+            "layer": {"added": layer.added, "changed": layer.changed, "removed": layer.removed,
+                      "new_bytes": layer.new_bytes},
+            "stripped": configured.stripped.len(),
+        }),
+    };
+    json!({
+        "root": b.root.as_str(), "commit": r.id.to_string(), "tree": b.tree.to_string(),
+        "parent": b.parent.map(|p| p.to_string()), "generation": b.generation,
+        "previous": r.previous.map(|c| c.id().to_string()), "written": r.written,
+        "up_to_date": !r.written, "dry_run": false,
+        "packages": b.packages.iter().map(|p| planned_json(&p.into(), true)).collect::<Vec<_>>(),
+        "changes": r.changes.iter().map(change_json).collect::<Vec<_>>(),
+        "new_objects": r.stats.new_objects, "new_bytes": r.stats.new_bytes,
+        "overwritten": r.overwritten, "scripts_not_run": scripts, "configure": configure,
+        "resolved": r.resolved.from_repos.then(|| json!({
+            "packages": r.resolved.packages, "downloaded": r.resolved.downloaded,
+            "downloaded_bytes": r.resolved.downloaded_bytes, "problems": r.resolved.problems,
+        })),
+    })
+}
+
+/// A package of a root (or of an upgrade's plan) in JSON.
+fn planned_json(p: &Listed, imported: bool) -> Value {
+    json!({
+        "name": p.name, "version": p.version, "arch": p.arch,
+        "archive": p.archive.to_string(), "imported": imported,
+    })
+}
+
+/// A package change in JSON, as `roots diff --json` has it.
+pub(super) fn change_json(c: &PackageChange) -> Value {
+    match c {
+        PackageChange::Added(p) => {
+            json!({"change": "added", "name": p.name, "arch": p.arch, "new": p.version})
+        }
+        PackageChange::Removed(p) => {
+            json!({"change": "removed", "name": p.name, "arch": p.arch, "old": p.version})
+        }
+        PackageChange::Changed { old, new } => json!({
+            "change": "changed", "name": new.name, "arch": new.arch,
+            "old": old.version, "new": new.version,
+        }),
+    }
+}
+
+/// What configuring did, for people: how many scripts ran, or why none did.
+fn configured_lines(
+    label: &str,
+    configuration: &Configuration,
+    packages: usize,
+    started: std::time::Instant,
+) {
+    match configuration {
+        Configuration::Off => {}
+        Configuration::Skipped(reason) => eprintln!("note: not configured: {reason}"),
+        Configuration::Done { configured, layer } => {
+            let ran: usize = configured.packages.iter().map(|p| p.scripts.len()).sum();
+            println!(
+                "configured {packages} packages ({ran} scripts ran) in {:.1} s; the scripts added {}, changed {} and removed {} paths ({} new)",
+                started.elapsed().as_secs_f64(),
+                layer.added,
+                layer.changed,
+                layer.removed,
+                bytes(layer.new_bytes)
+            );
+            if !configured.stripped.is_empty() {
+                println!(
+                    "left out {} host-specific paths (machine id, keys, logs…: see `canopy roots log {label}`)",
+                    configured.stripped.len()
+                );
+            }
+        }
+    }
+}
+
+/// `SOURCE_DATE_EPOCH` from the environment, when set.
+fn source_date_epoch() -> Result<Option<i64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => {
+            Ok(Some(v.trim().parse().with_context(|| {
+                format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
+            })?))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Says which packages carried maintainer scripts, which were not run.
@@ -175,12 +491,30 @@ struct Bars {
 }
 
 impl Bars {
-    fn new() -> Bars {
+    /// A spinner on stderr; hidden with `--json`, where only the document is wanted.
+    fn new(json: bool) -> Bars {
         let bar = ProgressBar::new_spinner().with_style(
             ProgressStyle::with_template("{spinner} {wide_msg}").expect("static template"),
         );
-        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        if json {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        } else {
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        }
         Bars { bar }
+    }
+}
+
+impl configure::Progress for Bars {
+    fn step(&self, message: &str) {
+        self.bar.set_message(format!("configuring: {message}"));
+    }
+
+    /// With -v, the scripts' output goes to stderr as it comes.
+    fn output(&self, line: &str) {
+        if tracing::enabled!(tracing::Level::INFO) {
+            self.bar.suspend(|| eprintln!("| {line}"));
+        }
     }
 }
 

@@ -1,20 +1,23 @@
 //! `canopy checkout`.
 
-use super::{find_in_log, head, open, root_name};
+use super::{open, print_json, root_at};
 use crate::cli::CheckoutArgs;
-use anyhow::Result;
+use anyhow::{Result, bail};
 use canopy_server::Access;
 use canopy_server::checkout::{Options, checkout};
+use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
 
 pub fn run(store: &Path, args: CheckoutArgs) -> Result<ExitCode> {
     let store = open(store, Access::Read)?;
-    let root = root_name(&args.root)?;
-    let id = match &args.commit {
-        Some(prefix) => find_in_log(&store, &root, prefix)?,
-        None => head(&store, &root)?,
+    let spec = match (&args.commit, args.root.contains('@')) {
+        (Some(_), true) => bail!("give the commit once: ROOT@COMMIT or --commit COMMIT"),
+        (Some(c), false) => format!("{}@{c}", args.root),
+        (None, _) => args.root.clone(),
     };
+    let (at, id) = root_at(&store, &spec)?;
+    let root = at.root;
     let commit = store.commit(&id)?;
     commit.verify(&store.verifying_key()?)?;
     let r = checkout(
@@ -25,6 +28,19 @@ pub fn run(store: &Path, args: CheckoutArgs) -> Result<ExitCode> {
             hardlink: args.hardlink,
         },
     )?;
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    if args.json.json {
+        print_json(&json!({
+            "root": root.as_str(), "commit": id.to_string(), "tree": commit.body.tree.to_string(),
+            "dir": args.dir.display().to_string(), "files": r.files, "linked": r.linked,
+            "copied": r.files - r.linked, "copied_for_metadata": r.copied_for_metadata,
+            "cross_device": r.cross_device, "dirs": r.dirs, "symlinks": r.symlinks,
+            "special": r.specials, "warnings": r.warnings,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "checked out {root} {} to {}: {} files ({} hard-linked, {} copied), {} dirs, {} symlinks, {} special",
         id.0.short(),
@@ -50,9 +66,6 @@ pub fn run(store: &Path, args: CheckoutArgs) -> Result<ExitCode> {
     }
     if r.no_local_objects {
         println!("note: the store's objects are not files on this machine: files were copied");
-    }
-    for w in &r.warnings {
-        eprintln!("warning: {w}");
     }
     Ok(ExitCode::SUCCESS)
 }

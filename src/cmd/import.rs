@@ -8,7 +8,7 @@ use canopy_server::import::{self, ImportError, Imported, Limits, Outcome};
 use canopy_server::packages::PackageIndex;
 use canopy_server::repo::signature::Keyring;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -39,9 +39,37 @@ fn report(imported: &Imported) -> String {
     }
 }
 
-pub fn debs(store: &Path, files: &[PathBuf], max_size: u64) -> Result<ExitCode> {
+/// The JSON of one imported (or skipped) archive.
+fn imported_json(file: &Path, imported: &Imported) -> Value {
+    let p = &imported.package;
+    let (outcome, entries, stats) = match imported.outcome {
+        Outcome::AlreadyImported => ("skipped", None, Default::default()),
+        Outcome::New { entries, stats } => ("imported", Some(entries), stats),
+    };
+    json!({
+        "file": file.display().to_string(), "outcome": outcome, "name": p.name,
+        "version": p.version, "arch": p.arch, "kind": p.kind.label(),
+        "archive": p.archive.to_string(), "package": imported.id.to_string(),
+        "tree": p.tree.to_string(), "entries": entries,
+        "new_objects": stats.new_objects, "new_bytes": stats.new_bytes,
+    })
+}
+
+fn failed_json(file: &Path, e: &ImportError) -> Value {
+    json!({
+        "file": file.display().to_string(), "error": e.to_string(),
+        "class": e.class().map(|c| c.code()),
+    })
+}
+
+/// Prints `{"packages": […], "failed": […]}`, the one document every import prints.
+fn print_imports(packages: Vec<Value>, failed: Vec<Value>) -> Result<()> {
+    print_json(&json!({"packages": packages, "failed": failed}))
+}
+
+pub fn debs(store: &Path, files: &[PathBuf], max_size: u64, json: bool) -> Result<ExitCode> {
     let store = open(store, Access::Write)?;
-    archives(files, |file| {
+    archives(files, json, |file| {
         canopy_server::debian::deb::import(&store, file, limits(max_size))
     })
 }
@@ -51,20 +79,22 @@ pub fn rpms(
     files: &[PathBuf],
     keyring: Option<&Path>,
     max_size: u64,
+    json: bool,
 ) -> Result<ExitCode> {
     let keyring = keyring
         .map(|k| Keyring::load(k).with_context(|| format!("reading keyring {}", k.display())))
         .transpose()?;
     let store = open(store, Access::Write)?;
-    archives(files, |file| {
+    archives(files, json, |file| {
         canopy_server::rpm::import::import(&store, file, limits(max_size), keyring.as_ref())
     })
 }
 
-/// Imports archives one by one with a progress bar, one line each; a refused archive
-/// is reported and the others still import.
+/// Imports archives one by one with a progress bar, one line each (or one JSON
+/// document); a refused archive is reported and the others still import.
 fn archives(
     files: &[PathBuf],
+    json: bool,
     import: impl Fn(&Path) -> Result<Imported, ImportError>,
 ) -> Result<ExitCode> {
     let bar = ProgressBar::new(files.len() as u64).with_style(
@@ -72,7 +102,10 @@ fn archives(
             .expect("static template")
             .progress_chars("=> "),
     );
-    let mut failed = 0;
+    if json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let (mut done, mut failed) = (Vec::new(), Vec::new());
     for file in files {
         bar.set_message(file.display().to_string());
         // A bug met by one archive must not cost the others their import: a panic is
@@ -80,27 +113,31 @@ fn archives(
         // keeps nothing of it) and the batch goes on.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| import(file)));
         match result {
+            Ok(Ok(imported)) if json => done.push(imported_json(file, &imported)),
             Ok(Ok(imported)) => bar.suspend(|| println!("{}", report(&imported))),
             Ok(Err(e)) => {
-                failed += 1;
                 bar.suspend(|| eprintln!("error: importing {}: {e}", file.display()));
+                failed.push(failed_json(file, &e));
             }
             Err(_) => {
-                failed += 1;
-                bar.suspend(|| {
-                    eprintln!(
-                        "error: importing {}: canopy failed on this archive (a bug: please report it with the archive)",
-                        file.display()
-                    )
-                });
+                let bug =
+                    "canopy failed on this archive (a bug: please report it with the archive)";
+                bar.suspend(|| eprintln!("error: importing {}: {bug}", file.display()));
+                failed.push(json!({
+                    "file": file.display().to_string(), "error": bug, "class": null,
+                }));
             }
         }
         bar.inc(1);
     }
     bar.finish_and_clear();
-    if failed > 0 {
+    let failures = failed.len();
+    if json {
+        print_imports(done, failed)?;
+    }
+    if failures > 0 {
         eprintln!(
-            "{failed} of {} archives failed to import; the others were imported",
+            "{failures} of {} archives failed to import; the others were imported",
             files.len()
         );
         return Ok(ExitCode::FAILURE);
@@ -123,28 +160,42 @@ fn check_name(named: &Named) -> Result<()> {
     Ok(())
 }
 
-fn single(path: &Path, result: Result<Imported, ImportError>) -> Result<ExitCode> {
-    let imported = result.with_context(|| format!("importing {}", path.display()))?;
-    println!("{}", report(&imported));
+/// Reports a tarball's or directory's import: a line, or the JSON document (which
+/// lists a refusal too, and then the status is 1).
+fn single(path: &Path, result: Result<Imported, ImportError>, json: bool) -> Result<ExitCode> {
+    match result {
+        Ok(imported) if json => print_imports(vec![imported_json(path, &imported)], Vec::new())?,
+        Ok(imported) => println!("{}", report(&imported)),
+        Err(e) if json => {
+            eprintln!("error: importing {}: {e}", path.display());
+            print_imports(Vec::new(), vec![failed_json(path, &e)])?;
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e).with_context(|| format!("importing {}", path.display())),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn tar(store: &Path, file: &Path, named: &Named, max_size: u64) -> Result<ExitCode> {
+pub fn tar(
+    store: &Path,
+    file: &Path,
+    named: &Named,
+    max_size: u64,
+    json: bool,
+) -> Result<ExitCode> {
     check_name(named)?;
     let store = open(store, Access::Write)?;
-    single(
-        file,
-        import::tar::import(&store, file, &named.name, &named.version, limits(max_size)),
-    )
+    let limits = limits(max_size);
+    let result = import::tar::import(&store, file, &named.name, &named.version, limits);
+    single(file, result, json)
 }
 
-pub fn dir(store: &Path, dir: &Path, named: &Named, max_size: u64) -> Result<ExitCode> {
+pub fn dir(store: &Path, dir: &Path, named: &Named, max_size: u64, json: bool) -> Result<ExitCode> {
     check_name(named)?;
     let store = open(store, Access::Write)?;
-    single(
-        dir,
-        import::dir::import(&store, dir, &named.name, &named.version, limits(max_size)),
-    )
+    let limits = limits(max_size);
+    let result = import::dir::import(&store, dir, &named.name, &named.version, limits);
+    single(dir, result, json)
 }
 
 /// Package extensions for `--json`: each value as the JSON it holds (as every format

@@ -46,12 +46,22 @@ pub fn fsck(store: &Path, json: bool) -> Result<ExitCode> {
     })
 }
 
-pub fn gc(store: &Path, dry_run: bool) -> Result<ExitCode> {
+pub fn gc(store: &Path, dry_run: bool, json: bool) -> Result<ExitCode> {
     let store = open(store, Access::Write)?;
     let r = gc::gc(&store, dry_run)?;
-    let verb = if dry_run { "would remove" } else { "removed" };
+    if json {
+        print_json(&json!({
+            "dry_run": dry_run, "removed": r.removed, "freed": r.freed, "kept": r.kept,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (removed, freed) = if dry_run {
+        ("would remove", "would free")
+    } else {
+        ("removed", "freed")
+    };
     println!(
-        "gc: {verb} {} objects, freed {} bytes ({}); {} objects kept",
+        "gc: {removed} {} objects, {freed} {} bytes ({}); {} objects kept",
         r.removed,
         r.freed,
         bytes(r.freed),

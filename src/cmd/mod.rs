@@ -5,10 +5,12 @@ mod assemble;
 mod checkout;
 mod image;
 mod import;
+mod inspect;
 mod maintenance;
 mod mount;
 mod repo;
 mod roots;
+mod run;
 mod serve;
 mod setup;
 mod volume;
@@ -18,6 +20,7 @@ use crate::cli::{
 };
 use anyhow::{Context, Result};
 use canopy_protocol::{CommitId, RootName};
+use canopy_server::view::history::{self, RootAt};
 use canopy_server::{Access, Store};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,24 +35,45 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::VolumePlugin(args) = cli.command {
         return volume::run(args);
     }
+    if let Command::ConfigureWorker = cli.command {
+        return Ok(ExitCode::from(
+            canopy_server::configure::worker::main() as u8
+        ));
+    }
+    if let Command::Run(args) = cli.command {
+        return Ok(run::run(cli.store, args));
+    }
     let store = store_path(cli.store)?;
     match cli.command {
-        Command::Init => setup::init(&store),
+        Command::Init(args) => setup::init(&store, args),
         Command::Key(KeyCommand::Show) => setup::key_show(&store),
-        Command::Import(ImportCommand::Deb { files, limit }) => {
-            import::debs(&store, &files, limit.max_size)
+        Command::Import(ImportCommand::Deb { files, limit, json }) => {
+            import::debs(&store, &files, limit.max_size, json.json)
         }
         Command::Import(ImportCommand::Rpm {
             files,
             keyring,
             limit,
-        }) => import::rpms(&store, &files, keyring.as_deref(), limit.max_size),
-        Command::Import(ImportCommand::Tar { file, named, limit }) => {
-            import::tar(&store, &file, &named, limit.max_size)
-        }
-        Command::Import(ImportCommand::Dir { dir, named, limit }) => {
-            import::dir(&store, &dir, &named, limit.max_size)
-        }
+            json,
+        }) => import::rpms(
+            &store,
+            &files,
+            keyring.as_deref(),
+            limit.max_size,
+            json.json,
+        ),
+        Command::Import(ImportCommand::Tar {
+            file,
+            named,
+            limit,
+            json,
+        }) => import::tar(&store, &file, &named, limit.max_size, json.json),
+        Command::Import(ImportCommand::Dir {
+            dir,
+            named,
+            limit,
+            json,
+        }) => import::dir(&store, &dir, &named, limit.max_size, json.json),
         Command::Import(ImportCommand::Oci { layout, image }) => {
             image::import(&store, &layout, image::Format::Layout, image)
         }
@@ -59,14 +83,19 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Packages(PackagesCommand::List(json)) => import::list(&store, json.json),
         Command::Assemble(args) => assemble::run(&store, args),
         Command::Upgrade(args) => assemble::upgrade(&store, args),
-        Command::Repo(RepoCommand::Add(args)) => repo::add(&store, args),
+        Command::Repo(RepoCommand::Add(args)) => repo::add(&store, *args),
         Command::Repo(RepoCommand::List(json)) => repo::list(&store, json.json),
         Command::Repo(RepoCommand::Remove { name }) => repo::remove(&store, &name),
-        Command::Repo(RepoCommand::Update { names }) => repo::update(&store, &names),
+        Command::Repo(RepoCommand::Update { names, json }) => {
+            repo::update(&store, &names, json.json)
+        }
         Command::Roots(RootsCommand::List(json)) => roots::list(&store, json.json),
+        Command::Roots(RootsCommand::Show { root, json }) => {
+            inspect::show(&store, &root, json.json)
+        }
         Command::Roots(RootsCommand::Log { root, json }) => roots::log(&store, &root, json.json),
-        Command::Roots(RootsCommand::Rollback { root, commit }) => {
-            roots::rollback(&store, &root, commit.as_deref())
+        Command::Roots(RootsCommand::Rollback { root, commit, json }) => {
+            roots::rollback(&store, &root, commit.as_deref(), json.json)
         }
         Command::Roots(RootsCommand::Diff {
             root,
@@ -82,11 +111,19 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             packages,
             json.json,
         ),
+        Command::Ls(args) => inspect::ls(&store, args),
+        Command::Cat(args) => inspect::cat(&store, &args),
+        Command::Owner(args) => inspect::owner(&store, &args),
         Command::Checkout(args) => checkout::run(&store, args),
         Command::Fsck(json) => maintenance::fsck(&store, json.json),
-        Command::Gc(args) => maintenance::gc(&store, args.dry_run),
+        Command::Gc(args) => maintenance::gc(&store, args.dry_run, args.json.json),
         Command::Serve(args) => serve::run(&store, args),
-        Command::Mount(_) | Command::VolumePlugin(_) => unreachable!("handled above"),
+        Command::Mount(_)
+        | Command::VolumePlugin(_)
+        | Command::Run(_)
+        | Command::ConfigureWorker => {
+            unreachable!("handled above")
+        }
     }
 }
 
@@ -113,14 +150,19 @@ fn root_name(s: &str) -> Result<RootName> {
 
 /// The commit of a root's history that `prefix` names (a full id or a unique prefix).
 fn find_in_log(store: &Store, root: &RootName, prefix: &str) -> Result<CommitId> {
-    Ok(canopy_server::view::history::find(store, root, prefix)?)
+    Ok(history::find(store, root, prefix)?)
 }
 
-/// The current commit of a root, or an error that says what exists.
+/// The current commit of a root, or an error that names the store and what exists.
 fn head(store: &Store, root: &RootName) -> Result<CommitId> {
-    store
-        .root_ref(root)?
-        .with_context(|| format!("no root named {root} (see `canopy roots list`)"))
+    Ok(history::head(store, root)?)
+}
+
+/// `ROOT` or `ROOT@COMMIT` and the commit it names.
+fn root_at(store: &Store, spec: &str) -> Result<(RootAt, CommitId)> {
+    let at: RootAt = spec.parse()?;
+    let id = history::resolve(store, &at)?;
+    Ok((at, id))
 }
 
 /// A unix timestamp as RFC 3339 UTC.
@@ -166,4 +208,32 @@ fn fetcher() -> Result<canopy_server::repo::fetch::Fetcher> {
 fn print_json(value: &serde_json::Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+/// Raises this process's soft limit on open descriptors to its hard limit, as
+/// long-running services need: every connection, open file and cached object is one,
+/// and the usual soft limit of 1,024 lets a few hundred idle clients exhaust them.
+/// Failing to is only logged: the process works, with less headroom.
+pub fn raise_descriptor_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid resource and a pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let wanted = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+            tracing::warn!(
+                "cannot raise the open-file limit from {}: {}",
+                lim.rlim_cur,
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }

@@ -6,12 +6,13 @@ use anyhow::{Context, Result, bail};
 use canopy_client::mount::{self, HostConfig, MountConfig};
 use canopy_client::view::Scope;
 use canopy_protocol::VerifyingKey;
+use canopy_server::view::history::{self, RootAt};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Reads a public key as `canopy key show` prints it.
-fn read_key(path: &std::path::Path) -> Result<VerifyingKey> {
+pub(super) fn read_key(path: &std::path::Path) -> Result<VerifyingKey> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the trusted key {}", path.display()))?;
     let mut bytes = [0u8; 32];
@@ -56,20 +57,121 @@ pub(super) fn host_config(
         cache_size: args.cache_size,
         passthrough: !args.no_passthrough,
         timeout: args.timeout,
+        min_rate: args.min_rate,
     })
 }
 
-pub fn run(args: MountArgs) -> Result<ExitCode> {
-    let scope = match &args.root {
-        Some(name) => Scope::One(super::root_name(name)?.to_string()),
-        None => Scope::All,
+/// Refuses mountpoints a mount would hide or fail on, saying what to do: a missing
+/// directory, a directory with files in it (unless `--nonempty`), and a live canopy
+/// mount (two daemons on one path would stack, the lower one unreachable).
+fn check_mountpoint(path: &Path, nonempty: bool) -> Result<()> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "mountpoint {} does not exist: create it first (mkdir -p {})",
+            path.display(),
+            path.display()
+        ),
+        // ENOTCONN: a FUSE mount whose daemon died; the kernel still holds the path.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+            "mountpoint {} is a dead FUSE mount (its daemon is gone): `umount {}` first",
+            path.display(),
+            path.display()
+        ),
+        Err(e) => bail!("mountpoint {}: {e}", path.display()),
     };
-    let commit = args
-        .commit
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .context("--commit takes a full commit id")?;
+    if !meta.is_dir() {
+        bail!("mountpoint {} is not a directory", path.display());
+    }
+    if is_canopy_mount(path) {
+        bail!(
+            "{} is already a canopy mount: to restart it with other options, stop the \
+             `canopy mount` serving it (systemctl restart canopy-mount, or `umount {}`) \
+             and mount again",
+            path.display(),
+            path.display()
+        );
+    }
+    let occupied = std::fs::read_dir(path)
+        .with_context(|| format!("listing mountpoint {}", path.display()))?
+        .next()
+        .is_some();
+    if occupied && !nonempty {
+        bail!(
+            "mountpoint {} is not empty: mounting would hide its files (pass --nonempty to mount over them anyway)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Whether `path` is the mountpoint of a live canopy FUSE mount: in
+/// /proc/self/mountinfo, a `fuse` (or `fuse.canopy`) filesystem whose source is
+/// `canopy`.
+fn is_canopy_mount(path: &Path) -> bool {
+    let Ok(path) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|line| {
+        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS…] - FSTYPE SOURCE SUPER-OPTIONS
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(dash) = fields.iter().position(|f| *f == "-") else {
+            return false;
+        };
+        let (fstype, source) = (fields.get(dash + 1), fields.get(dash + 2));
+        let canopy = fstype == Some(&"fuse.canopy")
+            || (fstype.is_some_and(|t| t.starts_with("fuse")) && source == Some(&"canopy"));
+        canopy
+            && fields.get(4).map(|m| unescape(m)).as_deref()
+                == Some(path.as_os_str().as_encoded_bytes())
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(field: &str) -> Vec<u8> {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && let Ok(v) = u8::from_str_radix(&field[i + 1..i + 4], 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+pub fn run(args: MountArgs) -> Result<ExitCode> {
+    super::raise_descriptor_limit();
+    check_mountpoint(&args.mountpoint, args.nonempty)?;
+    // `--root web@3f2a` and `--root web --commit 3f2a` say the same.
+    let (scope, commit) = match &args.root {
+        Some(spec) => {
+            let at: RootAt = spec.parse()?;
+            let commit = match (at.commit, &args.commit) {
+                (Some(_), Some(_)) => {
+                    bail!("give the commit once: --root ROOT@COMMIT or --commit COMMIT")
+                }
+                (Some(c), None) => Some(c),
+                (None, Some(c)) => Some(history::check_prefix(c)?),
+                (None, None) => None,
+            };
+            (Scope::One(at.root.to_string()), commit)
+        }
+        None => (Scope::All, None),
+    };
+    if commit.is_some() && args.follow {
+        bail!("--follow shows new versions; a pinned commit shows one: give one or the other");
+    }
     let mut servers = vec![args.url];
     servers.extend(args.servers);
     let cache_dir = args

@@ -4,8 +4,7 @@ use super::{fetcher, open, print_json};
 use crate::cli::RepoAddArgs;
 use anyhow::{Context, Result, bail};
 use canopy_server::Access;
-use canopy_server::debian::release;
-use canopy_server::repo::{self, RepoConfig};
+use canopy_server::repo::{self, RepoConfig, RepoKind};
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
@@ -34,29 +33,54 @@ pub fn add(store: &Path, args: RepoAddArgs) -> Result<ExitCode> {
         ),
         None => None,
     };
+    let kind = match args.kind.as_str() {
+        "rpm-md" => RepoKind::RpmMd,
+        _ => RepoKind::Deb,
+    };
+    if kind == RepoKind::RpmMd && !args.suite.is_empty() {
+        bail!(
+            "--suite is for Debian repositories: an rpm-md URL is the directory holding repodata/"
+        );
+    }
+    if kind == RepoKind::Deb && args.verify_package_signatures {
+        bail!(
+            "--verify-package-signatures is for rpm-md repositories (Debian packages are checked by the signed Release's hashes)"
+        );
+    }
+    let arch = args.arch.unwrap_or_else(|| {
+        match kind {
+            RepoKind::Deb => "amd64",
+            RepoKind::RpmMd => "x86_64",
+        }
+        .to_string()
+    });
     let config = RepoConfig {
+        kind,
         url,
-        components: if args.suite.is_some() {
-            args.components
-        } else {
+        components: if args.suite.is_empty() {
             Vec::new()
+        } else {
+            args.components
         },
-        suite: args.suite,
-        arch: args.arch,
+        suites: args.suite,
+        arch,
         keyring,
+        verify_package_signatures: args.verify_package_signatures,
     };
     let store = open(store, Access::Write)?;
     // Read it once now, so a wrong URL, suite or key is found at once, not at the
     // first assemble.
     let fetcher = fetcher()?;
     repo::add(&store, &args.name, &config)?;
-    match release::load(&store, &args.name, &config, &fetcher) {
-        Ok(packages) => {
+    match repo::offered(&store, &args.name, &config, &fetcher) {
+        Ok(count) if args.json.json => {
+            print_json(&json!({"name": args.name, "packages": count, "arch": config.arch}))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(count) => {
             println!(
-                "added repository {}: {} packages for {}",
-                args.name,
-                packages.len(),
-                config.arch
+                "added repository {}: {count} packages for {}",
+                args.name, config.arch
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -75,8 +99,9 @@ pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
             .iter()
             .map(|(name, c)| {
                 json!({
-                    "name": name, "url": c.url, "suite": c.suite, "components": c.components,
-                    "arch": c.arch, "keyring": c.keyring,
+                    "name": name, "kind": c.kind.label(), "url": c.url, "suite": c.suites.first(),
+                    "suites": c.suites, "components": c.components, "arch": c.arch,
+                    "keyring": c.keyring, "verify_package_signatures": c.verify_package_signatures,
                 })
             })
             .collect();
@@ -87,9 +112,12 @@ pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
                 Some(k) => format!("signed by {}", k.display()),
                 None => "signature not checked".into(),
             };
-            let place = match &c.suite {
-                Some(s) => format!("{s} {}", c.components.join(",")),
-                None => "(flat)".into(),
+            let place = if c.kind == RepoKind::RpmMd {
+                "(rpm-md)".into()
+            } else if c.suites.is_empty() {
+                "(flat)".into()
+            } else {
+                format!("{} {}", c.suites.join(","), c.components.join(","))
             };
             println!("{name:<16} {} {place} {}  {signed}", c.url, c.arch);
         }
@@ -104,7 +132,7 @@ pub fn remove(store: &Path, name: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn update(store: &Path, names: &[String]) -> Result<ExitCode> {
+pub fn update(store: &Path, names: &[String], json: bool) -> Result<ExitCode> {
     let store = open(store, Access::Write)?;
     let names: Vec<String> = if names.is_empty() {
         repo::list(&store)?.into_iter().map(|(n, _)| n).collect()
@@ -115,11 +143,19 @@ pub fn update(store: &Path, names: &[String]) -> Result<ExitCode> {
         bail!("no repositories configured (add one with `canopy repo add`)");
     }
     let fetcher = fetcher()?;
+    let mut items = Vec::new();
     for name in &names {
         let config = repo::get(&store, name)?;
-        let packages = release::load(&store, name, &config, &fetcher)
+        let count = repo::offered(&store, name, &config, &fetcher)
             .with_context(|| format!("updating repository {name}"))?;
-        println!("{name}: {} packages", packages.len());
+        if json {
+            items.push(json!({"name": name, "packages": count}));
+        } else {
+            println!("{name}: {count} packages");
+        }
+    }
+    if json {
+        print_json(&json!(items))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,10 +2,11 @@
 
 use super::{find_in_log, head, open, print_json, root_name, time};
 use anyhow::{Context, Result};
-use canopy_protocol::{CommitId, Escaped};
-use canopy_server::Access;
-use canopy_server::diff::{self, PackageChange};
+use canopy_protocol::Escaped;
+use canopy_server::configure::{self, Configured, ScriptRun};
+use canopy_server::diff;
 use canopy_server::view::history;
+use canopy_server::{Access, rollback};
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
@@ -44,6 +45,7 @@ pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
         let b = &c.body;
         let image = super::image::of_commit(b)
             .with_context(|| format!("reading commit {id} of root {root}"))?;
+        let configured = configured(b);
         if json {
             let packages: Vec<_> = b
                 .packages
@@ -51,9 +53,9 @@ pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
                 .map(|p| json!({"name": p.name, "version": p.version, "arch": p.arch, "archive": p.archive.to_string(), "scripts": p.scripts}))
                 .collect();
             items.push(json!({
-                "commit": id.to_string(), "parent": b.parent.map(|p| p.to_string()), "timestamp": b.timestamp,
-                "subject": b.subject, "requested": b.requested, "options": b.options, "packages": packages,
-                "image": image,
+                "commit": id.to_string(), "tree": b.tree.to_string(), "parent": b.parent.map(|p| p.to_string()),
+                "timestamp": b.timestamp, "subject": b.subject, "requested": b.requested, "options": b.options,
+                "packages": packages, "image": image, "configure": configured,
             }));
         } else {
             println!(
@@ -74,13 +76,40 @@ pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
                 }
                 None => println!("    requested: {}{options}", b.requested.join(" ")),
             }
+            println!("    tree: {}", b.tree);
+            let ran: std::collections::HashMap<&str, &Vec<ScriptRun>> = configured
+                .as_ref()
+                .map(|c| {
+                    c.packages
+                        .iter()
+                        .map(|p| (p.name.as_str(), &p.scripts))
+                        .collect()
+                })
+                .unwrap_or_default();
             for p in &b.packages {
-                let scripts = if p.scripts.is_empty() {
-                    String::new()
-                } else {
-                    format!("  scripts not run: {}", p.scripts.join(","))
+                let scripts = match ran.get(p.name.as_str()) {
+                    Some(runs) => format!(
+                        "  ran: {}",
+                        runs.iter()
+                            .map(|r| format!("{} {} ({})", r.script, r.args, r.status))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    None if configured.is_none() && !p.scripts.is_empty() => {
+                        format!("  scripts not run: {}", p.scripts.join(","))
+                    }
+                    None => String::new(),
                 };
                 println!("    {} {} {}{scripts}", p.name, p.version, p.arch);
+            }
+            if let Some(c) = &configured {
+                println!(
+                    "    configured by {} with SOURCE_DATE_EPOCH={}",
+                    c.format, c.source_date_epoch
+                );
+                for s in &c.stripped {
+                    println!("    left out ({}, {}): {}", s.what, s.action, s.path);
+                }
             }
             println!();
         }
@@ -91,22 +120,44 @@ pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn rollback(store: &Path, root: &str, commit: Option<&str>) -> Result<ExitCode> {
+/// What configuring recorded in a commit, if it was configured.
+fn configured(body: &canopy_protocol::CommitBody) -> Option<Configured> {
+    let bytes = body.extensions.get(configure::EXTENSION)?;
+    match serde_json::from_slice(bytes) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("the commit's configure record does not parse: {e}");
+            None
+        }
+    }
+}
+
+pub fn rollback(store: &Path, root: &str, commit: Option<&str>, json: bool) -> Result<ExitCode> {
     let store = open(store, Access::Write)?;
     let root = root_name(root)?;
     let current = head(&store, &root)?;
-    let target: CommitId = match commit {
+    let target = match commit {
         Some(prefix) => find_in_log(&store, &root, prefix)?,
-        None => store
-            .commit(&current)?
-            .body
-            .parent
-            .with_context(|| format!("root {root} has no earlier commit to roll back to"))?,
+        None => rollback::previous_version(&store, &root, current)?,
     };
-    let mut txn = store.begin()?;
-    txn.set_root(&root, Some(current), target);
-    txn.commit()?;
-    println!("{root}: now at {target} (was {current})");
+    let done = rollback::rollback(&store, &root, current, target)?;
+    if json {
+        print_json(&json!({
+            "root": root.as_str(), "commit": done.id.to_string(),
+            "restored": done.restored.to_string(), "previous": done.previous.to_string(),
+            "written": done.written, "generation": done.commit.body.generation,
+        }))?;
+    } else if done.written {
+        println!(
+            "{root}: now at {} (generation {}), restoring {}; was {}",
+            done.id, done.commit.body.generation, done.restored, done.previous
+        );
+    } else {
+        println!(
+            "{root}: commit {} already has the content of {}; nothing written",
+            done.id, done.restored
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -127,9 +178,24 @@ pub fn diff(
     };
     let old = match old {
         Some(prefix) => find_in_log(&store, &root, prefix)?,
-        None => store.commit(&new)?.body.parent.with_context(|| {
-            format!("commit {new} of root {root} has no parent to compare with")
-        })?,
+        None => match store.commit(&new)?.body.parent {
+            Some(parent) => parent,
+            None => {
+                // A root's first commit: nothing changed, and that is no error.
+                if json {
+                    print_json(&json!({
+                        "old": null, "new": new.to_string(), "packages": [], "paths": [],
+                    }))?;
+                } else {
+                    println!(
+                        "{root}: commit {} is the root's first: nothing to compare it with \
+                         (`canopy roots diff {root} OLD NEW` compares any two)",
+                        new.0.short()
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+        },
     };
     let (a, b) = (store.commit(&old)?.body, store.commit(&new)?.body);
     let changes = diff::packages(&a.packages, &b.packages);
@@ -139,14 +205,7 @@ pub fn diff(
         diff::trees(&store, &a.tree, &b.tree)?
     };
     if json {
-        let packages: Vec<_> = changes
-            .iter()
-            .map(|c| match c {
-                PackageChange::Added(p) => json!({"change": "added", "name": p.name, "arch": p.arch, "new": p.version}),
-                PackageChange::Removed(p) => json!({"change": "removed", "name": p.name, "arch": p.arch, "old": p.version}),
-                PackageChange::Changed { old, new } => json!({"change": "changed", "name": new.name, "arch": new.arch, "old": old.version, "new": new.version}),
-            })
-            .collect();
+        let packages: Vec<_> = changes.iter().map(super::assemble::change_json).collect();
         let paths: Vec<_> = paths
             .iter()
             .map(|(c, p)| json!({"change": c.marker().to_string(), "path": String::from_utf8_lossy(p)}))

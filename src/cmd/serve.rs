@@ -14,6 +14,7 @@ use std::process::ExitCode;
 const DEFAULT_HTTP: &str = "127.0.0.1:7750";
 
 pub fn run(store_path: &Path, args: ServeArgs) -> Result<ExitCode> {
+    super::raise_descriptor_limit();
     let ServeArgs {
         listen,
         nfs,

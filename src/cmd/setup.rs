@@ -1,17 +1,49 @@
 //! `canopy init` and `canopy key show`.
 
-use super::open;
+use super::{open, print_json};
+use crate::cli::InitArgs;
 use anyhow::Result;
-use canopy_server::{Access, Store};
+use canopy_server::store::init::Initialised;
+use canopy_server::store::s3::config::S3Config;
+use canopy_server::{Access, Backend, Store};
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn init(path: &Path) -> Result<ExitCode> {
-    let (store, created) = Store::init(path)?;
-    if created {
-        println!("initialised store at {}", path.display());
-    } else {
-        println!("store at {} already initialised", path.display());
+pub fn init(path: &Path, args: InitArgs) -> Result<ExitCode> {
+    let backend = match &args.backend {
+        Some(url) => Backend::S3(S3Config::from_env(url.parse()?)),
+        None => Backend::Local,
+    };
+    let (store, done) = Store::init_with(path, &backend, args.key.as_deref())?;
+    let can_write = store.signing_key().is_ok();
+    if args.json.json {
+        let backend = match &backend {
+            Backend::Local => "local".to_string(),
+            Backend::S3(c) => c.url.to_string(),
+        };
+        print_json(&serde_json::json!({
+            "store": path.display().to_string(),
+            "created": done != Initialised::Existing,
+            "public_key": hex(&store)?,
+            "backend": backend,
+            "attached": done == Initialised::Attached,
+            "can_write": can_write,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let place = match &backend {
+        Backend::Local => String::new(),
+        Backend::S3(c) => format!(" (objects and refs in {})", c.describe()),
+    };
+    match done {
+        Initialised::Created => println!("initialised store at {}{place}", path.display()),
+        Initialised::Attached => {
+            println!("attached {} to the existing store{place}", path.display())
+        }
+        Initialised::Existing => println!("store at {} already initialised", path.display()),
+    }
+    if !can_write {
+        println!("no signing key given (--key): this machine can serve the store, not write to it");
     }
     println!("public key: {}", hex(&store)?);
     Ok(ExitCode::SUCCESS)

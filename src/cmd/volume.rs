@@ -9,6 +9,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 pub fn run(args: VolumePluginArgs) -> Result<ExitCode> {
+    super::raise_descriptor_limit();
     let cache_dir = args
         .cache_dir
         .unwrap_or_else(|| default_cache_dir("canopy-volumes"));

@@ -9,17 +9,35 @@
 
 use crate::import::builder::{ArchivePath, TreeBuilder};
 use crate::import::compress::{Compression, decoder};
-use crate::import::limit::{Budget, Counted, Limits};
+use crate::import::limit::{Counted, Limits};
 use crate::import::{
     Class, Identity, ImportError, Imported, already_imported, finish, hash_file, open,
 };
-use crate::store::Store;
-use canopy_protocol::PackageKind;
+use crate::store::{Store, Txn};
+use canopy_protocol::{EntryKind, Meta, PackageKind, TreeId};
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::Path;
 
-/// Maintainer scripts a package may carry; canopy records which, and runs none.
-const SCRIPTS: [&str; 5] = ["preinst", "postinst", "prerm", "postrm", "config"];
+/// Maintainer scripts a package may carry, which configuring a root runs.
+pub const SCRIPTS: [&str; 5] = ["preinst", "postinst", "prerm", "postrm", "config"];
+
+/// The entry of a `.deb`'s control tree that is not a control member: the data
+/// archive's paths in archive order, one per line, as dpkg lists a package's files in
+/// `info/PKG.list` (`/.` first). An archive whose control member has this name is
+/// refused as a duplicate.
+pub const FILES: &str = "canopy:files";
+
+/// The package record extension of a `.deb`: JSON of [`DebFacts`].
+pub const EXTENSION: &str = "deb";
+
+/// What a `.deb`'s record keeps beyond the common fields.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DebFacts {
+    /// When the archive was built (its data member's time, unix seconds): configuring
+    /// takes the newest of a root's packages as `SOURCE_DATE_EPOCH`.
+    pub built_at: i64,
+}
 
 /// Largest control file read (real ones are a few KiB).
 const CONTROL_MAX: u64 = 1 << 20;
@@ -33,16 +51,19 @@ struct Control {
 }
 
 /// Imports a `.deb`. Importing an archive that is already in the store reads only its
-/// hash and returns the existing package.
+/// hash and returns the existing package — unless its record predates kept control
+/// data, which importing it again adds (the record is replaced; its tree is the same).
 pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, ImportError> {
     let archive = hash_file(path)?;
-    if let Some(done) = already_imported(store, &archive)? {
+    if let Some(done) = already_imported(store, &archive)?
+        && done.package.control.is_some()
+    {
         return Ok(done);
     }
     let mut txn = store.begin()?;
     let mut ar = ar::Archive::new(open(path)?);
-    let mut control: Option<(Control, Vec<String>)> = None;
-    let mut data: Option<TreeBuilder> = None;
+    let mut control: Option<ControlArchive> = None;
+    let mut data: Option<(TreeBuilder, i64)> = None;
     let mut index = 0;
     while let Some(member) = ar.next_entry() {
         let mut member = member.map_err(|e| ar_error(e, index))?;
@@ -76,6 +97,7 @@ pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, Im
             let declared = member.header().size();
             let mut counted = Counted::new(&mut member);
             control = Some(read_control(
+                &mut txn,
                 decoder(&mut counted, Some(compression), &id)?,
                 &id,
             )?);
@@ -86,15 +108,20 @@ pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, Im
             }
             let compression = member_compression(&id, suffix)?;
             let declared = member.header().size();
+            let built_at = member.header().mtime() as i64;
             let mut counted = Counted::new(&mut member);
             let reader = decoder(&mut counted, Some(compression), &id)?;
-            data = Some(crate::import::tar::read(
+            let mut builder = TreeBuilder::new(limits.max_entries);
+            builder.record_order();
+            let tree = crate::import::tar::read_into(
                 &mut txn,
                 reader,
                 limits,
                 crate::import::tar::Dialect::Package,
                 &id,
-            )?);
+                builder,
+            )?;
+            data = Some((tree, built_at));
             complete(&id, &counted, declared)?;
             // As dpkg: the first data member is the package; what follows is never read.
             break;
@@ -113,20 +140,28 @@ pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, Im
     if index == 0 {
         return Err(not_a_deb("the archive is empty".into()));
     }
-    let (control, scripts) = control.ok_or_else(|| not_a_deb("no control.tar member".into()))?;
-    let builder = data.ok_or_else(|| not_a_deb("no data.tar member".into()))?;
+    let control = control.ok_or_else(|| not_a_deb("no control.tar member".into()))?;
+    let (mut builder, built_at) = data.ok_or_else(|| not_a_deb("no data.tar member".into()))?;
     let entries = builder.entries();
+    let order = builder.take_order().unwrap_or_default();
     let tree = builder.write(&mut txn)?;
+    let ControlArchive {
+        fields,
+        scripts,
+        members,
+    } = control;
+    let control_tree = write_control(members, &mut txn, &order)?;
+    let facts = serde_json::to_vec(&DebFacts { built_at }).expect("a plain struct serializes");
     let who = Identity {
         kind: PackageKind::Deb,
-        name: control.name,
-        version: control.version,
-        arch: control.arch,
+        name: fields.name,
+        version: fields.version,
+        arch: fields.arch,
         scripts,
-        control: None,
-        extensions: Default::default(),
+        control: Some(control_tree),
+        extensions: BTreeMap::from([(EXTENSION.to_string(), facts)]),
     };
-    finish(txn, tree, entries, who, archive)
+    finish(txn, tree, entries, who, archive, archive)
 }
 
 /// A member whose content stopped before its declared size was cut short.
@@ -168,40 +203,82 @@ fn member_compression(id: &str, suffix: &str) -> Result<Compression, ImportError
 /// Most a control.tar may unpack to (big packages carry multi-megabyte md5sums).
 const CONTROL_TAR_MAX: u64 = 64 << 20;
 
-/// Reads the control file and notes the maintainer scripts, from control.tar.
-fn read_control(reader: impl Read, what: &str) -> Result<(Control, Vec<String>), ImportError> {
-    let budget = Budget::new(Limits {
+/// What control.tar held: the fields canopy reads, the maintainer scripts present, and
+/// every member, stored (with the same checks as any archive) in a builder.
+struct ControlArchive {
+    fields: Control,
+    scripts: Vec<String>,
+    members: TreeBuilder,
+}
+
+/// Writes the control tree: the members and [`FILES`].
+fn write_control(
+    mut members: TreeBuilder,
+    txn: &mut Txn<'_>,
+    order: &[u8],
+) -> Result<TreeId, ImportError> {
+    let (blob, size) = txn
+        .put_blob(order)
+        .map_err(|e| ImportError::from_blob(e, "the file list"))?;
+    let path = ArchivePath::parse(FILES.as_bytes())?;
+    members.add_leaf(
+        &path,
+        Meta {
+            mode: 0o644,
+            ..Meta::default()
+        },
+        EntryKind::File { size, blob },
+    )?;
+    members.write(txn)
+}
+
+/// Stores control.tar's members, then reads the control file from them and notes the
+/// maintainer scripts.
+fn read_control(
+    txn: &mut Txn<'_>,
+    reader: impl Read,
+    what: &str,
+) -> Result<ControlArchive, ImportError> {
+    let limits = Limits {
         max_unpacked: CONTROL_TAR_MAX,
         ..Limits::default()
-    });
-    // Everything in control.tar, headers included, counts against one bound.
-    budget.content();
-    let read_err = |e: io::Error| ImportError::from_read(e, what, budget.at_eof());
-    let mut archive = tar::Archive::new(budget.wrap(reader));
-    let mut control = None;
-    let mut scripts = Vec::new();
-    for entry in archive.entries().map_err(read_err)? {
-        let entry = entry.map_err(read_err)?;
-        let path = ArchivePath::parse(&entry.path_bytes())?.display();
-        let name = path.trim_start_matches('/');
-        if name == "control" {
-            let mut text = Vec::new();
-            entry
-                .take(CONTROL_MAX)
-                .read_to_end(&mut text)
-                .map_err(read_err)?;
-            control = Some(parse_control(&text)?);
-        } else if SCRIPTS.contains(&name) {
-            scripts.push(name.to_string());
-        }
+    };
+    let members = crate::import::tar::read(
+        txn,
+        reader,
+        limits,
+        crate::import::tar::Dialect::Package,
+        what,
+    )?;
+    let member = |name: &str| {
+        ArchivePath::parse(name.as_bytes())
+            .ok()
+            .and_then(|p| members.file(&p))
+    };
+    let Some((_, EntryKind::File { size, blob })) = member("control") else {
+        return Err(ImportError::refused(
+            Class::BadControl,
+            format!("{what} has no control file"),
+        ));
+    };
+    if size > CONTROL_MAX {
+        return Err(ImportError::refused(
+            Class::TooLarge,
+            format!("{what}: the control file is {size} bytes, more than {CONTROL_MAX}"),
+        ));
     }
-    // To the end, so the compression's own checks run.
-    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(read_err)?;
-    let control = control.ok_or_else(|| {
-        ImportError::refused(Class::BadControl, format!("{what} has no control file"))
-    })?;
+    let fields = parse_control(&txn.blob(&blob)?)?;
+    let mut scripts: Vec<String> = SCRIPTS
+        .iter()
+        .filter(|s| member(s).is_some())
+        .map(|s| s.to_string())
+        .collect();
     scripts.sort();
-    Ok((control, scripts))
+    Ok(ControlArchive {
+        fields,
+        scripts,
+        members,
+    })
 }
 
 fn bad_control(detail: impl Into<String>) -> ImportError {

@@ -7,31 +7,20 @@ use super::control::{Paragraph, parse_paragraphs};
 use super::resolve::Candidate;
 use crate::repo::fetch::{Fetched, Fetcher, Validators};
 use crate::repo::signature::{self, Keyring};
-use crate::repo::{RepoConfig, RepoError, cache_dir, ensure_dir};
+use crate::repo::{Archive, RepoConfig, RepoError, cache_dir, ensure_dir};
 use crate::store::{Store, write_atomic};
 use canopy_protocol::{ArchiveHash, Hasher, ObjectId};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read};
+use std::path::{Path, PathBuf};
 use url::Url;
 
 /// Most a Release file may hold (Debian's main archive lists ~600 files in ~200 KiB).
 const RELEASE_LIMIT: u64 = 64 << 20;
 /// Most a Packages index may unpack to (Debian's main amd64 index is ~100 MiB).
 const PACKAGES_LIMIT: u64 = 2 << 30;
-
-/// Where a package a repository offers is, and what it must hash to.
-pub struct Archive {
-    /// The repository it comes from.
-    pub repo: String,
-    /// The archive's URL.
-    pub url: Url,
-    /// The archive's size, from the index.
-    pub size: u64,
-    /// The archive's SHA-256, from the index: also the key of its import in the store.
-    pub sha256: ArchiveHash,
-}
 
 /// What is remembered of the last Release seen.
 #[derive(Default, Serialize, Deserialize)]
@@ -45,15 +34,45 @@ struct State {
 /// Index files listed in Release: path → (sha256, size).
 type Listing = HashMap<String, (ObjectId, u64)>;
 
-/// The base URL of a repository's metadata: `dists/SUITE/`, or the base itself.
-fn dist_url(config: &RepoConfig) -> Result<Url, RepoError> {
+/// One place a repository's metadata is read from: `dists/SUITE/` for each suite, or
+/// the base URL itself for a flat repository; each has its own cache directory.
+struct Source<'a> {
+    /// The suite, or `None` (flat).
+    suite: Option<&'a str>,
+    /// The base URL of its metadata.
+    dist: Url,
+    /// Where its verified Release and Packages are cached.
+    dir: PathBuf,
+}
+
+/// The sources of a repository: one per suite.
+fn sources<'a>(
+    store: &Store,
+    name: &str,
+    config: &'a RepoConfig,
+) -> Result<Vec<Source<'a>>, RepoError> {
     let base =
         Url::parse(&config.url).map_err(|e| RepoError::Config(format!("{}: {e}", config.url)))?;
-    let url = match &config.suite {
-        Some(suite) => base.join(&format!("dists/{suite}/")),
-        None => Ok(base),
-    };
-    url.map_err(|e| RepoError::Config(format!("{}: {e}", config.url)))
+    let bad = |e: url::ParseError| RepoError::Config(format!("{}: {e}", config.url));
+    if config.suites.is_empty() {
+        return Ok(vec![Source {
+            suite: None,
+            dist: base,
+            dir: cache_dir(store, name),
+        }]);
+    }
+    config
+        .suites
+        .iter()
+        .map(|suite| {
+            Ok(Source {
+                suite: Some(suite),
+                dist: base.join(&format!("dists/{suite}/")).map_err(bad)?,
+                // A suite such as `bookworm/updates` is one directory level here.
+                dir: cache_dir(store, name).join(suite.replace('/', "_")),
+            })
+        })
+        .collect()
 }
 
 fn join(base: &Url, path: &str) -> Result<Url, RepoError> {
@@ -63,21 +82,34 @@ fn join(base: &Url, path: &str) -> Result<Url, RepoError> {
     })
 }
 
-/// Reads a repository's packages: Release (signature checked unless the repository
-/// was added with `--no-verify-signature`), then every component's Packages index,
-/// each checked against Release.
+/// Reads a repository's packages, from every suite: Release (signature checked unless
+/// the repository was added with `--no-verify-signature`), then every component's
+/// Packages index, each checked against Release.
 pub fn load(
     store: &Store,
     name: &str,
     config: &RepoConfig,
     fetcher: &Fetcher,
 ) -> Result<Vec<(Candidate, Archive)>, RepoError> {
-    let dir = cache_dir(store, name);
-    ensure_dir(&dir)?;
-    let dist = dist_url(config)?;
-    let release = release_text(store, name, config, fetcher, &dist)?;
+    let mut out = Vec::new();
+    for source in sources(store, name, config)? {
+        out.extend(load_source(name, config, &source, fetcher)?);
+    }
+    Ok(out)
+}
+
+/// Reads the packages of one suite (or of a flat repository).
+fn load_source(
+    name: &str,
+    config: &RepoConfig,
+    source: &Source,
+    fetcher: &Fetcher,
+) -> Result<Vec<(Candidate, Archive)>, RepoError> {
+    let (dir, dist) = (&source.dir, &source.dist);
+    ensure_dir(dir)?;
+    let release = release_text(dir, config, source.suite, fetcher, dist)?;
     let listing = match &release {
-        Some(text) => listing(text, &dist)?,
+        Some(text) => listing(text, dist)?,
         None => Listing::new(),
     };
     let base =
@@ -94,15 +126,8 @@ pub fn load(
     let mut keep = Vec::new();
     let mut out = Vec::new();
     for prefix in prefixes {
-        let (text, cached) = packages_text(
-            store,
-            name,
-            fetcher,
-            &dist,
-            &listing,
-            &prefix,
-            release.is_some(),
-        )?;
+        let (text, cached) =
+            packages_text(dir, fetcher, dist, &listing, &prefix, release.is_some())?;
         keep.extend(cached);
         let what = format!("{}{prefix}Packages", dist);
         for paragraph in parse_paragraphs(&text).map_err(|e| RepoError::Metadata {
@@ -114,7 +139,7 @@ pub fn load(
             }
         }
     }
-    prune(&dir, &keep);
+    prune(dir, &keep);
     Ok(out)
 }
 
@@ -182,13 +207,12 @@ fn available(
 /// The verified text of the repository's Release file, or `None` for a flat
 /// repository without one (accepted only when signatures are not checked).
 fn release_text(
-    store: &Store,
-    name: &str,
+    dir: &Path,
     config: &RepoConfig,
+    suite: Option<&str>,
     fetcher: &Fetcher,
     dist: &Url,
 ) -> Result<Option<String>, RepoError> {
-    let dir = cache_dir(store, name);
     let text_path = dir.join("Release");
     let state_path = dir.join("state.json");
     let cached_text = fs::read_to_string(&text_path).ok();
@@ -227,7 +251,7 @@ fn release_text(
                 let url = join(dist, "Release")?;
                 match fetcher.fetch(&url, &seen("Release"), RELEASE_LIMIT)? {
                     Fetched::NotModified => return Ok(cached_text),
-                    Fetched::Missing if keyring.is_none() && config.suite.is_none() => {
+                    Fetched::Missing if keyring.is_none() && suite.is_none() => {
                         return Ok(None);
                     }
                     Fetched::Missing => {
@@ -310,15 +334,13 @@ fn listing(text: &str, dist: &Url) -> Result<Listing, RepoError> {
 /// a flat repository), from the cache when Release lists the same hash, else
 /// downloaded, checked and cached. Returns the cache file names it used.
 fn packages_text(
-    store: &Store,
-    name: &str,
+    dir: &Path,
     fetcher: &Fetcher,
     dist: &Url,
     listing: &Listing,
     prefix: &str,
     verified: bool,
 ) -> Result<(String, Vec<String>), RepoError> {
-    let dir = cache_dir(store, name);
     // Smallest download first; canopy reads all three.
     let choices = ["Packages.xz", "Packages.gz", "Packages"];
     let listed = choices
@@ -401,7 +423,7 @@ fn unpack(bytes: &[u8], url: &Url) -> Result<String, RepoError> {
 }
 
 /// Removes cached indexes that the current Release no longer lists.
-fn prune(dir: &std::path::Path, keep: &[String]) {
+fn prune(dir: &Path, keep: &[String]) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };

@@ -226,8 +226,14 @@ pub struct Resolution {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveError {
     /// No package has the name and none provides it.
-    #[error("unknown package {0}: the index has no package of that name and none provides it")]
-    UnknownPackage(String),
+    #[error("unknown package {spec}: the index has no package of that name and none provides it{}",
+        near.as_ref().map(|n| format!("; did you mean {n}?")).unwrap_or_default())]
+    UnknownPackage {
+        /// The spec as given.
+        spec: String,
+        /// The closest name the index has, if one is close.
+        near: Option<String>,
+    },
     /// Packages of the name exist, but not of the version or architecture asked for.
     #[error("no package matches {spec}; the index has {available}")]
     NoMatch {
@@ -518,7 +524,11 @@ fn root_targets(index: &Index, request: &Request) -> Result<Vec<Target>, Resolve
     for spec in &request.packages {
         let target = Target::of_spec(spec)?;
         if index.owners(&spec.name).is_empty() {
-            return Err(ResolveError::UnknownPackage(spec.to_string()));
+            let names = index.by_name.keys().copied();
+            return Err(ResolveError::UnknownPackage {
+                spec: spec.to_string(),
+                near: crate::suggest::closest(&spec.name, names).map(str::to_string),
+            });
         }
         if index.able(&target).is_empty() {
             return Err(ResolveError::NoMatch {
@@ -1248,7 +1258,10 @@ mod tests {
         let candidates = index(&text);
         assert_eq!(
             resolve(&candidates, &request("nosuch")),
-            Err(ResolveError::UnknownPackage("nosuch".into()))
+            Err(ResolveError::UnknownPackage {
+                spec: "nosuch".into(),
+                near: None
+            })
         );
         assert_eq!(
             resolve(&candidates, &request("bash=9"))
@@ -1428,7 +1441,10 @@ mod tests {
         let text = "Package: i386only\nVersion: 1\nArchitecture: i386\n\n";
         assert_eq!(
             resolve(&index(text), &request("i386only")),
-            Err(ResolveError::UnknownPackage("i386only".into()))
+            Err(ResolveError::UnknownPackage {
+                spec: "i386only".into(),
+                near: None
+            })
         );
     }
 

@@ -286,6 +286,12 @@ fn store_error(e: StoreError) -> Answer {
             "not-found",
             format!("object {id} not found"),
         ),
+        // Asking for a tree by a commit's id: there is no tree of that id.
+        StoreError::Decode { id, kind, .. } => Answer::error(
+            Status::NotFound,
+            "not-found",
+            format!("object {id} is not a {kind}"),
+        ),
         other => {
             tracing::error!("{other}");
             Answer::error(Status::Internal, "internal", other.to_string())

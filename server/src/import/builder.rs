@@ -95,6 +95,8 @@ pub(crate) struct TreeBuilder {
     root: BTreeMap<Name, Node>,
     entries: u64,
     max_entries: u64,
+    /// Every path added, in order, one per line, as dpkg lists a package's files.
+    order: Option<Vec<u8>>,
 }
 
 impl TreeBuilder {
@@ -103,6 +105,31 @@ impl TreeBuilder {
             root: BTreeMap::new(),
             entries: 0,
             max_entries,
+            order: None,
+        }
+    }
+
+    /// Also records every path added, in the order added (see [`TreeBuilder::take_order`]).
+    pub(crate) fn record_order(&mut self) {
+        self.order = Some(Vec::new());
+    }
+
+    /// The paths added since [`TreeBuilder::record_order`], one per line: `/.` for the
+    /// archive's root, `/usr/bin/x` for the others (dpkg's `.list` format).
+    pub(crate) fn take_order(&mut self) -> Option<Vec<u8>> {
+        self.order.take()
+    }
+
+    fn note(&mut self, path: &ArchivePath) {
+        if let Some(order) = &mut self.order {
+            if path.0.is_empty() {
+                order.extend_from_slice(b"/.");
+            }
+            for name in &path.0 {
+                order.push(b'/');
+                order.extend_from_slice(name.as_bytes());
+            }
+            order.push(b'\n');
         }
     }
 
@@ -115,6 +142,7 @@ impl TreeBuilder {
     /// entries beneath them, as tar writers order things in many ways.
     pub(crate) fn add_dir(&mut self, path: &ArchivePath, meta: Meta) -> Result<(), ImportError> {
         check(path, &meta)?;
+        self.note(path);
         let Some((last, parents)) = path.0.split_last() else {
             // The archive's own root ("./"): roots are always 0755 root:root.
             return Ok(());
@@ -165,6 +193,7 @@ impl TreeBuilder {
                 format!("the archive root is a {}", kind.label()),
             ));
         };
+        self.note(path);
         let dir = self.parent(parents, path)?;
         if dir.contains_key(last) {
             return Err(ImportError::refused(

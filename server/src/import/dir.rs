@@ -2,9 +2,9 @@
 
 use super::builder::{ArchivePath, TreeBuilder};
 use super::limit::Limits;
-use super::{Class, Identity, ImportError, Imported, Outcome, finish};
+use super::{Class, Identity, ImportError, Imported, Outcome, finish, named_key};
 use crate::store::{BlobError, IoContext, Store, Txn};
-use canopy_protocol::{ArchiveHash, EntryKind, Meta, PackageKind, Xattrs};
+use canopy_protocol::{EntryKind, Meta, PackageKind, Xattrs};
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -28,11 +28,11 @@ pub fn import(
     }
     let mut txn = store.begin()?;
     let mut builder = TreeBuilder::new(limits.max_entries);
-    walk(&mut txn, &mut builder, dir, &mut Vec::new(), &mut 0, limits)?;
+    walk(&mut txn, &mut builder, dir, limits)?;
     let entries = builder.entries();
     let tree = builder.write(&mut txn)?;
     // No archive to hash: the key is what makes two imports the same one.
-    let archive = ArchiveHash::of(format!("canopy-dir\0{name}\0{version}\0{tree}").as_bytes());
+    let archive = named_key("dir", name, version, &tree.to_string());
     if let Some(id) = store.package_ref(&archive)? {
         return Ok(Imported {
             id,
@@ -49,14 +49,33 @@ pub fn import(
         control: None,
         extensions: Default::default(),
     };
-    finish(txn, tree, entries, who, archive)
+    finish(txn, tree, entries, who, archive, archive)
 }
 
+/// Adds everything under `top` to `builder`. Directories wait on a stack instead of a
+/// recursion: the depth is the directory's to choose, and the path bound refuses it
+/// long before memory runs short.
 fn walk(
     txn: &mut Txn<'_>,
     builder: &mut TreeBuilder,
+    top: &Path,
+    limits: Limits,
+) -> Result<(), ImportError> {
+    let mut unpacked = 0u64;
+    let mut pending: Vec<(std::path::PathBuf, Vec<u8>)> = vec![(top.to_path_buf(), Vec::new())];
+    while let Some((dir, rel)) = pending.pop() {
+        walk_one(txn, builder, &dir, rel, &mut pending, &mut unpacked, limits)?;
+    }
+    Ok(())
+}
+
+/// Adds the entries of one directory; its subdirectories go onto `pending`.
+fn walk_one(
+    txn: &mut Txn<'_>,
+    builder: &mut TreeBuilder,
     dir: &Path,
-    rel: &mut Vec<u8>,
+    mut rel: Vec<u8>,
+    pending: &mut Vec<(std::path::PathBuf, Vec<u8>)>,
     unpacked: &mut u64,
     limits: Limits,
 ) -> Result<(), ImportError> {
@@ -72,7 +91,7 @@ fn walk(
             rel.push(b'/');
         }
         rel.extend_from_slice(child.file_name().as_bytes());
-        let apath = ArchivePath::parse(rel)?;
+        let apath = ArchivePath::parse(&rel)?;
         let md = fs::symlink_metadata(&path).ctx(|| format!("reading {}", path.display()))?;
         let meta = Meta {
             mode: (md.mode() & 0o7777) as u16,
@@ -83,7 +102,7 @@ fn walk(
         let ft = md.file_type();
         if ft.is_dir() {
             builder.add_dir(&apath, meta)?;
-            walk(txn, builder, &path, rel, unpacked, limits)?;
+            pending.push((path, rel.clone()));
         } else {
             let kind = if ft.is_file() {
                 let file = File::open(&path).ctx(|| format!("opening {}", path.display()))?;

@@ -126,6 +126,14 @@ impl ImportError {
         }
     }
 
+    /// Turns a failure to store content read from an archive into an import error.
+    pub(crate) fn from_blob(err: crate::store::BlobError, context: &str) -> Self {
+        match err {
+            crate::store::BlobError::Source(e) => ImportError::from_read(e, context, false),
+            crate::store::BlobError::Store(e) => e.into(),
+        }
+    }
+
     /// The class of a refused input, if that is what this is.
     pub fn class(&self) -> Option<Class> {
         match self {
@@ -222,13 +230,17 @@ pub(crate) struct Identity {
     pub(crate) extensions: BTreeMap<String, Vec<u8>>,
 }
 
-/// Writes the package record for `tree`, points the package ref at it and commits.
+/// Writes the package record for `tree`, points the package ref `key` at it and
+/// commits. The key is the archive's hash for formats whose archives name themselves
+/// (`.deb`); tarballs and directories, named by the user, are keyed by name, version
+/// and content (see [`named_key`]).
 pub(crate) fn finish(
     mut txn: Txn<'_>,
     tree: TreeId,
     entries: u64,
     who: Identity,
     archive: ArchiveHash,
+    key: ArchiveHash,
 ) -> Result<Imported, ImportError> {
     let package = Package {
         kind: who.kind,
@@ -243,13 +255,20 @@ pub(crate) fn finish(
         extensions: who.extensions,
     };
     let id = txn.put_package(&package)?;
-    txn.set_package(&archive, id);
+    txn.set_package(&key, id);
     let stats = txn.commit()?;
     Ok(Imported {
         id,
         package,
         outcome: Outcome::New { entries, stats },
     })
+}
+
+/// The package ref of content imported under a name the user gave: the same tarball
+/// (or directory tree) as `base` and as `base2` makes two packages, which share every
+/// object; the same name, version and content again is the same import.
+pub(crate) fn named_key(kind: &str, name: &str, version: &str, content: &str) -> ArchiveHash {
+    ArchiveHash::of(format!("canopy-{kind}\0{name}\0{version}\0{content}").as_bytes())
 }
 
 /// Seconds since the epoch, as stored in records and commits.

@@ -4,7 +4,8 @@ use super::builder::{ArchivePath, TreeBuilder};
 use super::compress::decoder;
 use super::limit::{Budget, Limits};
 use super::{
-    Class, Identity, ImportError, Imported, already_imported, finish, hash_file, open, prefix,
+    Class, Identity, ImportError, Imported, already_imported, finish, hash_file, named_key, open,
+    prefix,
 };
 use crate::store::{BlobError, Store, Txn};
 use canopy_protocol::{EntryKind, Meta, PackageKind};
@@ -21,7 +22,8 @@ pub fn import(
     limits: Limits,
 ) -> Result<Imported, ImportError> {
     let archive = hash_file(path)?;
-    if let Some(done) = already_imported(store, &archive)? {
+    let key = named_key("tar", name, version, &archive.to_string());
+    if let Some(done) = already_imported(store, &key)? {
         return Ok(done);
     }
     let mut txn = store.begin()?;
@@ -44,7 +46,7 @@ pub fn import(
         control: None,
         extensions: Default::default(),
     };
-    finish(txn, tree, entries, who, archive)
+    finish(txn, tree, entries, who, archive, key)
 }
 
 fn malformed(what: &str, path: &ArchivePath, detail: impl std::fmt::Display) -> ImportError {
@@ -100,6 +102,19 @@ pub(crate) fn read(
     dialect: Dialect,
     what: &str,
 ) -> Result<TreeBuilder, ImportError> {
+    let builder = TreeBuilder::new(limits.max_entries);
+    read_into(txn, reader, limits, dialect, what, builder)
+}
+
+/// [`read`] into a builder of the caller's (one that records the archive's order, say).
+pub(crate) fn read_into(
+    txn: &mut Txn<'_>,
+    reader: impl Read,
+    limits: Limits,
+    dialect: Dialect,
+    what: &str,
+    mut builder: TreeBuilder,
+) -> Result<TreeBuilder, ImportError> {
     let budget = Budget::new(limits);
     let reader: Box<dyn Read + '_> = match dialect {
         Dialect::Package => Box::new(reader),
@@ -110,7 +125,6 @@ pub(crate) fn read(
         }),
     };
     let mut archive = tar::Archive::new(budget.wrap(reader));
-    let mut builder = TreeBuilder::new(limits.max_entries);
     let read_err =
         |e: std::io::Error, context: &str| ImportError::from_read(e, context, budget.at_eof());
     let mut pending = Pending::default();

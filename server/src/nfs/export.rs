@@ -6,11 +6,11 @@
 //! `/NAME@COMMIT` (one commit of NAME's history, by full id or unique prefix). `/` lists
 //! the roots.
 //!
-//! **Fileids and handles come from the store's content, never from the process.** A
-//! file, symlink or device has the fileid of its [identity](canopy_protocol::identity),
-//! the rule FUSE inodes follow: an unchanged file keeps its fileid and handle in every
-//! version of a root. A directory's fileid is a hash of its export and path, so it too
-//! survives new versions, and always shows the tree its path has in the export's
+//! **Fileids and handles come from the store's content, never from the process**, by
+//! the rule FUSE inodes follow ([`canopy_protocol::inode`]): a file, symlink or device
+//! has the fileid of its identity, so an unchanged file keeps its fileid and handle in
+//! every version of a root. A directory's fileid is a hash of its export and path (for
+//! `/NAME`, the same number FUSE gives `NAME/PATH`), so it too survives new versions, and always shows the tree its path has in the export's
 //! current commit. A handle is that fileid plus the export it was reached through; a
 //! server that does not know a fileid (it was restarted, or the root moved) walks that
 //! export once and finds it again, so clients see a stale handle only for what no
@@ -20,7 +20,7 @@ use crate::store::{Store, StoreError};
 use crate::view::EntryAttr;
 pub use crate::view::Kind;
 use crate::view::history::{self, HistoryError};
-use canopy_protocol::{CommitId, Entry, EntryKind, Meta, ObjectId, RootName, Tree, TreeId};
+use canopy_protocol::{CommitId, Entry, EntryKind, Meta, ObjectId, RootName, Tree, TreeId, inode};
 use lru::LruCache;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroUsize;
@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// The fileid of `/`, the list of roots.
-pub const TOP_ID: u64 = 1;
+pub const TOP_ID: u64 = inode::TOP;
 /// How long a listing of the roots' refs is reused before the store is read again: new
 /// versions and new roots show within this.
 const REFS_TTL: Duration = Duration::from_secs(1);
@@ -102,7 +102,9 @@ enum ScopeKey {
 impl Scope {
     fn key(&self) -> ScopeKey {
         match self {
-            Scope::Current(name) => ScopeKey::Name(hash64(&[b"root", name.as_str().as_bytes()])),
+            Scope::Current(name) => {
+                ScopeKey::Name(inode::hash(&[b"root", name.as_str().as_bytes()]))
+            }
             Scope::Pinned(c) => ScopeKey::Commit(*c),
         }
     }
@@ -170,28 +172,11 @@ pub struct Attr {
     pub time: (u32, u32),
 }
 
-/// The first 64 bits of SHA-256 over length-prefixed parts: stable across builds and
-/// versions of canopy, as fileids must be. Never 0 or [`TOP_ID`].
-fn hash64(parts: &[&[u8]]) -> u64 {
-    let mut bytes = Vec::new();
-    for p in parts {
-        bytes.extend_from_slice(&(p.len() as u64).to_be_bytes());
-        bytes.extend_from_slice(p);
-    }
-    fileid_of(&ObjectId::of(&bytes))
-}
-
-/// A fileid from a digest: its first 8 bytes, kept clear of 0 and [`TOP_ID`].
-fn fileid_of(id: &ObjectId) -> u64 {
-    let v = u64::from_be_bytes(id.as_bytes()[..8].try_into().expect("8 bytes"));
-    if v <= TOP_ID { v + 2 } else { v }
-}
-
 /// The fileid of a directory: its export and path.
 fn dir_id(scope: &Scope, path: &[u8]) -> u64 {
     match scope {
-        Scope::Current(name) => hash64(&[b"dir", name.as_str().as_bytes(), path]),
-        Scope::Pinned(c) => hash64(&[b"pinned-dir", c.0.as_bytes(), path]),
+        Scope::Current(name) => inode::dir(name.as_str().as_bytes(), path),
+        Scope::Pinned(c) => inode::hash(&[b"pinned-dir", c.0.as_bytes(), path]),
     }
 }
 
@@ -213,7 +198,7 @@ fn roots_content(roots: &BTreeMap<RootName, CommitId>) -> Vec<u8> {
 
 /// Nanoseconds of a directory's time, from what it lists (see [`Attr::time`]).
 fn content_nanos(content: &[u8]) -> u32 {
-    (hash64(&[b"time", content]) % 1_000_000_000) as u32
+    (inode::hash(&[b"time", content]) % 1_000_000_000) as u32
 }
 
 fn leaf_attr(id: u64, kind: &EntryKind, meta: &Meta) -> Attr {
@@ -440,7 +425,7 @@ impl Exports {
                 }
             }
             kind => Found {
-                id: fileid_of(&canopy_protocol::identity(kind, &e.meta)),
+                id: inode::file(kind, &e.meta),
                 node: Node::Leaf {
                     scope: scope.clone(),
                     kind: kind.clone(),
@@ -610,14 +595,14 @@ impl Exports {
             Node::Leaf { .. } => return Err(Error::NotDir),
             Node::Top => {
                 let roots = self.roots()?;
-                let verifier = hash64(&[b"verifier", &roots_content(&roots)]);
+                let verifier = inode::hash(&[b"verifier", &roots_content(&roots)]);
                 (Content::Roots(roots), verifier)
             }
             Node::Dir { scope, path } => {
                 let d = self.resolve(scope, path)?;
                 (
                     Content::Tree(d.tree),
-                    hash64(&[b"verifier", d.tree_id.0.as_bytes()]),
+                    inode::hash(&[b"verifier", d.tree_id.0.as_bytes()]),
                 )
             }
         };

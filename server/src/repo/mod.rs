@@ -19,10 +19,12 @@ pub mod signature;
 
 use crate::debian::control::ControlError;
 use crate::store::{Store, StoreError, write_atomic};
+use canopy_protocol::ArchiveHash;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use url::Url;
 
 /// Why a repository could not be used. Nothing in the store changes in any case.
 #[derive(Debug, thiserror::Error)]
@@ -95,22 +97,80 @@ pub enum RepoError {
     Store(#[from] StoreError),
 }
 
+/// Where a package a repository offers is, and what it must hash to.
+#[derive(Clone, Debug)]
+pub struct Archive {
+    /// The repository it comes from.
+    pub repo: String,
+    /// The archive's URL.
+    pub url: Url,
+    /// The archive's size, from the index.
+    pub size: u64,
+    /// The archive's SHA-256, from the index: also the key of its import in the store.
+    pub sha256: ArchiveHash,
+}
+
+/// The format of a repository's metadata.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum RepoKind {
+    /// A Debian archive: Release and Packages indexes.
+    #[default]
+    #[serde(rename = "deb")]
+    Deb,
+    /// An rpm-md repository: repodata/repomd.xml, primary and filelists.
+    #[serde(rename = "rpm-md")]
+    RpmMd,
+}
+
+impl RepoKind {
+    /// The word used on the command line and in listings.
+    pub fn label(self) -> &'static str {
+        match self {
+            RepoKind::Deb => "deb",
+            RepoKind::RpmMd => "rpm-md",
+        }
+    }
+}
+
 /// One configured repository.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RepoConfig {
+    /// The metadata format (absent in configurations written before RPM: Debian).
+    #[serde(default)]
+    pub kind: RepoKind,
     /// Base URL (http, https or file), ending in `/`.
     pub url: String,
-    /// The suite (`bookworm`, `stable`…) under `dists/`; none for a flat repository,
-    /// whose `Release` and `Packages` sit at the base URL.
-    pub suite: Option<String>,
+    /// The suites (`bookworm`, `bookworm-updates`…) under `dists/`, read together;
+    /// none for a flat repository, whose `Release` and `Packages` sit at the base URL.
+    /// (Configurations written before several suites were possible have `suite`.)
+    #[serde(alias = "suite", deserialize_with = "one_or_many")]
+    pub suites: Vec<String>,
     /// Components (`main`…); empty for a flat repository.
     pub components: Vec<String>,
-    /// Debian architecture of the roots resolved from it (`amd64`…); `all` packages
-    /// are always included.
+    /// Architecture of the roots resolved from it (Debian's `amd64`…, with `all`
+    /// packages always included; RPM's `x86_64`…, with `noarch`).
     pub arch: String,
-    /// OpenPGP keyring the Release file must be signed with; none only when the
-    /// user chose `--no-verify-signature`.
+    /// OpenPGP keyring the Release file (or repomd.xml) must be signed with; none only
+    /// when the user chose `--no-verify-signature`.
     pub keyring: Option<PathBuf>,
+    /// rpm-md: check every downloaded RPM's header signature with the keyring too.
+    #[serde(default)]
+    pub verify_package_signatures: bool,
+}
+
+/// `null`, `"a"` or `["a", "b"]` as a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => Vec::new(),
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(v)) => v,
+    })
 }
 
 /// The configuration file as written: versioned, so a later format can be told apart.
@@ -255,6 +315,20 @@ pub fn list(store: &Store) -> Result<Vec<(String, RepoConfig)>, RepoError> {
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
+}
+
+/// Reads a repository's metadata now (checking it as an assemble would) and counts
+/// the packages it offers for its architecture.
+pub fn offered(
+    store: &Store,
+    name: &str,
+    config: &RepoConfig,
+    fetcher: &fetch::Fetcher,
+) -> Result<usize, RepoError> {
+    Ok(match config.kind {
+        RepoKind::Deb => crate::debian::release::load(store, name, config, fetcher)?.len(),
+        RepoKind::RpmMd => crate::rpm::repomd::load(store, name, config, fetcher)?.len(),
+    })
 }
 
 /// Creates a directory (and its parents) for cache files.

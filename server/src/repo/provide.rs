@@ -3,9 +3,10 @@
 //! against its index before anything is imported), import it.
 
 use super::fetch::Fetcher;
-use super::{RepoError, ensure_dir, get};
+use super::signature::Keyring;
+use super::{Archive, RepoConfig, RepoError, RepoKind, ensure_dir, get};
 use crate::assemble::Recipe;
-use crate::debian::release::{self, Archive};
+use crate::debian::release;
 use crate::debian::resolve::{self, Candidate, ResolveError};
 use crate::import::{ImportError, Limits};
 use crate::store::Store;
@@ -40,6 +41,9 @@ pub enum ProvideError {
     /// The request cannot be resolved.
     #[error(transparent)]
     Resolve(#[from] ResolveError),
+    /// The request cannot be resolved (RPM).
+    #[error(transparent)]
+    RpmResolve(#[from] crate::rpm::resolve::ResolveError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -55,6 +59,47 @@ pub enum ProvideError {
     },
 }
 
+/// One package a recipe resolved to, before anything is downloaded.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    /// Package name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Its architecture.
+    pub arch: String,
+    /// Where its archive is, its size and SHA-256, from the repository's index.
+    pub archive: Archive,
+    /// The package record, when the store has imported this archive already.
+    pub imported: Option<PackageId>,
+}
+
+impl<'a> From<&'a Planned> for crate::diff::Listed<'a> {
+    fn from(p: &'a Planned) -> Self {
+        crate::diff::Listed {
+            name: &p.name,
+            arch: &p.arch,
+            version: &p.version,
+            archive: &p.archive.sha256,
+        }
+    }
+}
+
+/// What a recipe resolves to now: read and resolved, nothing downloaded or written.
+pub struct Resolution {
+    /// Every package of the resolution, in name order.
+    pub packages: Vec<Planned>,
+    /// Conflicts or Breaks the resolution could not avoid, for the user to see.
+    pub problems: Vec<String>,
+}
+
+impl Resolution {
+    /// The packages the store lacks: what [`provide`] would download.
+    pub fn missing(&self) -> impl Iterator<Item = &Planned> {
+        self.packages.iter().filter(|p| p.imported.is_none())
+    }
+}
+
 /// The packages a recipe resolved to, imported.
 pub struct Provided {
     /// Every package of the resolution, in name order.
@@ -67,6 +112,147 @@ pub struct Provided {
     pub problems: Vec<String>,
 }
 
+/// Reads `recipe`'s repositories (their metadata only) and resolves it. Nothing is
+/// downloaded beyond the indexes, and the store is not written.
+pub fn resolve(
+    store: &Store,
+    recipe: &Recipe,
+    fetcher: &Fetcher,
+    progress: &dyn Progress,
+) -> Result<Resolution, ProvideError> {
+    let configs = configs(store, recipe)?;
+    match configs[0].1.kind {
+        RepoKind::Deb => resolve_deb(store, recipe, &configs, fetcher, progress),
+        RepoKind::RpmMd => resolve_rpm(store, recipe, &configs, fetcher, progress),
+    }
+}
+
+/// The recipe's repositories: at least one, all of one kind and one architecture (one
+/// root is one ecosystem).
+fn configs(store: &Store, recipe: &Recipe) -> Result<Vec<(String, RepoConfig)>, ProvideError> {
+    let mut configs: Vec<(String, RepoConfig)> = Vec::new();
+    for name in &recipe.from {
+        let config = get(store, name)?;
+        if let Some((first, c)) = configs.first() {
+            if c.kind != config.kind {
+                return Err(RepoError::Config(format!(
+                    "repositories {first} ({}) and {name} ({}) are of different kinds: one root is one ecosystem",
+                    c.kind.label(),
+                    config.kind.label()
+                ))
+                .into());
+            }
+            if c.arch != config.arch {
+                return Err(RepoError::Config(format!(
+                    "repositories {} mix architectures {} and {}",
+                    recipe.from.join(", "),
+                    c.arch,
+                    config.arch
+                ))
+                .into());
+            }
+        }
+        configs.push((name.clone(), config));
+    }
+    if configs.is_empty() {
+        return Err(RepoError::Config("no repository given".into()).into());
+    }
+    Ok(configs)
+}
+
+/// Debian: Release and Packages, then the Debian resolver.
+fn resolve_deb(
+    store: &Store,
+    recipe: &Recipe,
+    configs: &[(String, RepoConfig)],
+    fetcher: &Fetcher,
+    progress: &dyn Progress,
+) -> Result<Resolution, ProvideError> {
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut archives: Vec<Archive> = Vec::new();
+    for (name, config) in configs {
+        progress.step(&format!("reading repository {name}"));
+        for (candidate, archive) in release::load(store, name, config, fetcher)? {
+            candidates.push(candidate);
+            archives.push(archive);
+        }
+    }
+    progress.step(&format!("resolving among {} packages", candidates.len()));
+    let resolution = resolve::resolve(
+        &candidates,
+        &resolve::Request {
+            packages: recipe.specs.clone(),
+            arch: configs[0].1.arch.clone(),
+            essential: recipe.essential,
+            recommends: recipe.recommends,
+        },
+    )?;
+    let mut packages = Vec::with_capacity(resolution.chosen.len());
+    for &i in &resolution.chosen {
+        let (c, a) = (&candidates[i], &archives[i]);
+        packages.push(Planned {
+            name: c.name.clone(),
+            version: c.version.to_string(),
+            arch: c.arch.clone(),
+            archive: a.clone(),
+            imported: store.package_ref(&a.sha256)?,
+        });
+    }
+    Ok(Resolution {
+        packages,
+        problems: resolution.problems,
+    })
+}
+
+/// rpm-md: repomd.xml, primary (and filelists when needed), then the RPM resolver.
+fn resolve_rpm(
+    store: &Store,
+    recipe: &Recipe,
+    configs: &[(String, RepoConfig)],
+    fetcher: &Fetcher,
+    progress: &dyn Progress,
+) -> Result<Resolution, ProvideError> {
+    if recipe.essential {
+        return Err(RepoError::Config(
+            "--essential is for Debian repositories: RPM has no Essential packages (ask for them by name)".into(),
+        )
+        .into());
+    }
+    let mut candidates = Vec::new();
+    let mut archives: Vec<Archive> = Vec::new();
+    for (name, config) in configs {
+        progress.step(&format!("reading repository {name}"));
+        for (candidate, archive) in crate::rpm::repomd::load(store, name, config, fetcher)? {
+            candidates.push(candidate);
+            archives.push(archive);
+        }
+    }
+    progress.step(&format!("resolving among {} packages", candidates.len()));
+    let resolution = crate::rpm::resolve::resolve(
+        &candidates,
+        &crate::rpm::resolve::Request {
+            packages: recipe.specs.clone(),
+            arch: configs[0].1.arch.clone(),
+            recommends: recipe.recommends,
+        },
+    )?;
+    let mut packages = Vec::with_capacity(resolution.chosen.len());
+    for &i in &resolution.chosen {
+        let (c, a) = (&candidates[i], &archives[i]);
+        packages.push(Planned {
+            name: c.name.clone(),
+            version: c.evr.to_string(),
+            arch: c.arch.clone(),
+            archive: a.clone(),
+            imported: store.package_ref(&a.sha256)?,
+        });
+    }
+    Ok(Resolution {
+        packages,
+        problems: resolution.problems,
+    })
+}
+
 /// Resolves `recipe` against its repositories and imports what the store lacks.
 pub fn provide(
     store: &Store,
@@ -74,85 +260,113 @@ pub fn provide(
     fetcher: &Fetcher,
     progress: &dyn Progress,
 ) -> Result<Provided, ProvideError> {
-    let mut candidates: Vec<Candidate> = Vec::new();
-    let mut archives: Vec<Archive> = Vec::new();
-    let mut arch: Option<String> = None;
-    for name in &recipe.from {
-        let config = get(store, name)?;
-        match &arch {
-            Some(a) if *a != config.arch => {
-                return Err(RepoError::Config(format!(
-                    "repositories {} mix architectures {a} and {}",
-                    recipe.from.join(", "),
-                    config.arch
-                ))
-                .into());
-            }
-            _ => arch = Some(config.arch.clone()),
-        }
-        progress.step(&format!("reading repository {name}"));
-        for (candidate, archive) in release::load(store, name, &config, fetcher)? {
-            candidates.push(candidate);
-            archives.push(archive);
-        }
-    }
-    let arch = arch.ok_or_else(|| RepoError::Config("no repository given".into()))?;
-    progress.step(&format!("resolving among {} packages", candidates.len()));
-    let resolution = resolve::resolve(
-        &candidates,
-        &resolve::Request {
-            packages: recipe.specs.clone(),
-            arch,
-            essential: recipe.essential,
-            recommends: recipe.recommends,
-        },
-    )?;
-    let mut missing = Vec::new();
-    for &i in &resolution.chosen {
-        if store.package_ref(&archives[i].sha256)?.is_none() {
-            missing.push(i);
-        }
-    }
-    let wanted: Vec<&Archive> = missing.iter().map(|&i| &archives[i]).collect();
-    let files = download_all(store, &wanted, fetcher, progress)?;
-    for (&i, file) in missing.iter().zip(&files) {
-        let (c, a) = (&candidates[i], &archives[i]);
-        let label = format!("{} {}", c.name, c.version);
-        let imported =
-            crate::debian::deb::import(store, file, Limits::default()).map_err(|source| {
-                ProvideError::Import {
-                    label: label.clone(),
-                    url: a.url.to_string(),
-                    source: Box::new(source),
-                }
+    let configs = configs(store, recipe)?;
+    let kind = configs[0].1.kind;
+    // With --verify-package-signatures, each RPM downloaded must have a header that
+    // verifies with its repository's keyring.
+    let mut keyrings = std::collections::HashMap::new();
+    for (name, config) in &configs {
+        if let (true, Some(path)) = (config.verify_package_signatures, &config.keyring) {
+            let ring = Keyring::load(path).map_err(|error| RepoError::Signature {
+                what: path.display().to_string(),
+                error,
             })?;
+            keyrings.insert(name.clone(), ring);
+        }
+    }
+    let resolution = resolve(store, recipe, fetcher, progress)?;
+    let mut wanted: Vec<&Planned> = resolution.missing().collect();
+    if !recipe.no_configure {
+        // Imported before records kept control data: importing again adds it.
+        for p in &resolution.packages {
+            if let Some(id) = p.imported
+                && store.package(&id)?.control.is_none()
+            {
+                wanted.push(p);
+            }
+        }
+    }
+    let archives: Vec<&Archive> = wanted.iter().map(|p| &p.archive).collect();
+    let files = download_all(store, &archives, fetcher, progress)?;
+    for (p, file) in wanted.iter().zip(&files) {
+        let label = format!("{} {}", p.name, p.version);
+        let imported = match kind {
+            RepoKind::Deb => crate::debian::deb::import(store, file, Limits::default()),
+            RepoKind::RpmMd => crate::rpm::import::import(
+                store,
+                file,
+                Limits::default(),
+                keyrings.get(&p.archive.repo),
+            ),
+        }
+        .map_err(|source| ProvideError::Import {
+            label: label.clone(),
+            url: p.archive.url.to_string(),
+            source: Box::new(source),
+        })?;
         // A downloaded copy has served its purpose; a file:// archive is the user's.
-        if a.url.scheme() != "file" {
+        if p.archive.url.scheme() != "file" {
             let _ = std::fs::remove_file(file);
         }
-        if imported.package.name != c.name {
+        if imported.package.name != p.name {
             tracing::warn!(
                 "{} from {} calls itself {}",
-                c.name,
-                a.url,
+                p.name,
+                p.archive.url,
                 imported.package.name
             );
         }
         progress.imported(&label);
     }
-    let mut packages = Vec::with_capacity(resolution.chosen.len());
-    for &i in &resolution.chosen {
+    let mut packages = Vec::with_capacity(resolution.packages.len());
+    for p in &resolution.packages {
         let id = store
-            .package_ref(&archives[i].sha256)?
+            .package_ref(&p.archive.sha256)?
             .expect("every chosen archive is imported by now");
         packages.push((id, store.package(&id)?));
     }
     Ok(Provided {
         packages,
         downloaded: wanted.len(),
-        downloaded_bytes: wanted.iter().map(|a| a.size).sum(),
+        downloaded_bytes: archives.iter().map(|a| a.size).sum(),
         problems: resolution.problems,
     })
+}
+
+/// Gives `.deb` packages imported before records kept control data their control
+/// data, from the archive in the download cache (`cache/downloads/SHA256.deb`) where
+/// it is still there; the others are left as they are (configuring them says to
+/// import them again).
+pub fn control_from_cache(
+    store: &Store,
+    packages: Vec<(PackageId, Package)>,
+) -> Result<Vec<(PackageId, Package)>, ProvideError> {
+    let mut out = Vec::with_capacity(packages.len());
+    for (id, p) in packages {
+        let cached = store
+            .path()
+            .join("cache/downloads")
+            .join(format!("{}.deb", p.archive));
+        if p.kind != canopy_protocol::PackageKind::Deb || p.control.is_some() || !cached.exists() {
+            out.push((id, p));
+            continue;
+        }
+        let imported =
+            crate::debian::deb::import(store, &cached, Limits::default()).map_err(|source| {
+                ProvideError::Import {
+                    label: format!("{} {}", p.name, p.version),
+                    url: cached.display().to_string(),
+                    source: Box::new(source),
+                }
+            })?;
+        // A cached file that is not the archive imported before is left alone.
+        if imported.package.archive == p.archive {
+            out.push((imported.id, imported.package));
+        } else {
+            out.push((id, p));
+        }
+    }
+    Ok(out)
 }
 
 /// Downloads every archive, a few at a time, each checked against its index; the

@@ -190,7 +190,7 @@ pub fn import(
         control: Some(control),
         extensions,
     };
-    finish(txn, tree, entries, identity, archive)
+    finish(txn, tree, entries, identity, archive, archive)
 }
 
 /// What the header says the package is.

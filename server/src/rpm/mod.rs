@@ -6,7 +6,9 @@
 //! - [`caps`]: file capabilities from the header's text to the kernel's xattr;
 //! - [`evr`]: rpm's version ordering (epochs, `rpmvercmp`, `~` and `^`);
 //! - [`facts`]: what a package record keeps of an RPM (extension `rpm`);
-//! - [`import`]: an `.rpm` into a package tree.
+//! - [`import`]: an `.rpm` into a package tree;
+//! - [`repomd`]: rpm-md repositories (repomd.xml, primary, filelists);
+//! - [`resolve`]: which packages of a repository a request needs, on resolvo.
 
 mod caps;
 mod cpio;
@@ -14,3 +16,5 @@ pub mod evr;
 pub mod facts;
 pub(crate) mod header;
 pub mod import;
+pub mod repomd;
+pub mod resolve;

@@ -10,6 +10,7 @@
 
 use super::StoreError;
 use canopy_protocol::ObjectId;
+use std::collections::HashSet;
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -52,6 +53,58 @@ pub trait ObjectBackend: Send + Sync {
     fn local_path(&self, _id: &ObjectId) -> Option<PathBuf> {
         None
     }
+
+    /// Whether [`exists`](Self::exists) is cheap enough to ask for every object a writer
+    /// stages (a stat, a map lookup). When it is not (a request over the network), a
+    /// transaction stages everything it writes and lets [`put`](Self::put) say what was
+    /// there.
+    fn cheap_exists(&self) -> bool {
+        true
+    }
+
+    /// Protects `ids` — every object a transaction is about to reference, present or
+    /// not — from a garbage collection running on another machine, until the returned
+    /// guard is dropped; waits while one is deleting. Backends written by one process at
+    /// a time (under the store's lock) have nothing to do.
+    fn protect(&self, _ids: &[ObjectId]) -> Result<Held, StoreError> {
+        Ok(Held::nothing())
+    }
+
+    /// Starts a garbage collection: excludes others and says what running writers on
+    /// other machines protect, to be kept as if a ref reached it.
+    fn begin_gc(&self) -> Result<GcScope, StoreError> {
+        Ok(GcScope {
+            protected: HashSet::new(),
+            held: Held::nothing(),
+        })
+    }
+}
+
+/// Something held until dropped: a writer's lease, the garbage collector's lock.
+pub struct Held {
+    _guard: Option<Box<dyn Send>>,
+}
+
+impl Held {
+    /// Nothing to release.
+    pub fn nothing() -> Self {
+        Held { _guard: None }
+    }
+
+    /// Holds `guard`, whose drop releases what it stands for.
+    pub fn new(guard: impl Send + 'static) -> Self {
+        Held {
+            _guard: Some(Box::new(guard)),
+        }
+    }
+}
+
+/// What a garbage collection may assume while it runs.
+pub struct GcScope {
+    /// Objects running writers protect: kept whatever the refs reach.
+    pub protected: HashSet<ObjectId>,
+    /// Keeps other garbage collections out until dropped.
+    pub held: Held,
 }
 
 /// Where a store's refs live: names pointing at objects, changed only by

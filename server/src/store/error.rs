@@ -79,6 +79,14 @@ pub enum StoreError {
         /// What it holds.
         found: Option<ObjectId>,
     },
+    /// A remote backend (S3) failed or refused a request.
+    #[error("{what}: {reason}")]
+    Backend {
+        /// What was being done, naming the bucket.
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
     /// The signing key is unreadable.
     #[error("signing key {path} is unusable: {reason}")]
     BadKey {

@@ -17,13 +17,17 @@
 //! [`Txn`].
 
 pub mod backend;
+pub mod config;
 mod error;
 #[cfg(test)]
 pub(crate) mod fixture;
+pub mod init;
 pub mod local;
 pub mod memory;
+pub mod s3;
 mod txn;
 
+pub use config::Backend;
 pub(crate) use error::IoContext;
 pub use error::StoreError;
 pub(crate) use local::write_atomic;
@@ -34,11 +38,11 @@ use canopy_protocol::{
     ArchiveHash, Commit, CommitId, ObjectId, Package, PackageId, RootName, SigningKey, Tree,
     TreeId, VerifyingKey,
 };
-use error::FORMAT;
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Whether a [`Store`] is opened to read or to write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,26 +86,12 @@ pub struct Store {
     root: PathBuf,
     objects: Box<dyn ObjectBackend>,
     refs: Box<dyn RefBackend>,
+    /// The bucket, for a store in one: it holds the store's public key.
+    bucket: Option<Arc<s3::Bucket>>,
     _lock: Option<File>,
 }
 
 impl Store {
-    /// Creates a store at `root` (or completes one whose `init` was interrupted).
-    /// Returns the open store and whether anything was created.
-    pub fn init(root: &Path) -> Result<(Store, bool), StoreError> {
-        if root.join("config").exists() {
-            return Ok((Store::open(root, Access::Write)?, false));
-        }
-        for dir in ["objects", "refs/roots", "refs/packages", "tmp", "keys"] {
-            let p = root.join(dir);
-            fs::create_dir_all(&p).ctx(|| format!("creating {}", p.display()))?;
-        }
-        make_key(root)?;
-        // config last: a store without it is an interrupted init, never a half store.
-        write_atomic(&root.join("config"), FORMAT.as_bytes(), 0o644)?;
-        Ok((Store::open(root, Access::Write)?, true))
-    }
-
     /// A store whose objects and refs live in memory, with its local state (key,
     /// staging area) in `state`, a directory created if needed: for unit tests.
     pub fn memory(state: &Path) -> Result<Store, StoreError> {
@@ -109,11 +99,12 @@ impl Store {
             let p = state.join(dir);
             fs::create_dir_all(&p).ctx(|| format!("creating {}", p.display()))?;
         }
-        make_key(state)?;
+        init::make_key(state)?;
         Ok(Store {
             root: state.to_path_buf(),
             objects: Box::new(memory::MemoryObjects::default()),
             refs: Box::new(memory::MemoryRefs::default()),
+            bucket: None,
             _lock: None,
         })
     }
@@ -133,21 +124,33 @@ impl Store {
                 });
             }
         };
-        if found != FORMAT {
-            return Err(StoreError::UnsupportedFormat {
-                path: root.to_path_buf(),
-                found,
-            });
-        }
+        let backend = Backend::parse(&found, root)?;
         let lock = match access {
             Access::Unlocked => None,
             _ => Some(lock(root, access)?),
         };
-        let store = Store {
-            root: root.to_path_buf(),
-            objects: Box::new(local::LocalObjects::new(root)),
-            refs: Box::new(local::LocalRefs::new(root)),
-            _lock: lock,
+        let store = match backend {
+            Backend::Local => Store {
+                root: root.to_path_buf(),
+                objects: Box::new(local::LocalObjects::new(root)),
+                refs: Box::new(local::LocalRefs::new(root)),
+                bucket: None,
+                _lock: lock,
+            },
+            Backend::S3(config) => {
+                let patience = match access {
+                    Access::Unlocked => s3::Patience::Server,
+                    _ => s3::Patience::Writer,
+                };
+                let bucket = s3::Bucket::connect(&config.overridden_by_env(), patience)?;
+                Store {
+                    root: root.to_path_buf(),
+                    objects: Box::new(s3::S3Objects::new(bucket.clone())),
+                    refs: Box::new(s3::S3Refs::new(bucket.clone())),
+                    bucket: Some(bucket),
+                    _lock: lock,
+                }
+            }
         };
         if access == Access::Write {
             store.clean_tmp()?;
@@ -166,7 +169,20 @@ impl Store {
             } else {
                 fs::remove_file(&path)
             };
-            removed.ctx(|| format!("removing {}", path.display()))?;
+            // An interrupted configure's scratch tree belongs to the sandbox's ids: when
+            // not root, only the next configure (inside the sandbox) can remove it.
+            let scratch = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("configure-"));
+            match removed {
+                Err(e) if scratch && e.kind() == io::ErrorKind::PermissionDenied => {
+                    tracing::info!(
+                        "{} is left for the next configure to remove",
+                        path.display()
+                    );
+                }
+                other => other.ctx(|| format!("removing {}", path.display()))?,
+            }
         }
         Ok(())
     }
@@ -236,21 +252,45 @@ impl Store {
         })
     }
 
-    /// The signing key made at `init`.
+    /// The signing key made or imported at `init`.
     pub fn signing_key(&self) -> Result<SigningKey, StoreError> {
-        let path = self.root.join("keys/ed25519.secret");
-        let text = fs::read_to_string(&path).ctx(|| format!("reading {}", path.display()))?;
-        let mut seed = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut seed).map_err(|e| StoreError::BadKey {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        Ok(SigningKey::from_bytes(&seed))
+        let path = self.root.join(init::KEY);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.bucket.is_some() => {
+                return Err(StoreError::BadKey {
+                    path,
+                    reason: format!(
+                        "this machine has no signing key for {}: every writer of a store signs \
+                         with its one key; attach with `canopy init --backend {} --key FILE`, \
+                         FILE being {} of the machine that created it",
+                        self.objects.location(),
+                        self.objects
+                            .location()
+                            .split(' ')
+                            .next()
+                            .unwrap_or_default(),
+                        init::KEY
+                    ),
+                });
+            }
+            Err(e) => {
+                return Err(StoreError::Io {
+                    what: format!("reading {}", path.display()),
+                    source: e,
+                });
+            }
+        };
+        init::parse_key(&text, &path)
     }
 
-    /// The public half of the signing key: what hosts are told to trust.
+    /// The public half of the signing key: what hosts are told to trust. A machine
+    /// attached to a bucket without the secret key reads it from the bucket.
     pub fn verifying_key(&self) -> Result<VerifyingKey, StoreError> {
-        Ok(self.signing_key()?.verifying_key())
+        match (&self.bucket, self.root.join(init::KEY).exists()) {
+            (Some(bucket), false) => bucket.public_key(),
+            _ => Ok(self.signing_key()?.verifying_key()),
+        }
     }
 
     /// The current commit of a root, if the root exists.
@@ -343,24 +383,6 @@ fn lock(root: &Path, access: Access) -> Result<File, StoreError> {
         }
     }
     Ok(lock)
-}
-
-/// Makes the signing key in `root/keys/` unless it exists.
-fn make_key(root: &Path) -> Result<(), StoreError> {
-    let key_path = root.join("keys/ed25519.secret");
-    if key_path.exists() {
-        return Ok(());
-    }
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| StoreError::BadKey {
-        path: key_path.clone(),
-        reason: format!("no randomness for a new key: {e}"),
-    })?;
-    write_atomic(
-        &key_path,
-        format!("{}\n", hex::encode(seed)).as_bytes(),
-        0o600,
-    )
 }
 
 fn decode_tree(id: &TreeId, bytes: &[u8]) -> Result<Tree, StoreError> {

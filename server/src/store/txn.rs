@@ -47,7 +47,8 @@ struct RefMove {
 pub struct Txn<'s> {
     store: &'s Store,
     dir: PathBuf,
-    staged: HashMap<ObjectId, PathBuf>,
+    /// Staged objects: file and size.
+    staged: HashMap<ObjectId, (PathBuf, u64)>,
     refs: Vec<RefMove>,
     seq: u64,
     stats: TxnStats,
@@ -74,14 +75,22 @@ impl<'s> Txn<'s> {
         self.store
     }
 
-    /// What this transaction has added so far.
-    pub fn stats(&self) -> TxnStats {
-        self.stats
+    /// Whether staging the object again can be skipped: it is staged already, or the
+    /// backend can tell cheaply that it has it. (A remote backend is not asked object by
+    /// object: its [`put`](super::backend::ObjectBackend::put) says what it had.)
+    fn known(&self, id: &ObjectId) -> Result<bool, StoreError> {
+        let objects = self.store.objects();
+        Ok(self.staged.contains_key(id) || (objects.cheap_exists() && objects.exists(id)?))
     }
 
-    /// Whether the object is in the store or staged in this transaction.
-    pub fn has(&self, id: &ObjectId) -> Result<bool, StoreError> {
-        Ok(self.staged.contains_key(id) || self.store.has(id)?)
+    /// What this transaction has staged so far: new objects, on a backend that tells
+    /// cheaply what it has; on one that does not, objects it may have already too (the
+    /// stats [`commit`](Self::commit) returns are exact).
+    pub fn stats(&self) -> TxnStats {
+        TxnStats {
+            new_objects: self.staged.len() as u64,
+            new_bytes: self.staged.values().map(|(_, size)| size).sum(),
+        }
     }
 
     fn next_tmp(&mut self) -> PathBuf {
@@ -91,12 +100,10 @@ impl<'s> Txn<'s> {
 
     /// Keeps the staged file at `tmp` as object `id`, or drops it if the id is known.
     fn stage(&mut self, id: ObjectId, tmp: PathBuf, size: u64) -> Result<(), StoreError> {
-        if self.has(&id)? {
+        if self.known(&id)? {
             return fs::remove_file(&tmp).ctx(|| format!("removing {}", tmp.display()));
         }
-        self.staged.insert(id, tmp);
-        self.stats.new_objects += 1;
-        self.stats.new_bytes += size;
+        self.staged.insert(id, (tmp, size));
         crash::point("object staged");
         Ok(())
     }
@@ -145,7 +152,7 @@ impl<'s> Txn<'s> {
     /// Stores an encoded metadata object and returns its id.
     fn put_encoded(&mut self, bytes: &[u8]) -> Result<ObjectId, StoreError> {
         let id = ObjectId::of(bytes);
-        if self.has(&id)? {
+        if self.known(&id)? {
             return Ok(id);
         }
         let tmp = self.next_tmp();
@@ -172,7 +179,7 @@ impl<'s> Txn<'s> {
     /// Reads a tree from this transaction or the store.
     pub fn tree(&self, id: &TreeId) -> Result<Tree, StoreError> {
         match self.staged.get(&id.0) {
-            Some(path) => {
+            Some((path, _)) => {
                 let bytes = fs::read(path).ctx(|| format!("reading {}", path.display()))?;
                 let actual = ObjectId::of(&bytes);
                 if actual != id.0 {
@@ -182,6 +189,30 @@ impl<'s> Txn<'s> {
             }
             None => self.store.tree(id),
         }
+    }
+
+    /// Reads an object from this transaction or the store, unchecked: callers that
+    /// stream it check what they read against its id.
+    pub fn open_object(&self, id: &ObjectId) -> Result<Box<dyn Read + Send>, StoreError> {
+        match self.staged.get(id) {
+            Some((path, _)) => Ok(Box::new(
+                fs::File::open(path).ctx(|| format!("opening {}", path.display()))?,
+            )),
+            None => self.store.objects().get(id),
+        }
+    }
+
+    /// Reads a blob from this transaction or the store, checked against its id.
+    pub fn blob(&self, id: &BlobId) -> Result<Vec<u8>, StoreError> {
+        let mut bytes = Vec::new();
+        self.open_object(&id.0)?
+            .read_to_end(&mut bytes)
+            .ctx(|| format!("reading object {id}"))?;
+        let actual = ObjectId::of(&bytes);
+        if actual != id.0 {
+            return Err(StoreError::Corrupt { id: id.0, actual });
+        }
+        Ok(bytes)
     }
 
     /// Moves a root from `expected` (its current commit as this writer read it, `None`
@@ -208,8 +239,21 @@ impl<'s> Txn<'s> {
 
     /// Makes everything durable and visible: objects first, refs last.
     pub fn commit(mut self) -> Result<TxnStats, StoreError> {
-        let staged: Vec<_> = std::mem::take(&mut self.staged).into_iter().collect();
-        self.store.objects().put(staged)?;
+        let (staged, sizes): (Vec<_>, Vec<_>) = std::mem::take(&mut self.staged)
+            .into_iter()
+            .map(|(id, (path, size))| ((id, path), size))
+            .unzip();
+        // Everything this transaction references that is not reachable yet is staged,
+        // present or not (package trees reused by assemble are reached by their refs).
+        let ids: Vec<ObjectId> = staged.iter().map(|(id, _)| *id).collect();
+        let _lease = self.store.objects().protect(&ids)?;
+        let existed = self.store.objects().put(staged)?;
+        for (was_there, size) in existed.into_iter().zip(sizes) {
+            if !was_there {
+                self.stats.new_objects += 1;
+                self.stats.new_bytes += size;
+            }
+        }
         for m in std::mem::take(&mut self.refs) {
             crash::point("before ref write");
             let name = m.name.to_string();

@@ -118,18 +118,20 @@ mod tests {
         let full = ids[1].to_string();
         assert_eq!(history::find(&store, &web, &full).unwrap(), ids[1]);
         assert_eq!(history::find(&store, &web, &full[..12]).unwrap(), ids[1]);
+        for bad in ["", "zz"] {
+            assert!(matches!(
+                history::find(&store, &web, bad),
+                Err(history::HistoryError::BadPrefix(_))
+            ));
+        }
         assert!(matches!(
-            history::find(&store, &web, ""),
-            Err(history::HistoryError::Ambiguous { .. })
-        ));
-        assert!(matches!(
-            history::find(&store, &web, "zz"),
+            history::find(&store, &web, &"0".repeat(64)),
             Err(history::HistoryError::NoSuchCommit { .. })
         ));
         let nope: RootName = "nope".parse().unwrap();
         assert!(matches!(
             history::find(&store, &nope, "ab"),
-            Err(history::HistoryError::NoSuchRoot(_))
+            Err(history::HistoryError::NoSuchRoot { .. })
         ));
     }
 

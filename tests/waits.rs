@@ -1,0 +1,150 @@
+//! Bounded waits: a server (here a proxy in front of it) that sends a few hundred bytes
+//! a second makes a reader fail with EIO within `--timeout + size / --min-rate`, and a
+//! reader killed meanwhile is gone within that bound too; nothing it left behind
+//! poisons the cache.
+
+use crate::corpus;
+use crate::mount::{Mount, Server, read};
+use crate::util::Canopy;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// A TCP proxy to `upstream` that, while `dribble` is set, sends answers on at about
+/// 300 bytes a second (30 bytes every 100 ms). Requests always pass at full speed.
+struct Proxy {
+    url: String,
+    dribble: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(upstream: &str) -> Proxy {
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        listener.set_nonblocking(true).unwrap();
+        let (dribble, stop) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (d, s) = (dribble.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let server = TcpStream::connect(&upstream).unwrap();
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || pipe(c2, s2, None));
+                let (d, s) = (d.clone(), s.clone());
+                std::thread::spawn(move || pipe(server, client, Some((d, s))));
+            }
+        });
+        Proxy { url, dribble, stop }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Copies `from` to `to`; with `slow`, 30 bytes per 100 ms while its flag is set.
+fn pipe(mut from: TcpStream, mut to: TcpStream, slow: Option<(Arc<AtomicBool>, Arc<AtomicBool>)>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let dribbling = slow
+            .as_ref()
+            .is_some_and(|(d, _)| d.load(Ordering::Relaxed));
+        if slow
+            .as_ref()
+            .is_some_and(|(_, s)| s.load(Ordering::Relaxed))
+        {
+            break;
+        }
+        let want = if dribbling { 30 } else { buf.len() };
+        let n = match from.read(&mut buf[..want]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        if dribbling {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+#[test]
+fn a_dribbling_server_gives_eio_within_the_deadline_and_killable_readers() {
+    let env = Canopy::init("waits-dribble");
+    let deb = env.path("slow.deb");
+    fs::write(&deb, corpus::good_deb("slow")).unwrap();
+    env.cmd(["import", "deb"]).arg(&deb).success();
+    // Another 64 KiB file, with other content than the first.
+    let other = corpus::noise(128 * 1024)[64 * 1024..].to_vec();
+    let tar = corpus::Tar::new()
+        .dir("./")
+        .file("./other", &other)
+        .finish();
+    let deb2 = env.path("slow2.deb");
+    fs::write(&deb2, corpus::deb_of("slowtwo", &tar)).unwrap();
+    env.cmd(["import", "deb"]).arg(&deb2).success();
+    env.cmd(["assemble", "slow", "slow", "slowtwo"]).success();
+    let server = Server::start(&env, "127.0.0.1:0");
+    let proxy = Proxy::start(&server.url);
+    // A 64 KiB file at --min-rate 64K: at most 2 s + 1 s from one server.
+    let mount = Mount::start(
+        &env,
+        "mnt",
+        &proxy.url,
+        &[
+            "--root",
+            "slow",
+            "--timeout",
+            "2s",
+            "--min-rate",
+            "64K",
+            "--no-passthrough",
+        ],
+    );
+    let (one, two) = (mount.path("usr/share/slow/data"), mount.path("other"));
+    proxy.dribble.store(true, Ordering::Relaxed);
+
+    let started = Instant::now();
+    let err = read(&one).expect_err("a read through a dribbling proxy succeeded");
+    let took = started.elapsed();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(took < Duration::from_secs(8), "EIO came after {took:?}");
+
+    // A reader killed while it waits is gone within the same bound.
+    let mut reader = Command::new("cat").arg(&two).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = Instant::now();
+    reader.kill().unwrap();
+    let status = reader.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert!(
+        killed.elapsed() < Duration::from_secs(8),
+        "kill took {:?}",
+        killed.elapsed()
+    );
+
+    // Nothing half-fetched stays: at full speed both files read right.
+    proxy.dribble.store(false, Ordering::Relaxed);
+    let data = corpus::noise(64 * 1024);
+    assert_eq!(read(&one).unwrap(), data);
+    assert_eq!(read(&two).unwrap(), other);
+    mount.stop();
+}
