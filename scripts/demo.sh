@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # canopy's main job on the default store, from nothing: build canopy, add Debian's
 # archive (bookworm, bookworm-updates, bookworm-security) as repositories (their Release
-# signatures checked with Debian's keyring), assemble a root from bash + coreutils with
-# their dependencies resolved and downloaded, run bash inside a checkout of it, then
-# serve the store over HTTP, mount it with FUSE like a host would, and run bash from the
-# mount.
+# signatures checked with Debian's keyring), assemble an installed root (Debian's
+# Essential set + bash + coreutils, dependencies resolved and downloaded, maintainer
+# scripts run in a sandbox), run bash inside a checkout of it and with `canopy run`,
+# then serve the store over HTTP, mount it with FUSE like a host would, and run bash
+# from the mount.
 #
 #   bash scripts/demo.sh
 #
@@ -29,20 +30,28 @@ mkdir -p "$WORK"
 step "canopy init"
 "$canopy" init
 
-# Debian 12 as apt sees it: the release, its updates and its security fixes.
-if ! "$canopy" repo list | grep -q '^debian '; then
+# Debian 12 as apt sees it: the release, its updates and its security fixes. (grep reads
+# the whole list: `grep -q` would close the pipe early, and pipefail would count
+# canopy's SIGPIPE as a missing repository.)
+if ! "$canopy" repo list | grep '^debian ' >/dev/null; then
     step "canopy repo add debian $MIRROR --suite bookworm,bookworm-updates (signature checked with $KEYRING)"
     "$canopy" repo add debian "$MIRROR" --suite bookworm,bookworm-updates --components main \
         --arch amd64 --keyring "$KEYRING"
 fi
-if ! "$canopy" repo list | grep -q '^debian-security '; then
+if ! "$canopy" repo list | grep '^debian-security ' >/dev/null; then
     step "canopy repo add debian-security $SECURITY_MIRROR --suite bookworm-security"
     "$canopy" repo add debian-security "$SECURITY_MIRROR" --suite bookworm-security \
         --components main --arch amd64 --keyring "$KEYRING"
 fi
 
-step "canopy assemble web --from debian,debian-security ${PACKAGES[*]} (dependencies resolved; only missing archives downloaded)"
-"$canopy" assemble web --from debian,debian-security "${PACKAGES[@]}"
+# Package scripts run in a user namespace: as root, or as a user with a subordinate id
+# range in /etc/subuid; without one the root is left unconfigured (unpacked).
+CONFIGURE=()
+if [ "$(id -u)" -ne 0 ] && ! grep -q "^$(id -un):" /etc/subuid 2>/dev/null; then
+    CONFIGURE=(--no-configure)
+fi
+step "canopy assemble web --from debian,debian-security --essential ${PACKAGES[*]} (dependencies resolved; only missing archives downloaded; package scripts run in a sandbox)"
+"$canopy" assemble web --from debian,debian-security --essential "${CONFIGURE[@]}" "${PACKAGES[@]}"
 "$canopy" roots list
 
 step "canopy upgrade web --dry-run, then canopy upgrade web (nothing new: no commit)"
@@ -58,11 +67,18 @@ fi
 "$canopy" checkout web "$WORK/web" --hardlink
 
 step "running bash from the root"
-run=(chroot "$WORK/web" /bin/bash -c 'echo "hello from a canopy root: $(ls /usr/bin | wc -l) programs in /usr/bin, uid $(id -u)"')
+run=(chroot "$WORK/web" /bin/bash -c 'echo "hello from a canopy root: $(ls /usr/bin | wc -l) programs in /usr/bin, uid $(id -u), $(dpkg -l | grep -c "^ii") packages installed, awk is $(readlink -f /usr/bin/awk)"')
 if [ "$(id -u)" -ne 0 ]; then
     run=(unshare --map-root-user "${run[@]}")
 fi
 "${run[@]}"
+
+# canopy run: /proc, /dev, a writable /etc and /var over the read-only root; from the
+# store through a FUSE view (root), or from the checkout (any user).
+source=web
+[ "$(id -u)" -eq 0 ] || source="$WORK/web"
+step "canopy run $source -- /bin/bash -c ..."
+"$canopy" run "$source" -- /bin/bash -c 'echo "hello from canopy run: pid $$, uid $(id -u), $(getent passwd | wc -l) users, /tmp writable: $(touch /tmp/x && echo yes)"'
 
 step "canopy fsck"
 "$canopy" fsck

@@ -4,7 +4,8 @@
 # Works on a fresh Debian 12 machine as root with only the Rust toolchain: installs the
 # tools the integration tests call if any is missing (one `apt-get update`, only then),
 # then runs `cargo test --workspace` in the debug profile, whose build of the binary has
-# the crash-points feature, and exits with its status. The tests fetch the real .debs
+# the crash-points feature, then a 60 s smoke run of the fuzz targets (scripts/fuzz.sh),
+# and exits non-zero if either failed. The tests fetch the real .debs
 # they need themselves (cached in target/test-debs, or $CANOPY_TEST_DEBS).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -49,6 +50,9 @@ needed=(
     # rpm2cpio | cpio and publish rpm-md repositories with createrepo_c.
     rpmbuild:rpm
     rpmsign:rpm
+    # Installed RPM roots: the host's rpm and rpmdb, packaged as a fixture, write the
+    # root's database; rpm --root -i is the reference.
+    rpmdb:rpm
     rpm2cpio:rpm2cpio
     cpio:cpio
     createrepo_c:createrepo-c
@@ -65,6 +69,11 @@ needed=(
     runuser:util-linux
     # The run tests run as another user.
     setpriv:util-linux
+    # The netboot tests boot Debian guests (TCG) over NFS, one through QEMU's iPXE.
+    qemu-system-x86_64:qemu-system-x86
+    nsenter:util-linux
+    # The fuzz smoke run builds libFuzzer (C++) through libfuzzer-sys.
+    c++:g++
 )
 missing=()
 for pair in "${needed[@]}"; do
@@ -100,9 +109,17 @@ fi
 CANOPY_WEED="$(cd "$venv/bin" && pwd)/weed"
 export CANOPY_WEED
 
+# The netboot tests boot QEMU guests, which takes minutes of emulated CPU: CI runs them.
+export CANOPY_TEST_BOOT=1
+
 say "cargo test --workspace --no-fail-fast"
 start=$SECONDS
 status=0
 cargo test --workspace --no-fail-fast "$@" || status=$?
 say "cargo test finished with status $status in $((SECONDS - start)) s"
+
+# A 60 s smoke run of the fuzz targets (installs cargo-fuzz under target/ if missing).
+start=$SECONDS
+bash scripts/fuzz.sh 60 || status=$?
+say "fuzz smoke run finished in $((SECONDS - start)) s"
 exit "$status"

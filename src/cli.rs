@@ -37,10 +37,10 @@ pub enum Command {
         after_help = "Examples:\n  apt-get download bash coreutils libc6 && canopy import deb *.deb\n  canopy import rpm *.rpm\n  canopy import tar rootfs.tar.zst --name base --version 2026.11\n  canopy import dir ./build/root --name mytools --json"
     )]
     Import(ImportCommand),
-    /// List imported packages
+    /// List imported packages, or remove the ones no root uses
     #[command(
         subcommand,
-        after_help = "Examples:\n  canopy packages list\n  canopy packages list --json"
+        after_help = "Examples:\n  canopy packages list\n  canopy packages list --json\n  canopy packages remove libfoo=1.2-1\n  canopy packages remove --unused --dry-run"
     )]
     Packages(PackagesCommand),
     /// Build (a new version of) a root from imported packages, or from a repository
@@ -60,10 +60,10 @@ pub enum Command {
         after_help = "Examples:\n  canopy repo add debian http://deb.debian.org/debian --suite bookworm,bookworm-updates \\\n      --keyring /usr/share/keyrings/debian-archive-keyring.gpg\n  canopy repo list\n  canopy repo update\n  canopy repo remove debian"
     )]
     Repo(RepoCommand),
-    /// List roots, show one, their history, compare versions, roll them back
+    /// List roots, show one, their history and reflog, compare versions, roll back, remove
     #[command(
         subcommand,
-        after_help = "Examples:\n  canopy roots list\n  canopy roots show web\n  canopy roots log web --json\n  canopy roots diff web\n  canopy roots rollback web"
+        after_help = "Examples:\n  canopy roots list\n  canopy roots show web\n  canopy roots log web --json\n  canopy roots diff web\n  canopy roots rollback web\n  canopy roots reflog web\n  canopy roots remove old-web\n  canopy roots list --removed"
     )]
     Roots(RootsCommand),
     /// List a directory (or show one entry) of a root, without mounting it
@@ -88,11 +88,13 @@ pub enum Command {
     Checkout(CheckoutArgs),
     /// Verify every object and every ref's closure
     #[command(
-        after_help = "Exit status 0 when the store is sound, 1 when problems were found.\nExample:\n  canopy fsck --json"
+        after_help = "Exit status 0 when the store is sound, 1 when problems were found (with --repair:\nwhen some remain).\n\nWith --repair, each damaged object is restored by importing again the archive it came\nfrom: found by its SHA-256 in the download cache, in --archives directories, or in a\nconfigured repository (downloaded and checked against the index). What no archive\nholds is reported with the roots and packages that depend on it.\n\nExamples:\n  canopy fsck --json\n  canopy fsck --repair\n  canopy fsck --repair --archives /var/cache/apt/archives"
     )]
-    Fsck(JsonFlag),
-    /// Delete objects that no root or package references
-    #[command(after_help = "Example:\n  canopy roots rollback web && canopy gc")]
+    Fsck(FsckArgs),
+    /// Delete objects that no root, package or recent reflog entry references
+    #[command(
+        after_help = "Roots keep their whole history; imported packages keep their files; the reflog keeps\nthe versions of removed roots and commits rolled away from for --prune-reflog (30 days).\nThe report says how much each keeps.\n\nExamples:\n  canopy gc --dry-run\n  canopy roots remove old-web && canopy gc --prune-reflog now\n  canopy gc --json"
+    )]
     Gc(GcArgs),
     /// The store's signing key
     #[command(
@@ -102,9 +104,13 @@ pub enum Command {
     Key(KeyCommand),
     /// Serve the store's roots and objects over HTTP, and roots over NFSv3
     #[command(
-        after_help = "Examples:\n  canopy serve --listen 0.0.0.0:7750\n  canopy serve --listen 0.0.0.0:7750 --nfs 0.0.0.0:2049\n  canopy serve --nfs 0.0.0.0:2049 --no-portmap   # no portmapper on port 111\n  canopy key show > server.pub   # give this to the hosts that mount\n\nNFS clients (the portmapper tells them the ports; with --no-portmap add port=2049,mountport=2049):\n  mount -t nfs -o ro,vers=3,proto=tcp,nolock server:/web /mnt/web"
+        after_help = "Examples:\n  canopy serve --listen 0.0.0.0:7750\n  canopy serve --listen 0.0.0.0:7750 --nfs 0.0.0.0:2049\n  canopy serve --nfs 0.0.0.0:2049 --no-portmap   # no portmapper on port 111\n  canopy serve --listen 0.0.0.0:7750 --cache-dir /var/cache/canopy-serve --cache-size 50G   # store in a bucket\n  canopy key show > server.pub   # give this to the hosts that mount\n\nNFS clients (the portmapper tells them the ports; with --no-portmap add port=2049,mountport=2049):\n  mount -t nfs -o ro,vers=3,proto=tcp,nolock server:/web /mnt/web"
     )]
     Serve(ServeArgs),
+    /// Write what diskless nodes boot a root with: its kernel and initramfs, and
+    /// pxelinux and iPXE configurations that mount it over NFS
+    #[command(after_help = NETBOOT_HELP)]
+    Netboot(NetbootArgs),
     /// Mount roots from a canopy server (FUSE, read-only), in the foreground
     #[command(
         after_help = "Examples:\n  canopy mount http://server:7750 /run/canopy --trust server.pub\n  canopy mount http://server:7750 /mnt/web --root web --follow --trust server.pub\n  canopy mount http://cache1:80 /run/canopy --server http://server:7750 --trust server.pub --cache-size 20G\n\nStops on SIGINT/SIGTERM (unmounting) or when unmounted."
@@ -301,6 +307,24 @@ pub struct ServeArgs {
     /// tree packs), least recently used first out
     #[arg(long, default_value = "256M", value_parser = parse_size, value_name = "SIZE")]
     pub wire_cache: u64,
+    /// On a store in a bucket: where to keep the objects read from it, verified, so hot
+    /// objects (and ranges of them) are served from local files. One `canopy serve` per
+    /// directory [default: STORE/serve-cache]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Bound on that cache (K, M, G, T suffixes)
+    #[arg(long, default_value = "10G", value_parser = parse_size, value_name = "SIZE")]
+    pub cache_size: u64,
+}
+
+/// What `roots list` takes.
+#[derive(Args)]
+pub struct RootsListArgs {
+    /// List the removed roots instead: each with the commit it had and when it went
+    #[arg(long)]
+    pub removed: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// `--json` on listings.
@@ -325,6 +349,8 @@ pub enum ImportCommand {
         #[command(flatten)]
         limit: MaxSize,
         #[command(flatten)]
+        force: Force,
+        #[command(flatten)]
         json: JsonFlag,
     },
     /// Import RPM packages (.rpm); already imported archives are skipped
@@ -342,6 +368,8 @@ pub enum ImportCommand {
         #[command(flatten)]
         limit: MaxSize,
         #[command(flatten)]
+        force: Force,
+        #[command(flatten)]
         json: JsonFlag,
     },
     /// Import a tar archive (plain, gzip, xz or zstd) as one package
@@ -355,6 +383,8 @@ pub enum ImportCommand {
         named: Named,
         #[command(flatten)]
         limit: MaxSize,
+        #[command(flatten)]
+        force: Force,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -390,6 +420,8 @@ pub enum ImportCommand {
         named: Named,
         #[command(flatten)]
         limit: MaxSize,
+        #[command(flatten)]
+        force: Force,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -428,12 +460,29 @@ pub struct Named {
     pub version: String,
 }
 
+/// `--force` of the package imports.
+#[derive(Args)]
+pub struct Force {
+    /// Read the archive again even if it was imported already, checking every object
+    /// it holds and replacing the damaged ones (see also `canopy fsck --repair`)
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// Bound on unpacked size.
 #[derive(Args)]
 pub struct MaxSize {
     /// Refuse an archive that unpacks to more than this (K, M, G, T suffixes)
     #[arg(long, value_name = "SIZE", default_value = "16G", value_parser = parse_size)]
     pub max_size: u64,
+}
+
+/// Parses `now` (zero) or a duration such as `30d`, `12h`, `1week`.
+fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    if s == "now" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not an age like 30d or now: {e}"))
 }
 
 /// Parses `123`, `64K`, `8M`, `16G`, `1T` (powers of 1024).
@@ -458,6 +507,34 @@ pub enum PackagesCommand {
     /// List every imported package
     #[command(after_help = "Example:\n  canopy packages list --json")]
     List(JsonFlag),
+    /// Remove imported packages no root uses (their objects go at the next gc)
+    #[command(
+        after_help = "A package is used while a root, a commit of a root's history, or a commit the reflog\nkeeps (see gc --prune-reflog) was built from it: such a package is refused, naming the\nroots, and the others are removed. Exit status 1 if any was refused.\n\nExamples:\n  canopy packages remove libfoo=1.2-1\n  canopy packages remove libfoo              (every version no root uses)\n  canopy packages remove --unused --dry-run"
+    )]
+    Remove(PackagesRemoveArgs),
+}
+
+/// What `packages remove` takes.
+#[derive(Args)]
+pub struct PackagesRemoveArgs {
+    /// Packages: NAME, NAME=VERSION, NAME:ARCH or NAME:ARCH=VERSION
+    #[arg(
+        value_name = "PACKAGE",
+        required_unless_present = "unused",
+        conflicts_with = "unused"
+    )]
+    pub packages: Vec<String>,
+    /// Every imported package that no root uses
+    #[arg(long)]
+    pub unused: bool,
+    /// Say what would be removed, remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Commits the reflog names count as users for this long (as gc's --prune-reflog)
+    #[arg(long, default_value = "30d", value_parser = parse_age, value_name = "AGE")]
+    pub prune_reflog: std::time::Duration,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// What `assemble` takes.
@@ -491,6 +568,10 @@ pub struct AssembleArgs {
     /// Keep the root unpacked: run no package scripts (recorded, so `upgrade` does the same)
     #[arg(long)]
     pub no_configure: bool,
+    /// RPM files owned by a user or group the root's /etc/passwd or /etc/group does not
+    /// list go to root, with a warning, instead of failing (recorded)
+    #[arg(long, value_name = "WHO", value_parser = ["root"])]
+    pub unknown_owner: Option<String>,
     #[command(flatten)]
     pub configure: ConfigureArgs,
     #[command(flatten)]
@@ -593,9 +674,11 @@ pub struct RepoAddArgs {
 /// What `roots` takes.
 #[derive(Subcommand)]
 pub enum RootsCommand {
-    /// List roots with their current commit
-    #[command(after_help = "Example:\n  canopy roots list --json")]
-    List(JsonFlag),
+    /// List roots with their current commit (or, with --removed, the removed ones)
+    #[command(
+        after_help = "Examples:\n  canopy roots list --json\n  canopy roots list --removed      (removed roots the reflog still has: `canopy roots rollback NAME` brings one back)"
+    )]
+    List(RootsListArgs),
     /// Show one commit of a root: ids, signer, request, packages, size
     #[command(
         after_help = "Examples:\n  canopy roots show web\n  canopy roots show web@3f2a --json     (\"commit\" and \"tree\" are 64 hex digits)"
@@ -624,6 +707,29 @@ pub enum RootsCommand {
         /// The commit whose content to restore (full id or unique prefix) [default: the
         /// version before the current one]
         commit: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Show every move of a root's ref: assemble, upgrade, rollback, remove
+    #[command(
+        after_help = "Newest first, with time, user, operation and the commits before and after. A move\ncut short by a crash is shown as interrupted. A removed root keeps its reflog, so\n`canopy roots rollback ROOT COMMIT` can bring any version back.\n\nExamples:\n  canopy roots reflog web\n  canopy roots reflog old-web --json"
+    )]
+    Reflog {
+        /// The root (existing or removed)
+        root: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Remove a root: its ref goes, its objects at a gc after the reflog's grace period
+    #[command(
+        after_help = "The root's reflog keeps its versions for gc's --prune-reflog period (30 days): until\nthen `canopy roots rollback ROOT` brings it back. A root assembled later under the\nsame name starts a history of its own: hosts that followed the removed one refuse it\n(it does not descend from what they show) until they mount again; to go on from the\nremoved one instead, `canopy roots rollback ROOT` first, then assemble or upgrade.\n\nExamples:\n  canopy roots remove old-web --dry-run\n  canopy roots remove old-web && canopy gc --prune-reflog now"
+    )]
+    Remove {
+        /// The root
+        root: String,
+        /// Say what it would free, remove nothing
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -675,6 +781,43 @@ pub struct InitArgs {
     /// new one: how several writers of one bucket share the store's key
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+const NETBOOT_HELP: &str = "\
+The kernel and initramfs come from the root itself (the newest /boot/vmlinuz-VERSION
+with its /boot/initrd.img-VERSION, as the root's kernel package and initramfs-tools made
+them). canopy.cpio adds canopy's boot script: the root is mounted read-only over NFS
+from /ROOT@COMMIT (the commit the kernel came from), a writable layer in memory goes
+over it, and each boot makes its own machine id and host keys. Serve the root with
+`canopy serve --nfs` as root (the portmapper on port 111 is needed by the initramfs).
+
+Writes into DIR: vmlinuz, initrd.img, canopy.cpio, pxelinux.cfg/default and boot.ipxe,
+each atomically. Run it again after `canopy upgrade ROOT`: nodes get the new version at
+their next boot, running nodes stay on theirs.
+
+Examples:
+  canopy netboot node /srv/tftp --server 192.168.1.10
+  canopy netboot node@3f2a9c /srv/tftp/old --server nfs.example.org --json
+  canopy netboot node /srv/tftp --server 10.0.0.1 --args 'console=ttyS0,115200'
+  iPXE, no files: chain http://SERVER:7750/v1/roots/node/boot.ipxe
+        (?nfs=HOST names the NFS server, ?args=console%3DttyS0 adds arguments)";
+
+/// What `netboot` takes.
+#[derive(Args)]
+pub struct NetbootArgs {
+    #[arg(help = ROOT_AT, value_name = "ROOT[@COMMIT]")]
+    pub root: String,
+    /// Where to write the files (created if missing), e.g. the TFTP server's directory
+    pub dir: PathBuf,
+    /// The NFS server as nodes reach it: a host name or address, with :PORT when NFS is
+    /// not on 2049 [default: this machine's host name]
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub server: Option<String>,
+    /// More kernel arguments, put before canopy's (e.g. "console=ttyS0,115200 quiet")
+    #[arg(long, value_name = "ARGS")]
+    pub args: Option<String>,
     #[command(flatten)]
     pub json: JsonFlag,
 }
@@ -738,12 +881,29 @@ pub struct OwnerArgs {
     pub json: JsonFlag,
 }
 
+/// What `fsck` takes.
+#[derive(Args)]
+pub struct FsckArgs {
+    /// Restore damaged objects from the archives they came from
+    #[arg(long)]
+    pub repair: bool,
+    /// With --repair: also look for archives in this directory (repeatable)
+    #[arg(long = "archives", value_name = "DIR", requires = "repair")]
+    pub archives: Vec<PathBuf>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
 /// What `gc` takes.
 #[derive(Args)]
 pub struct GcArgs {
     /// Only count what would be removed
     #[arg(long)]
     pub dry_run: bool,
+    /// Keep what reflog entries younger than this name (versions of removed roots,
+    /// commits rolled away from); `now` keeps nothing for the reflog
+    #[arg(long, default_value = "30d", value_parser = parse_age, value_name = "AGE")]
+    pub prune_reflog: std::time::Duration,
     #[command(flatten)]
     pub json: JsonFlag,
 }

@@ -2,8 +2,9 @@
 //!
 //! The test build of canopy aborts (SIGABRT) at the Nth durable step of a write when
 //! `CANOPY_CRASH_AFTER=N` is set; the steps are each staged object, each object rename,
-//! and the moments before and after each ref write. A clean run on a copy of the store
-//! tells how many steps a command takes (2 per new object + 2 per ref), then the command
+//! and the moments before and after each ref write (and, for a root's ref, after its
+//! reflog entry). A clean run on a copy of the store tells how many steps a command
+//! takes (2 per new object + 2 per package ref + 3 per root ref), then the command
 //! is crashed at a spread of steps on fresh copies, including the last steps around
 //! the ref writes. After every crash: `fsck` passes, root `web` is at its old commit
 //! (or at the new one if the crash came after its ref was written), and a checkout of it
@@ -183,10 +184,10 @@ fn crash_during_assemble_leaves_the_last_good_state() {
     let mut assemble = vec!["assemble", "web"];
     assemble.extend(ASSEMBLED);
 
-    // A clean run on a copy counts the steps: one ref, written last.
+    // A clean run on a copy counts the steps: one ref, its reflog entry just before it.
     let probe = base.fork("crash-assemble-probe");
     let done = parse_assemble(&probe.stdout(&assemble));
-    let total = 2 * done.new_objects + 2;
+    let total = 2 * done.new_objects + 3;
     let log = probe.json(["roots", "log", "web"]);
     assert_eq!(log[0]["commit"], done.commit.as_str(), "{log}");
     assert_eq!(log[0]["parent"], c1.as_str(), "{log}");
@@ -211,8 +212,31 @@ fn crash_during_assemble_leaves_the_last_good_state() {
             assert_eq!(log[0]["parent"], c1.as_str(), "{log}");
             assert!(tree.join("lib/x86_64-linux-gnu/libc.so.6").exists());
         }
+        // The reflog lost nothing: an entry for every move that happened, and one shown
+        // as interrupted for the move the crash cut short.
+        let reflog = store.json(["roots", "reflog", "web"]);
+        // (applied, whether it moved to C1), newest first.
+        let moves: Vec<(bool, bool)> = reflog
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["applied"] == true, e["new"] == c1.as_str()))
+            .collect();
+        let expected = if n < total - 1 {
+            vec![(true, true)]
+        } else {
+            vec![(n >= total, false), (true, true)]
+        };
+        assert_eq!(
+            moves, expected,
+            "reflog after a crash at step {n}: {reflog}"
+        );
+        if n >= total - 1 {
+            assert_eq!(reflog[0]["old"], c1.as_str(), "{reflog}");
+        }
         if n == total - 1 {
-            // Every new object is in place but nothing refers to them yet.
+            // Every new object is in place but nothing refers to them yet (an
+            // interrupted reflog entry keeps nothing).
             let report = store.fsck_report();
             assert_eq!(report["unreachable"], done.new_objects, "{report}");
             store.stdout(["gc"]);

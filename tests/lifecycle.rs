@@ -2,7 +2,8 @@
 //! mounting (`roots show`, `ls`, `cat`, `owner`, any commit as `ROOT@COMMIT`), checked
 //! against a checkout and the packages' own listings; listings that meet a closed
 //! stdout; errors that name the store and suggest a name; a server and a mount that
-//! take `ROOT@COMMIT` too, and mountpoints a mount must refuse.
+//! take `ROOT@COMMIT` too, and mountpoints a mount must refuse; removing roots and
+//! packages (kept by the reflog until pruned), and checkouts that share every inode.
 
 use crate::debs;
 use crate::mount::{Mount, Nginx, Server, is_mounted};
@@ -507,4 +508,258 @@ fn a_server_and_a_mount_take_root_at_commit_and_refuse_bad_mountpoints() {
         err.contains("HTTP 404") && err.contains("is this URL a canopy server"),
         "{err}"
     );
+}
+
+/// The objects' ids a `ls --json` listing names, by file name.
+fn blob_of(env: &Canopy, at: &str, path: &str) -> String {
+    let listed = env.json(["ls", at, path, "--long"]);
+    listed[0]["blob"].as_str().unwrap().to_string()
+}
+
+fn object_file(env: &Canopy, id: &str) -> std::path::PathBuf {
+    env.store().join("objects").join(&id[..2]).join(&id[2..])
+}
+
+#[test]
+fn removal_keeps_what_the_reflog_names_until_pruned_and_checkouts_share_inodes() {
+    let env = web("remove");
+    // Two hard-linked checkouts share one inode per file, executables included.
+    let (a, b) = (env.path("a"), env.path("b"));
+    for dir in [&a, &b] {
+        let out: Value = serde_json::from_str(
+            &env.cmd(["checkout", "web", "--hardlink", "--json"])
+                .arg(dir)
+                .stdout(),
+        )
+        .unwrap();
+        assert_eq!(out["linked"], out["files"], "{out}");
+        assert!(out["farm_linked"].as_u64() > Some(0), "{out}");
+    }
+    for file in ["bin/bash", "lib/x86_64-linux-gnu/libc.so.6"] {
+        let (x, y) = (
+            fs::metadata(a.join(file)).unwrap(),
+            fs::metadata(b.join(file)).unwrap(),
+        );
+        assert_eq!(
+            (x.dev(), x.ino()),
+            (y.dev(), y.ino()),
+            "{file} is not shared"
+        );
+        assert_eq!(x.mode() & 0o7777, 0o755, "{file}");
+        let object = object_file(&env, &blob_of(&env, "web", &format!("/{file}")));
+        assert_eq!(
+            fs::metadata(&object).unwrap().mode() & 0o7777,
+            0o644,
+            "the object file keeps its own mode"
+        );
+    }
+
+    // A second root with a package only it uses.
+    let debs = env.mkdir("debs");
+    let only = crate::util::simple_deb(
+        &debs,
+        "oldonly",
+        "1.0",
+        &[("etc/oldonly.conf", b"only old\n")],
+    );
+    env.cmd(["import", "deb"]).arg(&only).success();
+    env.cmd([
+        "assemble",
+        "old",
+        "libc6",
+        "gcc-12-base",
+        "libgcc-s1",
+        "oldonly",
+    ])
+    .success();
+    let old = env.current("old");
+    let blob = blob_of(&env, "old", "/etc/oldonly.conf");
+    let refused = env.cmd(["packages", "remove", "oldonly=1.0"]).failure(1);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("refused: oldonly 1.0 is used by old (its current commit)"),
+        "{err}"
+    );
+
+    let refs = crate::util::Snapshot::of(&env.store().join("refs"));
+    let dry = env.json(["roots", "remove", "old", "--dry-run"]);
+    assert_eq!(
+        (&dry["removed"], &dry["commit"]),
+        (&json!(false), &json!(old)),
+        "{dry}"
+    );
+    assert!(dry["unique_objects"].as_u64() > Some(0), "{dry}");
+    refs.assert_unchanged("roots remove --dry-run");
+    let gone = env.json(["roots", "remove", "old"]);
+    assert_eq!(gone["removed"], true, "{gone}");
+    let roots = env.json(["roots", "list"]);
+    assert_eq!(roots.as_array().map(Vec::len), Some(1), "{roots}");
+    let removed = env.json(["roots", "list", "--removed"]);
+    assert_eq!(
+        (
+            &removed[0]["name"],
+            &removed[0]["commit"],
+            &removed[0]["kept"]
+        ),
+        (&json!("old"), &json!(old), &json!(true)),
+        "{removed}"
+    );
+    let err = env.fails(["roots", "show", "old"]);
+    let err = String::from_utf8_lossy(&err.stderr);
+    assert!(
+        err.contains("it was removed at") && err.contains("canopy roots reflog old"),
+        "{err}"
+    );
+    let reflog = env.json(["roots", "reflog", "old"]);
+    assert_eq!(reflog[0]["op"], "remove", "{reflog}");
+    assert_eq!(
+        (&reflog[0]["old"], &reflog[0]["new"]),
+        (&json!(old), &Value::Null)
+    );
+    assert_eq!(reflog[1]["op"], "assemble", "{reflog}");
+    assert!(reflog[0]["user"].as_str().is_some_and(|u| !u.is_empty()));
+
+    // A damaged line is passed over; a line naming another root's commit gives it
+    // nothing: no rollback to web's commit under the name old.
+    let log_file = env.store().join("logs/roots/old");
+    let web_head = env.current("web");
+    let mut lines = fs::read_to_string(&log_file).unwrap();
+    lines.push_str("{not json\n");
+    lines.push_str(&format!(
+        "{{\"time\":1,\"user\":\"x\",\"op\":\"assemble\",\"old\":null,\"new\":\"{web_head}\"}}\n"
+    ));
+    fs::write(&log_file, lines).unwrap();
+    let tampered = env.json(["roots", "reflog", "old"]);
+    assert_eq!(tampered.as_array().map(Vec::len), Some(3), "{tampered}");
+    assert_eq!(
+        (&tampered[0]["new"], &tampered[0]["applied"]),
+        (&json!(web_head), &json!(false)),
+        "{tampered}"
+    );
+    let refused = env.fails(["roots", "rollback", "old", &web_head[..12]]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("no commit"), "{err}");
+    assert!(
+        err.contains("is of root web"),
+        "the foreign entry is named: {err}"
+    );
+    // A line cut short by a crash (no newline) is not an entry, and the next one is whole.
+    let mut torn = fs::read(&log_file).unwrap();
+    torn.extend_from_slice(b"{\"time\":17");
+    fs::write(&log_file, torn).unwrap();
+
+    // Within the grace period gc keeps it, and says why; its versions stay readable.
+    let gc = env.json(["gc"]);
+    assert!(gc["kept_by"]["reflog"].as_u64() > Some(0), "{gc}");
+    assert!(object_file(&env, &blob).exists());
+    let kept = env
+        .cmd(["cat", &format!("old@{}", &old[..10]), "/etc/oldonly.conf"])
+        .stdout();
+    assert_eq!(kept, "only old\n");
+    let err = env.cmd(["packages", "remove", "oldonly"]).failure(1);
+    assert!(String::from_utf8_lossy(&err.stderr).contains("old (its reflog until"));
+    // A rollback brings the removed root back, from where it stopped.
+    let back = env.json(["roots", "rollback", "old"]);
+    assert_eq!(
+        (&back["restored"], &back["written"]),
+        (&json!(old), &json!(true)),
+        "{back}"
+    );
+    let reflog = env.json(["roots", "reflog", "old"]);
+    assert_eq!(
+        (&reflog[0]["op"], &reflog[0]["applied"]),
+        (&json!("rollback"), &json!(true)),
+        "{reflog}"
+    );
+    env.json(["roots", "remove", "old"]);
+
+    // The name used again: a new root with a history of its own (generation 1, no
+    // parent), while the reflog still knows the removed one's versions.
+    env.cmd(["assemble", "old", "libc6", "gcc-12-base", "libgcc-s1"])
+        .success();
+    let reused = env.json(["roots", "show", "old"]);
+    assert_eq!(
+        (&reused["generation"], &reused["parent"]),
+        (&json!(1), &Value::Null),
+        "{reused}"
+    );
+    assert_eq!(
+        env.json(["roots", "log", "old"]).as_array().map(Vec::len),
+        Some(1)
+    );
+    let reflog = env.json(["roots", "reflog", "old"]);
+    assert_eq!(
+        (&reflog[0]["op"], &reflog[0]["old"], &reflog[0]["applied"]),
+        (&json!("assemble"), &Value::Null, &json!(true)),
+        "{reflog}"
+    );
+    assert_eq!(reflog[1]["op"], "remove", "{reflog}");
+    let kept = env
+        .cmd(["cat", &format!("old@{}", &old[..10]), "/etc/oldonly.conf"])
+        .stdout();
+    assert_eq!(kept, "only old\n", "the removed versions stay reachable");
+    let err = env.fails(["cat", "old", "/etc/oldonly.conf"]);
+    assert!(!err.status.success());
+    env.json(["roots", "remove", "old"]);
+
+    // Pruned: the package goes, then gc frees what only old used, and nothing of web.
+    let web_tree = env.json(["roots", "show", "web"])["tree"].clone();
+    let removed = env.json(["packages", "remove", "oldonly", "--prune-reflog", "now"]);
+    assert_eq!(removed["packages"][0]["removed"], true, "{removed}");
+    let gc = env.json(["gc", "--prune-reflog", "now"]);
+    assert!(
+        gc["removed"].as_u64() > Some(0) && gc["freed"].as_u64() > Some(0),
+        "{gc}"
+    );
+    assert_eq!(gc["kept_by"]["reflog"], 0, "{gc}");
+    assert!(!object_file(&env, &blob).exists(), "old's own file is gone");
+    env.fsck_clean();
+    assert_eq!(env.json(["roots", "show", "web"])["tree"], web_tree);
+    let again = env.path("c");
+    env.cmd(["checkout", "web", "--hardlink"])
+        .arg(&again)
+        .success();
+    crate::util::assert_same_tree(&a, &again);
+    let err = env.fails(["roots", "rollback", "old"]);
+    assert!(!String::from_utf8_lossy(&err.stderr).is_empty());
+    // Unused packages: listed by a dry run, removed for real.
+    let unused = env.json(["packages", "remove", "--unused", "--dry-run"]);
+    assert_eq!(
+        unused["packages"],
+        json!([]),
+        "every package is web's: {unused}"
+    );
+
+    // A hard-linked checkout edited in place changes the farm file every checkout
+    // shares: fsck says so, --repair takes it out, a new checkout has the real bash.
+    let bash = again.join("bin/bash");
+    let original = fs::read(&bash).unwrap();
+    let mut edit = fs::OpenOptions::new().write(true).open(&bash).unwrap();
+    std::io::Write::write_all(&mut edit, b"\x7fELF-edited").unwrap();
+    drop(edit);
+    let out = env.cmd(["fsck", "--json"]).failure(1);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["kind"] == "link-farm"),
+        "{report}"
+    );
+    let fixed = env.json(["fsck", "--repair"]);
+    assert_eq!(
+        (
+            fixed["link_farm_removed"].as_array().map(Vec::len),
+            &fixed["problems_after"]
+        ),
+        (Some(1), &json!(0)),
+        "{fixed}"
+    );
+    env.fsck_clean();
+    let fresh = env.path("d");
+    env.cmd(["checkout", "web", "--hardlink"])
+        .arg(&fresh)
+        .success();
+    assert_eq!(fs::read(fresh.join("bin/bash")).unwrap(), original);
 }

@@ -57,11 +57,20 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn start(env: &Canopy, listen: &str) -> Server {
-        let log = env.path(format!("serve-{}.log", listen.replace(':', "_")));
+        Server::start_with(env, listen, &[])
+    }
+
+    /// With more arguments to `serve`, and the environment's variables.
+    pub(crate) fn start_with(env: &Canopy, listen: &str, extra: &[&str]) -> Server {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = env.path(format!("serve-{}-{n}.log", listen.replace(':', "_")));
         let mut child = Command::new(crate::util::BIN)
             .args(["--store"])
             .arg(env.store())
             .args(["-v", "serve", "--listen", listen])
+            .args(extra)
+            .envs(env.envs().iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
@@ -76,6 +85,15 @@ impl Server {
         self.url.trim_start_matches("http://").to_string()
     }
 
+    /// How many object requests the server answered.
+    pub(crate) fn object_requests(&self) -> usize {
+        fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("uri=/v1/objects/") && l.contains("finished processing"))
+            .count()
+    }
+
     /// How many requests for this object the server answered.
     fn requests_for(&self, id: &str) -> usize {
         fs::read_to_string(&self.log)
@@ -87,7 +105,7 @@ impl Server {
             .count()
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -117,7 +135,17 @@ pub(crate) fn is_mounted(dir: &Path) -> bool {
 
 impl Mount {
     pub(crate) fn start(env: &Canopy, name: &str, url: &str, extra: &[&str]) -> Mount {
-        let dir = env.mkdir(name);
+        Mount::start_on(env, name, env.mkdir(name), url, extra)
+    }
+
+    /// As [`Mount::start`], on `dir`, which exists already.
+    pub(crate) fn start_on(
+        env: &Canopy,
+        name: &str,
+        dir: PathBuf,
+        url: &str,
+        extra: &[&str],
+    ) -> Mount {
         let log = env.path(format!("{name}.log"));
         let trust = env.path("server.pub");
         if !trust.exists() {
@@ -615,4 +643,34 @@ fn sigterm_while_busy_detaches_and_exits_when_the_last_file_closes() {
         || mount.child.try_wait().unwrap(),
     );
     assert!(status.success(), "exit status {status}:\n{}", mount.log());
+}
+
+#[test]
+fn a_mount_whose_daemon_was_killed_is_mounted_again_without_a_hand() {
+    let env = two_roots("mount-dead");
+    let server = Server::start(&env, "127.0.0.1:0");
+    let mut first = Mount::start(&env, "mnt", &server.url, &["--root", "small"]);
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let err = fs::metadata(&first.dir).expect_err("a dead mount cannot be looked at");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    let second = Mount::start_on(
+        &env,
+        "mnt",
+        first.dir.clone(),
+        &server.url,
+        &["--root", "small"],
+    );
+    assert!(
+        second.log().contains("detached the dead mount"),
+        "{}",
+        second.log()
+    );
+    let out = cmd("chroot")
+        .arg(&second.dir)
+        .args(["/bin/bash", "-c", "echo alive"])
+        .stdout();
+    assert_eq!(out, "alive\n");
+    second.stop();
+    drop(first);
 }

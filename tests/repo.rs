@@ -585,3 +585,123 @@ fn a_flat_repository_without_release_needs_the_explicit_opt_out() {
     assert_eq!(listed[0]["name"], "flat");
     assert_eq!(listed[0]["keyring"], Value::Null);
 }
+
+/// The object file of the content at `path` in root `web`.
+fn object_of(env: &Canopy, path: &str) -> PathBuf {
+    let listed = env.json(["ls", "web", path, "--long"]);
+    let id = listed[0]["blob"].as_str().unwrap().to_string();
+    env.store().join("objects").join(&id[..2]).join(&id[2..])
+}
+
+#[test]
+fn damaged_objects_are_repaired_from_the_download_cache_and_the_repository() {
+    let env = Canopy::init("repo-repair");
+    let repo = Repo::new(&env, &root_debs());
+    let nginx = serve_repo(&env, &repo);
+    add_repo(&env, &repo, &nginx.url);
+    env.stdout(["assemble", "web", "--from", "debian", "bash", "coreutils"]);
+    let before = env.path("before");
+    env.cmd(["checkout", "web"]).arg(&before).success();
+    let downloads = deb_requests(&nginx);
+
+    // bash's content corrupted, libc's removed.
+    let bash = object_of(&env, "/bin/bash");
+    let libc = object_of(&env, "/lib/x86_64-linux-gnu/libc.so.6");
+    fs::write(&bash, b"not bash").unwrap();
+    fs::remove_file(&libc).unwrap();
+    let broken = env.cmd(["fsck", "--json"]).failure(1);
+    let broken: Value = serde_json::from_slice(&broken.stdout).unwrap();
+    assert!(
+        broken["problems"].as_array().unwrap().len() >= 2,
+        "{broken}"
+    );
+    // Damage to file contents hides no reference: gc still runs, keeping them.
+    let gc = env.json(["gc", "--dry-run"]);
+    assert!(!gc["damaged"].as_array().unwrap().is_empty(), "{gc}");
+
+    // bash's archive is in the download cache; libc6's only in the repository.
+    let deb = debs::deb("bash");
+    let cache = env.store().join("cache/downloads");
+    fs::create_dir_all(&cache).unwrap();
+    fs::copy(
+        &deb.path,
+        cache.join(format!("{}.deb", sha256_file(&deb.path))),
+    )
+    .unwrap();
+    // A tampered libc6 archive under its hash's name is refused (its content does not
+    // hash to the name): the repository's copy, checked against the index, restores it.
+    let libc6 = debs::deb("libc6");
+    let tampered = cache.join(format!("{}.deb", sha256_file(&libc6.path)));
+    let mut bytes = fs::read(&libc6.path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&tampered, &bytes).unwrap();
+    let done = env.cmd(["fsck", "--repair", "--json"]).success();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(
+        err.contains(&format!("refusing {}", tampered.display())),
+        "{err}"
+    );
+    let out = String::from_utf8_lossy(&done.stdout).to_string();
+    let repaired: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(repaired["problems_after"], 0, "{repaired}");
+    assert_eq!(repaired["unrepaired"], json!([]), "{repaired}");
+    let sources: Vec<(&str, &str)> = repaired["repaired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["package"].as_str().unwrap(),
+                r["source"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        sources
+            .iter()
+            .any(|(p, s)| p.starts_with("bash ") && s.contains("cache/downloads")),
+        "{repaired}"
+    );
+    assert!(
+        sources
+            .iter()
+            .any(|(p, s)| p.starts_with("libc6 ") && s.starts_with(&nginx.url)),
+        "{repaired}"
+    );
+    assert_eq!(
+        deb_requests(&nginx),
+        downloads + 1,
+        "libc6 fetched once, bash not"
+    );
+    env.fsck_clean();
+    let after = env.path("after");
+    env.cmd(["checkout", "web"]).arg(&after).success();
+    crate::util::assert_same_tree(&before, &after);
+
+    // import --force replaces a damaged object from the archive given.
+    fs::write(&bash, b"damaged again").unwrap();
+    let forced = env.json(["import", "deb", "--force", deb.path.to_str().unwrap()]);
+    assert_eq!(forced["packages"][0]["replaced"], 1, "{forced}");
+    env.fsck_clean();
+
+    // What no archive holds (the root's own top directory) is reported with its users,
+    // and gc then deletes nothing, saying why.
+    let top = env.json(["roots", "show", "web"])["tree"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let top_file = env.store().join("objects").join(&top[..2]).join(&top[2..]);
+    fs::write(&top_file, b"not a tree").unwrap();
+    let out = env.cmd(["fsck", "--repair", "--json"]).failure(1);
+    let left: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let unrepaired = &left["unrepaired"][0];
+    assert_eq!(unrepaired["id"], top.as_str(), "{left}");
+    assert_eq!(unrepaired["roots"], json!(["web"]), "{left}");
+    let err = env.fails(["gc"]);
+    let err = String::from_utf8_lossy(&err.stderr);
+    assert!(
+        err.contains("gc deletes nothing") && err.contains("fsck --repair"),
+        "{err}"
+    );
+}

@@ -30,6 +30,84 @@ pub struct Fixtures {
 /// Spec files: (name, version, BuildArch, the rest of the spec).
 const SPECS: &[(&str, &str, &str, &str)] = &[
     (
+        "filesystem",
+        "3.18",
+        "noarch",
+        r#"%install
+mkdir -p %{buildroot}/etc %{buildroot}/tmp %{buildroot}/srv/shared %{buildroot}/var/lib %{buildroot}/root
+%files
+%dir /etc
+%dir %attr(1777,root,root) /tmp
+%dir /srv
+%dir /srv/shared
+%dir /var
+%dir /var/lib
+%dir %attr(0550,root,root) /root
+"#,
+    ),
+    (
+        "hostlibc",
+        "1.0",
+        "x86_64",
+        r#"Provides: libc.so.6()(64bit)
+%install
+mkdir -p %{buildroot}/lib64 %{buildroot}/usr/lib/x86_64-linux-gnu
+cp -L /lib64/ld-linux-x86-64.so.2 %{buildroot}/lib64/
+cp -L $(ldd /bin/dash | awk '/libc.so.6/ {print $3}') %{buildroot}/usr/lib/x86_64-linux-gnu/libc.so.6
+%files
+/lib64/ld-linux-x86-64.so.2
+/usr/lib/x86_64-linux-gnu/libc.so.6
+"#,
+    ),
+    (
+        "hostrpm",
+        "4.18",
+        "x86_64",
+        r#"Requires: libc.so.6()(64bit)
+%install
+mkdir -p %{buildroot}/usr/bin %{buildroot}/usr/lib/x86_64-linux-gnu %{buildroot}/usr/lib/rpm %{buildroot}/etc/rpm
+cp -L /usr/bin/rpm /usr/bin/rpmdb %{buildroot}/usr/bin/
+for lib in $(ldd /usr/bin/rpm /usr/bin/rpmdb | awk '/=>/ && !/libc.so.6/ {print $3}' | sort -u); do
+    cp -L "$lib" %{buildroot}/usr/lib/x86_64-linux-gnu/
+done
+cp -L /usr/lib/rpm/rpmrc /usr/lib/rpm/macros %{buildroot}/usr/lib/rpm/
+echo '%%_dbpath /var/lib/rpm' > %{buildroot}/etc/rpm/macros.dbpath
+%files
+/usr/bin/rpm
+/usr/bin/rpmdb
+/usr/lib/x86_64-linux-gnu/*
+/usr/lib/rpm/rpmrc
+/usr/lib/rpm/macros
+/etc/rpm/macros.dbpath
+"#,
+    ),
+    (
+        "fails",
+        "1.0",
+        "noarch",
+        r#"Requires(post): /bin/sh
+%install
+mkdir -p %{buildroot}/etc
+echo fails > %{buildroot}/etc/fails
+%post
+echo about to fail
+exit 3
+%files
+/etc/fails
+"#,
+    ),
+    (
+        "orphan",
+        "1.0",
+        "noarch",
+        r#"%install
+mkdir -p %{buildroot}/etc
+echo orphan > %{buildroot}/etc/orphan
+%files
+%attr(0644,nobody42,nobody42) /etc/orphan
+"#,
+    ),
+    (
         "setup",
         "2.14",
         "noarch",
@@ -61,6 +139,7 @@ ln -s libgreet.so.1.0 %{buildroot}/usr/lib64/libgreet.so.1
         "1.0",
         "x86_64",
         r#"Provides: sh
+Requires: libc.so.6()(64bit)
 %install
 mkdir -p %{buildroot}/bin
 cp /bin/dash %{buildroot}/bin/sh
@@ -85,12 +164,16 @@ echo needs > %{buildroot}/usr/share/needy/README
         "1.0",
         "noarch",
         r#"Requires(pre): setup
+Requires(pre): /bin/sh
+Requires(post): /bin/sh
+Requires: filesystem
 Requires: libgreet.so.1()(64bit)
 Requires: /bin/sh
 Requires: (sh or busybox)
 Recommends: greet-doc
 %install
 mkdir -p %{buildroot}/usr/bin %{buildroot}/etc %{buildroot}/var/lib/greet %{buildroot}/var/log
+echo 'not for everyone' > %{buildroot}/etc/greet.secret
 printf '#!/bin/sh\necho hello\n' > %{buildroot}/usr/bin/greet
 chmod 755 %{buildroot}/usr/bin/greet
 cp -p %{buildroot}/usr/bin/greet %{buildroot}/usr/bin/greet-su
@@ -100,8 +183,16 @@ echo 'one inode, two names' > %{buildroot}/usr/bin/linked-a
 ln %{buildroot}/usr/bin/linked-a %{buildroot}/usr/bin/linked-b
 echo 'pings' > %{buildroot}/usr/bin/greet-ping
 touch %{buildroot}/var/log/greet.log
+%pre
+# A user of its own, as useradd would add it (the root has only a shell).
+known=
+while IFS=: read -r name rest; do [ "$name" = greeter ] && known=1; done </etc/passwd
+[ -n "$known" ] || echo 'greeter:x:990:990:greeter:/:/sbin/nologin' >>/etc/passwd
+known=
+while IFS=: read -r name rest; do [ "$name" = greeter ] && known=1; done </etc/group
+[ -n "$known" ] || echo 'greeter:x:990:' >>/etc/group
 %post
-echo installed > /var/lib/greet/post-ran
+echo installed $1 > /var/lib/greet/post-ran
 %files
 /usr/bin/greet
 %attr(4755,root,root) /usr/bin/greet-su
@@ -111,6 +202,7 @@ echo installed > /var/lib/greet/post-ran
 %caps(cap_net_raw=ep) /usr/bin/greet-ping
 %config(noreplace) /etc/greet.conf
 %dir %attr(0750,web,web) /var/lib/greet
+%attr(0640,greeter,greeter) /etc/greet.secret
 %ghost /var/log/greet.log
 "#,
     ),
@@ -299,7 +391,14 @@ fn import_equals_rpm2cpio_extraction() {
         let out = canopy.stdout(["import", "rpm", path_str(rpm)]);
         let imported = parse_import(&out);
         assert!(imported.len() == 1 && imported[0].new, "{out}");
-        canopy.stdout(["assemble", &format!("p-{name}"), name]);
+        // Alone, a package's owners by name mean nothing (no /etc/passwd): root, as
+        // cpio makes them.
+        canopy.stdout([
+            "assemble",
+            &format!("p-{name}"),
+            "--unknown-owner=root",
+            name,
+        ]);
         let ours = canopy.path(format!("ours-{name}"));
         canopy.stdout(["checkout", &format!("p-{name}"), path_str(&ours)]);
         let reference = canopy.mkdir(format!("cpio-{name}"));
@@ -385,14 +484,17 @@ fn import_records_what_the_header_says_and_skips_repeats() {
     assert_eq!(greet["kind"], "rpm");
     assert_eq!(greet["version"], "1.0-1");
     assert_eq!(greet["arch"], "noarch");
-    assert_eq!(greet["scripts"], serde_json::json!(["post"]));
+    assert_eq!(greet["scripts"], serde_json::json!(["pre", "post"]));
     let facts = &greet["extensions"]["rpm"];
     assert_eq!(facts["version"], "1.0");
     assert_eq!(facts["release"], "1");
     assert_eq!(facts["epoch"], serde_json::Value::Null);
     assert_eq!(
         facts["owners"],
-        serde_json::json!([{"path": "/var/lib/greet", "user": "web", "group": "web"}])
+        serde_json::json!([
+            {"path": "/etc/greet.secret", "user": "greeter", "group": "greeter"},
+            {"path": "/var/lib/greet", "user": "web", "group": "web"}
+        ])
     );
     assert_eq!(facts["config"], serde_json::json!(["/etc/greet.conf"]));
     assert_eq!(facts["ghosts"], serde_json::json!(["/var/log/greet.log"]));
@@ -574,7 +676,7 @@ fn repository_assemble_upgrade_and_explain() {
     ]);
     let refused = rpm_requests(&nginx);
     let out = canopy.stdout(["assemble", "web", "--from", "rpms", "greet"]);
-    assert_eq!(resolved(&out), (4, 4), "{out}");
+    assert_eq!(resolved(&out), (6, 6), "{out}");
     let log = canopy.json(["roots", "log", "web"]);
     let names: Vec<&str> = log[0]["packages"]
         .as_array()
@@ -582,9 +684,14 @@ fn repository_assemble_upgrade_and_explain() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["greet", "libgreet", "setup", "sh"]);
+    assert_eq!(
+        names,
+        ["filesystem", "greet", "hostlibc", "libgreet", "setup", "sh"]
+    );
+    // Installed: greet's scriptlets ran in the sandbox.
+    assert_eq!(log[0]["configure"]["format"], "rpm", "{log}");
     let downloads = rpm_requests(&nginx);
-    assert_eq!(downloads - refused, 4);
+    assert_eq!(downloads - refused, 6);
     // Nothing new: up to date, nothing fetched.
     let out = canopy.stdout(["upgrade", "web"]);
     assert!(out.contains("up to date"), "{out}");

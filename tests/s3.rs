@@ -6,7 +6,9 @@ use crate::debs;
 use crate::mount::SMALL;
 use crate::seaweed::Seaweed;
 use crate::util::{Canopy, assert_same_tree, simple_deb};
+use serde_json::json;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -62,6 +64,38 @@ fn a_store_in_a_bucket_builds_the_same_roots_and_checks_clean() {
     assert_eq!(a["unreachable"], 0);
     let gc = s3.stdout(["gc"]);
     assert!(gc.starts_with("gc: removed 0 objects"), "{gc}");
+
+    // Hard-linked checkouts from a bucket share one link-farm file per file.
+    let (a, b) = (s3.path("a"), s3.path("b"));
+    for dir in [&a, &b] {
+        let out = s3.json(["checkout", "full", "--hardlink", dir.to_str().unwrap()]);
+        assert_eq!(out["linked"], out["files"], "{out}");
+    }
+    assert_same_tree(&local.path("out"), &a);
+    let (x, y) = (
+        fs::metadata(a.join("bin/bash")).unwrap(),
+        fs::metadata(b.join("bin/bash")).unwrap(),
+    );
+    assert_eq!((x.dev(), x.ino()), (y.dev(), y.ino()), "bash is not shared");
+    // The reflog is in the bucket too: a removed root is listed, and comes back.
+    let commit = s3.current("full");
+    s3.json(["roots", "remove", "full"]);
+    let removed = s3.json(["roots", "list", "--removed"]);
+    assert_eq!(
+        (&removed[0]["name"], &removed[0]["commit"]),
+        (&json!("full"), &json!(commit)),
+        "{removed}"
+    );
+    let back = s3.json(["roots", "rollback", "full"]);
+    assert_eq!(back["restored"], json!(commit), "{back}");
+    let reflog = s3.json(["roots", "reflog", "full"]);
+    let ops: Vec<&str> = reflog
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["op"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["rollback", "remove", "assemble"], "{reflog}");
 
     // A second machine without the key: it sees the store and its key, cannot write.
     let reader = attach(sw, "same-reader", &url, None);

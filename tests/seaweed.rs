@@ -130,27 +130,7 @@ impl Seaweed {
                 let _ = fs::remove_dir_all(&dir);
                 fs::create_dir_all(&dir).unwrap();
                 let p: Vec<u16> = (0..12).map(|_| free_port()).collect();
-                let args: Vec<String> = [
-                    "mini".to_string(),
-                    format!("-dir={}", dir.display()),
-                    "-ip=127.0.0.1".into(),
-                    "-ip.bind=127.0.0.1".into(),
-                    format!("-master.port={}", p[0]),
-                    format!("-master.port.grpc={}", p[1]),
-                    format!("-volume.port={}", p[2]),
-                    format!("-volume.port.grpc={}", p[3]),
-                    format!("-filer.port={}", p[4]),
-                    format!("-filer.port.grpc={}", p[5]),
-                    format!("-s3.port={}", p[6]),
-                    format!("-s3.port.grpc={}", p[7]),
-                    format!("-s3.port.iceberg={}", p[8]),
-                    format!("-s3.port.lance={}", p[9]),
-                    format!("-admin.port={}", p[10]),
-                    format!("-admin.port.grpc={}", p[11]),
-                    "-admin.ui=false".into(),
-                    "-webdav=false".into(),
-                ]
-                .into();
+                let args = mini_args(&dir, &p);
                 let mut child = spawn(&args, &dir, "mini.log");
                 wait_for_http(p[6], &dir, "weed mini's S3 gateway");
                 tx.send((
@@ -225,5 +205,222 @@ impl Seaweed {
             .with_env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .with_env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
             .with_env("HOME", "/nonexistent")
+    }
+}
+
+/// The arguments of a `weed mini` in `dir` on ports `p` (12 of them).
+fn mini_args(dir: &Path, p: &[u16]) -> Vec<String> {
+    [
+        "mini".to_string(),
+        format!("-dir={}", dir.display()),
+        "-ip=127.0.0.1".into(),
+        "-ip.bind=127.0.0.1".into(),
+        format!("-master.port={}", p[0]),
+        format!("-master.port.grpc={}", p[1]),
+        format!("-volume.port={}", p[2]),
+        format!("-volume.port.grpc={}", p[3]),
+        format!("-filer.port={}", p[4]),
+        format!("-filer.port.grpc={}", p[5]),
+        format!("-s3.port={}", p[6]),
+        format!("-s3.port.grpc={}", p[7]),
+        format!("-s3.port.iceberg={}", p[8]),
+        format!("-s3.port.lance={}", p[9]),
+        format!("-admin.port={}", p[10]),
+        format!("-admin.port.grpc={}", p[11]),
+        "-admin.ui=false".into(),
+        "-webdav=false".into(),
+    ]
+    .into()
+}
+
+/// A `weed mini` of one test, which it may stop and start again (same data, same
+/// ports): an outage of the whole object store. Killed when dropped, or when the thread
+/// that started it ends.
+pub struct OwnSeaweed {
+    seaweed: Seaweed,
+    dir: tempfile::TempDir,
+    ports: Vec<u16>,
+    child: Option<Child>,
+}
+
+impl OwnSeaweed {
+    /// Starts one in a fresh directory.
+    pub fn start(name: &str) -> OwnSeaweed {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("canopy-weed-{name}-"))
+            .tempdir()
+            .unwrap();
+        let ports: Vec<u16> = (0..12).map(|_| free_port()).collect();
+        let mut own = OwnSeaweed {
+            seaweed: Seaweed {
+                endpoint: format!("http://127.0.0.1:{}", ports[6]),
+                filer: format!("http://127.0.0.1:{}", ports[4]),
+            },
+            dir,
+            ports,
+            child: None,
+        };
+        own.restart();
+        own
+    }
+
+    /// Stops it (SIGKILL: nothing is flushed on the way out).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on its data and ports; returns once its S3 gateway answers.
+    pub fn restart(&mut self) {
+        self.stop();
+        let args = mini_args(self.dir.path(), &self.ports);
+        self.child = Some(spawn(&args, self.dir.path(), "mini.log"));
+        wait_for_http(self.ports[6], self.dir.path(), "weed mini's S3 gateway");
+    }
+}
+
+impl std::ops::Deref for OwnSeaweed {
+    type Target = Seaweed;
+    fn deref(&self) -> &Seaweed {
+        &self.seaweed
+    }
+}
+
+impl Drop for OwnSeaweed {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A SeaweedFS of separate processes, as a site would run it: a master that keeps every
+/// volume on two servers (replication 001), two volume servers, a filer and its S3
+/// gateway, each with its own ports and directory. Killed when dropped.
+pub struct Cluster {
+    seaweed: Seaweed,
+    dir: tempfile::TempDir,
+    volumes: Vec<Child>,
+    others: Vec<Child>,
+}
+
+impl Cluster {
+    /// Starts one; returns once its S3 gateway answers.
+    pub fn start(name: &str) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("canopy-weed-{name}-"))
+            .tempdir()
+            .unwrap();
+        let sub = |name: &str| {
+            let d = dir.path().join(name);
+            fs::create_dir_all(&d).unwrap();
+            d
+        };
+        let (mp, mg) = (free_port(), free_port());
+        // Other parts reach the master's gRPC port only when told it this way.
+        let master = format!("127.0.0.1:{mp}.{mg}");
+        let mut others = vec![spawn(
+            &[
+                "master".into(),
+                "-ip=127.0.0.1".into(),
+                "-ip.bind=127.0.0.1".into(),
+                format!("-port={mp}"),
+                format!("-port.grpc={mg}"),
+                format!("-mdir={}", sub("master").display()),
+                "-defaultReplication=001".into(),
+                "-volumeSizeLimitMB=16".into(),
+            ],
+            dir.path(),
+            "master.log",
+        )];
+        wait_for_http(mp, dir.path(), "weed master");
+        let volumes = (0..2)
+            .map(|i| {
+                spawn(
+                    &[
+                        "volume".into(),
+                        "-ip=127.0.0.1".into(),
+                        "-ip.bind=127.0.0.1".into(),
+                        format!("-port={}", free_port()),
+                        format!("-port.grpc={}", free_port()),
+                        format!("-dir={}", sub(&format!("volume{i}")).display()),
+                        "-max=200".into(),
+                        format!("-mserver={master}"),
+                    ],
+                    dir.path(),
+                    &format!("volume{i}.log"),
+                )
+            })
+            .collect();
+        let (fp, fg) = (free_port(), free_port());
+        others.push(spawn(
+            &[
+                "filer".into(),
+                "-ip=127.0.0.1".into(),
+                "-ip.bind=127.0.0.1".into(),
+                format!("-port={fp}"),
+                format!("-port.grpc={fg}"),
+                format!("-master={master}"),
+            ],
+            &sub("filer"),
+            "filer.log",
+        ));
+        wait_for_http(fp, dir.path(), "weed filer");
+        let s3 = free_port();
+        others.push(spawn(
+            &[
+                "s3".into(),
+                "-ip.bind=127.0.0.1".into(),
+                format!("-port={s3}"),
+                format!("-port.grpc={}", free_port()),
+                "-port.iceberg=0".into(),
+                "-port.lance=0".into(),
+                format!("-filer=127.0.0.1:{fp}.{fg}"),
+            ],
+            dir.path(),
+            "s3.log",
+        ));
+        wait_for_http(s3, dir.path(), "weed s3");
+        Cluster {
+            seaweed: Seaweed {
+                endpoint: format!("http://127.0.0.1:{s3}"),
+                filer: format!("http://127.0.0.1:{fp}"),
+            },
+            dir,
+            volumes,
+            others,
+        }
+    }
+
+    /// Bytes of volume data (`.dat` files) volume server `i` holds.
+    pub fn volume_bytes(&self, i: usize) -> u64 {
+        fs::read_dir(self.dir.path().join(format!("volume{i}")))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "dat"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    }
+
+    /// Kills volume server `i` (SIGKILL).
+    pub fn kill_volume(&mut self, i: usize) {
+        let _ = self.volumes[i].kill();
+        let _ = self.volumes[i].wait();
+    }
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Seaweed;
+    fn deref(&self) -> &Seaweed {
+        &self.seaweed
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.volumes.iter_mut().chain(self.others.iter_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -16,8 +16,14 @@ mod input;
 mod trust;
 // Bounded waits: a dribbling proxy, killable readers.
 mod waits;
+// Cache files altered on disk: found out, fetched again, never served.
+mod cache;
+// Connections under load: idle and slow crowds on HTTP and NFS, a low open-file limit.
+mod load;
 // A writer killed at any durable step leaves the last good state.
 mod crash;
+// Many archives in one import: the same packages and counts as one by one.
+mod batch;
 // Serving over HTTP and mounting with FUSE: shared inodes, cache bound, outages, tampering, follow, nginx.
 mod mount;
 // Exporting roots over NFSv3: real NFS clients, handles across restarts and upgrades, garbage RPCs.
@@ -28,12 +34,18 @@ mod portmap;
 mod repo;
 // Installed roots: package scripts run in a sandbox at assemble time, compared with mmdebstrap.
 mod installed;
-// Inspection without mounting, closed pipes, names in errors, ROOT@COMMIT everywhere.
+// Diskless nodes: netboot files, the iPXE endpoint, QEMU guests booted over NFS.
+mod netboot;
+// Package scripts that fail, reach for the network or remove /; users, upgrades, kill -9.
+mod configure;
+// Inspection without mounting, closed pipes, names in errors, ROOT@COMMIT everywhere, removal, reflog, link farm.
 mod lifecycle;
 // The Docker volume plugin over its socket, across restarts, and under a real dockerd.
 mod volume;
 // RPM packages: fixtures built with rpmbuild, import compared with rpm2cpio | cpio, signatures.
 mod rpm;
+// Installed RPM roots: scriptlets in the sandbox, owners by name, the rpm database.
+mod rpm_install;
 // OCI layouts written at test time: zstd, plain and opaque-directory layers, flawed images.
 mod layout;
 // Container images in: umoci and docker save compared with umoci unpack and docker export.
@@ -46,3 +58,5 @@ mod run;
 mod seaweed;
 // The store in a bucket: same roots as local, several writers, gc leases, crashes.
 mod s3;
+// Stateless servers on one bucket: failover between them, an outage of the bucket.
+mod stateless;

@@ -94,6 +94,11 @@ impl Canopy {
         copy
     }
 
+    /// What [`Canopy::with_env`] set, for canopy processes started another way.
+    pub fn envs(&self) -> &[(String, std::ffi::OsString)] {
+        &self.envs
+    }
+
     /// The store.
     pub fn store(&self) -> &Path {
         &self.store

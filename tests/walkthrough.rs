@@ -86,9 +86,12 @@ fn assemble(canopy: &Canopy, args: &[&str]) -> Value {
     done
 }
 
-/// (device, inode) of every object file of a store.
-fn object_inodes(store: &Path) -> BTreeSet<(u64, u64)> {
-    let objects = store.join("objects");
+/// (device, inode) of every file under `dir` of a store (`objects`, `links`).
+fn store_inodes(store: &Path, dir: &str) -> BTreeSet<(u64, u64)> {
+    let objects = store.join(dir);
+    if !objects.exists() {
+        return BTreeSet::new();
+    }
     walk(&objects)
         .into_iter()
         .map(|rel| fs::symlink_metadata(objects.join(rel)).unwrap())
@@ -97,9 +100,10 @@ fn object_inodes(store: &Path) -> BTreeSet<(u64, u64)> {
         .collect()
 }
 
-/// Regular files of `dir` that are the very inode of an object of `store`.
-fn files_sharing_objects(dir: &Path, store: &Path) -> u64 {
-    let objects = object_inodes(store);
+/// Regular files of `dir` that are the very inode of a file under `within` of `store`:
+/// an object (`objects`), or a link-farm file (`links`).
+fn files_sharing(dir: &Path, store: &Path, within: &str) -> u64 {
+    let objects = store_inodes(store, within);
     let mut shared = 0;
     for rel in walk(dir) {
         let meta = fs::symlink_metadata(dir.join(&rel)).unwrap();
@@ -312,10 +316,25 @@ fn walkthrough_debian_root() {
         "nothing was hard-linked: {summary}"
     );
     assert_same_tree(&reference, &linked_root);
+    let linked = |key: &str| summary[key].as_u64().unwrap();
     assert_eq!(
-        Some(files_sharing_objects(&linked_root, &store)),
-        summary["linked"].as_u64(),
+        files_sharing(&linked_root, &store, "objects"),
+        linked("linked") - linked("farm_linked"),
         "files sharing an inode with an object vs the summary's hard-linked count"
+    );
+    assert_eq!(
+        files_sharing(&linked_root, &store, "links"),
+        linked("farm_linked"),
+        "files sharing an inode with the link farm vs the summary"
+    );
+    assert!(
+        linked("farm_linked") > 0,
+        "executables go through the farm: {summary}"
+    );
+    assert_eq!(
+        linked("linked"),
+        linked("files"),
+        "every file is hard-linked: {summary}"
     );
     assert_chroot_works(&linked_root);
 
@@ -476,6 +495,11 @@ fn walkthrough_debian_root() {
     let after_gc = canopy.path("after-gc");
     checkout(&canopy, "web", &after_gc, &["--hardlink"]);
     assert_same_tree(&reference, &after_gc);
+    // After the gc, forward again by full id: nothing a rollback may need was collected.
+    let fwd = canopy.json(["roots", "rollback", "web", &c2]);
+    assert_eq!(fwd["restored"], c2.as_str(), "{fwd}");
+    assert_eq!(tree(&canopy.current("web")), tree(&c2));
+    canopy.fsck_clean();
 }
 
 #[test]
@@ -650,17 +674,19 @@ fn deb_with_special_files_round_trips() {
     assert_specials_deb(&root);
     assert_same_tree(&reference, &root);
 
-    // Hard-linking must fall back to copies wherever the object's mode or owner differ.
+    // Where the object's mode or owner differ (setuid, other owners), the file is a
+    // hard link to the link farm's copy with that mode and owner; the object keeps its.
     let linked = canopy.path("root-hardlinked");
     let summary = checkout(&canopy, "specials", &linked, &["--hardlink"]);
     assert!(
-        summary["linked"].as_u64() > Some(0) && summary["copied"].as_u64() > Some(0),
+        summary["linked"] == summary["files"] && summary["farm_linked"].as_u64() > Some(0),
         "{summary}"
     );
     assert_same_tree(&reference, &linked);
     assert_eq!(
-        Some(files_sharing_objects(&linked, canopy.store())),
-        summary["linked"].as_u64()
+        files_sharing(&linked, canopy.store(), "objects")
+            + files_sharing(&linked, canopy.store(), "links"),
+        summary["linked"].as_u64().unwrap()
     );
     canopy.fsck_clean();
 }

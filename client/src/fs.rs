@@ -5,9 +5,23 @@
 //! CAP_SYS_ADMIN) the kernel reads the cache file itself, otherwise canopy reads it and
 //! keeps its own reads out of the page cache so the pages are held once, by the mount,
 //! with `FOPEN_KEEP_CACHE` since content never changes under an inode.
+//!
+//! An open never waits for the network: a file the cache does not hold yet is opened
+//! at once and fetched by its first read. The kernel sends those reads from its
+//! readahead, without the reader waiting on the request itself, and a reader waits for
+//! their pages killably: a reader blocked on a slow server is gone as soon as it is
+//! killed (a request already taken by canopy would otherwise hold it until answered),
+//! as on a local disk, while the fetch goes on within its deadline for the next reader.
+//!
+//! Content handed to the kernel is verified since its last change (see
+//! [`canopy_cache`]): passthrough only backs files verified at open, and reads through
+//! canopy check that the file has not changed since (one `fstat` per read); one that
+//! has is opened anew from the cache, which verifies it again or fetches it again, so
+//! altered cache files never reach a reader as wrong bytes.
 
-use crate::objects::Objects;
+use crate::objects::{Objects, Opened};
 use crate::view::{Attr, COMMIT_XATTR, Kind, View, ViewError};
+use canopy_cache::Stamp;
 use canopy_protocol::ObjectId;
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -29,9 +43,42 @@ const FILE_TTL: Duration = Duration::from_secs(3600);
 
 struct OpenFile {
     blob: ObjectId,
-    file: File,
+    size: u64,
+    /// What reads read: `None` until the first read fetches it, replaced by a verified
+    /// copy when the file is found changed. Once `Some`, the handle holds one
+    /// [`Objects::open`] until release.
+    content: Mutex<Option<Arc<Opened>>>,
     /// Holds the kernel's passthrough registration until release.
     _backing: Option<Arc<BackingId>>,
+    /// Counted in its inode's [`Mode::Cached`].
+    counted: bool,
+}
+
+/// How the kernel reads an inode's open files: one way per inode at a time (an open
+/// asking for another fails).
+enum Mode {
+    /// From this backing file, while open files hold it, for opens of the same,
+    /// unchanged file.
+    Passthrough {
+        id: Weak<BackingId>,
+        stamp: Option<Stamp>,
+    },
+    /// Through canopy and the page cache, for `open` files.
+    Cached { open: usize },
+}
+
+/// How an open file is read.
+enum Io {
+    /// By the kernel, from the cache file.
+    Passthrough(Arc<BackingId>),
+    /// Through canopy, the pages kept by the kernel.
+    Cached,
+    /// As `Cached`, counted in the inode's [`Mode::Cached`] (passthrough is on).
+    Counted,
+    /// Through canopy, page by page: the inode is bound to another backing file that
+    /// open files still read (the kernel allows one per inode), so neither passthrough
+    /// to this file nor the page cache can be used.
+    Direct,
 }
 
 /// The mounted filesystem.
@@ -45,8 +92,8 @@ pub struct CanopyFs {
     follows: bool,
     passthrough: AtomicBool,
     handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
-    /// One passthrough registration per inode, shared by its open handles.
-    backing: Mutex<HashMap<u64, Weak<BackingId>>>,
+    /// How each inode with open files is read (when passthrough is on).
+    modes: Mutex<HashMap<u64, Mode>>,
     next_fh: AtomicU64,
 }
 
@@ -70,7 +117,7 @@ impl CanopyFs {
             follows,
             passthrough: AtomicBool::new(passthrough),
             handles: Mutex::new(HashMap::new()),
-            backing: Mutex::new(HashMap::new()),
+            modes: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
         }
     }
@@ -83,41 +130,122 @@ impl CanopyFs {
         }
     }
 
-    /// Fetches (or finds) the content of a file inode and opens it; the object stays
-    /// available until the handle is released.
-    fn open_file(&self, ino: u64) -> Result<(ObjectId, File), Errno> {
-        let (blob, size) = self.view.file(ino).map_err(errno)?;
-        let id = blob.0;
-        let file = self.objects.open(&id, size).map_err(|e| {
-            tracing::error!("cannot open object {id}: {e}");
-            Errno::EIO
-        })?;
-        Ok((id, file))
-    }
-
-    fn backing_for(&self, ino: u64, file: &File, reply: &ReplyOpen) -> Option<Arc<BackingId>> {
+    /// How to serve an open of inode `ino`, whose content is `opened` if the host
+    /// holds it already. Passthrough needs that content; otherwise the open is read
+    /// through canopy, which fetches at the first read.
+    fn io_for(&self, ino: u64, opened: Option<&Opened>, reply: &ReplyOpen) -> Io {
         if !self.passthrough.load(Ordering::Relaxed) {
-            return None;
+            return Io::Cached;
         }
-        let mut table = self.backing.lock().expect("backing lock");
-        if let Some(id) = table.get(&ino).and_then(Weak::upgrade) {
-            return Some(id);
+        let mut modes = self.modes.lock().expect("modes lock");
+        match modes.get_mut(&ino) {
+            Some(Mode::Passthrough { id, stamp }) if let Some(id) = id.upgrade() => {
+                if opened.is_some_and(|o| o.stamp == *stamp) {
+                    return Io::Passthrough(id);
+                }
+                tracing::warn!(
+                    "inode {ino}: its open files read a cache file that has changed since; \
+                     this open reads a verified copy through canopy"
+                );
+                return Io::Direct;
+            }
+            Some(Mode::Cached { open }) if *open > 0 => {
+                *open += 1;
+                return Io::Counted;
+            }
+            _ => {}
         }
-        match reply.open_backing(file) {
+        let Some(opened) = opened else {
+            modes.insert(ino, Mode::Cached { open: 1 });
+            return Io::Counted;
+        };
+        match reply.open_backing(&opened.file) {
             Ok(id) => {
                 let id = Arc::new(id);
-                table.insert(ino, Arc::downgrade(&id));
-                Some(id)
+                modes.insert(
+                    ino,
+                    Mode::Passthrough {
+                        id: Arc::downgrade(&id),
+                        stamp: opened.stamp,
+                    },
+                );
+                Io::Passthrough(id)
             }
             Err(e) => {
                 tracing::warn!(
                     "FUSE passthrough refused ({e}); reads go through canopy from now on"
                 );
                 self.passthrough.store(false, Ordering::Relaxed);
-                None
+                Io::Cached
             }
         }
     }
+
+    /// The content an open file reads: fetched at its first read; opened anew when
+    /// `stale` (a copy found changed since its verification) is still the current one.
+    fn content(&self, open: &OpenFile, stale: Option<&Arc<Opened>>) -> Result<Arc<Opened>, Errno> {
+        let mut slot = open.content.lock().expect("content lock");
+        if let Some(current) = &*slot
+            && stale.is_none_or(|s| !Arc::ptr_eq(s, current))
+        {
+            return Ok(current.clone());
+        }
+        let opened = self.objects.open(&open.blob, open.size).map_err(|e| {
+            tracing::error!("cannot open object {}: {e}", open.blob);
+            Errno::EIO
+        })?;
+        if slot.is_some() {
+            // The handle holds one open already.
+            self.objects.release(&open.blob);
+        }
+        let opened = Arc::new(opened);
+        *slot = Some(opened.clone());
+        Ok(opened)
+    }
+
+    /// Reads up to `size` bytes at `offset` of an open file, checking afterwards that
+    /// its cache file did not change (else reading a verified copy instead).
+    fn read_open(&self, open: &OpenFile, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        let failed = |e: std::io::Error| {
+            tracing::error!("reading cached object {}: {e}", open.blob);
+            Errno::EIO
+        };
+        let content = self.content(open, None)?;
+        let buf = read_at(&content.file, offset, size).map_err(failed)?;
+        if content.unchanged() {
+            return Ok(buf);
+        }
+        // Changed since it was verified: what was just read cannot be trusted.
+        let fresh = self.content(open, Some(&content))?;
+        read_at(&fresh.file, offset, size).map_err(failed)
+    }
+}
+
+/// Reads up to `size` bytes of `file` at `offset` (fewer only at its end), keeping
+/// them out of the page cache: the kernel keeps them for the mount, and the cache
+/// file's copy would be a second one.
+fn read_at(file: &File, offset: u64, size: u32) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; size as usize];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    // SAFETY: fadvise only takes a valid descriptor and a range.
+    unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            offset as i64,
+            filled as i64,
+            libc::POSIX_FADV_DONTNEED,
+        )
+    };
+    Ok(buf)
 }
 
 /// The errno that tells the truth about a view error.
@@ -210,26 +338,47 @@ impl Filesystem for CanopyFs {
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
-        let (blob, file) = match self.open_file(ino.0) {
-            Ok(v) => v,
-            Err(e) => return reply.error(e),
+        let (blob, size) = match self.view.file(ino.0) {
+            Ok((blob, size)) => (blob.0, size),
+            Err(e) => return reply.error(errno(e)),
+        };
+        // What the host holds already, for passthrough; anything else is fetched by the
+        // first read, not here (see the module's documentation).
+        let opened = if self.passthrough.load(Ordering::Relaxed) {
+            match self.objects.cached(&blob, size) {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::error!("cannot open object {blob}: {e}");
+                    return reply.error(Errno::EIO);
+                }
+            }
+        } else {
+            None
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let backing = self.backing_for(ino.0, &file, &reply);
-        let passthrough = backing.clone();
+        let io = self.io_for(ino.0, opened.as_ref(), &reply);
+        let backing = match &io {
+            Io::Passthrough(id) => Some(id.clone()),
+            Io::Cached | Io::Counted | Io::Direct => None,
+        };
         self.handles.lock().expect("handles lock").insert(
             fh,
             Arc::new(OpenFile {
                 blob,
-                file,
+                size,
+                content: Mutex::new(opened.map(Arc::new)),
                 _backing: backing,
+                counted: matches!(io, Io::Counted),
             }),
         );
-        match passthrough {
+        match io {
             // The kernel refuses passthrough opens with flags outside its passthrough
             // mask (FOPEN_KEEP_CACHE included): the backing file's pages are the cache.
-            Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
-            None => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Io::Passthrough(id) => {
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id)
+            }
+            Io::Cached | Io::Counted => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Io::Direct => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
         }
     }
 
@@ -253,34 +402,10 @@ impl Filesystem for CanopyFs {
         else {
             return reply.error(Errno::EBADF);
         };
-        let mut buf = vec![0u8; size as usize];
-        let mut filled = 0;
-        while filled < buf.len() {
-            match open
-                .file
-                .read_at(&mut buf[filled..], offset + filled as u64)
-            {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    tracing::error!("reading cached object {}: {e}", open.blob);
-                    return reply.error(Errno::EIO);
-                }
-            }
+        match self.read_open(&open, offset, size) {
+            Ok(buf) => reply.data(&buf),
+            Err(e) => reply.error(e),
         }
-        // The kernel keeps these pages for the mount; the cache file's copy would be a
-        // second one.
-        // SAFETY: fadvise only takes a valid descriptor and a range.
-        unsafe {
-            libc::posix_fadvise(
-                open.file.as_raw_fd(),
-                offset as i64,
-                filled as i64,
-                libc::POSIX_FADV_DONTNEED,
-            )
-        };
-        reply.data(&buf[..filled]);
     }
 
     fn flush(
@@ -298,15 +423,27 @@ impl Filesystem for CanopyFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(open) = self.handles.lock().expect("handles lock").remove(&fh.0) {
+        let Some(open) = self.handles.lock().expect("handles lock").remove(&fh.0) else {
+            return reply.ok();
+        };
+        if open.content.lock().expect("content lock").is_some() {
             self.objects.release(&open.blob);
+        }
+        if open.counted {
+            let mut modes = self.modes.lock().expect("modes lock");
+            if let Some(Mode::Cached { open }) = modes.get_mut(&ino.0) {
+                *open -= 1;
+                if *open == 0 {
+                    modes.remove(&ino.0);
+                }
+            }
         }
         reply.ok();
     }

@@ -2,9 +2,8 @@
 //!
 //! - [`remote`]: fetching from servers (or HTTP caches) with failover and timeouts,
 //!   verifying every object against its id;
-//! - [`cache`]: the host's bounded, content-addressed object cache;
-//! - [`objects`]: where file contents come from: the cache over servers, or a local
-//!   store's own files;
+//! - [`objects`]: where file contents come from: the host's cache (`canopy-cache`) over
+//!   servers, or a local store's own files;
 //! - [`view`]: roots, their trees and inode numbers, independent of any front end;
 //! - [`fs`]: the FUSE front end over the view;
 //! - [`mount`]: putting it together for `canopy mount`;
@@ -12,7 +11,6 @@
 //! - [`volume`]: the Docker volume plugin, `canopy volume-plugin`.
 #![warn(missing_docs)]
 
-pub mod cache;
 pub mod fs;
 pub mod mount;
 pub mod objects;

@@ -1,10 +1,10 @@
 //! `canopy mount`: load the roots, verify them, mount, follow, unmount on a signal.
 
-use crate::cache::{Cache, CacheError};
 use crate::fs::CanopyFs;
 use crate::objects::Fetched;
 use crate::remote::{FetchError, Remote};
 use crate::view::{RootVersion, Scope, View};
+use canopy_cache::{Cache, CacheError};
 use canopy_protocol::{Commit, CommitId, SignatureError, VerifyingKey};
 use fuser::{Config, MountOption, SessionACL};
 use std::path::{Path, PathBuf};
@@ -425,7 +425,7 @@ fn parse_commit(root: &str, hex: &str) -> Result<CommitId, MountError> {
 
 /// `umount -l`: takes the mount at `mountpoint` out of the namespace now; the kernel
 /// lets go of it once nothing uses it any more.
-pub(crate) fn umount_lazily(mountpoint: &Path) -> std::io::Result<()> {
+pub fn umount_lazily(mountpoint: &Path) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;

@@ -3,19 +3,40 @@
 //! --server`), or [`Local`] object files of a store on this machine (`canopy run` of a
 //! root in the local store), opened in place, so nothing is copied.
 
-use crate::cache::Cache;
 use crate::remote::Remote;
+use canopy_cache::{Cache, Stamp};
 use canopy_protocol::ObjectId;
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// An object's content, opened.
+pub struct Opened {
+    /// The file, read-only.
+    pub file: File,
+    /// For sources whose files can change under them (the cache): the file's stamp when
+    /// its content was verified. A reader that finds another stamp on the file opens
+    /// the object anew before trusting its bytes.
+    pub stamp: Option<Stamp>,
+}
+
+impl Opened {
+    /// Whether the file is still as it was when verified (always, without a stamp).
+    pub fn unchanged(&self) -> bool {
+        self.stamp
+            .is_none_or(|s| Stamp::of(&self.file).is_ok_and(|now| now == s))
+    }
+}
+
 /// A source of object contents.
 pub trait Objects: Send + Sync {
     /// Opens the content of object `id` (of `size` bytes, as the tree says), which
     /// stays available until a matching [`Objects::release`].
-    fn open(&self, id: &ObjectId, size: u64) -> io::Result<File>;
+    fn open(&self, id: &ObjectId, size: u64) -> io::Result<Opened>;
+    /// Opens object `id` as [`Objects::open`] does if the host holds it already, and
+    /// returns `None` rather than fetch it.
+    fn cached(&self, id: &ObjectId, size: u64) -> io::Result<Option<Opened>>;
     /// Ends one [`Objects::open`].
     fn release(&self, id: &ObjectId);
     /// Bytes this source holds on the host, for `statfs`.
@@ -38,14 +59,24 @@ impl Fetched {
 }
 
 impl Objects for Fetched {
-    fn open(&self, id: &ObjectId, size: u64) -> io::Result<File> {
-        let path = self
+    fn open(&self, id: &ObjectId, size: u64) -> io::Result<Opened> {
+        let v = self
             .cache
             .get(id, |tmp| {
                 self.rt.block_on(self.remote.object_to_file(id, size, tmp))
             })
             .map_err(io::Error::other)?;
-        File::open(&path).inspect_err(|_| self.cache.unpin(id))
+        Ok(Opened {
+            file: v.file,
+            stamp: Some(v.stamp),
+        })
+    }
+
+    fn cached(&self, id: &ObjectId, _size: u64) -> io::Result<Option<Opened>> {
+        Ok(self.cache.cached(id).map(|v| Opened {
+            file: v.file,
+            stamp: Some(v.stamp),
+        }))
     }
 
     fn release(&self, id: &ObjectId) {
@@ -76,14 +107,21 @@ impl Local {
 }
 
 impl Objects for Local {
-    fn open(&self, id: &ObjectId, _size: u64) -> io::Result<File> {
+    /// The store's own file, as the store itself trusts it (no stamp).
+    fn open(&self, id: &ObjectId, _size: u64) -> io::Result<Opened> {
         let path = (self.path)(id).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("the store has no local file for object {id}"),
             )
         })?;
-        File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+        let file = File::open(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        Ok(Opened { file, stamp: None })
+    }
+
+    fn cached(&self, id: &ObjectId, size: u64) -> io::Result<Option<Opened>> {
+        self.open(id, size).map(Some)
     }
 
     fn release(&self, _id: &ObjectId) {}

@@ -335,6 +335,8 @@ pub(crate) struct Exec {
     pub(crate) groups: Vec<libc::gid_t>,
     pub(crate) set_groups: bool,
     pub(crate) cwd: CString,
+    /// Whether `cwd` is entered first, with the caller's ids ([`crate::Sandbox::cwd_first`]).
+    pub(crate) cwd_first: bool,
     /// Descriptors to become 0, 1 and 2 (`None`: inherited).
     pub(crate) stdio: [Option<RawFd>; 3],
 }
@@ -453,6 +455,11 @@ pub(crate) fn run(plan: &Plan) -> ! {
         // The parent could not write the id maps, or is gone.
         fail(plan.errors, FAIL_SYNC, Errno::last());
     }
+    if plan.exec.cwd_first
+        && let Err(err) = nix::unistd::chdir(plan.exec.cwd.as_c_str())
+    {
+        fail(plan.errors, FAIL_CWD, err);
+    }
     if plan.new_user {
         let become_root = || -> Result<(), Errno> {
             if plan.setgroups {
@@ -504,7 +511,9 @@ fn exec(plan: &Plan) -> ! {
     if let Err(err) = ids() {
         fail(plan.errors, FAIL_IDS, err);
     }
-    if let Err(err) = nix::unistd::chdir(e.cwd.as_c_str()) {
+    if !e.cwd_first
+        && let Err(err) = nix::unistd::chdir(e.cwd.as_c_str())
+    {
         fail(plan.errors, FAIL_CWD, err);
     }
     // Everything but stdio closes at exec (the failure pipe must stay open until then).

@@ -79,6 +79,7 @@ pub struct Sandbox {
     gid: u32,
     groups: Vec<u32>,
     cwd: PathBuf,
+    cwd_first: bool,
     env: Vec<(OsString, OsString)>,
     stdio: [Stdio; 3],
 }
@@ -99,6 +100,7 @@ impl Sandbox {
             gid: 0,
             groups: Vec::new(),
             cwd: PathBuf::from("/"),
+            cwd_first: false,
             env: Vec::new(),
             stdio: Default::default(),
         }
@@ -147,6 +149,16 @@ impl Sandbox {
     /// The command's working directory, inside (default `/`).
     pub fn cwd(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
         self.cwd = dir.into();
+        self
+    }
+
+    /// Enters the working directory first, before the namespaces' mounts and with the
+    /// caller's own host ids (before taking the ids inside): a directory below one that
+    /// only the caller may search (a home directory of mode 0700, `/root`) is reachable,
+    /// although the ids inside could not look it up. The directory is the caller's,
+    /// so its path is not looked up again in the new root.
+    pub fn cwd_first(&mut self) -> &mut Self {
+        self.cwd_first = true;
         self
     }
 
@@ -252,6 +264,7 @@ impl Sandbox {
                 groups: self.groups.clone(),
                 set_groups: self.users.setgroups_allowed(),
                 cwd: c(self.cwd.as_os_str().as_bytes(), "working directory")?,
+                cwd_first: self.cwd_first,
                 stdio: child_ends,
             },
             new_user: matches!(self.users, Users::Mapped { .. }),

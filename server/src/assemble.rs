@@ -40,6 +40,9 @@ pub struct Recipe {
     pub subtree: Option<String>,
     /// Keep the union unpacked: run no package scripts.
     pub no_configure: bool,
+    /// Give files whose owner (by name) the root does not know to root, with a
+    /// warning, instead of refusing the root.
+    pub unknown_owner_root: bool,
 }
 
 impl Recipe {
@@ -59,6 +62,9 @@ impl Recipe {
         if let Some(sub) = &self.subtree {
             out.push(format!("subtree={sub}"));
         }
+        if self.unknown_owner_root {
+            out.push("unknown-owner=root".to_string());
+        }
         out
     }
 
@@ -76,6 +82,7 @@ impl Recipe {
             match option.split_once('=') {
                 Some(("from", repo)) => recipe.from.push(repo.to_string()),
                 Some(("subtree", path)) => recipe.subtree = Some(path.to_string()),
+                Some(("unknown-owner", "root")) => recipe.unknown_owner_root = true,
                 None if option == "essential" => recipe.essential = true,
                 None if option == "recommends" => recipe.recommends = true,
                 None if option == "allow-overwrite" => recipe.allow_overwrite = true,
@@ -130,6 +137,8 @@ pub struct Assembled {
     pub overwritten: Vec<String>,
     /// What configuring did.
     pub configuration: Configuration,
+    /// What the user should know about the unpacked root (owners given to root).
+    pub warnings: Vec<String>,
 }
 
 /// Why a root could not be assembled. Nothing is written in any of these cases.
@@ -158,6 +167,9 @@ pub enum AssembleError {
     /// No packages were given.
     #[error("no packages given")]
     Empty,
+    /// Packages of two formats (Debian and RPM) in one root.
+    #[error("{0}")]
+    Ecosystems(String),
     /// Configuring the root failed.
     #[error(transparent)]
     Configure(#[from] ConfigureError),
@@ -409,11 +421,23 @@ pub fn assemble(
     req: &Request,
     configure: Option<(&configure::Settings, &dyn configure::Progress)>,
 ) -> Result<Assembled, AssembleError> {
+    assemble_as(store, req, configure, "assemble")
+}
+
+/// [`assemble`], with the name the reflog gives the move (`upgrade` for an upgrade).
+pub fn assemble_as(
+    store: &Store,
+    req: &Request,
+    configure: Option<(&configure::Settings, &dyn configure::Progress)>,
+    operation: &'static str,
+) -> Result<Assembled, AssembleError> {
     let chosen = &req.packages;
     if chosen.is_empty() {
         return Err(AssembleError::Empty);
     }
+    crate::format::of_packages(chosen).map_err(AssembleError::Ecosystems)?;
     let mut txn = store.begin()?;
+    txn.operation(operation);
     let labels = chosen
         .iter()
         .map(|(_, p)| format!("{} {}", p.name, p.version))
@@ -431,43 +455,96 @@ pub fn assemble(
     }
     let overwritten = std::mem::take(&mut merger.overwritten);
     let mut extensions = BTreeMap::new();
-    let (tree, configuration) = match configure.filter(|_| !req.recipe.no_configure) {
+    let mut warnings = Vec::new();
+    let configure = configure.filter(|_| !req.recipe.no_configure);
+    if configure.is_none() && !configure::lays_out(chosen) {
+        let tree = match &req.recipe.subtree {
+            None => write(root, &mut txn)?,
+            Some(sub) => subtree(root, sub, &mut txn)?,
+        };
+        return finish(
+            store,
+            req,
+            txn,
+            tree,
+            overwritten,
+            Configuration::Off,
+            extensions,
+            warnings,
+        );
+    }
+    let union = write(root, &mut txn)?;
+    let (full, configuration) = match configure {
         None => {
-            let tree = match &req.recipe.subtree {
-                None => write(root, &mut txn)?,
-                Some(sub) => subtree(root, sub, &mut txn)?,
-            };
+            let (tree, said) =
+                configure::unpacked(&mut txn, union, chosen, req.recipe.unknown_owner_root)?;
+            warnings = said;
             (tree, Configuration::Off)
         }
-        // Scripts need the whole root; a subtree is taken from what they made.
         Some((settings, progress)) => {
-            let union = write(root, &mut txn)?;
-            let (full, configuration) =
-                match configure::configure(&mut txn, union, chosen, settings, progress)? {
-                    Err(reason) => (union, Configuration::Skipped(reason)),
-                    Ok(done) => {
-                        extensions.insert(
-                            configure::EXTENSION.to_string(),
-                            serde_json::to_vec(&done.configured)
-                                .expect("a plain struct serializes"),
-                        );
-                        crash::point("configured");
-                        (
-                            done.tree,
-                            Configuration::Done {
-                                configured: done.configured,
-                                layer: done.layer,
-                            },
-                        )
-                    }
-                };
-            let tree = match &req.recipe.subtree {
-                None => full,
-                Some(sub) => lookup(&txn, full, sub)?,
+            // The recipe decides, so that an upgrade does as the assemble did.
+            let settings = &configure::Settings {
+                unknown_owner_root: req.recipe.unknown_owner_root,
+                ..settings.clone()
             };
-            (tree, configuration)
+            match configure::configure(&mut txn, union, chosen, settings, progress)? {
+                Err(reason) => {
+                    let (tree, said) = configure::unpacked(
+                        &mut txn,
+                        union,
+                        chosen,
+                        req.recipe.unknown_owner_root,
+                    )?;
+                    warnings = said;
+                    (tree, Configuration::Skipped(reason))
+                }
+                Ok(done) => {
+                    extensions.insert(
+                        configure::EXTENSION.to_string(),
+                        serde_json::to_vec(&done.configured).expect("a plain struct serializes"),
+                    );
+                    crash::point("configured");
+                    (
+                        done.tree,
+                        Configuration::Done {
+                            configured: done.configured,
+                            layer: done.layer,
+                        },
+                    )
+                }
+            }
         }
     };
+    // Scripts and owners need the whole root; a subtree is taken from what they made.
+    let tree = match &req.recipe.subtree {
+        None => full,
+        Some(sub) => lookup(&txn, full, sub)?,
+    };
+    finish(
+        store,
+        req,
+        txn,
+        tree,
+        overwritten,
+        configuration,
+        extensions,
+        warnings,
+    )
+}
+
+/// Commits `tree` as the root's new commit, unless it would say nothing new.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    store: &Store,
+    req: &Request,
+    mut txn: Txn<'_>,
+    tree: TreeId,
+    overwritten: Vec<String>,
+    configuration: Configuration,
+    extensions: BTreeMap<String, Vec<u8>>,
+    warnings: Vec<String>,
+) -> Result<Assembled, AssembleError> {
+    let chosen = &req.packages;
     let parent = store.root_ref(&req.root)?;
     let previous = parent.map(|p| store.commit(&p)).transpose()?;
     // The request, not the resolved list, which can run to hundreds of packages.
@@ -498,6 +575,7 @@ pub fn assemble(
             stats: TxnStats::default(),
             overwritten,
             configuration,
+            warnings,
         });
     }
     let commit = body.sign(&store.signing_key()?);
@@ -511,6 +589,7 @@ pub fn assemble(
         stats,
         overwritten,
         configuration,
+        warnings,
     })
 }
 

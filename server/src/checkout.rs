@@ -30,13 +30,17 @@ pub struct Report {
     pub files: u64,
     /// Of which hard-linked to the store.
     pub linked: u64,
+    /// Of those, linked through the link farm (see [`crate::linkfarm`]): files whose
+    /// mode or owner differ from the object file's, executables among them.
+    pub farm_linked: u64,
+    /// Bytes of the hard-linked files: what this checkout shares with the store and
+    /// every other checkout of the same files.
+    pub linked_bytes: u64,
     /// Files copied although hard links were asked for, because their mode, owner or
     /// xattrs differ from the store's object file.
     pub copied_for_metadata: u64,
     /// Hard links were asked for, but the destination is on another filesystem.
     pub cross_device: bool,
-    /// Hard links were asked for, but the store's objects are not files on this machine.
-    pub no_local_objects: bool,
     /// Directories.
     pub dirs: u64,
     /// Symlinks.
@@ -251,13 +255,10 @@ impl Writer<'_> {
 
     fn file(&mut self, blob: &BlobId, size: u64, meta: &Meta, p: &Place) -> Result<(), StoreError> {
         if self.opts.hardlink && !self.report.cross_device {
-            match self.store.local_path(&blob.0) {
-                Some(object) => {
-                    if self.link(&object, size, meta, p)? {
-                        return Ok(());
-                    }
-                }
-                None => self.report.no_local_objects = true,
+            // Objects that are no files here (a bucket) are linked through the farm.
+            let object = self.store.local_path(&blob.0);
+            if self.link(blob, object.as_deref(), size, meta, p)? {
+                return Ok(());
             }
         }
         let mut src = self.store.objects().get(&blob.0)?;
@@ -293,27 +294,70 @@ impl Writer<'_> {
         self.finish(p, meta)
     }
 
-    /// Hard-links `object` at `p` if its metadata is the entry's; says whether it did.
+    /// Hard-links the entry at `p` to the object file when its mode and owner are the
+    /// entry's, else to the link farm's file of that mode and owner; says whether it
+    /// did (files with xattrs, or a farm the user may not write, are copied).
     fn link(
         &mut self,
-        object: &Path,
+        blob: &BlobId,
+        object: Option<&Path>,
         size: u64,
         meta: &Meta,
         p: &Place,
     ) -> Result<bool, StoreError> {
-        let om = fs::metadata(object).ctx(|| format!("reading object {}", object.display()))?;
-        let owner_ok = !self.as_root || (om.uid(), om.gid()) == (meta.uid, meta.gid);
-        if om.mode() & 0o7777 != u32::from(meta.mode)
-            || !owner_ok
-            || !meta.xattrs.is_empty()
-            || om.len() != size
-        {
+        if !meta.xattrs.is_empty() {
             self.report.copied_for_metadata += 1;
             return Ok(false);
         }
-        match fs::hard_link(object, &p.at) {
+        // The object file's mode and owner, when there is one.
+        let file = match object {
+            Some(path) => {
+                let om = fs::metadata(path).ctx(|| format!("reading object {}", path.display()))?;
+                if om.len() != size {
+                    self.report.copied_for_metadata += 1;
+                    return Ok(false);
+                }
+                Some((om.mode() & 0o7777, om.uid(), om.gid()))
+            }
+            None => None,
+        };
+        // Not root: the checkout's files are the user's whatever the entry says.
+        let owner = if self.as_root {
+            (meta.uid, meta.gid)
+        } else {
+            // SAFETY: geteuid/getegid have no preconditions.
+            file.map_or_else(
+                || unsafe { (libc::geteuid(), libc::getegid()) },
+                |(_, uid, gid)| (uid, gid),
+            )
+        };
+        let (source, farmed) = match (object, file) {
+            (Some(path), Some((mode, uid, gid)))
+                if mode == u32::from(meta.mode) && (uid, gid) == owner =>
+            {
+                (path.to_path_buf(), false)
+            }
+            _ => {
+                match crate::linkfarm::file(
+                    self.store,
+                    object,
+                    blob,
+                    size,
+                    (meta.mode, owner.0, owner.1),
+                )? {
+                    Some(farmed) => (farmed, true),
+                    None => {
+                        self.report.copied_for_metadata += 1;
+                        return Ok(false);
+                    }
+                }
+            }
+        };
+        match fs::hard_link(&source, &p.at) {
             Ok(()) => {
                 self.report.linked += 1;
+                self.report.farm_linked += u64::from(farmed);
+                self.report.linked_bytes += size;
                 Ok(true)
             }
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {

@@ -1,5 +1,6 @@
 //! fsck: re-hash every object, and check that everything the refs reach is present,
-//! decodable and (for commits) signed by the store's key.
+//! decodable and (for commits) signed by the store's key; re-hash the link farm's
+//! files too (see [`crate::linkfarm`]).
 
 use crate::closure::{self, Problem};
 use crate::store::{Store, StoreError};
@@ -12,7 +13,8 @@ pub struct Report {
     pub objects: u64,
     /// Refs followed.
     pub refs: u64,
-    /// Objects no ref reaches (left by an interrupted write; `gc` removes them).
+    /// Objects no ref reaches (a root's unconfigured trees, or left by an interrupted
+    /// write; `gc` removes them).
     pub unreachable: u64,
     /// Everything wrong, without duplicates.
     pub problems: Vec<Problem>,
@@ -44,11 +46,13 @@ pub fn fsck(store: &Store) -> Result<Report, StoreError> {
                 kind: "corrupt",
                 id: Some(*id),
                 detail: format!("{} hashes to {actual}", whereabouts(store, id)),
+                leaf: false,
             }),
             Err(e) => Some(Problem {
                 kind: "unreadable",
                 id: Some(*id),
                 detail: format!("{}: {e}", whereabouts(store, id)),
+                leaf: false,
             }),
         })
         .collect();
@@ -62,6 +66,22 @@ pub fn fsck(store: &Store) -> Result<Report, StoreError> {
         {
             problems.push(p);
         }
+    }
+    for c in crate::linkfarm::changed(store) {
+        problems.push(Problem {
+            kind: "link-farm",
+            id: None,
+            detail: format!(
+                "{} {} (it should hold object {}): a hard-linked checkout was edited in place, which changes every checkout linking it; `canopy fsck --repair` takes it out of the farm",
+                c.path.display(),
+                match c.actual {
+                    Some(a) => format!("hashes to {a}"),
+                    None => "is unreadable".into(),
+                },
+                c.id
+            ),
+            leaf: true,
+        });
     }
     let unreachable = objects
         .iter()

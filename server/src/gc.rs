@@ -1,17 +1,57 @@
-//! Garbage collection: delete the objects no ref reaches.
+//! Garbage collection: delete the objects nothing keeps.
+//!
+//! Three things keep objects: roots (with their whole history), imported packages, and
+//! the reflog, which keeps the commits roots had — the versions of a removed root, a
+//! commit rolled away from — for a grace period (30 days unless told otherwise), so a
+//! removal or a rollback can be undone until then. The report says how many objects
+//! each kept, so the user knows what to remove to free more.
 //!
 //! It runs under the store's exclusive lock, so no import or assemble of this machine can
 //! be between writing objects and writing the ref that keeps them. Writers on other
 //! machines (a store in a bucket) protect what they are about to reference with leases,
 //! which the backend's [`begin_gc`](crate::store::backend::ObjectBackend::begin_gc)
-//! collects before any object is listed. A store whose closure cannot be fully read is
-//! left alone: an unreadable tree might reference anything.
+//! collects before any object is listed. Damage to a file's content (a missing or cut
+//! blob) hides nothing, so gc goes on and keeps the damaged objects for `fsck --repair`;
+//! an unreadable tree, commit or package record might reference anything, so then gc
+//! deletes nothing and says which object and what uses it.
 
-use crate::closure;
+use crate::closure::{Closure, Problem, Walk};
 use crate::store::{Store, StoreError};
+use std::time::Duration;
 
-/// What gc did (or, dry, would do).
-#[derive(Clone, Copy, Debug, Default)]
+/// How long the reflog keeps what it names by default.
+pub const REFLOG_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The unix time at or before which reflog entries keep nothing, for a grace period
+/// (with no grace, every entry made so far).
+pub fn reflog_cutoff(grace: Duration) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    now.saturating_sub(grace.as_secs().min(i64::MAX as u64) as i64)
+}
+
+/// How to collect.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Only count what would be removed.
+    pub dry_run: bool,
+    /// Reflog entries younger than this keep their commits.
+    pub reflog_grace: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            dry_run: false,
+            reflog_grace: REFLOG_GRACE,
+        }
+    }
+}
+
+/// What gc did (or, dry, would do), and why the rest remains.
+#[derive(Clone, Debug, Default)]
 pub struct Report {
     /// Objects removed.
     pub removed: u64,
@@ -19,39 +59,105 @@ pub struct Report {
     pub freed: u64,
     /// Objects kept.
     pub kept: u64,
+    /// Of which reached from roots and their history.
+    pub kept_by_roots: u64,
+    /// Of which reached only from reflog entries within the grace period.
+    pub kept_by_reflog: u64,
+    /// Their bytes: what `--prune-reflog now` would free too.
+    pub reflog_bytes: u64,
+    /// Of which reached only from imported packages no root uses.
+    pub kept_by_packages: u64,
+    /// Their bytes: what removing those packages would free.
+    pub package_bytes: u64,
+    /// Of which protected by writers on other machines (leases on a store in a bucket).
+    pub kept_by_writers: u64,
+    /// Damage to file contents found on the way (kept, for `fsck --repair`).
+    pub damaged: Vec<Problem>,
+    /// Link-farm files no checkout links any more, removed (not in a dry run).
+    pub farm_removed: u64,
+    /// Their bytes.
+    pub farm_freed: u64,
 }
 
 /// Why gc refused to run.
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
-    /// The closure has problems, so what is garbage cannot be known for sure.
-    #[error("the store has {0} problem(s) (first: {1}); run `canopy fsck` and fix them before gc")]
-    Damaged(usize, String),
+    /// An object that references others is unreadable, so what is garbage cannot be
+    /// known for sure.
+    #[error(
+        "gc deletes nothing: {detail}{more}; what that object references is unknown, so no object can be called garbage. Repair it (`canopy fsck --repair`), or remove what uses it, then run gc again"
+    )]
+    Damaged {
+        /// The first such problem.
+        detail: String,
+        /// How many more.
+        more: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// Removes unreachable objects; with `dry_run`, only counts them.
-pub fn gc(store: &Store, dry_run: bool) -> Result<Report, GcError> {
+/// The closure of one kind of keeper.
+fn closure(
+    store: &Store,
+    add: impl FnOnce(&mut Walk) -> Result<(), StoreError>,
+) -> Result<Closure, StoreError> {
+    let mut w = Walk::new(store, None);
+    add(&mut w)?;
+    Ok(w.finish())
+}
+
+/// Removes the objects that nothing keeps; with `dry_run`, only counts them.
+pub fn gc(store: &Store, opts: &Options) -> Result<Report, GcError> {
     // First: from here on, writers elsewhere either are protected or wait.
     let scope = store.objects().begin_gc()?;
-    let walk = closure::walk(store, None)?;
-    if let Some(first) = walk.problems.first() {
-        return Err(GcError::Damaged(walk.problems.len(), first.detail.clone()));
+    let cutoff = reflog_cutoff(opts.reflog_grace);
+    let roots = closure(store, |w| w.roots(None))?;
+    let reflog = closure(store, |w| w.reflogs(cutoff, None))?;
+    let packages = closure(store, |w| w.packages())?;
+    let mut problems = roots.problems;
+    problems.extend(packages.problems);
+    let (leaves, blocking): (Vec<Problem>, Vec<Problem>) =
+        problems.into_iter().partition(|p| p.leaf);
+    if let Some(first) = blocking.first() {
+        return Err(GcError::Damaged {
+            detail: first.detail.clone(),
+            more: match blocking.len() {
+                1 => String::new(),
+                n => format!(" (and {} more problems)", n - 1),
+            },
+        });
     }
-    let mut report = Report::default();
+    let mut report = Report {
+        damaged: leaves,
+        ..Report::default()
+    };
+    let size = |id: &canopy_protocol::ObjectId| store.objects().size(id).unwrap_or(0);
     for id in store.objects().list()? {
-        if walk.reachable.contains(&id) || scope.protected.contains(&id) {
-            report.kept += 1;
+        if roots.reachable.contains(&id) {
+            report.kept_by_roots += 1;
+        } else if reflog.reachable.contains(&id) {
+            report.kept_by_reflog += 1;
+            report.reflog_bytes += size(&id);
+        } else if packages.reachable.contains(&id) {
+            report.kept_by_packages += 1;
+            report.package_bytes += size(&id);
+        } else if scope.protected.contains(&id) {
+            report.kept_by_writers += 1;
+        } else {
+            report.removed += 1;
+            report.freed += if opts.dry_run {
+                size(&id)
+            } else {
+                store.objects().delete(&id)?
+            };
             continue;
         }
-        report.removed += 1;
-        report.freed += if dry_run {
-            store.objects().size(&id).unwrap_or(0)
-        } else {
-            store.objects().delete(&id)?
-        };
+        report.kept += 1;
+    }
+    if !opts.dry_run {
+        (report.farm_removed, report.farm_freed) = crate::linkfarm::sweep(store)?;
     }
     Ok(report)
 }
@@ -97,10 +203,17 @@ mod tests {
         assert!(fsck.problems.is_empty(), "{:?}", fsck.problems);
         assert_eq!(fsck.unreachable, 1);
         let before = store.objects().list().unwrap().len() as u64;
-        let dry = gc(&store, true).unwrap();
+        let dry = gc(
+            &store,
+            &Options {
+                dry_run: true,
+                ..Options::default()
+            },
+        )
+        .unwrap();
         assert_eq!((dry.removed, dry.freed), (1, 8));
         assert_eq!(store.objects().list().unwrap().len() as u64, before);
-        let done = gc(&store, false).unwrap();
+        let done = gc(&store, &Options::default()).unwrap();
         assert_eq!((done.removed, done.kept), (1, before - 1));
         assert!(!store.has(&orphan.0).unwrap());
         // Both commits and both packages survive: history is reachable.
@@ -119,6 +232,9 @@ mod tests {
         let (_, head) = store.roots().unwrap().remove(0);
         let tree = store.commit(&head).unwrap().body.tree;
         store.objects().delete(&tree.0).unwrap();
-        assert!(matches!(gc(&store, false), Err(GcError::Damaged(..))));
+        assert!(matches!(
+            gc(&store, &Options::default()),
+            Err(GcError::Damaged { .. })
+        ));
     }
 }

@@ -230,6 +230,8 @@ pub enum Origin {
     Configuration {
         /// Packages whose version of the path the root does not have.
         replaced: Vec<usize>,
+        /// The scripts that name the path, or dpkg's database (see [`crate::maker`]).
+        makers: Vec<crate::maker::Maker>,
     },
     /// No package ships it and the commit records no configuration.
     Unknown,
@@ -275,8 +277,12 @@ pub fn owner(store: &Store, commit: &CommitBody, path: &[u8]) -> Result<Owner, I
     }
     let origin = if !shipped.is_empty() {
         Origin::Packages(shipped)
-    } else if !replaced.is_empty() || commit.extensions.contains_key("configure") {
-        Origin::Configuration { replaced }
+    } else if !replaced.is_empty() || commit.extensions.contains_key(crate::configure::EXTENSION) {
+        let is_dir = matches!(found.kind, EntryKind::Dir { .. });
+        Origin::Configuration {
+            replaced,
+            makers: crate::maker::makers(store, commit, &in_package, is_dir)?,
+        }
     } else {
         Origin::Unknown
     };

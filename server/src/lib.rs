@@ -12,6 +12,8 @@
 //! - [`rpm`]: the `.rpm` format: checked headers, the cpio payload, the `.rpm` importer;
 //! - [`oci`]: container images (OCI layouts, `docker save` archives) imported as roots,
 //!   each layer once;
+//! - [`format`]: the interface every package format implements (Debian and RPM are
+//!   peers behind it);
 //! - [`packages`]: the imported packages and how a spec picks one;
 //! - [`repo`]: configured repositories, downloads, OpenPGP checks, what a recipe
 //!   resolves to;
@@ -20,12 +22,18 @@
 //!   installed, not just unpacked; [`edit`]: changing a stored tree in memory;
 //! - [`diff`]: what changed between two commits of a root;
 //! - [`rollback`]: an earlier version again, as a new commit;
-//! - [`checkout`]: a root as a plain directory;
+//! - [`remove`]: roots and packages removed, and who uses a package;
+//! - [`checkout`]: a root as a plain directory, hard-linked to the store or its
+//!   [`linkfarm`];
 //! - [`inspect`]: a root's paths, contents and owners, without mounting it;
 //! - [`closure`], [`fsck`], [`gc`]: what the refs reach, checking it, keeping only it;
-//! - [`http`] and [`nfs`]: serving it, to `canopy mount` and to kernels' NFS clients.
+//! - [`repair`]: damaged objects restored from the archives they came from;
+//! - [`http`] and [`nfs`]: serving it, to `canopy mount` and to kernels' NFS clients;
+//!   [`admission`]: how many connections they take, within the open-file limit;
+//!   [`netboot`]: what diskless nodes boot with (kernel, initramfs, command line).
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod assemble;
 pub mod checkout;
 pub mod closure;
@@ -34,14 +42,20 @@ mod crash;
 pub mod debian;
 pub mod diff;
 pub mod edit;
+pub mod format;
 pub mod fsck;
 pub mod gc;
 pub mod http;
 pub mod import;
 pub mod inspect;
+pub mod linkfarm;
+pub mod maker;
+pub mod netboot;
 pub mod nfs;
 pub mod oci;
 pub mod packages;
+pub mod remove;
+pub mod repair;
 pub mod repo;
 pub mod rollback;
 pub mod rpm;

@@ -76,8 +76,8 @@ impl fmt::Display for PackageSpec {
     }
 }
 
-/// Orders versions as dpkg does; versions that are not Debian versions (free-form
-/// `--version` of tar and directory imports) fall back to byte order.
+/// Orders free-form versions (`--version` of tar and directory imports; Debian's own):
+/// as dpkg does where both parse as Debian versions, else in byte order.
 pub fn compare_versions(a: &str, b: &str) -> Ordering {
     match (
         a.parse::<debversion::Version>(),
@@ -85,15 +85,6 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
     ) {
         (Ok(x), Ok(y)) => x.cmp(&y),
         _ => a.cmp(b),
-    }
-}
-
-/// Orders two versions of packages: as rpm does for two RPMs, else as
-/// [`compare_versions`] does.
-pub fn compare_package_versions(a: &Package, b: &Package) -> Ordering {
-    match (a.kind, b.kind) {
-        (PackageKind::Rpm, PackageKind::Rpm) => crate::rpm::evr::compare(&a.version, &b.version),
-        _ => compare_versions(&a.version, &b.version),
     }
 }
 
@@ -112,7 +103,7 @@ impl PackageIndex {
         packages.sort_by(|a, b| {
             a.1.name
                 .cmp(&b.1.name)
-                .then_with(|| compare_package_versions(&a.1, &b.1))
+                .then_with(|| crate::format::compare_versions(&a.1, &b.1))
         });
         Ok(PackageIndex { packages })
     }
@@ -138,7 +129,8 @@ impl PackageIndex {
             .filter(|(_, p)| spec.arch.as_ref().is_none_or(|a| *a == p.arch))
             .filter(|(_, p)| spec.version.as_ref().is_none_or(|v| *v == p.version))
             .max_by(|a, b| {
-                compare_package_versions(&a.1, &b.1).then(a.1.imported_at.cmp(&b.1.imported_at))
+                crate::format::compare_versions(&a.1, &b.1)
+                    .then(a.1.imported_at.cmp(&b.1.imported_at))
             });
         best.copied().ok_or_else(|| {
             let names = self.packages.iter().map(|(_, p)| p.name.as_str());
@@ -147,7 +139,7 @@ impl PackageIndex {
             {
                 format!("; did you mean {near}?")
             } else if named.is_empty() {
-                "; import it first (canopy import deb FILE) or see `canopy packages list`"
+                "; import it first (canopy import deb|rpm FILE) or see `canopy packages list`"
                     .to_string()
             } else {
                 let have: Vec<String> = named

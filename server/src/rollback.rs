@@ -9,6 +9,7 @@
 
 use crate::import::now;
 use crate::store::{Store, StoreError};
+use crate::view::history::{self, HistoryError};
 use canopy_protocol::{Commit, CommitBody, CommitId, RootName};
 use serde::{Deserialize, Serialize};
 
@@ -94,14 +95,53 @@ pub fn previous_version(
     }
 }
 
-/// Makes the root show `target`'s content again, as a new commit on top of `head`,
-/// the root's current commit. The store must be open for writing.
+/// Where a rollback starts: the root's current commit, or, for a root that was
+/// removed, the commit it had (which becomes the new commit's parent: history grows on
+/// from where it stopped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Base {
+    /// The root exists, at this commit.
+    Head(CommitId),
+    /// The root was removed when at this commit.
+    Removed(CommitId),
+}
+
+impl Base {
+    /// The commit the rollback commit builds on.
+    pub fn commit(self) -> CommitId {
+        match self {
+            Base::Head(c) | Base::Removed(c) => c,
+        }
+    }
+}
+
+/// Where `root` stands for a rollback: its head, or the commit it had when removed.
+pub fn base(store: &Store, root: &RootName) -> Result<Base, HistoryError> {
+    if let Some(head) = store.root_ref(root)? {
+        return Ok(Base::Head(head));
+    }
+    let removed = store.reflog(root)?.into_iter().rev().find_map(|l| {
+        (l.applied && l.entry.new.is_none())
+            .then_some(l.entry.old)
+            .flatten()
+    });
+    match removed {
+        // A damaged or foreign entry is no base: the commit must be this root's.
+        Some(c) if store.commit(&c).is_ok_and(|x| x.body.root == *root) => Ok(Base::Removed(c)),
+        // Neither a root nor a removed one: the usual error, with its suggestions.
+        _ => Err(history::head(store, root).expect_err("the root has no ref")),
+    }
+}
+
+/// Makes the root show `target`'s content again, as a new commit on top of `base`. The
+/// store must be open for writing.
 pub fn rollback(
     store: &Store,
     root: &RootName,
-    head: CommitId,
+    base: Base,
     target: CommitId,
 ) -> Result<RolledBack, RollbackError> {
+    let head = base.commit();
     let current = store.commit(&head)?;
     let old = store.commit(&target)?;
     if old.body.root != *root {
@@ -117,7 +157,7 @@ pub fn rollback(
         && current.body.requested == old.body.requested
         && current.body.options == old.body.options
         && without_record(&current.body) == extensions;
-    if same {
+    if same && matches!(base, Base::Head(_)) {
         return Ok(RolledBack {
             id: head,
             commit: current,
@@ -152,7 +192,12 @@ pub fn rollback(
     let commit = body.sign(&store.signing_key()?);
     let mut txn = store.begin()?;
     let id = txn.put_commit(&commit)?;
-    txn.set_root(root, Some(head), id);
+    txn.operation("rollback");
+    let expected = match base {
+        Base::Head(h) => Some(h),
+        Base::Removed(_) => None,
+    };
+    txn.set_root(root, expected, id);
     txn.commit()?;
     Ok(RolledBack {
         id,

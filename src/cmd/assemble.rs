@@ -5,7 +5,7 @@ use crate::cli::{AssembleArgs, ConfigureArgs, UpgradeArgs};
 use anyhow::{Context, Result};
 use canopy_protocol::{Commit, CommitBody, CommitId, Package, PackageId, RootName};
 use canopy_server::assemble::{
-    Configuration, Recipe, Request, assemble, package_refs, select_imported, unchanged,
+    Configuration, Recipe, Request, assemble_as, package_refs, select_imported, unchanged,
 };
 use canopy_server::configure;
 use canopy_server::diff::{self, Listed, PackageChange};
@@ -30,6 +30,7 @@ pub fn run(store: &Path, args: AssembleArgs) -> Result<ExitCode> {
         allow_overwrite: args.allow_overwrite,
         subtree: args.subtree,
         no_configure: args.no_configure,
+        unknown_owner_root: args.unknown_owner.is_some(),
     };
     let store = open(store, Access::Write)?;
     let previous = store
@@ -37,15 +38,22 @@ pub fn run(store: &Path, args: AssembleArgs) -> Result<ExitCode> {
         .map(|id| store.commit(&id))
         .transpose()?;
     let (packages, resolved) = select(&store, &recipe, args.json.json)?;
-    commit(
-        &store,
-        root,
-        recipe,
-        packages,
-        args.message,
+    let plan = Plan {
+        operation: "assemble",
+        subject: args.message,
         previous,
         resolved,
-        &args.configure,
+        configure: &args.configure,
+    };
+    commit(
+        &store,
+        Request {
+            root,
+            recipe,
+            packages,
+            subject: None,
+        },
+        plan,
         args.json.json,
     )
 }
@@ -100,15 +108,22 @@ pub fn upgrade(store: &Path, args: UpgradeArgs) -> Result<ExitCode> {
     let subject = args
         .message
         .unwrap_or_else(|| format!("upgrade {root}: {}", summary(&changes)));
+    let plan = Plan {
+        operation: "upgrade",
+        subject: Some(subject),
+        previous: Some(old),
+        resolved,
+        configure: &args.configure,
+    };
     commit(
         &store,
-        root,
-        recipe,
-        packages,
-        Some(subject),
-        Some(old),
-        resolved,
-        &args.configure,
+        Request {
+            root,
+            recipe,
+            packages,
+            subject: None,
+        },
+        plan,
         json,
     )
 }
@@ -237,40 +252,46 @@ fn select(
     Ok((provided.packages, resolved))
 }
 
+/// What a command knows about the commit it is about to make, beyond the request.
+struct Plan<'a> {
+    /// What the reflog calls it: `assemble`, or `upgrade` (a root made again from its
+    /// own recipe).
+    operation: &'static str,
+    /// The commit's subject line.
+    subject: Option<String>,
+    /// The root's commit before.
+    previous: Option<Commit>,
+    /// How the packages were resolved.
+    resolved: Resolved,
+    /// How to configure the packages.
+    configure: &'a ConfigureArgs,
+}
+
 /// Assembles (configuring, with a progress bar) and prints the result line, with notes
 /// on overwrites and configuring.
-#[allow(clippy::too_many_arguments)]
-fn commit(
-    store: &Store,
-    root: RootName,
-    recipe: Recipe,
-    packages: Vec<(PackageId, Package)>,
-    subject: Option<String>,
-    previous: Option<Commit>,
-    resolved: Resolved,
-    configure: &ConfigureArgs,
-    json: bool,
-) -> Result<ExitCode> {
-    let label = root.to_string();
+fn commit(store: &Store, mut req: Request, plan: Plan, json: bool) -> Result<ExitCode> {
+    let label = req.root.to_string();
+    req.subject = plan.subject;
+    let (previous, resolved) = (plan.previous, plan.resolved);
     let settings = configure::Settings {
         worker: std::env::current_exe().context("finding the canopy executable")?,
-        timeout: configure.configure_timeout,
+        timeout: plan.configure.configure_timeout,
         source_date_epoch: source_date_epoch()?,
+        unknown_owner_root: req.recipe.unknown_owner_root,
     };
     let progress = Bars::new(json);
     let started = std::time::Instant::now();
-    let done = assemble(
-        store,
-        &Request {
-            root,
-            recipe,
-            packages,
-            subject,
-        },
-        Some((&settings, &progress)),
-    );
+    let done = assemble_as(store, &req, Some((&settings, &progress)), plan.operation);
     progress.bar.finish_and_clear();
     let done = done?;
+    for warning in &done.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if let Configuration::Done { configured, .. } = &done.configuration {
+        for note in &configured.notes {
+            eprintln!("warning: {note}");
+        }
+    }
     let changes = match &previous {
         Some(p) => diff::packages(&p.body.packages, &done.commit.body.packages),
         None => Vec::new(),

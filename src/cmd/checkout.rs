@@ -1,6 +1,6 @@
 //! `canopy checkout`.
 
-use super::{open, print_json, root_at};
+use super::{bytes, open, print_json, root_at};
 use crate::cli::CheckoutArgs;
 use anyhow::{Result, bail};
 use canopy_server::Access;
@@ -35,6 +35,7 @@ pub fn run(store: &Path, args: CheckoutArgs) -> Result<ExitCode> {
         print_json(&json!({
             "root": root.as_str(), "commit": id.to_string(), "tree": commit.body.tree.to_string(),
             "dir": args.dir.display().to_string(), "files": r.files, "linked": r.linked,
+            "farm_linked": r.farm_linked, "linked_bytes": r.linked_bytes,
             "copied": r.files - r.linked, "copied_for_metadata": r.copied_for_metadata,
             "cross_device": r.cross_device, "dirs": r.dirs, "symlinks": r.symlinks,
             "special": r.specials, "warnings": r.warnings,
@@ -52,9 +53,16 @@ pub fn run(store: &Path, args: CheckoutArgs) -> Result<ExitCode> {
         r.symlinks,
         r.specials
     );
+    if r.linked > 0 {
+        println!(
+            "{} hard-linked ({} of them through the link farm, as their mode or owner differ from the object's): shared with the store and every checkout of the same files",
+            bytes(r.linked_bytes),
+            r.farm_linked
+        );
+    }
     if r.copied_for_metadata > 0 {
         println!(
-            "note: {} files copied: mode, owner or xattrs differ from the store's object file",
+            "note: {} files copied: they carry xattrs, or the link farm could not be written",
             r.copied_for_metadata
         );
     }
@@ -63,9 +71,6 @@ pub fn run(store: &Path, args: CheckoutArgs) -> Result<ExitCode> {
             "note: {} is on another filesystem than the store: files were copied",
             args.dir.display()
         );
-    }
-    if r.no_local_objects {
-        println!("note: the store's objects are not files on this machine: files were copied");
     }
     Ok(ExitCode::SUCCESS)
 }

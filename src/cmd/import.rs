@@ -1,12 +1,14 @@
 //! `canopy import deb|rpm|tar|dir` and `canopy packages list`.
 
 use super::{open, print_json, time};
-use crate::cli::Named;
+use crate::cli::{Force, JsonFlag, MaxSize, Named};
 use anyhow::{Context, Result, bail};
-use canopy_server::Access;
-use canopy_server::import::{self, ImportError, Imported, Limits, Outcome};
+use canopy_protocol::PackageKind;
+use canopy_server::format;
+use canopy_server::import::{self, ImportError, Imported, Limits, Outcome, Prepared};
 use canopy_server::packages::PackageIndex;
 use canopy_server::repo::signature::Keyring;
+use canopy_server::{Access, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -32,6 +34,10 @@ fn report(imported: &Imported) -> String {
             "skipped {} {} ({arch}): already imported",
             p.name, p.version
         ),
+        Outcome::New { entries, stats } if stats.replaced > 0 => format!(
+            "imported {} {} ({arch}): {entries} entries, {} new objects, {} new bytes, {} damaged objects replaced",
+            p.name, p.version, stats.new_objects, stats.new_bytes, stats.replaced
+        ),
         Outcome::New { entries, stats } => format!(
             "imported {} {} ({arch}): {entries} entries, {} new objects, {} new bytes",
             p.name, p.version, stats.new_objects, stats.new_bytes
@@ -52,6 +58,7 @@ fn imported_json(file: &Path, imported: &Imported) -> Value {
         "archive": p.archive.to_string(), "package": imported.id.to_string(),
         "tree": p.tree.to_string(), "entries": entries,
         "new_objects": stats.new_objects, "new_bytes": stats.new_bytes,
+        "replaced": stats.replaced,
     })
 }
 
@@ -67,10 +74,39 @@ fn print_imports(packages: Vec<Value>, failed: Vec<Value>) -> Result<()> {
     print_json(&json!({"packages": packages, "failed": failed}))
 }
 
-pub fn debs(store: &Path, files: &[PathBuf], max_size: u64, json: bool) -> Result<ExitCode> {
-    let store = open(store, Access::Write)?;
-    archives(files, json, |file| {
-        canopy_server::debian::deb::import(&store, file, limits(max_size))
+/// What every package import takes.
+pub struct Flags {
+    max_size: u64,
+    force: bool,
+    json: bool,
+}
+
+impl Flags {
+    /// The flags as parsed.
+    pub fn of(limit: &MaxSize, force: &Force, json: &JsonFlag) -> Flags {
+        Flags {
+            max_size: limit.max_size,
+            force: force.force,
+            json: json.json,
+        }
+    }
+
+    /// The store, open to write, and reimporting with `--force`.
+    fn open(&self, store: &Path) -> Result<Store> {
+        let store = open(store, Access::Write)?;
+        Ok(if self.force {
+            store.reimporting()
+        } else {
+            store
+        })
+    }
+}
+
+pub fn debs(store: &Path, files: &[PathBuf], flags: Flags) -> Result<ExitCode> {
+    let store = flags.open(store)?;
+    let deb = format::of_kind(PackageKind::Deb).expect("Debian is a format");
+    archives(&store, files, flags.json, |file| {
+        deb.prepare(&store, file, None, limits(flags.max_size), None)
     })
 }
 
@@ -78,24 +114,26 @@ pub fn rpms(
     store: &Path,
     files: &[PathBuf],
     keyring: Option<&Path>,
-    max_size: u64,
-    json: bool,
+    flags: Flags,
 ) -> Result<ExitCode> {
     let keyring = keyring
         .map(|k| Keyring::load(k).with_context(|| format!("reading keyring {}", k.display())))
         .transpose()?;
-    let store = open(store, Access::Write)?;
-    archives(files, json, |file| {
-        canopy_server::rpm::import::import(&store, file, limits(max_size), keyring.as_ref())
+    let store = flags.open(store)?;
+    let rpm = format::of_kind(PackageKind::Rpm).expect("RPM is a format");
+    archives(&store, files, flags.json, |file| {
+        rpm.prepare(&store, file, None, limits(flags.max_size), keyring.as_ref())
     })
 }
 
-/// Imports archives one by one with a progress bar, one line each (or one JSON
-/// document); a refused archive is reported and the others still import.
-fn archives(
+/// Imports archives, several at once and committed together (see
+/// [`import::batch`]), with a progress bar, one line each in the order given (or one
+/// JSON document); a refused archive is reported and the others still import.
+fn archives<'s>(
+    store: &'s Store,
     files: &[PathBuf],
     json: bool,
-    import: impl Fn(&Path) -> Result<Imported, ImportError>,
+    prepare: impl Fn(&Path) -> Result<Prepared<'s>, ImportError> + Sync,
 ) -> Result<ExitCode> {
     let bar = ProgressBar::new(files.len() as u64).with_style(
         ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {wide_msg}")
@@ -106,30 +144,26 @@ fn archives(
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let (mut done, mut failed) = (Vec::new(), Vec::new());
-    for file in files {
-        bar.set_message(file.display().to_string());
-        // A bug met by one archive must not cost the others their import: a panic is
-        // reported as that archive's error (its transaction is dropped, so the store
-        // keeps nothing of it) and the batch goes on.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| import(file)));
-        match result {
-            Ok(Ok(imported)) if json => done.push(imported_json(file, &imported)),
-            Ok(Ok(imported)) => bar.suspend(|| println!("{}", report(&imported))),
-            Ok(Err(e)) => {
-                bar.suspend(|| eprintln!("error: importing {}: {e}", file.display()));
-                failed.push(failed_json(file, &e));
+    import::batch::import(
+        store,
+        files.len(),
+        import::batch::threads(),
+        |i| prepare(&files[i]),
+        |i, result| {
+            let file = &files[i];
+            bar.set_message(file.display().to_string());
+            match result {
+                Ok(imported) if json => done.push(imported_json(file, &imported)),
+                Ok(imported) => bar.suspend(|| println!("{}", report(&imported))),
+                Err(e) => {
+                    bar.suspend(|| eprintln!("error: importing {}: {e}", file.display()));
+                    failed.push(failed_json(file, &e));
+                }
             }
-            Err(_) => {
-                let bug =
-                    "canopy failed on this archive (a bug: please report it with the archive)";
-                bar.suspend(|| eprintln!("error: importing {}: {bug}", file.display()));
-                failed.push(json!({
-                    "file": file.display().to_string(), "error": bug, "class": null,
-                }));
-            }
-        }
-        bar.inc(1);
-    }
+            bar.inc(1);
+        },
+    )
+    .context("committing the imported archives")?;
     bar.finish_and_clear();
     let failures = failed.len();
     if json {
@@ -176,26 +210,20 @@ fn single(path: &Path, result: Result<Imported, ImportError>, json: bool) -> Res
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn tar(
-    store: &Path,
-    file: &Path,
-    named: &Named,
-    max_size: u64,
-    json: bool,
-) -> Result<ExitCode> {
+pub fn tar(store: &Path, file: &Path, named: &Named, flags: Flags) -> Result<ExitCode> {
     check_name(named)?;
-    let store = open(store, Access::Write)?;
-    let limits = limits(max_size);
+    let store = flags.open(store)?;
+    let limits = limits(flags.max_size);
     let result = import::tar::import(&store, file, &named.name, &named.version, limits);
-    single(file, result, json)
+    single(file, result, flags.json)
 }
 
-pub fn dir(store: &Path, dir: &Path, named: &Named, max_size: u64, json: bool) -> Result<ExitCode> {
+pub fn dir(store: &Path, dir: &Path, named: &Named, flags: Flags) -> Result<ExitCode> {
     check_name(named)?;
-    let store = open(store, Access::Write)?;
-    let limits = limits(max_size);
+    let store = flags.open(store)?;
+    let limits = limits(flags.max_size);
     let result = import::dir::import(&store, dir, &named.name, &named.version, limits);
-    single(dir, result, json)
+    single(dir, result, flags.json)
 }
 
 /// Package extensions for `--json`: each value as the JSON it holds (as every format

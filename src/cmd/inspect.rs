@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use canopy_protocol::{Entry, EntryKind, Meta, PackageRef};
 use canopy_server::Access;
 use canopy_server::inspect::{self, Follow, Origin};
+use canopy_server::maker::Maker;
 use serde_json::{Value, json};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -260,39 +261,68 @@ pub fn owner(store: &Path, args: &OwnerArgs) -> Result<ExitCode> {
             format!("{} {} ({})", p.name, p.version, p.arch)
         }
     };
-    let (origin, packages, replaced): (&str, &[usize], &[usize]) = match &owner.origin {
-        Origin::Packages(p) => ("package", p, &[]),
-        Origin::Configuration { replaced } => ("configuration", &[], replaced),
-        Origin::Unknown => ("unknown", &[], &[]),
-    };
+    let (origin, packages, replaced, makers): (&str, &[usize], &[usize], &[Maker]) =
+        match &owner.origin {
+            Origin::Packages(p) => ("package", p, &[], &[]),
+            Origin::Configuration { replaced, makers } => ("configuration", &[], replaced, makers),
+            Origin::Unknown => ("unknown", &[], &[], &[]),
+        };
     if args.json.json {
         let pick = |list: &[usize]| -> Vec<Value> {
             list.iter()
                 .map(|i| package_json(&body.packages[*i]))
                 .collect()
         };
+        let made_by: Vec<Value> = makers
+            .iter()
+            .map(|m| match m {
+                Maker::Script { package, script } => json!({
+                    "what": "script", "package": package_json(&body.packages[*package]),
+                    "script": script,
+                }),
+                Maker::Database => json!({"what": "package database"}),
+            })
+            .collect();
         print_json(&json!({
             "root": at.root.as_str(), "commit": id.to_string(), "path": path,
             "kind": kind_word(&owner.found.kind), "origin": origin,
-            "packages": pick(packages), "replaced": pick(replaced),
+            "packages": pick(packages), "replaced": pick(replaced), "made_by": made_by,
         }))?;
-    } else {
-        match &owner.origin {
-            Origin::Packages(p) => {
-                println!(
-                    "{path}: {}",
-                    p.iter().map(label).collect::<Vec<_>>().join(", ")
-                )
-            }
-            Origin::Configuration { replaced } if replaced.is_empty() => {
-                println!("{path}: configuration (made when the packages were configured)")
-            }
-            Origin::Configuration { replaced } => println!(
-                "{path}: configuration (changed when the packages were configured; shipped by {})",
-                replaced.iter().map(label).collect::<Vec<_>>().join(", ")
-            ),
-            Origin::Unknown => println!("{path}: no package ships it"),
+    } else if let Origin::Packages(p) = &owner.origin {
+        println!(
+            "{path}: {}",
+            p.iter().map(label).collect::<Vec<_>>().join(", ")
+        );
+    } else if let Origin::Configuration { replaced, makers } = &owner.origin {
+        let mut said = Vec::new();
+        if !makers.is_empty() {
+            let who: Vec<String> = makers
+                .iter()
+                .map(|m| match m {
+                    Maker::Script { package, script } => {
+                        format!("{}'s {script}", body.packages[*package].name)
+                    }
+                    Maker::Database => "the package database, written by configuring".into(),
+                })
+                .collect();
+            let names = if makers.iter().any(|m| matches!(m, Maker::Script { .. })) {
+                ", which names it"
+            } else {
+                ""
+            };
+            said.push(format!("made by {}{names}", who.join(", ")));
+        } else if replaced.is_empty() {
+            said.push("made when the packages were configured".into());
         }
+        if !replaced.is_empty() {
+            said.push(format!(
+                "changed from what {} ships",
+                replaced.iter().map(label).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        println!("{path}: configuration ({})", said.join("; "));
+    } else {
+        println!("{path}: no package ships it");
     }
     Ok(match owner.origin {
         Origin::Unknown => ExitCode::FAILURE,

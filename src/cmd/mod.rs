@@ -8,6 +8,8 @@ mod import;
 mod inspect;
 mod maintenance;
 mod mount;
+mod netboot;
+mod remove;
 mod repo;
 mod roots;
 mod run;
@@ -47,33 +49,48 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Init(args) => setup::init(&store, args),
         Command::Key(KeyCommand::Show) => setup::key_show(&store),
-        Command::Import(ImportCommand::Deb { files, limit, json }) => {
-            import::debs(&store, &files, limit.max_size, json.json)
-        }
+        Command::Import(ImportCommand::Deb {
+            files,
+            limit,
+            force,
+            json,
+        }) => import::debs(&store, &files, import::Flags::of(&limit, &force, &json)),
         Command::Import(ImportCommand::Rpm {
             files,
             keyring,
             limit,
+            force,
             json,
         }) => import::rpms(
             &store,
             &files,
             keyring.as_deref(),
-            limit.max_size,
-            json.json,
+            import::Flags::of(&limit, &force, &json),
         ),
         Command::Import(ImportCommand::Tar {
             file,
             named,
             limit,
+            force,
             json,
-        }) => import::tar(&store, &file, &named, limit.max_size, json.json),
+        }) => import::tar(
+            &store,
+            &file,
+            &named,
+            import::Flags::of(&limit, &force, &json),
+        ),
         Command::Import(ImportCommand::Dir {
             dir,
             named,
             limit,
+            force,
             json,
-        }) => import::dir(&store, &dir, &named, limit.max_size, json.json),
+        }) => import::dir(
+            &store,
+            &dir,
+            &named,
+            import::Flags::of(&limit, &force, &json),
+        ),
         Command::Import(ImportCommand::Oci { layout, image }) => {
             image::import(&store, &layout, image::Format::Layout, image)
         }
@@ -81,6 +98,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             image::import(&store, &file, image::Format::DockerArchive, image)
         }
         Command::Packages(PackagesCommand::List(json)) => import::list(&store, json.json),
+        Command::Packages(PackagesCommand::Remove(args)) => remove::packages(&store, &args),
+        Command::Roots(RootsCommand::Reflog { root, json }) => {
+            roots::reflog(&store, &root, json.json)
+        }
+        Command::Roots(RootsCommand::Remove {
+            root,
+            dry_run,
+            json,
+        }) => remove::root(&store, &root, dry_run, json.json),
         Command::Assemble(args) => assemble::run(&store, args),
         Command::Upgrade(args) => assemble::upgrade(&store, args),
         Command::Repo(RepoCommand::Add(args)) => repo::add(&store, *args),
@@ -89,7 +115,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Repo(RepoCommand::Update { names, json }) => {
             repo::update(&store, &names, json.json)
         }
-        Command::Roots(RootsCommand::List(json)) => roots::list(&store, json.json),
+        Command::Roots(RootsCommand::List(args)) => {
+            if args.removed {
+                roots::removed(&store, args.json.json)
+            } else {
+                roots::list(&store, args.json.json)
+            }
+        }
         Command::Roots(RootsCommand::Show { root, json }) => {
             inspect::show(&store, &root, json.json)
         }
@@ -115,9 +147,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Cat(args) => inspect::cat(&store, &args),
         Command::Owner(args) => inspect::owner(&store, &args),
         Command::Checkout(args) => checkout::run(&store, args),
-        Command::Fsck(json) => maintenance::fsck(&store, json.json),
-        Command::Gc(args) => maintenance::gc(&store, args.dry_run, args.json.json),
+        Command::Fsck(args) => maintenance::fsck(&store, &args),
+        Command::Gc(args) => maintenance::gc(&store, &args),
         Command::Serve(args) => serve::run(&store, args),
+        Command::Netboot(args) => netboot::run(&store, args),
         Command::Mount(_)
         | Command::VolumePlugin(_)
         | Command::Run(_)

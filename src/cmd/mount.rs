@@ -73,11 +73,25 @@ fn check_mountpoint(path: &Path, nonempty: bool) -> Result<()> {
             path.display()
         ),
         // ENOTCONN: a FUSE mount whose daemon died; the kernel still holds the path.
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
-            "mountpoint {} is a dead FUSE mount (its daemon is gone): `umount {}` first",
-            path.display(),
-            path.display()
-        ),
+        // A canopy one (killed, crashed) is detached and mounted anew, so a restarted
+        // service needs no hand; another filesystem's is left to its owner.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            if !is_canopy_mount(path) {
+                bail!(
+                    "mountpoint {} is a dead FUSE mount (its daemon is gone): `umount {}` first",
+                    path.display(),
+                    path.display()
+                );
+            }
+            mount::umount_lazily(path).with_context(|| {
+                format!("detaching the dead canopy mount at {}", path.display())
+            })?;
+            tracing::warn!(
+                "{}: its canopy daemon is gone; detached the dead mount",
+                path.display()
+            );
+            return check_mountpoint(path, nonempty);
+        }
         Err(e) => bail!("mountpoint {}: {e}", path.display()),
     };
     if !meta.is_dir() {
@@ -109,7 +123,13 @@ fn check_mountpoint(path: &Path, nonempty: bool) -> Result<()> {
 /// /proc/self/mountinfo, a `fuse` (or `fuse.canopy`) filesystem whose source is
 /// `canopy`.
 fn is_canopy_mount(path: &Path) -> bool {
-    let Ok(path) = std::fs::canonicalize(path) else {
+    // A dead mount cannot be resolved itself (ENOTCONN): resolve its parent.
+    let resolved = std::fs::canonicalize(path).or_else(|_| {
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let name = path.file_name().ok_or(std::io::ErrorKind::InvalidInput)?;
+        std::fs::canonicalize(parent.unwrap_or(Path::new("."))).map(|p| p.join(name))
+    });
+    let Ok(path) = resolved else {
         return false;
     };
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {

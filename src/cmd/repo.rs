@@ -33,27 +33,12 @@ pub fn add(store: &Path, args: RepoAddArgs) -> Result<ExitCode> {
         ),
         None => None,
     };
-    let kind = match args.kind.as_str() {
-        "rpm-md" => RepoKind::RpmMd,
-        _ => RepoKind::Deb,
-    };
-    if kind == RepoKind::RpmMd && !args.suite.is_empty() {
-        bail!(
-            "--suite is for Debian repositories: an rpm-md URL is the directory holding repodata/"
-        );
-    }
-    if kind == RepoKind::Deb && args.verify_package_signatures {
-        bail!(
-            "--verify-package-signatures is for rpm-md repositories (Debian packages are checked by the signed Release's hashes)"
-        );
-    }
-    let arch = args.arch.unwrap_or_else(|| {
-        match kind {
-            RepoKind::Deb => "amd64",
-            RepoKind::RpmMd => "x86_64",
-        }
-        .to_string()
-    });
+    let kind = RepoKind::from_label(&args.kind)
+        .with_context(|| format!("unknown repository kind {}", args.kind))?;
+    let format = canopy_server::format::of_repo(kind);
+    let arch = args
+        .arch
+        .unwrap_or_else(|| format.default_arch().to_string());
     let config = RepoConfig {
         kind,
         url,
@@ -67,6 +52,9 @@ pub fn add(store: &Path, args: RepoAddArgs) -> Result<ExitCode> {
         keyring,
         verify_package_signatures: args.verify_package_signatures,
     };
+    if let Err(why) = format.check_repo(&config) {
+        bail!("{why}");
+    }
     let store = open(store, Access::Write)?;
     // Read it once now, so a wrong URL, suite or key is found at once, not at the
     // first assemble.
@@ -112,13 +100,7 @@ pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
                 Some(k) => format!("signed by {}", k.display()),
                 None => "signature not checked".into(),
             };
-            let place = if c.kind == RepoKind::RpmMd {
-                "(rpm-md)".into()
-            } else if c.suites.is_empty() {
-                "(flat)".into()
-            } else {
-                format!("{} {}", c.suites.join(","), c.components.join(","))
-            };
+            let place = canopy_server::format::of_repo(c.kind).describe_repo(c);
             println!("{name:<16} {} {place} {}  {signed}", c.url, c.arch);
         }
     }

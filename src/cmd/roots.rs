@@ -2,11 +2,12 @@
 
 use super::{find_in_log, head, open, print_json, root_name, time};
 use anyhow::{Context, Result};
-use canopy_protocol::Escaped;
+use canopy_protocol::{CommitId, Escaped};
+use canopy_server::Access;
 use canopy_server::configure::{self, Configured, ScriptRun};
 use canopy_server::diff;
+use canopy_server::rollback::{self, Base};
 use canopy_server::view::history;
-use canopy_server::{Access, rollback};
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
@@ -23,10 +24,56 @@ pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
         if !json {
             println!(
                 "{:<24} {}  {}  {} packages",
-                name,
+                name.as_str(),
                 id.0.short(),
                 time(c.body.timestamp),
                 c.body.packages.len()
+            );
+        }
+    }
+    if json {
+        print_json(&json!(items))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Roots whose ref is gone but whose reflog remains: what `roots rollback` can bring back.
+pub fn removed(store: &Path, json: bool) -> Result<ExitCode> {
+    let store = open(store, Access::Read)?;
+    let mut items = Vec::new();
+    for root in store.logged_roots()? {
+        if store.root_ref(&root)?.is_some() {
+            continue;
+        }
+        let Some(gone) = store
+            .reflog(&root)?
+            .into_iter()
+            .rev()
+            .find(|l| l.applied && l.entry.new.is_none())
+        else {
+            continue;
+        };
+        let Some(commit) = gone.entry.old else {
+            continue;
+        };
+        // After gc's grace period the versions are gone: nothing to bring back.
+        let kept = store.has(&commit.0)?;
+        items.push(json!({
+            "name": root.as_str(), "commit": commit.to_string(), "removed_at": gone.entry.time,
+            "user": gone.entry.user, "kept": kept,
+        }));
+        if !json {
+            let state = if kept {
+                format!("`canopy roots rollback {root}` brings it back")
+            } else {
+                "collected by gc".to_string()
+            };
+            println!(
+                "{:<24} {}  removed {} by {}  ({state})",
+                root.as_str(),
+                commit.0.short(),
+                time(gone.entry.time),
+                Escaped(gone.entry.user.as_bytes())
             );
         }
     }
@@ -120,6 +167,51 @@ pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn reflog(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
+    let store = open(store, Access::Read)?;
+    let root = root_name(root)?;
+    let log = store.reflog(&root)?;
+    if log.is_empty() {
+        // The usual error for a root that never was, with its suggestions.
+        head(&store, &root)?;
+    }
+    let id = |c: Option<CommitId>| c.map(|c| c.to_string());
+    if json {
+        let items: Vec<_> = log
+            .iter()
+            .rev()
+            .map(|l| {
+                let e = &l.entry;
+                json!({
+                    "time": e.time, "user": e.user, "op": e.op, "old": id(e.old),
+                    "new": id(e.new), "applied": l.applied,
+                })
+            })
+            .collect();
+        print_json(&json!(items))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let short = |c: Option<CommitId>| c.map_or("-".to_string(), |c| c.0.short());
+    for l in log.iter().rev() {
+        let e = &l.entry;
+        let note = if l.applied {
+            ""
+        } else {
+            "  (interrupted: the ref did not move)"
+        };
+        println!(
+            "{}  {:<10} {:<9} {} → {}{note}",
+            time(e.time),
+            // A log line is text anyone who could write the store wrote: shown escaped.
+            Escaped(e.user.as_bytes()).to_string(),
+            Escaped(e.op.as_bytes()).to_string(),
+            short(e.old),
+            short(e.new)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// What configuring recorded in a commit, if it was configured.
 fn configured(body: &canopy_protocol::CommitBody) -> Option<Configured> {
     let bytes = body.extensions.get(configure::EXTENSION)?;
@@ -135,12 +227,14 @@ fn configured(body: &canopy_protocol::CommitBody) -> Option<Configured> {
 pub fn rollback(store: &Path, root: &str, commit: Option<&str>, json: bool) -> Result<ExitCode> {
     let store = open(store, Access::Write)?;
     let root = root_name(root)?;
-    let current = head(&store, &root)?;
-    let target = match commit {
-        Some(prefix) => find_in_log(&store, &root, prefix)?,
-        None => rollback::previous_version(&store, &root, current)?,
+    // A removed root comes back from the commit it had (its reflog knows it).
+    let base = rollback::base(&store, &root)?;
+    let target = match (commit, base) {
+        (Some(prefix), _) => find_in_log(&store, &root, prefix)?,
+        (None, Base::Head(current)) => rollback::previous_version(&store, &root, current)?,
+        (None, Base::Removed(had)) => had,
     };
-    let done = rollback::rollback(&store, &root, current, target)?;
+    let done = rollback::rollback(&store, &root, base, target)?;
     if json {
         print_json(&json!({
             "root": root.as_str(), "commit": done.id.to_string(),

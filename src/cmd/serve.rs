@@ -3,12 +3,14 @@
 use super::{open, terminated};
 use crate::cli::ServeArgs;
 use anyhow::{Context, Result};
+use canopy_cache::Cache;
 use canopy_server::nfs::{NfsServer, Portmap};
-use canopy_server::{Access, http};
+use canopy_server::{Access, Store, http};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Where HTTP listens when neither `--listen` nor `--nfs` is given.
 const DEFAULT_HTTP: &str = "127.0.0.1:7750";
@@ -20,11 +22,25 @@ pub fn run(store_path: &Path, args: ServeArgs) -> Result<ExitCode> {
         nfs,
         no_portmap,
         wire_cache,
+        cache_dir,
+        cache_size,
     } = args;
+    let cache = read_cache(store_path, cache_dir, cache_size)?;
+    // HTTP and NFS open the store each, and share the read cache.
+    let open_store = |access| -> Result<Store> {
+        let store = open(store_path, access)?;
+        Ok(match &cache {
+            Some(cache) => store.read_through(cache.clone()),
+            None => store,
+        })
+    };
     let listen = match (listen, nfs) {
         (None, None) => Some(DEFAULT_HTTP.parse().expect("a valid address")),
         (listen, _) => listen,
     };
+    // Each listener gets its share of the open-file limit for connections.
+    let listeners = usize::from(listen.is_some()) + usize::from(nfs.is_some());
+    let connections = canopy_server::admission::connection_cap(listeners);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
         // One signal stops both servers.
@@ -41,9 +57,10 @@ pub fn run(store_path: &Path, args: ServeArgs) -> Result<ExitCode> {
         };
         let mut servers = tokio::task::JoinSet::new();
         if let Some(addr) = nfs {
-            let mut server = NfsServer::bind(open(store_path, Access::Unlocked)?, addr)
+            let mut server = NfsServer::bind(open_store(Access::Unlocked)?, addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} for NFS"))?;
+            server.connection_cap(connections);
             let addr = server.local_addr()?;
             println!("exporting {} over NFSv3 on {addr}", store_path.display());
             if !no_portmap {
@@ -56,7 +73,7 @@ pub fn run(store_path: &Path, args: ServeArgs) -> Result<ExitCode> {
             });
         }
         if let Some(addr) = listen {
-            let store = open(store_path, Access::Unlocked)?;
+            let store = open_store(Access::Unlocked)?;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
@@ -64,9 +81,17 @@ pub fn run(store_path: &Path, args: ServeArgs) -> Result<ExitCode> {
             println!("serving {} on http://{addr}", store_path.display());
             let stop = stopped();
             servers.spawn(async move {
-                http::serve(store, listener, http::Options { wire_cache }, stop)
-                    .await
-                    .context("serving HTTP")
+                http::serve(
+                    store,
+                    listener,
+                    http::Options {
+                        connections,
+                        wire_cache,
+                    },
+                    stop,
+                )
+                .await
+                .context("serving HTTP")
             });
         }
         std::io::stdout().flush()?;
@@ -77,6 +102,28 @@ pub fn run(store_path: &Path, args: ServeArgs) -> Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The read cache of a store in a bucket (objects of a local store are files already).
+fn read_cache(store_path: &Path, dir: Option<PathBuf>, size: u64) -> Result<Option<Arc<Cache>>> {
+    if !open(store_path, Access::Unlocked)?.is_remote() {
+        if let Some(dir) = dir {
+            eprintln!(
+                "note: --cache-dir {} is not used: the objects of {} are local files already",
+                dir.display(),
+                store_path.display()
+            );
+        }
+        return Ok(None);
+    }
+    let dir = dir.unwrap_or_else(|| store_path.join("serve-cache"));
+    let cache = Cache::open(&dir, size)
+        .with_context(|| format!("opening the read cache {}", dir.display()))?;
+    eprintln!(
+        "reading objects through the cache {} (up to {size} bytes)",
+        dir.display()
+    );
+    Ok(Some(Arc::new(cache)))
 }
 
 /// Answers the portmapper question for the NFS server on `addr`, and says how. Without

@@ -21,11 +21,11 @@ pub mod signals;
 pub mod source;
 pub mod state;
 
-use crate::cache::Cache;
 use crate::mount::{HostConfig, MountError, current, load, verified_commit};
 use crate::objects::Fetched;
 use crate::remote::Remote;
 use crate::view::{Scope, View};
+use canopy_cache::Cache;
 use canopy_protocol::{CommitId, HOST_IDENTITY, PerHost};
 use canopy_sandbox::SandboxError;
 pub use command::Label;

@@ -113,7 +113,7 @@ impl Source {
                 if size > max {
                     return None;
                 }
-                let file = objects.open(&blob.0, size).ok()?;
+                let file = objects.open(&blob.0, size).ok()?.file;
                 let read = (&file).take(max).read_to_end(&mut out);
                 objects.release(&blob.0);
                 read.ok()?;

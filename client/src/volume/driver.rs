@@ -111,6 +111,18 @@ pub struct Driver {
 /// appear in logs and answers, so they are bounded like a file name.
 const NAME_MAX: usize = 255;
 
+/// The definition `Create` asks for, its name and options checked.
+pub(crate) fn checked_definition(
+    name: &str,
+    opts: &HashMap<String, String>,
+) -> Result<Definition, DriverError> {
+    check_name(name)?;
+    Definition::from_options(name, opts).map_err(|reason| DriverError::BadOptions {
+        name: name.to_string(),
+        reason,
+    })
+}
+
 /// Volume names as Docker's own local driver allows them: letters, digits, `_`, `.`,
 /// `-`, starting with a letter or digit, at most 255 bytes. A NUL, a `/` or a control
 /// character could not be a file name or could forge log lines.
@@ -183,12 +195,7 @@ impl Driver {
         name: &str,
         opts: &HashMap<String, String>,
     ) -> Result<(), DriverError> {
-        check_name(name)?;
-        let definition =
-            Definition::from_options(name, opts).map_err(|reason| DriverError::BadOptions {
-                name: name.to_string(),
-                reason,
-            })?;
+        let definition = checked_definition(name, opts)?;
         match self.volumes.get(name) {
             Some(existing) if *existing == definition => return Ok(()),
             Some(existing) => {

@@ -23,6 +23,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Reads `bytes` as the plugin reads what it does not trust — as a `VolumeDriver.Create`
+/// body (name and options checked) and as its state file — and drops the result: what
+/// the fuzz targets (`fuzz/`) feed arbitrary bytes to.
+#[doc(hidden)]
+pub fn read_untrusted(bytes: &[u8]) {
+    let _ = protocol::create_definition(bytes);
+    let _ = state::parse(bytes, Path::new("volumes.json"));
+}
+
 /// Everything `canopy volume-plugin` needs, validated.
 pub struct VolumeConfig {
     /// Servers, key and cache.

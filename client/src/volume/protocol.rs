@@ -6,7 +6,8 @@
 //! and `List` and `Capabilities` sometimes with no body: the type is not checked and an
 //! empty body is `{}`, but the fields a request needs must be there.
 
-use super::driver::{Driver, DriverError, Info};
+use super::driver::{Driver, DriverError, Info, checked_definition};
+use super::state::Definition;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -98,6 +99,12 @@ fn request<T: DeserializeOwned>(body: &[u8]) -> Result<T, DriverError> {
             format!("the body is not JSON ({e})")
         })
     })
+}
+
+/// A `Create` body read and checked as [`dispatch`] does, creating nothing.
+pub(crate) fn create_definition(body: &[u8]) -> Result<Definition, DriverError> {
+    let r: CreateRequest = request(body)?;
+    checked_definition(&r.name, &r.opts.unwrap_or_default())
 }
 
 fn volume(info: Info) -> Value {

@@ -177,6 +177,23 @@ pub struct StateFile {
     path: PathBuf,
 }
 
+/// The volumes a state file's `bytes` hold (`path` names it in errors).
+pub(crate) fn parse(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, Definition>, StateError> {
+    let corrupt = |reason: String| StateError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let format: Format = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    if format.format != FORMAT {
+        return Err(corrupt(format!(
+            "format {}, and this canopy reads format {FORMAT}",
+            format.format
+        )));
+    }
+    let file: File = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    Ok(file.volumes)
+}
+
 impl StateFile {
     /// Opens the state in `dir` (created if missing) and reads the volumes it holds; no
     /// file means no volumes.
@@ -198,19 +215,8 @@ impl StateFile {
                 });
             }
         };
-        let corrupt = |reason: String| StateError::Corrupt {
-            path: state.path.clone(),
-            reason,
-        };
-        let format: Format = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        if format.format != FORMAT {
-            return Err(corrupt(format!(
-                "format {}, and this canopy reads format {FORMAT}",
-                format.format
-            )));
-        }
-        let file: File = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        Ok((state, file.volumes))
+        let volumes = parse(&bytes, &state.path)?;
+        Ok((state, volumes))
     }
 
     /// Replaces the saved volumes with `volumes`, atomically.

@@ -2,7 +2,7 @@
 //! users, alternatives, the package database and generated files are part of the root
 //! every host gets.
 //!
-//! A package format (see [`Format`]; Debian's is [`crate::debian::configure`]) lays the
+//! A package format's [`Configurer`] (Debian's is [`crate::debian::configure`]) lays the
 //! union of the packages out as its package manager would have left it unpacked, and
 //! says what to run. This module does the rest, the same for every format:
 //!
@@ -23,25 +23,21 @@
 //! crash leaves only the transaction's and the scratch directory's leftovers, which the
 //! next writer and the next configure remove.
 
+mod exchange;
 mod stream;
 pub mod worker;
 
-use crate::import::builder::{ArchivePath, TreeBuilder};
-use crate::import::{ImportError, Limits};
-use crate::store::{BlobError, StoreError, Txn};
-use canopy_protocol::{
-    BlobId, Entry, EntryKind, Keep, Meta, ObjectId, Package, PackageId, TreeId, host_identity,
-    identity,
-};
+use crate::import::ImportError;
+use crate::store::{StoreError, Txn};
+use canopy_protocol::{EntryKind, Package, PackageId, TreeId};
 use canopy_sandbox::{Namespaces, SHIFTED_IDS, Sandbox, SandboxError, Stdio, Users};
-use std::collections::HashMap;
-use std::fs;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use stream::{Kind, Record};
 use worker::{Ended, Job};
 
 /// The commit extension that records what configuring did (JSON of [`Configured`]).
@@ -65,6 +61,10 @@ pub struct Configured {
     pub packages: Vec<PackageScripts>,
     /// Host identity left out of the root, by path.
     pub stripped: Vec<Stripped>,
+    /// What the format has to say beyond the scripts that ran (a scriptlet it could not
+    /// run, an owner given to root), one sentence each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// The scripts one package ran.
@@ -136,30 +136,70 @@ pub enum Prepared {
 pub trait Report: Send {
     /// One line of output; returns what to show as progress, if anything.
     fn line(&mut self, line: &str) -> Option<String>;
+    /// The script running now, as `PACKAGE's SCRIPT (ARGS)`, if the output says.
+    fn running(&self) -> Option<String>;
+    /// What the record should note besides what ran (see [`Configured::notes`]).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// What ran, or the failure to report (a failed script with its output).
     fn finish(self: Box<Self>, ended: &Ended) -> Result<Vec<PackageScripts>, ConfigureError>;
 }
 
-/// A package format that knows how to configure a root.
-pub trait Format: Sync {
+/// What comes after a run of the format's program.
+pub enum Next {
+    /// Another run on the tree it made (RPM: `%post` after owners are set).
+    Run(Plan, Box<dyn Report>),
+    /// The configured tree.
+    Done(TreeId),
+}
+
+/// How a package format configures a root ([`crate::format::Format::configurer`]).
+pub trait Configurer: Sync {
     /// Its name, as recorded (`dpkg`).
     fn name(&self) -> &'static str;
-    /// Whether the packages are this format's at all.
-    fn owns(&self, packages: &[(PackageId, Package)]) -> bool;
-    /// Lays the root out for its program, or says why it cannot be configured;
-    /// `source_date_epoch` is the caller's, if it fixes one.
+    /// Lays the root out for its program, or says why it cannot be configured.
     fn prepare(
         &self,
         txn: &mut Txn<'_>,
         tree: TreeId,
         packages: &[(PackageId, Package)],
-        source_date_epoch: Option<i64>,
+        settings: &Settings,
     ) -> Result<Prepared, ConfigureError>;
-}
 
-/// The formats canopy configures, in the order they are asked.
-pub fn formats() -> &'static [&'static dyn Format] {
-    &[&crate::debian::configure::Dpkg]
+    /// What follows run number `runs` (from 1), which made `tree`: another run, or
+    /// the configured tree; with notes for the record. By default, nothing follows.
+    fn then(
+        &self,
+        txn: &mut Txn<'_>,
+        tree: TreeId,
+        packages: &[(PackageId, Package)],
+        settings: &Settings,
+        runs: usize,
+    ) -> Result<(Next, Vec<String>), ConfigureError> {
+        let _ = (txn, packages, settings, runs);
+        Ok((Next::Done(tree), Vec::new()))
+    }
+
+    /// Whether [`Configurer::unpacked`] changes the union (RPM: owners by name and
+    /// directory modes from the headers); by default it does not.
+    fn lays_out(&self) -> bool {
+        false
+    }
+
+    /// The root as the package manager leaves it when no script runs (the recipe says
+    /// `no-configure`, or the root cannot be configured), with warnings to show; by
+    /// default the union itself.
+    fn unpacked(
+        &self,
+        txn: &mut Txn<'_>,
+        tree: TreeId,
+        packages: &[(PackageId, Package)],
+        unknown_owner_root: bool,
+    ) -> Result<(TreeId, Vec<String>), ConfigureError> {
+        let _ = (txn, packages, unknown_owner_root);
+        Ok((tree, Vec::new()))
+    }
 }
 
 /// How to configure.
@@ -171,6 +211,9 @@ pub struct Settings {
     pub timeout: Duration,
     /// `SOURCE_DATE_EPOCH`, if the caller fixes it; otherwise the newest package's build time.
     pub source_date_epoch: Option<i64>,
+    /// Give files whose owner the root does not know (by name, as RPM headers name
+    /// them) to root, with a warning, instead of failing.
+    pub unknown_owner_root: bool,
 }
 
 /// Why configuring failed. The store is unchanged.
@@ -264,26 +307,85 @@ pub fn configure(
     settings: &Settings,
     progress: &dyn Progress,
 ) -> Result<Result<Outcome, String>, ConfigureError> {
-    let Some(format) = formats().iter().find(|f| f.owns(packages)) else {
+    let format = crate::format::of_packages(packages).map_err(ConfigureError::Package)?;
+    let Some(format) = format.and_then(|f| f.configurer()) else {
         return Ok(Err("no package format that canopy configures".into()));
     };
-    let (plan, report) = match format.prepare(txn, tree, packages, settings.source_date_epoch)? {
+    let (mut plan, mut report) = match format.prepare(txn, tree, packages, settings)? {
         Prepared::Skip(reason) => return Ok(Err(reason)),
         Prepared::Run(plan, report) => (plan, report),
     };
     let sde = plan.source_date_epoch;
-    let (tree, ended, stripped, layer, report) = run(txn, &plan, sde, settings, report, progress)?;
-    let packages = report.finish(&ended)?;
+    let mut ran: Vec<PackageScripts> = Vec::new();
+    let mut stripped: Vec<Stripped> = Vec::new();
+    let mut notes = Vec::new();
+    let mut layer = Layer::default();
+    let mut runs = 0;
+    let tree = loop {
+        let (tree, ended, more_stripped, more, finished) =
+            run(txn, &plan, sde, settings, report, progress)?;
+        runs += 1;
+        notes.extend(finished.notes());
+        for p in finished.finish(&ended)? {
+            match ran.iter_mut().find(|q| q.name == p.name) {
+                Some(q) => q.scripts.extend(p.scripts),
+                None => ran.push(p),
+            }
+        }
+        for s in more_stripped {
+            if !stripped.iter().any(|t| t.path == s.path) {
+                stripped.push(s);
+            }
+        }
+        layer.added += more.added;
+        layer.changed += more.changed;
+        layer.removed += more.removed;
+        layer.new_bytes += more.new_bytes;
+        let (next, more_notes) = format.then(txn, tree, packages, settings, runs)?;
+        notes.extend(more_notes);
+        match next {
+            Next::Done(tree) => break tree,
+            Next::Run(p, r) => (plan, report) = (p, r),
+        }
+    };
+    ran.sort_by(|a, b| a.name.cmp(&b.name));
+    stripped.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Ok(Outcome {
         tree,
         configured: Configured {
             format: format.name().to_string(),
             source_date_epoch: sde,
-            packages,
+            packages: ran,
             stripped,
+            notes,
         },
         layer,
     }))
+}
+
+/// Whether the package manager of `packages` changes the union when no script runs
+/// ([`Configurer::lays_out`]).
+pub fn lays_out(packages: &[(PackageId, Package)]) -> bool {
+    crate::format::of_packages(packages)
+        .ok()
+        .flatten()
+        .and_then(|f| f.configurer())
+        .is_some_and(|c| c.lays_out())
+}
+
+/// The root of `packages` as their package manager leaves it when no script runs
+/// ([`Configurer::unpacked`]), with warnings to show.
+pub fn unpacked(
+    txn: &mut Txn<'_>,
+    tree: TreeId,
+    packages: &[(PackageId, Package)],
+    unknown_owner_root: bool,
+) -> Result<(TreeId, Vec<String>), ConfigureError> {
+    let format = crate::format::of_packages(packages).map_err(ConfigureError::Package)?;
+    match format.and_then(|f| f.configurer()) {
+        None => Ok((tree, Vec::new())),
+        Some(c) => c.unpacked(txn, tree, packages, unknown_owner_root),
+    }
 }
 
 /// The log lines kept for a failure without a script to blame.
@@ -299,7 +401,9 @@ fn run(
     report: Box<dyn Report>,
     progress: &dyn Progress,
 ) -> Result<RunResult, ConfigureError> {
-    let tmp = txn.store().path().join("tmp");
+    // Absolute: the worker starts in another directory (a store given as `--store s`).
+    let tmp = std::path::absolute(txn.store().path().join("tmp"))
+        .map_err(|e| io_err(e, "resolving", txn.store().path()))?;
     let scratch = tmp.join(format!("configure-{}", std::process::id()));
     let old = leftovers(&tmp, &scratch);
     fs::create_dir(&scratch).map_err(|e| io_err(e, "creating", &scratch))?;
@@ -372,13 +476,22 @@ fn run_worker(
     report: Box<dyn Report>,
     progress: &dyn Progress,
 ) -> Result<RunResult, ConfigureError> {
+    // The worker's ids may not search the directories above the executable and the
+    // scratch directory (canopy in `/root/.cargo/bin`, a store in a home of mode 0700):
+    // it runs the executable through a descriptor opened here and enters the scratch
+    // directory with the caller's ids.
+    let exe = File::open(&settings.worker).map_err(|e| io_err(e, "opening", &settings.worker))?;
+    let program = format!("/proc/self/fd/{}", exe.as_raw_fd());
     let mut sb = Sandbox::new(users);
     sb.namespaces(Namespaces::ALL)
+        .cwd(&job.scratch)
+        .cwd_first()
         .env("PATH", canopy_sandbox::DEFAULT_PATH)
         .stdin(Stdio::Piped)
         .stdout(Stdio::Piped)
         .stderr(Stdio::Piped);
-    let mut child = sb.spawn(&settings.worker, [WORKER_COMMAND])?;
+    let mut child = sb.spawn(&program, [WORKER_COMMAND])?;
+    drop(exe);
     let stdin = child.stdin.take().expect("piped");
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
@@ -418,7 +531,7 @@ fn run_worker(
                 std::thread::sleep(Duration::from_millis(200));
             }
         });
-        let r = exchange(txn, tree, job, stdin, stdout);
+        let r = exchange::exchange(txn, tree, job, stdin, stdout);
         done.store(true, Ordering::Relaxed);
         r
     });
@@ -440,16 +553,21 @@ fn run_worker(
             return Err(ConfigureError::Worker(why));
         }
     };
+    let report = report.into_inner().expect("lock");
     if ended.timed_out {
+        let running = report
+            .running()
+            .map(|r| format!(" while {r} ran"))
+            .unwrap_or_default();
         return Err(ConfigureError::Program {
             what: format!(
-                "the configuration did not finish within {} and was stopped",
+                "the configuration did not finish within {} and was stopped{running} \
+                 (--configure-timeout sets the limit)",
                 humantime::format_duration(settings.timeout)
             ),
             output: tail.into_inner().expect("lock").into(),
         });
     }
-    let report = report.into_inner().expect("lock");
     Ok((tree, ended, stripped, layer, report))
 }
 
@@ -479,314 +597,4 @@ fn tmpfs_size(txn: &Txn<'_>, tree: &TreeId) -> Result<Option<u64>, ConfigureErro
         .map(|kb| kb * 1024)
         .unwrap_or(0);
     Ok((need < available / 2).then_some(need))
-}
-
-type Exchanged = (TreeId, Ended, Vec<Stripped>, Layer);
-
-/// Sends the job and the tree, then reads the configured tree back.
-fn exchange(
-    txn: &mut Txn<'_>,
-    tree: &TreeId,
-    job: &Job,
-    stdin: fs::File,
-    stdout: fs::File,
-) -> Result<Exchanged, ConfigureError> {
-    let sent = {
-        let mut w = BufWriter::with_capacity(1 << 20, stdin);
-        let wire = |e: io::Error| ConfigureError::Worker(format!("sending the root: {e}"));
-        serde_json::to_writer(&mut w, job).map_err(|e| ConfigureError::Worker(e.to_string()))?;
-        w.write_all(b"\n").map_err(wire)?;
-        let mut sender = Sender {
-            txn,
-            out: &mut w,
-            sent: HashMap::new(),
-            before: HashMap::new(),
-        };
-        sender.root(tree).map_err(|e| match e {
-            SendError::Io(e) => wire(e),
-            SendError::Store(e) => e.into(),
-        })?;
-        let Sender { sent, before, .. } = sender;
-        stream::end(&mut w).map_err(wire)?;
-        w.flush().map_err(wire)?;
-        (sent, before)
-    };
-    let (sent, before) = sent;
-    let mut r = BufReader::with_capacity(1 << 20, stdout);
-    let (tree, stripped, layer) = receive(txn, &mut r, &sent, before)?;
-    let mut line = Vec::new();
-    r.take(1 << 16)
-        .read_until(b'\n', &mut line)
-        .map_err(|e| ConfigureError::Worker(format!("reading the result: {e}")))?;
-    let ended: Ended = serde_json::from_slice(&line)
-        .map_err(|e| ConfigureError::Worker(format!("reading the result: {e}")))?;
-    Ok((tree, ended, stripped, layer))
-}
-
-enum SendError {
-    Io(io::Error),
-    Store(StoreError),
-}
-
-impl From<io::Error> for SendError {
-    fn from(e: io::Error) -> Self {
-        SendError::Io(e)
-    }
-}
-
-impl From<StoreError> for SendError {
-    fn from(e: StoreError) -> Self {
-        SendError::Store(e)
-    }
-}
-
-/// Streams a stored tree, each content once.
-struct Sender<'a, 't, W> {
-    txn: &'a Txn<'t>,
-    out: &'a mut W,
-    /// Content sent so far.
-    sent: HashMap<ObjectId, ()>,
-    /// Every path sent with its identity, to measure what configuring changed.
-    before: HashMap<Vec<u8>, ObjectId>,
-}
-
-/// The identity of a directory's own metadata (its content is compared path by path).
-fn dir_identity(meta: &Meta) -> ObjectId {
-    identity(
-        &EntryKind::Dir {
-            tree: TreeId(ObjectId::from_bytes([0; 32])),
-        },
-        meta,
-    )
-}
-
-impl<W: Write> Sender<'_, '_, W> {
-    fn root(&mut self, tree: &TreeId) -> Result<(), SendError> {
-        stream::write(
-            self.out,
-            &Record {
-                path: Vec::new(),
-                meta: Meta::ROOT_DIR,
-                kind: Kind::Dir,
-            },
-        )?;
-        self.dir(tree, &mut Vec::new())
-    }
-
-    fn dir(&mut self, tree: &TreeId, path: &mut Vec<u8>) -> Result<(), SendError> {
-        for Entry { name, meta, kind } in self.txn.tree(tree)?.into_entries() {
-            let len = path.len();
-            if !path.is_empty() {
-                path.push(b'/');
-            }
-            path.extend_from_slice(name.as_bytes());
-            let sig = match &kind {
-                EntryKind::Dir { .. } => dir_identity(&meta),
-                other => identity(other, &meta),
-            };
-            self.before.insert(path.clone(), sig);
-            match kind {
-                EntryKind::Dir { tree } => {
-                    stream::write(
-                        self.out,
-                        &Record {
-                            path: path.clone(),
-                            meta,
-                            kind: Kind::Dir,
-                        },
-                    )?;
-                    self.dir(&tree, path)?;
-                }
-                EntryKind::File { size, blob } => {
-                    let inline = self.sent.insert(blob.0, ()).is_none();
-                    stream::write(
-                        self.out,
-                        &Record {
-                            path: path.clone(),
-                            meta,
-                            kind: Kind::File { size, blob, inline },
-                        },
-                    )?;
-                    if inline {
-                        let mut reader = HashingReader {
-                            inner: self.txn.open_object(&blob.0)?.take(size),
-                            hasher: canopy_protocol::Hasher::new(),
-                        };
-                        let copied = io::copy(&mut reader, self.out)?;
-                        let actual = reader.hasher.finish();
-                        if copied != size || actual != blob.0 {
-                            return Err(SendError::Store(StoreError::Corrupt {
-                                id: blob.0,
-                                actual,
-                            }));
-                        }
-                    }
-                }
-                other => stream::write(
-                    self.out,
-                    &Record {
-                        path: path.clone(),
-                        meta,
-                        kind: Kind::Other(other),
-                    },
-                )?,
-            }
-            path.truncate(len);
-        }
-        Ok(())
-    }
-}
-
-/// Hashes what passes through, so a damaged object is caught as it is sent.
-struct HashingReader<R> {
-    inner: R,
-    hasher: canopy_protocol::Hasher,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-/// Builds the configured tree from the worker's stream, leaving out host identity.
-fn receive(
-    txn: &mut Txn<'_>,
-    r: &mut impl Read,
-    sent: &HashMap<ObjectId, ()>,
-    mut before: HashMap<Vec<u8>, ObjectId>,
-) -> Result<(TreeId, Vec<Stripped>, Layer), ConfigureError> {
-    let bad = |e: io::Error| ConfigureError::Worker(format!("reading the configured root: {e}"));
-    let mut builder = TreeBuilder::new(Limits::default().max_entries);
-    let mut stripped = Vec::new();
-    let mut layer = Layer::default();
-    let mut skipping: Option<Vec<u8>> = None;
-    let (empty, _) = txn
-        .put_blob(&b""[..])
-        .map_err(|e| ImportError::from_blob(e, "an empty file"))?;
-    while let Some(rec) = stream::read(r).map_err(bad)? {
-        let inline_size = match &rec.kind {
-            Kind::File {
-                size, inline: true, ..
-            } => *size,
-            _ => 0,
-        };
-        if rec.path.is_empty() {
-            continue;
-        }
-        let under_skipped = skipping
-            .as_ref()
-            .is_some_and(|s| rec.path.starts_with(s) && rec.path.get(s.len()) == Some(&b'/'));
-        if under_skipped {
-            io::copy(&mut r.take(inline_size), &mut io::sink()).map_err(bad)?;
-            continue;
-        }
-        skipping = None;
-        let shown = format!("/{}", String::from_utf8_lossy(&rec.path));
-        let (meta, kind) = match (host_identity(&shown), &rec.kind) {
-            (Some(rule), kind) => {
-                let file = matches!(kind, Kind::File { .. });
-                let size = match kind {
-                    Kind::File { size, .. } => *size,
-                    _ => 0,
-                };
-                let action = match rule.keep {
-                    Keep::Nothing => Some("removed"),
-                    Keep::EmptyFile if file && size == 0 => None,
-                    Keep::EmptyFile if file => Some("emptied"),
-                    Keep::EmptyFile => Some("removed"),
-                    Keep::EmptyFiles if file && size > 0 => Some("removed"),
-                    Keep::EmptyFiles => None,
-                };
-                if let Some(action) = action {
-                    io::copy(&mut r.take(inline_size), &mut io::sink()).map_err(bad)?;
-                    stripped.push(Stripped {
-                        path: shown.clone(),
-                        what: rule.what.to_string(),
-                        action: action.to_string(),
-                    });
-                    if action == "removed" {
-                        if matches!(kind, Kind::Dir) {
-                            skipping = Some(rec.path.clone());
-                        }
-                        continue;
-                    }
-                    (
-                        rec.meta.clone(),
-                        EntryKind::File {
-                            size: 0,
-                            blob: empty,
-                        },
-                    )
-                } else {
-                    content(txn, r, &rec, sent)?
-                }
-            }
-            _ => content(txn, r, &rec, sent)?,
-        };
-        let sig = match &kind {
-            EntryKind::Dir { .. } => dir_identity(&meta),
-            other => identity(other, &meta),
-        };
-        match before.remove(&rec.path) {
-            None => layer.added += 1,
-            Some(old) if old != sig => layer.changed += 1,
-            Some(_) => {}
-        }
-        if let (EntryKind::File { size, .. }, Kind::File { inline: true, .. }) = (&kind, &rec.kind)
-        {
-            layer.new_bytes += size;
-        }
-        let path = ArchivePath::parse(&rec.path)?;
-        match kind {
-            EntryKind::Dir { .. } => builder.add_dir(&path, meta)?,
-            kind => builder.add_leaf(&path, meta, kind)?,
-        }
-    }
-    layer.removed = before.len() as u64;
-    stripped.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok((builder.write(txn)?, stripped, layer))
-}
-
-/// The entry a record stands for, its inline content stored and checked.
-fn content(
-    txn: &mut Txn<'_>,
-    r: &mut impl Read,
-    rec: &Record,
-    sent: &HashMap<ObjectId, ()>,
-) -> Result<(Meta, EntryKind), ConfigureError> {
-    let kind = match &rec.kind {
-        Kind::Dir => EntryKind::Dir {
-            tree: TreeId(ObjectId::from_bytes([0; 32])),
-        },
-        Kind::Other(kind) => kind.clone(),
-        Kind::File { size, blob, inline } => {
-            if *inline {
-                let (stored, got) = txn.put_blob(r.take(*size)).map_err(|e| match e {
-                    BlobError::Source(e) => {
-                        ConfigureError::Worker(format!("reading the configured root: {e}"))
-                    }
-                    BlobError::Store(e) => e.into(),
-                })?;
-                if got != *size || stored != *blob {
-                    return Err(ConfigureError::Worker(format!(
-                        "/{}: the content sent is not the content announced",
-                        String::from_utf8_lossy(&rec.path)
-                    )));
-                }
-            } else if !sent.contains_key(&blob.0) {
-                return Err(ConfigureError::Worker(format!(
-                    "/{}: refers to content canopy never sent",
-                    String::from_utf8_lossy(&rec.path)
-                )));
-            }
-            EntryKind::File {
-                size: *size,
-                blob: BlobId(blob.0),
-            }
-        }
-    };
-    Ok((rec.meta.clone(), kind))
 }

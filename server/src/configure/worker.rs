@@ -26,10 +26,14 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Where the worker sees its scratch directory.
+const SCRATCH: &str = "/tmp";
+
 /// What the worker is asked to do.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Job {
-    /// The directory to work in: it exists and the worker may write to it.
+    /// The directory to work in: it exists, the worker may write to it, and it is the
+    /// worker's working directory (this path is for messages).
     pub(crate) scratch: PathBuf,
     /// Scratch directories that interrupted runs left, to remove first.
     pub(crate) leftovers: Vec<PathBuf>,
@@ -94,8 +98,29 @@ fn work(input: &mut impl BufRead, output: &mut impl Write) -> Result<(), String>
             eprintln!("{MESSAGE}cannot remove {}: {e}", old.display());
         }
     }
+    // The scratch directory is the working directory, entered with the caller's ids: its
+    // path may pass through directories the ids here cannot search (`/root`, a home of
+    // mode 0700). Seen at a path they can, in this mount namespace only.
+    let scratch = Path::new(SCRATCH);
+    let target = CString::new(SCRATCH).expect("no NUL");
+    // SAFETY: valid C strings; the worker's mount namespace is its own.
+    let r = unsafe {
+        libc::mount(
+            c".".as_ptr(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(format!(
+            "binding {} to {SCRATCH}: {}",
+            job.scratch.display(),
+            io::Error::last_os_error()
+        ));
+    }
     if let Some(size) = job.tmpfs {
-        let target = CString::new(job.scratch.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
         let options = CString::new(format!("size={size},mode=0755")).expect("no NUL");
         // SAFETY: valid C strings; the worker's mount namespace is its own.
         let r = unsafe {
@@ -109,14 +134,14 @@ fn work(input: &mut impl BufRead, output: &mut impl Write) -> Result<(), String>
         };
         if r != 0 {
             return Err(format!(
-                "mounting a tmpfs on {}: {}",
+                "mounting a tmpfs on {} (at {SCRATCH}): {}",
                 job.scratch.display(),
                 io::Error::last_os_error()
             ));
         }
     }
-    let root = job.scratch.join("root");
-    let io_dir = job.scratch.join("io");
+    let root = scratch.join("root");
+    let io_dir = scratch.join("io");
     let result = configure(&job, &root, &io_dir, input, output);
     // The scratch tree belongs to the namespace's ids: only here can it be removed.
     for dir in [&root, &io_dir] {

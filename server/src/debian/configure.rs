@@ -20,14 +20,15 @@
 use super::database::{self, ADMINDIR, Unpacked};
 use super::usrmerge;
 use crate::configure::{
-    ConfigureError, Format, PackageScripts, Plan, Prepared, Report, ScriptRun, worker::Ended,
+    ConfigureError, Configurer, PackageScripts, Plan, Prepared, Report, ScriptRun, Settings,
+    worker::Ended,
 };
 use crate::edit::Editor;
 use crate::store::Txn;
-use canopy_protocol::{Package, PackageId, PackageKind, TreeId};
+use canopy_protocol::{Package, PackageId, TreeId};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-/// dpkg, as a [`Format`].
+/// dpkg, as a [`Configurer`].
 pub struct Dpkg;
 
 /// Prefix of the driver's own lines in the output.
@@ -35,14 +36,12 @@ const MARK: &str = "canopy-configure: ";
 
 /// Lines of a failed script's output shown.
 const TAIL: usize = 20;
+/// At most this many lines of dpkg's own error reports are kept.
+const COMPLAINTS: usize = 40;
 
-impl Format for Dpkg {
+impl Configurer for Dpkg {
     fn name(&self) -> &'static str {
         "dpkg"
-    }
-
-    fn owns(&self, packages: &[(PackageId, Package)]) -> bool {
-        packages.iter().any(|(_, p)| p.kind == PackageKind::Deb)
     }
 
     fn prepare(
@@ -50,7 +49,7 @@ impl Format for Dpkg {
         txn: &mut Txn<'_>,
         tree: TreeId,
         packages: &[(PackageId, Package)],
-        source_date_epoch: Option<i64>,
+        settings: &Settings,
     ) -> Result<Prepared, ConfigureError> {
         let mut ed = Editor::open(txn, &tree)?;
         let has = |ed: &mut Editor, path: &str| -> Result<bool, ConfigureError> {
@@ -72,8 +71,9 @@ impl Format for Dpkg {
             usrmerge::merge(&mut ed, txn).map_err(|e| ConfigureError::Package(e.to_string()))?;
         }
         database::write(&mut ed, txn, &pkgs)?;
-        let source_date_epoch =
-            source_date_epoch.unwrap_or_else(|| pkgs.iter().map(|p| p.built_at).max().unwrap_or(0));
+        let source_date_epoch = settings
+            .source_date_epoch
+            .unwrap_or_else(|| pkgs.iter().map(|p| p.built_at).max().unwrap_or(0));
         let tree = ed.write(txn)?;
         let dpkg_version = pkgs
             .iter()
@@ -236,12 +236,20 @@ pub(crate) struct DpkgReport {
     runs: Vec<(String, ScriptRun)>,
     /// The output of the script running now.
     current: Option<(usize, VecDeque<String>)>,
+    /// Whether dpkg has moved on to another package since the current script started
+    /// (the script has ended, but its output is still attributed to it).
+    moved_on: bool,
     /// The last lines of each run that ended, by run index (only failed runs keep them).
     tails: HashMap<usize, Vec<String>>,
     /// The package named by dpkg's last "error processing package" line.
     failing: Option<String>,
-    /// The last lines of all output.
+    /// The last lines of all output but dpkg's debug lines.
     tail: VecDeque<String>,
+    /// dpkg's own error reports (`dpkg: dependency problems…`, `dpkg: error…`) with their
+    /// indented lines: what explains a failure that no script's status does.
+    complaints: Vec<String>,
+    /// Whether the last line was part of such a report.
+    complaining: bool,
     /// Package configured count, for progress.
     configured: usize,
     total: usize,
@@ -256,9 +264,12 @@ impl DpkgReport {
                 .collect(),
             runs: Vec::new(),
             current: None,
+            moved_on: false,
             tails: HashMap::new(),
             failing: None,
             tail: VecDeque::new(),
+            complaints: Vec::new(),
+            complaining: false,
             configured: 0,
             total: pkgs.len(),
         }
@@ -275,11 +286,20 @@ impl DpkgReport {
             },
         ));
         self.current = Some((self.runs.len() - 1, VecDeque::new()));
+        self.moved_on = false;
     }
 
     fn end_current(&mut self) {
         if let Some((i, lines)) = self.current.take() {
             self.tails.insert(i, lines.into());
+        }
+    }
+
+    /// dpkg says it works on `package` now: a script of another package has ended (dpkg
+    /// may print this line just before or just after starting `package`'s script).
+    fn moving_to(&mut self, package: &str) {
+        if let Some((i, _)) = &self.current {
+            self.moved_on |= self.runs[*i].0 != package;
         }
     }
 
@@ -300,10 +320,21 @@ fn script_of(path: &str) -> Option<(&str, &str)> {
 
 impl Report for DpkgReport {
     fn line(&mut self, line: &str) -> Option<String> {
-        if self.tail.len() == TAIL {
-            self.tail.pop_front();
+        if !line.starts_with("D0") {
+            if self.tail.len() == TAIL {
+                self.tail.pop_front();
+            }
+            self.tail.push_back(line.to_string());
         }
-        self.tail.push_back(line.to_string());
+        self.complaining =
+            if line.starts_with("dpkg: error") || line.starts_with("dpkg: dependency") {
+                true
+            } else {
+                self.complaining && line.starts_with(' ')
+            };
+        if self.complaining && self.complaints.len() < COMPLAINTS {
+            self.complaints.push(line.to_string());
+        }
         if let Some(rest) = line.strip_prefix(MARK) {
             let words: Vec<&str> = rest.split_whitespace().collect();
             match words.as_slice() {
@@ -360,13 +391,21 @@ impl Report for DpkgReport {
         if let Some(rest) = line.strip_prefix("Setting up ") {
             self.configured += 1;
             let pkg = rest.split([' ', ':']).next().unwrap_or(rest);
+            self.moving_to(pkg);
             return Some(format!("{}/{} {pkg}", self.configured, self.total));
         }
         if let Some(rest) = line.strip_prefix("Processing triggers for ") {
             let pkg = rest.split([' ', ':']).next().unwrap_or(rest);
+            self.moving_to(pkg);
             return Some(format!("triggers of {pkg}"));
         }
         None
+    }
+
+    fn running(&self) -> Option<String> {
+        let (i, _) = self.current.as_ref().filter(|_| !self.moved_on)?;
+        let (package, run) = &self.runs[*i];
+        Some(format!("{package}'s {} ({})", run.script, run.args))
     }
 
     fn finish(mut self: Box<Self>, ended: &Ended) -> Result<Vec<PackageScripts>, ConfigureError> {
@@ -381,12 +420,26 @@ impl Report for DpkgReport {
             });
         }
         if ended.status != Some(0) {
+            let hint = if self
+                .complaints
+                .iter()
+                .any(|l| l.contains("is not installed"))
+            {
+                " (a root assembled from imported packages holds exactly the packages named: \
+                 add the missing ones, or let `--from REPO` resolve the dependencies)"
+            } else {
+                ""
+            };
             return Err(ConfigureError::Program {
                 what: match ended.status {
-                    Some(s) => format!("dpkg --configure --pending failed (exit status {s})"),
+                    Some(s) => format!("dpkg --configure --pending failed (exit status {s}){hint}"),
                     None => "dpkg --configure --pending did not finish".into(),
                 },
-                output: self.tail.into(),
+                output: if self.complaints.is_empty() {
+                    self.tail.into()
+                } else {
+                    self.complaints
+                },
             });
         }
         let mut by_package: BTreeMap<String, Vec<ScriptRun>> = BTreeMap::new();
@@ -413,9 +466,12 @@ mod tests {
             arches: [("bash".to_string(), "amd64".to_string())].into(),
             runs: Vec::new(),
             current: None,
+            moved_on: false,
             tails: HashMap::new(),
             failing: None,
             tail: VecDeque::new(),
+            complaints: Vec::new(),
+            complaining: false,
             configured: 0,
             total: 2,
         };
@@ -466,6 +522,48 @@ mod tests {
                     ("fails", "postinst", 3)
                 );
                 assert_eq!(output, vec!["about to fail".to_string()]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn says_which_script_runs_until_dpkg_moves_on() {
+        let mut r = report(&[
+            "Setting up loops (1.0) ...",
+            "D000002: fork/exec /var/lib/dpkg/info/loops.postinst ( configure  )",
+            "still looping",
+        ]);
+        assert_eq!(r.running().as_deref(), Some("loops's postinst (configure)"));
+        r.line("Setting up bash (5.2) ...");
+        assert_eq!(r.running(), None);
+    }
+
+    #[test]
+    fn a_dependency_problem_is_told_with_what_dpkg_said() {
+        let r = report(&[
+            "Setting up gcc-12-base:amd64 (12.2.0-14) ...",
+            "dpkg: dependency problems prevent configuration of base-passwd:",
+            " base-passwd depends on libdebconfclient0 (>= 0.145); however:",
+            "  Package libdebconfclient0 is not installed.",
+            "",
+            "dpkg: error processing package base-passwd (--configure):",
+            " dependency problems - leaving unconfigured",
+            "Setting up libc6:amd64 (2.36-9) ...",
+            "D000002: fork/exec /var/lib/dpkg/info/libc-bin.postinst ( triggered ldconfig )",
+            "Errors were encountered while processing:",
+            " base-passwd",
+        ]);
+        let ended = Ended {
+            status: Some(1),
+            timed_out: false,
+        };
+        match Box::new(r).finish(&ended) {
+            Err(ConfigureError::Program { what, output }) => {
+                assert!(what.contains("add the missing ones"), "{what}");
+                assert_eq!(output.len(), 5, "{output:?}");
+                assert!(output[2].contains("libdebconfclient0 is not installed"));
+                assert!(output[4].contains("leaving unconfigured"));
             }
             other => panic!("{other:?}"),
         }

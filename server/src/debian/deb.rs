@@ -7,14 +7,15 @@
 //! control members, a data member before the control member, or any other member
 //! before the data member is refused, as dpkg refuses it.
 
+use super::control::{parse_paragraphs, valid_package_name};
 use crate::import::builder::{ArchivePath, TreeBuilder};
 use crate::import::compress::{Compression, decoder};
 use crate::import::limit::{Counted, Limits};
 use crate::import::{
-    Class, Identity, ImportError, Imported, already_imported, finish, hash_file, open,
+    Class, Identity, ImportError, Imported, Prepared, already_imported, hash_file, open, stage,
 };
 use crate::store::{Store, Txn};
-use canopy_protocol::{EntryKind, Meta, PackageKind, TreeId};
+use canopy_protocol::{ArchiveHash, EntryKind, Meta, PackageKind, TreeId};
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::Path;
@@ -54,11 +55,26 @@ struct Control {
 /// hash and returns the existing package — unless its record predates kept control
 /// data, which importing it again adds (the record is replaced; its tree is the same).
 pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, ImportError> {
-    let archive = hash_file(path)?;
+    prepare(store, path, None, limits)?.commit()
+}
+
+/// As [`import`], staged and not committed (see [`crate::import::batch`]). `hash` is
+/// the archive's SHA-256 when the caller has checked it already (a download checked
+/// against its index), so the file is not read once more for it.
+pub fn prepare<'s>(
+    store: &'s Store,
+    path: &Path,
+    hash: Option<ArchiveHash>,
+    limits: Limits,
+) -> Result<Prepared<'s>, ImportError> {
+    let archive = match hash {
+        Some(hash) => hash,
+        None => hash_file(path)?,
+    };
     if let Some(done) = already_imported(store, &archive)?
         && done.package.control.is_some()
     {
-        return Ok(done);
+        return Ok(Prepared::Done(done));
     }
     let mut txn = store.begin()?;
     let mut ar = ar::Archive::new(open(path)?);
@@ -161,7 +177,9 @@ pub fn import(store: &Store, path: &Path, limits: Limits) -> Result<Imported, Im
         control: Some(control_tree),
         extensions: BTreeMap::from([(EXTENSION.to_string(), facts)]),
     };
-    finish(txn, tree, entries, who, archive, archive)
+    Ok(Prepared::Staged(stage(
+        txn, tree, entries, who, archive, archive,
+    )?))
 }
 
 /// A member whose content stopped before its declared size was cut short.
@@ -288,47 +306,31 @@ fn bad_control(detail: impl Into<String>) -> ImportError {
     )
 }
 
-/// Parses the fields canopy needs from a deb822 control paragraph.
+/// The fields canopy needs from the control file: one deb822 paragraph, read by the
+/// same parser as repository indexes.
 fn parse_control(text: &[u8]) -> Result<Control, ImportError> {
     let text = std::str::from_utf8(text).map_err(|_| bad_control("not UTF-8"))?;
-    let (mut name, mut version, mut arch) = (None, None, None);
-    for line in text.lines() {
-        if line.starts_with([' ', '\t']) || line.trim().is_empty() {
-            continue;
-        }
-        let (key, value) = line
-            .split_once(':')
-            .ok_or_else(|| bad_control(format!("line {line:?} is not a field")))?;
-        let value = value.trim().to_string();
-        match key.to_ascii_lowercase().as_str() {
-            "package" => name = Some(value),
-            "version" => version = Some(value),
-            "architecture" => arch = Some(value),
-            _ => {}
-        }
-    }
-    let name = name.ok_or_else(|| bad_control("no Package field"))?;
-    let valid_name = name.len() >= 2
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b));
-    if !valid_name {
+    let paragraphs = parse_paragraphs(text).map_err(|e| bad_control(e.to_string()))?;
+    let paragraph = match paragraphs.as_slice() {
+        [one] => one,
+        [] => return Err(bad_control("it is empty")),
+        _ => return Err(bad_control("it holds more than one paragraph")),
+    };
+    let field = |name: &str| paragraph.get(name).filter(|v| !v.is_empty());
+    let name = field("Package").ok_or_else(|| bad_control("no Package field"))?;
+    if !valid_package_name(name) {
         return Err(bad_control(format!("package name {name:?} is not valid")));
     }
-    let version = version.ok_or_else(|| bad_control("no Version field"))?;
-    if version.is_empty()
-        || version.contains(char::is_whitespace)
-        || version.parse::<debversion::Version>().is_err()
-    {
+    let version = field("Version").ok_or_else(|| bad_control("no Version field"))?;
+    if version.contains(char::is_whitespace) || version.parse::<debversion::Version>().is_err() {
         return Err(bad_control(format!(
             "version {version:?} is not a valid Debian version"
         )));
     }
     Ok(Control {
-        name,
-        version,
-        arch: arch.unwrap_or_default(),
+        name: name.to_string(),
+        version: version.to_string(),
+        arch: field("Architecture").unwrap_or_default().to_string(),
     })
 }
 
@@ -352,6 +354,13 @@ mod tests {
         );
         assert_eq!(
             parse_control(b"Package: Bad_Name\nVersion: 1\n")
+                .unwrap_err()
+                .class(),
+            Some(Class::BadControl)
+        );
+        // One paragraph, as dpkg-deb reads it.
+        assert_eq!(
+            parse_control(b"Package: a1\nVersion: 1\n\nPackage: b1\nVersion: 1\n")
                 .unwrap_err()
                 .class(),
             Some(Class::BadControl)

@@ -5,12 +5,16 @@
 //! - [`release`]: a repository's signed Release file and its checked Packages indexes;
 //! - [`deb`]: importing a `.deb` archive into a package tree;
 //! - [`configure`]: configuring a root the way dpkg installs packages (with the
-//!   database it needs and merged-/usr).
+//!   database it needs and merged-/usr);
+//! - [`Debian`]: all of it as a [`crate::format::Format`].
 
 pub mod configure;
 pub mod control;
 mod database;
 pub mod deb;
+mod format;
 pub mod release;
 pub mod resolve;
 mod usrmerge;
+
+pub use format::Debian;

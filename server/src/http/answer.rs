@@ -2,6 +2,7 @@
 //! pieces, so object bytes go from the object file to the socket with `sendfile` and
 //! never through a buffer of ours.
 
+use super::conn::Conn;
 use bytes::{Bytes, BytesMut};
 use canopy_protocol::api::ErrorBody;
 use std::borrow::Cow;
@@ -12,14 +13,17 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 use tokio::io::Interest;
-use tokio::net::TcpStream;
 
 /// A piece of a file this small is read into the answer's buffer and leaves with the
 /// headers in one system call; larger ones go by `sendfile`.
 const INLINE: u64 = 16 * 1024;
 
-/// How long a client may take to accept more bytes before the connection is dropped.
-pub(super) const WRITE_STALL: Duration = Duration::from_secs(60);
+/// How long a client may take to accept more bytes (of the head, of a buffer, of a
+/// `sendfile`) before the connection is dropped: slow readers cannot hold a connection
+/// and its object file forever.
+pub(super) const WRITE_STALL: Duration = Duration::from_secs(30);
+/// What a 503 tells the client to wait before asking again, in seconds.
+const RETRY_AFTER: &str = "5";
 
 /// The status codes canopy answers with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +40,7 @@ pub(super) enum Status {
     ExpectationFailed,
     HeaderFieldsTooLarge,
     Internal,
+    ServiceUnavailable,
 }
 
 impl Status {
@@ -54,6 +59,7 @@ impl Status {
             Status::ExpectationFailed => "417 Expectation Failed",
             Status::HeaderFieldsTooLarge => "431 Request Header Fields Too Large",
             Status::Internal => "500 Internal Server Error",
+            Status::ServiceUnavailable => "503 Service Unavailable",
         }
     }
 
@@ -131,16 +137,21 @@ impl Answer {
         a
     }
 
-    /// An error: status, stable code, message; never cached.
+    /// An error: status, stable code, message; never cached. A 503 says when to try
+    /// again.
     pub(super) fn error(status: Status, code: &str, message: impl Into<String>) -> Answer {
-        Answer::json(
+        let answer = Answer::json(
             status,
             &ErrorBody {
                 code: code.to_string(),
                 message: message.into(),
             },
         )
-        .header("cache-control", "no-store")
+        .header("cache-control", "no-store");
+        match status {
+            Status::ServiceUnavailable => answer.header("retry-after", RETRY_AFTER),
+            _ => answer,
+        }
     }
 
     /// The body's length in bytes.
@@ -156,9 +167,10 @@ impl Answer {
 }
 
 /// Writes `answer` on `stream`: the head, then the body unless `head_only` (HEAD).
-/// `close` adds `connection: close`.
+/// `close` adds `connection: close`. Every write the client takes counts as the
+/// connection's progress.
 pub(super) async fn write(
-    stream: &TcpStream,
+    stream: &Conn,
     answer: &Answer,
     head_only: bool,
     close: bool,
@@ -225,12 +237,12 @@ fn read_piece(file: &File, r: &Range<u64>) -> io::Result<Bytes> {
 }
 
 /// Waits until the socket takes more bytes, or gives up after [`WRITE_STALL`].
-async fn writable(stream: &TcpStream) -> io::Result<()> {
+async fn writable(stream: &Conn) -> io::Result<()> {
     match tokio::time::timeout(WRITE_STALL, stream.writable()).await {
         Ok(r) => r,
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
-            "the client accepted no bytes for 60 s",
+            format!("the client took no bytes for {WRITE_STALL:?}"),
         )),
     }
 }
@@ -238,7 +250,7 @@ async fn writable(stream: &TcpStream) -> io::Result<()> {
 /// Sends every buffer in `out`, in order, with as few system calls as the socket
 /// allows; `more` tells the kernel more bytes follow at once (`MSG_MORE`). Empties
 /// `out`.
-async fn send(stream: &TcpStream, out: &mut Vec<Bytes>, more: bool) -> io::Result<()> {
+async fn send(stream: &Conn, out: &mut Vec<Bytes>, more: bool) -> io::Result<()> {
     out.retain(|b| !b.is_empty());
     let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
     while !out.is_empty() {
@@ -266,6 +278,7 @@ async fn send(stream: &TcpStream, out: &mut Vec<Bytes>, more: bool) -> io::Resul
         });
         match sent {
             Ok(mut n) => {
+                stream.progress();
                 while n > 0 {
                     let first = &mut out[0];
                     if n >= first.len() {
@@ -287,7 +300,7 @@ async fn send(stream: &TcpStream, out: &mut Vec<Bytes>, more: bool) -> io::Resul
 
 /// Sends a range of `file` with `sendfile`: the kernel copies from the page cache to
 /// the socket, and canopy only waits for the socket to take more.
-async fn sendfile(stream: &TcpStream, file: &File, r: Range<u64>) -> io::Result<()> {
+async fn sendfile(stream: &Conn, file: &File, r: Range<u64>) -> io::Result<()> {
     let mut offset = r.start;
     while offset < r.end {
         writable(stream).await?;
@@ -311,7 +324,10 @@ async fn sendfile(stream: &TcpStream, file: &File, r: Range<u64>) -> io::Result<
                     format!("object file ends at {offset}, before {}", r.end),
                 ));
             }
-            Ok(n) => offset += n,
+            Ok(n) => {
+                stream.progress();
+                offset += n;
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),

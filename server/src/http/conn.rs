@@ -1,15 +1,18 @@
 //! One HTTP/1.1 connection: requests read with `httparse` and answered in order
-//! (pipelined ones too), kept open until the client closes or asks to, stays quiet for
-//! [`IDLE`], or the server stops.
+//! (pipelined ones too), kept open until the client closes or asks to, sends no
+//! request for [`HEAD_TIMEOUT`], the server stops, or admission closes it at the cap.
 //!
 //! canopy's API is read-only, so requests carry no bodies: a small one is read and
 //! dropped, a large or chunked one is refused and the connection closed (its end could
-//! not be found otherwise). Every wait is bounded: a request head must arrive within
-//! [`HEAD_TIMEOUT`] of its first byte, and a client that stops taking an answer is
-//! dropped after [`super::answer::WRITE_STALL`].
+//! not be found otherwise). Every wait is bounded: a request head must be complete
+//! within [`HEAD_TIMEOUT`] of the connection's start or of the previous answer, and a
+//! client that stops taking an answer is dropped after
+//! [`super::answer::WRITE_STALL`]. A whole request is progress for admission (bytes
+//! trickling in are not), as is every write the client takes.
 
 use super::App;
 use super::answer::{self, Answer, Status};
+use crate::admission::Admitted;
 use bytes::{Buf, BytesMut};
 use std::io;
 use std::sync::Arc;
@@ -19,10 +22,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// A keep-alive connection with no request for this long is closed.
-const IDLE: Duration = Duration::from_secs(60);
-/// A request head must be complete this long after its first byte.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request head must be complete this long after the connection opened or the
+/// previous answer ended; a connection that has sent nothing by then is closed quietly.
+pub(super) const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request head (request line and headers).
 const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in one request.
@@ -39,12 +41,19 @@ pub(super) enum Method {
     Other,
 }
 
+/// An admitted client connection.
+pub(super) type Conn = Admitted<TcpStream>;
+
 /// What canopy reads of a request.
 #[derive(Debug)]
 pub(super) struct Request {
     pub(super) method: Method,
     /// The path, without the query, still percent-encoded.
     pub(super) path: String,
+    /// The query, without the `?`, still percent-encoded ("" if none).
+    pub(super) query: String,
+    /// The `Host` field: how the client reached this server.
+    pub(super) host: Option<String>,
     pub(super) range: Option<String>,
     pub(super) if_range: Option<String>,
     pub(super) if_none_match: Option<String>,
@@ -61,7 +70,7 @@ struct Parsed {
 }
 
 /// Serves requests on `stream` until it closes.
-pub(super) async fn serve(app: Arc<App>, stream: TcpStream, mut stop: watch::Receiver<bool>) {
+pub(super) async fn serve(app: Arc<App>, stream: Conn, mut stop: watch::Receiver<bool>) {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     loop {
         let parsed = match read_request(&stream, &mut buf, &mut stop).await {
@@ -78,6 +87,7 @@ pub(super) async fn serve(app: Arc<App>, stream: TcpStream, mut stop: watch::Rec
             tracing::debug!("reading a request body: {e}");
             return;
         }
+        stream.progress();
         let req = &parsed.request;
         let started = std::time::Instant::now();
         let answer = app.answer(req).await;
@@ -110,7 +120,7 @@ async fn read_request(
     buf: &mut BytesMut,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Option<Parsed>, Answer> {
-    let mut deadline = (!buf.is_empty()).then(|| Instant::now() + HEAD_TIMEOUT);
+    let deadline = Instant::now() + HEAD_TIMEOUT;
     loop {
         if !buf.is_empty() {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -136,12 +146,7 @@ async fn read_request(
             }
         }
         let idle = buf.is_empty();
-        let wait = async {
-            match deadline {
-                Some(at) => tokio::time::timeout_at(at, read_more(stream, buf)).await,
-                None => tokio::time::timeout(IDLE, read_more(stream, buf)).await,
-            }
-        };
+        let wait = tokio::time::timeout_at(deadline, read_more(stream, buf));
         tokio::select! {
             read = wait => match read {
                 Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
@@ -157,7 +162,6 @@ async fn read_request(
             },
             _ = stop.wait_for(|&s| s), if idle => return Ok(None),
         }
-        deadline.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT);
     }
 }
 
@@ -222,11 +226,14 @@ fn parse(req: &httparse::Request) -> Result<Parsed, Answer> {
     if !origin.starts_with('/') {
         return Err(bad("the request target must be a path"));
     }
-    let path = origin.split(['?', '#']).next().unwrap_or("/").to_string();
+    let origin = origin.split('#').next().unwrap_or("/");
+    let (path, query) = origin.split_once('?').unwrap_or((origin, ""));
     let http10 = req.version == Some(0);
     let mut request = Request {
         method,
-        path,
+        path: path.to_string(),
+        query: query.to_string(),
+        host: None,
         range: None,
         if_range: None,
         if_none_match: None,
@@ -252,6 +259,8 @@ fn parse(req: &httparse::Request) -> Result<Parsed, Answer> {
             } else {
                 request.range = Some(value.to_string());
             }
+        } else if name.eq_ignore_ascii_case("host") {
+            request.host = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("if-range") {
             request.if_range = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("if-none-match") {

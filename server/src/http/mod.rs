@@ -4,7 +4,16 @@
 //! `ETag` = id) and any HTTP cache can sit between server and hosts. Root refs change,
 //! so they are cached for seconds only and read from the store on every request: a
 //! commit made by `canopy assemble` on the same store is served at once, without a
-//! restart.
+//! restart (on a store in a bucket, within a second: see [`crate::store::cached`]).
+//! Objects are answered from a file where there is one — the store's own, or the read
+//! cache's verified copy — so ranges and sendfile work on every backend that has files.
+//!
+//! Connections are admitted within the open-file limit ([`crate::admission`]); every
+//! wait on a client is bounded: a request head must be complete within
+//! [`conn::HEAD_TIMEOUT`] of the connection's start or of the previous answer (which is
+//! also how long an idle keep-alive connection lives), store reads are cut at
+//! [`STORE_TIMEOUT`], and an answer the client stops taking for
+//! [`answer::WRITE_STALL`] ends its connection.
 //!
 //! canopy speaks HTTP/1.1 itself ([`conn`]) rather than through a framework, for one
 //! reason: object bytes leave by `sendfile`, from the object file to the socket, which
@@ -13,12 +22,14 @@
 //! tree packs) is computed once and kept ([`wire`]).
 
 mod answer;
+mod boot;
 mod conn;
 mod date;
 mod object;
 mod range;
 mod wire;
 
+use crate::admission::Admission;
 use crate::store::{Store, StoreError};
 use crate::view::{self, history};
 use answer::{Answer, Source, Status};
@@ -35,8 +46,6 @@ use wire::{Kind, WireCache};
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Root refs move: caches may keep them only briefly, so `--follow` sees new commits.
 const SHORT: &str = "public, max-age=2";
-/// Connections served at once; more wait in the listen queue.
-const MAX_CONNECTIONS: usize = 4096;
 /// A store read that takes longer than this is answered 500 (the read goes on).
 const STORE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long connections may take to finish the request they are answering when the
@@ -46,13 +55,18 @@ const GRACE: Duration = Duration::from_secs(10);
 /// How the HTTP server runs.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Bytes of memory for answers computed once (zstd forms, tree packs).
+    /// Connections served at once; at the cap, the one idle longest is closed to admit
+    /// a new one (see [`crate::admission`]).
+    pub connections: usize,
+    /// Bytes of memory for answers computed once (zstd forms, tree packs, small
+    /// objects).
     pub wire_cache: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
+            connections: crate::admission::connection_cap(1),
             wire_cache: 256 * 1024 * 1024,
         }
     }
@@ -76,27 +90,14 @@ pub async fn serve(
         store: Arc::new(store),
         wire: WireCache::new(options.wire_cache),
     });
+    let admission = Admission::new("HTTP", options.connections);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let slot = tokio::select! {
-            _ = &mut shutdown => break,
-            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-        };
         let (tcp, _) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors, or a connection reset before accept: wait a
-                    // little rather than spin, and go on.
-                    tracing::warn!("accepting a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            () = &mut shutdown => break,
+            accepted = admission.accept(&listener) => accepted,
         };
         // Without TCP_NODELAY the end of an answer could wait for the client's
         // delayed ACK; the answer's pieces are coalesced with MSG_MORE instead.
@@ -104,17 +105,24 @@ pub async fn serve(
             tracing::warn!("setting TCP_NODELAY: {e}");
         }
         let (app, stop) = (app.clone(), stop_rx.clone());
-        connections.spawn(async move {
-            conn::serve(app, tcp, stop).await;
-            drop(slot);
-        });
+        let admitted = admission.admit(tcp);
+        connections.spawn(conn::serve(app, admitted, stop));
         while connections.try_join_next().is_some() {}
     }
+    drop(listener);
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(GRACE, async {
+    if tokio::time::timeout(GRACE, async {
         while connections.join_next().await.is_some() {}
     })
-    .await;
+    .await
+    .is_err()
+    {
+        // Dropping the set aborts them and closes their sockets.
+        tracing::debug!(
+            "{} connections still open after {GRACE:?}: closed",
+            connections.len()
+        );
+    }
     Ok(())
 }
 
@@ -154,6 +162,8 @@ impl App {
             ["v1", "roots"] => either(self.roots().await),
             ["v1", "roots", name] => either(self.root(name).await),
             ["v1", "roots", name, "log"] => either(self.log(name).await),
+            ["v1", "roots", name, "boot.ipxe"] => either(boot::ipxe(self, req, name).await),
+            ["v1", "netboot", file] => either(boot::script(file)),
             _ => Answer::error(
                 Status::NotFound,
                 "not-found",
@@ -278,7 +288,8 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// The answer to a store failure: 404 for what is missing, 500 (logged) otherwise.
+/// The answer to a store failure: 404 for what is missing, 503 while a bucket is out of
+/// reach, 500 (logged) otherwise.
 fn store_error(e: StoreError) -> Answer {
     match e {
         StoreError::Missing { id, .. } => Answer::error(
@@ -292,6 +303,19 @@ fn store_error(e: StoreError) -> Answer {
             "not-found",
             format!("object {id} is not a {kind}"),
         ),
+        // The bucket is unreachable and the object not cached here: another server
+        // (or this one, shortly) may answer.
+        e @ StoreError::Backend { .. } => {
+            tracing::warn!("{e}");
+            Answer::error(
+                Status::ServiceUnavailable,
+                "backend-unavailable",
+                format!(
+                    "{e} (objects this server has cached are still served; try again \
+                     shortly or another server)"
+                ),
+            )
+        }
         other => {
             tracing::error!("{other}");
             Answer::error(Status::Internal, "internal", other.to_string())

@@ -2,7 +2,9 @@
 //!
 //! With a local backend the object's file is opened on the connection's own task (a
 //! local open and `fstat` cost microseconds, as nginx does them) and its bytes leave by
-//! `sendfile`; other backends read the object whole, verified, on the blocking pool.
+//! `sendfile`. A store in a bucket hands over its read cache's verified copy (fetched
+//! first if need be, on the blocking pool), sent the same way; a backend without files
+//! reads the object whole, verified, on the blocking pool.
 //! Small objects, once read, are answered from memory ([`SMALL`]); objects never
 //! change, so a copy in memory is never stale (an object deleted by `gc` may be served
 //! from it a while longer: the bytes are still those of its id).
@@ -18,7 +20,6 @@ use bytes::Bytes;
 use canopy_protocol::ObjectId;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Objects up to this size are kept in memory once read ([`Kind::Small`]): most files
@@ -32,7 +33,7 @@ pub(super) async fn answer(app: &Arc<App>, req: &Request, id: &str) -> Answer {
         Ok(o) => o,
         Err(e) => return bad_id(id, e),
     };
-    let (source, len, path) = match open(app, oid).await {
+    let (source, len) = match open(app, oid).await {
         Ok(found) => found,
         Err(answer) => return answer,
     };
@@ -61,7 +62,7 @@ pub(super) async fn answer(app: &Arc<App>, req: &Request, id: &str) -> Answer {
             if wire::accepts_zstd(req.accept_encoding.as_deref())
                 && (wire::MIN_COMPRESS..=wire::MAX_COMPRESS).contains(&len)
             {
-                match compressed(app, oid, &source, path).await {
+                match compressed(app, oid, &source).await {
                     Ok(Some(z)) => {
                         let n = z.len() as u64;
                         return finish(
@@ -108,8 +109,8 @@ fn matches_etag(value: &str, hex: &str) -> bool {
     })
 }
 
-/// The object's bytes and length, and its file's path if it has one; 404 if absent.
-async fn open(app: &Arc<App>, oid: ObjectId) -> Result<(Source, u64, Option<PathBuf>), Answer> {
+/// The object's bytes (a file, or memory) and length; 404 if absent.
+async fn open(app: &Arc<App>, oid: ObjectId) -> Result<(Source, u64), Answer> {
     let not_found = || {
         Answer::error(
             Status::NotFound,
@@ -127,46 +128,49 @@ async fn open(app: &Arc<App>, oid: ObjectId) -> Result<(Source, u64, Option<Path
     };
     if let Some(Some(bytes)) = app.wire.peek(Kind::Small, oid) {
         let len = bytes.len() as u64;
-        return Ok((Source::Memory(bytes), len, None));
+        return Ok((Source::Memory(bytes), len));
     }
-    match app.store.local_path(&oid) {
-        Some(path) => {
-            let file = match std::fs::File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found()),
-                Err(e) => return Err(internal("opening", e)),
-            };
-            let len = file
-                .metadata()
-                .map_err(|e| internal("reading the size of", e))?
-                .len();
-            if len <= SMALL {
-                let mut bytes = vec![0u8; len as usize];
-                file.read_exact_at(&mut bytes, 0)
-                    .map_err(|e| internal("reading", e))?;
-                let bytes = Bytes::from(bytes);
-                app.wire.insert(Kind::Small, oid, Some(bytes.clone()));
-                return Ok((Source::Memory(bytes), len, None));
-            }
-            Ok((Source::File(file), len, Some(path)))
-        }
+    let file = match app.store.local_path(&oid) {
+        Some(path) => match std::fs::File::open(&path) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found()),
+            Err(e) => return Err(internal("opening", e)),
+        },
+        // A read cache's copy, or none (a backend without files).
         None => {
-            // No file to send from: the whole object, verified, in memory.
             let store = app.store.clone();
-            let found = blocking(move || match store.read_object(&oid) {
-                Ok(bytes) => Ok(Some(bytes)),
-                Err(crate::store::StoreError::Missing { .. }) => Ok(None),
-                Err(e) => Err(super::store_error(e)),
-            })
-            .await?;
-            let bytes = Bytes::from(found.ok_or_else(not_found)?);
-            let len = bytes.len() as u64;
-            if len <= SMALL {
-                app.wire.insert(Kind::Small, oid, Some(bytes.clone()));
-            }
-            Ok((Source::Memory(bytes), len, None))
+            blocking(move || store.open_file(&oid).map_err(super::store_error)).await?
         }
+    };
+    let Some(file) = file else {
+        // No file to send from: the whole object, verified, in memory.
+        let store = app.store.clone();
+        let found = blocking(move || match store.read_object(&oid) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(crate::store::StoreError::Missing { .. }) => Ok(None),
+            Err(e) => Err(super::store_error(e)),
+        })
+        .await?;
+        let bytes = Bytes::from(found.ok_or_else(not_found)?);
+        let len = bytes.len() as u64;
+        if len <= SMALL {
+            app.wire.insert(Kind::Small, oid, Some(bytes.clone()));
+        }
+        return Ok((Source::Memory(bytes), len));
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| internal("reading the size of", e))?
+        .len();
+    if len <= SMALL {
+        let mut bytes = vec![0u8; len as usize];
+        file.read_exact_at(&mut bytes, 0)
+            .map_err(|e| internal("reading", e))?;
+        let bytes = Bytes::from(bytes);
+        app.wire.insert(Kind::Small, oid, Some(bytes.clone()));
+        return Ok((Source::Memory(bytes), len));
     }
+    Ok((Source::File(file), len))
 }
 
 /// The object in zstd, computed once; `None` if that does not make it smaller.
@@ -174,32 +178,44 @@ async fn compressed(
     app: &Arc<App>,
     oid: ObjectId,
     source: &Source,
-    path: Option<PathBuf>,
 ) -> Result<Option<Bytes>, Answer> {
-    let memory = match source {
-        Source::Memory(b) => Some(b.clone()),
-        _ => None,
+    if let Some(done) = app.wire.peek(Kind::ObjectZstd, oid) {
+        return Ok(done);
+    }
+    let internal = move |what: &str, e: io::Error| {
+        Answer::error(
+            Status::Internal,
+            "internal",
+            format!("{what} object {oid} to compress it: {e}"),
+        )
+    };
+    // What the computation reads, owned: the bytes, or the file (a second descriptor,
+    // only while it is first computed).
+    let data = match source {
+        Source::Memory(b) => Ok(b.clone()),
+        Source::File(f) => Err(f.try_clone().map_err(|e| internal("opening", e))?),
+        Source::None => return Ok(None),
     };
     app.wire
         .get(Kind::ObjectZstd, oid, move || {
-            let data = match (memory, path) {
-                (Some(b), _) => b.to_vec(),
-                (None, Some(p)) => std::fs::read(&p).map_err(|e| {
-                    Answer::error(
-                        Status::Internal,
-                        "internal",
-                        format!("reading object {oid} to compress it: {e}"),
-                    )
-                })?,
-                (None, None) => return Ok(None),
+            let data = match data {
+                Ok(bytes) => bytes,
+                Err(file) => {
+                    // Positioned reads: the descriptor's offset is shared with the
+                    // answer's.
+                    let read = |file: &std::fs::File| {
+                        let mut bytes = vec![
+                            0u8;
+                            usize::try_from(file.metadata()?.len())
+                                .map_err(io::Error::other)?
+                        ];
+                        file.read_exact_at(&mut bytes, 0)?;
+                        Ok(Bytes::from(bytes))
+                    };
+                    read(&file).map_err(|e| internal("reading", e))?
+                }
             };
-            wire::compress(&data).map_err(|e| {
-                Answer::error(
-                    Status::Internal,
-                    "internal",
-                    format!("compressing object {oid}: {e}"),
-                )
-            })
+            wire::compress(&data).map_err(|e| internal("compressing", e))
         })
         .await
 }

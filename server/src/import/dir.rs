@@ -2,7 +2,7 @@
 
 use super::builder::{ArchivePath, TreeBuilder};
 use super::limit::Limits;
-use super::{Class, Identity, ImportError, Imported, Outcome, finish, named_key};
+use super::{Class, Identity, ImportError, Imported, already_imported, finish, named_key};
 use crate::store::{BlobError, IoContext, Store, Txn};
 use canopy_protocol::{EntryKind, Meta, PackageKind, Xattrs};
 use std::fs::{self, File};
@@ -33,12 +33,8 @@ pub fn import(
     let tree = builder.write(&mut txn)?;
     // No archive to hash: the key is what makes two imports the same one.
     let archive = named_key("dir", name, version, &tree.to_string());
-    if let Some(id) = store.package_ref(&archive)? {
-        return Ok(Imported {
-            id,
-            package: store.package(&id)?,
-            outcome: Outcome::AlreadyImported,
-        });
+    if let Some(done) = already_imported(store, &archive)? {
+        return Ok(done);
     }
     let who = Identity {
         kind: PackageKind::Dir,

@@ -6,6 +6,7 @@
 //! exactly as it was. Archives are streamed: file contents go straight to disk, and
 //! memory is bounded by [`Limits`] whatever the archive claims.
 
+pub mod batch;
 pub(crate) mod builder;
 pub(crate) mod compress;
 pub mod dir;
@@ -116,6 +117,10 @@ pub enum ImportError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// canopy itself failed on this archive (a panic, caught so that the others of a
+    /// batch still import).
+    #[error("canopy failed on this archive (a bug: please report it with the archive)")]
+    Bug,
 }
 
 impl ImportError {
@@ -204,11 +209,15 @@ pub fn decompress<'a>(bytes: &'a [u8], what: &str) -> Result<Box<dyn io::Read + 
     compress::decoder(bytes, None, what)
 }
 
-/// Returns the package already imported from this archive, if any.
+/// Returns the package already imported from this archive, if any — never when the
+/// store is [reimporting](Store::reimporting): then the archive is read again.
 pub(crate) fn already_imported(
     store: &Store,
     archive: &ArchiveHash,
 ) -> Result<Option<Imported>, ImportError> {
+    if store.reimports() {
+        return Ok(None);
+    }
     match store.package_ref(archive)? {
         Some(id) => Ok(Some(Imported {
             id,
@@ -230,18 +239,86 @@ pub(crate) struct Identity {
     pub(crate) extensions: BTreeMap<String, Vec<u8>>,
 }
 
+/// An import read and staged in its own transaction, not visible yet: commit it alone
+/// ([`Prepared::commit`]) or with others ([`batch`]).
+pub struct Staged<'s> {
+    /// Boxed, so that a staged import (sent between threads) stays about the size of
+    /// an imported one.
+    txn: Box<Txn<'s>>,
+    id: PackageId,
+    package: Package,
+    entries: u64,
+    /// The package ref it sets.
+    key: ArchiveHash,
+}
+
+/// What preparing an import gives: the package imported before, or a staged import.
+pub enum Prepared<'s> {
+    /// The archive was imported before; nothing was read beyond its hash.
+    Done(Imported),
+    /// Read and staged, to be committed.
+    Staged(Staged<'s>),
+}
+
+impl Prepared<'_> {
+    /// Makes the import visible on its own (one durable step).
+    pub fn commit(self) -> Result<Imported, ImportError> {
+        match self {
+            Prepared::Done(done) => Ok(done),
+            Prepared::Staged(staged) => {
+                let stats = staged.txn.commit()?;
+                Ok(Imported {
+                    id: staged.id,
+                    package: staged.package,
+                    outcome: Outcome::New {
+                        entries: staged.entries,
+                        stats,
+                    },
+                })
+            }
+        }
+    }
+}
+
 /// Writes the package record for `tree`, points the package ref `key` at it and
 /// commits. The key is the archive's hash for formats whose archives name themselves
 /// (`.deb`); tarballs and directories, named by the user, are keyed by name, version
 /// and content (see [`named_key`]).
 pub(crate) fn finish(
-    mut txn: Txn<'_>,
+    txn: Txn<'_>,
     tree: TreeId,
     entries: u64,
     who: Identity,
     archive: ArchiveHash,
     key: ArchiveHash,
 ) -> Result<Imported, ImportError> {
+    Prepared::Staged(stage(txn, tree, entries, who, archive, key)?).commit()
+}
+
+/// As [`finish`], without the commit.
+pub(crate) fn stage<'s>(
+    mut txn: Txn<'s>,
+    tree: TreeId,
+    entries: u64,
+    who: Identity,
+    archive: ArchiveHash,
+    key: ArchiveHash,
+) -> Result<Staged<'s>, ImportError> {
+    // Read again (import --force, fsck --repair): the objects are now whole; an intact
+    // record stays the package's record, a damaged one is replaced.
+    let previous = txn.store().package_ref(&key)?;
+    if let Some(old) = previous
+        && !txn.store().damaged(&old.0)?
+        && let Ok(package) = txn.store().package(&old)
+    {
+        return Ok(Staged {
+            txn: Box::new(txn),
+            id: old,
+            package,
+            entries,
+            key,
+        });
+    }
     let package = Package {
         kind: who.kind,
         name: who.name,
@@ -255,12 +332,16 @@ pub(crate) fn finish(
         extensions: who.extensions,
     };
     let id = txn.put_package(&package)?;
-    txn.set_package(&key, id);
-    let stats = txn.commit()?;
-    Ok(Imported {
+    match previous {
+        Some(old) => txn.replace_package(&key, old, id),
+        None => txn.set_package(&key, id),
+    }
+    Ok(Staged {
+        txn: Box::new(txn),
         id,
         package,
-        outcome: Outcome::New { entries, stats },
+        entries,
+        key,
     })
 }
 

@@ -15,10 +15,11 @@
 //!
 //! What a client sends is bounded before it costs anything: records over
 //! [`MAX_REQUEST`] close the connection, lengths inside a record are checked against
-//! what is left of it, and at most [`MAX_CONNECTIONS`] connections are served at once
-//! (more wait in the kernel's accept queue), so memory is bounded too: one request and
-//! one reply of at most 1 MiB per connection. A bad connection is closed and logged;
-//! the listener goes on.
+//! what is left of it, and at most a cap of connections are served at once (from the
+//! open-file limit, at most [`MAX_CONNECTIONS`]), so memory is bounded too: one request
+//! and one reply of at most 1 MiB per connection. At the cap, the connection idle
+//! longest is closed to admit a new one ([`crate::admission`]): idle clients cannot lock
+//! out others. A bad connection is closed and logged; the listener goes on.
 
 mod export;
 mod mount;
@@ -30,6 +31,7 @@ mod rpc;
 mod tests;
 mod xdr;
 
+use crate::admission::{Admission, Admitted};
 use crate::store::Store;
 use export::Exports;
 use portmap::Map;
@@ -38,13 +40,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Largest request record: every read-only call fits many times over, and so does a
 /// WRITE of the size FSINFO allows (refused, but answered).
 pub const MAX_REQUEST: usize = 64 << 10;
-/// Connections served at once, each by its own thread.
-pub const MAX_CONNECTIONS: usize = 256;
+/// Most connections served at once, each by its own thread (fewer with a low
+/// open-file limit, see [`NfsServer::connection_cap`]).
+pub const MAX_CONNECTIONS: usize = 4096;
 /// Largest portmapper datagram read: its questions are a few dozen bytes.
 const MAX_DATAGRAM: usize = 1024;
 /// A connection silent this long is closed (clients reconnect when they need to;
@@ -79,6 +81,7 @@ pub struct NfsServer {
     exports: Arc<Exports>,
     portmap: Option<PortmapListeners>,
     registered: Option<register::Registration>,
+    cap: usize,
 }
 
 /// The portmapper's own sockets.
@@ -96,7 +99,16 @@ impl NfsServer {
             exports: Arc::new(Exports::new(store)),
             portmap: None,
             registered: None,
+            cap: crate::admission::connection_cap(1).min(MAX_CONNECTIONS),
         })
+    }
+
+    /// Serves at most `cap` connections at once (NFS and portmapper together; at most
+    /// [`MAX_CONNECTIONS`]). The default is what the open-file limit allows when NFS is
+    /// the only listener: give [`crate::admission::connection_cap`] of the number of
+    /// listeners when others share the process.
+    pub fn connection_cap(&mut self, cap: usize) {
+        self.cap = cap.clamp(1, MAX_CONNECTIONS);
     }
 
     /// Answers the portmapper question for this server: serves it on port 111 of the
@@ -147,8 +159,9 @@ impl NfsServer {
             exports,
             portmap,
             registered,
+            cap,
         } = self;
-        let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let connections = Admission::new("NFS", cap);
         let nfs = accept(listener, Service::Nfs(exports), connections.clone());
         match portmap {
             None => {
@@ -174,29 +187,26 @@ impl NfsServer {
 }
 
 /// Accepts connections forever, each served by a thread of its own.
-async fn accept(listener: TcpListener, service: Service, connections: Arc<Semaphore>) {
+async fn accept(listener: TcpListener, service: Service, connections: Admission) {
     loop {
-        let permit = connections
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        let accepted = listener.accept().await;
-        let started = accepted.and_then(|(socket, peer)| {
-            tracing::debug!("connection from {peer}");
-            let local = socket.local_addr()?.ip();
-            let socket = socket.into_std()?;
-            socket.set_nonblocking(false)?;
-            let service = service.clone();
-            std::thread::Builder::new()
-                .name(format!("nfs {peer}"))
-                .spawn(move || serve_connection(socket, peer, local, &service, permit))
-                .map(drop)
-        });
+        let (socket, peer) = connections.accept(&listener).await;
+        tracing::debug!("connection from {peer}");
+        let started = socket
+            .local_addr()
+            .and_then(|local| Ok((local.ip(), socket.into_std()?)))
+            .and_then(|(local, socket)| {
+                socket.set_nonblocking(false)?;
+                let socket = connections.admit(socket);
+                let service = service.clone();
+                std::thread::Builder::new()
+                    .name(format!("nfs {peer}"))
+                    .spawn(move || serve_connection(socket, peer, local, &service))
+                    .map(drop)
+            });
         if let Err(e) = started {
-            // Out of file descriptors or threads, or a connection reset before it
-            // was accepted: not the listener's end. Pause so as not to spin.
-            tracing::warn!("accepting a connection: {e}");
+            // Out of threads, or a connection reset before it was set up: not the
+            // listener's end. Pause so as not to spin.
+            tracing::warn!("serving a connection from {peer}: {e}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -229,11 +239,10 @@ async fn datagrams(socket: UdpSocket, map: Arc<Map>) {
 
 /// Answers a connection's calls one after the other until it closes, errs or idles.
 fn serve_connection(
-    mut socket: std::net::TcpStream,
+    mut socket: Admitted<std::net::TcpStream>,
     peer: SocketAddr,
     local: IpAddr,
     service: &Service,
-    _connection: OwnedSemaphorePermit,
 ) {
     // Replies leave in one write each; without this the last segment of one can wait
     // for the client's delayed ACK.
@@ -245,7 +254,7 @@ fn serve_connection(
         return;
     }
     loop {
-        let record = match rpc::read_record(&mut socket, MAX_REQUEST, IDLE, STALL) {
+        let record = match rpc::read_record(&mut *socket, MAX_REQUEST, IDLE, STALL) {
             Ok(Some(r)) => r,
             Ok(None) => break,
             Err(e) => {
@@ -260,14 +269,34 @@ fn serve_connection(
                 break;
             }
         };
-        if let Some(reply) = answer(service, local, &record)
-            && let Err(e) = socket.write_all(&reply)
-        {
-            tracing::debug!("{peer} does not take replies ({e}); closing");
-            break;
+        socket.progress();
+        if let Some(reply) = answer(service, local, &record) {
+            if let Err(e) = socket.write_all(&reply) {
+                tracing::debug!("{peer} does not take replies ({e}); closing");
+                break;
+            }
+            socket.progress();
         }
     }
     tracing::debug!("connection from {peer} ends");
+}
+
+/// Answers request records (RPC calls to NFS and MOUNT, without the record marker) as
+/// a connection to 127.0.0.1 gets them answered, against a store's roots: what the fuzz
+/// targets (`fuzz/`) feed arbitrary bytes to.
+#[doc(hidden)]
+pub struct Answerer(Service);
+
+impl Answerer {
+    /// Answers for the roots of `store`.
+    pub fn new(store: Store) -> Answerer {
+        Answerer(Service::Nfs(Arc::new(Exports::new(store))))
+    }
+
+    /// The reply record to `record`, if it gets one.
+    pub fn answer(&self, record: &[u8]) -> Option<Vec<u8>> {
+        answer(&self.0, IpAddr::from([127, 0, 0, 1]), record)
+    }
 }
 
 /// The reply record to a request record, if it gets one. `local` is the address the

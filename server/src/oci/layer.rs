@@ -121,6 +121,7 @@ pub(crate) fn import(
             let stats = TxnStats {
                 new_objects: after.new_objects - before.new_objects,
                 new_bytes: after.new_bytes - before.new_bytes,
+                replaced: after.replaced - before.replaced,
             };
             (package, record, Outcome::New { entries, stats })
         }

@@ -164,6 +164,7 @@ pub fn import(
     };
     let commit = body.sign(&store.signing_key()?);
     let id = txn.put_commit(&commit)?;
+    txn.operation("import");
     txn.set_root(&req.root, parent, id);
     let stats = txn.commit()?;
     Ok(ImportedImage {

@@ -1,16 +1,17 @@
 //! Package repositories: where roots are resolved from.
 //!
 //! A repository is configured once (`STORE/repos/NAME.json`); its metadata is read on
-//! every assemble or upgrade (`crate::debian::release`: the signed Release file, then each
-//! component's Packages index, checked against the hashes Release lists and cached by
-//! them), the request is resolved against it (`crate::debian::resolve`), and only the
+//! every assemble or upgrade by its format (`crate::format`: for Debian the signed
+//! Release file, then each component's Packages index, checked against the hashes
+//! Release lists and cached by them; for rpm-md the signed repomd.xml and what it
+//! lists), the request is resolved against it by the format's resolver, and only the
 //! archives the store has not imported yet are downloaded (`fetch`) and imported
 //! (`provide`).
 //!
 //! ```text
 //! STORE/repos/NAME.json                  the repository's configuration
 //! STORE/cache/repos/NAME/                its verified Release and unpacked Packages
-//! STORE/cache/downloads/SHA256.deb       archives being downloaded (resumed if cut)
+//! STORE/cache/downloads/SHA256.deb|rpm   archives being downloaded (resumed if cut)
 //! ```
 
 pub mod fetch;
@@ -123,12 +124,20 @@ pub enum RepoKind {
 }
 
 impl RepoKind {
+    /// Every kind.
+    pub const ALL: [RepoKind; 2] = [RepoKind::Deb, RepoKind::RpmMd];
+
     /// The word used on the command line and in listings.
     pub fn label(self) -> &'static str {
         match self {
             RepoKind::Deb => "deb",
             RepoKind::RpmMd => "rpm-md",
         }
+    }
+
+    /// The kind a word names (`deb`, `rpm-md`).
+    pub fn from_label(word: &str) -> Option<RepoKind> {
+        RepoKind::ALL.into_iter().find(|k| k.label() == word)
     }
 }
 
@@ -325,10 +334,22 @@ pub fn offered(
     config: &RepoConfig,
     fetcher: &fetch::Fetcher,
 ) -> Result<usize, RepoError> {
-    Ok(match config.kind {
-        RepoKind::Deb => crate::debian::release::load(store, name, config, fetcher)?.len(),
-        RepoKind::RpmMd => crate::rpm::repomd::load(store, name, config, fetcher)?.len(),
-    })
+    let repos = [(name.to_string(), config.clone())];
+    let index = crate::format::of_repo(config.kind).read_index(store, &repos, fetcher, &|_| {})?;
+    Ok(index.packages())
+}
+
+/// Every archive a repository offers for its architecture, with the URL, size and
+/// SHA-256 its metadata gives (what `fsck --repair` looks archives up in).
+pub fn archives(
+    store: &Store,
+    name: &str,
+    config: &RepoConfig,
+    fetcher: &fetch::Fetcher,
+) -> Result<Vec<Archive>, RepoError> {
+    let repos = [(name.to_string(), config.clone())];
+    let index = crate::format::of_repo(config.kind).read_index(store, &repos, fetcher, &|_| {})?;
+    Ok(index.archives())
 }
 
 /// Creates a directory (and its parents) for cache files.

@@ -4,13 +4,12 @@
 
 use super::fetch::Fetcher;
 use super::signature::Keyring;
-use super::{Archive, RepoConfig, RepoError, RepoKind, ensure_dir, get};
+use super::{Archive, RepoConfig, RepoError, ensure_dir, get};
 use crate::assemble::Recipe;
-use crate::debian::release;
-use crate::debian::resolve::{self, Candidate, ResolveError};
+use crate::format::{self, Format, Offer, ResolveError};
 use crate::import::{ImportError, Limits};
 use crate::store::Store;
-use canopy_protocol::{Package, PackageId};
+use canopy_protocol::{ArchiveHash, Package, PackageId};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -41,9 +40,6 @@ pub enum ProvideError {
     /// The request cannot be resolved.
     #[error(transparent)]
     Resolve(#[from] ResolveError),
-    /// The request cannot be resolved (RPM).
-    #[error(transparent)]
-    RpmResolve(#[from] crate::rpm::resolve::ResolveError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -121,10 +117,44 @@ pub fn resolve(
     progress: &dyn Progress,
 ) -> Result<Resolution, ProvideError> {
     let configs = configs(store, recipe)?;
-    match configs[0].1.kind {
-        RepoKind::Deb => resolve_deb(store, recipe, &configs, fetcher, progress),
-        RepoKind::RpmMd => resolve_rpm(store, recipe, &configs, fetcher, progress),
+    resolve_with(store, recipe, &configs, fetcher, progress)
+}
+
+fn resolve_with(
+    store: &Store,
+    recipe: &Recipe,
+    configs: &[(String, RepoConfig)],
+    fetcher: &Fetcher,
+    progress: &dyn Progress,
+) -> Result<Resolution, ProvideError> {
+    let format = format::of_repo(configs[0].1.kind);
+    let index = format.read_index(store, configs, fetcher, &|step| progress.step(step))?;
+    progress.step(&format!("resolving among {} packages", index.packages()));
+    let resolution = index.resolve(&format::Request {
+        packages: recipe.specs.clone(),
+        essential: recipe.essential,
+        recommends: recipe.recommends,
+    })?;
+    let mut packages = Vec::with_capacity(resolution.chosen.len());
+    for Offer {
+        name,
+        version,
+        arch,
+        archive,
+    } in resolution.chosen
+    {
+        packages.push(Planned {
+            imported: store.package_ref(&archive.sha256)?,
+            name,
+            version,
+            arch,
+            archive,
+        });
     }
+    Ok(Resolution {
+        packages,
+        problems: resolution.problems,
+    })
 }
 
 /// The recipe's repositories: at least one, all of one kind and one architecture (one
@@ -160,99 +190,6 @@ fn configs(store: &Store, recipe: &Recipe) -> Result<Vec<(String, RepoConfig)>, 
     Ok(configs)
 }
 
-/// Debian: Release and Packages, then the Debian resolver.
-fn resolve_deb(
-    store: &Store,
-    recipe: &Recipe,
-    configs: &[(String, RepoConfig)],
-    fetcher: &Fetcher,
-    progress: &dyn Progress,
-) -> Result<Resolution, ProvideError> {
-    let mut candidates: Vec<Candidate> = Vec::new();
-    let mut archives: Vec<Archive> = Vec::new();
-    for (name, config) in configs {
-        progress.step(&format!("reading repository {name}"));
-        for (candidate, archive) in release::load(store, name, config, fetcher)? {
-            candidates.push(candidate);
-            archives.push(archive);
-        }
-    }
-    progress.step(&format!("resolving among {} packages", candidates.len()));
-    let resolution = resolve::resolve(
-        &candidates,
-        &resolve::Request {
-            packages: recipe.specs.clone(),
-            arch: configs[0].1.arch.clone(),
-            essential: recipe.essential,
-            recommends: recipe.recommends,
-        },
-    )?;
-    let mut packages = Vec::with_capacity(resolution.chosen.len());
-    for &i in &resolution.chosen {
-        let (c, a) = (&candidates[i], &archives[i]);
-        packages.push(Planned {
-            name: c.name.clone(),
-            version: c.version.to_string(),
-            arch: c.arch.clone(),
-            archive: a.clone(),
-            imported: store.package_ref(&a.sha256)?,
-        });
-    }
-    Ok(Resolution {
-        packages,
-        problems: resolution.problems,
-    })
-}
-
-/// rpm-md: repomd.xml, primary (and filelists when needed), then the RPM resolver.
-fn resolve_rpm(
-    store: &Store,
-    recipe: &Recipe,
-    configs: &[(String, RepoConfig)],
-    fetcher: &Fetcher,
-    progress: &dyn Progress,
-) -> Result<Resolution, ProvideError> {
-    if recipe.essential {
-        return Err(RepoError::Config(
-            "--essential is for Debian repositories: RPM has no Essential packages (ask for them by name)".into(),
-        )
-        .into());
-    }
-    let mut candidates = Vec::new();
-    let mut archives: Vec<Archive> = Vec::new();
-    for (name, config) in configs {
-        progress.step(&format!("reading repository {name}"));
-        for (candidate, archive) in crate::rpm::repomd::load(store, name, config, fetcher)? {
-            candidates.push(candidate);
-            archives.push(archive);
-        }
-    }
-    progress.step(&format!("resolving among {} packages", candidates.len()));
-    let resolution = crate::rpm::resolve::resolve(
-        &candidates,
-        &crate::rpm::resolve::Request {
-            packages: recipe.specs.clone(),
-            arch: configs[0].1.arch.clone(),
-            recommends: recipe.recommends,
-        },
-    )?;
-    let mut packages = Vec::with_capacity(resolution.chosen.len());
-    for &i in &resolution.chosen {
-        let (c, a) = (&candidates[i], &archives[i]);
-        packages.push(Planned {
-            name: c.name.clone(),
-            version: c.evr.to_string(),
-            arch: c.arch.clone(),
-            archive: a.clone(),
-            imported: store.package_ref(&a.sha256)?,
-        });
-    }
-    Ok(Resolution {
-        packages,
-        problems: resolution.problems,
-    })
-}
-
 /// Resolves `recipe` against its repositories and imports what the store lacks.
 pub fn provide(
     store: &Store,
@@ -261,9 +198,9 @@ pub fn provide(
     progress: &dyn Progress,
 ) -> Result<Provided, ProvideError> {
     let configs = configs(store, recipe)?;
-    let kind = configs[0].1.kind;
-    // With --verify-package-signatures, each RPM downloaded must have a header that
-    // verifies with its repository's keyring.
+    let format = format::of_repo(configs[0].1.kind);
+    // With --verify-package-signatures, each archive downloaded must carry a signature
+    // that verifies with its repository's keyring.
     let mut keyrings = std::collections::HashMap::new();
     for (name, config) in &configs {
         if let (true, Some(path)) = (config.verify_package_signatures, &config.keyring) {
@@ -274,7 +211,7 @@ pub fn provide(
             keyrings.insert(name.clone(), ring);
         }
     }
-    let resolution = resolve(store, recipe, fetcher, progress)?;
+    let resolution = resolve_with(store, recipe, &configs, fetcher, progress)?;
     let mut wanted: Vec<&Planned> = resolution.missing().collect();
     if !recipe.no_configure {
         // Imported before records kept control data: importing again adds it.
@@ -287,36 +224,57 @@ pub fn provide(
         }
     }
     let archives: Vec<&Archive> = wanted.iter().map(|p| &p.archive).collect();
-    let files = download_all(store, &archives, fetcher, progress)?;
-    for (p, file) in wanted.iter().zip(&files) {
-        let label = format!("{} {}", p.name, p.version);
-        let imported = match kind {
-            RepoKind::Deb => crate::debian::deb::import(store, file, Limits::default()),
-            RepoKind::RpmMd => crate::rpm::import::import(
+    let files = download_all(store, format, &archives, fetcher, progress)?;
+    // Several archives at once, committed together; each is hashed once (while it
+    // downloaded, checked against its index).
+    let mut first_error = None;
+    crate::import::batch::import(
+        store,
+        wanted.len(),
+        crate::import::batch::threads(),
+        |i| {
+            let (p, file) = (wanted[i], &files[i]);
+            let hash = Some(p.archive.sha256);
+            format.prepare(
                 store,
                 file,
+                hash,
                 Limits::default(),
                 keyrings.get(&p.archive.repo),
-            ),
-        }
-        .map_err(|source| ProvideError::Import {
-            label: label.clone(),
-            url: p.archive.url.to_string(),
-            source: Box::new(source),
-        })?;
-        // A downloaded copy has served its purpose; a file:// archive is the user's.
-        if p.archive.url.scheme() != "file" {
-            let _ = std::fs::remove_file(file);
-        }
-        if imported.package.name != p.name {
-            tracing::warn!(
-                "{} from {} calls itself {}",
-                p.name,
-                p.archive.url,
-                imported.package.name
-            );
-        }
-        progress.imported(&label);
+            )
+        },
+        |i, result| {
+            let (p, file) = (wanted[i], &files[i]);
+            let label = format!("{} {}", p.name, p.version);
+            match result {
+                Ok(imported) => {
+                    // A downloaded copy has served its purpose; a file:// archive is
+                    // the user's.
+                    if p.archive.url.scheme() != "file" {
+                        let _ = std::fs::remove_file(file);
+                    }
+                    if imported.package.name != p.name {
+                        tracing::warn!(
+                            "{} from {} calls itself {}",
+                            p.name,
+                            p.archive.url,
+                            imported.package.name
+                        );
+                    }
+                    progress.imported(&label);
+                }
+                Err(source) => {
+                    first_error.get_or_insert(ProvideError::Import {
+                        label,
+                        url: p.archive.url.to_string(),
+                        source: Box::new(source),
+                    });
+                }
+            }
+        },
+    )?;
+    if let Some(e) = first_error {
+        return Err(e);
     }
     let mut packages = Vec::with_capacity(resolution.packages.len());
     for p in &resolution.packages {
@@ -333,31 +291,31 @@ pub fn provide(
     })
 }
 
-/// Gives `.deb` packages imported before records kept control data their control
-/// data, from the archive in the download cache (`cache/downloads/SHA256.deb`) where
-/// it is still there; the others are left as they are (configuring them says to
-/// import them again).
+/// Gives packages imported before records kept control data their control data, from
+/// the archive in the download cache (`cache/downloads/SHA256.deb`) where it is still
+/// there; the others are left as they are (configuring them says to import them
+/// again).
 pub fn control_from_cache(
     store: &Store,
     packages: Vec<(PackageId, Package)>,
 ) -> Result<Vec<(PackageId, Package)>, ProvideError> {
     let mut out = Vec::with_capacity(packages.len());
     for (id, p) in packages {
-        let cached = store
-            .path()
-            .join("cache/downloads")
-            .join(format!("{}.deb", p.archive));
-        if p.kind != canopy_protocol::PackageKind::Deb || p.control.is_some() || !cached.exists() {
+        let Some(format) = format::of_kind(p.kind) else {
+            out.push((id, p));
+            continue;
+        };
+        let cached = downloaded(store, format, &p.archive);
+        if p.control.is_some() || !cached.exists() {
             out.push((id, p));
             continue;
         }
-        let imported =
-            crate::debian::deb::import(store, &cached, Limits::default()).map_err(|source| {
-                ProvideError::Import {
-                    label: format!("{} {}", p.name, p.version),
-                    url: cached.display().to_string(),
-                    source: Box::new(source),
-                }
+        let imported = format
+            .import(store, &cached, Limits::default(), None)
+            .map_err(|source| ProvideError::Import {
+                label: format!("{} {}", p.name, p.version),
+                url: cached.display().to_string(),
+                source: Box::new(source),
             })?;
         // A cached file that is not the archive imported before is left alone.
         if imported.package.archive == p.archive {
@@ -373,6 +331,7 @@ pub fn control_from_cache(
 /// first failure stops the rest. Returns the local files, in order.
 fn download_all(
     store: &Store,
+    format: &dyn Format,
     wanted: &[&Archive],
     fetcher: &Fetcher,
     progress: &dyn Progress,
@@ -395,7 +354,7 @@ fn download_all(
                         return;
                     };
                     let a = wanted[i];
-                    let dest = dir.join(format!("{}.deb", a.sha256));
+                    let dest = downloaded(store, format, &a.sha256);
                     match fetcher.download(&a.url, &dest, a.size, &a.sha256, &|n| {
                         progress.downloaded(n)
                     }) {
@@ -418,4 +377,12 @@ fn download_all(
         .into_iter()
         .map(|p| p.expect("every download finished"))
         .collect())
+}
+
+/// Where an archive is downloaded to: `cache/downloads/SHA256.deb` (`.rpm`…).
+fn downloaded(store: &Store, format: &dyn Format, archive: &ArchiveHash) -> PathBuf {
+    store
+        .path()
+        .join("cache/downloads")
+        .join(format!("{archive}.{}", format.kind().label()))
 }

@@ -130,6 +130,38 @@ pub(crate) fn read(r: &mut impl Read, file_len: u64, what: &str) -> Result<Heade
     })
 }
 
+/// A stored main header (a package record's control tree keeps it) parsed, with the
+/// same checks as an RPM file's: the lead and signature header rpm wrote are not kept,
+/// so a lead naming the package and a signature header holding only the main header's
+/// size stand in for them.
+pub(crate) fn stored(main: &[u8], what: &str) -> Result<PackageMetadata, ImportError> {
+    let mut file = Vec::with_capacity(LEAD_SIZE + 40 + main.len());
+    file.extend_from_slice(&LEAD_MAGIC);
+    // Format 3.0, a binary package for architecture 1 (rpm no longer reads these).
+    file.extend_from_slice(&[3, 0, 0, 0, 0, 1]);
+    let mut name = [0u8; 66];
+    let shown = what.as_bytes();
+    let n = shown.len().min(65);
+    name[..n].copy_from_slice(&shown[..n]);
+    file.extend_from_slice(&name);
+    // Operating system 1 (Linux), signature type 5 (a header).
+    file.extend_from_slice(&[0, 1, 0, 5]);
+    file.extend_from_slice(&[0; 16]);
+    // One tag, RPMSIGTAG_SIZE (1000), an INT32 (type 4) at offset 0, then its value
+    // and padding to 8 bytes.
+    file.extend_from_slice(&HEADER_MAGIC);
+    file.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 4]);
+    file.extend_from_slice(&1000u32.to_be_bytes());
+    file.extend_from_slice(&4u32.to_be_bytes());
+    file.extend_from_slice(&0u32.to_be_bytes());
+    file.extend_from_slice(&1u32.to_be_bytes());
+    file.extend_from_slice(&u32::try_from(main.len()).unwrap_or(u32::MAX).to_be_bytes());
+    file.extend_from_slice(&[0; 4]);
+    file.extend_from_slice(main);
+    let len = file.len() as u64;
+    Ok(read(&mut file.as_slice(), len, what)?.meta)
+}
+
 /// Reads one header (intro, index, data) after checking its sizes against rpm's limits
 /// and what is left of the file, then checks every index entry.
 fn read_header(

@@ -17,11 +17,12 @@ use crate::import::builder::{ArchivePath, TreeBuilder};
 use crate::import::compress::{Compression, decoder};
 use crate::import::limit::{Budget, Counted, Hashing, Limits};
 use crate::import::{
-    Class, Identity, ImportError, Imported, already_imported, finish, hash_file, open, prefix,
+    Class, Identity, ImportError, Imported, Prepared, already_imported, hash_file, open, prefix,
+    stage,
 };
 use crate::repo::signature::Keyring;
 use crate::store::{BlobError, Store, Txn};
-use canopy_protocol::{BlobId, EntryKind, Meta, PackageKind, TreeId};
+use canopy_protocol::{ArchiveHash, BlobId, EntryKind, Meta, PackageKind, TreeId};
 use rpm::{FileFlags, IndexTag, PackageMetadata};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufReader, Read};
@@ -107,8 +108,24 @@ pub fn import(
     limits: Limits,
     keyring: Option<&Keyring>,
 ) -> Result<Imported, ImportError> {
+    prepare(store, path, None, limits, keyring)?.commit()
+}
+
+/// As [`import`], staged and not committed (see [`crate::import::batch`]). `hash` is
+/// the archive's SHA-256 when the caller has checked it already (a download checked
+/// against its index), so the file is not read once more for it.
+pub fn prepare<'s>(
+    store: &'s Store,
+    path: &Path,
+    hash: Option<ArchiveHash>,
+    limits: Limits,
+    keyring: Option<&Keyring>,
+) -> Result<Prepared<'s>, ImportError> {
     let what = path.display().to_string();
-    let archive = hash_file(path)?;
+    let archive = match hash {
+        Some(hash) => hash,
+        None => hash_file(path)?,
+    };
     let file = open(path)?;
     let file_len = file
         .metadata()
@@ -124,7 +141,7 @@ pub fn import(
         headers.verify_signature(keyring, &what)?;
     }
     if let Some(done) = already_imported(store, &archive)? {
-        return Ok(done);
+        return Ok(Prepared::Done(done));
     }
     let header_start = headers.payload_offset - headers.main.len() as u64;
     if let Some(declared) = headers.declared_size() {
@@ -190,7 +207,9 @@ pub fn import(
         control: Some(control),
         extensions,
     };
-    finish(txn, tree, entries, identity, archive, archive)
+    Ok(Prepared::Staged(stage(
+        txn, tree, entries, identity, archive, archive,
+    )?))
 }
 
 /// What the header says the package is.
@@ -592,7 +611,7 @@ fn control_tree(txn: &mut Txn<'_>, main: &[u8]) -> Result<TreeId, ImportError> {
     })?;
     let mut builder = TreeBuilder::new(1);
     builder.add_leaf(
-        &ArchivePath::parse(b"header")?,
+        &ArchivePath::parse(super::transaction::HEADER.as_bytes())?,
         Meta {
             mode: 0o644,
             ..Meta::default()

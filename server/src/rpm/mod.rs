@@ -8,13 +8,24 @@
 //! - [`facts`]: what a package record keeps of an RPM (extension `rpm`);
 //! - [`import`]: an `.rpm` into a package tree;
 //! - [`repomd`]: rpm-md repositories (repomd.xml, primary, filelists);
-//! - [`resolve`]: which packages of a repository a request needs, on resolvo.
+//! - [`resolve`]: which packages of a repository a request needs, on resolvo;
+//! - `transaction`, `owners`, `driver`, `configure`: installing a set of RPMs as rpm
+//!   does — install order, directory modes and owners by name from the headers,
+//!   scriptlets and triggers in the configure sandbox, the root's rpm database;
+//! - [`Rpm`]: all of it as a [`crate::format::Format`].
 
 mod caps;
+mod configure;
 mod cpio;
+mod driver;
 pub mod evr;
 pub mod facts;
+mod format;
 pub(crate) mod header;
 pub mod import;
+mod owners;
 pub mod repomd;
 pub mod resolve;
+mod transaction;
+
+pub use format::Rpm;

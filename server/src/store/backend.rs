@@ -11,6 +11,7 @@
 use super::StoreError;
 use canopy_protocol::ObjectId;
 use std::collections::HashSet;
+use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -52,6 +53,26 @@ pub trait ObjectBackend: Send + Sync {
     /// may be absent (check, or handle `NotFound`).
     fn local_path(&self, _id: &ObjectId) -> Option<PathBuf> {
         None
+    }
+
+    /// The object as an open file on this machine, if the backend has one — its own
+    /// (see [`local_path`](Self::local_path)) or a read cache's verified copy —, for
+    /// serving ranges and positioned reads from disk; `None` if it has none.
+    fn open_file(&self, id: &ObjectId) -> Result<Option<File>, StoreError> {
+        let Some(path) = self.local_path(id) else {
+            return Ok(None);
+        };
+        match File::open(&path) {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::Missing {
+                id: *id,
+                store: self.location(),
+            }),
+            Err(source) => Err(StoreError::Io {
+                what: format!("opening {}", path.display()),
+                source,
+            }),
+        }
     }
 
     /// Whether [`exists`](Self::exists) is cheap enough to ask for every object a writer
@@ -136,4 +157,8 @@ pub trait RefBackend: Send + Sync {
 
     /// The log of `name`, oldest entry first; empty if it has none.
     fn read_log(&self, name: &str) -> Result<Vec<String>, StoreError>;
+
+    /// The refs under `prefix` that have a log, whether or not the ref still exists,
+    /// as the rest of their names (`web` for `roots/web`), in no particular order.
+    fn log_names(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 }

@@ -337,6 +337,32 @@ impl RefBackend for LocalRefs {
         Ok(())
     }
 
+    fn log_names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let dir = self.store.join("logs").join(prefix);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(StoreError::Io {
+                    what: format!("listing {}", dir.display()),
+                    source: e,
+                });
+            }
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let name = entry
+                .ctx(|| format!("listing {}", dir.display()))?
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            if !name.starts_with('.') {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
     fn read_log(&self, name: &str) -> Result<Vec<String>, StoreError> {
         let path = self.store.join("logs").join(name);
         match fs::read_to_string(&path) {

@@ -162,6 +162,17 @@ impl RefBackend for MemoryRefs {
         Ok(())
     }
 
+    fn log_names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let dir = format!("{prefix}/");
+        Ok(self
+            .logs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .filter_map(|name| name.strip_prefix(&dir).map(str::to_string))
+            .collect())
+    }
+
     fn read_log(&self, name: &str) -> Result<Vec<String>, StoreError> {
         Ok(self
             .logs

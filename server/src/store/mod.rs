@@ -7,6 +7,7 @@
 //! STORE/objects/ab/cdef…       one file per object, named by its SHA-256
 //! STORE/refs/roots/NAME        current commit of a root
 //! STORE/refs/packages/HASH     package record of the archive whose SHA-256 is HASH
+//! STORE/logs/roots/NAME        the root's reflog: every move of its ref (see [`reflog`])
 //! STORE/tmp/                   in-flight transactions; removed by the next writer
 //! ```
 //!
@@ -17,6 +18,7 @@
 //! [`Txn`].
 
 pub mod backend;
+pub mod cached;
 pub mod config;
 mod error;
 #[cfg(test)]
@@ -24,6 +26,7 @@ pub(crate) mod fixture;
 pub mod init;
 pub mod local;
 pub mod memory;
+pub mod reflog;
 pub mod s3;
 mod txn;
 
@@ -89,6 +92,8 @@ pub struct Store {
     /// The bucket, for a store in one: it holds the store's public key.
     bucket: Option<Arc<s3::Bucket>>,
     _lock: Option<File>,
+    /// See [`Store::reimporting`].
+    reimport: bool,
 }
 
 impl Store {
@@ -106,6 +111,7 @@ impl Store {
             refs: Box::new(memory::MemoryRefs::default()),
             bucket: None,
             _lock: None,
+            reimport: false,
         })
     }
 
@@ -136,6 +142,7 @@ impl Store {
                 refs: Box::new(local::LocalRefs::new(root)),
                 bucket: None,
                 _lock: lock,
+                reimport: false,
             },
             Backend::S3(config) => {
                 let patience = match access {
@@ -149,6 +156,7 @@ impl Store {
                     refs: Box::new(s3::S3Refs::new(bucket.clone())),
                     bucket: Some(bucket),
                     _lock: lock,
+                    reimport: false,
                 }
             }
         };
@@ -192,6 +200,34 @@ impl Store {
         &self.root
     }
 
+    /// This store, set to read archives again even when they were imported already
+    /// (`import --force`, `fsck --repair`): every transaction then checks the objects it
+    /// would otherwise skip as present, and replaces those whose bytes are damaged.
+    pub fn reimporting(mut self) -> Self {
+        self.reimport = true;
+        self
+    }
+
+    /// Whether the store was set with [`Store::reimporting`].
+    pub fn reimports(&self) -> bool {
+        self.reimport
+    }
+
+    /// Whether a present object is damaged: its bytes cannot be read, or do not hash to
+    /// its id.
+    pub fn damaged(&self, id: &ObjectId) -> Result<bool, StoreError> {
+        let mut reader = match self.objects.get(id) {
+            Ok(r) => r,
+            Err(StoreError::Missing { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let mut hasher = canopy_protocol::Hasher::new();
+        Ok(match io::copy(&mut reader, &mut hasher) {
+            Ok(_) => hasher.finish() != *id,
+            Err(_) => true,
+        })
+    }
+
     /// Where the objects live.
     pub fn objects(&self) -> &dyn ObjectBackend {
         &*self.objects
@@ -206,6 +242,27 @@ impl Store {
     /// [`ObjectBackend::local_path`]).
     pub fn local_path(&self, id: &ObjectId) -> Option<PathBuf> {
         self.objects.local_path(id)
+    }
+
+    /// The object as an open file on this machine, if the backend has one (see
+    /// [`ObjectBackend::open_file`]).
+    pub fn open_file(&self, id: &ObjectId) -> Result<Option<File>, StoreError> {
+        self.objects.open_file(id)
+    }
+
+    /// Whether objects and refs live elsewhere (a bucket), each read a request.
+    pub fn is_remote(&self) -> bool {
+        self.bucket.is_some()
+    }
+
+    /// This store for a long-running server: objects read through `cache` (fetched
+    /// whole, verified, kept as files) and refs reused for a second (see [`cached`]).
+    pub fn read_through(self, cache: Arc<canopy_cache::Cache>) -> Store {
+        Store {
+            objects: Box::new(cached::CachedObjects::new(self.objects, cache)),
+            refs: Box::new(cached::CachedRefs::new(self.refs)),
+            ..self
+        }
     }
 
     /// Whether the object is present.
@@ -339,11 +396,15 @@ impl Store {
     }
 
     /// Starts a transaction. The store must have been opened with [`Access::Write`].
+    /// Several may be open at once (threads staging parts of one write, see
+    /// [`Txn::absorb`]): each stages in its own directory.
     pub fn begin(&self) -> Result<Txn<'_>, StoreError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = self
             .root
             .join("tmp")
-            .join(format!("txn-{}", std::process::id()));
+            .join(format!("txn-{}-{n}", std::process::id()));
         Txn::new(self, dir)
     }
 }
@@ -430,7 +491,8 @@ mod tests {
                 stats,
                 TxnStats {
                     new_objects: 1,
-                    new_bytes: 4
+                    new_bytes: 4,
+                    replaced: 0,
                 }
             );
             assert_eq!(store.read_object(&a.0).unwrap(), b"same");

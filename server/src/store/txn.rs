@@ -12,7 +12,7 @@ use canopy_protocol::{
     ArchiveHash, BlobId, Commit, CommitId, Hasher, ObjectId, Package, PackageId, RootName, Tree,
     TreeId,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -25,6 +25,9 @@ pub struct TxnStats {
     pub new_objects: u64,
     /// Their total size in bytes.
     pub new_bytes: u64,
+    /// Of these, objects that were present but damaged, and were replaced (only when
+    /// the store is [reimporting](Store::reimporting)).
+    pub replaced: u64,
 }
 
 /// Why a blob could not be stored: the source failed, or the store did.
@@ -40,19 +43,26 @@ pub enum BlobError {
 struct RefMove {
     name: RefName,
     expected: Option<ObjectId>,
-    new: ObjectId,
+    /// `None` removes the ref.
+    new: Option<ObjectId>,
 }
 
 /// A set of writes that becomes visible all at once, or not at all.
 pub struct Txn<'s> {
     store: &'s Store,
     dir: PathBuf,
+    /// Staging directories of the transactions absorbed into this one.
+    absorbed: Vec<PathBuf>,
     /// Staged objects: file and size.
     staged: HashMap<ObjectId, (PathBuf, u64)>,
+    /// Present objects found damaged, whose staged copies replace them.
+    replace: Vec<ObjectId>,
     refs: Vec<RefMove>,
     seq: u64,
     stats: TxnStats,
     done: bool,
+    /// What the reflog says moved the roots (see [`Txn::operation`]).
+    operation: &'static str,
 }
 
 impl<'s> Txn<'s> {
@@ -62,11 +72,14 @@ impl<'s> Txn<'s> {
         Ok(Txn {
             store,
             dir,
+            absorbed: Vec::new(),
             staged: HashMap::new(),
+            replace: Vec::new(),
             refs: Vec::new(),
             seq: 0,
             stats: TxnStats::default(),
             done: false,
+            operation: "commit",
         })
     }
 
@@ -78,9 +91,17 @@ impl<'s> Txn<'s> {
     /// Whether staging the object again can be skipped: it is staged already, or the
     /// backend can tell cheaply that it has it. (A remote backend is not asked object by
     /// object: its [`put`](super::backend::ObjectBackend::put) says what it had.)
+    /// When the store is [reimporting](Store::reimporting), every present object is
+    /// checked, and a damaged one is not known: it is staged again, to replace it.
     fn known(&self, id: &ObjectId) -> Result<bool, StoreError> {
+        if self.staged.contains_key(id) {
+            return Ok(true);
+        }
         let objects = self.store.objects();
-        Ok(self.staged.contains_key(id) || (objects.cheap_exists() && objects.exists(id)?))
+        if self.store.reimports() {
+            return Ok(objects.exists(id)? && !self.store.damaged(id)?);
+        }
+        Ok(objects.cheap_exists() && objects.exists(id)?)
     }
 
     /// What this transaction has staged so far: new objects, on a backend that tells
@@ -90,6 +111,7 @@ impl<'s> Txn<'s> {
         TxnStats {
             new_objects: self.staged.len() as u64,
             new_bytes: self.staged.values().map(|(_, size)| size).sum(),
+            replaced: self.replace.len() as u64,
         }
     }
 
@@ -103,8 +125,10 @@ impl<'s> Txn<'s> {
         if self.known(&id)? {
             return fs::remove_file(&tmp).ctx(|| format!("removing {}", tmp.display()));
         }
+        if self.store.reimports() && self.store.objects().exists(&id)? {
+            self.replace.push(id);
+        }
         self.staged.insert(id, (tmp, size));
-        crash::point("object staged");
         Ok(())
     }
 
@@ -223,8 +247,45 @@ impl<'s> Txn<'s> {
         self.refs.push(RefMove {
             name: RefName::Root(name.clone()),
             expected: expected.map(|c| c.0),
-            new: commit.0,
+            new: Some(commit.0),
         });
+    }
+
+    /// Removes a root when the transaction commits, if it is still at `expected`. Its
+    /// reflog stays, and with it the way back (`roots rollback`) until gc's grace period
+    /// is over.
+    pub fn remove_root(&mut self, name: &RootName, expected: CommitId) {
+        self.refs.push(RefMove {
+            name: RefName::Root(name.clone()),
+            expected: Some(expected.0),
+            new: None,
+        });
+    }
+
+    /// Points a package ref that holds `expected` at a new record `package` (a record
+    /// remade because the old one was damaged).
+    pub fn replace_package(&mut self, key: &ArchiveHash, expected: PackageId, package: PackageId) {
+        self.refs.push(RefMove {
+            name: RefName::Package(*key),
+            expected: Some(expected.0),
+            new: Some(package.0),
+        });
+    }
+
+    /// Removes a package record's ref (`key`: the archive's hash, or a named import's
+    /// key) when the transaction commits, if it still points at `expected`.
+    pub fn remove_package(&mut self, key: &ArchiveHash, expected: PackageId) {
+        self.refs.push(RefMove {
+            name: RefName::Package(*key),
+            expected: Some(expected.0),
+            new: None,
+        });
+    }
+
+    /// Names what this transaction's root moves are, in the reflog: `assemble`,
+    /// `upgrade`, `rollback`, `remove`… (default `commit`).
+    pub fn operation(&mut self, op: &'static str) {
+        self.operation = op;
     }
 
     /// Records a package import when the transaction commits. An archive is imported
@@ -233,12 +294,58 @@ impl<'s> Txn<'s> {
         self.refs.push(RefMove {
             name: RefName::Package(*archive),
             expected: None,
-            new: package.0,
+            new: Some(package.0),
         });
     }
 
+    /// Takes over everything `part` staged and the refs it would move, so that one
+    /// commit makes both visible (one durable step for many imports instead of one
+    /// each). Objects this transaction already stages are dropped from `part`. Returns
+    /// the ids `part` added, each with its size, and how many damaged objects it
+    /// replaces that this transaction did not already.
+    pub fn absorb(&mut self, mut part: Txn<'s>) -> Result<(Vec<(ObjectId, u64)>, u64), StoreError> {
+        let mut added = Vec::new();
+        for (id, (path, size)) in std::mem::take(&mut part.staged) {
+            if self.staged.contains_key(&id) {
+                fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
+                continue;
+            }
+            self.staged.insert(id, (path, size));
+            added.push((id, size));
+        }
+        let mut replaced = 0;
+        for id in std::mem::take(&mut part.replace) {
+            if !self.replace.contains(&id) {
+                self.replace.push(id);
+                replaced += 1;
+            }
+        }
+        self.refs.append(&mut part.refs);
+        // The part's files now belong to this transaction: its directory goes when
+        // this one commits or is dropped, not before.
+        part.done = true;
+        self.absorbed.push(part.dir.clone());
+        self.absorbed.append(&mut part.absorbed);
+        Ok((added, replaced))
+    }
+
     /// Makes everything durable and visible: objects first, refs last.
-    pub fn commit(mut self) -> Result<TxnStats, StoreError> {
+    pub fn commit(self) -> Result<TxnStats, StoreError> {
+        self.commit_telling_new().map(|(stats, _)| stats)
+    }
+
+    /// As [`commit`](Self::commit), and says which objects were not in the store before
+    /// (what a batch of imports reports per archive).
+    pub fn commit_telling_new(mut self) -> Result<(TxnStats, HashSet<ObjectId>), StoreError> {
+        // A damaged object goes just before its replacement arrives: a crash between
+        // leaves it missing, which is no worse, and fsck says so.
+        for id in std::mem::take(&mut self.replace) {
+            match self.store.objects().delete(&id) {
+                Ok(_) | Err(StoreError::Missing { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            self.stats.replaced += 1;
+        }
         let (staged, sizes): (Vec<_>, Vec<_>) = std::mem::take(&mut self.staged)
             .into_iter()
             .map(|(id, (path, size))| ((id, path), size))
@@ -246,32 +353,46 @@ impl<'s> Txn<'s> {
         // Everything this transaction references that is not reachable yet is staged,
         // present or not (package trees reused by assemble are reached by their refs).
         let ids: Vec<ObjectId> = staged.iter().map(|(id, _)| *id).collect();
+        // One step per object staged, counted here rather than as each is written so
+        // that a write staged by several threads (see `absorb`) takes as many steps as
+        // the same write staged by one.
+        for _ in &ids {
+            crash::point("object staged");
+        }
         let _lease = self.store.objects().protect(&ids)?;
         let existed = self.store.objects().put(staged)?;
-        for (was_there, size) in existed.into_iter().zip(sizes) {
+        let mut new = HashSet::new();
+        for ((was_there, size), id) in existed.into_iter().zip(sizes).zip(ids) {
             if !was_there {
                 self.stats.new_objects += 1;
                 self.stats.new_bytes += size;
+                new.insert(id);
             }
         }
         for m in std::mem::take(&mut self.refs) {
             crash::point("before ref write");
+            if let RefName::Root(root) = &m.name {
+                // The entry first: a crash before the move leaves an entry the reflog
+                // reads as interrupted, never a move without its entry.
+                let (old, new) = (m.expected.map(CommitId), m.new.map(CommitId));
+                self.store.log_root_move(root, self.operation, old, new)?;
+                crash::point("reflog written");
+            }
             let name = m.name.to_string();
-            match self
-                .store
-                .refs()
-                .compare_and_swap(&name, m.expected, Some(m.new))
-            {
+            match self.store.refs().compare_and_swap(&name, m.expected, m.new) {
                 Ok(()) => {}
+                // An archive another writer recorded meanwhile keeps that record.
                 Err(StoreError::Conflict { found: Some(_), .. })
-                    if matches!(m.name, RefName::Package(_)) => {}
+                    if matches!(m.name, RefName::Package(_)) && m.new.is_some() => {}
                 Err(e) => return Err(e),
             }
             crash::point("ref written");
         }
         self.done = true;
-        fs::remove_dir_all(&self.dir).ctx(|| format!("removing {}", self.dir.display()))?;
-        Ok(self.stats)
+        for dir in std::iter::once(&self.dir).chain(&self.absorbed) {
+            fs::remove_dir_all(dir).ctx(|| format!("removing {}", dir.display()))?;
+        }
+        Ok((self.stats, new))
     }
 }
 
@@ -280,6 +401,9 @@ impl Drop for Txn<'_> {
         if !self.done {
             // Abandoned: nothing it staged was ever visible, so dropping it is the rollback.
             let _ = fs::remove_dir_all(&self.dir);
+            for dir in &self.absorbed {
+                let _ = fs::remove_dir_all(dir);
+            }
         }
     }
 }

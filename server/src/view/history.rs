@@ -109,7 +109,17 @@ pub fn head(store: &Store, root: &RootName) -> Result<CommitId, HistoryError> {
         .into_iter()
         .map(|(n, _)| n.to_string())
         .collect();
+    let removed = store
+        .reflog(root)?
+        .last()
+        .filter(|l| l.applied && l.entry.new.is_none())
+        .map(|l| l.entry.time);
     let hint = match suggest::closest(root.as_str(), names.iter().map(String::as_str)) {
+        _ if removed.is_some() => format!(
+            " (it was removed at {}: `canopy roots reflog {root}` shows its versions, \
+             `canopy roots rollback {root} COMMIT` brings one back)",
+            crate::view::rfc3339(removed.unwrap_or_default())
+        ),
         Some(near) => format!("; did you mean {near}?"),
         None if names.is_empty() => {
             "; it has no roots yet (make one with `canopy assemble`)".into()
@@ -153,16 +163,60 @@ impl Iterator for Log<'_> {
     }
 }
 
-/// The commit of `root`'s history that `prefix` names (full id or unique prefix).
-pub fn find(store: &Store, root: &RootName, prefix: &str) -> Result<CommitId, HistoryError> {
-    let prefix = check_prefix(prefix)?;
-    let mut found = Vec::new();
-    for entry in log(store, head(store, root)?) {
-        let (id, _) = entry?;
-        if id.to_string().starts_with(&prefix) {
-            found.push(id);
+/// Every commit a root has had that the store still holds: its history, and the
+/// commits its reflog names with their histories (a commit rolled away from, the
+/// versions of a removed root). Newest first along each history.
+pub fn known(store: &Store, root: &RootName) -> Result<Vec<CommitId>, HistoryError> {
+    let mut starts = Vec::new();
+    if let Some(head) = store.root_ref(root)? {
+        starts.push(head);
+    }
+    for logged in store.reflog(root)?.iter().rev() {
+        for id in [logged.entry.new, logged.entry.old].into_iter().flatten() {
+            if !store.has(&id.0)? {
+                // Collected by gc after the grace period.
+                continue;
+            }
+            // A damaged or foreign entry names nothing of this root: a commit must be
+            // readable and signed for this root's name to be rolled back to.
+            match store.commit(&id) {
+                Ok(c) if c.body.root == *root => starts.push(id),
+                Ok(c) => tracing::warn!(
+                    "the reflog of {root} names commit {id}, which is of root {}: ignored",
+                    c.body.root
+                ),
+                Err(e) => tracing::warn!("the reflog of {root} names {id}: {e}; ignored"),
+            }
         }
     }
+    if starts.is_empty() {
+        head(store, root)?;
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for start in starts {
+        if seen.contains(&start) {
+            continue;
+        }
+        for entry in log(store, start) {
+            let (id, _) = entry?;
+            if !seen.insert(id) {
+                break;
+            }
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// The commit of `root`'s history — or of its reflog, so a commit rolled away from or
+/// of a removed root — that `prefix` names (full id or unique prefix).
+pub fn find(store: &Store, root: &RootName, prefix: &str) -> Result<CommitId, HistoryError> {
+    let prefix = check_prefix(prefix)?;
+    let found: Vec<CommitId> = known(store, root)?
+        .into_iter()
+        .filter(|id| id.to_string().starts_with(&prefix))
+        .collect();
     match found.as_slice() {
         [one] => Ok(*one),
         [] => Err(HistoryError::NoSuchCommit {

@@ -100,6 +100,12 @@ pub fn trees_under(store: &Store, root: TreeId) -> Result<Vec<(TreeId, Vec<u8>)>
     Ok(trees)
 }
 
+/// A unix time as RFC 3339 UTC, for messages.
+pub fn rfc3339(ts: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(ts.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

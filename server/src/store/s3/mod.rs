@@ -664,6 +664,18 @@ impl RefBackend for S3Refs {
         Ok(())
     }
 
+    fn log_names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        // Each entry is a key of its own (NAME/SEQ): the names are the first parts.
+        let mut names: Vec<String> = self
+            .bucket
+            .list_under(&format!("logs/{prefix}"))?
+            .into_iter()
+            .filter_map(|(key, _, _)| key.split_once('/').map(|(name, _)| name.to_string()))
+            .collect();
+        names.dedup();
+        Ok(names)
+    }
+
     fn read_log(&self, name: &str) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
         for (key, _, _) in self.bucket.list_under(&format!("logs/{name}"))? {

@@ -1,0 +1,530 @@
+//! A bounded directory of verified objects: content-addressed files, bounded in size,
+//! evicted least recently used, never evicting an open file. A host's mounts share one
+//! (so a file used by ten roots is one download and one file there), and a server in
+//! front of a bucket keeps its hot objects in one.
+//!
+//! ```text
+//! CACHE/objects/ab/cdef…   verified objects, named by id
+//! CACHE/tmp/               downloads in flight (removed at open)
+//! ```
+//!
+//! Cached bytes are never trusted on their name alone. Cache files are read-only (mode
+//! 0444, in directories only the owner can enter), and each verification records the
+//! file's [`Stamp`] — device, inode, change time and size. An open whose file still has
+//! the stamp of its last verification costs one `fstat`; any other (a file from an
+//! earlier run, or one written, truncated, replaced or even chmod-ed since) is hashed
+//! again first, and fetched again if its bytes are not the object's. So a cache file
+//! altered on disk never reaches a reader, passthrough or not: an open hands out a file
+//! verified since its last change, and reads through canopy check the stamp again and
+//! open the object anew if it moved (canopy-client's FUSE front end does). fs-verity would let the kernel keep that promise for reads of an
+//! already open passthrough file too; the ext4 cache directories this was built on do
+//! not have it, so a file altered by root while open can still be read through
+//! passthrough until it is closed.
+
+#![warn(missing_docs)]
+
+use canopy_protocol::{Hasher, ObjectId};
+use dashmap::DashMap;
+use lru::LruCache;
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read, Seek};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Why the cache could not provide an object; `E` is what the fetcher reports.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError<E = std::convert::Infallible> {
+    /// A filesystem operation on the cache failed.
+    #[error("cache {what}: {source}")]
+    Io {
+        /// What was being done, naming the file.
+        what: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Fetching failed.
+    #[error(transparent)]
+    Fetch(E),
+    /// Another process uses the cache directory.
+    #[error(
+        "cache directory {0} is in use by another canopy process: one process uses a cache directory at a time (serve every root from one process, or give this one its own --cache-dir)"
+    )]
+    Busy(PathBuf),
+}
+
+fn io_err<E>(what: impl Into<String>) -> impl FnOnce(io::Error) -> CacheError<E> {
+    let what = what.into();
+    move |source| CacheError::Io { what, source }
+}
+
+/// What a cache file was when its content was last verified: any write, truncation,
+/// replacement or attribute change gives another stamp (the change time moves).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    ctime: (i64, i64),
+    size: u64,
+}
+
+impl Stamp {
+    /// The stamp of an open file now.
+    pub fn of(file: &fs::File) -> io::Result<Stamp> {
+        let m = file.metadata()?;
+        Ok(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            size: m.size(),
+        })
+    }
+}
+
+/// An open cache file whose content was the object's at its [`Stamp`].
+pub struct Verified {
+    /// The file, read-only.
+    pub file: fs::File,
+    /// The file's stamp when its content was last verified.
+    pub stamp: Stamp,
+}
+
+/// Mode of cache files: nobody writes them once they are in place.
+const READ_ONLY: u32 = 0o444;
+/// Mode of the cache's directories.
+const PRIVATE_DIR: u32 = 0o700;
+
+struct Item {
+    size: u64,
+    /// The stamp of the last verification; `None` until the first in this process.
+    verified: Option<Stamp>,
+}
+
+struct State {
+    lru: LruCache<ObjectId, Item>,
+    total: u64,
+    /// Open files per object: these are never evicted.
+    pinned: HashMap<ObjectId, u32>,
+}
+
+/// A bounded, shared, content-addressed cache directory.
+pub struct Cache {
+    dir: PathBuf,
+    /// Held for the cache's life: eviction and cleanup assume no other process.
+    _lock: fs::File,
+    max_bytes: u64,
+    state: Mutex<State>,
+    /// One lock per object being fetched, so concurrent opens fetch it once.
+    fetching: DashMap<ObjectId, Arc<Mutex<()>>>,
+    seq: AtomicU64,
+}
+
+/// Creates `dir` (and its parents) with the cache's directory mode.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR)
+        .create(dir)
+}
+
+/// Opens the cache file at `path` and checks it is object `id`: at once if its stamp is
+/// `known`, by hashing its content otherwise. `Err` says why it cannot be used.
+fn verify(path: &Path, id: &ObjectId, known: Option<Stamp>) -> Result<Verified, String> {
+    let mut file = fs::File::open(path).map_err(|e| format!("cannot be opened ({e})"))?;
+    let stamp = Stamp::of(&file).map_err(|e| format!("cannot be examined ({e})"))?;
+    if known == Some(stamp) {
+        return Ok(Verified { file, stamp });
+    }
+    let mut hasher = Hasher::new();
+    io::copy(&mut (&file).take(stamp.size), &mut hasher)
+        .map_err(|e| format!("cannot be read ({e})"))?;
+    let actual = hasher.finish();
+    if actual != *id {
+        return Err(format!("holds other bytes (they hash to {actual})"));
+    }
+    // Changed while being hashed: what was hashed may not be what is there.
+    if Stamp::of(&file).ok() != Some(stamp) {
+        return Err("changed while it was being verified".into());
+    }
+    file.rewind().map_err(|e| format!("cannot be read ({e})"))?;
+    Ok(Verified { file, stamp })
+}
+
+impl Cache {
+    /// Opens (or creates) the cache at `dir`, keeping at most `max_bytes`.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Cache, CacheError> {
+        let objects = dir.join("objects");
+        let tmp = dir.join("tmp");
+        private_dir(&objects).map_err(io_err(format!("creating {}", objects.display())))?;
+        let lock_path = dir.join("lock");
+        let lock = fs::File::create(&lock_path)
+            .map_err(io_err(format!("creating {}", lock_path.display())))?;
+        if let Err(e) = lock.try_lock() {
+            return match e {
+                fs::TryLockError::WouldBlock => Err(CacheError::Busy(dir.to_path_buf())),
+                fs::TryLockError::Error(e) => {
+                    Err(io_err(format!("locking {}", lock_path.display()))(e))
+                }
+            };
+        }
+        let _ = fs::remove_dir_all(&tmp);
+        private_dir(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
+        // Oldest first, so the LRU order starts as "least recently written".
+        let mut found = Vec::new();
+        for fan in
+            fs::read_dir(&objects).map_err(io_err(format!("listing {}", objects.display())))?
+        {
+            let fan = fan.map_err(io_err("listing objects"))?.path();
+            let prefix = fan
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            for f in fs::read_dir(&fan).map_err(io_err(format!("listing {}", fan.display())))? {
+                let f = f.map_err(io_err("listing objects"))?;
+                let name = format!("{prefix}{}", f.file_name().to_string_lossy());
+                let Ok(md) = f.metadata() else { continue };
+                match name.parse::<ObjectId>() {
+                    Ok(id) => {
+                        // Caches written before files were read-only.
+                        if md.mode() & 0o222 != 0 {
+                            let _ = fs::set_permissions(
+                                f.path(),
+                                fs::Permissions::from_mode(READ_ONLY),
+                            );
+                        }
+                        found.push((md.modified().ok(), id, md.len()))
+                    }
+                    Err(_) => {
+                        let _ = fs::remove_file(f.path());
+                    }
+                }
+            }
+        }
+        found.sort();
+        let mut state = State {
+            lru: LruCache::unbounded(),
+            total: 0,
+            pinned: HashMap::new(),
+        };
+        for (_, id, size) in found {
+            state.total += size;
+            state.lru.put(
+                id,
+                Item {
+                    size,
+                    verified: None,
+                },
+            );
+        }
+        let cache = Cache {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            max_bytes,
+            state: Mutex::new(state),
+            fetching: DashMap::new(),
+            seq: AtomicU64::new(0),
+        };
+        cache.evict(&mut cache.state.lock().expect("cache lock"));
+        Ok(cache)
+    }
+
+    /// Where an object's file lives in the cache.
+    pub fn path(&self, id: &ObjectId) -> PathBuf {
+        let hex = id.to_hex();
+        self.dir.join("objects").join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> u64 {
+        self.state.lock().expect("cache lock").total
+    }
+
+    /// Opens a verified copy of `id`, calling `fetch` to download it into a temporary
+    /// file if the cache does not have one. Concurrent callers for one object wait for a
+    /// single fetch. The object comes back pinned, so no eviction removes it while the
+    /// caller uses it: call [`Cache::unpin`] when done.
+    pub fn get<E>(
+        &self,
+        id: &ObjectId,
+        fetch: impl FnOnce(&Path) -> Result<u64, E>,
+    ) -> Result<Verified, CacheError<E>> {
+        self.one_at_a_time(id, || self.get_locked(id, fetch))
+    }
+
+    /// Runs `f` holding `id`'s fetch lock: one fetch or verification of an object at a
+    /// time, however many callers want it.
+    fn one_at_a_time<T>(&self, id: &ObjectId, f: impl FnOnce() -> T) -> T {
+        let lock = self.fetching.entry(*id).or_default().clone();
+        let result = {
+            let _guard = lock.lock().expect("fetch lock");
+            f()
+        };
+        self.done_with(id, lock);
+        result
+    }
+
+    /// Drops a handle on `id`'s fetch lock, and the lock with the last one.
+    fn done_with(&self, id: &ObjectId, lock: Arc<Mutex<()>>) {
+        drop(lock);
+        self.fetching
+            .remove_if(id, |_, l| Arc::strong_count(l) == 1);
+    }
+
+    /// Opens a verified copy of `id` if the cache holds one, without fetching and
+    /// without waiting (pinned as by [`Cache::get`]); `None` if it holds none, one is
+    /// being fetched or verified now, or the one it held was damaged (it is removed).
+    pub fn cached(&self, id: &ObjectId) -> Option<Verified> {
+        let lock = self.fetching.entry(*id).or_default().clone();
+        let found = match lock.try_lock() {
+            Ok(_guard) => self.find_locked(id),
+            Err(_) => None,
+        };
+        self.done_with(id, lock);
+        found
+    }
+
+    /// The cached, verified copy of `id`, pinned, if there is one (under `id`'s fetch
+    /// lock). A damaged copy is removed.
+    fn find_locked(&self, id: &ObjectId) -> Option<Verified> {
+        let known = {
+            let mut state = self.state.lock().expect("cache lock");
+            let known = state.lru.get(id).map(|i| i.verified);
+            if known.is_some() {
+                *state.pinned.entry(*id).or_default() += 1;
+            }
+            known
+        }?;
+        match verify(&self.path(id), id, known) {
+            Ok(v) => {
+                if let Some(item) = self.state.lock().expect("cache lock").lru.get_mut(id) {
+                    item.verified = Some(v.stamp);
+                }
+                Some(v)
+            }
+            Err(why) => {
+                self.unpin(id);
+                tracing::warn!("cached object {id} {why}: removed, it is fetched again when read");
+                self.forget(id);
+                None
+            }
+        }
+    }
+
+    fn get_locked<E>(
+        &self,
+        id: &ObjectId,
+        fetch: impl FnOnce(&Path) -> Result<u64, E>,
+    ) -> Result<Verified, CacheError<E>> {
+        if let Some(v) = self.find_locked(id) {
+            return Ok(v);
+        }
+        let path = self.path(id);
+        let tmp = self
+            .dir
+            .join("tmp")
+            .join(format!("{id}.{}", self.seq.fetch_add(1, Ordering::Relaxed)));
+        let size = fetch(&tmp).map_err(CacheError::Fetch)?;
+        let moved = fs::set_permissions(&tmp, fs::Permissions::from_mode(READ_ONLY))
+            .map_err(io_err(format!("making {} read-only", tmp.display())))
+            .and_then(|()| {
+                let fan = path
+                    .parent()
+                    .expect("object paths have a fan-out directory");
+                private_dir(fan).map_err(io_err(format!("creating {}", fan.display())))?;
+                fs::rename(&tmp, &path)
+                    .map_err(io_err(format!("moving {} into place", tmp.display())))
+            });
+        if let Err(e) = moved {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        // Just fetched and hashed on the way in; the stamp is taken from the file that
+        // is handed out, so a change from here on is seen.
+        let file = fs::File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
+        let stamp = Stamp::of(&file).map_err(io_err(format!("examining {}", path.display())))?;
+        let mut state = self.state.lock().expect("cache lock");
+        state.total += size;
+        state.lru.put(
+            *id,
+            Item {
+                size,
+                verified: Some(stamp),
+            },
+        );
+        *state.pinned.entry(*id).or_default() += 1;
+        self.evict(&mut state);
+        Ok(Verified { file, stamp })
+    }
+
+    fn forget(&self, id: &ObjectId) {
+        let mut state = self.state.lock().expect("cache lock");
+        if let Some(item) = state.lru.pop(id) {
+            state.total -= item.size;
+        }
+        let _ = fs::remove_file(self.path(id));
+    }
+
+    /// Undoes the pin of one [`Cache::get`], evicting if the cache is over its bound.
+    pub fn unpin(&self, id: &ObjectId) {
+        let mut state = self.state.lock().expect("cache lock");
+        if let Some(n) = state.pinned.get_mut(id) {
+            *n -= 1;
+            if *n == 0 {
+                state.pinned.remove(id);
+            }
+        }
+        self.evict(&mut state);
+    }
+
+    /// Removes least recently used, unpinned objects until under the bound.
+    fn evict(&self, state: &mut State) {
+        while state.total > self.max_bytes {
+            let victim = state
+                .lru
+                .iter()
+                .rev()
+                .map(|(id, _)| *id)
+                .find(|id| !state.pinned.contains_key(id));
+            let Some(id) = victim else {
+                tracing::debug!("cache over its bound with only open files left");
+                return;
+            };
+            if let Some(item) = state.lru.pop(&id) {
+                state.total -= item.size;
+                let _ = fs::remove_file(self.path(&id));
+                tracing::debug!("evicted {id} ({} bytes)", item.size);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fetches `data` into the cache and closes it again.
+    fn put(cache: &Cache, data: &[u8]) -> ObjectId {
+        let id = ObjectId::of(data);
+        cache
+            .get(&id, |tmp| {
+                fs::write(tmp, data).unwrap();
+                Ok::<_, std::io::Error>(data.len() as u64)
+            })
+            .unwrap();
+        cache.unpin(&id);
+        id
+    }
+
+    #[test]
+    fn evicts_least_recently_used_but_never_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 10).unwrap();
+        let a = put(&cache, b"aaaa");
+        cache
+            .get(&a, |_| -> Result<u64, std::io::Error> { panic!("cached") })
+            .unwrap();
+        let b = put(&cache, b"bbbb");
+        let c = put(&cache, b"cccc");
+        // Over 10 bytes: b is the least recently used unpinned object.
+        assert!(cache.path(&a).exists());
+        assert!(!cache.path(&b).exists());
+        assert!(cache.path(&c).exists());
+        assert!(cache.used() <= 10);
+        cache.unpin(&a);
+        put(&cache, b"dddd");
+        assert!(!cache.path(&a).exists());
+    }
+
+    #[test]
+    fn one_process_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Cache::open(dir.path(), 100).unwrap();
+        assert!(matches!(
+            Cache::open(dir.path(), 100),
+            Err(CacheError::Busy(_))
+        ));
+        drop(first);
+        Cache::open(dir.path(), 100).unwrap();
+    }
+
+    /// Overwrites a cache file in place, as root (or its owner, after a chmod) could.
+    fn tamper(path: &Path, data: &[u8]) {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(path, data).unwrap();
+    }
+
+    fn read_all(mut v: Verified) -> Vec<u8> {
+        let mut out = Vec::new();
+        v.file.read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn reuses_and_reverifies_after_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = put(&Cache::open(dir.path(), 100).unwrap(), b"kept"); // dropped: unlocked
+        let cache = Cache::open(dir.path(), 100).unwrap();
+        let v = cache
+            .get(&id, |_| -> Result<u64, std::io::Error> {
+                panic!("must not fetch what is cached")
+            })
+            .unwrap();
+        assert_eq!(read_all(v), b"kept");
+        tamper(&cache.path(&id), b"evil");
+        drop(cache);
+        let cache = Cache::open(dir.path(), 100).unwrap();
+        let fetched = std::cell::Cell::new(false);
+        let v = cache
+            .get(&id, |tmp| {
+                fetched.set(true);
+                fs::write(tmp, b"kept").unwrap();
+                Ok::<_, std::io::Error>(4)
+            })
+            .unwrap();
+        assert!(fetched.get(), "a damaged cached object is fetched again");
+        assert_eq!(read_all(v), b"kept");
+    }
+
+    #[test]
+    fn files_are_read_only_and_a_change_after_verification_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 100).unwrap();
+        let id = put(&cache, b"good");
+        let mode = fs::metadata(cache.path(&id)).unwrap().mode();
+        assert_eq!(mode & 0o777, READ_ONLY);
+        // Same size, other bytes, while this process has it verified.
+        tamper(&cache.path(&id), b"evil");
+        let fetched = std::cell::Cell::new(false);
+        let v = cache
+            .get(&id, |tmp| {
+                fetched.set(true);
+                fs::write(tmp, b"good").unwrap();
+                Ok::<_, std::io::Error>(4)
+            })
+            .unwrap();
+        assert!(
+            fetched.get(),
+            "a cache file changed since verification is fetched again"
+        );
+        let stamp = v.stamp;
+        assert_eq!(read_all(v), b"good");
+        cache.unpin(&id);
+        // A change that leaves the bytes alone (a chmod) is re-verified, not refetched.
+        fs::set_permissions(cache.path(&id), fs::Permissions::from_mode(0o400)).unwrap();
+        let v = cache
+            .get(&id, |_| -> Result<u64, std::io::Error> {
+                panic!("the bytes are still right")
+            })
+            .unwrap();
+        assert_ne!(v.stamp, stamp);
+        cache.unpin(&id);
+        // Found damaged without fetching: removed, never handed out.
+        tamper(&cache.path(&id), b"bad!");
+        assert!(cache.cached(&id).is_none());
+        assert!(!cache.path(&id).exists());
+        assert!(cache.cached(&id).is_none());
+    }
+}
