@@ -93,13 +93,14 @@ pub(super) async fn serve(app: Arc<App>, stream: Conn, mut stop: watch::Receiver
         let answer = app.answer(req).await;
         let close = parsed.close || *stop.borrow();
         let written = answer::write(&stream, &answer, req.method == Method::Head, close).await;
+        // The access log (`-v`): one line per answer, as `key=value` fields.
         tracing::info!(
-            "{:?} {} {} {} bytes {:.3} ms",
-            req.method,
-            req.path,
-            answer.status.code(),
-            answer.len(),
-            started.elapsed().as_secs_f64() * 1000.0
+            method = ?req.method,
+            uri = %req.path,
+            status = answer.status.code(),
+            bytes = answer.len(),
+            ms = format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
+            "answered"
         );
         if let Err(e) = written {
             tracing::debug!("answering {}: {e}", req.path);

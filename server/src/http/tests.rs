@@ -316,3 +316,72 @@ async fn http_framing_and_refusals() {
     );
     assert_eq!(status(raw(addr, huge.as_bytes()).await), [431]);
 }
+
+/// Stopping: idle connections close at once, an answer being sent is finished, and
+/// no new connection is taken. At the connection cap, the one idle longest is closed
+/// for a newcomer, and one that has made a request stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn stopping_finishes_answers_and_the_cap_closes_the_idle() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let data = noise(8 << 20);
+    let (_dir, store, tree) = fixture::local_with(&[("big", &data)]);
+    fixture::commit(&store, "web", tree);
+    let big = ObjectId::of(&data);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = Options {
+        connections: 2,
+        ..Options::default()
+    };
+    let server = tokio::spawn(serve(store, listener, options, async {
+        let _ = stopped.await;
+    }));
+    let eof = |mut s: tokio::net::TcpStream| async move {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+            .await
+            .expect("the server closes the connection")
+            .map(|_| rest)
+    };
+
+    // Cap 2: an idle connection, then one with a request answered; a third arrives
+    // and the idle one is closed.
+    let idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut busy = tokio::net::TcpStream::connect(addr).await.unwrap();
+    busy.write_all(get("/v1/roots", "").as_bytes())
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    busy.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let newcomer = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert_eq!(
+        eof(idle).await.unwrap(),
+        b"",
+        "the idle connection is closed"
+    );
+    drop(newcomer);
+
+    // A large answer under way when the server is told to stop is sent whole.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = get(&format!("/v1/objects/{big}"), "connection: close\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut start = vec![0u8; 4096];
+    s.read_exact(&mut start).await.unwrap();
+    stop.send(()).unwrap();
+    let mut all = start;
+    all.extend(eof(s).await.unwrap());
+    let got = answers(&all, &[]);
+    assert_eq!(got[0].status, 200);
+    assert!(got[0].body == data, "the answer is whole");
+    // The connection that was kept alive between requests is closed.
+    assert!(eof(busy).await.is_ok());
+    tokio::time::timeout(GRACE + Duration::from_secs(5), server)
+        .await
+        .expect("the server returns once its connections ended")
+        .unwrap()
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
