@@ -67,6 +67,7 @@ struct Writer<'a> {
     opts: Options,
     as_root: bool,
     report: Report,
+    farm: crate::linkfarm::Pending,
 }
 
 /// Writes the tree `tree` at `dest`, creating missing parent directories.
@@ -105,12 +106,14 @@ pub fn checkout(
         opts,
         as_root,
         report: Report::default(),
+        farm: crate::linkfarm::Pending::default(),
     };
     let top = Place {
         at: staging.clone(),
         shown: staging.clone(),
     };
     let result = w.dir(tree, &top).and_then(|()| {
+        std::mem::take(&mut w.farm).publish(store)?;
         fs::set_permissions(&staging, fs::Permissions::from_mode(0o755))
             .ctx(|| format!("chmod {}", staging.display()))?;
         // rename(2) replaces an empty directory, so an existing empty `dest` is fine.
@@ -338,7 +341,7 @@ impl Writer<'_> {
                 (path.to_path_buf(), false)
             }
             _ => {
-                match crate::linkfarm::file(
+                match self.farm.file(
                     self.store,
                     object,
                     blob,

@@ -15,6 +15,11 @@
 //! of `/bin/bash` and of `libc.so.6`. A farm file no checkout links any more (link
 //! count 1) is removed by `gc`. Files with extended attributes are copied, not farmed.
 //!
+//! A checkout writes the farm files it lacks under temporary names and links those;
+//! at its end one `syncfs` makes them durable and they are renamed into the farm
+//! ([`Pending::publish`]). A farm file is therefore never seen under its name before
+//! its bytes are on disk, and a checkout costs one sync, not one per farm file.
+//!
 //! A farm file is shared by every checkout linking it, so editing one such checkout in
 //! place changes them all and the farm: `fsck` re-hashes farm files and reports a
 //! changed one, and `fsck --repair` takes it out of the farm (checkouts made after link
@@ -22,6 +27,7 @@
 
 use crate::store::{IoContext, Store, StoreError};
 use canopy_protocol::{BlobId, Hasher};
+use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -41,56 +47,102 @@ fn path(store: &Store, blob: &BlobId, mode: u16, uid: u32, gid: u32) -> PathBuf 
         .join(format!("{hex}-{mode:o}-{uid}-{gid}"))
 }
 
-/// A farm file with this content, mode and owner, made if missing (from the object
-/// file at `object`, or, for a backend that keeps no files here such as a bucket, from
-/// the backend; checked against `blob` while copied). `None` when the farm cannot be
-/// written (a store the user may not write): the caller copies instead.
-pub fn file(
-    store: &Store,
-    object: Option<&Path>,
-    blob: &BlobId,
-    size: u64,
-    (mode, uid, gid): (u16, u32, u32),
-) -> Result<Option<PathBuf>, StoreError> {
-    let target = path(store, blob, mode, uid, gid);
-    if let Ok(m) = fs::symlink_metadata(&target)
-        && m.is_file()
-        && m.len() == size
-        && m.mode() & 0o7777 == u32::from(mode)
-        && (m.uid(), m.gid()) == (uid, gid)
-    {
-        return Ok(Some(target));
+/// Farm files one checkout made and links, not yet durable nor in the farm: each
+/// farm path with the temporary file holding it. Dropped unpublished (a failed
+/// checkout), it removes its temporary files.
+#[derive(Default)]
+pub struct Pending {
+    made: HashMap<PathBuf, PathBuf>,
+}
+
+impl Pending {
+    /// The file to hard-link for an object with this content, mode and owner: the
+    /// farm's, or one made by this checkout (from the object file at `object`, or, for
+    /// a backend that keeps no files here such as a bucket, from the backend; checked
+    /// against `blob` while copied). `None` when the farm cannot be written (a store
+    /// the user may not write): the caller copies instead.
+    pub fn file(
+        &mut self,
+        store: &Store,
+        object: Option<&Path>,
+        blob: &BlobId,
+        size: u64,
+        (mode, uid, gid): (u16, u32, u32),
+    ) -> Result<Option<PathBuf>, StoreError> {
+        let target = path(store, blob, mode, uid, gid);
+        if let Ok(m) = fs::symlink_metadata(&target)
+            && m.is_file()
+            && m.len() == size
+            && m.mode() & 0o7777 == u32::from(mode)
+            && (m.uid(), m.gid()) == (uid, gid)
+        {
+            return Ok(Some(target));
+        }
+        if let Some(tmp) = self.made.get(&target) {
+            return Ok(Some(tmp.clone()));
+        }
+        let parent = target
+            .parent()
+            .expect("farm files live in a fan-out directory");
+        if fs::create_dir_all(parent).is_err() {
+            return Ok(None);
+        }
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let tmp = dir(store).join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let made = copy(store, object, blob, &tmp).and_then(|()| {
+            std::os::unix::fs::lchown(&tmp, Some(uid), Some(gid))
+                .ctx(|| format!("chown {}", tmp.display()))?;
+            // After chown, which clears setuid bits.
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(u32::from(mode)))
+                .ctx(|| format!("chmod {}", tmp.display()))
+        });
+        if let Err(e) = made {
+            let _ = fs::remove_file(&tmp);
+            return match e {
+                StoreError::Corrupt { .. } => Err(e),
+                // Not allowed to write the farm, or to give the file its owner: copy instead.
+                _ => Ok(None),
+            };
+        }
+        self.made.insert(target, tmp.clone());
+        Ok(Some(tmp))
     }
-    let parent = target
-        .parent()
-        .expect("farm files live in a fan-out directory");
-    if fs::create_dir_all(parent).is_err() {
-        return Ok(None);
+
+    /// Makes the files this checkout made durable (one `syncfs`) and moves them into
+    /// the farm, for later checkouts to link.
+    pub fn publish(mut self, store: &Store) -> Result<(), StoreError> {
+        if self.made.is_empty() {
+            return Ok(());
+        }
+        crate::store::syncfs(&dir(store))?;
+        for (target, tmp) in std::mem::take(&mut self.made) {
+            match fs::rename(&tmp, &target) {
+                Ok(()) => {}
+                // A concurrent `gc` swept it as a leftover: the checkout's link keeps
+                // its bytes, and a later checkout makes the farm file again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        what: format!("renaming {} to {}", tmp.display(), target.display()),
+                        source: e,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let tmp = dir(store).join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let made = copy(store, object, blob, &tmp).and_then(|()| {
-        std::os::unix::fs::lchown(&tmp, Some(uid), Some(gid))
-            .ctx(|| format!("chown {}", tmp.display()))?;
-        // After chown, which clears setuid bits.
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(u32::from(mode)))
-            .ctx(|| format!("chmod {}", tmp.display()))?;
-        fs::rename(&tmp, &target)
-            .ctx(|| format!("renaming {} to {}", tmp.display(), target.display()))
-    });
-    if let Err(e) = made {
-        let _ = fs::remove_file(&tmp);
-        return match e {
-            StoreError::Corrupt { .. } => Err(e),
-            // Not allowed to write the farm, or to give the file its owner: copy instead.
-            _ => Ok(None),
-        };
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        for tmp in self.made.values() {
+            let _ = fs::remove_file(tmp);
+        }
     }
-    Ok(Some(target))
 }
 
 /// Copies an object (its file, else from the backend), checking its content against
@@ -129,7 +181,8 @@ fn copy(store: &Store, object: Option<&Path>, blob: &BlobId, to: &Path) -> Resul
     if actual != blob.0 {
         return Err(StoreError::Corrupt { id: blob.0, actual });
     }
-    dst.sync_all().ctx(|| format!("syncing {}", to.display()))
+    // Made durable by the checkout's one `syncfs` (see `Pending::publish`).
+    Ok(())
 }
 
 /// A farm file whose content is not its object's any more.

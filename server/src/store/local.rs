@@ -63,7 +63,7 @@ impl LocalObjects {
 }
 
 /// Flushes the whole filesystem holding `dir` (data and metadata) to disk.
-fn syncfs(dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn syncfs(dir: &Path) -> Result<(), StoreError> {
     let d = File::open(dir).ctx(|| format!("opening {}", dir.display()))?;
     // SAFETY: syncfs only reads the descriptor, which `d` keeps open.
     if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)) } != 0 {

@@ -33,7 +33,7 @@ mod txn;
 pub use config::Backend;
 pub(crate) use error::IoContext;
 pub use error::StoreError;
-pub(crate) use local::write_atomic;
+pub(crate) use local::{syncfs, write_atomic};
 pub use txn::{BlobError, Txn, TxnStats};
 
 use backend::{ObjectBackend, RefBackend};
