@@ -3,8 +3,8 @@
 # against the same root exported by nfs-ganesha from a `canopy checkout`.
 #
 # Builds the bootable root the boot test of tests/netboot.rs builds (NETBOOT_PACKAGES of
-# tests/debs.rs: Debian 12, systemd, kernel, initramfs-tools), writes its boot files with
-# `canopy netboot`, then, in a private network and mount namespace (guests reach the
+# tests/debs.rs: Debian 12, systemd, kernel, initramfs-tools, openssh-server), writes
+# its boot files with `canopy netboot`, then, in a private network and mount namespace (guests reach the
 # namespace's 127.0.0.1 as 10.0.2.2 through QEMU's user-mode network), boots 1 guest and
 # then N guests at once (TCG) from each server, with the same kernel, initrds and command
 # line except nfsroot's path. Measures the time from QEMU's start to systemd's

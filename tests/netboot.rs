@@ -12,14 +12,16 @@
 //! second serial port, which the test drives.
 
 use crate::debs;
-use crate::util::{BIN, Canopy, cmd, simple_deb, write_file};
+use crate::netboot_guest::{
+    BootServer, GUEST_ARGS, Guest, Netns, evict_from_page_cache, system_state,
+};
+use crate::util::{Canopy, cmd, simple_deb, write_file};
+use sha2::Digest;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A root that looks bootable to `canopy netboot`: two kernels (the newer one by
 /// version, not by name order, is 6.1.0-10), each with an initramfs, and
@@ -302,13 +304,17 @@ fn boots_enabled(test: &str) -> bool {
     on
 }
 
+/// Where the test package says which version it is.
+const PROBE_VERSION_FILE: &str = "/usr/share/canopy-test-probe/version";
+
 /// The test package: a root shell on the second serial port once the system is up
-/// (`raw -echo`: what the test writes is read as commands, not echoed).
-fn probe_deb(dir: &Path) -> PathBuf {
+/// (`raw -echo`: what the test writes is read as commands, not echoed), and its version
+/// in a file, so that two commits of a root differ in a file nodes can read.
+fn probe_deb(dir: &Path, version: &str) -> PathBuf {
     simple_deb(
         dir,
         "canopy-test-probe",
-        "1.0",
+        version,
         &[
             (
                 "usr/lib/systemd/system/canopy-test-probe.service",
@@ -321,17 +327,18 @@ fn probe_deb(dir: &Path) -> PathBuf {
                 "etc/systemd/system/multi-user.target.d/canopy-test-probe.conf",
                 b"[Unit]\nWants=canopy-test-probe.service\n",
             ),
+            (&PROBE_VERSION_FILE[1..], format!("{version}\n").as_bytes()),
         ],
     )
 }
 
-/// The store with root `node` (Debian 12, systemd, kernel, initramfs-tools and the
-/// probe), assembled once for the boot tests.
+/// The store with root `node` (Debian 12, systemd, kernel, initramfs-tools,
+/// openssh-server and the probe), assembled once for the boot tests.
 fn booted_store() -> &'static Canopy {
     static STORE: OnceLock<Canopy> = OnceLock::new();
     STORE.get_or_init(|| {
         let env = Canopy::init("netboot-root");
-        let probe = probe_deb(&env.mkdir("probe"));
+        let probe = probe_deb(&env.mkdir("probe"), "1.0");
         env.cmd(["import", "deb"])
             .args(
                 debs::more_debs(debs::NETBOOT_PACKAGES)
@@ -351,294 +358,60 @@ fn booted_store() -> &'static Canopy {
     })
 }
 
-/// A network namespace with loopback up, held by a sleeping process.
-struct Netns {
-    holder: Child,
+/// What one node says about itself: its machine id, its ssh host key fingerprints,
+/// and a digest of the programs and systemd files it runs (paths, sizes, SHA-256).
+struct NodeFacts {
+    machine_id: String,
+    host_keys: Vec<String>,
+    files: String,
 }
 
-impl Netns {
-    fn new() -> Netns {
-        let mut holder = Command::new("unshare")
-            .args([
-                "--net",
-                "--",
-                "sh",
-                "-c",
-                "ip link set lo up && echo up && exec sleep 100000",
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("unshare runs");
-        let mut line = String::new();
-        BufReader::new(holder.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line, "up\n", "the namespace's loopback did not come up");
-        Netns { holder }
+fn node_facts(guest: &mut Guest, commit: &str) -> NodeFacts {
+    assert_eq!(system_state(guest), "running");
+    // / is the overlay; under it, the pinned commit over NFS.
+    assert_eq!(guest.ok("stat -f -c %T /").trim(), "overlayfs");
+    let lower = guest.ok("findmnt -n -o SOURCE,FSTYPE /run/canopy/ro");
+    assert!(
+        lower.contains(&format!("10.0.2.2:/node@{commit}")) && lower.contains("nfs"),
+        "{}: {lower}",
+        guest.name
+    );
+    let machine_id = guest.ok("cat /etc/machine-id").trim().to_string();
+    assert!(
+        machine_id.len() == 32 && machine_id.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{}: machine id {machine_id:?}",
+        guest.name
+    );
+    // Host keys were made at boot, in the writable layer: sshd runs with them, and
+    // the shared root under it has none.
+    assert_eq!(guest.ok("systemctl is-active ssh").trim(), "active");
+    guest.ok("! ls /run/canopy/ro/etc/ssh | grep ssh_host_");
+    let keys = guest.ok("for k in /etc/ssh/ssh_host_*_key.pub; do ssh-keygen -l -f \"$k\"; done");
+    let host_keys: Vec<String> = keys
+        .lines()
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("SHA256:")))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        host_keys.len() >= 3 && keys.contains("(ED25519)"),
+        "{}: host keys:\n{keys}",
+        guest.name
+    );
+    let listing = guest.ok(
+        "cd / && find usr/bin usr/sbin usr/lib/systemd -type f | sort | \
+         xargs -d '\\n' sha256sum | tee /run/canopy-files | wc -l; sha256sum < /run/canopy-files",
+    );
+    let count: usize = listing.lines().next().unwrap().trim().parse().unwrap();
+    assert!(
+        count > 500,
+        "{}: only {count} files:\n{listing}",
+        guest.name
+    );
+    NodeFacts {
+        machine_id,
+        host_keys,
+        files: listing,
     }
-
-    /// `program` to run inside the namespace.
-    fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/proc/{}/ns/net", self.holder.id()))
-            .arg("--")
-            .arg(program);
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-    }
-}
-
-/// `canopy serve` in the namespace: HTTP on 7750, NFS on 2049, the portmapper on 111.
-struct BootServer {
-    child: Child,
-}
-
-impl BootServer {
-    fn start(env: &Canopy, ns: &Netns, n: usize) -> BootServer {
-        let log = env.path(format!("serve-{n}.log"));
-        let mut child = ns
-            .command(BIN)
-            .arg("--store")
-            .arg(env.store())
-            .args([
-                "-v",
-                "serve",
-                "--listen",
-                "127.0.0.1:7750",
-                "--nfs",
-                "127.0.0.1:2049",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("starting canopy serve");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut seen = String::new();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    seen.push_str(&line);
-                    seen.push('\n');
-                    if line.contains("on http://") {
-                        break;
-                    }
-                }
-                _ => panic!(
-                    "canopy serve did not start: {seen}{}",
-                    fs::read_to_string(&log).unwrap_or_default()
-                ),
-            }
-        }
-        assert!(seen.contains("portmapper on 127.0.0.1:111"), "{seen}");
-        BootServer { child }
-    }
-
-    fn stop(&mut self) {
-        // SAFETY: kill with a valid pid and signal.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for BootServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// How long a guest may take to boot to its shell (TCG on a loaded machine).
-const BOOT_LIMIT: Duration = Duration::from_secs(900);
-/// How long one command in a guest may take.
-const COMMAND_LIMIT: Duration = Duration::from_secs(120);
-
-/// A QEMU guest; its console goes to a file, its shell to a socket.
-struct Guest {
-    name: String,
-    child: Child,
-    console: PathBuf,
-    socket: PathBuf,
-    shell: Option<UnixStream>,
-    pending: Vec<u8>,
-}
-
-/// Kernel arguments for a guest on a busy machine: its console on ttyS0, no timer
-/// check (TCG's timer looks broken under load), a panic stops the guest.
-const GUEST_ARGS: &str = "console=ttyS0 no_timer_check panic=-1";
-
-impl Guest {
-    fn start(env: &Canopy, ns: &Netns, name: &str, boot: &[String], netdev: &str) -> Guest {
-        let console = env.path(format!("{name}-console.log"));
-        let socket = env.path(format!("{name}.sock"));
-        let child = ns
-            .command("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-m", "1024", "-smp", "1", "-no-reboot"])
-            .args(["-display", "none", "-monitor", "none"])
-            .arg("-serial")
-            .arg(format!("file:{}", console.display()))
-            .arg("-chardev")
-            .arg(format!(
-                "socket,id=shell,path={},server=on,wait=off",
-                socket.display()
-            ))
-            .args(["-serial", "chardev:shell"])
-            .arg("-netdev")
-            .arg(format!("user,id=n0{netdev}"))
-            .args(["-device", "virtio-net-pci,netdev=n0"])
-            .args(boot)
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(env.path(format!("{name}-qemu.log"))).unwrap())
-            .stderr(fs::File::create(env.path(format!("{name}-qemu.err"))).unwrap())
-            .spawn()
-            .expect("starting qemu-system-x86_64");
-        Guest {
-            name: name.to_string(),
-            child,
-            console,
-            socket,
-            shell: None,
-            pending: Vec::new(),
-        }
-    }
-
-    fn console_tail(&self) -> String {
-        let text = fs::read(&self.console).unwrap_or_default();
-        let text = String::from_utf8_lossy(&text);
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    fn fail(&self, what: &str) -> ! {
-        panic!(
-            "guest {}: {what}; last console lines:\n{}",
-            self.name,
-            self.console_tail()
-        )
-    }
-
-    /// Waits until the probe's shell answers on the second serial port.
-    fn wait_for_shell(&mut self) {
-        let deadline = Instant::now() + BOOT_LIMIT;
-        while self.shell.is_none() {
-            if Instant::now() > deadline {
-                self.fail("no shell within the boot limit");
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.fail(&format!("qemu exited ({status})"));
-            }
-            match UnixStream::connect(&self.socket) {
-                Ok(s) => {
-                    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                    self.shell = Some(s);
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(500)),
-            }
-        }
-        // Before the probe runs, lines written to the port are lost: ask until answered.
-        let mut n = 0;
-        loop {
-            n += 1;
-            // An interactive shell (its input is a terminal) prompts: no prompts.
-            let asked = format!("PS1=''; PS2=''; echo ready-$((1+{n}))\n");
-            self.shell
-                .as_mut()
-                .unwrap()
-                .write_all(asked.as_bytes())
-                .unwrap();
-            if self
-                .read_until(&format!("ready-{}", n + 1), Duration::from_secs(5))
-                .is_some()
-            {
-                return;
-            }
-            if Instant::now() > deadline {
-                self.fail("the probe's shell never answered");
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.fail(&format!("qemu exited ({status})"));
-            }
-        }
-    }
-
-    /// Reads the shell's output until a line holds `marker`: what came before it, and
-    /// the rest of that line.
-    fn read_until(&mut self, marker: &str, limit: Duration) -> Option<(String, String)> {
-        let deadline = Instant::now() + limit;
-        let mut buf = [0u8; 4096];
-        loop {
-            let text = String::from_utf8_lossy(&self.pending).into_owned();
-            let found = text
-                .find(marker)
-                .and_then(|pos| text[pos..].find('\n').map(|eol| (pos, pos + eol)));
-            if let Some((pos, eol)) = found {
-                let before = text[..pos].to_string();
-                let rest = text[pos + marker.len()..eol].trim().to_string();
-                self.pending = text.as_bytes()[eol + 1..].to_vec();
-                return Some((before, rest));
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            match self.shell.as_mut().unwrap().read(&mut buf) {
-                Ok(0) => return None,
-                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => self.fail(&format!("reading its shell: {e}")),
-            }
-        }
-    }
-
-    /// Runs `script` in the guest's shell; its output (stdout and stderr) and status.
-    fn run(&mut self, script: &str) -> (String, i32) {
-        self.pending.clear();
-        // The marker is computed by the shell, so an echo of the command never matches.
-        let line = format!("{{ {script}\n}} 2>&1; echo \"@@end-$((40+2)) $?\"\n");
-        self.shell
-            .as_mut()
-            .unwrap()
-            .write_all(line.as_bytes())
-            .unwrap();
-        let Some((out, status)) = self.read_until("@@end-42", COMMAND_LIMIT) else {
-            self.fail(&format!("no answer to {script:?}"));
-        };
-        (out, status.parse().unwrap_or(-1))
-    }
-
-    /// Runs `script`, which must succeed; its output.
-    fn ok(&mut self, script: &str) -> String {
-        let (out, status) = self.run(script);
-        if status != 0 {
-            self.fail(&format!("{script:?} exited {status}: {out}"));
-        }
-        out
-    }
-}
-
-impl Drop for Guest {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Asks a guest for systemd's state once the boot is over; `running` or the failures.
-fn system_state(guest: &mut Guest) -> String {
-    let (out, _) = guest.run("systemctl is-system-running --wait");
-    let state = out.trim().to_string();
-    if state != "running" {
-        let (failed, _) = guest.run("systemctl --failed --no-legend --no-pager");
-        guest.fail(&format!("system is {state:?}; failed units:\n{failed}"));
-    }
-    state
 }
 
 #[test]
@@ -651,8 +424,17 @@ fn nodes_boot_from_a_root_over_nfs_with_state_of_their_own() {
     let ns = Netns::new();
     let mut server = BootServer::start(env, &ns, 1);
 
-    // Guest a boots from the files `canopy netboot` wrote. QEMU takes one initrd: the
-    // two images laid out as boot loaders lay them out, each on a 4-byte boundary.
+    // No host key is in the shared root: configure took them out.
+    let etc_ssh = env.stdout(["ls", "node", "/etc/ssh"]);
+    assert!(
+        etc_ssh.contains("sshd_config") && !etc_ssh.contains("ssh_host_"),
+        "{etc_ssh}"
+    );
+
+    // The store leaves the page cache: what the server reads from the disk for the
+    // first node, and then for a second one, is measured. `canopy netboot` reads the
+    // kernel and initrd after that, so neither node's count holds them.
+    evict_from_page_cache(env.store());
     let dir = env.path("tftp");
     let files = env.json([
         "netboot",
@@ -666,68 +448,105 @@ fn nodes_boot_from_a_root_over_nfs_with_state_of_their_own() {
         cmdline.contains(&format!("nfsroot=10.0.2.2:/node@{commit},")),
         "{files}"
     );
-    let mut initrd = fs::read(dir.join("initrd.img")).unwrap();
-    initrd.resize(initrd.len().div_ceil(4) * 4, 0);
-    initrd.extend(fs::read(dir.join("canopy.cpio")).unwrap());
-    let both = env.path("initrd-and-canopy.img");
-    fs::write(&both, initrd).unwrap();
-    let mut a = Guest::start(
-        env,
-        &ns,
-        "a",
-        &[
+
+    // Guest a boots from the files `canopy netboot` wrote. QEMU takes one initrd: the
+    // two images laid out as boot loaders lay them out, each on a 4-byte boundary.
+    let boot_from = |dir: &Path, name: &str| {
+        let mut initrd = fs::read(dir.join("initrd.img")).unwrap();
+        initrd.resize(initrd.len().div_ceil(4) * 4, 0);
+        initrd.extend(fs::read(dir.join("canopy.cpio")).unwrap());
+        let both = env.path(format!("{name}-initrd-and-canopy.img"));
+        fs::write(&both, initrd).unwrap();
+        vec![
             "-kernel".into(),
             dir.join("vmlinuz").display().to_string(),
             "-initrd".into(),
             both.display().to_string(),
-            "-append".into(),
-            format!("{GUEST_ARGS} {cmdline}"),
-        ],
-        "",
-    );
-    // Guest b boots with QEMU's own iPXE, told by DHCP to chain boot.ipxe.
-    let mut b = Guest::start(
-        env,
-        &ns,
-        "b",
-        &["-boot".into(), "n".into()],
-        ",bootfile=http://10.0.2.2:7750/v1/roots/node/boot.ipxe?nfs=10.0.2.2\
-         &args=console%3DttyS0+no_timer_check+panic%3D-1",
-    );
+        ]
+    };
+    let mut boot = boot_from(&dir, "a");
+    boot.extend(["-append".into(), format!("{GUEST_ARGS} {cmdline}")]);
+    let before = server.disk_reads();
+    let started = Instant::now();
+    let mut a = Guest::start(env, &ns, "a", &boot, "");
     a.wait_for_shell();
-    b.wait_for_shell();
+    assert_eq!(system_state(&mut a), "running");
+    let a_boot = started.elapsed();
+    let first = server.disk_reads() - before;
 
-    let mut ids = Vec::new();
-    for guest in [&mut a, &mut b] {
-        assert_eq!(system_state(guest), "running");
-        // / is the overlay; under it, the pinned commit over NFS.
-        assert_eq!(guest.ok("stat -f -c %T /").trim(), "overlayfs");
-        let lower = guest.ok("findmnt -n -o SOURCE,FSTYPE /run/canopy/ro");
+    // Guest b boots after it with QEMU's own iPXE, told by DHCP to chain boot.ipxe.
+    // Once its kernel runs, boot.ipxe has pinned it to the commit: the root is then
+    // upgraded (the probe 2.0 has another version file) while b boots and a runs.
+    let ipxe = ",bootfile=http://10.0.2.2:7750/v1/roots/node/boot.ipxe?nfs=10.0.2.2\
+                &args=console%3DttyS0+no_timer_check+panic%3D-1";
+    let started = Instant::now();
+    let mut b = Guest::start(env, &ns, "b", &["-boot".into(), "n".into()], ipxe);
+    b.wait_for_console("Linux version");
+    let upgrade = std::thread::spawn(move || {
+        let probe = probe_deb(&env.mkdir("probe-2"), "2.0");
+        env.cmd(["import", "deb"]).arg(&probe).success();
+        env.stdout(["upgrade", "node"])
+    });
+    b.wait_for_shell();
+    assert_eq!(system_state(&mut b), "running");
+    let b_boot = started.elapsed();
+    let second = server.disk_reads() - before - first;
+    eprintln!(
+        "netboot: server disk reads: first node {first} bytes (booted in {a_boot:.0?}), \
+         second node {second} bytes (booted in {b_boot:.0?})"
+    );
+    // The first boot read the root from the disk; the second was served from the
+    // server's page cache: one copy of the root, read once.
+    assert!(
+        first >= 8 << 20,
+        "the first node's boot read only {first} bytes from the disk: the store was not evicted"
+    );
+    assert!(
+        second * 10 <= first,
+        "the second node's boot read {second} bytes from the disk, the first's {first}"
+    );
+
+    // Same files, their own identity.
+    let fa = node_facts(&mut a, &commit);
+    let fb = node_facts(&mut b, &commit);
+    assert_eq!(
+        fa.files, fb.files,
+        "two nodes of one commit see different files"
+    );
+    assert_ne!(fa.machine_id, fb.machine_id, "two nodes share a machine id");
+    for key in &fa.host_keys {
         assert!(
-            lower.contains(&format!("10.0.2.2:/node@{commit}")) && lower.contains("nfs"),
-            "{lower}"
+            !fb.host_keys.contains(key),
+            "two nodes share host key {key}"
         );
-        let id = guest.ok("cat /etc/machine-id").trim().to_string();
-        assert!(
-            id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit()),
-            "machine id {id:?}"
-        );
-        ids.push(id);
     }
-    assert_ne!(ids[0], ids[1], "two nodes of one root share a machine id");
+    // The files are the root's: a program compared with the store's copy.
+    let sshd = env.cmd(["cat", "node", "/usr/sbin/sshd"]).output().stdout;
+    let digest = hex::encode(sha2::Sha256::digest(&sshd));
+    assert_eq!(
+        a.ok("grep ' usr/sbin/sshd$' /run/canopy-files").trim(),
+        format!("{digest}  usr/sbin/sshd")
+    );
 
     // Writes stay in the node that made them.
     a.ok("echo only-a > /var/lib/canopy-test-file && sync");
     assert_eq!(a.ok("cat /var/lib/canopy-test-file").trim(), "only-a");
     b.ok("test ! -e /var/lib/canopy-test-file");
 
-    // The server restarts under the running nodes: their next reads are answered.
+    // The upgrade made a new commit; the running nodes stay on theirs.
+    let upgraded = upgrade.join().unwrap();
+    assert!(upgraded.contains("canopy-test-probe"), "{upgraded}");
+    let newer = env.current("node");
+    assert_ne!(newer, commit);
+    // And the server restarts under them: their next reads are answered.
     server.stop();
     let server = BootServer::start(env, &ns, 2);
     for guest in [&mut a, &mut b] {
-        let out = guest
-            .ok("wc -c < /usr/share/doc/systemd/copyright; dpkg-query -W -f '${Version}' systemd");
-        assert!(out.contains("252."), "{out}");
+        let out = guest.ok(&format!(
+            "cat {PROBE_VERSION_FILE}; wc -c < /usr/share/doc/systemd/copyright; \
+             dpkg-query -W -f '${{Version}}' systemd"
+        ));
+        assert!(out.starts_with("1.0\n") && out.contains("252."), "{out}");
         assert_eq!(
             guest
                 .ok("cat /var/lib/canopy-test-file 2>/dev/null || echo none")
@@ -735,5 +554,22 @@ fn nodes_boot_from_a_root_over_nfs_with_state_of_their_own() {
             if guest.name == "a" { "only-a" } else { "none" }
         );
     }
+    drop((a, b));
+
+    // A node booted now gets the new commit: netboot's files name it, and so does
+    // boot.ipxe, which guest c boots from.
+    let files = env.json([
+        "netboot",
+        "node",
+        dir.to_str().unwrap(),
+        "--server",
+        "10.0.2.2",
+    ]);
+    assert_eq!(files["commit"], newer.as_str(), "{files}");
+    let mut c = Guest::start(env, &ns, "c", &["-boot".into(), "n".into()], ipxe);
+    c.wait_for_shell();
+    let fc = node_facts(&mut c, &newer);
+    assert_eq!(c.ok(&format!("cat {PROBE_VERSION_FILE}")).trim(), "2.0");
+    assert_ne!(fc.machine_id, fa.machine_id);
     drop(server);
 }

@@ -26,6 +26,8 @@ mod crash;
 mod batch;
 // Serving over HTTP and mounting with FUSE: shared inodes, cache bound, outages, tampering, follow, nginx.
 mod mount;
+// Live hand-over of a mount to a new process: programs from the mount never notice.
+mod handover;
 // Exporting roots over NFSv3: real NFS clients, handles across restarts and upgrades, garbage RPCs.
 mod nfs;
 // The portmapper on port 111, and registration with an rpcbind already there.
@@ -36,6 +38,8 @@ mod repo;
 mod installed;
 // Diskless nodes: netboot files, the iPXE endpoint, QEMU guests booted over NFS.
 mod netboot;
+// QEMU guests for the boot tests: a network namespace, the server in it, a shell per guest.
+mod netboot_guest;
 // Package scripts that fail, reach for the network or remove /; users, upgrades, kill -9.
 mod configure;
 // Inspection without mounting, closed pipes, names in errors, ROOT@COMMIT everywhere, removal, reflog, link farm.
@@ -60,3 +64,5 @@ mod seaweed;
 mod s3;
 // Stateless servers on one bucket: failover between them, an outage of the bucket.
 mod stateless;
+// Verified replicas: local and bucket stores served with the upstream's key, tampering, kill -9.
+mod replicate;

@@ -57,6 +57,7 @@ pub mod packages;
 mod range;
 pub mod remove;
 pub mod repair;
+pub mod replicate;
 pub mod repo;
 pub mod rollback;
 pub mod rpm;
