@@ -64,3 +64,5 @@ mod seaweed;
 mod s3;
 // Stateless servers on one bucket: failover between them, an outage of the bucket.
 mod stateless;
+// Verified replicas: local and bucket stores served with the upstream's key, tampering, kill -9.
+mod replicate;

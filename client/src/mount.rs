@@ -245,8 +245,8 @@ impl MountError {
 }
 
 /// Fetches commit `commit` of root `root`, checks that `trust` signed it for that
-/// root, and decodes it.
-pub(crate) async fn verified_commit(
+/// root, and decodes it. (`canopy replicate` checks what it copies the same way.)
+pub async fn verified_commit(
     remote: &Remote,
     trust: &VerifyingKey,
     root: &str,
@@ -301,7 +301,7 @@ pub(crate) async fn load(
 }
 
 /// The commit root `name` is at on the server, or [`MountError::NoSuchRoot`].
-pub(crate) async fn current(remote: &Remote, name: &str) -> Result<CommitId, MountError> {
+pub async fn current(remote: &Remote, name: &str) -> Result<CommitId, MountError> {
     let info = remote.root(name).await.map_err(|e| {
         if e.is_not_found() {
             MountError::NoSuchRoot(name.to_string())
@@ -355,7 +355,7 @@ async fn fetch_commit(remote: &Remote, root: &str, id: CommitId) -> Result<Commi
 /// Refuses to move a root from commit `from` to `to` (signed, decoded as `new`) unless
 /// `to` has a higher generation and descends from `from`: history only grows, so an
 /// older or unrelated commit under the root's name is a replay or a rewrite.
-async fn forward(
+pub async fn forward(
     remote: &Remote,
     root: &str,
     from: CommitId,

@@ -417,16 +417,25 @@ impl Remote {
 
     /// Every tree under `root`, in one request, each verified.
     pub async fn tree_pack(&self, root: &TreeId) -> Result<HashMap<TreeId, Tree>, FetchError> {
+        Ok(self
+            .tree_pack_encoded(root)
+            .await?
+            .into_iter()
+            .map(|(id, (tree, _))| (id, tree))
+            .collect())
+    }
+
+    /// Every tree under `root`, in one request, each verified, decoded and as encoded
+    /// (what a replica stores).
+    pub async fn tree_pack_encoded(
+        &self,
+        root: &TreeId,
+    ) -> Result<HashMap<TreeId, (Tree, Vec<u8>)>, FetchError> {
         self.failover(|base| async move {
             let (url, bytes) = self
                 .get_bytes(&base, &format!("v1/trees/{root}"), TREE_PACK_MAX)
                 .await?;
-            let trees = decode_tree_pack(&bytes, root)
-                .map_err(|source| FetchError::Decode { url, source })?;
-            Ok(trees
-                .into_iter()
-                .map(|(id, (tree, _))| (id, tree))
-                .collect())
+            decode_tree_pack(&bytes, root).map_err(|source| FetchError::Decode { url, source })
         })
         .await
     }

@@ -56,6 +56,7 @@ pub mod oci;
 pub mod packages;
 pub mod remove;
 pub mod repair;
+pub mod replicate;
 pub mod repo;
 pub mod rollback;
 pub mod rpm;
