@@ -309,6 +309,10 @@ pub struct ServeArgs {
     /// be given port= and mountport=
     #[arg(long, requires = "nfs")]
     pub no_portmap: bool,
+    /// HTTP: memory for answers computed once and kept (the zstd form of objects and
+    /// tree packs), least recently used first out
+    #[arg(long, default_value = "256M", value_parser = parse_size, value_name = "SIZE")]
+    pub wire_cache: u64,
     /// On a store in a bucket: where to keep the objects read from it, verified, so hot
     /// objects (and ranges of them) are served from local files. One `canopy serve` per
     /// directory [default: STORE/serve-cache]

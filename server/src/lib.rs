@@ -54,7 +54,6 @@ pub mod netboot;
 pub mod nfs;
 pub mod oci;
 pub mod packages;
-mod range;
 pub mod remove;
 pub mod repair;
 pub mod replicate;
