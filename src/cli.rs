@@ -107,6 +107,12 @@ pub enum Command {
         after_help = "Examples:\n  canopy serve --listen 0.0.0.0:7750\n  canopy serve --listen 0.0.0.0:7750 --nfs 0.0.0.0:2049\n  canopy serve --nfs 0.0.0.0:2049 --no-portmap   # no portmapper on port 111\n  canopy serve --listen 0.0.0.0:7750 --cache-dir /var/cache/canopy-serve --cache-size 50G   # store in a bucket\n  canopy key show > server.pub   # give this to the hosts that mount\n\nNFS clients (the portmapper tells them the ports; with --no-portmap add port=2049,mountport=2049):\n  mount -t nfs -o ro,vers=3,proto=tcp,nolock server:/web /mnt/web"
     )]
     Serve(ServeArgs),
+    /// Copy roots from another canopy server into this store, verified, to serve them
+    /// (a mirror: hosts keep trusting the upstream's key)
+    #[command(
+        after_help = "Examples:\n  canopy init && canopy replicate http://upstream:7750 --trust upstream.pub\n  canopy replicate http://upstream:7750 --trust upstream.pub --root web --root db --history\n  canopy replicate http://upstream:7750 --trust upstream.pub --follow --interval 30s\n  canopy serve --listen 0.0.0.0:7750      # hosts mount it with --trust upstream.pub\n\nEvery commit is checked against the trusted key (signature, root name, history only\ngrowing) and every object against its id; a root with anything that does not verify\nis not published, the others are. Without --history only current commits are copied\n(older history stays upstream: `roots log` on the replica stops there). Contents are\nwritten in batches before the roots move, so a run that is killed resumes where it\nstopped. The store must be new or a replica of the same key: it then prints the\nupstream's key (`canopy key show`) and signs nothing itself. Exits 1 if a root was\nrefused or failed; with --follow it goes on until SIGINT/SIGTERM."
+    )]
+    Replicate(ReplicateArgs),
     /// Write what diskless nodes boot a root with: its kernel and initramfs, and
     /// pxelinux and iPXE configurations that mount it over NFS
     #[command(after_help = NETBOOT_HELP)]
@@ -303,6 +309,10 @@ pub struct ServeArgs {
     /// be given port= and mountport=
     #[arg(long, requires = "nfs")]
     pub no_portmap: bool,
+    /// HTTP: memory for answers computed once and kept (the zstd form of objects and
+    /// tree packs), least recently used first out
+    #[arg(long, default_value = "256M", value_parser = parse_size, value_name = "SIZE")]
+    pub wire_cache: u64,
     /// On a store in a bucket: where to keep the objects read from it, verified, so hot
     /// objects (and ranges of them) are served from local files. One `canopy serve` per
     /// directory [default: STORE/serve-cache]
@@ -311,6 +321,52 @@ pub struct ServeArgs {
     /// Bound on that cache (K, M, G, T suffixes)
     #[arg(long, default_value = "10G", value_parser = parse_size, value_name = "SIZE")]
     pub cache_size: u64,
+}
+
+/// What `replicate` takes.
+#[derive(Args)]
+pub struct ReplicateArgs {
+    /// The upstream canopy server (or an HTTP cache in front of it)
+    pub url: url::Url,
+    /// More upstream servers or caches of the same store, tried in order when the ones
+    /// before fail
+    #[arg(long = "server", value_name = "URL")]
+    pub servers: Vec<url::Url>,
+    /// File with the upstream's public key (`canopy key show` there prints it)
+    #[arg(long, value_name = "FILE")]
+    pub trust: PathBuf,
+    /// Replicate this root (repeat for more) [default: every root upstream]
+    #[arg(long = "root", value_name = "NAME")]
+    pub roots: Vec<String>,
+    /// Copy whole histories, not only current commits
+    #[arg(long)]
+    pub history: bool,
+    /// Keep replicating: ask the upstream again every --interval
+    #[arg(long)]
+    pub follow: bool,
+    /// How often --follow asks the upstream
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub interval: std::time::Duration,
+    /// Objects fetched at once
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256), value_name = "N")]
+    pub jobs: u16,
+    /// Contents written to the store per durable batch (K, M, G suffixes): a killed run
+    /// keeps every batch written
+    #[arg(long, default_value = "64M", value_parser = parse_size, value_name = "SIZE")]
+    pub batch_size: u64,
+    /// Ask the upstream for zstd-compressed objects (slow links: less to transfer, more
+    /// CPU on both ends); by default objects travel as stored
+    #[arg(long)]
+    pub compress: bool,
+    /// Give up on a server that does not connect, answer or send data within this long
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub timeout: std::time::Duration,
+    /// Give up on a transfer that averages less than this many bytes per second once
+    /// --timeout has passed (K, M, G suffixes)
+    #[arg(long, default_value = "64K", value_parser = parse_size, value_name = "BYTES")]
+    pub min_rate: u64,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// What `roots list` takes.

@@ -90,7 +90,7 @@ impl Server {
         fs::read_to_string(&self.log)
             .unwrap()
             .lines()
-            .filter(|l| l.contains("uri=/v1/objects/") && l.contains("finished processing"))
+            .filter(|l| l.contains("uri=/v1/objects/") && l.contains("answered"))
             .count()
     }
 
@@ -99,9 +99,7 @@ impl Server {
         fs::read_to_string(&self.log)
             .unwrap()
             .lines()
-            .filter(|l| {
-                l.contains(&format!("uri=/v1/objects/{id} ")) && l.contains("finished processing")
-            })
+            .filter(|l| l.contains(&format!("uri=/v1/objects/{id} ")) && l.contains("answered"))
             .count()
     }
 

@@ -151,6 +151,14 @@ fn an_unreachable_bucket_serves_cached_objects_503_for_others_and_recovers() {
     assert_eq!(status, 503, "{text}");
     let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(err["code"], "backend-unavailable", "{err}");
+    // It says when to ask again.
+    let (_, head) = get(
+        &server,
+        &format!("/v1/objects/{sha}"),
+        &["-D", "-", "-o", "/dev/null"],
+    );
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.contains("retry-after: 5\r\n"), "{head}");
     assert!(
         err["message"].as_str().unwrap().contains(&sha[..16])
             || err["message"].as_str().unwrap().contains("s3://"),

@@ -26,6 +26,8 @@ mod crash;
 mod batch;
 // Serving over HTTP and mounting with FUSE: shared inodes, cache bound, outages, tampering, follow, nginx.
 mod mount;
+// Live hand-over of a mount to a new process: programs from the mount never notice.
+mod handover;
 // Exporting roots over NFSv3: real NFS clients, handles across restarts and upgrades, garbage RPCs.
 mod nfs;
 // The portmapper on port 111, and registration with an rpcbind already there.
@@ -62,3 +64,5 @@ mod seaweed;
 mod s3;
 // Stateless servers on one bucket: failover between them, an outage of the bucket.
 mod stateless;
+// Verified replicas: local and bucket stores served with the upstream's key, tampering, kill -9.
+mod replicate;

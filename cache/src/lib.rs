@@ -81,6 +81,28 @@ impl Stamp {
             size: m.size(),
         })
     }
+
+    /// The stamp as plain numbers, for a process that takes a mount over (it compares
+    /// stamps it is handed with those of files it opens).
+    pub fn to_raw(&self) -> [u64; 5] {
+        [
+            self.dev,
+            self.ino,
+            self.ctime.0 as u64,
+            self.ctime.1 as u64,
+            self.size,
+        ]
+    }
+
+    /// The stamp [`Stamp::to_raw`] gave.
+    pub fn from_raw(raw: [u64; 5]) -> Stamp {
+        Stamp {
+            dev: raw[0],
+            ino: raw[1],
+            ctime: (raw[2] as i64, raw[3] as i64),
+            size: raw[4],
+        }
+    }
 }
 
 /// An open cache file whose content was the object's at its [`Stamp`].

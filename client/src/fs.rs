@@ -20,66 +20,23 @@
 //! altered cache files never reach a reader as wrong bytes.
 
 use crate::objects::{Objects, Opened};
+use crate::open_files::{Files, Io, OpenFile};
 use crate::view::{Attr, COMMIT_XATTR, Kind, View, ViewError};
-use canopy_cache::Stamp;
-use canopy_protocol::ObjectId;
 use fuser::{
-    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Files never change under an inode: the kernel may keep their attributes long.
 const FILE_TTL: Duration = Duration::from_secs(3600);
-
-struct OpenFile {
-    blob: ObjectId,
-    size: u64,
-    /// What reads read: `None` until the first read fetches it, replaced by a verified
-    /// copy when the file is found changed. Once `Some`, the handle holds one
-    /// [`Objects::open`] until release.
-    content: Mutex<Option<Arc<Opened>>>,
-    /// Holds the kernel's passthrough registration until release.
-    _backing: Option<Arc<BackingId>>,
-    /// Counted in its inode's [`Mode::Cached`].
-    counted: bool,
-}
-
-/// How the kernel reads an inode's open files: one way per inode at a time (an open
-/// asking for another fails).
-enum Mode {
-    /// From this backing file, while open files hold it, for opens of the same,
-    /// unchanged file.
-    Passthrough {
-        id: Weak<BackingId>,
-        stamp: Option<Stamp>,
-    },
-    /// Through canopy and the page cache, for `open` files.
-    Cached { open: usize },
-}
-
-/// How an open file is read.
-enum Io {
-    /// By the kernel, from the cache file.
-    Passthrough(Arc<BackingId>),
-    /// Through canopy, the pages kept by the kernel.
-    Cached,
-    /// As `Cached`, counted in the inode's [`Mode::Cached`] (passthrough is on).
-    Counted,
-    /// Through canopy, page by page: the inode is bound to another backing file that
-    /// open files still read (the kernel allows one per inode), so neither passthrough
-    /// to this file nor the page cache can be used.
-    Direct,
-}
 
 /// The mounted filesystem.
 pub struct CanopyFs {
@@ -90,11 +47,7 @@ pub struct CanopyFs {
     dir_ttl: Duration,
     /// Whether roots may switch to new versions while mounted.
     follows: bool,
-    passthrough: AtomicBool,
-    handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
-    /// How each inode with open files is read (when passthrough is on).
-    modes: Mutex<HashMap<u64, Mode>>,
-    next_fh: AtomicU64,
+    files: Arc<Files>,
 }
 
 impl CanopyFs {
@@ -115,11 +68,13 @@ impl CanopyFs {
                 Duration::from_secs(3600)
             },
             follows,
-            passthrough: AtomicBool::new(passthrough),
-            handles: Mutex::new(HashMap::new()),
-            modes: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
+            files: Arc::new(Files::new(passthrough)),
         }
+    }
+
+    /// Its open files, shared with whoever hands the mount over.
+    pub fn files(&self) -> Arc<Files> {
+        self.files.clone()
     }
 
     fn ttl(&self, attr: &Attr) -> Duration {
@@ -127,57 +82,6 @@ impl CanopyFs {
             self.dir_ttl
         } else {
             FILE_TTL
-        }
-    }
-
-    /// How to serve an open of inode `ino`, whose content is `opened` if the host
-    /// holds it already. Passthrough needs that content; otherwise the open is read
-    /// through canopy, which fetches at the first read.
-    fn io_for(&self, ino: u64, opened: Option<&Opened>, reply: &ReplyOpen) -> Io {
-        if !self.passthrough.load(Ordering::Relaxed) {
-            return Io::Cached;
-        }
-        let mut modes = self.modes.lock().expect("modes lock");
-        match modes.get_mut(&ino) {
-            Some(Mode::Passthrough { id, stamp }) if let Some(id) = id.upgrade() => {
-                if opened.is_some_and(|o| o.stamp == *stamp) {
-                    return Io::Passthrough(id);
-                }
-                tracing::warn!(
-                    "inode {ino}: its open files read a cache file that has changed since; \
-                     this open reads a verified copy through canopy"
-                );
-                return Io::Direct;
-            }
-            Some(Mode::Cached { open }) if *open > 0 => {
-                *open += 1;
-                return Io::Counted;
-            }
-            _ => {}
-        }
-        let Some(opened) = opened else {
-            modes.insert(ino, Mode::Cached { open: 1 });
-            return Io::Counted;
-        };
-        match reply.open_backing(&opened.file) {
-            Ok(id) => {
-                let id = Arc::new(id);
-                modes.insert(
-                    ino,
-                    Mode::Passthrough {
-                        id: Arc::downgrade(&id),
-                        stamp: opened.stamp,
-                    },
-                );
-                Io::Passthrough(id)
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "FUSE passthrough refused ({e}); reads go through canopy from now on"
-                );
-                self.passthrough.store(false, Ordering::Relaxed);
-                Io::Cached
-            }
         }
     }
 
@@ -248,6 +152,17 @@ fn read_at(file: &File, offset: u64, size: u32) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Marks the requests the kernel sends again (`FUSE_NOTIFY_RESEND`) after a process
+/// that had read them without answering handed the mount over.
+const RESENT: u64 = 1 << 63;
+
+/// Logs a request resent by the kernel (see [`RESENT`]).
+fn note_resent(req: &Request, what: &str) {
+    if req.unique().0 & RESENT != 0 {
+        tracing::info!("answering a {what} request the kernel resent after a hand-over");
+    }
+}
+
 /// The errno that tells the truth about a view error.
 fn errno(e: ViewError) -> Errno {
     match e {
@@ -297,12 +212,8 @@ impl From<&Attr> for FileAttr {
 
 impl Filesystem for CanopyFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        if self.passthrough.load(Ordering::Relaxed) {
-            let granted = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
-                && config.set_max_stack_depth(1).is_ok();
-            self.passthrough.store(granted, Ordering::Relaxed);
-        }
-        if self.passthrough.load(Ordering::Relaxed) {
+        self.files.init(config);
+        if self.files.passthrough() {
             tracing::info!("FUSE passthrough on: the kernel reads cached files directly");
         } else {
             tracing::info!("FUSE passthrough off: reads go through canopy");
@@ -310,7 +221,8 @@ impl Filesystem for CanopyFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        note_resent(req, "lookup");
         match self.view.lookup(parent.0, name.as_bytes()) {
             Ok(attr) => {
                 let ttl = self.ttl(&attr);
@@ -320,7 +232,8 @@ impl Filesystem for CanopyFs {
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        note_resent(req, "getattr");
         match self.view.attr(ino.0) {
             Ok(attr) => reply.attr(&self.ttl(&attr), &(&attr).into()),
             Err(e) => reply.error(errno(e)),
@@ -334,7 +247,8 @@ impl Filesystem for CanopyFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        note_resent(req, "open");
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
@@ -344,7 +258,8 @@ impl Filesystem for CanopyFs {
         };
         // What the host holds already, for passthrough; anything else is fetched by the
         // first read, not here (see the module's documentation).
-        let opened = if self.passthrough.load(Ordering::Relaxed) {
+        let _entered = self.files.enter();
+        let opened = if self.files.passthrough() {
             match self.objects.cached(&blob, size) {
                 Ok(o) => o,
                 Err(e) => {
@@ -355,28 +270,27 @@ impl Filesystem for CanopyFs {
         } else {
             None
         };
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let io = self.io_for(ino.0, opened.as_ref(), &reply);
+        let fh = self.files.next_fh();
+        let io = self.files.io_for(ino.0, opened.as_ref());
         let backing = match &io {
             Io::Passthrough(id) => Some(id.clone()),
             Io::Cached | Io::Counted | Io::Direct => None,
         };
-        self.handles.lock().expect("handles lock").insert(
+        self.files.insert(
             fh,
-            Arc::new(OpenFile {
+            OpenFile {
+                ino: ino.0,
                 blob,
                 size,
                 content: Mutex::new(opened.map(Arc::new)),
-                _backing: backing,
+                backing,
                 counted: matches!(io, Io::Counted),
-            }),
+            },
         );
         match io {
             // The kernel refuses passthrough opens with flags outside its passthrough
             // mask (FOPEN_KEEP_CACHE included): the backing file's pages are the cache.
-            Io::Passthrough(id) => {
-                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id)
-            }
+            Io::Passthrough(backing) => backing.reply(reply, fh),
             Io::Cached | Io::Counted => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Io::Direct => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
         }
@@ -384,8 +298,8 @@ impl Filesystem for CanopyFs {
 
     fn read(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -393,13 +307,21 @@ impl Filesystem for CanopyFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some(open) = self
-            .handles
-            .lock()
-            .expect("handles lock")
-            .get(&fh.0)
-            .cloned()
-        else {
+        note_resent(req, "read");
+        // A handle this process did not hand out was opened by a predecessor that could
+        // not hand its files over (killed): the inode says what it reads.
+        let open = self.files.get_or_insert(fh.0, || {
+            let (blob, size) = self.view.file(ino.0).ok()?;
+            Some(OpenFile {
+                ino: ino.0,
+                blob: blob.0,
+                size,
+                content: Mutex::new(None),
+                backing: None,
+                counted: false,
+            })
+        });
+        let Some(open) = open else {
             return reply.error(Errno::EBADF);
         };
         match self.read_open(&open, offset, size) {
@@ -422,28 +344,21 @@ impl Filesystem for CanopyFs {
 
     fn release(
         &self,
-        _req: &Request,
-        ino: INodeNo,
+        req: &Request,
+        _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let Some(open) = self.handles.lock().expect("handles lock").remove(&fh.0) else {
+        note_resent(req, "release");
+        let _entered = self.files.enter();
+        let Some(open) = self.files.remove(fh.0) else {
             return reply.ok();
         };
         if open.content.lock().expect("content lock").is_some() {
             self.objects.release(&open.blob);
-        }
-        if open.counted {
-            let mut modes = self.modes.lock().expect("modes lock");
-            if let Some(Mode::Cached { open }) = modes.get_mut(&ino.0) {
-                *open -= 1;
-                if *open == 0 {
-                    modes.remove(&ino.0);
-                }
-            }
         }
         reply.ok();
     }
@@ -461,12 +376,13 @@ impl Filesystem for CanopyFs {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        note_resent(req, "readdir");
         let entries = match self.view.list(ino.0) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(e)),

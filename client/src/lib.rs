@@ -6,14 +6,18 @@
 //!   servers, or a local store's own files;
 //! - [`view`]: roots, their trees and inode numbers, independent of any front end;
 //! - [`fs`]: the FUSE front end over the view;
+//! - [`open_files`]: a mount's open files, handles and passthrough registrations;
 //! - [`mount`]: putting it together for `canopy mount`;
+//! - [`handover`]: a live mount passed from one process to the next;
 //! - [`run`]: `canopy run`, a command in a root with per-host state;
 //! - [`volume`]: the Docker volume plugin, `canopy volume-plugin`.
 #![warn(missing_docs)]
 
 pub mod fs;
+pub mod handover;
 pub mod mount;
 pub mod objects;
+pub mod open_files;
 pub mod remote;
 pub mod run;
 pub mod view;

@@ -1,12 +1,15 @@
 //! `canopy mount`: load the roots, verify them, mount, follow, unmount on a signal.
 
 use crate::fs::CanopyFs;
+use crate::handover::{self, HandoverError, Options, Shown};
 use crate::objects::Fetched;
+use crate::open_files::Files;
 use crate::remote::{FetchError, Remote};
 use crate::view::{RootVersion, Scope, View};
 use canopy_cache::{Cache, CacheError};
 use canopy_protocol::{Commit, CommitId, SignatureError, VerifyingKey};
 use fuser::{Config, MountOption, SessionACL};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,14 +44,34 @@ pub(crate) struct Host {
 impl HostConfig {
     /// Starts the runtime and the HTTP client, and opens (and locks) the cache.
     pub(crate) fn open(&self) -> Result<Host, MountError> {
+        let (rt, remote) = self.connect()?;
+        let cache = Arc::new(Cache::open(&self.cache_dir, self.cache_size)?);
+        Ok(Host { rt, remote, cache })
+    }
+
+    /// Starts the runtime and the HTTP client.
+    fn connect(&self) -> Result<(tokio::runtime::Runtime, Arc<Remote>), MountError> {
         let rt = tokio::runtime::Runtime::new()
             .map_err(|e| MountError::Setup(format!("starting the runtime: {e}")))?;
         let remote = Arc::new(
             Remote::new(self.servers.clone(), self.timeout, self.min_rate)
                 .map_err(|e| MountError::Setup(format!("HTTP client: {e}")))?,
         );
-        let cache = Arc::new(Cache::open(&self.cache_dir, self.cache_size)?);
-        Ok(Host { rt, remote, cache })
+        Ok((rt, remote))
+    }
+
+    /// Opens the cache that a process handing its mount over still holds: it lets go
+    /// as it exits.
+    fn open_cache_released(&self) -> Result<Arc<Cache>, MountError> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match Cache::open(&self.cache_dir, self.cache_size) {
+                Err(CacheError::Busy(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return Ok(Arc::new(other?)),
+            }
+        }
     }
 }
 
@@ -65,6 +88,41 @@ pub struct MountConfig {
     pub commit: Option<String>,
     /// Poll for new versions this often.
     pub follow: Option<Duration>,
+    /// A live canopy mount serves the mountpoint: take it over.
+    pub take_over: bool,
+}
+
+impl MountConfig {
+    /// What a process taking this mount over must share with it.
+    fn handover_options(&self) -> Options {
+        let h = &self.host;
+        let servers: Vec<String> = h.servers.iter().map(|u| u.to_string()).collect();
+        let trust: String = h
+            .trust
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let root = match &self.scope {
+            Scope::All => "(all)".to_string(),
+            Scope::One(name) => name.clone(),
+        };
+        Options(vec![
+            ("servers".into(), servers.join(" ")),
+            ("trust".into(), trust),
+            ("cache-dir".into(), h.cache_dir.display().to_string()),
+            ("cache-size".into(), h.cache_size.to_string()),
+            ("passthrough".into(), h.passthrough.to_string()),
+            ("timeout".into(), format!("{:?}", h.timeout)),
+            ("min-rate".into(), h.min_rate.to_string()),
+            ("root".into(), root),
+            ("commit".into(), self.commit.clone().unwrap_or_default()),
+            (
+                "follow".into(),
+                self.follow.map(|d| format!("{d:?}")).unwrap_or_default(),
+            ),
+        ])
+    }
 }
 
 /// Why mounting failed or stopped.
@@ -147,6 +205,9 @@ pub enum MountError {
     /// Setting up the HTTP client or the runtime failed.
     #[error("{0}")]
     Setup(String),
+    /// Taking a live mount over failed or was refused.
+    #[error(transparent)]
+    Handover(#[from] HandoverError),
 }
 
 /// A move of a followed root that history does not allow (see [`MountError::NotForward`]).
@@ -184,8 +245,8 @@ impl MountError {
 }
 
 /// Fetches commit `commit` of root `root`, checks that `trust` signed it for that
-/// root, and decodes it.
-pub(crate) async fn verified_commit(
+/// root, and decodes it. (`canopy replicate` checks what it copies the same way.)
+pub async fn verified_commit(
     remote: &Remote,
     trust: &VerifyingKey,
     root: &str,
@@ -240,7 +301,7 @@ pub(crate) async fn load(
 }
 
 /// The commit root `name` is at on the server, or [`MountError::NoSuchRoot`].
-pub(crate) async fn current(remote: &Remote, name: &str) -> Result<CommitId, MountError> {
+pub async fn current(remote: &Remote, name: &str) -> Result<CommitId, MountError> {
     let info = remote.root(name).await.map_err(|e| {
         if e.is_not_found() {
             MountError::NoSuchRoot(name.to_string())
@@ -294,7 +355,7 @@ async fn fetch_commit(remote: &Remote, root: &str, id: CommitId) -> Result<Commi
 /// Refuses to move a root from commit `from` to `to` (signed, decoded as `new`) unless
 /// `to` has a higher generation and descends from `from`: history only grows, so an
 /// older or unrelated commit under the root's name is a replay or a rewrite.
-async fn forward(
+pub async fn forward(
     remote: &Remote,
     root: &str,
     from: CommitId,
@@ -478,6 +539,23 @@ pub(crate) fn fuse_session(
     if !mountpoint.is_dir() {
         return Err(failed("not a directory".into()));
     }
+    let files = fs.files();
+    let session = fuser::Session::new(fs, mountpoint, &session_config()).map_err(|e| failed(match e.raw_os_error() {
+        Some(libc::EBUSY) => "the mountpoint is busy (already mounted? try `umount` first)".into(),
+        Some(libc::EPERM) | Some(libc::EACCES) => format!("{e}: mounting FUSE with allow_other needs root (or user_allow_other in /etc/fuse.conf)"),
+        _ => e.to_string(),
+    }))?;
+    let device = session
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| failed(format!("duplicating the FUSE descriptor: {e}")))?;
+    files.attach(device);
+    Ok(session)
+}
+
+/// How every canopy FUSE session runs (one descriptor shared by its threads: a
+/// successor taking the connection over needs the requests of only that one resent).
+fn session_config() -> Config {
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName("canopy".into()),
@@ -491,37 +569,116 @@ pub(crate) fn fuse_session(
     ];
     config.acl = SessionACL::All;
     config.n_threads = Some(8);
-    fuser::Session::new(fs, mountpoint, &config).map_err(|e| failed(match e.raw_os_error() {
-        Some(libc::EBUSY) => "the mountpoint is busy (already mounted? try `umount` first)".into(),
-        Some(libc::EPERM) | Some(libc::EACCES) => format!("{e}: mounting FUSE with allow_other needs root (or user_allow_other in /etc/fuse.conf)"),
-        _ => e.to_string(),
-    }))
+    config.clone_fd = false;
+    config
+}
+
+/// The versions a view has shown, as a hand-over lists them.
+fn shown(view: &View) -> Vec<Shown> {
+    view.history()
+        .into_iter()
+        .map(|i| Shown {
+            entry: i.entry,
+            commit: i.version.commit.to_string(),
+        })
+        .collect()
+}
+
+/// Shows, in order, the versions a predecessor showed that `view` has not shown yet
+/// (the kernel may hold inodes of any of them). Returns whether it showed any.
+async fn show_history(
+    remote: &Remote,
+    view: &View,
+    trust: &VerifyingKey,
+    history: &[Shown],
+) -> Result<bool, MountError> {
+    let known = shown(view);
+    let mut any = false;
+    for s in history.iter().filter(|s| !known.contains(s)) {
+        let root = s.entry.split('@').next().unwrap_or(&s.entry);
+        let commit = parse_commit(root, &s.commit)?;
+        let (version, _, trees) = load(remote, trust, root, commit).await?;
+        view.install(&s.entry, version, trees);
+        any = true;
+    }
+    Ok(any)
 }
 
 /// Mounts and serves until unmounted (`umount`) or until `shutdown` resolves (then
-/// unmounts cleanly). `on_ready` runs once the mount is live.
+/// unmounts cleanly), or until a successor takes the mount over (then exits, the
+/// mount staying). With `take_over`, takes the mount over from the live process
+/// serving it instead of mounting. `on_ready` runs once the mount is live.
 pub fn run(
     cfg: MountConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(),
 ) -> Result<(), MountError> {
-    let Host { rt, remote, cache } = cfg.host.open()?;
+    let (rt, remote) = cfg.host.connect()?;
     let view = Arc::new(View::new(cfg.scope.clone()).keeping_versions());
     let pinned = match (&cfg.scope, &cfg.commit) {
         (Scope::One(root), Some(prefix)) => Some(rt.block_on(find_commit(&remote, root, prefix))?),
         _ => None,
     };
+    let options = cfg.handover_options();
+    let pending = if cfg.take_over {
+        let Some(pending) = handover::ask(&cfg.mountpoint, &options)? else {
+            return Err(MountError::Mount {
+                path: cfg.mountpoint.clone(),
+                reason: format!(
+                    "it is a canopy mount whose process does not answer at {} (an older canopy?): \
+                     stop it (`umount {}`) and mount again",
+                    handover::socket_path(&cfg.mountpoint).display(),
+                    cfg.mountpoint.display()
+                ),
+            });
+        };
+        rt.block_on(show_history(
+            &remote,
+            &view,
+            &cfg.host.trust,
+            &pending.offer.history,
+        ))?;
+        Some(pending)
+    } else {
+        None
+    };
     rt.block_on(refresh(&remote, &view, &cfg.host.trust, pinned))?;
 
     let following = cfg.follow.is_some() && pinned.is_none();
-    let objects = Fetched::new(cache, remote.clone(), rt.handle().clone());
-    let fs = CanopyFs::new(
-        view.clone(),
-        Arc::new(objects),
-        following,
-        cfg.host.passthrough,
-    );
-    let mut session = fuse_session(fs, &cfg.mountpoint)?;
+    let (mut session, files, resumed) = match pending {
+        None => {
+            let cache = Arc::new(Cache::open(&cfg.host.cache_dir, cfg.host.cache_size)?);
+            let objects = Fetched::new(cache, remote.clone(), rt.handle().clone());
+            let fs = CanopyFs::new(
+                view.clone(),
+                Arc::new(objects),
+                following,
+                cfg.host.passthrough,
+            );
+            let files = fs.files();
+            (fuse_session(fs, &cfg.mountpoint)?, files, false)
+        }
+        Some(pending) => {
+            let taken = pending.take()?;
+            if rt.block_on(show_history(
+                &remote,
+                &view,
+                &cfg.host.trust,
+                &taken.history,
+            ))? {
+                rt.block_on(refresh(&remote, &view, &cfg.host.trust, pinned))?;
+            }
+            let (session, files) = resume(&cfg, &view, &remote, &rt, following, taken)?;
+            (session, files, true)
+        }
+    };
+    let listening = handover::listen(&handover::socket_path(&cfg.mountpoint), options, files, {
+        let view = view.clone();
+        move || shown(&view)
+    });
+    if let Err(e) = &listening {
+        tracing::warn!("no live hand-over for this mount: {e}");
+    }
     let mut unmounter = session.unmount_callable();
     let mountpoint = cfg.mountpoint.clone();
     // Poll `shutdown` once before saying the mount is ready: signal handlers register
@@ -535,7 +692,12 @@ pub fn run(
         if !fired {
             shutdown.await;
         }
-        unmount(&mut unmounter, &mountpoint);
+        if resumed {
+            // This process did not mount: fuser knows no mount to take away.
+            unmount_path(&mountpoint);
+        } else {
+            unmount(&mut unmounter, &mountpoint);
+        }
     });
     if let (true, Some(interval)) = (following, cfg.follow) {
         let trust = cfg.host.trust;
@@ -550,9 +712,69 @@ pub fn run(
     }
     on_ready();
     let result = session.run();
+    drop(listening);
     rt.shutdown_timeout(Duration::from_secs(1));
     result.map_err(|e| MountError::Mount {
         path: cfg.mountpoint,
         reason: e.to_string(),
     })
+}
+
+/// Serves a connection taken over: numbers every node the kernel may hold, opens the
+/// cache (the predecessor has let go of it), adopts the open files, and has the
+/// requests the predecessor left unanswered sent again.
+fn resume(
+    cfg: &MountConfig,
+    view: &Arc<View>,
+    remote: &Arc<Remote>,
+    rt: &tokio::runtime::Runtime,
+    following: bool,
+    taken: handover::Taken,
+) -> Result<(fuser::Session<CanopyFs>, Arc<Files>), MountError> {
+    let failed = |reason: String| MountError::Mount {
+        path: cfg.mountpoint.clone(),
+        reason,
+    };
+    view.index();
+    let cache = cfg.host.open_cache_released()?;
+    let objects = Fetched::new(cache, remote.clone(), rt.handle().clone());
+    let fs = CanopyFs::new(
+        view.clone(),
+        Arc::new(objects),
+        following,
+        cfg.host.passthrough,
+    );
+    let files = fs.files();
+    let device = taken
+        .device
+        .try_clone()
+        .map_err(|e| failed(format!("duplicating the FUSE descriptor: {e}")))?;
+    files.attach(device);
+    let session = handover::resume(fs, taken.device, &taken.init, session_config())
+        .map_err(|e| failed(format!("resuming the FUSE session: {e}")))?;
+    let (open, through) = files.adopt(taken.files).map_err(failed)?;
+    let device = files.device().expect("attached above");
+    handover::resend(&*device).map_err(|e| failed(format!("asking the kernel to resend: {e}")))?;
+    tracing::info!(
+        "took the mount over: serving {} ({open} open files taken over, {through} of them read through passthrough)",
+        cfg.mountpoint.display()
+    );
+    Ok((session, files))
+}
+
+/// Unmounts the mount at `mountpoint` (one still in use is detached, see [`detach`]).
+fn unmount_path(mountpoint: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    tracing::info!("unmounting {}", mountpoint.display());
+    let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: a valid NUL-terminated path; no other preconditions.
+    if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
+        return;
+    }
+    match std::io::Error::last_os_error() {
+        e if e.raw_os_error() == Some(libc::EBUSY) => detach(mountpoint),
+        e => tracing::error!("unmounting {}: {e}", mountpoint.display()),
+    }
 }

@@ -136,6 +136,20 @@ impl Inodes {
         ino
     }
 
+    /// Like [`Inodes::dir`], but leaves a directory node that exists as it is.
+    fn dir_if_new(&mut self, top: &Arc<[u8]>, path: Vec<u8>, tree: TreeId, meta: &Meta) {
+        let ino = self.place(
+            inode::dir(top, &path),
+            |n| matches!(n, Node::Dir { top: t, path: p, .. } if **t == **top && *p == path),
+        );
+        self.nodes.entry(ino).or_insert_with(|| Node::Dir {
+            tree,
+            meta: meta.clone(),
+            top: top.clone(),
+            path,
+        });
+    }
+
     fn leaf(&mut self, kind: &EntryKind, meta: &Meta) -> u64 {
         let identity = canopy_protocol::identity(kind, meta);
         let ino = self.place(
@@ -174,7 +188,7 @@ impl Inodes {
 }
 
 /// One version of a root, as shown.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootVersion {
     /// The commit.
     pub commit: CommitId,
@@ -202,7 +216,19 @@ pub struct View {
     /// run` of `MOUNT/NAME`).
     pinned: RwLock<HashMap<String, RootVersion>>,
     keep_versions: bool,
+    /// Every (entry, version) installed, in order: what a successor process must show
+    /// too, since the kernel may hold inodes of any of them.
+    history: RwLock<Vec<Installed>>,
     inodes: RwLock<Inodes>,
+}
+
+/// One version installed under a top-level entry, as [`View::history`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    /// The top-level entry (a root's name, or `NAME@COMMIT`).
+    pub entry: String,
+    /// The version.
+    pub version: RootVersion,
 }
 
 /// The unlisted extended attribute of a root's top directory in a [`Scope::All`]
@@ -264,6 +290,7 @@ impl View {
             roots: RwLock::new(BTreeMap::new()),
             pinned: RwLock::new(HashMap::new()),
             keep_versions: false,
+            history: RwLock::new(Vec::new()),
             inodes: RwLock::new(inodes),
         }
     }
@@ -301,6 +328,16 @@ impl View {
             }
         }
         let tree = version.tree;
+        {
+            let installed = Installed {
+                entry: name.to_string(),
+                version: version.clone(),
+            };
+            let mut history = self.history.write().expect("view lock");
+            if !history.contains(&installed) {
+                history.push(installed);
+            }
+        }
         if self.keep_versions && !name.contains('@') {
             self.pinned
                 .write()
@@ -341,6 +378,74 @@ impl View {
             .expect("view lock")
             .remove(name)
             .is_some()
+    }
+
+    /// Every (entry, version) installed so far, oldest first.
+    pub fn history(&self) -> Vec<Installed> {
+        self.history.read().expect("view lock").clone()
+    }
+
+    /// The top-level entries shown now (as [`View::root`] finds them).
+    pub fn shown(&self) -> Vec<String> {
+        self.roots
+            .read()
+            .expect("view lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Numbers every node of every version installed, as a process that had answered
+    /// every lookup would have: a process that took a live FUSE connection over must
+    /// answer the kernel about inodes it never handed out itself. Directories shown now
+    /// take their current trees; those of earlier versions only numbers nobody holds.
+    pub fn index(&self) {
+        let mut tops: Vec<(Arc<[u8]>, TreeId)> = Vec::new();
+        for (name, v) in self.roots.read().expect("view lock").iter() {
+            tops.push((Arc::from(name.as_bytes()), v.tree));
+        }
+        for (name, v) in self.pinned.read().expect("view lock").iter() {
+            tops.push((Arc::from(name.as_bytes()), v.tree));
+        }
+        for installed in self.history.read().expect("view lock").iter().rev() {
+            tops.push((
+                Arc::from(installed.entry.as_bytes()),
+                installed.version.tree,
+            ));
+        }
+        let trees = self.trees.read().expect("view lock");
+        let mut inodes = self.inodes.write().expect("view lock");
+        let mut seen = std::collections::HashSet::new();
+        for (top, tree) in tops {
+            if !seen.insert((top.clone(), tree)) {
+                continue;
+            }
+            if self.scope == Scope::All {
+                inodes.dir_if_new(&top, Vec::new(), tree, &ROOT_META);
+            }
+            // Directories still to walk, with an explicit stack: trees may be deep.
+            let mut stack = vec![(Vec::new(), tree)];
+            while let Some((path, id)) = stack.pop() {
+                let Some(t) = trees.get(&id) else { continue };
+                for e in t.entries() {
+                    let name = e.name.as_bytes();
+                    match &e.kind {
+                        EntryKind::Dir { tree } => {
+                            let child = if path.is_empty() {
+                                name.to_vec()
+                            } else {
+                                [&path[..], b"/", name].concat()
+                            };
+                            inodes.dir_if_new(&top, child.clone(), *tree, &e.meta);
+                            stack.push((child, *tree));
+                        }
+                        kind => {
+                            inodes.leaf(kind, &e.meta);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn tree(&self, id: &TreeId) -> Result<Arc<Tree>, ViewError> {
@@ -652,6 +757,75 @@ mod tests {
             trees2,
         );
         assert_eq!(alone.lookup(ROOT_INO, b"bin").unwrap().ino, bin.ino);
+    }
+
+    #[test]
+    fn a_successor_answers_for_inodes_it_never_handed_out() {
+        let (c1, c2) = (CommitId(ObjectId::of(b"1")), CommitId(ObjectId::of(b"2")));
+        let sub = Tree::new(vec![file("sh", b"shell", 0o755)]).unwrap();
+        let bin = Entry {
+            name: Name::new(b"bin".to_vec()).unwrap(),
+            meta: Meta {
+                mode: 0o755,
+                ..Default::default()
+            },
+            kind: EntryKind::Dir { tree: sub.id() },
+        };
+        let (t1, mut trees1) = root_of(vec![bin, file("a", b"old", 0o644)]);
+        trees1.insert(sub.id(), sub);
+        let (t2, trees2) = root_of(vec![file("a", b"new!", 0o644)]);
+        for scope in [Scope::All, Scope::One("web".into())] {
+            let first = View::new(scope.clone()).keeping_versions();
+            first.install(
+                "web",
+                RootVersion {
+                    commit: c1,
+                    tree: t1,
+                },
+                trees1.clone(),
+            );
+            let top = match scope {
+                Scope::All => first.lookup(ROOT_INO, b"web").unwrap().ino,
+                Scope::One(_) => ROOT_INO,
+            };
+            let bin = first.lookup(top, b"bin").unwrap();
+            let sh = first.lookup(bin.ino, b"sh").unwrap();
+            let old_a = first.lookup(top, b"a").unwrap();
+            first.install(
+                "web",
+                RootVersion {
+                    commit: c2,
+                    tree: t2,
+                },
+                trees2.clone(),
+            );
+            // The successor installs the same history and answers for every number
+            // the first handed out, the old version's included, without a lookup.
+            let successor = View::new(scope.clone()).keeping_versions();
+            for installed in first.history() {
+                let trees = if installed.version.tree == t1 {
+                    trees1.clone()
+                } else {
+                    trees2.clone()
+                };
+                successor.install(&installed.entry, installed.version, trees);
+            }
+            successor.index();
+            assert_eq!(successor.attr(sh.ino).unwrap(), sh);
+            assert_eq!(successor.attr(old_a.ino).unwrap(), old_a);
+            assert_eq!(successor.file(old_a.ino).unwrap().1, 3);
+            assert_eq!(successor.attr(bin.ino).unwrap().kind, Kind::Dir);
+            assert_eq!(successor.attr(top).unwrap().ino, top);
+            // The top directory shows the current version.
+            assert_eq!(
+                successor
+                    .file(successor.lookup(top, b"a").unwrap().ino)
+                    .unwrap()
+                    .1,
+                4
+            );
+            assert_eq!(successor.shown(), vec!["web".to_string()]);
+        }
     }
 
     #[test]

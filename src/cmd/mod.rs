@@ -10,6 +10,7 @@ mod maintenance;
 mod mount;
 mod netboot;
 mod remove;
+mod replicate;
 mod repo;
 mod roots;
 mod run;
@@ -150,6 +151,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fsck(args) => maintenance::fsck(&store, &args),
         Command::Gc(args) => maintenance::gc(&store, &args),
         Command::Serve(args) => serve::run(&store, args),
+        Command::Replicate(args) => replicate::run(&store, args),
         Command::Netboot(args) => netboot::run(&store, args),
         Command::Mount(_)
         | Command::VolumePlugin(_)

@@ -62,9 +62,10 @@ pub(super) fn host_config(
 }
 
 /// Refuses mountpoints a mount would hide or fail on, saying what to do: a missing
-/// directory, a directory with files in it (unless `--nonempty`), and a live canopy
-/// mount (two daemons on one path would stack, the lower one unreachable).
-fn check_mountpoint(path: &Path, nonempty: bool) -> Result<()> {
+/// directory, a directory with files in it (unless `--nonempty`). Returns whether a
+/// live canopy mount serves it (then it is taken over, not mounted over: two daemons
+/// on one path would stack, the lower one unreachable).
+fn check_mountpoint(path: &Path, nonempty: bool) -> Result<bool> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
@@ -98,13 +99,7 @@ fn check_mountpoint(path: &Path, nonempty: bool) -> Result<()> {
         bail!("mountpoint {} is not a directory", path.display());
     }
     if is_canopy_mount(path) {
-        bail!(
-            "{} is already a canopy mount: to restart it with other options, stop the \
-             `canopy mount` serving it (systemctl restart canopy-mount, or `umount {}`) \
-             and mount again",
-            path.display(),
-            path.display()
-        );
+        return Ok(true);
     }
     let occupied = std::fs::read_dir(path)
         .with_context(|| format!("listing mountpoint {}", path.display()))?
@@ -116,7 +111,7 @@ fn check_mountpoint(path: &Path, nonempty: bool) -> Result<()> {
             path.display()
         );
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Whether `path` is the mountpoint of a live canopy FUSE mount: in
@@ -172,7 +167,7 @@ fn unescape(field: &str) -> Vec<u8> {
 
 pub fn run(args: MountArgs) -> Result<ExitCode> {
     super::raise_descriptor_limit();
-    check_mountpoint(&args.mountpoint, args.nonempty)?;
+    let take_over = check_mountpoint(&args.mountpoint, args.nonempty)?;
     // `--root web@3f2a` and `--root web --commit 3f2a` say the same.
     let (scope, commit) = match &args.root {
         Some(spec) => {
@@ -203,6 +198,7 @@ pub fn run(args: MountArgs) -> Result<ExitCode> {
         scope,
         commit,
         follow: args.follow.then_some(args.interval),
+        take_over,
     };
     let mountpoint = args.mountpoint;
     mount::run(cfg, terminated(), || {

@@ -21,6 +21,7 @@ pub fn run(store_path: &Path, args: ServeArgs) -> Result<ExitCode> {
         listen,
         nfs,
         no_portmap,
+        wire_cache,
         cache_dir,
         cache_size,
     } = args;
@@ -80,9 +81,17 @@ pub fn run(store_path: &Path, args: ServeArgs) -> Result<ExitCode> {
             println!("serving {} on http://{addr}", store_path.display());
             let stop = stopped();
             servers.spawn(async move {
-                http::serve(store, listener, http::Options { connections }, stop)
-                    .await
-                    .context("serving HTTP")
+                http::serve(
+                    store,
+                    listener,
+                    http::Options {
+                        connections,
+                        wire_cache,
+                    },
+                    stop,
+                )
+                .await
+                .context("serving HTTP")
             });
         }
         std::io::stdout().flush()?;

@@ -95,6 +95,14 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// The store cannot be, or is, a replica of another store's roots.
+    #[error("store at {store}: {reason}")]
+    Replica {
+        /// The store's directory.
+        store: String,
+        /// Why, and what to do.
+        reason: String,
+    },
 }
 
 impl StoreError {

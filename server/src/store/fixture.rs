@@ -19,6 +19,21 @@ pub(crate) fn memory_with(files: &[(&str, &[u8])]) -> (tempfile::TempDir, Store,
     (state, store, imported.package.tree)
 }
 
+/// A store on disk (objects as files, so HTTP sends them with `sendfile`) holding a
+/// package imported from a directory with `files`, as [`memory_with`].
+pub(crate) fn local_with(files: &[(&str, &[u8])]) -> (tempfile::TempDir, Store, TreeId) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    for (path, content) in files {
+        let path = src.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    let (store, _) = Store::init(&dir.path().join("store")).unwrap();
+    let imported = dir::import(&store, src.path(), "pkg", "1", Limits::default()).unwrap();
+    (dir, store, imported.package.tree)
+}
+
 /// Commits `tree` as the next version of `root` (signed, generation counted) and moves
 /// the root to it.
 pub(crate) fn commit(store: &Store, root: &str, tree: TreeId) -> CommitId {

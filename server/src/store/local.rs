@@ -306,7 +306,12 @@ impl RefBackend for LocalRefs {
         let path = self.store.join("refs").join(name);
         StoreError::unless_expected(name, expected, read_ref(&path)?)?;
         match new {
-            Some(id) => write_atomic(&path, format!("{id}\n").as_bytes(), 0o644),
+            Some(id) => {
+                // Namespaces other than roots and packages (a replica's) appear on use.
+                let dir = path.parent().expect("refs live in a directory");
+                fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+                write_atomic(&path, format!("{id}\n").as_bytes(), 0o644)
+            }
             None => {
                 fs::remove_file(&path).ctx(|| format!("removing ref {}", path.display()))?;
                 fsync_dir(path.parent().expect("refs live in a directory"))

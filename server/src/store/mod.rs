@@ -27,6 +27,7 @@ pub mod init;
 pub mod local;
 pub mod memory;
 pub mod reflog;
+pub mod replica;
 pub mod s3;
 mod txn;
 
@@ -309,8 +310,22 @@ impl Store {
         })
     }
 
-    /// The signing key made or imported at `init`.
+    /// The signing key made or imported at `init`. A replica signs nothing: its roots
+    /// are signed upstream, with a key it does not hold.
     pub fn signing_key(&self) -> Result<SigningKey, StoreError> {
+        if let Some(key) = self.upstream_key()? {
+            return Err(StoreError::Replica {
+                store: self.root.display().to_string(),
+                reason: format!(
+                    "it is a replica (`canopy replicate`) of the roots signed by key {}: \
+                     commits are made upstream and replicated here, not made here",
+                    key.to_bytes()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                ),
+            });
+        }
         let path = self.root.join(init::KEY);
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
@@ -343,7 +358,11 @@ impl Store {
 
     /// The public half of the signing key: what hosts are told to trust. A machine
     /// attached to a bucket without the secret key reads it from the bucket.
+    /// A replica's is its upstream's (see [`replica`]).
     pub fn verifying_key(&self) -> Result<VerifyingKey, StoreError> {
+        if let Some(key) = self.upstream_key()? {
+            return Ok(key);
+        }
         match (&self.bucket, self.root.join(init::KEY).exists()) {
             (Some(bucket), false) => bucket.public_key(),
             _ => Ok(self.signing_key()?.verifying_key()),

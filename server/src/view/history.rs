@@ -142,7 +142,8 @@ pub fn log(store: &Store, from: CommitId) -> Log<'_> {
 }
 
 /// Iterator over a history; see [`log`]. It ends after the first commit that cannot be
-/// read, having yielded the error.
+/// read, having yielded the error, or quietly at a commit a replica left out on purpose
+/// (see [`Store::cut_history_at`]).
 pub struct Log<'s> {
     store: &'s Store,
     next: Option<CommitId>,
@@ -157,6 +158,9 @@ impl Iterator for Log<'_> {
             Ok(c) => {
                 self.next = c.body.parent;
                 Some(Ok((id, c)))
+            }
+            Err(StoreError::Missing { .. }) if self.store.history_cut_at(&id).unwrap_or(false) => {
+                None
             }
             Err(e) => Some(Err(e)),
         }

@@ -1,0 +1,466 @@
+//! The open files of a mount: file handles, how the kernel reads each inode, and the
+//! passthrough registrations on the FUSE connection — the state a process taking a
+//! live mount over adopts ([`Files::state`], [`Files::adopt`]), so files opened before
+//! the hand-over keep reading and closing as if nothing happened.
+//!
+//! Passthrough registrations are kept as the kernel's raw backing ids, closed by canopy
+//! itself: a registration made by one process stays valid on the connection after it
+//! exits, and its successor must reuse it (the kernel binds one backing file per inode
+//! while files read through it, and refuses an open that names another).
+
+use crate::objects::Opened;
+use canopy_cache::Stamp;
+use canopy_protocol::ObjectId;
+use fuser::{KernelConfig, ReplyOpen};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+
+/// `FUSE_DEV_IOC_BACKING_CLOSE`: `_IOW(229, 2, uint32_t)`.
+const BACKING_CLOSE: libc::c_ulong = 0x4004_e502;
+
+/// A passthrough registration on the connection, closed when the last open file
+/// reading through it is released.
+pub(crate) struct Backing {
+    raw: u32,
+    device: Arc<OwnedFd>,
+}
+
+impl Backing {
+    /// Registers `file` on the connection of `device`.
+    fn open(device: &Arc<OwnedFd>, file: &std::fs::File) -> std::io::Result<Backing> {
+        let raw = fuser::BackingId::create_raw(device.as_fd(), file)?;
+        Ok(Backing {
+            raw,
+            device: device.clone(),
+        })
+    }
+
+    /// Answers an open with this registration.
+    pub(crate) fn reply(&self, reply: ReplyOpen, fh: u64) {
+        // SAFETY: `raw` is a live registration on this connection (this value holds
+        // it); the wrapper is turned back into the raw id, so it never closes it.
+        let id = unsafe { reply.wrap_backing(self.raw) };
+        reply.opened_passthrough(fuser::FileHandle(fh), fuser::FopenFlags::empty(), &id);
+        let _ = id.into_raw();
+    }
+}
+
+impl Drop for Backing {
+    fn drop(&mut self) {
+        // SAFETY: an ioctl on a descriptor this value keeps open, with a pointer to a
+        // u32 that lives across the call.
+        let rc = unsafe { libc::ioctl(self.device.as_raw_fd(), BACKING_CLOSE, &self.raw) };
+        if rc != 0 {
+            tracing::debug!(
+                "closing passthrough registration {}: {}",
+                self.raw,
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// An open file.
+pub(crate) struct OpenFile {
+    pub(crate) ino: u64,
+    pub(crate) blob: ObjectId,
+    pub(crate) size: u64,
+    /// What reads read: `None` until the first read fetches it, replaced by a verified
+    /// copy when the file is found changed. Once `Some`, the handle holds one
+    /// [`crate::objects::Objects::open`] until release.
+    pub(crate) content: Mutex<Option<Arc<Opened>>>,
+    /// Holds the passthrough registration until release.
+    pub(crate) backing: Option<Arc<Backing>>,
+    /// Counted in its inode's [`Mode::Cached`].
+    pub(crate) counted: bool,
+}
+
+/// How the kernel reads an inode's open files: one way per inode at a time (an open
+/// asking for another fails).
+enum Mode {
+    /// From this backing file, while open files hold it, for opens of the same,
+    /// unchanged file.
+    Passthrough {
+        id: Weak<Backing>,
+        stamp: Option<Stamp>,
+    },
+    /// Through canopy and the page cache, for `open` files.
+    Cached { open: usize },
+}
+
+/// How an open file is read.
+pub(crate) enum Io {
+    /// By the kernel, from the cache file.
+    Passthrough(Arc<Backing>),
+    /// Through canopy, the pages kept by the kernel.
+    Cached,
+    /// As `Cached`, counted in the inode's [`Mode::Cached`] (passthrough is on).
+    Counted,
+    /// Through canopy, page by page: the inode is bound to another backing file that
+    /// open files still read (the kernel allows one per inode), so neither passthrough
+    /// to this file nor the page cache can be used.
+    Direct,
+}
+
+/// What the kernel said in its INIT request, so that a successor can replay it to its
+/// own FUSE session (the kernel sends INIT once per connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelInit {
+    /// Protocol major version.
+    pub major: u32,
+    /// Protocol minor version.
+    pub minor: u32,
+    /// The kernel's readahead bound.
+    pub max_readahead: u32,
+    /// The capabilities the kernel offered (`flags | flags2 << 32`).
+    pub flags: u64,
+}
+
+impl KernelInit {
+    /// Reads the kernel's offer from the configuration `init` is given, before any
+    /// change: `set_max_readahead` refuses a value over the kernel's bound with that
+    /// bound.
+    fn of(config: &mut KernelConfig) -> KernelInit {
+        let max_readahead = match config.set_max_readahead(u32::MAX) {
+            Err(max) => max,
+            Ok(previous) => {
+                let _ = config.set_max_readahead(previous);
+                previous
+            }
+        };
+        let abi = config.kernel_abi();
+        KernelInit {
+            major: abi.0,
+            minor: abi.1,
+            max_readahead,
+            flags: config.capabilities().bits(),
+        }
+    }
+}
+
+/// One open file as handed to a successor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HandleState {
+    fh: u64,
+    ino: u64,
+    blob: String,
+    size: u64,
+    /// `passthrough`, `counted`, `cached` or `direct`.
+    io: String,
+    /// The passthrough registration it reads through.
+    backing: Option<u32>,
+}
+
+/// One passthrough registration as handed to a successor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackingState {
+    ino: u64,
+    raw: u32,
+    stamp: Option<[u64; 5]>,
+}
+
+/// The open files of a mount, as handed to a successor.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FilesState {
+    passthrough: bool,
+    next_fh: u64,
+    handles: Vec<HandleState>,
+    backings: Vec<BackingState>,
+}
+
+/// The first file handle of a process: the time in nanoseconds, so that a process
+/// that took a mount over from one killed before handing its files over (their
+/// handles unknown) never hands out a number the kernel still holds.
+fn first_fh() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+}
+
+/// The open files of a mount, shared by its FUSE session and its hand-over listener.
+pub struct Files {
+    passthrough: AtomicBool,
+    handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    /// How each inode with open files is read (when passthrough is on).
+    modes: Mutex<HashMap<u64, Mode>>,
+    next_fh: AtomicU64,
+    /// Held for reading while an open or a release changes the tables; held for
+    /// writing while they are handed over (requests wait, and are resent to the
+    /// successor if this process exits).
+    gate: RwLock<()>,
+    /// The connection (a duplicate of the session's `/dev/fuse` descriptor).
+    device: OnceLock<Arc<OwnedFd>>,
+    kernel: OnceLock<KernelInit>,
+}
+
+impl Files {
+    /// No open files; passthrough wanted or not.
+    pub fn new(passthrough: bool) -> Files {
+        Files {
+            passthrough: AtomicBool::new(passthrough),
+            handles: Mutex::new(HashMap::new()),
+            modes: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(first_fh()),
+            gate: RwLock::new(()),
+            device: OnceLock::new(),
+            kernel: OnceLock::new(),
+        }
+    }
+
+    /// Whether passthrough is on.
+    pub(crate) fn passthrough(&self) -> bool {
+        self.passthrough.load(Ordering::Relaxed)
+    }
+
+    /// Decides passthrough at INIT (wanted, and granted by the kernel), and remembers
+    /// the kernel's offer.
+    pub(crate) fn init(&self, config: &mut KernelConfig) {
+        let _ = self.kernel.set(KernelInit::of(config));
+        if self.passthrough() {
+            let granted = config
+                .add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH)
+                .is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            self.passthrough.store(granted, Ordering::Relaxed);
+        }
+    }
+
+    /// The kernel's INIT offer, once the session is set up.
+    pub fn kernel(&self) -> Option<KernelInit> {
+        self.kernel.get().copied()
+    }
+
+    /// Gives the connection's descriptor (passthrough registrations are made on it).
+    pub fn attach(&self, device: OwnedFd) {
+        let _ = self.device.set(Arc::new(device));
+    }
+
+    /// The connection's descriptor, once attached.
+    pub fn device(&self) -> Option<Arc<OwnedFd>> {
+        self.device.get().cloned()
+    }
+
+    /// Enters an open or a release (see `gate`).
+    pub(crate) fn enter(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new file handle number.
+    pub(crate) fn next_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The open file `fh`, or one made by `make` for a handle this process never
+    /// handed out (a predecessor killed before it could hand its files over).
+    pub(crate) fn get_or_insert(
+        &self,
+        fh: u64,
+        make: impl FnOnce() -> Option<OpenFile>,
+    ) -> Option<Arc<OpenFile>> {
+        let mut handles = self.handles.lock().expect("handles lock");
+        if let Some(open) = handles.get(&fh) {
+            return Some(open.clone());
+        }
+        let open = Arc::new(make()?);
+        handles.insert(fh, open.clone());
+        Some(open)
+    }
+
+    /// Records open file `fh`.
+    pub(crate) fn insert(&self, fh: u64, open: OpenFile) {
+        self.handles
+            .lock()
+            .expect("handles lock")
+            .insert(fh, Arc::new(open));
+    }
+
+    /// Forgets open file `fh` at its release.
+    pub(crate) fn remove(&self, fh: u64) -> Option<Arc<OpenFile>> {
+        let open = self.handles.lock().expect("handles lock").remove(&fh)?;
+        if open.counted {
+            let mut modes = self.modes.lock().expect("modes lock");
+            if let Some(Mode::Cached { open: n }) = modes.get_mut(&open.ino) {
+                *n -= 1;
+                if *n == 0 {
+                    modes.remove(&open.ino);
+                }
+            }
+        }
+        Some(open)
+    }
+
+    /// How to serve an open of inode `ino`, whose content is `opened` if the host
+    /// holds it already. Passthrough needs that content; otherwise the open is read
+    /// through canopy, which fetches at the first read.
+    pub(crate) fn io_for(&self, ino: u64, opened: Option<&Opened>) -> Io {
+        if !self.passthrough() {
+            return Io::Cached;
+        }
+        let mut modes = self.modes.lock().expect("modes lock");
+        match modes.get_mut(&ino) {
+            Some(Mode::Passthrough { id, stamp }) if let Some(id) = id.upgrade() => {
+                if opened.is_some_and(|o| o.stamp == *stamp) {
+                    return Io::Passthrough(id);
+                }
+                tracing::warn!(
+                    "inode {ino}: its open files read a cache file that has changed since; \
+                     this open reads a verified copy through canopy"
+                );
+                return Io::Direct;
+            }
+            Some(Mode::Cached { open }) if *open > 0 => {
+                *open += 1;
+                return Io::Counted;
+            }
+            _ => {}
+        }
+        let Some(opened) = opened else {
+            modes.insert(ino, Mode::Cached { open: 1 });
+            return Io::Counted;
+        };
+        let registered = match self.device.get() {
+            Some(device) => Backing::open(device, &opened.file),
+            None => Err(std::io::Error::other("no FUSE connection attached")),
+        };
+        match registered {
+            Ok(backing) => {
+                let backing = Arc::new(backing);
+                modes.insert(
+                    ino,
+                    Mode::Passthrough {
+                        id: Arc::downgrade(&backing),
+                        stamp: opened.stamp,
+                    },
+                );
+                Io::Passthrough(backing)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "FUSE passthrough refused ({e}); reads go through canopy from now on"
+                );
+                self.passthrough.store(false, Ordering::Relaxed);
+                Io::Cached
+            }
+        }
+    }
+
+    /// Stops opens and releases (they wait) until the guard is dropped; while it is
+    /// held, [`Files::state`] is exact.
+    pub fn freeze(&self) -> RwLockWriteGuard<'_, ()> {
+        self.gate.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open files, for a successor (call while frozen).
+    pub fn state(&self) -> FilesState {
+        let handles = self.handles.lock().expect("handles lock");
+        let modes = self.modes.lock().expect("modes lock");
+        let mut backings = Vec::new();
+        for (ino, mode) in modes.iter() {
+            if let Mode::Passthrough { id, stamp } = mode
+                && let Some(id) = id.upgrade()
+            {
+                backings.push(BackingState {
+                    ino: *ino,
+                    raw: id.raw,
+                    stamp: stamp.map(|s| s.to_raw()),
+                });
+            }
+        }
+        let handles = handles
+            .iter()
+            .map(|(fh, open)| HandleState {
+                fh: *fh,
+                ino: open.ino,
+                blob: open.blob.to_string(),
+                size: open.size,
+                io: match (&open.backing, open.counted) {
+                    (Some(_), _) => "passthrough",
+                    (None, true) => "counted",
+                    (None, false) if self.passthrough() => "direct",
+                    (None, false) => "cached",
+                }
+                .to_string(),
+                backing: open.backing.as_ref().map(|b| b.raw),
+            })
+            .collect();
+        FilesState {
+            passthrough: self.passthrough(),
+            next_fh: self.next_fh.load(Ordering::Relaxed),
+            handles,
+            backings,
+        }
+    }
+
+    /// Takes over the open files of a predecessor on the same connection (attach the
+    /// connection first). Call before the session serves requests. Returns how many
+    /// open files it took over, and how many of them the kernel reads through
+    /// passthrough.
+    pub fn adopt(&self, state: FilesState) -> Result<(usize, usize), String> {
+        let device = self
+            .device
+            .get()
+            .cloned()
+            .ok_or("no FUSE connection attached")?;
+        self.passthrough
+            .store(state.passthrough && self.passthrough(), Ordering::Relaxed);
+        self.next_fh.store(state.next_fh.max(1), Ordering::Relaxed);
+        let mut handles = self.handles.lock().expect("handles lock");
+        let mut modes = self.modes.lock().expect("modes lock");
+        let backings: HashMap<u32, Arc<Backing>> = state
+            .backings
+            .iter()
+            .map(|b| {
+                let backing = Arc::new(Backing {
+                    raw: b.raw,
+                    device: device.clone(),
+                });
+                (b.raw, backing)
+            })
+            .collect();
+        let count = state.handles.len();
+        let through = state.handles.iter().filter(|h| h.backing.is_some()).count();
+        for h in state.handles {
+            let blob: ObjectId = h
+                .blob
+                .parse()
+                .map_err(|e| format!("open file {}: object id {}: {e}", h.fh, h.blob))?;
+            let counted = h.io == "counted";
+            if counted {
+                match modes.entry(h.ino).or_insert(Mode::Cached { open: 0 }) {
+                    Mode::Cached { open } => *open += 1,
+                    Mode::Passthrough { .. } => {
+                        return Err(format!("inode {} is read two ways", h.ino));
+                    }
+                }
+            }
+            let backing = h.backing.and_then(|raw| backings.get(&raw).cloned());
+            handles.insert(
+                h.fh,
+                Arc::new(OpenFile {
+                    ino: h.ino,
+                    blob,
+                    size: h.size,
+                    content: Mutex::new(None),
+                    backing,
+                    counted,
+                }),
+            );
+        }
+        for b in state.backings {
+            let id = &backings[&b.raw];
+            modes.insert(
+                b.ino,
+                Mode::Passthrough {
+                    id: Arc::downgrade(id),
+                    stamp: b.stamp.map(Stamp::from_raw),
+                },
+            );
+        }
+        // Registrations no open file holds any more close as their last holder goes.
+        drop(backings);
+        Ok((count, through))
+    }
+}

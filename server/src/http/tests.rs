@@ -1,0 +1,387 @@
+//! The HTTP server against real sockets: the API's answers, object bodies by
+//! `sendfile`, ranges, zstd, and HTTP/1.1 framing (pipelining, keep-alive, refusals).
+
+use super::*;
+use crate::store::fixture;
+use canopy_protocol::ObjectId;
+use reqwest::{StatusCode, header};
+
+/// Serves a memory store with one root, as `canopy serve` would, and asks for what
+/// a mount asks for.
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_roots_logs_objects_and_tree_packs_from_any_backend() {
+    let (_state, store, tree) = fixture::memory_with(&[("file", b"content")]);
+    let commit = fixture::commit(&store, "web", tree);
+    let blob = ObjectId::of(b"content");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(store, listener, Options::default(), async {
+        let _ = stopped.await;
+    }));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let get = |path: String| client.get(format!("{url}{path}")).send();
+
+    let json = |b: bytes::Bytes| serde_json::from_slice::<serde_json::Value>(&b).unwrap();
+    let roots = json(
+        get("/v1/roots".into())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    );
+    let roots: Vec<RootInfo> = serde_json::from_value(roots).unwrap();
+    assert_eq!(roots.len(), 1);
+    assert_eq!(roots[0].commit, commit.to_string());
+    let log = json(
+        get("/v1/roots/web/log".into())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    );
+    let log: Vec<LogEntry> = serde_json::from_value(log).unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].subject, "commit 1");
+    let res = get(format!("/v1/objects/{blob}")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[header::ETAG], format!("\"{blob}\"").as_str());
+    assert_eq!(&res.bytes().await.unwrap()[..], b"content");
+    let pack = get(format!("/v1/trees/{tree}")).await.unwrap();
+    assert_eq!(pack.status(), StatusCode::OK);
+    let missing = get(format!("/v1/objects/{}", ObjectId::of(b"none")))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let bad = get("/v1/objects/xyz".into()).await.unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+/// A server on a free port of 127.0.0.1; it stops when the returned sender is dropped.
+async fn start(store: Store) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(store, listener, Options::default(), async {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+/// Sends `request` bytes as they are, closes the sending side, and returns every byte
+/// the server sent until it closed.
+async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    out
+}
+
+/// One answer read off the wire.
+#[derive(Debug)]
+struct Wire {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Wire {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Splits what a server sent into answers, by `Content-Length`; `heads` says which
+/// answers (by index) were to HEAD requests and so have no body.
+fn answers(mut bytes: &[u8], heads: &[usize]) -> Vec<Wire> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let end = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let head = std::str::from_utf8(&bytes[..end]).unwrap();
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap()[9..12].parse().unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (n, v) = l.split_once(": ").unwrap();
+                (n.to_string(), v.to_string())
+            })
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        let len = if heads.contains(&out.len()) || status == 304 {
+            0
+        } else {
+            len
+        };
+        out.push(Wire {
+            status,
+            headers,
+            body: bytes[end..end + len].to_vec(),
+        });
+        bytes = &bytes[end + len..];
+    }
+    out
+}
+
+/// Bytes that zstd cannot shrink (a xorshift stream).
+fn noise(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn get(path: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nhost: t\r\n{extra}\r\n")
+}
+
+/// Objects from a store on disk: whole (inline and by sendfile), HEAD, ranges, 304,
+/// zstd computed once with its length, and incompressible objects sent as they are.
+#[tokio::test(flavor = "multi_thread")]
+async fn object_bodies_ranges_and_zstd_from_files() {
+    let text: Vec<u8> = (0..300_000u32)
+        .flat_map(|i| format!("line {i}\n").into_bytes())
+        .take(300_000)
+        .collect();
+    let random = noise(200_000);
+    let small = b"a small object".to_vec();
+    let (_dir, store, _) =
+        fixture::local_with(&[("text", &text), ("random", &random), ("small", &small)]);
+    let (addr, _stop) = start(store).await;
+    let [t, r, s] = [&text, &random, &small].map(|b| ObjectId::of(b));
+    let path = |id: &ObjectId| format!("/v1/objects/{id}");
+
+    // Several requests on one connection, sent at once (pipelined).
+    let mut req = String::new();
+    req += &get(&path(&t), "");
+    req += &get(&path(&s), "");
+    req += &format!("HEAD {} HTTP/1.1\r\nhost: t\r\n\r\n", path(&r));
+    req += &get(&path(&r), "range: bytes=10-19\r\n");
+    req += &get(&path(&r), "range: bytes=0-1, 100000-100001\r\n");
+    req += &get(&path(&r), "range: bytes=900000-\r\n");
+    req += &get(&path(&t), &format!("if-none-match: \"{t}\"\r\n"));
+    req += &get(&path(&t), "accept-encoding: gzip, zstd\r\n");
+    req += &get(&path(&r), "accept-encoding: zstd\r\n");
+    req += &get(&path(&s), "accept-encoding: zstd\r\n");
+    req += &get(&path(&t), "accept-encoding: zstd\r\nconnection: close\r\n");
+    let got = answers(&raw(addr, req.as_bytes()).await, &[2]);
+    assert_eq!(got.len(), 11, "{got:?}");
+
+    assert_eq!((got[0].status, &got[0].body), (200, &text));
+    assert_eq!(got[0].header("etag"), Some(format!("\"{t}\"").as_str()));
+    assert_eq!(
+        got[0].header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert_eq!((got[1].status, &got[1].body), (200, &small));
+    assert_eq!(got[2].status, 200);
+    assert_eq!(got[2].header("content-length"), Some("200000"));
+    assert_eq!((got[3].status, &got[3].body[..]), (206, &random[10..20]));
+    assert_eq!(got[3].header("content-range"), Some("bytes 10-19/200000"));
+    assert_eq!(got[4].status, 206);
+    let multipart = String::from_utf8_lossy(&got[4].body);
+    assert!(multipart.contains("Content-Range: bytes 100000-100001/200000"));
+    assert_eq!(got[5].status, 416);
+    assert_eq!(got[5].header("content-range"), Some("bytes */200000"));
+    assert_eq!((got[6].status, got[6].body.len()), (304, 0));
+
+    // zstd: compressed once, sent with its length, decompresses to the object.
+    assert_eq!(got[7].header("content-encoding"), Some("zstd"));
+    assert_eq!(
+        got[7].header("etag"),
+        Some(format!("\"{t}-zstd\"").as_str())
+    );
+    assert!(got[7].body.len() < text.len() / 2);
+    assert_eq!(zstd::decode_all(&got[7].body[..]).unwrap(), text);
+    // Incompressible and tiny objects are sent as they are.
+    assert_eq!(got[8].header("content-encoding"), None);
+    assert_eq!(got[8].body, random);
+    assert_eq!(got[9].header("content-encoding"), None);
+    assert_eq!(got[9].body, small);
+    assert_eq!(got[10].body, got[7].body);
+    assert_eq!(got[10].header("connection"), Some("close"));
+}
+
+/// Objects from a backend without files: ranges and zstd work on the verified bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn object_ranges_from_memory() {
+    let data = noise(50_000);
+    let (_state, store, _) = fixture::memory_with(&[("f", &data)]);
+    let (addr, _stop) = start(store).await;
+    let id = ObjectId::of(&data);
+    let req = get(
+        &format!("/v1/objects/{id}"),
+        "range: bytes=-5\r\nconnection: close\r\n",
+    );
+    let got = answers(&raw(addr, req.as_bytes()).await, &[]);
+    assert_eq!((got[0].status, &got[0].body[..]), (206, &data[49_995..]));
+}
+
+/// HTTP/1.1 framing: what is refused is refused with a JSON error and a closed
+/// connection, HTTP/1.0 closes unless kept alive, small bodies are skipped.
+#[tokio::test(flavor = "multi_thread")]
+async fn http_framing_and_refusals() {
+    let (_state, store, tree) = fixture::memory_with(&[("file", b"content")]);
+    fixture::commit(&store, "web", tree);
+    let (addr, _stop) = start(store).await;
+    let status = |bytes: Vec<u8>| {
+        answers(&bytes, &[])
+            .iter()
+            .map(|a| a.status)
+            .collect::<Vec<_>>()
+    };
+
+    // HTTP/1.0: one answer, then the server closes.
+    let got = raw(
+        addr,
+        b"GET /v1/roots HTTP/1.0\r\n\r\nGET /v1/roots HTTP/1.0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(got), [200]);
+    // HTTP/1.0 with keep-alive, and the absolute form.
+    let got = raw(
+        addr,
+        b"GET http://h/v1/roots HTTP/1.0\r\nconnection: keep-alive\r\n\r\nGET /v1/roots/web?x=1 HTTP/1.0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(got), [200, 200]);
+    // A small body is read and dropped; the next request is answered.
+    let got = raw(
+        addr,
+        b"GET /v1/roots HTTP/1.1\r\ncontent-length: 5\r\n\r\nhelloGET /v1/roots/nope HTTP/1.1\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(got), [200, 404]);
+    // Refusals of the framing close the connection: what follows is not answered.
+    // Requests that are merely wrong get their answer and the connection goes on.
+    for (request, code, closes) in [
+        (&b"POST /v1/roots HTTP/1.1\r\n\r\n"[..], 405, false),
+        (b"GET /v1/objects/xyz HTTP/1.1\r\n\r\n", 400, false),
+        (b"GET /v1/roots/%ff HTTP/1.1\r\n\r\n", 400, false),
+        (b"GET /nothing HTTP/1.1\r\n\r\n", 404, false),
+        (
+            b"GET /v1/roots HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
+            400,
+            true,
+        ),
+        (
+            b"GET /v1/roots HTTP/1.1\r\ncontent-length: 1000000\r\n\r\n",
+            413,
+            true,
+        ),
+        (
+            b"GET /v1/roots HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 4\r\n\r\n",
+            417,
+            true,
+        ),
+        (b"GARBAGE\r\n\r\n", 400, true),
+    ] {
+        let mut bytes = request.to_vec();
+        bytes.extend_from_slice(b"GET /v1/roots HTTP/1.1\r\n\r\n");
+        let got = answers(&raw(addr, &bytes).await, &[]);
+        let shown = String::from_utf8_lossy(request);
+        assert_eq!(got[0].status, code, "{shown}");
+        let body: serde_json::Value = serde_json::from_slice(&got[0].body).unwrap();
+        assert!(body["code"].is_string(), "{body}");
+        assert_eq!(got.len(), if closes { 1 } else { 2 }, "{shown}");
+    }
+    // A head over the bound is refused with 431.
+    let huge = format!(
+        "GET /v1/roots HTTP/1.1\r\nx: {}\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    assert_eq!(status(raw(addr, huge.as_bytes()).await), [431]);
+}
+
+/// Stopping: idle connections close at once, an answer being sent is finished, and
+/// no new connection is taken. At the connection cap, the one idle longest is closed
+/// for a newcomer, and one that has made a request stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn stopping_finishes_answers_and_the_cap_closes_the_idle() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let data = noise(8 << 20);
+    let (_dir, store, tree) = fixture::local_with(&[("big", &data)]);
+    fixture::commit(&store, "web", tree);
+    let big = ObjectId::of(&data);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = Options {
+        connections: 2,
+        ..Options::default()
+    };
+    let server = tokio::spawn(serve(store, listener, options, async {
+        let _ = stopped.await;
+    }));
+    let eof = |mut s: tokio::net::TcpStream| async move {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+            .await
+            .expect("the server closes the connection")
+            .map(|_| rest)
+    };
+
+    // Cap 2: an idle connection, then one with a request answered; a third arrives
+    // and the idle one is closed.
+    let idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut busy = tokio::net::TcpStream::connect(addr).await.unwrap();
+    busy.write_all(get("/v1/roots", "").as_bytes())
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    busy.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let newcomer = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert_eq!(
+        eof(idle).await.unwrap(),
+        b"",
+        "the idle connection is closed"
+    );
+    drop(newcomer);
+
+    // A large answer under way when the server is told to stop is sent whole.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = get(&format!("/v1/objects/{big}"), "connection: close\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut start = vec![0u8; 4096];
+    s.read_exact(&mut start).await.unwrap();
+    stop.send(()).unwrap();
+    let mut all = start;
+    all.extend(eof(s).await.unwrap());
+    let got = answers(&all, &[]);
+    assert_eq!(got[0].status, 200);
+    assert!(got[0].body == data, "the answer is whole");
+    // The connection that was kept alive between requests is closed.
+    assert!(eof(busy).await.is_ok());
+    tokio::time::timeout(GRACE + Duration::from_secs(5), server)
+        .await
+        .expect("the server returns once its connections ended")
+        .unwrap()
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}

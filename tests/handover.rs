@@ -1,0 +1,407 @@
+//! Live hand-over of a `canopy mount`: a new `canopy mount` on a mountpoint a live one
+//! serves takes the FUSE connection over, and programs running from the mount never
+//! see it go (no failed system call, no ENOTCONN, the same bytes).
+
+use crate::debs;
+use crate::mount::{SMALL, Server, is_mounted};
+use crate::util::{Canopy, cmd};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Bytes of the big file read while the daemon is replaced.
+const BIG: usize = 48 << 20;
+
+/// A store with root `ho`: bash and what it needs, plus `/data/big` (random bytes).
+/// Returns the store and the big file's SHA-256.
+fn store(name: &str) -> (Canopy, String) {
+    let env = Canopy::init(name);
+    env.cmd(["import", "deb"])
+        .args(debs::paths(SMALL))
+        .success();
+    let dir = env.mkdir("big/data");
+    let mut bytes = vec![0u8; BIG];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for chunk in bytes.chunks_mut(8) {
+        // xorshift: incompressible, and the same on every run.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    fs::write(dir.join("big"), &bytes).unwrap();
+    let sha = to_hex(&Sha256::digest(&bytes));
+    env.cmd(["import", "dir"])
+        .arg(env.path("big"))
+        .args(["--name", "big", "--version", "1"])
+        .success();
+    env.cmd(["assemble", "ho", "--no-configure"])
+        .args(SMALL)
+        .arg("big")
+        .success();
+    (env, sha)
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A process of the test: stopped when dropped (a failed assertion leaves no daemon,
+/// program or mount behind).
+struct Process {
+    child: Child,
+    /// The mount it serves, taken away if it is still running when dropped.
+    mount: Option<PathBuf>,
+}
+
+impl Process {
+    /// Waits for it to exit, at most `limit`; its status.
+    fn exited(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM: it must unmount and exit 0.
+    fn stop(mut self) {
+        // SAFETY: kill with a valid pid and signal.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.exited(Duration::from_secs(20));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "exit on SIGTERM: {status:?}"
+        );
+        let dir = self.mount.take().unwrap();
+        assert!(
+            !is_mounted(&dir),
+            "{} still mounted after SIGTERM",
+            dir.display()
+        );
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        match &self.mount {
+            Some(dir) => crate::mount::force_stop(&mut self.child, dir),
+            None => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// A `canopy mount` of root `ho` on `dir`, started with `extra` options; returns the
+/// process once it says it is mounted.
+fn start_mount(env: &Canopy, dir: &Path, url: &str, log: &Path, extra: &[&str]) -> Process {
+    let trust = env.path("server.pub");
+    if !trust.exists() {
+        fs::write(&trust, env.stdout(["key", "show"])).unwrap();
+    }
+    let child = Command::new(crate::util::BIN)
+        .args(["-v", "mount", url])
+        .arg(dir)
+        .arg("--trust")
+        .arg(&trust)
+        .arg("--cache-dir")
+        .arg(env.path("cache"))
+        .args(["--root", "ho"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(log).unwrap())
+        .spawn()
+        .expect("starting canopy mount");
+    let mut process = Process {
+        child,
+        mount: Some(dir.to_path_buf()),
+    };
+    crate::mount::wait_for_line(&mut process.child, "mounted at", log);
+    process
+}
+
+/// What the readers saw.
+#[derive(Default)]
+struct Seen {
+    errors: Mutex<Vec<String>>,
+    passes: AtomicUsize,
+}
+
+/// Reads `path` whole, again and again until `stop`, hashing each pass against `sha`;
+/// drops each piece read from the page cache so the next pass asks the mount again.
+/// `pause` between pieces keeps one open file reading across hand-overs.
+fn reader(path: PathBuf, sha: String, pause: Duration, stop: Arc<AtomicBool>, seen: Arc<Seen>) {
+    let fail = |what: String| seen.errors.lock().unwrap().push(what);
+    while !stop.load(Ordering::Relaxed) {
+        let mut file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                fail(format!("open {}: {e}", path.display()));
+                continue;
+            }
+        };
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 << 10];
+        let mut offset = 0i64;
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    hasher.update(&buf[..n]);
+                    // SAFETY: fadvise on an open descriptor with a range.
+                    unsafe {
+                        libc::posix_fadvise(
+                            file.as_raw_fd(),
+                            offset,
+                            n as i64,
+                            libc::POSIX_FADV_DONTNEED,
+                        )
+                    };
+                    offset += n as i64;
+                }
+                Err(e) => {
+                    fail(format!("read {} at {offset}: {e}", path.display()));
+                    break;
+                }
+            }
+            std::thread::sleep(pause);
+        }
+        let got = to_hex(&hasher.finalize());
+        if got != sha {
+            fail(format!(
+                "{}: read {offset} bytes hashing {got}",
+                path.display()
+            ));
+        }
+        seen.passes.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Replaces the daemon of a mount `times` times while bash runs in a loop from the
+/// mount and two readers stream and hash the big file; nothing may fail.
+fn replaced_under_load(name: &str, extra: &[&str], times: usize) {
+    let (env, sha) = store(name);
+    let server = Server::start(&env, "127.0.0.1:0");
+    let dir = env.mkdir("mnt");
+    let mut log_n = 0;
+    let mut log = || {
+        log_n += 1;
+        env.path(format!("mount-{log_n}.log"))
+    };
+    let first_log = log();
+    let mut daemon = start_mount(&env, &dir, &server.url, &first_log, extra);
+    let mut logs = vec![first_log];
+
+    // Once, so that the program's files are cached: with passthrough its opens are
+    // then read by the kernel from the cache files (registrations a successor must
+    // reuse), while the big file's first opens are read through canopy.
+    let out = cmd("chroot")
+        .arg(&dir)
+        .args([
+            "/bin/bash",
+            "-c",
+            "read -r l < /etc/debian_version && echo warm",
+        ])
+        .stdout();
+    assert_eq!(out, "warm\n");
+
+    // A program executing from the mount: bash starting bash, which reads a file of the
+    // root, in a loop; any failure prints FAIL and ends it.
+    let program = Command::new("chroot")
+        .arg(&dir)
+        .args([
+            "/bin/bash",
+            "-c",
+            "while :; do /bin/bash -c 'read -r l < /etc/debian_version && echo ok' || { echo FAIL; exit 1; }; done",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut program = Process {
+        child: program,
+        mount: None,
+    };
+    let runs = Arc::new(AtomicUsize::new(0));
+    let program_out = {
+        let out = program.child.stdout.take().unwrap();
+        let runs = runs.clone();
+        std::thread::spawn(move || {
+            let mut bad = Vec::new();
+            for line in BufReader::new(out).lines() {
+                match line {
+                    Ok(l) if l == "ok" => {
+                        runs.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(l) => bad.push(l),
+                    Err(e) => bad.push(e.to_string()),
+                }
+            }
+            bad
+        })
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Seen::default());
+    let readers: Vec<_> = [Duration::ZERO, Duration::from_millis(15)]
+        .into_iter()
+        .map(|pause| {
+            let (path, sha, stop, seen) = (
+                dir.join("data/big"),
+                sha.clone(),
+                stop.clone(),
+                seen.clone(),
+            );
+            std::thread::spawn(move || reader(path, sha, pause, stop, seen))
+        })
+        .collect();
+
+    let mut replaced = 0;
+    for _ in 0..times {
+        std::thread::sleep(Duration::from_millis(400));
+        let before = runs.load(Ordering::Relaxed);
+        let next_log = log();
+        let next = start_mount(&env, &dir, &server.url, &next_log, extra);
+        logs.push(next_log);
+        let status = daemon.exited(Duration::from_secs(20));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the replaced canopy mount did not exit 0 ({status:?}):\n{}",
+            fs::read_to_string(&logs[logs.len() - 2]).unwrap()
+        );
+        // It exited without unmounting: the successor serves the mount now.
+        daemon.mount = None;
+        daemon = next;
+        replaced += 1;
+        assert!(is_mounted(&dir), "not mounted after hand-over {replaced}");
+        // The program goes on between hand-overs.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while runs.load(Ordering::Relaxed) <= before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            runs.load(Ordering::Relaxed) > before,
+            "the program from the mount stopped after hand-over {replaced}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    stop.store(true, Ordering::Relaxed);
+    // A request left unanswered would hold a reader for good: bounded.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while readers.iter().any(|r| !r.is_finished()) {
+        assert!(Instant::now() < deadline, "a reader hangs on the mount");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for r in readers {
+        r.join().unwrap();
+    }
+    let _ = program.child.kill();
+    let _ = program.child.wait();
+    let mut stderr = String::new();
+    program
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let bad = program_out.join().unwrap();
+
+    let errors = seen.errors.lock().unwrap().clone();
+    let all_logs: String = logs
+        .iter()
+        .map(|l| fs::read_to_string(l).unwrap_or_default())
+        .collect();
+    assert!(errors.is_empty(), "readers failed: {errors:?}\n{all_logs}");
+    assert!(
+        bad.is_empty() && stderr.is_empty(),
+        "the program from the mount failed: {bad:?} {stderr}\n{all_logs}"
+    );
+    assert!(
+        seen.passes.load(Ordering::Relaxed) >= 2,
+        "the readers hardly read"
+    );
+    assert_eq!(
+        all_logs.matches("took the mount over").count(),
+        times,
+        "{all_logs}"
+    );
+    eprintln!(
+        "{name}: {times} hand-overs; program runs {}, reader passes {}, requests resent {}",
+        runs.load(Ordering::Relaxed),
+        seen.passes.load(Ordering::Relaxed),
+        all_logs.matches("the kernel resent").count()
+    );
+    // Files open across hand-overs were taken over, with passthrough their kernel
+    // registrations too (the long-running bash holds its executable open).
+    let passthrough = !extra.contains(&"--no-passthrough");
+    let through = all_logs
+        .lines()
+        .filter(|l| l.contains("took the mount over") && !l.contains(" 0 of them read through"))
+        .count();
+    assert_eq!(through > 0, passthrough, "{all_logs}");
+    // Requests the replaced processes had read and not answered were answered.
+    assert!(
+        all_logs.contains("the kernel resent"),
+        "no request was in flight at any of {times} hand-overs?\n{all_logs}"
+    );
+    // The last one still serves, and unmounts on SIGTERM.
+    let out = cmd("chroot")
+        .arg(&dir)
+        .args(["/bin/bash", "-c", "echo alive"])
+        .stdout();
+    assert_eq!(out, "alive\n");
+    daemon.stop();
+}
+
+#[test]
+fn a_mount_is_replaced_ten_times_with_passthrough_and_nothing_fails() {
+    replaced_under_load("handover-pt", &[], 10);
+}
+
+#[test]
+fn a_mount_is_replaced_ten_times_without_passthrough_and_nothing_fails() {
+    replaced_under_load("handover-nopt", &["--no-passthrough"], 10);
+}
+
+#[test]
+fn a_successor_with_other_options_is_refused_and_says_how_to_restart() {
+    let (env, _) = store("handover-opts");
+    let server = Server::start(&env, "127.0.0.1:0");
+    let dir = env.mkdir("mnt");
+    let first_log = env.path("first.log");
+    let daemon = start_mount(&env, &dir, &server.url, &first_log, &[]);
+    let out = Command::new(crate::util::BIN)
+        .args(["mount", &server.url])
+        .arg(&dir)
+        .arg("--trust")
+        .arg(env.path("server.pub"))
+        .arg("--cache-dir")
+        .arg(env.path("cache"))
+        .args(["--root", "ho", "--no-passthrough"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("passthrough (running: true; new: false)")
+            && stderr.contains("systemctl restart canopy-mount"),
+        "{stderr}"
+    );
+    // The live one serves on.
+    assert!(!fs::read(dir.join("etc/debian_version")).unwrap().is_empty());
+    daemon.stop();
+}
