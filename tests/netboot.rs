@@ -308,8 +308,9 @@ fn boots_enabled(test: &str) -> bool {
 const PROBE_VERSION_FILE: &str = "/usr/share/canopy-test-probe/version";
 
 /// The test package: a root shell on the second serial port once the system is up
-/// (`raw -echo`: what the test writes is read as commands, not echoed), and its version
-/// in a file, so that two commits of a root differ in a file nodes can read.
+/// (`raw -echo`: what the test writes is read as commands, not echoed; no prompts, even
+/// in a shell the unit restarted), and its version in a file, so that two commits of a
+/// root differ in a file nodes can read.
 fn probe_deb(dir: &Path, version: &str) -> PathBuf {
     simple_deb(
         dir,
@@ -320,6 +321,7 @@ fn probe_deb(dir: &Path, version: &str) -> PathBuf {
                 "usr/lib/systemd/system/canopy-test-probe.service",
                 b"[Unit]\nDescription=canopy test probe: a shell on ttyS1\n\
                   After=multi-user.target\n\n[Service]\n\
+                  Environment=PS1= PS2=\n\
                   ExecStart=/bin/sh -c 'stty -F /dev/ttyS1 raw -echo && exec /bin/sh </dev/ttyS1 >/dev/ttyS1 2>&1'\n\
                   Restart=always\n",
             ),
