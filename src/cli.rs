@@ -354,6 +354,10 @@ pub struct ReplicateArgs {
     /// keeps every batch written
     #[arg(long, default_value = "64M", value_parser = parse_size, value_name = "SIZE")]
     pub batch_size: u64,
+    /// Ask the upstream for zstd-compressed objects (slow links: less to transfer, more
+    /// CPU on both ends); by default objects travel as stored
+    #[arg(long)]
+    pub compress: bool,
     /// Give up on a server that does not connect, answer or send data within this long
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub timeout: std::time::Duration,

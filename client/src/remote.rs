@@ -11,10 +11,10 @@
 use canopy_protocol::api::{LogEntry, RootInfo, decode_tree_pack};
 use canopy_protocol::{DecodeError, Hasher, ObjectId, Tree, TreeId};
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
 
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +137,25 @@ const METADATA_MAX: u64 = 16 << 20;
 /// Most a tree pack may be (every directory of a root).
 const TREE_PACK_MAX: u64 = 4 << 30;
 
+/// The HTTP client: `timeout` bounds connecting and each read; with `zstd`, answers
+/// may come compressed.
+fn client(timeout: Duration, zstd: bool) -> Result<reqwest::Client, reqwest::Error> {
+    // https uses rustls with ring; installing it twice (another client) is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(timeout)
+        .read_timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .user_agent(concat!("canopy/", env!("CARGO_PKG_VERSION")));
+    if !zstd {
+        builder = builder.no_zstd();
+    }
+    builder.build()
+}
+
+/// Bytes gathered before each write of a fetched object to its file.
+const WRITE_BUFFER: usize = 256 << 10;
+
 /// One or more servers holding the same store.
 pub struct Remote {
     servers: Vec<reqwest::Url>,
@@ -158,14 +177,7 @@ impl Remote {
         timeout: Duration,
         min_rate: u64,
     ) -> Result<Self, reqwest::Error> {
-        // https uses rustls with ring; installing it twice (another client) is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .read_timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .user_agent(concat!("canopy/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = client(timeout, true)?;
         // `Url::join` replaces the last path segment unless the base ends with '/':
         // `http://cdn/canopy` must mean `http://cdn/canopy/v1/…`.
         let servers = servers
@@ -184,6 +196,16 @@ impl Remote {
             timeout,
             min_rate: min_rate.max(1),
             preferred: AtomicUsize::new(0),
+        })
+    }
+
+    /// This remote, asking servers for objects as they are stored rather than
+    /// compressed: faster where the network is not the bottleneck (a replica on the
+    /// same network copying everything), and no compression work for the server.
+    pub fn uncompressed(self) -> Result<Self, reqwest::Error> {
+        Ok(Remote {
+            http: client(self.timeout, false)?,
+            ..self
         })
     }
 
@@ -375,14 +397,21 @@ impl Remote {
                     path: dest.display().to_string(),
                     source,
                 };
-                let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
+                // Plain file writes, gathered into large ones: they land in the page
+                // cache in microseconds, while a tokio file sends every write (and the
+                // create) through the blocking pool, whose thread hand-offs cost more
+                // than the writes with many fetches at once.
+                let mut file = std::io::BufWriter::with_capacity(
+                    WRITE_BUFFER,
+                    std::fs::File::create(dest).map_err(local)?,
+                );
                 let mut hasher = Hasher::new();
                 let (started, mut got) = (Instant::now(), 0);
                 while let Some(chunk) = self.chunk(&url, &mut res, started, &mut got, size).await? {
                     hasher.update(&chunk);
-                    file.write_all(&chunk).await.map_err(local)?;
+                    file.write_all(&chunk).map_err(local)?;
                 }
-                file.flush().await.map_err(local)?;
+                file.flush().map_err(local)?;
                 let actual = hasher.finish();
                 if actual != *id {
                     tracing::error!(

@@ -31,7 +31,10 @@ pub fn run(store: &Path, args: ReplicateArgs) -> Result<ExitCode> {
     let servers = std::iter::once(args.url.clone())
         .chain(args.servers.iter().cloned())
         .collect::<Vec<_>>();
-    let remote = Remote::new(servers, args.timeout, args.min_rate).context("HTTP client")?;
+    let mut remote = Remote::new(servers, args.timeout, args.min_rate).context("HTTP client")?;
+    if !args.compress {
+        remote = remote.uncompressed().context("HTTP client")?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     rt.spawn(async move {
@@ -160,6 +163,10 @@ fn print(args: &ReplicateArgs, reports: &[RootReport], took: Duration) -> Result
         } else {
             super::print_json(&value)?;
         }
+        return Ok(());
+    }
+    // A pass of --follow that found nothing new says nothing.
+    if args.follow && reports.iter().all(|r| r.status == Status::Current) {
         return Ok(());
     }
     for r in reports {

@@ -302,22 +302,38 @@ fn copy_root(
     })?;
     let local = store.root_ref(&root)?;
     report.previous = local.map(|c| c.to_string());
-    if local == Some(head) {
+    // The replica's published history of the root, and whether it was cut short.
+    let (mut had, cut_short) = match local {
+        Some(local) if local != head || opts.history => local_history(store, local)?,
+        _ => (HashSet::new(), false),
+    };
+    // Up to date, unless --history asks for the history a run without it left out:
+    // then the whole upstream history is walked (commits are small; trees and files
+    // the replica has are skipped as ever).
+    let deepen = opts.history && cut_short;
+    if local == Some(head) && !deepen {
         return Ok(Status::Current);
+    }
+    if deepen {
+        had.clear();
     }
     let rt = &up.rt;
     let newest = rt.block_on(mount::verified_commit(&up.remote, &up.trust, name, head))?;
-    if let Some(local) = local {
+    if let Some(local) = local.filter(|l| *l != head) {
         rt.block_on(mount::forward(&up.remote, name, local, head, &newest))?;
     }
     // A root signed by the trusted key: the store now serves that key's roots.
     store.become_replica_of(&up.trust)?;
-    // What the replica holds of this root completely: its published history and trees.
-    let (had, mut known) = match local {
-        Some(local) => (local_history(store, local)?, known_trees(store, up, local)?),
-        None => (HashSet::new(), HashSet::new()),
+    // The trees the replica holds completely: those of its published commit.
+    let mut known = match local {
+        Some(local) => known_trees(store, up, local)?,
+        None => HashSet::new(),
     };
     let (commits, cut) = commits_to_copy(up, opts, name, head, newest, &had)?;
+    if local == Some(head) && commits.len() == 1 {
+        // The upstream has no more of the history either.
+        return Ok(Status::Current);
+    }
     progress(Event::Copying {
         root: name,
         commit: head,
@@ -358,6 +374,12 @@ fn copy_root(
             }
         }
     }
+    // Everything the root will reference, present or not, is protected from a gc on
+    // another machine until it is published (the batches below reference nothing yet).
+    let mut ids: Vec<ObjectId> = blobs.iter().map(|(id, _)| *id).collect();
+    ids.extend(commits.iter().map(|(id, _)| id.0));
+    ids.extend(known.iter().map(|t| t.0));
+    let _lease = store.objects().protect(&ids)?;
     let missing = fetch::absent(store, &blobs, opts.jobs)?;
     report.objects_present = (blobs.len() - missing.len()) as u64;
     fetch::copy(store, up, opts, name, &missing, report, progress)?;
@@ -391,13 +413,16 @@ fn copy_root(
     })
 }
 
-/// The commits of the replica's history of a root, from its published commit.
-fn local_history(store: &Store, from: CommitId) -> Result<HashSet<CommitId>, StoreError> {
-    let mut out = HashSet::new();
+/// The commits of the replica's history of a root, from its published commit, and
+/// whether that history was cut short (its oldest commit has a parent).
+fn local_history(store: &Store, from: CommitId) -> Result<(HashSet<CommitId>, bool), StoreError> {
+    let (mut out, mut cut) = (HashSet::new(), false);
     for entry in history::log(store, from) {
-        out.insert(entry?.0);
+        let (id, commit) = entry?;
+        out.insert(id);
+        cut = commit.body.parent.is_some();
     }
-    Ok(out)
+    Ok((out, cut))
 }
 
 /// Every tree of the replica's published commit `local`: complete in the store, so
