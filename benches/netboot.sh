@@ -4,13 +4,14 @@
 #
 # Builds the bootable root the boot test of tests/netboot.rs builds (NETBOOT_PACKAGES of
 # tests/debs.rs: Debian 12, systemd, kernel, initramfs-tools, openssh-server), writes
-# its boot files with `canopy netboot`, then, in a private network and mount namespace (guests reach the
-# namespace's 127.0.0.1 as 10.0.2.2 through QEMU's user-mode network), boots 1 guest and
-# then N guests at once (TCG) from each server, with the same kernel, initrds and command
-# line except nfsroot's path. Measures the time from QEMU's start to systemd's
-# "Reached target multi-user.target", the bytes the server sent on its NFS connections,
-# the segments it received (about one per RPC request) and its CPU time. Prints a table
-# (and writes it to target/bench-netboot.txt). Figures are reported, never asserted.
+# its boot files with `canopy netboot`, then, in a private network and mount namespace
+# (guests reach the namespace's 127.0.0.1 as 10.0.2.2 through QEMU's user-mode
+# network), boots 1 guest and then N guests at once (TCG) from each server, with the
+# same kernel, initrds and command line except nfsroot's path. Measures the time from
+# QEMU's start to systemd's "Reached target multi-user.target", the bytes the server
+# sent on its NFS connections, the segments it received (about one per RPC request) and
+# its CPU time. Prints a table (and writes it to target/bench-netboot.txt). Figures are
+# reported, never asserted.
 # See benches/README.md.
 set -euo pipefail
 export LC_ALL=C
@@ -286,6 +287,8 @@ boot() {
     fi
     c0=$(cpu_ticks "$SERVER_PID")
     QEMU_PIDS=()
+    # The previous run's consoles hold the line waited for, until QEMU truncates them.
+    for ((i = 1; i <= n; i++)); do rm -f "$LOGS/$who-$n-$i.console"; done
     t0=$EPOCHREALTIME
     for ((i = 1; i <= n; i++)); do
         qemu-system-x86_64 -accel tcg -m "$MEM" -smp 1 -no-reboot -display none -monitor none \
@@ -362,7 +365,9 @@ per() { awk -v v="$1" -v n="$2" -v s="$3" 'BEGIN { if (v == "-") print "-"; else
         row "$GUESTS guests: server CPU seconds per guest" "$GUESTS-cpu" %.2f "$GUESTS"
     fi
     echo
-    for key in 1-last 1-bytes 1-cpu "$GUESTS-last" "$GUESTS-bytes" "$GUESTS-cpu"; do
+    keys=(1-last 1-bytes 1-cpu)
+    if ((GUESTS > 1)); then keys+=("$GUESTS-last" "$GUESTS-bytes" "$GUESTS-cpu"); fi
+    for key in "${keys[@]}"; do
         echo "runs $key: canopy${VALS[canopy-$key]:-} | ganesha${VALS[ganesha-$key]:-}"
     done
     echo "load average before: $LOAD_BEFORE, after: $LOAD_AFTER ($(nproc) cores, shared: expect noise)"

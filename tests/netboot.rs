@@ -499,7 +499,9 @@ fn nodes_boot_from_a_root_over_nfs_with_state_of_their_own() {
     // server's page cache: one copy of the root, read once.
     assert!(
         first >= 8 << 20,
-        "the first node's boot read only {first} bytes from the disk: the store was not evicted"
+        "the first node's boot read only {first} bytes from the disk: the store's files \
+         stayed in memory (is {} on tmpfs? point TMPDIR at a disk)",
+        env.store().display()
     );
     assert!(
         second * 10 <= first,
