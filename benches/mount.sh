@@ -2,8 +2,9 @@
 # benches/mount.sh — canopy serve + canopy mount against plain references, same run.
 #
 # On one store built from real .debs (the closure import.sh uses), measures:
-#   1. warm reads: the largest files (second `cat` pass) and `find | xargs stat` of the
-#      whole root, through the mount (passthrough on / off) vs a `canopy checkout` on disk
+#   1. warm reads: the largest files (second `cat` pass), `find | xargs stat` and
+#      `find | xargs cat` of the whole root, through the mount (passthrough on / off) vs
+#      a `canopy checkout` on disk
 #   2. cold: `canopy mount` start to "mounted at" + `find | wc -l`, and
 #      `chroot ROOT /bin/bash -c true`, with an empty cache and dropped page cache,
 #      vs the same on the checkout after dropping the page cache
@@ -289,6 +290,18 @@ mapfile -t BIG < <(cd "$CO" && find . -type f -printf '%s\t%P\n' | sort -n | tai
 BIG_BYTES=0
 for f in "${BIG[@]}"; do BIG_BYTES=$((BIG_BYTES + $(stat -c %s "$CO/$f"))); done
 CAT_BIG='cd "$1" && shift && cat -- "$@" >/dev/null'
+# What an open costs once everything is cached: one small file opened, read and closed
+# OPENS times in one process (no exec, no lookup: the per-open round trips alone).
+OPENS=20000
+SMALL_FILE=$(cd "$CO" && find . -type f -size -4k -size +0 -printf '%P\n' | sort | sed -n 1p)
+OPEN_LOOP='/usr/bin/python3 -c "
+import os, sys
+path, n = sys.argv[1], int(sys.argv[2])
+for _ in range(n):
+    fd = os.open(path, os.O_RDONLY)
+    os.read(fd, 4096)
+    os.close(fd)
+" "$1/$2" '"$OPENS"
 
 if want warm; then
     M_PT=$TMP/mnt-pt
@@ -318,6 +331,10 @@ if want warm; then
             timed "w_big_$v" "$CAT_BIG" "$d" "${BIG[@]}"
             timed w_warmup 'cd "$1" && find . -type f -print0 | xargs -0 stat >/dev/null' "$d"
             timed "w_stat_$v" 'cd "$1" && find . -type f -print0 | xargs -0 stat >/dev/null' "$d"
+            timed w_warmup "$READ_ALL" "$d"
+            timed "w_all_$v" "$READ_ALL" "$d"
+            timed w_warmup "$OPEN_LOOP" "$d" "$SMALL_FILE"
+            timed "w_open_$v" "$OPEN_LOOP" "$d" "$SMALL_FILE"
         done
     done
     stop_mount "$M_PT"
@@ -562,6 +579,10 @@ report() {
         row "largest $LARGEST files, 2nd cat pass: mount, --no-passthrough" "$(m w_big_nopt)" "$(m w_big_ext4)"
         row "find -type f | xargs stat, 2nd pass: mount, passthrough" "$(m w_stat_pt)" "$(m w_stat_ext4)"
         row "find -type f | xargs stat, 2nd pass: mount, --no-passthrough" "$(m w_stat_nopt)" "$(m w_stat_ext4)"
+        row "read every file (find | xargs cat), 2nd pass: mount, passthrough" "$(m w_all_pt)" "$(m w_all_ext4)"
+        row "read every file (find | xargs cat), 2nd pass: mount, --no-passthrough" "$(m w_all_nopt)" "$(m w_all_ext4)"
+        row "open+read+close one small file $OPENS times: mount, passthrough" "$(m w_open_pt)" "$(m w_open_ext4)"
+        row "open+read+close one small file $OPENS times: mount, --no-passthrough" "$(m w_open_nopt)" "$(m w_open_ext4)"
         echo "  largest $LARGEST files: $BIG_BYTES bytes ($(mib $((BIG_BYTES / 1024))) MiB);" \
             "warm read rate: mount $(awk -v b="$BIG_BYTES" -v t="$(m w_big_pt)" 'BEGIN { printf "%.0f", b / 1048576 / t }') MiB/s," \
             "--no-passthrough $(awk -v b="$BIG_BYTES" -v t="$(m w_big_nopt)" 'BEGIN { printf "%.0f", b / 1048576 / t }') MiB/s," \
