@@ -124,7 +124,7 @@ want() { [[ -n ${DO[$1]:-} ]]; }
 # ---------------------------------------------------------------- tools, canopy, .debs
 ensure_packages wrk:wrk nginx:nginx curl:curl zstd:zstd dpkg-deb:dpkg-dev
 require_tools wrk nginx curl zstd dpkg-deb apt-get apt-cache tar find xargs stat chroot timeout \
-    mountpoint umount ss sha256sum awk sort date numfmt
+    mountpoint umount ss sha256sum awk sort date numfmt fincore
 build_canopy
 CANOPY_VERSION=$("$CANOPY" --version 2>/dev/null || echo "canopy ?")
 # Same package set and cache as benches/import.sh.
@@ -244,6 +244,25 @@ start_mount() {
     t1=$(now)
     T=$(elapsed "$t0" "$t1")
     is_mounted "$mnt" || fail_step "canopy mount said \"$LINE\" but $mnt is not a mountpoint" "$LOGS/mount-$name.err"
+}
+
+# distinct_kib DIR NAME...: KiB of pages (4 KiB each, rounded up) of the distinct files
+# (by inode number) under DIR/NAME...
+distinct_kib() {
+    local dir=$1
+    shift
+    (cd "$dir" && find "$@" -type f -printf '%i %s\n') |
+        sort -u -k1,1 | awk '{ s += int(($2 + 4095) / 4096) * 4 } END { print s + 0 }'
+}
+
+# held_kib DIR NAME...: KiB of page cache that fincore finds for the distinct files (one
+# path per inode number) under DIR/NAME...
+held_kib() {
+    local dir=$1
+    shift
+    (cd "$dir" && find "$@" -type f -printf '%i %p\n' | sort -u -k1,1 | cut -d' ' -f2- |
+        tr '\n' '\0' | xargs -0 -r fincore -b -n -o RES) |
+        awk '{ s += $1 } END { print int(s / 1024) }'
 }
 
 # read_all DIR...: cat every regular file under DIR... (what "read every file" means).
@@ -422,12 +441,23 @@ if want share; then
         c1=$(cached_kib)
         record "$key" "$((c1 - c0))"
     }
+    # What the page cache holds, file by file (fincore: mincore of each file, so other
+    # work on the machine does not count, unlike Cached:), right after a read of every
+    # root: through the mount, one path per inode (the mount numbers a file by its
+    # identity, so that is one path per distinct file identity); and the cache files.
+    # With passthrough the kernel reads large files from their cache file, and fincore
+    # through the mount sees those pages: the cache files' figure repeats them.
+    IDENT_KIB=$(distinct_kib "$M_SH" "${RDIRS[@]}")
     for ((run = 1; run <= RUNS; run++)); do
         say "share: run $run/$RUNS"
         share_read s_one "$TMP" co-r1
         share_read s_co "$TMP" "${RDIRS[@]/#/co-}"
         share_read s_pt "$M_SH" "${RDIRS[@]}"
+        record s_pt_held "$(held_kib "$M_SH" "${RDIRS[@]}")"
+        record s_pt_files "$(find "$TMP/cache-all/objects" -type f -print0 | xargs -0 -r fincore -b -n -o RES | awk '{ s += $1 } END { print int(s / 1024) }')"
         share_read s_nopt "$M_SHNP" "${RDIRS[@]}"
+        record s_nopt_held "$(held_kib "$M_SHNP" "${RDIRS[@]}")"
+        record s_nopt_files "$(find "$TMP/cache-all-nopt/objects" -type f -print0 | xargs -0 -r fincore -b -n -o RES | awk '{ s += $1 } END { print int(s / 1024) }')"
     done
     stop_mount "$M_SH"
     stop_mount "$M_SHNP"
@@ -610,6 +640,10 @@ report() {
         printf '%-62s %12s %12s %8s\n' "one mount of all roots, r1..r$NROOTS read, passthrough" "$(mib "$(m s_pt)")" "$(ratio "$(m s_pt)" "$one")" "-"
         printf '%-62s %12s %12s %8s\n' "one mount of all roots, r1..r$NROOTS read, --no-passthrough" "$(mib "$(m s_nopt)")" "$(ratio "$(m s_nopt)" "$one")" "-"
         printf '%-62s %12s %12s %8s\n' "mount (passthrough) vs $NROOTS checkouts" "$(mib "$(m s_pt)")" "$(mib "$(m s_co)")" "$(ratio "$(m s_pt)" "$(m s_co)")"
+        echo "  page cache by file (fincore, after reading every root; distinct file identities read: $(mib "$IDENT_KIB") MiB):" \
+            "through the mount, passthrough $(mib "$(m s_pt_held)") MiB ($(ratio "$(m s_pt_held)" "$IDENT_KIB")× the identities;" \
+            "its cache files $(mib "$(m s_pt_files)") MiB, the passthrough part of which is the same pages)," \
+            "--no-passthrough $(mib "$(m s_nopt_held)") MiB ($(ratio "$(m s_nopt_held)" "$IDENT_KIB")×; its cache files $(mib "$(m s_nopt_files)") MiB)"
         echo "  read time after drop_caches (s): one root $(m s_one_t), $NROOTS checkouts $(m s_co_t)," \
             "mount $(m s_pt_t) (ratio vs checkouts $(ratio "$(m s_pt_t)" "$(m s_co_t)")), --no-passthrough $(m s_nopt_t)"
         echo "  one root r1: $R1_BYTES bytes ($(mib $((R1_BYTES / 1024))) MiB) on disk;" \
