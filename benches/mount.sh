@@ -2,8 +2,9 @@
 # benches/mount.sh — canopy serve + canopy mount against plain references, same run.
 #
 # On one store built from real .debs (the closure import.sh uses), measures:
-#   1. warm reads: the largest files (second `cat` pass) and `find | xargs stat` of the
-#      whole root, through the mount (passthrough on / off) vs a `canopy checkout` on disk
+#   1. warm reads: the largest files (second `cat` pass), `find | xargs stat` and
+#      `find | xargs cat` of the whole root, through the mount (passthrough on / off) vs
+#      a `canopy checkout` on disk
 #   2. cold: `canopy mount` start to "mounted at" + `find | wc -l`, and
 #      `chroot ROOT /bin/bash -c true`, with an empty cache and dropped page cache,
 #      vs the same on the checkout after dropping the page cache
@@ -123,7 +124,7 @@ want() { [[ -n ${DO[$1]:-} ]]; }
 # ---------------------------------------------------------------- tools, canopy, .debs
 ensure_packages wrk:wrk nginx:nginx curl:curl zstd:zstd dpkg-deb:dpkg-dev
 require_tools wrk nginx curl zstd dpkg-deb apt-get apt-cache tar find xargs stat chroot timeout \
-    mountpoint umount ss sha256sum awk sort date numfmt
+    mountpoint umount ss sha256sum awk sort date numfmt fincore
 build_canopy
 CANOPY_VERSION=$("$CANOPY" --version 2>/dev/null || echo "canopy ?")
 # Same package set and cache as benches/import.sh.
@@ -245,6 +246,25 @@ start_mount() {
     is_mounted "$mnt" || fail_step "canopy mount said \"$LINE\" but $mnt is not a mountpoint" "$LOGS/mount-$name.err"
 }
 
+# distinct_kib DIR NAME...: KiB of pages (4 KiB each, rounded up) of the distinct files
+# (by inode number) under DIR/NAME...
+distinct_kib() {
+    local dir=$1
+    shift
+    (cd "$dir" && find "$@" -type f -printf '%i %s\n') |
+        sort -u -k1,1 | awk '{ s += int(($2 + 4095) / 4096) * 4 } END { print s + 0 }'
+}
+
+# held_kib DIR NAME...: KiB of page cache that fincore finds for the distinct files (one
+# path per inode number) under DIR/NAME...
+held_kib() {
+    local dir=$1
+    shift
+    (cd "$dir" && find "$@" -type f -printf '%i %p\n' | sort -u -k1,1 | cut -d' ' -f2- |
+        tr '\n' '\0' | xargs -0 -r fincore -b -n -o RES) |
+        awk '{ s += $1 } END { print int(s / 1024) }'
+}
+
 # read_all DIR...: cat every regular file under DIR... (what "read every file" means).
 READ_ALL='find "$@" -type f -print0 | xargs -0 -r cat >/dev/null'
 
@@ -289,6 +309,18 @@ mapfile -t BIG < <(cd "$CO" && find . -type f -printf '%s\t%P\n' | sort -n | tai
 BIG_BYTES=0
 for f in "${BIG[@]}"; do BIG_BYTES=$((BIG_BYTES + $(stat -c %s "$CO/$f"))); done
 CAT_BIG='cd "$1" && shift && cat -- "$@" >/dev/null'
+# What an open costs once everything is cached: one small file opened, read and closed
+# OPENS times in one process (no exec, no lookup: the per-open round trips alone).
+OPENS=20000
+SMALL_FILE=$(cd "$CO" && find . -type f -size -4k -size +0 -printf '%P\n' | sort | sed -n 1p)
+OPEN_LOOP='/usr/bin/python3 -c "
+import os, sys
+path, n = sys.argv[1], int(sys.argv[2])
+for _ in range(n):
+    fd = os.open(path, os.O_RDONLY)
+    os.read(fd, 4096)
+    os.close(fd)
+" "$1/$2" '"$OPENS"
 
 if want warm; then
     M_PT=$TMP/mnt-pt
@@ -318,6 +350,10 @@ if want warm; then
             timed "w_big_$v" "$CAT_BIG" "$d" "${BIG[@]}"
             timed w_warmup 'cd "$1" && find . -type f -print0 | xargs -0 stat >/dev/null' "$d"
             timed "w_stat_$v" 'cd "$1" && find . -type f -print0 | xargs -0 stat >/dev/null' "$d"
+            timed w_warmup "$READ_ALL" "$d"
+            timed "w_all_$v" "$READ_ALL" "$d"
+            timed w_warmup "$OPEN_LOOP" "$d" "$SMALL_FILE"
+            timed "w_open_$v" "$OPEN_LOOP" "$d" "$SMALL_FILE"
         done
     done
     stop_mount "$M_PT"
@@ -405,12 +441,23 @@ if want share; then
         c1=$(cached_kib)
         record "$key" "$((c1 - c0))"
     }
+    # What the page cache holds, file by file (fincore: mincore of each file, so other
+    # work on the machine does not count, unlike Cached:), right after a read of every
+    # root: through the mount, one path per inode (the mount numbers a file by its
+    # identity, so that is one path per distinct file identity); and the cache files.
+    # With passthrough the kernel reads large files from their cache file, and fincore
+    # through the mount sees those pages: the cache files' figure repeats them.
+    IDENT_KIB=$(distinct_kib "$M_SH" "${RDIRS[@]}")
     for ((run = 1; run <= RUNS; run++)); do
         say "share: run $run/$RUNS"
         share_read s_one "$TMP" co-r1
         share_read s_co "$TMP" "${RDIRS[@]/#/co-}"
         share_read s_pt "$M_SH" "${RDIRS[@]}"
+        record s_pt_held "$(held_kib "$M_SH" "${RDIRS[@]}")"
+        record s_pt_files "$(find "$TMP/cache-all/objects" -type f -print0 | xargs -0 -r fincore -b -n -o RES | awk '{ s += $1 } END { print int(s / 1024) }')"
         share_read s_nopt "$M_SHNP" "${RDIRS[@]}"
+        record s_nopt_held "$(held_kib "$M_SHNP" "${RDIRS[@]}")"
+        record s_nopt_files "$(find "$TMP/cache-all-nopt/objects" -type f -print0 | xargs -0 -r fincore -b -n -o RES | awk '{ s += $1 } END { print int(s / 1024) }')"
     done
     stop_mount "$M_SH"
     stop_mount "$M_SHNP"
@@ -562,6 +609,10 @@ report() {
         row "largest $LARGEST files, 2nd cat pass: mount, --no-passthrough" "$(m w_big_nopt)" "$(m w_big_ext4)"
         row "find -type f | xargs stat, 2nd pass: mount, passthrough" "$(m w_stat_pt)" "$(m w_stat_ext4)"
         row "find -type f | xargs stat, 2nd pass: mount, --no-passthrough" "$(m w_stat_nopt)" "$(m w_stat_ext4)"
+        row "read every file (find | xargs cat), 2nd pass: mount, passthrough" "$(m w_all_pt)" "$(m w_all_ext4)"
+        row "read every file (find | xargs cat), 2nd pass: mount, --no-passthrough" "$(m w_all_nopt)" "$(m w_all_ext4)"
+        row "open+read+close one small file $OPENS times: mount, passthrough" "$(m w_open_pt)" "$(m w_open_ext4)"
+        row "open+read+close one small file $OPENS times: mount, --no-passthrough" "$(m w_open_nopt)" "$(m w_open_ext4)"
         echo "  largest $LARGEST files: $BIG_BYTES bytes ($(mib $((BIG_BYTES / 1024))) MiB);" \
             "warm read rate: mount $(awk -v b="$BIG_BYTES" -v t="$(m w_big_pt)" 'BEGIN { printf "%.0f", b / 1048576 / t }') MiB/s," \
             "--no-passthrough $(awk -v b="$BIG_BYTES" -v t="$(m w_big_nopt)" 'BEGIN { printf "%.0f", b / 1048576 / t }') MiB/s," \
@@ -589,6 +640,10 @@ report() {
         printf '%-62s %12s %12s %8s\n' "one mount of all roots, r1..r$NROOTS read, passthrough" "$(mib "$(m s_pt)")" "$(ratio "$(m s_pt)" "$one")" "-"
         printf '%-62s %12s %12s %8s\n' "one mount of all roots, r1..r$NROOTS read, --no-passthrough" "$(mib "$(m s_nopt)")" "$(ratio "$(m s_nopt)" "$one")" "-"
         printf '%-62s %12s %12s %8s\n' "mount (passthrough) vs $NROOTS checkouts" "$(mib "$(m s_pt)")" "$(mib "$(m s_co)")" "$(ratio "$(m s_pt)" "$(m s_co)")"
+        echo "  page cache by file (fincore, after reading every root; distinct file identities read: $(mib "$IDENT_KIB") MiB):" \
+            "through the mount, passthrough $(mib "$(m s_pt_held)") MiB ($(ratio "$(m s_pt_held)" "$IDENT_KIB")× the identities;" \
+            "its cache files $(mib "$(m s_pt_files)") MiB, the passthrough part of which is the same pages)," \
+            "--no-passthrough $(mib "$(m s_nopt_held)") MiB ($(ratio "$(m s_nopt_held)" "$IDENT_KIB")×; its cache files $(mib "$(m s_nopt_files)") MiB)"
         echo "  read time after drop_caches (s): one root $(m s_one_t), $NROOTS checkouts $(m s_co_t)," \
             "mount $(m s_pt_t) (ratio vs checkouts $(ratio "$(m s_pt_t)" "$(m s_co_t)")), --no-passthrough $(m s_nopt_t)"
         echo "  one root r1: $R1_BYTES bytes ($(mib $((R1_BYTES / 1024))) MiB) on disk;" \

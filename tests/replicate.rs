@@ -118,7 +118,10 @@ fn a_replica_serves_the_upstream_roots_verified_and_fetches_only_what_it_lacks()
 
     // A second run fetches nothing: not one object request upstream.
     let requests = up.server.object_requests();
-    assert!(requests as u64 >= fetched, "{requests} object requests upstream");
+    assert!(
+        requests as u64 >= fetched,
+        "{requests} object requests upstream"
+    );
     let again = replicate(&replica, &up.server.url, &up.key, &[]);
     assert_eq!(again["objects_fetched"], 0, "{again}");
     assert_eq!(root(&again, "full")["status"], "current", "{again}");

@@ -37,6 +37,13 @@ use std::time::{Duration, UNIX_EPOCH};
 
 /// Files never change under an inode: the kernel may keep their attributes long.
 const FILE_TTL: Duration = Duration::from_secs(3600);
+/// Files up to this size are read through canopy even with passthrough on. Their pages
+/// stay in the kernel's cache of the inode (`FOPEN_KEEP_CACHE`), so once read they cost
+/// only the open; a passthrough open costs more (the cache file opened and checked, a
+/// backing registered with the kernel and dropped at the last close), and what it
+/// saves, a copy through canopy at the first read, is small for small files
+/// (`benches/mount.sh`: opening a small file took about twice as long with passthrough).
+const PASSTHROUGH_MIN: u64 = 128 * 1024;
 
 /// The mounted filesystem.
 pub struct CanopyFs {
@@ -256,10 +263,10 @@ impl Filesystem for CanopyFs {
             Ok((blob, size)) => (blob.0, size),
             Err(e) => return reply.error(errno(e)),
         };
-        // What the host holds already, for passthrough; anything else is fetched by the
-        // first read, not here (see the module's documentation).
+        // What the host holds already, for passthrough of a large file; anything else
+        // is fetched by the first read, not here (see the module's documentation).
         let _entered = self.files.enter();
-        let opened = if self.files.passthrough() {
+        let opened = if self.files.passthrough() && size > PASSTHROUGH_MIN {
             match self.objects.cached(&blob, size) {
                 Ok(o) => o,
                 Err(e) => {
@@ -287,12 +294,19 @@ impl Filesystem for CanopyFs {
                 counted: matches!(io, Io::Counted),
             },
         );
+        // Nothing is ever written, so closing needs no FLUSH round trip (FOPEN_NOFLUSH).
         match io {
             // The kernel refuses passthrough opens with flags outside its passthrough
             // mask (FOPEN_KEEP_CACHE included): the backing file's pages are the cache.
             Io::Passthrough(backing) => backing.reply(reply, fh),
-            Io::Cached | Io::Counted => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
-            Io::Direct => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+            Io::Cached | Io::Counted => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+            ),
+            Io::Direct => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
+            ),
         }
     }
 

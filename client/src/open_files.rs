@@ -43,7 +43,9 @@ impl Backing {
         // SAFETY: `raw` is a live registration on this connection (this value holds
         // it); the wrapper is turned back into the raw id, so it never closes it.
         let id = unsafe { reply.wrap_backing(self.raw) };
-        reply.opened_passthrough(fuser::FileHandle(fh), fuser::FopenFlags::empty(), &id);
+        // Nothing is ever written: closing needs no FLUSH round trip (a flag within
+        // the kernel's passthrough mask).
+        reply.opened_passthrough(fuser::FileHandle(fh), fuser::FopenFlags::FOPEN_NOFLUSH, &id);
         let _ = id.into_raw();
     }
 }

@@ -127,32 +127,38 @@ pub(super) fn copy(
 }
 
 /// Fetches `batch` into files of `dir`, `jobs` at a time, each verified against its id
-/// and its size; stops early on the first failure or when asked to stop.
+/// and its size; stops early on the first failure or when asked to stop. The fetches
+/// run as one task on the runtime, beside the connections' own tasks, rather than on
+/// this thread: every chunk received would otherwise cross threads.
 fn fetch_batch(
     up: &Upstream,
     jobs: usize,
     batch: &[(ObjectId, u64)],
     dir: &Path,
 ) -> Result<Vec<(ObjectId, PathBuf, u64)>, RootError> {
-    let remote = &up.remote;
-    let fetches = futures_util::stream::iter(batch.iter().map(|&(id, size)| async move {
-        let path = dir.join(id.to_hex());
-        let got = remote
-            .object_to_file(&id, size, &path)
-            .await
-            .map_err(|e| fetch_failed(id, e))?;
-        if got != size {
-            let _ = std::fs::remove_file(&path);
-            return Err(RootError::BadObject {
-                id,
-                reason: format!("the upstream sent {got} bytes, its tree entry says {size}"),
-            });
-        }
-        Ok((id, path, size))
-    }))
-    .buffer_unordered(jobs.max(1));
-    let stop = up.stop.clone();
-    up.rt.block_on(async move {
+    let (remote, stop) = (up.remote.clone(), up.stop.clone());
+    let (batch, dir) = (batch.to_vec(), dir.to_path_buf());
+    let task = up.rt.spawn(async move {
+        let fetches = futures_util::stream::iter(batch.into_iter().map(|(id, size)| {
+            let (remote, path) = (remote.clone(), dir.join(id.to_hex()));
+            async move {
+                let got = remote
+                    .object_to_file(&id, size, &path)
+                    .await
+                    .map_err(|e| fetch_failed(id, e))?;
+                if got != size {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(RootError::BadObject {
+                        id,
+                        reason: format!(
+                            "the upstream sent {got} bytes, its tree entry says {size}"
+                        ),
+                    });
+                }
+                Ok((id, path, size))
+            }
+        }))
+        .buffer_unordered(jobs.max(1));
         let stopped = async {
             while !stop.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -162,7 +168,13 @@ fn fetch_batch(
             all = fetches.try_collect::<Vec<_>>() => all,
             _ = stopped => Err(RootError::Stopped),
         }
-    })
+    });
+    match up.rt.block_on(task) {
+        Ok(fetched) => fetched,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Cancelled: the runtime is shutting down.
+        Err(_) => Err(RootError::Stopped),
+    }
 }
 
 /// A failed fetch of object `id`: bytes that do not verify refuse the root, naming the

@@ -112,3 +112,66 @@ impl Store {
         Ok(self.refs().get(&format!("{SHALLOW}/{id}"))?.is_some())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::fixture::{commit, memory_with};
+    use crate::view::history;
+
+    #[test]
+    fn a_store_with_roots_of_its_own_refuses_another_key() {
+        let (_state, store, tree) = memory_with(&[("a", b"a")]);
+        commit(&store, "web", tree);
+        let own = store.verifying_key().unwrap();
+        assert!(!store.may_replicate(&own).unwrap());
+        let other = canopy_protocol::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        let err = store.become_replica_of(&other).unwrap_err().to_string();
+        assert!(
+            err.contains("roots of its own (web)") && err.contains(&hex(&other)),
+            "{err}"
+        );
+        assert_eq!(store.upstream_key().unwrap(), None);
+    }
+
+    #[test]
+    fn a_replica_trusts_and_shows_the_upstream_key_and_signs_nothing() {
+        let (_state, store, _) = memory_with(&[("a", b"a")]);
+        let upstream = canopy_protocol::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        store.become_replica_of(&upstream).unwrap();
+        store.become_replica_of(&upstream).unwrap();
+        assert_eq!(store.upstream_key().unwrap(), Some(upstream));
+        assert_eq!(store.verifying_key().unwrap(), upstream);
+        let err = store.signing_key().unwrap_err().to_string();
+        assert!(
+            err.contains("replica") && err.contains(&hex(&upstream)),
+            "{err}"
+        );
+        let other = canopy_protocol::SigningKey::from_bytes(&[8; 32]).verifying_key();
+        let err = store.become_replica_of(&other).unwrap_err().to_string();
+        assert!(
+            err.contains(&hex(&upstream)) && err.contains(&hex(&other)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn history_ends_quietly_where_it_was_cut_and_only_there() {
+        let (_state, store, tree) = memory_with(&[("a", b"a")]);
+        let first = commit(&store, "web", tree);
+        let second = commit(&store, "web", tree);
+        store.objects().delete(&first.0).unwrap();
+        let walked: Vec<_> = history::log(&store, second).collect();
+        assert!(matches!(
+            walked.last(),
+            Some(Err(StoreError::Missing { .. }))
+        ));
+        store.cut_history_at(&first).unwrap();
+        store.cut_history_at(&first).unwrap();
+        let walked: Vec<CommitId> = history::log(&store, second).map(|c| c.unwrap().0).collect();
+        assert_eq!(walked, [second]);
+        let key = store.verifying_key().unwrap();
+        let closure = crate::closure::walk(&store, Some(&key)).unwrap();
+        assert!(closure.problems.is_empty(), "{:?}", closure.problems);
+    }
+}
