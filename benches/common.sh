@@ -236,6 +236,29 @@ on_exit() {
 }
 
 # ---------------------------------------------------------------- timing and reporting
+# children PID: the direct children of PID (nginx's workers), from
+# /proc/PID/task/*/children rather than pgrep: pgrep reads every process's stat, and
+# one process stuck on a hung mount elsewhere on the machine would hang the bench.
+children() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
+
+# cpu_ticks PID...: user+system clock ticks (all threads) of these processes and their
+# direct children. Divide by CLK_TCK for seconds.
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() {
+    local p t=0 f kids=()
+    for p in "$@"; do
+        # shellcheck disable=SC2207
+        kids+=($(children "$p"))
+    done
+    for p in "$@" "${kids[@]}"; do
+        f=$(cut -d')' -f2- "/proc/$p/stat" 2>/dev/null) || continue
+        # shellcheck disable=SC2086
+        set -- $f
+        t=$((t + ${12} + ${13}))   # utime, stime: fields 14 and 15 of stat
+    done
+    echo "$t"
+}
+
 declare -A VALS=()     # key -> space-separated values, one per run
 record() { VALS[$1]="${VALS[$1]:-} $2"; }
 

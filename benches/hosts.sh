@@ -129,7 +129,7 @@ first=$(head -n 1 "$TMP/ids")
 start_nginx "$TMP/nginx" "$NGINX_PORT" "$S/objects" "/${first:0:2}/${first:2}" \
     'access_log off; tcp_nopush on; keepalive_requests 1000000;'
 taskset -a -p -c "$SERVER_CPUS" "$NGINX_PID" >/dev/null
-for p in $(pgrep -P "$NGINX_PID"); do taskset -a -p -c "$SERVER_CPUS" "$p" >/dev/null; done
+for p in $(children "$NGINX_PID"); do taskset -a -p -c "$SERVER_CPUS" "$p" >/dev/null; done
 for u in "http://127.0.0.1:$PORT/v1/objects/$first" "http://127.0.0.1:$NGINX_PORT/${first:0:2}/${first:2}"; do
     [[ $(curl -sf "$u" | sha256sum | cut -d' ' -f1) == "$first" ]] || die "$u does not serve object $first"
 done
@@ -139,17 +139,6 @@ awk -v p="$NGINX_PORT" '{ print "http://127.0.0.1:" p "/" substr($1, 1, 2) "/" s
     "$TMP/ids" >"$TMP/nginx.urls"
 
 # ---------------------------------------------------------------- measuring
-CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() {   # user+system ticks of these processes and their children
-    local p t=0 f
-    for p in "$@" $(for q in "$@"; do pgrep -P "$q" || true; done); do
-        f=$(cut -d')' -f2- "/proc/$p/stat" 2>/dev/null) || continue
-        # shellcheck disable=SC2086
-        set -- $f
-        t=$((t + ${12} + ${13}))
-    done
-    echo "$t"
-}
 # replay KEY HOSTS URLS PID: HOSTS clients (one connection each) fetch every URL once
 # each (h2load gives each client n/c requests, walking the list in order); records
 # KEY_time (s), KEY_rps, KEY_cpu (server CPU seconds per host).

@@ -123,7 +123,7 @@ start_nginx_pinned() {
         'access_log off; tcp_nopush on; keepalive_requests 1000000;'
     taskset -a -p -c "$SERVER_CPUS" "$NGINX_PID" >/dev/null
     local p
-    for p in $(pgrep -P "$NGINX_PID"); do taskset -a -p -c "$SERVER_CPUS" "$p" >/dev/null; done
+    for p in $(children "$NGINX_PID"); do taskset -a -p -c "$SERVER_CPUS" "$p" >/dev/null; done
 }
 start_nginx_pinned
 canopy_url() { echo "http://127.0.0.1:$PORT/v1/objects/${ID[$1]}"; }
@@ -142,17 +142,6 @@ grep -qi '^content-length:' "$LOGS/zstd.h" || ZSTD_LENGTH="chunked, without a Co
 ZSTD_BYTES=$(stat -c %s "$TMP/text.zst")
 
 # ---------------------------------------------------------------- measuring
-CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() {   # user+system ticks of these processes and their children
-    local p t=0 f
-    for p in "$@" $(for q in "$@"; do pgrep -P "$q" || true; done); do
-        f=$(cut -d')' -f2- "/proc/$p/stat" 2>/dev/null) || continue
-        # shellcheck disable=SC2086
-        set -- $f
-        t=$((t + ${12} + ${13}))
-    done
-    echo "$t"
-}
 # load KEY CONNS URL PID [HEADER]: one wrk run; records KEY_rps and KEY_cpu (server CPU
 # microseconds per request) and KEY_share (server CPU cores busy).
 load() {

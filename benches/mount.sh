@@ -471,16 +471,6 @@ lat_ms() {   # lat_ms PCT LOG: wrk's latency percentile in ms
         if (f > 0) printf "%.3f", v * f; exit }' "$2"
 }
 
-CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() {   # cpu_ticks PID...: user+system ticks of these processes (all threads)
-    local p t=0 f
-    for p in "$@"; do
-        f=$(cut -d')' -f2- "/proc/$p/stat" 2>/dev/null) || continue
-        set -- $f
-        t=$((t + ${12} + ${13}))   # utime, stime: fields 14 and 15 of stat
-    done
-    echo "$t"
-}
 
 # wrk_run KEY THREADS CONNECTIONS URL SERVER_PIDS [HEADER]: records KEY_rps, KEY_mibs,
 # latency percentiles and KEY_cpu (server CPU seconds per second); errors are notes.
@@ -552,7 +542,7 @@ if want http; then
     fi
     for ((run = 1; run <= RUNS; run++)); do
         say "http: run $run/$RUNS (6 x wrk -d $WRK_DURATION)"
-        NGINX_PIDS="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
+        NGINX_PIDS="$NGINX_PID $(children "$NGINX_PID" | tr '\n' ' ')"
         wrk_run h_canopy "$WRK_THREADS" "$WRK_CONNS" "$CANOPY_OBJ_URL" "$SERVER_PID"
         wrk_run h_nginx "$WRK_THREADS" "$WRK_CONNS" "$NGINX_URL" "$NGINX_PIDS"
         wrk_run h_zstd "$WRK_THREADS" "$WRK_CONNS" "$CANOPY_OBJ_URL" "$SERVER_PID" 'Accept-Encoding: zstd'

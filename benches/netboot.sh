@@ -261,9 +261,6 @@ stop_servers() {
     RPCBIND_PID=
 }
 
-cpu_ticks() {   # utime + stime of PID, in clock ticks
-    awk '{ print $14 + $15 }' "/proc/$1/stat"
-}
 
 # bytes_acked, data_segs_in summed over the server's established NFS connections.
 nfs_socket_counts() {
