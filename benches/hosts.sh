@@ -178,8 +178,16 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 grep -q . "$LOGS/serve.err" && say "canopy serve wrote to stderr: $(tail -n 3 "$LOGS/serve.err")"
 
 # ---------------------------------------------------------------- report
+# saturation c|n: the smallest host count whose median requests/s reaches 90% of the
+# highest median of any host count.
+saturation() {
+    local h
+    for h in "${HOST_LIST[@]}"; do echo "$h $(m "${1}_${h}_rps")"; done |
+        awk '{ h[NR] = $1; r[NR] = $2; if ($2 > max) max = $2 }
+             END { for (i = 1; i <= NR; i++) if (r[i] >= 0.9 * max) { print h[i]; exit } }'
+}
 report() {
-    local rev h best_c=0 best_n=0 sat_c=- sat_n=-
+    local rev h sat_c sat_n
     rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
     git -C "$ROOT" diff --quiet HEAD 2>/dev/null || rev="$rev+dirty"
     echo "many hosts reading a root cold: canopy serve vs nginx — $(date -u +%Y-%m-%dT%H:%M:%SZ), canopy $rev"
@@ -196,17 +204,14 @@ report() {
             "$(m "c_${h}_time")" "$(m "n_${h}_time")" "$(ratio "$(m "c_${h}_time")" "$(m "n_${h}_time")")" \
             "$(m "c_${h}_cpu")" "$(m "n_${h}_cpu")" "$(ratio "$(m "c_${h}_cpu")" "$(m "n_${h}_cpu")")" \
             "$(m "c_${h}_rps")" "$(m "n_${h}_rps")"
-        # Saturated: the first host count whose requests/s is within 10% of the best so far.
-        if [[ $sat_c == - ]] && awk -v a="$(m "c_${h}_rps")" -v b="$best_c" 'BEGIN { exit !(b > 0 && a < b * 1.1) }'; then sat_c=$h; fi
-        if [[ $sat_n == - ]] && awk -v a="$(m "n_${h}_rps")" -v b="$best_n" 'BEGIN { exit !(b > 0 && a < b * 1.1) }'; then sat_n=$h; fi
-        best_c=$(awk -v a="$(m "c_${h}_rps")" -v b="$best_c" 'BEGIN { print (a > b ? a : b) }')
-        best_n=$(awk -v a="$(m "n_${h}_rps")" -v b="$best_n" 'BEGIN { print (a > b ? a : b) }')
     done
+    sat_c=$(saturation c)
+    sat_n=$(saturation n)
     echo
     echo "s: wall time until every host has every object; cpu: server CPU seconds (user+system,"
     echo "all threads and workers, /proc/PID/stat) per host; /s: requests answered per second."
-    echo "saturation (requests/s within 10% of a smaller host count's): canopy at $sat_c hosts, nginx at $sat_n"
-    echo "(- : still growing at the largest count). The servers share one cpu, h2load the other."
+    echo "saturation (the fewest hosts reaching 90% of the highest requests/s): canopy at $sat_c hosts,"
+    echo "nginx at $sat_n. The servers share one cpu, h2load the other."
     local k
     printf 'every run:'
     for k in $(printf '%s\n' "${!VALS[@]}" | sort); do

@@ -6,12 +6,13 @@
 #
 # Targets (fuzz/fuzz_targets/): objects (tree, commit, package, tree pack decoding),
 # archives (tar and .deb import into a store in memory), rpm (.rpm import), images
-# (OCI layout and docker save import), nfs_rpc (NFSv3 and MOUNT calls), volume_json (the volume plugin's Create requests and state file). Installs
-# cargo-fuzz (pinned) under target/ if it is missing; builds without a sanitizer, so
-# the stable toolchain does (Rust code is memory-safe; the targets look for panics,
-# hangs and runaway allocations). Corpora are kept in target/fuzz/corpus,
-# crashes in fuzz/artifacts/TARGET: a crash prints the input's file, which
-# `cargo fuzz run --dev -s none TARGET FILE` (from fuzz/'s parent) replays.
+# (OCI layout and docker save import), nfs_rpc (NFSv3 and MOUNT calls), volume_json
+# (the volume plugin's Create requests and state file). Installs cargo-fuzz (pinned)
+# under target/ if it is missing; builds without a sanitizer, so the stable toolchain
+# does (Rust code is memory-safe; the targets look for panics, hangs and runaway
+# allocations). Corpora are kept in target/fuzz/corpus (seeded from fuzz/seeds/TARGET
+# where there is one), crashes in fuzz/artifacts/TARGET: a crash prints the input's
+# file, which `cargo fuzz run --dev -s none TARGET FILE` (from fuzz/'s parent) replays.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -36,6 +37,8 @@ status=0
 for t in "${targets[@]}"; do
     corpus="target/fuzz/corpus/$t"
     mkdir -p "$corpus"
+    # Valid inputs to start from, where the format is too structured to be found by chance.
+    if [ -d "fuzz/seeds/$t" ]; then cp -n "fuzz/seeds/$t"/* "$corpus"/; fi
     say "fuzzing $t for $per s"
     # -timeout: an input taking over 10 s is a hang; -rss_limit_mb: one over 2 GiB a
     # runaway allocation. Both are failures.
