@@ -6,13 +6,14 @@
 #
 # Targets (fuzz/fuzz_targets/): objects (tree, commit, package, tree pack decoding),
 # archives (tar and .deb import into a store in memory), rpm (.rpm import), images
-# (OCI layout and docker save import), nfs_rpc (NFSv3 and MOUNT calls), volume_json
-# (the volume plugin's Create requests and state file). Installs cargo-fuzz (pinned)
-# under target/ if it is missing; builds without a sanitizer, so the stable toolchain
-# does (Rust code is memory-safe; the targets look for panics, hangs and runaway
-# allocations). Corpora are kept in target/fuzz/corpus (seeded from fuzz/seeds/TARGET
-# where there is one), crashes in fuzz/artifacts/TARGET: a crash prints the input's
-# file, which `cargo fuzz run --dev -s none TARGET FILE` (from fuzz/'s parent) replays.
+# (OCI layout and docker save import), nfs_rpc (NFSv3 and MOUNT calls), http_requests
+# (request streams to the HTTP server), volume_json (the volume plugin's Create
+# requests and state file). Installs cargo-fuzz (pinned) under target/ if it is
+# missing; builds without a sanitizer, so the stable toolchain does (Rust code is
+# memory-safe; the targets look for panics, hangs and runaway allocations). Corpora
+# are kept in target/fuzz/corpus (seeded from fuzz/seeds/TARGET where there is one),
+# crashes in fuzz/artifacts/TARGET: a crash prints the input's file, which
+# `cargo fuzz run --dev -s none TARGET FILE` (from fuzz/'s parent) replays.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -21,7 +22,7 @@ say() { printf '==> %s\n' "$*" >&2; }
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(objects archives rpm images nfs_rpc volume_json)
+[ "${#targets[@]}" -gt 0 ] || targets=(objects archives rpm images nfs_rpc http_requests volume_json)
 
 CARGO_FUZZ_VERSION=0.13.2
 tools="$PWD/target/fuzz/tools"
