@@ -206,6 +206,29 @@ EOF
     done
 }
 
+# start_serve_pinned STORE PORT CPUS: `canopy serve` of STORE on 127.0.0.1:PORT, pinned
+# to CPUS (taskset -c), its pid in SERVER_PID and its output in LOGS/serve.{out,err};
+# waits up to WAIT_TIMEOUT seconds until it answers.
+start_serve_pinned() {
+    local store=$1 port=$2 cpus=$3 deadline
+    taskset -c "$cpus" "$CANOPY" --store "$store" serve --listen "127.0.0.1:$port" \
+        >"$LOGS/serve.out" 2>"$LOGS/serve.err" &
+    SERVER_PID=$!
+    deadline=$(($(date +%s) + WAIT_TIMEOUT))
+    until curl -sf -o /dev/null "http://127.0.0.1:$port/v1/roots"; do
+        kill -0 "$SERVER_PID" 2>/dev/null || fail_step "canopy serve exited" "$LOGS/serve.err"
+        (($(date +%s) < deadline)) || fail_step "canopy serve not answering" "$LOGS/serve.err"
+        sleep 0.05
+    done
+}
+
+# pin_nginx CPUS: pins nginx (NGINX_PID) and its workers to CPUS.
+pin_nginx() {
+    local p
+    taskset -a -p -c "$1" "$NGINX_PID" >/dev/null
+    for p in $(children "$NGINX_PID"); do taskset -a -p -c "$1" "$p" >/dev/null; done
+}
+
 # scratch NAME: makes TMP (target/bench-tmp/NAME.XXXXXX) and arranges that at exit, also
 # after a failed command (whose line is printed), Ctrl-C or TERM, the caller's `release`
 # function stops what the script started, then TMP is removed: unless KEEP=1, or

@@ -115,21 +115,12 @@ rm -rf "$TMP/tree"
 
 # ---------------------------------------------------------------- servers
 PORT=$(free_port) || die "no free port"
-taskset -c "$SERVER_CPUS" "$CANOPY" --store "$S" serve --listen "127.0.0.1:$PORT" \
-    >"$LOGS/serve.out" 2>"$LOGS/serve.err" &
-SERVER_PID=$!
-deadline=$(($(date +%s) + WAIT_TIMEOUT))
-until curl -sf -o /dev/null "http://127.0.0.1:$PORT/v1/roots"; do
-    kill -0 "$SERVER_PID" 2>/dev/null || fail_step "canopy serve exited" "$LOGS/serve.err"
-    (($(date +%s) < deadline)) || fail_step "canopy serve not answering" "$LOGS/serve.err"
-    sleep 0.05
-done
+start_serve_pinned "$S" "$PORT" "$SERVER_CPUS"
 NGINX_PORT=$(free_port "$PORT") || die "no free port"
 first=$(head -n 1 "$TMP/ids")
 start_nginx "$TMP/nginx" "$NGINX_PORT" "$S/objects" "/${first:0:2}/${first:2}" \
     'access_log off; tcp_nopush on; keepalive_requests 1000000;'
-taskset -a -p -c "$SERVER_CPUS" "$NGINX_PID" >/dev/null
-for p in $(children "$NGINX_PID"); do taskset -a -p -c "$SERVER_CPUS" "$p" >/dev/null; done
+pin_nginx "$SERVER_CPUS"
 for u in "http://127.0.0.1:$PORT/v1/objects/$first" "http://127.0.0.1:$NGINX_PORT/${first:0:2}/${first:2}"; do
     [[ $(curl -sf "$u" | sha256sum | cut -d' ' -f1) == "$first" ]] || die "$u does not serve object $first"
 done

@@ -22,7 +22,7 @@ pub(crate) const SMALL: &[&str] = &[
 ];
 
 /// A store holding roots `small` and `full`.
-fn two_roots(name: &str) -> Canopy {
+pub(crate) fn two_roots(name: &str) -> Canopy {
     let env = Canopy::init(name);
     env.cmd(["import", "deb"])
         .args(debs::paths(debs::ROOT_PACKAGES))

@@ -4,8 +4,7 @@
 //! it; kill -9 between batches and a rerun completes; a replica of a replica; a wrong
 //! key, and a store with roots of its own, refused.
 
-use crate::debs;
-use crate::mount::{Mount, SMALL, Server};
+use crate::mount::{Mount, SMALL, Server, two_roots};
 use crate::seaweed::Seaweed;
 use crate::util::{BIN, Canopy, cmd, sha256_file};
 use std::fs;
@@ -21,14 +20,7 @@ struct Upstream {
 }
 
 fn upstream(name: &str) -> Upstream {
-    let env = Canopy::init(name);
-    env.cmd(["import", "deb"])
-        .args(debs::paths(debs::ROOT_PACKAGES))
-        .success();
-    env.cmd(["assemble", "small"]).args(SMALL).success();
-    env.cmd(["assemble", "full"])
-        .args(debs::ROOT_PACKAGES)
-        .success();
+    let env = two_roots(name);
     let key = env.path("upstream.pub");
     fs::write(&key, env.stdout(["key", "show"])).unwrap();
     let server = Server::start(&env, "127.0.0.1:0");

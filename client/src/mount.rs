@@ -648,13 +648,7 @@ pub fn run(
     let (mut session, files, resumed) = match pending {
         None => {
             let cache = Arc::new(Cache::open(&cfg.host.cache_dir, cfg.host.cache_size)?);
-            let objects = Fetched::new(cache, remote.clone(), rt.handle().clone());
-            let fs = CanopyFs::new(
-                view.clone(),
-                Arc::new(objects),
-                following,
-                cfg.host.passthrough,
-            );
+            let fs = filesystem(&cfg, &view, &remote, &rt, cache, following);
             let files = fs.files();
             (fuse_session(fs, &cfg.mountpoint)?, files, false)
         }
@@ -720,6 +714,25 @@ pub fn run(
     })
 }
 
+/// The filesystem a session serves: `view`, with file contents fetched from `remote`
+/// into `cache`.
+fn filesystem(
+    cfg: &MountConfig,
+    view: &Arc<View>,
+    remote: &Arc<Remote>,
+    rt: &tokio::runtime::Runtime,
+    cache: Arc<Cache>,
+    following: bool,
+) -> CanopyFs {
+    let objects = Fetched::new(cache, remote.clone(), rt.handle().clone());
+    CanopyFs::new(
+        view.clone(),
+        Arc::new(objects),
+        following,
+        cfg.host.passthrough,
+    )
+}
+
 /// Serves a connection taken over: numbers every node the kernel may hold, opens the
 /// cache (the predecessor has let go of it), adopts the open files, and has the
 /// requests the predecessor left unanswered sent again.
@@ -737,13 +750,7 @@ fn resume(
     };
     view.index();
     let cache = cfg.host.open_cache_released()?;
-    let objects = Fetched::new(cache, remote.clone(), rt.handle().clone());
-    let fs = CanopyFs::new(
-        view.clone(),
-        Arc::new(objects),
-        following,
-        cfg.host.passthrough,
-    );
+    let fs = filesystem(cfg, view, remote, rt, cache, following);
     let files = fs.files();
     let device = taken
         .device

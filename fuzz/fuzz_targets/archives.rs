@@ -3,34 +3,14 @@
 //! allocation.
 #![no_main]
 
-use canopy_server::Store;
-use canopy_server::debian::deb;
-use canopy_server::import::{Limits, tar};
-use libfuzzer_sys::fuzz_target;
-use std::sync::OnceLock;
+mod importing;
 
-/// One store for every run (making its key is the slow part), and a directory for the
-/// archive file.
-fn setup() -> &'static (Store, tempfile::TempDir) {
-    static SETUP: OnceLock<(Store, tempfile::TempDir)> = OnceLock::new();
-    SETUP.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::memory(&dir.path().join("state")).unwrap();
-        (store, dir)
-    })
-}
+use canopy_server::debian::deb;
+use canopy_server::import::tar;
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {
-    let (store, dir) = setup();
-    let path = dir.path().join("archive");
-    std::fs::write(&path, bytes).unwrap();
-    // Small limits: the fuzzer's inputs are small, and what is past a limit is refused
-    // the same way whatever its size.
-    let limits = Limits {
-        max_unpacked: 64 << 20,
-        max_entries: 10_000,
-        max_header: 1 << 20,
-    };
-    let _ = tar::import(store, &path, "fuzz", "1", limits);
-    let _ = deb::import(store, &path, limits);
+    let (store, path) = importing::store_with_input("archive", bytes);
+    let _ = tar::import(store, &path, "fuzz", "1", importing::limits());
+    let _ = deb::import(store, &path, importing::limits());
 });
