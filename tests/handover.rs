@@ -287,8 +287,9 @@ fn replaced_under_load(name: &str, extra: &[&str], times: usize) {
         daemon = next;
         replaced += 1;
         assert!(is_mounted(&dir), "not mounted after hand-over {replaced}");
-        // The program goes on between hand-overs.
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // The program goes on between hand-overs (a generous bound: under load a bash
+        // run can take seconds to start; a stalled mount never makes progress).
+        let deadline = Instant::now() + Duration::from_secs(30);
         while runs.load(Ordering::Relaxed) <= before && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
