@@ -369,8 +369,35 @@ fn replaced_under_load(name: &str, extra: &[&str], times: usize) {
 }
 
 #[test]
-fn a_mount_is_replaced_ten_times_with_passthrough_and_nothing_fails() {
-    replaced_under_load("handover-pt", &[], 10);
+fn a_passthrough_mount_is_not_taken_over_and_says_how_to_restart() {
+    let (env, _) = store("handover-pt");
+    let server = Server::start(&env, "127.0.0.1:0");
+    let dir = env.mkdir("mnt");
+    let first_log = env.path("first.log");
+    let daemon = start_mount(&env, &dir, &server.url, &first_log, &[]);
+    let out = Command::new(crate::util::BIN)
+        .args(["mount", &server.url])
+        .arg(&dir)
+        .arg("--trust")
+        .arg(env.path("server.pub"))
+        .arg("--cache-dir")
+        .arg(env.path("cache"))
+        .args(["--root", "ho"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("passthrough") && err.contains("umount"),
+        "{err}"
+    );
+    // The live mount goes on.
+    let out = cmd("chroot")
+        .arg(&dir)
+        .args(["/bin/bash", "-c", "echo alive"])
+        .stdout();
+    assert_eq!(out, "alive\n");
+    daemon.stop();
 }
 
 #[test]
