@@ -626,8 +626,8 @@ pub fn run(
         return Err(MountError::Mount {
             path: cfg.mountpoint.clone(),
             reason: format!(
-                "it is a live canopy mount, and mounts with FUSE passthrough are not taken over \
-                 live yet: stop it first (`umount {}`, or `systemctl restart canopy-mount`), or \
+                "it is already a canopy mount, and live mounts with FUSE passthrough are not taken \
+                 over yet: stop it first (`umount {}`, or `systemctl restart canopy-mount`), or \
                  mount with --no-passthrough to restart such mounts live",
                 cfg.mountpoint.display()
             ),
