@@ -368,6 +368,22 @@ fn replaced_under_load(name: &str, extra: &[&str], times: usize) {
     daemon.stop();
 }
 
+/// A second `canopy mount` on the live mount at `dir`, with [`start_mount`]'s options
+/// and `extra`; what it printed and how it ended.
+fn successor(env: &Canopy, dir: &Path, url: &str, extra: &[&str]) -> std::process::Output {
+    Command::new(crate::util::BIN)
+        .args(["mount", url])
+        .arg(dir)
+        .arg("--trust")
+        .arg(env.path("server.pub"))
+        .arg("--cache-dir")
+        .arg(env.path("cache"))
+        .args(["--root", "ho"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_passthrough_mount_is_not_taken_over_and_says_how_to_restart() {
     let (env, _) = store("handover-pt");
@@ -375,16 +391,7 @@ fn a_passthrough_mount_is_not_taken_over_and_says_how_to_restart() {
     let dir = env.mkdir("mnt");
     let first_log = env.path("first.log");
     let daemon = start_mount(&env, &dir, &server.url, &first_log, &[]);
-    let out = Command::new(crate::util::BIN)
-        .args(["mount", &server.url])
-        .arg(&dir)
-        .arg("--trust")
-        .arg(env.path("server.pub"))
-        .arg("--cache-dir")
-        .arg(env.path("cache"))
-        .args(["--root", "ho"])
-        .output()
-        .unwrap();
+    let out = successor(&env, &dir, &server.url, &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -412,16 +419,7 @@ fn a_successor_with_other_options_is_refused_and_says_how_to_restart() {
     let dir = env.mkdir("mnt");
     let first_log = env.path("first.log");
     let daemon = start_mount(&env, &dir, &server.url, &first_log, &[]);
-    let out = Command::new(crate::util::BIN)
-        .args(["mount", &server.url])
-        .arg(&dir)
-        .arg("--trust")
-        .arg(env.path("server.pub"))
-        .arg("--cache-dir")
-        .arg(env.path("cache"))
-        .args(["--root", "ho", "--no-passthrough"])
-        .output()
-        .unwrap();
+    let out = successor(&env, &dir, &server.url, &["--no-passthrough"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
