@@ -460,7 +460,7 @@ impl Driver {
 
     /// Stops a mount server that runs an older canopy and starts this one's, when no
     /// volume is mounted (nothing reads from it).
-    async fn replace_outdated_server(&self) {
+    pub async fn replace_outdated_server(&self) {
         if !self.volumes.mounted.is_empty() || self.server.is_current().await {
             return;
         }

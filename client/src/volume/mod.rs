@@ -188,7 +188,10 @@ pub fn run(
     let server = MountServer::new(&cfg.mount_dir, cfg.server_args.clone());
     rt.block_on(server.ensure())?;
     let mut driver = Driver::new(volumes, state, server, cfg.mount_dir.clone());
-    rt.block_on(driver.adopt());
+    rt.block_on(async {
+        driver.adopt().await;
+        driver.replace_outdated_server().await;
+    });
     if driver.mounted() > 0 {
         tracing::info!(
             "took up {} mounted volumes from the saved state",
