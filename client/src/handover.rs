@@ -165,7 +165,7 @@ fn receive_fd(stream: &UnixStream) -> std::io::Result<OwnedFd> {
 /// The directory of hand-over sockets: /run/canopy-handover as root (not /run/canopy,
 /// where the unit mounts), else `$XDG_RUNTIME_DIR/canopy-handover` or
 /// /tmp/canopy-handover-UID.
-fn runtime_dir() -> PathBuf {
+pub(crate) fn runtime_dir() -> PathBuf {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
     if uid == 0 {

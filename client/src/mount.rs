@@ -40,10 +40,11 @@ pub(crate) struct Host {
 }
 
 impl HostConfig {
-    /// Starts the runtime and the HTTP client, and opens (and locks) the cache.
+    /// Starts the runtime and the HTTP client, and opens (and locks) the cache, waiting
+    /// a little for a process that is letting go of it.
     pub(crate) fn open(&self) -> Result<Host, MountError> {
         let (rt, remote) = self.connect()?;
-        let cache = Arc::new(Cache::open(&self.cache_dir, self.cache_size)?);
+        let cache = self.open_cache_released()?;
         Ok(Host { rt, remote, cache })
     }
 
