@@ -4,7 +4,7 @@
 //! and end by unmounting, by handing the mount over, or (under a service manager that
 //! holds the connection) by leaving it to the next process.
 
-use crate::fs::CanopyFs;
+use crate::fs::{CanopyFs, forget_stale};
 use crate::handover::{self, Shown};
 use crate::mode_table::ModeTable;
 use crate::mount::{
@@ -163,17 +163,18 @@ pub fn run(
         Start::Stored { state, .. } => state.history.clone(),
     };
     rt.block_on(show_history(&remote, &view, &trust, &history))?;
-    rt.block_on(refresh(&remote, &view, &trust, pinned))?;
+    // A process taking a mount over shows what the kernel saw until it serves, and
+    // moves on to the server's versions then, when the kernel can be told what that
+    // makes stale (see below).
+    let moves_on_later = !history.is_empty();
+    if !moves_on_later {
+        rt.block_on(refresh(&remote, &view, &trust, pinned))?;
+    }
 
     let following = cfg.follow.is_some() && pinned.is_none();
     let fs = |cache: Arc<Cache>| {
         let objects = Fetched::new(cache, remote.clone(), rt.handle().clone());
-        CanopyFs::new(
-            view.clone(),
-            Arc::new(objects),
-            following,
-            cfg.host.passthrough,
-        )
+        CanopyFs::new(view.clone(), Arc::new(objects), cfg.host.passthrough)
     };
     let failed = |reason: String| MountError::Mount {
         path: cfg.mountpoint.clone(),
@@ -188,9 +189,7 @@ pub fn run(
         }
         Start::Live(pending) => {
             let taken = pending.take()?;
-            if rt.block_on(show_history(&remote, &view, &trust, &taken.history))? {
-                rt.block_on(refresh(&remote, &view, &trust, pinned))?;
-            }
+            rt.block_on(show_history(&remote, &view, &trust, &taken.history))?;
             view.index();
             let fs = fs(cfg.host.open_cache_released()?);
             let files = fs.files();
@@ -233,6 +232,7 @@ pub fn run(
             (session, files, true, table)
         }
     };
+    forget_stale(&view, session.notifier());
     let device = files.device().expect("attached with the session");
     if resumed {
         // Requests the process before had read and not answered come again.
@@ -281,13 +281,19 @@ pub fn run(
             unmount(&mut unmounter, &mountpoint);
         }
     });
-    if let (true, Some(interval)) = (following, cfg.follow) {
+    let follow = cfg.follow.filter(|_| following);
+    if moves_on_later || follow.is_some() {
         let view = view.clone();
         rt.spawn(async move {
+            let mut now = moves_on_later;
             loop {
-                tokio::time::sleep(interval).await;
+                match follow {
+                    _ if now => now = false,
+                    Some(interval) => tokio::time::sleep(interval).await,
+                    None => break,
+                }
                 let before = view.history().len();
-                if let Err(e) = refresh(&remote, &view, &trust, None).await {
+                if let Err(e) = refresh(&remote, &view, &trust, pinned).await {
                     tracing::warn!("following: {e}; keeping the current versions");
                 }
                 if let Some(state) = &stored

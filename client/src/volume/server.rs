@@ -10,7 +10,7 @@
 
 use super::control::{self, Answer, Request};
 use super::{VolumeConfig, VolumeError, prepare_mount_dir};
-use crate::fs::CanopyFs;
+use crate::fs::{CanopyFs, forget_stale};
 use crate::mount::{Host, MountError, current, fuse_session, show, unmount};
 use crate::objects::Fetched;
 use crate::remote::Remote;
@@ -198,8 +198,9 @@ pub(crate) fn serve(
     // keeps the kernel's name cache short so they show at once.
     let view = Arc::new(View::new(Scope::All));
     let objects = Fetched::new(cache, remote.clone(), rt.handle().clone());
-    let fs = CanopyFs::new(view.clone(), Arc::new(objects), true, cfg.host.passthrough);
+    let fs = CanopyFs::new(view.clone(), Arc::new(objects), cfg.host.passthrough);
     let mut session = fuse_session(fs, &cfg.mount_dir)?;
+    forget_stale(&view, session.notifier());
     let unmounter = Arc::new(Mutex::new(session.unmount_callable()));
     let served = Served {
         view,
