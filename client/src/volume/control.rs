@@ -109,6 +109,20 @@ pub(crate) fn socket_path(mount_dir: &Path) -> PathBuf {
     crate::handover::runtime_dir().join(format!("volumes-{hash:016x}.sock"))
 }
 
+/// Whether the plugin's mount server serving `point` (a mount directory as
+/// `/proc/self/mountinfo` gives it) shows the top-level `entry`, asked at its socket so
+/// that nothing touches the mount: `None` if no server answers within `wait`.
+pub fn shows(point: &Path, entry: &str, wait: Duration) -> Option<bool> {
+    let stream = std::os::unix::net::UnixStream::connect(socket_path(point)).ok()?;
+    stream.set_read_timeout(Some(wait)).ok()?;
+    stream.set_write_timeout(Some(wait)).ok()?;
+    write_line(&mut &stream, &Request::Entries).ok()?;
+    match read_line(&mut io::BufReader::new(&stream)).ok()? {
+        Answer::Entries { entries } => Some(entries.iter().any(|(e, _)| e == entry)),
+        _ => None,
+    }
+}
+
 /// Reads one line of at most [`MAX_LINE`] bytes as a `T`.
 pub(crate) fn read_line<T: serde::de::DeserializeOwned>(
     reader: &mut impl BufRead,
