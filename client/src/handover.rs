@@ -184,24 +184,10 @@ pub(crate) fn runtime_dir() -> PathBuf {
     }
 }
 
-/// The hand-over socket of the mount at `mountpoint` (named from its canonical path; a
-/// dead mount's path is resolved through its parent).
+/// The hand-over socket of the mount at `mountpoint` (named from its path as
+/// [`crate::mount::resolved`] gives it).
 pub fn socket_path(mountpoint: &Path) -> PathBuf {
-    let resolved = std::fs::canonicalize(mountpoint)
-        .or_else(|_| {
-            let parent = mountpoint.parent().filter(|p| !p.as_os_str().is_empty());
-            let name = mountpoint
-                .file_name()
-                .ok_or(std::io::ErrorKind::InvalidInput)?;
-            std::fs::canonicalize(parent.unwrap_or(Path::new("."))).map(|p| p.join(name))
-        })
-        .unwrap_or_else(|_| mountpoint.to_path_buf());
-    socket_of(&resolved)
-}
-
-/// The hand-over socket of the mount at `resolved`, an absolute path with no symbolic
-/// link (as `/proc/self/mountinfo` gives it): found without looking at the mount.
-fn socket_of(resolved: &Path) -> PathBuf {
+    let resolved = crate::mount::resolved(mountpoint);
     let hash =
         canopy_protocol::inode::hash(&[b"handover", resolved.as_os_str().as_encoded_bytes()]);
     runtime_dir().join(format!("mount-{hash:016x}.sock"))
@@ -212,7 +198,7 @@ fn socket_of(resolved: &Path) -> PathBuf {
 /// that nothing touches the mount: `None` if no process answers within `wait` (none
 /// listens, or it is stopped or hung, when any access to the mount could block).
 pub fn shows(point: &Path, entry: &str, wait: Duration) -> Option<bool> {
-    let mut stream = UnixStream::connect(socket_of(point)).ok()?;
+    let mut stream = UnixStream::connect(socket_path(point)).ok()?;
     stream.set_read_timeout(Some(wait)).ok()?;
     stream.set_write_timeout(Some(wait)).ok()?;
     send(&mut stream, &Message::Query).ok()?;

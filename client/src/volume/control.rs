@@ -88,23 +88,13 @@ pub(crate) fn program() -> String {
         .unwrap_or_default()
 }
 
-/// `path` with its parent's symbolic links resolved, without looking at `path` itself (a
-/// mount whose process hangs would not answer).
-fn resolved(path: &Path) -> PathBuf {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    match path.file_name() {
-        Some(name) => std::fs::canonicalize(parent.unwrap_or(Path::new(".")))
-            .map(|p| p.join(name))
-            .unwrap_or_else(|_| path.to_path_buf()),
-        None => path.to_path_buf(),
-    }
-}
-
 /// The control socket of the mount server of `mount_dir`.
 pub(crate) fn socket_path(mount_dir: &Path) -> PathBuf {
     let hash = canopy_protocol::inode::hash(&[
         b"volume-plugin",
-        resolved(mount_dir).as_os_str().as_encoded_bytes(),
+        crate::mount::resolved(mount_dir)
+            .as_os_str()
+            .as_encoded_bytes(),
     ]);
     crate::handover::runtime_dir().join(format!("volumes-{hash:016x}.sock"))
 }
