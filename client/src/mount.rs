@@ -596,4 +596,5 @@ pub(crate) fn session_config() -> Config {
     config
 }
 
+pub use crate::handover::resolved;
 pub use crate::session::run;
