@@ -8,7 +8,6 @@ use crate::mount::{
     MountConfig, MountError, detach, find_commit, fuse_session, load, parse_commit, refresh,
     session_config, unmount,
 };
-use crate::objects::Fetched;
 use crate::open_files::Files;
 use crate::remote::Remote;
 use crate::view::{Scope, View};
@@ -182,13 +181,7 @@ fn filesystem(
     cache: Arc<Cache>,
     following: bool,
 ) -> CanopyFs {
-    let objects = Fetched::new(cache, remote.clone(), rt.handle().clone());
-    CanopyFs::new(
-        view.clone(),
-        Arc::new(objects),
-        following,
-        cfg.host.passthrough,
-    )
+    crate::prefetch::filesystem(&cfg.host, view, remote, rt.handle(), cache, following)
 }
 
 /// Serves a connection taken over: numbers every node the kernel may hold, opens the

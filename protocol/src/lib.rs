@@ -43,6 +43,7 @@ mod id;
 mod image;
 pub mod inode;
 mod package;
+pub mod pack;
 mod root_name;
 mod tree;
 

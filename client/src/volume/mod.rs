@@ -9,9 +9,7 @@ mod driver;
 mod protocol;
 mod state;
 
-use crate::fs::CanopyFs;
 use crate::mount::{HostConfig, MountError, fuse_session, umount_lazily, unmount};
-use crate::objects::Fetched;
 use crate::view::{Scope, View};
 use driver::Driver;
 pub use state::StateError;
@@ -177,8 +175,14 @@ pub fn run(
     // Entries come and go as volumes are mounted and released: a following filesystem
     // keeps the kernel's name cache short so they show at once.
     let view = Arc::new(View::new(Scope::All));
-    let objects = Fetched::new(host.cache, host.remote.clone(), host.rt.handle().clone());
-    let fs = CanopyFs::new(view.clone(), Arc::new(objects), true, cfg.host.passthrough);
+    let fs = crate::prefetch::filesystem(
+        &cfg.host,
+        &view,
+        &host.remote,
+        host.rt.handle(),
+        host.cache,
+        true,
+    );
     let mut session = fuse_session(fs, &cfg.mount_dir)?;
     let mut unmounter = session.unmount_callable();
     let (ended_tx, ended) = tokio::sync::oneshot::channel();
