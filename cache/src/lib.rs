@@ -349,6 +349,9 @@ impl Cache {
             .join("tmp")
             .join(format!("{id}.{}", self.seq.fetch_add(1, Ordering::Relaxed)));
         let size = fetch(&tmp).map_err(CacheError::Fetch)?;
+        // Room first, then the file: the directory never holds more than the bound
+        // allows, even for a moment (open files aside).
+        self.reserve(&mut self.state.lock().expect("cache lock"), size);
         let moved = fs::set_permissions(&tmp, fs::Permissions::from_mode(READ_ONLY))
             .map_err(io_err(format!("making {} read-only", tmp.display())))
             .and_then(|()| {
@@ -359,16 +362,25 @@ impl Cache {
                 fs::rename(&tmp, &path)
                     .map_err(io_err(format!("moving {} into place", tmp.display())))
             });
-        if let Err(e) = moved {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
         // Just fetched and hashed on the way in; the stamp is taken from the file that
         // is handed out, so a change from here on is seen.
-        let file = fs::File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
-        let stamp = Stamp::of(&file).map_err(io_err(format!("examining {}", path.display())))?;
+        let opened = moved.and_then(|()| {
+            let file =
+                fs::File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
+            let stamp =
+                Stamp::of(&file).map_err(io_err(format!("examining {}", path.display())))?;
+            Ok((file, stamp))
+        });
+        let (file, stamp) = match opened {
+            Ok(found) => found,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                let _ = fs::remove_file(&path);
+                self.state.lock().expect("cache lock").total -= size;
+                return Err(e);
+            }
+        };
         let mut state = self.state.lock().expect("cache lock");
-        state.total += size;
         state.lru.put(
             *id,
             Item {
@@ -405,9 +417,10 @@ impl Cache {
     fn offer_locked(&self, id: &ObjectId, bytes: &[u8], size: u64) -> Result<bool, CacheError> {
         {
             let mut state = self.state.lock().expect("cache lock");
-            if state.lru.contains(id) || !self.make_room(&mut state, size) {
+            if state.lru.contains(id) || !self.make_room(&state, size) {
                 return Ok(false);
             }
+            self.reserve(&mut state, size);
         }
         let path = self.path(id);
         let tmp = self
@@ -437,11 +450,12 @@ impl Cache {
             Ok(stamp) => stamp,
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
+                let _ = fs::remove_file(&path);
+                self.state.lock().expect("cache lock").total -= size;
                 return Err(e);
             }
         };
         let mut state = self.state.lock().expect("cache lock");
-        state.total += size;
         state.lru.put(
             *id,
             Item {
@@ -453,9 +467,16 @@ impl Cache {
         Ok(true)
     }
 
-    /// Evicts unpinned objects, least recently used first, until `size` more bytes fit
-    /// under the bound; `false` (evicting nothing) if they cannot.
-    fn make_room(&self, state: &mut State, size: u64) -> bool {
+    /// Counts `size` bytes about to be put in the cache, evicting unpinned objects first
+    /// (least recently used first) as far as it takes to stay within the bound.
+    fn reserve(&self, state: &mut State, size: u64) {
+        state.total += size;
+        self.evict(state);
+    }
+
+    /// Whether `size` more bytes can fit under the bound by evicting unpinned objects
+    /// (evicting nothing if not).
+    fn make_room(&self, state: &State, size: u64) -> bool {
         if state.total + size <= self.max_bytes {
             return true;
         }
@@ -465,23 +486,7 @@ impl Cache {
             .filter(|(id, _)| !state.pinned.contains_key(*id))
             .map(|(_, item)| item.size)
             .sum();
-        if state.total - evictable + size > self.max_bytes {
-            return false;
-        }
-        while state.total + size > self.max_bytes {
-            let victim = state
-                .lru
-                .iter()
-                .rev()
-                .map(|(id, _)| *id)
-                .find(|id| !state.pinned.contains_key(id))
-                .expect("enough unpinned bytes were counted");
-            if let Some(item) = state.lru.pop(&victim) {
-                state.total -= item.size;
-                let _ = fs::remove_file(self.path(&victim));
-            }
-        }
-        true
+        state.total - evictable + size <= self.max_bytes
     }
 
     fn forget(&self, id: &ObjectId) {
@@ -569,7 +574,9 @@ mod tests {
         let cache = Cache::open(dir.path(), 10).unwrap();
         let open = put(&cache, b"aaaa");
         cache
-            .get(&open, |_| -> Result<u64, std::io::Error> { panic!("cached") })
+            .get(&open, |_| -> Result<u64, std::io::Error> {
+                panic!("cached")
+            })
             .unwrap();
         let b = ObjectId::of(b"bbbb");
         assert!(cache.offer(&b, b"bbbb").unwrap());

@@ -63,8 +63,7 @@ impl Remote {
         let Some(base) = self.preferred() else {
             return Ok(());
         };
-        let expected: HashMap<ObjectId, u64> =
-            members.iter().map(|m| (m.blob.0, m.size)).collect();
+        let expected: HashMap<ObjectId, u64> = members.iter().map(|m| (m.blob.0, m.size)).collect();
         let limit = HEAD_LEN as u64
             + members
                 .iter()
@@ -150,7 +149,10 @@ impl Remote {
             }
         }
         // Empty members need no bytes: the last ones may be complete at the end.
-        while let State::Body { id, want: 0, left, .. } = state {
+        while let State::Body {
+            id, want: 0, left, ..
+        } = state
+        {
             finish(&url, id, Vec::new(), &mut deliver);
             state = next_member(left - 1);
         }

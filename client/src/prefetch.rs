@@ -132,7 +132,13 @@ impl Prefetch {
         if !self.supported.load(Ordering::Relaxed) {
             return;
         }
-        let Some(parent) = self.parents.lock().expect("prefetch lock").get(&ino).copied() else {
+        let Some(parent) = self
+            .parents
+            .lock()
+            .expect("prefetch lock")
+            .get(&ino)
+            .copied()
+        else {
             return;
         };
         let Some((tree_id, tree)) = self.view.dir_tree(parent) else {
@@ -184,7 +190,13 @@ impl Prefetch {
 
     /// Fetches one part, putting its members into the cache and waking whoever waits
     /// for the `wanted` ones.
-    async fn fetch(self: Arc<Self>, tree: TreeId, part: usize, members: Vec<Member>, wanted: Vec<Member>) {
+    async fn fetch(
+        self: Arc<Self>,
+        tree: TreeId,
+        part: usize,
+        members: Vec<Member>,
+        wanted: Vec<Member>,
+    ) {
         let size: u64 = members.iter().map(|m| m.size).sum();
         let kib = ((size >> 10) as u32).clamp(1, (IN_FLIGHT >> 10) as u32);
         let (Ok(_request), Ok(_bytes)) = (

@@ -42,8 +42,8 @@ mod host_identity;
 mod id;
 mod image;
 pub mod inode;
-mod package;
 pub mod pack;
+mod package;
 mod root_name;
 mod tree;
 

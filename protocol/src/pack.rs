@@ -153,7 +153,11 @@ mod tests {
             .map(|i| file(&format!("f{i}"), format!("{i}").as_bytes(), MEMBER_MAX))
             .collect();
         let parts = parts(&Tree::new(entries).unwrap());
-        assert!(parts.iter().all(|p| p.iter().map(|m| m.size).sum::<u64>() <= PART_MAX));
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.iter().map(|m| m.size).sum::<u64>() <= PART_MAX)
+        );
         assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), 10);
     }
 }

@@ -58,7 +58,7 @@ pub(super) fn host_config(
         passthrough: !args.no_passthrough,
         timeout: args.timeout,
         min_rate: args.min_rate,
-        prefetch: true,
+        prefetch: !args.no_prefetch,
     })
 }
 

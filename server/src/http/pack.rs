@@ -54,7 +54,11 @@ pub(super) async fn answer(
         Answer::error(
             Status::NotFound,
             "not-found",
-            format!("tree {id} has {} pack parts, not {}", parts.len(), index + 1),
+            format!(
+                "tree {id} has {} pack parts, not {}",
+                parts.len(),
+                index + 1
+            ),
         )
     })?;
     let mut pieces = vec![Piece::Text(Bytes::copy_from_slice(&pack::head(
@@ -65,28 +69,30 @@ pub(super) async fn answer(
     let mut _permit = None;
     for m in members {
         let oid = m.blob.0;
-        let body = if let Some(Some(bytes)) = app.wire.peek(Kind::Small, oid) {
-            Some(Piece::Text(bytes))
-        } else if let Some(path) = app.store.local_path(&oid) {
-            match std::fs::metadata(&path) {
-                Ok(_) => Some(Piece::Path(path, m.size)),
-                Err(_) => None,
-            }
-        } else {
-            if _permit.is_none() {
-                _permit = Some(app.packs_in_memory.acquire().await.map_err(|e| {
-                    Answer::error(Status::Internal, "internal", e.to_string())
-                })?);
-            }
-            let store = app.store.clone();
-            blocking(move || match store.read_object(&oid) {
-                Ok(bytes) => Ok(Some(bytes)),
-                Err(crate::store::StoreError::Missing { .. }) => Ok(None),
-                Err(e) => Err(store_error(e)),
-            })
-            .await?
-            .map(|b| Piece::Text(Bytes::from(b)))
-        };
+        let body =
+            if let Some(Some(bytes)) = app.wire.peek(Kind::Small, oid) {
+                Some(Piece::Text(bytes))
+            } else if let Some(path) = app.store.local_path(&oid) {
+                match std::fs::metadata(&path) {
+                    Ok(_) => Some(Piece::Path(path, m.size)),
+                    Err(_) => None,
+                }
+            } else {
+                if _permit.is_none() {
+                    _permit =
+                        Some(app.packs_in_memory.acquire().await.map_err(|e| {
+                            Answer::error(Status::Internal, "internal", e.to_string())
+                        })?);
+                }
+                let store = app.store.clone();
+                blocking(move || match store.read_object(&oid) {
+                    Ok(bytes) => Ok(Some(bytes)),
+                    Err(crate::store::StoreError::Missing { .. }) => Ok(None),
+                    Err(e) => Err(store_error(e)),
+                })
+                .await?
+                .map(|b| Piece::Text(Bytes::from(b)))
+            };
         match body {
             // The tree's size: a damaged object of another length is the client's
             // hash mismatch (or a connection cut short), never a member of another size.

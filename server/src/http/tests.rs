@@ -402,7 +402,11 @@ fn members(body: &[u8]) -> Vec<(ObjectId, Option<Vec<u8>>)> {
         out.push((id, Some(rest[..len as usize].to_vec())));
         rest = &rest[len as usize..];
     }
-    assert!(rest.is_empty(), "{} bytes after the last member", rest.len());
+    assert!(
+        rest.is_empty(),
+        "{} bytes after the last member",
+        rest.len()
+    );
     out
 }
 
@@ -425,7 +429,10 @@ async fn directory_packs_from_files_and_memory() {
         let (addr, _stop) = start(store).await;
         let path = format!("/v1/packs/{tree}/0");
         let mut req = get(&path, "");
-        req += &get(&path, &format!("if-none-match: \"{}-0\"\r\n", tree.0.to_hex()));
+        req += &get(
+            &path,
+            &format!("if-none-match: \"{}-0\"\r\n", tree.0.to_hex()),
+        );
         req += &get(&format!("/v1/packs/{tree}/1"), "");
         req += &get(&format!("/v1/packs/{tree}/x"), "connection: close\r\n");
         let got = answers(&raw(addr, req.as_bytes()).await, &[]);
