@@ -85,6 +85,11 @@ impl Server {
         self.url.trim_start_matches("http://").to_string()
     }
 
+    /// The server's log (its access log with `-v`).
+    pub(crate) fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap()
+    }
+
     /// How many object requests the server answered.
     pub(crate) fn object_requests(&self) -> usize {
         fs::read_to_string(&self.log)
@@ -164,6 +169,12 @@ impl Mount {
         wait_for_line(&mut child, "mounted at", &log);
         assert!(is_mounted(&dir), "{} is not a mount point", dir.display());
         Mount { child, dir, log }
+    }
+
+    /// Sends `signal` to the mount's process.
+    pub(crate) fn signal(&self, signal: i32) {
+        // SAFETY: kill with our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
     }
 
     pub(crate) fn path(&self, rel: &str) -> PathBuf {

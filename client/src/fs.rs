@@ -21,6 +21,7 @@
 
 use crate::objects::{Objects, Opened};
 use crate::open_files::{Files, Io, OpenFile};
+use crate::prefetch::Prefetch;
 use crate::view::{Attr, COMMIT_XATTR, Kind, Stale, View, ViewError};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -52,6 +53,8 @@ pub struct CanopyFs {
     view: Arc<View>,
     objects: Arc<dyn Objects>,
     files: Arc<Files>,
+    /// Fetches a directory's small files when one is first opened.
+    prefetch: Option<Arc<Prefetch>>,
 }
 
 impl CanopyFs {
@@ -62,7 +65,14 @@ impl CanopyFs {
             view,
             objects,
             files: Arc::new(Files::new(passthrough)),
+            prefetch: None,
         }
+    }
+
+    /// Prefetches with `prefetch` (see [`crate::prefetch`]).
+    pub fn with_prefetch(mut self, prefetch: Arc<Prefetch>) -> Self {
+        self.prefetch = Some(prefetch);
+        self
     }
 
     /// Its open files, shared with whoever hands the mount over.
@@ -238,7 +248,12 @@ impl Filesystem for CanopyFs {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         note_resent(req, "lookup");
         match self.view.lookup(parent.0, name.as_bytes()) {
-            Ok(attr) => reply.entry(&TTL, &(&attr).into(), Generation(0)),
+            Ok(attr) => {
+                if let (Some(p), Kind::File) = (&self.prefetch, attr.kind) {
+                    p.looked_up(parent.0, attr.ino);
+                }
+                reply.entry(&TTL, &(&attr).into(), Generation(0))
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -267,6 +282,9 @@ impl Filesystem for CanopyFs {
             Ok((blob, size)) => (blob.0, size),
             Err(e) => return reply.error(errno(e)),
         };
+        if let Some(p) = &self.prefetch {
+            p.opening(ino.0, &blob);
+        }
         // What the host holds already, for passthrough of a large file; anything else
         // is fetched by the first read, not here (see the module's documentation).
         let _entered = self.files.enter();

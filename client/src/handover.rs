@@ -98,6 +98,13 @@ enum Message {
         history: Vec<Shown>,
     },
     Taken,
+    /// Not a hand-over: what does the live process show?
+    Query,
+    /// The answer to `Query`.
+    Serves {
+        options: Options,
+        history: Vec<Shown>,
+    },
 }
 
 fn send(stream: &mut UnixStream, message: &Message) -> std::io::Result<()> {
@@ -177,13 +184,49 @@ pub(crate) fn runtime_dir() -> PathBuf {
     }
 }
 
+/// The absolute path of mountpoint `path` with its parent's symbolic links resolved,
+/// without looking at the mountpoint itself: a mount whose process is gone answers
+/// nothing (a dead one fails, one whose connection a service manager keeps waits).
+pub fn resolved(path: &Path) -> PathBuf {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    match (path.file_name(), parent) {
+        (Some(name), parent) => std::fs::canonicalize(parent.unwrap_or(Path::new(".")))
+            .map(|p| p.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        // `/`, or a path ending in `..`.
+        (None, _) => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+    }
+}
+
 /// The hand-over socket of the mount at `mountpoint` (named from its path as
-/// [`crate::mount::resolved`] gives it).
+/// [`resolved`] gives it).
 pub fn socket_path(mountpoint: &Path) -> PathBuf {
-    let resolved = crate::mount::resolved(mountpoint);
+    let resolved = resolved(mountpoint);
     let hash =
         canopy_protocol::inode::hash(&[b"handover", resolved.as_os_str().as_encoded_bytes()]);
     runtime_dir().join(format!("mount-{hash:016x}.sock"))
+}
+
+/// Whether the live canopy mount at `point` (as `/proc/self/mountinfo` gives it) shows
+/// a top-level `entry` (`NAME@COMMIT`), asked of its process at the hand-over socket so
+/// that nothing touches the mount: `None` if no process answers within `wait` (none
+/// listens, or it is stopped or hung, when any access to the mount could block).
+pub fn shows(point: &Path, entry: &str, wait: Duration) -> Option<bool> {
+    let mut stream = UnixStream::connect(socket_path(point)).ok()?;
+    stream.set_read_timeout(Some(wait)).ok()?;
+    stream.set_write_timeout(Some(wait)).ok()?;
+    send(&mut stream, &Message::Query).ok()?;
+    let Message::Serves { options, history } = receive(&mut stream).ok()? else {
+        return None;
+    };
+    // Only a mount of every root (`root` is `(all)`) shows each version it showed as
+    // `NAME@COMMIT`; a mount of one root shows that root at the mountpoint.
+    let all = options.0.iter().any(|(k, v)| k == "root" && v == "(all)");
+    Some(
+        all && history
+            .iter()
+            .any(|s| s.entry == entry || format!("{}@{}", s.entry, s.commit) == entry),
+    )
 }
 
 /// The uid of the process at the other end of `stream`.
@@ -247,7 +290,8 @@ pub(crate) fn listen(
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 match serve_one(&mut stream, &options, &files, &history) {
-                    Ok(()) => {
+                    Ok(false) => {}
+                    Ok(true) => {
                         tracing::info!("handed the mount over to a new canopy process; exiting");
                         // No destructor runs: nothing unmounts, nothing closes the
                         // connection the successor now serves.
@@ -262,12 +306,14 @@ pub(crate) fn listen(
     })
 }
 
+/// Answers one connection: a query, or a hand-over (then returns true once the
+/// successor has the connection).
 fn serve_one(
     stream: &mut UnixStream,
     options: &Options,
     files: &Files,
     history: &impl Fn() -> Vec<Shown>,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     let uid = peer_uid(stream).map_err(|e| format!("peer credentials: {e}"))?;
@@ -277,12 +323,17 @@ fn serve_one(
     let io = |e: std::io::Error| e.to_string();
     stream.set_read_timeout(Some(STEP_WAIT)).map_err(io)?;
     stream.set_write_timeout(Some(STEP_WAIT)).map_err(io)?;
-    let Message::Hello {
-        options: theirs,
-        pid,
-    } = receive(stream).map_err(io)?
-    else {
-        return Err("a successor spoke out of turn".into());
+    let (theirs, pid) = match receive(stream).map_err(io)? {
+        Message::Hello { options, pid } => (options, pid),
+        Message::Query => {
+            let serves = Message::Serves {
+                options: options.clone(),
+                history: history(),
+            };
+            send(stream, &serves).map_err(io)?;
+            return Ok(false);
+        }
+        _ => return Err("a successor spoke out of turn".into()),
     };
     let differences = options.differences(&theirs);
     if !differences.is_empty() {
@@ -326,7 +377,7 @@ fn serve_one(
     )
     .map_err(io)?;
     match receive(stream).map_err(io)? {
-        Message::Taken => Ok(()),
+        Message::Taken => Ok(true),
         _ => Err("a successor spoke out of turn".into()),
     }
 }

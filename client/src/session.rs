@@ -11,7 +11,6 @@ use crate::mount::{
     MountConfig, MountError, detach, find_commit, fuse_session, load, parse_commit, refresh,
     session_config, unmount,
 };
-use crate::objects::Fetched;
 use crate::open_files::Files;
 use crate::remote::Remote;
 use crate::service::{self, State, Stored};
@@ -162,6 +161,11 @@ pub fn run(
         Start::Live(pending) => pending.offer.history.clone(),
         Start::Stored { state, .. } => state.history.clone(),
     };
+    if service::has_store() {
+        service::keep_versions_in(service::versions_path(&handover::socket_path(
+            &cfg.mountpoint,
+        )));
+    }
     rt.block_on(show_history(&remote, &view, &trust, &history))?;
     // A process taking a mount over shows what the kernel saw until it serves, and
     // moves on to the server's versions then, when the kernel can be told what that
@@ -173,8 +177,7 @@ pub fn run(
 
     let following = cfg.follow.is_some() && pinned.is_none();
     let fs = |cache: Arc<Cache>| {
-        let objects = Fetched::new(cache, remote.clone(), rt.handle().clone());
-        CanopyFs::new(view.clone(), Arc::new(objects), cfg.host.passthrough)
+        crate::prefetch::filesystem(&cfg.host, &view, &remote, rt.handle(), cache)
     };
     let failed = |reason: String| MountError::Mount {
         path: cfg.mountpoint.clone(),
@@ -339,6 +342,7 @@ struct Kept {
 impl Kept {
     fn update(&self, history: Vec<Shown>) {
         let mut state = self.state.lock().expect("state lock");
+        service::prune_versions(&history);
         state.history = history;
         if let Err(e) = state.write(&self.path) {
             tracing::warn!("writing {}: {e}", self.path.display());
