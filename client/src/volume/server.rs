@@ -12,10 +12,8 @@
 
 use super::control::{self, Answer, Request};
 use super::{VolumeConfig, VolumeError, prepare_mount_dir};
-use crate::fs::CanopyFs;
 use crate::handover::{self, Options};
 use crate::mount::{MountError, current, fuse_session, show, unmount};
-use crate::objects::Fetched;
 use crate::remote::Remote;
 use crate::session::{resume, show_history, shown, unmount_path};
 use crate::view::{Scope, View};
@@ -244,10 +242,8 @@ pub(crate) fn serve(
     // Entries come and go as volumes are mounted and released: a following filesystem
     // keeps the kernel's name cache short so they show at once.
     let view = Arc::new(View::new(Scope::All));
-    let fs = |cache| {
-        let objects = Fetched::new(cache, remote.clone(), rt.handle().clone());
-        CanopyFs::new(view.clone(), Arc::new(objects), true, cfg.host.passthrough)
-    };
+    let fs =
+        |cache| crate::prefetch::filesystem(&cfg.host, &view, &remote, rt.handle(), cache, true);
     let failed = |reason: String| MountError::Mount {
         path: cfg.mount_dir.clone(),
         reason,
