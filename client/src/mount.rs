@@ -620,19 +620,6 @@ pub fn run(
         _ => None,
     };
     let options = cfg.handover_options();
-    if cfg.take_over && cfg.host.passthrough {
-        // Under load a program could wait for good after a hand-over of a passthrough
-        // mount (seen in tests, not yet understood): refuse rather than risk it.
-        return Err(MountError::Mount {
-            path: cfg.mountpoint.clone(),
-            reason: format!(
-                "it is already a canopy mount, and live mounts with FUSE passthrough are not taken \
-                 over yet: stop it first (`umount {}`, or `systemctl restart canopy-mount`), or \
-                 mount with --no-passthrough to restart such mounts live",
-                cfg.mountpoint.display()
-            ),
-        });
-    }
     let pending = if cfg.take_over {
         let Some(pending) = handover::ask(&cfg.mountpoint, &options)? else {
             return Err(MountError::Mount {
