@@ -9,6 +9,7 @@
 //! - [`open_files`]: a mount's open files, handles and passthrough registrations;
 //! - [`mount`]: putting it together for `canopy mount`;
 //! - [`handover`]: a live mount passed from one process to the next;
+//! - [`session`]: a `canopy mount` process from start (fresh or taken over) to end;
 //! - [`run`]: `canopy run`, a command in a root with per-host state;
 //! - [`volume`]: the Docker volume plugin, `canopy volume-plugin`.
 #![warn(missing_docs)]
@@ -20,5 +21,6 @@ pub mod objects;
 pub mod open_files;
 pub mod remote;
 pub mod run;
+pub mod session;
 pub mod view;
 pub mod volume;

@@ -1,0 +1,280 @@
+use super::*;
+use canopy_protocol::{Entry, Name, ObjectId};
+
+fn file(name: &str, blob: &[u8], mode: u16) -> Entry {
+    Entry {
+        name: Name::new(name.as_bytes().to_vec()).unwrap(),
+        meta: Meta {
+            mode,
+            ..Default::default()
+        },
+        kind: EntryKind::File {
+            size: blob.len() as u64,
+            blob: BlobId::of(blob),
+        },
+    }
+}
+
+fn root_of(entries: Vec<Entry>) -> (TreeId, HashMap<TreeId, Tree>) {
+    let tree = Tree::new(entries).unwrap();
+    let id = tree.id();
+    (id, HashMap::from([(id, tree)]))
+}
+
+#[test]
+fn same_file_in_two_roots_is_one_inode() {
+    let view = View::new(Scope::All);
+    let commit = CommitId(ObjectId::of(b"c"));
+    let (t1, trees1) = root_of(vec![file("sh", b"shell", 0o755), file("a", b"x", 0o644)]);
+    let (t2, trees2) = root_of(vec![file("sh", b"shell", 0o755), file("a", b"x", 0o600)]);
+    view.install("one", RootVersion { commit, tree: t1 }, trees1);
+    view.install("two", RootVersion { commit, tree: t2 }, trees2);
+    let d1 = view.lookup(ROOT_INO, b"one").unwrap();
+    let d2 = view.lookup(ROOT_INO, b"two").unwrap();
+    assert_ne!(d1.ino, d2.ino, "directories have their own inodes");
+    assert_eq!(
+        view.lookup(d1.ino, b"sh").unwrap().ino,
+        view.lookup(d2.ino, b"sh").unwrap().ino
+    );
+    assert_ne!(
+        view.lookup(d1.ino, b"a").unwrap().ino,
+        view.lookup(d2.ino, b"a").unwrap().ino,
+        "mode differs"
+    );
+    assert_eq!(view.lookup(d1.ino, b"nope"), Err(ViewError::NotFound));
+}
+
+#[test]
+fn numbers_are_the_rule_s_whichever_process_and_order() {
+    let commit = CommitId(ObjectId::of(b"c"));
+    let sub = Tree::new(vec![file("sh", b"shell", 0o755)]).unwrap();
+    let dir = Entry {
+        name: Name::new(b"bin".to_vec()).unwrap(),
+        meta: Meta {
+            mode: 0o755,
+            ..Default::default()
+        },
+        kind: EntryKind::Dir { tree: sub.id() },
+    };
+    let (tree, mut trees) = root_of(vec![dir, file("a", b"x", 0o644)]);
+    trees.insert(sub.id(), sub);
+    let (first, successor) = (View::new(Scope::All), View::new(Scope::All));
+    first.install("web", RootVersion { commit, tree }, trees.clone());
+    successor.install("web", RootVersion { commit, tree }, trees);
+    // The first process walks top-down; the successor lists first, then looks up.
+    let web = first.lookup(ROOT_INO, b"web").unwrap();
+    let bin = first.lookup(web.ino, b"bin").unwrap();
+    let sh = first.lookup(bin.ino, b"sh").unwrap();
+    let listed = successor.list(ROOT_INO).unwrap();
+    assert_eq!(listed, vec![(web.ino, Kind::Dir, b"web".to_vec())]);
+    let inner = successor.list(web.ino).unwrap();
+    assert!(
+        inner.contains(&(bin.ino, Kind::Dir, b"bin".to_vec())),
+        "{inner:?}"
+    );
+    assert_eq!(successor.lookup(bin.ino, b"sh").unwrap(), sh);
+    assert_eq!(web.ino, inode::dir(b"web", b""));
+    assert_eq!(bin.ino, inode::dir(b"web", b"bin"));
+    let meta = Meta {
+        mode: 0o755,
+        ..Default::default()
+    };
+    let kind = EntryKind::File {
+        size: 5,
+        blob: BlobId::of(b"shell"),
+    };
+    assert_eq!(sh.ino, inode::file(&kind, &meta));
+    // One root mounted alone: the same numbers below its top.
+    let alone = View::new(Scope::One("web".into()));
+    let (tree2, trees2) = {
+        let sub = Tree::new(vec![file("sh", b"shell", 0o755)]).unwrap();
+        let (t, mut all) = root_of(vec![Entry {
+            name: Name::new(b"bin".to_vec()).unwrap(),
+            meta: meta.clone(),
+            kind: EntryKind::Dir { tree: sub.id() },
+        }]);
+        all.insert(sub.id(), sub);
+        (t, all)
+    };
+    alone.install(
+        "web",
+        RootVersion {
+            commit,
+            tree: tree2,
+        },
+        trees2,
+    );
+    assert_eq!(alone.lookup(ROOT_INO, b"bin").unwrap().ino, bin.ino);
+}
+
+#[test]
+fn a_successor_answers_for_inodes_it_never_handed_out() {
+    let (c1, c2) = (CommitId(ObjectId::of(b"1")), CommitId(ObjectId::of(b"2")));
+    let sub = Tree::new(vec![file("sh", b"shell", 0o755)]).unwrap();
+    let bin = Entry {
+        name: Name::new(b"bin".to_vec()).unwrap(),
+        meta: Meta {
+            mode: 0o755,
+            ..Default::default()
+        },
+        kind: EntryKind::Dir { tree: sub.id() },
+    };
+    let (t1, mut trees1) = root_of(vec![bin, file("a", b"old", 0o644)]);
+    trees1.insert(sub.id(), sub);
+    let (t2, trees2) = root_of(vec![file("a", b"new!", 0o644)]);
+    for scope in [Scope::All, Scope::One("web".into())] {
+        let first = View::new(scope.clone()).keeping_versions();
+        first.install(
+            "web",
+            RootVersion {
+                commit: c1,
+                tree: t1,
+            },
+            trees1.clone(),
+        );
+        let top = match scope {
+            Scope::All => first.lookup(ROOT_INO, b"web").unwrap().ino,
+            Scope::One(_) => ROOT_INO,
+        };
+        let bin = first.lookup(top, b"bin").unwrap();
+        let sh = first.lookup(bin.ino, b"sh").unwrap();
+        let old_a = first.lookup(top, b"a").unwrap();
+        first.install(
+            "web",
+            RootVersion {
+                commit: c2,
+                tree: t2,
+            },
+            trees2.clone(),
+        );
+        // The successor installs the same history and answers for every number
+        // the first handed out, the old version's included, without a lookup.
+        let successor = View::new(scope.clone()).keeping_versions();
+        for installed in first.history() {
+            let trees = if installed.version.tree == t1 {
+                trees1.clone()
+            } else {
+                trees2.clone()
+            };
+            successor.install(&installed.entry, installed.version, trees);
+        }
+        successor.index();
+        assert_eq!(successor.attr(sh.ino).unwrap(), sh);
+        assert_eq!(successor.attr(old_a.ino).unwrap(), old_a);
+        assert_eq!(successor.file(old_a.ino).unwrap().1, 3);
+        assert_eq!(successor.attr(bin.ino).unwrap().kind, Kind::Dir);
+        assert_eq!(successor.attr(top).unwrap().ino, top);
+        // The top directory shows the current version.
+        assert_eq!(
+            successor
+                .file(successor.lookup(top, b"a").unwrap().ino)
+                .unwrap()
+                .1,
+            4
+        );
+        assert_eq!(successor.shown(), vec!["web".to_string()]);
+    }
+}
+
+#[test]
+fn a_colliding_number_moves_the_newer_node_on() {
+    let mut inodes = Inodes::default();
+    let top: Arc<[u8]> = Arc::from(&b"web"[..]);
+    let taken = inode::dir(&top, b"usr");
+    let kind = EntryKind::Fifo;
+    inodes.nodes.insert(
+        taken,
+        Node::Leaf {
+            kind: kind.clone(),
+            meta: Meta::default(),
+            identity: canopy_protocol::identity(&kind, &Meta::default()),
+        },
+    );
+    let tree = Tree::default().id();
+    let ino = inodes.dir(&top, b"usr".to_vec(), tree, &Meta::default());
+    assert_eq!(ino, inode::next(taken));
+    assert_eq!(
+        inodes.dir(&top, b"usr".to_vec(), tree, &Meta::default()),
+        ino
+    );
+}
+
+#[test]
+fn a_removed_entry_is_no_longer_found() {
+    let view = View::new(Scope::All);
+    let commit = CommitId(ObjectId::of(b"c"));
+    let (tree, trees) = root_of(vec![file("f", b"x", 0o644)]);
+    view.install("web@c", RootVersion { commit, tree }, trees.clone());
+    let dir = view.lookup(ROOT_INO, b"web@c").unwrap();
+    let f = view.lookup(dir.ino, b"f").unwrap();
+    assert!(view.remove("web@c"));
+    assert!(!view.remove("web@c"), "removed once");
+    assert_eq!(view.lookup(ROOT_INO, b"web@c"), Err(ViewError::NotFound));
+    assert!(view.list(ROOT_INO).unwrap().is_empty());
+    assert_eq!(view.file(f.ino).unwrap().1, 1, "an open file keeps working");
+    view.install("web@c", RootVersion { commit, tree }, trees);
+    assert_eq!(view.lookup(ROOT_INO, b"web@c").unwrap().ino, dir.ino);
+}
+
+#[test]
+fn versions_stay_found_as_name_at_commit() {
+    let view = View::new(Scope::All).keeping_versions();
+    let (c1, c2) = (CommitId(ObjectId::of(b"1")), CommitId(ObjectId::of(b"2")));
+    let (t1, trees1) = root_of(vec![file("f", b"old", 0o644)]);
+    let (t2, trees2) = root_of(vec![file("f", b"new!", 0o644)]);
+    view.install(
+        "web",
+        RootVersion {
+            commit: c1,
+            tree: t1,
+        },
+        trees1,
+    );
+    let dir = view.lookup(ROOT_INO, b"web").unwrap();
+    assert_eq!(view.commit_of(dir.ino), Some(c1));
+    view.install(
+        "web",
+        RootVersion {
+            commit: c2,
+            tree: t2,
+        },
+        trees2,
+    );
+    assert_eq!(view.commit_of(dir.ino), Some(c2));
+    let old = view
+        .lookup(ROOT_INO, format!("web@{c1}").as_bytes())
+        .unwrap();
+    assert_eq!(view.commit_of(old.ino), Some(c1));
+    let f = view.lookup(old.ino, b"f").unwrap();
+    assert_eq!(
+        view.file(f.ino).unwrap().1,
+        3,
+        "the pinned name keeps the old tree"
+    );
+    let names: Vec<_> = view
+        .list(ROOT_INO)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.2)
+        .collect();
+    assert_eq!(names, [b"web".to_vec()], "pinned names are not listed");
+}
+
+#[test]
+fn new_version_is_seen_by_new_lookups() {
+    let view = View::new(Scope::One("web".into()));
+    let commit = CommitId(ObjectId::of(b"c"));
+    let (t1, trees1) = root_of(vec![file("f", b"old", 0o644)]);
+    view.install("web", RootVersion { commit, tree: t1 }, trees1);
+    let old = view.lookup(ROOT_INO, b"f").unwrap();
+    let (t2, trees2) = root_of(vec![file("f", b"new!", 0o644)]);
+    view.install("web", RootVersion { commit, tree: t2 }, trees2);
+    let new = view.lookup(ROOT_INO, b"f").unwrap();
+    assert_ne!(old.ino, new.ino);
+    assert_eq!(
+        view.file(old.ino).unwrap().1,
+        3,
+        "the old inode still reads the old content"
+    );
+    assert_eq!(view.file(new.ino).unwrap().1, 4);
+}
