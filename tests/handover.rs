@@ -557,10 +557,11 @@ fn stall_report(dir: &Path, program: u32, daemon: u32) -> String {
 fn connection(dir: &Path) -> Option<u32> {
     let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // The last mount on `dir` is the one its path reaches.
     let line = mountinfo
         .lines()
-        .filter(|l| l.split(' ').nth(4) == dir.to_str())
-        .last()?;
+        .rev()
+        .find(|l| l.split(' ').nth(4) == dir.to_str())?;
     let (major, minor) = line.split(' ').nth(2)?.split_once(':')?;
     Some((major.parse::<u32>().ok()? << 20) | minor.parse::<u32>().ok()?)
 }
