@@ -137,7 +137,7 @@ pub enum Command {
     Run(RunArgs),
     /// Serve Docker's volume plugin protocol: canopy roots as read-only volumes
     #[command(
-        after_help = "Examples:\n  canopy volume-plugin --server http://server:7750 --trust server.pub\n  docker volume create -d canopy -o root=web web\n  docker volume create -d canopy -o root=web -o commit=3f2a…(64 hex) web-pinned\n  docker volume create -d canopy -o root=web -o follow=true web-latest\n  docker run --rm -v web:/opt/web:ro IMAGE /opt/web/bin/...\n  docker run --rm -v usr:/usr:ro --volume-driver canopy IMAGE ...\n\nVolume options: root=NAME (default: the volume's name), commit=ID (pin), follow=true.\nStops on SIGINT/SIGTERM (removing the socket, unmounting)."
+        after_help = "Examples:\n  canopy volume-plugin --server http://server:7750 --trust server.pub\n  docker volume create -d canopy -o root=web web\n  docker volume create -d canopy -o root=web -o commit=3f2a…(64 hex) web-pinned\n  docker volume create -d canopy -o root=web -o follow=true web-latest\n  docker run --rm -v web:/opt/web:ro IMAGE /opt/web/bin/...\n  docker run --rm -v usr:/usr:ro --volume-driver canopy IMAGE ...\n\nVolume options: root=NAME (default: the volume's name), commit=ID (pin), follow=true.\nThe FUSE mount is served by a mount server process that the plugin starts and that\noutlives it: restart or upgrade the plugin while containers use its volumes, they keep\nreading, and the mounts and Docker's mount IDs are kept in the state file.\nStops on SIGINT/SIGTERM (removing the socket; unmounting if no volume is mounted)."
     )]
     VolumePlugin(VolumePluginArgs),
     /// Runs inside the sandbox of a configure (started by canopy itself)

@@ -6,6 +6,7 @@ use crate::debs;
 use crate::mount::{SMALL, Server, is_mounted};
 use crate::util::{Canopy, cmd};
 use sha2::{Digest, Sha256};
+use std::ffi::OsString;
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
@@ -20,7 +21,7 @@ const BIG: usize = 48 << 20;
 
 /// A store with root `ho`: bash and what it needs, plus `/data/big` (random bytes).
 /// Returns the store and the big file's SHA-256.
-fn store(name: &str) -> (Canopy, String) {
+pub(crate) fn store(name: &str) -> (Canopy, String) {
     let env = Canopy::init(name);
     env.cmd(["import", "deb"])
         .args(debs::paths(SMALL))
@@ -54,15 +55,15 @@ fn to_hex(bytes: &[u8]) -> String {
 
 /// A process of the test: stopped when dropped (a failed assertion leaves no daemon,
 /// program or mount behind).
-struct Process {
-    child: Child,
+pub(crate) struct Process {
+    pub(crate) child: Child,
     /// The mount it serves, taken away if it is still running when dropped.
-    mount: Option<PathBuf>,
+    pub(crate) mount: Option<PathBuf>,
 }
 
 impl Process {
     /// Waits for it to exit, at most `limit`; its status.
-    fn exited(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+    pub(crate) fn exited(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -76,7 +77,7 @@ impl Process {
     }
 
     /// SIGTERM: it must unmount and exit 0.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         // SAFETY: kill with a valid pid and signal.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.exited(Duration::from_secs(20));
@@ -105,27 +106,27 @@ impl Drop for Process {
     }
 }
 
-/// A `canopy mount` of root `ho` on `dir`, started with `extra` options; returns the
-/// process once it says it is mounted.
-fn start_mount(env: &Canopy, dir: &Path, url: &str, log: &Path, extra: &[&str]) -> Process {
+/// The command line of a `canopy mount` of root `ho` on `dir` with `extra` options.
+pub(crate) fn mount_args(env: &Canopy, dir: &Path, url: &str, extra: &[&str]) -> Vec<OsString> {
     let trust = env.path("server.pub");
     if !trust.exists() {
         fs::write(&trust, env.stdout(["key", "show"])).unwrap();
     }
-    let child = Command::new(crate::util::BIN)
-        .args(["-v", "mount", url])
-        .arg(dir)
-        .arg("--trust")
-        .arg(&trust)
-        .arg("--cache-dir")
-        .arg(env.path("cache"))
-        .args(["--root", "ho"])
-        .args(extra)
-        // Open files and passthrough registrations, for the checks below.
-        .env(
-            "CANOPY_LOG",
-            "info,fuser=error,canopy_client::open_files=debug",
-        )
+    let mut args: Vec<OsString> = ["-v", "mount", url].iter().map(OsString::from).collect();
+    args.push(dir.into());
+    args.extend(["--trust".into(), trust.into_os_string()]);
+    args.extend(["--cache-dir".into(), env.path("cache").into_os_string()]);
+    args.extend(["--root", "ho"].iter().map(OsString::from));
+    args.extend(extra.iter().map(OsString::from));
+    args
+}
+
+/// Starts `command` (a `canopy mount` on `dir`, logging to `log`); returns the process
+/// once it says it is mounted.
+fn start(mut command: Command, dir: &Path, log: &Path) -> Process {
+    let child = command
+        // Open files and passthrough registrations, for [`passthrough_kept`].
+        .env("CANOPY_LOG", "info,fuser=error,canopy_client::open_files=debug")
         .stdout(Stdio::piped())
         .stderr(fs::File::create(log).unwrap())
         .spawn()
@@ -136,6 +137,20 @@ fn start_mount(env: &Canopy, dir: &Path, url: &str, log: &Path, extra: &[&str]) 
     };
     crate::mount::wait_for_line(&mut process.child, "mounted at", log);
     process
+}
+
+/// A `canopy mount` of root `ho` on `dir`, started with `extra` options; returns the
+/// process once it says it is mounted.
+pub(crate) fn start_mount(
+    env: &Canopy,
+    dir: &Path,
+    url: &str,
+    log: &Path,
+    extra: &[&str],
+) -> Process {
+    let mut command = Command::new(crate::util::BIN);
+    command.args(mount_args(env, dir, url, extra));
+    start(command, dir, log)
 }
 
 /// What the readers saw.
@@ -195,182 +210,219 @@ fn reader(path: PathBuf, sha: String, pause: Duration, stop: Arc<AtomicBool>, se
     }
 }
 
-/// Replaces the daemon of a mount `times` times while bash runs in a loop from the
-/// mount and two readers stream and hash the big file; nothing may fail.
+/// Programs using a mount while its daemon is replaced: bash running bash in a loop
+/// from the mount, and two readers streaming and hashing the big file.
+pub(crate) struct Load {
+    /// The mountpoint.
+    dir: PathBuf,
+    program: Process,
+    program_out: Option<std::thread::JoinHandle<Vec<String>>>,
+    runs: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    seen: Arc<Seen>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub(crate) fn start(dir: &Path, sha: &str) -> Load {
+        // Once, so that the program's files are cached: with passthrough its opens are
+        // then read by the kernel from the cache files (registrations a successor must
+        // reuse), while the big file's first opens are read through canopy.
+        let out = cmd("chroot")
+            .arg(dir)
+            .args([
+                "/bin/bash",
+                "-c",
+                "read -r l < /etc/debian_version && echo warm",
+            ])
+            .stdout();
+        assert_eq!(out, "warm\n");
+        // Any failure prints FAIL and ends the loop.
+        let program = Command::new("chroot")
+            .arg(dir)
+            .args([
+                "/bin/bash",
+                "-c",
+                "while :; do /bin/bash -c 'read -r l < /etc/debian_version && echo ok' || { echo FAIL; exit 1; }; done",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut program = Process {
+            child: program,
+            mount: None,
+        };
+        let runs = Arc::new(AtomicUsize::new(0));
+        let program_out = {
+            let out = program.child.stdout.take().unwrap();
+            let runs = runs.clone();
+            std::thread::spawn(move || {
+                let mut bad = Vec::new();
+                for line in BufReader::new(out).lines() {
+                    match line {
+                        Ok(l) if l == "ok" => {
+                            runs.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(l) => bad.push(l),
+                        Err(e) => bad.push(e.to_string()),
+                    }
+                }
+                bad
+            })
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Seen::default());
+        let readers = [Duration::ZERO, Duration::from_millis(15)]
+            .into_iter()
+            .map(|pause| {
+                let (path, sha, stop, seen) = (
+                    dir.join("data/big"),
+                    sha.to_string(),
+                    stop.clone(),
+                    seen.clone(),
+                );
+                std::thread::spawn(move || reader(path, sha, pause, stop, seen))
+            })
+            .collect();
+        Load {
+            dir: dir.to_path_buf(),
+            program,
+            program_out: Some(program_out),
+            runs,
+            stop,
+            seen,
+            readers,
+        }
+    }
+
+    /// Waits until the program has run again since `before` runs (a generous bound:
+    /// under load a bash run can take seconds to start; a stalled mount never makes
+    /// progress). If it has not, says whether it failed (its errors) or waits (on
+    /// what, from the kernel's stacks), and then aborts the mount's FUSE connection so
+    /// that nothing of the test stays blocked on it.
+    pub(crate) fn goes_on(&mut self, before: usize, after: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.runs.load(Ordering::Relaxed) <= before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.runs.load(Ordering::Relaxed) > before {
+            return;
+        }
+        if let Some(status) = self.program.child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            let mut err = self.program.child.stderr.take().unwrap();
+            let _ = err.read_to_string(&mut stderr);
+            panic!("the program from the mount failed after {after} ({status}): {stderr}");
+        }
+        let report = stall_report(&self.dir, self.program.child.id());
+        abort_connection(&self.dir);
+        panic!("the program from the mount waits since {after}:\n{report}");
+    }
+
+    pub(crate) fn runs(&self) -> usize {
+        self.runs.load(Ordering::Relaxed)
+    }
+
+    /// Stops the programs; asserts that nothing failed. Returns what was done.
+    pub(crate) fn finish(mut self, logs: &str) -> String {
+        std::thread::sleep(Duration::from_millis(400));
+        self.stop.store(true, Ordering::Relaxed);
+        // A request left unanswered would hold a reader for good: bounded.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.readers.iter().any(|r| !r.is_finished()) {
+            assert!(Instant::now() < deadline, "a reader hangs on the mount");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for r in self.readers.drain(..) {
+            r.join().unwrap();
+        }
+        let _ = self.program.child.kill();
+        let _ = self.program.child.wait();
+        let mut stderr = String::new();
+        let mut err = self.program.child.stderr.take().unwrap();
+        err.read_to_string(&mut stderr).unwrap();
+        let bad = self.program_out.take().unwrap().join().unwrap();
+        let errors = self.seen.errors.lock().unwrap().clone();
+        assert!(errors.is_empty(), "readers failed: {errors:?}\n{logs}");
+        assert!(
+            bad.is_empty() && stderr.is_empty(),
+            "the program from the mount failed: {bad:?} {stderr}\n{logs}"
+        );
+        let passes = self.seen.passes.load(Ordering::Relaxed);
+        assert!(passes >= 2, "the readers hardly read");
+        format!(
+            "program runs {}, reader passes {passes}, requests resent {}",
+            self.runs.load(Ordering::Relaxed),
+            logs.matches("the kernel resent").count()
+        )
+    }
+}
+
+impl Drop for Load {
+    /// The readers stop (a failed test must not leave them reading); the program is
+    /// killed with its [`Process`].
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Log files of the daemons one after the other.
+pub(crate) struct Logs {
+    dir: PathBuf,
+    paths: Vec<PathBuf>,
+}
+
+impl Logs {
+    pub(crate) fn next(&mut self) -> PathBuf {
+        let path = self.dir.join(format!("mount-{}.log", self.paths.len() + 1));
+        self.paths.push(path.clone());
+        path
+    }
+
+    pub(crate) fn all(&self) -> String {
+        self.paths
+            .iter()
+            .map(|l| fs::read_to_string(l).unwrap_or_default())
+            .collect()
+    }
+}
+
+/// Replaces the daemon of a mount `times` times while programs use it; nothing may
+/// fail.
 fn replaced_under_load(name: &str, extra: &[&str], times: usize) {
     let (env, sha) = store(name);
     let server = Server::start(&env, "127.0.0.1:0");
     let dir = env.mkdir("mnt");
-    let mut log_n = 0;
-    let mut log = || {
-        log_n += 1;
-        env.path(format!("mount-{log_n}.log"))
+    let mut logs = Logs {
+        dir: env.path(""),
+        paths: Vec::new(),
     };
-    let first_log = log();
-    let mut daemon = start_mount(&env, &dir, &server.url, &first_log, extra);
-    let mut logs = vec![first_log];
-
-    // Once, so that the program's files are cached: with passthrough its opens are
-    // then read by the kernel from the cache files (registrations a successor must
-    // reuse), while the big file's first opens are read through canopy.
-    let out = cmd("chroot")
-        .arg(&dir)
-        .args([
-            "/bin/bash",
-            "-c",
-            "read -r l < /etc/debian_version && echo warm",
-        ])
-        .stdout();
-    assert_eq!(out, "warm\n");
-
-    // A program executing from the mount: bash starting bash, which reads a file of the
-    // root, in a loop; any failure prints FAIL and ends it.
-    let program = Command::new("chroot")
-        .arg(&dir)
-        .args([
-            "/bin/bash",
-            "-c",
-            "while :; do /bin/bash -c 'read -r l < /etc/debian_version && echo ok' || { echo FAIL; exit 1; }; done",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut program = Process {
-        child: program,
-        mount: None,
-    };
-    let runs = Arc::new(AtomicUsize::new(0));
-    let program_out = {
-        let out = program.child.stdout.take().unwrap();
-        let runs = runs.clone();
-        std::thread::spawn(move || {
-            let mut bad = Vec::new();
-            for line in BufReader::new(out).lines() {
-                match line {
-                    Ok(l) if l == "ok" => {
-                        runs.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(l) => bad.push(l),
-                    Err(e) => bad.push(e.to_string()),
-                }
-            }
-            bad
-        })
-    };
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(Seen::default());
-    let readers: Vec<_> = [Duration::ZERO, Duration::from_millis(15)]
-        .into_iter()
-        .map(|pause| {
-            let (path, sha, stop, seen) = (
-                dir.join("data/big"),
-                sha.clone(),
-                stop.clone(),
-                seen.clone(),
-            );
-            std::thread::spawn(move || reader(path, sha, pause, stop, seen))
-        })
-        .collect();
-
-    let mut replaced = 0;
-    for _ in 0..times {
+    let mut daemon = start_mount(&env, &dir, &server.url, &logs.next(), extra);
+    let mut load = Load::start(&dir, &sha);
+    for replaced in 1..=times {
         std::thread::sleep(Duration::from_millis(400));
-        let before = runs.load(Ordering::Relaxed);
-        let next_log = log();
-        let next = start_mount(&env, &dir, &server.url, &next_log, extra);
-        logs.push(next_log);
+        let before = load.runs();
+        let next = start_mount(&env, &dir, &server.url, &logs.next(), extra);
         let status = daemon.exited(Duration::from_secs(20));
         assert!(
             status.is_some_and(|s| s.success()),
             "the replaced canopy mount did not exit 0 ({status:?}):\n{}",
-            fs::read_to_string(&logs[logs.len() - 2]).unwrap()
+            logs.all()
         );
         // It exited without unmounting: the successor serves the mount now.
         daemon.mount = None;
         daemon = next;
-        replaced += 1;
         assert!(is_mounted(&dir), "not mounted after hand-over {replaced}");
-        // The program goes on between hand-overs (a generous bound: under load a bash
-        // run can take seconds to start; a stalled mount never makes progress).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while runs.load(Ordering::Relaxed) <= before && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if runs.load(Ordering::Relaxed) <= before {
-            let all_logs: String = logs
-                .iter()
-                .map(|l| fs::read_to_string(l).unwrap_or_default())
-                .collect();
-            if let Some(status) = program.child.try_wait().unwrap() {
-                let mut stderr = String::new();
-                let _ = program
-                    .child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut stderr);
-                panic!(
-                    "the program from the mount failed after hand-over {replaced} ({status}): \
-                     {stderr}\n{all_logs}"
-                );
-            }
-            let report = stall_report(&dir, program.child.id(), daemon.child.id());
-            // Nothing may stay waiting on the mount: the program and the readers end.
-            abort_connection(&dir);
-            panic!(
-                "the program from the mount waits since hand-over {replaced}\n{report}\n{all_logs}"
-            );
-        }
+        load.goes_on(before, &format!("hand-over {replaced}"));
     }
-    std::thread::sleep(Duration::from_millis(400));
-    stop.store(true, Ordering::Relaxed);
-    // A request left unanswered would hold a reader for good: bounded.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while readers.iter().any(|r| !r.is_finished()) {
-        assert!(Instant::now() < deadline, "a reader hangs on the mount");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    for r in readers {
-        r.join().unwrap();
-    }
-    let _ = program.child.kill();
-    let _ = program.child.wait();
-    let mut stderr = String::new();
-    program
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    let bad = program_out.join().unwrap();
-
-    let errors = seen.errors.lock().unwrap().clone();
-    let all_logs: String = logs
-        .iter()
-        .map(|l| fs::read_to_string(l).unwrap_or_default())
-        .collect();
-    assert!(errors.is_empty(), "readers failed: {errors:?}\n{all_logs}");
-    assert!(
-        bad.is_empty() && stderr.is_empty(),
-        "the program from the mount failed: {bad:?} {stderr}\n{all_logs}"
-    );
-    assert!(
-        seen.passes.load(Ordering::Relaxed) >= 2,
-        "the readers hardly read"
-    );
+    let all_logs = logs.all();
+    let done = load.finish(&all_logs);
+    eprintln!("{name}: {times} hand-overs; {done}");
     assert_eq!(
         all_logs.matches("took the mount over").count(),
         times,
         "{all_logs}"
-    );
-    eprintln!(
-        "{name}: {times} hand-overs; program runs {}, reader passes {}, requests resent {}",
-        runs.load(Ordering::Relaxed),
-        seen.passes.load(Ordering::Relaxed),
-        all_logs.matches("the kernel resent").count()
     );
     // Files open across hand-overs were taken over, with passthrough their kernel
     // registrations too (the long-running bash holds its executable open).
@@ -402,8 +454,9 @@ fn replaced_under_load(name: &str, extra: &[&str], times: usize) {
 /// successors answered opens of files held open across a hand-over with the
 /// registration they took over (the kernel binds one per inode), and the last one
 /// registered files opened after its hand-over.
-fn passthrough_kept(logs: &[PathBuf]) {
+fn passthrough_kept(logs: &Logs) {
     let logs: Vec<String> = logs
+        .paths
         .iter()
         .map(|l| fs::read_to_string(l).unwrap())
         .collect();
@@ -412,7 +465,7 @@ fn passthrough_kept(logs: &[PathBuf]) {
         !all.contains("closing passthrough registration"),
         "a passthrough registration was closed twice:\n{all}"
     );
-    // The number at the end of each line of `log` that contains `what`.
+    // The number ending each line of `log` that contains `what`.
     let numbers = |log: &str, what: &str| -> Vec<u64> {
         log.lines()
             .filter(|l| l.contains(what))
@@ -451,6 +504,101 @@ fn passthrough_kept(logs: &[PathBuf]) {
          opened {} registrations of its own",
         made.len()
     );
+}
+
+/// What the processes using a stalled mount wait for: the state and kernel stack of
+/// each of the program's processes and of the threads of the `canopy mount` processes
+/// of the test serving `dir`, and the FUSE connection's count of requests waiting for
+/// an answer. Reads nothing through the mount.
+fn stall_report(dir: &Path, program: u32) -> String {
+    let tasks = |pid: u32| -> Vec<PathBuf> {
+        fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|t| t.path())
+            .collect()
+    };
+    let children = |pid: u32| -> Vec<u32> {
+        tasks(pid)
+            .iter()
+            .flat_map(|t| {
+                let c = fs::read_to_string(t.join("children")).unwrap_or_default();
+                c.split_whitespace()
+                    .filter_map(|c| c.parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect()
+    };
+    let mut pids = vec![program];
+    let mut i = 0;
+    while i < pids.len() {
+        pids.extend(children(pids[i]));
+        i += 1;
+    }
+    // The daemons are children of the test process (a canopy process is never blocked
+    // on its own memory, so its command line can be read).
+    let daemons = children(std::process::id()).into_iter().filter(|pid| {
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        comm.trim() == "canopy"
+            && cmdline
+                .split(|b| *b == 0)
+                .any(|a| a == dir.as_os_str().as_encoded_bytes())
+    });
+    let mut out = String::new();
+    let who = pids
+        .iter()
+        .map(|p| ("program", *p))
+        .chain(daemons.map(|p| ("daemon", p)));
+    for (who, pid) in who {
+        for task in tasks(pid) {
+            let read = |name: &str| fs::read_to_string(task.join(name)).unwrap_or_default();
+            // `stat`'s third field is the state (R, S, D, Z…), after the name in ().
+            let stat = read("stat");
+            let state = stat.rsplit_once(") ").map_or("?", |(_, rest)| &rest[..1]);
+            out += &format!(
+                "{who} {}: {} state {state}, syscall {}\n{}",
+                task.display(),
+                read("comm").trim(),
+                read("syscall").trim(),
+                read("stack")
+            );
+        }
+    }
+    if let Some(n) = connection(dir) {
+        let waiting = fs::read_to_string(format!("/sys/fs/fuse/connections/{n}/waiting"))
+            .unwrap_or_default();
+        out += &format!("FUSE connection {n}: {} requests waiting\n", waiting.trim());
+    }
+    out
+}
+
+/// The number of the FUSE connection mounted at `dir` (its device number, as fusectl
+/// names it), from the mount table: nothing is read through the mount.
+fn connection(dir: &Path) -> Option<u32> {
+    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // The last mount on `dir` is the one its path reaches.
+    let line = mountinfo
+        .lines()
+        .rev()
+        .find(|l| l.split(' ').nth(4) == dir.to_str())?;
+    let (major, minor) = line.split(' ').nth(2)?.split_once(':')?;
+    Some((major.parse::<u32>().ok()? << 20) | minor.parse::<u32>().ok()?)
+}
+
+/// Aborts the FUSE connection mounted at `dir` (fusectl, mounted if it is not): every
+/// request waiting on it fails at once, so no process of the test stays blocked.
+fn abort_connection(dir: &Path) {
+    let Some(n) = connection(dir) else { return };
+    let abort = PathBuf::from(format!("/sys/fs/fuse/connections/{n}/abort"));
+    if !abort.exists() {
+        let _ = Command::new("mount")
+            .args(["-t", "fusectl", "none", "/sys/fs/fuse/connections"])
+            .status();
+    }
+    let _ = fs::write(abort, "1");
 }
 
 /// A second `canopy mount` on the live mount at `dir`, with [`start_mount`]'s options
@@ -497,84 +645,4 @@ fn a_successor_with_other_options_is_refused_and_says_how_to_restart() {
     // The live one serves on.
     assert!(!fs::read(dir.join("etc/debian_version")).unwrap().is_empty());
     daemon.stop();
-}
-
-/// What the processes of a stalled test wait for: the state and kernel stack of each
-/// of the program's processes and of the daemon's threads, and the FUSE connection's
-/// count of requests waiting for an answer. Reads nothing through the mount.
-fn stall_report(dir: &Path, program: u32, daemon: u32) -> String {
-    let tasks = |pid: u32| -> Vec<PathBuf> {
-        fs::read_dir(format!("/proc/{pid}/task"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|t| t.path())
-            .collect()
-    };
-    let mut pids = vec![program];
-    let mut i = 0;
-    while i < pids.len() {
-        for task in tasks(pids[i]) {
-            let children = fs::read_to_string(task.join("children")).unwrap_or_default();
-            pids.extend(
-                children
-                    .split_whitespace()
-                    .filter_map(|c| c.parse::<u32>().ok()),
-            );
-        }
-        i += 1;
-    }
-    let mut out = String::new();
-    for (who, pid) in pids
-        .iter()
-        .map(|p| ("program", *p))
-        .chain([("daemon", daemon)])
-    {
-        for task in tasks(pid) {
-            let read = |name: &str| fs::read_to_string(task.join(name)).unwrap_or_default();
-            // `stat`'s third field is the state (R, S, D, Z…), after the name in ().
-            let stat = read("stat");
-            let state = stat.rsplit_once(") ").map_or("?", |(_, rest)| &rest[..1]);
-            out += &format!(
-                "{who} {}: {} state {state}, syscall {}\n{}",
-                task.display(),
-                read("comm").trim(),
-                read("syscall").trim(),
-                read("stack")
-            );
-        }
-    }
-    if let Some(n) = connection(dir) {
-        let waiting =
-            fs::read_to_string(format!("/sys/fs/fuse/connections/{n}/waiting")).unwrap_or_default();
-        out += &format!("FUSE connection {n}: {} requests waiting\n", waiting.trim());
-    }
-    out
-}
-
-/// The number of the FUSE connection mounted at `dir` (its device number, as fusectl
-/// names it), from the mount table: nothing is read through the mount.
-fn connection(dir: &Path) -> Option<u32> {
-    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    // The last mount on `dir` is the one its path reaches.
-    let line = mountinfo
-        .lines()
-        .rev()
-        .find(|l| l.split(' ').nth(4) == dir.to_str())?;
-    let (major, minor) = line.split(' ').nth(2)?.split_once(':')?;
-    Some((major.parse::<u32>().ok()? << 20) | minor.parse::<u32>().ok()?)
-}
-
-/// Aborts the FUSE connection mounted at `dir` (fusectl, mounted if it is not): every
-/// request waiting on it fails at once, so no process of the test stays blocked.
-fn abort_connection(dir: &Path) {
-    let Some(n) = connection(dir) else { return };
-    let abort = PathBuf::from(format!("/sys/fs/fuse/connections/{n}/abort"));
-    if !abort.exists() {
-        let _ = Command::new("mount")
-            .args(["-t", "fusectl", "none", "/sys/fs/fuse/connections"])
-            .status();
-    }
-    let _ = fs::write(abort, "1");
 }

@@ -28,6 +28,8 @@ mod batch;
 mod mount;
 // Live hand-over of a mount to a new process: programs from the mount never notice.
 mod handover;
+// A mount under a service manager's descriptor store: killed or restarted, programs never notice.
+mod fdstore;
 // Exporting roots over NFSv3: real NFS clients, handles across restarts and upgrades, garbage RPCs.
 mod nfs;
 // The portmapper on port 111, and registration with an rpcbind already there.

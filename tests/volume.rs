@@ -67,7 +67,14 @@ impl Plugin {
             .args(plugin_flags(env, url, socket, ""))
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(fs::File::create(&log).unwrap())
+            // Appended to: the mount server a first plugin started writes here too.
+            .stderr(
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap(),
+            )
             .spawn()
             .expect("starting canopy volume-plugin");
         let line = wait_for_line(&mut child, "listening on", &log);
@@ -167,6 +174,25 @@ impl Plugin {
 
     fn unmount(&self, name: &str, id: &str) {
         self.call("VolumeDriver.Unmount", json!({ "Name": name, "ID": id }));
+    }
+
+    /// Sends `signal` and waits for the plugin to exit (with success, if `clean`), its
+    /// mount left to its mount server.
+    fn exit(mut self, signal: i32, clean: bool) {
+        // SAFETY: kill with a valid pid and signal.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let status = self.child.wait().unwrap();
+        assert!(
+            !clean || status.success(),
+            "exit status {status}:\n{}",
+            self.log()
+        );
+        assert!(
+            !clean || !self.socket.exists(),
+            "the socket outlived the plugin"
+        );
+        // Not dropped: that would unmount.
+        std::mem::forget(self);
     }
 
     /// SIGTERM: the plugin must exit 0, remove its socket and unmount.
@@ -358,7 +384,183 @@ fn pinned_following_and_plain_volumes_across_versions_and_restarts() {
     assert_eq!(read(&pinned.join("srv/msg")).unwrap(), b"one\n");
     let latest = plugin.mount("latest", "after-restart");
     assert_eq!(read(&latest.join("srv/msg")).unwrap(), b"two\n");
+    plugin.unmount("pinned", "after-restart");
+    plugin.unmount("latest", "after-restart");
     plugin.stop();
+}
+
+/// A program running from a volume: bash from the volume reads files of the volume and
+/// runs bash from the volume, over and over, and prints a line per round; it exits at the
+/// first failure. Killed when dropped.
+struct Reader {
+    child: Child,
+    rounds: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Reader {
+    fn start(volume: &Path) -> Reader {
+        let mut child = Command::new("chroot")
+            .arg(volume)
+            .args(["/bin/bash", "-c"])
+            .arg(
+                "while :; do v=$(< /etc/debian_version) && [ -n \"$v\" ] && \
+                 /bin/bash -c 'exit 0' && read -r -N 1000 b < /bin/bash || exit 7; \
+                 echo round; done",
+            )
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let rounds = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let out = child.stdout.take().unwrap();
+        let counter = rounds.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for _ in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        Reader { child, rounds }
+    }
+
+    /// Waits until the program has done `more` rounds; it must still be running.
+    fn goes_on(&mut self, more: usize, when: &str) {
+        let count = || self.rounds.load(std::sync::atomic::Ordering::Relaxed);
+        let target = count() + more;
+        eventually(
+            Duration::from_secs(30),
+            || {
+                format!(
+                    "the program from the volume stopped {when} ({} rounds)",
+                    count()
+                )
+            },
+            || (count() >= target).then_some(()),
+        );
+        assert!(
+            matches!(self.child.try_wait(), Ok(None)),
+            "the program from the volume failed {when}: {:?}",
+            self.child.try_wait()
+        );
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Unmounts the plugin's mount at the end of a test, whatever happened: its mount
+/// server outlives the plugin processes a test starts.
+struct MountGuard(PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+#[test]
+fn mounted_volumes_survive_restarts_and_kill_9_of_the_plugin() {
+    let (env, server) = small_root("volume-restart");
+    let plugin = Plugin::start(&env, &server.url, &[]);
+    let _guard = MountGuard(plugin.mount_dir.clone());
+    plugin.call(
+        "VolumeDriver.Create",
+        json!({ "Name": "web", "Opts": { "root": "small" } }),
+    );
+    plugin.call(
+        "VolumeDriver.Create",
+        json!({ "Name": "idle", "Opts": { "root": "small", "follow": "true" } }),
+    );
+    let path = plugin.mount("web", "container-1");
+    assert_eq!(plugin.mount("web", "container-2"), path);
+    assert_eq!(plugin.mount("web", "container-2"), path);
+    let mut reader = Reader::start(&path);
+    reader.goes_on(5, "at first");
+    let answers = |plugin: &Plugin| {
+        (
+            plugin.list(),
+            plugin.get("web"),
+            plugin.get("idle"),
+            plugin.call("VolumeDriver.Path", json!({ "Name": "web" })),
+        )
+    };
+    let before = answers(&plugin);
+    assert_eq!(before.1["Status"]["mounts"], 3);
+
+    // A plugin stopped while containers use its volumes leaves their mount served; the
+    // program reads on while no plugin runs, and a new plugin answers as the old one.
+    plugin.exit(libc::SIGTERM, true);
+    assert!(
+        is_mounted(&env.path("volumes")),
+        "SIGTERM unmounted in-use volumes"
+    );
+    reader.goes_on(5, "after the plugin stopped");
+    let plugin = Plugin::start(&env, &server.url, &[]);
+    assert_eq!(answers(&plugin), before, "after a restart");
+    assert!(
+        plugin.log().contains("took up 1 mounted volumes"),
+        "{}",
+        plugin.log()
+    );
+    reader.goes_on(5, "after the restart");
+
+    // The same after kill -9.
+    plugin.exit(libc::SIGKILL, false);
+    reader.goes_on(5, "after kill -9 of the plugin");
+    let plugin = Plugin::start(&env, &server.url, &[]);
+    assert_eq!(answers(&plugin), before, "after kill -9 and a restart");
+    reader.goes_on(5, "after kill -9 and a restart");
+
+    // Docker unmounts later with the IDs it got before: the last one releases.
+    plugin.unmount("web", "container-1");
+    plugin.unmount("web", "container-2");
+    assert_eq!(plugin.get("web")["Status"]["mounts"], 1);
+    reader.goes_on(5, "while one mount remains");
+    assert!(matches!(reader.child.try_wait(), Ok(None)));
+    drop(reader);
+    plugin.unmount("web", "container-2");
+    plugin.refused(
+        "VolumeDriver.Unmount",
+        r#"{"Name": "web", "ID": "container-2"}"#,
+        "not mounted by",
+    );
+    assert_eq!(plugin.get("web")["Mountpoint"], "");
+    eventually(
+        Duration::from_secs(5),
+        || format!("{} still exists after the release", path.display()),
+        || (!path.exists()).then_some(()),
+    );
+    plugin.stop();
+
+    // A saved mount that names an entry its definition does not give is refused at
+    // start, naming the file.
+    let state = env.path("state/volumes.json");
+    let mut saved: Value = serde_json::from_slice(&fs::read(&state).unwrap()).unwrap();
+    saved["mounted"] = json!({ "web": { "entry": "other@x", "commit": "x", "users": { "c": 1 } } });
+    fs::write(&state, saved.to_string()).unwrap();
+    let out = env
+        .bare_cmd(["volume-plugin"])
+        .args(plugin_flags(
+            &env,
+            &server.url,
+            &env.path("plugin.sock"),
+            "",
+        ))
+        .failure(1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{} is not a valid volume state file",
+            state.display()
+        )) && stderr.contains("mounted volume \"web\""),
+        "{stderr}"
+    );
+    assert!(!is_mounted(&env.path("volumes")));
 }
 
 #[test]

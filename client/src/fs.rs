@@ -326,14 +326,7 @@ impl Filesystem for CanopyFs {
         // not hand its files over (killed): the inode says what it reads.
         let open = self.files.get_or_insert(fh.0, || {
             let (blob, size) = self.view.file(ino.0).ok()?;
-            Some(OpenFile {
-                ino: ino.0,
-                blob: blob.0,
-                size,
-                content: Mutex::new(None),
-                backing: None,
-                counted: false,
-            })
+            Some(OpenFile::orphan(ino.0, blob.0, size))
         });
         let Some(open) = open else {
             return reply.error(Errno::EBADF);
@@ -359,7 +352,7 @@ impl Filesystem for CanopyFs {
     fn release(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -368,7 +361,7 @@ impl Filesystem for CanopyFs {
     ) {
         note_resent(req, "release");
         let _entered = self.files.enter();
-        let Some(open) = self.files.remove(fh.0) else {
+        let Some(open) = self.files.remove(fh.0, ino.0) else {
             return reply.ok();
         };
         if open.content.lock().expect("content lock").is_some() {

@@ -167,7 +167,7 @@ fn receive_fd(stream: &UnixStream) -> std::io::Result<OwnedFd> {
 /// The directory of hand-over sockets: /run/canopy-handover as root (not /run/canopy,
 /// where the unit mounts), else `$XDG_RUNTIME_DIR/canopy-handover` or
 /// /tmp/canopy-handover-UID.
-fn runtime_dir() -> PathBuf {
+pub(crate) fn runtime_dir() -> PathBuf {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
     if uid == 0 {
@@ -179,18 +179,10 @@ fn runtime_dir() -> PathBuf {
     }
 }
 
-/// The hand-over socket of the mount at `mountpoint` (named from its canonical path; a
-/// dead mount's path is resolved through its parent).
+/// The hand-over socket of the mount at `mountpoint` (named from its path as
+/// [`crate::mount::resolved`] gives it).
 pub fn socket_path(mountpoint: &Path) -> PathBuf {
-    let resolved = std::fs::canonicalize(mountpoint)
-        .or_else(|_| {
-            let parent = mountpoint.parent().filter(|p| !p.as_os_str().is_empty());
-            let name = mountpoint
-                .file_name()
-                .ok_or(std::io::ErrorKind::InvalidInput)?;
-            std::fs::canonicalize(parent.unwrap_or(Path::new("."))).map(|p| p.join(name))
-        })
-        .unwrap_or_else(|_| mountpoint.to_path_buf());
+    let resolved = crate::mount::resolved(mountpoint);
     let hash =
         canopy_protocol::inode::hash(&[b"handover", resolved.as_os_str().as_encoded_bytes()]);
     runtime_dir().join(format!("mount-{hash:016x}.sock"))

@@ -7,20 +7,24 @@
 //! - [`view`]: roots, their trees and inode numbers, independent of any front end;
 //! - [`fs`]: the FUSE front end over the view;
 //! - [`open_files`]: a mount's open files, handles and passthrough registrations;
+//! - [`mode_table`]: each open inode's I/O mode in shared memory, for a successor after a crash;
 //! - [`mount`]: putting it together for `canopy mount`;
 //! - [`handover`]: a live mount passed from one process to the next;
-//! - [`session`]: a `canopy mount` process from start (fresh or taken over) to end;
+//! - [`session`]: a `canopy mount` process from start (fresh, taken over, resumed) to end;
+//! - [`service`]: the service manager's descriptor store and the state beside it;
 //! - [`run`]: `canopy run`, a command in a root with per-host state;
 //! - [`volume`]: the Docker volume plugin, `canopy volume-plugin`.
 #![warn(missing_docs)]
 
 pub mod fs;
 pub mod handover;
+pub mod mode_table;
 pub mod mount;
 pub mod objects;
 pub mod open_files;
 pub mod remote;
 pub mod run;
+pub mod service;
 pub mod session;
 pub mod view;
 pub mod volume;

@@ -40,10 +40,11 @@ pub(crate) struct Host {
 }
 
 impl HostConfig {
-    /// Starts the runtime and the HTTP client, and opens (and locks) the cache.
+    /// Starts the runtime and the HTTP client, and opens (and locks) the cache, waiting
+    /// a little for a process that is letting go of it.
     pub(crate) fn open(&self) -> Result<Host, MountError> {
         let (rt, remote) = self.connect()?;
-        let cache = Arc::new(Cache::open(&self.cache_dir, self.cache_size)?);
+        let cache = self.open_cache_released()?;
         Ok(Host { rt, remote, cache })
     }
 
@@ -88,6 +89,9 @@ pub struct MountConfig {
     pub follow: Option<Duration>,
     /// A live canopy mount serves the mountpoint: take it over.
     pub take_over: bool,
+    /// Descriptors the service manager kept for this mount (its FUSE connection, when a
+    /// previous process was killed or stopped for a restart).
+    pub stored: Option<crate::service::Stored>,
 }
 
 impl MountConfig {
@@ -480,6 +484,20 @@ pub(crate) fn parse_commit(root: &str, hex: &str) -> Result<CommitId, MountError
             commit: hex.to_string(),
             reason: e.to_string(),
         })
+}
+
+/// The absolute path of mountpoint `path` with its parent's symbolic links resolved,
+/// without looking at the mountpoint itself: a mount whose process is gone answers
+/// nothing (a dead one fails, one whose connection a service manager keeps waits).
+pub fn resolved(path: &Path) -> PathBuf {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    match (path.file_name(), parent) {
+        (Some(name), parent) => std::fs::canonicalize(parent.unwrap_or(Path::new(".")))
+            .map(|p| p.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        // `/`, or a path ending in `..`.
+        (None, _) => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+    }
 }
 
 /// `umount -l`: takes the mount at `mountpoint` out of the namespace now; the kernel

@@ -8,6 +8,7 @@
 //! exits, and its successor must reuse it (the kernel binds one backing file per inode
 //! while files read through it, and refuses an open that names another).
 
+use crate::mode_table::{ModeTable, Recorded};
 use crate::objects::Opened;
 use canopy_cache::Stamp;
 use canopy_protocol::ObjectId;
@@ -26,6 +27,8 @@ const BACKING_CLOSE: libc::c_ulong = 0x4004_e502;
 pub(crate) struct Backing {
     raw: u32,
     device: Arc<OwnedFd>,
+    /// Its entry in the shared table of modes, if recorded.
+    entry: OnceLock<(Arc<ModeTable>, usize)>,
 }
 
 impl Backing {
@@ -33,10 +36,31 @@ impl Backing {
     fn open(device: &Arc<OwnedFd>, file: &std::fs::File) -> std::io::Result<Backing> {
         let raw = fuser::BackingId::create_raw(device.as_fd(), file)?;
         tracing::debug!("opened passthrough registration {raw}");
-        Ok(Backing {
+        Ok(Backing::known(raw, device))
+    }
+
+    /// A registration made before (by this process or a predecessor).
+    fn known(raw: u32, device: &Arc<OwnedFd>) -> Backing {
+        Backing {
             raw,
             device: device.clone(),
-        })
+            entry: OnceLock::new(),
+        }
+    }
+
+    /// Records it in `table` for inode `ino`, read from a file with `stamp`.
+    fn record(&self, table: &Arc<ModeTable>, ino: u64, stamp: Option<Stamp>) {
+        if self.entry.get().is_some() {
+            return;
+        }
+        let r = Recorded::Passthrough {
+            ino,
+            raw: self.raw,
+            stamp: stamp.map(|s| s.to_raw()),
+        };
+        if let Some(slot) = table.add(r) {
+            let _ = self.entry.set((table.clone(), slot));
+        }
     }
 
     /// Answers an open with this registration.
@@ -53,6 +77,9 @@ impl Backing {
 
 impl Drop for Backing {
     fn drop(&mut self) {
+        if let Some((table, slot)) = self.entry.get() {
+            table.remove(*slot);
+        }
         // SAFETY: an ioctl on a descriptor this value keeps open, with a pointer to a
         // u32 that lives across the call.
         let rc = unsafe { libc::ioctl(self.device.as_raw_fd(), BACKING_CLOSE, &self.raw) };
@@ -84,6 +111,22 @@ pub(crate) struct OpenFile {
     pub(crate) counted: bool,
 }
 
+impl OpenFile {
+    /// An open file of a predecessor that could not hand it over (killed): known from
+    /// its inode when it is first read. Its release is counted off its inode's
+    /// [`Mode::Cached`], as the predecessor's table recorded it.
+    pub(crate) fn orphan(ino: u64, blob: ObjectId, size: u64) -> OpenFile {
+        OpenFile {
+            ino,
+            blob,
+            size,
+            content: Mutex::new(None),
+            backing: None,
+            counted: true,
+        }
+    }
+}
+
 /// How the kernel reads an inode's open files: one way per inode at a time (an open
 /// asking for another fails).
 enum Mode {
@@ -93,8 +136,9 @@ enum Mode {
         id: Weak<Backing>,
         stamp: Option<Stamp>,
     },
-    /// Through canopy and the page cache, for `open` files.
-    Cached { open: usize },
+    /// Through canopy and the page cache, for `open` files (`entry` in the shared
+    /// table, if recorded).
+    Cached { open: usize, entry: Option<usize> },
 }
 
 /// How an open file is read.
@@ -200,6 +244,11 @@ pub struct Files {
     /// The connection (a duplicate of the session's `/dev/fuse` descriptor).
     device: OnceLock<Arc<OwnedFd>>,
     kernel: OnceLock<KernelInit>,
+    /// Where modes are recorded for a successor after a crash.
+    table: OnceLock<Arc<ModeTable>>,
+    /// Registrations of a predecessor killed without handing its files over: kept for
+    /// good (which open files still read through them is not known).
+    orphans: Mutex<Vec<Arc<Backing>>>,
 }
 
 impl Files {
@@ -213,6 +262,8 @@ impl Files {
             gate: RwLock::new(()),
             device: OnceLock::new(),
             kernel: OnceLock::new(),
+            table: OnceLock::new(),
+            orphans: Mutex::new(Vec::new()),
         }
     }
 
@@ -291,20 +342,95 @@ impl Files {
             .insert(fh, Arc::new(open));
     }
 
-    /// Forgets open file `fh` at its release.
-    pub(crate) fn remove(&self, fh: u64) -> Option<Arc<OpenFile>> {
-        let open = self.handles.lock().expect("handles lock").remove(&fh)?;
+    /// Forgets open file `fh` of inode `ino` at its release. A handle never seen is a
+    /// predecessor's (killed) that was never read: counted off the inode as an orphan.
+    pub(crate) fn remove(&self, fh: u64, ino: u64) -> Option<Arc<OpenFile>> {
+        let open = self.handles.lock().expect("handles lock").remove(&fh);
         tracing::debug!("handle {fh}: released");
-        if open.counted {
+        if open.as_ref().is_none_or(|o| o.counted) {
             let mut modes = self.modes.lock().expect("modes lock");
-            if let Some(Mode::Cached { open: n }) = modes.get_mut(&open.ino) {
-                *n -= 1;
-                if *n == 0 {
-                    modes.remove(&open.ino);
+            if let Some(Mode::Cached { open: n, entry }) = modes.get_mut(&ino) {
+                *n = n.saturating_sub(1);
+                if *n > 0 {
+                    self.record_cached(ino, *n, entry);
+                } else {
+                    if let (Some(table), Some(slot)) = (self.table.get(), *entry) {
+                        table.remove(slot);
+                    }
+                    modes.remove(&ino);
                 }
             }
         }
-        Some(open)
+        open
+    }
+
+    /// Records a new count of cached opens of `ino` in the shared table.
+    fn record_cached(&self, ino: u64, open: usize, entry: &mut Option<usize>) {
+        let Some(table) = self.table.get() else {
+            return;
+        };
+        let r = Recorded::Cached {
+            ino,
+            count: open as u64,
+        };
+        match *entry {
+            Some(slot) => table.set(slot, r),
+            None => *entry = table.add(r),
+        }
+    }
+
+    /// Records modes in `table` from now on (and those of files open now), so that a
+    /// successor after a crash knows them.
+    pub fn record_in(&self, table: Arc<ModeTable>) {
+        let _ = self.table.set(table.clone());
+        let mut modes = self.modes.lock().expect("modes lock");
+        for (ino, mode) in modes.iter_mut() {
+            match mode {
+                Mode::Passthrough { id, stamp } => {
+                    if let Some(b) = id.upgrade() {
+                        b.record(&table, *ino, *stamp);
+                    }
+                }
+                Mode::Cached { open, entry } => self.record_cached(*ino, *open, entry),
+            }
+        }
+    }
+
+    /// Takes over the modes a predecessor killed without a hand-over recorded in
+    /// `table` (its own, from the service manager's store), and records in it from now
+    /// on.
+    pub fn adopt_recorded(&self, table: Arc<ModeTable>, recorded: Vec<(usize, Recorded)>) {
+        let device = self.device.get().cloned();
+        let mut modes = self.modes.lock().expect("modes lock");
+        let mut orphans = self.orphans.lock().expect("orphans lock");
+        for (slot, r) in recorded {
+            match r {
+                Recorded::Passthrough { ino, raw, stamp } => {
+                    let Some(device) = &device else { continue };
+                    tracing::debug!("took over passthrough registration {raw} of inode {ino}");
+                    let backing = Arc::new(Backing::known(raw, device));
+                    let _ = backing.entry.set((table.clone(), slot));
+                    modes.insert(
+                        ino,
+                        Mode::Passthrough {
+                            id: Arc::downgrade(&backing),
+                            stamp: stamp.map(Stamp::from_raw),
+                        },
+                    );
+                    orphans.push(backing);
+                }
+                Recorded::Cached { ino, count } => {
+                    modes.insert(
+                        ino,
+                        Mode::Cached {
+                            open: count as usize,
+                            entry: Some(slot),
+                        },
+                    );
+                }
+            }
+        }
+        let _ = self.table.set(table);
     }
 
     /// How to serve an open of inode `ino`, whose content is `opened` if the host
@@ -326,14 +452,18 @@ impl Files {
                 );
                 return Io::Direct;
             }
-            Some(Mode::Cached { open }) if *open > 0 => {
+            Some(Mode::Cached { open, entry }) if *open > 0 => {
                 *open += 1;
+                let open = *open;
+                self.record_cached(ino, open, entry);
                 return Io::Counted;
             }
             _ => {}
         }
         let Some(opened) = opened else {
-            modes.insert(ino, Mode::Cached { open: 1 });
+            let mut entry = None;
+            self.record_cached(ino, 1, &mut entry);
+            modes.insert(ino, Mode::Cached { open: 1, entry });
             return Io::Counted;
         };
         let registered = match self.device.get() {
@@ -343,6 +473,9 @@ impl Files {
         match registered {
             Ok(backing) => {
                 let backing = Arc::new(backing);
+                if let Some(table) = self.table.get() {
+                    backing.record(table, ino, opened.stamp);
+                }
                 modes.insert(
                     ino,
                     Mode::Passthrough {
@@ -427,13 +560,7 @@ impl Files {
         let backings: HashMap<u32, Arc<Backing>> = state
             .backings
             .iter()
-            .map(|b| {
-                let backing = Arc::new(Backing {
-                    raw: b.raw,
-                    device: device.clone(),
-                });
-                (b.raw, backing)
-            })
+            .map(|b| (b.raw, Arc::new(Backing::known(b.raw, &device))))
             .collect();
         let count = state.handles.len();
         let through = state.handles.iter().filter(|h| h.backing.is_some()).count();
@@ -444,8 +571,11 @@ impl Files {
                 .map_err(|e| format!("open file {}: object id {}: {e}", h.fh, h.blob))?;
             let counted = h.io == "counted";
             if counted {
-                match modes.entry(h.ino).or_insert(Mode::Cached { open: 0 }) {
-                    Mode::Cached { open } => *open += 1,
+                match modes.entry(h.ino).or_insert(Mode::Cached {
+                    open: 0,
+                    entry: None,
+                }) {
+                    Mode::Cached { open, .. } => *open += 1,
                     Mode::Passthrough { .. } => {
                         return Err(format!("inode {} is read two ways", h.ino));
                     }

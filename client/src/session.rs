@@ -1,9 +1,12 @@
-//! The life of a `canopy mount` process: mount anew, or take a live mount over from
-//! the process serving it ([`crate::handover`]); then serve, follow, and end by
-//! unmounting or by handing the mount over.
+//! The life of a `canopy mount` process: mount anew, take a live mount over from the
+//! process serving it ([`crate::handover`]), or resume one whose process is gone from
+//! the service manager's descriptor store ([`crate::service`]); then serve, follow,
+//! and end by unmounting, by handing the mount over, or (under a service manager that
+//! holds the connection) by leaving it to the next process.
 
 use crate::fs::CanopyFs;
 use crate::handover::{self, Shown};
+use crate::mode_table::ModeTable;
 use crate::mount::{
     MountConfig, MountError, detach, find_commit, fuse_session, load, parse_commit, refresh,
     session_config, unmount,
@@ -11,9 +14,11 @@ use crate::mount::{
 use crate::objects::Fetched;
 use crate::open_files::Files;
 use crate::remote::Remote;
+use crate::service::{self, State, Stored};
 use crate::view::{Scope, View};
 use canopy_cache::Cache;
 use canopy_protocol::VerifyingKey;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,24 +54,33 @@ async fn show_history(
     Ok(any)
 }
 
-/// Mounts and serves until unmounted (`umount`) or until `shutdown` resolves (then
-/// unmounts cleanly), or until a successor takes the mount over (then exits, the
-/// mount staying). With `take_over`, takes the mount over from the live process
-/// serving it instead of mounting. `on_ready` runs once the mount is live.
-pub fn run(
-    cfg: MountConfig,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    on_ready: impl FnOnce(),
-) -> Result<(), MountError> {
-    let (rt, remote) = cfg.host.connect()?;
-    let view = Arc::new(View::new(cfg.scope.clone()).keeping_versions());
-    let pinned = match (&cfg.scope, &cfg.commit) {
-        (Scope::One(root), Some(prefix)) => Some(rt.block_on(find_commit(&remote, root, prefix))?),
-        _ => None,
-    };
+/// How this process comes to serve the mount.
+enum Start {
+    /// Mount anew.
+    Fresh,
+    /// Take it over from the live process serving it.
+    Live(handover::Pending),
+    /// Resume the connection the service manager kept, with the state beside it.
+    Stored {
+        device: OwnedFd,
+        modes: Option<OwnedFd>,
+        state: State,
+    },
+}
+
+/// Decides how to start: a live process answering at the mount's socket hands it over;
+/// else a connection kept by the service manager is resumed if it was served with the
+/// same options (else it is let go and the mount made anew).
+fn start(cfg: &MountConfig, stored: Option<Stored>) -> Result<Start, MountError> {
     let options = cfg.handover_options();
-    let pending = if cfg.take_over {
-        let Some(pending) = handover::ask(&cfg.mountpoint, &options)? else {
+    let mut stored = stored.filter(|s| s.has_connection());
+    if cfg.take_over
+        && let Some(pending) = handover::ask(&cfg.mountpoint, &options)?
+    {
+        return Ok(Start::Live(pending));
+    }
+    let Some(stored) = stored.as_mut() else {
+        if cfg.take_over {
             return Err(MountError::Mount {
                 path: cfg.mountpoint.clone(),
                 reason: format!(
@@ -76,42 +90,141 @@ pub fn run(
                     cfg.mountpoint.display()
                 ),
             });
-        };
-        rt.block_on(show_history(
-            &remote,
-            &view,
-            &cfg.host.trust,
-            &pending.offer.history,
-        ))?;
-        Some(pending)
-    } else {
-        None
+        }
+        return Ok(Start::Fresh);
     };
-    rt.block_on(refresh(&remote, &view, &cfg.host.trust, pinned))?;
+    let device = stored.take(service::CONNECTION).expect("checked above");
+    let modes = stored.take(service::MODES);
+    let path = service::state_path(&handover::socket_path(&cfg.mountpoint));
+    let why = match State::read(&path) {
+        Ok(state) if state.options == options => {
+            return Ok(Start::Stored {
+                device,
+                modes,
+                state,
+            });
+        }
+        Ok(_) => "it was served with other options".to_string(),
+        Err(e) => format!("its state file {}: {e}", path.display()),
+    };
+    tracing::warn!(
+        "not resuming the FUSE connection kept by the service manager ({why}): \
+         mounting {} anew",
+        cfg.mountpoint.display()
+    );
+    service::forget();
+    drop((device, modes));
+    let _ = crate::mount::umount_lazily(&cfg.mountpoint);
+    Ok(Start::Fresh)
+}
+
+/// Mounts and serves until unmounted (`umount`) or until `shutdown` resolves (then
+/// unmounts cleanly), or until a successor takes the mount over (then exits, the
+/// mount staying). With `take_over`, takes the mount over from the live process
+/// serving it instead of mounting; with a connection kept by the service manager,
+/// resumes it. `on_ready` runs once the mount is live.
+pub fn run(
+    mut cfg: MountConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(),
+) -> Result<(), MountError> {
+    let (rt, remote) = cfg.host.connect()?;
+    let view = Arc::new(View::new(cfg.scope.clone()).keeping_versions());
+    let pinned = match (&cfg.scope, &cfg.commit) {
+        (Scope::One(root), Some(prefix)) => Some(rt.block_on(find_commit(&remote, root, prefix))?),
+        _ => None,
+    };
+    let trust = cfg.host.trust;
+    let stored = cfg.stored.take();
+    let how = start(&cfg, stored)?;
+    let history = match &how {
+        Start::Fresh => Vec::new(),
+        Start::Live(pending) => pending.offer.history.clone(),
+        Start::Stored { state, .. } => state.history.clone(),
+    };
+    rt.block_on(show_history(&remote, &view, &trust, &history))?;
+    rt.block_on(refresh(&remote, &view, &trust, pinned))?;
 
     let following = cfg.follow.is_some() && pinned.is_none();
-    let (mut session, files, resumed) = match pending {
-        None => {
+    let fs = |cache: Arc<Cache>| {
+        let objects = Fetched::new(cache, remote.clone(), rt.handle().clone());
+        CanopyFs::new(
+            view.clone(),
+            Arc::new(objects),
+            following,
+            cfg.host.passthrough,
+        )
+    };
+    let failed = |reason: String| MountError::Mount {
+        path: cfg.mountpoint.clone(),
+        reason,
+    };
+    let (mut session, files, resumed, table) = match how {
+        Start::Fresh => {
             let cache = Arc::new(Cache::open(&cfg.host.cache_dir, cfg.host.cache_size)?);
-            let fs = filesystem(&cfg, &view, &remote, &rt, cache, following);
+            let fs = fs(cache);
             let files = fs.files();
-            (fuse_session(fs, &cfg.mountpoint)?, files, false)
+            (fuse_session(fs, &cfg.mountpoint)?, files, false, None)
         }
-        Some(pending) => {
+        Start::Live(pending) => {
             let taken = pending.take()?;
-            if rt.block_on(show_history(
-                &remote,
-                &view,
-                &cfg.host.trust,
-                &taken.history,
-            ))? {
-                rt.block_on(refresh(&remote, &view, &cfg.host.trust, pinned))?;
+            if rt.block_on(show_history(&remote, &view, &trust, &taken.history))? {
+                rt.block_on(refresh(&remote, &view, &trust, pinned))?;
             }
-            let (session, files) = resume(&cfg, &view, &remote, &rt, following, taken)?;
-            (session, files, true)
+            view.index();
+            let fs = fs(cfg.host.open_cache_released()?);
+            let files = fs.files();
+            let session = resume(fs, &files, taken.device, &taken.init).map_err(failed)?;
+            let (open, through) = files.adopt(taken.files).map_err(failed)?;
+            tracing::info!(
+                "took the mount over: serving {} ({open} open files taken over, {through} of them \
+                 read through passthrough)",
+                cfg.mountpoint.display()
+            );
+            (session, files, true, None)
+        }
+        Start::Stored {
+            device,
+            modes,
+            state,
+        } => {
+            view.index();
+            let fs = fs(cfg.host.open_cache_released()?);
+            let files = fs.files();
+            let session = resume(fs, &files, device, &state.init).map_err(failed)?;
+            let table = match modes.map(ModeTable::open) {
+                Some(Ok((table, recorded))) => {
+                    let table = Arc::new(table);
+                    let count = recorded.len();
+                    files.adopt_recorded(table.clone(), recorded);
+                    tracing::info!("{count} inodes with open files recorded by the process before");
+                    Some(table)
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("the table of I/O modes kept by the service manager: {e}");
+                    None
+                }
+                None => None,
+            };
+            tracing::info!(
+                "resumed the mount at {} from the connection the service manager kept",
+                cfg.mountpoint.display()
+            );
+            (session, files, true, table)
         }
     };
-    let listening = handover::listen(&handover::socket_path(&cfg.mountpoint), options, files, {
+    let device = files.device().expect("attached with the session");
+    if resumed {
+        // Requests the process before had read and not answered come again.
+        handover::resend(&*device)
+            .map_err(|e| failed(format!("asking the kernel to resend: {e}")))?;
+    }
+    let socket = handover::socket_path(&cfg.mountpoint);
+    let stored = keep_in_store(&cfg, &files, table, &view, &socket);
+    if let Err(e) = service::notify("READY=1", &[]) {
+        tracing::warn!("telling the service manager the mount is ready: {e}");
+    }
+    let listening = handover::listen(&socket, cfg.handover_options(), files, {
         let view = view.clone();
         move || shown(&view)
     });
@@ -127,9 +240,19 @@ pub fn run(
     let fired = rt.block_on(std::future::poll_fn(|cx| {
         std::task::Poll::Ready(shutdown.as_mut().poll(cx).is_ready())
     }));
+    let in_store = stored.is_some();
     rt.spawn(async move {
         if !fired {
             shutdown.await;
+        }
+        if in_store {
+            tracing::info!(
+                "leaving the mount at {} to the service manager, which keeps its connection: \
+                 the next canopy mount resumes it (umount it to take it away)",
+                mountpoint.display()
+            );
+            // No destructor runs: nothing unmounts.
+            std::process::exit(0);
         }
         if resumed {
             // This process did not mount: fuser knows no mount to take away.
@@ -139,12 +262,18 @@ pub fn run(
         }
     });
     if let (true, Some(interval)) = (following, cfg.follow) {
-        let trust = cfg.host.trust;
+        let view = view.clone();
         rt.spawn(async move {
             loop {
                 tokio::time::sleep(interval).await;
+                let before = view.history().len();
                 if let Err(e) = refresh(&remote, &view, &trust, None).await {
                     tracing::warn!("following: {e}; keeping the current versions");
+                }
+                if let Some(state) = &stored
+                    && view.history().len() != before
+                {
+                    state.update(shown(&view));
                 }
             }
         });
@@ -159,62 +288,103 @@ pub fn run(
     })
 }
 
-/// The filesystem a session serves: `view`, with file contents fetched from `remote`
-/// into `cache`.
-fn filesystem(
-    cfg: &MountConfig,
-    view: &Arc<View>,
-    remote: &Arc<Remote>,
-    rt: &tokio::runtime::Runtime,
-    cache: Arc<Cache>,
-    following: bool,
-) -> CanopyFs {
-    let objects = Fetched::new(cache, remote.clone(), rt.handle().clone());
-    CanopyFs::new(
-        view.clone(),
-        Arc::new(objects),
-        following,
-        cfg.host.passthrough,
-    )
-}
-
-/// Serves a connection taken over: numbers every node the kernel may hold, opens the
-/// cache (the predecessor has let go of it), adopts the open files, and has the
-/// requests the predecessor left unanswered sent again.
+/// A FUSE session on a live connection `device` for `fs`, whose open files are
+/// `files`.
 fn resume(
-    cfg: &MountConfig,
-    view: &Arc<View>,
-    remote: &Arc<Remote>,
-    rt: &tokio::runtime::Runtime,
-    following: bool,
-    taken: handover::Taken,
-) -> Result<(fuser::Session<CanopyFs>, Arc<Files>), MountError> {
-    let failed = |reason: String| MountError::Mount {
-        path: cfg.mountpoint.clone(),
-        reason,
-    };
-    view.index();
-    let cache = cfg.host.open_cache_released()?;
-    let fs = filesystem(cfg, view, remote, rt, cache, following);
-    let files = fs.files();
-    let device = taken
-        .device
+    fs: CanopyFs,
+    files: &Files,
+    device: OwnedFd,
+    init: &crate::open_files::KernelInit,
+) -> Result<fuser::Session<CanopyFs>, String> {
+    let copy = device
         .try_clone()
-        .map_err(|e| failed(format!("duplicating the FUSE descriptor: {e}")))?;
-    files.attach(device);
-    let session = handover::resume(fs, taken.device, &taken.init, session_config())
-        .map_err(|e| failed(format!("resuming the FUSE session: {e}")))?;
-    let (open, through) = files.adopt(taken.files).map_err(failed)?;
-    let device = files.device().expect("attached above");
-    handover::resend(&*device).map_err(|e| failed(format!("asking the kernel to resend: {e}")))?;
-    tracing::info!(
-        "took the mount over: serving {} ({open} open files taken over, {through} of them read through passthrough)",
-        cfg.mountpoint.display()
-    );
-    Ok((session, files))
+        .map_err(|e| format!("duplicating the FUSE descriptor: {e}"))?;
+    files.attach(copy);
+    handover::resume(fs, device, init, session_config())
+        .map_err(|e| format!("resuming the FUSE session: {e}"))
 }
 
-/// Unmounts the mount at `mountpoint` (one still in use is detached, see [`detach`]).
+/// The state file a service manager's next process reads, kept up to date.
+struct Kept {
+    path: std::path::PathBuf,
+    state: std::sync::Mutex<State>,
+}
+
+impl Kept {
+    fn update(&self, history: Vec<Shown>) {
+        let mut state = self.state.lock().expect("state lock");
+        state.history = history;
+        if let Err(e) = state.write(&self.path) {
+            tracing::warn!("writing {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// Under a service manager with a descriptor store: stores the connection and the
+/// table of I/O modes (`table`, resumed, or a new one) and writes the state file.
+/// `None` when not run by one, or when it does not keep descriptors.
+fn keep_in_store(
+    cfg: &MountConfig,
+    files: &Files,
+    table: Option<Arc<ModeTable>>,
+    view: &View,
+    socket: &Path,
+) -> Option<Arc<Kept>> {
+    if !service::has_store() {
+        return None;
+    }
+    let device = files.device()?;
+    let init = files.kernel()?;
+    let fresh = table.is_none();
+    let table = match table {
+        Some(t) => t,
+        None => match ModeTable::create() {
+            Ok(t) => Arc::new(t),
+            Err(e) => {
+                tracing::warn!("no table of I/O modes for a restart: {e}");
+                return None;
+            }
+        },
+    };
+    files.record_in(table.clone());
+    let kept = Arc::new(Kept {
+        path: service::state_path(socket),
+        state: std::sync::Mutex::new(State {
+            options: cfg.handover_options(),
+            init,
+            history: Vec::new(),
+        }),
+    });
+    kept.update(shown(view));
+    if fresh {
+        // Anything kept before belongs to another connection.
+        service::forget();
+    }
+    let sent = (|| -> std::io::Result<bool> {
+        service::notify(
+            &format!("FDSTORE=1\nFDNAME={}", service::CONNECTION),
+            &[device.as_fd()],
+        )?;
+        // A memfd cannot be polled: the manager is told not to try.
+        service::notify(
+            &format!("FDSTORE=1\nFDNAME={}\nFDPOLL=0", service::MODES),
+            &[table.fd()],
+        )
+    })();
+    match sent {
+        Ok(true) => Some(kept),
+        Ok(false) => None,
+        Err(e) => {
+            tracing::warn!(
+                "the service manager did not take the FUSE connection ({e}): a restart will \
+                 remount (FileDescriptorStoreMax= in the unit?)"
+            );
+            None
+        }
+    }
+}
+
+/// Unmounts the mount at `mountpoint` (one still in use is detached).
 fn unmount_path(mountpoint: &Path) {
     use std::os::unix::ffi::OsStrExt;
     tracing::info!("unmounting {}", mountpoint.display());

@@ -158,6 +158,9 @@ pub struct VolumePluginArgs {
     /// [default: /var/cache/canopy-volumes as root, else ~/.cache/canopy-volumes]
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Serve the plugin's FUSE mount as its mount server (the plugin starts it so)
+    #[arg(long, hide = true)]
+    pub mount_server: bool,
 }
 
 /// What `serve` takes.

@@ -4,6 +4,7 @@ use super::terminated;
 use crate::cli::{HostArgs, MountArgs};
 use anyhow::{Context, Result, bail};
 use canopy_client::mount::{self, HostConfig, MountConfig};
+use canopy_client::service::Stored;
 use canopy_client::view::Scope;
 use canopy_protocol::VerifyingKey;
 use canopy_server::view::history::{self, RootAt};
@@ -118,15 +119,7 @@ fn check_mountpoint(path: &Path, nonempty: bool) -> Result<bool> {
 /// /proc/self/mountinfo, a `fuse` (or `fuse.canopy`) filesystem whose source is
 /// `canopy`.
 fn is_canopy_mount(path: &Path) -> bool {
-    // A dead mount cannot be resolved itself (ENOTCONN): resolve its parent.
-    let resolved = std::fs::canonicalize(path).or_else(|_| {
-        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-        let name = path.file_name().ok_or(std::io::ErrorKind::InvalidInput)?;
-        std::fs::canonicalize(parent.unwrap_or(Path::new("."))).map(|p| p.join(name))
-    });
-    let Ok(path) = resolved else {
-        return false;
-    };
+    let path = mount::resolved(path);
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
@@ -167,7 +160,25 @@ fn unescape(field: &str) -> Vec<u8> {
 
 pub fn run(args: MountArgs) -> Result<ExitCode> {
     super::raise_descriptor_limit();
-    let take_over = check_mountpoint(&args.mountpoint, args.nonempty)?;
+    // A connection the service manager kept for this mount (the process before was
+    // killed or stopped for a restart): its requests wait for this process, so the
+    // mountpoint is not looked at.
+    let stored = Stored::from_env();
+    if let Some(s) = &stored {
+        tracing::info!("the service manager passed {}", s.describe());
+    }
+    let stored = match stored.filter(|s| s.has_connection()) {
+        // Unmounted meanwhile (`umount`): the kept connection serves nothing.
+        Some(s) if !is_canopy_mount(&args.mountpoint) => {
+            s.release();
+            None
+        }
+        s => s,
+    };
+    let take_over = match &stored {
+        Some(_) => true,
+        None => check_mountpoint(&args.mountpoint, args.nonempty)?,
+    };
     // `--root web@3f2a` and `--root web --commit 3f2a` say the same.
     let (scope, commit) = match &args.root {
         Some(spec) => {
@@ -199,6 +210,7 @@ pub fn run(args: MountArgs) -> Result<ExitCode> {
         commit,
         follow: args.follow.then_some(args.interval),
         take_over,
+        stored,
     };
     let mountpoint = args.mountpoint;
     mount::run(cfg, terminated(), || {

@@ -9,15 +9,18 @@
 //! a volume is counted by the `ID` Docker gives; when the last one unmounts, the volume
 //! is released: its entry leaves the view (unless another mounted volume shows it), so
 //! its path stops existing, and the next mount looks the root up again.
+//!
+//! The mount itself is served by the plugin's mount server ([`super::server`]); the
+//! driver asks it to show and remove entries ([`super::control`]), and saves every
+//! change of the volumes — mounts and their IDs included — before answering Docker, so
+//! a plugin started after a restart or a crash carries on where the last one stopped.
 
-use super::state::{Definition, Pin, StateError, StateFile};
-use crate::mount::{MountError, current, show};
-use crate::remote::Remote;
-use crate::view::View;
-use canopy_protocol::{CommitId, VerifyingKey};
+use super::control::{Answer, MountServer, Request, ServerError};
+use super::state::{Definition, Mounted, Pin, StateError, StateFile, Volumes, entry_for};
+use canopy_protocol::CommitId;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::time::Duration;
 
 /// Why a request was refused. Every refusal leaves the volumes as they were.
 #[derive(Debug, thiserror::Error)]
@@ -69,21 +72,14 @@ pub enum DriverError {
         /// The volume.
         name: String,
         /// Why.
-        source: MountError,
+        source: ServerError,
     },
+    /// The plugin's mount server cannot be reached or started.
+    #[error(transparent)]
+    Server(#[from] ServerError),
     /// The definitions could not be saved.
     #[error(transparent)]
     State(#[from] StateError),
-}
-
-/// A volume some container has mounted.
-struct Mounted {
-    /// Its entry in the view.
-    entry: String,
-    /// The commit shown.
-    commit: CommitId,
-    /// Mount calls per caller `ID` not yet matched by an unmount.
-    users: HashMap<String, u32>,
 }
 
 /// A volume as `Get` and `List` report it.
@@ -96,16 +92,19 @@ pub struct Info {
     pub status: serde_json::Value,
 }
 
-/// The volumes and the view that serves them.
+/// The volumes, and the mount server that shows them.
 pub struct Driver {
-    volumes: BTreeMap<String, Definition>,
-    mounted: HashMap<String, Mounted>,
+    volumes: Volumes,
     state: StateFile,
-    remote: Arc<Remote>,
-    view: Arc<View>,
-    trust: VerifyingKey,
+    server: MountServer,
     mount_dir: PathBuf,
 }
+
+/// How long the mount server may take to show a root: it fetches the root's directory
+/// metadata, within its own fetch deadlines.
+const SHOW_WAIT: Duration = Duration::from_secs(600);
+/// How long it may take to answer anything else.
+const ANSWER_WAIT: Duration = Duration::from_secs(30);
 
 /// Longest volume name and caller id taken: names become keys of the state file and
 /// appear in logs and answers, so they are bounded like a file name.
@@ -148,7 +147,7 @@ fn check_name(name: &str) -> Result<(), DriverError> {
 
 /// A caller id as Docker sends it (64 hex digits); anything printable up to 255 bytes is
 /// taken.
-fn check_id(id: &str) -> Result<(), DriverError> {
+pub(crate) fn check_id(id: &str) -> Result<(), DriverError> {
     if id.is_empty() || id.len() > NAME_MAX || id.chars().any(char::is_control) {
         let shown: String = id.chars().take(64).collect();
         return Err(DriverError::BadRequest(format!(
@@ -160,29 +159,25 @@ fn check_id(id: &str) -> Result<(), DriverError> {
 }
 
 impl Driver {
-    /// A driver for `volumes` (as read from `state`), showing them in `view`, which is
-    /// mounted at `mount_dir`.
-    pub fn new(
-        volumes: BTreeMap<String, Definition>,
+    /// A driver for `volumes` (as read from `state`), shown by `server` in its mount at
+    /// `mount_dir`.
+    pub(crate) fn new(
+        volumes: Volumes,
         state: StateFile,
-        remote: Arc<Remote>,
-        view: Arc<View>,
-        trust: VerifyingKey,
+        server: MountServer,
         mount_dir: PathBuf,
     ) -> Driver {
         Driver {
             volumes,
-            mounted: HashMap::new(),
             state,
-            remote,
-            view,
-            trust,
+            server,
             mount_dir,
         }
     }
 
     fn definition(&self, name: &str) -> Result<&Definition, DriverError> {
         self.volumes
+            .defined
             .get(name)
             .ok_or_else(|| DriverError::NoSuchVolume(name.to_string()))
     }
@@ -196,7 +191,7 @@ impl Driver {
         opts: &HashMap<String, String>,
     ) -> Result<(), DriverError> {
         let definition = checked_definition(name, opts)?;
-        match self.volumes.get(name) {
+        match self.volumes.defined.get(name) {
             Some(existing) if *existing == definition => return Ok(()),
             Some(existing) => {
                 return Err(DriverError::Exists {
@@ -207,45 +202,90 @@ impl Driver {
             None => {}
         }
         let mut volumes = self.volumes.clone();
-        volumes.insert(name.to_string(), definition);
+        volumes.defined.insert(name.to_string(), definition);
         self.commit(volumes)?;
-        tracing::info!("volume {name}: created ({})", self.volumes[name]);
+        tracing::info!("volume {name}: created ({})", self.volumes.defined[name]);
         Ok(())
     }
 
     /// Forgets volume `name`, which no container may be using.
     pub fn remove(&mut self, name: &str) -> Result<(), DriverError> {
         self.definition(name)?;
-        if let Some(m) = self.mounted.get(name) {
-            let mut users: Vec<&str> = m.users.keys().map(String::as_str).collect();
-            users.sort_unstable();
+        if let Some(m) = self.volumes.mounted.get(name) {
+            let users: Vec<&str> = m.users.keys().map(String::as_str).collect();
             return Err(DriverError::InUse {
                 name: name.to_string(),
                 users: users.join(", "),
             });
         }
         let mut volumes = self.volumes.clone();
-        volumes.remove(name);
+        volumes.defined.remove(name);
         self.commit(volumes)?;
         tracing::info!("volume {name}: removed");
         Ok(())
     }
 
     /// Saves `volumes`, then makes them the volumes: a failed save changes nothing.
-    fn commit(&mut self, volumes: BTreeMap<String, Definition>) -> Result<(), DriverError> {
+    fn commit(&mut self, volumes: Volumes) -> Result<(), DriverError> {
         self.state.save(&volumes)?;
         self.volumes = volumes;
         Ok(())
     }
 
+    /// Whether a mounted volume other than `name` uses `entry`.
+    fn shared(&self, entry: &str, name: &str) -> bool {
+        self.volumes
+            .mounted
+            .iter()
+            .any(|(n, m)| n != name && m.entry == entry)
+    }
+
+    /// Has the mount server show `commit` of `root` as `entry`.
+    async fn show(&self, entry: &str, root: &str, commit: &CommitId) -> Result<(), ServerError> {
+        let request = Request::Show {
+            entry: entry.to_string(),
+            root: root.to_string(),
+            commit: commit.to_string(),
+        };
+        self.server.call(&request, SHOW_WAIT).await.map(drop)
+    }
+
+    /// The commit root `root` is at, as the mount server finds it.
+    async fn current(&self, root: &str) -> Result<CommitId, ServerError> {
+        let request = Request::Current {
+            root: root.to_string(),
+        };
+        match self.server.call(&request, SHOW_WAIT).await? {
+            Answer::Commit { commit } => commit
+                .parse()
+                .map_err(|e| ServerError::Failed(format!("commit {commit:?}: {e}"))),
+            other => Err(ServerError::Failed(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Has the mount server stop showing `entry`; a failure leaves it shown, which only
+    /// the path's existence tells (the next start or follow round removes it).
+    async fn hide(&self, entry: &str) {
+        let request = Request::Remove {
+            entry: entry.to_string(),
+        };
+        if let Err(e) = self.server.call(&request, ANSWER_WAIT).await {
+            tracing::warn!("{entry}: not removed from the mount: {e}");
+        }
+    }
+
     /// Mounts volume `name` for caller `id` and returns its path. The first mount shows
-    /// the root in the view (fetching its directory metadata); later ones only count.
+    /// the root in the mount (fetching its directory metadata); later ones only count.
     pub async fn mount(&mut self, name: &str, id: &str) -> Result<PathBuf, DriverError> {
         check_id(id)?;
         let definition = self.definition(name)?.clone();
-        if let Some(m) = self.mounted.get_mut(name) {
+        self.server_up().await?;
+        let mut volumes = self.volumes.clone();
+        if let Some(m) = volumes.mounted.get_mut(name) {
             *m.users.entry(id.to_string()).or_default() += 1;
-            return Ok(self.mount_dir.join(&m.entry));
+            let path = self.mount_dir.join(&m.entry);
+            self.commit(volumes)?;
+            return Ok(path);
         }
         let root = definition.root.as_str();
         let failed = |source| DriverError::Mount {
@@ -254,50 +294,57 @@ impl Driver {
         };
         let commit = match definition.pin {
             Pin::Commit(c) => c,
-            Pin::Mounted | Pin::Follow => current(&self.remote, root).await.map_err(failed)?,
+            Pin::Mounted | Pin::Follow => self.current(root).await.map_err(failed)?,
         };
-        let entry = match definition.pin {
-            Pin::Follow => root.to_string(),
-            Pin::Commit(_) | Pin::Mounted => format!("{root}@{commit}"),
-        };
-        show(&self.remote, &self.view, &self.trust, &entry, root, commit)
-            .await
-            .map_err(failed)?;
-        tracing::info!("volume {name}: mounted at {entry} for {id}");
-        let path = self.mount_dir.join(&entry);
-        self.mounted.insert(
+        let entry = entry_for(&definition, &commit);
+        self.show(&entry, root, &commit).await.map_err(failed)?;
+        volumes.mounted.insert(
             name.to_string(),
             Mounted {
                 entry: entry.clone(),
                 commit,
-                users: HashMap::from([(id.to_string(), 1)]),
+                users: BTreeMap::from([(id.to_string(), 1)]),
             },
         );
-        self.shown(&entry, commit);
-        Ok(path)
+        if let Err(e) = self.commit(volumes) {
+            if !self.shared(&entry, name) {
+                self.hide(&entry).await;
+            }
+            return Err(e);
+        }
+        if let Err(e) = self.shown(&entry, commit) {
+            tracing::warn!("volume {name}: {e}");
+        }
+        tracing::info!("volume {name}: mounted at {entry} for {id}");
+        Ok(self.mount_dir.join(&entry))
     }
 
     /// Undoes one mount of volume `name` by caller `id`; the last one releases it.
-    pub fn unmount(&mut self, name: &str, id: &str) -> Result<(), DriverError> {
+    pub async fn unmount(&mut self, name: &str, id: &str) -> Result<(), DriverError> {
         self.definition(name)?;
         let not_mounted = || DriverError::NotMountedBy {
             name: name.to_string(),
             id: id.to_string(),
         };
-        let m = self.mounted.get_mut(name).ok_or_else(not_mounted)?;
+        let mut volumes = self.volumes.clone();
+        let m = volumes.mounted.get_mut(name).ok_or_else(not_mounted)?;
         let count = m.users.get_mut(id).ok_or_else(not_mounted)?;
         *count -= 1;
         if *count == 0 {
             m.users.remove(id);
         }
         if !m.users.is_empty() {
-            return Ok(());
+            return self.commit(volumes);
         }
-        let released = self.mounted.remove(name).expect("found above");
-        if !self.mounted.values().any(|m| m.entry == released.entry) {
-            self.view.remove(&released.entry);
+        let released = volumes.mounted.remove(name).expect("found above");
+        self.commit(volumes)?;
+        if !self.shared(&released.entry, name) {
+            self.hide(&released.entry).await;
         }
         tracing::info!("volume {name}: released {}", released.entry);
+        if self.volumes.mounted.is_empty() {
+            self.replace_outdated_server().await;
+        }
         Ok(())
     }
 
@@ -305,6 +352,7 @@ impl Driver {
     pub fn path(&self, name: &str) -> Result<Option<PathBuf>, DriverError> {
         self.definition(name)?;
         Ok(self
+            .volumes
             .mounted
             .get(name)
             .map(|m| self.mount_dir.join(&m.entry)))
@@ -313,10 +361,10 @@ impl Driver {
     /// What volume `name` is and shows.
     pub fn get(&self, name: &str) -> Result<Info, DriverError> {
         let definition = self.definition(name)?;
-        let mounted = self.mounted.get(name);
+        let mounted = self.volumes.mounted.get(name);
         let mut status = serde_json::json!({
             "options": definition.to_string(),
-            "mounts": mounted.map_or(0, |m| m.users.values().sum::<u32>()),
+            "mounts": mounted.map_or(0, Mounted::count),
         });
         if let Some(m) = mounted {
             status["commit"] = m.commit.to_string().into();
@@ -329,40 +377,147 @@ impl Driver {
     }
 
     /// Records that `entry` now shows `commit`, for every volume mounted on it.
-    fn shown(&mut self, entry: &str, commit: CommitId) {
-        for m in self.mounted.values_mut().filter(|m| m.entry == entry) {
+    fn shown(&mut self, entry: &str, commit: CommitId) -> Result<(), DriverError> {
+        let mut volumes = self.volumes.clone();
+        let mut changed = false;
+        for m in volumes.mounted.values_mut().filter(|m| m.entry == entry) {
+            changed |= m.commit != commit;
             m.commit = commit;
         }
+        if changed {
+            self.commit(volumes)?;
+        }
+        Ok(())
     }
 
     /// Every volume.
     pub fn list(&self) -> Vec<Info> {
         self.volumes
+            .defined
             .keys()
             .map(|name| self.get(name).expect("listed names exist"))
             .collect()
     }
 
-    /// Moves mounted volumes that follow their root to its current commit. A root that
-    /// cannot be refreshed keeps its version, with a warning.
-    pub async fn follow(&mut self) {
-        let mut roots: Vec<String> = self
+    /// How many volumes are mounted.
+    pub fn mounted(&self) -> usize {
+        self.volumes.mounted.len()
+    }
+
+    /// Makes sure the mount server runs; one started anew (the last one died) is given
+    /// every mounted volume again.
+    async fn server_up(&mut self) -> Result<(), DriverError> {
+        if self.server.ensure().await? {
+            self.adopt().await;
+        }
+        Ok(())
+    }
+
+    /// Brings the mount server in line with the saved volumes, as a plugin does when it
+    /// starts: every mounted volume's entry shown at its commit (a server started anew
+    /// shows nothing yet), and no entry that no mounted volume uses (left by a plugin
+    /// that died between showing an entry and saving it). A volume that cannot be
+    /// shown now stays mounted, with a warning; the next follow round tries again.
+    pub async fn adopt(&mut self) {
+        let shown: HashMap<String, String> =
+            match self.server.call(&Request::Entries, ANSWER_WAIT).await {
+                Ok(Answer::Entries { entries }) => entries.into_iter().collect(),
+                Ok(other) => {
+                    tracing::warn!("the mount server answered {other:?} to a list of its entries");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    return;
+                }
+            };
+        let mut wanted: Vec<(String, String, CommitId)> = self
+            .volumes
             .mounted
             .iter()
-            .filter(|(name, _)| self.volumes[*name].pin == Pin::Follow)
+            .map(|(name, m)| {
+                let root = self.volumes.defined[name].root.to_string();
+                (m.entry.clone(), root, m.commit)
+            })
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup_by(|a, b| a.0 == b.0);
+        for (entry, root, commit) in &wanted {
+            if shown.get(entry) == Some(&commit.to_string()) {
+                continue;
+            }
+            match self.show(entry, root, commit).await {
+                Ok(()) => tracing::info!("{entry}: shown again at {commit}"),
+                Err(e) => tracing::warn!("{entry}: cannot be shown again now: {e}"),
+            }
+        }
+        for entry in shown.keys() {
+            if !wanted.iter().any(|(e, _, _)| e == entry) {
+                self.hide(entry).await;
+            }
+        }
+    }
+
+    /// Stops a mount server that runs an older canopy and starts this one's, when no
+    /// volume is mounted (nothing reads from it).
+    pub async fn replace_outdated_server(&self) {
+        if !self.volumes.mounted.is_empty() || self.server.is_current().await {
+            return;
+        }
+        tracing::info!("replacing the mount server, which runs another canopy program");
+        let replaced = async {
+            self.server.stop().await?;
+            self.server.ensure().await
+        };
+        if let Err(e) = replaced.await {
+            tracing::warn!("replacing the mount server: {e}");
+        }
+    }
+
+    /// Stops the mount server if no volume is mounted; otherwise it keeps serving them
+    /// for the containers, and the next plugin finds it.
+    pub async fn stop(&self) {
+        if self.volumes.mounted.is_empty() {
+            if let Err(e) = self.server.stop().await {
+                tracing::warn!("{e}");
+            }
+            return;
+        }
+        tracing::info!(
+            "{} volumes are mounted: the mount server keeps serving them; a plugin started \
+             again takes them up",
+            self.volumes.mounted.len()
+        );
+    }
+
+    /// Moves mounted volumes that follow their root to its current commit, and shows
+    /// again what a mount server started anew lacks. A root that cannot be refreshed
+    /// keeps its version, with a warning.
+    pub async fn follow(&mut self) {
+        if let Err(e) = self.server_up().await {
+            tracing::warn!("following: {e}");
+            return;
+        }
+        let mut roots: Vec<String> = self
+            .volumes
+            .mounted
+            .iter()
+            .filter(|(name, _)| self.volumes.defined[*name].pin == Pin::Follow)
             .map(|(_, m)| m.entry.clone())
             .collect();
         roots.sort_unstable();
         roots.dedup();
         for root in roots {
-            let refreshed = match current(&self.remote, &root).await {
-                Ok(commit) => show(&self.remote, &self.view, &self.trust, &root, &root, commit)
-                    .await
-                    .map(|()| commit),
+            let refreshed = match self.current(&root).await {
+                Ok(commit) => self.show(&root, &root, &commit).await.map(|()| commit),
                 Err(e) => Err(e),
             };
             match refreshed {
-                Ok(commit) => self.shown(&root, commit),
+                Ok(commit) => {
+                    if let Err(e) = self.shown(&root, commit) {
+                        tracing::warn!("following root {root}: {e}");
+                    }
+                }
                 Err(e) => tracing::warn!("following root {root}: {e}; keeping its version"),
             }
         }

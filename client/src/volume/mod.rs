@@ -1,21 +1,29 @@
 //! `canopy volume-plugin`: canopy roots as read-only Docker volumes.
 //!
 //! The plugin answers Docker's volume plugin protocol ([`protocol`]) on a unix socket,
-//! keeps volume definitions in a state file ([`state`]), and serves every mounted volume
-//! from one FUSE mount under `--mount-dir` ([`driver`]), so all containers on the host
-//! share one cache, one inode per file and one copy of its pages.
+//! keeps its volumes — definitions, and which containers mount which — in a state file
+//! ([`state`]), and serves every mounted volume from one FUSE mount under `--mount-dir`
+//! ([`driver`]), so all containers on the host share one cache, one inode per file and
+//! one copy of its pages.
+//!
+//! The mount is served by a process of its own, the mount server ([`server`]), which
+//! the plugin starts and talks to ([`control`]). It outlives the plugin: the plugin can
+//! be restarted, upgraded or killed while containers read from their volumes, and the
+//! next plugin takes up the same server and the saved mounts.
 
+mod control;
 mod driver;
 mod protocol;
+mod server;
 mod state;
 
-use crate::fs::CanopyFs;
-use crate::mount::{HostConfig, MountError, fuse_session, umount_lazily, unmount};
-use crate::objects::Fetched;
-use crate::view::{Scope, View};
+use crate::mount::{HostConfig, MountError, umount_lazily};
+use control::MountServer;
+pub use control::ServerError;
 use driver::Driver;
 pub use state::StateError;
 use state::StateFile;
+use std::ffi::OsString;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -44,6 +52,9 @@ pub struct VolumeConfig {
     pub mount_dir: PathBuf,
     /// How often volumes with `follow=true` ask for new versions.
     pub interval: Duration,
+    /// The arguments that make this program a mount server for this configuration
+    /// (see [`serve_mounts`]).
+    pub server_args: Vec<OsString>,
 }
 
 /// Why the plugin could not start, or stopped.
@@ -71,9 +82,9 @@ pub enum VolumeError {
         /// Why.
         source: io::Error,
     },
-    /// The FUSE mount was taken away while the plugin ran.
-    #[error("the FUSE mount at {0} went away (unmounted from outside?): stopping")]
-    Lost(PathBuf),
+    /// The mount server cannot be started or reached.
+    #[error(transparent)]
+    Server(#[from] ServerError),
 }
 
 /// The listening socket file, removed when dropped so that a stopped plugin leaves none.
@@ -130,8 +141,8 @@ fn claim_socket(path: &Path) -> Result<Socket, VolumeError> {
     Ok(socket)
 }
 
-/// Makes the mount directory, first detaching the dead mount a killed plugin leaves
-/// there (whose every access fails with ENOTCONN).
+/// Makes the mount directory, first detaching the dead mount a killed mount server
+/// leaves there (whose every access fails with ENOTCONN).
 fn prepare_mount_dir(dir: &Path) -> Result<(), VolumeError> {
     if let Err(e) = std::fs::metadata(dir)
         && e.raw_os_error() == Some(libc::ENOTCONN)
@@ -151,8 +162,9 @@ fn prepare_mount_dir(dir: &Path) -> Result<(), VolumeError> {
     })
 }
 
-/// Serves Docker until `shutdown` resolves: then stops answering, removes the socket
-/// and unmounts. `on_ready` runs once the socket answers.
+/// Serves Docker until `shutdown` resolves: then stops answering and removes the
+/// socket; the mount server stops too if no volume is mounted, and keeps serving the
+/// mounted ones otherwise. `on_ready` runs once the socket answers.
 pub fn run(
     cfg: VolumeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -160,10 +172,11 @@ pub fn run(
 ) -> Result<(), VolumeError> {
     let (state, volumes) = StateFile::open(&cfg.state_dir)?;
     let mut socket = claim_socket(&cfg.socket)?;
-    let host = cfg.host.open()?;
+    let rt = tokio::runtime::Runtime::new()
+        .map_err(|e| MountError::Setup(format!("starting the runtime: {e}")))?;
     let listener = {
         let std_listener = socket.listener.take().expect("bound above");
-        let _runtime = host.rt.enter();
+        let _runtime = rt.enter();
         std_listener
             .set_nonblocking(true)
             .and_then(|()| tokio::net::UnixListener::from_std(std_listener))
@@ -172,32 +185,22 @@ pub fn run(
                 reason: e.to_string(),
             })?
     };
-    prepare_mount_dir(&cfg.mount_dir)?;
-
-    // Entries come and go as volumes are mounted and released: a following filesystem
-    // keeps the kernel's name cache short so they show at once.
-    let view = Arc::new(View::new(Scope::All));
-    let objects = Fetched::new(host.cache, host.remote.clone(), host.rt.handle().clone());
-    let fs = CanopyFs::new(view.clone(), Arc::new(objects), true, cfg.host.passthrough);
-    let mut session = fuse_session(fs, &cfg.mount_dir)?;
-    let mut unmounter = session.unmount_callable();
-    let (ended_tx, ended) = tokio::sync::oneshot::channel();
-    let fuse = std::thread::spawn(move || {
-        let result = session.run();
-        let _ = ended_tx.send(());
-        result
+    let server = MountServer::new(&cfg.mount_dir, cfg.server_args.clone());
+    rt.block_on(server.ensure())?;
+    let mut driver = Driver::new(volumes, state, server, cfg.mount_dir.clone());
+    rt.block_on(async {
+        driver.adopt().await;
+        driver.replace_outdated_server().await;
     });
-
-    let driver: protocol::Shared = Arc::new(tokio::sync::Mutex::new(Driver::new(
-        volumes,
-        state,
-        host.remote,
-        view,
-        cfg.host.trust,
-        cfg.mount_dir.clone(),
-    )));
+    if driver.mounted() > 0 {
+        tracing::info!(
+            "took up {} mounted volumes from the saved state",
+            driver.mounted()
+        );
+    }
+    let driver: protocol::Shared = Arc::new(tokio::sync::Mutex::new(driver));
     let follower = driver.clone();
-    host.rt.spawn(async move {
+    rt.spawn(async move {
         loop {
             tokio::time::sleep(cfg.interval).await;
             follower.lock().await.follow().await;
@@ -205,37 +208,29 @@ pub fn run(
     });
 
     on_ready();
-    let lost = host.rt.block_on(async move {
-        let (lost_tx, lost) = tokio::sync::oneshot::channel();
-        let stop = async move {
-            let ended_first = tokio::select! {
-                () = shutdown => false,
-                _ = ended => true,
-            };
-            let _ = lost_tx.send(ended_first);
-        };
-        if let Err(e) = axum::serve(listener, protocol::router(driver))
-            .with_graceful_shutdown(stop)
+    let served = driver.clone();
+    rt.block_on(async move {
+        if let Err(e) = axum::serve(listener, protocol::router(served))
+            .with_graceful_shutdown(shutdown)
             .await
         {
             tracing::error!("serving {}: {e}", cfg.socket.display());
         }
-        lost.await.unwrap_or(false)
     });
-    // No new requests from here: the socket goes first, then the mount.
+    // No new requests from here: the socket goes first, then the server if it serves
+    // nothing.
     drop(socket);
-    if !lost {
-        unmount(&mut unmounter, &cfg.mount_dir);
-    }
-    let result = fuse.join().expect("the FUSE thread does not panic");
-    host.rt.shutdown_timeout(Duration::from_secs(1));
-    if lost {
-        return Err(VolumeError::Lost(cfg.mount_dir));
-    }
-    result.map_err(|e| {
-        VolumeError::Mount(MountError::Mount {
-            path: cfg.mount_dir,
-            reason: e.to_string(),
-        })
-    })
+    rt.block_on(async { driver.lock().await.stop().await });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+/// Serves the plugin's FUSE mount as its mount server: what the plugin starts, as this
+/// program with [`VolumeConfig::server_args`]. Returns once the mount is unmounted (the
+/// plugin asked, or `umount`) or `shutdown` resolved (then it unmounts).
+pub fn serve_mounts(
+    cfg: VolumeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), VolumeError> {
+    server::serve(cfg, shutdown)
 }

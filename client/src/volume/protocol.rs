@@ -137,7 +137,12 @@ async fn dispatch(driver: &Shared, method: &str, body: &[u8]) -> Result<Value, D
         }
         "VolumeDriver.Unmount" => {
             let r: MountRequest = request(body)?;
-            driver.lock().await.unmount(&r.name, &r.id).map(|()| ok)
+            driver
+                .lock()
+                .await
+                .unmount(&r.name, &r.id)
+                .await
+                .map(|()| ok)
         }
         "VolumeDriver.Path" => {
             let r: NameRequest = request(body)?;

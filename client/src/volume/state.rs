@@ -2,7 +2,11 @@
 //!
 //! The state file (`STATE_DIR/volumes.json`) is versioned JSON, rewritten whole on every
 //! change: written to a temporary file, synced, renamed over the old one, then the
-//! directory synced, so a crash leaves the old definitions or the new ones, never a mix.
+//! directory synced, so a crash leaves the old state or the new one, never a mix. It
+//! holds the volumes defined and the ones containers have mounted — which entry of the
+//! mount serves each, at which commit, and the mount `ID`s Docker gave — so a plugin
+//! restarted or killed answers `Path`, `Get` and `List` as before and takes the
+//! `Unmount`s Docker sends later with the IDs it got from the previous process.
 
 use canopy_protocol::{CommitId, RootName};
 use serde::{Deserialize, Serialize};
@@ -12,8 +16,9 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-/// The format this version of canopy writes and reads.
-const FORMAT: u32 = 1;
+/// The format this version of canopy writes. Format 1 (definitions only, from before
+/// mounts were kept) is still read.
+const FORMAT: u32 = 2;
 
 /// Which version of its root a volume shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,12 +162,59 @@ pub enum StateError {
     },
 }
 
-/// The whole file: a format number, then the volumes by name.
+/// A volume containers have mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mounted {
+    /// The top-level entry of the plugin's mount that serves it (`ROOT@COMMIT`, or
+    /// `ROOT` for a volume that follows its root).
+    pub entry: String,
+    /// The commit the entry shows.
+    pub commit: CommitId,
+    /// Mount calls per caller `ID` not yet matched by an unmount (each at least 1).
+    pub users: BTreeMap<String, u32>,
+}
+
+impl Mounted {
+    /// How many mounts are not yet unmounted.
+    pub fn count(&self) -> u32 {
+        self.users.values().sum()
+    }
+}
+
+/// The entry that shows `commit` for a volume defined as `definition`.
+pub fn entry_for(definition: &Definition, commit: &CommitId) -> String {
+    match definition.pin {
+        Pin::Follow => definition.root.to_string(),
+        Pin::Commit(_) | Pin::Mounted => format!("{}@{commit}", definition.root),
+    }
+}
+
+/// Everything the plugin keeps: the volumes defined, and those mounted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Volumes {
+    /// Every volume, by name.
+    pub defined: BTreeMap<String, Definition>,
+    /// The volumes some container uses, by name.
+    pub mounted: BTreeMap<String, Mounted>,
+}
+
+/// [`Mounted`] as the file writes it.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredMount {
+    entry: String,
+    commit: String,
+    users: BTreeMap<String, u32>,
+}
+
+/// The whole file: a format number, the volumes by name, the mounted ones.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     format: u32,
     volumes: BTreeMap<String, Definition>,
+    #[serde(default)]
+    mounted: BTreeMap<String, StoredMount>,
 }
 
 /// Just the format number, read before the rest so a newer file is told apart from a
@@ -177,27 +229,68 @@ pub struct StateFile {
     path: PathBuf,
 }
 
-/// The volumes a state file's `bytes` hold (`path` names it in errors).
-pub(crate) fn parse(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, Definition>, StateError> {
+/// The volumes a state file's `bytes` hold (`path` names it in errors). Mounted volumes
+/// must be defined, name the entry their definition gives, and have callers.
+pub(crate) fn parse(bytes: &[u8], path: &Path) -> Result<Volumes, StateError> {
     let corrupt = |reason: String| StateError::Corrupt {
         path: path.to_path_buf(),
         reason,
     };
     let format: Format = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
-    if format.format != FORMAT {
+    if !(1..=FORMAT).contains(&format.format) {
         return Err(corrupt(format!(
-            "format {}, and this canopy reads format {FORMAT}",
+            "format {}, and this canopy reads formats 1 to {FORMAT}",
             format.format
         )));
     }
     let file: File = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
-    Ok(file.volumes)
+    let mut mounted = BTreeMap::new();
+    for (name, m) in file.mounted {
+        let bad = |what: String| corrupt(format!("mounted volume {name:?}: {what}"));
+        let definition = file
+            .volumes
+            .get(&name)
+            .ok_or_else(|| bad("no such volume is defined".into()))?;
+        let commit: CommitId = m
+            .commit
+            .parse()
+            .map_err(|e| bad(format!("commit {:?}: {e}", m.commit)))?;
+        let expected = entry_for(definition, &commit);
+        if m.entry != expected {
+            return Err(bad(format!(
+                "entry {:?}, where its definition gives {expected:?}",
+                m.entry
+            )));
+        }
+        if m.users.is_empty() {
+            return Err(bad("no mount IDs".into()));
+        }
+        if let Some((id, _)) = m
+            .users
+            .iter()
+            .find(|(id, n)| **n == 0 || super::driver::check_id(id).is_err())
+        {
+            return Err(bad(format!("bad mount ID or count for {id:?}")));
+        }
+        mounted.insert(
+            name,
+            Mounted {
+                entry: m.entry,
+                commit,
+                users: m.users,
+            },
+        );
+    }
+    Ok(Volumes {
+        defined: file.volumes,
+        mounted,
+    })
 }
 
 impl StateFile {
     /// Opens the state in `dir` (created if missing) and reads the volumes it holds; no
     /// file means no volumes.
-    pub fn open(dir: &Path) -> Result<(StateFile, BTreeMap<String, Definition>), StateError> {
+    pub fn open(dir: &Path) -> Result<(StateFile, Volumes), StateError> {
         fs::create_dir_all(dir).map_err(|source| StateError::Io {
             what: format!("creating the state directory {}", dir.display()),
             source,
@@ -207,7 +300,9 @@ impl StateFile {
         };
         let bytes = match fs::read(&state.path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((state, BTreeMap::new())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok((state, Volumes::default()));
+            }
             Err(source) => {
                 return Err(StateError::Io {
                     what: format!("reading {}", state.path.display()),
@@ -220,15 +315,28 @@ impl StateFile {
     }
 
     /// Replaces the saved volumes with `volumes`, atomically.
-    pub fn save(&self, volumes: &BTreeMap<String, Definition>) -> Result<(), StateError> {
+    pub fn save(&self, volumes: &Volumes) -> Result<(), StateError> {
         let tmp = self.path.with_extension("json.tmp");
         let io = |what: &str, path: &Path| {
             let what = format!("{what} {}", path.display());
             move |source| StateError::Io { what, source }
         };
+        let mounted = volumes
+            .mounted
+            .iter()
+            .map(|(name, m)| {
+                let stored = StoredMount {
+                    entry: m.entry.clone(),
+                    commit: m.commit.to_string(),
+                    users: m.users.clone(),
+                };
+                (name.clone(), stored)
+            })
+            .collect();
         let mut bytes = serde_json::to_vec_pretty(&File {
             format: FORMAT,
-            volumes: volumes.clone(),
+            volumes: volumes.defined.clone(),
+            mounted,
         })
         .expect("definitions always serialise");
         bytes.push(b'\n');
@@ -300,29 +408,80 @@ mod tests {
     fn state_round_trips_and_refuses_damage() {
         let dir = tempfile::tempdir().unwrap();
         let (state, volumes) = StateFile::open(dir.path()).unwrap();
-        assert!(volumes.is_empty());
-        let mut volumes = BTreeMap::new();
-        volumes.insert(
+        assert_eq!(volumes, Volumes::default());
+        let mut volumes = Volumes::default();
+        volumes.defined.insert(
             "web".to_string(),
             Definition::from_options("web", &opts(&[("follow", "true")])).unwrap(),
         );
+        volumes.defined.insert(
+            "app".to_string(),
+            Definition::from_options("app", &opts(&[])).unwrap(),
+        );
+        let commit: CommitId = "ab".repeat(32).parse().unwrap();
+        volumes.mounted.insert(
+            "app".to_string(),
+            Mounted {
+                entry: format!("app@{commit}"),
+                commit,
+                users: BTreeMap::from([("c1".to_string(), 2), ("c2".to_string(), 1)]),
+            },
+        );
         state.save(&volumes).unwrap();
         assert_eq!(StateFile::open(dir.path()).unwrap().1, volumes);
+        assert_eq!(volumes.mounted["app"].count(), 3);
 
         let path = dir.path().join("volumes.json");
+        // A file of the first format (definitions only) is read, with nothing mounted.
+        fs::write(&path, r#"{"format": 1, "volumes": {"a": {"root": "x"}}}"#).unwrap();
+        let read = StateFile::open(dir.path()).unwrap().1;
+        assert_eq!((read.defined.len(), read.mounted.len()), (1, 0));
+
+        let mounted = |m: &str| {
+            format!(r#"{{"format": 2, "volumes": {{"a": {{"root": "x"}}}}, "mounted": {{{m}}}}}"#)
+        };
+        let c = "ab".repeat(32);
         for (content, says) in [
-            ("{\"format\": 1, \"volumes\": ", "EOF"),
-            ("{\"format\": 2, \"volumes\": {}}", "format 2"),
+            ("{\"format\": 1, \"volumes\": ".to_string(), "EOF"),
+            ("{\"format\": 3, \"volumes\": {}}".into(), "format 3"),
             (
-                "{\"format\": 1, \"volumes\": {\"a\": {\"root\": \"../x\"}}}",
+                "{\"format\": 1, \"volumes\": {\"a\": {\"root\": \"../x\"}}}".into(),
                 "invalid root name",
             ),
+            (
+                mounted(&format!(
+                    r#""b": {{"entry": "x@{c}", "commit": "{c}", "users": {{"c1": 1}}}}"#
+                )),
+                "no such volume is defined",
+            ),
+            (
+                mounted(&format!(
+                    r#""a": {{"entry": "y@{c}", "commit": "{c}", "users": {{"c1": 1}}}}"#
+                )),
+                "where its definition gives",
+            ),
+            (
+                mounted(r#""a": {"entry": "x@zz", "commit": "zz", "users": {"c1": 1}}"#),
+                "commit \"zz\"",
+            ),
+            (
+                mounted(&format!(
+                    r#""a": {{"entry": "x@{c}", "commit": "{c}", "users": {{}}}}"#
+                )),
+                "no mount IDs",
+            ),
+            (
+                mounted(&format!(
+                    r#""a": {{"entry": "x@{c}", "commit": "{c}", "users": {{"c1": 0}}}}"#
+                )),
+                "bad mount ID or count",
+            ),
         ] {
-            fs::write(&path, content).unwrap();
+            fs::write(&path, &content).unwrap();
             let err = StateFile::open(dir.path()).err().unwrap().to_string();
             assert!(
                 err.contains("volumes.json is not a valid volume state file") && err.contains(says),
-                "{err}"
+                "{content}: {err}"
             );
         }
     }

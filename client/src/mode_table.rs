@@ -1,0 +1,234 @@
+//! How the kernel reads each open inode, kept in shared memory (a memfd the service
+//! manager holds with the FUSE connection) so that the successor of a process killed
+//! without a hand-over knows it too: the kernel allows one way per inode while files
+//! are open, so an open answered another way — a new passthrough registration while
+//! the dead process's is in use, or passthrough while its files read through canopy —
+//! would fail.
+//!
+//! Entries are plain stores into the mapping (no system call on the request path); a
+//! process killed in the middle of one leaves that entry unused, never a wrong one.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Entries (inodes with open files at once); beyond, inodes go unrecorded (logged once).
+const CAPACITY: usize = 16384;
+/// Words per entry: state, ino, registration, count, stamp (5).
+const WORDS: usize = 9;
+const BYTES: usize = CAPACITY * WORDS * 8;
+
+const FREE: u64 = 0;
+const PASSTHROUGH: u64 = 1;
+const CACHED: u64 = 2;
+
+/// One inode's I/O mode, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Its open files read through this registration of a cache file with this stamp.
+    Passthrough {
+        /// The inode.
+        ino: u64,
+        /// The kernel's backing id.
+        raw: u32,
+        /// The cache file's stamp ([`canopy_cache::Stamp::to_raw`]), if known.
+        stamp: Option<[u64; 5]>,
+    },
+    /// This many of its open files read through canopy and the page cache.
+    Cached {
+        /// The inode.
+        ino: u64,
+        /// Open files.
+        count: u64,
+    },
+}
+
+/// The shared table.
+pub struct ModeTable {
+    fd: OwnedFd,
+    words: *const AtomicU64,
+    free: Mutex<Vec<usize>>,
+    full_logged: std::sync::atomic::AtomicBool,
+}
+
+// SAFETY: the mapping lives as long as the table and is only accessed through atomics.
+unsafe impl Send for ModeTable {}
+// SAFETY: as above.
+unsafe impl Sync for ModeTable {}
+
+impl Drop for ModeTable {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping this table made, which nothing uses after.
+        unsafe { libc::munmap(self.words as *mut libc::c_void, BYTES) };
+    }
+}
+
+impl ModeTable {
+    /// A new, empty table in a new memfd.
+    pub fn create() -> std::io::Result<ModeTable> {
+        // SAFETY: a NUL-terminated name and flags.
+        let fd = unsafe { libc::memfd_create(c"canopy-modes".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: memfd_create just returned this descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: ftruncate on a descriptor we own.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), BYTES as libc::off_t) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let (table, _) = ModeTable::open(fd)?;
+        Ok(table)
+    }
+
+    /// The table in `fd` (from a process that is gone), and what it records, entry by
+    /// entry.
+    pub fn open(fd: OwnedFd) -> std::io::Result<(ModeTable, Vec<(usize, Recorded)>)> {
+        let size = std::fs::File::from(fd.try_clone()?).metadata()?.len();
+        if size != BYTES as u64 {
+            return Err(std::io::Error::other(format!(
+                "an I/O mode table of {size} bytes (expected {BYTES})"
+            )));
+        }
+        // SAFETY: a shared read-write mapping of a file of exactly BYTES bytes.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let table = ModeTable {
+            fd,
+            words: map as *const AtomicU64,
+            free: Mutex::new(Vec::new()),
+            full_logged: std::sync::atomic::AtomicBool::new(false),
+        };
+        let mut recorded = Vec::new();
+        let mut free = Vec::new();
+        for slot in (0..CAPACITY).rev() {
+            match table.read(slot) {
+                Some(r) => recorded.push((slot, r)),
+                None => free.push(slot),
+            }
+        }
+        *table.free.lock().expect("free lock") = free;
+        recorded.sort_by_key(|(slot, _)| *slot);
+        Ok((table, recorded))
+    }
+
+    /// The memfd, for the service manager's store.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    fn word(&self, slot: usize, i: usize) -> &AtomicU64 {
+        // SAFETY: slot < CAPACITY and i < WORDS index inside the mapping.
+        unsafe { &*self.words.add(slot * WORDS + i) }
+    }
+
+    fn read(&self, slot: usize) -> Option<Recorded> {
+        let w = |i| self.word(slot, i).load(Ordering::Acquire);
+        let ino = w(1);
+        match w(0) {
+            PASSTHROUGH => {
+                let stamp = [w(4), w(5), w(6), w(7), w(8)];
+                Some(Recorded::Passthrough {
+                    ino,
+                    raw: w(2) as u32,
+                    stamp: (stamp != [0; 5]).then_some(stamp),
+                })
+            }
+            CACHED => Some(Recorded::Cached { ino, count: w(3) }),
+            _ => None,
+        }
+    }
+
+    /// Records `r` in a free entry; `None` when the table is full.
+    pub fn add(&self, r: Recorded) -> Option<usize> {
+        let slot = self.free.lock().expect("free lock").pop();
+        let Some(slot) = slot else {
+            if !self.full_logged.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "more than {CAPACITY} inodes open at once: the ones beyond are not \
+                     recorded for a successor after a crash"
+                );
+            }
+            return None;
+        };
+        self.set(slot, r);
+        Some(slot)
+    }
+
+    /// Records `r` in entry `slot`.
+    pub fn set(&self, slot: usize, r: Recorded) {
+        let w = |i| self.word(slot, i);
+        w(0).store(FREE, Ordering::Release);
+        match r {
+            Recorded::Passthrough { ino, raw, stamp } => {
+                w(1).store(ino, Ordering::Relaxed);
+                w(2).store(u64::from(raw), Ordering::Relaxed);
+                for (i, v) in stamp.unwrap_or([0; 5]).into_iter().enumerate() {
+                    w(4 + i).store(v, Ordering::Relaxed);
+                }
+                w(0).store(PASSTHROUGH, Ordering::Release);
+            }
+            Recorded::Cached { ino, count } => {
+                w(1).store(ino, Ordering::Relaxed);
+                w(3).store(count, Ordering::Relaxed);
+                w(0).store(CACHED, Ordering::Release);
+            }
+        }
+    }
+
+    /// Frees entry `slot`.
+    pub fn remove(&self, slot: usize) {
+        self.word(slot, 0).store(FREE, Ordering::Release);
+        self.free.lock().expect("free lock").push(slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_successor_reads_what_was_recorded() {
+        let table = ModeTable::create().unwrap();
+        let a = table
+            .add(Recorded::Passthrough {
+                ino: 7,
+                raw: 3,
+                stamp: Some([1, 2, 3, 4, 5]),
+            })
+            .unwrap();
+        let b = table.add(Recorded::Cached { ino: 9, count: 1 }).unwrap();
+        table.set(b, Recorded::Cached { ino: 9, count: 2 });
+        let c = table.add(Recorded::Cached { ino: 11, count: 1 }).unwrap();
+        table.remove(c);
+        let fd = table.fd().try_clone_to_owned().unwrap();
+        drop(table);
+        let (again, recorded) = ModeTable::open(fd).unwrap();
+        let recorded: Vec<Recorded> = recorded.into_iter().map(|(_, r)| r).collect();
+        assert_eq!(
+            recorded,
+            vec![
+                Recorded::Passthrough {
+                    ino: 7,
+                    raw: 3,
+                    stamp: Some([1, 2, 3, 4, 5])
+                },
+                Recorded::Cached { ino: 9, count: 2 }
+            ]
+        );
+        // Entries in use are not handed out again.
+        let d = again.add(Recorded::Cached { ino: 1, count: 1 }).unwrap();
+        assert!(d != a && d != b);
+    }
+}

@@ -1,0 +1,322 @@
+//! How the plugin talks to its mount server ([`super::server`]), the process that serves
+//! the plugin's FUSE mount: one JSON request and one JSON answer per line, on a unix
+//! socket named after the mount directory (mode 0600 in a 0700 directory beside the
+//! hand-over sockets, so only the same user reaches it).
+//!
+//! The plugin starts the server when none answers, and finds the one a previous plugin
+//! started otherwise: the server is what containers read from, and it outlives the
+//! plugin, so restarting, upgrading or killing the plugin never touches a mount.
+
+use serde::{Deserialize, Serialize};
+use std::ffi::OsString;
+use std::io::{self, BufRead, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+/// Longest request or answer line: the entries of a mount are a few hundred bytes each.
+pub(crate) const MAX_LINE: u64 = 4 << 20;
+
+/// What the plugin asks its mount server.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum Request {
+    /// Who the server is.
+    Hello,
+    /// The commit `root` is at on the canopy server.
+    Current {
+        /// The root.
+        root: String,
+    },
+    /// Show `commit` of `root` as the top-level entry `entry` (`ROOT` or `ROOT@COMMIT`).
+    Show {
+        /// The entry.
+        entry: String,
+        /// The root.
+        root: String,
+        /// The commit, 64 hex digits.
+        commit: String,
+    },
+    /// Stop showing `entry`.
+    Remove {
+        /// The entry.
+        entry: String,
+    },
+    /// The entries shown, with their commits.
+    Entries,
+    /// Unmount and exit.
+    Stop,
+}
+
+/// The server's answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum Answer {
+    /// To `Hello`.
+    Hello {
+        /// Its process id.
+        pid: u32,
+        /// The program file it runs, as `DEV:INODE` (an upgrade replaces the file).
+        program: String,
+    },
+    /// To `Current`.
+    Commit {
+        /// 64 hex digits.
+        commit: String,
+    },
+    /// To `Show`, `Remove`, `Stop`.
+    Done,
+    /// To `Entries`: (entry, commit) pairs.
+    Entries {
+        /// The entries.
+        entries: Vec<(String, String)>,
+    },
+    /// The request could not be done.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The program this process runs, as `DEV:INODE`: what tells a mount server started
+/// from an older canopy binary apart.
+pub(crate) fn program() -> String {
+    std::fs::metadata("/proc/self/exe")
+        .map(|m| format!("{}:{}", m.dev(), m.ino()))
+        .unwrap_or_default()
+}
+
+/// `path` with its parent's symbolic links resolved, without looking at `path` itself (a
+/// mount whose process hangs would not answer).
+fn resolved(path: &Path) -> PathBuf {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    match path.file_name() {
+        Some(name) => std::fs::canonicalize(parent.unwrap_or(Path::new(".")))
+            .map(|p| p.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        None => path.to_path_buf(),
+    }
+}
+
+/// The control socket of the mount server of `mount_dir`.
+pub(crate) fn socket_path(mount_dir: &Path) -> PathBuf {
+    let hash = canopy_protocol::inode::hash(&[
+        b"volume-plugin",
+        resolved(mount_dir).as_os_str().as_encoded_bytes(),
+    ]);
+    crate::handover::runtime_dir().join(format!("volumes-{hash:016x}.sock"))
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes as a `T`.
+pub(crate) fn read_line<T: serde::de::DeserializeOwned>(
+    reader: &mut impl BufRead,
+) -> io::Result<T> {
+    let mut line = Vec::new();
+    reader
+        .by_ref()
+        .take(MAX_LINE)
+        .read_until(b'\n', &mut line)?;
+    if line.last() != Some(&b'\n') {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the line ended early or is too long",
+        ));
+    }
+    serde_json::from_slice(&line).map_err(io::Error::other)
+}
+
+/// Writes `message` as one line.
+pub(crate) fn write_line(writer: &mut impl Write, message: &impl Serialize) -> io::Result<()> {
+    let mut line = serde_json::to_vec(message).map_err(io::Error::other)?;
+    line.push(b'\n');
+    writer.write_all(&line)
+}
+
+/// Why the mount server could not do what the plugin asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// It does not answer (not running, hung, or gone in the middle).
+    #[error("the plugin's mount server at {socket} does not answer: {reason}")]
+    Unreachable {
+        /// Its socket.
+        socket: PathBuf,
+        /// What happened.
+        reason: String,
+    },
+    /// It answered that it could not.
+    #[error("{0}")]
+    Failed(String),
+    /// It could not be started.
+    #[error("starting the plugin's mount server: {0}")]
+    Start(String),
+}
+
+/// The plugin's handle on its mount server.
+pub(crate) struct MountServer {
+    socket: PathBuf,
+    /// How to start one: the arguments for this program.
+    args: Vec<OsString>,
+}
+
+impl MountServer {
+    /// The server of `mount_dir`, started when needed as this program with `args`.
+    pub(crate) fn new(mount_dir: &Path, args: Vec<OsString>) -> MountServer {
+        MountServer {
+            socket: socket_path(mount_dir),
+            args,
+        }
+    }
+
+    /// Sends `request` and waits at most `wait` for the answer.
+    pub(crate) async fn call(
+        &self,
+        request: &Request,
+        wait: Duration,
+    ) -> Result<Answer, ServerError> {
+        let exchange = async {
+            let stream = tokio::net::UnixStream::connect(&self.socket).await?;
+            let (read, mut write) = stream.into_split();
+            let mut line = serde_json::to_vec(request).map_err(io::Error::other)?;
+            line.push(b'\n');
+            write.write_all(&line).await?;
+            let mut answer = Vec::new();
+            tokio::io::BufReader::new(read.take(MAX_LINE))
+                .read_until(b'\n', &mut answer)
+                .await?;
+            if answer.last() != Some(&b'\n') {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "it closed the connection without answering",
+                ));
+            }
+            serde_json::from_slice::<Answer>(&answer).map_err(io::Error::other)
+        };
+        let unreachable = |reason: String| ServerError::Unreachable {
+            socket: self.socket.clone(),
+            reason,
+        };
+        match tokio::time::timeout(wait, exchange).await {
+            Err(_) => Err(unreachable(format!("no answer within {wait:?}"))),
+            Ok(Err(e)) => Err(unreachable(e.to_string())),
+            Ok(Ok(Answer::Failed { reason })) => Err(ServerError::Failed(reason)),
+            Ok(Ok(answer)) => Ok(answer),
+        }
+    }
+
+    /// The server's process id and program, if one answers.
+    pub(crate) async fn hello(&self) -> Result<(u32, String), ServerError> {
+        match self.call(&Request::Hello, Duration::from_secs(10)).await? {
+            Answer::Hello { pid, program } => Ok((pid, program)),
+            other => Err(ServerError::Failed(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Makes sure a server answers: the one running, or a new one. Returns whether it
+    /// had to start one (which shows nothing yet).
+    pub(crate) async fn ensure(&self) -> Result<bool, ServerError> {
+        match self.hello().await {
+            Ok((pid, program)) => {
+                if program != self::program() {
+                    tracing::warn!(
+                        "the mount server (process {pid}) runs another canopy program than this \
+                         plugin (an upgrade?); it is replaced when no volume is mounted"
+                    );
+                }
+                return Ok(false);
+            }
+            Err(ServerError::Unreachable { reason, .. }) => {
+                tracing::info!("no mount server answers ({reason}): starting one");
+            }
+            Err(e) => return Err(e),
+        }
+        self.start().await?;
+        Ok(true)
+    }
+
+    /// Whether the server answering runs this very program.
+    pub(crate) async fn is_current(&self) -> bool {
+        matches!(self.hello().await, Ok((_, p)) if p == program())
+    }
+
+    /// Starts a server in a session of its own (a signal to the plugin's terminal or
+    /// process group does not reach it) and waits until it answers.
+    async fn start(&self) -> Result<(), ServerError> {
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe()
+            .map_err(|e| ServerError::Start(format!("finding this program: {e}")))?;
+        let mut command = Command::new(&exe);
+        command
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| ServerError::Start(format!("{}: {e}", exe.display())))?;
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(ServerError::Start(format!(
+                    "it exited ({status}) before answering; its errors are in this log"
+                )));
+            }
+            match self.hello().await {
+                Ok(_) => break,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(ServerError::Start(format!(
+                        "process {pid} did not answer within 60 s: {e}"
+                    )));
+                }
+            }
+        }
+        tracing::info!("started the mount server, process {pid}");
+        // Reaped when it ends, if this plugin still runs then.
+        std::thread::spawn(move || child.wait());
+        Ok(())
+    }
+
+    /// Has the server unmount and exit; returns once the mount is gone.
+    pub(crate) async fn stop(&self) -> Result<(), ServerError> {
+        self.call(&Request::Stop, Duration::from_secs(30)).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip_and_are_bounded() {
+        let mut out = Vec::new();
+        write_line(
+            &mut out,
+            &Request::Show {
+                entry: "a@b".into(),
+                root: "a".into(),
+                commit: "b".into(),
+            },
+        )
+        .unwrap();
+        let back: Request = read_line(&mut out.as_slice()).unwrap();
+        assert!(matches!(back, Request::Show { entry, .. } if entry == "a@b"));
+        assert!(read_line::<Request>(&mut &b"{\"request\": \"hello\"}"[..]).is_err());
+        assert!(read_line::<Request>(&mut &b"{\"request\": \"explode\"}\n"[..]).is_err());
+    }
+}

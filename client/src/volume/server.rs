@@ -1,0 +1,238 @@
+//! The plugin's mount server: the process that serves the plugin's one FUSE mount, and
+//! shows in it the entries the plugin asks for ([`super::control`]).
+//!
+//! The plugin starts it and it outlives the plugin: containers read from this process
+//! only, so a plugin restarted, upgraded or killed with `kill -9` leaves every mount
+//! served, and the next plugin finds the server at its socket. It stops when the plugin
+//! stops with no volume mounted (the plugin asks it to), on SIGTERM or SIGINT (then it
+//! unmounts, detaching the mount if containers still use it), or when the mount is
+//! unmounted from outside.
+
+use super::control::{self, Answer, Request};
+use super::{VolumeConfig, VolumeError, prepare_mount_dir};
+use crate::fs::CanopyFs;
+use crate::mount::{Host, MountError, current, fuse_session, show, unmount};
+use crate::objects::Fetched;
+use crate::remote::Remote;
+use crate::view::{Scope, View};
+use canopy_protocol::{CommitId, RootName, VerifyingKey};
+use std::io::BufReader;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long the plugin may take to send one request.
+const REQUEST_WAIT: Duration = Duration::from_secs(30);
+
+/// The control socket, removed when the server ends (unless it is another server's by
+/// then: a server that was asked to stop lets go of the name at once).
+struct Listening {
+    path: PathBuf,
+    ino: u64,
+}
+
+impl Listening {
+    /// Removes the socket file if it is still this server's.
+    fn remove(&self) {
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.ino) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// Binds the control socket; a live server answering there is another server of the
+/// same mount directory, and is left alone.
+fn listen(path: &Path) -> Result<(UnixListener, Listening), VolumeError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let refuse = |reason: String| VolumeError::Socket {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| refuse(format!("creating {}: {e}", dir.display())))?;
+    if UnixStream::connect(path).is_ok() {
+        return Err(refuse(
+            "a mount server for this mount directory runs already".into(),
+        ));
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).map_err(|e| refuse(e.to_string()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| refuse(format!("setting its mode: {e}")))?;
+    let ino = std::fs::symlink_metadata(path)
+        .map_err(|e| refuse(e.to_string()))?
+        .ino();
+    Ok((
+        listener,
+        Listening {
+            path: path.to_path_buf(),
+            ino,
+        },
+    ))
+}
+
+/// What requests are answered with.
+struct Served {
+    view: Arc<View>,
+    remote: Arc<Remote>,
+    trust: VerifyingKey,
+    rt: tokio::runtime::Handle,
+    unmounter: Arc<Mutex<fuser::SessionUnmounter>>,
+    mount_dir: PathBuf,
+    listening: Arc<Listening>,
+}
+
+impl Served {
+    fn answer(&self, request: Request) -> Answer {
+        let failed = |reason: String| Answer::Failed { reason };
+        match request {
+            Request::Hello => Answer::Hello {
+                pid: std::process::id(),
+                program: control::program(),
+            },
+            Request::Current { root } => match self.rt.block_on(current(&self.remote, &root)) {
+                Ok(commit) => Answer::Commit {
+                    commit: commit.to_string(),
+                },
+                Err(e) => failed(e.to_string()),
+            },
+            Request::Show {
+                entry,
+                root,
+                commit,
+            } => match self.show(&entry, &root, &commit) {
+                Ok(()) => Answer::Done,
+                Err(reason) => failed(reason),
+            },
+            Request::Remove { entry } => {
+                self.view.remove(&entry);
+                tracing::info!("{entry}: no longer shown");
+                Answer::Done
+            }
+            Request::Entries => Answer::Entries {
+                entries: self
+                    .view
+                    .shown()
+                    .into_iter()
+                    .filter_map(|e| {
+                        let commit = self.view.root(&e)?.commit.to_string();
+                        Some((e, commit))
+                    })
+                    .collect(),
+            },
+            Request::Stop => {
+                // A plugin starting from now on starts a new server rather than asking
+                // this one, which is going.
+                self.listening.remove();
+                tracing::info!("the plugin stopped with no volume mounted: unmounting");
+                unmount(
+                    &mut self.unmounter.lock().expect("unmounter lock"),
+                    &self.mount_dir,
+                );
+                Answer::Done
+            }
+        }
+    }
+
+    /// Shows `commit` of `root` as `entry`, which must be `root` or `root@commit`.
+    fn show(&self, entry: &str, root: &str, commit: &str) -> Result<(), String> {
+        let name: RootName = root.parse().map_err(|e| format!("root {root:?}: {e}"))?;
+        let id: CommitId = commit
+            .parse()
+            .map_err(|e| format!("commit {commit:?}: {e}"))?;
+        if entry != name.as_str() && entry != format!("{name}@{id}") {
+            return Err(format!("entry {entry:?} is neither {name} nor {name}@{id}"));
+        }
+        self.rt
+            .block_on(show(&self.remote, &self.view, &self.trust, entry, root, id))
+            .map_err(|e: MountError| e.to_string())
+    }
+}
+
+/// Answers the plugin, one connection at a time, until the process ends.
+fn answer_requests(listener: UnixListener, served: Served) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let _ = stream.set_read_timeout(Some(REQUEST_WAIT));
+        let _ = stream.set_write_timeout(Some(REQUEST_WAIT));
+        let mut reader = BufReader::new(&stream);
+        let request: Request = match control::read_line(&mut reader) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("a bad request on {}: {e}", served.listening.path.display());
+                continue;
+            }
+        };
+        let answer = served.answer(request);
+        if let Err(e) = control::write_line(&mut &stream, &answer) {
+            tracing::warn!("answering on {}: {e}", served.listening.path.display());
+        }
+    }
+}
+
+/// Serves the plugin's mount until it is unmounted (asked by the plugin, by `umount`,
+/// or on `shutdown`).
+pub(crate) fn serve(
+    cfg: VolumeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), VolumeError> {
+    let socket = control::socket_path(&cfg.mount_dir);
+    let (listener, listening) = listen(&socket)?;
+    let listening = Arc::new(listening);
+    prepare_mount_dir(&cfg.mount_dir)?;
+    // A server that was just asked to stop may still hold the cache for a moment.
+    let Host { rt, remote, cache } = cfg.host.open()?;
+    // Entries come and go as volumes are mounted and released: a following filesystem
+    // keeps the kernel's name cache short so they show at once.
+    let view = Arc::new(View::new(Scope::All));
+    let objects = Fetched::new(cache, remote.clone(), rt.handle().clone());
+    let fs = CanopyFs::new(view.clone(), Arc::new(objects), true, cfg.host.passthrough);
+    let mut session = fuse_session(fs, &cfg.mount_dir)?;
+    let unmounter = Arc::new(Mutex::new(session.unmount_callable()));
+    let served = Served {
+        view,
+        remote,
+        trust: cfg.host.trust,
+        rt: rt.handle().clone(),
+        unmounter: unmounter.clone(),
+        mount_dir: cfg.mount_dir.clone(),
+        listening: listening.clone(),
+    };
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || answer_requests(listener, served))
+        .map_err(|e| VolumeError::Socket {
+            path: listening.path.clone(),
+            reason: format!("starting its thread: {e}"),
+        })?;
+    let mount_dir = cfg.mount_dir.clone();
+    rt.spawn(async move {
+        shutdown.await;
+        unmount(&mut unmounter.lock().expect("unmounter lock"), &mount_dir);
+    });
+    tracing::info!(
+        "serving the plugin's volumes at {}",
+        cfg.mount_dir.display()
+    );
+    let result = session.run();
+    listening.remove();
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result.map_err(|e| {
+        VolumeError::Mount(MountError::Mount {
+            path: cfg.mount_dir,
+            reason: e.to_string(),
+        })
+    })
+}

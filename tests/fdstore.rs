@@ -1,0 +1,259 @@
+//! A `canopy mount` under a service manager's file-descriptor store: killed with
+//! SIGKILL, or stopped for a restart, its successor resumes the FUSE connection the
+//! store kept, and programs running from the mount see nothing (no failed system call,
+//! no ENOTCONN, the same bytes). `tests/fd_store.py` stands in for systemd (PID 1 is not
+//! systemd here): it runs the unit's command line as `Type=notify` with
+//! `FileDescriptorStoreMax=` and `Restart=always` would.
+
+use crate::handover::{Load, mount_args, start_mount, store};
+use crate::mount::Server;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// No wait of this test lasts longer: then its FUSE connection is aborted, so that a
+/// failure leaves nothing waiting on the mount.
+const WATCHDOG: Duration = Duration::from_secs(240);
+
+/// The mount at `dir` as /proc/self/mountinfo lists it: its device number, without
+/// looking at the mountpoint (a connection whose daemon is gone would hold the look).
+fn mounted_device(dir: &Path) -> Option<(u32, u32)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let dir = dir.to_str().unwrap();
+    info.lines()
+        .rev()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .filter(|f| f.len() > 4 && f[4] == dir)
+        .filter_map(|f| {
+            let (major, minor) = f[2].split_once(':')?;
+            Some((major.parse().ok()?, minor.parse().ok()?))
+        })
+        .next()
+}
+
+/// Aborts the FUSE connection mounted at `dir` (fusectl), and detaches the mount: every
+/// request waiting on it fails at once.
+fn abort_connection(dir: &Path) {
+    while let Some((major, minor)) = mounted_device(dir) {
+        let connections = Path::new("/sys/fs/fuse/connections");
+        if std::fs::read_dir(connections).is_ok_and(|mut d| d.next().is_none()) {
+            let _ = Command::new("mount")
+                .args(["-t", "fusectl", "none"])
+                .arg(connections)
+                .status();
+        }
+        let abort = connections
+            .join(((major << 20) | minor).to_string())
+            .join("abort");
+        let _ = std::fs::write(&abort, "1");
+        let _ = Command::new("umount").arg("-l").arg(dir).status();
+    }
+}
+
+/// `tests/fd_store.py` running `canopy mount`, and what it reports.
+struct Supervised {
+    child: Child,
+    events: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    dir: PathBuf,
+    watchdog: Option<mpsc::Sender<()>>,
+}
+
+impl Supervised {
+    fn start(env_dir: &Path, dir: &Path, args: &[OsString]) -> Supervised {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fd_store.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(env_dir.join("notify.sock"))
+            .arg(env_dir.join("mount"))
+            .arg(crate::util::BIN)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting tests/fd_store.py (python3)");
+        let (tx, events) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (watchdog, fired) = mpsc::channel::<()>();
+        let watched = dir.to_path_buf();
+        std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = fired.recv_timeout(WATCHDOG) {
+                eprintln!("fdstore: {WATCHDOG:?} passed: aborting the mount's connection");
+                abort_connection(&watched);
+            }
+        });
+        Supervised {
+            child,
+            events,
+            seen: Vec::new(),
+            dir: dir.to_path_buf(),
+            watchdog: Some(watchdog),
+        }
+    }
+
+    /// The next event starting with `what`, within `limit`.
+    fn wait(&mut self, what: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.starts_with(what) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!(
+                    "no `{what}` from the stand-in within {limit:?} ({e}); it said {:?}\n{}",
+                    self.seen,
+                    self.logs()
+                ),
+            }
+        }
+    }
+
+    /// The last event seen that starts with `what`.
+    fn last(&self, what: &str) -> String {
+        let found = self.seen.iter().rev().find(|l| l.starts_with(what));
+        found.cloned().unwrap_or_default()
+    }
+
+    /// The pid in a `ready PID` event, within a minute.
+    fn ready(&mut self) -> i32 {
+        let line = self.wait("ready ", Duration::from_secs(60));
+        line["ready ".len()..].parse().unwrap()
+    }
+
+    /// Every log of the processes it started.
+    fn logs(&self) -> String {
+        let parent = self.dir.parent().unwrap();
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(parent)
+            .unwrap()
+            .filter_map(|e| Some(e.ok()?.path()))
+            .filter(|p| p.to_string_lossy().ends_with(".log"))
+            .collect();
+        logs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        logs.iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect()
+    }
+
+    /// Stops it (SIGTERM): it stops the mount's process and closes the store.
+    fn stop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill with a valid pid and signal.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            abort_connection(&self.dir);
+        }
+        self.watchdog.take();
+    }
+}
+
+/// Sends `signal` to `pid`.
+fn kill(pid: i32, signal: i32) {
+    // SAFETY: kill with a pid and a valid signal.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill {pid}");
+}
+
+/// The stand-in runs `canopy mount` with `extra` options while a program runs from
+/// the mount and readers stream a large file: the daemon is killed with SIGKILL, then
+/// stopped as for a restart; each time the stand-in starts the next one, which resumes
+/// the connection. Then the stand-in stops, closing its store: the mount is dead, and a
+/// plain `canopy mount` detaches it and mounts anew.
+fn killed_and_restarted(name: &str, extra: &[&str]) {
+    let (env, sha) = store(name);
+    let server = Server::start(&env, "127.0.0.1:0");
+    let dir = std::fs::canonicalize(env.mkdir("mnt")).unwrap();
+    let args = mount_args(&env, &dir, &server.url, extra);
+    // Declared before the stand-in, so dropped after it: on a failure the stand-in
+    // goes first, taking the connection with it, and the programs then fail fast.
+    let mut running: Option<Load> = None;
+    let mut supervised = Supervised::start(&env.path(""), &dir, &args);
+    let first = supervised.ready();
+    let store = supervised.last("store ");
+    assert!(
+        store.contains("canopy-fuse") && store.contains("canopy-modes"),
+        "{store}"
+    );
+    let load = running.insert(Load::start(&dir, &sha));
+
+    // kill -9: the store holds the connection; requests wait for the next process.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = load.runs();
+    let killed = Instant::now();
+    kill(first, libc::SIGKILL);
+    supervised.wait(&format!("killed {first} 9"), Duration::from_secs(20));
+    let second = supervised.ready();
+    let resumed = killed.elapsed();
+    load.goes_on(before, "kill -9");
+    assert!(mounted_device(&dir).is_some());
+
+    // A stop for a restart (what `systemctl restart` sends): exits 0, leaving the mount.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = load.runs();
+    kill(second, libc::SIGTERM);
+    supervised.wait(&format!("exited {second} 0"), Duration::from_secs(20));
+    supervised.ready();
+    load.goes_on(before, "a restart");
+
+    let logs = supervised.logs();
+    let done = running.take().unwrap().finish(&logs);
+    assert_eq!(
+        logs.matches("from the connection the service manager kept")
+            .count(),
+        2,
+        "{logs}"
+    );
+    let recorded: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("recorded by the process before"))
+        .collect();
+    eprintln!(
+        "{name}: kill -9 (ready again after {resumed:?}) and a restart; {done}; {recorded:?}"
+    );
+
+    // The stand-in stops, closing its store: the mount is dead, and a `canopy mount`
+    // without a service manager detaches it and mounts anew.
+    supervised.stop();
+    let mut plain = start_mount(&env, &dir, &server.url, &env.path("plain.log"), extra);
+    let out = crate::util::cmd("chroot")
+        .arg(&dir)
+        .args(["/bin/bash", "-c", "echo alive"])
+        .stdout();
+    assert_eq!(out, "alive\n");
+    assert!(plain.exited(Duration::ZERO).is_none());
+    plain.stop();
+}
+
+#[test]
+fn a_mount_killed_or_restarted_under_a_descriptor_store_goes_on_with_passthrough() {
+    killed_and_restarted("fdstore-pt", &[]);
+}
+
+#[test]
+fn a_mount_killed_or_restarted_under_a_descriptor_store_goes_on_without_passthrough() {
+    killed_and_restarted("fdstore-nopt", &["--no-passthrough"]);
+}
