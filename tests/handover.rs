@@ -126,7 +126,10 @@ pub(crate) fn mount_args(env: &Canopy, dir: &Path, url: &str, extra: &[&str]) ->
 fn start(mut command: Command, dir: &Path, log: &Path) -> Process {
     let child = command
         // Open files and passthrough registrations, for [`passthrough_kept`].
-        .env("CANOPY_LOG", "info,fuser=error,canopy_client::open_files=debug")
+        .env(
+            "CANOPY_LOG",
+            "info,fuser=error,canopy_client::open_files=debug",
+        )
         .stdout(Stdio::piped())
         .stderr(fs::File::create(log).unwrap())
         .spawn()
@@ -567,8 +570,8 @@ fn stall_report(dir: &Path, program: u32) -> String {
         }
     }
     if let Some(n) = connection(dir) {
-        let waiting = fs::read_to_string(format!("/sys/fs/fuse/connections/{n}/waiting"))
-            .unwrap_or_default();
+        let waiting =
+            fs::read_to_string(format!("/sys/fs/fuse/connections/{n}/waiting")).unwrap_or_default();
         out += &format!("FUSE connection {n}: {} requests waiting\n", waiting.trim());
     }
     out
