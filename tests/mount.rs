@@ -166,6 +166,12 @@ impl Mount {
         Mount { child, dir, log }
     }
 
+    /// Sends `signal` to the mount's process.
+    pub(crate) fn signal(&self, signal: i32) {
+        // SAFETY: kill with our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
     pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
     }

@@ -199,7 +199,57 @@ fn runs_from_a_server_and_from_directories() {
         )),
         "{stderr}"
     );
+
+    // A host mount whose process does not answer (stopped here) is never touched: the
+    // run asks each mount's process first, within a deadline, and fetches the root
+    // itself; a directory on that mount is refused within a bound, not waited on.
+    {
+        let _resume = Resumes(&mount);
+        mount.signal(libc::SIGSTOP);
+        // Past the mount's entry and attribute timeouts, so a stat would reach it.
+        std::thread::sleep(Duration::from_secs(2));
+        let mut past = env.bare_cmd(["-v", "run", "--server", &server.url, "--trust"]);
+        past.arg(env.path("server.pub"))
+            .arg("--cache-dir")
+            .arg(env.path("cache"))
+            .args(["web", "--", "/bin/bash", "-c", "cat /etc/other.conf"]);
+        let out = past
+            .output_within(Duration::from_secs(120))
+            .expect("canopy run hung on a stopped host mount");
+        assert!(
+            out.status.success(),
+            "{}",
+            past.report("exit status 0", &out)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "other 1\n");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("does not answer"), "{stderr}");
+        assert!(!stderr.contains("from the host's mount"), "{stderr}");
+
+        let mut on_it = env.bare_cmd(["run"]);
+        on_it.arg(mount.path("web")).args(["--", "/bin/true"]);
+        let out = on_it
+            .output_within(Duration::from_secs(60))
+            .expect("canopy run hung on a directory of a stopped mount");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("which does not answer within"),
+            "{}",
+            on_it.report("a refusal", &out)
+        );
+    }
+    // Resumed, it is used again.
+    assert_eq!(verbose.success().stdout, b"other 1\n");
     mount.stop();
+}
+
+/// Resumes a stopped mount's process when dropped, whatever the test did meanwhile.
+struct Resumes<'a>(&'a Mount);
+
+impl Drop for Resumes<'_> {
+    fn drop(&mut self) {
+        self.0.signal(libc::SIGCONT);
+    }
 }
 
 /// `/dev/fuse` is `0600 root` on this machine type: tests that run as another user

@@ -305,6 +305,43 @@ impl TestCommand {
             .unwrap_or_else(|e| panic!("could not run {}: {e}", self.line()))
     }
 
+    /// Runs the command with its output in files (a process it leaves behind holds no
+    /// pipe of ours) and returns it, or `None` (the command killed, not waited for) if it
+    /// has not ended within `limit`.
+    pub fn output_within(&mut self, limit: std::time::Duration) -> Option<Output> {
+        use std::io::{Read, Seek};
+        let (mut out, mut err) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
+        let mut child = self
+            .cmd
+            .stdout(out.try_clone().unwrap())
+            .stderr(err.try_clone().unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not run {}: {e}", self.line()));
+        let deadline = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                // Not waited for: a process the kernel holds would hold the test too.
+                let _ = child.kill();
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let read = |f: &mut fs::File| {
+            let mut bytes = Vec::new();
+            f.rewind().unwrap();
+            f.read_to_end(&mut bytes).unwrap();
+            bytes
+        };
+        Some(Output {
+            status,
+            stdout: read(&mut out),
+            stderr: read(&mut err),
+        })
+    }
+
     /// Runs the command and asserts it exits 0.
     pub fn success(&mut self) -> Output {
         let out = self.output();

@@ -100,6 +100,13 @@ enum Message {
         history: Vec<Shown>,
     },
     Taken,
+    /// Not a hand-over: what does the live process show?
+    Query,
+    /// The answer to `Query`.
+    Serves {
+        options: Options,
+        history: Vec<Shown>,
+    },
 }
 
 fn send(stream: &mut UnixStream, message: &Message) -> std::io::Result<()> {
@@ -188,6 +195,28 @@ pub fn socket_path(mountpoint: &Path) -> PathBuf {
     runtime_dir().join(format!("mount-{hash:016x}.sock"))
 }
 
+/// Whether the live canopy mount at `point` (as `/proc/self/mountinfo` gives it) shows
+/// a top-level `entry` (`NAME@COMMIT`), asked of its process at the hand-over socket so
+/// that nothing touches the mount: `None` if no process answers within `wait` (none
+/// listens, or it is stopped or hung, when any access to the mount could block).
+pub fn shows(point: &Path, entry: &str, wait: Duration) -> Option<bool> {
+    let mut stream = UnixStream::connect(socket_path(point)).ok()?;
+    stream.set_read_timeout(Some(wait)).ok()?;
+    stream.set_write_timeout(Some(wait)).ok()?;
+    send(&mut stream, &Message::Query).ok()?;
+    let Message::Serves { options, history } = receive(&mut stream).ok()? else {
+        return None;
+    };
+    // Only a mount of every root (`root` is `(all)`) shows each version it showed as
+    // `NAME@COMMIT`; a mount of one root shows that root at the mountpoint.
+    let all = options.0.iter().any(|(k, v)| k == "root" && v == "(all)");
+    Some(
+        all && history
+            .iter()
+            .any(|s| s.entry == entry || format!("{}@{}", s.entry, s.commit) == entry),
+    )
+}
+
 /// The uid of the process at the other end of `stream`.
 fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
     let mut cred = libc::ucred {
@@ -249,7 +278,8 @@ pub(crate) fn listen(
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 match serve_one(&mut stream, &options, &files, &history) {
-                    Ok(_frozen) => {
+                    Ok(None) => {}
+                    Ok(Some(_frozen)) => {
                         tracing::info!("handed the mount over to a new canopy process; exiting");
                         // Still frozen until the end: an open or a release waiting at
                         // the gate must not run here any more (a release would close a
@@ -269,14 +299,14 @@ pub(crate) fn listen(
     })
 }
 
-/// Serves one successor; once it has taken the mount over, returns with opens and
-/// releases still frozen, for good.
+/// Answers one connection: a query, or a hand-over (then returns once the successor
+/// has the connection, with opens and releases still frozen, for good).
 fn serve_one<'a>(
     stream: &mut UnixStream,
     options: &Options,
     files: &'a Files,
     history: &impl Fn() -> Vec<Shown>,
-) -> Result<RwLockWriteGuard<'a, ()>, String> {
+) -> Result<Option<RwLockWriteGuard<'a, ()>>, String> {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     let uid = peer_uid(stream).map_err(|e| format!("peer credentials: {e}"))?;
@@ -286,12 +316,17 @@ fn serve_one<'a>(
     let io = |e: std::io::Error| e.to_string();
     stream.set_read_timeout(Some(STEP_WAIT)).map_err(io)?;
     stream.set_write_timeout(Some(STEP_WAIT)).map_err(io)?;
-    let Message::Hello {
-        options: theirs,
-        pid,
-    } = receive(stream).map_err(io)?
-    else {
-        return Err("a successor spoke out of turn".into());
+    let (theirs, pid) = match receive(stream).map_err(io)? {
+        Message::Hello { options, pid } => (options, pid),
+        Message::Query => {
+            let serves = Message::Serves {
+                options: options.clone(),
+                history: history(),
+            };
+            send(stream, &serves).map_err(io)?;
+            return Ok(None);
+        }
+        _ => return Err("a successor spoke out of turn".into()),
     };
     let differences = options.differences(&theirs);
     if !differences.is_empty() {
@@ -335,7 +370,7 @@ fn serve_one<'a>(
     )
     .map_err(io)?;
     match receive(stream).map_err(io)? {
-        Message::Taken => Ok(frozen),
+        Message::Taken => Ok(Some(frozen)),
         _ => Err("a successor spoke out of turn".into()),
     }
 }

@@ -44,6 +44,7 @@ fn start(store: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
             );
         }
         let dir = PathBuf::from(&args.root);
+        run::source::check_answers(&dir).map_err(anyhow::Error::msg)?;
         if !dir.is_dir() {
             bail!(
                 "{} is not a directory (a root name has no `/`)",

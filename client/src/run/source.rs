@@ -14,6 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A path's kind, mode and owners, as the run will see them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,23 +149,141 @@ impl Source {
     }
 }
 
+/// How long a host's canopy mount may take to say what it shows, or to answer a stat.
+const ANSWER_WAIT: Duration = Duration::from_secs(2);
+
+/// The mountpoints of the host's canopy FUSE mounts, from `/proc/self/mountinfo`
+/// (read without touching any mount).
+fn canopy_mounts() -> Vec<PathBuf> {
+    let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            // `canopy mount` and the volume plugin show as type fuse, source canopy; a
+            // run's own view as fuse.canopy.
+            let mut fields = right.split(' ');
+            let (kind, source) = (fields.next()?, fields.next()?);
+            if !(kind == "fuse.canopy" || (kind == "fuse" && source == "canopy")) {
+                return None;
+            }
+            Some(PathBuf::from(unescape(left.split(' ').nth(4)?)))
+        })
+        .collect()
+}
+
+/// Whether the process serving the canopy mount at `point` — `canopy mount`, or the
+/// volume plugin's mount server — says it shows the top-level `entry`, asked at its
+/// socket with a deadline. `None`: nobody answers (stopped, hung, or an older canopy).
+fn says_it_shows(point: &Path, entry: &str) -> Option<bool> {
+    crate::handover::shows(point, entry, ANSWER_WAIT)
+        .or_else(|| crate::volume::shows(point, entry, ANSWER_WAIT))
+}
+
 /// Where the host shows `name@commit` in one of its canopy mounts (`canopy mount`
-/// keeps every version it showed by that name), if it does.
+/// keeps every version it showed by that name; the volume plugin shows mounted volumes
+/// so), if it does. A mount is touched only once its process has said, within a
+/// deadline, that it shows that version: a stat on a mount whose process is stopped or
+/// hung would block in the kernel, and the run with it.
 pub fn host_mount_of(name: &str, commit: &CommitId) -> Option<PathBuf> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mountinfo.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        // `canopy mount` shows as type fuse, source canopy; a run's own view as
-        // fuse.canopy.
-        let mut fields = right.split(' ');
-        let (kind, source) = (fields.next()?, fields.next()?);
-        if !(kind == "fuse.canopy" || (kind == "fuse" && source == "canopy")) {
-            return None;
+    let entry = format!("{name}@{commit}");
+    canopy_mounts().into_iter().find_map(|point| {
+        match says_it_shows(&point, &entry) {
+            Some(true) => {}
+            Some(false) => return None,
+            None => {
+                tracing::warn!(
+                    "the canopy mount at {} does not answer (its process stopped, hung or \
+                     too old?): not using it",
+                    point.display()
+                );
+                return None;
+            }
         }
-        let point = unescape(left.split(' ').nth(4)?);
-        let pinned = Path::new(&point).join(format!("{name}@{commit}"));
-        pinned.is_dir().then_some(pinned)
+        let pinned = point.join(&entry);
+        match is_dir_within(&pinned, ANSWER_WAIT) {
+            Some(dir) => dir.then_some(pinned),
+            None => {
+                tracing::warn!(
+                    "the canopy mount at {} stopped answering: not using it",
+                    point.display()
+                );
+                None
+            }
+        }
     })
+}
+
+/// Refuses a directory on a canopy mount that does not answer: everything a run does
+/// with its root (looking at it, mounting over it) would block in the kernel. A
+/// directory elsewhere is not looked at.
+pub fn check_answers(dir: &Path) -> Result<(), String> {
+    let Ok(dir) = std::path::absolute(dir) else {
+        return Ok(());
+    };
+    let Some(point) = canopy_mounts()
+        .into_iter()
+        .filter(|p| dir.starts_with(p))
+        .max_by_key(|p| p.as_os_str().len())
+    else {
+        return Ok(());
+    };
+    if says_it_shows(&point, "").is_some() || is_dir_within(&dir, ANSWER_WAIT).is_some() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is on the canopy mount at {}, which does not answer within {ANSWER_WAIT:?} (its \
+         process is stopped or hung?): restart that mount, or run the root from its server \
+         (--server)",
+        dir.display(),
+        point.display()
+    ))
+}
+
+/// Whether `path` is a directory, asked by a child process so that a mount whose
+/// process does not answer cannot block this one: the kernel holds such a lookup
+/// uninterruptibly. `None` when the child has not answered within `timeout`; it is
+/// killed, and if the kernel holds it, left to end once the mount answers (it holds no
+/// descriptor of ours, so nothing waits for it).
+fn is_dir_within(path: &Path, timeout: Duration) -> Option<bool> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: the child calls only async-signal-safe functions (close_range, stat,
+    // _exit) on memory prepared before the fork, as a child of a multi-threaded process
+    // must.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return None;
+    }
+    if pid == 0 {
+        // SAFETY: as above; `st` is written by stat before it is read.
+        unsafe {
+            // No pipe or socket of the parent stays open in a child the kernel holds.
+            libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+            let mut st: libc::stat = std::mem::zeroed();
+            let dir = libc::stat(c_path.as_ptr(), &mut st) == 0
+                && st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+            libc::_exit(if dir { 0 } else { 1 });
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut status = 0;
+        // SAFETY: waits for our own child without blocking.
+        match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
+            0 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+            0 => {
+                // SAFETY: our own child, not yet reaped.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                return None;
+            }
+            p if p == pid && libc::WIFEXITED(status) => {
+                return Some(libc::WEXITSTATUS(status) == 0);
+            }
+            _ => return None,
+        }
+    }
 }
 
 /// A mountinfo path: `\040` and friends are octal escapes.

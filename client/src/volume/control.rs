@@ -88,25 +88,29 @@ pub(crate) fn program() -> String {
         .unwrap_or_default()
 }
 
-/// `path` with its parent's symbolic links resolved, without looking at `path` itself (a
-/// mount whose process hangs would not answer).
-fn resolved(path: &Path) -> PathBuf {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    match path.file_name() {
-        Some(name) => std::fs::canonicalize(parent.unwrap_or(Path::new(".")))
-            .map(|p| p.join(name))
-            .unwrap_or_else(|_| path.to_path_buf()),
-        None => path.to_path_buf(),
-    }
-}
-
 /// The control socket of the mount server of `mount_dir`.
 pub(crate) fn socket_path(mount_dir: &Path) -> PathBuf {
     let hash = canopy_protocol::inode::hash(&[
         b"volume-plugin",
-        resolved(mount_dir).as_os_str().as_encoded_bytes(),
+        crate::mount::resolved(mount_dir)
+            .as_os_str()
+            .as_encoded_bytes(),
     ]);
     crate::handover::runtime_dir().join(format!("volumes-{hash:016x}.sock"))
+}
+
+/// Whether the plugin's mount server serving `point` (a mount directory as
+/// `/proc/self/mountinfo` gives it) shows the top-level `entry`, asked at its socket so
+/// that nothing touches the mount: `None` if no server answers within `wait`.
+pub fn shows(point: &Path, entry: &str, wait: Duration) -> Option<bool> {
+    let stream = std::os::unix::net::UnixStream::connect(socket_path(point)).ok()?;
+    stream.set_read_timeout(Some(wait)).ok()?;
+    stream.set_write_timeout(Some(wait)).ok()?;
+    write_line(&mut &stream, &Request::Entries).ok()?;
+    match read_line(&mut io::BufReader::new(&stream)).ok()? {
+        Answer::Entries { entries } => Some(entries.iter().any(|(e, _)| e == entry)),
+        _ => None,
+    }
 }
 
 /// Reads one line of at most [`MAX_LINE`] bytes as a `T`.

@@ -19,7 +19,7 @@ mod state;
 
 use crate::mount::{HostConfig, MountError, umount_lazily};
 use control::MountServer;
-pub use control::ServerError;
+pub use control::{ServerError, shows};
 use driver::Driver;
 pub use state::StateError;
 use state::StateFile;

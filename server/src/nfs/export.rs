@@ -16,10 +16,14 @@
 //! export once and finds it again, so clients see a stale handle only for what no
 //! longer exists.
 
+mod attr;
+mod handle;
+
 use crate::store::{Store, StoreError};
-use crate::view::EntryAttr;
 pub use crate::view::Kind;
 use crate::view::history::{self, HistoryError};
+pub use attr::Attr;
+use attr::{content_nanos, dir_attr, leaf_attr};
 use canopy_protocol::{CommitId, Entry, EntryKind, Meta, ObjectId, RootName, Tree, TreeId, inode};
 use lru::LruCache;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -37,8 +41,6 @@ const CACHED_OBJECTS: usize = 16384;
 /// Known fileids; past this the table is dropped and rebuilt by walks as handles come
 /// back, which bounds memory whatever clients send.
 const MAX_KNOWN: usize = 1 << 20;
-/// First bytes of every handle: a magic byte and the handle format's version.
-const HANDLE_MAGIC: [u8; 2] = [0xca, 0x01];
 
 /// How a root's top directory looks (trees carry no metadata for themselves): as FUSE
 /// shows it.
@@ -146,32 +148,6 @@ pub struct Found {
     pub node: Node,
 }
 
-/// A file's attributes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attr {
-    /// Type.
-    pub kind: Kind,
-    /// Permission bits with setuid/setgid/sticky.
-    pub mode: u32,
-    /// Link count: 1 for files, 2 + subdirectories for directories.
-    pub nlink: u32,
-    /// Numeric owner.
-    pub uid: u32,
-    /// Numeric group.
-    pub gid: u32,
-    /// Size in bytes (symlinks: target length; directories: 4096).
-    pub size: u64,
-    /// Device major and minor numbers.
-    pub rdev: (u32, u32),
-    /// The fileid.
-    pub fileid: u64,
-    /// Modification (and change and access) time: the epoch for files, as FUSE shows
-    /// them; for directories the epoch plus nanoseconds taken from their content, so a
-    /// directory that changes in a new version looks modified to clients that cache
-    /// listings, and one that does not keeps its time.
-    pub time: (u32, u32),
-}
-
 /// The fileid of a directory: its export and path.
 fn dir_id(scope: &Scope, path: &[u8]) -> u64 {
     match scope {
@@ -194,41 +170,6 @@ fn roots_content(roots: &BTreeMap<RootName, CommitId>) -> Vec<u8> {
         .keys()
         .flat_map(|n| [n.as_str().as_bytes(), b"/"].concat())
         .collect()
-}
-
-/// Nanoseconds of a directory's time, from what it lists (see [`Attr::time`]).
-fn content_nanos(content: &[u8]) -> u32 {
-    (inode::hash(&[b"time", content]) % 1_000_000_000) as u32
-}
-
-fn leaf_attr(id: u64, kind: &EntryKind, meta: &Meta) -> Attr {
-    let a = EntryAttr::of(kind, meta);
-    debug_assert!(a.kind != Kind::Dir, "directories are not leaves");
-    Attr {
-        kind: a.kind,
-        mode: a.mode,
-        nlink: 1,
-        uid: a.uid,
-        gid: a.gid,
-        size: a.size,
-        rdev: a.rdev,
-        fileid: id,
-        time: (0, 0),
-    }
-}
-
-fn dir_attr(id: u64, meta: &Meta, subdirs: usize, nanos: u32) -> Attr {
-    Attr {
-        kind: Kind::Dir,
-        mode: u32::from(meta.mode),
-        nlink: 2u32.saturating_add(u32::try_from(subdirs).unwrap_or(u32::MAX)),
-        uid: meta.uid,
-        gid: meta.gid,
-        size: 4096,
-        rdev: (0, 0),
-        fileid: id,
-        time: (0, nanos),
-    }
 }
 
 /// A directory opened for listing: `.` and `..` first (Linux NFS clients expect them
@@ -675,114 +616,5 @@ impl Exports {
             len,
             eof: offset.saturating_add(len as u64) >= size,
         })
-    }
-
-    /// The handle of a node: magic, kind, fileid, then the export it was reached through
-    /// (a hash of the root's name, or the pinned commit id); at most 43 bytes, well
-    /// within NFSv3's 64.
-    pub fn handle(found: &Found) -> Vec<u8> {
-        let mut h = HANDLE_MAGIC.to_vec();
-        let scope = match &found.node {
-            Node::Top => {
-                h.push(0);
-                None
-            }
-            Node::Dir { scope, .. } => {
-                h.push(1);
-                Some(scope)
-            }
-            Node::Leaf { scope, .. } => {
-                h.push(2);
-                Some(scope)
-            }
-        };
-        h.extend_from_slice(&found.id.to_be_bytes());
-        match scope.map(Scope::key) {
-            None => {}
-            Some(ScopeKey::Name(n)) => h.extend_from_slice(&n.to_be_bytes()),
-            Some(ScopeKey::Commit(c)) => h.extend_from_slice(c.0.as_bytes()),
-        }
-        h
-    }
-
-    /// What a handle names. Handles this server never made are bad; handles of what
-    /// no export holds any more are stale.
-    pub fn resolve_handle(&self, handle: &[u8]) -> Result<Found, Error> {
-        if handle.len() < 11 || handle[..2] != HANDLE_MAGIC {
-            return Err(Error::BadHandle);
-        }
-        let is_dir = match handle[2] {
-            0 if handle.len() == 11 => {
-                return if handle[3..] == TOP_ID.to_be_bytes() {
-                    Ok(Self::top())
-                } else {
-                    Err(Error::BadHandle)
-                };
-            }
-            1 => true,
-            2 => false,
-            _ => return Err(Error::BadHandle),
-        };
-        let id = u64::from_be_bytes(handle[3..11].try_into().expect("8 bytes"));
-        let key = match handle[11..].len() {
-            8 => ScopeKey::Name(u64::from_be_bytes(
-                handle[11..].try_into().expect("8 bytes"),
-            )),
-            32 => {
-                let bytes: [u8; 32] = handle[11..].try_into().expect("32 bytes");
-                ScopeKey::Commit(CommitId(ObjectId::from_bytes(bytes)))
-            }
-            _ => return Err(Error::BadHandle),
-        };
-        let known = |exports: &Self| {
-            lock(&exports.known)
-                .get(&id)
-                .cloned()
-                .filter(|node| matches!(node, Node::Dir { .. }) == is_dir)
-        };
-        if let Some(node) = known(self) {
-            return Ok(Found { id, node });
-        }
-        let scope = match key {
-            ScopeKey::Commit(c) => Scope::Pinned(c),
-            ScopeKey::Name(_) => self
-                .roots()?
-                .keys()
-                .map(|name| Scope::Current(name.clone()))
-                .find(|s| s.key() == key)
-                .ok_or(Error::Stale)?,
-        };
-        self.walk(&scope)?;
-        known(self)
-            .map(|node| Found { id, node })
-            .ok_or(Error::Stale)
-    }
-
-    /// Remembers every directory and file of an export's current version, once per
-    /// version: how handles from before a restart or an upgrade are found again.
-    fn walk(&self, scope: &Scope) -> Result<(), Error> {
-        let top = self.top_tree(scope)?;
-        if !lock(&self.walked).insert((scope.clone(), top)) {
-            return Ok(());
-        }
-        let started = Instant::now();
-        let mut count = 0usize;
-        self.remember(&Self::export_top(scope.clone()));
-        let mut stack = vec![(top, Vec::new())];
-        while let Some((tree_id, path)) = stack.pop() {
-            for e in self.tree(&tree_id)?.entries() {
-                let found = Self::child(scope, &path, e);
-                if let (EntryKind::Dir { tree }, Node::Dir { path, .. }) = (&e.kind, &found.node) {
-                    stack.push((*tree, path.clone()));
-                }
-                self.remember(&found);
-                count += 1;
-            }
-        }
-        tracing::info!(
-            "walked {count} entries of {scope:?} to find handles again ({:?})",
-            started.elapsed()
-        );
-        Ok(())
     }
 }
