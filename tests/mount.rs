@@ -85,6 +85,11 @@ impl Server {
         self.url.trim_start_matches("http://").to_string()
     }
 
+    /// The server's log (its access log with `-v`).
+    pub(crate) fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap()
+    }
+
     /// How many object requests the server answered.
     pub(crate) fn object_requests(&self) -> usize {
         fs::read_to_string(&self.log)

@@ -26,6 +26,8 @@ mod crash;
 mod batch;
 // Serving over HTTP and mounting with FUSE: shared inodes, cache bound, outages, tampering, follow, nginx.
 mod mount;
+// Cold fetch: directory packs, a member altered on the way, prefetch under a small cache.
+mod cold;
 // Live hand-over of a mount to a new process: programs from the mount never notice.
 mod handover;
 // A mount under a service manager's descriptor store: killed or restarted, programs never notice.

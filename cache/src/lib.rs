@@ -349,6 +349,9 @@ impl Cache {
             .join("tmp")
             .join(format!("{id}.{}", self.seq.fetch_add(1, Ordering::Relaxed)));
         let size = fetch(&tmp).map_err(CacheError::Fetch)?;
+        // Room first, then the file: the directory never holds more than the bound
+        // allows, even for a moment (open files aside).
+        self.reserve(&mut self.state.lock().expect("cache lock"), size);
         let moved = fs::set_permissions(&tmp, fs::Permissions::from_mode(READ_ONLY))
             .map_err(io_err(format!("making {} read-only", tmp.display())))
             .and_then(|()| {
@@ -359,16 +362,25 @@ impl Cache {
                 fs::rename(&tmp, &path)
                     .map_err(io_err(format!("moving {} into place", tmp.display())))
             });
-        if let Err(e) = moved {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
         // Just fetched and hashed on the way in; the stamp is taken from the file that
         // is handed out, so a change from here on is seen.
-        let file = fs::File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
-        let stamp = Stamp::of(&file).map_err(io_err(format!("examining {}", path.display())))?;
+        let opened = moved.and_then(|()| {
+            let file =
+                fs::File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
+            let stamp =
+                Stamp::of(&file).map_err(io_err(format!("examining {}", path.display())))?;
+            Ok((file, stamp))
+        });
+        let (file, stamp) = match opened {
+            Ok(found) => found,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                let _ = fs::remove_file(&path);
+                self.state.lock().expect("cache lock").total -= size;
+                return Err(e);
+            }
+        };
         let mut state = self.state.lock().expect("cache lock");
-        state.total += size;
         state.lru.put(
             *id,
             Item {
@@ -379,6 +391,102 @@ impl Cache {
         *state.pinned.entry(*id).or_default() += 1;
         self.evict(&mut state);
         Ok(Verified { file, stamp })
+    }
+
+    /// Whether the cache lists `id` (without checking its file: [`Cache::cached`] does).
+    pub fn contains(&self, id: &ObjectId) -> bool {
+        self.state.lock().expect("cache lock").lru.contains(id)
+    }
+
+    /// Puts `bytes`, which the caller has verified to be object `id`, into the cache,
+    /// unpinned, as something fetched ahead of use: unless the cache holds `id` already
+    /// or it is being fetched or verified now, and only if room can be made by evicting
+    /// unpinned objects, so the bound holds and no open file goes. Returns whether it
+    /// was put. Never waits for another fetch.
+    pub fn offer(&self, id: &ObjectId, bytes: &[u8]) -> Result<bool, CacheError> {
+        let size = bytes.len() as u64;
+        let lock = self.fetching.entry(*id).or_default().clone();
+        let result = match lock.try_lock() {
+            Ok(_guard) => self.offer_locked(id, bytes, size),
+            Err(_) => Ok(false),
+        };
+        self.done_with(id, lock);
+        result
+    }
+
+    fn offer_locked(&self, id: &ObjectId, bytes: &[u8], size: u64) -> Result<bool, CacheError> {
+        {
+            let mut state = self.state.lock().expect("cache lock");
+            if state.lru.contains(id) || !self.make_room(&state, size) {
+                return Ok(false);
+            }
+            self.reserve(&mut state, size);
+        }
+        let path = self.path(id);
+        let tmp = self
+            .dir
+            .join("tmp")
+            .join(format!("{id}.{}", self.seq.fetch_add(1, Ordering::Relaxed)));
+        let written = fs::write(&tmp, bytes)
+            .map_err(io_err(format!("writing {}", tmp.display())))
+            .and_then(|()| {
+                fs::set_permissions(&tmp, fs::Permissions::from_mode(READ_ONLY))
+                    .map_err(io_err(format!("making {} read-only", tmp.display())))
+            })
+            .and_then(|()| {
+                let fan = path
+                    .parent()
+                    .expect("object paths have a fan-out directory");
+                private_dir(fan).map_err(io_err(format!("creating {}", fan.display())))?;
+                fs::rename(&tmp, &path)
+                    .map_err(io_err(format!("moving {} into place", tmp.display())))
+            })
+            .and_then(|()| {
+                let file =
+                    fs::File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
+                Stamp::of(&file).map_err(io_err(format!("examining {}", path.display())))
+            });
+        let stamp = match written {
+            Ok(stamp) => stamp,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                let _ = fs::remove_file(&path);
+                self.state.lock().expect("cache lock").total -= size;
+                return Err(e);
+            }
+        };
+        let mut state = self.state.lock().expect("cache lock");
+        state.lru.put(
+            *id,
+            Item {
+                size,
+                verified: Some(stamp),
+            },
+        );
+        self.evict(&mut state);
+        Ok(true)
+    }
+
+    /// Counts `size` bytes about to be put in the cache, evicting unpinned objects first
+    /// (least recently used first) as far as it takes to stay within the bound.
+    fn reserve(&self, state: &mut State, size: u64) {
+        state.total += size;
+        self.evict(state);
+    }
+
+    /// Whether `size` more bytes can fit under the bound by evicting unpinned objects
+    /// (evicting nothing if not).
+    fn make_room(&self, state: &State, size: u64) -> bool {
+        if state.total + size <= self.max_bytes {
+            return true;
+        }
+        let evictable: u64 = state
+            .lru
+            .iter()
+            .filter(|(id, _)| !state.pinned.contains_key(*id))
+            .map(|(_, item)| item.size)
+            .sum();
+        state.total - evictable + size <= self.max_bytes
     }
 
     fn forget(&self, id: &ObjectId) {
@@ -458,6 +566,32 @@ mod tests {
         cache.unpin(&a);
         put(&cache, b"dddd");
         assert!(!cache.path(&a).exists());
+    }
+
+    #[test]
+    fn offers_hold_the_bound_and_never_evict_open_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 10).unwrap();
+        let open = put(&cache, b"aaaa");
+        cache
+            .get(&open, |_| -> Result<u64, std::io::Error> {
+                panic!("cached")
+            })
+            .unwrap();
+        let b = ObjectId::of(b"bbbb");
+        assert!(cache.offer(&b, b"bbbb").unwrap());
+        assert!(!cache.offer(&b, b"bbbb").unwrap(), "held already");
+        // Room for c only by evicting b, never the open a.
+        let c = ObjectId::of(b"cccccc");
+        assert!(cache.offer(&c, b"cccccc").unwrap());
+        assert!(cache.path(&open).exists() && !cache.path(&b).exists());
+        assert!(cache.used() <= 10);
+        // Larger than what can be freed: refused, nothing evicted.
+        let d = ObjectId::of(b"ddddddddd");
+        assert!(!cache.offer(&d, b"ddddddddd").unwrap());
+        assert!(cache.contains(&c) && !cache.contains(&d));
+        let v = cache.cached(&c).expect("an offered object is verified");
+        assert_eq!(read_all(v), b"cccccc");
     }
 
     #[test]

@@ -21,6 +21,7 @@
 
 use crate::objects::{Objects, Opened};
 use crate::open_files::{Files, Io, OpenFile};
+use crate::prefetch::Prefetch;
 use crate::view::{Attr, COMMIT_XATTR, Kind, View, ViewError};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -55,6 +56,8 @@ pub struct CanopyFs {
     /// Whether roots may switch to new versions while mounted.
     follows: bool,
     files: Arc<Files>,
+    /// Fetches a directory's small files when one is first opened.
+    prefetch: Option<Arc<Prefetch>>,
 }
 
 impl CanopyFs {
@@ -76,7 +79,14 @@ impl CanopyFs {
             },
             follows,
             files: Arc::new(Files::new(passthrough)),
+            prefetch: None,
         }
+    }
+
+    /// Prefetches with `prefetch` (see [`crate::prefetch`]).
+    pub fn with_prefetch(mut self, prefetch: Arc<Prefetch>) -> Self {
+        self.prefetch = Some(prefetch);
+        self
     }
 
     /// Its open files, shared with whoever hands the mount over.
@@ -232,6 +242,9 @@ impl Filesystem for CanopyFs {
         note_resent(req, "lookup");
         match self.view.lookup(parent.0, name.as_bytes()) {
             Ok(attr) => {
+                if let (Some(p), Kind::File) = (&self.prefetch, attr.kind) {
+                    p.looked_up(parent.0, attr.ino);
+                }
                 let ttl = self.ttl(&attr);
                 reply.entry_with_ttls(&ttl, &self.dir_ttl, &(&attr).into(), Generation(0))
             }
@@ -263,6 +276,9 @@ impl Filesystem for CanopyFs {
             Ok((blob, size)) => (blob.0, size),
             Err(e) => return reply.error(errno(e)),
         };
+        if let Some(p) = &self.prefetch {
+            p.opening(ino.0, &blob);
+        }
         // What the host holds already, for passthrough of a large file; anything else
         // is fetched by the first read, not here (see the module's documentation).
         let _entered = self.files.enter();

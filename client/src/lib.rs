@@ -4,6 +4,8 @@
 //!   verifying every object against its id;
 //! - [`objects`]: where file contents come from: the host's cache (`canopy-cache`) over
 //!   servers, or a local store's own files;
+//! - [`pack`]: many small objects per request, each verified;
+//! - [`prefetch`]: a directory's small files fetched in the background when one is opened;
 //! - [`view`]: roots, their trees and inode numbers, independent of any front end;
 //! - [`fs`]: the FUSE front end over the view;
 //! - [`open_files`]: a mount's open files, handles and passthrough registrations;
@@ -22,6 +24,8 @@ pub mod mode_table;
 pub mod mount;
 pub mod objects;
 pub mod open_files;
+pub mod pack;
+pub mod prefetch;
 pub mod remote;
 pub mod run;
 pub mod service;

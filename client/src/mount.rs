@@ -30,6 +30,9 @@ pub struct HostConfig {
     pub timeout: Duration,
     /// Bytes per second a transfer must average once `timeout` has passed.
     pub min_rate: u64,
+    /// Fetch a directory's small files in the background when one is first opened
+    /// (see [`crate::prefetch`]).
+    pub prefetch: bool,
 }
 
 /// A client's runtime, servers and cache, ready to serve a view.

@@ -3,6 +3,7 @@
 //! --server`), or [`Local`] object files of a store on this machine (`canopy run` of a
 //! root in the local store), opened in place, so nothing is copied.
 
+use crate::prefetch::Prefetch;
 use crate::remote::Remote;
 use canopy_cache::{Cache, Stamp};
 use canopy_protocol::ObjectId;
@@ -48,18 +49,33 @@ pub struct Fetched {
     cache: Arc<Cache>,
     remote: Arc<Remote>,
     rt: tokio::runtime::Handle,
+    prefetch: Option<Arc<Prefetch>>,
 }
 
 impl Fetched {
     /// Reads through `cache` from `remote`, blocking on `rt` (never call from one of
     /// its worker threads).
     pub fn new(cache: Arc<Cache>, remote: Arc<Remote>, rt: tokio::runtime::Handle) -> Self {
-        Fetched { cache, remote, rt }
+        Fetched {
+            cache,
+            remote,
+            rt,
+            prefetch: None,
+        }
+    }
+
+    /// Reads what `prefetch` is bringing from it rather than fetching it again.
+    pub fn with_prefetch(mut self, prefetch: Arc<Prefetch>) -> Self {
+        self.prefetch = Some(prefetch);
+        self
     }
 }
 
 impl Objects for Fetched {
     fn open(&self, id: &ObjectId, size: u64) -> io::Result<Opened> {
+        if let Some(prefetch) = &self.prefetch {
+            prefetch.before_fetch(id);
+        }
         let v = self
             .cache
             .get(id, |tmp| {

@@ -211,6 +211,18 @@ impl Remote {
 
     /// Runs `attempt` against each server, starting with the preferred one, until one
     /// succeeds.
+    /// The longest a fetch of `bytes` bytes from one server may take: `timeout`, then
+    /// the bytes at the minimum rate.
+    pub fn deadline(&self, bytes: u64) -> Duration {
+        self.timeout + Duration::from_secs_f64(bytes as f64 / self.min_rate as f64)
+    }
+
+    /// The server to ask first: the one that answered last.
+    pub(crate) fn preferred(&self) -> Option<reqwest::Url> {
+        let n = self.servers.len();
+        (n > 0).then(|| self.servers[self.preferred.load(Ordering::Relaxed) % n].clone())
+    }
+
     async fn failover<T, F, Fut>(&self, attempt: F) -> Result<T, FetchError>
     where
         F: Fn(reqwest::Url) -> Fut,
@@ -237,7 +249,8 @@ impl Remote {
         Err(FetchError::AllFailed(errors))
     }
 
-    async fn get(
+    /// Asks `base` for `path`; an error status is an error, with canopy's message.
+    pub(crate) async fn get(
         &self,
         base: &reqwest::Url,
         path: &str,
@@ -283,7 +296,7 @@ impl Remote {
 
     /// The next chunk of a response's body, or `None` at its end, keeping the minimum
     /// rate (counted from `started`) and at most `limit` bytes in all (`received` so far).
-    async fn chunk(
+    pub(crate) async fn chunk(
         &self,
         url: &str,
         res: &mut reqwest::Response,

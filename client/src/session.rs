@@ -11,7 +11,6 @@ use crate::mount::{
     MountConfig, MountError, detach, find_commit, fuse_session, load, parse_commit, refresh,
     session_config, unmount,
 };
-use crate::objects::Fetched;
 use crate::open_files::Files;
 use crate::remote::Remote;
 use crate::service::{self, State, Stored};
@@ -147,13 +146,7 @@ pub fn run(
 
     let following = cfg.follow.is_some() && pinned.is_none();
     let fs = |cache: Arc<Cache>| {
-        let objects = Fetched::new(cache, remote.clone(), rt.handle().clone());
-        CanopyFs::new(
-            view.clone(),
-            Arc::new(objects),
-            following,
-            cfg.host.passthrough,
-        )
+        crate::prefetch::filesystem(&cfg.host, &view, &remote, rt.handle(), cache, following)
     };
     let failed = |reason: String| MountError::Mount {
         path: cfg.mountpoint.clone(),

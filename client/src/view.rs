@@ -483,6 +483,15 @@ impl View {
         }
     }
 
+    /// The tree a directory inode shows now, with its id.
+    pub fn dir_tree(&self, ino: u64) -> Option<(TreeId, Arc<Tree>)> {
+        let id = match self.inodes.read().expect("view lock").nodes.get(&ino)? {
+            Node::Dir { tree, .. } => *tree,
+            _ => return None,
+        };
+        self.tree(&id).ok().map(|t| (id, t))
+    }
+
     /// A symlink's target.
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, ViewError> {
         match self

@@ -8,6 +8,8 @@
 //! GET  /v1/roots/{name}/log    [LogEntry], newest first
 //! GET  /v1/trees/{id}          TreePack of every tree reachable from tree {id}: a whole
 //!                              root's directory metadata in one round trip; immutable
+//! GET  /v1/packs/{tree}/{part} a directory's small files, many per answer (see
+//!                              [`crate::pack`]); immutable
 //! errors                       ErrorBody with a stable code; 400 bad id, 404 missing
 //! ```
 

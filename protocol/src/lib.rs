@@ -42,6 +42,7 @@ mod host_identity;
 mod id;
 mod image;
 pub mod inode;
+pub mod pack;
 mod package;
 mod root_name;
 mod tree;

@@ -52,6 +52,10 @@ pub struct HostArgs {
     /// Never use FUSE passthrough, even where the kernel allows it
     #[arg(long)]
     pub no_passthrough: bool,
+    /// Do not fetch a directory's other small files in the background when one of its
+    /// files is first opened (fetch every file only when read)
+    #[arg(long)]
+    pub no_prefetch: bool,
     /// Give up on a server that does not connect, answer or send data within this long
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub timeout: std::time::Duration,

@@ -59,6 +59,7 @@ pub(super) fn host_config(
         passthrough: !args.no_passthrough,
         timeout: args.timeout,
         min_rate: args.min_rate,
+        prefetch: !args.no_prefetch,
     })
 }
 

@@ -82,6 +82,7 @@ fn start(store: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
             timeout: args.timeout,
             // As `canopy mount`'s default --min-rate.
             min_rate: 64 << 10,
+            prefetch: false,
         };
         let commit = args
             .commit

@@ -10,9 +10,7 @@
 
 use super::control::{self, Answer, Request};
 use super::{VolumeConfig, VolumeError, prepare_mount_dir};
-use crate::fs::CanopyFs;
 use crate::mount::{Host, MountError, current, fuse_session, show, unmount};
-use crate::objects::Fetched;
 use crate::remote::Remote;
 use crate::view::{Scope, View};
 use canopy_protocol::{CommitId, RootName, VerifyingKey};
@@ -197,8 +195,7 @@ pub(crate) fn serve(
     // Entries come and go as volumes are mounted and released: a following filesystem
     // keeps the kernel's name cache short so they show at once.
     let view = Arc::new(View::new(Scope::All));
-    let objects = Fetched::new(cache, remote.clone(), rt.handle().clone());
-    let fs = CanopyFs::new(view.clone(), Arc::new(objects), true, cfg.host.passthrough);
+    let fs = crate::prefetch::filesystem(&cfg.host, &view, &remote, rt.handle(), cache, true);
     let mut session = fuse_session(fs, &cfg.mount_dir)?;
     let unmounter = Arc::new(Mutex::new(session.unmount_callable()));
     let served = Served {

@@ -11,6 +11,7 @@ use std::io;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::Interest;
 
@@ -90,6 +91,9 @@ pub(super) enum Piece {
     Text(Bytes),
     /// A range of the answer's [`Source`].
     Source(Range<u64>),
+    /// The first `len` bytes of an object file, opened only when its turn comes, so an
+    /// answer of many objects holds one descriptor at a time.
+    Path(PathBuf, u64),
 }
 
 /// A complete answer to one request.
@@ -161,6 +165,7 @@ impl Answer {
             .map(|p| match p {
                 Piece::Text(b) => b.len() as u64,
                 Piece::Source(r) => r.end - r.start,
+                Piece::Path(_, len) => *len,
             })
             .sum()
     }
@@ -215,6 +220,18 @@ pub(super) async fn write(
             }
             (Piece::Source(_), Source::None) => {
                 unreachable!("answers with source pieces have a source")
+            }
+            (Piece::Path(path, len), _) => {
+                let file = File::open(path).map_err(|e| {
+                    io::Error::new(e.kind(), format!("opening {}: {e}", path.display()))
+                })?;
+                let r = 0..*len;
+                if *len <= INLINE {
+                    out.push(read_piece(&file, &r)?);
+                } else {
+                    send(stream, &mut out, true).await?;
+                    sendfile(stream, &file, r).await?;
+                }
             }
         }
     }

@@ -26,6 +26,7 @@ mod boot;
 mod conn;
 mod date;
 mod object;
+mod pack;
 mod range;
 mod wire;
 
@@ -76,6 +77,9 @@ impl Default for Options {
 struct App {
     store: Arc<Store>,
     wire: WireCache,
+    /// Packs whose members are read into memory (a backend without files) being built
+    /// at once: see [`pack::IN_MEMORY`].
+    packs_in_memory: tokio::sync::Semaphore,
 }
 
 /// Serves `store` on `listener` until `shutdown` resolves; then stops accepting, lets
@@ -89,6 +93,7 @@ pub async fn serve(
     let app = Arc::new(App {
         store: Arc::new(store),
         wire: WireCache::new(options.wire_cache),
+        packs_in_memory: tokio::sync::Semaphore::new(pack::IN_MEMORY),
     });
     let admission = Admission::new("HTTP", options.connections);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -159,6 +164,7 @@ impl App {
         match segments.as_slice() {
             ["v1", "objects", id] => object::answer(self, req, id).await,
             ["v1", "trees", id] => either(self.tree_pack(req, id).await),
+            ["v1", "packs", tree, part] => either(pack::answer(self, req, tree, part).await),
             ["v1", "roots"] => either(self.roots().await),
             ["v1", "roots", name] => either(self.root(name).await),
             ["v1", "roots", name, "log"] => either(self.log(name).await),

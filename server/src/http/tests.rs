@@ -385,3 +385,84 @@ async fn stopping_finishes_answers_and_the_cap_closes_the_idle() {
         .unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// Splits a pack body into (id, bytes) members; `None` bytes for a missing member.
+fn members(body: &[u8]) -> Vec<(ObjectId, Option<Vec<u8>>)> {
+    use canopy_protocol::pack;
+    let count = pack::parse_head(body[..pack::HEAD_LEN].try_into().unwrap()).unwrap();
+    let mut rest = &body[pack::HEAD_LEN..];
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let (id, len) = pack::parse_member_head(rest[..pack::MEMBER_HEAD_LEN].try_into().unwrap());
+        rest = &rest[pack::MEMBER_HEAD_LEN..];
+        if len == pack::MISSING {
+            out.push((id, None));
+            continue;
+        }
+        out.push((id, Some(rest[..len as usize].to_vec())));
+        rest = &rest[len as usize..];
+    }
+    assert!(
+        rest.is_empty(),
+        "{} bytes after the last member",
+        rest.len()
+    );
+    out
+}
+
+/// Directory packs from files (inline and by sendfile) and from a backend without
+/// files: the plan's members in order, each once, large files left out; a missing
+/// member is marked and makes the answer uncacheable; 304, 404 past the last part.
+#[tokio::test(flavor = "multi_thread")]
+async fn directory_packs_from_files_and_memory() {
+    let big = noise(canopy_protocol::pack::MEMBER_MAX as usize + 1);
+    let mid = noise(100_000);
+    let files: [(&str, &[u8]); 5] = [
+        ("a", b"first"),
+        ("b", &mid),
+        ("c", b"first"),
+        ("d", &big),
+        ("sub/e", b"below"),
+    ];
+    for (dir, store, tree) in [fixture::local_with(&files), fixture::memory_with(&files)] {
+        let local = store.local_path(&ObjectId::of(b"first")).is_some();
+        let (addr, _stop) = start(store).await;
+        let path = format!("/v1/packs/{tree}/0");
+        let mut req = get(&path, "");
+        req += &get(
+            &path,
+            &format!("if-none-match: \"{}-0\"\r\n", tree.0.to_hex()),
+        );
+        req += &get(&format!("/v1/packs/{tree}/1"), "");
+        req += &get(&format!("/v1/packs/{tree}/x"), "connection: close\r\n");
+        let got = answers(&raw(addr, req.as_bytes()).await, &[]);
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got[0].status, 200);
+        assert_eq!(
+            got[0].header("cache-control"),
+            Some("public, max-age=31536000, immutable")
+        );
+        assert_eq!(
+            members(&got[0].body),
+            vec![
+                (ObjectId::of(b"first"), Some(b"first".to_vec())),
+                (ObjectId::of(&mid), Some(mid.clone())),
+            ]
+        );
+        assert_eq!(got[1].status, 304);
+        assert_eq!(got[2].status, 404);
+        assert_eq!(got[3].status, 400);
+        if local {
+            // An object the store lost: marked missing, and not to be cached.
+            let lost = dir.path().join("store/objects");
+            let hex = ObjectId::of(&mid).to_hex();
+            std::fs::remove_file(lost.join(&hex[..2]).join(&hex[2..])).unwrap();
+            let got = answers(
+                &raw(addr, get(&path, "connection: close\r\n").as_bytes()).await,
+                &[],
+            );
+            assert_eq!(got[0].header("cache-control"), Some("no-store"));
+            assert_eq!(members(&got[0].body)[1], (ObjectId::of(&mid), None));
+        }
+    }
+}

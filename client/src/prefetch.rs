@@ -1,0 +1,318 @@
+//! Prefetch: when a file of a directory is first opened, the directory's other small
+//! files are fetched in the background, many per request ([`crate::pack`]), so a
+//! program that goes on to read its neighbours (an interpreter importing modules, a
+//! dynamic linker, a walk over a tree) finds them cached instead of waiting for one
+//! round trip each.
+//!
+//! It never stands in anyone's way, and it is bounded:
+//! - the opener is not made to wait: its own file is fetched as before, by the first
+//!   read; prefetching starts beside it, on the runtime;
+//! - at most [`REQUESTS`] pack requests and [`IN_FLIGHT`] bytes are in flight;
+//! - what was prefetched and not yet opened stays within a share of the cache
+//!   ([`SHARE`]); objects go in only where the cache can make room by evicting unpinned
+//!   ones ([`Cache::offer`]), so the cache bound holds and nothing open is evicted;
+//! - every member is verified against its id before it goes into the cache;
+//! - a reader of a file that a pack in flight is bringing waits for that pack (within
+//!   the pack's own deadline, `--timeout` + its size at `--min-rate`) rather than
+//!   fetching it a second time, and fetches it alone if the pack did not bring it.
+//!
+//! A server without the pack endpoint (from before it, or a cache that passes only
+//! objects) turns prefetch off for the mount's life, with one line in the log.
+
+use crate::fs::CanopyFs;
+use crate::mount::HostConfig;
+use crate::objects::Fetched;
+use crate::remote::Remote;
+use crate::view::View;
+use canopy_cache::Cache;
+use canopy_protocol::pack::{self, Member};
+use canopy_protocol::{ObjectId, TreeId};
+use lru::LruCache;
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Pack requests in flight at once.
+pub const REQUESTS: usize = 4;
+/// Bytes of pack answers in flight at once (a part is at most [`pack::PART_MAX`]).
+pub const IN_FLIGHT: u64 = 4 * pack::PART_MAX;
+/// The share of the cache (1/SHARE of its bound) that objects prefetched and not yet
+/// opened may take.
+pub const SHARE: u64 = 4;
+/// Files whose directory is remembered (from their last lookup).
+const PARENTS: usize = 1 << 16;
+/// Directories remembered as prefetched already.
+const ASKED: usize = 1 << 14;
+
+/// Something a pack in flight is to bring.
+#[derive(Default)]
+struct Arrival {
+    done: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Arrival {
+    fn finish(&self) {
+        *self.done.lock().expect("arrival lock") = true;
+        self.cond.notify_all();
+    }
+}
+
+/// Objects prefetched and not opened since.
+#[derive(Default)]
+struct Speculative {
+    sizes: HashMap<ObjectId, u64>,
+    bytes: u64,
+}
+
+/// A mount's prefetcher.
+pub struct Prefetch {
+    cache: Arc<Cache>,
+    remote: Arc<Remote>,
+    rt: tokio::runtime::Handle,
+    view: Arc<View>,
+    /// Most bytes prefetched and not yet opened.
+    share: u64,
+    /// Most a reader waits for a pack to bring its file.
+    wait_limit: Duration,
+    /// The directory inode each file was last looked up in.
+    parents: Mutex<LruCache<u64, u64>>,
+    /// Directories (by tree) whose packs were asked for.
+    asked: Mutex<LruCache<TreeId, ()>>,
+    pending: Mutex<HashMap<ObjectId, Arc<Arrival>>>,
+    speculative: Mutex<Speculative>,
+    requests: Arc<Semaphore>,
+    /// Permits are KiB of answers in flight.
+    bytes: Arc<Semaphore>,
+    /// Whether the server has packs (until it says otherwise).
+    supported: AtomicBool,
+}
+
+impl Prefetch {
+    /// A prefetcher for the files of `view`, fetching from `remote` into `cache` on
+    /// `rt`; `deadline(bytes)` is how long a fetch of that many bytes may take.
+    pub fn new(
+        cache: Arc<Cache>,
+        remote: Arc<Remote>,
+        rt: tokio::runtime::Handle,
+        view: Arc<View>,
+        cache_size: u64,
+    ) -> Arc<Prefetch> {
+        let wait_limit = remote.deadline(pack::PART_MAX);
+        Arc::new(Prefetch {
+            cache,
+            remote,
+            rt,
+            view,
+            share: cache_size / SHARE,
+            wait_limit,
+            parents: Mutex::new(LruCache::new(NonZeroUsize::new(PARENTS).expect("non-zero"))),
+            asked: Mutex::new(LruCache::new(NonZeroUsize::new(ASKED).expect("non-zero"))),
+            pending: Mutex::new(HashMap::new()),
+            speculative: Mutex::new(Speculative::default()),
+            requests: Arc::new(Semaphore::new(REQUESTS)),
+            bytes: Arc::new(Semaphore::new((IN_FLIGHT >> 10) as usize)),
+            supported: AtomicBool::new(true),
+        })
+    }
+
+    /// Notes that file `ino` was looked up in directory `parent`.
+    pub fn looked_up(&self, parent: u64, ino: u64) {
+        if self.supported.load(Ordering::Relaxed) {
+            self.parents.lock().expect("prefetch lock").put(ino, parent);
+        }
+    }
+
+    /// A file `ino` (content `blob`) is being opened: prefetches its directory's other
+    /// small files, the first time one of its files is opened. Never waits.
+    pub fn opening(self: &Arc<Self>, ino: u64, blob: &ObjectId) {
+        if !self.supported.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(parent) = self
+            .parents
+            .lock()
+            .expect("prefetch lock")
+            .get(&ino)
+            .copied()
+        else {
+            return;
+        };
+        let Some((tree_id, tree)) = self.view.dir_tree(parent) else {
+            return;
+        };
+        if self
+            .asked
+            .lock()
+            .expect("prefetch lock")
+            .put(tree_id, ())
+            .is_some()
+        {
+            return;
+        }
+        for (part, members) in pack::parts(&tree).into_iter().enumerate() {
+            let wanted: Vec<Member> = members
+                .iter()
+                .filter(|m| m.blob.0 != *blob && !self.cache.contains(&m.blob.0))
+                .copied()
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let bytes: u64 = wanted.iter().map(|m| m.size).sum();
+            if !self.within_share(bytes) {
+                tracing::debug!(
+                    "prefetch of {tree_id} part {part} left out: objects prefetched and not \
+                     yet opened fill their share of the cache"
+                );
+                break;
+            }
+            let this = self.clone();
+            self.rt
+                .spawn(async move { this.fetch(tree_id, part, members, wanted).await });
+        }
+    }
+
+    /// Whether `bytes` more prefetched bytes stay within the share, forgetting objects
+    /// the cache no longer holds when it looks full.
+    fn within_share(&self, bytes: u64) -> bool {
+        let mut s = self.speculative.lock().expect("prefetch lock");
+        if s.bytes + bytes > self.share {
+            let cache = &self.cache;
+            s.sizes.retain(|id, _| cache.contains(id));
+            s.bytes = s.sizes.values().sum();
+        }
+        s.bytes + bytes <= self.share
+    }
+
+    /// Fetches one part, putting its members into the cache and waking whoever waits
+    /// for the `wanted` ones.
+    async fn fetch(
+        self: Arc<Self>,
+        tree: TreeId,
+        part: usize,
+        members: Vec<Member>,
+        wanted: Vec<Member>,
+    ) {
+        let size: u64 = members.iter().map(|m| m.size).sum();
+        let kib = ((size >> 10) as u32).clamp(1, (IN_FLIGHT >> 10) as u32);
+        let (Ok(_request), Ok(_bytes)) = (
+            self.requests.clone().acquire_owned().await,
+            self.bytes.clone().acquire_many_owned(kib).await,
+        ) else {
+            return;
+        };
+        // Registered only now, so nobody waits for a request still queued.
+        let mine: Vec<(ObjectId, Arc<Arrival>)> = {
+            let mut pending = self.pending.lock().expect("prefetch lock");
+            let mut mine = Vec::new();
+            for m in &wanted {
+                if pending.contains_key(&m.blob.0) || self.cache.contains(&m.blob.0) {
+                    continue;
+                }
+                let arrival = Arc::new(Arrival::default());
+                pending.insert(m.blob.0, arrival.clone());
+                mine.push((m.blob.0, arrival));
+            }
+            mine
+        };
+        let arrivals: HashMap<ObjectId, Arc<Arrival>> = mine.iter().cloned().collect();
+        let wanted: HashSet<ObjectId> = wanted.iter().map(|m| m.blob.0).collect();
+        let result = self
+            .remote
+            .pack(&tree, part, &members, |id, bytes| {
+                if !wanted.contains(&id) {
+                    return;
+                }
+                match self.cache.offer(&id, &bytes) {
+                    Ok(true) => {
+                        let mut s = self.speculative.lock().expect("prefetch lock");
+                        if s.sizes.insert(id, bytes.len() as u64).is_none() {
+                            s.bytes += bytes.len() as u64;
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("prefetch: {e}"),
+                }
+                if let Some(a) = arrivals.get(&id) {
+                    self.pending.lock().expect("prefetch lock").remove(&id);
+                    a.finish();
+                }
+            })
+            .await;
+        if let Err(e) = result {
+            if crate::pack::unsupported(&e) {
+                if self.supported.swap(false, Ordering::Relaxed) {
+                    tracing::info!(
+                        "the server has no directory packs ({e}): prefetch is off, files are \
+                         fetched one by one"
+                    );
+                }
+            } else {
+                tracing::warn!("prefetch of directory {tree} part {part}: {e}");
+            }
+        }
+        let mut pending = self.pending.lock().expect("prefetch lock");
+        for (id, arrival) in mine {
+            if pending.get(&id).is_some_and(|a| Arc::ptr_eq(a, &arrival)) {
+                pending.remove(&id);
+            }
+            arrival.finish();
+        }
+    }
+
+    /// Waits, within the pack's deadline, if a pack in flight is bringing `id`; then
+    /// counts it as used. Called before a reader fetches `id` itself.
+    pub fn before_fetch(&self, id: &ObjectId) {
+        let arrival = self.pending.lock().expect("prefetch lock").get(id).cloned();
+        if let Some(arrival) = arrival {
+            let deadline = Instant::now() + self.wait_limit;
+            let mut done = arrival.done.lock().expect("arrival lock");
+            while !*done {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                done = arrival
+                    .cond
+                    .wait_timeout(done, left)
+                    .expect("arrival lock")
+                    .0;
+            }
+        }
+        let mut s = self.speculative.lock().expect("prefetch lock");
+        if let Some(size) = s.sizes.remove(id) {
+            s.bytes -= size;
+        }
+    }
+}
+
+/// The filesystem of a host that fetches from servers: `view`, with contents fetched
+/// from `remote` into `cache` and, unless `host.prefetch` is off, directories
+/// prefetched; `follows` as [`CanopyFs::new`] takes it.
+pub(crate) fn filesystem(
+    host: &HostConfig,
+    view: &Arc<View>,
+    remote: &Arc<Remote>,
+    rt: &tokio::runtime::Handle,
+    cache: Arc<Cache>,
+    follows: bool,
+) -> CanopyFs {
+    let objects = Fetched::new(cache.clone(), remote.clone(), rt.clone());
+    if !host.prefetch {
+        return CanopyFs::new(view.clone(), Arc::new(objects), follows, host.passthrough);
+    }
+    let prefetch = Prefetch::new(
+        cache,
+        remote.clone(),
+        rt.clone(),
+        view.clone(),
+        host.cache_size,
+    );
+    let objects = objects.with_prefetch(prefetch.clone());
+    CanopyFs::new(view.clone(), Arc::new(objects), follows, host.passthrough)
+        .with_prefetch(prefetch)
+}

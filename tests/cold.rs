@@ -1,0 +1,293 @@
+//! Cold fetch: a fresh mount reads a whole root through directory packs and matches
+//! `canopy checkout` byte for byte; a pack member altered on the way fails that object
+//! alone (EIO, never wrong bytes); prefetch under a small cache bound keeps the bound
+//! and never evicts an open file.
+
+use crate::mount::{Mount, Server, read, two_roots};
+use crate::util::{Canopy, assert_same_tree, walk};
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// One store with roots `small` and `full`, and a checkout of `full`, shared by the
+/// tests here (each serves and mounts it on its own).
+fn shared() -> &'static (Canopy, PathBuf) {
+    static SHARED: OnceLock<(Canopy, PathBuf)> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let env = two_roots("cold");
+        let reference = env.path("full-checkout");
+        env.cmd(["checkout", "full"]).arg(&reference).success();
+        (env, reference)
+    })
+}
+
+/// Requests the server answered whose URI starts with `prefix`.
+fn answered(log: &str, prefix: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("answered") && l.contains(&format!("uri={prefix}")))
+        .count()
+}
+
+#[test]
+fn a_fresh_mount_reads_a_whole_root_as_checkout_through_packs() {
+    let (env, reference) = shared();
+    let server = Server::start(env, "127.0.0.1:0");
+    let mount = Mount::start(env, "whole", &server.url, &["--root", "full"]);
+    assert_same_tree(reference, &mount.dir);
+    let files = walk(reference)
+        .into_iter()
+        .filter(|p| fs::symlink_metadata(reference.join(p)).unwrap().is_file())
+        .count();
+    let log = server.log();
+    let (packs, objects) = (answered(&log, "/v1/packs/"), answered(&log, "/v1/objects/"));
+    assert!(packs > 0, "no pack was asked for:\n{log}");
+    assert!(
+        objects < files / 2,
+        "{objects} object requests for {files} files: prefetch did not bring most of them"
+    );
+    mount.stop();
+
+    // With prefetch off, every file is one request, and the bytes are the same.
+    let server = Server::start(env, "127.0.0.1:0");
+    let mount = Mount::start(
+        env,
+        "whole-off",
+        &server.url,
+        &["--root", "full", "--no-prefetch"],
+    );
+    assert_same_tree(reference, &mount.dir);
+    assert_eq!(answered(&server.log(), "/v1/packs/"), 0);
+    mount.stop();
+}
+
+/// A proxy to `upstream` that replaces `from` with `to` (as long) wherever it passes
+/// in an answer, and takes `accept-encoding` out of requests so answers pass as stored.
+struct Tamper {
+    url: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl Tamper {
+    fn start(upstream: &str, from: Vec<u8>, to: Vec<u8>) -> Tamper {
+        assert_eq!(from.len(), to.len());
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let (from, to) = (Arc::new(from), Arc::new(to));
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let server = TcpStream::connect(&upstream).unwrap();
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    relay(
+                        c2,
+                        s2,
+                        b"accept-encoding".to_vec(),
+                        b"x-no-encodings!".to_vec(),
+                    )
+                });
+                let (f, t) = ((*from).clone(), (*to).clone());
+                std::thread::spawn(move || relay(server, client, f, t));
+            }
+        });
+        Tamper { url, stop }
+    }
+}
+
+impl Drop for Tamper {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Copies `src` to `dst`, replacing `old` with `new` (as long), even across reads: the
+/// last `old.len() - 1` bytes are held back until more come, or none for 20 ms.
+fn relay(mut src: TcpStream, mut dst: TcpStream, old: Vec<u8>, new: Vec<u8>) {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    src.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if dst.write_all(&pending).is_err() {
+                    break;
+                }
+                pending.clear();
+                continue;
+            }
+            Err(_) => break,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        let mut i = 0;
+        while i + old.len() <= pending.len() {
+            if pending[i..i + old.len()] == old[..] {
+                pending[i..i + old.len()].copy_from_slice(&new);
+                i += old.len();
+            } else {
+                i += 1;
+            }
+        }
+        let keep = (old.len() - 1).min(pending.len());
+        let send = pending.len() - keep;
+        if dst.write_all(&pending[..send]).is_err() {
+            break;
+        }
+        pending.drain(..send);
+    }
+    let _ = dst.write_all(&pending);
+    let _ = dst.shutdown(Shutdown::Write);
+}
+
+/// The regular files directly in `dir`.
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| fs::symlink_metadata(p).unwrap().is_file())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_pack_member_altered_on_the_way_fails_that_object_alone() {
+    let (env, reference) = shared();
+    let dir = "usr/bin";
+    let siblings = files_in(&reference.join(dir));
+    // A small file whose 64 bytes at its middle appear in no other file of the
+    // directory: the proxy alters those bytes wherever it sees them.
+    let (victim, marker) = siblings
+        .iter()
+        .filter(|p| (4096..=256 << 10).contains(&fs::metadata(p).unwrap().len()))
+        .find_map(|p| {
+            let bytes = fs::read(p).unwrap();
+            let mid = bytes.len() / 2;
+            let marker = bytes[mid..mid + 64].to_vec();
+            let unique = siblings
+                .iter()
+                .all(|q| q == p || !fs::read(q).unwrap().windows(64).any(|w| w == &marker[..]));
+            unique.then(|| (p.clone(), marker))
+        })
+        .expect("a file with bytes of its own in usr/bin");
+    let mut altered = marker.clone();
+    altered[0] ^= 0xff;
+    let server = Server::start(env, "127.0.0.1:0");
+    let proxy = Tamper::start(&server.url, marker, altered);
+    let mount = Mount::start(env, "tamper", &proxy.url, &["--root", "full"]);
+    let name = victim.file_name().unwrap();
+    for file in &siblings {
+        let through = mount.path(dir).join(file.file_name().unwrap());
+        match read(&through) {
+            Ok(bytes) => {
+                assert_ne!(file.file_name().unwrap(), name, "altered bytes were served");
+                assert_eq!(bytes, fs::read(file).unwrap(), "{}", file.display());
+            }
+            Err(e) => {
+                assert_eq!(file.file_name().unwrap(), name, "{}: {e}", file.display());
+                assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+            }
+        }
+    }
+    let log = mount.log();
+    assert!(
+        log.contains("in the pack from"),
+        "the altered member was not seen in a pack:\n{log}"
+    );
+    assert!(answered(&server.log(), "/v1/packs/") > 0);
+    mount.stop();
+}
+
+/// Bytes of the object files in a mount's cache directory.
+fn cached_bytes(cache: &Path) -> u64 {
+    walk(&cache.join("objects"))
+        .into_iter()
+        .filter_map(|p| fs::symlink_metadata(cache.join("objects").join(p)).ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[test]
+fn prefetch_under_a_small_cache_keeps_the_bound_and_open_files() {
+    let (env, reference) = shared();
+    let bound: u64 = 3 << 20;
+    let server = Server::start(env, "127.0.0.1:0");
+    let mount = Mount::start(
+        env,
+        "small-cache",
+        &server.url,
+        &["--root", "full", "--cache-size", "3M"],
+    );
+    let cache = env.path("small-cache-cache");
+    // A file held open (and read) for the whole test: it must stay.
+    let held_rel = "bin/bash";
+    let mut held = fs::File::open(mount.path(held_rel)).unwrap();
+    let mut first = Vec::new();
+    held.read_to_end(&mut first).unwrap();
+    let held_size = first.len() as u64;
+    assert!(held_size < bound);
+    // Opening one file in each directory prefetches the others.
+    let mut peak = 0;
+    let mut dirs = 0;
+    for rel in walk(reference) {
+        let path = reference.join(&rel);
+        if !fs::symlink_metadata(&path).unwrap().is_dir() {
+            continue;
+        }
+        if let Some(file) = files_in(&path).first() {
+            let name = file.strip_prefix(reference).unwrap();
+            let got = read(&mount.path(name.to_str().unwrap())).unwrap();
+            assert_eq!(got, fs::read(file).unwrap(), "{}", name.display());
+            dirs += 1;
+        }
+        peak = peak.max(cached_bytes(&cache));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    peak = peak.max(cached_bytes(&cache));
+    assert!(dirs > 10, "only {dirs} directories");
+    assert!(
+        peak <= bound,
+        "the cache held {peak} bytes, over its bound of {bound}"
+    );
+    // Still open, still served, from a cache file that was never evicted.
+    let mut again = Vec::new();
+    held.read_to_end(&mut again).unwrap();
+    let mut whole = Vec::new();
+    fs::File::open(mount.path(held_rel))
+        .unwrap()
+        .read_to_end(&mut whole)
+        .unwrap();
+    assert_eq!(whole, fs::read(reference.join(held_rel)).unwrap());
+    let id = crate::util::sha256_file(&reference.join(held_rel));
+    assert!(
+        cache.join("objects").join(&id[..2]).join(&id[2..]).exists(),
+        "the open file's cache file was evicted"
+    );
+    assert!(
+        answered(&server.log(), "/v1/packs/") > 0,
+        "nothing was prefetched"
+    );
+    drop(held);
+    mount.stop();
+}
