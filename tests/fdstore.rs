@@ -172,6 +172,29 @@ impl Drop for Supervised {
     }
 }
 
+/// Runs `command` for at most `limit`: how it ended and its stderr.
+fn output_within(mut command: Command, limit: Duration) -> (std::process::ExitStatus, String) {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{command:?} still runs after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status, stderr)
+}
+
 /// Sends `signal` to `pid`.
 fn kill(pid: i32, signal: i32) {
     // SAFETY: kill with a pid and a valid signal.
@@ -180,8 +203,9 @@ fn kill(pid: i32, signal: i32) {
 
 /// The stand-in runs `canopy mount` with `extra` options while a program runs from
 /// the mount and readers stream a large file: the daemon is killed with SIGKILL, then
-/// stopped as for a restart; each time the stand-in starts the next one, which resumes
-/// the connection. Then the stand-in stops, closing its store: the mount is dead, and a
+/// stopped as for a restart, then killed and left unserved for a while, then killed
+/// with the server gone; each time the stand-in starts the next one, which resumes the
+/// connection. Then the stand-in stops, closing its store: the mount is dead, and a
 /// plain `canopy mount` detaches it and mounts anew.
 fn killed_and_restarted(name: &str, extra: &[&str]) {
     let (env, sha) = store(name);
@@ -216,28 +240,62 @@ fn killed_and_restarted(name: &str, extra: &[&str]) {
     let before = load.runs();
     kill(second, libc::SIGTERM);
     supervised.wait(&format!("exited {second} 0"), Duration::from_secs(20));
-    supervised.ready();
+    let third = supervised.ready();
     load.goes_on(before, "a restart");
+
+    // A long gap (systemd holding the unit, or giving up until an administrator starts
+    // it): programs wait; a `canopy mount` started by hand meanwhile does not wait with
+    // them, and says what holds the mount.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = load.runs();
+    kill(supervised.child.id() as i32, libc::SIGUSR1);
+    kill(third, libc::SIGKILL);
+    supervised.wait("held", Duration::from_secs(20));
+    let mut by_hand = Command::new(crate::util::BIN);
+    by_hand.args(&args[1..]);
+    let (status, stderr) = output_within(by_hand, Duration::from_secs(60));
+    assert!(
+        !status.success() && stderr.contains("does not answer"),
+        "{status:?} {stderr}"
+    );
+    kill(supervised.child.id() as i32, libc::SIGUSR2);
+    let fourth = supervised.ready();
+    load.goes_on(before, "a long gap");
+
+    // kill -9 while no server answers: the successor shows the versions kept beside the
+    // state file and serves on from the cache.
+    drop(server);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = load.runs();
+    kill(fourth, libc::SIGKILL);
+    supervised.wait(&format!("killed {fourth} 9"), Duration::from_secs(20));
+    supervised.ready();
+    load.goes_on(before, "kill -9 with the server gone");
 
     let logs = supervised.logs();
     let done = running.take().unwrap().finish(&logs);
     assert_eq!(
         logs.matches("from the connection the service manager kept")
             .count(),
-        2,
+        4,
         "{logs}"
+    );
+    assert!(
+        logs.contains("no server answers: showing commit"),
+        "the last one did not show the kept version: {logs}"
     );
     let recorded: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("recorded by the process before"))
         .collect();
     eprintln!(
-        "{name}: kill -9 (ready again after {resumed:?}) and a restart; {done}; {recorded:?}"
+        "{name}: kill -9 (ready again after {resumed:?}), a restart, a gap, offline; {done}; {recorded:?}"
     );
 
     // The stand-in stops, closing its store: the mount is dead, and a `canopy mount`
     // without a service manager detaches it and mounts anew.
     supervised.stop();
+    let server = Server::start(&env, "127.0.0.1:0");
     let mut plain = start_mount(&env, &dir, &server.url, &env.path("plain.log"), extra);
     let out = crate::util::cmd("chroot")
         .arg(&dir)

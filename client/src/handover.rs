@@ -186,10 +186,24 @@ pub(crate) fn runtime_dir() -> PathBuf {
     }
 }
 
+/// The absolute path of mountpoint `path` with its parent's symbolic links resolved,
+/// without looking at the mountpoint itself: a mount whose process is gone answers
+/// nothing (a dead one fails, one whose connection a service manager keeps waits).
+pub fn resolved(path: &Path) -> PathBuf {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    match (path.file_name(), parent) {
+        (Some(name), parent) => std::fs::canonicalize(parent.unwrap_or(Path::new(".")))
+            .map(|p| p.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        // `/`, or a path ending in `..`.
+        (None, _) => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+    }
+}
+
 /// The hand-over socket of the mount at `mountpoint` (named from its path as
-/// [`crate::mount::resolved`] gives it).
+/// [`resolved`] gives it).
 pub fn socket_path(mountpoint: &Path) -> PathBuf {
-    let resolved = crate::mount::resolved(mountpoint);
+    let resolved = resolved(mountpoint);
     let hash =
         canopy_protocol::inode::hash(&[b"handover", resolved.as_os_str().as_encoded_bytes()]);
     runtime_dir().join(format!("mount-{hash:016x}.sock"))

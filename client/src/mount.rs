@@ -257,8 +257,18 @@ pub async fn verified_commit(
     root: &str,
     commit: CommitId,
 ) -> Result<Commit, MountError> {
-    let bytes = remote.object(&commit.0).await?;
-    let decoded = Commit::decode(&bytes).map_err(|e| MountError::BadCommit {
+    checked_commit(&remote.object(&commit.0).await?, trust, root, commit)
+}
+
+/// Decodes commit `commit` of root `root` from `bytes` (checked against its id) and
+/// checks that `trust` signed it for that root.
+pub(crate) fn checked_commit(
+    bytes: &[u8],
+    trust: &VerifyingKey,
+    root: &str,
+    commit: CommitId,
+) -> Result<Commit, MountError> {
+    let decoded = Commit::decode(bytes).map_err(|e| MountError::BadCommit {
         root: root.to_string(),
         commit: commit.to_string(),
         reason: e.to_string(),
@@ -279,7 +289,8 @@ pub async fn verified_commit(
     Ok(decoded)
 }
 
-/// Fetches, verifies and decodes one version of a root.
+/// Fetches, verifies and decodes one version of a root; when no server answers, the
+/// copy kept for a successor under a service manager ([`crate::service::kept_version`]).
 pub(crate) async fn load(
     remote: &Remote,
     trust: &VerifyingKey,
@@ -293,8 +304,18 @@ pub(crate) async fn load(
     ),
     MountError,
 > {
-    let decoded = verified_commit(remote, trust, root, commit).await?;
-    let trees = remote.tree_pack(&decoded.body.tree).await?;
+    let fetched = async {
+        let decoded = verified_commit(remote, trust, root, commit).await?;
+        let trees = remote.tree_pack(&decoded.body.tree).await?;
+        Ok::<_, MountError>((decoded, trees))
+    };
+    let (decoded, trees) = match fetched.await {
+        Err(MountError::Fetch(e)) => {
+            crate::service::kept_version(trust, root, commit).ok_or(MountError::Fetch(e))?
+        }
+        other => other?,
+    };
+    crate::service::keep_version(commit, &decoded, &trees);
     Ok((
         RootVersion {
             commit,
@@ -489,20 +510,6 @@ pub(crate) fn parse_commit(root: &str, hex: &str) -> Result<CommitId, MountError
         })
 }
 
-/// The absolute path of mountpoint `path` with its parent's symbolic links resolved,
-/// without looking at the mountpoint itself: a mount whose process is gone answers
-/// nothing (a dead one fails, one whose connection a service manager keeps waits).
-pub fn resolved(path: &Path) -> PathBuf {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    match (path.file_name(), parent) {
-        (Some(name), parent) => std::fs::canonicalize(parent.unwrap_or(Path::new(".")))
-            .map(|p| p.join(name))
-            .unwrap_or_else(|_| path.to_path_buf()),
-        // `/`, or a path ending in `..`.
-        (None, _) => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
-    }
-}
-
 /// `umount -l`: takes the mount at `mountpoint` out of the namespace now; the kernel
 /// lets go of it once nothing uses it any more.
 pub fn umount_lazily(mountpoint: &Path) -> std::io::Result<()> {
@@ -592,4 +599,5 @@ pub(crate) fn session_config() -> Config {
     config
 }
 
+pub use crate::handover::resolved;
 pub use crate::session::run;

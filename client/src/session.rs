@@ -141,8 +141,19 @@ pub fn run(
         Start::Live(pending) => pending.offer.history.clone(),
         Start::Stored { state, .. } => state.history.clone(),
     };
+    if service::has_store() {
+        service::keep_versions_in(service::versions_path(&handover::socket_path(
+            &cfg.mountpoint,
+        )));
+    }
     rt.block_on(show_history(&remote, &view, &trust, &history))?;
-    rt.block_on(refresh(&remote, &view, &trust, pinned))?;
+    if let Err(e) = rt.block_on(refresh(&remote, &view, &trust, pinned)) {
+        // A successor serves on what was shown before (kept) while no server answers.
+        if history.is_empty() {
+            return Err(e);
+        }
+        tracing::warn!("{e}: serving the versions shown before until a server answers");
+    }
 
     let following = cfg.follow.is_some() && pinned.is_none();
     let fs = |cache: Arc<Cache>| {
@@ -306,6 +317,7 @@ struct Kept {
 impl Kept {
     fn update(&self, history: Vec<Shown>) {
         let mut state = self.state.lock().expect("state lock");
+        service::prune_versions(&history);
         state.history = history;
         if let Err(e) = state.write(&self.path) {
             tracing::warn!("writing {}: {e}", self.path.display());
