@@ -73,15 +73,9 @@ enum Start {
 fn start(cfg: &MountConfig, stored: Option<Stored>) -> Result<Start, MountError> {
     let options = cfg.handover_options();
     let mut stored = stored.filter(|s| s.has_connection());
-    if cfg.take_over && stored.is_none() && cfg.host.passthrough {
-        return Err(passthrough_refused(&cfg.mountpoint));
-    }
     if cfg.take_over
         && let Some(pending) = handover::ask(&cfg.mountpoint, &options)?
     {
-        if cfg.host.passthrough {
-            return Err(passthrough_refused(&cfg.mountpoint));
-        }
         return Ok(Start::Live(pending));
     }
     let Some(stored) = stored.as_mut() else {
@@ -121,20 +115,6 @@ fn start(cfg: &MountConfig, stored: Option<Stored>) -> Result<Start, MountError>
     drop((device, modes));
     let _ = crate::mount::umount_lazily(&cfg.mountpoint);
     Ok(Start::Fresh)
-}
-
-/// Under load a program could wait for good after a live hand-over of a passthrough
-/// mount (seen in tests, not yet understood): such a mount is not taken over.
-fn passthrough_refused(mountpoint: &Path) -> MountError {
-    MountError::Mount {
-        path: mountpoint.to_path_buf(),
-        reason: format!(
-            "it is already a canopy mount, and live mounts with FUSE passthrough are not taken \
-             over yet: stop it first (`umount {}`, or `systemctl restart canopy-mount`), or \
-             mount with --no-passthrough to restart such mounts live",
-            mountpoint.display()
-        ),
-    }
 }
 
 /// Mounts and serves until unmounted (`umount`) or until `shutdown` resolves (then
