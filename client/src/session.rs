@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The versions a view has shown, as a hand-over lists them.
-fn shown(view: &View) -> Vec<Shown> {
+pub(crate) fn shown(view: &View) -> Vec<Shown> {
     view.history()
         .into_iter()
         .map(|i| Shown {
@@ -35,7 +35,7 @@ fn shown(view: &View) -> Vec<Shown> {
 
 /// Shows, in order, the versions a predecessor showed that `view` has not shown yet
 /// (the kernel may hold inodes of any of them). Returns whether it showed any.
-async fn show_history(
+pub(crate) async fn show_history(
     remote: &Remote,
     view: &View,
     trust: &VerifyingKey,
@@ -73,15 +73,9 @@ enum Start {
 fn start(cfg: &MountConfig, stored: Option<Stored>) -> Result<Start, MountError> {
     let options = cfg.handover_options();
     let mut stored = stored.filter(|s| s.has_connection());
-    if cfg.take_over && stored.is_none() && cfg.host.passthrough {
-        return Err(passthrough_refused(&cfg.mountpoint));
-    }
     if cfg.take_over
         && let Some(pending) = handover::ask(&cfg.mountpoint, &options)?
     {
-        if cfg.host.passthrough {
-            return Err(passthrough_refused(&cfg.mountpoint));
-        }
         return Ok(Start::Live(pending));
     }
     let Some(stored) = stored.as_mut() else {
@@ -121,20 +115,6 @@ fn start(cfg: &MountConfig, stored: Option<Stored>) -> Result<Start, MountError>
     drop((device, modes));
     let _ = crate::mount::umount_lazily(&cfg.mountpoint);
     Ok(Start::Fresh)
-}
-
-/// Under load a program could wait for good after a live hand-over of a passthrough
-/// mount (seen in tests, not yet understood): such a mount is not taken over.
-fn passthrough_refused(mountpoint: &Path) -> MountError {
-    MountError::Mount {
-        path: mountpoint.to_path_buf(),
-        reason: format!(
-            "it is already a canopy mount, and live mounts with FUSE passthrough are not taken \
-             over yet: stop it first (`umount {}`, or `systemctl restart canopy-mount`), or \
-             mount with --no-passthrough to restart such mounts live",
-            mountpoint.display()
-        ),
-    }
 }
 
 /// Mounts and serves until unmounted (`umount`) or until `shutdown` resolves (then
@@ -319,7 +299,7 @@ pub fn run(
 
 /// A FUSE session on a live connection `device` for `fs`, whose open files are
 /// `files`.
-fn resume(
+pub(crate) fn resume(
     fs: CanopyFs,
     files: &Files,
     device: OwnedFd,
@@ -415,7 +395,7 @@ fn keep_in_store(
 }
 
 /// Unmounts the mount at `mountpoint` (one still in use is detached).
-fn unmount_path(mountpoint: &Path) {
+pub(crate) fn unmount_path(mountpoint: &Path) {
     use std::os::unix::ffi::OsStrExt;
     tracing::info!("unmounting {}", mountpoint.display());
     let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
