@@ -94,6 +94,7 @@ struct Served {
     unmounter: Arc<Mutex<Unmounter>>,
     mount_dir: PathBuf,
     listening: Arc<Listening>,
+    options: Options,
 }
 
 impl Served {
@@ -103,6 +104,7 @@ impl Served {
             Request::Hello => Answer::Hello {
                 pid: std::process::id(),
                 program: control::program(),
+                options: self.options.clone(),
             },
             Request::Current { root } => match self.rt.block_on(current(&self.remote, &root)) {
                 Ok(commit) => Answer::Commit {
@@ -163,8 +165,9 @@ impl Served {
     }
 }
 
-/// Answers the plugin, one connection at a time, until the process ends.
-fn answer_requests(listener: UnixListener, served: Served) {
+/// Answers the plugin, one connection at a time, until the process ends; `busy` is held
+/// from each request to its answer.
+fn answer_requests(listener: UnixListener, served: Served, busy: Arc<Mutex<()>>) {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let _ = stream.set_read_timeout(Some(REQUEST_WAIT));
@@ -178,6 +181,7 @@ fn answer_requests(listener: UnixListener, served: Served) {
                 continue;
             }
         };
+        let _busy = busy.lock().expect("busy lock");
         let answer = served.answer(request);
         if let Err(e) = control::write_line(&mut &stream, &answer) {
             tracing::warn!("answering on {}: {e}", served.listening.path.display());
@@ -186,7 +190,7 @@ fn answer_requests(listener: UnixListener, served: Served) {
 }
 
 /// What a mount server taking this one's mount over must share with it.
-fn handover_options(cfg: &VolumeConfig) -> Options {
+pub(crate) fn handover_options(cfg: &VolumeConfig) -> Options {
     let mut options = cfg.host.handover_options();
     options
         .0
@@ -302,10 +306,13 @@ pub(crate) fn serve(
         unmounter: unmounter.clone(),
         mount_dir: cfg.mount_dir.clone(),
         listening: listening.clone(),
+        options: handover_options(&cfg),
     };
+    let busy = Arc::new(Mutex::new(()));
+    let answering = busy.clone();
     std::thread::Builder::new()
         .name("control".into())
-        .spawn(move || answer_requests(listener, served))
+        .spawn(move || answer_requests(listener, served, answering))
         .map_err(|e| VolumeError::Socket {
             path: listening.path.clone(),
             reason: format!("starting its thread: {e}"),
@@ -323,6 +330,11 @@ pub(crate) fn serve(
         cfg.mount_dir.display()
     );
     let result = session.run();
+    // The plugin that asked for the unmount hears that it is done before this ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while busy.try_lock().is_err() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     listening.remove();
     drop(handing_over);
     rt.shutdown_timeout(Duration::from_secs(1));
