@@ -482,8 +482,8 @@ impl Drop for MountGuard {
 #[test]
 fn mounted_volumes_survive_restarts_and_kill_9_of_the_plugin() {
     let (env, server) = small_root("volume-restart");
-    // Without passthrough, as a mount taken over live must be.
-    let flags = ["--no-passthrough"];
+    // With passthrough where the kernel allows, as a plugin runs by default.
+    let flags: [&str; 0] = [];
     let plugin = Plugin::start(&env, &server.url, &flags);
     let _guard = MountGuard(plugin.mount_dir.clone());
     plugin.call(

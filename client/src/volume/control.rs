@@ -196,15 +196,6 @@ impl MountServer {
         }
     }
 
-    /// Whether a server started now uses FUSE passthrough (then it cannot be taken over
-    /// live).
-    pub(crate) fn passthrough(&self) -> bool {
-        self.options
-            .0
-            .iter()
-            .any(|(k, v)| k == "passthrough" && v == "true")
-    }
-
     /// Sends `request` and waits at most `wait` for the answer.
     pub(crate) async fn call(
         &self,

@@ -462,8 +462,8 @@ impl Driver {
     /// binary was upgraded) or other options (the plugin was started with others):
     /// with no volume mounted, it is stopped and a new one started; with volumes
     /// mounted, a new one of the same options takes the mount over from it live (the
-    /// containers notice nothing), unless it uses FUSE passthrough, which is not taken
-    /// over yet. Otherwise it goes on until no volume is mounted.
+    /// containers notice nothing). With other options and volumes mounted, it goes on
+    /// until none is.
     pub async fn upgrade_server(&mut self) {
         let Ok(running) = self.server.hello().await else {
             return;
@@ -487,12 +487,6 @@ impl Driver {
                 "the mount server (process {pid}) serves with other options than this plugin's \
                  ({}); they apply once no volume is mounted",
                 differences.join(", ")
-            );
-            return;
-        } else if self.server.passthrough() {
-            tracing::warn!(
-                "the mount server (process {pid}) runs another canopy; it uses FUSE passthrough, \
-                 so it is replaced once no volume is mounted"
             );
             return;
         } else {

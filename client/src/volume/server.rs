@@ -214,14 +214,6 @@ fn start(cfg: &VolumeConfig, socket: &Path) -> Result<Start, VolumeError> {
     if UnixStream::connect(socket).is_err() {
         return Ok(Start::Fresh);
     }
-    if cfg.host.passthrough {
-        return Err(VolumeError::Socket {
-            path: socket.to_path_buf(),
-            reason: "a mount server with FUSE passthrough runs already, and live mounts with \
-                     passthrough are not taken over yet: it is replaced once no volume is mounted"
-                .into(),
-        });
-    }
     match handover::ask(&cfg.mount_dir, &handover_options(cfg)).map_err(MountError::from)? {
         Some(pending) => Ok(Start::Live(pending)),
         None => Err(VolumeError::Socket {
