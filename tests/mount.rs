@@ -227,6 +227,31 @@ impl Drop for Mount {
     }
 }
 
+/// Aborts the FUSE connection of the mount at `dir` (through fusectl), so that nothing
+/// waiting on it stays blocked: the way out when its process cannot answer any more.
+pub(crate) fn abort_connection(dir: &Path) {
+    let dir = fs::canonicalize(dir.parent().unwrap())
+        .unwrap()
+        .join(dir.file_name().unwrap());
+    let Some(device) = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.get(4) == Some(&dir.to_str().unwrap()))
+        .and_then(|f| f[2].split(':').nth(1).map(str::to_string))
+    else {
+        return;
+    };
+    let connections = Path::new("/sys/fs/fuse/connections");
+    if fs::read_dir(connections).is_ok_and(|mut d| d.next().is_none()) {
+        let _ = Command::new("mount")
+            .args(["-t", "fusectl", "none"])
+            .arg(connections)
+            .status();
+    }
+    let _ = fs::write(connections.join(device).join("abort"), "1");
+}
+
 /// Polls `poll` until it yields a value, panicking with `failure()` after `limit`.
 pub(crate) fn eventually<T>(
     limit: Duration,

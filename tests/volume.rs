@@ -60,9 +60,21 @@ struct Plugin {
 impl Plugin {
     /// Starts the plugin on `socket` with its state in `DIR/state`.
     fn start_on(env: &Canopy, url: &str, socket: &Path, extra: &[&str]) -> Plugin {
+        Plugin::start_program(env, url, socket, Path::new(crate::util::BIN), extra)
+    }
+
+    /// As [`Plugin::start_on`], running `program` (a copy of canopy, as an upgrade
+    /// installs a new file).
+    fn start_program(
+        env: &Canopy,
+        url: &str,
+        socket: &Path,
+        program: &Path,
+        extra: &[&str],
+    ) -> Plugin {
         let mount_dir = env.path("volumes");
         let log = env.path("plugin.log");
-        let mut child = Command::new(crate::util::BIN)
+        let mut child = Command::new(program)
             .args(["-v", "volume-plugin"])
             .args(plugin_flags(env, url, socket, ""))
             .args(extra)
@@ -466,7 +478,9 @@ impl Drop for MountGuard {
 #[test]
 fn mounted_volumes_survive_restarts_and_kill_9_of_the_plugin() {
     let (env, server) = small_root("volume-restart");
-    let plugin = Plugin::start(&env, &server.url, &[]);
+    // Without passthrough, as a mount taken over live must be.
+    let flags = ["--no-passthrough"];
+    let plugin = Plugin::start(&env, &server.url, &flags);
     let _guard = MountGuard(plugin.mount_dir.clone());
     plugin.call(
         "VolumeDriver.Create",
@@ -500,7 +514,7 @@ fn mounted_volumes_survive_restarts_and_kill_9_of_the_plugin() {
         "SIGTERM unmounted in-use volumes"
     );
     reader.goes_on(5, "after the plugin stopped");
-    let plugin = Plugin::start(&env, &server.url, &[]);
+    let plugin = Plugin::start(&env, &server.url, &flags);
     assert_eq!(answers(&plugin), before, "after a restart");
     assert!(
         plugin.log().contains("took up 1 mounted volumes"),
@@ -512,9 +526,29 @@ fn mounted_volumes_survive_restarts_and_kill_9_of_the_plugin() {
     // The same after kill -9.
     plugin.exit(libc::SIGKILL, false);
     reader.goes_on(5, "after kill -9 of the plugin");
-    let plugin = Plugin::start(&env, &server.url, &[]);
+    let plugin = Plugin::start(&env, &server.url, &flags);
     assert_eq!(answers(&plugin), before, "after kill -9 and a restart");
     reader.goes_on(5, "after kill -9 and a restart");
+
+    // An upgrade: the plugin restarted from another canopy file has a mount server of
+    // that file take the mount over from the old one, live.
+    plugin.exit(libc::SIGTERM, true);
+    let upgraded = env.path("canopy-upgraded");
+    fs::copy(crate::util::BIN, &upgraded).unwrap();
+    let plugin = Plugin::start_program(
+        &env,
+        &server.url,
+        &env.path("plugin.sock"),
+        &upgraded,
+        &flags,
+    );
+    assert!(
+        plugin.log().contains("took the plugin's mount at"),
+        "no hand-over to the upgraded mount server:\n{}",
+        plugin.log()
+    );
+    assert_eq!(answers(&plugin), before, "after an upgrade");
+    reader.goes_on(5, "after an upgrade");
 
     // Docker unmounts later with the IDs it got before: the last one releases.
     plugin.unmount("web", "container-1");

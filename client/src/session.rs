@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The versions a view has shown, as a hand-over lists them.
-fn shown(view: &View) -> Vec<Shown> {
+pub(crate) fn shown(view: &View) -> Vec<Shown> {
     view.history()
         .into_iter()
         .map(|i| Shown {
@@ -35,7 +35,7 @@ fn shown(view: &View) -> Vec<Shown> {
 
 /// Shows, in order, the versions a predecessor showed that `view` has not shown yet
 /// (the kernel may hold inodes of any of them). Returns whether it showed any.
-async fn show_history(
+pub(crate) async fn show_history(
     remote: &Remote,
     view: &View,
     trust: &VerifyingKey,
@@ -294,7 +294,7 @@ pub fn run(
 
 /// A FUSE session on a live connection `device` for `fs`, whose open files are
 /// `files`.
-fn resume(
+pub(crate) fn resume(
     fs: CanopyFs,
     files: &Files,
     device: OwnedFd,
@@ -390,7 +390,7 @@ fn keep_in_store(
 }
 
 /// Unmounts the mount at `mountpoint` (one still in use is detached).
-fn unmount_path(mountpoint: &Path) {
+pub(crate) fn unmount_path(mountpoint: &Path) {
     use std::os::unix::ffi::OsStrExt;
     tracing::info!("unmounting {}", mountpoint.display());
     let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {

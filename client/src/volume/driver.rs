@@ -15,7 +15,7 @@
 //! change of the volumes — mounts and their IDs included — before answering Docker, so
 //! a plugin started after a restart or a crash carries on where the last one stopped.
 
-use super::control::{Answer, MountServer, Request, ServerError};
+use super::control::{self, Answer, MountServer, Request, ServerError};
 use super::state::{Definition, Mounted, Pin, StateError, StateFile, Volumes, entry_for};
 use canopy_protocol::CommitId;
 use std::collections::{BTreeMap, HashMap};
@@ -343,7 +343,7 @@ impl Driver {
         }
         tracing::info!("volume {name}: released {}", released.entry);
         if self.volumes.mounted.is_empty() {
-            self.replace_outdated_server().await;
+            self.upgrade_server().await;
         }
         Ok(())
     }
@@ -458,19 +458,41 @@ impl Driver {
         }
     }
 
-    /// Stops a mount server that runs an older canopy and starts this one's, when no
-    /// volume is mounted (nothing reads from it).
-    pub async fn replace_outdated_server(&self) {
-        if !self.volumes.mounted.is_empty() || self.server.is_current().await {
+    /// Replaces a mount server that runs another canopy program than this plugin (the
+    /// binary was upgraded): with no volume mounted, it is stopped and a new one
+    /// started; with volumes mounted, a new one takes the mount over from it live (the
+    /// containers notice nothing), unless it uses FUSE passthrough, which is not taken
+    /// over yet: then it goes on until no volume is mounted.
+    pub async fn upgrade_server(&mut self) {
+        let Ok((pid, program)) = self.server.hello().await else {
+            return;
+        };
+        if program == control::program() {
             return;
         }
-        tracing::info!("replacing the mount server, which runs another canopy program");
-        let replaced = async {
-            self.server.stop().await?;
-            self.server.ensure().await
+        let upgraded = if self.volumes.mounted.is_empty() {
+            tracing::info!("replacing the mount server (process {pid}), which runs another canopy");
+            match self.server.stop().await {
+                Ok(()) => self.server.start().await,
+                Err(e) => Err(e),
+            }
+        } else if self.server.passthrough {
+            tracing::warn!(
+                "the mount server (process {pid}) runs another canopy; it uses FUSE passthrough, \
+                 so it is replaced once no volume is mounted"
+            );
+            return;
+        } else {
+            tracing::info!(
+                "handing the mount over from the mount server (process {pid}), which runs another \
+                 canopy, to a new one"
+            );
+            self.server.start().await
         };
-        if let Err(e) = replaced.await {
-            tracing::warn!("replacing the mount server: {e}");
+        match upgraded {
+            // A server that took the mount over shows every entry the old one ever showed.
+            Ok(()) => self.adopt().await,
+            Err(e) => tracing::warn!("replacing the mount server: {e}"),
         }
     }
 

@@ -185,12 +185,16 @@ pub fn run(
                 reason: e.to_string(),
             })?
     };
-    let server = MountServer::new(&cfg.mount_dir, cfg.server_args.clone());
+    let server = MountServer::new(
+        &cfg.mount_dir,
+        cfg.server_args.clone(),
+        cfg.host.passthrough,
+    );
     rt.block_on(server.ensure())?;
     let mut driver = Driver::new(volumes, state, server, cfg.mount_dir.clone());
     rt.block_on(async {
         driver.adopt().await;
-        driver.replace_outdated_server().await;
+        driver.upgrade_server().await;
     });
     if driver.mounted() > 0 {
         tracing::info!(
