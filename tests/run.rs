@@ -206,8 +206,8 @@ fn runs_from_a_server_and_from_directories() {
     {
         let _resume = Resumes(&mount);
         mount.signal(libc::SIGSTOP);
-        // Past the mount's entry and attribute timeouts, so a stat would reach it.
-        std::thread::sleep(Duration::from_secs(2));
+        // The kernel still holds the mount's names and attributes (kept for long): the
+        // run must find the stopped process out all the same.
         let mut past = env.bare_cmd(["-v", "run", "--server", &server.url, "--trust"]);
         past.arg(env.path("server.pub"))
             .arg("--cache-dir")

@@ -4,7 +4,7 @@
 //! and end by unmounting, by handing the mount over, or (under a service manager that
 //! holds the connection) by leaving it to the next process.
 
-use crate::fs::CanopyFs;
+use crate::fs::{CanopyFs, forget_stale};
 use crate::handover::{self, Shown};
 use crate::mode_table::ModeTable;
 use crate::mount::{
@@ -147,17 +147,17 @@ pub fn run(
         )));
     }
     rt.block_on(show_history(&remote, &view, &trust, &history))?;
-    if let Err(e) = rt.block_on(refresh(&remote, &view, &trust, pinned)) {
-        // A successor serves on what was shown before (kept) while no server answers.
-        if history.is_empty() {
-            return Err(e);
-        }
-        tracing::warn!("{e}: serving the versions shown before until a server answers");
+    // A process taking a mount over shows what the kernel saw until it serves, and
+    // moves on to the server's versions then, when the kernel can be told what that
+    // makes stale (see below).
+    let moves_on_later = !history.is_empty();
+    if !moves_on_later {
+        rt.block_on(refresh(&remote, &view, &trust, pinned))?;
     }
 
     let following = cfg.follow.is_some() && pinned.is_none();
     let fs = |cache: Arc<Cache>| {
-        crate::prefetch::filesystem(&cfg.host, &view, &remote, rt.handle(), cache, following)
+        crate::prefetch::filesystem(&cfg.host, &view, &remote, rt.handle(), cache)
     };
     let failed = |reason: String| MountError::Mount {
         path: cfg.mountpoint.clone(),
@@ -172,9 +172,7 @@ pub fn run(
         }
         Start::Live(pending) => {
             let taken = pending.take()?;
-            if rt.block_on(show_history(&remote, &view, &trust, &taken.history))? {
-                rt.block_on(refresh(&remote, &view, &trust, pinned))?;
-            }
+            rt.block_on(show_history(&remote, &view, &trust, &taken.history))?;
             view.index();
             let fs = fs(cfg.host.open_cache_released()?);
             let files = fs.files();
@@ -217,6 +215,7 @@ pub fn run(
             (session, files, true, table)
         }
     };
+    forget_stale(&view, session.notifier());
     let device = files.device().expect("attached with the session");
     if resumed {
         // Requests the process before had read and not answered come again.
@@ -265,13 +264,19 @@ pub fn run(
             unmount(&mut unmounter, &mountpoint);
         }
     });
-    if let (true, Some(interval)) = (following, cfg.follow) {
+    let follow = cfg.follow.filter(|_| following);
+    if moves_on_later || follow.is_some() {
         let view = view.clone();
         rt.spawn(async move {
+            let mut now = moves_on_later;
             loop {
-                tokio::time::sleep(interval).await;
+                match follow {
+                    _ if now => now = false,
+                    Some(interval) => tokio::time::sleep(interval).await,
+                    None => break,
+                }
                 let before = view.history().len();
-                if let Err(e) = refresh(&remote, &view, &trust, None).await {
+                if let Err(e) = refresh(&remote, &view, &trust, pinned).await {
                     tracing::warn!("following: {e}; keeping the current versions");
                 }
                 if let Some(state) = &stored

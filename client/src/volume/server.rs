@@ -12,6 +12,7 @@
 
 use super::control::{self, Answer, Request};
 use super::{VolumeConfig, VolumeError, prepare_mount_dir};
+use crate::fs::forget_stale;
 use crate::handover::{self, Options};
 use crate::mount::{MountError, current, fuse_session, show, unmount};
 use crate::remote::Remote;
@@ -239,11 +240,10 @@ pub(crate) fn serve(
     let how = start(&cfg, &socket)?;
     let (rt, remote) = cfg.host.connect()?;
     let trust = cfg.host.trust;
-    // Entries come and go as volumes are mounted and released: a following filesystem
-    // keeps the kernel's name cache short so they show at once.
+    // Entries come and go as volumes are mounted and released: the kernel is told to
+    // forget what each change makes stale, so they show at once.
     let view = Arc::new(View::new(Scope::All));
-    let fs =
-        |cache| crate::prefetch::filesystem(&cfg.host, &view, &remote, rt.handle(), cache, true);
+    let fs = |cache| crate::prefetch::filesystem(&cfg.host, &view, &remote, rt.handle(), cache);
     let failed = |reason: String| MountError::Mount {
         path: cfg.mount_dir.clone(),
         reason,
@@ -275,6 +275,7 @@ pub(crate) fn serve(
             (session, files, true)
         }
     };
+    forget_stale(&view, session.notifier());
     // The server before has exited by now, when there was one.
     let (listener, listening) = listen(&socket)?;
     let listening = Arc::new(listening);
