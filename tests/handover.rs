@@ -18,25 +18,39 @@ use std::time::{Duration, Instant};
 
 /// Bytes of the big file read while the daemon is replaced.
 const BIG: usize = 48 << 20;
+/// Bytes of the file read once before (cached, so that with passthrough the kernel
+/// reads it from the cache file) and again while the daemon is replaced.
+const WARM: usize = 4 << 20;
 
-/// A store with root `ho`: bash and what it needs, plus `/data/big` (random bytes).
-/// Returns the store and the big file's SHA-256.
+/// `len` incompressible bytes, the same on every run for the same `seed` (xorshift).
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut bytes = vec![0u8; len];
+    let mut x = seed;
+    for chunk in bytes.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    bytes
+}
+
+/// The content of `/data/warm`.
+fn warm() -> Vec<u8> {
+    pattern(WARM, 0x2545_f491_4f6c_dd1d)
+}
+
+/// A store with root `ho`: bash and what it needs, plus `/data/big` and `/data/warm`
+/// (random bytes). Returns the store and the big file's SHA-256.
 pub(crate) fn store(name: &str) -> (Canopy, String) {
     let env = Canopy::init(name);
     env.cmd(["import", "deb"])
         .args(debs::paths(SMALL))
         .success();
     let dir = env.mkdir("big/data");
-    let mut bytes = vec![0u8; BIG];
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for chunk in bytes.chunks_mut(8) {
-        // xorshift: incompressible, and the same on every run.
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-    }
+    let bytes = pattern(BIG, 0x9e37_79b9_7f4a_7c15);
     fs::write(dir.join("big"), &bytes).unwrap();
+    fs::write(dir.join("warm"), warm()).unwrap();
     let sha = to_hex(&Sha256::digest(&bytes));
     env.cmd(["import", "dir"])
         .arg(env.path("big"))
@@ -214,7 +228,11 @@ fn reader(path: PathBuf, sha: String, pause: Duration, stop: Arc<AtomicBool>, se
 }
 
 /// Programs using a mount while its daemon is replaced: bash running bash in a loop
-/// from the mount, and two readers streaming and hashing the big file.
+/// from the mount, two readers streaming and hashing the big file (its first opens
+/// are read through canopy, which fetches it, and so are the opens overlapping them),
+/// and two streaming and hashing the warm file (once cached, with passthrough, read by
+/// the kernel from the cache file; each reader's open overlaps the other's, so a
+/// successor answers with the registration it took over).
 pub(crate) struct Load {
     /// The mountpoint.
     dir: PathBuf,
@@ -240,6 +258,7 @@ impl Load {
             ])
             .stdout();
         assert_eq!(out, "warm\n");
+        let warm_sha = to_hex(&Sha256::digest(warm()));
         // Any failure prints FAIL and ends the loop.
         let program = Command::new("chroot")
             .arg(dir)
@@ -276,18 +295,20 @@ impl Load {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Seen::default());
-        let readers = [Duration::ZERO, Duration::from_millis(15)]
-            .into_iter()
-            .map(|pause| {
-                let (path, sha, stop, seen) = (
-                    dir.join("data/big"),
-                    sha.to_string(),
-                    stop.clone(),
-                    seen.clone(),
-                );
-                std::thread::spawn(move || reader(path, sha, pause, stop, seen))
-            })
-            .collect();
+        let readers = [
+            ("data/big", sha, 0),
+            ("data/big", sha, 15),
+            ("data/warm", &warm_sha, 5),
+            ("data/warm", &warm_sha, 20),
+        ]
+        .into_iter()
+        .map(|(file, sha, pause)| {
+            let (path, sha, stop, seen) =
+                (dir.join(file), sha.to_string(), stop.clone(), seen.clone());
+            let pause = Duration::from_millis(pause);
+            std::thread::spawn(move || reader(path, sha, pause, stop, seen))
+        })
+        .collect();
         Load {
             dir: dir.to_path_buf(),
             program,
@@ -402,6 +423,8 @@ fn replaced_under_load(name: &str, extra: &[&str], times: usize) {
         paths: Vec::new(),
     };
     let mut daemon = start_mount(&env, &dir, &server.url, &logs.next(), extra);
+    // Cached before the load, so that with passthrough its opens pass through.
+    assert!(crate::mount::read(&dir.join("data/warm")).unwrap() == warm());
     let mut load = Load::start(&dir, &sha);
     for replaced in 1..=times {
         std::thread::sleep(Duration::from_millis(400));
@@ -436,7 +459,7 @@ fn replaced_under_load(name: &str, extra: &[&str], times: usize) {
         .count();
     assert_eq!(through > 0, passthrough, "{all_logs}");
     if passthrough {
-        passthrough_kept(&logs);
+        passthrough_kept(&dir, &logs);
     }
     // Requests the replaced processes had read and not answered were answered.
     assert!(
@@ -452,12 +475,15 @@ fn replaced_under_load(name: &str, extra: &[&str], times: usize) {
     daemon.stop();
 }
 
-/// Checks, from the daemons' logs, that passthrough went on across the hand-overs:
-/// no registration was closed twice (an open answered with it would fail with EIO),
-/// successors answered opens of files held open across a hand-over with the
-/// registration they took over (the kernel binds one per inode), and the last one
-/// registered files opened after its hand-over.
-fn passthrough_kept(logs: &Logs) {
+/// Checks, from the daemons' logs, that passthrough went on across the hand-overs of
+/// the mount at `dir`: no registration was closed twice (an open answered with it
+/// would fail with EIO); successors answered opens of files held open across a
+/// hand-over (the program's bash, the warm file) with the registration they took over
+/// (the kernel binds one per inode); the warm file was read by the kernel; and the
+/// last process registered files opened after its hand-over.
+fn passthrough_kept(dir: &Path, logs: &Logs) {
+    use std::os::unix::fs::MetadataExt;
+    let warm = fs::metadata(dir.join("data/warm")).unwrap().ino();
     let logs: Vec<String> = logs
         .paths
         .iter()
@@ -468,43 +494,57 @@ fn passthrough_kept(logs: &Logs) {
         !all.contains("closing passthrough registration"),
         "a passthrough registration was closed twice:\n{all}"
     );
-    // The number ending each line of `log` that contains `what`.
-    let numbers = |log: &str, what: &str| -> Vec<u64> {
+    // (inode, registration) of each open of `log` read through passthrough.
+    let through = |log: &str| -> Vec<(u64, u64)> {
         log.lines()
-            .filter(|l| l.contains(what))
-            .filter_map(|l| l.split_whitespace().last()?.parse().ok())
+            .filter_map(|l| {
+                let (_, rest) = l.split_once(": inode ")?;
+                let (ino, raw) = rest.split_once(" through passthrough registration ")?;
+                Some((ino.parse().ok()?, raw.trim().parse().ok()?))
+            })
             .collect()
     };
-    let reused: usize = logs
-        .iter()
-        .map(|log| {
-            let taken: Vec<u64> = log
-                .lines()
-                .filter_map(|l| {
-                    let rest = l.split("took over passthrough registration ").nth(1)?;
-                    rest.split_whitespace().next()?.parse().ok()
-                })
-                .collect();
-            numbers(log, "through passthrough registration")
-                .iter()
-                .filter(|n| taken.contains(n))
-                .count()
-        })
-        .sum();
+    let (mut reused, mut reused_warm) = (0, 0);
+    for log in &logs {
+        let taken: Vec<u64> = log
+            .lines()
+            .filter_map(|l| {
+                let rest = l.split("took over passthrough registration ").nth(1)?;
+                rest.split_whitespace().next()?.parse().ok()
+            })
+            .collect();
+        for (ino, raw) in through(log) {
+            if taken.contains(&raw) {
+                reused += 1;
+                reused_warm += usize::from(ino == warm);
+            }
+        }
+    }
+    let warm_opens = through(&all).iter().filter(|(ino, _)| *ino == warm).count();
     assert!(
-        reused > 0,
-        "no successor answered an open with a registration it took over:\n{all}"
+        reused > 0 && reused_warm > 0 && warm_opens > 0,
+        "opens answered with a registration taken over: {reused} ({reused_warm} of the \
+         warm file); warm file opens read by the kernel: {warm_opens}\n{all}"
     );
     let last = logs.last().unwrap();
-    let made = numbers(last, "opened passthrough registration");
-    let used = numbers(last, "through passthrough registration");
+    let made: Vec<u64> = last
+        .lines()
+        .filter_map(|l| {
+            l.split("opened passthrough registration ")
+                .nth(1)?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .collect();
     assert!(
-        made.iter().any(|n| used.contains(n)),
+        through(last).iter().any(|(_, raw)| made.contains(raw)),
         "the last process read no file opened after its hand-over through passthrough:\n{last}"
     );
     eprintln!(
-        "passthrough: {reused} opens answered with a registration taken over, the last process \
-         opened {} registrations of its own",
+        "passthrough: {warm_opens} opens of the warm file read by the kernel; {reused} opens \
+         answered with a registration taken over ({reused_warm} of the warm file); the last \
+         process opened {} registrations of its own",
         made.len()
     );
 }
