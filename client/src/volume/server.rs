@@ -193,9 +193,16 @@ fn answer_requests(listener: UnixListener, served: Served, busy: Arc<Mutex<()>>)
 /// What a mount server taking this one's mount over must share with it.
 pub(crate) fn handover_options(cfg: &VolumeConfig) -> Options {
     let mut options = cfg.host.handover_options();
-    options
-        .0
-        .push(("volume-plugin".into(), cfg.mount_dir.display().to_string()));
+    options.0.extend([
+        ("volume-plugin".into(), cfg.mount_dir.display().to_string()),
+        (
+            "state-dir".into(),
+            std::fs::canonicalize(&cfg.state_dir)
+                .unwrap_or_else(|_| cfg.state_dir.clone())
+                .display()
+                .to_string(),
+        ),
+    ]);
     options
 }
 
