@@ -340,7 +340,7 @@ impl Load {
             panic!("the program from the mount failed after {after} ({status}): {stderr}");
         }
         let report = stall_report(&self.dir, self.program.child.id());
-        abort_connection(&self.dir);
+        crate::mount::abort_connection(&self.dir);
         panic!("the program from the mount waits since {after}:\n{report}");
     }
 
@@ -609,39 +609,15 @@ fn stall_report(dir: &Path, program: u32) -> String {
             );
         }
     }
-    if let Some(n) = connection(dir) {
-        let waiting =
-            fs::read_to_string(format!("/sys/fs/fuse/connections/{n}/waiting")).unwrap_or_default();
-        out += &format!("FUSE connection {n}: {} requests waiting\n", waiting.trim());
+    if let Some(connection) = crate::mount::fuse_connection(dir) {
+        let waiting = fs::read_to_string(connection.join("waiting")).unwrap_or_default();
+        out += &format!(
+            "FUSE connection {}: {} requests waiting\n",
+            connection.display(),
+            waiting.trim()
+        );
     }
     out
-}
-
-/// The number of the FUSE connection mounted at `dir` (its device number, as fusectl
-/// names it), from the mount table: nothing is read through the mount.
-fn connection(dir: &Path) -> Option<u32> {
-    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    // The last mount on `dir` is the one its path reaches.
-    let line = mountinfo
-        .lines()
-        .rev()
-        .find(|l| l.split(' ').nth(4) == dir.to_str())?;
-    let (major, minor) = line.split(' ').nth(2)?.split_once(':')?;
-    Some((major.parse::<u32>().ok()? << 20) | minor.parse::<u32>().ok()?)
-}
-
-/// Aborts the FUSE connection mounted at `dir` (fusectl, mounted if it is not): every
-/// request waiting on it fails at once, so no process of the test stays blocked.
-fn abort_connection(dir: &Path) {
-    let Some(n) = connection(dir) else { return };
-    let abort = PathBuf::from(format!("/sys/fs/fuse/connections/{n}/abort"));
-    if !abort.exists() {
-        let _ = Command::new("mount")
-            .args(["-t", "fusectl", "none", "/sys/fs/fuse/connections"])
-            .status();
-    }
-    let _ = fs::write(abort, "1");
 }
 
 /// A second `canopy mount` on the live mount at `dir`, with [`start_mount`]'s options
