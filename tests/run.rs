@@ -251,6 +251,19 @@ fn runs_from_a_server_and_from_directories() {
             "{}",
             bound.report("a refusal", &out)
         );
+        // A super-privileged run binds the host's / and /run, stopped mount included,
+        // and never looks into it.
+        let mut spc = env.bare_cmd(["run", "--spc"]);
+        spc.arg(&dir)
+            .args(["--", "/bin/bash", "-c", "cat /etc/app.conf"]);
+        let out = spc
+            .output_within(Duration::from_secs(60))
+            .expect("canopy run --spc hung on a stopped host mount");
+        assert!(
+            out.status.success(),
+            "{}",
+            spc.report("exit status 0", &out)
+        );
     }
     // Resumed, it is used again.
     assert_eq!(verbose.success().stdout, b"other 1\n");

@@ -98,7 +98,11 @@ impl Plugin {
                 mount_dir.display()
             )
         );
-        assert!(is_mounted(&mount_dir), "no FUSE mount at {mount_dir:?}");
+        assert!(
+            is_mounted(&mount_dir),
+            "no FUSE mount at {mount_dir:?}:\n{}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
         Plugin {
             child,
             socket: socket.to_path_buf(),
@@ -478,8 +482,8 @@ impl Drop for MountGuard {
 #[test]
 fn mounted_volumes_survive_restarts_and_kill_9_of_the_plugin() {
     let (env, server) = small_root("volume-restart");
-    // Without passthrough, as a mount taken over live must be.
-    let flags = ["--no-passthrough"];
+    // With passthrough where the kernel allows, as a plugin runs by default.
+    let flags: [&str; 0] = [];
     let plugin = Plugin::start(&env, &server.url, &flags);
     let _guard = MountGuard(plugin.mount_dir.clone());
     plugin.call(
@@ -569,6 +573,33 @@ fn mounted_volumes_survive_restarts_and_kill_9_of_the_plugin() {
         || format!("{} still exists after the release", path.display()),
         || (!path.exists()).then_some(()),
     );
+
+    // A plugin started with other options while no volume is mounted replaces the
+    // mount server, which would serve on with the old ones.
+    plugin.exit(libc::SIGKILL, false);
+    let plugin = Plugin::start(
+        &env,
+        &server.url,
+        &["--no-passthrough", "--cache-size", "1G"],
+    );
+    assert!(
+        plugin.log().contains("replacing the mount server"),
+        "{}",
+        plugin.log()
+    );
+
+    // A mount server that dies is started again at the next mount, with a new mount.
+    let log = plugin.log();
+    let pid: i32 = log
+        .rsplit("started the mount server, process ")
+        .next()
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no mount server started:\n{log}"));
+    // SAFETY: kill with a valid pid and signal.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let path = plugin.mount("web", "after-a-crash");
+    assert_eq!(&read(&path.join("bin/bash")).unwrap()[..4], b"\x7fELF");
+    plugin.unmount("web", "after-a-crash");
     plugin.stop();
 
     // A saved mount that names an entry its definition does not give is refused at

@@ -41,12 +41,12 @@ const STEP_WAIT: Duration = Duration::from_secs(20);
 const MAX_MESSAGE: u32 = 256 << 20;
 
 /// The options of a mount that a successor must share to take it over.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Options(pub Vec<(String, String)>);
 
 impl Options {
     /// Names the options that differ between `self` (live) and `other` (successor).
-    fn differences(&self, other: &Options) -> Vec<String> {
+    pub(crate) fn differences(&self, other: &Options) -> Vec<String> {
         let mut out = Vec::new();
         for (k, v) in &self.0 {
             let theirs = other.0.iter().find(|(k2, _)| k2 == k).map(|(_, v)| v);

@@ -7,6 +7,7 @@
 //! started otherwise: the server is what containers read from, and it outlives the
 //! plugin, so restarting, upgrading or killing the plugin never touches a mount.
 
+use crate::handover::Options;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::io::{self, BufRead, Read, Write};
@@ -60,6 +61,9 @@ pub(crate) enum Answer {
         pid: u32,
         /// The program file it runs, as `DEV:INODE` (an upgrade replaces the file).
         program: String,
+        /// The options it serves with (servers, key, cache…).
+        #[serde(default)]
+        options: Options,
     },
     /// To `Current`.
     Commit {
@@ -163,22 +167,32 @@ pub enum ServerError {
     Start(String),
 }
 
+/// Who a mount server is.
+pub(crate) struct Identity {
+    /// Its process.
+    pub(crate) pid: u32,
+    /// Its program file (see [`program`]).
+    pub(crate) program: String,
+    /// The options it serves with.
+    pub(crate) options: Options,
+}
+
 /// The plugin's handle on its mount server.
 pub(crate) struct MountServer {
     socket: PathBuf,
     /// How to start one: the arguments for this program.
     args: Vec<OsString>,
-    /// Whether it uses FUSE passthrough (then it cannot be taken over live).
-    pub(crate) passthrough: bool,
+    /// The options a server started now serves with.
+    pub(crate) options: Options,
 }
 
 impl MountServer {
     /// The server of `mount_dir`, started when needed as this program with `args`.
-    pub(crate) fn new(mount_dir: &Path, args: Vec<OsString>, passthrough: bool) -> MountServer {
+    pub(crate) fn new(mount_dir: &Path, args: Vec<OsString>, options: Options) -> MountServer {
         MountServer {
             socket: socket_path(mount_dir),
             args,
-            passthrough,
+            options,
         }
     }
 
@@ -218,10 +232,18 @@ impl MountServer {
         }
     }
 
-    /// The server's process id and program, if one answers.
-    pub(crate) async fn hello(&self) -> Result<(u32, String), ServerError> {
+    /// Who the server is, if one answers.
+    pub(crate) async fn hello(&self) -> Result<Identity, ServerError> {
         match self.call(&Request::Hello, Duration::from_secs(10)).await? {
-            Answer::Hello { pid, program } => Ok((pid, program)),
+            Answer::Hello {
+                pid,
+                program,
+                options,
+            } => Ok(Identity {
+                pid,
+                program,
+                options,
+            }),
             other => Err(ServerError::Failed(format!("unexpected answer {other:?}"))),
         }
     }
@@ -273,7 +295,7 @@ impl MountServer {
                 )));
             }
             match self.hello().await {
-                Ok((answering, _)) if answering == pid => break,
+                Ok(answering) if answering.pid == pid => break,
                 Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 Err(_) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -459,27 +459,34 @@ impl Driver {
     }
 
     /// Replaces a mount server that runs another canopy program than this plugin (the
-    /// binary was upgraded): with no volume mounted, it is stopped and a new one
-    /// started; with volumes mounted, a new one takes the mount over from it live (the
-    /// containers notice nothing), unless it uses FUSE passthrough, which is not taken
-    /// over yet: then it goes on until no volume is mounted.
+    /// binary was upgraded) or other options (the plugin was started with others):
+    /// with no volume mounted, it is stopped and a new one started; with volumes
+    /// mounted, a new one of the same options takes the mount over from it live (the
+    /// containers notice nothing). With other options and volumes mounted, it goes on
+    /// until none is.
     pub async fn upgrade_server(&mut self) {
-        let Ok((pid, program)) = self.server.hello().await else {
+        let Ok(running) = self.server.hello().await else {
             return;
         };
-        if program == control::program() {
+        let differences = running.options.differences(&self.server.options);
+        if running.program == control::program() && differences.is_empty() {
             return;
         }
+        let pid = running.pid;
         let upgraded = if self.volumes.mounted.is_empty() {
-            tracing::info!("replacing the mount server (process {pid}), which runs another canopy");
+            tracing::info!(
+                "replacing the mount server (process {pid}), which runs another canopy or other \
+                 options"
+            );
             match self.server.stop().await {
                 Ok(()) => self.server.start().await,
                 Err(e) => Err(e),
             }
-        } else if self.server.passthrough {
+        } else if !differences.is_empty() {
             tracing::warn!(
-                "the mount server (process {pid}) runs another canopy; it uses FUSE passthrough, \
-                 so it is replaced once no volume is mounted"
+                "the mount server (process {pid}) serves with other options than this plugin's \
+                 ({}); they apply once no volume is mounted",
+                differences.join(", ")
             );
             return;
         } else {

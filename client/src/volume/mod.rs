@@ -188,7 +188,7 @@ pub fn run(
     let server = MountServer::new(
         &cfg.mount_dir,
         cfg.server_args.clone(),
-        cfg.host.passthrough,
+        server::handover_options(&cfg),
     );
     rt.block_on(server.ensure())?;
     let mut driver = Driver::new(volumes, state, server, cfg.mount_dir.clone());

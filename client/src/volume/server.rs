@@ -95,6 +95,7 @@ struct Served {
     unmounter: Arc<Mutex<Unmounter>>,
     mount_dir: PathBuf,
     listening: Arc<Listening>,
+    options: Options,
 }
 
 impl Served {
@@ -104,6 +105,7 @@ impl Served {
             Request::Hello => Answer::Hello {
                 pid: std::process::id(),
                 program: control::program(),
+                options: self.options.clone(),
             },
             Request::Current { root } => match self.rt.block_on(current(&self.remote, &root)) {
                 Ok(commit) => Answer::Commit {
@@ -164,8 +166,9 @@ impl Served {
     }
 }
 
-/// Answers the plugin, one connection at a time, until the process ends.
-fn answer_requests(listener: UnixListener, served: Served) {
+/// Answers the plugin, one connection at a time, until the process ends; `busy` is held
+/// from each request to its answer.
+fn answer_requests(listener: UnixListener, served: Served, busy: Arc<Mutex<()>>) {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let _ = stream.set_read_timeout(Some(REQUEST_WAIT));
@@ -179,6 +182,7 @@ fn answer_requests(listener: UnixListener, served: Served) {
                 continue;
             }
         };
+        let _busy = busy.lock().expect("busy lock");
         let answer = served.answer(request);
         if let Err(e) = control::write_line(&mut &stream, &answer) {
             tracing::warn!("answering on {}: {e}", served.listening.path.display());
@@ -187,7 +191,7 @@ fn answer_requests(listener: UnixListener, served: Served) {
 }
 
 /// What a mount server taking this one's mount over must share with it.
-fn handover_options(cfg: &VolumeConfig) -> Options {
+pub(crate) fn handover_options(cfg: &VolumeConfig) -> Options {
     let mut options = cfg.host.handover_options();
     options
         .0
@@ -209,14 +213,6 @@ enum Start {
 fn start(cfg: &VolumeConfig, socket: &Path) -> Result<Start, VolumeError> {
     if UnixStream::connect(socket).is_err() {
         return Ok(Start::Fresh);
-    }
-    if cfg.host.passthrough {
-        return Err(VolumeError::Socket {
-            path: socket.to_path_buf(),
-            reason: "a mount server with FUSE passthrough runs already, and live mounts with \
-                     passthrough are not taken over yet: it is replaced once no volume is mounted"
-                .into(),
-        });
     }
     match handover::ask(&cfg.mount_dir, &handover_options(cfg)).map_err(MountError::from)? {
         Some(pending) => Ok(Start::Live(pending)),
@@ -303,10 +299,13 @@ pub(crate) fn serve(
         unmounter: unmounter.clone(),
         mount_dir: cfg.mount_dir.clone(),
         listening: listening.clone(),
+        options: handover_options(&cfg),
     };
+    let busy = Arc::new(Mutex::new(()));
+    let answering = busy.clone();
     std::thread::Builder::new()
         .name("control".into())
-        .spawn(move || answer_requests(listener, served))
+        .spawn(move || answer_requests(listener, served, answering))
         .map_err(|e| VolumeError::Socket {
             path: listening.path.clone(),
             reason: format!("starting its thread: {e}"),
@@ -324,6 +323,11 @@ pub(crate) fn serve(
         cfg.mount_dir.display()
     );
     let result = session.run();
+    // The plugin that asked for the unmount hears that it is done before this ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while busy.try_lock().is_err() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     listening.remove();
     drop(handing_over);
     rt.shutdown_timeout(Duration::from_secs(1));
