@@ -5,8 +5,9 @@
 //! systemd here): it runs the unit's command line as `Type=notify` with
 //! `FileDescriptorStoreMax=` and `Restart=always` would.
 
-use crate::handover::{Load, mount_args, start_mount, store};
+use crate::handover::{mount_args, start_mount, store};
 use crate::mount::Server;
+use crate::workload::Load;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -11,7 +11,9 @@
 //!    every process the same numbers) and says `go`;
 //! 2. the live process stops opening and releasing files, and sends the `/dev/fuse`
 //!    descriptor (SCM_RIGHTS), the kernel's INIT offer and its open files; on the
-//!    successor's acknowledgement it exits without unmounting;
+//!    successor's acknowledgement it exits without unmounting, opens and releases still
+//!    stopped (the successor adopted the open files as sent: a release answered after
+//!    that would close a passthrough registration the successor answers opens with);
 //! 3. the successor builds its FUSE session on a socket pair into which it writes the
 //!    INIT the kernel sent the first process (the kernel sends INIT once per
 //!    connection), puts the real descriptor in the pair's place, and asks the kernel to
@@ -28,7 +30,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLockWriteGuard};
 use std::time::Duration;
 
 /// How long a successor may take to load the versions offered before saying `go`.
@@ -39,12 +41,12 @@ const STEP_WAIT: Duration = Duration::from_secs(20);
 const MAX_MESSAGE: u32 = 256 << 20;
 
 /// The options of a mount that a successor must share to take it over.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Options(pub Vec<(String, String)>);
 
 impl Options {
     /// Names the options that differ between `self` (live) and `other` (successor).
-    fn differences(&self, other: &Options) -> Vec<String> {
+    pub(crate) fn differences(&self, other: &Options) -> Vec<String> {
         let mut out = Vec::new();
         for (k, v) in &self.0 {
             let theirs = other.0.iter().find(|(k2, _)| k2 == k).map(|(_, v)| v);
@@ -290,11 +292,16 @@ pub(crate) fn listen(
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 match serve_one(&mut stream, &options, &files, &history) {
-                    Ok(false) => {}
-                    Ok(true) => {
+                    Ok(None) => {}
+                    Ok(Some(_frozen)) => {
                         tracing::info!("handed the mount over to a new canopy process; exiting");
-                        // No destructor runs: nothing unmounts, nothing closes the
-                        // connection the successor now serves.
+                        // Still frozen until the end: an open or a release waiting at
+                        // the gate must not run here any more (a release would close a
+                        // passthrough registration the successor took over, an open
+                        // would bind a file the successor does not know of); the
+                        // kernel resends them to the successor. No destructor runs:
+                        // nothing unmounts, nothing closes the connection the successor
+                        // now serves.
                         std::process::exit(0);
                     }
                     Err(e) => tracing::warn!("hand-over not done: {e}; serving on"),
@@ -306,14 +313,14 @@ pub(crate) fn listen(
     })
 }
 
-/// Answers one connection: a query, or a hand-over (then returns true once the
-/// successor has the connection).
-fn serve_one(
+/// Answers one connection: a query, or a hand-over (then returns once the successor
+/// has the connection, with opens and releases still frozen, for good).
+fn serve_one<'a>(
     stream: &mut UnixStream,
     options: &Options,
-    files: &Files,
+    files: &'a Files,
     history: &impl Fn() -> Vec<Shown>,
-) -> Result<bool, String> {
+) -> Result<Option<RwLockWriteGuard<'a, ()>>, String> {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     let uid = peer_uid(stream).map_err(|e| format!("peer credentials: {e}"))?;
@@ -331,7 +338,7 @@ fn serve_one(
                 history: history(),
             };
             send(stream, &serves).map_err(io)?;
-            return Ok(false);
+            return Ok(None);
         }
         _ => return Err("a successor spoke out of turn".into()),
     };
@@ -363,9 +370,9 @@ fn serve_one(
     };
     stream.set_read_timeout(Some(STEP_WAIT)).map_err(io)?;
     tracing::info!("handing the mount over to process {pid}");
-    // Opens and releases wait from here, and for good once this process exits: the
-    // kernel resends them to the successor.
-    let _frozen = files.freeze();
+    // Opens and releases wait from here until this process exits (the kernel resends
+    // them to the successor), or until the hand-over fails.
+    let frozen = files.freeze();
     send_fd(stream, &*device).map_err(io)?;
     send(
         stream,
@@ -377,7 +384,7 @@ fn serve_one(
     )
     .map_err(io)?;
     match receive(stream).map_err(io)? {
-        Message::Taken => Ok(true),
+        Message::Taken => Ok(Some(frozen)),
         _ => Err("a successor spoke out of turn".into()),
     }
 }

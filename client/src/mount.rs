@@ -35,22 +35,7 @@ pub struct HostConfig {
     pub prefetch: bool,
 }
 
-/// A client's runtime, servers and cache, ready to serve a view.
-pub(crate) struct Host {
-    pub(crate) rt: tokio::runtime::Runtime,
-    pub(crate) remote: Arc<Remote>,
-    pub(crate) cache: Arc<Cache>,
-}
-
 impl HostConfig {
-    /// Starts the runtime and the HTTP client, and opens (and locks) the cache, waiting
-    /// a little for a process that is letting go of it.
-    pub(crate) fn open(&self) -> Result<Host, MountError> {
-        let (rt, remote) = self.connect()?;
-        let cache = self.open_cache_released()?;
-        Ok(Host { rt, remote, cache })
-    }
-
     /// Starts the runtime and the HTTP client.
     pub(crate) fn connect(&self) -> Result<(tokio::runtime::Runtime, Arc<Remote>), MountError> {
         let rt = tokio::runtime::Runtime::new()
@@ -100,32 +85,41 @@ pub struct MountConfig {
 impl MountConfig {
     /// What a process taking this mount over must share with it.
     pub(crate) fn handover_options(&self) -> Options {
-        let h = &self.host;
-        let servers: Vec<String> = h.servers.iter().map(|u| u.to_string()).collect();
-        let trust: String = h
-            .trust
-            .as_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         let root = match &self.scope {
             Scope::All => "(all)".to_string(),
             Scope::One(name) => name.clone(),
         };
-        Options(vec![
-            ("servers".into(), servers.join(" ")),
-            ("trust".into(), trust),
-            ("cache-dir".into(), h.cache_dir.display().to_string()),
-            ("cache-size".into(), h.cache_size.to_string()),
-            ("passthrough".into(), h.passthrough.to_string()),
-            ("timeout".into(), format!("{:?}", h.timeout)),
-            ("min-rate".into(), h.min_rate.to_string()),
+        let mut options = self.host.handover_options();
+        options.0.extend([
             ("root".into(), root),
             ("commit".into(), self.commit.clone().unwrap_or_default()),
             (
                 "follow".into(),
                 self.follow.map(|d| format!("{d:?}")).unwrap_or_default(),
             ),
+        ]);
+        options
+    }
+}
+
+impl HostConfig {
+    /// What a process taking over a mount served with this configuration must share.
+    pub(crate) fn handover_options(&self) -> Options {
+        let servers: Vec<String> = self.servers.iter().map(|u| u.to_string()).collect();
+        let trust: String = self
+            .trust
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Options(vec![
+            ("servers".into(), servers.join(" ")),
+            ("trust".into(), trust),
+            ("cache-dir".into(), self.cache_dir.display().to_string()),
+            ("cache-size".into(), self.cache_size.to_string()),
+            ("passthrough".into(), self.passthrough.to_string()),
+            ("timeout".into(), format!("{:?}", self.timeout)),
+            ("min-rate".into(), self.min_rate.to_string()),
         ])
     }
 }

@@ -292,18 +292,17 @@ impl Prefetch {
 
 /// The filesystem of a host that fetches from servers: `view`, with contents fetched
 /// from `remote` into `cache` and, unless `host.prefetch` is off, directories
-/// prefetched; `follows` as [`CanopyFs::new`] takes it.
+/// prefetched.
 pub(crate) fn filesystem(
     host: &HostConfig,
     view: &Arc<View>,
     remote: &Arc<Remote>,
     rt: &tokio::runtime::Handle,
     cache: Arc<Cache>,
-    follows: bool,
 ) -> CanopyFs {
     let objects = Fetched::new(cache.clone(), remote.clone(), rt.clone());
     if !host.prefetch {
-        return CanopyFs::new(view.clone(), Arc::new(objects), follows, host.passthrough);
+        return CanopyFs::new(view.clone(), Arc::new(objects), host.passthrough);
     }
     let prefetch = Prefetch::new(
         cache,
@@ -313,6 +312,5 @@ pub(crate) fn filesystem(
         host.cache_size,
     );
     let objects = objects.with_prefetch(prefetch.clone());
-    CanopyFs::new(view.clone(), Arc::new(objects), follows, host.passthrough)
-        .with_prefetch(prefetch)
+    CanopyFs::new(view.clone(), Arc::new(objects), host.passthrough).with_prefetch(prefetch)
 }

@@ -17,6 +17,7 @@ mod protocol;
 mod server;
 mod state;
 
+use crate::handover;
 use crate::mount::{HostConfig, MountError, umount_lazily};
 use control::MountServer;
 pub use control::{ServerError, shows};
@@ -85,6 +86,17 @@ pub enum VolumeError {
     /// The mount server cannot be started or reached.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// The mount directory serves another plugin's volumes.
+    #[error(
+        "{mount_dir} serves the volumes of the plugin whose state is in {state_dir}: give each \
+         plugin its own --mount-dir"
+    )]
+    Shared {
+        /// The mount directory.
+        mount_dir: PathBuf,
+        /// The other plugin's state directory.
+        state_dir: String,
+    },
 }
 
 /// The listening socket file, removed when dropped so that a stopped plugin leaves none.
@@ -185,12 +197,32 @@ pub fn run(
                 reason: e.to_string(),
             })?
     };
-    let server = MountServer::new(&cfg.mount_dir, cfg.server_args.clone());
+    let server = MountServer::new(
+        &cfg.mount_dir,
+        cfg.server_args.clone(),
+        server::handover_options(&cfg),
+    );
     rt.block_on(server.ensure())?;
+    // One mount directory serves one plugin's volumes: another plugin's would be hidden
+    // as entries nobody uses.
+    let owner = rt.block_on(server.hello())?.options;
+    let state_dir = |o: &handover::Options| {
+        o.0.iter()
+            .find(|(k, _)| k == "state-dir")
+            .map(|(_, v)| v.clone())
+    };
+    if let Some(theirs) =
+        state_dir(&owner).filter(|t| Some(t) != state_dir(&server.options).as_ref())
+    {
+        return Err(VolumeError::Shared {
+            mount_dir: cfg.mount_dir,
+            state_dir: theirs,
+        });
+    }
     let mut driver = Driver::new(volumes, state, server, cfg.mount_dir.clone());
     rt.block_on(async {
         driver.adopt().await;
-        driver.replace_outdated_server().await;
+        driver.upgrade_server().await;
     });
     if driver.mounted() > 0 {
         tracing::info!(
