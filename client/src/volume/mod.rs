@@ -27,7 +27,7 @@ use state::StateFile;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,7 +130,7 @@ fn claim_socket(path: &Path) -> Result<Socket, VolumeError> {
                 "exists and is not a socket; refusing to replace it".into(),
             ));
         }
-        Ok(_) if UnixStream::connect(path).is_ok() => {
+        Ok(_) if handover::connect_now(path).is_ok() => {
             return Err(refuse(
                 "another plugin is listening on it: stop that one first".into(),
             ));
