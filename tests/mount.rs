@@ -227,21 +227,21 @@ impl Drop for Mount {
     }
 }
 
-/// Aborts the FUSE connection of the mount at `dir` (through fusectl), so that nothing
-/// waiting on it stays blocked: the way out when its process cannot answer any more.
-pub(crate) fn abort_connection(dir: &Path) {
+/// The fusectl directory of the FUSE connection of the mount at `dir`
+/// (`/sys/fs/fuse/connections/N`, fusectl mounted if it is not), found from the mount
+/// table: nothing is read through the mount.
+pub(crate) fn fuse_connection(dir: &Path) -> Option<PathBuf> {
     let dir = fs::canonicalize(dir.parent().unwrap())
         .unwrap()
         .join(dir.file_name().unwrap());
-    let Some(device) = fs::read_to_string("/proc/self/mountinfo")
+    // The last mount on `dir` is the one its path reaches.
+    let device = fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
+        .rev()
         .map(|l| l.split(' ').collect::<Vec<_>>())
         .find(|f| f.get(4) == Some(&dir.to_str().unwrap()))
-        .and_then(|f| f[2].split(':').nth(1).map(str::to_string))
-    else {
-        return;
-    };
+        .and_then(|f| f[2].split(':').nth(1).map(str::to_string))?;
     let connections = Path::new("/sys/fs/fuse/connections");
     if fs::read_dir(connections).is_ok_and(|mut d| d.next().is_none()) {
         let _ = Command::new("mount")
@@ -249,7 +249,15 @@ pub(crate) fn abort_connection(dir: &Path) {
             .arg(connections)
             .status();
     }
-    let _ = fs::write(connections.join(device).join("abort"), "1");
+    Some(connections.join(device))
+}
+
+/// Aborts the FUSE connection of the mount at `dir` (through fusectl), so that nothing
+/// waiting on it stays blocked: the way out when its process cannot answer any more.
+pub(crate) fn abort_connection(dir: &Path) {
+    if let Some(connection) = fuse_connection(dir) {
+        let _ = fs::write(connection.join("abort"), "1");
+    }
 }
 
 /// Polls `poll` until it yields a value, panicking with `failure()` after `limit`.

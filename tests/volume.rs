@@ -588,6 +588,22 @@ fn mounted_volumes_survive_restarts_and_kill_9_of_the_plugin() {
         plugin.log()
     );
 
+    // Another plugin (its own socket and state) on the same mount directory is refused:
+    // it would hide this one's volumes.
+    let mut flags = plugin_flags(&env, &server.url, &env.path("other.sock"), "-other");
+    let at = flags.iter().position(|f| f == "--mount-dir").unwrap();
+    flags[at + 1] = env.path("volumes").into();
+    let out = env.bare_cmd(["volume-plugin"]).args(flags).failure(1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "serves the volumes of the plugin whose state is in {}",
+            env.path("state").display()
+        )),
+        "{stderr}"
+    );
+    assert!(is_mounted(&env.path("volumes")));
+
     // A mount server that dies is started again at the next mount, with a new mount.
     let log = plugin.log();
     let pid: i32 = log

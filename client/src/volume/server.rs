@@ -21,7 +21,7 @@ use crate::view::{Scope, View};
 use canopy_protocol::{CommitId, RootName, VerifyingKey};
 use std::io::BufReader;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,7 +65,7 @@ fn listen(path: &Path) -> Result<(UnixListener, Listening), VolumeError> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| refuse(format!("creating {}: {e}", dir.display())))?;
-    if UnixStream::connect(path).is_ok() {
+    if handover::connect_now(path).is_ok() {
         return Err(refuse(
             "a mount server for this mount directory runs already".into(),
         ));
@@ -193,9 +193,16 @@ fn answer_requests(listener: UnixListener, served: Served, busy: Arc<Mutex<()>>)
 /// What a mount server taking this one's mount over must share with it.
 pub(crate) fn handover_options(cfg: &VolumeConfig) -> Options {
     let mut options = cfg.host.handover_options();
-    options
-        .0
-        .push(("volume-plugin".into(), cfg.mount_dir.display().to_string()));
+    options.0.extend([
+        ("volume-plugin".into(), cfg.mount_dir.display().to_string()),
+        (
+            "state-dir".into(),
+            std::fs::canonicalize(&cfg.state_dir)
+                .unwrap_or_else(|_| cfg.state_dir.clone())
+                .display()
+                .to_string(),
+        ),
+    ]);
     options
 }
 
@@ -211,7 +218,7 @@ enum Start {
 /// A live server answering at `socket` hands its mount over; else the mount is made
 /// anew.
 fn start(cfg: &VolumeConfig, socket: &Path) -> Result<Start, VolumeError> {
-    if UnixStream::connect(socket).is_err() {
+    if handover::connect_now(socket).is_err() {
         return Ok(Start::Fresh);
     }
     match handover::ask(&cfg.mount_dir, &handover_options(cfg)).map_err(MountError::from)? {
