@@ -33,12 +33,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Reads `bytes` as the plugin reads what it does not trust — as a `VolumeDriver.Create`
-/// body (name and options checked) and as its state file — and drops the result: what
-/// the fuzz targets (`fuzz/`) feed arbitrary bytes to.
+/// body (name and options checked), as its state file, and as a request and an answer
+/// between the plugin and its mount server — and drops the result: what the fuzz
+/// targets (`fuzz/`) feed arbitrary bytes to.
 #[doc(hidden)]
 pub fn read_untrusted(bytes: &[u8]) {
     let _ = protocol::create_definition(bytes);
     let _ = state::parse(bytes, Path::new("volumes.json"));
+    let _ = control::read_line::<control::Request>(&mut &bytes[..]);
+    let _ = control::read_line::<control::Answer>(&mut &bytes[..]);
 }
 
 /// Everything `canopy volume-plugin` needs, validated.
