@@ -951,6 +951,43 @@ fn docker_runs_a_program_from_a_canopy_volume() {
     );
     assert_eq!(plugin.get("web")["Status"]["mounts"], 0);
 
+    // A container that runs while the plugin is restarted keeps reading from its
+    // volume, and Docker's unmount when it goes reaches the new plugin with the ID
+    // Docker gave the old one.
+    dockerd
+        .docker(["run", "-d", "--name", "reader", "--network", "none"])
+        .args(["-v", "web:/opt/root:ro", "canopy-test/empty:1"])
+        .arg(format!("{lib}/ld-linux-x86-64.so.2"))
+        .args(["--library-path", lib, "/opt/root/bin/bash", "-c"])
+        .arg("while v=$(< /opt/root/etc/debian_version) && [ -n \"$v\" ]; do :; done; exit 3")
+        .success();
+    assert_eq!(plugin.get("web")["Status"]["mounts"], 1);
+    let socket = plugin.socket.clone();
+    plugin.exit(libc::SIGTERM, true);
+    let plugin = Plugin::start_on(&env, &server.url, &socket, &[]);
+    assert_eq!(plugin.get("web")["Status"]["mounts"], 1);
+    std::thread::sleep(Duration::from_secs(1));
+    let running = dockerd
+        .docker([
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{.State.ExitCode}}",
+            "reader",
+        ])
+        .stdout();
+    assert_eq!(running, "true 0\n", "the container stopped reading");
+    dockerd.docker(["rm", "-f", "reader"]).success();
+    eventually(
+        Duration::from_secs(30),
+        || {
+            format!(
+                "docker's unmount did not reach the new plugin:\n{}",
+                plugin.log()
+            )
+        },
+        || (plugin.get("web")["Status"]["mounts"] == 0).then_some(()),
+    );
+
     dockerd.docker(["volume", "rm", "web"]).success();
     assert!(plugin.list().is_empty(), "docker volume rm removed it");
     drop(dockerd);
