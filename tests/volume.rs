@@ -588,6 +588,22 @@ fn mounted_volumes_survive_restarts_and_kill_9_of_the_plugin() {
         plugin.log()
     );
 
+    // Another plugin (its own socket and state) on the same mount directory is refused:
+    // it would hide this one's volumes.
+    let mut flags = plugin_flags(&env, &server.url, &env.path("other.sock"), "-other");
+    let at = flags.iter().position(|f| f == "--mount-dir").unwrap();
+    flags[at + 1] = env.path("volumes").into();
+    let out = env.bare_cmd(["volume-plugin"]).args(flags).failure(1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "serves the volumes of the plugin whose state is in {}",
+            env.path("state").display()
+        )),
+        "{stderr}"
+    );
+    assert!(is_mounted(&env.path("volumes")));
+
     // A mount server that dies is started again at the next mount, with a new mount.
     let log = plugin.log();
     let pid: i32 = log
@@ -934,6 +950,43 @@ fn docker_runs_a_program_from_a_canopy_volume() {
         plugin.log()
     );
     assert_eq!(plugin.get("web")["Status"]["mounts"], 0);
+
+    // A container that runs while the plugin is restarted keeps reading from its
+    // volume, and Docker's unmount when it goes reaches the new plugin with the ID
+    // Docker gave the old one.
+    dockerd
+        .docker(["run", "-d", "--name", "reader", "--network", "none"])
+        .args(["-v", "web:/opt/root:ro", "canopy-test/empty:1"])
+        .arg(format!("{lib}/ld-linux-x86-64.so.2"))
+        .args(["--library-path", lib, "/opt/root/bin/bash", "-c"])
+        .arg("while v=$(< /opt/root/etc/debian_version) && [ -n \"$v\" ]; do :; done; exit 3")
+        .success();
+    assert_eq!(plugin.get("web")["Status"]["mounts"], 1);
+    let socket = plugin.socket.clone();
+    plugin.exit(libc::SIGTERM, true);
+    let plugin = Plugin::start_on(&env, &server.url, &socket, &[]);
+    assert_eq!(plugin.get("web")["Status"]["mounts"], 1);
+    std::thread::sleep(Duration::from_secs(1));
+    let running = dockerd
+        .docker([
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{.State.ExitCode}}",
+            "reader",
+        ])
+        .stdout();
+    assert_eq!(running, "true 0\n", "the container stopped reading");
+    dockerd.docker(["rm", "-f", "reader"]).success();
+    eventually(
+        Duration::from_secs(30),
+        || {
+            format!(
+                "docker's unmount did not reach the new plugin:\n{}",
+                plugin.log()
+            )
+        },
+        || (plugin.get("web")["Status"]["mounts"] == 0).then_some(()),
+    );
 
     dockerd.docker(["volume", "rm", "web"]).success();
     assert!(plugin.list().is_empty(), "docker volume rm removed it");

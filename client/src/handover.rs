@@ -209,12 +209,28 @@ pub fn socket_path(mountpoint: &Path) -> PathBuf {
     runtime_dir().join(format!("mount-{hash:016x}.sock"))
 }
 
+/// Connects to the unix socket at `path` without waiting: a blocking connect to a
+/// listener whose process is stopped waits for good once its backlog is full.
+pub(crate) fn connect_now(path: &Path) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    let stream = UnixStream::from(fd);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
 /// Whether the live canopy mount at `point` (as `/proc/self/mountinfo` gives it) shows
 /// a top-level `entry` (`NAME@COMMIT`), asked of its process at the hand-over socket so
 /// that nothing touches the mount: `None` if no process answers within `wait` (none
 /// listens, or it is stopped or hung, when any access to the mount could block).
 pub fn shows(point: &Path, entry: &str, wait: Duration) -> Option<bool> {
-    let mut stream = UnixStream::connect(socket_path(point)).ok()?;
+    let mut stream = connect_now(&socket_path(point)).ok()?;
     stream.set_read_timeout(Some(wait)).ok()?;
     stream.set_write_timeout(Some(wait)).ok()?;
     send(&mut stream, &Message::Query).ok()?;

@@ -107,7 +107,7 @@ pub(crate) fn socket_path(mount_dir: &Path) -> PathBuf {
 /// `/proc/self/mountinfo` gives it) shows the top-level `entry`, asked at its socket so
 /// that nothing touches the mount: `None` if no server answers within `wait`.
 pub fn shows(point: &Path, entry: &str, wait: Duration) -> Option<bool> {
-    let stream = std::os::unix::net::UnixStream::connect(socket_path(point)).ok()?;
+    let stream = crate::handover::connect_now(&socket_path(point)).ok()?;
     stream.set_read_timeout(Some(wait)).ok()?;
     stream.set_write_timeout(Some(wait)).ok()?;
     write_line(&mut &stream, &Request::Entries).ok()?;

@@ -21,8 +21,9 @@ use crate::view::{Scope, View};
 use canopy_protocol::{CommitId, RootName, VerifyingKey};
 use std::io::BufReader;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,7 +66,7 @@ fn listen(path: &Path) -> Result<(UnixListener, Listening), VolumeError> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| refuse(format!("creating {}: {e}", dir.display())))?;
-    if UnixStream::connect(path).is_ok() {
+    if handover::connect_now(path).is_ok() {
         return Err(refuse(
             "a mount server for this mount directory runs already".into(),
         ));
@@ -166,36 +167,71 @@ impl Served {
     }
 }
 
-/// Answers the plugin, one connection at a time, until the process ends; `busy` is held
-/// from each request to its answer.
-fn answer_requests(listener: UnixListener, served: Served, busy: Arc<Mutex<()>>) {
+/// Most connections answered at once (each its own thread): a `hello` is answered
+/// while a `show` fetches.
+const MAX_CONNECTIONS: usize = 16;
+
+/// Answers the plugin until the process ends, each connection in a thread of its own;
+/// `answering` counts the requests read and not yet answered.
+fn answer_requests(listener: UnixListener, served: Arc<Served>, answering: Arc<AtomicUsize>) {
+    let open = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
-        let _ = stream.set_read_timeout(Some(REQUEST_WAIT));
-        let _ = stream.set_write_timeout(Some(REQUEST_WAIT));
-        let mut reader = BufReader::new(&stream);
-        let request: Request = match control::read_line(&mut reader) {
-            Ok(Some(r)) => r,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::warn!("a bad request on {}: {e}", served.listening.path.display());
-                continue;
-            }
-        };
-        let _busy = busy.lock().expect("busy lock");
-        let answer = served.answer(request);
-        if let Err(e) = control::write_line(&mut &stream, &answer) {
-            tracing::warn!("answering on {}: {e}", served.listening.path.display());
+        if open.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+            tracing::warn!(
+                "{} connections to {} at once: closing a new one",
+                MAX_CONNECTIONS,
+                served.listening.path.display()
+            );
+            continue;
+        }
+        open.fetch_add(1, Ordering::SeqCst);
+        let (served, answering, open) = (served.clone(), answering.clone(), open.clone());
+        let spawned = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                answer_one(&served, &stream, &answering);
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("answering the plugin: {e}");
         }
     }
+}
+
+/// Reads one request from `stream` and answers it.
+fn answer_one(served: &Served, stream: &std::os::unix::net::UnixStream, answering: &AtomicUsize) {
+    let _ = stream.set_read_timeout(Some(REQUEST_WAIT));
+    let _ = stream.set_write_timeout(Some(REQUEST_WAIT));
+    let request: Request = match control::read_line(&mut BufReader::new(stream)) {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!("a bad request on {}: {e}", served.listening.path.display());
+            return;
+        }
+    };
+    answering.fetch_add(1, Ordering::SeqCst);
+    let answer = served.answer(request);
+    if let Err(e) = control::write_line(&mut &*stream, &answer) {
+        tracing::warn!("answering on {}: {e}", served.listening.path.display());
+    }
+    answering.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// What a mount server taking this one's mount over must share with it.
 pub(crate) fn handover_options(cfg: &VolumeConfig) -> Options {
     let mut options = cfg.host.handover_options();
-    options
-        .0
-        .push(("volume-plugin".into(), cfg.mount_dir.display().to_string()));
+    options.0.extend([
+        ("volume-plugin".into(), cfg.mount_dir.display().to_string()),
+        (
+            "state-dir".into(),
+            std::fs::canonicalize(&cfg.state_dir)
+                .unwrap_or_else(|_| cfg.state_dir.clone())
+                .display()
+                .to_string(),
+        ),
+    ]);
     options
 }
 
@@ -211,7 +247,7 @@ enum Start {
 /// A live server answering at `socket` hands its mount over; else the mount is made
 /// anew.
 fn start(cfg: &VolumeConfig, socket: &Path) -> Result<Start, VolumeError> {
-    if UnixStream::connect(socket).is_err() {
+    if handover::connect_now(socket).is_err() {
         return Ok(Start::Fresh);
     }
     match handover::ask(&cfg.mount_dir, &handover_options(cfg)).map_err(MountError::from)? {
@@ -301,11 +337,12 @@ pub(crate) fn serve(
         listening: listening.clone(),
         options: handover_options(&cfg),
     };
-    let busy = Arc::new(Mutex::new(()));
-    let answering = busy.clone();
+    let answering = Arc::new(AtomicUsize::new(0));
+    let counted = answering.clone();
+    let served = Arc::new(served);
     std::thread::Builder::new()
         .name("control".into())
-        .spawn(move || answer_requests(listener, served, answering))
+        .spawn(move || answer_requests(listener, served, counted))
         .map_err(|e| VolumeError::Socket {
             path: listening.path.clone(),
             reason: format!("starting its thread: {e}"),
@@ -325,7 +362,7 @@ pub(crate) fn serve(
     let result = session.run();
     // The plugin that asked for the unmount hears that it is done before this ends.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while busy.try_lock().is_err() && std::time::Instant::now() < deadline {
+    while answering.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
     listening.remove();
