@@ -18,8 +18,10 @@ NotifyAccess=main, FileDescriptorStoreMax= and Restart=always:
 
 Events are printed on stdout, one per line, flushed: `started PID`, `ready PID`,
 `store NAME,NAME...` (after each change), `exited PID CODE` or `killed PID SIGNAL`,
-`gave-up` (5 starts that ended within a second each), `done`. On SIGTERM or SIGINT it
-stops the process (SIGTERM, SIGKILL after 10 s), closes the store and exits.
+`gave-up` (5 starts that ended within a second each), `held`, `done`. After SIGUSR1
+a process that ends is not started again (`held`) until SIGUSR2, as while systemd waits
+`RestartSec=` or an administrator holds the unit. On SIGTERM or SIGINT it stops the
+process (SIGTERM, SIGKILL after 10 s), closes the store and exits.
 """
 
 import array
@@ -52,6 +54,9 @@ def main():
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    holding = []
+    signal.signal(signal.SIGUSR1, lambda *_: holding.append(True))
+    signal.signal(signal.SIGUSR2, lambda *_: holding.clear())
 
     def say(line):
         sys.stdout.write(line + "\n")
@@ -86,7 +91,7 @@ def main():
                     env["LISTEN_FDNAMES"] = ":".join(names)
                     env["LISTEN_PID"] = str(os.getpid())
                 signal.set_wakeup_fd(-1)
-                for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+                for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
                     signal.signal(sig, signal.SIG_DFL)
                 os.execvpe(command[0], command, env)
             finally:
@@ -143,6 +148,7 @@ def main():
     pid = spawn(n)
     started = time.monotonic()
     quick = 0
+    gave_up = False
     while True:
         if stopping and pid:
             os.kill(pid, signal.SIGTERM)
@@ -173,11 +179,14 @@ def main():
                 say("killed %d %d" % (pid, os.WTERMSIG(status)))
             else:
                 say("exited %d %d" % (pid, os.WEXITSTATUS(status)))
+            pid = None
             quick = quick + 1 if time.monotonic() - started < 1 else 0
             if quick >= 5:
                 say("gave-up")
-                pid = None
-                continue
+                gave_up = True
+            elif holding:
+                say("held")
+        if pid is None and not holding and not gave_up:
             n += 1
             pid = spawn(n)
             started = time.monotonic()

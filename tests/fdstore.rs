@@ -5,8 +5,9 @@
 //! systemd here): it runs the unit's command line as `Type=notify` with
 //! `FileDescriptorStoreMax=` and `Restart=always` would.
 
-use crate::handover::{Load, mount_args, start_mount, store};
+use crate::handover::{mount_args, start_mount, store};
 use crate::mount::Server;
+use crate::workload::Load;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -18,37 +19,14 @@ use std::time::{Duration, Instant};
 /// failure leaves nothing waiting on the mount.
 const WATCHDOG: Duration = Duration::from_secs(240);
 
-/// The mount at `dir` as /proc/self/mountinfo lists it: its device number, without
-/// looking at the mountpoint (a connection whose daemon is gone would hold the look).
-fn mounted_device(dir: &Path) -> Option<(u32, u32)> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let dir = dir.to_str().unwrap();
-    info.lines()
-        .rev()
-        .map(|l| l.split(' ').collect::<Vec<_>>())
-        .filter(|f| f.len() > 4 && f[4] == dir)
-        .filter_map(|f| {
-            let (major, minor) = f[2].split_once(':')?;
-            Some((major.parse().ok()?, minor.parse().ok()?))
-        })
-        .next()
-}
-
-/// Aborts the FUSE connection mounted at `dir` (fusectl), and detaches the mount: every
-/// request waiting on it fails at once.
-fn abort_connection(dir: &Path) {
-    while let Some((major, minor)) = mounted_device(dir) {
-        let connections = Path::new("/sys/fs/fuse/connections");
-        if std::fs::read_dir(connections).is_ok_and(|mut d| d.next().is_none()) {
-            let _ = Command::new("mount")
-                .args(["-t", "fusectl", "none"])
-                .arg(connections)
-                .status();
+/// Aborts the FUSE connection of every mount on `dir` and detaches them: every request
+/// waiting on them fails at once.
+fn abort_and_detach(dir: &Path) {
+    for _ in 0..4 {
+        if crate::mount::fuse_connection(dir).is_none() {
+            return;
         }
-        let abort = connections
-            .join(((major << 20) | minor).to_string())
-            .join("abort");
-        let _ = std::fs::write(&abort, "1");
+        crate::mount::abort_connection(dir);
         let _ = Command::new("umount").arg("-l").arg(dir).status();
     }
 }
@@ -88,7 +66,7 @@ impl Supervised {
         std::thread::spawn(move || {
             if let Err(mpsc::RecvTimeoutError::Timeout) = fired.recv_timeout(WATCHDOG) {
                 eprintln!("fdstore: {WATCHDOG:?} passed: aborting the mount's connection");
-                abort_connection(&watched);
+                abort_and_detach(&watched);
             }
         });
         Supervised {
@@ -166,10 +144,33 @@ impl Drop for Supervised {
     fn drop(&mut self) {
         self.stop();
         if std::thread::panicking() {
-            abort_connection(&self.dir);
+            abort_and_detach(&self.dir);
         }
         self.watchdog.take();
     }
+}
+
+/// Runs `command` for at most `limit`: how it ended and its stderr.
+fn output_within(mut command: Command, limit: Duration) -> (std::process::ExitStatus, String) {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{command:?} still runs after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status, stderr)
 }
 
 /// Sends `signal` to `pid`.
@@ -180,13 +181,23 @@ fn kill(pid: i32, signal: i32) {
 
 /// The stand-in runs `canopy mount` with `extra` options while a program runs from
 /// the mount and readers stream a large file: the daemon is killed with SIGKILL, then
-/// stopped as for a restart; each time the stand-in starts the next one, which resumes
-/// the connection. Then the stand-in stops, closing its store: the mount is dead, and a
+/// stopped as for a restart, then killed and left unserved for a while, then killed
+/// with the server gone; each time the stand-in starts the next one, which resumes the
+/// connection. Then the stand-in stops, closing its store: the mount is dead, and a
 /// plain `canopy mount` detaches it and mounts anew.
 fn killed_and_restarted(name: &str, extra: &[&str]) {
     let (env, sha) = store(name);
     let server = Server::start(&env, "127.0.0.1:0");
     let dir = std::fs::canonicalize(env.mkdir("mnt")).unwrap();
+    // `PREFIX` stands for the first 12 digits of the root's commit.
+    let shown: serde_json::Value =
+        serde_json::from_str(&env.stdout(["roots", "show", "ho", "--json"])).unwrap();
+    let commit = shown["commit"].as_str().unwrap()[..12].to_string();
+    let extra: Vec<&str> = extra
+        .iter()
+        .map(|a| if *a == "PREFIX" { commit.as_str() } else { a })
+        .collect();
+    let extra = extra.as_slice();
     let args = mount_args(&env, &dir, &server.url, extra);
     // Declared before the stand-in, so dropped after it: on a failure the stand-in
     // goes first, taking the connection with it, and the programs then fail fast.
@@ -209,35 +220,73 @@ fn killed_and_restarted(name: &str, extra: &[&str]) {
     let second = supervised.ready();
     let resumed = killed.elapsed();
     load.goes_on(before, "kill -9");
-    assert!(mounted_device(&dir).is_some());
+    assert!(crate::mount::fuse_connection(&dir).is_some());
 
     // A stop for a restart (what `systemctl restart` sends): exits 0, leaving the mount.
     std::thread::sleep(Duration::from_millis(500));
     let before = load.runs();
     kill(second, libc::SIGTERM);
     supervised.wait(&format!("exited {second} 0"), Duration::from_secs(20));
-    supervised.ready();
+    let third = supervised.ready();
     load.goes_on(before, "a restart");
+
+    // A long gap (systemd holding the unit, or giving up until an administrator starts
+    // it): programs wait; a `canopy mount` started by hand meanwhile does not wait with
+    // them, and says what holds the mount.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = load.runs();
+    kill(supervised.child.id() as i32, libc::SIGUSR1);
+    kill(third, libc::SIGKILL);
+    supervised.wait("held", Duration::from_secs(20));
+    let mut by_hand = Command::new(crate::util::BIN);
+    by_hand.args(&args[1..]);
+    let (status, stderr) = output_within(by_hand, Duration::from_secs(60));
+    assert!(
+        !status.success() && stderr.contains("does not answer"),
+        "{status:?} {stderr}"
+    );
+    kill(supervised.child.id() as i32, libc::SIGUSR2);
+    let fourth = supervised.ready();
+    load.goes_on(before, "a long gap");
+
+    // kill -9 while no server answers: the successor shows the versions kept beside the
+    // state file and serves on from the cache.
+    drop(server);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = load.runs();
+    kill(fourth, libc::SIGKILL);
+    supervised.wait(&format!("killed {fourth} 9"), Duration::from_secs(20));
+    supervised.ready();
+    load.goes_on(before, "kill -9 with the server gone");
 
     let logs = supervised.logs();
     let done = running.take().unwrap().finish(&logs);
     assert_eq!(
         logs.matches("from the connection the service manager kept")
             .count(),
-        2,
+        4,
         "{logs}"
+    );
+    assert!(
+        logs.contains("no server answers: showing commit"),
+        "the last one did not show the kept version: {logs}"
+    );
+    assert!(
+        !extra.contains(&"--commit") || logs.contains("as before"),
+        "the last one did not resolve its pinned commit from what was shown: {logs}"
     );
     let recorded: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("recorded by the process before"))
         .collect();
     eprintln!(
-        "{name}: kill -9 (ready again after {resumed:?}) and a restart; {done}; {recorded:?}"
+        "{name}: kill -9 (ready again after {resumed:?}), a restart, a gap, offline; {done}; {recorded:?}"
     );
 
     // The stand-in stops, closing its store: the mount is dead, and a `canopy mount`
     // without a service manager detaches it and mounts anew.
     supervised.stop();
+    let server = Server::start(&env, "127.0.0.1:0");
     let mut plain = start_mount(&env, &dir, &server.url, &env.path("plain.log"), extra);
     let out = crate::util::cmd("chroot")
         .arg(&dir)
@@ -250,7 +299,9 @@ fn killed_and_restarted(name: &str, extra: &[&str]) {
 
 #[test]
 fn a_mount_killed_or_restarted_under_a_descriptor_store_goes_on_with_passthrough() {
-    killed_and_restarted("fdstore-pt", &[]);
+    // Pinned to its commit by a prefix, which a successor with no server resolves from
+    // what was shown before.
+    killed_and_restarted("fdstore-pt", &["--commit", "PREFIX"]);
 }
 
 #[test]

@@ -227,6 +227,39 @@ impl Drop for Mount {
     }
 }
 
+/// The fusectl directory of the FUSE connection of the mount at `dir`
+/// (`/sys/fs/fuse/connections/N`, fusectl mounted if it is not), found from the mount
+/// table: nothing is read through the mount.
+pub(crate) fn fuse_connection(dir: &Path) -> Option<PathBuf> {
+    let dir = fs::canonicalize(dir.parent().unwrap())
+        .unwrap()
+        .join(dir.file_name().unwrap());
+    // The last mount on `dir` is the one its path reaches.
+    let device = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .rev()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.get(4) == Some(&dir.to_str().unwrap()))
+        .and_then(|f| f[2].split(':').nth(1).map(str::to_string))?;
+    let connections = Path::new("/sys/fs/fuse/connections");
+    if fs::read_dir(connections).is_ok_and(|mut d| d.next().is_none()) {
+        let _ = Command::new("mount")
+            .args(["-t", "fusectl", "none"])
+            .arg(connections)
+            .status();
+    }
+    Some(connections.join(device))
+}
+
+/// Aborts the FUSE connection of the mount at `dir` (through fusectl), so that nothing
+/// waiting on it stays blocked: the way out when its process cannot answer any more.
+pub(crate) fn abort_connection(dir: &Path) {
+    if let Some(connection) = fuse_connection(dir) {
+        let _ = fs::write(connection.join("abort"), "1");
+    }
+}
+
 /// Polls `poll` until it yields a value, panicking with `failure()` after `limit`.
 pub(crate) fn eventually<T>(
     limit: Duration,
@@ -479,41 +512,246 @@ pub(crate) fn import_app(env: &Canopy, version: &str, msg: &str) {
         .success();
 }
 
+/// Imports a tar package `site` of version `version` with files `(path, content)`.
+fn import_site(env: &Canopy, version: &str, files: &[(&str, &str)]) {
+    let top = env.mkdir(format!("site-{version}"));
+    for (path, content) in files {
+        let path = top.join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+    let tarball = env.path(format!("site-{version}.tar"));
+    cmd("tar")
+        .arg("-C")
+        .arg(&top)
+        .args(["--owner=0", "--group=0", "-cf"])
+        .arg(&tarball)
+        .arg(".")
+        .success();
+    env.cmd(["import", "tar"])
+        .arg(&tarball)
+        .args(["--name", "site", "--version", version])
+        .success();
+}
+
+/// What `dir` shows: every path below it, sorted, with the size and content of its files,
+/// as `ls -R`, `stat` and `cat` see it through the kernel's caches; `None` if a path
+/// listed could not be looked at.
+fn seen(dir: &Path) -> Option<Vec<(String, u64, Vec<u8>)>> {
+    fn visit(dir: &Path, rel: &str, out: &mut Vec<(String, u64, Vec<u8>)>) -> Option<()> {
+        let mut names: Vec<String> = fs::read_dir(dir.join(rel))
+            .ok()?
+            .map(|e| Some(e.ok()?.file_name().into_string().unwrap()))
+            .collect::<Option<_>>()?;
+        names.sort();
+        for name in names {
+            let child = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let meta = fs::symlink_metadata(dir.join(&child)).ok()?;
+            if meta.is_dir() {
+                out.push((child.clone(), 0, Vec::new()));
+                visit(dir, &child, out)?;
+            } else {
+                let content = read(&dir.join(&child)).ok()?;
+                out.push((child, meta.len(), content));
+            }
+        }
+        Some(())
+    }
+    let mut out = Vec::new();
+    visit(dir, "", &mut out)?;
+    Some(out)
+}
+
+/// Version 1 of the `site` package of the follow tests.
+const SITE_1: [(&str, &str); 5] = [
+    ("srv/msg", "one\n"),
+    ("srv/old", "only in one\n"),
+    ("srv/same", "in both\n"),
+    ("srv/conf/a", "a1\n"),
+    ("srv/conf/gone/x", "x\n"),
+];
+
+/// Version 2: a file changed, one removed, one added, a directory turned into a file.
+const SITE_2: [(&str, &str); 5] = [
+    ("srv/msg", "two, longer\n"),
+    ("srv/same", "in both\n"),
+    ("srv/new", "only in two\n"),
+    ("srv/conf/a", "a2, longer\n"),
+    ("srv/conf/gone", "a file where a directory was\n"),
+];
+
+/// What [`seen`] finds in a directory `name` of `env` made of `files`.
+fn expected(env: &Canopy, name: &str, files: &[(&str, &str)]) -> Vec<(String, u64, Vec<u8>)> {
+    let dir = env.mkdir(name);
+    for (path, content) in files {
+        let path = dir.join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+    seen(&dir).unwrap()
+}
+
 #[test]
 fn follow_switches_new_opens_and_keeps_open_files() {
     let env = Canopy::init("mount-follow");
-    import_app(&env, "1", "one\n");
-    env.cmd(["assemble", "app", "app"]).success();
+    let (one, two) = (SITE_1, SITE_2);
+    import_site(&env, "1", &one);
+    env.cmd(["assemble", "site", "site"]).success();
     let server = Server::start(&env, "127.0.0.1:0");
-    let mount = Mount::start(
+    // One root at the mountpoint, and every root under its name.
+    let alone = Mount::start(
         &env,
-        "mnt",
+        "alone",
         &server.url,
-        &["--root", "app", "--follow", "--interval", "200ms"],
+        &["--root", "site", "--follow", "--interval", "200ms"],
     );
+    let all = Mount::start(
+        &env,
+        "all",
+        &server.url,
+        &["--follow", "--interval", "200ms"],
+    );
+    let views = [alone.dir.clone(), all.path("site")];
+    let (v1, v2) = (
+        expected(&env, "expect-1", &one),
+        expected(&env, "expect-2", &two),
+    );
+    // Every name, attribute, listing and page of version 1 is in the kernel's caches.
+    for view in &views {
+        assert_eq!(seen(view).as_ref(), Some(&v1), "{}", view.display());
+        assert_eq!(
+            seen(view).as_ref(),
+            Some(&v1),
+            "{} (cached)",
+            view.display()
+        );
+    }
+    let held: Vec<fs::File> = views
+        .iter()
+        .map(|v| fs::File::open(v.join("srv/msg")).unwrap())
+        .collect();
+    let cwd = Command::new("sh")
+        .arg("-c")
+        .arg("read -r _; ls")
+        .current_dir(alone.path("srv/conf/gone"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
 
-    let mut held = fs::File::open(mount.path("srv/msg")).unwrap();
-    import_app(&env, "2", "two, longer\n");
-    let assembled = parse_assemble(&env.stdout(["assemble", "app", "app=2"]));
+    import_site(&env, "2", &two);
+    let assembled = parse_assemble(&env.stdout(["assemble", "site", "site=2"]));
+    // Within the follow interval (and the time to load the new trees) both views show
+    // version 2 everywhere, though the kernel was told it may cache for long.
+    for view in &views {
+        eventually(
+            Duration::from_secs(15),
+            || {
+                format!(
+                    "{} never showed commit {} alone: {:?}\n{}\n{}",
+                    view.display(),
+                    assembled.commit,
+                    seen(view),
+                    alone.log(),
+                    all.log()
+                )
+            },
+            || (seen(view).as_ref() == Some(&v2)).then_some(()),
+        );
+    }
+    for view in &views {
+        assert_eq!(
+            seen(view).as_ref(),
+            Some(&v2),
+            "{} stays on version 2",
+            view.display()
+        );
+    }
+    let mut names: Vec<String> = fs::read_dir(&all.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["site"]);
+    // Files opened before the switch keep their content.
+    for mut file in held {
+        let mut old = String::new();
+        file.read_to_string(&mut old).unwrap();
+        assert_eq!(
+            old, "one\n",
+            "a file opened before the switch keeps its content"
+        );
+    }
+    // A process whose working directory went away keeps it, as on a local disk.
+    let mut cwd = cwd;
+    drop(cwd.stdin.take());
+    let out = cwd.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    all.stop();
+    alone.stop();
+}
+
+#[test]
+fn a_process_taking_a_followed_mount_over_moves_on_once_it_serves() {
+    let env = Canopy::init("mount-follow-over");
+    import_site(&env, "1", &SITE_1);
+    env.cmd(["assemble", "site", "site"]).success();
+    let server = Server::start(&env, "127.0.0.1:0");
+    // The first process never asks the server again (an hour between polls).
+    let args = [
+        "--root",
+        "site",
+        "--follow",
+        "--interval",
+        "1h",
+        "--no-passthrough",
+    ];
+    let mut first = Mount::start(&env, "mnt", &server.url, &args);
+    let (v1, v2) = (
+        expected(&env, "expect-1", &SITE_1),
+        expected(&env, "expect-2", &SITE_2),
+    );
+    assert_eq!(
+        seen(&first.dir),
+        Some(v1),
+        "version 1, in the kernel's caches"
+    );
+    import_site(&env, "2", &SITE_2);
+    env.cmd(["assemble", "site", "site=2"]).success();
+
+    // A successor takes the mount over: the kernel still holds version 1's names, and
+    // the successor shows version 2 only once it can have the kernel forget them.
+    // (The same name: the same cache, as a take-over needs; the log starts anew.)
+    let second = Mount::start_on(&env, "mnt", first.dir.clone(), &server.url, &args);
+    let first_log = first.log.clone();
+    let status = eventually(
+        Duration::from_secs(20),
+        || {
+            format!(
+                "the first process did not exit:\n{}",
+                fs::read_to_string(&first_log).unwrap_or_default()
+            )
+        },
+        || first.child.try_wait().unwrap(),
+    );
+    assert!(status.success(), "{status}:\n{}", first.log());
     eventually(
         Duration::from_secs(15),
         || {
             format!(
-                "the mount never showed commit {}:\n{}",
-                assembled.commit,
-                mount.log()
+                "the successor never showed version 2 everywhere: {:?}\n{}",
+                seen(&second.dir),
+                second.log()
             )
         },
-        || (read(&mount.path("srv/msg")).unwrap() == b"two, longer\n").then_some(()),
+        || (seen(&second.dir).as_ref() == Some(&v2)).then_some(()),
     );
-    let mut old = String::new();
-    held.read_to_string(&mut old).unwrap();
-    assert_eq!(
-        old, "one\n",
-        "a file opened before the switch keeps its content"
-    );
-    drop(held);
-    mount.stop();
+    second.stop();
+    drop(first);
 }
 
 /// nginx as a caching proxy between hosts and the server.

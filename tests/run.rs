@@ -206,8 +206,8 @@ fn runs_from_a_server_and_from_directories() {
     {
         let _resume = Resumes(&mount);
         mount.signal(libc::SIGSTOP);
-        // Past the mount's entry and attribute timeouts, so a stat would reach it.
-        std::thread::sleep(Duration::from_secs(2));
+        // The kernel still holds the mount's names and attributes (kept for long): the
+        // run must find the stopped process out all the same.
         let mut past = env.bare_cmd(["-v", "run", "--server", &server.url, "--trust"]);
         past.arg(env.path("server.pub"))
             .arg("--cache-dir")
@@ -237,18 +237,50 @@ fn runs_from_a_server_and_from_directories() {
             "{}",
             on_it.report("a refusal", &out)
         );
+        let mut bound = env.bare_cmd(["run", "--bind"]);
+        bound
+            .arg(format!("{}:/mnt", mount.path("web").display()))
+            .arg(&dir)
+            .args(["--", "/bin/true"]);
+        let out = bound
+            .output_within(Duration::from_secs(60))
+            .expect("canopy run hung on a --bind source on a stopped mount");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("which does not answer within"),
+            "{}",
+            bound.report("a refusal", &out)
+        );
+        // A super-privileged run binds the host's / and /run, stopped mount included,
+        // and never looks into it.
+        let mut spc = env.bare_cmd(["run", "--spc"]);
+        spc.arg(&dir)
+            .args(["--", "/bin/bash", "-c", "cat /etc/app.conf"]);
+        let out = spc
+            .output_within(Duration::from_secs(60))
+            .expect("canopy run --spc hung on a stopped host mount");
+        assert!(
+            out.status.success(),
+            "{}",
+            spc.report("exit status 0", &out)
+        );
     }
     // Resumed, it is used again.
     assert_eq!(verbose.success().stdout, b"other 1\n");
     mount.stop();
 }
 
-/// Resumes a stopped mount's process when dropped, whatever the test did meanwhile.
+/// Resumes a stopped mount's process when dropped, whatever the test did meanwhile;
+/// after a failure, also aborts the mount's connection, so that no process (a run the
+/// test gave up on) stays blocked on it.
 struct Resumes<'a>(&'a Mount);
 
 impl Drop for Resumes<'_> {
     fn drop(&mut self) {
         self.0.signal(libc::SIGCONT);
+        if std::thread::panicking() {
+            crate::mount::abort_connection(&self.0.dir);
+        }
     }
 }
 

@@ -30,6 +30,8 @@ mod mount;
 mod cold;
 // Live hand-over of a mount to a new process: programs from the mount never notice.
 mod handover;
+// Programs from a mount whose daemon is replaced: bash in a loop, readers hashing files.
+mod workload;
 // A mount under a service manager's descriptor store: killed or restarted, programs never notice.
 mod fdstore;
 // Exporting roots over NFSv3: real NFS clients, handles across restarts and upgrades, garbage RPCs.

@@ -60,9 +60,21 @@ struct Plugin {
 impl Plugin {
     /// Starts the plugin on `socket` with its state in `DIR/state`.
     fn start_on(env: &Canopy, url: &str, socket: &Path, extra: &[&str]) -> Plugin {
+        Plugin::start_program(env, url, socket, Path::new(crate::util::BIN), extra)
+    }
+
+    /// As [`Plugin::start_on`], running `program` (a copy of canopy, as an upgrade
+    /// installs a new file).
+    fn start_program(
+        env: &Canopy,
+        url: &str,
+        socket: &Path,
+        program: &Path,
+        extra: &[&str],
+    ) -> Plugin {
         let mount_dir = env.path("volumes");
         let log = env.path("plugin.log");
-        let mut child = Command::new(crate::util::BIN)
+        let mut child = Command::new(program)
             .args(["-v", "volume-plugin"])
             .args(plugin_flags(env, url, socket, ""))
             .args(extra)
@@ -86,7 +98,11 @@ impl Plugin {
                 mount_dir.display()
             )
         );
-        assert!(is_mounted(&mount_dir), "no FUSE mount at {mount_dir:?}");
+        assert!(
+            is_mounted(&mount_dir),
+            "no FUSE mount at {mount_dir:?}:\n{}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
         Plugin {
             child,
             socket: socket.to_path_buf(),
@@ -466,7 +482,9 @@ impl Drop for MountGuard {
 #[test]
 fn mounted_volumes_survive_restarts_and_kill_9_of_the_plugin() {
     let (env, server) = small_root("volume-restart");
-    let plugin = Plugin::start(&env, &server.url, &[]);
+    // With passthrough where the kernel allows, as a plugin runs by default.
+    let flags: [&str; 0] = [];
+    let plugin = Plugin::start(&env, &server.url, &flags);
     let _guard = MountGuard(plugin.mount_dir.clone());
     plugin.call(
         "VolumeDriver.Create",
@@ -500,7 +518,7 @@ fn mounted_volumes_survive_restarts_and_kill_9_of_the_plugin() {
         "SIGTERM unmounted in-use volumes"
     );
     reader.goes_on(5, "after the plugin stopped");
-    let plugin = Plugin::start(&env, &server.url, &[]);
+    let plugin = Plugin::start(&env, &server.url, &flags);
     assert_eq!(answers(&plugin), before, "after a restart");
     assert!(
         plugin.log().contains("took up 1 mounted volumes"),
@@ -512,9 +530,29 @@ fn mounted_volumes_survive_restarts_and_kill_9_of_the_plugin() {
     // The same after kill -9.
     plugin.exit(libc::SIGKILL, false);
     reader.goes_on(5, "after kill -9 of the plugin");
-    let plugin = Plugin::start(&env, &server.url, &[]);
+    let plugin = Plugin::start(&env, &server.url, &flags);
     assert_eq!(answers(&plugin), before, "after kill -9 and a restart");
     reader.goes_on(5, "after kill -9 and a restart");
+
+    // An upgrade: the plugin restarted from another canopy file has a mount server of
+    // that file take the mount over from the old one, live.
+    plugin.exit(libc::SIGTERM, true);
+    let upgraded = env.path("canopy-upgraded");
+    fs::copy(crate::util::BIN, &upgraded).unwrap();
+    let plugin = Plugin::start_program(
+        &env,
+        &server.url,
+        &env.path("plugin.sock"),
+        &upgraded,
+        &flags,
+    );
+    assert!(
+        plugin.log().contains("took the plugin's mount at"),
+        "no hand-over to the upgraded mount server:\n{}",
+        plugin.log()
+    );
+    assert_eq!(answers(&plugin), before, "after an upgrade");
+    reader.goes_on(5, "after an upgrade");
 
     // Docker unmounts later with the IDs it got before: the last one releases.
     plugin.unmount("web", "container-1");
@@ -535,6 +573,49 @@ fn mounted_volumes_survive_restarts_and_kill_9_of_the_plugin() {
         || format!("{} still exists after the release", path.display()),
         || (!path.exists()).then_some(()),
     );
+
+    // A plugin started with other options while no volume is mounted replaces the
+    // mount server, which would serve on with the old ones.
+    plugin.exit(libc::SIGKILL, false);
+    let plugin = Plugin::start(
+        &env,
+        &server.url,
+        &["--no-passthrough", "--cache-size", "1G"],
+    );
+    assert!(
+        plugin.log().contains("replacing the mount server"),
+        "{}",
+        plugin.log()
+    );
+
+    // Another plugin (its own socket and state) on the same mount directory is refused:
+    // it would hide this one's volumes.
+    let mut flags = plugin_flags(&env, &server.url, &env.path("other.sock"), "-other");
+    let at = flags.iter().position(|f| f == "--mount-dir").unwrap();
+    flags[at + 1] = env.path("volumes").into();
+    let out = env.bare_cmd(["volume-plugin"]).args(flags).failure(1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "serves the volumes of the plugin whose state is in {}",
+            env.path("state").display()
+        )),
+        "{stderr}"
+    );
+    assert!(is_mounted(&env.path("volumes")));
+
+    // A mount server that dies is started again at the next mount, with a new mount.
+    let log = plugin.log();
+    let pid: i32 = log
+        .rsplit("started the mount server, process ")
+        .next()
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no mount server started:\n{log}"));
+    // SAFETY: kill with a valid pid and signal.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let path = plugin.mount("web", "after-a-crash");
+    assert_eq!(&read(&path.join("bin/bash")).unwrap()[..4], b"\x7fELF");
+    plugin.unmount("web", "after-a-crash");
     plugin.stop();
 
     // A saved mount that names an entry its definition does not give is refused at
@@ -869,6 +950,43 @@ fn docker_runs_a_program_from_a_canopy_volume() {
         plugin.log()
     );
     assert_eq!(plugin.get("web")["Status"]["mounts"], 0);
+
+    // A container that runs while the plugin is restarted keeps reading from its
+    // volume, and Docker's unmount when it goes reaches the new plugin with the ID
+    // Docker gave the old one.
+    dockerd
+        .docker(["run", "-d", "--name", "reader", "--network", "none"])
+        .args(["-v", "web:/opt/root:ro", "canopy-test/empty:1"])
+        .arg(format!("{lib}/ld-linux-x86-64.so.2"))
+        .args(["--library-path", lib, "/opt/root/bin/bash", "-c"])
+        .arg("while v=$(< /opt/root/etc/debian_version) && [ -n \"$v\" ]; do :; done; exit 3")
+        .success();
+    assert_eq!(plugin.get("web")["Status"]["mounts"], 1);
+    let socket = plugin.socket.clone();
+    plugin.exit(libc::SIGTERM, true);
+    let plugin = Plugin::start_on(&env, &server.url, &socket, &[]);
+    assert_eq!(plugin.get("web")["Status"]["mounts"], 1);
+    std::thread::sleep(Duration::from_secs(1));
+    let running = dockerd
+        .docker([
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{.State.ExitCode}}",
+            "reader",
+        ])
+        .stdout();
+    assert_eq!(running, "true 0\n", "the container stopped reading");
+    dockerd.docker(["rm", "-f", "reader"]).success();
+    eventually(
+        Duration::from_secs(30),
+        || {
+            format!(
+                "docker's unmount did not reach the new plugin:\n{}",
+                plugin.log()
+            )
+        },
+        || (plugin.get("web")["Status"]["mounts"] == 0).then_some(()),
+    );
 
     dockerd.docker(["volume", "rm", "web"]).success();
     assert!(plugin.list().is_empty(), "docker volume rm removed it");

@@ -22,7 +22,7 @@
 use crate::objects::{Objects, Opened};
 use crate::open_files::{Files, Io, OpenFile};
 use crate::prefetch::Prefetch;
-use crate::view::{Attr, COMMIT_XATTR, Kind, View, ViewError};
+use crate::view::{Attr, COMMIT_XATTR, Kind, Stale, View, ViewError};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
@@ -36,8 +36,10 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-/// Files never change under an inode: the kernel may keep their attributes long.
-const FILE_TTL: Duration = Duration::from_secs(3600);
+/// How long the kernel may keep names, attributes and listings. Nodes never change
+/// what they stand for, but for directories of a root that switches to a new version,
+/// and then the view says what the kernel must forget ([`forget_stale`]).
+const TTL: Duration = Duration::from_secs(3600);
 /// Files up to this size are read through canopy even with passthrough on. Their pages
 /// stay in the kernel's cache of the inode (`FOPEN_KEEP_CACHE`), so once read they cost
 /// only the open; a passthrough open costs more (the cache file opened and checked, a
@@ -50,34 +52,18 @@ const PASSTHROUGH_MIN: u64 = 128 * 1024;
 pub struct CanopyFs {
     view: Arc<View>,
     objects: Arc<dyn Objects>,
-    /// How long names and directory attributes may be cached: short when following a
-    /// root, so a new version shows within a second.
-    dir_ttl: Duration,
-    /// Whether roots may switch to new versions while mounted.
-    follows: bool,
     files: Arc<Files>,
     /// Fetches a directory's small files when one is first opened.
     prefetch: Option<Arc<Prefetch>>,
 }
 
 impl CanopyFs {
-    /// A filesystem over `view`, reading contents from `objects`; `follows` when the
-    /// view may switch roots to new versions.
-    pub fn new(
-        view: Arc<View>,
-        objects: Arc<dyn Objects>,
-        follows: bool,
-        passthrough: bool,
-    ) -> Self {
+    /// A filesystem over `view`, reading contents from `objects`. If the view may
+    /// change while mounted, have the kernel told what it made stale ([`forget_stale`]).
+    pub fn new(view: Arc<View>, objects: Arc<dyn Objects>, passthrough: bool) -> Self {
         CanopyFs {
             view,
             objects,
-            dir_ttl: if follows {
-                Duration::from_secs(1)
-            } else {
-                Duration::from_secs(3600)
-            },
-            follows,
             files: Arc::new(Files::new(passthrough)),
             prefetch: None,
         }
@@ -92,14 +78,6 @@ impl CanopyFs {
     /// Its open files, shared with whoever hands the mount over.
     pub fn files(&self) -> Arc<Files> {
         self.files.clone()
-    }
-
-    fn ttl(&self, attr: &Attr) -> Duration {
-        if attr.kind == Kind::Dir {
-            self.dir_ttl
-        } else {
-            FILE_TTL
-        }
     }
 
     /// The content an open file reads: fetched at its first read; opened anew when
@@ -167,6 +145,37 @@ fn read_at(file: &File, offset: u64, size: u32) -> std::io::Result<Vec<u8>> {
         )
     };
     Ok(buf)
+}
+
+/// Has the kernel forget, through `notifier`, what each change of `view` makes stale:
+/// the names that now stand for another node or none, and the attributes and listings
+/// of the directories that changed. Names go first: forgetting a name waits for the
+/// lookups and listings under way in its directory, so none of them can cache the old
+/// version after its directory was forgotten.
+pub fn forget_stale(view: &View, notifier: fuser::Notifier) {
+    view.watch(move |stale: &Stale| {
+        let started = std::time::Instant::now();
+        for (parent, name) in &stale.entries {
+            if let Err(e) = notifier.inval_entry(INodeNo(*parent), OsStr::from_bytes(name)) {
+                tracing::warn!(
+                    "telling the kernel to forget name {} in directory {parent}: {e}",
+                    String::from_utf8_lossy(name)
+                );
+            }
+        }
+        for dir in &stale.dirs {
+            // From offset 0 to the end: attributes and every page of the listing.
+            if let Err(e) = notifier.inval_inode(INodeNo(*dir), 0, 0) {
+                tracing::warn!("telling the kernel to forget directory {dir}: {e}");
+            }
+        }
+        tracing::debug!(
+            "the kernel forgot {} names and {} directories in {:?}",
+            stale.entries.len(),
+            stale.dirs.len(),
+            started.elapsed()
+        );
+    });
 }
 
 /// Marks the requests the kernel sends again (`FUSE_NOTIFY_RESEND`) after a process
@@ -245,8 +254,7 @@ impl Filesystem for CanopyFs {
                 if let (Some(p), Kind::File) = (&self.prefetch, attr.kind) {
                     p.looked_up(parent.0, attr.ino);
                 }
-                let ttl = self.ttl(&attr);
-                reply.entry_with_ttls(&ttl, &self.dir_ttl, &(&attr).into(), Generation(0))
+                reply.entry(&TTL, &(&attr).into(), Generation(0))
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -255,7 +263,7 @@ impl Filesystem for CanopyFs {
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         note_resent(req, "getattr");
         match self.view.attr(ino.0) {
-            Ok(attr) => reply.attr(&self.ttl(&attr), &(&attr).into()),
+            Ok(attr) => reply.attr(&TTL, &(&attr).into()),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -387,13 +395,9 @@ impl Filesystem for CanopyFs {
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        // A pinned view never changes, so the kernel may keep directory listings; a
-        // followed one can switch trees under a directory inode, so it must ask again.
-        let flags = if self.follows {
-            FopenFlags::empty()
-        } else {
-            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
-        };
+        // Listings are kept: a directory whose listing changes is forgotten by the
+        // kernel when its root switches (see [`forget_stale`]).
+        let flags = FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE;
         reply.opened(FileHandle(0), flags);
     }
 

@@ -11,7 +11,9 @@
 //!    every process the same numbers) and says `go`;
 //! 2. the live process stops opening and releasing files, and sends the `/dev/fuse`
 //!    descriptor (SCM_RIGHTS), the kernel's INIT offer and its open files; on the
-//!    successor's acknowledgement it exits without unmounting;
+//!    successor's acknowledgement it exits without unmounting, opens and releases still
+//!    stopped (the successor adopted the open files as sent: a release answered after
+//!    that would close a passthrough registration the successor answers opens with);
 //! 3. the successor builds its FUSE session on a socket pair into which it writes the
 //!    INIT the kernel sent the first process (the kernel sends INIT once per
 //!    connection), puts the real descriptor in the pair's place, and asks the kernel to
@@ -28,7 +30,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLockWriteGuard};
 use std::time::Duration;
 
 /// How long a successor may take to load the versions offered before saying `go`.
@@ -39,12 +41,12 @@ const STEP_WAIT: Duration = Duration::from_secs(20);
 const MAX_MESSAGE: u32 = 256 << 20;
 
 /// The options of a mount that a successor must share to take it over.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Options(pub Vec<(String, String)>);
 
 impl Options {
     /// Names the options that differ between `self` (live) and `other` (successor).
-    fn differences(&self, other: &Options) -> Vec<String> {
+    pub(crate) fn differences(&self, other: &Options) -> Vec<String> {
         let mut out = Vec::new();
         for (k, v) in &self.0 {
             let theirs = other.0.iter().find(|(k2, _)| k2 == k).map(|(_, v)| v);
@@ -184,13 +186,43 @@ pub(crate) fn runtime_dir() -> PathBuf {
     }
 }
 
+/// The absolute path of mountpoint `path` with its parent's symbolic links resolved,
+/// without looking at the mountpoint itself: a mount whose process is gone answers
+/// nothing (a dead one fails, one whose connection a service manager keeps waits).
+pub fn resolved(path: &Path) -> PathBuf {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    match (path.file_name(), parent) {
+        (Some(name), parent) => std::fs::canonicalize(parent.unwrap_or(Path::new(".")))
+            .map(|p| p.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        // `/`, or a path ending in `..`.
+        (None, _) => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+    }
+}
+
 /// The hand-over socket of the mount at `mountpoint` (named from its path as
-/// [`crate::mount::resolved`] gives it).
+/// [`resolved`] gives it).
 pub fn socket_path(mountpoint: &Path) -> PathBuf {
-    let resolved = crate::mount::resolved(mountpoint);
+    let resolved = resolved(mountpoint);
     let hash =
         canopy_protocol::inode::hash(&[b"handover", resolved.as_os_str().as_encoded_bytes()]);
     runtime_dir().join(format!("mount-{hash:016x}.sock"))
+}
+
+/// Connects to the unix socket at `path` without waiting: a blocking connect to a
+/// listener whose process is stopped waits for good once its backlog is full.
+pub(crate) fn connect_now(path: &Path) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    let stream = UnixStream::from(fd);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
 }
 
 /// Whether the live canopy mount at `point` (as `/proc/self/mountinfo` gives it) shows
@@ -198,7 +230,7 @@ pub fn socket_path(mountpoint: &Path) -> PathBuf {
 /// that nothing touches the mount: `None` if no process answers within `wait` (none
 /// listens, or it is stopped or hung, when any access to the mount could block).
 pub fn shows(point: &Path, entry: &str, wait: Duration) -> Option<bool> {
-    let mut stream = UnixStream::connect(socket_path(point)).ok()?;
+    let mut stream = connect_now(&socket_path(point)).ok()?;
     stream.set_read_timeout(Some(wait)).ok()?;
     stream.set_write_timeout(Some(wait)).ok()?;
     send(&mut stream, &Message::Query).ok()?;
@@ -276,11 +308,16 @@ pub(crate) fn listen(
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 match serve_one(&mut stream, &options, &files, &history) {
-                    Ok(false) => {}
-                    Ok(true) => {
+                    Ok(None) => {}
+                    Ok(Some(_frozen)) => {
                         tracing::info!("handed the mount over to a new canopy process; exiting");
-                        // No destructor runs: nothing unmounts, nothing closes the
-                        // connection the successor now serves.
+                        // Still frozen until the end: an open or a release waiting at
+                        // the gate must not run here any more (a release would close a
+                        // passthrough registration the successor took over, an open
+                        // would bind a file the successor does not know of); the
+                        // kernel resends them to the successor. No destructor runs:
+                        // nothing unmounts, nothing closes the connection the successor
+                        // now serves.
                         std::process::exit(0);
                     }
                     Err(e) => tracing::warn!("hand-over not done: {e}; serving on"),
@@ -292,14 +329,14 @@ pub(crate) fn listen(
     })
 }
 
-/// Answers one connection: a query, or a hand-over (then returns true once the
-/// successor has the connection).
-fn serve_one(
+/// Answers one connection: a query, or a hand-over (then returns once the successor
+/// has the connection, with opens and releases still frozen, for good).
+fn serve_one<'a>(
     stream: &mut UnixStream,
     options: &Options,
-    files: &Files,
+    files: &'a Files,
     history: &impl Fn() -> Vec<Shown>,
-) -> Result<bool, String> {
+) -> Result<Option<RwLockWriteGuard<'a, ()>>, String> {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     let uid = peer_uid(stream).map_err(|e| format!("peer credentials: {e}"))?;
@@ -317,7 +354,7 @@ fn serve_one(
                 history: history(),
             };
             send(stream, &serves).map_err(io)?;
-            return Ok(false);
+            return Ok(None);
         }
         _ => return Err("a successor spoke out of turn".into()),
     };
@@ -349,9 +386,9 @@ fn serve_one(
     };
     stream.set_read_timeout(Some(STEP_WAIT)).map_err(io)?;
     tracing::info!("handing the mount over to process {pid}");
-    // Opens and releases wait from here, and for good once this process exits: the
-    // kernel resends them to the successor.
-    let _frozen = files.freeze();
+    // Opens and releases wait from here until this process exits (the kernel resends
+    // them to the successor), or until the hand-over fails.
+    let frozen = files.freeze();
     send_fd(stream, &*device).map_err(io)?;
     send(
         stream,
@@ -363,7 +400,7 @@ fn serve_one(
     )
     .map_err(io)?;
     match receive(stream).map_err(io)? {
-        Message::Taken => Ok(true),
+        Message::Taken => Ok(Some(frozen)),
         _ => Err("a successor spoke out of turn".into()),
     }
 }

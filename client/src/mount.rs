@@ -35,22 +35,7 @@ pub struct HostConfig {
     pub prefetch: bool,
 }
 
-/// A client's runtime, servers and cache, ready to serve a view.
-pub(crate) struct Host {
-    pub(crate) rt: tokio::runtime::Runtime,
-    pub(crate) remote: Arc<Remote>,
-    pub(crate) cache: Arc<Cache>,
-}
-
 impl HostConfig {
-    /// Starts the runtime and the HTTP client, and opens (and locks) the cache, waiting
-    /// a little for a process that is letting go of it.
-    pub(crate) fn open(&self) -> Result<Host, MountError> {
-        let (rt, remote) = self.connect()?;
-        let cache = self.open_cache_released()?;
-        Ok(Host { rt, remote, cache })
-    }
-
     /// Starts the runtime and the HTTP client.
     pub(crate) fn connect(&self) -> Result<(tokio::runtime::Runtime, Arc<Remote>), MountError> {
         let rt = tokio::runtime::Runtime::new()
@@ -100,32 +85,41 @@ pub struct MountConfig {
 impl MountConfig {
     /// What a process taking this mount over must share with it.
     pub(crate) fn handover_options(&self) -> Options {
-        let h = &self.host;
-        let servers: Vec<String> = h.servers.iter().map(|u| u.to_string()).collect();
-        let trust: String = h
-            .trust
-            .as_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         let root = match &self.scope {
             Scope::All => "(all)".to_string(),
             Scope::One(name) => name.clone(),
         };
-        Options(vec![
-            ("servers".into(), servers.join(" ")),
-            ("trust".into(), trust),
-            ("cache-dir".into(), h.cache_dir.display().to_string()),
-            ("cache-size".into(), h.cache_size.to_string()),
-            ("passthrough".into(), h.passthrough.to_string()),
-            ("timeout".into(), format!("{:?}", h.timeout)),
-            ("min-rate".into(), h.min_rate.to_string()),
+        let mut options = self.host.handover_options();
+        options.0.extend([
             ("root".into(), root),
             ("commit".into(), self.commit.clone().unwrap_or_default()),
             (
                 "follow".into(),
                 self.follow.map(|d| format!("{d:?}")).unwrap_or_default(),
             ),
+        ]);
+        options
+    }
+}
+
+impl HostConfig {
+    /// What a process taking over a mount served with this configuration must share.
+    pub(crate) fn handover_options(&self) -> Options {
+        let servers: Vec<String> = self.servers.iter().map(|u| u.to_string()).collect();
+        let trust: String = self
+            .trust
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Options(vec![
+            ("servers".into(), servers.join(" ")),
+            ("trust".into(), trust),
+            ("cache-dir".into(), self.cache_dir.display().to_string()),
+            ("cache-size".into(), self.cache_size.to_string()),
+            ("passthrough".into(), self.passthrough.to_string()),
+            ("timeout".into(), format!("{:?}", self.timeout)),
+            ("min-rate".into(), self.min_rate.to_string()),
         ])
     }
 }
@@ -257,8 +251,18 @@ pub async fn verified_commit(
     root: &str,
     commit: CommitId,
 ) -> Result<Commit, MountError> {
-    let bytes = remote.object(&commit.0).await?;
-    let decoded = Commit::decode(&bytes).map_err(|e| MountError::BadCommit {
+    checked_commit(&remote.object(&commit.0).await?, trust, root, commit)
+}
+
+/// Decodes commit `commit` of root `root` from `bytes` (checked against its id) and
+/// checks that `trust` signed it for that root.
+pub(crate) fn checked_commit(
+    bytes: &[u8],
+    trust: &VerifyingKey,
+    root: &str,
+    commit: CommitId,
+) -> Result<Commit, MountError> {
+    let decoded = Commit::decode(bytes).map_err(|e| MountError::BadCommit {
         root: root.to_string(),
         commit: commit.to_string(),
         reason: e.to_string(),
@@ -279,7 +283,8 @@ pub async fn verified_commit(
     Ok(decoded)
 }
 
-/// Fetches, verifies and decodes one version of a root.
+/// Fetches, verifies and decodes one version of a root; when no server answers, the
+/// copy kept for a successor under a service manager ([`crate::service::kept_version`]).
 pub(crate) async fn load(
     remote: &Remote,
     trust: &VerifyingKey,
@@ -293,8 +298,18 @@ pub(crate) async fn load(
     ),
     MountError,
 > {
-    let decoded = verified_commit(remote, trust, root, commit).await?;
-    let trees = remote.tree_pack(&decoded.body.tree).await?;
+    let fetched = async {
+        let decoded = verified_commit(remote, trust, root, commit).await?;
+        let trees = remote.tree_pack(&decoded.body.tree).await?;
+        Ok::<_, MountError>((decoded, trees))
+    };
+    let (decoded, trees) = match fetched.await {
+        Err(MountError::Fetch(e)) => {
+            crate::service::kept_version(trust, root, commit).ok_or(MountError::Fetch(e))?
+        }
+        other => other?,
+    };
+    crate::service::keep_version(commit, &decoded, &trees);
     Ok((
         RootVersion {
             commit,
@@ -489,20 +504,6 @@ pub(crate) fn parse_commit(root: &str, hex: &str) -> Result<CommitId, MountError
         })
 }
 
-/// The absolute path of mountpoint `path` with its parent's symbolic links resolved,
-/// without looking at the mountpoint itself: a mount whose process is gone answers
-/// nothing (a dead one fails, one whose connection a service manager keeps waits).
-pub fn resolved(path: &Path) -> PathBuf {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    match (path.file_name(), parent) {
-        (Some(name), parent) => std::fs::canonicalize(parent.unwrap_or(Path::new(".")))
-            .map(|p| p.join(name))
-            .unwrap_or_else(|_| path.to_path_buf()),
-        // `/`, or a path ending in `..`.
-        (None, _) => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
-    }
-}
-
 /// `umount -l`: takes the mount at `mountpoint` out of the namespace now; the kernel
 /// lets go of it once nothing uses it any more.
 pub fn umount_lazily(mountpoint: &Path) -> std::io::Result<()> {
@@ -592,4 +593,5 @@ pub(crate) fn session_config() -> Config {
     config
 }
 
+pub use crate::handover::resolved;
 pub use crate::session::run;

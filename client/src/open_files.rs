@@ -35,6 +35,7 @@ impl Backing {
     /// Registers `file` on the connection of `device`.
     fn open(device: &Arc<OwnedFd>, file: &std::fs::File) -> std::io::Result<Backing> {
         let raw = fuser::BackingId::create_raw(device.as_fd(), file)?;
+        tracing::debug!("opened passthrough registration {raw}");
         Ok(Backing::known(raw, device))
     }
 
@@ -82,8 +83,11 @@ impl Drop for Backing {
         // SAFETY: an ioctl on a descriptor this value keeps open, with a pointer to a
         // u32 that lives across the call.
         let rc = unsafe { libc::ioctl(self.device.as_raw_fd(), BACKING_CLOSE, &self.raw) };
-        if rc != 0 {
-            tracing::debug!(
+        if rc == 0 {
+            tracing::debug!("closed passthrough registration {}", self.raw);
+        } else {
+            // Closed already, by this process or another: opens answered with it fail.
+            tracing::warn!(
                 "closing passthrough registration {}: {}",
                 self.raw,
                 std::io::Error::last_os_error()
@@ -324,6 +328,14 @@ impl Files {
 
     /// Records open file `fh`.
     pub(crate) fn insert(&self, fh: u64, open: OpenFile) {
+        match &open.backing {
+            Some(b) => tracing::debug!(
+                "handle {fh}: inode {} through passthrough registration {}",
+                open.ino,
+                b.raw
+            ),
+            None => tracing::debug!("handle {fh}: inode {} read through canopy", open.ino),
+        }
         self.handles
             .lock()
             .expect("handles lock")
@@ -334,6 +346,7 @@ impl Files {
     /// predecessor's (killed) that was never read: counted off the inode as an orphan.
     pub(crate) fn remove(&self, fh: u64, ino: u64) -> Option<Arc<OpenFile>> {
         let open = self.handles.lock().expect("handles lock").remove(&fh);
+        tracing::debug!("handle {fh}: released");
         if open.as_ref().is_none_or(|o| o.counted) {
             let mut modes = self.modes.lock().expect("modes lock");
             if let Some(Mode::Cached { open: n, entry }) = modes.get_mut(&ino) {
@@ -394,6 +407,7 @@ impl Files {
             match r {
                 Recorded::Passthrough { ino, raw, stamp } => {
                     let Some(device) = &device else { continue };
+                    tracing::debug!("took over passthrough registration {raw} of inode {ino}");
                     let backing = Arc::new(Backing::known(raw, device));
                     let _ = backing.entry.set((table.clone(), slot));
                     modes.insert(
@@ -581,6 +595,11 @@ impl Files {
             );
         }
         for b in state.backings {
+            tracing::debug!(
+                "took over passthrough registration {} of inode {}",
+                b.raw,
+                b.ino
+            );
             let id = &backings[&b.raw];
             modes.insert(
                 b.ino,

@@ -364,23 +364,21 @@ impl Drop for Prefetch {
 
 /// The filesystem of a host that fetches from servers: `view`, with contents fetched
 /// from `remote` into `cache` and, unless `host.prefetch` is off, directories
-/// prefetched; `follows` as [`CanopyFs::new`] takes it.
+/// prefetched.
 pub(crate) fn filesystem(
     host: &HostConfig,
     view: &Arc<View>,
     remote: &Arc<Remote>,
     rt: &tokio::runtime::Handle,
     cache: Arc<Cache>,
-    follows: bool,
 ) -> CanopyFs {
     let objects = Fetched::new(cache.clone(), remote.clone(), rt.clone());
     if !host.prefetch {
-        return CanopyFs::new(view.clone(), Arc::new(objects), follows, host.passthrough);
+        return CanopyFs::new(view.clone(), Arc::new(objects), host.passthrough);
     }
     let Some(prefetch) = Prefetch::new(cache, remote.clone(), view.clone(), host.cache_size) else {
-        return CanopyFs::new(view.clone(), Arc::new(objects), follows, host.passthrough);
+        return CanopyFs::new(view.clone(), Arc::new(objects), host.passthrough);
     };
     let objects = objects.with_prefetch(prefetch.clone());
-    CanopyFs::new(view.clone(), Arc::new(objects), follows, host.passthrough)
-        .with_prefetch(prefetch)
+    CanopyFs::new(view.clone(), Arc::new(objects), host.passthrough).with_prefetch(prefetch)
 }

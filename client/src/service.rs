@@ -5,14 +5,18 @@
 //! descriptors back (`LISTEN_FDS`), serves the mount on as if nothing happened.
 //!
 //! What else a successor needs (the kernel's INIT, the versions shown, the options) is
-//! in a small state file beside the hand-over socket, replaced atomically.
+//! in a small state file beside the hand-over socket, replaced atomically; and each
+//! version shown (its commit and trees) is kept beside it too, so that a successor
+//! started while no server answers serves the mount on from what is cached.
 
 use crate::handover::{Options, Shown};
 use crate::open_files::KernelInit;
+use canopy_protocol::{Commit, CommitId, Tree, TreeId, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// The name the FUSE connection is stored under.
 pub const CONNECTION: &str = "canopy-fuse";
@@ -172,5 +176,99 @@ impl State {
     pub fn read(path: &Path) -> std::io::Result<State> {
         let bytes = std::fs::read(path)?;
         serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+    }
+}
+
+/// Where this process keeps the versions it shows (set under a descriptor store).
+static VERSIONS: OnceLock<PathBuf> = OnceLock::new();
+
+/// The directory of kept versions of the mount whose hand-over socket is `socket`.
+pub fn versions_path(socket: &Path) -> PathBuf {
+    socket.with_extension("versions")
+}
+
+/// Keeps every version loaded from now on in `dir` (0700), and reads kept ones back
+/// from it when no server answers.
+pub fn keep_versions_in(dir: PathBuf) {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+    {
+        tracing::warn!("keeping versions for a restart in {}: {e}", dir.display());
+    }
+    let _ = VERSIONS.set(dir);
+}
+
+/// Keeps commit `commit` (decoded as `decoded`, with its `trees`) for a successor: one
+/// file of length-prefixed canonical encodings, the commit first, written once.
+pub(crate) fn keep_version(commit: CommitId, decoded: &Commit, trees: &HashMap<TreeId, Tree>) {
+    let Some(dir) = VERSIONS.get() else {
+        return;
+    };
+    let path = dir.join(commit.to_string());
+    if path.exists() {
+        return;
+    }
+    let mut bytes = Vec::new();
+    for part in std::iter::once(decoded.encode()).chain(trees.values().map(Tree::encode)) {
+        bytes.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        bytes.extend_from_slice(&part);
+    }
+    let tmp = path.with_extension("new");
+    if let Err(e) = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path)) {
+        tracing::warn!("keeping {} for a restart: {e}", path.display());
+    }
+}
+
+/// Commit `commit` of root `root` and its trees as kept by [`keep_version`], verified
+/// as if fetched (the signature by `trust`, the name, every id); `None` if not kept or
+/// not valid.
+pub(crate) fn kept_version(
+    trust: &VerifyingKey,
+    root: &str,
+    commit: CommitId,
+) -> Option<(Commit, HashMap<TreeId, Tree>)> {
+    let path = VERSIONS.get()?.join(commit.to_string());
+    let bytes = std::fs::read(&path).ok()?;
+    let mut parts = Vec::new();
+    let mut rest = bytes.as_slice();
+    while let Some((len, tail)) = rest.split_first_chunk::<8>() {
+        let len = usize::try_from(u64::from_be_bytes(*len)).ok()?;
+        let part = tail.get(..len)?;
+        parts.push(part);
+        rest = &tail[len..];
+    }
+    let (first, trees) = parts.split_first()?;
+    let decoded = crate::mount::checked_commit(first, trust, root, commit).ok()?;
+    let trees: Option<HashMap<TreeId, Tree>> = trees
+        .iter()
+        .map(|b| Tree::decode(b).ok().map(|t| (t.id(), t)))
+        .collect();
+    let trees = trees?;
+    if decoded.id() != commit || !trees.contains_key(&decoded.body.tree) {
+        return None;
+    }
+    tracing::warn!(
+        "no server answers: showing commit {commit} of root {root} from the copy kept in {}",
+        path.display()
+    );
+    Some((decoded, trees))
+}
+
+/// Removes the kept versions that are not in `shown`.
+pub(crate) fn prune_versions(shown: &[Shown]) {
+    let Some(Ok(entries)) = VERSIONS.get().map(std::fs::read_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !shown
+            .iter()
+            .any(|s| name.to_str() == Some(s.commit.as_str()))
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }

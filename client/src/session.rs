@@ -4,7 +4,7 @@
 //! and end by unmounting, by handing the mount over, or (under a service manager that
 //! holds the connection) by leaving it to the next process.
 
-use crate::fs::CanopyFs;
+use crate::fs::{CanopyFs, forget_stale};
 use crate::handover::{self, Shown};
 use crate::mode_table::ModeTable;
 use crate::mount::{
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The versions a view has shown, as a hand-over lists them.
-fn shown(view: &View) -> Vec<Shown> {
+pub(crate) fn shown(view: &View) -> Vec<Shown> {
     view.history()
         .into_iter()
         .map(|i| Shown {
@@ -35,7 +35,7 @@ fn shown(view: &View) -> Vec<Shown> {
 
 /// Shows, in order, the versions a predecessor showed that `view` has not shown yet
 /// (the kernel may hold inodes of any of them). Returns whether it showed any.
-async fn show_history(
+pub(crate) async fn show_history(
     remote: &Remote,
     view: &View,
     trust: &VerifyingKey,
@@ -73,15 +73,9 @@ enum Start {
 fn start(cfg: &MountConfig, stored: Option<Stored>) -> Result<Start, MountError> {
     let options = cfg.handover_options();
     let mut stored = stored.filter(|s| s.has_connection());
-    if cfg.take_over && stored.is_none() && cfg.host.passthrough {
-        return Err(passthrough_refused(&cfg.mountpoint));
-    }
     if cfg.take_over
         && let Some(pending) = handover::ask(&cfg.mountpoint, &options)?
     {
-        if cfg.host.passthrough {
-            return Err(passthrough_refused(&cfg.mountpoint));
-        }
         return Ok(Start::Live(pending));
     }
     let Some(stored) = stored.as_mut() else {
@@ -123,20 +117,6 @@ fn start(cfg: &MountConfig, stored: Option<Stored>) -> Result<Start, MountError>
     Ok(Start::Fresh)
 }
 
-/// Under load a program could wait for good after a live hand-over of a passthrough
-/// mount (seen in tests, not yet understood): such a mount is not taken over.
-fn passthrough_refused(mountpoint: &Path) -> MountError {
-    MountError::Mount {
-        path: mountpoint.to_path_buf(),
-        reason: format!(
-            "it is already a canopy mount, and live mounts with FUSE passthrough are not taken \
-             over yet: stop it first (`umount {}`, or `systemctl restart canopy-mount`), or \
-             mount with --no-passthrough to restart such mounts live",
-            mountpoint.display()
-        ),
-    }
-}
-
 /// Mounts and serves until unmounted (`umount`) or until `shutdown` resolves (then
 /// unmounts cleanly), or until a successor takes the mount over (then exits, the
 /// mount staying). With `take_over`, takes the mount over from the live process
@@ -149,8 +129,17 @@ pub fn run(
 ) -> Result<(), MountError> {
     let (rt, remote) = cfg.host.connect()?;
     let view = Arc::new(View::new(cfg.scope.clone()).keeping_versions());
-    let pinned = match (&cfg.scope, &cfg.commit) {
-        (Scope::One(root), Some(prefix)) => Some(rt.block_on(find_commit(&remote, root, prefix))?),
+    let found = match (&cfg.scope, &cfg.commit) {
+        (Scope::One(root), Some(prefix)) => {
+            let found = rt.block_on(find_commit(&remote, root, prefix));
+            // Resuming from the store, the commit shown before does when no server
+            // answers (below); otherwise a commit not found is an error at once.
+            if cfg.stored.is_none() {
+                Some(Ok(found?))
+            } else {
+                Some(found)
+            }
+        }
         _ => None,
     };
     let trust = cfg.host.trust;
@@ -161,12 +150,40 @@ pub fn run(
         Start::Live(pending) => pending.offer.history.clone(),
         Start::Stored { state, .. } => state.history.clone(),
     };
+    let pinned = match found {
+        Some(Ok(commit)) => Some(commit),
+        Some(Err(e)) => {
+            let prefix = cfg
+                .commit
+                .as_deref()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let shown = history.iter().rev().find(|s| s.commit.starts_with(&prefix));
+            let Some(shown) = shown else {
+                return Err(e);
+            };
+            tracing::warn!("{e}: showing commit {} as before", shown.commit);
+            Some(parse_commit(&shown.entry, &shown.commit)?)
+        }
+        None => None,
+    };
+    if service::has_store() {
+        service::keep_versions_in(service::versions_path(&handover::socket_path(
+            &cfg.mountpoint,
+        )));
+    }
     rt.block_on(show_history(&remote, &view, &trust, &history))?;
-    rt.block_on(refresh(&remote, &view, &trust, pinned))?;
+    // A process taking a mount over shows what the kernel saw until it serves, and
+    // moves on to the server's versions then, when the kernel can be told what that
+    // makes stale (see below).
+    let moves_on_later = !history.is_empty();
+    if !moves_on_later {
+        rt.block_on(refresh(&remote, &view, &trust, pinned))?;
+    }
 
     let following = cfg.follow.is_some() && pinned.is_none();
     let fs = |cache: Arc<Cache>| {
-        crate::prefetch::filesystem(&cfg.host, &view, &remote, rt.handle(), cache, following)
+        crate::prefetch::filesystem(&cfg.host, &view, &remote, rt.handle(), cache)
     };
     let failed = |reason: String| MountError::Mount {
         path: cfg.mountpoint.clone(),
@@ -181,9 +198,7 @@ pub fn run(
         }
         Start::Live(pending) => {
             let taken = pending.take()?;
-            if rt.block_on(show_history(&remote, &view, &trust, &taken.history))? {
-                rt.block_on(refresh(&remote, &view, &trust, pinned))?;
-            }
+            rt.block_on(show_history(&remote, &view, &trust, &taken.history))?;
             view.index();
             let fs = fs(cfg.host.open_cache_released()?);
             let files = fs.files();
@@ -226,6 +241,7 @@ pub fn run(
             (session, files, true, table)
         }
     };
+    forget_stale(&view, session.notifier());
     let device = files.device().expect("attached with the session");
     if resumed {
         // Requests the process before had read and not answered come again.
@@ -274,13 +290,19 @@ pub fn run(
             unmount(&mut unmounter, &mountpoint);
         }
     });
-    if let (true, Some(interval)) = (following, cfg.follow) {
+    let follow = cfg.follow.filter(|_| following);
+    if moves_on_later || follow.is_some() {
         let view = view.clone();
         rt.spawn(async move {
+            let mut now = moves_on_later;
             loop {
-                tokio::time::sleep(interval).await;
+                match follow {
+                    _ if now => now = false,
+                    Some(interval) => tokio::time::sleep(interval).await,
+                    None => break,
+                }
                 let before = view.history().len();
-                if let Err(e) = refresh(&remote, &view, &trust, None).await {
+                if let Err(e) = refresh(&remote, &view, &trust, pinned).await {
                     tracing::warn!("following: {e}; keeping the current versions");
                 }
                 if let Some(state) = &stored
@@ -303,7 +325,7 @@ pub fn run(
 
 /// A FUSE session on a live connection `device` for `fs`, whose open files are
 /// `files`.
-fn resume(
+pub(crate) fn resume(
     fs: CanopyFs,
     files: &Files,
     device: OwnedFd,
@@ -326,6 +348,7 @@ struct Kept {
 impl Kept {
     fn update(&self, history: Vec<Shown>) {
         let mut state = self.state.lock().expect("state lock");
+        service::prune_versions(&history);
         state.history = history;
         if let Err(e) = state.write(&self.path) {
             tracing::warn!("writing {}: {e}", self.path.display());
@@ -398,7 +421,7 @@ fn keep_in_store(
 }
 
 /// Unmounts the mount at `mountpoint` (one still in use is detached).
-fn unmount_path(mountpoint: &Path) {
+pub(crate) fn unmount_path(mountpoint: &Path) {
     use std::os::unix::ffi::OsStrExt;
     tracing::info!("unmounting {}", mountpoint.display());
     let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {

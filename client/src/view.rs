@@ -7,17 +7,24 @@
 //! owner, xattrs) is one inode, numbered from its identity, whichever root and path it
 //! appears under, so the kernel caches its pages once. A directory's number comes from
 //! the top-level name it is under and its path below it: one inode per path, kept
-//! across new versions of a root, showing the tree its path has in the version that was
-//! current when it was last looked up. Nothing is numbered by this process: another
+//! across new versions of a root, showing the tree its path has in the version shown
+//! now (a path that is gone keeps its last tree, for whoever is still in it). Nothing is numbered by this process: another
 //! process serving the same roots (a successor that took the FUSE connection over)
 //! gives every node the same number.
+//!
+//! Since a node never changes what it stands for but for a directory's tree, a front end
+//! may let the kernel cache names and attributes for long: a new version of a root
+//! brings every directory node up to date at once and tells the front end what the
+//! kernel must forget ([`View::watch`], [`Stale`]).
 
 mod inodes;
+mod stale;
 
 use canopy_protocol::{BlobId, CommitId, EntryKind, Meta, Tree, TreeId, Xattrs, inode};
 use inodes::{Inodes, Node};
+pub use stale::Stale;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// The inode of the mount's top directory.
 pub const ROOT_INO: u64 = inode::TOP;
@@ -113,7 +120,18 @@ pub struct View {
     /// too, since the kernel may hold inodes of any of them.
     history: RwLock<Vec<Installed>>,
     inodes: RwLock<Inodes>,
+    watch: Mutex<Watch>,
 }
+
+/// Who is told what a change made stale ([`View::watch`]), and what went stale before
+/// anyone watched.
+#[derive(Default)]
+struct Watch {
+    watcher: Option<Arc<Watcher>>,
+    pending: Stale,
+}
+
+type Watcher = dyn Fn(&Stale) + Send + Sync;
 
 /// One version installed under a top-level entry, as [`View::history`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,7 +203,44 @@ impl View {
             keep_versions: false,
             history: RwLock::new(Vec::new()),
             inodes: RwLock::new(inodes),
+            watch: Mutex::new(Watch::default()),
         }
+    }
+
+    /// Has `watcher` told, after every change of the view, what it made stale (names
+    /// that now mean another node or none, directories whose attributes or listing
+    /// changed): a front end whose kernel caches them drops them. It is first told
+    /// what changed before it watched (a process taking a mount over may show newer
+    /// versions than the kernel saw).
+    pub fn watch(&self, watcher: impl Fn(&Stale) + Send + Sync + 'static) {
+        let watcher: Arc<Watcher> = Arc::new(watcher);
+        let pending = {
+            let mut watch = self.watch.lock().expect("view lock");
+            watch.watcher = Some(watcher.clone());
+            std::mem::take(&mut watch.pending)
+        };
+        if !pending.is_empty() {
+            watcher(&pending);
+        }
+    }
+
+    /// Tells the watcher what a change made stale (called with no lock of the view
+    /// held: the watcher may wait for the kernel, which may wait for a lookup).
+    fn changed(&self, stale: Stale) {
+        if stale.is_empty() {
+            return;
+        }
+        let watcher = {
+            let mut watch = self.watch.lock().expect("view lock");
+            match &watch.watcher {
+                Some(w) => w.clone(),
+                None => {
+                    watch.pending.extend(stale);
+                    return;
+                }
+            }
+        };
+        watcher(&stale);
     }
 
     /// Keeps every version shown as `NAME@COMMIT` (see [`COMMIT_XATTR`]); for the views
@@ -237,28 +292,32 @@ impl View {
                 .expect("view lock")
                 .insert(format!("{name}@{}", version.commit), version.clone());
         }
-        self.roots
+        let newly_shown = self
+            .roots
             .write()
             .expect("view lock")
-            .insert(name.to_string(), version);
-        let mut inodes = self.inodes.write().expect("view lock");
-        match &self.scope {
-            Scope::One(_) => {
-                if let Some(Node::Dir { tree: t, .. }) = inodes.nodes.get_mut(&ROOT_INO) {
-                    *t = tree;
+            .insert(name.to_string(), version)
+            .is_none();
+        // Every directory node the kernel may hold shows the new version at once.
+        let stale = {
+            let mut inodes = self.inodes.write().expect("view lock");
+            let trees = self.trees.read().expect("view lock");
+            match &self.scope {
+                Scope::One(_) => inodes.switch(&trees, ROOT_INO, tree, &ROOT_META),
+                Scope::All => {
+                    let top: Arc<[u8]> = Arc::from(name.as_bytes());
+                    let mut stale = match inodes.find_dir(&top, b"") {
+                        Some(ino) => inodes.switch(&trees, ino, tree, &ROOT_META),
+                        None => Stale::default(),
+                    };
+                    if newly_shown {
+                        stale.dirs.push(ROOT_INO);
+                    }
+                    stale
                 }
             }
-            Scope::All => {
-                // A top-level directory the kernel knows shows the new tree at once.
-                let top: Arc<[u8]> = Arc::from(name.as_bytes());
-                let ino = inodes.place(inode::dir(&top, b""), |n| {
-                    matches!(n, Node::Dir { top: t, path, .. } if **t == *top && path.is_empty())
-                });
-                if inodes.nodes.contains_key(&ino) {
-                    inodes.dir(&top, Vec::new(), tree, &ROOT_META);
-                }
-            }
-        }
+        };
+        self.changed(stale);
     }
 
     /// Stops showing the top-level entry `name` of a [`Scope::All`] view: new lookups and
@@ -266,11 +325,19 @@ impl View {
     /// working, and installing the name again reuses its directory inode. Returns whether
     /// it was shown.
     pub fn remove(&self, name: &str) -> bool {
-        self.roots
+        let removed = self
+            .roots
             .write()
             .expect("view lock")
             .remove(name)
-            .is_some()
+            .is_some();
+        if removed {
+            self.changed(Stale {
+                entries: vec![(ROOT_INO, name.as_bytes().to_vec())],
+                dirs: vec![ROOT_INO],
+            });
+        }
+        removed
     }
 
     /// Every (entry, version) installed so far, oldest first.

@@ -1,5 +1,6 @@
-//! What Docker sends the volume plugin (a `VolumeDriver.Create` body) and the plugin's
-//! state file, read from any bytes: a value or an error, never a panic.
+//! What Docker sends the volume plugin (a `VolumeDriver.Create` body), the plugin's
+//! state file, and the lines the plugin and its mount server exchange, read from any
+//! bytes: a value or an error, never a panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

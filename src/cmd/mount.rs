@@ -68,7 +68,7 @@ pub(super) fn host_config(
 /// live canopy mount serves it (then it is taken over, not mounted over: two daemons
 /// on one path would stack, the lower one unreachable).
 fn check_mountpoint(path: &Path, nonempty: bool) -> Result<bool> {
-    let meta = match std::fs::metadata(path) {
+    let meta = match metadata_within(path, LOOK)? {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
             "mountpoint {} does not exist: create it first (mkdir -p {})",
@@ -116,11 +116,39 @@ fn check_mountpoint(path: &Path, nonempty: bool) -> Result<bool> {
     Ok(false)
 }
 
+/// How long a look at the mountpoint may take.
+const LOOK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `metadata(path)`, given at most `limit`: a FUSE mount whose connection is kept open
+/// with no process serving it (by a service manager's descriptor store, between two
+/// processes) answers nothing, and a look at it waits until a process does.
+fn metadata_within(
+    path: &Path,
+    limit: std::time::Duration,
+) -> Result<std::io::Result<std::fs::Metadata>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let looked = path.to_path_buf();
+    // Left waiting if the mount never answers; it ends with the process.
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::metadata(looked));
+    });
+    rx.recv_timeout(limit).map_err(|_| {
+        anyhow::anyhow!(
+            "mountpoint {} does not answer within {}s: a mount whose connection is kept \
+             with no process serving it (`systemctl start canopy-mount` resumes a canopy \
+             one kept by systemd), or a hung one (`umount -l {}` takes it away)",
+            path.display(),
+            limit.as_secs(),
+            path.display()
+        )
+    })
+}
+
 /// Whether `path` is the mountpoint of a live canopy FUSE mount: in
 /// /proc/self/mountinfo, a `fuse` (or `fuse.canopy`) filesystem whose source is
 /// `canopy`.
 fn is_canopy_mount(path: &Path) -> bool {
-    let path = mount::resolved(path);
+    let path = canopy_client::handover::resolved(path);
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };

@@ -225,6 +225,8 @@ fn bind(s: &str) -> Result<Bind> {
     if !dst.starts_with('/') {
         bail!("--bind {s:?}: the target {dst} must be an absolute path inside the run");
     }
+    // A source on a canopy mount that does not answer would hold the run in the kernel.
+    run::source::check_answers(Path::new(src)).map_err(|e| anyhow::anyhow!("--bind {s:?}: {e}"))?;
     let source = std::fs::canonicalize(src).with_context(|| format!("--bind {s:?}: {src}"))?;
     Ok(Bind {
         source,

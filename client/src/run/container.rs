@@ -165,7 +165,7 @@ pub fn execute(
     }
     let mut session = None;
     if let (Source::View { view, objects, .. }, Some((ours, _))) = (source, &fuse) {
-        let fs = CanopyFs::new(view.clone(), objects.clone(), false, false);
+        let fs = CanopyFs::new(view.clone(), objects.clone(), false);
         session = Some(Session::start(
             fs,
             ours.try_clone()

@@ -249,8 +249,8 @@ pub fn check_answers(dir: &Path) -> Result<(), String> {
 /// descriptor of ours, so nothing waits for it).
 fn is_dir_within(path: &Path, timeout: Duration) -> Option<bool> {
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: the child calls only async-signal-safe functions (close_range, stat,
-    // _exit) on memory prepared before the fork, as a child of a multi-threaded process
+    // SAFETY: the child calls only async-signal-safe functions (close_range, statfs,
+    // stat, _exit) on memory prepared before the fork, as a child of a multi-threaded process
     // must.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -261,8 +261,12 @@ fn is_dir_within(path: &Path, timeout: Duration) -> Option<bool> {
         unsafe {
             // No pipe or socket of the parent stays open in a child the kernel holds.
             libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+            // statfs always reaches the mount's process (the kernel caches names and
+            // attributes for long, never statfs), so a stopped one is found out.
+            let mut fs: libc::statfs = std::mem::zeroed();
             let mut st: libc::stat = std::mem::zeroed();
-            let dir = libc::stat(c_path.as_ptr(), &mut st) == 0
+            let dir = libc::statfs(c_path.as_ptr(), &mut fs) == 0
+                && libc::stat(c_path.as_ptr(), &mut st) == 0
                 && st.st_mode & libc::S_IFMT == libc::S_IFDIR;
             libc::_exit(if dir { 0 } else { 1 });
         }

@@ -64,6 +64,15 @@ impl Inodes {
         ino
     }
 
+    /// The node of the directory at `path` under top-level name `top`, if it exists.
+    pub(super) fn find_dir(&self, top: &Arc<[u8]>, path: &[u8]) -> Option<u64> {
+        let ino = self.place(
+            inode::dir(top, path),
+            |n| matches!(n, Node::Dir { top: t, path: p, .. } if **t == **top && p == path),
+        );
+        self.nodes.contains_key(&ino).then_some(ino)
+    }
+
     /// Like [`Inodes::dir`], but leaves a directory node that exists as it is.
     pub(super) fn dir_if_new(&mut self, top: &Arc<[u8]>, path: Vec<u8>, tree: TreeId, meta: &Meta) {
         let ino = self.place(

@@ -1,5 +1,6 @@
 use super::*;
 use canopy_protocol::{Entry, Name, ObjectId};
+use std::sync::Mutex;
 
 fn file(name: &str, blob: &[u8], mode: u16) -> Entry {
     Entry {
@@ -277,4 +278,161 @@ fn new_version_is_seen_by_new_lookups() {
         "the old inode still reads the old content"
     );
     assert_eq!(view.file(new.ino).unwrap().1, 4);
+}
+
+fn dir(name: &str, entries: Vec<Entry>, trees: &mut HashMap<TreeId, Tree>) -> Entry {
+    let tree = Tree::new(entries).unwrap();
+    let id = tree.id();
+    trees.insert(id, tree);
+    Entry {
+        name: Name::new(name.as_bytes().to_vec()).unwrap(),
+        meta: Meta {
+            mode: 0o755,
+            ..Default::default()
+        },
+        kind: EntryKind::Dir { tree: id },
+    }
+}
+
+/// A root with `bin/sh`, `etc/a` (`a`'s content given), `etc/gone` (a directory if
+/// `gone_is_dir`, else a file) and `same`.
+fn version(a: &[u8], gone_is_dir: bool, extra: &[&str]) -> (TreeId, HashMap<TreeId, Tree>) {
+    let mut trees = HashMap::new();
+    let bin = dir("bin", vec![file("sh", b"shell", 0o755)], &mut trees);
+    let gone = if gone_is_dir {
+        dir("gone", vec![file("x", b"x", 0o644)], &mut trees)
+    } else {
+        file("gone", b"a file now", 0o644)
+    };
+    let etc = dir("etc", vec![file("a", a, 0o644), gone], &mut trees);
+    let mut top = vec![bin, etc, file("same", b"same", 0o644)];
+    top.extend(extra.iter().map(|n| file(n, n.as_bytes(), 0o644)));
+    let tree = Tree::new(top).unwrap();
+    let id = tree.id();
+    trees.insert(id, tree);
+    (id, trees)
+}
+
+fn watched(view: &View) -> Arc<Mutex<Vec<Stale>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let told = seen.clone();
+    view.watch(move |s| told.lock().unwrap().push(s.clone()));
+    seen
+}
+
+#[test]
+fn a_switch_updates_known_directories_and_says_what_changed() {
+    let (c1, c2) = (CommitId(ObjectId::of(b"1")), CommitId(ObjectId::of(b"2")));
+    let view = View::new(Scope::One("web".into()));
+    let (t1, trees1) = version(b"one", true, &["old"]);
+    view.install(
+        "web",
+        RootVersion {
+            commit: c1,
+            tree: t1,
+        },
+        trees1,
+    );
+    let etc = view.lookup(ROOT_INO, b"etc").unwrap().ino;
+    let bin = view.lookup(ROOT_INO, b"bin").unwrap().ino;
+    let gone = view.lookup(etc, b"gone").unwrap().ino;
+    view.lookup(etc, b"a").unwrap();
+    let seen = watched(&view);
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [Stale {
+            entries: Vec::new(),
+            dirs: vec![ROOT_INO]
+        }],
+        "what changed before anyone watched is told at once"
+    );
+    seen.lock().unwrap().clear();
+
+    let (t2, trees2) = version(b"two!", false, &["new"]);
+    view.install(
+        "web",
+        RootVersion {
+            commit: c2,
+            tree: t2,
+        },
+        trees2,
+    );
+    let told = seen.lock().unwrap().clone();
+    assert_eq!(told.len(), 1, "{told:?}");
+    let mut entries = told[0].entries.clone();
+    entries.sort();
+    let mut expected = vec![
+        (ROOT_INO, b"old".to_vec()),
+        (etc, b"a".to_vec()),
+        (etc, b"gone".to_vec()),
+    ];
+    expected.sort();
+    assert_eq!(
+        entries, expected,
+        "added names and unchanged ones are not told"
+    );
+    let mut dirs = told[0].dirs.clone();
+    dirs.sort();
+    let mut expected = vec![ROOT_INO, etc];
+    expected.sort();
+    assert_eq!(
+        dirs, expected,
+        "bin/ did not change; etc/gone is no directory now"
+    );
+    // etc/ shows version 2 without being looked up again.
+    let listed: Vec<_> = view
+        .list(etc)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.1, e.2))
+        .collect();
+    assert_eq!(
+        listed,
+        [(Kind::File, b"a".to_vec()), (Kind::File, b"gone".to_vec())]
+    );
+    assert_eq!(view.file(view.lookup(etc, b"a").unwrap().ino).unwrap().1, 4);
+    assert!(view.list(bin).is_ok());
+    // Whoever is still in the old etc/gone/ keeps seeing it.
+    assert_eq!(view.list(gone).unwrap().len(), 1);
+
+    // The same version again: nothing to forget.
+    view.install(
+        "web",
+        RootVersion {
+            commit: c2,
+            tree: t2,
+        },
+        version(b"two!", false, &["new"]).1,
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn roots_coming_and_going_change_the_top_listing() {
+    let view = View::new(Scope::All);
+    let seen = watched(&view);
+    let commit = CommitId(ObjectId::of(b"c"));
+    let (tree, trees) = root_of(vec![file("f", b"x", 0o644)]);
+    view.install("web", RootVersion { commit, tree }, trees);
+    let web = view.lookup(ROOT_INO, b"web").unwrap().ino;
+    assert!(view.remove("web"));
+    let (t2, trees2) = root_of(vec![file("f", b"y!", 0o644)]);
+    view.install("web", RootVersion { commit, tree: t2 }, trees2);
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [
+            Stale {
+                entries: Vec::new(),
+                dirs: vec![ROOT_INO]
+            },
+            Stale {
+                entries: vec![(ROOT_INO, b"web".to_vec())],
+                dirs: vec![ROOT_INO]
+            },
+            Stale {
+                entries: vec![(web, b"f".to_vec())],
+                dirs: vec![web, ROOT_INO]
+            },
+        ]
+    );
 }

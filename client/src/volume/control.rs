@@ -7,6 +7,7 @@
 //! started otherwise: the server is what containers read from, and it outlives the
 //! plugin, so restarting, upgrading or killing the plugin never touches a mount.
 
+use crate::handover::Options;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::io::{self, BufRead, Read, Write};
@@ -60,6 +61,9 @@ pub(crate) enum Answer {
         pid: u32,
         /// The program file it runs, as `DEV:INODE` (an upgrade replaces the file).
         program: String,
+        /// The options it serves with (servers, key, cache…).
+        #[serde(default)]
+        options: Options,
     },
     /// To `Current`.
     Commit {
@@ -103,32 +107,38 @@ pub(crate) fn socket_path(mount_dir: &Path) -> PathBuf {
 /// `/proc/self/mountinfo` gives it) shows the top-level `entry`, asked at its socket so
 /// that nothing touches the mount: `None` if no server answers within `wait`.
 pub fn shows(point: &Path, entry: &str, wait: Duration) -> Option<bool> {
-    let stream = std::os::unix::net::UnixStream::connect(socket_path(point)).ok()?;
+    let stream = crate::handover::connect_now(&socket_path(point)).ok()?;
     stream.set_read_timeout(Some(wait)).ok()?;
     stream.set_write_timeout(Some(wait)).ok()?;
     write_line(&mut &stream, &Request::Entries).ok()?;
-    match read_line(&mut io::BufReader::new(&stream)).ok()? {
+    match read_line(&mut io::BufReader::new(&stream)).ok()?? {
         Answer::Entries { entries } => Some(entries.iter().any(|(e, _)| e == entry)),
         _ => None,
     }
 }
 
-/// Reads one line of at most [`MAX_LINE`] bytes as a `T`.
+/// Reads one line of at most [`MAX_LINE`] bytes as a `T`; `None` if the other end
+/// closed without a word (as a check of whether anyone listens does).
 pub(crate) fn read_line<T: serde::de::DeserializeOwned>(
     reader: &mut impl BufRead,
-) -> io::Result<T> {
+) -> io::Result<Option<T>> {
     let mut line = Vec::new();
     reader
         .by_ref()
         .take(MAX_LINE)
         .read_until(b'\n', &mut line)?;
+    if line.is_empty() {
+        return Ok(None);
+    }
     if line.last() != Some(&b'\n') {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "the line ended early or is too long",
         ));
     }
-    serde_json::from_slice(&line).map_err(io::Error::other)
+    serde_json::from_slice(&line)
+        .map(Some)
+        .map_err(io::Error::other)
 }
 
 /// Writes `message` as one line.
@@ -157,19 +167,32 @@ pub enum ServerError {
     Start(String),
 }
 
+/// Who a mount server is.
+pub(crate) struct Identity {
+    /// Its process.
+    pub(crate) pid: u32,
+    /// Its program file (see [`program`]).
+    pub(crate) program: String,
+    /// The options it serves with.
+    pub(crate) options: Options,
+}
+
 /// The plugin's handle on its mount server.
 pub(crate) struct MountServer {
     socket: PathBuf,
     /// How to start one: the arguments for this program.
     args: Vec<OsString>,
+    /// The options a server started now serves with.
+    pub(crate) options: Options,
 }
 
 impl MountServer {
     /// The server of `mount_dir`, started when needed as this program with `args`.
-    pub(crate) fn new(mount_dir: &Path, args: Vec<OsString>) -> MountServer {
+    pub(crate) fn new(mount_dir: &Path, args: Vec<OsString>, options: Options) -> MountServer {
         MountServer {
             socket: socket_path(mount_dir),
             args,
+            options,
         }
     }
 
@@ -209,10 +232,18 @@ impl MountServer {
         }
     }
 
-    /// The server's process id and program, if one answers.
-    pub(crate) async fn hello(&self) -> Result<(u32, String), ServerError> {
+    /// Who the server is, if one answers.
+    pub(crate) async fn hello(&self) -> Result<Identity, ServerError> {
         match self.call(&Request::Hello, Duration::from_secs(10)).await? {
-            Answer::Hello { pid, program } => Ok((pid, program)),
+            Answer::Hello {
+                pid,
+                program,
+                options,
+            } => Ok(Identity {
+                pid,
+                program,
+                options,
+            }),
             other => Err(ServerError::Failed(format!("unexpected answer {other:?}"))),
         }
     }
@@ -221,15 +252,7 @@ impl MountServer {
     /// had to start one (which shows nothing yet).
     pub(crate) async fn ensure(&self) -> Result<bool, ServerError> {
         match self.hello().await {
-            Ok((pid, program)) => {
-                if program != self::program() {
-                    tracing::warn!(
-                        "the mount server (process {pid}) runs another canopy program than this \
-                         plugin (an upgrade?); it is replaced when no volume is mounted"
-                    );
-                }
-                return Ok(false);
-            }
+            Ok(_) => return Ok(false),
             Err(ServerError::Unreachable { reason, .. }) => {
                 tracing::info!("no mount server answers ({reason}): starting one");
             }
@@ -239,14 +262,10 @@ impl MountServer {
         Ok(true)
     }
 
-    /// Whether the server answering runs this very program.
-    pub(crate) async fn is_current(&self) -> bool {
-        matches!(self.hello().await, Ok((_, p)) if p == program())
-    }
-
     /// Starts a server in a session of its own (a signal to the plugin's terminal or
-    /// process group does not reach it) and waits until it answers.
-    async fn start(&self) -> Result<(), ServerError> {
+    /// process group does not reach it) and waits until it answers. A server running
+    /// already hands its mount over to the new one.
+    pub(crate) async fn start(&self) -> Result<(), ServerError> {
         use std::os::unix::process::CommandExt;
         let exe = std::env::current_exe()
             .map_err(|e| ServerError::Start(format!("finding this program: {e}")))?;
@@ -276,7 +295,8 @@ impl MountServer {
                 )));
             }
             match self.hello().await {
-                Ok(_) => break,
+                Ok(answering) if answering.pid == pid => break,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 Err(_) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -318,7 +338,8 @@ mod tests {
             },
         )
         .unwrap();
-        let back: Request = read_line(&mut out.as_slice()).unwrap();
+        let back: Request = read_line(&mut out.as_slice()).unwrap().unwrap();
+        assert!(read_line::<Request>(&mut &b""[..]).unwrap().is_none());
         assert!(matches!(back, Request::Show { entry, .. } if entry == "a@b"));
         assert!(read_line::<Request>(&mut &b"{\"request\": \"hello\"}"[..]).is_err());
         assert!(read_line::<Request>(&mut &b"{\"request\": \"explode\"}\n"[..]).is_err());

@@ -15,7 +15,7 @@
 //! change of the volumes — mounts and their IDs included — before answering Docker, so
 //! a plugin started after a restart or a crash carries on where the last one stopped.
 
-use super::control::{Answer, MountServer, Request, ServerError};
+use super::control::{self, Answer, MountServer, Request, ServerError};
 use super::state::{Definition, Mounted, Pin, StateError, StateFile, Volumes, entry_for};
 use canopy_protocol::CommitId;
 use std::collections::{BTreeMap, HashMap};
@@ -343,7 +343,7 @@ impl Driver {
         }
         tracing::info!("volume {name}: released {}", released.entry);
         if self.volumes.mounted.is_empty() {
-            self.replace_outdated_server().await;
+            self.upgrade_server().await;
         }
         Ok(())
     }
@@ -458,19 +458,48 @@ impl Driver {
         }
     }
 
-    /// Stops a mount server that runs an older canopy and starts this one's, when no
-    /// volume is mounted (nothing reads from it).
-    pub async fn replace_outdated_server(&self) {
-        if !self.volumes.mounted.is_empty() || self.server.is_current().await {
+    /// Replaces a mount server that runs another canopy program than this plugin (the
+    /// binary was upgraded) or other options (the plugin was started with others):
+    /// with no volume mounted, it is stopped and a new one started; with volumes
+    /// mounted, a new one of the same options takes the mount over from it live (the
+    /// containers notice nothing). With other options and volumes mounted, it goes on
+    /// until none is.
+    pub async fn upgrade_server(&mut self) {
+        let Ok(running) = self.server.hello().await else {
+            return;
+        };
+        let differences = running.options.differences(&self.server.options);
+        if running.program == control::program() && differences.is_empty() {
             return;
         }
-        tracing::info!("replacing the mount server, which runs another canopy program");
-        let replaced = async {
-            self.server.stop().await?;
-            self.server.ensure().await
+        let pid = running.pid;
+        let upgraded = if self.volumes.mounted.is_empty() {
+            tracing::info!(
+                "replacing the mount server (process {pid}), which runs another canopy or other \
+                 options"
+            );
+            match self.server.stop().await {
+                Ok(()) => self.server.start().await,
+                Err(e) => Err(e),
+            }
+        } else if !differences.is_empty() {
+            tracing::warn!(
+                "the mount server (process {pid}) serves with other options than this plugin's \
+                 ({}); they apply once no volume is mounted",
+                differences.join(", ")
+            );
+            return;
+        } else {
+            tracing::info!(
+                "handing the mount over from the mount server (process {pid}), which runs another \
+                 canopy, to a new one"
+            );
+            self.server.start().await
         };
-        if let Err(e) = replaced.await {
-            tracing::warn!("replacing the mount server: {e}");
+        match upgraded {
+            // A server that took the mount over shows every entry the old one ever showed.
+            Ok(()) => self.adopt().await,
+            Err(e) => tracing::warn!("replacing the mount server: {e}"),
         }
     }
 

@@ -17,6 +17,7 @@ mod protocol;
 mod server;
 mod state;
 
+use crate::handover;
 use crate::mount::{HostConfig, MountError, umount_lazily};
 use control::MountServer;
 pub use control::{ServerError, shows};
@@ -26,18 +27,21 @@ use state::StateFile;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Reads `bytes` as the plugin reads what it does not trust — as a `VolumeDriver.Create`
-/// body (name and options checked) and as its state file — and drops the result: what
-/// the fuzz targets (`fuzz/`) feed arbitrary bytes to.
+/// body (name and options checked), as its state file, and as a request and an answer
+/// between the plugin and its mount server — and drops the result: what the fuzz
+/// targets (`fuzz/`) feed arbitrary bytes to.
 #[doc(hidden)]
 pub fn read_untrusted(bytes: &[u8]) {
     let _ = protocol::create_definition(bytes);
     let _ = state::parse(bytes, Path::new("volumes.json"));
+    let _ = control::read_line::<control::Request>(&mut &bytes[..]);
+    let _ = control::read_line::<control::Answer>(&mut &bytes[..]);
 }
 
 /// Everything `canopy volume-plugin` needs, validated.
@@ -85,6 +89,17 @@ pub enum VolumeError {
     /// The mount server cannot be started or reached.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// The mount directory serves another plugin's volumes.
+    #[error(
+        "{mount_dir} serves the volumes of the plugin whose state is in {state_dir}: give each \
+         plugin its own --mount-dir"
+    )]
+    Shared {
+        /// The mount directory.
+        mount_dir: PathBuf,
+        /// The other plugin's state directory.
+        state_dir: String,
+    },
 }
 
 /// The listening socket file, removed when dropped so that a stopped plugin leaves none.
@@ -118,7 +133,7 @@ fn claim_socket(path: &Path) -> Result<Socket, VolumeError> {
                 "exists and is not a socket; refusing to replace it".into(),
             ));
         }
-        Ok(_) if UnixStream::connect(path).is_ok() => {
+        Ok(_) if handover::connect_now(path).is_ok() => {
             return Err(refuse(
                 "another plugin is listening on it: stop that one first".into(),
             ));
@@ -185,12 +200,32 @@ pub fn run(
                 reason: e.to_string(),
             })?
     };
-    let server = MountServer::new(&cfg.mount_dir, cfg.server_args.clone());
+    let server = MountServer::new(
+        &cfg.mount_dir,
+        cfg.server_args.clone(),
+        server::handover_options(&cfg),
+    );
     rt.block_on(server.ensure())?;
+    // One mount directory serves one plugin's volumes: another plugin's would be hidden
+    // as entries nobody uses.
+    let owner = rt.block_on(server.hello())?.options;
+    let state_dir = |o: &handover::Options| {
+        o.0.iter()
+            .find(|(k, _)| k == "state-dir")
+            .map(|(_, v)| v.clone())
+    };
+    if let Some(theirs) =
+        state_dir(&owner).filter(|t| Some(t) != state_dir(&server.options).as_ref())
+    {
+        return Err(VolumeError::Shared {
+            mount_dir: cfg.mount_dir,
+            state_dir: theirs,
+        });
+    }
     let mut driver = Driver::new(volumes, state, server, cfg.mount_dir.clone());
     rt.block_on(async {
         driver.adopt().await;
-        driver.replace_outdated_server().await;
+        driver.upgrade_server().await;
     });
     if driver.mounted() > 0 {
         tracing::info!(

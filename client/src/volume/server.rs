@@ -3,21 +3,27 @@
 //!
 //! The plugin starts it and it outlives the plugin: containers read from this process
 //! only, so a plugin restarted, upgraded or killed with `kill -9` leaves every mount
-//! served, and the next plugin finds the server at its socket. It stops when the plugin
-//! stops with no volume mounted (the plugin asks it to), on SIGTERM or SIGINT (then it
-//! unmounts, detaching the mount if containers still use it), or when the mount is
-//! unmounted from outside.
+//! served, and the next plugin finds the server at its socket. A server started while
+//! another serves the mount (a plugin upgraded to a new canopy binary starts one) takes
+//! the mount over from it live, as `canopy mount` does ([`crate::handover`]). It stops
+//! when the plugin stops with no volume mounted (the plugin asks it to), on SIGTERM or
+//! SIGINT (then it unmounts, detaching the mount if containers still use it), or when
+//! the mount is unmounted from outside.
 
 use super::control::{self, Answer, Request};
 use super::{VolumeConfig, VolumeError, prepare_mount_dir};
-use crate::mount::{Host, MountError, current, fuse_session, show, unmount};
+use crate::fs::forget_stale;
+use crate::handover::{self, Options};
+use crate::mount::{MountError, current, fuse_session, show, unmount};
 use crate::remote::Remote;
+use crate::session::{resume, show_history, shown, unmount_path};
 use crate::view::{Scope, View};
 use canopy_protocol::{CommitId, RootName, VerifyingKey};
 use std::io::BufReader;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,7 +66,7 @@ fn listen(path: &Path) -> Result<(UnixListener, Listening), VolumeError> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| refuse(format!("creating {}: {e}", dir.display())))?;
-    if UnixStream::connect(path).is_ok() {
+    if handover::connect_now(path).is_ok() {
         return Err(refuse(
             "a mount server for this mount directory runs already".into(),
         ));
@@ -87,9 +93,10 @@ struct Served {
     remote: Arc<Remote>,
     trust: VerifyingKey,
     rt: tokio::runtime::Handle,
-    unmounter: Arc<Mutex<fuser::SessionUnmounter>>,
+    unmounter: Arc<Mutex<Unmounter>>,
     mount_dir: PathBuf,
     listening: Arc<Listening>,
+    options: Options,
 }
 
 impl Served {
@@ -99,6 +106,7 @@ impl Served {
             Request::Hello => Answer::Hello {
                 pid: std::process::id(),
                 program: control::program(),
+                options: self.options.clone(),
             },
             Request::Current { root } => match self.rt.block_on(current(&self.remote, &root)) {
                 Ok(commit) => Answer::Commit {
@@ -135,10 +143,10 @@ impl Served {
                 // this one, which is going.
                 self.listening.remove();
                 tracing::info!("the plugin stopped with no volume mounted: unmounting");
-                unmount(
-                    &mut self.unmounter.lock().expect("unmounter lock"),
-                    &self.mount_dir,
-                );
+                self.unmounter
+                    .lock()
+                    .expect("unmounter lock")
+                    .unmount(&self.mount_dir);
                 Answer::Done
             }
         }
@@ -159,57 +167,182 @@ impl Served {
     }
 }
 
-/// Answers the plugin, one connection at a time, until the process ends.
-fn answer_requests(listener: UnixListener, served: Served) {
+/// Most connections answered at once (each its own thread): a `hello` is answered
+/// while a `show` fetches.
+const MAX_CONNECTIONS: usize = 16;
+
+/// Answers the plugin until the process ends, each connection in a thread of its own;
+/// `answering` counts the requests read and not yet answered.
+fn answer_requests(listener: UnixListener, served: Arc<Served>, answering: Arc<AtomicUsize>) {
+    let open = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
-        let _ = stream.set_read_timeout(Some(REQUEST_WAIT));
-        let _ = stream.set_write_timeout(Some(REQUEST_WAIT));
-        let mut reader = BufReader::new(&stream);
-        let request: Request = match control::read_line(&mut reader) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!("a bad request on {}: {e}", served.listening.path.display());
-                continue;
-            }
-        };
-        let answer = served.answer(request);
-        if let Err(e) = control::write_line(&mut &stream, &answer) {
-            tracing::warn!("answering on {}: {e}", served.listening.path.display());
+        if open.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+            tracing::warn!(
+                "{} connections to {} at once: closing a new one",
+                MAX_CONNECTIONS,
+                served.listening.path.display()
+            );
+            continue;
+        }
+        open.fetch_add(1, Ordering::SeqCst);
+        let (served, answering, open) = (served.clone(), answering.clone(), open.clone());
+        let spawned = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                answer_one(&served, &stream, &answering);
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("answering the plugin: {e}");
         }
     }
 }
 
+/// Reads one request from `stream` and answers it.
+fn answer_one(served: &Served, stream: &std::os::unix::net::UnixStream, answering: &AtomicUsize) {
+    let _ = stream.set_read_timeout(Some(REQUEST_WAIT));
+    let _ = stream.set_write_timeout(Some(REQUEST_WAIT));
+    let request: Request = match control::read_line(&mut BufReader::new(stream)) {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!("a bad request on {}: {e}", served.listening.path.display());
+            return;
+        }
+    };
+    answering.fetch_add(1, Ordering::SeqCst);
+    let answer = served.answer(request);
+    if let Err(e) = control::write_line(&mut &*stream, &answer) {
+        tracing::warn!("answering on {}: {e}", served.listening.path.display());
+    }
+    answering.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// What a mount server taking this one's mount over must share with it.
+pub(crate) fn handover_options(cfg: &VolumeConfig) -> Options {
+    let mut options = cfg.host.handover_options();
+    options.0.extend([
+        ("volume-plugin".into(), cfg.mount_dir.display().to_string()),
+        (
+            "state-dir".into(),
+            std::fs::canonicalize(&cfg.state_dir)
+                .unwrap_or_else(|_| cfg.state_dir.clone())
+                .display()
+                .to_string(),
+        ),
+    ]);
+    options
+}
+
+/// How this server comes to serve the mount.
+enum Start {
+    /// Mount anew.
+    Fresh,
+    /// Take the mount over from the live server (one of an older canopy, which the
+    /// plugin replaces).
+    Live(handover::Pending),
+}
+
+/// A live server answering at `socket` hands its mount over; else the mount is made
+/// anew.
+fn start(cfg: &VolumeConfig, socket: &Path) -> Result<Start, VolumeError> {
+    if handover::connect_now(socket).is_err() {
+        return Ok(Start::Fresh);
+    }
+    match handover::ask(&cfg.mount_dir, &handover_options(cfg)).map_err(MountError::from)? {
+        Some(pending) => Ok(Start::Live(pending)),
+        None => Err(VolumeError::Socket {
+            path: socket.to_path_buf(),
+            reason: "a mount server for this mount directory runs already, and does not hand \
+                     its mount over"
+                .into(),
+        }),
+    }
+}
+
 /// Serves the plugin's mount until it is unmounted (asked by the plugin, by `umount`,
-/// or on `shutdown`).
+/// or on `shutdown`), or until a newer server takes it over. A server started while
+/// another serves the mount takes the mount over from it, live.
 pub(crate) fn serve(
     cfg: VolumeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), VolumeError> {
     let socket = control::socket_path(&cfg.mount_dir);
+    let how = start(&cfg, &socket)?;
+    let (rt, remote) = cfg.host.connect()?;
+    let trust = cfg.host.trust;
+    // Entries come and go as volumes are mounted and released: the kernel is told to
+    // forget what each change makes stale, so they show at once.
+    let view = Arc::new(View::new(Scope::All));
+    let fs = |cache| crate::prefetch::filesystem(&cfg.host, &view, &remote, rt.handle(), cache);
+    let failed = |reason: String| MountError::Mount {
+        path: cfg.mount_dir.clone(),
+        reason,
+    };
+    let (mut session, files, resumed) = match how {
+        Start::Fresh => {
+            prepare_mount_dir(&cfg.mount_dir)?;
+            // A server that was just asked to stop may still hold the cache a moment.
+            let fs = fs(cfg.host.open_cache_released()?);
+            let files = fs.files();
+            (fuse_session(fs, &cfg.mount_dir)?, files, false)
+        }
+        Start::Live(pending) => {
+            rt.block_on(show_history(&remote, &view, &trust, &pending.offer.history))?;
+            let taken = pending.take().map_err(MountError::from)?;
+            rt.block_on(show_history(&remote, &view, &trust, &taken.history))?;
+            view.index();
+            let fs = fs(cfg.host.open_cache_released()?);
+            let files = fs.files();
+            let session = resume(fs, &files, taken.device, &taken.init).map_err(failed)?;
+            let (open, _) = files.adopt(taken.files).map_err(failed)?;
+            let device = files.device().expect("attached with the session");
+            handover::resend(&*device)
+                .map_err(|e| failed(format!("asking the kernel to resend: {e}")))?;
+            tracing::info!(
+                "took the plugin's mount at {} over ({open} open files)",
+                cfg.mount_dir.display()
+            );
+            (session, files, true)
+        }
+    };
+    forget_stale(&view, session.notifier());
+    // The server before has exited by now, when there was one.
     let (listener, listening) = listen(&socket)?;
     let listening = Arc::new(listening);
-    prepare_mount_dir(&cfg.mount_dir)?;
-    // A server that was just asked to stop may still hold the cache for a moment.
-    let Host { rt, remote, cache } = cfg.host.open()?;
-    // Entries come and go as volumes are mounted and released: a following filesystem
-    // keeps the kernel's name cache short so they show at once.
-    let view = Arc::new(View::new(Scope::All));
-    let fs = crate::prefetch::filesystem(&cfg.host, &view, &remote, rt.handle(), cache, true);
-    let mut session = fuse_session(fs, &cfg.mount_dir)?;
-    let unmounter = Arc::new(Mutex::new(session.unmount_callable()));
+    let handing_over = handover::listen(
+        &handover::socket_path(&cfg.mount_dir),
+        handover_options(&cfg),
+        files,
+        {
+            let view = view.clone();
+            move || shown(&view)
+        },
+    );
+    if let Err(e) = &handing_over {
+        tracing::warn!("no live hand-over for the plugin's mount: {e}");
+    }
+    let unmounter = Arc::new(Mutex::new(Unmounter {
+        session: session.unmount_callable(),
+        resumed,
+    }));
     let served = Served {
         view,
         remote,
-        trust: cfg.host.trust,
+        trust,
         rt: rt.handle().clone(),
         unmounter: unmounter.clone(),
         mount_dir: cfg.mount_dir.clone(),
         listening: listening.clone(),
+        options: handover_options(&cfg),
     };
+    let answering = Arc::new(AtomicUsize::new(0));
+    let counted = answering.clone();
+    let served = Arc::new(served);
     std::thread::Builder::new()
         .name("control".into())
-        .spawn(move || answer_requests(listener, served))
+        .spawn(move || answer_requests(listener, served, counted))
         .map_err(|e| VolumeError::Socket {
             path: listening.path.clone(),
             reason: format!("starting its thread: {e}"),
@@ -217,14 +350,23 @@ pub(crate) fn serve(
     let mount_dir = cfg.mount_dir.clone();
     rt.spawn(async move {
         shutdown.await;
-        unmount(&mut unmounter.lock().expect("unmounter lock"), &mount_dir);
+        unmounter
+            .lock()
+            .expect("unmounter lock")
+            .unmount(&mount_dir);
     });
     tracing::info!(
         "serving the plugin's volumes at {}",
         cfg.mount_dir.display()
     );
     let result = session.run();
+    // The plugin that asked for the unmount hears that it is done before this ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while answering.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     listening.remove();
+    drop(handing_over);
     rt.shutdown_timeout(Duration::from_secs(1));
     result.map_err(|e| {
         VolumeError::Mount(MountError::Mount {
@@ -232,4 +374,21 @@ pub(crate) fn serve(
             reason: e.to_string(),
         })
     })
+}
+
+/// Takes the mount away: through the FUSE session that mounted it, or by its path
+/// when this server took it over (its session did not mount it).
+struct Unmounter {
+    session: fuser::SessionUnmounter,
+    resumed: bool,
+}
+
+impl Unmounter {
+    fn unmount(&mut self, mount_dir: &Path) {
+        if self.resumed {
+            unmount_path(mount_dir);
+        } else {
+            unmount(&mut self.session, mount_dir);
+        }
+    }
 }
