@@ -76,7 +76,7 @@ pub(crate) fn syncfs(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// `FS_TOPDIR_FL` (`chattr +T`): not in the libc crate.
-const FS_TOPDIR_FL: libc::c_int = 0x4000;
+const FS_TOPDIR_FL: libc::c_int = 0x0002_0000;
 
 /// Marks the staging directory `tmp` as the top of a directory hierarchy, so that ext4
 /// places each transaction's staging directory — and so the inodes of the objects staged
@@ -419,6 +419,49 @@ impl RefBackend for LocalRefs {
                 what: format!("reading log {}", path.display()),
                 source: e,
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(dir: &Path) -> io::Result<libc::c_int> {
+        let d = File::open(dir)?;
+        let mut flags: libc::c_int = 0;
+        // SAFETY: reads one int into `flags`.
+        match unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&d),
+                libc::FS_IOC_GETFLAGS,
+                &mut flags,
+            )
+        } {
+            0 => Ok(flags),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
+    /// The staging mark adds the top-directory flag and nothing else (where the file
+    /// system keeps flags at all: ext2/3/4, btrfs, xfs, tmpfs).
+    #[test]
+    fn spreading_staging_sets_only_the_top_directory_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = flags(dir.path()).expect("the test directory's file system keeps inode flags");
+        spread_staging(dir.path());
+        let after = flags(dir.path()).unwrap();
+        assert_eq!(after & !FS_TOPDIR_FL, before, "no other flag changes");
+        // SAFETY: statfs fills the struct it is given; the path is NUL-terminated.
+        let ext4 = unsafe {
+            let mut st: libc::statfs = std::mem::zeroed();
+            let path = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+            libc::statfs(path.as_ptr(), &mut st) == 0 && st.f_type == 0xEF53
+        };
+        if ext4 {
+            assert_ne!(after & FS_TOPDIR_FL, 0, "ext4 keeps the mark");
+        } else {
+            assert!(after & FS_TOPDIR_FL != 0 || before == after);
         }
     }
 }
