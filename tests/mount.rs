@@ -566,23 +566,39 @@ fn seen(dir: &Path) -> Option<Vec<(String, u64, Vec<u8>)>> {
     Some(out)
 }
 
+/// Version 1 of the `site` package of the follow tests.
+const SITE_1: [(&str, &str); 5] = [
+    ("srv/msg", "one\n"),
+    ("srv/old", "only in one\n"),
+    ("srv/same", "in both\n"),
+    ("srv/conf/a", "a1\n"),
+    ("srv/conf/gone/x", "x\n"),
+];
+
+/// Version 2: a file changed, one removed, one added, a directory turned into a file.
+const SITE_2: [(&str, &str); 5] = [
+    ("srv/msg", "two, longer\n"),
+    ("srv/same", "in both\n"),
+    ("srv/new", "only in two\n"),
+    ("srv/conf/a", "a2, longer\n"),
+    ("srv/conf/gone", "a file where a directory was\n"),
+];
+
+/// What [`seen`] finds in a directory `name` of `env` made of `files`.
+fn expected(env: &Canopy, name: &str, files: &[(&str, &str)]) -> Vec<(String, u64, Vec<u8>)> {
+    let dir = env.mkdir(name);
+    for (path, content) in files {
+        let path = dir.join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+    seen(&dir).unwrap()
+}
+
 #[test]
 fn follow_switches_new_opens_and_keeps_open_files() {
     let env = Canopy::init("mount-follow");
-    let one = [
-        ("srv/msg", "one\n"),
-        ("srv/old", "only in one\n"),
-        ("srv/same", "in both\n"),
-        ("srv/conf/a", "a1\n"),
-        ("srv/conf/gone/x", "x\n"),
-    ];
-    let two = [
-        ("srv/msg", "two, longer\n"),
-        ("srv/same", "in both\n"),
-        ("srv/new", "only in two\n"),
-        ("srv/conf/a", "a2, longer\n"),
-        ("srv/conf/gone", "a file where a directory was\n"),
-    ];
+    let (one, two) = (SITE_1, SITE_2);
     import_site(&env, "1", &one);
     env.cmd(["assemble", "site", "site"]).success();
     let server = Server::start(&env, "127.0.0.1:0");
@@ -600,16 +616,10 @@ fn follow_switches_new_opens_and_keeps_open_files() {
         &["--follow", "--interval", "200ms"],
     );
     let views = [alone.dir.clone(), all.path("site")];
-    let expect = |name: &str, files: &[(&str, &str)]| {
-        let dir = env.mkdir(name);
-        for (path, content) in files {
-            let path = dir.join(path);
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(path, content).unwrap();
-        }
-        seen(&dir).unwrap()
-    };
-    let (v1, v2) = (expect("expect-1", &one), expect("expect-2", &two));
+    let (v1, v2) = (
+        expected(&env, "expect-1", &one),
+        expected(&env, "expect-2", &two),
+    );
     // Every name, attribute, listing and page of version 1 is in the kernel's caches.
     for view in &views {
         assert_eq!(seen(view).as_ref(), Some(&v1), "{}", view.display());
@@ -683,6 +693,65 @@ fn follow_switches_new_opens_and_keeps_open_files() {
     assert!(out.status.success(), "{out:?}");
     all.stop();
     alone.stop();
+}
+
+#[test]
+fn a_process_taking_a_followed_mount_over_moves_on_once_it_serves() {
+    let env = Canopy::init("mount-follow-over");
+    import_site(&env, "1", &SITE_1);
+    env.cmd(["assemble", "site", "site"]).success();
+    let server = Server::start(&env, "127.0.0.1:0");
+    // The first process never asks the server again (an hour between polls).
+    let args = [
+        "--root",
+        "site",
+        "--follow",
+        "--interval",
+        "1h",
+        "--no-passthrough",
+    ];
+    let mut first = Mount::start(&env, "mnt", &server.url, &args);
+    let (v1, v2) = (
+        expected(&env, "expect-1", &SITE_1),
+        expected(&env, "expect-2", &SITE_2),
+    );
+    assert_eq!(
+        seen(&first.dir),
+        Some(v1),
+        "version 1, in the kernel's caches"
+    );
+    import_site(&env, "2", &SITE_2);
+    env.cmd(["assemble", "site", "site=2"]).success();
+
+    // A successor takes the mount over: the kernel still holds version 1's names, and
+    // the successor shows version 2 only once it can have the kernel forget them.
+    // (The same name: the same cache, as a take-over needs; the log starts anew.)
+    let second = Mount::start_on(&env, "mnt", first.dir.clone(), &server.url, &args);
+    let first_log = first.log.clone();
+    let status = eventually(
+        Duration::from_secs(20),
+        || {
+            format!(
+                "the first process did not exit:\n{}",
+                fs::read_to_string(&first_log).unwrap_or_default()
+            )
+        },
+        || first.child.try_wait().unwrap(),
+    );
+    assert!(status.success(), "{status}:\n{}", first.log());
+    eventually(
+        Duration::from_secs(15),
+        || {
+            format!(
+                "the successor never showed version 2 everywhere: {:?}\n{}",
+                seen(&second.dir),
+                second.log()
+            )
+        },
+        || (seen(&second.dir).as_ref() == Some(&v2)).then_some(()),
+    );
+    second.stop();
+    drop(first);
 }
 
 /// nginx as a caching proxy between hosts and the server.

@@ -154,6 +154,7 @@ fn read_at(file: &File, offset: u64, size: u32) -> std::io::Result<Vec<u8>> {
 /// version after its directory was forgotten.
 pub fn forget_stale(view: &View, notifier: fuser::Notifier) {
     view.watch(move |stale: &Stale| {
+        let started = std::time::Instant::now();
         for (parent, name) in &stale.entries {
             if let Err(e) = notifier.inval_entry(INodeNo(*parent), OsStr::from_bytes(name)) {
                 tracing::warn!(
@@ -169,9 +170,10 @@ pub fn forget_stale(view: &View, notifier: fuser::Notifier) {
             }
         }
         tracing::debug!(
-            "the kernel forgot {} names and {} directories",
+            "the kernel forgot {} names and {} directories in {:?}",
             stale.entries.len(),
-            stale.dirs.len()
+            stale.dirs.len(),
+            started.elapsed()
         );
     });
 }
@@ -408,6 +410,9 @@ impl Filesystem for CanopyFs {
         mut reply: ReplyDirectory,
     ) {
         note_resent(req, "readdir");
+        if let (Some(p), 0) = (&self.prefetch, offset) {
+            p.listing(ino.0);
+        }
         let entries = match self.view.list(ino.0) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(e)),

@@ -129,8 +129,17 @@ pub fn run(
 ) -> Result<(), MountError> {
     let (rt, remote) = cfg.host.connect()?;
     let view = Arc::new(View::new(cfg.scope.clone()).keeping_versions());
-    let pinned = match (&cfg.scope, &cfg.commit) {
-        (Scope::One(root), Some(prefix)) => Some(rt.block_on(find_commit(&remote, root, prefix))?),
+    let found = match (&cfg.scope, &cfg.commit) {
+        (Scope::One(root), Some(prefix)) => {
+            let found = rt.block_on(find_commit(&remote, root, prefix));
+            // Resuming from the store, the commit shown before does when no server
+            // answers (below); otherwise a commit not found is an error at once.
+            if cfg.stored.is_none() {
+                Some(Ok(found?))
+            } else {
+                Some(found)
+            }
+        }
         _ => None,
     };
     let trust = cfg.host.trust;
@@ -140,6 +149,23 @@ pub fn run(
         Start::Fresh => Vec::new(),
         Start::Live(pending) => pending.offer.history.clone(),
         Start::Stored { state, .. } => state.history.clone(),
+    };
+    let pinned = match found {
+        Some(Ok(commit)) => Some(commit),
+        Some(Err(e)) => {
+            let prefix = cfg
+                .commit
+                .as_deref()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let shown = history.iter().rev().find(|s| s.commit.starts_with(&prefix));
+            let Some(shown) = shown else {
+                return Err(e);
+            };
+            tracing::warn!("{e}: showing commit {} as before", shown.commit);
+            Some(parse_commit(&shown.entry, &shown.commit)?)
+        }
+        None => None,
     };
     if service::has_store() {
         service::keep_versions_in(service::versions_path(&handover::socket_path(
