@@ -528,13 +528,27 @@ fn mounted_volumes_survive_kill_9_of_the_mount_server() {
     let expected = read(&path.join("bin/bash")).unwrap();
     let before = (plugin.list(), plugin.get("web"));
 
-    // kill -9 of the mount server, twice: the plugin starts it again on the FUSE
-    // connection it kept, and the program from the volume only waits.
+    // kill -9 of the mount server, three times: the plugin starts it again on the FUSE
+    // connection it kept, and the program from the volume only waits. Before the third,
+    // the plugin is killed too: the next one keeps the connection of the server it
+    // finds.
+    let mut plugin = plugin;
     let mut servers = vec![logged_pid(
         &plugin.log(),
         "started the mount server, process ",
     )];
-    for round in 1..=2 {
+    for round in 1..=3 {
+        if round == 3 {
+            plugin.exit(libc::SIGKILL, false);
+            plugin = Plugin::start(&env, &server.url, &flags);
+            assert!(
+                plugin
+                    .log()
+                    .contains("keeping the FUSE connection of the mount server"),
+                "{}",
+                plugin.log()
+            );
+        }
         let pid = *servers.last().unwrap();
         // SAFETY: kill with a valid pid and signal.
         unsafe { libc::kill(pid, libc::SIGKILL) };

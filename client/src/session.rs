@@ -358,9 +358,25 @@ pub(crate) fn resume_stored(
 pub(crate) struct Kept {
     path: std::path::PathBuf,
     state: std::sync::Mutex<State>,
+    device: Arc<OwnedFd>,
+    table: Arc<ModeTable>,
 }
 
 impl Kept {
+    /// Sends the connection and the table of I/O modes to the service manager;
+    /// `Ok(false)` when not run by one.
+    pub(crate) fn store(&self) -> std::io::Result<bool> {
+        service::notify(
+            &format!("FDSTORE=1\nFDNAME={}", service::CONNECTION),
+            &[self.device.as_fd()],
+        )?;
+        // A memfd cannot be polled: the manager is told not to try.
+        service::notify(
+            &format!("FDSTORE=1\nFDNAME={}\nFDPOLL=0", service::MODES),
+            &[self.table.fd()],
+        )
+    }
+
     /// Records `history` as the versions shown.
     pub(crate) fn update(&self, history: Vec<Shown>) {
         let mut state = self.state.lock().expect("state lock");
@@ -406,24 +422,15 @@ pub(crate) fn keep_in_store(
             init,
             history: Vec::new(),
         }),
+        device,
+        table,
     });
     kept.update(shown(view));
     if fresh {
         // Anything kept before belongs to another connection.
         service::forget();
     }
-    let sent = (|| -> std::io::Result<bool> {
-        service::notify(
-            &format!("FDSTORE=1\nFDNAME={}", service::CONNECTION),
-            &[device.as_fd()],
-        )?;
-        // A memfd cannot be polled: the manager is told not to try.
-        service::notify(
-            &format!("FDSTORE=1\nFDNAME={}\nFDPOLL=0", service::MODES),
-            &[table.fd()],
-        )
-    })();
-    match sent {
+    match kept.store() {
         Ok(true) => Some(kept),
         Ok(false) => None,
         Err(e) => {

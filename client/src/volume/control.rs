@@ -53,6 +53,12 @@ pub(crate) enum Request {
     Entries,
     /// Unmount and exit.
     Stop,
+    /// Keep the FUSE connection in the descriptor store at `socket` (the plugin's, a
+    /// plugin started after the one that started the server) from now on.
+    Store {
+        /// Its address, as `NOTIFY_SOCKET` gives one.
+        socket: String,
+    },
 }
 
 /// The server's answer.
@@ -184,6 +190,7 @@ pub(crate) struct Identity {
 /// The plugin's handle on its mount server.
 pub(crate) struct MountServer {
     socket: PathBuf,
+    mount_dir: PathBuf,
     /// How to start one: the arguments for this program.
     args: Vec<OsString>,
     /// The options a server started now serves with.
@@ -218,6 +225,7 @@ impl MountServer {
         };
         MountServer {
             socket: socket_path(mount_dir),
+            mount_dir: mount_dir.to_path_buf(),
             args,
             options,
             store,
@@ -315,6 +323,7 @@ impl MountServer {
                 .map_err(|e| ServerError::Start(format!("finding this program: {e}")))?,
             args: self.args.clone(),
             store: self.store.clone(),
+            mount_dir: self.mount_dir.clone(),
         };
         let mut child = launcher
             .spawn(Vec::new())
@@ -346,8 +355,57 @@ impl MountServer {
         // Reaped when it ends, if this plugin still runs then; started again on its
         // kept connection if it dies.
         let (restarting, restarted) = (self.restarting.clone(), self.restarted.clone());
-        std::thread::spawn(move || launcher.supervise(child, &restarting, &restarted));
+        std::thread::spawn(move || {
+            launcher.supervise(Server::Child(child), &restarting, &restarted)
+        });
         Ok(())
+    }
+
+    /// Keeps the connection of a server this plugin did not start (a plugin before it
+    /// did) in this plugin's store, and watches that server: if it dies, it is started
+    /// again on the connection, as one this plugin started would be.
+    pub(crate) async fn keep_store(&self) {
+        let Some(store) = &self.store else { return };
+        let Ok(running) = self.hello().await else {
+            return;
+        };
+        if store.is_main(running.pid) {
+            return;
+        }
+        let Some(pidfd) = pidfd_open(running.pid) else {
+            return;
+        };
+        store.expect(running.pid);
+        let asked = Request::Store {
+            socket: store.name().to_string(),
+        };
+        match self.call(&asked, Duration::from_secs(10)).await {
+            Ok(_) => tracing::info!(
+                "keeping the FUSE connection of the mount server (process {})",
+                running.pid
+            ),
+            Err(e) => {
+                tracing::warn!(
+                    "the mount server (process {}) does not keep its FUSE connection with this \
+                     plugin ({e}): if it dies, containers lose their volumes",
+                    running.pid
+                );
+                store.clear();
+                return;
+            }
+        }
+        let Ok(exe) = std::env::current_exe() else {
+            return;
+        };
+        let launcher = Launcher {
+            exe,
+            args: self.args.clone(),
+            store: self.store.clone(),
+            mount_dir: self.mount_dir.clone(),
+        };
+        let (restarting, restarted) = (self.restarting.clone(), self.restarted.clone());
+        let server = Server::Adopted(running.pid, pidfd);
+        std::thread::spawn(move || launcher.supervise(server, &restarting, &restarted));
     }
 
     /// Has the server unmount and exit; returns once the mount is gone.
@@ -357,8 +415,63 @@ impl MountServer {
     }
 }
 
+/// A descriptor to wait on the end of process `pid`, which is not a child.
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags; it returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        tracing::warn!(
+            "watching the mount server (process {pid}): {}",
+            io::Error::last_os_error()
+        );
+        return None;
+    }
+    // SAFETY: a descriptor just opened for this process.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A mount server the plugin watches.
+enum Server {
+    /// One it started.
+    Child(Child),
+    /// One an earlier plugin started: its pid and a pidfd.
+    Adopted(u32, OwnedFd),
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        match self {
+            Server::Child(c) => c.id(),
+            Server::Adopted(pid, _) => *pid,
+        }
+    }
+
+    /// Waits until it ends; whether it exited cleanly (unknown for one not a child:
+    /// then what it left in the store tells).
+    fn wait(&mut self) -> (bool, String) {
+        match self {
+            Server::Child(c) => match c.wait() {
+                Ok(s) => (s.success(), s.to_string()),
+                Err(e) => (false, e.to_string()),
+            },
+            Server::Adopted(_, fd) => {
+                let mut poll = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd; a process's whole life is waited for.
+                while unsafe { libc::poll(&mut poll, 1, -1) } < 0 {}
+                (false, "ended".into())
+            }
+        }
+    }
+}
+
 /// How the plugin starts mount servers.
 struct Launcher {
+    mount_dir: PathBuf,
     exe: PathBuf,
     args: Vec<OsString>,
     store: Option<Arc<FdStore>>,
@@ -434,18 +547,25 @@ impl Launcher {
     /// Waits for `child`; a server that dies (not a clean exit) while the store keeps
     /// its connection is started again on it at once, at most [`MAX_RESTARTS`] times a
     /// minute.
-    fn supervise(&self, mut child: Child, restarting: &AtomicBool, restarted: &AtomicBool) {
+    fn supervise(&self, mut server: Server, restarting: &AtomicBool, restarted: &AtomicBool) {
         let mut restarts: Vec<Instant> = Vec::new();
         loop {
-            let pid = child.id();
-            let status = child.wait();
+            let pid = server.pid();
+            let (clean, how) = server.wait();
             let Some(store) = self.store.as_ref().filter(|s| s.is_main(pid)) else {
                 // Replaced by a newer server (which stores its own connection).
                 return;
             };
-            let clean = status.as_ref().is_ok_and(|s| s.success());
             restarts.retain(|t| t.elapsed() < RESTART_WINDOW);
-            let kept = if clean { None } else { store.take() };
+            // A server that ended cleanly unmounted first (its FDSTOREREMOVE may still
+            // be on its way): nothing to resume then.
+            let mounted = crate::run::source::canopy_mounts()
+                .contains(&crate::mount::resolved(&self.mount_dir));
+            let kept = if clean || !mounted {
+                None
+            } else {
+                store.take()
+            };
             let Some(fds) = kept else {
                 store.clear();
                 return;
@@ -459,16 +579,12 @@ impl Launcher {
                 return;
             }
             restarts.push(Instant::now());
-            let how = match &status {
-                Ok(s) => s.to_string(),
-                Err(e) => e.to_string(),
-            };
             tracing::warn!(
                 "the mount server (process {pid}) died ({how}): starting it again on its FUSE \
                  connection"
             );
             restarting.store(true, Ordering::SeqCst);
-            child = match self.spawn(fds) {
+            let mut child = match self.spawn(fds) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!("starting the mount server again: {e}");
@@ -501,6 +617,7 @@ impl Launcher {
                     child.id()
                 );
             }
+            server = Server::Child(child);
         }
     }
 }

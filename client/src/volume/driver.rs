@@ -504,6 +504,12 @@ impl Driver {
         }
     }
 
+    /// Keeps the FUSE connection of a mount server an earlier plugin started, so that
+    /// it is started again on it if it dies.
+    pub async fn keep_store(&self) {
+        self.server.keep_store().await;
+    }
+
     /// Stops the mount server if no volume is mounted; otherwise it keeps serving them
     /// for the containers, and the next plugin finds it.
     pub async fn stop(&self) {

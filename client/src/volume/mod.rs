@@ -227,6 +227,7 @@ pub fn run(
     rt.block_on(async {
         driver.adopt().await;
         driver.upgrade_server().await;
+        driver.keep_store().await;
     });
     if driver.mounted() > 0 {
         tracing::info!(

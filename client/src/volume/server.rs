@@ -146,6 +146,19 @@ impl Served {
                     })
                     .collect(),
             },
+            Request::Store { socket } => {
+                let Some(kept) = &self.kept else {
+                    return failed("this mount server keeps no descriptors".into());
+                };
+                service::store_at(&socket);
+                match kept.store() {
+                    Ok(_) => {
+                        tracing::info!("the FUSE connection is kept by the plugin at {socket}");
+                        Answer::Done
+                    }
+                    Err(e) => failed(format!("storing the FUSE connection at {socket}: {e}")),
+                }
+            }
             Request::Stop => {
                 // A plugin starting from now on starts a new server rather than asking
                 // this one, which is going.
@@ -437,6 +450,8 @@ pub(crate) fn serve(
         cfg.mount_dir.display()
     );
     let result = session.run();
+    // Ended cleanly (unmounted): the plugin keeps no connection of a mount that is gone.
+    service::forget();
     // The plugin that asked for the unmount hears that it is done before this ends.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while answering.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
