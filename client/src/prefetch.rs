@@ -1,8 +1,8 @@
-//! Prefetch: when a file of a directory is first opened, the directory's other small
-//! files are fetched in the background, many per request ([`crate::pack`]), so a
-//! program that goes on to read its neighbours (an interpreter importing modules, a
-//! dynamic linker, a walk over a tree) finds them cached instead of waiting for one
-//! round trip each.
+//! Prefetch: when a file of a directory is first opened, or the directory is first
+//! listed, the directory's small files are fetched in the background, many per request
+//! ([`crate::pack`]), so a program that goes on to read its neighbours (an interpreter
+//! importing modules, a dynamic linker, a walk over a tree) finds them cached instead of
+//! waiting for one round trip each.
 //!
 //! It never stands in anyone's way, and it is bounded:
 //! - the opener is not made to wait: its own file is fetched as before, by the first
@@ -12,9 +12,12 @@
 //!   ([`SHARE`]); objects go in only where the cache can make room by evicting unpinned
 //!   ones ([`Cache::offer`]), so the cache bound holds and nothing open is evicted;
 //! - every member is verified against its id before it goes into the cache;
-//! - a reader of a file that a pack in flight is bringing waits for that pack (within
-//!   the pack's own deadline, `--timeout` + its size at `--min-rate`) rather than
-//!   fetching it a second time, and fetches it alone if the pack did not bring it.
+//! - a reader of a file that a pack in flight is bringing waits for that pack if at
+//!   most [`AHEAD`] bytes of it come first (within the pack's own deadline: `--timeout`
+//!   and its size at `--min-rate`), rather than fetching it a second time; further
+//!   behind, or if the pack did not bring it, the file is fetched alone;
+//! - packs are fetched, hashed and written on a runtime of their own, one thread at a
+//!   lower priority, so they never hold up the fetches readers wait for.
 //!
 //! A server without the pack endpoint (from before it, or a cache that passes only
 //! objects) turns prefetch off for the mount's life, with one line in the log.
@@ -30,7 +33,7 @@ use canopy_protocol::{ObjectId, TreeId};
 use lru::LruCache;
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -42,22 +45,37 @@ pub const IN_FLIGHT: u64 = 4 * pack::PART_MAX;
 /// The share of the cache (1/SHARE of its bound) that objects prefetched and not yet
 /// opened may take.
 pub const SHARE: u64 = 4;
+/// A reader waits for a pack to bring its file only if at most this many bytes of the
+/// pack come before it; further behind, fetching it alone (one round trip) is sooner.
+const AHEAD: u64 = 256 << 10;
 /// Files whose directory is remembered (from their last lookup).
 const PARENTS: usize = 1 << 16;
 /// Directories remembered as prefetched already.
 const ASKED: usize = 1 << 14;
 
 /// Something a pack in flight is to bring.
-#[derive(Default)]
 struct Arrival {
     done: Mutex<bool>,
     cond: Condvar,
+    /// Where its bytes start in the pack's answer.
+    start: u64,
+    /// How far the pack's answer has been received (up to the end of its last member
+    /// delivered).
+    received: Arc<AtomicU64>,
 }
 
 impl Arrival {
     fn finish(&self) {
         *self.done.lock().expect("arrival lock") = true;
         self.cond.notify_all();
+    }
+
+    /// Whether waiting for it beats fetching it alone: only if little of the pack is
+    /// still to come before it.
+    fn near(&self) -> bool {
+        self.start
+            .saturating_sub(self.received.load(Ordering::Relaxed))
+            <= AHEAD
     }
 }
 
@@ -72,7 +90,10 @@ struct Speculative {
 pub struct Prefetch {
     cache: Arc<Cache>,
     remote: Arc<Remote>,
-    rt: tokio::runtime::Handle,
+    /// Prefetch's own runtime, one thread at a lower priority: packs are hashed and
+    /// written to the cache there, and must never hold up the runtime that fetches
+    /// what readers wait for.
+    rt: Option<tokio::runtime::Runtime>,
     view: Arc<View>,
     /// Most bytes prefetched and not yet opened.
     share: u64,
@@ -92,20 +113,31 @@ pub struct Prefetch {
 }
 
 impl Prefetch {
-    /// A prefetcher for the files of `view`, fetching from `remote` into `cache` on
-    /// `rt`; `deadline(bytes)` is how long a fetch of that many bytes may take.
+    /// A prefetcher for the files of `view`, fetching from `remote` into `cache` (of
+    /// `cache_size` bytes) on a runtime of its own; `None` if that cannot start.
     pub fn new(
         cache: Arc<Cache>,
         remote: Arc<Remote>,
-        rt: tokio::runtime::Handle,
         view: Arc<View>,
         cache_size: u64,
-    ) -> Arc<Prefetch> {
+    ) -> Option<Arc<Prefetch>> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("canopy-prefetch")
+            .on_thread_start(|| {
+                // Below the readers: prefetch takes the CPU only when they leave it.
+                // SAFETY: setpriority on the calling thread (who = 0) only.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+            })
+            .enable_all()
+            .build()
+            .map_err(|e| tracing::warn!("prefetch is off: cannot start its runtime: {e}"))
+            .ok()?;
         let wait_limit = remote.deadline(pack::PART_MAX);
-        Arc::new(Prefetch {
+        Some(Arc::new(Prefetch {
             cache,
             remote,
-            rt,
+            rt: Some(rt),
             view,
             share: cache_size / SHARE,
             wait_limit,
@@ -116,7 +148,7 @@ impl Prefetch {
             requests: Arc::new(Semaphore::new(REQUESTS)),
             bytes: Arc::new(Semaphore::new((IN_FLIGHT >> 10) as usize)),
             supported: AtomicBool::new(true),
-        })
+        }))
     }
 
     /// Notes that file `ino` was looked up in directory `parent`.
@@ -127,21 +159,34 @@ impl Prefetch {
     }
 
     /// A file `ino` (content `blob`) is being opened: prefetches its directory's other
-    /// small files, the first time one of its files is opened. Never waits.
+    /// small files, the first time one of its files is opened or it is listed. Never
+    /// waits.
     pub fn opening(self: &Arc<Self>, ino: u64, blob: &ObjectId) {
         if !self.supported.load(Ordering::Relaxed) {
             return;
         }
-        let Some(parent) = self
+        let parent = self
             .parents
             .lock()
             .expect("prefetch lock")
             .get(&ino)
-            .copied()
-        else {
-            return;
-        };
-        let Some((tree_id, tree)) = self.view.dir_tree(parent) else {
+            .copied();
+        if let Some(parent) = parent {
+            self.directory(parent, Some(blob));
+        }
+    }
+
+    /// Directory `ino` is being listed: prefetches its small files (a walk over a tree
+    /// lists directories before it reads their files), as [`Prefetch::opening`] does.
+    pub fn listing(self: &Arc<Self>, ino: u64) {
+        if self.supported.load(Ordering::Relaxed) {
+            self.directory(ino, None);
+        }
+    }
+
+    /// Prefetches the small files of directory `dir` but `opened`, once per tree.
+    fn directory(self: &Arc<Self>, dir: u64, opened: Option<&ObjectId>) {
+        let Some((tree_id, tree)) = self.view.dir_tree(dir) else {
             return;
         };
         if self
@@ -156,7 +201,7 @@ impl Prefetch {
         for (part, members) in pack::parts(&tree).into_iter().enumerate() {
             let wanted: Vec<Member> = members
                 .iter()
-                .filter(|m| m.blob.0 != *blob && !self.cache.contains(&m.blob.0))
+                .filter(|m| Some(&m.blob.0) != opened && !self.cache.contains(&m.blob.0))
                 .copied()
                 .collect();
             if wanted.is_empty() {
@@ -171,8 +216,9 @@ impl Prefetch {
                 break;
             }
             let this = self.clone();
-            self.rt
-                .spawn(async move { this.fetch(tree_id, part, members, wanted).await });
+            if let Some(rt) = &self.rt {
+                rt.spawn(async move { this.fetch(tree_id, part, members, wanted).await });
+            }
         }
     }
 
@@ -206,6 +252,14 @@ impl Prefetch {
             return;
         };
         // Registered only now, so nobody waits for a request still queued.
+        let received = Arc::new(AtomicU64::new(0));
+        let mut starts = HashMap::new();
+        let mut offset = pack::HEAD_LEN as u64;
+        for m in &members {
+            offset += pack::MEMBER_HEAD_LEN as u64;
+            starts.entry(m.blob.0).or_insert((offset, offset + m.size));
+            offset += m.size;
+        }
         let mine: Vec<(ObjectId, Arc<Arrival>)> = {
             let mut pending = self.pending.lock().expect("prefetch lock");
             let mut mine = Vec::new();
@@ -213,7 +267,12 @@ impl Prefetch {
                 if pending.contains_key(&m.blob.0) || self.cache.contains(&m.blob.0) {
                     continue;
                 }
-                let arrival = Arc::new(Arrival::default());
+                let arrival = Arc::new(Arrival {
+                    done: Mutex::new(false),
+                    cond: Condvar::new(),
+                    start: starts[&m.blob.0].0,
+                    received: received.clone(),
+                });
                 pending.insert(m.blob.0, arrival.clone());
                 mine.push((m.blob.0, arrival));
             }
@@ -224,6 +283,9 @@ impl Prefetch {
         let result = self
             .remote
             .pack(&tree, part, &members, |id, bytes| {
+                if let Some((_, end)) = starts.get(&id) {
+                    received.fetch_max(*end, Ordering::Relaxed);
+                }
                 if !wanted.contains(&id) {
                     return;
                 }
@@ -264,11 +326,11 @@ impl Prefetch {
         }
     }
 
-    /// Waits, within the pack's deadline, if a pack in flight is bringing `id`; then
-    /// counts it as used. Called before a reader fetches `id` itself.
+    /// Waits, within the pack's deadline, if a pack in flight is bringing `id` and has
+    /// little to send before it; then counts it as used. Called before a reader fetches `id` itself.
     pub fn before_fetch(&self, id: &ObjectId) {
         let arrival = self.pending.lock().expect("prefetch lock").get(id).cloned();
-        if let Some(arrival) = arrival {
+        if let Some(arrival) = arrival.filter(|a| a.near()) {
             let deadline = Instant::now() + self.wait_limit;
             let mut done = arrival.done.lock().expect("arrival lock");
             while !*done {
@@ -290,6 +352,16 @@ impl Prefetch {
     }
 }
 
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        // Packs under way are abandoned (their members are in the cache or not at all);
+        // a runtime cannot be dropped where blocking is not allowed.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// The filesystem of a host that fetches from servers: `view`, with contents fetched
 /// from `remote` into `cache` and, unless `host.prefetch` is off, directories
 /// prefetched.
@@ -304,13 +376,9 @@ pub(crate) fn filesystem(
     if !host.prefetch {
         return CanopyFs::new(view.clone(), Arc::new(objects), host.passthrough);
     }
-    let prefetch = Prefetch::new(
-        cache,
-        remote.clone(),
-        rt.clone(),
-        view.clone(),
-        host.cache_size,
-    );
+    let Some(prefetch) = Prefetch::new(cache, remote.clone(), view.clone(), host.cache_size) else {
+        return CanopyFs::new(view.clone(), Arc::new(objects), host.passthrough);
+    };
     let objects = objects.with_prefetch(prefetch.clone());
     CanopyFs::new(view.clone(), Arc::new(objects), host.passthrough).with_prefetch(prefetch)
 }

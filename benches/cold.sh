@@ -1,0 +1,295 @@
+#!/usr/bin/env bash
+# benches/cold.sh — a host that has nothing yet: canopy serve + a fresh canopy mount
+# (empty cache) against the plain ways of getting the same software, same run.
+#
+# On one store built from real .debs, measures:
+#   1. read every file of the root through a fresh mount (start included), with
+#      prefetch (directory packs) and with --no-prefetch, vs downloading the same tree
+#      as one tar.zst from nginx and unpacking it (curl | zstd -d | tar -x)
+#   2. `chroot ROOT python3.11 -c 'import json, ssl'` and `chroot ROOT /bin/bash -c true`
+#      from a fresh mount vs the same on a checkout whose pages were evicted
+# Page caches are emptied file by file (fdatasync + posix_fadvise DONTNEED on the
+# server's store, the tar.zst, the checkout), since /proc/sys/vm/drop_caches may not be
+# writable. Prints a table (and writes it to target/bench-cold.txt). Figures are
+# reported, never asserted. See benches/README.md.
+set -euo pipefail
+export LC_ALL=C
+
+DEFAULT_PACKAGES=(bash coreutils python3.11 perl-base grep sed findutils tar gzip)
+
+usage() {
+    cat <<'EOF'
+usage: benches/cold.sh [options] [PACKAGE...]
+
+Benchmarks a fresh `canopy mount` (empty cache) against a tar.zst of the same tree from
+nginx and against a checkout with a cold page cache, on the dependency closure
+(Depends + Pre-Depends) of PACKAGE... (default: bash coreutils python3.11 perl-base grep
+sed findutils tar gzip).
+
+options:
+  --debs DIR          .deb cache, reused when present (default: target/bench-debs)
+  --runs N            repetitions; the median is reported (default: 3)
+  --out FILE          also write the report here (default: target/bench-cold.txt)
+  --no-closure        use exactly PACKAGE..., without their dependencies
+  --no-build          do not run `cargo build --release`; use target/release/canopy
+  --canopy PATH       use this canopy binary (implies --no-build)
+  --wait-timeout S    how long to wait for the server / a mount to come up (default: 60)
+  --step-timeout S    bound on each measured command (default: 600)
+  --keep              keep the scratch directory afterwards
+  -h, --help          this text
+
+Needs root (FUSE mounts, chroot) and installs nginx, curl, zstd, dpkg-dev and python3
+with apt-get when missing. Only 127.0.0.1 is used.
+EOF
+}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/common.sh
+source "$ROOT/benches/common.sh"
+DEBS=$ROOT/target/bench-debs
+RUNS=3
+OUT=$ROOT/target/bench-cold.txt
+CLOSURE=1
+BUILD=1
+CANOPY=$ROOT/target/release/canopy
+WAIT_TIMEOUT=60
+STEP_TIMEOUT=600
+KEEP=0
+PACKAGES=()
+while (($#)); do
+    case $1 in
+        --debs) DEBS=${2:?--debs needs a directory}; shift 2 ;;
+        --runs) RUNS=${2:?--runs needs a number}; shift 2 ;;
+        --out) OUT=${2:?--out needs a file}; shift 2 ;;
+        --no-closure) CLOSURE=0; shift ;;
+        --no-build) BUILD=0; shift ;;
+        --canopy) CANOPY=${2:?--canopy needs a path}; BUILD=0; shift 2 ;;
+        --wait-timeout) WAIT_TIMEOUT=${2:?--wait-timeout needs seconds}; shift 2 ;;
+        --step-timeout) STEP_TIMEOUT=${2:?--step-timeout needs seconds}; shift 2 ;;
+        --keep) KEEP=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        --) shift; PACKAGES+=("$@"); break ;;
+        -*) usage >&2; die "unknown option: $1" ;;
+        *) PACKAGES+=("$1"); shift ;;
+    esac
+done
+((${#PACKAGES[@]})) || PACKAGES=("${DEFAULT_PACKAGES[@]}")
+for v in RUNS WAIT_TIMEOUT STEP_TIMEOUT; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "--${v,,} must be a positive integer, got '${!v}'"
+done
+[[ $DEBS = /* ]] || DEBS=$PWD/$DEBS
+[[ $OUT = /* ]] || OUT=$PWD/$OUT
+[[ $CANOPY = /* ]] || CANOPY=$PWD/$CANOPY
+[[ $(id -u) -eq 0 ]] || die "needs root (FUSE mounts, chroot)"
+[[ -c /dev/fuse ]] || die "/dev/fuse is missing: modprobe fuse"
+
+ensure_packages nginx:nginx curl:curl zstd:zstd dpkg-deb:dpkg-dev python3:python3
+require_tools nginx curl zstd dpkg-deb apt-get apt-cache tar find xargs chroot timeout \
+    mountpoint umount ss awk sort date python3
+build_canopy
+CANOPY_VERSION=$("$CANOPY" --version 2>/dev/null || echo "canopy ?")
+fetch_debs
+
+SERVER_PID=
+URL=
+NGINX_PID=
+MOUNT_PIDS=()
+ODD=()
+scratch cold
+S=$TMP/store
+LOGS=$TMP/logs
+mkdir -p "$LOGS"
+FAILED_LOG=$ROOT/target/bench-cold-failed.log
+export TIMEFILE=$LOGS/time
+declare -A VALS=()
+
+odd() { ODD+=("$*"); printf 'note: %s\n' "$*" >&2; }
+
+mounts_under_tmp() {
+    awk -v t="$TMP/" '{ p = $5; gsub(/\\040/, " ", p); if (index(p, t) == 1) print p }' /proc/self/mountinfo |
+        sort -r
+}
+
+release() {
+    local m p
+    for p in "${MOUNT_PIDS[@]}"; do stop_pid "$p"; done
+    stop_pid "$SERVER_PID"
+    stop_pid "$NGINX_PID"
+    while read -r m; do
+        [[ -n $m ]] || continue
+        umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+    done < <(mounts_under_tmp)
+    [[ -z $(mounts_under_tmp) ]]
+}
+
+# evict PATH...: every regular file under PATH... leaves the page cache (written back
+# first, then dropped), as after a reboot, without needing drop_caches.
+evict() {
+    find "$@" -type f -print0 | python3 -c '
+import os, sys
+for p in sys.stdin.buffer.read().split(b"\0"):
+    if not p:
+        continue
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        continue
+    try:
+        os.fdatasync(fd)
+    except OSError:
+        pass
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+'
+}
+
+# mount_fresh MNT ARGS...: `canopy mount` on MNT with an empty cache of its own; the pid
+# in MPID; waits for "mounted at".
+mount_fresh() {
+    local mnt=$1 name
+    shift
+    name=$(basename "$mnt")
+    mkdir -p "$mnt"
+    rm -rf -- "$TMP/cache-$name"
+    : >"$LOGS/mount-$name.out"
+    "$CANOPY" mount "$URL" "$mnt" --trust "$TMP/server.pub" --cache-dir "$TMP/cache-$name" "$@" \
+        >"$LOGS/mount-$name.out" 2>"$LOGS/mount-$name.err" &
+    MPID=$!
+    MOUNT_PIDS+=("$MPID")
+    wait_line "$LOGS/mount-$name.out" '^mounted at ' "$MPID" "canopy mount ($name)"
+}
+
+unmount() {   # unmount MNT PID
+    stop_pid "$2"
+    mountpoint -q "$1" && { umount "$1" 2>/dev/null || umount -l "$1"; }
+    rm -rf -- "$TMP/cache-$(basename "$1")"
+}
+
+# ---------------------------------------------------------------- the store, the references
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+say "store: import $NPKG .debs, assemble base"
+"$CANOPY" --store "$S" init >"$LOGS/init.log" 2>&1 || fail_step "canopy init failed" "$LOGS/init.log"
+"$CANOPY" --store "$S" key show >"$TMP/server.pub"
+"$CANOPY" --store "$S" import deb "${DEBFILES[@]}" >"$LOGS/import.log" 2>&1 ||
+    fail_step "canopy import deb failed" "$LOGS/import.log"
+"$CANOPY" --store "$S" assemble base "${PKGNAMES[@]}" "${ASSEMBLE_FLAGS[@]}" >"$LOGS/assemble.log" 2>&1 ||
+    fail_step "canopy assemble base failed" "$LOGS/assemble.log"
+CO=$TMP/co-base
+"$CANOPY" --store "$S" checkout base "$CO" >"$LOGS/checkout.log" 2>&1 ||
+    fail_step "canopy checkout base failed" "$LOGS/checkout.log"
+TREE_BYTES=$(du -sb "$CO" | cut -f1)
+TREE_FILES=$(find "$CO" -type f | wc -l)
+TREE_DIRS=$(find "$CO" -type d | wc -l)
+CO_FS=$(findmnt -n -o FSTYPE -T "$CO" 2>/dev/null || stat -f -c %T "$CO")
+PY=/usr/bin/python3.11
+[[ -x $CO$PY ]] || die "the root has no $PY (is python3.11 in the package set?)"
+
+say "tar.zst of the checkout for nginx"
+mkdir -p "$TMP/www"
+tar -C "$CO" --numeric-owner -cf - . | zstd -q -3 -T0 -o "$TMP/www/root.tar.zst"
+TAR_BYTES=$(stat -c %s "$TMP/www/root.tar.zst")
+NGINX_PORT=$(free_port) || die "no free port for nginx"
+start_nginx "$TMP/nginx" "$NGINX_PORT" "$TMP/www" /root.tar.zst "access_log off;"
+TAR_URL=http://127.0.0.1:$NGINX_PORT/root.tar.zst
+
+say "canopy serve --listen 127.0.0.1:0"
+"$CANOPY" --store "$S" serve --listen 127.0.0.1:0 >"$LOGS/serve.out" 2>"$LOGS/serve.err" &
+SERVER_PID=$!
+wait_line "$LOGS/serve.out" '^serving .* on (http://127\.0\.0\.1:[0-9]+)$' "$SERVER_PID" "canopy serve"
+URL=${BASH_REMATCH[1]}
+
+READ_ALL='find "$1" -type f -print0 | xargs -0 -r cat >/dev/null'
+M=$TMP/mnt
+# ---------------------------------------------------------------- runs
+for ((run = 1; run <= RUNS; run++)); do
+    say "run $run/$RUNS"
+    # 1. the whole tree: nginx tar.zst + unpack, vs a fresh mount reading every file.
+    rm -rf -- "$TMP/unpacked"
+    mkdir -p "$TMP/unpacked"
+    evict "$TMP/www" "$S/objects"
+    timed tar 'curl -sf "$1" | zstd -q -d | tar -C "$2" -xf -' "$TAR_URL" "$TMP/unpacked"
+    rm -rf -- "$TMP/unpacked"
+    for v in prefetch noprefetch; do
+        args=(--root base)
+        [[ $v == noprefetch ]] && args+=(--no-prefetch)
+        evict "$S/objects"
+        t0=$(now)
+        mount_fresh "$M" "${args[@]}"
+        record "ready_$v" "$(elapsed "$t0" "$(now)")"
+        timed "read_$v" "$READ_ALL" "$M"
+        record "whole_$v" "$(awk -v a="${VALS[ready_$v]##* }" -v b="$T" 'BEGIN { printf "%.4f", a + b }')"
+        unmount "$M" "$MPID"
+    done
+    # 2. programs from a fresh mount vs a checkout with its pages evicted.
+    for prog in python bash; do
+        if [[ $prog == python ]]; then
+            cmd='chroot "$1" '"$PY"' -c "import json, ssl"'
+        else
+            cmd='chroot "$1" /bin/bash -c true'
+        fi
+        evict "$CO"
+        timed "${prog}_ext4" "$cmd" "$CO"
+        for v in prefetch noprefetch; do
+            args=(--root base)
+            [[ $v == noprefetch ]] && args+=(--no-prefetch)
+            evict "$S/objects"
+            mount_fresh "$M" "${args[@]}"
+            timed "${prog}_$v" "$cmd" "$M"
+            unmount "$M" "$MPID"
+        done
+    done
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+for f in "$LOGS"/mount-*.err; do
+    [[ -f $f ]] || continue
+    if grep -qiE 'error|panic|mismatch' "$f"; then
+        odd "$(basename "$f" .err): $(grep -m3 -iE 'error|panic|mismatch' "$f" | tr '\n' ' ')"
+    fi
+done
+
+# ---------------------------------------------------------------- report
+row() {   # row LABEL VALUE REFERENCE
+    printf '%-66s %10s %10s %8s\n' "$1" "$(fmt "$2" %.3f)" "$(fmt "$3" %.3f)" "$(ratio "$2" "$3")"
+}
+report() {
+    local rev k
+    rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    ((BUILD)) || rev="binary $CANOPY (working tree at $rev)"
+    echo "canopy cold-host benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "host: $(uname -srm), $(nproc) cpus; $CANOPY_VERSION, $rev"
+    echo "packages: $NPKG .debs, $DEB_BYTES bytes (closure of: ${PACKAGES[*]}$( ((CLOSURE)) || echo ', no closure'))"
+    echo "root 'base': $TREE_BYTES bytes in $TREE_FILES files, $TREE_DIRS directories; checkout on $CO_FS; tar.zst $TAR_BYTES bytes"
+    echo "load average before/after: $LOAD_BEFORE / $LOAD_AFTER"
+    echo "figures: wall seconds, median of $RUNS runs; ratio = canopy / reference"
+    echo
+    printf '%-66s %10s %10s %8s\n' "every file of the root (ref: curl tar.zst | zstd -d | tar -x)" canopy reference ratio
+    row "fresh mount + read every file, prefetch" "$(m whole_prefetch)" "$(m tar)"
+    row "fresh mount + read every file, --no-prefetch" "$(m whole_noprefetch)" "$(m tar)"
+    row "  of which mount start -> \"mounted at\", prefetch" "$(m ready_prefetch)" "-"
+    row "  read every file alone, prefetch" "$(m read_prefetch)" "$(m tar)"
+    echo
+    printf '%-66s %10s %10s %8s\n' "programs, cold (ref: the checkout, pages evicted)" canopy reference ratio
+    row "python3.11 -c 'import json, ssl', fresh mount, prefetch" "$(m python_prefetch)" "$(m python_ext4)"
+    row "python3.11 -c 'import json, ssl', fresh mount, --no-prefetch" "$(m python_noprefetch)" "$(m python_ext4)"
+    row "/bin/bash -c true, fresh mount, prefetch" "$(m bash_prefetch)" "$(m bash_ext4)"
+    row "/bin/bash -c true, fresh mount, --no-prefetch" "$(m bash_noprefetch)" "$(m bash_ext4)"
+    echo
+    printf 'every run:'
+    for k in $(printf '%s\n' "${!VALS[@]}" | sort); do
+        printf ' %s=[%s]' "$k" "$(echo ${VALS[$k]} | tr ' ' ,)"
+    done
+    echo
+    if ((${#ODD[@]})); then
+        echo "notes:"
+        printf '  - %s\n' "${ODD[@]}"
+    fi
+    local args=()
+    ((BUILD)) || args+=(--canopy "$CANOPY")
+    ((RUNS != 3)) && args+=(--runs "$RUNS")
+    ((CLOSURE)) || args+=(--no-closure)
+    [[ ${PACKAGES[*]} != "${DEFAULT_PACKAGES[*]}" ]] && args+=("${PACKAGES[@]}")
+    echo "reproduce: benches/cold.sh ${args[*]}"
+}
+mkdir -p "$(dirname "$OUT")"
+report | tee "$OUT"
+say "report written to $OUT"
