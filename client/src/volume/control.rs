@@ -7,13 +7,17 @@
 //! started otherwise: the server is what containers read from, and it outlives the
 //! plugin, so restarting, upgrading or killing the plugin never touches a mount.
 
+use super::store::FdStore;
 use crate::handover::Options;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::io::{self, BufRead, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
@@ -184,16 +188,47 @@ pub(crate) struct MountServer {
     args: Vec<OsString>,
     /// The options a server started now serves with.
     pub(crate) options: Options,
+    /// Where the servers this plugin starts keep their FUSE connection.
+    store: Option<Arc<FdStore>>,
+    /// Set while a server that died is being started again on its kept connection.
+    restarting: Arc<AtomicBool>,
+    /// Set when one was: it shows every entry it was ever asked to.
+    restarted: Arc<AtomicBool>,
 }
+
+/// How long a server started again on its kept connection may take to say it serves.
+const RESTART_WAIT: Duration = Duration::from_secs(60);
+
+/// Most restarts of a server that keeps dying, in [`RESTART_WINDOW`].
+const MAX_RESTARTS: usize = 5;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 impl MountServer {
     /// The server of `mount_dir`, started when needed as this program with `args`.
     pub(crate) fn new(mount_dir: &Path, args: Vec<OsString>, options: Options) -> MountServer {
+        let store = match FdStore::bind(mount_dir) {
+            Ok(store) => Some(store),
+            Err(e) => {
+                tracing::warn!(
+                    "no descriptor store for the mount server ({e}): a mount server killed \
+                     loses the mount"
+                );
+                None
+            }
+        };
         MountServer {
             socket: socket_path(mount_dir),
             args,
             options,
+            store,
+            restarting: Arc::new(AtomicBool::new(false)),
+            restarted: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Whether a server was started again on its kept connection since the last call.
+    pub(crate) fn was_restarted(&self) -> bool {
+        self.restarted.swap(false, Ordering::SeqCst)
     }
 
     /// Sends `request` and waits at most `wait` for the answer.
@@ -254,6 +289,15 @@ impl MountServer {
         match self.hello().await {
             Ok(_) => return Ok(false),
             Err(ServerError::Unreachable { reason, .. }) => {
+                // A server that died is being started again on its connection: a new
+                // one must not replace the mount meanwhile.
+                let deadline = Instant::now() + RESTART_WAIT;
+                while self.restarting.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                if self.hello().await.is_ok() {
+                    return Ok(false);
+                }
                 tracing::info!("no mount server answers ({reason}): starting one");
             }
             Err(e) => return Err(e),
@@ -266,26 +310,15 @@ impl MountServer {
     /// process group does not reach it) and waits until it answers. A server running
     /// already hands its mount over to the new one.
     pub(crate) async fn start(&self) -> Result<(), ServerError> {
-        use std::os::unix::process::CommandExt;
-        let exe = std::env::current_exe()
-            .map_err(|e| ServerError::Start(format!("finding this program: {e}")))?;
-        let mut command = Command::new(&exe);
-        command
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = command
-            .spawn()
-            .map_err(|e| ServerError::Start(format!("{}: {e}", exe.display())))?;
+        let launcher = Launcher {
+            exe: std::env::current_exe()
+                .map_err(|e| ServerError::Start(format!("finding this program: {e}")))?,
+            args: self.args.clone(),
+            store: self.store.clone(),
+        };
+        let mut child = launcher
+            .spawn(Vec::new())
+            .map_err(|e| ServerError::Start(format!("{}: {e}", launcher.exe.display())))?;
         let pid = child.id();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -310,8 +343,10 @@ impl MountServer {
             }
         }
         tracing::info!("started the mount server, process {pid}");
-        // Reaped when it ends, if this plugin still runs then.
-        std::thread::spawn(move || child.wait());
+        // Reaped when it ends, if this plugin still runs then; started again on its
+        // kept connection if it dies.
+        let (restarting, restarted) = (self.restarting.clone(), self.restarted.clone());
+        std::thread::spawn(move || launcher.supervise(child, &restarting, &restarted));
         Ok(())
     }
 
@@ -319,6 +354,154 @@ impl MountServer {
     pub(crate) async fn stop(&self) -> Result<(), ServerError> {
         self.call(&Request::Stop, Duration::from_secs(30)).await?;
         Ok(())
+    }
+}
+
+/// How the plugin starts mount servers.
+struct Launcher {
+    exe: PathBuf,
+    args: Vec<OsString>,
+    store: Option<Arc<FdStore>>,
+}
+
+impl Launcher {
+    /// Starts a server in a session of its own (a signal to the plugin's terminal or
+    /// process group does not reach it), storing its connection in the plugin's store;
+    /// with `fds` (a dead server's, by name), it resumes that connection.
+    fn spawn(&self, fds: Vec<(String, OwnedFd)>) -> io::Result<Child> {
+        use std::os::unix::process::CommandExt;
+        // LISTEN_PID must be the server's own pid, known only after the fork: a shell
+        // sets it and execs the server in its place.
+        let mut command = if fds.is_empty() {
+            Command::new(&self.exe)
+        } else {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c")
+                .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
+                .arg(&self.exe);
+            c
+        };
+        command
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_FDNAMES")
+            .env_remove("NOTIFY_SOCKET");
+        if let Some(store) = &self.store {
+            command
+                .env("NOTIFY_SOCKET", store.name())
+                .env("FDSTORE", "16");
+        }
+        if !fds.is_empty() {
+            let names: Vec<&str> = fds.iter().map(|(n, _)| n.as_str()).collect();
+            command
+                .env("LISTEN_FDS", fds.len().to_string())
+                .env("LISTEN_FDNAMES", names.join(":"));
+        }
+        let raw: Vec<i32> = fds.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+        // SAFETY: only async-signal-safe calls (setsid, fcntl, dup2) on descriptors
+        // this process owns, in the child between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setsid() < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // Out of the way first (a descriptor may sit at 3 or 4), then to 3, 4…
+                let mut high = [0i32; 16];
+                for (i, fd) in raw.iter().take(high.len()).enumerate() {
+                    high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 64);
+                    if high[i] < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                for (i, fd) in high.iter().take(raw.len()).enumerate() {
+                    if libc::dup2(*fd, 3 + i as i32) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn()?;
+        if let Some(store) = &self.store {
+            store.expect(child.id());
+        }
+        Ok(child)
+    }
+
+    /// Waits for `child`; a server that dies (not a clean exit) while the store keeps
+    /// its connection is started again on it at once, at most [`MAX_RESTARTS`] times a
+    /// minute.
+    fn supervise(&self, mut child: Child, restarting: &AtomicBool, restarted: &AtomicBool) {
+        let mut restarts: Vec<Instant> = Vec::new();
+        loop {
+            let pid = child.id();
+            let status = child.wait();
+            let Some(store) = self.store.as_ref().filter(|s| s.is_main(pid)) else {
+                // Replaced by a newer server (which stores its own connection).
+                return;
+            };
+            let clean = status.as_ref().is_ok_and(|s| s.success());
+            restarts.retain(|t| t.elapsed() < RESTART_WINDOW);
+            let kept = if clean { None } else { store.take() };
+            let Some(fds) = kept else {
+                store.clear();
+                return;
+            };
+            if restarts.len() >= MAX_RESTARTS {
+                tracing::error!(
+                    "the mount server died {MAX_RESTARTS} times within a minute: not starting \
+                     it again (the next call to the plugin starts a new one)"
+                );
+                store.clear();
+                return;
+            }
+            restarts.push(Instant::now());
+            let how = match &status {
+                Ok(s) => s.to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(
+                "the mount server (process {pid}) died ({how}): starting it again on its FUSE \
+                 connection"
+            );
+            restarting.store(true, Ordering::SeqCst);
+            child = match self.spawn(fds) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("starting the mount server again: {e}");
+                    store.clear();
+                    restarting.store(false, Ordering::SeqCst);
+                    return;
+                }
+            };
+            // Until it says it serves, or dies, or the wait is over.
+            let deadline = Instant::now() + RESTART_WAIT;
+            let ready = loop {
+                if store.wait_ready(child.id(), Duration::from_millis(100)) {
+                    break true;
+                }
+                if !matches!(child.try_wait(), Ok(None)) || Instant::now() > deadline {
+                    break false;
+                }
+            };
+            restarting.store(false, Ordering::SeqCst);
+            restarted.store(true, Ordering::SeqCst);
+            if ready {
+                tracing::info!(
+                    "the mount server serves again (process {}), on the connection it kept",
+                    child.id()
+                );
+            } else {
+                tracing::warn!(
+                    "the mount server started again (process {}) did not say it serves \
+                     within {RESTART_WAIT:?}",
+                    child.id()
+                );
+            }
+        }
     }
 }
 

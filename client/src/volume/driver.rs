@@ -407,7 +407,8 @@ impl Driver {
     /// Makes sure the mount server runs; one started anew (the last one died) is given
     /// every mounted volume again.
     async fn server_up(&mut self) -> Result<(), DriverError> {
-        if self.server.ensure().await? {
+        // A server started again on its kept connection shows every entry it ever did.
+        if self.server.ensure().await? || self.server.was_restarted() {
             self.adopt().await;
         }
         Ok(())

@@ -16,6 +16,7 @@ mod driver;
 mod protocol;
 mod server;
 mod state;
+mod store;
 
 use crate::handover;
 use crate::mount::{HostConfig, MountError, umount_lazily};

@@ -75,6 +75,43 @@ pub(crate) fn syncfs(dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// `FS_TOPDIR_FL` (`chattr +T`): not in the libc crate.
+const FS_TOPDIR_FL: libc::c_int = 0x4000;
+
+/// Marks the staging directory `tmp` as the top of a directory hierarchy, so that ext4
+/// places each transaction's staging directory — and so the inodes of the objects staged
+/// in it — in a block group with many free inodes, rather than next to its parent.
+///
+/// Without it, an ext4 without a journal skips, on every file it creates, each free inode
+/// of the parent's group that was freed in the last minute or more (`recently_deleted`):
+/// after a large removal nearby (a gc, a build's clean, a removed checkout) creating an
+/// object file took ~0.5 ms of kernel time, most of an import. The mark only steers
+/// where inodes go; on file systems without it the call fails and nothing changes.
+pub(crate) fn spread_staging(tmp: &Path) {
+    let set = || -> io::Result<()> {
+        let dir = File::open(tmp)?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&dir);
+        let mut flags: libc::c_int = 0;
+        // SAFETY: both ioctls read or write one int, which `flags` is; `dir` keeps the
+        // descriptor open.
+        if unsafe { libc::ioctl(fd, libc::FS_IOC_GETFLAGS, &mut flags) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if flags & FS_TOPDIR_FL != 0 {
+            return Ok(());
+        }
+        flags |= FS_TOPDIR_FL;
+        // SAFETY: as above.
+        if unsafe { libc::ioctl(fd, libc::FS_IOC_SETFLAGS, &flags) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    if let Err(e) = set() {
+        tracing::debug!("{}: not marked as a top directory: {e}", tmp.display());
+    }
+}
+
 impl ObjectBackend for LocalObjects {
     fn location(&self) -> String {
         self.store.display().to_string()

@@ -167,9 +167,12 @@ impl Store {
         Ok(store)
     }
 
-    /// Removes what crashed writers left in `tmp/`. Only the lock holder may do this.
+    /// Removes what crashed writers left in `tmp/`, and marks it so that staged objects
+    /// are created where inodes are cheap to allocate ([`local::spread_staging`]). Only
+    /// the lock holder may do this.
     fn clean_tmp(&self) -> Result<(), StoreError> {
         let tmp = self.root.join("tmp");
+        local::spread_staging(&tmp);
         for entry in fs::read_dir(&tmp).ctx(|| format!("listing {}", tmp.display()))? {
             let path = entry.ctx(|| format!("listing {}", tmp.display()))?.path();
             tracing::info!("removing leftover {}", path.display());
