@@ -63,14 +63,20 @@ impl Backing {
         }
     }
 
-    /// Answers an open with this registration.
-    pub(crate) fn reply(&self, reply: ReplyOpen, fh: u64) {
+    /// Answers an open with this registration; `direct`: reads and writes still come
+    /// to canopy (only mmap uses the backing file), for an open whose content canopy
+    /// reads itself while the kernel binds the inode to this registration.
+    pub(crate) fn reply(&self, reply: ReplyOpen, fh: u64, direct: bool) {
         // SAFETY: `raw` is a live registration on this connection (this value holds
         // it); the wrapper is turned back into the raw id, so it never closes it.
         let id = unsafe { reply.wrap_backing(self.raw) };
-        // Nothing is ever written: closing needs no FLUSH round trip (a flag within
-        // the kernel's passthrough mask).
-        reply.opened_passthrough(fuser::FileHandle(fh), fuser::FopenFlags::FOPEN_NOFLUSH, &id);
+        // Nothing is ever written: closing needs no FLUSH round trip. Both flags are
+        // within the kernel's passthrough mask.
+        let mut flags = fuser::FopenFlags::FOPEN_NOFLUSH;
+        if direct {
+            flags |= fuser::FopenFlags::FOPEN_DIRECT_IO;
+        }
+        reply.opened_passthrough(fuser::FileHandle(fh), flags, &id);
         let _ = id.into_raw();
     }
 }
@@ -149,10 +155,12 @@ pub(crate) enum Io {
     Cached,
     /// As `Cached`, counted in the inode's [`Mode::Cached`] (passthrough is on).
     Counted,
-    /// Through canopy, page by page: the inode is bound to another backing file that
-    /// open files still read (the kernel allows one per inode), so neither passthrough
-    /// to this file nor the page cache can be used.
-    Direct,
+    /// Through canopy, page by page: the inode is bound to a registration that open
+    /// files still read through (the kernel allows one per inode, and refuses an open
+    /// of it without one), but this open could not be checked against its file (changed
+    /// since, or being verified for another open): it names the registration with
+    /// direct I/O, so its reads come to canopy, and holds it until release.
+    Direct(Arc<Backing>),
 }
 
 /// What the kernel said in its INIT request, so that a successor can replay it to its
@@ -443,14 +451,21 @@ impl Files {
         let mut modes = self.modes.lock().expect("modes lock");
         match modes.get_mut(&ino) {
             Some(Mode::Passthrough { id, stamp }) if let Some(id) = id.upgrade() => {
-                if opened.is_some_and(|o| o.stamp == *stamp) {
-                    return Io::Passthrough(id);
+                match opened {
+                    Some(o) if o.stamp == *stamp => return Io::Passthrough(id),
+                    Some(_) => tracing::warn!(
+                        "inode {ino}: its open files read a cache file that has changed since; \
+                         this open reads a verified copy through canopy"
+                    ),
+                    // Being verified for another open (a successor verifies each
+                    // object once), or found changed and removed: canopy's reads wait
+                    // for it, or fetch it again.
+                    None => tracing::debug!(
+                        "inode {ino}: its cache file is not at hand; this open reads through \
+                         canopy"
+                    ),
                 }
-                tracing::warn!(
-                    "inode {ino}: its open files read a cache file that has changed since; \
-                     this open reads a verified copy through canopy"
-                );
-                return Io::Direct;
+                return Io::Direct(id);
             }
             Some(Mode::Cached { open, entry }) if *open > 0 => {
                 *open += 1;
