@@ -110,3 +110,43 @@ fn altered_cache_files_are_fetched_again_never_served() {
         mount.stop();
     }
 }
+
+#[test]
+fn a_cache_file_altered_under_a_passthrough_open_is_never_served_and_opens_go_on() {
+    let env = Canopy::init("cache-held");
+    // Over the size below which files are read through canopy even with passthrough.
+    let data = corpus::noise(512 * 1024);
+    fs::write(env.mkdir("src/data").join("big"), &data).unwrap();
+    env.cmd(["import", "dir"])
+        .arg(env.path("src"))
+        .args(["--name", "held", "--version", "1"])
+        .success();
+    env.cmd(["assemble", "held", "held", "--no-configure"])
+        .success();
+    let server = Server::start(&env, "127.0.0.1:0");
+    let mount = Mount::start(&env, "held", &server.url, &["--root", "held"]);
+    let path = mount.path("data/big");
+    // Fetched through canopy; once the kernel has sent its release, opens pass through.
+    assert_eq!(read(&path).unwrap(), data);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let held = fs::File::open(&path).unwrap();
+    assert_eq!(pread_all(&held, data.len()).unwrap(), data);
+    let id = sha256_file(&path);
+    let cached = env
+        .path("held-cache")
+        .join("objects")
+        .join(&id[..2])
+        .join(&id[2..]);
+    alter(&cached, false);
+    // The kernel binds the inode to the held file's registration and refuses an open
+    // without it: this one names it, and its reads come to canopy (verified bytes).
+    let again = fs::File::open(&path).unwrap();
+    assert_eq!(pread_all(&again, data.len()).unwrap(), data);
+    drop((held, again));
+    let log = mount.log();
+    assert!(
+        log.contains("holds other bytes"),
+        "the altered file was not reported:\n{log}"
+    );
+    mount.stop();
+}

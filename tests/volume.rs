@@ -479,6 +479,110 @@ impl Drop for MountGuard {
     }
 }
 
+/// Aborts the FUSE connection of the mount at its path if the test fails, so that no
+/// program waiting on a mount whose server is gone stays blocked.
+struct AbortOnFailure(PathBuf);
+
+impl Drop for AbortOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            crate::mount::abort_connection(&self.0);
+        }
+    }
+}
+
+/// The process id of the latest mount server the plugin logged, as `says` it.
+fn logged_pid(log: &str, says: &str) -> i32 {
+    log.rsplit(says)
+        .next()
+        .and_then(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {says:?} in the log:\n{log}"))
+}
+
+#[test]
+fn mounted_volumes_survive_kill_9_of_the_mount_server() {
+    let (env, server) = small_root("volume-server-kill");
+    let flags: [&str; 0] = [];
+    let plugin = Plugin::start(&env, &server.url, &flags);
+    let _guard = MountGuard(plugin.mount_dir.clone());
+    plugin.call(
+        "VolumeDriver.Create",
+        json!({ "Name": "web", "Opts": { "root": "small", "follow": "true" } }),
+    );
+    plugin.call(
+        "VolumeDriver.Create",
+        json!({ "Name": "gone", "Opts": { "root": "small" } }),
+    );
+    let path = plugin.mount("web", "container-1");
+    // An entry shown and released before the kill stays hidden after it.
+    let gone = plugin.mount("gone", "container-3");
+    let mut reader = Reader::start(&path);
+    let _abort = AbortOnFailure(plugin.mount_dir.clone());
+    reader.goes_on(5, "at first");
+    plugin.unmount("gone", "container-3");
+    let expected = read(&path.join("bin/bash")).unwrap();
+    let before = (plugin.list(), plugin.get("web"));
+
+    // kill -9 of the mount server, three times: the plugin starts it again on the FUSE
+    // connection it kept, and the program from the volume only waits. Before the third,
+    // the plugin is killed too: the next one keeps the connection of the server it
+    // finds.
+    let mut plugin = plugin;
+    let mut servers = vec![logged_pid(
+        &plugin.log(),
+        "started the mount server, process ",
+    )];
+    for round in 1..=3 {
+        if round == 3 {
+            plugin.exit(libc::SIGKILL, false);
+            plugin = Plugin::start(&env, &server.url, &flags);
+            assert!(
+                plugin
+                    .log()
+                    .contains("keeping the FUSE connection of the mount server"),
+                "{}",
+                plugin.log()
+            );
+        }
+        let pid = *servers.last().unwrap();
+        // SAFETY: kill with a valid pid and signal.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        reader.goes_on(5, &format!("after kill -9 {round} of the mount server"));
+        let log = eventually(
+            Duration::from_secs(30),
+            || format!("the mount server was not started again:\n{}", plugin.log()),
+            || {
+                let log = plugin.log();
+                (log.matches("the mount server serves again").count() == round).then_some(log)
+            },
+        );
+        assert!(
+            log.contains("resumed the plugin's mount at"),
+            "the mount server did not resume:\n{log}"
+        );
+        servers.push(logged_pid(&log, "the mount server serves again (process "));
+        assert_ne!(servers[round], pid);
+        assert_eq!(read(&path.join("bin/bash")).unwrap(), expected);
+        assert_eq!((plugin.list(), plugin.get("web")), before);
+        eventually(
+            Duration::from_secs(10),
+            || format!("{} shows again after the restart", gone.display()),
+            || (!gone.exists()).then_some(()),
+        );
+    }
+    reader.goes_on(5, "at the end");
+    drop(reader);
+
+    // Released: the server unmounts and exits cleanly; nothing is kept or restarted.
+    plugin.unmount("web", "container-1");
+    plugin.stop();
+}
+
 #[test]
 fn mounted_volumes_survive_restarts_and_kill_9_of_the_plugin() {
     let (env, server) = small_root("volume-restart");
@@ -604,15 +708,21 @@ fn mounted_volumes_survive_restarts_and_kill_9_of_the_plugin() {
     );
     assert!(is_mounted(&env.path("volumes")));
 
-    // A mount server that dies is started again at the next mount, with a new mount.
-    let log = plugin.log();
-    let pid: i32 = log
-        .rsplit("started the mount server, process ")
-        .next()
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no mount server started:\n{log}"));
+    // A mount server that dies is started again at once on the connection the plugin
+    // kept (mounts of this plugin's options too).
+    let pid = logged_pid(&plugin.log(), "started the mount server, process ");
     // SAFETY: kill with a valid pid and signal.
     unsafe { libc::kill(pid, libc::SIGKILL) };
+    eventually(
+        Duration::from_secs(30),
+        || format!("the mount server was not started again:\n{}", plugin.log()),
+        || {
+            plugin
+                .log()
+                .contains("the mount server serves again")
+                .then_some(())
+        },
+    );
     let path = plugin.mount("web", "after-a-crash");
     assert_eq!(&read(&path.join("bin/bash")).unwrap()[..4], b"\x7fELF");
     plugin.unmount("web", "after-a-crash");

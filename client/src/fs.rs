@@ -304,8 +304,8 @@ impl Filesystem for CanopyFs {
         let fh = self.files.next_fh();
         let io = self.files.io_for(ino.0, opened.as_ref());
         let backing = match &io {
-            Io::Passthrough(id) => Some(id.clone()),
-            Io::Cached | Io::Counted | Io::Direct => None,
+            Io::Passthrough(id) | Io::Direct(id) => Some(id.clone()),
+            Io::Cached | Io::Counted => None,
         };
         self.files.insert(
             fh,
@@ -322,15 +322,12 @@ impl Filesystem for CanopyFs {
         match io {
             // The kernel refuses passthrough opens with flags outside its passthrough
             // mask (FOPEN_KEEP_CACHE included): the backing file's pages are the cache.
-            Io::Passthrough(backing) => backing.reply(reply, fh),
+            Io::Passthrough(backing) => backing.reply(reply, fh, false),
             Io::Cached | Io::Counted => reply.opened(
                 FileHandle(fh),
                 FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
             ),
-            Io::Direct => reply.opened(
-                FileHandle(fh),
-                FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
-            ),
+            Io::Direct(backing) => backing.reply(reply, fh, true),
         }
     }
 

@@ -8,6 +8,10 @@
 //! exits, and its successor must reuse it (the kernel binds one backing file per inode
 //! while files read through it, and refuses an open that names another).
 
+mod handed;
+
+pub use handed::{BackingState, FilesState, HandleState};
+
 use crate::mode_table::{ModeTable, Recorded};
 use crate::objects::Opened;
 use canopy_cache::Stamp;
@@ -63,14 +67,20 @@ impl Backing {
         }
     }
 
-    /// Answers an open with this registration.
-    pub(crate) fn reply(&self, reply: ReplyOpen, fh: u64) {
+    /// Answers an open with this registration; `direct`: reads and writes still come
+    /// to canopy (only mmap uses the backing file), for an open whose content canopy
+    /// reads itself while the kernel binds the inode to this registration.
+    pub(crate) fn reply(&self, reply: ReplyOpen, fh: u64, direct: bool) {
         // SAFETY: `raw` is a live registration on this connection (this value holds
         // it); the wrapper is turned back into the raw id, so it never closes it.
         let id = unsafe { reply.wrap_backing(self.raw) };
-        // Nothing is ever written: closing needs no FLUSH round trip (a flag within
-        // the kernel's passthrough mask).
-        reply.opened_passthrough(fuser::FileHandle(fh), fuser::FopenFlags::FOPEN_NOFLUSH, &id);
+        // Nothing is ever written: closing needs no FLUSH round trip. Both flags are
+        // within the kernel's passthrough mask.
+        let mut flags = fuser::FopenFlags::FOPEN_NOFLUSH;
+        if direct {
+            flags |= fuser::FopenFlags::FOPEN_DIRECT_IO;
+        }
+        reply.opened_passthrough(fuser::FileHandle(fh), flags, &id);
         let _ = id.into_raw();
     }
 }
@@ -149,10 +159,12 @@ pub(crate) enum Io {
     Cached,
     /// As `Cached`, counted in the inode's [`Mode::Cached`] (passthrough is on).
     Counted,
-    /// Through canopy, page by page: the inode is bound to another backing file that
-    /// open files still read (the kernel allows one per inode), so neither passthrough
-    /// to this file nor the page cache can be used.
-    Direct,
+    /// Through canopy, page by page: the inode is bound to a registration that open
+    /// files still read through (the kernel allows one per inode, and refuses an open
+    /// of it without one), but this open could not be checked against its file (changed
+    /// since, or being verified for another open): it names the registration with
+    /// direct I/O, so its reads come to canopy, and holds it until release.
+    Direct(Arc<Backing>),
 }
 
 /// What the kernel said in its INIT request, so that a successor can replay it to its
@@ -189,36 +201,6 @@ impl KernelInit {
             flags: config.capabilities().bits(),
         }
     }
-}
-
-/// One open file as handed to a successor.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HandleState {
-    fh: u64,
-    ino: u64,
-    blob: String,
-    size: u64,
-    /// `passthrough`, `counted`, `cached` or `direct`.
-    io: String,
-    /// The passthrough registration it reads through.
-    backing: Option<u32>,
-}
-
-/// One passthrough registration as handed to a successor.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BackingState {
-    ino: u64,
-    raw: u32,
-    stamp: Option<[u64; 5]>,
-}
-
-/// The open files of a mount, as handed to a successor.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct FilesState {
-    passthrough: bool,
-    next_fh: u64,
-    handles: Vec<HandleState>,
-    backings: Vec<BackingState>,
 }
 
 /// The first file handle of a process: the time in nanoseconds, so that a process
@@ -443,14 +425,21 @@ impl Files {
         let mut modes = self.modes.lock().expect("modes lock");
         match modes.get_mut(&ino) {
             Some(Mode::Passthrough { id, stamp }) if let Some(id) = id.upgrade() => {
-                if opened.is_some_and(|o| o.stamp == *stamp) {
-                    return Io::Passthrough(id);
+                match opened {
+                    Some(o) if o.stamp == *stamp => return Io::Passthrough(id),
+                    Some(_) => tracing::warn!(
+                        "inode {ino}: its open files read a cache file that has changed since; \
+                         this open reads a verified copy through canopy"
+                    ),
+                    // Being verified for another open (a successor verifies each
+                    // object once), or found changed and removed: canopy's reads wait
+                    // for it, or fetch it again.
+                    None => tracing::debug!(
+                        "inode {ino}: its cache file is not at hand; this open reads through \
+                         canopy"
+                    ),
                 }
-                tracing::warn!(
-                    "inode {ino}: its open files read a cache file that has changed since; \
-                     this open reads a verified copy through canopy"
-                );
-                return Io::Direct;
+                return Io::Direct(id);
             }
             Some(Mode::Cached { open, entry }) if *open > 0 => {
                 *open += 1;
@@ -499,118 +488,5 @@ impl Files {
     /// held, [`Files::state`] is exact.
     pub fn freeze(&self) -> RwLockWriteGuard<'_, ()> {
         self.gate.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The open files, for a successor (call while frozen).
-    pub fn state(&self) -> FilesState {
-        let handles = self.handles.lock().expect("handles lock");
-        let modes = self.modes.lock().expect("modes lock");
-        let mut backings = Vec::new();
-        for (ino, mode) in modes.iter() {
-            if let Mode::Passthrough { id, stamp } = mode
-                && let Some(id) = id.upgrade()
-            {
-                backings.push(BackingState {
-                    ino: *ino,
-                    raw: id.raw,
-                    stamp: stamp.map(|s| s.to_raw()),
-                });
-            }
-        }
-        let handles = handles
-            .iter()
-            .map(|(fh, open)| HandleState {
-                fh: *fh,
-                ino: open.ino,
-                blob: open.blob.to_string(),
-                size: open.size,
-                io: match (&open.backing, open.counted) {
-                    (Some(_), _) => "passthrough",
-                    (None, true) => "counted",
-                    (None, false) if self.passthrough() => "direct",
-                    (None, false) => "cached",
-                }
-                .to_string(),
-                backing: open.backing.as_ref().map(|b| b.raw),
-            })
-            .collect();
-        FilesState {
-            passthrough: self.passthrough(),
-            next_fh: self.next_fh.load(Ordering::Relaxed),
-            handles,
-            backings,
-        }
-    }
-
-    /// Takes over the open files of a predecessor on the same connection (attach the
-    /// connection first). Call before the session serves requests. Returns how many
-    /// open files it took over, and how many of them the kernel reads through
-    /// passthrough.
-    pub fn adopt(&self, state: FilesState) -> Result<(usize, usize), String> {
-        let device = self
-            .device
-            .get()
-            .cloned()
-            .ok_or("no FUSE connection attached")?;
-        self.passthrough
-            .store(state.passthrough && self.passthrough(), Ordering::Relaxed);
-        self.next_fh.store(state.next_fh.max(1), Ordering::Relaxed);
-        let mut handles = self.handles.lock().expect("handles lock");
-        let mut modes = self.modes.lock().expect("modes lock");
-        let backings: HashMap<u32, Arc<Backing>> = state
-            .backings
-            .iter()
-            .map(|b| (b.raw, Arc::new(Backing::known(b.raw, &device))))
-            .collect();
-        let count = state.handles.len();
-        let through = state.handles.iter().filter(|h| h.backing.is_some()).count();
-        for h in state.handles {
-            let blob: ObjectId = h
-                .blob
-                .parse()
-                .map_err(|e| format!("open file {}: object id {}: {e}", h.fh, h.blob))?;
-            let counted = h.io == "counted";
-            if counted {
-                match modes.entry(h.ino).or_insert(Mode::Cached {
-                    open: 0,
-                    entry: None,
-                }) {
-                    Mode::Cached { open, .. } => *open += 1,
-                    Mode::Passthrough { .. } => {
-                        return Err(format!("inode {} is read two ways", h.ino));
-                    }
-                }
-            }
-            let backing = h.backing.and_then(|raw| backings.get(&raw).cloned());
-            handles.insert(
-                h.fh,
-                Arc::new(OpenFile {
-                    ino: h.ino,
-                    blob,
-                    size: h.size,
-                    content: Mutex::new(None),
-                    backing,
-                    counted,
-                }),
-            );
-        }
-        for b in state.backings {
-            tracing::debug!(
-                "took over passthrough registration {} of inode {}",
-                b.raw,
-                b.ino
-            );
-            let id = &backings[&b.raw];
-            modes.insert(
-                b.ino,
-                Mode::Passthrough {
-                    id: Arc::downgrade(id),
-                    stamp: b.stamp.map(Stamp::from_raw),
-                },
-            );
-        }
-        // Registrations no open file holds any more close as their last holder goes.
-        drop(backings);
-        Ok((count, through))
     }
 }

@@ -195,3 +195,32 @@ fn finish(url: &str, id: ObjectId, data: Vec<u8>, deliver: &mut impl FnMut(Objec
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(status: u16, message: &str) -> FetchError {
+        FetchError::Status {
+            url: "http://server/v1/packs/x/0".into(),
+            status,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn a_server_without_packs_is_told_from_a_missing_part() {
+        // A canopy server from before packs, and a proxy that is not canopy.
+        assert!(unsupported(&status(404, "no such endpoint; see /v1/roots")));
+        assert!(unsupported(&FetchError::AllFailed(vec![status(
+            404,
+            "not an answer from canopy: is this URL a canopy server?"
+        )])));
+        // A server with packs that lacks this tree or part: prefetch goes on.
+        assert!(!unsupported(&status(
+            404,
+            "tree 3f2a has 1 pack parts, not 2"
+        )));
+        assert!(!unsupported(&status(503, "no such endpoint")));
+    }
+}

@@ -78,13 +78,25 @@ impl Stored {
     }
 }
 
+/// A descriptor store named after this process started, replacing `NOTIFY_SOCKET`
+/// (a process that keeps descriptors for this one, restarted since).
+static STORE_AT: std::sync::Mutex<Option<std::ffi::OsString>> = std::sync::Mutex::new(None);
+
+/// From now on, messages go to the descriptor store at `address` (a path, or `@NAME`
+/// for an abstract socket) instead of `NOTIFY_SOCKET`.
+pub fn store_at(address: &str) {
+    *STORE_AT.lock().expect("store lock") = Some(address.into());
+}
+
 /// Sends `state` (newline-separated assignments) to the service manager, with `fds`;
 /// `Ok(false)` when not run by one (`NOTIFY_SOCKET` unset).
 pub fn notify(state: &str, fds: &[BorrowedFd]) -> std::io::Result<bool> {
     use nix::sys::socket::{
         ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr, sendmsg, socket,
     };
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET").filter(|p| !p.is_empty()) else {
+    let named = STORE_AT.lock().expect("store lock").clone();
+    let Some(path) = named.or_else(|| std::env::var_os("NOTIFY_SOCKET").filter(|p| !p.is_empty()))
+    else {
         return Ok(false);
     };
     let bytes = path.as_encoded_bytes();

@@ -219,21 +219,8 @@ pub fn run(
             view.index();
             let fs = fs(cfg.host.open_cache_released()?);
             let files = fs.files();
-            let session = resume(fs, &files, device, &state.init).map_err(failed)?;
-            let table = match modes.map(ModeTable::open) {
-                Some(Ok((table, recorded))) => {
-                    let table = Arc::new(table);
-                    let count = recorded.len();
-                    files.adopt_recorded(table.clone(), recorded);
-                    tracing::info!("{count} inodes with open files recorded by the process before");
-                    Some(table)
-                }
-                Some(Err(e)) => {
-                    tracing::warn!("the table of I/O modes kept by the service manager: {e}");
-                    None
-                }
-                None => None,
-            };
+            let (session, table) =
+                resume_stored(fs, &files, device, modes, &state.init).map_err(failed)?;
             tracing::info!(
                 "resumed the mount at {} from the connection the service manager kept",
                 cfg.mountpoint.display()
@@ -249,7 +236,7 @@ pub fn run(
             .map_err(|e| failed(format!("asking the kernel to resend: {e}")))?;
     }
     let socket = handover::socket_path(&cfg.mountpoint);
-    let stored = keep_in_store(&cfg, &files, table, &view, &socket);
+    let stored = keep_in_store(cfg.handover_options(), &files, table, &view, &socket);
     if let Err(e) = service::notify("READY=1", &[]) {
         tracing::warn!("telling the service manager the mount is ready: {e}");
     }
@@ -339,14 +326,59 @@ pub(crate) fn resume(
         .map_err(|e| format!("resuming the FUSE session: {e}"))
 }
 
+/// A FUSE session for `fs` on a connection `device` kept by the service manager, with
+/// the table of I/O modes kept beside it (`modes`), whose recorded open files `files`
+/// adopts.
+pub(crate) fn resume_stored(
+    fs: CanopyFs,
+    files: &Files,
+    device: OwnedFd,
+    modes: Option<OwnedFd>,
+    init: &crate::open_files::KernelInit,
+) -> Result<(fuser::Session<CanopyFs>, Option<Arc<ModeTable>>), String> {
+    let session = resume(fs, files, device, init)?;
+    let table = match modes.map(ModeTable::open) {
+        Some(Ok((table, recorded))) => {
+            let table = Arc::new(table);
+            let count = recorded.len();
+            files.adopt_recorded(table.clone(), recorded);
+            tracing::info!("{count} inodes with open files recorded by the process before");
+            Some(table)
+        }
+        Some(Err(e)) => {
+            tracing::warn!("the table of I/O modes kept by the service manager: {e}");
+            None
+        }
+        None => None,
+    };
+    Ok((session, table))
+}
+
 /// The state file a service manager's next process reads, kept up to date.
-struct Kept {
+pub(crate) struct Kept {
     path: std::path::PathBuf,
     state: std::sync::Mutex<State>,
+    device: Arc<OwnedFd>,
+    table: Arc<ModeTable>,
 }
 
 impl Kept {
-    fn update(&self, history: Vec<Shown>) {
+    /// Sends the connection and the table of I/O modes to the service manager;
+    /// `Ok(false)` when not run by one.
+    pub(crate) fn store(&self) -> std::io::Result<bool> {
+        service::notify(
+            &format!("FDSTORE=1\nFDNAME={}", service::CONNECTION),
+            &[self.device.as_fd()],
+        )?;
+        // A memfd cannot be polled: the manager is told not to try.
+        service::notify(
+            &format!("FDSTORE=1\nFDNAME={}\nFDPOLL=0", service::MODES),
+            &[self.table.fd()],
+        )
+    }
+
+    /// Records `history` as the versions shown.
+    pub(crate) fn update(&self, history: Vec<Shown>) {
         let mut state = self.state.lock().expect("state lock");
         service::prune_versions(&history);
         state.history = history;
@@ -359,8 +391,8 @@ impl Kept {
 /// Under a service manager with a descriptor store: stores the connection and the
 /// table of I/O modes (`table`, resumed, or a new one) and writes the state file.
 /// `None` when not run by one, or when it does not keep descriptors.
-fn keep_in_store(
-    cfg: &MountConfig,
+pub(crate) fn keep_in_store(
+    options: crate::handover::Options,
     files: &Files,
     table: Option<Arc<ModeTable>>,
     view: &View,
@@ -386,28 +418,19 @@ fn keep_in_store(
     let kept = Arc::new(Kept {
         path: service::state_path(socket),
         state: std::sync::Mutex::new(State {
-            options: cfg.handover_options(),
+            options,
             init,
             history: Vec::new(),
         }),
+        device,
+        table,
     });
     kept.update(shown(view));
     if fresh {
         // Anything kept before belongs to another connection.
         service::forget();
     }
-    let sent = (|| -> std::io::Result<bool> {
-        service::notify(
-            &format!("FDSTORE=1\nFDNAME={}", service::CONNECTION),
-            &[device.as_fd()],
-        )?;
-        // A memfd cannot be polled: the manager is told not to try.
-        service::notify(
-            &format!("FDSTORE=1\nFDNAME={}\nFDPOLL=0", service::MODES),
-            &[table.fd()],
-        )
-    })();
-    match sent {
+    match kept.store() {
         Ok(true) => Some(kept),
         Ok(false) => None,
         Err(e) => {

@@ -154,7 +154,7 @@ const ANSWER_WAIT: Duration = Duration::from_secs(2);
 
 /// The mountpoints of the host's canopy FUSE mounts, from `/proc/self/mountinfo`
 /// (read without touching any mount).
-fn canopy_mounts() -> Vec<PathBuf> {
+pub(crate) fn canopy_mounts() -> Vec<PathBuf> {
     let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };

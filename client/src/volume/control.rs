@@ -7,13 +7,18 @@
 //! started otherwise: the server is what containers read from, and it outlives the
 //! plugin, so restarting, upgrading or killing the plugin never touches a mount.
 
+mod launcher;
+
+use super::store::FdStore;
 use crate::handover::Options;
+use launcher::{Launcher, Server, pidfd_open};
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
@@ -49,6 +54,12 @@ pub(crate) enum Request {
     Entries,
     /// Unmount and exit.
     Stop,
+    /// Keep the FUSE connection in the descriptor store at `socket` (the plugin's, a
+    /// plugin started after the one that started the server) from now on.
+    Store {
+        /// Its address, as `NOTIFY_SOCKET` gives one.
+        socket: String,
+    },
 }
 
 /// The server's answer.
@@ -180,20 +191,49 @@ pub(crate) struct Identity {
 /// The plugin's handle on its mount server.
 pub(crate) struct MountServer {
     socket: PathBuf,
+    mount_dir: PathBuf,
     /// How to start one: the arguments for this program.
     args: Vec<OsString>,
     /// The options a server started now serves with.
     pub(crate) options: Options,
+    /// Where the servers this plugin starts keep their FUSE connection.
+    store: Option<Arc<FdStore>>,
+    /// Set while a server that died is being started again on its kept connection.
+    restarting: Arc<AtomicBool>,
+    /// Set when one was: it shows every entry it was ever asked to.
+    restarted: Arc<AtomicBool>,
 }
+
+/// How long a server started again on its kept connection may take to say it serves.
+const RESTART_WAIT: Duration = Duration::from_secs(60);
 
 impl MountServer {
     /// The server of `mount_dir`, started when needed as this program with `args`.
     pub(crate) fn new(mount_dir: &Path, args: Vec<OsString>, options: Options) -> MountServer {
+        let store = match FdStore::bind(mount_dir) {
+            Ok(store) => Some(store),
+            Err(e) => {
+                tracing::warn!(
+                    "no descriptor store for the mount server ({e}): a mount server killed \
+                     loses the mount"
+                );
+                None
+            }
+        };
         MountServer {
             socket: socket_path(mount_dir),
+            mount_dir: mount_dir.to_path_buf(),
             args,
             options,
+            store,
+            restarting: Arc::new(AtomicBool::new(false)),
+            restarted: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Whether a server was started again on its kept connection since the last call.
+    pub(crate) fn was_restarted(&self) -> bool {
+        self.restarted.swap(false, Ordering::SeqCst)
     }
 
     /// Sends `request` and waits at most `wait` for the answer.
@@ -254,6 +294,15 @@ impl MountServer {
         match self.hello().await {
             Ok(_) => return Ok(false),
             Err(ServerError::Unreachable { reason, .. }) => {
+                // A server that died is being started again on its connection: a new
+                // one must not replace the mount meanwhile.
+                let deadline = Instant::now() + RESTART_WAIT;
+                while self.restarting.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                if self.hello().await.is_ok() {
+                    return Ok(false);
+                }
                 tracing::info!("no mount server answers ({reason}): starting one");
             }
             Err(e) => return Err(e),
@@ -266,26 +315,16 @@ impl MountServer {
     /// process group does not reach it) and waits until it answers. A server running
     /// already hands its mount over to the new one.
     pub(crate) async fn start(&self) -> Result<(), ServerError> {
-        use std::os::unix::process::CommandExt;
-        let exe = std::env::current_exe()
-            .map_err(|e| ServerError::Start(format!("finding this program: {e}")))?;
-        let mut command = Command::new(&exe);
-        command
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = command
-            .spawn()
-            .map_err(|e| ServerError::Start(format!("{}: {e}", exe.display())))?;
+        let launcher = Launcher {
+            exe: std::env::current_exe()
+                .map_err(|e| ServerError::Start(format!("finding this program: {e}")))?,
+            args: self.args.clone(),
+            store: self.store.clone(),
+            mount_dir: self.mount_dir.clone(),
+        };
+        let mut child = launcher
+            .spawn(Vec::new())
+            .map_err(|e| ServerError::Start(format!("{}: {e}", launcher.exe.display())))?;
         let pid = child.id();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -310,9 +349,60 @@ impl MountServer {
             }
         }
         tracing::info!("started the mount server, process {pid}");
-        // Reaped when it ends, if this plugin still runs then.
-        std::thread::spawn(move || child.wait());
+        // Reaped when it ends, if this plugin still runs then; started again on its
+        // kept connection if it dies.
+        let (restarting, restarted) = (self.restarting.clone(), self.restarted.clone());
+        std::thread::spawn(move || {
+            launcher.supervise(Server::Child(child), &restarting, &restarted)
+        });
         Ok(())
+    }
+
+    /// Keeps the connection of a server this plugin did not start (a plugin before it
+    /// did) in this plugin's store, and watches that server: if it dies, it is started
+    /// again on the connection, as one this plugin started would be.
+    pub(crate) async fn keep_store(&self) {
+        let Some(store) = &self.store else { return };
+        let Ok(running) = self.hello().await else {
+            return;
+        };
+        if store.is_main(running.pid) {
+            return;
+        }
+        let Some(pidfd) = pidfd_open(running.pid) else {
+            return;
+        };
+        store.expect(running.pid);
+        let asked = Request::Store {
+            socket: store.name().to_string(),
+        };
+        match self.call(&asked, Duration::from_secs(10)).await {
+            Ok(_) => tracing::info!(
+                "keeping the FUSE connection of the mount server (process {})",
+                running.pid
+            ),
+            Err(e) => {
+                tracing::warn!(
+                    "the mount server (process {}) does not keep its FUSE connection with this \
+                     plugin ({e}): if it dies, containers lose their volumes",
+                    running.pid
+                );
+                store.clear();
+                return;
+            }
+        }
+        let Ok(exe) = std::env::current_exe() else {
+            return;
+        };
+        let launcher = Launcher {
+            exe,
+            args: self.args.clone(),
+            store: self.store.clone(),
+            mount_dir: self.mount_dir.clone(),
+        };
+        let (restarting, restarted) = (self.restarting.clone(), self.restarted.clone());
+        let server = Server::Adopted(running.pid, pidfd);
+        std::thread::spawn(move || launcher.supervise(server, &restarting, &restarted));
     }
 
     /// Has the server unmount and exit; returns once the mount is gone.

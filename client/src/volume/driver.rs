@@ -407,7 +407,8 @@ impl Driver {
     /// Makes sure the mount server runs; one started anew (the last one died) is given
     /// every mounted volume again.
     async fn server_up(&mut self) -> Result<(), DriverError> {
-        if self.server.ensure().await? {
+        // A server started again on its kept connection shows every entry it ever did.
+        if self.server.ensure().await? || self.server.was_restarted() {
             self.adopt().await;
         }
         Ok(())
@@ -501,6 +502,12 @@ impl Driver {
             Ok(()) => self.adopt().await,
             Err(e) => tracing::warn!("replacing the mount server: {e}"),
         }
+    }
+
+    /// Keeps the FUSE connection of a mount server an earlier plugin started, so that
+    /// it is started again on it if it dies.
+    pub async fn keep_store(&self) {
+        self.server.keep_store().await;
     }
 
     /// Stops the mount server if no volume is mounted; otherwise it keeps serving them

@@ -16,6 +16,7 @@ mod driver;
 mod protocol;
 mod server;
 mod state;
+mod store;
 
 use crate::handover;
 use crate::mount::{HostConfig, MountError, umount_lazily};
@@ -226,6 +227,7 @@ pub fn run(
     rt.block_on(async {
         driver.adopt().await;
         driver.upgrade_server().await;
+        driver.keep_store().await;
     });
     if driver.mounted() > 0 {
         tracing::info!(

@@ -16,7 +16,10 @@ use crate::fs::forget_stale;
 use crate::handover::{self, Options};
 use crate::mount::{MountError, current, fuse_session, show, unmount};
 use crate::remote::Remote;
-use crate::session::{resume, show_history, shown, unmount_path};
+use crate::service::{self, State, Stored};
+use crate::session::{
+    Kept, keep_in_store, resume, resume_stored, show_history, shown, unmount_path,
+};
 use crate::view::{Scope, View};
 use canopy_protocol::{CommitId, RootName, VerifyingKey};
 use std::io::BufReader;
@@ -97,6 +100,8 @@ struct Served {
     mount_dir: PathBuf,
     listening: Arc<Listening>,
     options: Options,
+    /// The state file a successor resumes from, under the plugin's descriptor store.
+    kept: Option<Arc<Kept>>,
 }
 
 impl Served {
@@ -119,7 +124,10 @@ impl Served {
                 root,
                 commit,
             } => match self.show(&entry, &root, &commit) {
-                Ok(()) => Answer::Done,
+                Ok(()) => {
+                    self.keep_state();
+                    Answer::Done
+                }
                 Err(reason) => failed(reason),
             },
             Request::Remove { entry } => {
@@ -138,6 +146,19 @@ impl Served {
                     })
                     .collect(),
             },
+            Request::Store { socket } => {
+                let Some(kept) = &self.kept else {
+                    return failed("this mount server keeps no descriptors".into());
+                };
+                service::store_at(&socket);
+                match kept.store() {
+                    Ok(_) => {
+                        tracing::info!("the FUSE connection is kept by the plugin at {socket}");
+                        Answer::Done
+                    }
+                    Err(e) => failed(format!("storing the FUSE connection at {socket}: {e}")),
+                }
+            }
             Request::Stop => {
                 // A plugin starting from now on starts a new server rather than asking
                 // this one, which is going.
@@ -149,6 +170,14 @@ impl Served {
                     .unmount(&self.mount_dir);
                 Answer::Done
             }
+        }
+    }
+
+    /// Records the versions shown for a successor resuming the mount (before the plugin
+    /// hears that an entry is shown, so a successor shows it too).
+    fn keep_state(&self) {
+        if let Some(kept) = &self.kept {
+            kept.update(shown(&self.view));
         }
     }
 
@@ -242,11 +271,41 @@ enum Start {
     /// Take the mount over from the live server (one of an older canopy, which the
     /// plugin replaces).
     Live(handover::Pending),
+    /// Resume the connection of a server that died, kept by the plugin (its
+    /// descriptor store), with the state beside it.
+    Stored {
+        device: std::os::fd::OwnedFd,
+        modes: Option<std::os::fd::OwnedFd>,
+        state: State,
+    },
 }
 
-/// A live server answering at `socket` hands its mount over; else the mount is made
-/// anew.
+/// A connection the plugin kept from a server that died is resumed (if served with
+/// the same options); else a live server answering at `socket` hands its mount over;
+/// else the mount is made anew.
 fn start(cfg: &VolumeConfig, socket: &Path) -> Result<Start, VolumeError> {
+    if let Some(mut stored) = Stored::from_env().filter(|s| s.has_connection()) {
+        tracing::info!("the plugin passed {}", stored.describe());
+        let device = stored.take(service::CONNECTION).expect("checked above");
+        let modes = stored.take(service::MODES);
+        let path = service::state_path(&handover::socket_path(&cfg.mount_dir));
+        let why = match State::read(&path) {
+            Ok(state) if state.options == handover_options(cfg) => {
+                return Ok(Start::Stored {
+                    device,
+                    modes,
+                    state,
+                });
+            }
+            Ok(_) => "it was served with other options".to_string(),
+            Err(e) => format!("its state file {}: {e}", path.display()),
+        };
+        tracing::warn!("not resuming the FUSE connection the plugin kept ({why})");
+        service::forget();
+        drop((device, modes));
+        let _ = crate::mount::umount_lazily(&cfg.mount_dir);
+        return Ok(Start::Fresh);
+    }
     if handover::connect_now(socket).is_err() {
         return Ok(Start::Fresh);
     }
@@ -272,6 +331,10 @@ pub(crate) fn serve(
     let how = start(&cfg, &socket)?;
     let (rt, remote) = cfg.host.connect()?;
     let trust = cfg.host.trust;
+    let handover_socket = handover::socket_path(&cfg.mount_dir);
+    if service::has_store() {
+        service::keep_versions_in(service::versions_path(&handover_socket));
+    }
     // Entries come and go as volumes are mounted and released: the kernel is told to
     // forget what each change makes stale, so they show at once.
     let view = Arc::new(View::new(Scope::All));
@@ -280,13 +343,34 @@ pub(crate) fn serve(
         path: cfg.mount_dir.clone(),
         reason,
     };
-    let (mut session, files, resumed) = match how {
+    let (mut session, files, resumed, table) = match how {
         Start::Fresh => {
             prepare_mount_dir(&cfg.mount_dir)?;
             // A server that was just asked to stop may still hold the cache a moment.
             let fs = fs(cfg.host.open_cache_released()?);
             let files = fs.files();
-            (fuse_session(fs, &cfg.mount_dir)?, files, false)
+            (fuse_session(fs, &cfg.mount_dir)?, files, false, None)
+        }
+        Start::Stored {
+            device,
+            modes,
+            state,
+        } => {
+            rt.block_on(show_history(&remote, &view, &trust, &state.history))?;
+            view.index();
+            let fs = fs(cfg.host.open_cache_released()?);
+            let files = fs.files();
+            let (session, table) =
+                resume_stored(fs, &files, device, modes, &state.init).map_err(failed)?;
+            let device = files.device().expect("attached with the session");
+            // Requests the dead server had read and not answered come again.
+            handover::resend(&*device)
+                .map_err(|e| failed(format!("asking the kernel to resend: {e}")))?;
+            tracing::info!(
+                "resumed the plugin's mount at {} from the connection the plugin kept",
+                cfg.mount_dir.display()
+            );
+            (session, files, true, table)
         }
         Start::Live(pending) => {
             rt.block_on(show_history(&remote, &view, &trust, &pending.offer.history))?;
@@ -304,22 +388,24 @@ pub(crate) fn serve(
                 "took the plugin's mount at {} over ({open} open files)",
                 cfg.mount_dir.display()
             );
-            (session, files, true)
+            (session, files, true, None)
         }
     };
     forget_stale(&view, session.notifier());
+    let kept = keep_in_store(
+        handover_options(&cfg),
+        &files,
+        table,
+        &view,
+        &handover_socket,
+    );
     // The server before has exited by now, when there was one.
     let (listener, listening) = listen(&socket)?;
     let listening = Arc::new(listening);
-    let handing_over = handover::listen(
-        &handover::socket_path(&cfg.mount_dir),
-        handover_options(&cfg),
-        files,
-        {
-            let view = view.clone();
-            move || shown(&view)
-        },
-    );
+    let handing_over = handover::listen(&handover_socket, handover_options(&cfg), files, {
+        let view = view.clone();
+        move || shown(&view)
+    });
     if let Err(e) = &handing_over {
         tracing::warn!("no live hand-over for the plugin's mount: {e}");
     }
@@ -336,6 +422,7 @@ pub(crate) fn serve(
         mount_dir: cfg.mount_dir.clone(),
         listening: listening.clone(),
         options: handover_options(&cfg),
+        kept,
     };
     let answering = Arc::new(AtomicUsize::new(0));
     let counted = answering.clone();
@@ -355,11 +442,16 @@ pub(crate) fn serve(
             .expect("unmounter lock")
             .unmount(&mount_dir);
     });
+    if let Err(e) = service::notify("READY=1", &[]) {
+        tracing::warn!("telling the plugin the mount server is ready: {e}");
+    }
     tracing::info!(
         "serving the plugin's volumes at {}",
         cfg.mount_dir.display()
     );
     let result = session.run();
+    // Ended cleanly (unmounted): the plugin keeps no connection of a mount that is gone.
+    service::forget();
     // The plugin that asked for the unmount hears that it is done before this ends.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while answering.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
@@ -385,6 +477,8 @@ struct Unmounter {
 
 impl Unmounter {
     fn unmount(&mut self, mount_dir: &Path) {
+        // The plugin keeps no connection of a mount that is gone.
+        service::forget();
         if self.resumed {
             unmount_path(mount_dir);
         } else {
