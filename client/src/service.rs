@@ -157,6 +157,52 @@ pub fn forget() {
     }
 }
 
+/// A connection kept for a mount, as a successor resumes it.
+pub(crate) struct Resumable {
+    /// The FUSE connection.
+    pub device: OwnedFd,
+    /// The table of I/O modes, if one was kept.
+    pub modes: Option<OwnedFd>,
+    /// The state beside the mount's hand-over socket.
+    pub state: State,
+}
+
+impl Stored {
+    /// The connection kept for the mount at `mountpoint`, if the state beside its
+    /// hand-over socket says it was served with `options`. Otherwise the connection is
+    /// let go (its keeper, which `keeper` names in the warning, forgets it, and the old
+    /// mount is detached) and `None` says to mount anew.
+    pub(crate) fn resume(
+        &mut self,
+        mountpoint: &Path,
+        options: &Options,
+        keeper: &str,
+    ) -> Option<Resumable> {
+        let device = self.take(CONNECTION)?;
+        let modes = self.take(MODES);
+        let path = state_path(&crate::handover::socket_path(mountpoint));
+        let why = match State::read(&path) {
+            Ok(state) if state.options == *options => {
+                return Some(Resumable {
+                    device,
+                    modes,
+                    state,
+                });
+            }
+            Ok(_) => "it was served with other options".to_string(),
+            Err(e) => format!("its state file {}: {e}", path.display()),
+        };
+        tracing::warn!(
+            "not resuming the FUSE connection kept by {keeper} ({why}): mounting {} anew",
+            mountpoint.display()
+        );
+        forget();
+        drop((device, modes));
+        let _ = crate::mount::umount_lazily(mountpoint);
+        None
+    }
+}
+
 /// What a successor reads beside the stored descriptors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {

@@ -13,7 +13,7 @@ use crate::mount::{
 };
 use crate::open_files::Files;
 use crate::remote::Remote;
-use crate::service::{self, State, Stored};
+use crate::service::{self, Resumable, State, Stored};
 use crate::view::{Scope, View};
 use canopy_cache::Cache;
 use canopy_protocol::VerifyingKey;
@@ -60,11 +60,7 @@ enum Start {
     /// Take it over from the live process serving it.
     Live(handover::Pending),
     /// Resume the connection the service manager kept, with the state beside it.
-    Stored {
-        device: OwnedFd,
-        modes: Option<OwnedFd>,
-        state: State,
-    },
+    Stored(Resumable),
 }
 
 /// Decides how to start: a live process answering at the mount's socket hands it over;
@@ -92,29 +88,9 @@ fn start(cfg: &MountConfig, stored: Option<Stored>) -> Result<Start, MountError>
         }
         return Ok(Start::Fresh);
     };
-    let device = stored.take(service::CONNECTION).expect("checked above");
-    let modes = stored.take(service::MODES);
-    let path = service::state_path(&handover::socket_path(&cfg.mountpoint));
-    let why = match State::read(&path) {
-        Ok(state) if state.options == options => {
-            return Ok(Start::Stored {
-                device,
-                modes,
-                state,
-            });
-        }
-        Ok(_) => "it was served with other options".to_string(),
-        Err(e) => format!("its state file {}: {e}", path.display()),
-    };
-    tracing::warn!(
-        "not resuming the FUSE connection kept by the service manager ({why}): \
-         mounting {} anew",
-        cfg.mountpoint.display()
-    );
-    service::forget();
-    drop((device, modes));
-    let _ = crate::mount::umount_lazily(&cfg.mountpoint);
-    Ok(Start::Fresh)
+    Ok(stored
+        .resume(&cfg.mountpoint, &options, "the service manager")
+        .map_or(Start::Fresh, Start::Stored))
 }
 
 /// Mounts and serves until unmounted (`umount`) or until `shutdown` resolves (then
@@ -148,7 +124,7 @@ pub fn run(
     let history = match &how {
         Start::Fresh => Vec::new(),
         Start::Live(pending) => pending.offer.history.clone(),
-        Start::Stored { state, .. } => state.history.clone(),
+        Start::Stored(Resumable { state, .. }) => state.history.clone(),
     };
     let pinned = match found {
         Some(Ok(commit)) => Some(commit),
@@ -211,11 +187,11 @@ pub fn run(
             );
             (session, files, true, None)
         }
-        Start::Stored {
+        Start::Stored(Resumable {
             device,
             modes,
             state,
-        } => {
+        }) => {
             view.index();
             let fs = fs(cfg.host.open_cache_released()?);
             let files = fs.files();

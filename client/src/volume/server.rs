@@ -16,7 +16,7 @@ use crate::fs::forget_stale;
 use crate::handover::{self, Options};
 use crate::mount::{MountError, current, fuse_session, show, unmount};
 use crate::remote::Remote;
-use crate::service::{self, State, Stored};
+use crate::service::{self, Resumable, Stored};
 use crate::session::{
     Kept, keep_in_store, resume, resume_stored, show_history, shown, unmount_path,
 };
@@ -273,11 +273,7 @@ enum Start {
     Live(handover::Pending),
     /// Resume the connection of a server that died, kept by the plugin (its
     /// descriptor store), with the state beside it.
-    Stored {
-        device: std::os::fd::OwnedFd,
-        modes: Option<std::os::fd::OwnedFd>,
-        state: State,
-    },
+    Stored(Resumable),
 }
 
 /// A connection the plugin kept from a server that died is resumed (if served with
@@ -286,25 +282,8 @@ enum Start {
 fn start(cfg: &VolumeConfig, socket: &Path) -> Result<Start, VolumeError> {
     if let Some(mut stored) = Stored::from_env().filter(|s| s.has_connection()) {
         tracing::info!("the plugin passed {}", stored.describe());
-        let device = stored.take(service::CONNECTION).expect("checked above");
-        let modes = stored.take(service::MODES);
-        let path = service::state_path(&handover::socket_path(&cfg.mount_dir));
-        let why = match State::read(&path) {
-            Ok(state) if state.options == handover_options(cfg) => {
-                return Ok(Start::Stored {
-                    device,
-                    modes,
-                    state,
-                });
-            }
-            Ok(_) => "it was served with other options".to_string(),
-            Err(e) => format!("its state file {}: {e}", path.display()),
-        };
-        tracing::warn!("not resuming the FUSE connection the plugin kept ({why})");
-        service::forget();
-        drop((device, modes));
-        let _ = crate::mount::umount_lazily(&cfg.mount_dir);
-        return Ok(Start::Fresh);
+        let kept = stored.resume(&cfg.mount_dir, &handover_options(cfg), "the plugin");
+        return Ok(kept.map_or(Start::Fresh, Start::Stored));
     }
     if handover::connect_now(socket).is_err() {
         return Ok(Start::Fresh);
@@ -351,11 +330,11 @@ pub(crate) fn serve(
             let files = fs.files();
             (fuse_session(fs, &cfg.mount_dir)?, files, false, None)
         }
-        Start::Stored {
+        Start::Stored(Resumable {
             device,
             modes,
             state,
-        } => {
+        }) => {
             rt.block_on(show_history(&remote, &view, &trust, &state.history))?;
             view.index();
             let fs = fs(cfg.host.open_cache_released()?);
