@@ -343,38 +343,55 @@ impl Cache {
         if let Some(v) = self.find_locked(id) {
             return Ok(v);
         }
-        let path = self.path(id);
-        let tmp = self
-            .dir
-            .join("tmp")
-            .join(format!("{id}.{}", self.seq.fetch_add(1, Ordering::Relaxed)));
+        let tmp = self.staging(id);
         let size = fetch(&tmp).map_err(CacheError::Fetch)?;
         // Room first, then the file: the directory never holds more than the bound
         // allows, even for a moment (open files aside).
         self.reserve(&mut self.state.lock().expect("cache lock"), size);
-        let moved = fs::set_permissions(&tmp, fs::Permissions::from_mode(READ_ONLY))
+        let (file, stamp) = self.install(id, &tmp, size, true)?;
+        Ok(Verified { file, stamp })
+    }
+
+    /// A new name in the cache's staging directory for a copy of `id`.
+    fn staging(&self, id: &ObjectId) -> PathBuf {
+        self.dir
+            .join("tmp")
+            .join(format!("{id}.{}", self.seq.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    /// Moves the staged copy `tmp` of `id` (just fetched and hashed on the way in; its
+    /// `size` bytes reserved) into place, read-only, and lists it, pinned if `pin`. The
+    /// stamp is taken from the file that is handed out, so a change from here on is
+    /// seen. On failure nothing of it stays and the reservation is given back.
+    fn install<E>(
+        &self,
+        id: &ObjectId,
+        tmp: &Path,
+        size: u64,
+        pin: bool,
+    ) -> Result<(fs::File, Stamp), CacheError<E>> {
+        let path = self.path(id);
+        let installed = fs::set_permissions(tmp, fs::Permissions::from_mode(READ_ONLY))
             .map_err(io_err(format!("making {} read-only", tmp.display())))
             .and_then(|()| {
                 let fan = path
                     .parent()
                     .expect("object paths have a fan-out directory");
                 private_dir(fan).map_err(io_err(format!("creating {}", fan.display())))?;
-                fs::rename(&tmp, &path)
+                fs::rename(tmp, &path)
                     .map_err(io_err(format!("moving {} into place", tmp.display())))
+            })
+            .and_then(|()| {
+                let file =
+                    fs::File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
+                let stamp =
+                    Stamp::of(&file).map_err(io_err(format!("examining {}", path.display())))?;
+                Ok((file, stamp))
             });
-        // Just fetched and hashed on the way in; the stamp is taken from the file that
-        // is handed out, so a change from here on is seen.
-        let opened = moved.and_then(|()| {
-            let file =
-                fs::File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
-            let stamp =
-                Stamp::of(&file).map_err(io_err(format!("examining {}", path.display())))?;
-            Ok((file, stamp))
-        });
-        let (file, stamp) = match opened {
+        let (file, stamp) = match installed {
             Ok(found) => found,
             Err(e) => {
-                let _ = fs::remove_file(&tmp);
+                let _ = fs::remove_file(tmp);
                 let _ = fs::remove_file(&path);
                 self.state.lock().expect("cache lock").total -= size;
                 return Err(e);
@@ -388,9 +405,11 @@ impl Cache {
                 verified: Some(stamp),
             },
         );
-        *state.pinned.entry(*id).or_default() += 1;
+        if pin {
+            *state.pinned.entry(*id).or_default() += 1;
+        }
         self.evict(&mut state);
-        Ok(Verified { file, stamp })
+        Ok((file, stamp))
     }
 
     /// Whether the cache lists `id` (without checking its file: [`Cache::cached`] does).
@@ -422,48 +441,13 @@ impl Cache {
             }
             self.reserve(&mut state, size);
         }
-        let path = self.path(id);
-        let tmp = self
-            .dir
-            .join("tmp")
-            .join(format!("{id}.{}", self.seq.fetch_add(1, Ordering::Relaxed)));
-        let written = fs::write(&tmp, bytes)
-            .map_err(io_err(format!("writing {}", tmp.display())))
-            .and_then(|()| {
-                fs::set_permissions(&tmp, fs::Permissions::from_mode(READ_ONLY))
-                    .map_err(io_err(format!("making {} read-only", tmp.display())))
-            })
-            .and_then(|()| {
-                let fan = path
-                    .parent()
-                    .expect("object paths have a fan-out directory");
-                private_dir(fan).map_err(io_err(format!("creating {}", fan.display())))?;
-                fs::rename(&tmp, &path)
-                    .map_err(io_err(format!("moving {} into place", tmp.display())))
-            })
-            .and_then(|()| {
-                let file =
-                    fs::File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
-                Stamp::of(&file).map_err(io_err(format!("examining {}", path.display())))
-            });
-        let stamp = match written {
-            Ok(stamp) => stamp,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                let _ = fs::remove_file(&path);
-                self.state.lock().expect("cache lock").total -= size;
-                return Err(e);
-            }
-        };
-        let mut state = self.state.lock().expect("cache lock");
-        state.lru.put(
-            *id,
-            Item {
-                size,
-                verified: Some(stamp),
-            },
-        );
-        self.evict(&mut state);
+        let tmp = self.staging(id);
+        if let Err(e) = fs::write(&tmp, bytes) {
+            let _ = fs::remove_file(&tmp);
+            self.state.lock().expect("cache lock").total -= size;
+            return Err(io_err(format!("writing {}", tmp.display()))(e));
+        }
+        self.install(id, &tmp, size, false)?;
         Ok(true)
     }
 
