@@ -4,14 +4,15 @@
 //! and never evicts an open file.
 
 use crate::mount::{Mount, Server, read, two_roots};
+use crate::proxy::TcpProxy;
 use crate::util::{Canopy, assert_same_tree, walk};
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 /// One store with roots `small` and `full`, and a checkout of `full`, shared by the
@@ -67,50 +68,20 @@ fn a_fresh_mount_reads_a_whole_root_as_checkout_through_packs() {
 
 /// A proxy to `upstream` that replaces `from` with `to` (as long) wherever it passes
 /// in an answer, and takes `accept-encoding` out of requests so answers pass as stored.
-struct Tamper {
-    url: String,
-    stop: Arc<AtomicBool>,
-}
-
-impl Tamper {
-    fn start(upstream: &str, from: Vec<u8>, to: Vec<u8>) -> Tamper {
-        assert_eq!(from.len(), to.len());
-        let upstream = upstream.trim_start_matches("http://").to_string();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let (from, to) = (Arc::new(from), Arc::new(to));
-        std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                let Ok((client, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(20));
-                    continue;
-                };
-                client.set_nonblocking(false).unwrap();
-                let server = TcpStream::connect(&upstream).unwrap();
-                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    relay(
-                        c2,
-                        s2,
-                        b"accept-encoding".to_vec(),
-                        b"x-no-encodings!".to_vec(),
-                    )
-                });
-                let (f, t) = ((*from).clone(), (*to).clone());
-                std::thread::spawn(move || relay(server, client, f, t));
-            }
-        });
-        Tamper { url, stop }
-    }
-}
-
-impl Drop for Tamper {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+fn tamper(upstream: &str, from: Vec<u8>, to: Vec<u8>) -> TcpProxy {
+    assert_eq!(from.len(), to.len());
+    TcpProxy::start(
+        upstream,
+        Arc::new(|c, s, _: &AtomicBool| {
+            relay(
+                c,
+                s,
+                b"accept-encoding".to_vec(),
+                b"x-no-encodings!".to_vec(),
+            )
+        }),
+        Arc::new(move |s, c, _: &AtomicBool| relay(s, c, from.clone(), to.clone())),
+    )
 }
 
 /// Copies `src` to `dst`, replacing `old` with `new` (as long), even across reads: the
@@ -193,7 +164,7 @@ fn a_pack_member_altered_on_the_way_fails_that_object_alone() {
     let mut altered = marker.clone();
     altered[0] ^= 0xff;
     let server = Server::start(env, "127.0.0.1:0");
-    let proxy = Tamper::start(&server.url, marker, altered);
+    let proxy = tamper(&server.url, marker, altered);
     let mount = Mount::start(env, "tamper", &proxy.url, &["--root", "full"]);
     let name = victim.file_name().unwrap();
     for file in &siblings {

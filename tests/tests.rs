@@ -14,6 +14,8 @@ mod hostile;
 mod input;
 // Signed names on the client: swapped, replayed and foreign roots refused, the others mount.
 mod trust;
+// A TCP proxy whose copies the tests choose: altering or slowing answers.
+mod proxy;
 // Bounded waits: a dribbling proxy, killable readers.
 mod waits;
 // Cache files altered on disk: found out, fetched again, never served.

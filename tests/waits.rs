@@ -5,10 +5,11 @@
 
 use crate::corpus;
 use crate::mount::{Mount, Server, read};
+use crate::proxy::TcpProxy;
 use crate::util::Canopy;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::sync::Arc;
@@ -20,46 +21,28 @@ use std::time::{Duration, Instant};
 struct Proxy {
     url: String,
     dribble: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
+    _proxy: TcpProxy,
 }
 
 impl Proxy {
     fn start(upstream: &str) -> Proxy {
-        let upstream = upstream.trim_start_matches("http://").to_string();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        listener.set_nonblocking(true).unwrap();
-        let (dribble, stop) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicBool::new(false)),
+        let dribble = Arc::new(AtomicBool::new(false));
+        let d = dribble.clone();
+        let proxy = TcpProxy::start(
+            upstream,
+            Arc::new(|c, s, _: &AtomicBool| pipe(c, s, None)),
+            Arc::new(move |s, c, stop: &AtomicBool| pipe(s, c, Some((&d, stop)))),
         );
-        let (d, s) = (dribble.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                let Ok((client, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(20));
-                    continue;
-                };
-                client.set_nonblocking(false).unwrap();
-                let server = TcpStream::connect(&upstream).unwrap();
-                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || pipe(c2, s2, None));
-                let (d, s) = (d.clone(), s.clone());
-                std::thread::spawn(move || pipe(server, client, Some((d, s))));
-            }
-        });
-        Proxy { url, dribble, stop }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        Proxy {
+            url: proxy.url.clone(),
+            dribble,
+            _proxy: proxy,
+        }
     }
 }
 
 /// Copies `from` to `to`; with `slow`, 30 bytes per 100 ms while its flag is set.
-fn pipe(mut from: TcpStream, mut to: TcpStream, slow: Option<(Arc<AtomicBool>, Arc<AtomicBool>)>) {
+fn pipe(mut from: TcpStream, mut to: TcpStream, slow: Option<(&AtomicBool, &AtomicBool)>) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let dribbling = slow
