@@ -405,9 +405,15 @@ impl MountServer {
         std::thread::spawn(move || launcher.supervise(server, &restarting, &restarted));
     }
 
-    /// Has the server unmount and exit; returns once the mount is gone.
+    /// Has the server unmount and exit; returns once the mount is gone and the server
+    /// no longer answers (at most 10 s after its answer): it answers before it ends,
+    /// and a plugin started meanwhile would take the ending server for a live one.
     pub(crate) async fn stop(&self) -> Result<(), ServerError> {
         self.call(&Request::Stop, Duration::from_secs(30)).await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && self.hello().await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         Ok(())
     }
 }
