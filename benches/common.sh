@@ -172,7 +172,7 @@ stop_pid() {
 # 127.0.0.1:PORT, with DIRECTIVES added to its http block; waits up to WAIT_TIMEOUT
 # seconds until PATH answers.
 start_nginx() {
-    local dir=$1 port=$2 root=$3 path=$4 directives=${5:-} deadline
+    local dir=$1 port=$2 root=$3 path=$4 directives=${5:-}
     mkdir -p "$dir/logs" "$dir/tmp"
     cat >"$dir/nginx.conf" <<EOF
 daemon off;
@@ -198,10 +198,17 @@ http {
 EOF
     nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" >"$dir/logs/nginx.out" 2>&1 &
     NGINX_PID=$!
+    wait_answering "http://127.0.0.1:$port$path" "$NGINX_PID" nginx "$dir/logs/error.log"
+}
+
+# wait_answering URL PID WHAT LOG: waits up to WAIT_TIMEOUT seconds until URL answers;
+# fails the step, showing LOG, if process PID (WHAT) exits first or the time runs out.
+wait_answering() {
+    local url=$1 pid=$2 what=$3 log=$4 deadline
     deadline=$(($(date +%s) + WAIT_TIMEOUT))
-    until curl -sf -o /dev/null "http://127.0.0.1:$port$path"; do
-        kill -0 "$NGINX_PID" 2>/dev/null || fail_step "nginx exited" "$dir/logs/error.log"
-        (($(date +%s) < deadline)) || fail_step "nginx not answering after ${WAIT_TIMEOUT}s" "$dir/logs/error.log"
+    until curl -sf -o /dev/null "$url"; do
+        kill -0 "$pid" 2>/dev/null || fail_step "$what exited" "$log"
+        (($(date +%s) < deadline)) || fail_step "$what not answering after ${WAIT_TIMEOUT}s" "$log"
         sleep 0.05
     done
 }
@@ -210,16 +217,11 @@ EOF
 # to CPUS (taskset -c), its pid in SERVER_PID and its output in LOGS/serve.{out,err};
 # waits up to WAIT_TIMEOUT seconds until it answers.
 start_serve_pinned() {
-    local store=$1 port=$2 cpus=$3 deadline
+    local store=$1 port=$2 cpus=$3
     taskset -c "$cpus" "$CANOPY" --store "$store" serve --listen "127.0.0.1:$port" \
         >"$LOGS/serve.out" 2>"$LOGS/serve.err" &
     SERVER_PID=$!
-    deadline=$(($(date +%s) + WAIT_TIMEOUT))
-    until curl -sf -o /dev/null "http://127.0.0.1:$port/v1/roots"; do
-        kill -0 "$SERVER_PID" 2>/dev/null || fail_step "canopy serve exited" "$LOGS/serve.err"
-        (($(date +%s) < deadline)) || fail_step "canopy serve not answering" "$LOGS/serve.err"
-        sleep 0.05
-    done
+    wait_answering "http://127.0.0.1:$port/v1/roots" "$SERVER_PID" "canopy serve" "$LOGS/serve.err"
 }
 
 # pin_nginx CPUS: pins nginx (NGINX_PID) and its workers to CPUS.
