@@ -7,7 +7,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Root `small` (bash and what it needs) and root `full` (every test package), which
@@ -169,6 +169,17 @@ impl Mount {
         wait_for_line(&mut child, "mounted at", &log);
         assert!(is_mounted(&dir), "{} is not a mount point", dir.display());
         Mount { child, dir, log }
+    }
+
+    /// The mount process's exit status, once it exits within `limit`; else the test
+    /// fails with `why` and its log.
+    pub(crate) fn exit_within(&mut self, limit: Duration, why: &str) -> ExitStatus {
+        let log = self.log.clone();
+        eventually(
+            limit,
+            || format!("{why}:\n{}", fs::read_to_string(&log).unwrap_or_default()),
+            || self.child.try_wait().unwrap(),
+        )
     }
 
     /// Sends `signal` to the mount's process.
@@ -727,17 +738,7 @@ fn a_process_taking_a_followed_mount_over_moves_on_once_it_serves() {
     // the successor shows version 2 only once it can have the kernel forget them.
     // (The same name: the same cache, as a take-over needs; the log starts anew.)
     let second = Mount::start_on(&env, "mnt", first.dir.clone(), &server.url, &args);
-    let first_log = first.log.clone();
-    let status = eventually(
-        Duration::from_secs(20),
-        || {
-            format!(
-                "the first process did not exit:\n{}",
-                fs::read_to_string(&first_log).unwrap_or_default()
-            )
-        },
-        || first.child.try_wait().unwrap(),
-    );
+    let status = first.exit_within(Duration::from_secs(20), "the first process did not exit");
     assert!(status.success(), "{status}:\n{}", first.log());
     eventually(
         Duration::from_secs(15),
@@ -878,16 +879,9 @@ fn sigterm_while_busy_detaches_and_exits_when_the_last_file_closes() {
     );
 
     drop(held);
-    let log = mount.log.clone();
-    let status = eventually(
+    let status = mount.exit_within(
         Duration::from_secs(10),
-        || {
-            format!(
-                "canopy did not exit after the last file closed:\n{}",
-                fs::read_to_string(&log).unwrap_or_default()
-            )
-        },
-        || mount.child.try_wait().unwrap(),
+        "canopy did not exit after the last file closed",
     );
     assert!(status.success(), "exit status {status}:\n{}", mount.log());
 }
