@@ -97,7 +97,9 @@ impl Floor {
         });
         let body = match kind {
             FileType::RegularFile => Body::File(std::fs::read(path)?),
-            FileType::Symlink => Body::Symlink(std::fs::read_link(path)?.into_os_string().into_vec()),
+            FileType::Symlink => {
+                Body::Symlink(std::fs::read_link(path)?.into_os_string().into_vec())
+            }
             FileType::Directory => {
                 let mut children: Vec<_> = std::fs::read_dir(path)?
                     .map(|e| e.map(|e| e.file_name()))

@@ -238,7 +238,14 @@ struct Entry {
 
 /// A `URING_CMD` for queue `qid` naming `entry` (`len` = 2 iovecs, which the crate's
 /// builder cannot set).
-fn command(fd: RawFd, op: u32, qid: u16, commit_id: u64, entry: &Entry, i: usize) -> squeue::Entry128 {
+fn command(
+    fd: RawFd,
+    op: u32,
+    qid: u16,
+    commit_id: u64,
+    entry: &Entry,
+    i: usize,
+) -> squeue::Entry128 {
     let mut cmd = [0u8; 80];
     cmd[8..16].copy_from_slice(&commit_id.to_le_bytes());
     cmd[16..18].copy_from_slice(&qid.to_le_bytes());
@@ -256,7 +263,8 @@ fn command(fd: RawFd, op: u32, qid: u16, commit_id: u64, entry: &Entry, i: usize
 /// Serves queue `qid` (CPU `qid`) through its own ring of `depth` entries until the
 /// connection ends.
 fn serve_ring(fd: RawFd, qid: u16, depth: usize, tree: &Tree) -> std::io::Result<()> {
-    let mut ring: IoUring<squeue::Entry128, cqueue::Entry> = IoUring::builder().build(depth as u32 * 2)?;
+    let mut ring: IoUring<squeue::Entry128, cqueue::Entry> =
+        IoUring::builder().build(depth as u32 * 2)?;
     let mut entries: Vec<Entry> = (0..depth)
         .map(|_| {
             let mut header = Box::new([0u8; RING_HEADER]);
@@ -286,7 +294,10 @@ fn serve_ring(fd: RawFd, qid: u16, depth: usize, tree: &Tree) -> std::io::Result
     let mut out = Vec::with_capacity(PAYLOAD);
     loop {
         ring.submit_and_wait(1)?;
-        let done: Vec<(u64, i32)> = ring.completion().map(|c| (c.user_data(), c.result())).collect();
+        let done: Vec<(u64, i32)> = ring
+            .completion()
+            .map(|c| (c.user_data(), c.result()))
+            .collect();
         for (i, res) in done {
             if res < 0 {
                 return Err(std::io::Error::from_raw_os_error(-res));
@@ -344,7 +355,10 @@ fn serve(uring: bool, file: &str, mountpoint: &str) -> std::io::Result<()> {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     };
-    let dev = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse")?;
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")?;
     let fd = dev.as_raw_fd();
     let data = CString::new(format!(
         "fd={fd},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions"
@@ -353,7 +367,13 @@ fn serve(uring: bool, file: &str, mountpoint: &str) -> std::io::Result<()> {
     let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOATIME;
     // SAFETY: valid C strings for the call's duration.
     let rc = unsafe {
-        libc::mount(c"uring_floor".as_ptr(), target.as_ptr(), c"fuse".as_ptr(), flags, data.as_ptr().cast())
+        libc::mount(
+            c"uring_floor".as_ptr(),
+            target.as_ptr(),
+            c"fuse".as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
     };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
@@ -373,10 +393,10 @@ fn serve(uring: bool, file: &str, mountpoint: &str) -> std::io::Result<()> {
         for qid in 0..cpus {
             let tree = tree.clone();
             std::thread::spawn(move || {
-                if let Err(e) = serve_ring(fd, qid, 4, &tree) {
-                    if e.raw_os_error() != Some(libc::ENOTCONN) {
-                        eprintln!("fuse_uring_floor: queue {qid}: {e}");
-                    }
+                if let Err(e) = serve_ring(fd, qid, 4, &tree)
+                    && e.raw_os_error() != Some(libc::ENOTCONN)
+                {
+                    eprintln!("fuse_uring_floor: queue {qid}: {e}");
                 }
             });
         }
