@@ -189,28 +189,37 @@ impl Replay {
                 break;
             }
             if let Some((n, members)) = part {
-                let wanted: Vec<Member> = members
-                    .iter()
-                    .filter(|m| !cache.contains(&m.blob.0))
-                    .copied()
-                    .collect();
-                let bytes: u64 = wanted.iter().map(|m| m.size).sum();
-                if !wanted.is_empty() && bytes <= budget {
-                    budget -= bytes;
+                // Within the share, in profile order: the first files a program reads
+                // are worth the most.
+                let mut wanted = Vec::new();
+                for m in members.iter().filter(|m| !cache.contains(&m.blob.0)) {
+                    if !take(&mut budget, m.size) {
+                        break;
+                    }
+                    wanted.push(*m);
+                }
+                if !wanted.is_empty() {
                     let this = self.clone();
                     let counts = counts.clone();
-                    tasks.spawn(async move { this.part(commit, n, members, wanted, &counts).await });
+                    tasks
+                        .spawn(async move { this.part(commit, n, members, wanted, &counts).await });
                 }
             }
             if let Some(m) = file
                 && !cache.contains(&m.blob.0)
-                && m.size <= budget
+                && take(&mut budget, m.size)
             {
-                budget -= m.size;
                 let this = self.clone();
                 let counts = counts.clone();
                 tasks.spawn(async move { this.large(m, &counts).await });
             }
+        }
+        if budget == 0 {
+            tracing::info!(
+                "{entry}: the profile of commit {commit} is larger than its share of the cache \
+                 (1/{} of --cache-size): only its first files are replayed",
+                prefetch::SHARE
+            );
         }
         while tasks.join_next().await.is_some() {}
         tracing::info!(
@@ -245,7 +254,10 @@ impl Replay {
     async fn permits(
         &self,
         bytes: u64,
-    ) -> Option<(tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit)> {
+    ) -> Option<(
+        tokio::sync::OwnedSemaphorePermit,
+        tokio::sync::OwnedSemaphorePermit,
+    )> {
         let kib = ((bytes >> 10) as u32).clamp(1, (prefetch::IN_FLIGHT >> 10) as u32);
         let request = self.requests.clone().acquire_owned().await.ok()?;
         let bytes = self.bytes.clone().acquire_many_owned(kib).await.ok()?;
@@ -315,7 +327,9 @@ impl Replay {
                 match cache.offer(&id, &bytes) {
                     Ok(true) => {
                         counts.files.fetch_add(1, Ordering::Relaxed);
-                        counts.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        counts
+                            .bytes
+                            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     }
                     Ok(false) => {}
                     Err(e) => tracing::warn!("profile replay: {e}"),
@@ -329,7 +343,9 @@ impl Replay {
         if let Err(e) = result {
             if crate::pack::unsupported(&e) {
                 if self.supported.swap(false, Ordering::Relaxed) {
-                    tracing::info!("the server has no profile packs ({e}): profiles are not replayed");
+                    tracing::info!(
+                        "the server has no profile packs ({e}): profiles are not replayed"
+                    );
                 }
             } else {
                 tracing::warn!("profile replay of commit {commit} part {n}: {e}");
@@ -371,6 +387,18 @@ impl Replay {
             Ok(Err(e)) => tracing::warn!("profile replay of object {}: {e}", m.blob),
             Err(e) => tracing::warn!("profile replay of object {}: {e}", m.blob),
         }
+    }
+}
+
+/// Takes `bytes` from `budget` if it holds them; else empties it (nothing after a file
+/// that does not fit is taken, so the share goes to the profile's first files).
+fn take(budget: &mut u64, bytes: u64) -> bool {
+    if bytes <= *budget {
+        *budget -= bytes;
+        true
+    } else {
+        *budget = 0;
+        false
     }
 }
 

@@ -85,7 +85,9 @@ impl Profile {
     }
 
     /// The profile of a commit's extensions: `None` if it has none.
-    pub fn of(extensions: &std::collections::BTreeMap<String, Vec<u8>>) -> Option<Result<Self, ProfileError>> {
+    pub fn of(
+        extensions: &std::collections::BTreeMap<String, Vec<u8>>,
+    ) -> Option<Result<Self, ProfileError>> {
         extensions.get(EXTENSION).map(|v| Profile::from_json(v))
     }
 }
@@ -157,7 +159,10 @@ pub fn plan(
             bytes = 0;
         }
         bytes += m.size;
-        plan.parts.last_mut().expect("a part was just pushed").push(m);
+        plan.parts
+            .last_mut()
+            .expect("a part was just pushed")
+            .push(m);
     }
     plan
 }

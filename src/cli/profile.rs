@@ -31,7 +31,8 @@ pub enum ProfileCommand {
     },
 }
 
-const RECORD_HELP: &str = "The command runs as `canopy run ROOT -- COMMAND` runs it (its own namespaces, the root
+const RECORD_HELP: &str =
+    "The command runs as `canopy run ROOT -- COMMAND` runs it (its own namespaces, the root
 through canopy's FUSE view, a temporary state), and every regular file it reads is
 noted in the order of its first read. The profile goes into a new commit of the root
 with the same tree, signed by the store's key: hosts that follow the root move to it

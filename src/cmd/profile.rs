@@ -67,8 +67,12 @@ fn record(store_path: &Path, args: ProfileRecordArgs) -> Result<ExitCode> {
         state: None,
         spc: false,
     };
-    let code = run::run(&cfg, &source, &|_| {})
-        .with_context(|| format!("running {:?} in root {root}", args.command.join(" ")))?;
+    // With --json, stdout holds the JSON alone: the command writes to stderr.
+    let stdout = args.json.json.then(StdoutToStderr::start).transpose()?;
+    let code = run::run(&cfg, &source, &|_| {});
+    drop(stdout);
+    let code =
+        code.with_context(|| format!("running {:?} in root {root}", args.command.join(" ")))?;
     if code != 0 {
         eprintln!(
             "canopy profile: the command exited with status {code}; the profile records what it \
@@ -141,7 +145,9 @@ fn show(store: &Path, spec: &str, as_json: bool) -> Result<ExitCode> {
     let commit = store.commit(&id)?;
     let Some(found) = Profile::of(&commit.body.extensions) else {
         if as_json {
-            print_json(&json!({"root": at.root.as_str(), "commit": id.to_string(), "profile": null}))?;
+            print_json(
+                &json!({"root": at.root.as_str(), "commit": id.to_string(), "profile": null}),
+            )?;
         } else {
             println!(
                 "{}: commit {id} has no access profile (canopy profile record {} -- COMMAND makes one)",
@@ -168,8 +174,16 @@ fn show(store: &Path, spec: &str, as_json: bool) -> Result<ExitCode> {
     println!("root       {}", at.root);
     println!("commit     {id}");
     println!("command    {}", p.command.join(" "));
-    println!("recorded   {} in commit {}", time(p.recorded), p.recorded_in);
-    println!("paths      {} ({} when recorded)", p.paths.len(), size(p.bytes));
+    println!(
+        "recorded   {} in commit {}",
+        time(p.recorded),
+        p.recorded_in
+    );
+    println!(
+        "paths      {} ({} when recorded)",
+        p.paths.len(),
+        size(p.bytes)
+    );
     println!(
         "replay     {files} files, {}: {} pack parts and {} large files",
         size(plan.bytes()),
@@ -206,6 +220,36 @@ fn profile_json(p: &Profile) -> serde_json::Value {
         "command": p.command, "recorded": p.recorded, "time": time(p.recorded),
         "recorded_in": p.recorded_in, "paths": p.paths, "bytes": p.bytes,
     })
+}
+
+/// Standard output sent to standard error until dropped.
+struct StdoutToStderr(std::os::fd::OwnedFd);
+
+impl StdoutToStderr {
+    fn start() -> Result<StdoutToStderr> {
+        use std::io::Write;
+        use std::os::fd::FromRawFd;
+        std::io::stdout().flush()?;
+        // SAFETY: dup and dup2 on the standard descriptors; the copy is owned here.
+        unsafe {
+            let saved = libc::dup(1);
+            if saved < 0 || libc::dup2(2, 1) < 0 {
+                bail!(
+                    "sending the command's output to stderr: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            Ok(StdoutToStderr(std::os::fd::OwnedFd::from_raw_fd(saved)))
+        }
+    }
+}
+
+impl Drop for StdoutToStderr {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: puts the saved descriptor back as standard output.
+        unsafe { libc::dup2(self.0.as_raw_fd(), 1) };
+    }
 }
 
 /// `bytes` for people.

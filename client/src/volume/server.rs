@@ -317,9 +317,8 @@ pub(crate) fn serve(
     // Entries come and go as volumes are mounted and released: the kernel is told to
     // forget what each change makes stale, so they show at once.
     let view = Arc::new(View::new(Scope::All));
-    let fs = |cache| {
-        crate::prefetch::filesystem(&cfg.host, &view, &remote, rt.handle(), cache, None)
-    };
+    let fs =
+        |cache| crate::prefetch::filesystem(&cfg.host, &view, &remote, rt.handle(), cache, None);
     let failed = |reason: String| MountError::Mount {
         path: cfg.mount_dir.clone(),
         reason,

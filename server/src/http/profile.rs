@@ -48,7 +48,13 @@ pub(super) async fn answer(
     if let Some(same) = super::pack::not_modified(req, &etag) {
         return Ok(same);
     }
-    let kept = app.profile_plans.0.lock().expect("plans lock").get(&id).cloned();
+    let kept = app
+        .profile_plans
+        .0
+        .lock()
+        .expect("plans lock")
+        .get(&id)
+        .cloned();
     let plan = match kept {
         Some(plan) => plan,
         None => {
