@@ -18,8 +18,9 @@ use std::time::Duration;
 /// What the profile records: bash, coreutils programs, their libraries, a file of /etc.
 const SCRIPT: &str = "sort --version; ls /usr/lib; cat /etc/os-release; id -u";
 
-/// One store with root `web` (profiled) and root `bogus` (a signed commit whose
-/// profile names paths outside the root), the profile's paths, and a checkout of `web`.
+/// One store with root `web` (profiled), root `bogus` (a signed commit whose profile
+/// names paths outside the root) and root `later` (profiled by its test), the profile's
+/// paths, and a checkout of `web`.
 struct Shared {
     env: Canopy,
     reference: PathBuf,
@@ -35,7 +36,7 @@ fn shared() -> &'static Shared {
         env.cmd(["import", "deb"])
             .args(debs::paths(ROOT_PACKAGES))
             .success();
-        for root in ["web", "bogus"] {
+        for root in ["web", "bogus", "later"] {
             env.cmd(["assemble", root]).args(ROOT_PACKAGES).success();
         }
         let before = env.json(["roots", "show", "web"]);
@@ -328,5 +329,85 @@ fn a_profile_larger_than_its_share_keeps_the_cache_bound() {
         peak <= bound,
         "the cache held {peak} bytes, over its bound of {bound}"
     );
+    mount.stop();
+}
+
+#[test]
+fn a_following_host_replays_a_profile_recorded_later_and_kept_by_upgrades() {
+    let s = shared();
+    let server = Server::start(&s.env, "127.0.0.1:0");
+    let mount = Mount::start(
+        &s.env,
+        "later",
+        &server.url,
+        &[
+            "--root",
+            "later",
+            "--follow",
+            "--interval",
+            "200ms",
+            "--no-prefetch",
+        ],
+    );
+    let cache = s.env.path("later-cache");
+    // A file read and held open before the root moves on.
+    let mut held = fs::File::open(mount.path("usr/bin/sort")).unwrap();
+    let mut first = vec![0u8; 4096];
+    std::io::Read::read_exact(&mut held, &mut first).unwrap();
+    let out = s
+        .env
+        .cmd([
+            "profile",
+            "record",
+            "later",
+            "--",
+            "/bin/bash",
+            "-c",
+            SCRIPT,
+        ])
+        .stdout();
+    assert!(out.contains("with this profile"), "{out}");
+    replayed(&mount);
+    let recorded = s.env.json(["profile", "show", "later"]);
+    for path in recorded["profile"]["paths"].as_array().unwrap() {
+        let path = path.as_str().unwrap();
+        // `later` has the tree of `web`, whose checkout is the reference.
+        let file = s.reference.join(path);
+        assert!(
+            cache_file(&cache, &file).exists(),
+            "{path} was not replayed"
+        );
+    }
+    // The open file reads on: the tree did not change.
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut held, &mut rest).unwrap();
+    first.extend(rest);
+    assert_eq!(first, fs::read(s.reference.join("usr/bin/sort")).unwrap());
+
+    // A new version of the root keeps the profile, and is replayed in turn.
+    let without_mawk: Vec<&str> = ROOT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| *p != "mawk")
+        .collect();
+    s.env
+        .cmd(["assemble", "later"])
+        .args(&without_mawk)
+        .success();
+    let upgraded = s.env.json(["profile", "show", "later"]);
+    assert_ne!(upgraded["commit"], recorded["commit"]);
+    assert_eq!(upgraded["profile"], recorded["profile"]);
+    let new = upgraded["commit"].as_str().unwrap().to_string();
+    eventually(
+        Duration::from_secs(30),
+        || format!("commit {new} was not replayed:\n{}", mount.log()),
+        || {
+            mount
+                .log()
+                .contains(&format!("replayed the profile of commit {new}"))
+                .then_some(())
+        },
+    );
+    drop(held);
     mount.stop();
 }
