@@ -359,6 +359,11 @@ fn finish(
     let chosen = &req.packages;
     let parent = store.root_ref(&req.root)?;
     let previous = parent.map(|p| store.commit(&p)).transpose()?;
+    // A new version keeps the root's access profile: its paths name the new files.
+    let mut extensions = extensions;
+    if let Some(prev) = &previous {
+        crate::profile::carry(&prev.body, &mut extensions);
+    }
     // The request, not the resolved list, which can run to hundreds of packages.
     let names: Vec<String> = req.recipe.specs.iter().map(|s| s.to_string()).collect();
     let body = CommitBody {
