@@ -239,6 +239,11 @@ impl From<&Attr> for FileAttr {
 impl Filesystem for CanopyFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         self.files.init(config);
+        // A symlink is a leaf numbered by its identity, target included, so an inode's
+        // target never changes: the kernel may keep it rather than ask (READLINK) at
+        // every path walk through it, such as every exec's ELF interpreter. Refused
+        // only by kernels older than 4.20, which then ask as before.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_CACHE_SYMLINKS);
         if self.files.passthrough() {
             tracing::info!("FUSE passthrough on: the kernel reads cached files directly");
         } else {
