@@ -392,10 +392,13 @@ impl Filesystem for CanopyFs {
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        // Listings are kept: a directory whose listing changes is forgotten by the
-        // kernel when its root switches (see [`forget_stale`]).
-        let flags = FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE;
-        reply.opened(FileHandle(0), flags);
+        // No directory state is kept per open, so the kernel need not ask: ENOSYS
+        // makes it open every directory of the connection by itself from now on
+        // (no OPENDIR nor RELEASEDIR round trip, two per directory a walk enters),
+        // with its listing kept (FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR, the kernel's
+        // default without OPENDIR). A directory whose listing changes is forgotten by
+        // the kernel when its root switches (see [`forget_stale`]).
+        reply.error(Errno::ENOSYS);
     }
 
     fn readdir(

@@ -33,6 +33,23 @@ pub struct HostConfig {
     /// Fetch a directory's small files in the background when one is first opened
     /// (see [`crate::prefetch`]).
     pub prefetch: bool,
+    /// Replay the access profile of each version shown into a cold cache (see
+    /// [`crate::profile`]).
+    pub profile: bool,
+}
+
+impl HostConfig {
+    /// The replayer of profiles for `view`, unless `profile` is off.
+    pub(crate) fn replay(
+        &self,
+        view: &Arc<View>,
+        remote: &Arc<Remote>,
+    ) -> Option<Arc<crate::profile::Replay>> {
+        if !self.profile {
+            return None;
+        }
+        crate::profile::Replay::new(view.clone(), remote.clone(), self.trust, self.cache_size)
+    }
 }
 
 impl HostConfig {

@@ -58,6 +58,18 @@ impl Remote {
         tree: &TreeId,
         part: usize,
         members: &[Member],
+        deliver: impl FnMut(ObjectId, Vec<u8>),
+    ) -> Result<(), FetchError> {
+        self.pack_at(&format!("v1/packs/{tree}/{part}"), members, deliver)
+            .await
+    }
+
+    /// Fetches the pack at `path` (under the server's base URL), whose `members` its
+    /// plan gives, as [`Remote::pack`] does.
+    pub async fn pack_at(
+        &self,
+        path: &str,
+        members: &[Member],
         mut deliver: impl FnMut(ObjectId, Vec<u8>),
     ) -> Result<(), FetchError> {
         let Some(base) = self.preferred() else {
@@ -69,7 +81,7 @@ impl Remote {
                 .iter()
                 .map(|m| MEMBER_HEAD_LEN as u64 + m.size)
                 .sum::<u64>();
-        let (url, mut res) = self.get(&base, &format!("v1/packs/{tree}/{part}")).await?;
+        let (url, mut res) = self.get(&base, path).await?;
         let framing = |message: String| FetchError::Status {
             url: url.clone(),
             status: 200,

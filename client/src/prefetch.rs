@@ -364,15 +364,20 @@ impl Drop for Prefetch {
 
 /// The filesystem of a host that fetches from servers: `view`, with contents fetched
 /// from `remote` into `cache` and, unless `host.prefetch` is off, directories
-/// prefetched.
+/// prefetched; profiles replayed into `cache` by `replay`, if given.
 pub(crate) fn filesystem(
     host: &HostConfig,
     view: &Arc<View>,
     remote: &Arc<Remote>,
     rt: &tokio::runtime::Handle,
     cache: Arc<Cache>,
+    replay: Option<&Arc<crate::profile::Replay>>,
 ) -> CanopyFs {
-    let objects = Fetched::new(cache.clone(), remote.clone(), rt.clone());
+    if let Some(r) = replay {
+        r.attach(cache.clone());
+    }
+    let objects =
+        Fetched::new(cache.clone(), remote.clone(), rt.clone()).with_replay(replay.cloned());
     if !host.prefetch {
         return CanopyFs::new(view.clone(), Arc::new(objects), host.passthrough);
     }
