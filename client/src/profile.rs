@@ -14,11 +14,13 @@
 //! Every member is verified against its id; one that is not is dropped alone, and its
 //! reader fetches it by itself (EIO if that is wrong too). A reader of a file a request
 //! in flight is bringing waits for it (within that request's deadline) rather than
-//! fetching it a second time. A server without profile packs (404 `no such endpoint`)
+//! fetching it a second time. Directory prefetch is held off while a replay runs
+//! ([`Prefetch::hold`]): its packs would compete with the files a starting program is
+//! about to read. A server without profile packs (404 `no such endpoint`)
 //! means no replay, with one line in the log.
 
 use crate::objects::{Objects, Opened};
-use crate::prefetch;
+use crate::prefetch::{self, Prefetch};
 use crate::remote::Remote;
 use crate::view::View;
 use canopy_cache::Cache;
@@ -70,6 +72,8 @@ struct Counts {
 /// A mount's replayer of access profiles.
 pub struct Replay {
     cache: OnceLock<Arc<Cache>>,
+    /// The mount's prefetch, held off while a replay runs.
+    prefetch: OnceLock<Arc<Prefetch>>,
     remote: Arc<Remote>,
     trust: VerifyingKey,
     view: Arc<View>,
@@ -109,6 +113,7 @@ impl Replay {
             .ok()?;
         Some(Arc::new(Replay {
             cache: OnceLock::new(),
+            prefetch: OnceLock::new(),
             wait_limit: remote.deadline(pack::PART_MAX),
             remote,
             trust,
@@ -126,6 +131,11 @@ impl Replay {
     /// Replays into `cache` (the mount's, once it is open).
     pub fn attach(&self, cache: Arc<Cache>) {
         let _ = self.cache.set(cache);
+    }
+
+    /// Holds `prefetch` off while a replay runs (see [`Prefetch::hold`]).
+    pub fn holding(&self, prefetch: Arc<Prefetch>) {
+        let _ = self.prefetch.set(prefetch);
     }
 
     /// Starts replaying the profile of each version the view shows that was not
@@ -147,8 +157,13 @@ impl Replay {
                 continue;
             }
             let this = self.clone();
+            // Held from now: the program may start before the replay's task does.
+            let held = self.prefetch.get().map(|p| p.hold());
             if let Some(rt) = &self.rt {
-                rt.spawn(async move { this.replay(name, version.commit, version.tree).await });
+                rt.spawn(async move {
+                    this.replay(name, version.commit, version.tree).await;
+                    drop(held);
+                });
             }
         }
     }
