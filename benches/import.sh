@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # benches/import.sh — canopy vs ostree on the same machine, same .debs, same run.
 #
-# Measures wall time (median of --runs repetitions, fresh directories each time) of:
+# Measures wall time (median of --runs repetitions, fresh directories each time, none
+# removed before the end) of:
 #   canopy init / import deb / assemble / checkout [--hardlink] / re-import
 # against the nearest ostree equivalents:
 #   dpkg-deb -x of every package into one dir + ostree init/commit (bare-user),
@@ -160,14 +161,9 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 say "warming the page cache with the .debs (${NPKG} files, ${DEB_BYTES} bytes)"
 cat -- "${DEBFILES[@]}" >/dev/null
 
-for ((run = 1; run <= RUNS; run++)); do
-    say "run $run/$RUNS"
-    R=$TMP/run$run
-    S=$R/store
-    REPO=$R/repo
-    mkdir -p "$R"
-
-    # --- canopy
+# canopy_steps / reference_steps: one run's steps of each tool, in the run's directory R
+# (store S, repo REPO).
+canopy_steps() {
     timed c_init "$R/c-init.log" "$CANOPY" --store "$S" init
     timed c_import "$R/c-import.log" "$CANOPY" --store "$S" import deb "${DEBFILES[@]}"
     expect_lines "$R/c-import.log" '^imported ' "$NPKG" "canopy import deb"
@@ -176,8 +172,9 @@ for ((run = 1; run <= RUNS; run++)); do
     timed c_co_cp "$R/c-co-cp.log" "$CANOPY" --store "$S" checkout all "$R/c-co-cp"
     timed c_reimport "$R/c-reimport.log" "$CANOPY" --store "$S" import deb "${DEBFILES[@]}"
     expect_lines "$R/c-reimport.log" '^skipped ' "$NPKG" "canopy re-import"
+}
 
-    # --- reference: dpkg-deb -x + ostree
+reference_steps() {
     timed r_unpack "$R/r-unpack.log" unpack_all "$R/unpack"
     timed r_init "$R/r-init.log" ostree --repo="$REPO" init --mode="$OSTREE_MODE"
     timed r_commit "$R/r-commit.log" ostree --repo="$REPO" commit --branch=root --tree=dir="$R/unpack"
@@ -189,6 +186,18 @@ for ((run = 1; run <= RUNS; run++)); do
     fi
     timed r_co_cp "$R/r-co-cp.log" ostree --repo="$REPO" checkout -C root "$R/r-co-cp"
     timed r_recommit "$R/r-recommit.log" ostree --repo="$REPO" commit --branch=root --tree=dir="$R/unpack"
+}
+
+for ((run = 1; run <= RUNS; run++)); do
+    say "run $run/$RUNS"
+    R=$TMP/run$run
+    S=$R/store
+    REPO=$R/repo
+    mkdir -p "$R"
+
+    # Alternate who goes first, so neither always meets the other's leftovers (dirty
+    # pages being written back, a warmer dentry cache).
+    if ((run % 2)); then canopy_steps; reference_steps; else reference_steps; canopy_steps; fi
 
     # --- derived sums, per run
     c_e2e=$(add "$(add "${VALS[c_init]##* }" "${VALS[c_import]##* }")" "${VALS[c_assemble]##* }")
@@ -217,7 +226,12 @@ for ((run = 1; run <= RUNS; run++)); do
 
     C_CO_HL_LINE=${C_CO_HL_LINE//$R\//}
     C_CO_CP_LINE=${C_CO_CP_LINE//$R\//}
-    rm -rf -- "$R"
+    # Nothing is removed until every run is over: on ext4 without a journal, a file
+    # created soon after many were freed nearby costs far more (the allocator skips
+    # inodes freed in the last minutes), so removing a run's ~25,000 files right before
+    # the next would slow every tool's writes in runs 2+. Every run starts from the same
+    # state instead: fresh directories, no removal by this script in between.
+    sync
 done
 
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -251,7 +265,8 @@ report() {
         echo "cache: WARM — .debs read once before timing; page cache never dropped (sync before every step)"
     fi
     echo "load average before/after: $LOAD_BEFORE / $LOAD_AFTER (other work on the machine makes times noisy)"
-    echo "times: wall seconds, median of $RUNS runs, fresh directories per run; ratio = canopy / reference (<1: canopy faster)"
+    echo "times: wall seconds, median of $RUNS runs; ratio = canopy / reference (<1: canopy faster)"
+    echo "state: every run in fresh directories, nothing removed until all runs are over; canopy first in odd runs, the reference first in even ones"
     echo
     printf '%-58s %10s %12s %8s\n' "step (reference)" "canopy s" "reference s" "ratio"
     printf '%s\n' "--------------------------------------------------------------------------------------------"

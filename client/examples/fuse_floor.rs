@@ -1,9 +1,9 @@
 //! The floor of a warm FUSE mount, for `benches/mount.sh`: a minimal read-only file
 //! system that copies a directory tree into memory and serves it through fuser with the
 //! session settings and open flags a canopy mount uses (8 threads on one descriptor,
-//! one-hour TTLs, `FOPEN_KEEP_CACHE | FOPEN_NOFLUSH`, no OPENDIR, cached listings),
-//! answering every request from memory with no other work. What a canopy mount costs beyond it is
-//! canopy's own; what it costs beyond the disk is FUSE's.
+//! one-hour TTLs, `FOPEN_KEEP_CACHE | FOPEN_NOFLUSH`, no OPENDIR, cached listings and
+//! symlinks), answering every request from memory with no other work. What a canopy
+//! mount costs beyond it is canopy's own; what it costs beyond the disk is FUSE's.
 //!
 //! Not part of canopy: a benchmark reference only.
 //!
@@ -126,6 +126,12 @@ impl Floor {
 }
 
 impl Filesystem for Floor {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        // As canopy: symlink targets kept by the kernel.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_CACHE_SYMLINKS);
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let found = self.node(parent).and_then(|n| match &n.body {
             Body::Dir { names, .. } => names.get(name).copied().ok_or(Errno::ENOENT),
