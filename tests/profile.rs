@@ -353,6 +353,7 @@ fn a_following_host_replays_a_profile_recorded_later_and_kept_by_upgrades() {
     let mut held = fs::File::open(mount.path("usr/bin/sort")).unwrap();
     let mut first = vec![0u8; 4096];
     std::io::Read::read_exact(&mut held, &mut first).unwrap();
+    let trees = answered(&server.log(), "/v1/trees/");
     let out = s
         .env
         .cmd([
@@ -377,7 +378,13 @@ fn a_following_host_replays_a_profile_recorded_later_and_kept_by_upgrades() {
             "{path} was not replayed"
         );
     }
-    // The open file reads on: the tree did not change.
+    // The tree did not change: nothing fetched for it, and the open file reads on.
+    assert_eq!(
+        answered(&server.log(), "/v1/trees/"),
+        trees,
+        "the switch to a commit of the same tree fetched trees:\n{}",
+        server.log()
+    );
     let mut rest = Vec::new();
     std::io::Read::read_to_end(&mut held, &mut rest).unwrap();
     first.extend(rest);
