@@ -56,6 +56,10 @@ pub struct HostArgs {
     /// files is first opened (fetch every file only when read)
     #[arg(long)]
     pub no_prefetch: bool,
+    /// Ask servers for zstd-compressed objects (slow links: less to transfer, more CPU
+    /// on both sides; on a fast network plain objects arrive sooner)
+    #[arg(long)]
+    pub compress: bool,
     /// Give up on a server that does not connect, answer or send data within this long
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub timeout: std::time::Duration,
