@@ -8,6 +8,9 @@
 #      as one tar.zst from nginx and unpacking it (curl | zstd -d | tar -x)
 #   2. `chroot ROOT python3.11 -c 'import json, ssl'` and `chroot ROOT /bin/bash -c true`
 #      from a fresh mount vs the same on a checkout whose pages were evicted
+#   3. the same programs from a fresh mount of a root whose access profile (`canopy
+#      profile record`) is replayed: counted from the mount's start, and once the replay
+#      is done
 # Page caches are emptied file by file (fdatasync + posix_fadvise DONTNEED on the
 # server's store, the tar.zst, the checkout), since /proc/sys/vm/drop_caches may not be
 # writable. Prints a table (and writes it to target/bench-cold.txt). Figures are
@@ -182,6 +185,17 @@ mount_fresh() {
     wait_line "$LOGS/mount-$name.out" '^mounted at ' "$MPID" "canopy mount ($name)"
 }
 
+# wait_replayed ERRFILE PID: wait until a `canopy -v mount` says its profile was
+# replayed, at most WAIT_TIMEOUT seconds.
+wait_replayed() {
+    local deadline=$(($(date +%s) + WAIT_TIMEOUT))
+    until grep -q 'replayed the profile' "$1" 2>/dev/null; do
+        kill -0 "$2" 2>/dev/null || fail_step "canopy mount exited before its replay" "$1"
+        (($(date +%s) < deadline)) || fail_step "no replay after ${WAIT_TIMEOUT}s" "$1"
+        sleep 0.005
+    done
+}
+
 unmount() {   # unmount MNT PID
     stop_pid "$2"
     mountpoint -q "$1" && { umount "$1" 2>/dev/null || umount -l "$1"; }
@@ -197,6 +211,17 @@ say "store: import $NPKG .debs, assemble base"
     fail_step "canopy import deb failed" "$LOGS/import.log"
 "$CANOPY" --store "$S" assemble base "${PKGNAMES[@]}" "${ASSEMBLE_FLAGS[@]}" >"$LOGS/assemble.log" 2>&1 ||
     fail_step "canopy assemble base failed" "$LOGS/assemble.log"
+# Roots of the same tree, each with the access profile of one program.
+for r in py sh; do
+    "$CANOPY" --store "$S" assemble "$r" "${PKGNAMES[@]}" "${ASSEMBLE_FLAGS[@]}" >>"$LOGS/assemble.log" 2>&1 ||
+        fail_step "canopy assemble $r failed" "$LOGS/assemble.log"
+done
+"$CANOPY" --store "$S" profile record py -- /usr/bin/python3.11 -c 'import json, ssl' \
+    >"$LOGS/profile-py.log" 2>&1 || fail_step "canopy profile record py failed" "$LOGS/profile-py.log"
+"$CANOPY" --store "$S" profile record sh -- /bin/bash -c true \
+    >"$LOGS/profile-sh.log" 2>&1 || fail_step "canopy profile record sh failed" "$LOGS/profile-sh.log"
+PROFILE_PY=$(head -n1 "$LOGS/profile-py.log")
+PROFILE_SH=$(head -n1 "$LOGS/profile-sh.log")
 CO=$TMP/co-base
 "$CANOPY" --store "$S" checkout base "$CO" >"$LOGS/checkout.log" 2>&1 ||
     fail_step "canopy checkout base failed" "$LOGS/checkout.log"
@@ -265,6 +290,26 @@ for ((run = 1; run <= RUNS; run++)); do
             timed "${prog}_$v" "$cmd" "$M"
             unmount "$M" "$MPID"
         done
+        # 3. the root's profile replayed: from the mount's start (with and without
+        # directory prefetch), and the program alone once the replay is done.
+        proot=py
+        [[ $prog == bash ]] && proot=sh
+        for v in profile profile_noprefetch; do
+            args=(--root "$proot")
+            [[ $v == profile_noprefetch ]] && args+=(--no-prefetch)
+            serve_fresh
+            t0=$(now)
+            mount_fresh "$M" prefetch "${args[@]}"
+            t1=$(now)
+            timed "${prog}_$v" "$cmd" "$M"
+            record "${prog}_${v}_start" "$(awk -v a="$(elapsed "$t0" "$t1")" -v b="$T" 'BEGIN { printf "%.4f", a + b }')"
+            unmount "$M" "$MPID"
+        done
+        serve_fresh
+        mount_fresh "$M" prefetch --root "$proot" --no-prefetch -v
+        wait_replayed "$LOGS/mount-$(basename "$M").err" "$MPID"
+        timed "${prog}_replayed" "$cmd" "$M"
+        unmount "$M" "$MPID"
     done
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -311,6 +356,17 @@ report() {
     for v in "${VLABELS[@]}"; do
         row "/bin/bash -c true, fresh mount, $(vname "$v")" "$(m "bash_$v")" "$(m bash_ext4)"
     done
+    echo
+    printf '%-66s %10s %10s %8s\n' "programs, profile replayed (ref: the checkout, pages evicted)" canopy reference ratio
+    row "python3.11 …, mount start -> done, profile" "$(m python_profile_start)" "$(m python_ext4)"
+    row "python3.11 …, mount start -> done, profile, --no-prefetch" "$(m python_profile_noprefetch_start)" "$(m python_ext4)"
+    row "python3.11 …, after \"mounted at\", profile" "$(m python_profile)" "$(m python_ext4)"
+    row "python3.11 …, replay done, then program (--no-prefetch)" "$(m python_replayed)" "$(m python_ext4)"
+    row "/bin/bash -c true, mount start -> done, profile" "$(m bash_profile_start)" "$(m bash_ext4)"
+    row "/bin/bash -c true, mount start -> done, profile, --no-prefetch" "$(m bash_profile_noprefetch_start)" "$(m bash_ext4)"
+    row "/bin/bash -c true, after \"mounted at\", profile" "$(m bash_profile)" "$(m bash_ext4)"
+    row "/bin/bash -c true, replay done, then program (--no-prefetch)" "$(m bash_replayed)" "$(m bash_ext4)"
+    echo "profiles: $PROFILE_PY; $PROFILE_SH"
     echo
     printf 'every run:'
     for k in $(printf '%s\n' "${!VALS[@]}" | sort); do

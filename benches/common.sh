@@ -170,14 +170,15 @@ stop_pid() {
 # start_nginx DIR PORT ROOT PATH [DIRECTIVES]: nginx in the foreground (its pid in
 # NGINX_PID), config, logs and temporary files under DIR, serving the directory ROOT on
 # 127.0.0.1:PORT, with DIRECTIVES added to its http block; waits up to WAIT_TIMEOUT
-# seconds until PATH answers.
+# seconds until PATH answers. NGINX_WORKERS sets worker_processes (default auto: one per
+# online CPU, whatever CPUs nginx is later pinned to).
 start_nginx() {
     local dir=$1 port=$2 root=$3 path=$4 directives=${5:-}
     mkdir -p "$dir/logs" "$dir/tmp"
     cat >"$dir/nginx.conf" <<EOF
 daemon off;
 user root;
-worker_processes auto;
+worker_processes ${NGINX_WORKERS:-auto};
 pid $dir/nginx.pid;
 error_log $dir/logs/error.log warn;
 events { worker_connections 1024; }

@@ -12,8 +12,9 @@ usage() {
     cat <<'EOF'
 usage: benches/http.sh [options]
 
-Serves one store with `canopy serve` and its objects/ directory with nginx (sendfile
-on, tcp_nopush, no access log), and loads each with wrk on the same objects.
+Serves one store with `canopy serve` and its objects/ directory with nginx (one worker
+per server CPU, sendfile on, tcp_nopush, no access log), and loads each with wrk on the
+same objects.
 
 options:
   --runs N            repetitions; medians are reported (default: 3)
@@ -110,6 +111,12 @@ PORT=$(free_port) || die "no free port"
 start_serve_pinned "$S" "$PORT" "$SERVER_CPUS"
 NGINX_PORT=$(free_port "$PORT") || die "no free port"
 any=${ID[text-128K]}
+# One nginx worker per server CPU, as canopy's runtime has one thread per CPU it may
+# run on: with `auto`, nginx would run a worker per online CPU on the pinned ones, and
+# on a busy machine two runnable workers get twice the CPU share of one (at 32
+# connections 4 KiB, nginx answered ~21,000 r/s with 2 workers on one CPU, ~13,000 with
+# 1, at load 7), which measures the scheduler rather than the server.
+NGINX_WORKERS=$(taskset -c "$SERVER_CPUS" nproc)
 start_nginx_pinned() {
     start_nginx "$TMP/nginx" "$NGINX_PORT" "$S/objects" "/${any:0:2}/${any:2}" \
         'access_log off; tcp_nopush on; keepalive_requests 1000000;'
@@ -138,13 +145,17 @@ load() {
     local key=$1 conns=$2 url=$3 pid=$4 hdr=() c0 c1 t0 t1 log=$LOGS/$1.log n
     (($# > 4)) && hdr=(-H "$5")
     c0=$(cpu_ticks "$pid"); t0=$EPOCHREALTIME
-    taskset -c "$WRK_CPUS" wrk -t1 -c"$conns" -d"$DURATION" --timeout 10s "${hdr[@]}" "$url" >"$log" 2>&1 ||
+    taskset -c "$WRK_CPUS" wrk -t1 -c"$conns" -d"$DURATION" --timeout 10s --latency "${hdr[@]}" "$url" >"$log" 2>&1 ||
         fail_step "wrk failed ($key)" "$log"
     c1=$(cpu_ticks "$pid"); t1=$EPOCHREALTIME
     grep -qE 'Non-2xx|Socket errors' "$log" && die "wrk saw errors ($key): $(grep -E 'Non-2xx|Socket errors' "$log")"
     n=$(awk '/requests in/ { print $1 }' "$log")
     record "${key}_rps" "$(awk '/^Requests\/sec:/ { print $2 }' "$log")"
     record "${key}_cpu" "$(awk -v c=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.2f", c / hz / n * 1e6 }')"
+    # The median latency, in µs: what a request costs when the scheduler does not make
+    # the server wait for a CPU (on a busy machine the mean is mostly those waits).
+    record "${key}_p50" "$(awk '$1 == "50%" { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v)
+        print v * (u == "s" ? 1e6 : u == "ms" ? 1e3 : 1) }' "$log")"
     record "${key}_share" "$(awk -v c=$((c1 - c0)) -v hz="$CLK_TCK" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", c / hz / (b - a) }')"
 }
 LOADS=()
@@ -161,6 +172,9 @@ for ((run = 1; run <= RUNS; run++)); do
                 load "n_${size}_$c" "$c" "$(nginx_url "random-$size")" "$NGINX_PID"
                 load "c_${size}_$c" "$c" "$(canopy_url "random-$size")" "$SERVER_PID"
             fi
+            # The two measured back to back: their ratio drifts less with the load
+            # than the ratio of medians taken minutes apart.
+            record "p_${size}_$c" "$(ratio "${VALS[c_${size}_${c}_rps]##* }" "${VALS[n_${size}_${c}_rps]##* }")"
         done
     done
     for c in "${CONN_LIST[@]}"; do
@@ -178,36 +192,49 @@ report() {
     git -C "$ROOT" diff --quiet HEAD 2>/dev/null || rev="$rev+dirty"
     echo "canopy serve vs nginx — $(date -u +%Y-%m-%dT%H:%M:%SZ), canopy $rev"
     echo "host: $(uname -srm), $(nproc) cpus; servers on cpu $SERVER_CPUS, wrk 4.1 ($(command -v wrk)) -t1 --timeout 10s on cpu $WRK_CPUS, -d$DURATION"
-    echo "nginx $(nginx -v 2>&1 | sed 's#.*/##'): worker_processes auto, sendfile on, tcp_nopush on, access_log off"
+    echo "nginx $(nginx -v 2>&1 | sed 's#.*/##'): worker_processes $NGINX_WORKERS (one per server CPU), sendfile on, tcp_nopush on, access_log off"
     echo "load average before/after: $LOAD_BEFORE / $LOAD_AFTER; at each run's start: ${LOADS[*]}"
     echo "figures: median of $RUNS runs; ratio = canopy / nginx (requests/s: above 1 is better; CPU: below 1 is better)"
     echo
-    printf '%-8s %5s | %10s %10s %6s | %9s %9s %6s | %6s %6s\n' object conns "canopy r/s" "nginx r/s" ratio \
-        "canopy µs" "nginx µs" ratio "c cpu" "n cpu"
-    printf '%s\n' "-------------------------------------------------------------------------------------------"
+    printf '%-8s %5s | %10s %10s %6s %6s | %9s %9s %6s | %6s %6s\n' object conns "canopy r/s" "nginx r/s" ratio \
+        paired "canopy µs" "nginx µs" ratio "c cpu" "n cpu"
+    printf '%s\n' "--------------------------------------------------------------------------------------------------"
     for size in "${SIZE_LIST[@]}"; do
         for c in "${CONN_LIST[@]}"; do
-            printf '%-8s %5s | %10.0f %10.0f %6s | %9.1f %9.1f %6s | %6.2f %6.2f\n' "$size" "$c" \
+            printf '%-8s %5s | %10.0f %10.0f %6s %6.2f | %9.1f %9.1f %6s | %6.2f %6.2f\n' "$size" "$c" \
                 "$(m "c_${size}_${c}_rps")" "$(m "n_${size}_${c}_rps")" \
-                "$(ratio "$(m "c_${size}_${c}_rps")" "$(m "n_${size}_${c}_rps")")" \
+                "$(ratio "$(m "c_${size}_${c}_rps")" "$(m "n_${size}_${c}_rps")")" "$(m "p_${size}_${c}")" \
                 "$(m "c_${size}_${c}_cpu")" "$(m "n_${size}_${c}_cpu")" \
                 "$(ratio "$(m "c_${size}_${c}_cpu")" "$(m "n_${size}_${c}_cpu")")" \
                 "$(m "c_${size}_${c}_share")" "$(m "n_${size}_${c}_share")"
         done
     done
     for c in "${CONN_LIST[@]}"; do
-        printf '%-8s %5s | %10.0f %10.0f %6s | %9.1f %9.1f %6s | %6.2f %6.2f\n' "zstd" "$c" \
-            "$(m "z_${c}_rps")" "$(m "t_${c}_rps")" "$(ratio "$(m "z_${c}_rps")" "$(m "t_${c}_rps")")" \
+        printf '%-8s %5s | %10.0f %10.0f %6s %6s | %9.1f %9.1f %6s | %6.2f %6.2f\n' "zstd" "$c" \
+            "$(m "z_${c}_rps")" "$(m "t_${c}_rps")" "$(ratio "$(m "z_${c}_rps")" "$(m "t_${c}_rps")")" - \
             "$(m "z_${c}_cpu")" "$(m "t_${c}_cpu")" "$(ratio "$(m "z_${c}_cpu")" "$(m "t_${c}_cpu")")" \
             "$(m "z_${c}_share")" "$(m "t_${c}_share")"
+    done
+    echo
+    printf '%-8s %5s | %12s %12s %6s\n' object conns "canopy p50 µs" "nginx p50 µs" ratio
+    printf '%s\n' "-------------------------------------------------------"
+    for size in "${SIZE_LIST[@]}"; do
+        for c in "${CONN_LIST[@]}"; do
+            printf '%-8s %5s | %12.0f %12.0f %6s\n' "$size" "$c" \
+                "$(m "c_${size}_${c}_p50")" "$(m "n_${size}_${c}_p50")" \
+                "$(ratio "$(m "c_${size}_${c}_p50")" "$(m "n_${size}_${c}_p50")")"
+        done
     done
     echo
     echo "objects: random bytes of each size (sent as they are); zstd: a 128 KiB text object that"
     echo "canopy sends as $ZSTD_BYTES bytes of zstd ($ZSTD_LENGTH; Accept-Encoding: zstd), against nginx"
     echo "sending it plain."
+    echo "paired: median over runs of each run's requests/s ratio (the two measured back to back)."
     echo "µs: server CPU (user+system, all threads, /proc/PID/stat) per request answered."
     echo "cpu: server CPU cores busy during the run; under load the scheduler's share, not"
     echo "the server, often bounds requests/s: compare µs per request first."
+    echo "p50: wrk's median latency (below 1 is better); at 1 connection requests/s is one over"
+    echo "the mean latency, which on a busy machine is mostly the tail of waits for a CPU."
     local k
     printf 'every run:'
     for k in $(printf '%s\n' "${!VALS[@]}" | sort); do

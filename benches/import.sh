@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # benches/import.sh — canopy vs ostree on the same machine, same .debs, same run.
 #
-# Measures wall time (median of --runs repetitions, fresh directories each time) of:
+# Measures wall time (median of --runs repetitions, fresh directories each time, none
+# removed before the end) of:
 #   canopy init / import deb / assemble / checkout [--hardlink] / re-import
 # against the nearest ostree equivalents:
 #   dpkg-deb -x of every package into one dir + ostree init/commit (bare-user),
@@ -31,6 +32,9 @@ options:
   --cold           drop the page cache (sync; echo 3 > /proc/sys/vm/drop_caches) before
                    every timed step; default is warm: the .debs are read once beforehand
   --keep           keep the scratch directory (target/bench-tmp/...) afterwards
+  --tmp DIR        make the scratch directory under DIR instead of target/bench-tmp
+                   (e.g. /dev/shm: a tmpfs, to compare the tools' CPU work without the
+                   disk and the state of the file system; ~0.5 GB per run)
   -h, --help       this text
 
 Needs root for apt-get (installing ostree/dpkg-dev if missing, downloading .debs);
@@ -51,6 +55,7 @@ CANOPY=$ROOT/target/release/canopy
 OSTREE_MODE=bare-user
 COLD=0
 KEEP=0
+SCRATCH=
 PACKAGES=()
 
 while (($#)); do
@@ -64,6 +69,7 @@ while (($#)); do
         --ostree-mode) OSTREE_MODE=${2:?--ostree-mode needs a mode}; shift 2 ;;
         --cold) COLD=1; shift ;;
         --keep) KEEP=1; shift ;;
+        --tmp) SCRATCH=${2:?--tmp needs a directory}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         --) shift; PACKAGES+=("$@"); break ;;
         -*) usage >&2; die "unknown option: $1" ;;
@@ -87,15 +93,16 @@ build_canopy
 fetch_debs
 
 # ---------------------------------------------------------------- scratch space
-mkdir -p "$ROOT/target/bench-tmp"
-TMP=$(mktemp -d "$ROOT/target/bench-tmp/import.XXXXXX")
+SCRATCH=${SCRATCH:-$ROOT/target/bench-tmp}
+mkdir -p "$SCRATCH"
+TMP=$(mktemp -d "$SCRATCH/import.XXXXXX")
 cleanup() {
     local rc=$?
     if ((KEEP)); then
         say "kept scratch directory $TMP"
     else
         rm -rf -- "$TMP"
-        rmdir -- "$ROOT/target/bench-tmp" 2>/dev/null || true
+        [[ $SCRATCH != "$ROOT/target/bench-tmp" ]] || rmdir -- "$SCRATCH" 2>/dev/null || true
     fi
     exit "$rc"
 }
@@ -160,14 +167,9 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 say "warming the page cache with the .debs (${NPKG} files, ${DEB_BYTES} bytes)"
 cat -- "${DEBFILES[@]}" >/dev/null
 
-for ((run = 1; run <= RUNS; run++)); do
-    say "run $run/$RUNS"
-    R=$TMP/run$run
-    S=$R/store
-    REPO=$R/repo
-    mkdir -p "$R"
-
-    # --- canopy
+# canopy_steps / reference_steps: one run's steps of each tool, in the run's directory R
+# (store S, repo REPO).
+canopy_steps() {
     timed c_init "$R/c-init.log" "$CANOPY" --store "$S" init
     timed c_import "$R/c-import.log" "$CANOPY" --store "$S" import deb "${DEBFILES[@]}"
     expect_lines "$R/c-import.log" '^imported ' "$NPKG" "canopy import deb"
@@ -176,8 +178,9 @@ for ((run = 1; run <= RUNS; run++)); do
     timed c_co_cp "$R/c-co-cp.log" "$CANOPY" --store "$S" checkout all "$R/c-co-cp"
     timed c_reimport "$R/c-reimport.log" "$CANOPY" --store "$S" import deb "${DEBFILES[@]}"
     expect_lines "$R/c-reimport.log" '^skipped ' "$NPKG" "canopy re-import"
+}
 
-    # --- reference: dpkg-deb -x + ostree
+reference_steps() {
     timed r_unpack "$R/r-unpack.log" unpack_all "$R/unpack"
     timed r_init "$R/r-init.log" ostree --repo="$REPO" init --mode="$OSTREE_MODE"
     timed r_commit "$R/r-commit.log" ostree --repo="$REPO" commit --branch=root --tree=dir="$R/unpack"
@@ -189,6 +192,18 @@ for ((run = 1; run <= RUNS; run++)); do
     fi
     timed r_co_cp "$R/r-co-cp.log" ostree --repo="$REPO" checkout -C root "$R/r-co-cp"
     timed r_recommit "$R/r-recommit.log" ostree --repo="$REPO" commit --branch=root --tree=dir="$R/unpack"
+}
+
+for ((run = 1; run <= RUNS; run++)); do
+    say "run $run/$RUNS"
+    R=$TMP/run$run
+    S=$R/store
+    REPO=$R/repo
+    mkdir -p "$R"
+
+    # Alternate who goes first, so neither always meets the other's leftovers (dirty
+    # pages being written back, a warmer dentry cache).
+    if ((run % 2)); then canopy_steps; reference_steps; else reference_steps; canopy_steps; fi
 
     # --- derived sums, per run
     c_e2e=$(add "$(add "${VALS[c_init]##* }" "${VALS[c_import]##* }")" "${VALS[c_assemble]##* }")
@@ -217,7 +232,12 @@ for ((run = 1; run <= RUNS; run++)); do
 
     C_CO_HL_LINE=${C_CO_HL_LINE//$R\//}
     C_CO_CP_LINE=${C_CO_CP_LINE//$R\//}
-    rm -rf -- "$R"
+    # Nothing is removed until every run is over: on ext4 without a journal, a file
+    # created soon after many were freed nearby costs far more (the allocator skips
+    # inodes freed in the last minutes), so removing a run's ~25,000 files right before
+    # the next would slow every tool's writes in runs 2+. Every run starts from the same
+    # state instead: fresh directories, no removal by this script in between.
+    sync
 done
 
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -251,7 +271,9 @@ report() {
         echo "cache: WARM — .debs read once before timing; page cache never dropped (sync before every step)"
     fi
     echo "load average before/after: $LOAD_BEFORE / $LOAD_AFTER (other work on the machine makes times noisy)"
-    echo "times: wall seconds, median of $RUNS runs, fresh directories per run; ratio = canopy / reference (<1: canopy faster)"
+    echo "times: wall seconds, median of $RUNS runs; ratio = canopy / reference (<1: canopy faster)"
+    echo "scratch: $SCRATCH ($(stat -f -c %T "$SCRATCH"))"
+    echo "state: every run in fresh directories, nothing removed until all runs are over; canopy first in odd runs, the reference first in even ones"
     echo
     printf '%-58s %10s %12s %8s\n' "step (reference)" "canopy s" "reference s" "ratio"
     printf '%s\n' "--------------------------------------------------------------------------------------------"
@@ -295,6 +317,7 @@ report() {
     ((COLD)) && args+=(--cold)
     [[ $OSTREE_MODE != bare-user ]] && args+=(--ostree-mode "$OSTREE_MODE")
     ((CLOSURE)) || args+=(--no-closure)
+    [[ $SCRATCH != "$ROOT/target/bench-tmp" ]] && args+=(--tmp "$SCRATCH")
     [[ ${PACKAGES[*]} != "${DEFAULT_PACKAGES[*]}" ]] && args+=("${PACKAGES[@]}")
     echo "reproduce: benches/import.sh ${args[*]}"
 }

@@ -3,8 +3,10 @@
 #
 # On one store built from real .debs (the closure import.sh uses), measures:
 #   1. warm reads: the largest files (read again 20 times), `find | xargs stat` and
-#      `find | xargs cat` of the whole root, through the mount (passthrough on / off) vs
-#      a `canopy checkout` on disk
+#      `find | xargs cat` of the whole root, and one small file opened, read and closed
+#      20,000 times, through the mount (passthrough on / off) vs a `canopy checkout` on
+#      disk and vs the floor of any FUSE mount (client/examples/fuse_floor.rs: the same
+#      tree served from memory with canopy's session settings), variants interleaved
 #   2. cold: `canopy mount` start to "mounted at" + `find | wc -l`, and
 #      `chroot ROOT /bin/bash -c true`, with an empty cache and dropped page cache,
 #      vs the same on the checkout after dropping the page cache
@@ -35,6 +37,10 @@ options:
   --no-closure        use exactly PACKAGE..., without their dependencies
   --no-build          do not run `cargo build --release`; use target/release/canopy as is
   --canopy PATH       use this canopy binary (implies --no-build)
+  --floor PATH        use this fuse_floor binary (default: target/release/examples/fuse_floor,
+                      built unless --no-build)
+  --compare PATH      warm part: also mount with this second canopy binary (passthrough),
+                      interleaved with the first, for an A/B of two builds
   --roots N           roots for the page cache measurement (default: 10)
   --largest N         how many of the largest files the warm read uses (default: 20)
   --wrk-duration D    duration of each wrk run (default: 10s)
@@ -65,6 +71,8 @@ OUT=$ROOT/target/bench-mount.txt
 CLOSURE=1
 BUILD=1
 CANOPY=$ROOT/target/release/canopy
+FLOOR=$ROOT/target/release/examples/fuse_floor
+COMPARE=
 NROOTS=10
 LARGEST=20
 WRK_DURATION=10s
@@ -85,6 +93,8 @@ while (($#)); do
         --no-closure) CLOSURE=0; shift ;;
         --no-build) BUILD=0; shift ;;
         --canopy) CANOPY=${2:?--canopy needs a path}; BUILD=0; shift 2 ;;
+        --floor) FLOOR=${2:?--floor needs a path}; shift 2 ;;
+        --compare) COMPARE=${2:?--compare needs a path}; shift 2 ;;
         --roots) NROOTS=${2:?--roots needs a number}; shift 2 ;;
         --largest) LARGEST=${2:?--largest needs a number}; shift 2 ;;
         --wrk-duration) WRK_DURATION=${2:?--wrk-duration needs a duration}; shift 2 ;;
@@ -116,6 +126,8 @@ want() { [[ -n ${DO[$1]:-} ]]; }
 [[ $DEBS = /* ]] || DEBS=$PWD/$DEBS
 [[ $OUT = /* ]] || OUT=$PWD/$OUT
 [[ $CANOPY = /* ]] || CANOPY=$PWD/$CANOPY
+[[ $FLOOR = /* ]] || FLOOR=$PWD/$FLOOR
+[[ -z $COMPARE || $COMPARE = /* ]] || COMPARE=$PWD/$COMPARE
 
 [[ $(id -u) -eq 0 ]] || die "needs root (FUSE mounts, drop_caches, chroot)"
 [[ -w /proc/sys/vm/drop_caches ]] || die "/proc/sys/vm/drop_caches is not writable (restricted container?)"
@@ -126,6 +138,14 @@ ensure_packages wrk:wrk nginx:nginx curl:curl zstd:zstd dpkg-deb:dpkg-dev
 require_tools wrk nginx curl zstd dpkg-deb apt-get apt-cache tar find xargs stat chroot timeout \
     mountpoint umount ss sha256sum awk sort date numfmt fincore
 build_canopy
+if want warm; then
+    if ((BUILD)); then
+        (cd "$ROOT" && cargo build --release -p canopy-client --example fuse_floor) ||
+            die "cargo build --release --example fuse_floor failed (or pass --floor PATH)"
+    fi
+    [[ -x $FLOOR ]] || die "fuse_floor binary not found at $FLOOR (build it: cargo build --release -p canopy-client --example fuse_floor)"
+    [[ -z $COMPARE || -x $COMPARE ]] || die "--compare: no executable at $COMPARE"
+fi
 CANOPY_VERSION=$("$CANOPY" --version 2>/dev/null || echo "canopy ?")
 # Same package set and cache as benches/import.sh.
 fetch_debs
@@ -246,6 +266,17 @@ start_mount() {
     is_mounted "$mnt" || fail_step "canopy mount said \"$LINE\" but $mnt is not a mountpoint" "$LOGS/mount-$name.err"
 }
 
+# start_floor MNT: the floor file system serving the checkout at MNT (see fuse_floor.rs).
+start_floor() {
+    local mnt=$1 name
+    name=$(basename "$mnt")
+    mkdir -p "$mnt"
+    : >"$LOGS/mount-$name.out"
+    "$FLOOR" "$CO" "$mnt" >"$LOGS/mount-$name.out" 2>"$LOGS/mount-$name.err" &
+    MOUNT_PID[$mnt]=$!
+    wait_line "$LOGS/mount-$name.out" '^mounted at ' "${MOUNT_PID[$mnt]}" "fuse_floor ($name)"
+}
+
 # distinct_kib DIR NAME...: KiB of pages (4 KiB each, rounded up) of the distinct files
 # (by inode number) under DIR/NAME...
 distinct_kib() {
@@ -334,21 +365,30 @@ if want warm; then
     # pinned root (a switch has the kernel forget what it changed).
     start_mount "$M_PT" "$TMP/cache-pt" --root base --follow --interval 10s
     start_mount "$M_NP" "$TMP/cache-nopt" --root base --no-passthrough --follow --interval 10s
+    declare -A WDIR=([ext4]=$CO [pt]=$M_PT [nopt]=$M_NP [floor]=$TMP/mnt-floor)
+    WARM_VARIANTS=(ext4 pt nopt floor)
+    start_floor "${WDIR[floor]}"
+    if [[ -n $COMPARE ]]; then
+        # The second binary, same options as the first's passthrough mount.
+        WDIR[cmp]=$TMP/mnt-cmp
+        WARM_VARIANTS+=(cmp)
+        CANOPY=$COMPARE start_mount "${WDIR[cmp]}" "$TMP/cache-cmp" --root base --follow --interval 10s
+    fi
     if grep -q 'passthrough refused' "$LOGS/mount-mnt-pt.err"; then
         odd "passthrough was refused on this kernel: $(grep -m1 'passthrough refused' "$LOGS/mount-mnt-pt.err")"
     fi
     # Same view as the checkout?
-    for mnt in "$M_PT" "$M_NP"; do
+    for v in "${WARM_VARIANTS[@]:1}"; do
+        mnt=${WDIR[$v]}
         n=$(find "$mnt" | wc -l)
         ((n == TREE_ENTRIES)) || odd "find $(basename "$mnt") | wc -l = $n, the checkout has $TREE_ENTRIES entries"
         for f in "${BIG[@]}"; do
             cmp -s "$CO/$f" "$mnt/$f" || odd "$(basename "$mnt")/$f differs from the checkout"
         done
     done
-    declare -A WDIR=([ext4]=$CO [pt]=$M_PT [nopt]=$M_NP)
     for ((run = 1; run <= RUNS; run++)); do
         say "warm: run $run/$RUNS"
-        for v in ext4 pt nopt; do
+        for v in "${WARM_VARIANTS[@]}"; do
             d=${WDIR[$v]}
             # the first pass warms (the mounts fetched everything when compared above),
             # the second is timed
@@ -362,8 +402,7 @@ if want warm; then
             timed "w_open_$v" "$OPEN_LOOP" "$d" "$SMALL_FILE"
         done
     done
-    stop_mount "$M_PT"
-    stop_mount "$M_NP"
+    for v in "${WARM_VARIANTS[@]:1}"; do stop_mount "${WDIR[$v]}"; done
 fi
 
 # ---------------------------------------------------------------- 2. cold
@@ -601,14 +640,24 @@ report() {
 
     if want warm; then
         hdr "1. warm reads (wall s; ref = checkout on $CO_FS)" "canopy" "reference"
-        row "largest $LARGEST files read again $REREADS times: mount, passthrough" "$(m w_big_pt)" "$(m w_big_ext4)"
-        row "largest $LARGEST files read again $REREADS times: mount, --no-passthrough" "$(m w_big_nopt)" "$(m w_big_ext4)"
-        row "find -type f | xargs stat, 2nd pass: mount, passthrough" "$(m w_stat_pt)" "$(m w_stat_ext4)"
-        row "find -type f | xargs stat, 2nd pass: mount, --no-passthrough" "$(m w_stat_nopt)" "$(m w_stat_ext4)"
-        row "read every file (find | xargs cat), 2nd pass: mount, passthrough" "$(m w_all_pt)" "$(m w_all_ext4)"
-        row "read every file (find | xargs cat), 2nd pass: mount, --no-passthrough" "$(m w_all_nopt)" "$(m w_all_ext4)"
-        row "open+read+close one small file $OPENS times: mount, passthrough" "$(m w_open_pt)" "$(m w_open_ext4)"
-        row "open+read+close one small file $OPENS times: mount, --no-passthrough" "$(m w_open_nopt)" "$(m w_open_ext4)"
+        local w label
+        for w in "big:largest $LARGEST files read again $REREADS times" \
+            "stat:find -type f | xargs stat, 2nd pass" \
+            "all:read every file (find | xargs cat), 2nd pass" \
+            "open:open+read+close one small file $OPENS times"; do
+            label=${w#*:}
+            w=${w%%:*}
+            row "$label: mount, passthrough" "$(m "w_${w}_pt")" "$(m "w_${w}_ext4")"
+            row "$label: mount, --no-passthrough" "$(m "w_${w}_nopt")" "$(m "w_${w}_ext4")"
+            row "$label: FUSE floor (memory)" "$(m "w_${w}_floor")" "$(m "w_${w}_ext4")"
+            row "  mount, passthrough vs the FUSE floor" "$(m "w_${w}_pt")" "$(m "w_${w}_floor")"
+            if [[ -n $COMPARE ]]; then
+                row "  --compare binary, passthrough (vs ext4)" "$(m "w_${w}_cmp")" "$(m "w_${w}_ext4")"
+                row "  --compare binary vs the first, passthrough" "$(m "w_${w}_cmp")" "$(m "w_${w}_pt")"
+            fi
+        done
+        echo "  FUSE floor: $FLOOR serving the checkout from memory (client/examples/fuse_floor.rs);" \
+            "variants alternate within each run: ${WARM_VARIANTS[*]}"
         echo "  largest $LARGEST files: $BIG_BYTES bytes ($(mib $((BIG_BYTES / 1024))) MiB), read $REREADS times;" \
             "warm read rate: mount $(awk -v b="$((BIG_BYTES * REREADS))" -v t="$(m w_big_pt)" 'BEGIN { printf "%.0f", b / 1048576 / t }') MiB/s," \
             "--no-passthrough $(awk -v b="$((BIG_BYTES * REREADS))" -v t="$(m w_big_nopt)" 'BEGIN { printf "%.0f", b / 1048576 / t }') MiB/s," \
@@ -682,7 +731,8 @@ report() {
         printf '  - %s\n' "${ODD[@]}"
     fi
     local args=()
-    ((BUILD)) || args+=(--canopy "$CANOPY")
+    ((BUILD)) || args+=(--canopy "$CANOPY" --floor "$FLOOR")
+    [[ -n $COMPARE ]] && args+=(--compare "$COMPARE")
     ((RUNS != 3)) && args+=(--runs "$RUNS")
     ((NROOTS != 10)) && args+=(--roots "$NROOTS")
     ((LARGEST != 20)) && args+=(--largest "$LARGEST")

@@ -2,10 +2,12 @@
 
 mod build;
 mod host;
+mod profile;
 mod store;
 
 pub use build::*;
 pub use host::*;
+pub use profile::*;
 pub use store::*;
 
 use clap::{Args, Parser, Subcommand};
@@ -135,6 +137,13 @@ pub enum Command {
         after_help = "ROOT is a root of the local store, a root on --server, or a directory holding a root\n(any path with a /, e.g. ./web or /run/canopy/web).\n\nExamples:\n  canopy run web -- /bin/bash -c 'echo hi; id -u'\n  canopy run web --state /var/lib/canopy/state/web -- nginx -g 'daemon off;'\n  canopy run web --state /var/lib/canopy/state/web --diff\n  canopy run --server http://server:7750 --trust server.pub web -- python3 -V\n  canopy run /run/canopy/web -- true\n  canopy run app                          (an image root: its Entrypoint/Cmd, Env, WorkingDir, User)\n  canopy run app --label install          (its INSTALL label, IMAGE and NAME substituted)\n  canopy run tools --spc -- /bin/sh -c 'ls /host; echo $HOST'   (root only)\n\nThe exit status is the command's; canopy's own failures exit 125 (127: command not\nfound in the root, 126: not executable)."
     )]
     Run(RunArgs),
+    /// Record, show or drop a root's access profile: the files a program reads as it
+    /// starts, which hosts fetch first when they mount the root cold
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  canopy profile record web -- /usr/bin/python3 -c 'import json, ssl'\n  canopy profile show web\n  canopy profile drop web"
+    )]
+    Profile(ProfileCommand),
     /// Serve Docker's volume plugin protocol: canopy roots as read-only volumes
     #[command(
         after_help = "Examples:\n  canopy volume-plugin --server http://server:7750 --trust server.pub\n  docker volume create -d canopy -o root=web web\n  docker volume create -d canopy -o root=web -o commit=3f2a…(64 hex) web-pinned\n  docker volume create -d canopy -o root=web -o follow=true web-latest\n  docker run --rm -v web:/opt/web:ro IMAGE /opt/web/bin/...\n  docker run --rm -v usr:/usr:ro --volume-driver canopy IMAGE ...\n\nVolume options: root=NAME (default: the volume's name), commit=ID (pin), follow=true.\nThe FUSE mount is served by a mount server process that the plugin starts and that\noutlives it: restart or upgrade the plugin while containers use its volumes, they keep\nreading, and the mounts and Docker's mount IDs are kept in the state file.\nStops on SIGINT/SIGTERM (removing the socket; unmounting if no volume is mounted)."

@@ -69,7 +69,7 @@ fn a_fresh_mount_reads_a_whole_root_as_checkout_through_packs() {
 
 /// A proxy to `upstream` that replaces `from` with `to` (as long) wherever it passes
 /// in an answer, and takes `accept-encoding` out of requests so answers pass as stored.
-fn tamper(upstream: &str, from: Vec<u8>, to: Vec<u8>) -> TcpProxy {
+pub(crate) fn tamper(upstream: &str, from: Vec<u8>, to: Vec<u8>) -> TcpProxy {
     assert_eq!(from.len(), to.len());
     TcpProxy::start(
         upstream,

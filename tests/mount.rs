@@ -641,6 +641,13 @@ fn follow_switches_new_opens_and_keeps_open_files() {
             view.display()
         );
     }
+    // The name version 2 adds was looked for: the kernel keeps its absence (a
+    // negative entry) until a switch has it forgotten.
+    for view in &views {
+        for _ in 0..2 {
+            assert!(!view.join("srv/new").exists(), "{}", view.display());
+        }
+    }
     let held: Vec<fs::File> = views
         .iter()
         .map(|v| fs::File::open(v.join("srv/msg")).unwrap())
@@ -679,6 +686,12 @@ fn follow_switches_new_opens_and_keeps_open_files() {
             seen(view).as_ref(),
             Some(&v2),
             "{} stays on version 2",
+            view.display()
+        );
+        assert_eq!(
+            fs::read_to_string(view.join("srv/new")).unwrap(),
+            "only in two\n",
+            "{}: a name whose absence the kernel kept appears with the switch",
             view.display()
         );
     }

@@ -30,6 +30,8 @@ mod batch;
 mod mount;
 // Cold fetch: directory packs, a member altered on the way, prefetch under a small cache.
 mod cold;
+// Access profiles: recorded with a real program, replayed by a fresh host, tampered, bogus, bounded.
+mod profile;
 // Live hand-over of a mount to a new process: programs from the mount never notice.
 mod handover;
 // Programs from a mount whose daemon is replaced: bash in a loop, readers hashing files.

@@ -155,8 +155,12 @@ fn read_at(file: &File, offset: u64, size: u32) -> std::io::Result<Vec<u8>> {
 pub fn forget_stale(view: &View, notifier: fuser::Notifier) {
     view.watch(move |stale: &Stale| {
         let started = std::time::Instant::now();
+        // ENOENT: the kernel holds no such name or node, so there is nothing to forget.
+        let held = |e: &std::io::Error| e.raw_os_error() != Some(libc::ENOENT);
         for (parent, name) in &stale.entries {
-            if let Err(e) = notifier.inval_entry(INodeNo(*parent), OsStr::from_bytes(name)) {
+            if let Err(e) = notifier.inval_entry(INodeNo(*parent), OsStr::from_bytes(name))
+                && held(&e)
+            {
                 tracing::warn!(
                     "telling the kernel to forget name {} in directory {parent}: {e}",
                     String::from_utf8_lossy(name)
@@ -165,7 +169,9 @@ pub fn forget_stale(view: &View, notifier: fuser::Notifier) {
         }
         for dir in &stale.dirs {
             // From offset 0 to the end: attributes and every page of the listing.
-            if let Err(e) = notifier.inval_inode(INodeNo(*dir), 0, 0) {
+            if let Err(e) = notifier.inval_inode(INodeNo(*dir), 0, 0)
+                && held(&e)
+            {
                 tracing::warn!("telling the kernel to forget directory {dir}: {e}");
             }
         }
@@ -177,6 +183,25 @@ pub fn forget_stale(view: &View, notifier: fuser::Notifier) {
         );
     });
 }
+
+/// The attributes of a negative entry: only node 0 matters.
+const ABSENT: FileAttr = FileAttr {
+    ino: INodeNo(0),
+    size: 0,
+    blocks: 0,
+    atime: UNIX_EPOCH,
+    mtime: UNIX_EPOCH,
+    ctime: UNIX_EPOCH,
+    crtime: UNIX_EPOCH,
+    kind: FileType::RegularFile,
+    perm: 0,
+    nlink: 0,
+    uid: 0,
+    gid: 0,
+    rdev: 0,
+    blksize: 4096,
+    flags: 0,
+};
 
 /// Marks the requests the kernel sends again (`FUSE_NOTIFY_RESEND`) after a process
 /// that had read them without answering handed the mount over.
@@ -239,6 +264,11 @@ impl From<&Attr> for FileAttr {
 impl Filesystem for CanopyFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         self.files.init(config);
+        // A symlink is a leaf numbered by its identity, target included, so an inode's
+        // target never changes: the kernel may keep it rather than ask (READLINK) at
+        // every path walk through it, such as every exec's ELF interpreter. Refused
+        // only by kernels older than 4.20, which then ask as before.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_CACHE_SYMLINKS);
         if self.files.passthrough() {
             tracing::info!("FUSE passthrough on: the kernel reads cached files directly");
         } else {
@@ -255,6 +285,12 @@ impl Filesystem for CanopyFs {
                     p.looked_up(parent.0, attr.ino);
                 }
                 reply.entry(&TTL, &(&attr).into(), Generation(0))
+            }
+            // Node 0 with a timeout: ENOENT that the kernel keeps (a negative entry),
+            // so that a program's searches (a loader's library path, an interpreter's
+            // module path) ask once. A switch that adds the name has it forgotten.
+            Err(ViewError::NotFound) if self.view.absent(parent.0, name.as_bytes()) => {
+                reply.entry(&TTL, &ABSENT, Generation(0))
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -392,10 +428,13 @@ impl Filesystem for CanopyFs {
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        // Listings are kept: a directory whose listing changes is forgotten by the
-        // kernel when its root switches (see [`forget_stale`]).
-        let flags = FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE;
-        reply.opened(FileHandle(0), flags);
+        // No directory state is kept per open, so the kernel need not ask: ENOSYS
+        // makes it open every directory of the connection by itself from now on
+        // (no OPENDIR nor RELEASEDIR round trip, two per directory a walk enters),
+        // with its listing kept (FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR, the kernel's
+        // default without OPENDIR). A directory whose listing changes is forgotten by
+        // the kernel when its root switches (see [`forget_stale`]).
+        reply.error(Errno::ENOSYS);
     }
 
     fn readdir(

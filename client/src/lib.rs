@@ -28,6 +28,7 @@ pub mod objects;
 pub mod open_files;
 pub mod pack;
 pub mod prefetch;
+pub mod profile;
 pub mod remote;
 pub mod run;
 pub mod service;

@@ -30,13 +30,30 @@ pub struct HostConfig {
     pub timeout: Duration,
     /// Bytes per second a transfer must average once `timeout` has passed.
     pub min_rate: u64,
-    /// Fetch a directory's small files in the background when one is first opened
-    /// (see [`crate::prefetch`]).
+    /// Fetch a directory's small files in the background when its files are read in
+    /// order (see [`crate::prefetch`]).
     pub prefetch: bool,
     /// Ask servers for objects in zstd: less to transfer over a slow link, but the
     /// server compresses each object on its first request and the host decompresses
     /// it, which costs more than it saves on a fast one.
     pub compress: bool,
+    /// Replay the access profile of each version shown into a cold cache (see
+    /// [`crate::profile`]).
+    pub profile: bool,
+}
+
+impl HostConfig {
+    /// The replayer of profiles for `view`, unless `profile` is off.
+    pub(crate) fn replay(
+        &self,
+        view: &Arc<View>,
+        remote: &Arc<Remote>,
+    ) -> Option<Arc<crate::profile::Replay>> {
+        if !self.profile {
+            return None;
+        }
+        crate::profile::Replay::new(view.clone(), remote.clone(), self.trust, self.cache_size)
+    }
 }
 
 impl HostConfig {

@@ -4,6 +4,7 @@
 //! root in the local store), opened in place, so nothing is copied.
 
 use crate::prefetch::Prefetch;
+use crate::profile::Replay;
 use crate::remote::Remote;
 use canopy_cache::{Cache, Stamp};
 use canopy_protocol::ObjectId;
@@ -50,6 +51,7 @@ pub struct Fetched {
     remote: Arc<Remote>,
     rt: tokio::runtime::Handle,
     prefetch: Option<Arc<Prefetch>>,
+    replay: Option<Arc<Replay>>,
 }
 
 impl Fetched {
@@ -61,6 +63,7 @@ impl Fetched {
             remote,
             rt,
             prefetch: None,
+            replay: None,
         }
     }
 
@@ -69,12 +72,21 @@ impl Fetched {
         self.prefetch = Some(prefetch);
         self
     }
+
+    /// Reads what a profile's replay is bringing from it rather than fetching it again.
+    pub fn with_replay(mut self, replay: Option<Arc<Replay>>) -> Self {
+        self.replay = replay;
+        self
+    }
 }
 
 impl Objects for Fetched {
     fn open(&self, id: &ObjectId, size: u64) -> io::Result<Opened> {
         if let Some(prefetch) = &self.prefetch {
             prefetch.before_fetch(id);
+        }
+        if let Some(replay) = &self.replay {
+            replay.before_fetch(id);
         }
         let v = self
             .cache

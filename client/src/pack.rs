@@ -62,7 +62,22 @@ impl Remote {
         part: usize,
         members: &[Member],
         demand: &Demand,
-        mut hold: Duration,
+        hold: Duration,
+        deliver: impl FnMut(ObjectId, Vec<u8>),
+    ) -> Result<(), FetchError> {
+        let path = format!("v1/packs/{tree}/{part}");
+        self.pack_at(&path, members, Some((demand, hold)), deliver)
+            .await
+    }
+
+    /// Fetches the pack at `path` (under the server's base URL), whose `members` its
+    /// plan gives, as [`Remote::pack`] does; held back while readers' fetches are under
+    /// way only if `gate` names them (and how long it may be held in all).
+    pub async fn pack_at(
+        &self,
+        path: &str,
+        members: &[Member],
+        mut gate: Option<(&Demand, Duration)>,
         mut deliver: impl FnMut(ObjectId, Vec<u8>),
     ) -> Result<(), FetchError> {
         let Some(base) = self.preferred() else {
@@ -74,7 +89,7 @@ impl Remote {
                 .iter()
                 .map(|m| MEMBER_HEAD_LEN as u64 + m.size)
                 .sum::<u64>();
-        let (url, mut res) = self.get(&base, &format!("v1/packs/{tree}/{part}")).await?;
+        let (url, mut res) = self.get(&base, path).await?;
         let framing = |message: String| FetchError::Status {
             url: url.clone(),
             status: 200,
@@ -83,9 +98,12 @@ impl Remote {
         let (mut started, mut received) = (Instant::now(), 0);
         let mut state = State::Head(Vec::with_capacity(HEAD_LEN));
         loop {
-            if !hold.is_zero() && !demand.is_idle() {
-                let held = demand.idle(hold).await;
-                hold = hold.saturating_sub(held);
+            if let Some((demand, hold)) = &mut gate
+                && !hold.is_zero()
+                && !demand.is_idle()
+            {
+                let held = demand.idle(*hold).await;
+                *hold = hold.saturating_sub(held);
                 started += held;
             }
             let Some(chunk) = self

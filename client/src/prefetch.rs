@@ -45,7 +45,7 @@ use canopy_protocol::{EntryKind, ObjectId, Tree, TreeId};
 use lru::LruCache;
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -132,6 +132,17 @@ pub struct Prefetch {
     supported: AtomicBool,
     /// Readers' own fetches under way: packs give way to them.
     demand: Demand,
+    /// Replays of access profiles under way ([`Prefetch::hold`]).
+    held: Arc<AtomicUsize>,
+}
+
+/// Prefetch held off while it lives (see [`Prefetch::hold`]).
+pub struct Held(Arc<AtomicUsize>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Prefetch {
@@ -172,6 +183,7 @@ impl Prefetch {
             bytes: Arc::new(Semaphore::new((IN_FLIGHT >> 10) as usize)),
             supported: AtomicBool::new(true),
             demand: Demand::default(),
+            held: Arc::new(AtomicUsize::new(0)),
         }))
     }
 
@@ -218,8 +230,20 @@ impl Prefetch {
         }
     }
 
+    /// Holds prefetch off until the guard is dropped: a profile's replay brings what a
+    /// starting program reads, and directory packs beside it would compete with it for
+    /// the CPU and the server. Directories opened meanwhile are not marked as asked, so
+    /// the next files read in order in them prefetch as usual.
+    pub fn hold(&self) -> Held {
+        self.held.fetch_add(1, Ordering::Relaxed);
+        Held(self.held.clone())
+    }
+
     /// Prefetches the small files of tree `tree_id` but `opened`, once per tree.
     fn directory(self: &Arc<Self>, tree_id: TreeId, tree: &Tree, opened: &ObjectId) {
+        if self.held.load(Ordering::Relaxed) > 0 {
+            return;
+        }
         if self
             .asked
             .lock()
@@ -407,21 +431,29 @@ impl Drop for Prefetch {
 
 /// The filesystem of a host that fetches from servers: `view`, with contents fetched
 /// from `remote` into `cache` and, unless `host.prefetch` is off, directories
-/// prefetched.
+/// prefetched; profiles replayed into `cache` by `replay`, if given.
 pub(crate) fn filesystem(
     host: &HostConfig,
     view: &Arc<View>,
     remote: &Arc<Remote>,
     rt: &tokio::runtime::Handle,
     cache: Arc<Cache>,
+    replay: Option<&Arc<crate::profile::Replay>>,
 ) -> CanopyFs {
-    let objects = Fetched::new(cache.clone(), remote.clone(), rt.clone());
+    if let Some(r) = replay {
+        r.attach(cache.clone());
+    }
+    let objects =
+        Fetched::new(cache.clone(), remote.clone(), rt.clone()).with_replay(replay.cloned());
     if !host.prefetch {
         return CanopyFs::new(view.clone(), Arc::new(objects), host.passthrough);
     }
     let Some(prefetch) = Prefetch::new(cache, remote.clone(), view.clone(), host.cache_size) else {
         return CanopyFs::new(view.clone(), Arc::new(objects), host.passthrough);
     };
+    if let Some(r) = replay {
+        r.holding(prefetch.clone());
+    }
     let objects = objects.with_prefetch(prefetch.clone());
     CanopyFs::new(view.clone(), Arc::new(objects), host.passthrough).with_prefetch(prefetch)
 }

@@ -158,8 +158,16 @@ pub fn run(
     }
 
     let following = cfg.follow.is_some() && pinned.is_none();
+    let replay = cfg.host.replay(&view, &remote);
     let fs = |cache: Arc<Cache>| {
-        crate::prefetch::filesystem(&cfg.host, &view, &remote, rt.handle(), cache)
+        crate::prefetch::filesystem(
+            &cfg.host,
+            &view,
+            &remote,
+            rt.handle(),
+            cache,
+            replay.as_ref(),
+        )
     };
     let failed = |reason: String| MountError::Mount {
         path: cfg.mountpoint.clone(),
@@ -256,6 +264,7 @@ pub fn run(
     let follow = cfg.follow.filter(|_| following);
     if moves_on_later || follow.is_some() {
         let view = view.clone();
+        let replay = replay.clone();
         rt.spawn(async move {
             let mut now = moves_on_later;
             loop {
@@ -268,6 +277,9 @@ pub fn run(
                 if let Err(e) = refresh(&remote, &view, &trust, pinned).await {
                     tracing::warn!("following: {e}; keeping the current versions");
                 }
+                if let Some(r) = &replay {
+                    r.shown();
+                }
                 if let Some(state) = &stored
                     && view.history().len() != before
                 {
@@ -275,6 +287,10 @@ pub fn run(
                 }
             }
         });
+    }
+    if let Some(r) = &replay {
+        // Right as the mount serves: a cold cache fills in the order programs read.
+        r.shown();
     }
     on_ready();
     let result = session.run();

@@ -408,7 +408,8 @@ impl View {
         }
     }
 
-    fn tree(&self, id: &TreeId) -> Result<Arc<Tree>, ViewError> {
+    /// Tree `id`, if the view holds it (every tree of every version installed).
+    pub fn tree(&self, id: &TreeId) -> Result<Arc<Tree>, ViewError> {
         self.trees
             .read()
             .expect("view lock")

@@ -44,6 +44,7 @@ mod image;
 pub mod inode;
 pub mod pack;
 mod package;
+pub mod profile;
 mod root_name;
 mod tree;
 

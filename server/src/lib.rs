@@ -54,6 +54,7 @@ pub mod netboot;
 pub mod nfs;
 pub mod oci;
 pub mod packages;
+pub mod profile;
 pub mod remove;
 pub mod repair;
 pub mod replicate;

@@ -60,6 +60,10 @@ pub struct HostArgs {
     /// on both sides; on a fast network plain objects arrive sooner)
     #[arg(long)]
     pub compress: bool,
+    /// Do not replay the access profile a root's commit carries (`canopy profile`) into
+    /// a cold cache when the mount starts or moves to a new version
+    #[arg(long)]
+    pub no_profile: bool,
     /// Give up on a server that does not connect, answer or send data within this long
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub timeout: std::time::Duration,

@@ -148,6 +148,7 @@ fn archives<'s>(
         store,
         files.len(),
         import::batch::threads(),
+        |i| std::fs::metadata(&files[i]).map_or(0, |m| m.len()),
         |i| prepare(&files[i]),
         |i, result| {
             let file = &files[i];

@@ -9,6 +9,7 @@ mod inspect;
 mod maintenance;
 mod mount;
 mod netboot;
+mod profile;
 mod remove;
 mod replicate;
 mod repo;
@@ -45,6 +46,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
     if let Command::Run(args) = cli.command {
         return Ok(run::run(cli.store, args));
+    }
+    if let Command::Profile(crate::cli::ProfileCommand::Record(_)) = &cli.command {
+        // Runs a command as `canopy run` does: its signals are blocked before any thread.
+        canopy_client::run::prepare();
     }
     let store = store_path(cli.store)?;
     match cli.command {
@@ -153,6 +158,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve::run(&store, args),
         Command::Replicate(args) => replicate::run(&store, args),
         Command::Netboot(args) => netboot::run(&store, args),
+        Command::Profile(command) => profile::run(&store, command),
         Command::Mount(_)
         | Command::VolumePlugin(_)
         | Command::Run(_)

@@ -61,6 +61,7 @@ pub(super) fn host_config(
         min_rate: args.min_rate,
         prefetch: !args.no_prefetch,
         compress: args.compress,
+        profile: !args.no_profile,
     })
 }
 

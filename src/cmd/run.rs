@@ -84,6 +84,7 @@ fn start(store: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
             min_rate: 64 << 10,
             prefetch: false,
             compress: false,
+            profile: true,
         };
         let commit = args
             .commit
@@ -150,7 +151,7 @@ fn start(store: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
 /// A root of the local store, as a view pinned to one commit whose files are the
 /// store's own object files. The store is not locked: its objects never change, and
 /// gc removes only what no root references.
-fn store_source(path: &Path, name: &str, commit: Option<&str>) -> Result<Source> {
+pub(super) fn store_source(path: &Path, name: &str, commit: Option<&str>) -> Result<Source> {
     let store = Arc::new(Store::open(path, Access::Unlocked)?);
     let root: RootName = name.parse().with_context(|| {
         format!("{name:?} is not a root name (a directory needs a `/`: ./{name})")
@@ -203,7 +204,7 @@ fn trees_under(store: &Store, top: TreeId) -> Result<HashMap<TreeId, Tree>> {
 }
 
 /// `KEY=VALUE`, or `KEY` for the caller's value.
-fn env_var(s: &str) -> Result<(String, String)> {
+pub(super) fn env_var(s: &str) -> Result<(String, String)> {
     let (k, v) = match s.split_once('=') {
         Some((k, v)) => (k.to_string(), v.to_string()),
         None => (s.to_string(), std::env::var(s).unwrap_or_default()),

@@ -178,12 +178,18 @@ pub fn server_source(
         }
     }
     let (version, body, trees) = rt.block_on(load(&remote, &host.trust, name, commit))?;
-    let view = View::new(Scope::One(name.to_string()));
+    let view = Arc::new(View::new(Scope::One(name.to_string())));
     view.install(name, version, trees);
     let cache = Arc::new(Cache::open(&host.cache_dir, host.cache_size).map_err(MountError::from)?);
-    let objects = Fetched::new(cache, remote, rt.handle().clone());
+    // A cold cache fills in profile order while the run sets up and starts.
+    let replay = host.replay(&view, &remote);
+    if let Some(r) = &replay {
+        r.attach(cache.clone());
+        r.shown();
+    }
+    let objects = Fetched::new(cache, remote, rt.handle().clone()).with_replay(replay);
     let source = Source::View {
-        view: Arc::new(view),
+        view,
         objects: Arc::new(objects),
         commit,
         image: image_of(&body.body),

@@ -3,8 +3,11 @@
 //! leaf is numbered from its identity, and only directories (numbered by path) show
 //! another tree when their root switches. A switch therefore brings every directory
 //! node the kernel may hold up to date and lists what the kernel must forget: the
-//! names whose meaning changed, and the directories whose attributes or listings did.
+//! names whose meaning changed (names that appeared included: the kernel may keep a
+//! name's absence as well, [`View::absent`]), and the directories whose attributes or
+//! listings did.
 
+use super::View;
 use super::inodes::{Inodes, Node};
 use canopy_protocol::{Entry, EntryKind, Meta, Tree, TreeId};
 use std::collections::HashMap;
@@ -13,7 +16,8 @@ use std::sync::Arc;
 /// What a change of the view made stale in a kernel's caches.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stale {
-    /// `(directory inode, name)`: the name now stands for another node, or for none.
+    /// `(directory inode, name)`: the name now stands for another node, for none, or
+    /// for one where there was none.
     pub entries: Vec<(u64, Vec<u8>)>,
     /// Directories whose attributes or listing changed.
     pub dirs: Vec<u64>,
@@ -71,14 +75,13 @@ impl Inodes {
                 continue;
             };
             for (name, before, after) in changes(old, new) {
-                if let Some(before) = before
-                    && !matches!(
-                        (&before.kind, after.map(|a| &a.kind)),
-                        (EntryKind::Dir { .. }, Some(EntryKind::Dir { .. }))
-                    )
-                {
+                if !matches!(
+                    (before.map(|b| &b.kind), after.map(|a| &a.kind)),
+                    (Some(EntryKind::Dir { .. }), Some(EntryKind::Dir { .. }))
+                ) {
                     // A directory stays the same node (numbered by path); anything
-                    // else that changed is another node, or none.
+                    // else that changed is another node, or none, or appeared where
+                    // the kernel may keep its absence.
                     stale.entries.push((ino, name.to_vec()));
                 }
                 if let Some(Entry {
@@ -95,6 +98,22 @@ impl Inodes {
             }
         }
         stale
+    }
+}
+
+impl View {
+    /// Whether `name` is absent from directory `parent` in a way only a switch can
+    /// change: `parent` is a directory of a root's tree, whose listing lacks `name`. The
+    /// kernel may then keep the absence as long as a name (a negative entry), and a
+    /// switch that adds the name has it forgotten ([`Stale::entries`]). Not so for the
+    /// top of a view of every root (roots, and pinned `NAME@COMMIT` names, appear
+    /// without a switch), nor for a directory this process does not know.
+    pub fn absent(&self, parent: u64, name: &[u8]) -> bool {
+        let tree = match self.inodes.read().expect("view lock").nodes.get(&parent) {
+            Some(Node::Dir { tree, .. }) => *tree,
+            _ => return false,
+        };
+        self.tree(&tree).is_ok_and(|t| t.get(name).is_none())
     }
 }
 

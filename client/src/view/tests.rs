@@ -338,13 +338,30 @@ fn a_switch_updates_known_directories_and_says_what_changed() {
     let gone = view.lookup(etc, b"gone").unwrap().ino;
     view.lookup(etc, b"a").unwrap();
     let seen = watched(&view);
+    let top = |names: &[&str]| -> Vec<(u64, Vec<u8>)> {
+        names
+            .iter()
+            .map(|n| (ROOT_INO, n.as_bytes().to_vec()))
+            .collect()
+    };
     assert_eq!(
         seen.lock().unwrap().as_slice(),
         [Stale {
-            entries: Vec::new(),
+            // The empty stand-in shown before: the kernel may have kept their absence.
+            entries: top(&["bin", "etc", "old", "same"]),
             dirs: vec![ROOT_INO]
         }],
         "what changed before anyone watched is told at once"
+    );
+    // Absent names may be kept by the kernel only where a switch tells when they
+    // appear: in a root's directories.
+    assert!(view.absent(ROOT_INO, b"new"));
+    assert!(view.absent(etc, b"new"));
+    assert!(!view.absent(etc, b"a"), "present");
+    assert!(!view.absent(gone + 1_000_000, b"x"), "unknown directory");
+    assert!(
+        !view.absent(view.lookup(ROOT_INO, b"same").unwrap().ino, b"x"),
+        "not a directory"
     );
     seen.lock().unwrap().clear();
 
@@ -363,13 +380,14 @@ fn a_switch_updates_known_directories_and_says_what_changed() {
     entries.sort();
     let mut expected = vec![
         (ROOT_INO, b"old".to_vec()),
+        (ROOT_INO, b"new".to_vec()),
         (etc, b"a".to_vec()),
         (etc, b"gone".to_vec()),
     ];
     expected.sort();
     assert_eq!(
         entries, expected,
-        "added names and unchanged ones are not told"
+        "changed, removed and added names are told, unchanged ones are not"
     );
     let mut dirs = told[0].dirs.clone();
     dirs.sort();
@@ -415,6 +433,10 @@ fn roots_coming_and_going_change_the_top_listing() {
     let (tree, trees) = root_of(vec![file("f", b"x", 0o644)]);
     view.install("web", RootVersion { commit, tree }, trees);
     let web = view.lookup(ROOT_INO, b"web").unwrap().ino;
+    assert!(
+        !view.absent(ROOT_INO, b"other"),
+        "roots appear without a switch: their absence is not kept"
+    );
     assert!(view.remove("web"));
     let (t2, trees2) = root_of(vec![file("f", b"y!", 0o644)]);
     view.install("web", RootVersion { commit, tree: t2 }, trees2);

@@ -102,6 +102,8 @@ struct Served {
     options: Options,
     /// The state file a successor resumes from, under the plugin's descriptor store.
     kept: Option<Arc<Kept>>,
+    /// Replays the profile of each version shown (see [`crate::profile`]).
+    replay: Option<Arc<crate::profile::Replay>>,
 }
 
 impl Served {
@@ -126,6 +128,9 @@ impl Served {
             } => match self.show(&entry, &root, &commit) {
                 Ok(()) => {
                     self.keep_state();
+                    if let Some(r) = &self.replay {
+                        r.shown();
+                    }
                     Answer::Done
                 }
                 Err(reason) => failed(reason),
@@ -317,7 +322,17 @@ pub(crate) fn serve(
     // Entries come and go as volumes are mounted and released: the kernel is told to
     // forget what each change makes stale, so they show at once.
     let view = Arc::new(View::new(Scope::All));
-    let fs = |cache| crate::prefetch::filesystem(&cfg.host, &view, &remote, rt.handle(), cache);
+    let replay = cfg.host.replay(&view, &remote);
+    let fs = |cache| {
+        crate::prefetch::filesystem(
+            &cfg.host,
+            &view,
+            &remote,
+            rt.handle(),
+            cache,
+            replay.as_ref(),
+        )
+    };
     let failed = |reason: String| MountError::Mount {
         path: cfg.mount_dir.clone(),
         reason,
@@ -402,6 +417,7 @@ pub(crate) fn serve(
         listening: listening.clone(),
         options: handover_options(&cfg),
         kept,
+        replay: replay.clone(),
     };
     let answering = Arc::new(AtomicUsize::new(0));
     let counted = answering.clone();
@@ -428,6 +444,9 @@ pub(crate) fn serve(
         "serving the plugin's volumes at {}",
         cfg.mount_dir.display()
     );
+    if let Some(r) = &replay {
+        r.shown();
+    }
     let result = session.run();
     // Ended cleanly (unmounted): the plugin keeps no connection of a mount that is gone.
     service::forget();

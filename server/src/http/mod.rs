@@ -27,6 +27,7 @@ mod conn;
 mod date;
 mod object;
 mod pack;
+mod profile;
 mod range;
 mod wire;
 
@@ -80,6 +81,8 @@ struct App {
     /// Packs whose members are read into memory (a backend without files) being built
     /// at once: see [`pack::IN_MEMORY`].
     packs_in_memory: tokio::sync::Semaphore,
+    /// Plans of commits' profiles, computed once.
+    profile_plans: profile::Plans,
 }
 
 /// Serves `store` on `listener` until `shutdown` resolves; then stops accepting, lets
@@ -94,6 +97,7 @@ pub async fn serve(
         store: Arc::new(store),
         wire: WireCache::new(options.wire_cache),
         packs_in_memory: tokio::sync::Semaphore::new(pack::IN_MEMORY),
+        profile_plans: profile::Plans::default(),
     });
     let admission = Admission::new("HTTP", options.connections);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -165,6 +169,9 @@ impl App {
             ["v1", "objects", id] => object::answer(self, req, id).await,
             ["v1", "trees", id] => either(self.tree_pack(req, id).await),
             ["v1", "packs", tree, part] => either(pack::answer(self, req, tree, part).await),
+            ["v1", "packs", "profile", commit, part] => {
+                either(profile::answer(self, req, commit, part).await)
+            }
             ["v1", "roots"] => either(self.roots().await),
             ["v1", "roots", name] => either(self.root(name).await),
             ["v1", "roots", name, "log"] => either(self.log(name).await),

@@ -15,7 +15,7 @@ use super::wire::Kind;
 use super::{App, IMMUTABLE, bad_id, blocking, store_error};
 use bytes::Bytes;
 use canopy_protocol::TreeId;
-use canopy_protocol::pack::{self, MISSING};
+use canopy_protocol::pack::{self, MISSING, Member};
 use std::sync::Arc;
 
 /// Packs of a backend without files built at once (each up to [`pack::PART_MAX`] bytes
@@ -38,14 +38,8 @@ pub(super) async fn answer(
         )
     })?;
     let etag = format!("\"{}-{index}\"", id.0.to_hex());
-    if req
-        .if_none_match
-        .as_deref()
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
-    {
-        return Ok(Answer::new(Status::NotModified)
-            .header("etag", etag)
-            .header("cache-control", IMMUTABLE));
+    if let Some(same) = not_modified(req, &etag) {
+        return Ok(same);
     }
     let store = app.store.clone();
     let tree = blocking(move || store.tree(&id).map_err(store_error)).await?;
@@ -61,6 +55,28 @@ pub(super) async fn answer(
             ),
         )
     })?;
+    answer_members(app, members, etag).await
+}
+
+/// The answer to a request that holds the pack named `etag` already, if it does.
+pub(super) fn not_modified(req: &Request, etag: &str) -> Option<Answer> {
+    req.if_none_match
+        .as_deref()
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+        .then(|| {
+            Answer::new(Status::NotModified)
+                .header("etag", etag.to_string())
+                .header("cache-control", IMMUTABLE)
+        })
+}
+
+/// A pack of `members` (in the format of [`canopy_protocol::pack`]) whose URL names it
+/// for good as `etag`: cached as objects are, unless a member was missing.
+pub(super) async fn answer_members(
+    app: &Arc<App>,
+    members: &[Member],
+    etag: String,
+) -> Result<Answer, Answer> {
     let mut pieces = vec![Piece::Text(Bytes::copy_from_slice(&pack::head(
         members.len(),
     )))];

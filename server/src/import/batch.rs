@@ -41,30 +41,35 @@ enum Waiting {
 }
 
 /// Imports archives `0..count`: `prepare(i)` reads and stages archive `i` (called on
-/// up to `threads` threads at once), and staged archives are committed together.
-/// `report` gets every archive's result in order, once it is visible in the store. A
-/// failed archive — refused, or a bug caught as a panic — costs the others nothing.
-/// Returns an error only if a commit fails; the archives of that batch are then not
-/// imported (and not reported).
+/// up to `threads` threads at once, largest `size(i)` first), and staged archives are
+/// committed together. `report` gets every archive's result in order, once it is
+/// visible in the store. A failed archive — refused, or a bug caught as a panic —
+/// costs the others nothing. Returns an error only if a commit fails; the archives of
+/// that batch are then not imported (and not reported).
 pub fn import<'s>(
     store: &'s Store,
     count: usize,
     threads: usize,
+    size: impl Fn(usize) -> u64,
     prepare: impl Fn(usize) -> Result<Prepared<'s>, ImportError> + Sync,
     mut report: impl FnMut(usize, Result<Imported, ImportError>),
 ) -> Result<(), StoreError> {
+    // Largest first: an archive is read by one thread, so a large one started last
+    // would leave the other cores idle while it decompresses alone (in a set of
+    // Debian packages taken in name order, python3.11-minimal came second to last).
+    let mut order: Vec<usize> = (0..count).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(size(i)));
     let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
         let (tx, rx) = mpsc::channel();
         for _ in 0..threads.clamp(1, count.max(1)) {
             let tx = tx.clone();
-            let (next, prepare) = (&next, &prepare);
+            let (next, prepare, order) = (&next, &prepare, &order);
             s.spawn(move || {
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= count {
+                    let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
                         return;
-                    }
+                    };
                     let result = catch_unwind(AssertUnwindSafe(|| prepare(i)))
                         .unwrap_or(Err(ImportError::Bug));
                     if tx.send((i, result)).is_err() {

@@ -232,6 +232,7 @@ pub fn provide(
         store,
         wanted.len(),
         crate::import::batch::threads(),
+        |i| std::fs::metadata(&files[i]).map_or(0, |m| m.len()),
         |i| {
             let (p, file) = (wanted[i], &files[i]);
             let hash = Some(p.archive.sha256);

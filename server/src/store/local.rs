@@ -112,6 +112,69 @@ pub(crate) fn spread_staging(tmp: &Path) {
     }
 }
 
+/// Renames the staged file `tmp` to `objects/ab/cdef…` (`hex` split after two digits,
+/// relative to the open `objects` directory, which is at `dir`) unless that object is there already: then
+/// nothing moves and the answer is `true`. The fan-out directory is made when missing.
+///
+/// One `renameat2(RENAME_NOREPLACE)` per object does what a check for the object, a
+/// check for its directory and a rename did in three calls; a file system that lacks
+/// the flag (`EINVAL`) gets the check and a plain rename, which is as safe while one
+/// writer at a time holds the store.
+fn move_in(objects: &File, dir: &Path, tmp: &Path, hex: &str) -> io::Result<bool> {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let (fan, name) = hex.split_at(2);
+    let dest = CString::new(format!("{fan}/{name}")).map_err(io::Error::other)?;
+    let from = CString::new(tmp.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let rename = |flags: libc::c_uint| {
+        // SAFETY: two NUL-terminated paths (`from` absolute, `dest` relative to the
+        // descriptor `objects` keeps open).
+        let r = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                objects.as_raw_fd(),
+                dest.as_ptr(),
+                flags,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    let mut made_fan = false;
+    loop {
+        match rename(libc::RENAME_NOREPLACE) {
+            Ok(()) => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(true),
+            // The fan-out directory is missing (the staged file is ours: it exists).
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !made_fan => {
+                let fan = CString::new(fan).map_err(io::Error::other)?;
+                // SAFETY: a NUL-terminated path relative to the open `objects`.
+                if unsafe { libc::mkdirat(objects.as_raw_fd(), fan.as_ptr(), 0o777) } != 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::AlreadyExists {
+                        return Err(e);
+                    }
+                }
+                made_fan = true;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                if dir.join(fan).join(name).exists() {
+                    return Ok(true);
+                }
+                fs::create_dir_all(dir.join(fan))?;
+                rename(0)?;
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl ObjectBackend for LocalObjects {
     fn location(&self) -> String {
         self.store.display().to_string()
@@ -123,24 +186,23 @@ impl ObjectBackend for LocalObjects {
         }
         // Every staged file durable before any becomes visible.
         syncfs(&self.dir)?;
+        let objects = File::open(&self.dir).ctx(|| format!("opening {}", self.dir.display()))?;
         let mut existed = Vec::with_capacity(staged.len());
         for (id, tmp) in staged {
-            let dest = self.path(&id);
-            if dest.exists() {
+            let hex = id.to_hex();
+            let was_there = move_in(&objects, &self.dir, &tmp, &hex).ctx(|| {
+                format!(
+                    "moving object {id} from {} into {}",
+                    tmp.display(),
+                    self.dir.display()
+                )
+            })?;
+            if was_there {
                 fs::remove_file(&tmp).ctx(|| format!("removing {}", tmp.display()))?;
-                existed.push(true);
-                continue;
+            } else {
+                crash::point("object renamed");
             }
-            let fan = dest
-                .parent()
-                .expect("object paths have a fan-out directory");
-            if !fan.exists() {
-                fs::create_dir(fan).ctx(|| format!("creating {}", fan.display()))?;
-            }
-            fs::rename(&tmp, &dest)
-                .ctx(|| format!("moving object {id} into {}", dest.display()))?;
-            existed.push(false);
-            crash::point("object renamed");
+            existed.push(was_there);
         }
         // And the renames, before any ref can point at their objects.
         syncfs(&self.dir)?;
@@ -441,6 +503,35 @@ mod tests {
             0 => Ok(flags),
             _ => Err(io::Error::last_os_error()),
         }
+    }
+
+    /// An object moves into a fan-out directory made on the way; a second copy of it
+    /// moves nowhere and leaves the first as it was.
+    #[test]
+    fn moving_in_makes_the_fan_and_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = dir.path().join("objects");
+        fs::create_dir(&objects).unwrap();
+        let open = File::open(&objects).unwrap();
+        let hex = ObjectId::of(b"one").to_hex();
+        let (first, second) = (dir.path().join("1"), dir.path().join("2"));
+        fs::write(&first, b"one").unwrap();
+        fs::write(&second, b"two").unwrap();
+        assert!(!move_in(&open, &objects, &first, &hex).unwrap());
+        assert!(!first.exists());
+        let dest = objects.join(&hex[..2]).join(&hex[2..]);
+        assert_eq!(fs::read(&dest).unwrap(), b"one");
+        assert!(move_in(&open, &objects, &second, &hex).unwrap());
+        assert_eq!(
+            fs::read(&dest).unwrap(),
+            b"one",
+            "the object is never replaced"
+        );
+        assert!(second.exists(), "the caller removes the copy");
+        // A staged file that is gone is an error, not an object.
+        let gone = dir.path().join("gone");
+        let other = ObjectId::of(b"other").to_hex();
+        assert!(move_in(&open, &objects, &gone, &other).is_err());
     }
 
     /// The staging mark adds the top-directory flag and nothing else (where the file

@@ -39,6 +39,9 @@ pub enum BlobError {
     Store(StoreError),
 }
 
+/// Bytes [`Txn::put_blob`] reads at a time.
+const COPY_BUF: usize = 256 * 1024;
+
 /// A ref move a transaction makes when it commits.
 struct RefMove {
     name: RefName,
@@ -63,6 +66,8 @@ pub struct Txn<'s> {
     done: bool,
     /// What the reflog says moved the roots (see [`Txn::operation`]).
     operation: &'static str,
+    /// The buffer [`Txn::put_blob`] copies through, kept between blobs.
+    buf: Vec<u8>,
 }
 
 impl<'s> Txn<'s> {
@@ -80,6 +85,7 @@ impl<'s> Txn<'s> {
             stats: TxnStats::default(),
             done: false,
             operation: "commit",
+            buf: Vec::new(),
         })
     }
 
@@ -144,7 +150,10 @@ impl<'s> Txn<'s> {
             .ctx(|| format!("creating {}", tmp.display()))
             .map_err(BlobError::Store)?;
         let mut hasher = Hasher::new();
-        let mut buf = vec![0u8; 256 * 1024];
+        // One buffer per transaction, not per blob: most blobs are a few KiB, and a fresh
+        // zeroed 256 KiB for each would be mostly wasted work.
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(COPY_BUF, 0);
         let mut size = 0u64;
         loop {
             let n = match content.read(&mut buf) {
@@ -163,11 +172,14 @@ impl<'s> Txn<'s> {
                 .map_err(BlobError::Store)?;
             size += n as u64;
         }
+        self.buf = buf;
         // Created 0644 above, but the umask may have narrowed it; hard-linked checkouts
         // compare against these bits.
-        file.set_permissions(fs::Permissions::from_mode(0o644))
-            .ctx(|| format!("chmod {}", tmp.display()))
-            .map_err(BlobError::Store)?;
+        if !umask_keeps(0o644) {
+            file.set_permissions(fs::Permissions::from_mode(0o644))
+                .ctx(|| format!("chmod {}", tmp.display()))
+                .map_err(BlobError::Store)?;
+        }
         let id = hasher.finish();
         self.stage(id, tmp, size).map_err(BlobError::Store)?;
         Ok((BlobId(id), size))
@@ -418,6 +430,20 @@ impl<'s> Txn<'s> {
         }
         Ok((self.stats, new))
     }
+}
+
+/// Whether files created with `mode` get exactly it: the process's umask clears none of
+/// its bits. Read once from `/proc/self/status` (the umask cannot be read without
+/// changing it otherwise); when it cannot be read, the answer is no, and callers set
+/// the mode themselves.
+fn umask_keeps(mode: u32) -> bool {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let umask = UMASK.get_or_init(|| {
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    });
+    umask.is_some_and(|u| u & mode == 0)
 }
 
 impl Drop for Txn<'_> {

@@ -1,0 +1,474 @@
+//! Access profiles on a host (see [`canopy_protocol::profile`]): replaying the profile of
+//! each version a mount shows, so a program's files are in the cache before it asks for
+//! them, and recording which files a program reads ([`Recording`]), for
+//! `canopy profile record`.
+//!
+//! Replay starts when a mount serves (and for each new version it moves to): the
+//! version's commit, already verified when it was shown, is read again by id for its
+//! profile, and the files the profile names that the cache lacks are fetched in
+//! profile order, many per request (`GET /v1/packs/profile/{commit}/{part}`; larger
+//! files as objects). It is bounded as prefetch is ([`crate::prefetch`]): at most
+//! [`prefetch::REQUESTS`] requests and [`prefetch::IN_FLIGHT`] bytes in flight, the
+//! profile's files within a share of the cache ([`prefetch::SHARE`]) and put in only
+//! where unpinned objects can make room, so the bound holds and nothing open is evicted.
+//! Every member is verified against its id; one that is not is dropped alone, and its
+//! reader fetches it by itself (EIO if that is wrong too). A reader of a file a request
+//! in flight is bringing waits for it (within that request's deadline) rather than
+//! fetching it a second time. Directory prefetch is held off while a replay runs
+//! ([`Prefetch::hold`]): its packs would compete with the files a starting program is
+//! about to read. A server without profile packs (404 `no such endpoint`)
+//! means no replay, with one line in the log.
+
+use crate::objects::{Objects, Opened};
+use crate::prefetch::{self, Prefetch};
+use crate::remote::Remote;
+use crate::view::View;
+use canopy_cache::Cache;
+use canopy_protocol::pack::{self, Member};
+use canopy_protocol::profile::{self, Profile};
+use canopy_protocol::{Commit, CommitId, ObjectId, TreeId, VerifyingKey};
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Something a replay request in flight is to bring.
+#[derive(Default)]
+struct Arrival {
+    done: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Arrival {
+    fn finish(&self) {
+        *self.done.lock().expect("arrival lock") = true;
+        self.cond.notify_all();
+    }
+
+    /// Waits until it is done or `limit` has passed.
+    fn wait(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let mut done = self.done.lock().expect("arrival lock");
+        while !*done {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            done = self.cond.wait_timeout(done, left).expect("arrival lock").0;
+        }
+    }
+}
+
+/// What a replay did, for the log.
+#[derive(Default)]
+struct Counts {
+    files: AtomicU64,
+    bytes: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// A mount's replayer of access profiles.
+pub struct Replay {
+    cache: OnceLock<Arc<Cache>>,
+    /// The mount's prefetch, held off while a replay runs.
+    prefetch: OnceLock<Arc<Prefetch>>,
+    remote: Arc<Remote>,
+    trust: VerifyingKey,
+    view: Arc<View>,
+    /// Its own runtime: members are hashed and written to the cache there, never on the
+    /// runtime whose fetches readers wait for.
+    rt: Option<tokio::runtime::Runtime>,
+    /// Most bytes a profile brings into the cache.
+    share: u64,
+    /// Most a reader waits for a request in flight to bring its file.
+    wait_limit: Duration,
+    /// Commits whose profiles were considered.
+    considered: Mutex<HashSet<CommitId>>,
+    pending: Mutex<HashMap<ObjectId, Arc<Arrival>>>,
+    requests: Arc<Semaphore>,
+    /// Permits are KiB in flight.
+    bytes: Arc<Semaphore>,
+    /// Whether the server has profile packs (until it says otherwise).
+    supported: AtomicBool,
+}
+
+impl Replay {
+    /// A replayer for the versions `view` shows, fetching from `remote` (verified with
+    /// `trust`) into a cache of `cache_size` bytes given later ([`Replay::attach`]), on
+    /// a runtime of its own; `None` if that cannot start.
+    pub fn new(
+        view: Arc<View>,
+        remote: Arc<Remote>,
+        trust: VerifyingKey,
+        cache_size: u64,
+    ) -> Option<Arc<Replay>> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("canopy-replay")
+            .enable_all()
+            .build()
+            .map_err(|e| tracing::warn!("profile replay is off: cannot start its runtime: {e}"))
+            .ok()?;
+        Some(Arc::new(Replay {
+            cache: OnceLock::new(),
+            prefetch: OnceLock::new(),
+            wait_limit: remote.deadline(pack::PART_MAX),
+            remote,
+            trust,
+            view,
+            rt: Some(rt),
+            share: cache_size / prefetch::SHARE,
+            considered: Mutex::new(HashSet::new()),
+            pending: Mutex::new(HashMap::new()),
+            requests: Arc::new(Semaphore::new(prefetch::REQUESTS)),
+            bytes: Arc::new(Semaphore::new((prefetch::IN_FLIGHT >> 10) as usize)),
+            supported: AtomicBool::new(true),
+        }))
+    }
+
+    /// Replays into `cache` (the mount's, once it is open).
+    pub fn attach(&self, cache: Arc<Cache>) {
+        let _ = self.cache.set(cache);
+    }
+
+    /// Holds `prefetch` off while a replay runs (see [`Prefetch::hold`]).
+    pub fn holding(&self, prefetch: Arc<Prefetch>) {
+        let _ = self.prefetch.set(prefetch);
+    }
+
+    /// Starts replaying the profile of each version the view shows that was not
+    /// considered yet. Never waits.
+    pub fn shown(self: &Arc<Self>) {
+        if !self.supported.load(Ordering::Relaxed) || self.cache.get().is_none() {
+            return;
+        }
+        for name in self.view.shown() {
+            let Some(version) = self.view.root(&name) else {
+                continue;
+            };
+            if !self
+                .considered
+                .lock()
+                .expect("replay lock")
+                .insert(version.commit)
+            {
+                continue;
+            }
+            let this = self.clone();
+            // Held from now: the program may start before the replay's task does.
+            let held = self.prefetch.get().map(|p| p.hold());
+            if let Some(rt) = &self.rt {
+                rt.spawn(async move {
+                    this.replay(name, version.commit, version.tree).await;
+                    drop(held);
+                });
+            }
+        }
+    }
+
+    /// Waits, within a request's deadline, if a replay request in flight is bringing
+    /// `id`. Called before a reader fetches `id` itself.
+    pub fn before_fetch(&self, id: &ObjectId) {
+        let arrival = self.pending.lock().expect("replay lock").get(id).cloned();
+        if let Some(a) = arrival {
+            a.wait(self.wait_limit);
+        }
+    }
+
+    /// Replays the profile of commit `commit` (tree `tree`), shown as `entry`.
+    async fn replay(self: Arc<Self>, entry: String, commit: CommitId, tree: TreeId) {
+        let started = Instant::now();
+        let profile = match self.profile(commit).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!("{entry}: not replaying the profile of commit {commit}: {e}");
+                return;
+            }
+        };
+        let plan = profile::plan(&profile, tree, |t| self.view.tree(t).ok());
+        let Some(cache) = self.cache.get() else {
+            return;
+        };
+        let counts = Arc::new(Counts::default());
+        let mut budget = self.share;
+        let mut tasks = tokio::task::JoinSet::new();
+        // Parts and large files alternate, each in profile order: a program's first
+        // needs are usually its binary and libraries (large) and its first modules.
+        let (mut parts, mut large) = (plan.parts.into_iter().enumerate(), plan.large.into_iter());
+        loop {
+            let (part, file) = (parts.next(), large.next());
+            if part.is_none() && file.is_none() {
+                break;
+            }
+            if let Some((n, members)) = part {
+                // Within the share, in profile order: the first files a program reads
+                // are worth the most.
+                let mut wanted = Vec::new();
+                for m in members.iter().filter(|m| !cache.contains(&m.blob.0)) {
+                    if !take(&mut budget, m.size) {
+                        break;
+                    }
+                    wanted.push(*m);
+                }
+                if !wanted.is_empty() {
+                    let this = self.clone();
+                    let counts = counts.clone();
+                    tasks
+                        .spawn(async move { this.part(commit, n, members, wanted, &counts).await });
+                }
+            }
+            if let Some(m) = file
+                && !cache.contains(&m.blob.0)
+                && take(&mut budget, m.size)
+            {
+                let this = self.clone();
+                let counts = counts.clone();
+                tasks.spawn(async move { this.large(m, &counts).await });
+            }
+        }
+        if budget == 0 {
+            tracing::info!(
+                "{entry}: the profile of commit {commit} is larger than its share of the cache \
+                 (1/{} of --cache-size): only its first files are replayed",
+                prefetch::SHARE
+            );
+        }
+        while tasks.join_next().await.is_some() {}
+        tracing::info!(
+            "{entry}: replayed the profile of commit {commit} ({} paths, recorded with {:?}): \
+             {} files, {} bytes in {} requests, {:?}",
+            profile.paths.len(),
+            profile.command.join(" "),
+            counts.files.load(Ordering::Relaxed),
+            counts.bytes.load(Ordering::Relaxed),
+            counts.requests.load(Ordering::Relaxed),
+            started.elapsed()
+        );
+    }
+
+    /// The profile commit `commit` carries, read again by id (so it is the commit that
+    /// was verified when it was shown) and checked against the trusted key.
+    async fn profile(&self, commit: CommitId) -> Result<Option<Profile>, String> {
+        let bytes = self
+            .remote
+            .object(&commit.0)
+            .await
+            .map_err(|e| e.to_string())?;
+        let decoded = Commit::decode(&bytes).map_err(|e| e.to_string())?;
+        decoded.verify(&self.trust).map_err(|e| e.to_string())?;
+        match Profile::of(&decoded.body.extensions) {
+            None => Ok(None),
+            Some(p) => p.map(Some).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Takes a request's permits for `bytes` in flight.
+    async fn permits(
+        &self,
+        bytes: u64,
+    ) -> Option<(
+        tokio::sync::OwnedSemaphorePermit,
+        tokio::sync::OwnedSemaphorePermit,
+    )> {
+        let kib = ((bytes >> 10) as u32).clamp(1, (prefetch::IN_FLIGHT >> 10) as u32);
+        let request = self.requests.clone().acquire_owned().await.ok()?;
+        let bytes = self.bytes.clone().acquire_many_owned(kib).await.ok()?;
+        Some((request, bytes))
+    }
+
+    /// Registers that a request now under way brings `ids` (those nobody brings yet).
+    fn expect(&self, ids: impl Iterator<Item = ObjectId>) -> Vec<(ObjectId, Arc<Arrival>)> {
+        let mut pending = self.pending.lock().expect("replay lock");
+        ids.filter_map(|id| {
+            if pending.contains_key(&id) {
+                return None;
+            }
+            let a = Arc::new(Arrival::default());
+            pending.insert(id, a.clone());
+            Some((id, a))
+        })
+        .collect()
+    }
+
+    /// Marks `mine` done (what did not arrive is fetched by its reader).
+    fn arrived(&self, mine: Vec<(ObjectId, Arc<Arrival>)>) {
+        let mut pending = self.pending.lock().expect("replay lock");
+        for (id, a) in mine {
+            if pending.get(&id).is_some_and(|p| Arc::ptr_eq(p, &a)) {
+                pending.remove(&id);
+            }
+            a.finish();
+        }
+    }
+
+    /// Fetches part `n` of `commit`'s profile pack, putting its `wanted` members into
+    /// the cache.
+    async fn part(
+        &self,
+        commit: CommitId,
+        n: usize,
+        members: Vec<Member>,
+        wanted: Vec<Member>,
+        counts: &Counts,
+    ) {
+        let size: u64 = members.iter().map(|m| m.size).sum();
+        let Some(_permits) = self.permits(size).await else {
+            return;
+        };
+        if !self.supported.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(cache) = self.cache.get() else {
+            return;
+        };
+        let wanted: HashSet<ObjectId> = wanted
+            .iter()
+            .map(|m| m.blob.0)
+            .filter(|id| !cache.contains(id))
+            .collect();
+        let mine = self.expect(wanted.iter().copied());
+        let arrivals: HashMap<ObjectId, Arc<Arrival>> = mine.iter().cloned().collect();
+        counts.requests.fetch_add(1, Ordering::Relaxed);
+        let path = format!("v1/packs/profile/{commit}/{n}");
+        let result = self
+            .remote
+            .pack_at(&path, &members, None, |id, bytes| {
+                if !wanted.contains(&id) {
+                    return;
+                }
+                match cache.offer(&id, &bytes) {
+                    Ok(true) => {
+                        counts.files.fetch_add(1, Ordering::Relaxed);
+                        counts
+                            .bytes
+                            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("profile replay: {e}"),
+                }
+                if let Some(a) = arrivals.get(&id) {
+                    self.pending.lock().expect("replay lock").remove(&id);
+                    a.finish();
+                }
+            })
+            .await;
+        if let Err(e) = result {
+            if crate::pack::unsupported(&e) {
+                if self.supported.swap(false, Ordering::Relaxed) {
+                    tracing::info!(
+                        "the server has no profile packs ({e}): profiles are not replayed"
+                    );
+                }
+            } else {
+                tracing::warn!("profile replay of commit {commit} part {n}: {e}");
+            }
+        }
+        self.arrived(mine);
+    }
+
+    /// Fetches a file too large for packs into the cache, as a reader would (a reader
+    /// of it meanwhile waits for this one fetch, see [`Cache::get`]).
+    async fn large(self: Arc<Self>, m: Member, counts: &Counts) {
+        let Some(_permits) = self.permits(m.size).await else {
+            return;
+        };
+        let Some(cache) = self.cache.get().cloned() else {
+            return;
+        };
+        if cache.contains(&m.blob.0) {
+            return;
+        }
+        counts.requests.fetch_add(1, Ordering::Relaxed);
+        let (id, remote) = (m.blob.0, self.remote.clone());
+        let handle = tokio::runtime::Handle::current();
+        let fetched = tokio::task::spawn_blocking(move || {
+            let got = cache.get(&id, |tmp| {
+                handle.block_on(remote.object_to_file(&id, m.size, tmp))
+            });
+            if got.is_ok() {
+                cache.unpin(&id);
+            }
+            got.map(|_| ())
+        })
+        .await;
+        match fetched {
+            Ok(Ok(())) => {
+                counts.files.fetch_add(1, Ordering::Relaxed);
+                counts.bytes.fetch_add(m.size, Ordering::Relaxed);
+            }
+            Ok(Err(e)) => tracing::warn!("profile replay of object {}: {e}", m.blob),
+            Err(e) => tracing::warn!("profile replay of object {}: {e}", m.blob),
+        }
+    }
+}
+
+/// Takes `bytes` from `budget` if it holds them; else empties it (nothing after a file
+/// that does not fit is taken, so the share goes to the profile's first files).
+fn take(budget: &mut u64, bytes: u64) -> bool {
+    if bytes <= *budget {
+        *budget -= bytes;
+        true
+    } else {
+        *budget = 0;
+        false
+    }
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        // Requests under way are abandoned (their members are in the cache or not at
+        // all); a runtime cannot be dropped where blocking is not allowed.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Objects read through another source, noting which, in the order they were first
+/// read: what `canopy profile record` turns into a profile.
+pub struct Recording {
+    inner: Arc<dyn Objects>,
+    read: Mutex<(Vec<ObjectId>, HashSet<ObjectId>)>,
+}
+
+impl Recording {
+    /// Records what is read from `inner`.
+    pub fn new(inner: Arc<dyn Objects>) -> Self {
+        Recording {
+            inner,
+            read: Mutex::new((Vec::new(), HashSet::new())),
+        }
+    }
+
+    /// The objects read so far, in the order they were first read.
+    pub fn read(&self) -> Vec<ObjectId> {
+        self.read.lock().expect("recording lock").0.clone()
+    }
+}
+
+impl Objects for Recording {
+    fn open(&self, id: &ObjectId, size: u64) -> io::Result<Opened> {
+        {
+            let mut read = self.read.lock().expect("recording lock");
+            if read.1.insert(*id) {
+                read.0.push(*id);
+            }
+        }
+        self.inner.open(id, size)
+    }
+
+    fn cached(&self, id: &ObjectId, size: u64) -> io::Result<Option<Opened>> {
+        self.inner.cached(id, size)
+    }
+
+    fn release(&self, id: &ObjectId) {
+        self.inner.release(id)
+    }
+
+    fn used(&self) -> u64 {
+        self.inner.used()
+    }
+}

@@ -1,0 +1,108 @@
+//! `GET /v1/packs/profile/{commit}/{part}`: part `part` of the files a commit's access
+//! profile names, in profile order, in the directory-pack format (see
+//! [`canopy_protocol::profile`] for the plan, [`canopy_protocol::pack`] for the format).
+//!
+//! The plan comes from the signed commit alone (its profile and its tree), so the URL
+//! names its answer for good and is cached as objects are. Plans are computed once per
+//! commit and kept for the next parts and hosts ([`PLANS`] of them).
+
+use super::answer::{Answer, Status};
+use super::conn::Request;
+use super::{App, bad_id, blocking, store_error};
+use canopy_protocol::CommitId;
+use canopy_protocol::profile::{self, Plan, Profile};
+use lru::LruCache;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+/// Commits whose plans are kept.
+const PLANS: usize = 64;
+
+/// Plans computed, by commit.
+pub(super) struct Plans(Mutex<LruCache<CommitId, Arc<Plan>>>);
+
+impl Default for Plans {
+    fn default() -> Self {
+        Plans(Mutex::new(LruCache::new(
+            NonZeroUsize::new(PLANS).expect("non-zero"),
+        )))
+    }
+}
+
+/// Answers a request for part `part` of commit `commit`'s profile pack.
+pub(super) async fn answer(
+    app: &Arc<App>,
+    req: &Request,
+    commit: &str,
+    part: &str,
+) -> Result<Answer, Answer> {
+    let id = CommitId(commit.parse().map_err(|e| bad_id(commit, e))?);
+    let index: usize = part.parse().map_err(|_| {
+        Answer::error(
+            Status::BadRequest,
+            "bad-request",
+            format!("{part:?} is not a part number"),
+        )
+    })?;
+    let etag = format!("\"profile-{}-{index}\"", id.0.to_hex());
+    if let Some(same) = super::pack::not_modified(req, &etag) {
+        return Ok(same);
+    }
+    let kept = app
+        .profile_plans
+        .0
+        .lock()
+        .expect("plans lock")
+        .get(&id)
+        .cloned();
+    let plan = match kept {
+        Some(plan) => plan,
+        None => {
+            let store = app.store.clone();
+            let plan = Arc::new(blocking(move || plan_of(&store, id)).await?);
+            app.profile_plans
+                .0
+                .lock()
+                .expect("plans lock")
+                .put(id, plan.clone());
+            plan
+        }
+    };
+    let members = plan.parts.get(index).ok_or_else(|| {
+        Answer::error(
+            Status::NotFound,
+            "not-found",
+            format!(
+                "the profile of commit {id} has {} pack parts, not {}",
+                plan.parts.len(),
+                index + 1
+            ),
+        )
+    })?;
+    super::pack::answer_members(app, members, etag).await
+}
+
+/// The plan of commit `id`'s profile against its tree.
+fn plan_of(store: &crate::store::Store, id: CommitId) -> Result<Plan, Answer> {
+    let commit = store.commit(&id).map_err(store_error)?;
+    let profile = match Profile::of(&commit.body.extensions) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            return Err(Answer::error(
+                Status::NotFound,
+                "not-found",
+                format!("commit {id} has no usable profile: {e}"),
+            ));
+        }
+        None => {
+            return Err(Answer::error(
+                Status::NotFound,
+                "not-found",
+                format!("commit {id} has no profile"),
+            ));
+        }
+    };
+    Ok(profile::plan(&profile, commit.body.tree, |t| {
+        store.tree(t).ok().map(Arc::new)
+    }))
+}

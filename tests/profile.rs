@@ -1,0 +1,413 @@
+//! Access profiles: `canopy profile record` runs bash in a real root and writes the
+//! files it read into a new signed commit of the same tree; a fresh host (fresh mount,
+//! empty cache) replays it before any program runs: the files arrive byte-identical in
+//! a few requests, and the program then runs with no object requests. A member altered
+//! on the way fails that file alone (EIO); a bogus profile is refused and the root still
+//! works; a small cache bound holds while a profile larger than its share replays.
+
+use crate::cold::tamper;
+use crate::debs::{self, ROOT_PACKAGES};
+use crate::mount::{Mount, Server, eventually, read};
+use crate::util::{Canopy, cmd, sha256_file, walk};
+use canopy_protocol::profile::Profile;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// What the profile records: bash, coreutils programs, their libraries, a file of /etc.
+const SCRIPT: &str = "sort --version; ls /usr/lib; cat /etc/os-release; id -u";
+
+/// One store with root `web` (profiled), root `bogus` (a signed commit whose profile
+/// names paths outside the root) and root `later` (profiled by its test), the profile's
+/// paths, and a checkout of `web`.
+struct Shared {
+    env: Canopy,
+    reference: PathBuf,
+    paths: Vec<String>,
+    /// Files of the profile too large for packs (fetched as objects).
+    large: u64,
+}
+
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let env = Canopy::init("profile");
+        env.cmd(["import", "deb"])
+            .args(debs::paths(ROOT_PACKAGES))
+            .success();
+        for root in ["web", "bogus", "later"] {
+            env.cmd(["assemble", root]).args(ROOT_PACKAGES).success();
+        }
+        let before = env.json(["roots", "show", "web"]);
+        let out = env
+            .cmd([
+                "profile",
+                "record",
+                "web",
+                "--json",
+                "--",
+                "/bin/bash",
+                "-c",
+                SCRIPT,
+            ])
+            .stdout();
+        let recorded: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(recorded["written"], true, "{recorded}");
+        assert_eq!(recorded["exit_status"], 0, "{recorded}");
+        // A new commit of the same tree, on top of the one before.
+        let after = env.json(["roots", "show", "web"]);
+        assert_eq!(after["tree"], before["tree"]);
+        assert_eq!(after["parent"], before["commit"]);
+        assert_eq!(after["commit"], recorded["commit"]);
+        let paths: Vec<String> = recorded["profile"]["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
+        for expected in ["bin/bash", "usr/bin/sort", "bin/ls", "usr/lib/os-release"] {
+            assert!(paths.iter().any(|p| p == expected), "{expected}: {paths:?}");
+        }
+        let shown = env.json(["profile", "show", "web"]);
+        assert_eq!(shown["profile"]["paths"], recorded["profile"]["paths"]);
+        let large = shown["replay"]["large"].as_u64().unwrap();
+
+        // Signed by the store's key, but naming paths outside the root.
+        let store = canopy_server::Store::open(env.store(), canopy_server::Access::Write).unwrap();
+        let bogus = Profile {
+            command: vec!["/bin/true".into()],
+            paths: vec!["bin/bash".into(), "../../etc/shadow".into()],
+            ..Profile::default()
+        };
+        canopy_server::profile::set(&store, &"bogus".parse().unwrap(), Some(&bogus)).unwrap();
+        drop(store);
+
+        let reference = env.path("web-checkout");
+        env.cmd(["checkout", "web"]).arg(&reference).success();
+        Shared {
+            env,
+            reference,
+            paths,
+            large,
+        }
+    })
+}
+
+/// Requests the server answered whose URI starts with `prefix`.
+fn answered(log: &str, prefix: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("answered") && l.contains(&format!("uri={prefix}")))
+        .count()
+}
+
+/// The cache file of the content of `file`.
+fn cache_file(cache: &Path, file: &Path) -> PathBuf {
+    let id = sha256_file(file);
+    cache.join("objects").join(&id[..2]).join(&id[2..])
+}
+
+/// Waits until the mount's log says its profile was replayed.
+fn replayed(mount: &Mount) {
+    eventually(
+        Duration::from_secs(60),
+        || format!("the profile was not replayed:\n{}", mount.log()),
+        || mount.log().contains("replayed the profile").then_some(()),
+    );
+}
+
+#[test]
+fn a_fresh_host_replays_the_profile_before_the_program_runs() {
+    let s = shared();
+    let server = Server::start(&s.env, "127.0.0.1:0");
+    // Without directory prefetch: only the profile brings files ahead of use.
+    let mount = Mount::start(
+        &s.env,
+        "fresh",
+        &server.url,
+        &["--root", "web", "--no-prefetch"],
+    );
+    replayed(&mount);
+    let cache = s.env.path("fresh-cache");
+    // Every profiled file is in the cache, byte-identical, though nothing read it.
+    for path in &s.paths {
+        let file = s.reference.join(path);
+        let cached = fs::read(cache_file(&cache, &file))
+            .unwrap_or_else(|e| panic!("{path} is not in the cache: {e}"));
+        assert_eq!(cached, fs::read(&file).unwrap(), "{path}");
+    }
+    // In a few requests: profile packs, the large files one each, and the commit (read
+    // by the mount, then by the replay).
+    let log = server.log();
+    let packs = answered(&log, "/v1/packs/profile/");
+    let objects = server.object_requests() as u64;
+    assert!(packs >= 1, "no profile pack was asked for:\n{log}");
+    assert!(
+        objects <= 2 + s.large,
+        "{objects} object requests for {} profiled files ({} large):\n{log}",
+        s.paths.len(),
+        s.large
+    );
+    assert!((packs as u64 + objects) < s.paths.len() as u64);
+
+    // The program then finds what it reads in the cache.
+    let before = server.object_requests();
+    let out = cmd("chroot")
+        .arg(&mount.dir)
+        .args(["/bin/bash", "-c", SCRIPT])
+        .stdout();
+    assert!(
+        out.contains("sort (GNU coreutils)") && out.ends_with("0\n"),
+        "{out}"
+    );
+    let during = server.object_requests() - before;
+    assert!(
+        during <= 1,
+        "the profiled program made {during} object requests:\n{}",
+        server.log()
+    );
+    mount.stop();
+
+    // With --no-profile, nothing is replayed.
+    let server = Server::start(&s.env, "127.0.0.1:0");
+    let mount = Mount::start(
+        &s.env,
+        "no-profile",
+        &server.url,
+        &["--root", "web", "--no-prefetch", "--no-profile"],
+    );
+    assert_eq!(
+        read(&mount.path("usr/bin/sort")).unwrap(),
+        fs::read(s.reference.join("usr/bin/sort")).unwrap()
+    );
+    assert_eq!(answered(&server.log(), "/v1/packs/profile/"), 0);
+    mount.stop();
+}
+
+#[test]
+fn a_profile_member_altered_on_the_way_fails_that_file_alone() {
+    let s = shared();
+    let small: Vec<&String> = s
+        .paths
+        .iter()
+        .filter(|p| fs::metadata(s.reference.join(p)).unwrap().len() <= 1 << 20)
+        .collect();
+    // A packed file whose 64 bytes at its middle appear in no other profiled file.
+    let (victim, marker) = small
+        .iter()
+        .filter(|p| fs::metadata(s.reference.join(p)).unwrap().len() >= 4096)
+        .find_map(|p| {
+            let bytes = fs::read(s.reference.join(p)).unwrap();
+            let mid = bytes.len() / 2;
+            let marker = bytes[mid..mid + 64].to_vec();
+            let unique = s.paths.iter().all(|q| {
+                q == *p
+                    || !fs::read(s.reference.join(q))
+                        .unwrap()
+                        .windows(64)
+                        .any(|w| w == &marker[..])
+            });
+            unique.then(|| (p.to_string(), marker))
+        })
+        .expect("a profiled file with bytes of its own");
+    let mut altered = marker.clone();
+    altered[0] ^= 0xff;
+    let server = Server::start(&s.env, "127.0.0.1:0");
+    let proxy = tamper(&server.url, marker, altered);
+    let mount = Mount::start(
+        &s.env,
+        "tampered",
+        &proxy.url,
+        &["--root", "web", "--no-prefetch"],
+    );
+    replayed(&mount);
+    for path in &s.paths {
+        match read(&mount.path(path)) {
+            Ok(bytes) => {
+                assert_ne!(*path, victim, "altered bytes were served");
+                assert_eq!(bytes, fs::read(s.reference.join(path)).unwrap(), "{path}");
+            }
+            Err(e) => {
+                assert_eq!(*path, victim, "{path}: {e}");
+                assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+            }
+        }
+    }
+    let log = mount.log();
+    assert!(
+        log.contains("in the pack from") && log.contains("/v1/packs/profile/"),
+        "the altered member was not seen in a profile pack:\n{log}"
+    );
+    mount.stop();
+}
+
+#[test]
+fn a_bogus_profile_is_refused_and_the_root_still_works() {
+    let s = shared();
+    let shown = s.env.fails(["profile", "show", "bogus"]);
+    let stderr = String::from_utf8_lossy(&shown.stderr);
+    assert!(
+        stderr.contains("bogus") && stderr.contains("../../etc/shadow"),
+        "{stderr}"
+    );
+    let server = Server::start(&s.env, "127.0.0.1:0");
+    let mount = Mount::start(
+        &s.env,
+        "bogus",
+        &server.url,
+        &["--root", "bogus", "--no-prefetch"],
+    );
+    eventually(
+        Duration::from_secs(30),
+        || format!("the bogus profile was not refused:\n{}", mount.log()),
+        || {
+            mount
+                .log()
+                .contains("not replaying the profile of commit")
+                .then_some(())
+        },
+    );
+    let out = cmd("chroot")
+        .arg(&mount.dir)
+        .args(["/bin/bash", "-c", "echo ok"])
+        .stdout();
+    assert_eq!(out, "ok\n");
+    assert_eq!(answered(&server.log(), "/v1/packs/profile/"), 0);
+    mount.stop();
+}
+
+/// Bytes of the object files in a cache directory.
+fn cached_bytes(cache: &Path) -> u64 {
+    walk(&cache.join("objects"))
+        .into_iter()
+        .filter_map(|p| fs::symlink_metadata(cache.join("objects").join(p)).ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[test]
+fn a_profile_larger_than_its_share_keeps_the_cache_bound() {
+    let s = shared();
+    let bound: u64 = 3 << 20;
+    let server = Server::start(&s.env, "127.0.0.1:0");
+    let mount = Mount::start(
+        &s.env,
+        "small",
+        &server.url,
+        &["--root", "web", "--no-prefetch", "--cache-size", "3M"],
+    );
+    let cache = s.env.path("small-cache");
+    let mut peak = 0;
+    eventually(
+        Duration::from_secs(60),
+        || format!("the profile was not replayed:\n{}", mount.log()),
+        || {
+            peak = peak.max(cached_bytes(&cache));
+            mount.log().contains("replayed the profile").then_some(())
+        },
+    );
+    let log = mount.log();
+    assert!(log.contains("only its first files are replayed"), "{log}");
+    // Its share (a quarter of 3M) went to the profile's first small files.
+    let share = bound / 4;
+    let replayed = cached_bytes(&cache);
+    assert!(
+        replayed > 0 && replayed <= share,
+        "{replayed} bytes replayed"
+    );
+    // Every file still reads right, the cache evicting as it goes.
+    for path in &s.paths {
+        assert_eq!(
+            read(&mount.path(path)).unwrap(),
+            fs::read(s.reference.join(path)).unwrap(),
+            "{path}"
+        );
+        peak = peak.max(cached_bytes(&cache));
+    }
+    assert!(
+        peak <= bound,
+        "the cache held {peak} bytes, over its bound of {bound}"
+    );
+    mount.stop();
+}
+
+#[test]
+fn a_following_host_replays_a_profile_recorded_later_and_kept_by_upgrades() {
+    let s = shared();
+    let server = Server::start(&s.env, "127.0.0.1:0");
+    let mount = Mount::start(
+        &s.env,
+        "later",
+        &server.url,
+        &[
+            "--root",
+            "later",
+            "--follow",
+            "--interval",
+            "200ms",
+            "--no-prefetch",
+        ],
+    );
+    let cache = s.env.path("later-cache");
+    // A file read and held open before the root moves on.
+    let mut held = fs::File::open(mount.path("usr/bin/sort")).unwrap();
+    let mut first = vec![0u8; 4096];
+    std::io::Read::read_exact(&mut held, &mut first).unwrap();
+    let out = s
+        .env
+        .cmd([
+            "profile",
+            "record",
+            "later",
+            "--",
+            "/bin/bash",
+            "-c",
+            SCRIPT,
+        ])
+        .stdout();
+    assert!(out.contains("with this profile"), "{out}");
+    replayed(&mount);
+    let recorded = s.env.json(["profile", "show", "later"]);
+    for path in recorded["profile"]["paths"].as_array().unwrap() {
+        let path = path.as_str().unwrap();
+        // `later` has the tree of `web`, whose checkout is the reference.
+        let file = s.reference.join(path);
+        assert!(
+            cache_file(&cache, &file).exists(),
+            "{path} was not replayed"
+        );
+    }
+    // The open file reads on: the tree did not change.
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut held, &mut rest).unwrap();
+    first.extend(rest);
+    assert_eq!(first, fs::read(s.reference.join("usr/bin/sort")).unwrap());
+
+    // A new version of the root keeps the profile, and is replayed in turn.
+    let without_mawk: Vec<&str> = ROOT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| *p != "mawk")
+        .collect();
+    s.env
+        .cmd(["assemble", "later"])
+        .args(&without_mawk)
+        .success();
+    let upgraded = s.env.json(["profile", "show", "later"]);
+    assert_ne!(upgraded["commit"], recorded["commit"]);
+    assert_eq!(upgraded["profile"], recorded["profile"]);
+    let new = upgraded["commit"].as_str().unwrap().to_string();
+    eventually(
+        Duration::from_secs(30),
+        || format!("commit {new} was not replayed:\n{}", mount.log()),
+        || {
+            mount
+                .log()
+                .contains(&format!("replayed the profile of commit {new}"))
+                .then_some(())
+        },
+    );
+    drop(held);
+    mount.stop();
+}
