@@ -33,7 +33,7 @@ use canopy_protocol::{ObjectId, TreeId};
 use lru::LruCache;
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -110,6 +110,17 @@ pub struct Prefetch {
     bytes: Arc<Semaphore>,
     /// Whether the server has packs (until it says otherwise).
     supported: AtomicBool,
+    /// Replays of access profiles under way ([`Prefetch::hold`]).
+    held: Arc<AtomicUsize>,
+}
+
+/// Prefetch held off while it lives (see [`Prefetch::hold`]).
+pub struct Held(Arc<AtomicUsize>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Prefetch {
@@ -148,6 +159,7 @@ impl Prefetch {
             requests: Arc::new(Semaphore::new(REQUESTS)),
             bytes: Arc::new(Semaphore::new((IN_FLIGHT >> 10) as usize)),
             supported: AtomicBool::new(true),
+            held: Arc::new(AtomicUsize::new(0)),
         }))
     }
 
@@ -184,8 +196,20 @@ impl Prefetch {
         }
     }
 
+    /// Holds prefetch off until the guard is dropped: a profile's replay brings what a
+    /// starting program reads, and directory packs beside it would compete with it for
+    /// the CPU and the server. Directories opened meanwhile are not marked as asked, so
+    /// the next open or listing in them prefetches as usual.
+    pub fn hold(&self) -> Held {
+        self.held.fetch_add(1, Ordering::Relaxed);
+        Held(self.held.clone())
+    }
+
     /// Prefetches the small files of directory `dir` but `opened`, once per tree.
     fn directory(self: &Arc<Self>, dir: u64, opened: Option<&ObjectId>) {
+        if self.held.load(Ordering::Relaxed) > 0 {
+            return;
+        }
         let Some((tree_id, tree)) = self.view.dir_tree(dir) else {
             return;
         };
@@ -384,6 +408,9 @@ pub(crate) fn filesystem(
     let Some(prefetch) = Prefetch::new(cache, remote.clone(), view.clone(), host.cache_size) else {
         return CanopyFs::new(view.clone(), Arc::new(objects), host.passthrough);
     };
+    if let Some(r) = replay {
+        r.holding(prefetch.clone());
+    }
     let objects = objects.with_prefetch(prefetch.clone());
     CanopyFs::new(view.clone(), Arc::new(objects), host.passthrough).with_prefetch(prefetch)
 }
