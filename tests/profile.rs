@@ -136,14 +136,13 @@ fn a_fresh_host_replays_the_profile_before_the_program_runs() {
             .unwrap_or_else(|e| panic!("{path} is not in the cache: {e}"));
         assert_eq!(cached, fs::read(&file).unwrap(), "{path}");
     }
-    // In a few requests: profile packs, the large files one each, and the commit (read
-    // by the mount, then by the replay).
+    // In a few requests: profile packs, the large files one each, and the commit.
     let log = server.log();
     let packs = answered(&log, "/v1/packs/profile/");
     let objects = server.object_requests() as u64;
     assert!(packs >= 1, "no profile pack was asked for:\n{log}");
     assert!(
-        objects <= 2 + s.large,
+        objects <= 1 + s.large,
         "{objects} object requests for {} profiled files ({} large):\n{log}",
         s.paths.len(),
         s.large

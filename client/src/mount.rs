@@ -341,6 +341,7 @@ pub(crate) async fn load(
         other => other?,
     };
     crate::service::keep_version(commit, &decoded, &trees);
+    crate::profile::remember(commit, &decoded);
     Ok((
         RootVersion {
             commit,

@@ -3,10 +3,9 @@
 //! them, and recording which files a program reads ([`Recording`]), for
 //! `canopy profile record`.
 //!
-//! Replay starts when a mount serves (and for each new version it moves to): the
-//! version's commit, already verified when it was shown, is read again by id for its
-//! profile, and the files the profile names that the cache lacks are fetched in
-//! profile order, many per request (`GET /v1/packs/profile/{commit}/{part}`; larger
+//! Replay starts when a mount serves (and for each new version it moves to): the files
+//! that the profile of the version's commit (verified when it was shown) names and the
+//! cache lacks are fetched in profile order, many per request (`GET /v1/packs/profile/{commit}/{part}`; larger
 //! files as objects). It is bounded as prefetch is ([`crate::prefetch`]): at most
 //! [`prefetch::REQUESTS`] requests and [`prefetch::IN_FLIGHT`] bytes in flight, the
 //! profile's files within a share of the cache ([`prefetch::SHARE`]) and put in only
@@ -27,10 +26,12 @@ use canopy_cache::Cache;
 use canopy_protocol::pack::{self, Member};
 use canopy_protocol::profile::{self, Profile};
 use canopy_protocol::{Commit, CommitId, ObjectId, TreeId, VerifyingKey};
+use lru::LruCache;
 use std::collections::{HashMap, HashSet};
 use std::io;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -249,9 +250,17 @@ impl Replay {
         );
     }
 
-    /// The profile commit `commit` carries, read again by id (so it is the commit that
-    /// was verified when it was shown) and checked against the trusted key.
+    /// The profile commit `commit` carries: as it was when the commit was loaded and
+    /// verified in this process ([`remember`]), or else read again by id and checked
+    /// against the trusted key.
     async fn profile(&self, commit: CommitId) -> Result<Option<Profile>, String> {
+        let known = LOADED.lock().expect("profiles lock").get(&commit).cloned();
+        if let Some(value) = known {
+            return match value {
+                None => Ok(None),
+                Some(v) => Profile::from_json(&v).map(Some).map_err(|e| e.to_string()),
+            };
+        }
         let bytes = self
             .remote
             .object(&commit.0)
@@ -403,6 +412,17 @@ impl Replay {
             Err(e) => tracing::warn!("profile replay of object {}: {e}", m.blob),
         }
     }
+}
+
+/// Profiles of commits this process loaded and verified, by commit, so a replay needs
+/// no second fetch of the commit (a round trip before its first request).
+static LOADED: LazyLock<Mutex<LruCache<CommitId, Option<Vec<u8>>>>> =
+    LazyLock::new(|| Mutex::new(LruCache::new(NonZeroUsize::new(64).expect("non-zero"))));
+
+/// Notes the profile of `commit` (`decoded`), which was just fetched and verified.
+pub(crate) fn remember(commit: CommitId, decoded: &Commit) {
+    let value = decoded.body.extensions.get(profile::EXTENSION).cloned();
+    LOADED.lock().expect("profiles lock").put(commit, value);
 }
 
 /// Takes `bytes` from `budget` if it holds them; else empties it (nothing after a file
