@@ -30,9 +30,13 @@ pub struct HostConfig {
     pub timeout: Duration,
     /// Bytes per second a transfer must average once `timeout` has passed.
     pub min_rate: u64,
-    /// Fetch a directory's small files in the background when one is first opened
-    /// (see [`crate::prefetch`]).
+    /// Fetch a directory's small files in the background when its files are read in
+    /// order (see [`crate::prefetch`]).
     pub prefetch: bool,
+    /// Ask servers for objects in zstd: less to transfer over a slow link, but the
+    /// server compresses each object on its first request and the host decompresses
+    /// it, which costs more than it saves on a fast one.
+    pub compress: bool,
     /// Replay the access profile of each version shown into a cold cache (see
     /// [`crate::profile`]).
     pub profile: bool,
@@ -58,10 +62,20 @@ impl HostConfig {
         let rt = tokio::runtime::Runtime::new()
             .map_err(|e| MountError::Setup(format!("starting the runtime: {e}")))?;
         let remote = Arc::new(
-            Remote::new(self.servers.clone(), self.timeout, self.min_rate)
+            self.remote()
                 .map_err(|e| MountError::Setup(format!("HTTP client: {e}")))?,
         );
         Ok((rt, remote))
+    }
+
+    /// The client for this host's servers, with its timeouts and compression.
+    pub(crate) fn remote(&self) -> Result<Remote, reqwest::Error> {
+        let remote = Remote::new(self.servers.clone(), self.timeout, self.min_rate)?;
+        if self.compress {
+            Ok(remote)
+        } else {
+            remote.uncompressed()
+        }
     }
 
     /// Opens the cache that a process handing its mount over still holds: it lets go

@@ -344,7 +344,7 @@ impl Replay {
         let path = format!("v1/packs/profile/{commit}/{n}");
         let result = self
             .remote
-            .pack_at(&path, &members, |id, bytes| {
+            .pack_at(&path, &members, None, |id, bytes| {
                 if !wanted.contains(&id) {
                     return;
                 }

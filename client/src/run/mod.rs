@@ -23,7 +23,6 @@ pub mod state;
 
 use crate::mount::{HostConfig, MountError, current, load, verified_commit};
 use crate::objects::Fetched;
-use crate::remote::Remote;
 use crate::view::{Scope, View};
 use canopy_cache::Cache;
 use canopy_protocol::{CommitId, HOST_IDENTITY, PerHost};
@@ -158,7 +157,7 @@ pub fn server_source(
     let rt = tokio::runtime::Runtime::new()
         .map_err(|e| RunError::Setup(format!("starting the runtime: {e}")))?;
     let remote = Arc::new(
-        Remote::new(host.servers.clone(), host.timeout, host.min_rate)
+        host.remote()
             .map_err(|e| RunError::Setup(format!("HTTP client: {e}")))?,
     );
     let commit = match commit {
