@@ -5,10 +5,10 @@
 //! on the way fails that file alone (EIO); a bogus profile is refused and the root still
 //! works; a small cache bound holds while a profile larger than its share replays.
 
-use crate::cold::tamper;
+use crate::cold::{cached_bytes, tamper};
 use crate::debs::{self, ROOT_PACKAGES};
 use crate::mount::{Mount, Server, eventually, read};
-use crate::util::{Canopy, cmd, sha256_file, walk};
+use crate::util::{Canopy, cmd, sha256_file};
 use canopy_protocol::profile::Profile;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -273,16 +273,6 @@ fn a_bogus_profile_is_refused_and_the_root_still_works() {
     assert_eq!(out, "ok\n");
     assert_eq!(answered(&server.log(), "/v1/packs/profile/"), 0);
     mount.stop();
-}
-
-/// Bytes of the object files in a cache directory.
-fn cached_bytes(cache: &Path) -> u64 {
-    walk(&cache.join("objects"))
-        .into_iter()
-        .filter_map(|p| fs::symlink_metadata(cache.join("objects").join(p)).ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
 }
 
 #[test]
