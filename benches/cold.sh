@@ -36,6 +36,10 @@ options:
   --no-closure        use exactly PACKAGE..., without their dependencies
   --no-build          do not run `cargo build --release`; use target/release/canopy
   --canopy PATH       use this canopy binary (implies --no-build)
+  --variant LABEL=PATH[:FLAGS]
+                      also measure the fresh mounts with binary PATH (mount FLAGS, split
+                      on spaces, e.g. '--no-prefetch'), interleaved with the others in
+                      every run; rows labelled LABEL (repeatable; for A/B comparisons)
   --wait-timeout S    how long to wait for the server / a mount to come up (default: 60)
   --step-timeout S    bound on each measured command (default: 600)
   --keep              keep the scratch directory afterwards
@@ -59,6 +63,9 @@ WAIT_TIMEOUT=60
 STEP_TIMEOUT=600
 KEEP=0
 PACKAGES=()
+# Fresh-mount variants measured in every run, in order: LABEL, binary, mount flags.
+VLABELS=(prefetch noprefetch)
+declare -A VBIN=() VFLAGS=([prefetch]="" [noprefetch]="--no-prefetch")
 while (($#)); do
     case $1 in
         --debs) DEBS=${2:?--debs needs a directory}; shift 2 ;;
@@ -67,6 +74,14 @@ while (($#)); do
         --no-closure) CLOSURE=0; shift ;;
         --no-build) BUILD=0; shift ;;
         --canopy) CANOPY=${2:?--canopy needs a path}; BUILD=0; shift 2 ;;
+        --variant)
+            spec=${2:?--variant needs LABEL=PATH[:FLAGS]}
+            [[ $spec =~ ^([a-z0-9_-]+)=([^:]+)(:(.*))?$ ]] || die "--variant $spec: want LABEL=PATH[:FLAGS]"
+            label=${BASH_REMATCH[1]//-/_}
+            VLABELS+=("$label")
+            VBIN[$label]=${BASH_REMATCH[2]}
+            VFLAGS[$label]=${BASH_REMATCH[4]}
+            shift 2 ;;
         --wait-timeout) WAIT_TIMEOUT=${2:?--wait-timeout needs seconds}; shift 2 ;;
         --step-timeout) STEP_TIMEOUT=${2:?--step-timeout needs seconds}; shift 2 ;;
         --keep) KEEP=1; shift ;;
@@ -83,6 +98,11 @@ done
 [[ $DEBS = /* ]] || DEBS=$PWD/$DEBS
 [[ $OUT = /* ]] || OUT=$PWD/$OUT
 [[ $CANOPY = /* ]] || CANOPY=$PWD/$CANOPY
+for v in "${VLABELS[@]}"; do
+    b=${VBIN[$v]:-$CANOPY}
+    [[ $b = /* ]] || b=$PWD/$b
+    VBIN[$v]=$b
+done
 [[ $(id -u) -eq 0 ]] || die "needs root (FUSE mounts, chroot)"
 [[ -c /dev/fuse ]] || die "/dev/fuse is missing: modprobe fuse"
 
@@ -90,6 +110,9 @@ ensure_packages nginx:nginx curl:curl zstd:zstd dpkg-deb:dpkg-dev python3:python
 require_tools nginx curl zstd dpkg-deb apt-get apt-cache tar find xargs chroot timeout \
     mountpoint umount ss awk sort date python3
 build_canopy
+for v in "${VLABELS[@]}"; do
+    [[ -x ${VBIN[$v]} ]] || die "variant $v: ${VBIN[$v]} is not an executable"
+done
 CANOPY_VERSION=$("$CANOPY" --version 2>/dev/null || echo "canopy ?")
 fetch_debs
 
@@ -146,16 +169,16 @@ for p in sys.stdin.buffer.read().split(b"\0"):
 '
 }
 
-# mount_fresh MNT ARGS...: `canopy mount` on MNT with an empty cache of its own; the pid
-# in MPID; waits for "mounted at".
+# mount_fresh MNT VARIANT ARGS...: `canopy mount` of VARIANT's binary on MNT with an
+# empty cache of its own; the pid in MPID; waits for "mounted at".
 mount_fresh() {
-    local mnt=$1 name
-    shift
+    local mnt=$1 bin=${VBIN[$2]} name
+    shift 2
     name=$(basename "$mnt")
     mkdir -p "$mnt"
     rm -rf -- "$TMP/cache-$name"
     : >"$LOGS/mount-$name.out"
-    "$CANOPY" mount "$URL" "$mnt" --trust "$TMP/server.pub" --cache-dir "$TMP/cache-$name" "$@" \
+    "$bin" mount "$URL" "$mnt" --trust "$TMP/server.pub" --cache-dir "$TMP/cache-$name" "$@" \
         >"$LOGS/mount-$name.out" 2>"$LOGS/mount-$name.err" &
     MPID=$!
     MOUNT_PIDS+=("$MPID")
@@ -217,11 +240,18 @@ NGINX_PORT=$(free_port) || die "no free port for nginx"
 start_nginx "$TMP/nginx" "$NGINX_PORT" "$TMP/www" /root.tar.zst "access_log off;"
 TAR_URL=http://127.0.0.1:$NGINX_PORT/root.tar.zst
 
-say "canopy serve --listen 127.0.0.1:0"
-"$CANOPY" --store "$S" serve --listen 127.0.0.1:0 >"$LOGS/serve.out" 2>"$LOGS/serve.err" &
-SERVER_PID=$!
-wait_line "$LOGS/serve.out" '^serving .* on (http://127\.0\.0\.1:[0-9]+)$' "$SERVER_PID" "canopy serve"
-URL=${BASH_REMATCH[1]}
+# serve_fresh: a new `canopy serve` (the previous one stopped), its URL in URL. Every
+# fresh mount gets a server that just started, with nothing in memory (no object read,
+# no zstd form computed) and its store's pages evicted, as nginx has for the tar.zst:
+# one server shared by the variants would favour whichever runs after the first.
+serve_fresh() {
+    stop_pid "$SERVER_PID"
+    evict "$S/objects"
+    "$CANOPY" --store "$S" serve --listen 127.0.0.1:0 >"$LOGS/serve.out" 2>"$LOGS/serve.err" &
+    SERVER_PID=$!
+    wait_line "$LOGS/serve.out" '^serving .* on (http://127\.0\.0\.1:[0-9]+)$' "$SERVER_PID" "canopy serve"
+    URL=${BASH_REMATCH[1]}
+}
 
 READ_ALL='find "$1" -type f -print0 | xargs -0 -r cat >/dev/null'
 M=$TMP/mnt
@@ -234,12 +264,11 @@ for ((run = 1; run <= RUNS; run++)); do
     evict "$TMP/www" "$S/objects"
     timed tar 'curl -sf "$1" | zstd -q -d | tar -C "$2" -xf -' "$TAR_URL" "$TMP/unpacked"
     rm -rf -- "$TMP/unpacked"
-    for v in prefetch noprefetch; do
-        args=(--root base)
-        [[ $v == noprefetch ]] && args+=(--no-prefetch)
-        evict "$S/objects"
+    for v in "${VLABELS[@]}"; do
+        read -ra flags <<<"${VFLAGS[$v]}"
+        serve_fresh
         t0=$(now)
-        mount_fresh "$M" "${args[@]}"
+        mount_fresh "$M" "$v" --root base "${flags[@]}"
         record "ready_$v" "$(elapsed "$t0" "$(now)")"
         timed "read_$v" "$READ_ALL" "$M"
         record "whole_$v" "$(awk -v a="${VALS[ready_$v]##* }" -v b="$T" 'BEGIN { printf "%.4f", a + b }')"
@@ -254,11 +283,10 @@ for ((run = 1; run <= RUNS; run++)); do
         fi
         evict "$CO"
         timed "${prog}_ext4" "$cmd" "$CO"
-        for v in prefetch noprefetch; do
-            args=(--root base)
-            [[ $v == noprefetch ]] && args+=(--no-prefetch)
-            evict "$S/objects"
-            mount_fresh "$M" "${args[@]}"
+        for v in "${VLABELS[@]}"; do
+            read -ra flags <<<"${VFLAGS[$v]}"
+            serve_fresh
+            mount_fresh "$M" "$v" --root base "${flags[@]}"
             timed "${prog}_$v" "$cmd" "$M"
             unmount "$M" "$MPID"
         done
@@ -269,16 +297,16 @@ for ((run = 1; run <= RUNS; run++)); do
         for v in profile profile_noprefetch; do
             args=(--root "$proot")
             [[ $v == profile_noprefetch ]] && args+=(--no-prefetch)
-            evict "$S/objects"
+            serve_fresh
             t0=$(now)
-            mount_fresh "$M" "${args[@]}"
+            mount_fresh "$M" prefetch "${args[@]}"
             t1=$(now)
             timed "${prog}_$v" "$cmd" "$M"
             record "${prog}_${v}_start" "$(awk -v a="$(elapsed "$t0" "$t1")" -v b="$T" 'BEGIN { printf "%.4f", a + b }')"
             unmount "$M" "$MPID"
         done
-        evict "$S/objects"
-        mount_fresh "$M" --root "$proot" --no-prefetch -v
+        serve_fresh
+        mount_fresh "$M" prefetch --root "$proot" --no-prefetch -v
         wait_replayed "$LOGS/mount-$(basename "$M").err" "$MPID"
         timed "${prog}_replayed" "$cmd" "$M"
         unmount "$M" "$MPID"
@@ -296,6 +324,13 @@ done
 row() {   # row LABEL VALUE REFERENCE
     printf '%-66s %10s %10s %8s\n' "$1" "$(fmt "$2" %.3f)" "$(fmt "$3" %.3f)" "$(ratio "$2" "$3")"
 }
+vname() {   # vname VARIANT: how a row names it
+    case $1 in
+        prefetch) echo prefetch ;;
+        noprefetch) echo --no-prefetch ;;
+        *) echo "$1 (${VBIN[$1]##*/}${VFLAGS[$1]:+ ${VFLAGS[$1]}})" ;;
+    esac
+}
 report() {
     local rev k
     rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -308,16 +343,19 @@ report() {
     echo "figures: wall seconds, median of $RUNS runs; ratio = canopy / reference"
     echo
     printf '%-66s %10s %10s %8s\n' "every file of the root (ref: curl tar.zst | zstd -d | tar -x)" canopy reference ratio
-    row "fresh mount + read every file, prefetch" "$(m whole_prefetch)" "$(m tar)"
-    row "fresh mount + read every file, --no-prefetch" "$(m whole_noprefetch)" "$(m tar)"
+    for v in "${VLABELS[@]}"; do
+        row "fresh mount + read every file, $(vname "$v")" "$(m "whole_$v")" "$(m tar)"
+    done
     row "  of which mount start -> \"mounted at\", prefetch" "$(m ready_prefetch)" "-"
     row "  read every file alone, prefetch" "$(m read_prefetch)" "$(m tar)"
     echo
     printf '%-66s %10s %10s %8s\n' "programs, cold (ref: the checkout, pages evicted)" canopy reference ratio
-    row "python3.11 -c 'import json, ssl', fresh mount, prefetch" "$(m python_prefetch)" "$(m python_ext4)"
-    row "python3.11 -c 'import json, ssl', fresh mount, --no-prefetch" "$(m python_noprefetch)" "$(m python_ext4)"
-    row "/bin/bash -c true, fresh mount, prefetch" "$(m bash_prefetch)" "$(m bash_ext4)"
-    row "/bin/bash -c true, fresh mount, --no-prefetch" "$(m bash_noprefetch)" "$(m bash_ext4)"
+    for v in "${VLABELS[@]}"; do
+        row "python3.11 -c 'import json, ssl', fresh mount, $(vname "$v")" "$(m "python_$v")" "$(m python_ext4)"
+    done
+    for v in "${VLABELS[@]}"; do
+        row "/bin/bash -c true, fresh mount, $(vname "$v")" "$(m "bash_$v")" "$(m bash_ext4)"
+    done
     echo
     printf '%-66s %10s %10s %8s\n' "programs, profile replayed (ref: the checkout, pages evicted)" canopy reference ratio
     row "python3.11 …, mount start -> done, profile" "$(m python_profile_start)" "$(m python_ext4)"
@@ -341,6 +379,7 @@ report() {
     fi
     local args=()
     ((BUILD)) || args+=(--canopy "$CANOPY")
+    for k in "${VLABELS[@]:2}"; do args+=(--variant "$k=${VBIN[$k]}${VFLAGS[$k]:+:${VFLAGS[$k]}}"); done
     ((RUNS != 3)) && args+=(--runs "$RUNS")
     ((CLOSURE)) || args+=(--no-closure)
     [[ ${PACKAGES[*]} != "${DEFAULT_PACKAGES[*]}" ]] && args+=("${PACKAGES[@]}")

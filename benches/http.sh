@@ -172,6 +172,9 @@ for ((run = 1; run <= RUNS; run++)); do
                 load "n_${size}_$c" "$c" "$(nginx_url "random-$size")" "$NGINX_PID"
                 load "c_${size}_$c" "$c" "$(canopy_url "random-$size")" "$SERVER_PID"
             fi
+            # The two measured back to back: their ratio drifts less with the load
+            # than the ratio of medians taken minutes apart.
+            record "p_${size}_$c" "$(ratio "${VALS[c_${size}_${c}_rps]##* }" "${VALS[n_${size}_${c}_rps]##* }")"
         done
     done
     for c in "${CONN_LIST[@]}"; do
@@ -193,22 +196,22 @@ report() {
     echo "load average before/after: $LOAD_BEFORE / $LOAD_AFTER; at each run's start: ${LOADS[*]}"
     echo "figures: median of $RUNS runs; ratio = canopy / nginx (requests/s: above 1 is better; CPU: below 1 is better)"
     echo
-    printf '%-8s %5s | %10s %10s %6s | %9s %9s %6s | %6s %6s\n' object conns "canopy r/s" "nginx r/s" ratio \
-        "canopy µs" "nginx µs" ratio "c cpu" "n cpu"
-    printf '%s\n' "-------------------------------------------------------------------------------------------"
+    printf '%-8s %5s | %10s %10s %6s %6s | %9s %9s %6s | %6s %6s\n' object conns "canopy r/s" "nginx r/s" ratio \
+        paired "canopy µs" "nginx µs" ratio "c cpu" "n cpu"
+    printf '%s\n' "--------------------------------------------------------------------------------------------------"
     for size in "${SIZE_LIST[@]}"; do
         for c in "${CONN_LIST[@]}"; do
-            printf '%-8s %5s | %10.0f %10.0f %6s | %9.1f %9.1f %6s | %6.2f %6.2f\n' "$size" "$c" \
+            printf '%-8s %5s | %10.0f %10.0f %6s %6.2f | %9.1f %9.1f %6s | %6.2f %6.2f\n' "$size" "$c" \
                 "$(m "c_${size}_${c}_rps")" "$(m "n_${size}_${c}_rps")" \
-                "$(ratio "$(m "c_${size}_${c}_rps")" "$(m "n_${size}_${c}_rps")")" \
+                "$(ratio "$(m "c_${size}_${c}_rps")" "$(m "n_${size}_${c}_rps")")" "$(m "p_${size}_${c}")" \
                 "$(m "c_${size}_${c}_cpu")" "$(m "n_${size}_${c}_cpu")" \
                 "$(ratio "$(m "c_${size}_${c}_cpu")" "$(m "n_${size}_${c}_cpu")")" \
                 "$(m "c_${size}_${c}_share")" "$(m "n_${size}_${c}_share")"
         done
     done
     for c in "${CONN_LIST[@]}"; do
-        printf '%-8s %5s | %10.0f %10.0f %6s | %9.1f %9.1f %6s | %6.2f %6.2f\n' "zstd" "$c" \
-            "$(m "z_${c}_rps")" "$(m "t_${c}_rps")" "$(ratio "$(m "z_${c}_rps")" "$(m "t_${c}_rps")")" \
+        printf '%-8s %5s | %10.0f %10.0f %6s %6s | %9.1f %9.1f %6s | %6.2f %6.2f\n' "zstd" "$c" \
+            "$(m "z_${c}_rps")" "$(m "t_${c}_rps")" "$(ratio "$(m "z_${c}_rps")" "$(m "t_${c}_rps")")" - \
             "$(m "z_${c}_cpu")" "$(m "t_${c}_cpu")" "$(ratio "$(m "z_${c}_cpu")" "$(m "t_${c}_cpu")")" \
             "$(m "z_${c}_share")" "$(m "t_${c}_share")"
     done
@@ -226,6 +229,7 @@ report() {
     echo "objects: random bytes of each size (sent as they are); zstd: a 128 KiB text object that"
     echo "canopy sends as $ZSTD_BYTES bytes of zstd ($ZSTD_LENGTH; Accept-Encoding: zstd), against nginx"
     echo "sending it plain."
+    echo "paired: median over runs of each run's requests/s ratio (the two measured back to back)."
     echo "µs: server CPU (user+system, all threads, /proc/PID/stat) per request answered."
     echo "cpu: server CPU cores busy during the run; under load the scheduler's share, not"
     echo "the server, often bounds requests/s: compare µs per request first."

@@ -32,6 +32,9 @@ options:
   --cold           drop the page cache (sync; echo 3 > /proc/sys/vm/drop_caches) before
                    every timed step; default is warm: the .debs are read once beforehand
   --keep           keep the scratch directory (target/bench-tmp/...) afterwards
+  --tmp DIR        make the scratch directory under DIR instead of target/bench-tmp
+                   (e.g. /dev/shm: a tmpfs, to compare the tools' CPU work without the
+                   disk and the state of the file system; ~0.5 GB per run)
   -h, --help       this text
 
 Needs root for apt-get (installing ostree/dpkg-dev if missing, downloading .debs);
@@ -52,6 +55,7 @@ CANOPY=$ROOT/target/release/canopy
 OSTREE_MODE=bare-user
 COLD=0
 KEEP=0
+SCRATCH=
 PACKAGES=()
 
 while (($#)); do
@@ -65,6 +69,7 @@ while (($#)); do
         --ostree-mode) OSTREE_MODE=${2:?--ostree-mode needs a mode}; shift 2 ;;
         --cold) COLD=1; shift ;;
         --keep) KEEP=1; shift ;;
+        --tmp) SCRATCH=${2:?--tmp needs a directory}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         --) shift; PACKAGES+=("$@"); break ;;
         -*) usage >&2; die "unknown option: $1" ;;
@@ -88,15 +93,16 @@ build_canopy
 fetch_debs
 
 # ---------------------------------------------------------------- scratch space
-mkdir -p "$ROOT/target/bench-tmp"
-TMP=$(mktemp -d "$ROOT/target/bench-tmp/import.XXXXXX")
+SCRATCH=${SCRATCH:-$ROOT/target/bench-tmp}
+mkdir -p "$SCRATCH"
+TMP=$(mktemp -d "$SCRATCH/import.XXXXXX")
 cleanup() {
     local rc=$?
     if ((KEEP)); then
         say "kept scratch directory $TMP"
     else
         rm -rf -- "$TMP"
-        rmdir -- "$ROOT/target/bench-tmp" 2>/dev/null || true
+        [[ $SCRATCH != "$ROOT/target/bench-tmp" ]] || rmdir -- "$SCRATCH" 2>/dev/null || true
     fi
     exit "$rc"
 }
@@ -266,6 +272,7 @@ report() {
     fi
     echo "load average before/after: $LOAD_BEFORE / $LOAD_AFTER (other work on the machine makes times noisy)"
     echo "times: wall seconds, median of $RUNS runs; ratio = canopy / reference (<1: canopy faster)"
+    echo "scratch: $SCRATCH ($(stat -f -c %T "$SCRATCH"))"
     echo "state: every run in fresh directories, nothing removed until all runs are over; canopy first in odd runs, the reference first in even ones"
     echo
     printf '%-58s %10s %12s %8s\n' "step (reference)" "canopy s" "reference s" "ratio"
@@ -310,6 +317,7 @@ report() {
     ((COLD)) && args+=(--cold)
     [[ $OSTREE_MODE != bare-user ]] && args+=(--ostree-mode "$OSTREE_MODE")
     ((CLOSURE)) || args+=(--no-closure)
+    [[ $SCRATCH != "$ROOT/target/bench-tmp" ]] && args+=(--tmp "$SCRATCH")
     [[ ${PACKAGES[*]} != "${DEFAULT_PACKAGES[*]}" ]] && args+=("${PACKAGES[@]}")
     echo "reproduce: benches/import.sh ${args[*]}"
 }

@@ -81,7 +81,15 @@ fn wait_for_http(port: u16, dir: &Path, what: &str) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let logs: String = fs::read_dir(dir)
+    panic!(
+        "{what} did not answer on port {port} within 60 s:\n{}",
+        logs(dir)
+    );
+}
+
+/// Every `.log` file in `dir`, each under its name.
+fn logs(dir: &Path) -> String {
+    fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
@@ -92,8 +100,34 @@ fn wait_for_http(port: u16, dir: &Path, what: &str) {
                 fs::read_to_string(e.path()).unwrap_or_default()
             )
         })
-        .collect();
-    panic!("{what} did not answer on port {port} within 60 s:\n{logs}");
+        .collect()
+}
+
+/// Waits until the filer on `port` stores a small file (the volume servers have joined
+/// and can place its copies), or panics with the logs.
+fn wait_writable(port: u16, dir: &Path) {
+    let url = format!("http://127.0.0.1:{port}/canopy-probe/ready");
+    // Not empty: an empty file takes no volume.
+    let probe = dir.join("probe");
+    fs::write(&probe, [b'x'; 1024]).unwrap();
+    let form = format!("file=@{};filename=ready", probe.display());
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        let out = crate::util::cmd("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5"])
+            .args(["-F", &form])
+            .arg(&url)
+            .output();
+        if String::from_utf8_lossy(&out.stdout).starts_with('2') {
+            let _ = crate::util::cmd("curl")
+                .args(["-s", "-o", "/dev/null", "-m", "5", "-X", "DELETE"])
+                .arg(&url)
+                .output();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("the weed cluster took no write within 60 s:\n{}", logs(dir));
 }
 
 /// A running SeaweedFS S3 endpoint.
@@ -381,6 +415,9 @@ impl Cluster {
             "s3.log",
         ));
         wait_for_http(s3, dir.path(), "weed s3");
+        // The gateway answers before both volume servers have joined the master; a
+        // write needs both (replication 001), so wait until the filer takes one.
+        wait_writable(fp, dir.path());
         Cluster {
             seaweed: Seaweed {
                 endpoint: format!("http://127.0.0.1:{s3}"),

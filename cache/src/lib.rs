@@ -28,8 +28,8 @@ use dashmap::DashMap;
 use lru::LruCache;
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Read, Seek};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -373,14 +373,7 @@ impl Cache {
         let path = self.path(id);
         let installed = fs::set_permissions(tmp, fs::Permissions::from_mode(READ_ONLY))
             .map_err(io_err(format!("making {} read-only", tmp.display())))
-            .and_then(|()| {
-                let fan = path
-                    .parent()
-                    .expect("object paths have a fan-out directory");
-                private_dir(fan).map_err(io_err(format!("creating {}", fan.display())))?;
-                fs::rename(tmp, &path)
-                    .map_err(io_err(format!("moving {} into place", tmp.display())))
-            })
+            .and_then(|()| self.place(tmp, &path))
             .and_then(|()| {
                 let file =
                     fs::File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
@@ -388,15 +381,38 @@ impl Cache {
                     Stamp::of(&file).map_err(io_err(format!("examining {}", path.display())))?;
                 Ok((file, stamp))
             });
-        let (file, stamp) = match installed {
-            Ok(found) => found,
-            Err(e) => {
-                let _ = fs::remove_file(tmp);
-                let _ = fs::remove_file(&path);
-                self.state.lock().expect("cache lock").total -= size;
-                return Err(e);
+        match installed {
+            Ok((file, stamp)) => {
+                self.list(id, size, stamp, pin);
+                Ok((file, stamp))
             }
-        };
+            Err(e) => {
+                self.undo(tmp, &path, size);
+                Err(e)
+            }
+        }
+    }
+
+    /// Renames the staged `tmp` to the object file `path`, creating its fan-out
+    /// directory the first time one of its objects goes in (not before every rename:
+    /// an object put in costs as few system calls as can be).
+    fn place<E>(&self, tmp: &Path, path: &Path) -> Result<(), CacheError<E>> {
+        let moved = |e| io_err(format!("moving {} into place", tmp.display()))(e);
+        match fs::rename(tmp, path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let fan = path
+                    .parent()
+                    .expect("object paths have a fan-out directory");
+                private_dir(fan).map_err(io_err(format!("creating {}", fan.display())))?;
+                fs::rename(tmp, path).map_err(moved)
+            }
+            other => other.map_err(moved),
+        }
+    }
+
+    /// Lists the object `id` of `size` bytes, just put in place with `stamp`, pinned if
+    /// `pin`; evicts what the bound then requires.
+    fn list(&self, id: &ObjectId, size: u64, stamp: Stamp, pin: bool) {
         let mut state = self.state.lock().expect("cache lock");
         state.lru.put(
             *id,
@@ -409,7 +425,13 @@ impl Cache {
             *state.pinned.entry(*id).or_default() += 1;
         }
         self.evict(&mut state);
-        Ok((file, stamp))
+    }
+
+    /// Removes what a failed put left (`tmp`, `path`) and gives its `size` bytes back.
+    fn undo(&self, tmp: &Path, path: &Path, size: u64) {
+        let _ = fs::remove_file(tmp);
+        let _ = fs::remove_file(path);
+        self.state.lock().expect("cache lock").total -= size;
     }
 
     /// Whether the cache lists `id` (without checking its file: [`Cache::cached`] does).
@@ -441,14 +463,31 @@ impl Cache {
             }
             self.reserve(&mut state, size);
         }
+        // Created read-only and stamped through the descriptor it was written with: no
+        // chmod, no second open (a pack puts hundreds of small objects in).
         let tmp = self.staging(id);
-        if let Err(e) = fs::write(&tmp, bytes) {
-            let _ = fs::remove_file(&tmp);
-            self.state.lock().expect("cache lock").total -= size;
-            return Err(io_err(format!("writing {}", tmp.display()))(e));
+        let path = self.path(id);
+        let put = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(READ_ONLY)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(bytes).map(|()| f))
+            .map_err(io_err(format!("writing {}", tmp.display())))
+            .and_then(|f| {
+                self.place(&tmp, &path)?;
+                Stamp::of(&f).map_err(io_err(format!("examining {}", path.display())))
+            });
+        match put {
+            Ok(stamp) => {
+                self.list(id, size, stamp, false);
+                Ok(true)
+            }
+            Err(e) => {
+                self.undo(&tmp, &path, size);
+                Err(e)
+            }
         }
-        self.install(id, &tmp, size, false)?;
-        Ok(true)
     }
 
     /// Counts `size` bytes about to be put in the cache, evicting unpinned objects first
@@ -575,7 +614,16 @@ mod tests {
         assert!(!cache.offer(&d, b"ddddddddd").unwrap());
         assert!(cache.contains(&c) && !cache.contains(&d));
         let v = cache.cached(&c).expect("an offered object is verified");
+        // Put in read-only, stamped as the file in place is (no hashing at its open).
+        let path = cache.path(&c);
+        assert_eq!(v.stamp, Stamp::of(&fs::File::open(&path).unwrap()).unwrap());
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, READ_ONLY);
         assert_eq!(read_all(v), b"cccccc");
+        cache.unpin(&c);
+        // Its fan-out directory made on the way, as for any other object.
+        let e = ObjectId::of(b"e");
+        assert!(cache.offer(&e, b"e").unwrap());
+        assert!(cache.path(&e).is_file());
     }
 
     #[test]

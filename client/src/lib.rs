@@ -5,7 +5,8 @@
 //! - [`objects`]: where file contents come from: the host's cache (`canopy-cache`) over
 //!   servers, or a local store's own files;
 //! - [`pack`]: many small objects per request, each verified;
-//! - [`prefetch`]: a directory's small files fetched in the background when one is opened;
+//! - [`prefetch`]: a directory's small files fetched in the background when it is read in order;
+//! - [`demand`]: fetches readers wait for go first, prefetch holds back meanwhile;
 //! - [`view`]: roots, their trees and inode numbers, independent of any front end;
 //! - [`fs`]: the FUSE front end over the view;
 //! - [`open_files`]: a mount's open files, handles and passthrough registrations;
@@ -18,6 +19,7 @@
 //! - [`volume`]: the Docker volume plugin, `canopy volume-plugin`.
 #![warn(missing_docs)]
 
+pub mod demand;
 pub mod fs;
 pub mod handover;
 pub mod mode_table;

@@ -30,9 +30,13 @@ pub struct HostConfig {
     pub timeout: Duration,
     /// Bytes per second a transfer must average once `timeout` has passed.
     pub min_rate: u64,
-    /// Fetch a directory's small files in the background when one is first opened
-    /// (see [`crate::prefetch`]).
+    /// Fetch a directory's small files in the background when its files are read in
+    /// order (see [`crate::prefetch`]).
     pub prefetch: bool,
+    /// Ask servers for objects in zstd: less to transfer over a slow link, but the
+    /// server compresses each object on its first request and the host decompresses
+    /// it, which costs more than it saves on a fast one.
+    pub compress: bool,
     /// Replay the access profile of each version shown into a cold cache (see
     /// [`crate::profile`]).
     pub profile: bool,
@@ -58,10 +62,20 @@ impl HostConfig {
         let rt = tokio::runtime::Runtime::new()
             .map_err(|e| MountError::Setup(format!("starting the runtime: {e}")))?;
         let remote = Arc::new(
-            Remote::new(self.servers.clone(), self.timeout, self.min_rate)
+            self.remote()
                 .map_err(|e| MountError::Setup(format!("HTTP client: {e}")))?,
         );
         Ok((rt, remote))
+    }
+
+    /// The client for this host's servers, with its timeouts and compression.
+    pub(crate) fn remote(&self) -> Result<Remote, reqwest::Error> {
+        let remote = Remote::new(self.servers.clone(), self.timeout, self.min_rate)?;
+        if self.compress {
+            Ok(remote)
+        } else {
+            remote.uncompressed()
+        }
     }
 
     /// Opens the cache that a process handing its mount over still holds: it lets go
@@ -300,13 +314,16 @@ pub(crate) fn checked_commit(
     Ok(decoded)
 }
 
-/// Fetches, verifies and decodes one version of a root; when no server answers, the
-/// copy kept for a successor under a service manager ([`crate::service::kept_version`]).
+/// Fetches, verifies and decodes one version of a root (its trees from `known` when
+/// that view holds them all: a new commit of the same tree costs only the commit);
+/// when no server answers, the copy kept for a successor under a service manager
+/// ([`crate::service::kept_version`]).
 pub(crate) async fn load(
     remote: &Remote,
     trust: &VerifyingKey,
     root: &str,
     commit: CommitId,
+    known: Option<&View>,
 ) -> Result<
     (
         RootVersion,
@@ -317,7 +334,10 @@ pub(crate) async fn load(
 > {
     let fetched = async {
         let decoded = verified_commit(remote, trust, root, commit).await?;
-        let trees = remote.tree_pack(&decoded.body.tree).await?;
+        let trees = match known.and_then(|v| v.trees_under(decoded.body.tree)) {
+            Some(trees) => trees,
+            None => remote.tree_pack(&decoded.body.tree).await?,
+        };
         Ok::<_, MountError>((decoded, trees))
     };
     let (decoded, trees) = match fetched.await {
@@ -327,6 +347,7 @@ pub(crate) async fn load(
         other => other?,
     };
     crate::service::keep_version(commit, &decoded, &trees);
+    crate::profile::remember(commit, &decoded);
     Ok((
         RootVersion {
             commit,
@@ -363,7 +384,7 @@ pub(crate) async fn show(
     if view.root(entry).is_some_and(|v| v.commit == commit) {
         return Ok(());
     }
-    let (version, c, trees) = load(remote, trust, root, commit).await?;
+    let (version, c, trees) = load(remote, trust, root, commit, Some(view)).await?;
     if let Some(shown) = view.root(entry) {
         forward(remote, root, shown.commit, commit, &c).await?;
     }

@@ -91,6 +91,7 @@ impl Objects for Fetched {
         let v = self
             .cache
             .get(id, |tmp| {
+                let _demand = self.prefetch.as_ref().map(|p| p.demand());
                 self.rt.block_on(self.remote.object_to_file(id, size, tmp))
             })
             .map_err(io::Error::other)?;

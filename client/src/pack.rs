@@ -9,11 +9,12 @@
 //! another size, ends the answer, since nothing after it can be framed. The deadline
 //! is that of every fetch: `--timeout`, then the answer's size at `--min-rate`.
 
+use crate::demand::Demand;
 use crate::remote::{FetchError, Remote};
 use canopy_protocol::pack::{self, HEAD_LEN, MEMBER_HEAD_LEN, MISSING, Member};
 use canopy_protocol::{Hasher, ObjectId, TreeId};
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Whether a failed pack request says the server has no pack endpoint (a server from
 /// before packs, or a proxy that passes only objects through): then objects are
@@ -52,24 +53,31 @@ impl Remote {
     /// Fetches part `part` of `tree`'s pack, whose `members` the plan gives, from the
     /// server that answered last, and calls `deliver` with each member whose bytes hash
     /// to its id, as it arrives. Members not delivered (missing on the server, damaged,
-    /// or after an error) are the caller's to fetch otherwise.
+    /// or after an error) are the caller's to fetch otherwise. While `demand` has
+    /// fetches under way, the answer is read no further, for at most `hold` in all
+    /// (see [`crate::demand`]); time held does not count against the minimum rate.
     pub async fn pack(
         &self,
         tree: &TreeId,
         part: usize,
         members: &[Member],
+        demand: &Demand,
+        hold: Duration,
         deliver: impl FnMut(ObjectId, Vec<u8>),
     ) -> Result<(), FetchError> {
-        self.pack_at(&format!("v1/packs/{tree}/{part}"), members, deliver)
+        let path = format!("v1/packs/{tree}/{part}");
+        self.pack_at(&path, members, Some((demand, hold)), deliver)
             .await
     }
 
     /// Fetches the pack at `path` (under the server's base URL), whose `members` its
-    /// plan gives, as [`Remote::pack`] does.
+    /// plan gives, as [`Remote::pack`] does; held back while readers' fetches are under
+    /// way only if `gate` names them (and how long it may be held in all).
     pub async fn pack_at(
         &self,
         path: &str,
         members: &[Member],
+        mut gate: Option<(&Demand, Duration)>,
         mut deliver: impl FnMut(ObjectId, Vec<u8>),
     ) -> Result<(), FetchError> {
         let Some(base) = self.preferred() else {
@@ -87,12 +95,23 @@ impl Remote {
             status: 200,
             message,
         };
-        let (started, mut received) = (Instant::now(), 0);
+        let (mut started, mut received) = (Instant::now(), 0);
         let mut state = State::Head(Vec::with_capacity(HEAD_LEN));
-        while let Some(chunk) = self
-            .chunk(&url, &mut res, started, &mut received, limit)
-            .await?
-        {
+        loop {
+            if let Some((demand, hold)) = &mut gate
+                && !hold.is_zero()
+                && !demand.is_idle()
+            {
+                let held = demand.idle(*hold).await;
+                *hold = hold.saturating_sub(held);
+                started += held;
+            }
+            let Some(chunk) = self
+                .chunk(&url, &mut res, started, &mut received, limit)
+                .await?
+            else {
+                break;
+            };
             let mut rest = &chunk[..];
             while !rest.is_empty() {
                 state = match state {

@@ -3,10 +3,9 @@
 //! them, and recording which files a program reads ([`Recording`]), for
 //! `canopy profile record`.
 //!
-//! Replay starts when a mount serves (and for each new version it moves to): the
-//! version's commit, already verified when it was shown, is read again by id for its
-//! profile, and the files the profile names that the cache lacks are fetched in
-//! profile order, many per request (`GET /v1/packs/profile/{commit}/{part}`; larger
+//! Replay starts when a mount serves (and for each new version it moves to): the files
+//! that the profile of the version's commit (verified when it was shown) names and the
+//! cache lacks are fetched in profile order, many per request (`GET /v1/packs/profile/{commit}/{part}`; larger
 //! files as objects). It is bounded as prefetch is ([`crate::prefetch`]): at most
 //! [`prefetch::REQUESTS`] requests and [`prefetch::IN_FLIGHT`] bytes in flight, the
 //! profile's files within a share of the cache ([`prefetch::SHARE`]) and put in only
@@ -14,21 +13,25 @@
 //! Every member is verified against its id; one that is not is dropped alone, and its
 //! reader fetches it by itself (EIO if that is wrong too). A reader of a file a request
 //! in flight is bringing waits for it (within that request's deadline) rather than
-//! fetching it a second time. A server without profile packs (404 `no such endpoint`)
+//! fetching it a second time. Directory prefetch is held off while a replay runs
+//! ([`Prefetch::hold`]): its packs would compete with the files a starting program is
+//! about to read. A server without profile packs (404 `no such endpoint`)
 //! means no replay, with one line in the log.
 
 use crate::objects::{Objects, Opened};
-use crate::prefetch;
+use crate::prefetch::{self, Prefetch};
 use crate::remote::Remote;
 use crate::view::View;
 use canopy_cache::Cache;
 use canopy_protocol::pack::{self, Member};
 use canopy_protocol::profile::{self, Profile};
 use canopy_protocol::{Commit, CommitId, ObjectId, TreeId, VerifyingKey};
+use lru::LruCache;
 use std::collections::{HashMap, HashSet};
 use std::io;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -70,6 +73,8 @@ struct Counts {
 /// A mount's replayer of access profiles.
 pub struct Replay {
     cache: OnceLock<Arc<Cache>>,
+    /// The mount's prefetch, held off while a replay runs.
+    prefetch: OnceLock<Arc<Prefetch>>,
     remote: Arc<Remote>,
     trust: VerifyingKey,
     view: Arc<View>,
@@ -109,6 +114,7 @@ impl Replay {
             .ok()?;
         Some(Arc::new(Replay {
             cache: OnceLock::new(),
+            prefetch: OnceLock::new(),
             wait_limit: remote.deadline(pack::PART_MAX),
             remote,
             trust,
@@ -126,6 +132,11 @@ impl Replay {
     /// Replays into `cache` (the mount's, once it is open).
     pub fn attach(&self, cache: Arc<Cache>) {
         let _ = self.cache.set(cache);
+    }
+
+    /// Holds `prefetch` off while a replay runs (see [`Prefetch::hold`]).
+    pub fn holding(&self, prefetch: Arc<Prefetch>) {
+        let _ = self.prefetch.set(prefetch);
     }
 
     /// Starts replaying the profile of each version the view shows that was not
@@ -147,8 +158,13 @@ impl Replay {
                 continue;
             }
             let this = self.clone();
+            // Held from now: the program may start before the replay's task does.
+            let held = self.prefetch.get().map(|p| p.hold());
             if let Some(rt) = &self.rt {
-                rt.spawn(async move { this.replay(name, version.commit, version.tree).await });
+                rt.spawn(async move {
+                    this.replay(name, version.commit, version.tree).await;
+                    drop(held);
+                });
             }
         }
     }
@@ -234,9 +250,17 @@ impl Replay {
         );
     }
 
-    /// The profile commit `commit` carries, read again by id (so it is the commit that
-    /// was verified when it was shown) and checked against the trusted key.
+    /// The profile commit `commit` carries: as it was when the commit was loaded and
+    /// verified in this process ([`remember`]), or else read again by id and checked
+    /// against the trusted key.
     async fn profile(&self, commit: CommitId) -> Result<Option<Profile>, String> {
+        let known = LOADED.lock().expect("profiles lock").get(&commit).cloned();
+        if let Some(value) = known {
+            return match value {
+                None => Ok(None),
+                Some(v) => Profile::from_json(&v).map(Some).map_err(|e| e.to_string()),
+            };
+        }
         let bytes = self
             .remote
             .object(&commit.0)
@@ -320,7 +344,7 @@ impl Replay {
         let path = format!("v1/packs/profile/{commit}/{n}");
         let result = self
             .remote
-            .pack_at(&path, &members, |id, bytes| {
+            .pack_at(&path, &members, None, |id, bytes| {
                 if !wanted.contains(&id) {
                     return;
                 }
@@ -388,6 +412,17 @@ impl Replay {
             Err(e) => tracing::warn!("profile replay of object {}: {e}", m.blob),
         }
     }
+}
+
+/// Profiles of commits this process loaded and verified, by commit, so a replay needs
+/// no second fetch of the commit (a round trip before its first request).
+static LOADED: LazyLock<Mutex<LruCache<CommitId, Option<Vec<u8>>>>> =
+    LazyLock::new(|| Mutex::new(LruCache::new(NonZeroUsize::new(64).expect("non-zero"))));
+
+/// Notes the profile of `commit` (`decoded`), which was just fetched and verified.
+pub(crate) fn remember(commit: CommitId, decoded: &Commit) {
+    let value = decoded.body.extensions.get(profile::EXTENSION).cloned();
+    LOADED.lock().expect("profiles lock").put(commit, value);
 }
 
 /// Takes `bytes` from `budget` if it holds them; else empties it (nothing after a file

@@ -56,6 +56,10 @@ pub struct HostArgs {
     /// files is first opened (fetch every file only when read)
     #[arg(long)]
     pub no_prefetch: bool,
+    /// Ask servers for zstd-compressed objects (slow links: less to transfer, more CPU
+    /// on both sides; on a fast network plain objects arrive sooner)
+    #[arg(long)]
+    pub compress: bool,
     /// Do not replay the access profile a root's commit carries (`canopy profile`) into
     /// a cold cache when the mount starts or moves to a new version
     #[arg(long)]

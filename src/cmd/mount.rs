@@ -60,6 +60,7 @@ pub(super) fn host_config(
         timeout: args.timeout,
         min_rate: args.min_rate,
         prefetch: !args.no_prefetch,
+        compress: args.compress,
         profile: !args.no_profile,
     })
 }

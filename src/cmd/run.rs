@@ -83,6 +83,7 @@ fn start(store: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
             // As `canopy mount`'s default --min-rate.
             min_rate: 64 << 10,
             prefetch: false,
+            compress: false,
             profile: true,
         };
         let commit = args

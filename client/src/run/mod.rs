@@ -23,7 +23,6 @@ pub mod state;
 
 use crate::mount::{HostConfig, MountError, current, load, verified_commit};
 use crate::objects::Fetched;
-use crate::remote::Remote;
 use crate::view::{Scope, View};
 use canopy_cache::Cache;
 use canopy_protocol::{CommitId, HOST_IDENTITY, PerHost};
@@ -158,7 +157,7 @@ pub fn server_source(
     let rt = tokio::runtime::Runtime::new()
         .map_err(|e| RunError::Setup(format!("starting the runtime: {e}")))?;
     let remote = Arc::new(
-        Remote::new(host.servers.clone(), host.timeout, host.min_rate)
+        host.remote()
             .map_err(|e| RunError::Setup(format!("HTTP client: {e}")))?,
     );
     let commit = match commit {
@@ -178,7 +177,7 @@ pub fn server_source(
             ));
         }
     }
-    let (version, body, trees) = rt.block_on(load(&remote, &host.trust, name, commit))?;
+    let (version, body, trees) = rt.block_on(load(&remote, &host.trust, name, commit, None))?;
     let view = Arc::new(View::new(Scope::One(name.to_string())));
     view.install(name, version, trees);
     let cache = Arc::new(Cache::open(&host.cache_dir, host.cache_size).map_err(MountError::from)?);
