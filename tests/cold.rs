@@ -256,7 +256,7 @@ fn a_pack_member_altered_on_the_way_fails_that_object_alone() {
 }
 
 /// Bytes of the object files in a mount's cache directory.
-fn cached_bytes(cache: &Path) -> u64 {
+pub(crate) fn cached_bytes(cache: &Path) -> u64 {
     walk(&cache.join("objects"))
         .into_iter()
         .filter_map(|p| fs::symlink_metadata(cache.join("objects").join(p)).ok())

@@ -5,10 +5,10 @@
 //! on the way fails that file alone (EIO); a bogus profile is refused and the root still
 //! works; a small cache bound holds while a profile larger than its share replays.
 
-use crate::cold::tamper;
+use crate::cold::{cached_bytes, tamper};
 use crate::debs::{self, ROOT_PACKAGES};
 use crate::mount::{Mount, Server, eventually, read};
-use crate::util::{Canopy, cmd, sha256_file, walk};
+use crate::util::{Canopy, cmd, sha256_file};
 use canopy_protocol::profile::Profile;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -275,16 +275,6 @@ fn a_bogus_profile_is_refused_and_the_root_still_works() {
     mount.stop();
 }
 
-/// Bytes of the object files in a cache directory.
-fn cached_bytes(cache: &Path) -> u64 {
-    walk(&cache.join("objects"))
-        .into_iter()
-        .filter_map(|p| fs::symlink_metadata(cache.join("objects").join(p)).ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
-}
-
 #[test]
 fn a_profile_larger_than_its_share_keeps_the_cache_bound() {
     let s = shared();
@@ -353,6 +343,7 @@ fn a_following_host_replays_a_profile_recorded_later_and_kept_by_upgrades() {
     let mut held = fs::File::open(mount.path("usr/bin/sort")).unwrap();
     let mut first = vec![0u8; 4096];
     std::io::Read::read_exact(&mut held, &mut first).unwrap();
+    let trees = answered(&server.log(), "/v1/trees/");
     let out = s
         .env
         .cmd([
@@ -377,7 +368,13 @@ fn a_following_host_replays_a_profile_recorded_later_and_kept_by_upgrades() {
             "{path} was not replayed"
         );
     }
-    // The open file reads on: the tree did not change.
+    // The tree did not change: nothing fetched for it, and the open file reads on.
+    assert_eq!(
+        answered(&server.log(), "/v1/trees/"),
+        trees,
+        "the switch to a commit of the same tree fetched trees:\n{}",
+        server.log()
+    );
     let mut rest = Vec::new();
     std::io::Read::read_to_end(&mut held, &mut rest).unwrap();
     first.extend(rest);

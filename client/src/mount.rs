@@ -314,13 +314,16 @@ pub(crate) fn checked_commit(
     Ok(decoded)
 }
 
-/// Fetches, verifies and decodes one version of a root; when no server answers, the
-/// copy kept for a successor under a service manager ([`crate::service::kept_version`]).
+/// Fetches, verifies and decodes one version of a root (its trees from `known` when
+/// that view holds them all: a new commit of the same tree costs only the commit);
+/// when no server answers, the copy kept for a successor under a service manager
+/// ([`crate::service::kept_version`]).
 pub(crate) async fn load(
     remote: &Remote,
     trust: &VerifyingKey,
     root: &str,
     commit: CommitId,
+    known: Option<&View>,
 ) -> Result<
     (
         RootVersion,
@@ -331,7 +334,10 @@ pub(crate) async fn load(
 > {
     let fetched = async {
         let decoded = verified_commit(remote, trust, root, commit).await?;
-        let trees = remote.tree_pack(&decoded.body.tree).await?;
+        let trees = match known.and_then(|v| v.trees_under(decoded.body.tree)) {
+            Some(trees) => trees,
+            None => remote.tree_pack(&decoded.body.tree).await?,
+        };
         Ok::<_, MountError>((decoded, trees))
     };
     let (decoded, trees) = match fetched.await {
@@ -378,7 +384,7 @@ pub(crate) async fn show(
     if view.root(entry).is_some_and(|v| v.commit == commit) {
         return Ok(());
     }
-    let (version, c, trees) = load(remote, trust, root, commit).await?;
+    let (version, c, trees) = load(remote, trust, root, commit, Some(view)).await?;
     if let Some(shown) = view.root(entry) {
         forward(remote, root, shown.commit, commit, &c).await?;
     }

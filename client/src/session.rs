@@ -46,7 +46,7 @@ pub(crate) async fn show_history(
     for s in history.iter().filter(|s| !known.contains(s)) {
         let root = s.entry.split('@').next().unwrap_or(&s.entry);
         let commit = parse_commit(root, &s.commit)?;
-        let (version, _, trees) = load(remote, trust, root, commit).await?;
+        let (version, _, trees) = load(remote, trust, root, commit, Some(view)).await?;
         view.install(&s.entry, version, trees);
         any = true;
     }

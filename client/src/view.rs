@@ -408,6 +408,28 @@ impl View {
         }
     }
 
+    /// Every tree under `top`, if the view holds them all (a version with the tree of
+    /// one installed before: a profile or a rollback commit), so installing it needs
+    /// nothing fetched.
+    pub fn trees_under(&self, top: TreeId) -> Option<HashMap<TreeId, Tree>> {
+        let all = self.trees.read().expect("view lock");
+        let mut out = HashMap::new();
+        let mut todo = vec![top];
+        while let Some(id) = todo.pop() {
+            if out.contains_key(&id) {
+                continue;
+            }
+            let tree = all.get(&id)?;
+            for e in tree.entries() {
+                if let EntryKind::Dir { tree } = &e.kind {
+                    todo.push(*tree);
+                }
+            }
+            out.insert(id, Tree::clone(tree));
+        }
+        Some(out)
+    }
+
     /// Tree `id`, if the view holds it (every tree of every version installed).
     pub fn tree(&self, id: &TreeId) -> Result<Arc<Tree>, ViewError> {
         self.trees

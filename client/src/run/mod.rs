@@ -177,7 +177,7 @@ pub fn server_source(
             ));
         }
     }
-    let (version, body, trees) = rt.block_on(load(&remote, &host.trust, name, commit))?;
+    let (version, body, trees) = rt.block_on(load(&remote, &host.trust, name, commit, None))?;
     let view = Arc::new(View::new(Scope::One(name.to_string())));
     view.install(name, version, trees);
     let cache = Arc::new(Cache::open(&host.cache_dir, host.cache_size).map_err(MountError::from)?);

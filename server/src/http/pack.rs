@@ -30,13 +30,7 @@ pub(super) async fn answer(
     part: &str,
 ) -> Result<Answer, Answer> {
     let id = TreeId(tree.parse().map_err(|e| bad_id(tree, e))?);
-    let index: usize = part.parse().map_err(|_| {
-        Answer::error(
-            Status::BadRequest,
-            "bad-request",
-            format!("{part:?} is not a part number"),
-        )
-    })?;
+    let index = part_number(part)?;
     let etag = format!("\"{}-{index}\"", id.0.to_hex());
     if let Some(same) = not_modified(req, &etag) {
         return Ok(same);
@@ -56,6 +50,17 @@ pub(super) async fn answer(
         )
     })?;
     answer_members(app, members, etag).await
+}
+
+/// The part number a URL's last segment gives.
+pub(super) fn part_number(part: &str) -> Result<usize, Answer> {
+    part.parse().map_err(|_| {
+        Answer::error(
+            Status::BadRequest,
+            "bad-request",
+            format!("{part:?} is not a part number"),
+        )
+    })
 }
 
 /// The answer to a request that holds the pack named `etag` already, if it does.

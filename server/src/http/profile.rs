@@ -37,13 +37,7 @@ pub(super) async fn answer(
     part: &str,
 ) -> Result<Answer, Answer> {
     let id = CommitId(commit.parse().map_err(|e| bad_id(commit, e))?);
-    let index: usize = part.parse().map_err(|_| {
-        Answer::error(
-            Status::BadRequest,
-            "bad-request",
-            format!("{part:?} is not a part number"),
-        )
-    })?;
+    let index = super::pack::part_number(part)?;
     let etag = format!("\"profile-{}-{index}\"", id.0.to_hex());
     if let Some(same) = super::pack::not_modified(req, &etag) {
         return Ok(same);

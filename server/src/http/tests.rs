@@ -466,3 +466,61 @@ async fn directory_packs_from_files_and_memory() {
         }
     }
 }
+
+/// Profile packs: the files a commit's profile names, in profile order, each content
+/// once, large ones and paths the tree lacks left out; 304; 404 for a commit without a
+/// profile and past the last part; 400 for a bad part.
+#[tokio::test(flavor = "multi_thread")]
+async fn profile_packs_follow_the_commits_profile() {
+    use canopy_protocol::profile::Profile;
+    let big = noise(canopy_protocol::pack::MEMBER_MAX as usize + 1);
+    let files: [(&str, &[u8]); 4] = [
+        ("a", b"first"),
+        ("b", b"second"),
+        ("d", &big),
+        ("sub/e", b"below"),
+    ];
+    let (_dir, store, tree) = fixture::local_with(&files);
+    let plain = fixture::commit(&store, "r", tree);
+    let profile = Profile {
+        paths: ["sub/e", "d", "a", "gone", "sub", "b", "a"]
+            .map(String::from)
+            .to_vec(),
+        ..Profile::default()
+    };
+    let with = crate::profile::set(&store, &"r".parse().unwrap(), Some(&profile))
+        .unwrap()
+        .id;
+    let (addr, _stop) = start(store).await;
+    let path = format!("/v1/packs/profile/{with}/0");
+    let mut req = get(&path, "");
+    req += &get(
+        &path,
+        &format!("if-none-match: \"profile-{}-0\"\r\n", with.0.to_hex()),
+    );
+    req += &get(&format!("/v1/packs/profile/{with}/1"), "");
+    req += &get(&format!("/v1/packs/profile/{plain}/0"), "");
+    req += &get(
+        &format!("/v1/packs/profile/{with}/x"),
+        "connection: close\r\n",
+    );
+    let got = answers(&raw(addr, req.as_bytes()).await, &[]);
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(got[0].status, 200);
+    assert_eq!(
+        got[0].header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert_eq!(
+        members(&got[0].body),
+        vec![
+            (ObjectId::of(b"below"), Some(b"below".to_vec())),
+            (ObjectId::of(b"first"), Some(b"first".to_vec())),
+            (ObjectId::of(b"second"), Some(b"second".to_vec())),
+        ]
+    );
+    assert_eq!(got[1].status, 304);
+    assert_eq!(got[2].status, 404);
+    assert_eq!(got[3].status, 404);
+    assert_eq!(got[4].status, 400);
+}
