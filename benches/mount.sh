@@ -4,7 +4,8 @@
 # On one store built from real .debs (the closure import.sh uses), measures:
 #   1. warm reads: the largest files (read again 20 times), `find | xargs stat` and
 #      `find | xargs cat` of the whole root, and one small file opened, read and closed
-#      20,000 times, through the mount (passthrough on / off) vs a `canopy checkout` on
+#      20,000 times, and 20 warm starts of bash and python3 in a chroot of the root,
+#      through the mount (passthrough on / off) vs a `canopy checkout` on
 #      disk and vs the floor of any FUSE mount (client/examples/fuse_floor.rs: the same
 #      tree served from memory with canopy's session settings), variants interleaved
 #   2. cold: `canopy mount` start to "mounted at" + `find | wc -l`, and
@@ -357,6 +358,11 @@ for _ in range(n):
     os.close(fd)
 " "$1/$2" '"$OPENS"
 
+# What a program start costs once everything is cached: its opens, its searches for
+# files that are not there (a loader's library path, an interpreter's module path) and
+# the symlinks it goes through, 20 starts of each of two programs.
+EXEC_LOOP='for ((i = 0; i < 20; i++)); do chroot "$1" /bin/bash -c true && chroot "$1" /usr/bin/python3.11 -c pass || exit; done'
+
 if want warm; then
     M_PT=$TMP/mnt-pt
     M_NP=$TMP/mnt-nopt
@@ -400,6 +406,8 @@ if want warm; then
             timed "w_all_$v" "$READ_ALL" "$d"
             timed w_warmup "$OPEN_LOOP" "$d" "$SMALL_FILE"
             timed "w_open_$v" "$OPEN_LOOP" "$d" "$SMALL_FILE"
+            timed w_warmup "$EXEC_LOOP" "$d"
+            timed "w_exec_$v" "$EXEC_LOOP" "$d"
         done
     done
     for v in "${WARM_VARIANTS[@]:1}"; do stop_mount "${WDIR[$v]}"; done
@@ -644,7 +652,8 @@ report() {
         for w in "big:largest $LARGEST files read again $REREADS times" \
             "stat:find -type f | xargs stat, 2nd pass" \
             "all:read every file (find | xargs cat), 2nd pass" \
-            "open:open+read+close one small file $OPENS times"; do
+            "open:open+read+close one small file $OPENS times" \
+            "exec:chroot DIR bash -c true + python3.11 -c pass, 20 times"; do
             label=${w#*:}
             w=${w%%:*}
             row "$label: mount, passthrough" "$(m "w_${w}_pt")" "$(m "w_${w}_ext4")"
