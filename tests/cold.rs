@@ -228,6 +228,11 @@ fn a_pack_member_altered_on_the_way_fails_that_object_alone() {
     let proxy = tamper(&server.url, marker, altered);
     let mount = Mount::start(env, "tamper", &proxy.url, &["--root", "full"]);
     let name = victim.file_name().unwrap();
+    // Listed, then read in order: a walk, which prefetches.
+    assert_eq!(
+        fs::read_dir(mount.path(dir)).unwrap().count(),
+        fs::read_dir(reference.join(dir)).unwrap().count()
+    );
     for file in &siblings {
         let through = mount.path(dir).join(file.file_name().unwrap());
         match read(&through) {
@@ -279,7 +284,8 @@ fn prefetch_under_a_small_cache_keeps_the_bound_and_open_files() {
     held.read_to_end(&mut first).unwrap();
     let held_size = first.len() as u64;
     assert!(held_size < bound);
-    // Reading the first two files of each directory, in order, prefetches the others.
+    // Listing each directory and reading its first two files, as a walk does,
+    // prefetches the others.
     let mut peak = 0;
     let mut dirs = 0;
     for rel in walk(reference) {
@@ -288,6 +294,8 @@ fn prefetch_under_a_small_cache_keeps_the_bound_and_open_files() {
             continue;
         }
         let files = files_in(&path);
+        let rel_dir = rel.to_str().unwrap();
+        assert!(fs::read_dir(mount.path(rel_dir)).unwrap().count() >= files.len());
         for file in files.iter().take(2) {
             let name = file.strip_prefix(reference).unwrap();
             let got = read(&mount.path(name.to_str().unwrap())).unwrap();

@@ -446,6 +446,9 @@ impl Filesystem for CanopyFs {
         mut reply: ReplyDirectory,
     ) {
         note_resent(req, "readdir");
+        if let (Some(p), 0) = (&self.prefetch, offset) {
+            p.listing(ino.0);
+        }
         let entries = match self.view.list(ino.0) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(e)),

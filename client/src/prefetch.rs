@@ -3,15 +3,17 @@
 //! over a tree (`find | xargs cat`, `tar`, `cp -r`, `rsync`) finds them cached instead of
 //! waiting for one round trip each.
 //!
-//! In order means: the file opened is the regular file right after the one opened last
-//! in the same directory, in entry order (the order a listing gives). A program that
-//! starts picks a few files out of large directories (an interpreter's modules, the
-//! libraries the dynamic linker maps, a shell out of `/bin`, which may well be its first
-//! file, as the dynamic linker is in its directory): it does not open two neighbours in
-//! a row, and fetching whole directories beside what it needs made cold starts twice as
-//! slow (`benches/cold.sh`: python 0.55 s against 0.25 s without prefetch), so it
-//! fetches only what it opens. Listing a directory prefetches nothing (interpreters list
-//! the directories they import from).
+//! In order means: the directory was listed and its first regular file (in entry
+//! order, the order a listing gives) is opened, as a walk does (`find` lists every
+//! directory before `cat` opens its first file); or three neighbours in entry order are
+//! opened one after the other. A program that starts picks a few files out of large
+//! directories (an interpreter's modules, the libraries the dynamic linker maps, a shell
+//! out of `/bin`, which may well be its first file, as the dynamic linker is in its
+//! directory, both opened without a listing; python lists the directories it imports
+//! from, then opens files further down, and an `__init__.py` and the module after it
+//! are often neighbours): fetching whole directories beside what it needs made cold
+//! starts twice as slow (`benches/cold.sh`: python 0.55 s against 0.25 s without
+//! prefetch), so it fetches only what it opens.
 //!
 //! It never stands in anyone's way, and it is bounded:
 //! - the opener is not made to wait: its own file is fetched as before, by the first
@@ -65,7 +67,7 @@ const AHEAD: u64 = 256 << 10;
 pub const HOLD: Duration = Duration::from_secs(1);
 /// Files whose directory is remembered (from their last lookup).
 const PARENTS: usize = 1 << 16;
-/// Directories whose last opened file is remembered.
+/// Directories whose reading is remembered ([`Reads`]).
 const LAST: usize = 1 << 12;
 /// Directories remembered as prefetched already.
 const ASKED: usize = 1 << 14;
@@ -118,9 +120,9 @@ pub struct Prefetch {
     wait_limit: Duration,
     /// The directory inode each file was last looked up in.
     parents: Mutex<LruCache<u64, u64>>,
-    /// Per directory inode, the position (among its regular files) of the file opened
-    /// in it last.
-    last: Mutex<LruCache<u64, usize>>,
+    /// Per directory inode, how it has been read: listed, and the position (among its
+    /// regular files) of the file opened in it last.
+    reads: Mutex<LruCache<u64, Reads>>,
     /// Directories (by tree) whose packs were asked for.
     asked: Mutex<LruCache<TreeId, ()>>,
     pending: Mutex<HashMap<ObjectId, Arc<Arrival>>>,
@@ -175,7 +177,7 @@ impl Prefetch {
             share: cache_size / SHARE,
             wait_limit,
             parents: Mutex::new(LruCache::new(NonZeroUsize::new(PARENTS).expect("non-zero"))),
-            last: Mutex::new(LruCache::new(NonZeroUsize::new(LAST).expect("non-zero"))),
+            reads: Mutex::new(LruCache::new(NonZeroUsize::new(LAST).expect("non-zero"))),
             asked: Mutex::new(LruCache::new(NonZeroUsize::new(ASKED).expect("non-zero"))),
             pending: Mutex::new(HashMap::new()),
             speculative: Mutex::new(Speculative::default()),
@@ -224,9 +226,21 @@ impl Prefetch {
         else {
             return;
         };
-        let before = self.last.lock().expect("prefetch lock").put(parent, pos);
-        if in_order(before, pos) {
+        let in_order = {
+            let mut reads = self.reads.lock().expect("prefetch lock");
+            let r = reads.get_or_insert_mut(parent, Reads::default);
+            r.open(pos)
+        };
+        if in_order {
             self.directory(tree_id, &tree, blob);
+        }
+    }
+
+    /// Directory `ino` is being listed: its first file opened next reads it in order.
+    pub fn listing(&self, ino: u64) {
+        if self.supported.load(Ordering::Relaxed) {
+            let mut reads = self.reads.lock().expect("prefetch lock");
+            reads.get_or_insert_mut(ino, Reads::default).listed = true;
         }
     }
 
@@ -413,10 +427,28 @@ impl Prefetch {
     }
 }
 
-/// Whether opening the regular file at position `pos` of a directory, after the one at
-/// `before` (if any was opened in it), reads the directory in order: the next one.
-fn in_order(before: Option<usize>, pos: usize) -> bool {
-    before.is_some_and(|b| pos == b + 1)
+/// How a directory has been read, to tell a walk from a program picking files.
+#[derive(Default)]
+struct Reads {
+    /// Whether it was listed.
+    listed: bool,
+    /// The position among its regular files of the file opened last, and how many
+    /// neighbours in a row that one ends.
+    last: Option<(usize, u32)>,
+}
+
+impl Reads {
+    /// Notes that its regular file at position `pos` is opened; returns whether the
+    /// directory is read in order: its first file after a listing, or the third of
+    /// three neighbours in a row.
+    fn open(&mut self, pos: usize) -> bool {
+        let run = match self.last {
+            Some((last, run)) if pos == last + 1 => run + 1,
+            _ => 1,
+        };
+        self.last = Some((pos, run));
+        (self.listed && pos == 0) || run >= 3
+    }
 }
 
 impl Drop for Prefetch {
@@ -460,19 +492,29 @@ pub(crate) fn filesystem(
 
 #[cfg(test)]
 mod tests {
-    use super::in_order;
+    use super::Reads;
+
+    fn opens(listed: bool, positions: &[usize]) -> Vec<bool> {
+        let mut r = Reads {
+            listed,
+            ..Reads::default()
+        };
+        positions.iter().map(|&p| r.open(p)).collect()
+    }
 
     #[test]
     fn a_walk_is_in_order_and_a_program_picking_files_is_not() {
-        // `cat` of a listing: from the second file on.
-        assert!(in_order(Some(0), 1));
-        assert!(in_order(Some(41), 42));
-        // The first file of a directory alone (a shell that is first in /bin, the
-        // dynamic linker), a library, a module picked out of the stdlib.
-        assert!(!in_order(None, 0));
-        assert!(!in_order(None, 37));
-        assert!(!in_order(Some(12), 30));
-        assert!(!in_order(Some(30), 12));
-        assert!(!in_order(Some(7), 0));
+        // `find | xargs cat`: listed, then its first file.
+        assert_eq!(opens(true, &[0, 1]), [true, false]);
+        // Three neighbours in a row, listed or not.
+        assert_eq!(opens(false, &[4, 5, 6, 7]), [false, false, true, true]);
+        // The first file opened without a listing (a shell first in /bin, the dynamic
+        // linker), or after one but further down (a module picked out of the stdlib).
+        assert_eq!(opens(false, &[0]), [false]);
+        assert_eq!(opens(true, &[37, 12, 30]), [false, false, false]);
+        // An `__init__.py` and its neighbour, then a module further on.
+        assert_eq!(opens(false, &[0, 1, 5]), [false, false, false]);
+        // A run broken starts again.
+        assert_eq!(opens(false, &[1, 2, 9, 3, 4]), [false; 5]);
     }
 }
