@@ -352,8 +352,9 @@ impl Cache {
         Ok(Verified { file, stamp })
     }
 
-    /// A new name in the cache's staging directory for a copy of `id`.
-    fn staging(&self, id: &ObjectId) -> PathBuf {
+    /// A new name in the cache's staging directory for a copy of `id` (a fetch ahead of
+    /// use writes there, then puts it in with [`Cache::offer_file`]).
+    pub fn staging(&self, id: &ObjectId) -> PathBuf {
         self.dir
             .join("tmp")
             .join(format!("{id}.{}", self.seq.fetch_add(1, Ordering::Relaxed)))
@@ -490,6 +491,43 @@ impl Cache {
         }
     }
 
+    /// Whether `size` more bytes could go in now by evicting unpinned objects.
+    pub fn has_room(&self, size: u64) -> bool {
+        self.make_room(&self.state.lock().expect("cache lock"), size)
+    }
+
+    /// Puts the staged file `tmp` ([`Cache::staging`]), which the caller has verified to
+    /// be object `id` of `size` bytes, into the cache as [`Cache::offer`] puts bytes:
+    /// unpinned, only if the cache neither holds `id` nor is fetching it, and only if
+    /// evicting unpinned objects makes room. Returns whether it was put; `tmp` is gone
+    /// either way.
+    pub fn offer_file(&self, id: &ObjectId, tmp: &Path, size: u64) -> Result<bool, CacheError> {
+        let lock = self.fetching.entry(*id).or_default().clone();
+        let result = match lock.try_lock() {
+            Ok(_guard) => {
+                let room = {
+                    let mut state = self.state.lock().expect("cache lock");
+                    let room = !state.lru.contains(id) && self.make_room(&state, size);
+                    if room {
+                        self.reserve(&mut state, size);
+                    }
+                    room
+                };
+                if room {
+                    self.install(id, tmp, size, false).map(|_| true)
+                } else {
+                    Ok(false)
+                }
+            }
+            Err(_) => Ok(false),
+        };
+        self.done_with(id, lock);
+        if !matches!(result, Ok(true)) {
+            let _ = fs::remove_file(tmp);
+        }
+        result
+    }
+
     /// Counts `size` bytes about to be put in the cache, evicting unpinned objects first
     /// (least recently used first) as far as it takes to stay within the bound.
     fn reserve(&self, state: &mut State, size: u64) {
@@ -624,6 +662,36 @@ mod tests {
         let e = ObjectId::of(b"e");
         assert!(cache.offer(&e, b"e").unwrap());
         assert!(cache.path(&e).is_file());
+    }
+
+    #[test]
+    fn offered_files_hold_the_bound_and_never_evict_open_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 10).unwrap();
+        let open = put(&cache, b"aaaa");
+        cache
+            .get(&open, |_| -> Result<u64, std::io::Error> {
+                panic!("cached")
+            })
+            .unwrap();
+        let staged = |data: &[u8]| {
+            let id = ObjectId::of(data);
+            let tmp = cache.staging(&id);
+            fs::write(&tmp, data).unwrap();
+            (id, tmp)
+        };
+        let (b, tmp) = staged(b"bbbbbb");
+        assert!(cache.has_room(6));
+        assert!(cache.offer_file(&b, &tmp, 6).unwrap());
+        assert!(!tmp.exists() && cache.path(&open).exists());
+        assert_eq!(read_all(cache.cached(&b).expect("verified")), b"bbbbbb");
+        cache.unpin(&b);
+        // Room only by evicting the open a: refused, and the staged file is gone.
+        let (c, tmp) = staged(b"ccccccc");
+        assert!(!cache.has_room(7));
+        assert!(!cache.offer_file(&c, &tmp, 7).unwrap());
+        assert!(!tmp.exists() && !cache.contains(&c));
+        assert!(cache.path(&open).exists() && cache.used() <= 10);
     }
 
     #[test]
