@@ -55,6 +55,9 @@ pub struct CanopyFs {
     files: Arc<Files>,
     /// Fetches a directory's small files when one is first opened.
     prefetch: Option<Arc<Prefetch>>,
+    /// Whether the kernel opens directories by itself when OPENDIR answers ENOSYS
+    /// (Linux 5.1 and later say so at INIT; older ones fail the open instead).
+    opens_dirs_itself: bool,
 }
 
 impl CanopyFs {
@@ -66,6 +69,7 @@ impl CanopyFs {
             objects,
             files: Arc::new(Files::new(passthrough)),
             prefetch: None,
+            opens_dirs_itself: false,
         }
     }
 
@@ -269,6 +273,9 @@ impl Filesystem for CanopyFs {
         // every path walk through it, such as every exec's ELF interpreter. Refused
         // only by kernels older than 4.20, which then ask as before.
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_CACHE_SYMLINKS);
+        self.opens_dirs_itself = config
+            .capabilities()
+            .contains(fuser::InitFlags::FUSE_NO_OPENDIR_SUPPORT);
         if self.files.passthrough() {
             tracing::info!("FUSE passthrough on: the kernel reads cached files directly");
         } else {
@@ -433,8 +440,14 @@ impl Filesystem for CanopyFs {
         // (no OPENDIR nor RELEASEDIR round trip, two per directory a walk enters),
         // with its listing kept (FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR, the kernel's
         // default without OPENDIR). A directory whose listing changes is forgotten by
-        // the kernel when its root switches (see [`forget_stale`]).
-        reply.error(Errno::ENOSYS);
+        // the kernel when its root switches (see [`forget_stale`]). Kernels before 5.1
+        // would fail the open instead: they are answered with the same flags.
+        if self.opens_dirs_itself {
+            reply.error(Errno::ENOSYS);
+        } else {
+            let flags = FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE;
+            reply.opened(FileHandle(0), flags);
+        }
     }
 
     fn readdir(

@@ -13,7 +13,9 @@
 //! from, then opens files further down, and an `__init__.py` and the module after it
 //! are often neighbours): fetching whole directories beside what it needs made cold
 //! starts twice as slow (`benches/cold.sh`: python 0.55 s against 0.25 s without
-//! prefetch), so it fetches only what it opens.
+//! prefetch), so it fetches only what it opens. Once a walk is seen, the directories
+//! listed before it (`find` lists the whole tree ahead of `cat`) and those listed
+//! within [`WALK`] of its last sign are prefetched at once, ahead of the reader.
 //!
 //! It never stands in anyone's way, and it is bounded:
 //! - the opener is not made to wait: its own file is fetched as before, by the first
@@ -45,7 +47,7 @@ use canopy_cache::Cache;
 use canopy_protocol::pack::{self, Member};
 use canopy_protocol::{EntryKind, ObjectId, Tree, TreeId};
 use lru::LruCache;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -67,6 +69,13 @@ const AHEAD: u64 = 256 << 10;
 pub const HOLD: Duration = Duration::from_secs(1);
 /// Files whose directory is remembered (from their last lookup).
 const PARENTS: usize = 1 << 16;
+/// Directories listed that a walk detected later prefetches.
+const LISTED: usize = 1 << 12;
+/// How recent a listing must be for a walk detected later to prefetch it.
+const LISTED_FOR: Duration = Duration::from_secs(10);
+/// How long a walk is taken to go on after its last sign (a directory read in order):
+/// meanwhile every directory listed is prefetched at once.
+const WALK: Duration = Duration::from_secs(2);
 /// Directories whose reading is remembered ([`Reads`]).
 const LAST: usize = 1 << 12;
 /// Directories remembered as prefetched already.
@@ -123,6 +132,11 @@ pub struct Prefetch {
     /// Per directory inode, how it has been read: listed, and the position (among its
     /// regular files) of the file opened in it last.
     reads: Mutex<LruCache<u64, Reads>>,
+    /// Directories listed, oldest first, with when, while no walk was under way (at
+    /// most [`LISTED`]).
+    listed: Mutex<VecDeque<(u64, Instant)>>,
+    /// Until when a walk detected is taken to go on ([`WALK`] after its last sign).
+    walk_until: Mutex<Option<Instant>>,
     /// Directories (by tree) whose packs were asked for.
     asked: Mutex<LruCache<TreeId, ()>>,
     pending: Mutex<HashMap<ObjectId, Arc<Arrival>>>,
@@ -178,6 +192,8 @@ impl Prefetch {
             wait_limit,
             parents: Mutex::new(LruCache::new(NonZeroUsize::new(PARENTS).expect("non-zero"))),
             reads: Mutex::new(LruCache::new(NonZeroUsize::new(LAST).expect("non-zero"))),
+            listed: Mutex::new(VecDeque::new()),
+            walk_until: Mutex::new(None),
             asked: Mutex::new(LruCache::new(NonZeroUsize::new(ASKED).expect("non-zero"))),
             pending: Mutex::new(HashMap::new()),
             speculative: Mutex::new(Speculative::default()),
@@ -232,15 +248,56 @@ impl Prefetch {
             r.open(pos)
         };
         if in_order {
-            self.directory(tree_id, &tree, blob);
+            self.directory(tree_id, &tree, Some(blob));
+            // A walk is under way: the directories it listed (and lists from now on)
+            // are read next; their packs come ahead of it.
+            *self.walk_until.lock().expect("prefetch lock") = Some(Instant::now() + WALK);
+            let listed: Vec<(u64, Instant)> = self
+                .listed
+                .lock()
+                .expect("prefetch lock")
+                .drain(..)
+                .collect();
+            for (dir, when) in listed {
+                // Listed for this walk, not by a program long gone.
+                if when.elapsed() < LISTED_FOR {
+                    self.listed_dir(dir);
+                }
+            }
         }
     }
 
-    /// Directory `ino` is being listed: its first file opened next reads it in order.
-    pub fn listing(&self, ino: u64) {
-        if self.supported.load(Ordering::Relaxed) {
-            let mut reads = self.reads.lock().expect("prefetch lock");
-            reads.get_or_insert_mut(ino, Reads::default).listed = true;
+    /// Directory `ino` is being listed: its first file opened next reads it in order;
+    /// during a walk, its small files are prefetched at once.
+    pub fn listing(self: &Arc<Self>, ino: u64) {
+        if !self.supported.load(Ordering::Relaxed) {
+            return;
+        }
+        self.reads
+            .lock()
+            .expect("prefetch lock")
+            .get_or_insert_mut(ino, Reads::default)
+            .listed = true;
+        let walking = self
+            .walk_until
+            .lock()
+            .expect("prefetch lock")
+            .is_some_and(|t| Instant::now() < t);
+        if walking {
+            self.listed_dir(ino);
+        } else {
+            let mut listed = self.listed.lock().expect("prefetch lock");
+            if listed.len() == LISTED {
+                listed.pop_front();
+            }
+            listed.push_back((ino, Instant::now()));
+        }
+    }
+
+    /// Prefetches the small files of the listed directory `ino`.
+    fn listed_dir(self: &Arc<Self>, ino: u64) {
+        if let Some((tree_id, tree)) = self.view.dir_tree(ino) {
+            self.directory(tree_id, &tree, None);
         }
     }
 
@@ -254,7 +311,7 @@ impl Prefetch {
     }
 
     /// Prefetches the small files of tree `tree_id` but `opened`, once per tree.
-    fn directory(self: &Arc<Self>, tree_id: TreeId, tree: &Tree, opened: &ObjectId) {
+    fn directory(self: &Arc<Self>, tree_id: TreeId, tree: &Tree, opened: Option<&ObjectId>) {
         if self.held.load(Ordering::Relaxed) > 0 {
             return;
         }
@@ -270,7 +327,7 @@ impl Prefetch {
         for (part, members) in pack::parts(tree).into_iter().enumerate() {
             let wanted: Vec<Member> = members
                 .iter()
-                .filter(|m| m.blob.0 != *opened && !self.cache.contains(&m.blob.0))
+                .filter(|m| Some(&m.blob.0) != opened && !self.cache.contains(&m.blob.0))
                 .copied()
                 .collect();
             if wanted.is_empty() {
