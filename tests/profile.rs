@@ -80,7 +80,20 @@ fn shared() -> &'static Shared {
             paths: vec!["bin/bash".into(), "../../etc/shadow".into()],
             ..Profile::default()
         };
-        canopy_server::profile::set(&store, &"bogus".parse().unwrap(), Some(&bogus)).unwrap();
+        // `profile::set` refuses it: the commit is made by hand.
+        let name: canopy_protocol::RootName = "bogus".parse().unwrap();
+        let head = store.root_ref(&name).unwrap().unwrap();
+        let mut body = store.commit(&head).unwrap().body;
+        body.extensions
+            .insert("profile".into(), serde_json::to_vec(&bogus).unwrap());
+        body.parent = Some(head);
+        body.generation += 1;
+        let signed = body.sign(&store.signing_key().unwrap());
+        let mut txn = store.begin().unwrap();
+        let id = txn.put_commit(&signed).unwrap();
+        txn.operation("profile");
+        txn.set_root(&name, Some(head), id);
+        txn.commit().unwrap();
         drop(store);
 
         let reference = env.path("web-checkout");
@@ -246,7 +259,9 @@ fn a_bogus_profile_is_refused_and_the_root_still_works() {
     let shown = s.env.fails(["profile", "show", "bogus"]);
     let stderr = String::from_utf8_lossy(&shown.stderr);
     assert!(
-        stderr.contains("bogus") && stderr.contains("../../etc/shadow"),
+        stderr.contains("bogus")
+            && stderr.contains("../../etc/shadow")
+            && stderr.contains("canopy profile drop bogus"),
         "{stderr}"
     );
     let server = Server::start(&s.env, "127.0.0.1:0");
@@ -273,6 +288,89 @@ fn a_bogus_profile_is_refused_and_the_root_still_works() {
     assert_eq!(out, "ok\n");
     assert_eq!(answered(&server.log(), "/v1/packs/profile/"), 0);
     mount.stop();
+}
+
+#[test]
+fn only_the_program_is_recorded_and_a_command_that_never_ran_writes_nothing() {
+    let s = shared();
+    // A root of its own, with the users and groups canopy run reads before the program
+    // (cat reads neither; bash would, through the C library).
+    let users = s.env.path("own-users");
+    fs::create_dir_all(users.join("etc")).unwrap();
+    fs::write(
+        users.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/bash\nzed:x:1000:1000::/home/zed:/bin/bash\n",
+    )
+    .unwrap();
+    fs::write(users.join("etc/group"), "root:x:0:\nzed:x:1000:\n").unwrap();
+    s.env
+        .cmd(["import", "dir"])
+        .arg(&users)
+        .args(["--name", "own-users"])
+        .success();
+    s.env
+        .cmd(["assemble", "own"])
+        .args(ROOT_PACKAGES)
+        .arg("own-users")
+        .success();
+    let out = s
+        .env
+        .cmd([
+            "profile",
+            "record",
+            "own",
+            "--dry-run",
+            "--json",
+            "--",
+            "/bin/cat",
+            "/etc/os-release",
+        ])
+        .stdout();
+    let recorded: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let paths = recorded["profile"]["paths"].as_array().unwrap();
+    assert!(paths.iter().any(|p| p == "usr/lib/os-release"), "{paths:?}");
+    for own in ["etc/passwd", "etc/group"] {
+        assert!(!paths.iter().any(|p| p == own), "{own}: {paths:?}");
+    }
+
+    let before = s.env.json(["roots", "show", "own"]);
+    for command in [
+        &["/no/such/program"][..],
+        &["/bin/bash", "-c", "exit 127"][..],
+        &["/etc/os-release"][..],
+    ] {
+        let failed = s
+            .env
+            .fails(["profile", "record", "own", "--"].iter().chain(command));
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        assert!(
+            stderr.contains("no profile written"),
+            "{command:?}: {stderr}"
+        );
+    }
+    assert_eq!(
+        s.env.json(["roots", "show", "own"])["commit"],
+        before["commit"]
+    );
+
+    // The command is shown escaped.
+    let out = s
+        .env
+        .cmd([
+            "profile",
+            "record",
+            "own",
+            "--dry-run",
+            "--",
+            "/bin/bash",
+            "-c",
+            "cat /etc/os-release # \u{1b}]0;title\u{7}",
+        ])
+        .stdout();
+    assert!(
+        out.contains("usr/lib/os-release") && !out.contains('\u{1b}'),
+        "{out:?}"
+    );
 }
 
 #[test]

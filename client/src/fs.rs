@@ -53,7 +53,7 @@ pub struct CanopyFs {
     view: Arc<View>,
     objects: Arc<dyn Objects>,
     files: Arc<Files>,
-    /// Fetches a directory's small files when one is first opened.
+    /// Fetches a directory's small files when a program reads it as a walk does.
     prefetch: Option<Arc<Prefetch>>,
     /// Whether the kernel opens directories by itself when OPENDIR answers ENOSYS
     /// (Linux 5.1 and later say so at INIT; older ones fail the open instead).

@@ -189,7 +189,16 @@ impl Replay {
                 return;
             }
         };
-        let plan = profile::plan(&profile, tree, |t| self.view.tree(t).ok());
+        let plan = match profile::plan(&profile, tree, |t| self.view.tree(t).map_err(|_| *t)) {
+            Ok(plan) => plan,
+            Err(t) => {
+                tracing::warn!(
+                    "{entry}: not replaying the profile of commit {commit}: the view lacks its \
+                     tree {t}"
+                );
+                return;
+            }
+        };
         let Some(cache) = self.cache.get() else {
             return;
         };

@@ -6,7 +6,10 @@
 //! keeps, copies or checks commits (gc, replication, fsck) keeps it too. It names
 //! **paths** relative to the root, not object ids: a new version of the root (an
 //! upgrade) carries its parent's profile forward, and the paths then name the new
-//! contents.
+//! contents. Recording notes contents, so each is named by the first path that holds
+//! it in the tree ([`paths_of`]), whichever path the program read it by: identical
+//! files share one path, and one fetch. A profile is at most [`MAX_JSON`] bytes, so the
+//! commit that carries it stays small enough for every host to load.
 //!
 //! Replaying a profile fetches its files in profile order, many per request:
 //! `GET /v1/packs/profile/{commit}/{part}` answers part `part` of the plan [`plan`]
@@ -32,6 +35,9 @@ pub const EXTENSION: &str = "profile";
 pub const MAX_PATHS: usize = 16_384;
 /// Longest path in a profile, in bytes.
 pub const MAX_PATH_LEN: usize = 4096;
+/// Largest profile, in bytes of its JSON: commits travel whole (a host fetches one
+/// within a bound of 16 MiB), so a profile must never make its commit unloadable.
+pub const MAX_JSON: usize = 1 << 20;
 
 /// What a profile records.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +59,9 @@ pub struct Profile {
 /// Why an extension value is not a usable profile.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProfileError {
+    /// Larger than [`MAX_JSON`].
+    #[error("the profile is {0} bytes of JSON, more than the {MAX_JSON} allowed")]
+    TooLarge(usize),
     /// Not the JSON of a [`Profile`].
     #[error("the profile is not valid JSON of a profile: {0}")]
     Json(String),
@@ -70,18 +79,48 @@ impl Profile {
         serde_json::to_vec(self).expect("a Profile always serialises")
     }
 
-    /// Reads and checks an extension value: at most [`MAX_PATHS`] paths, each relative
-    /// and made of plain names (no `.`, `..` or empty component).
+    /// Reads and checks an extension value: at most [`MAX_JSON`] bytes and
+    /// [`MAX_PATHS`] paths, each one [`allowed`].
     pub fn from_json(bytes: &[u8]) -> Result<Self, ProfileError> {
+        if bytes.len() > MAX_JSON {
+            return Err(ProfileError::TooLarge(bytes.len()));
+        }
         let p: Profile =
             serde_json::from_slice(bytes).map_err(|e| ProfileError::Json(e.to_string()))?;
         if p.paths.len() > MAX_PATHS {
             return Err(ProfileError::TooMany(p.paths.len()));
         }
-        if let Some(bad) = p.paths.iter().find(|path| !plain(path)) {
+        if let Some(bad) = p.paths.iter().find(|path| !allowed(path)) {
             return Err(ProfileError::BadPath(bad.clone()));
         }
         Ok(p)
+    }
+
+    /// Drops the last paths until the profile holds at most [`MAX_PATHS`] paths and
+    /// [`MAX_JSON`] bytes of JSON, if it can (not if its command alone is too large);
+    /// returns how many were dropped.
+    pub fn fit(&mut self) -> usize {
+        let before = self.paths.len();
+        self.paths.truncate(MAX_PATHS);
+        let base = Profile {
+            paths: Vec::new(),
+            ..self.clone()
+        }
+        .to_json()
+        .len();
+        // Each path adds its JSON string and a comma.
+        let mut size = base;
+        let keep = self
+            .paths
+            .iter()
+            .take_while(|p| {
+                size += serde_json::to_string(p).map_or(usize::MAX / 2, |j| j.len()) + 1;
+                size <= MAX_JSON
+            })
+            .count();
+        self.paths.truncate(keep);
+        while self.to_json().len() > MAX_JSON && self.paths.pop().is_some() {}
+        before - self.paths.len()
     }
 
     /// The profile of a commit's extensions: `None` if it has none.
@@ -92,8 +131,9 @@ impl Profile {
     }
 }
 
-/// Whether `path` is relative and made of plain names.
-fn plain(path: &str) -> bool {
+/// Whether a profile may hold `path`: relative, made of plain names (no `.`, `..` or
+/// empty component, no NUL), at most [`MAX_PATH_LEN`] bytes.
+pub fn allowed(path: &str) -> bool {
     !path.is_empty()
         && path.len() <= MAX_PATH_LEN
         && path
@@ -124,23 +164,30 @@ impl Plan {
     }
 }
 
-/// The plan of `profile` against tree `root`, whose trees `tree` gives (`None`: not
-/// available, and the paths under it are left out). Paths that are not regular files of
-/// the tree (gone in this version, or a symlink or directory now) are left out, as is
-/// each content after its first path; the rest keeps profile order.
-pub fn plan(
+/// The plan of `profile` against tree `root`, whose trees `tree` gives. A tree it
+/// cannot give fails the plan (a plan that left paths out would still name its URLs
+/// for good). Paths that are not regular files of the tree (gone in this version, or a
+/// symlink or directory now) are left out, as is each content after its first path;
+/// the rest keeps profile order.
+pub fn plan<E>(
     profile: &Profile,
     root: TreeId,
-    mut tree: impl FnMut(&TreeId) -> Option<Arc<Tree>>,
-) -> Plan {
-    let mut trees: HashMap<TreeId, Option<Arc<Tree>>> = HashMap::new();
+    mut tree: impl FnMut(&TreeId) -> Result<Arc<Tree>, E>,
+) -> Result<Plan, E> {
+    let mut trees: HashMap<TreeId, Arc<Tree>> = HashMap::new();
     let mut seen: HashSet<BlobId> = HashSet::new();
     let mut plan = Plan::default();
     let mut bytes = 0;
     for path in &profile.paths {
-        let Some(m) = resolve(path, root, &mut |id| {
-            trees.entry(*id).or_insert_with(|| tree(id)).clone()
-        }) else {
+        let found = resolve(path, root, &mut |id| {
+            if let Some(t) = trees.get(id) {
+                return Ok(t.clone());
+            }
+            let t = tree(id)?;
+            trees.insert(*id, t.clone());
+            Ok(t)
+        })?;
+        let Some(m) = found else {
             continue;
         };
         if !seen.insert(m.blob) {
@@ -164,42 +211,47 @@ pub fn plan(
             .expect("a part was just pushed")
             .push(m);
     }
-    plan
+    Ok(plan)
 }
 
 /// The regular file at `path` under `root`, without following symlinks.
-fn resolve(
+fn resolve<E>(
     path: &str,
     root: TreeId,
-    tree: &mut impl FnMut(&TreeId) -> Option<Arc<Tree>>,
-) -> Option<Member> {
+    tree: &mut impl FnMut(&TreeId) -> Result<Arc<Tree>, E>,
+) -> Result<Option<Member>, E> {
     let mut dir = root;
     let mut names = path.split('/').peekable();
     while let Some(name) = names.next() {
         let t = tree(&dir)?;
-        let entry = t.get(name.as_bytes())?;
+        let Some(entry) = t.get(name.as_bytes()) else {
+            return Ok(None);
+        };
         match (&entry.kind, names.peek()) {
             (EntryKind::Dir { tree }, Some(_)) => dir = *tree,
             (EntryKind::File { size, blob }, None) => {
-                return Some(Member {
+                return Ok(Some(Member {
                     blob: *blob,
                     size: *size,
-                });
+                }));
             }
-            _ => return None,
+            _ => return Ok(None),
         }
     }
-    None
+    Ok(None)
 }
 
-/// The paths of `ids` under tree `root` (whose trees `tree` gives), in the order of
-/// `ids`: each content's first path in a depth-first walk of the tree in entry order.
-/// Contents the tree does not hold, and paths that are not UTF-8, are left out.
-pub fn paths_of(
+/// The paths of `ids` under tree `root` (whose trees `tree` gives; one it cannot give
+/// fails the walk), in the order of `ids`: each content's first path in a depth-first
+/// walk of the tree in entry order that a profile may hold ([`allowed`]). A profile
+/// thus names the first path holding a content read, whichever path the program read
+/// it by: identical files share one path, and one fetch. Contents the tree does not
+/// hold under an allowed path are left out.
+pub fn paths_of<E>(
     ids: &[ObjectId],
     root: TreeId,
-    tree: &impl Fn(&TreeId) -> Option<Arc<Tree>>,
-) -> Vec<String> {
+    tree: &impl Fn(&TreeId) -> Result<Arc<Tree>, E>,
+) -> Result<Vec<String>, E> {
     let wanted: HashSet<ObjectId> = ids.iter().copied().collect();
     let mut found: HashMap<ObjectId, String> = HashMap::new();
     let mut todo = vec![(root, String::new())];
@@ -208,7 +260,7 @@ pub fn paths_of(
         if !visited.insert(id) || found.len() == wanted.len() {
             continue;
         }
-        let Some(t) = tree(&id) else { continue };
+        let t = tree(&id)?;
         let mut dirs = Vec::new();
         for e in t.entries() {
             let Ok(name) = std::str::from_utf8(e.name.as_bytes()) else {
@@ -220,17 +272,22 @@ pub fn paths_of(
                 format!("{prefix}/{name}")
             };
             match &e.kind {
-                EntryKind::File { blob, .. } if wanted.contains(&blob.0) => {
-                    found.entry(blob.0).or_insert(path);
+                EntryKind::File { blob, .. }
+                    if wanted.contains(&blob.0)
+                        && !found.contains_key(&blob.0)
+                        && allowed(&path) =>
+                {
+                    found.insert(blob.0, path);
                 }
-                EntryKind::Dir { tree } => dirs.push((*tree, path)),
+                // Nothing under a path too long is allowed.
+                EntryKind::Dir { tree } if path.len() < MAX_PATH_LEN => dirs.push((*tree, path)),
                 _ => {}
             }
         }
         // Popped in entry order.
         todo.extend(dirs.into_iter().rev());
     }
-    ids.iter().filter_map(|id| found.get(id).cloned()).collect()
+    Ok(ids.iter().filter_map(|id| found.get(id).cloned()).collect())
 }
 
 #[cfg(test)]
@@ -293,7 +350,7 @@ mod tests {
             .to_vec(),
             ..Profile::default()
         };
-        let plan = plan(&profile, root, |id| map.get(id).cloned());
+        let plan = plan(&profile, root, |id| map.get(id).cloned().ok_or(())).unwrap();
         let blobs: Vec<BlobId> = plan.parts[0].iter().map(|m| m.blob).collect();
         // `b` has the content of lib/same.py, listed before it: once.
         assert_eq!(
@@ -308,7 +365,7 @@ mod tests {
     fn paths_come_back_in_the_order_of_the_ids() {
         let (root, map) = trees();
         let ids = [BlobId::of(b"a").0, BlobId::of(b"z").0, BlobId::of(b"b").0];
-        let paths = paths_of(&ids, root, &|id| map.get(id).cloned());
+        let paths = paths_of(&ids, root, &|id| map.get(id).cloned().ok_or(())).unwrap();
         // `b` is both `b` and `lib/same.py`: the first in entry order.
         assert_eq!(paths, vec!["lib/a.py", "z", "b"]);
     }
@@ -334,5 +391,80 @@ mod tests {
             Profile::from_json(b"{\"paths\": 3}"),
             Err(ProfileError::Json(_))
         ));
+    }
+
+    #[test]
+    fn a_profile_is_bounded_in_bytes_and_fit_makes_it_fit() {
+        let mut p = Profile {
+            command: vec!["x".repeat(1000)],
+            paths: (0..MAX_PATHS)
+                .map(|n| format!("{n}/{}", "a".repeat(200)))
+                .collect(),
+            ..Profile::default()
+        };
+        let json = p.to_json();
+        assert!(json.len() > MAX_JSON);
+        assert_eq!(
+            Profile::from_json(&json),
+            Err(ProfileError::TooLarge(json.len()))
+        );
+        let dropped = p.fit();
+        assert!(dropped > 0 && !p.paths.is_empty());
+        let json = p.to_json();
+        assert!(json.len() <= MAX_JSON);
+        assert_eq!(Profile::from_json(&json), Ok(p.clone()));
+        // The first paths are kept.
+        assert_eq!(p.paths[0], format!("0/{}", "a".repeat(200)));
+        // A command too large alone leaves nothing that fits.
+        let mut huge = Profile {
+            command: vec!["y".repeat(MAX_JSON)],
+            paths: vec!["a".into()],
+            ..Profile::default()
+        };
+        huge.fit();
+        assert!(huge.paths.is_empty() && huge.to_json().len() > MAX_JSON);
+    }
+
+    #[test]
+    fn a_tree_that_cannot_be_read_fails_the_plan_and_the_walk() {
+        let (root, map) = trees();
+        let profile = Profile {
+            paths: vec!["z".into(), "lib/a.py".into()],
+            ..Profile::default()
+        };
+        let lib = *map.keys().find(|id| **id != root).unwrap();
+        let failing = |id: &TreeId| {
+            if *id == lib {
+                Err("io")
+            } else {
+                map.get(id).cloned().ok_or("missing")
+            }
+        };
+        assert_eq!(plan(&profile, root, failing), Err("io"));
+        assert_eq!(paths_of(&[BlobId::of(b"a").0], root, &failing), Err("io"));
+    }
+
+    #[test]
+    fn paths_the_format_refuses_are_not_recorded() {
+        // The same content first under a path too long, then under `z/y`: `z/y`.
+        let name = "d".repeat(250);
+        let mut chain = Tree::new(vec![file("x", b"same", 4)]).unwrap();
+        let mut map = HashMap::new();
+        for _ in 0..20 {
+            let id = chain.id();
+            map.insert(id, Arc::new(chain));
+            chain = Tree::new(vec![dir(&name, id)]).unwrap();
+        }
+        let z = Tree::new(vec![file("y", b"same", 4)]).unwrap();
+        let root_tree = Tree::new(vec![dir("a", chain.id()), dir("z", z.id())]).unwrap();
+        let root = root_tree.id();
+        map.insert(chain.id(), Arc::new(chain));
+        map.insert(z.id(), Arc::new(z));
+        map.insert(root, Arc::new(root_tree));
+        let paths = paths_of(&[BlobId::of(b"same").0], root, &|id| {
+            map.get(id).cloned().ok_or(())
+        })
+        .unwrap();
+        assert_eq!(paths, vec!["z/y"]);
     }
 }

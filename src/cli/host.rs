@@ -52,8 +52,9 @@ pub struct HostArgs {
     /// Never use FUSE passthrough, even where the kernel allows it
     #[arg(long)]
     pub no_passthrough: bool,
-    /// Do not fetch a directory's other small files in the background when one of its
-    /// files is first opened (fetch every file only when read)
+    /// Do not fetch a directory's small files in the background when a program reads
+    /// it as a walk does (lists it and opens its first file, or opens three neighbours
+    /// in a row); fetch every file only when read
     #[arg(long)]
     pub no_prefetch: bool,
     /// Ask servers for zstd-compressed objects (slow links: less to transfer, more CPU

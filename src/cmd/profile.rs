@@ -3,13 +3,13 @@
 //! through a view whose object reads are noted ([`Recording`]), then writes the profile
 //! into a new signed commit of the same tree ([`canopy_server::profile::set`]).
 
-use super::{open, print_json, root_at, root_name, time};
+use super::{bytes as size, open, print_json, root_at, root_name, time};
 use crate::cli::{ProfileCommand, ProfileRecordArgs};
 use anyhow::{Context, Result, bail};
 use canopy_client::profile::Recording;
 use canopy_client::run::{self, RunConfig, Source};
-use canopy_protocol::profile::{self, MAX_PATHS, Profile};
-use canopy_protocol::{RootName, TreeId};
+use canopy_protocol::profile::{self, MAX_JSON, Profile};
+use canopy_protocol::{Escaped, RootName, TreeId};
 use canopy_server::{Access, Store};
 use serde_json::json;
 use std::path::Path;
@@ -42,10 +42,12 @@ fn record(store_path: &Path, args: ProfileRecordArgs) -> Result<ExitCode> {
         .root(root.as_str())
         .with_context(|| format!("root {root}: no version shown"))?
         .tree;
-    let recording = Arc::new(Recording::new(objects));
+    // Only the run's FUSE view reads through the recording: canopy's own reads of the
+    // root (users, groups, the machine id) are not the program's.
+    let recording = Arc::new(Recording::new(objects.clone()));
     let source = Source::View {
         view,
-        objects: recording.clone(),
+        objects,
         commit,
         image,
     };
@@ -66,13 +68,28 @@ fn record(store_path: &Path, args: ProfileRecordArgs) -> Result<ExitCode> {
         binds: Vec::new(),
         state: None,
         spc: false,
+        view_objects: Some(recording.clone()),
     };
     // With --json, stdout holds the JSON alone: the command writes to stderr.
     let stdout = args.json.json.then(StdoutToStderr::start).transpose()?;
     let code = run::run(&cfg, &source, &|_| {});
     drop(stdout);
+    let shown = Escaped(args.command.join(" ").as_bytes()).to_string();
     let code =
-        code.with_context(|| format!("running {:?} in root {root}", args.command.join(" ")))?;
+        code.with_context(|| format!("running {shown} in root {root}: no profile written"))?;
+    // 125: the run could not be set up; 126: the program cannot be executed; 127: it was
+    // not found (as shells report them). What was read then is not the program's start.
+    if (125..=127).contains(&code) {
+        bail!(
+            "{shown} could not run in root {root} (exit status {code}: {}): no profile \
+             written; check the command with canopy run {root} -- COMMAND",
+            match code {
+                125 => "the run could not start",
+                126 => "not executable",
+                _ => "not found",
+            }
+        );
+    }
     if code != 0 {
         eprintln!(
             "canopy profile: the command exited with status {code}; the profile records what it \
@@ -81,29 +98,53 @@ fn record(store_path: &Path, args: ProfileRecordArgs) -> Result<ExitCode> {
     }
     drop(source);
     let store = Arc::new(Store::open(store_path, Access::Unlocked)?);
-    let trees = |t: &TreeId| store.tree(t).ok().map(Arc::new);
-    let mut paths = profile::paths_of(&recording.read(), tree, &trees);
-    paths.truncate(MAX_PATHS);
+    let trees = |t: &TreeId| {
+        store
+            .tree(t)
+            .map(Arc::new)
+            .with_context(|| format!("reading tree {t} of root {root}"))
+    };
+    // Paths the profile format refuses (not UTF-8, too long) are left out here.
+    let paths = profile::paths_of(&recording.read(), tree, &trees)?;
     let mut recorded = Profile {
         command: args.command.clone(),
-        recorded: now(),
+        recorded: canopy_server::import::now(),
         recorded_in: commit.to_string(),
         paths,
         bytes: 0,
     };
-    recorded.bytes = profile::plan(&recorded, tree, trees).bytes();
+    let dropped = recorded.fit();
+    if recorded.to_json().len() > MAX_JSON {
+        bail!(
+            "the command line of {shown} is too long to record ({} bytes; a profile holds \
+             at most {MAX_JSON} bytes): no profile written",
+            args.command.iter().map(String::len).sum::<usize>()
+        );
+    }
+    if dropped > 0 {
+        eprintln!(
+            "canopy profile: the profile keeps the first {} files read; {dropped} more do not \
+             fit in a profile (at most {} paths, {MAX_JSON} bytes)",
+            recorded.paths.len(),
+            profile::MAX_PATHS
+        );
+    }
+    recorded.bytes = profile::plan(&recorded, tree, trees)?.bytes();
     drop(store);
     if recorded.paths.is_empty() {
-        bail!(
-            "{:?} read no file of root {root}: nothing to record",
-            args.command.join(" ")
-        );
+        bail!("{shown} read no file of root {root}: nothing to record");
     }
     let written = if args.dry_run {
         None
     } else {
         let store = open(store_path, Access::Write)?;
-        Some(canopy_server::profile::set(&store, &root, Some(&recorded))?)
+        // Attached to the version it was recorded in, or not at all.
+        Some(canopy_server::profile::set(
+            &store,
+            &root,
+            Some(&recorded),
+            Some(commit),
+        )?)
     };
     if args.json.json {
         print_json(&json!({
@@ -116,15 +157,14 @@ fn record(store_path: &Path, args: ProfileRecordArgs) -> Result<ExitCode> {
         }))?;
     } else {
         println!(
-            "{root}: {} files ({}) read by {}",
+            "{root}: {} files ({}) read by {shown}",
             recorded.paths.len(),
             size(recorded.bytes),
-            recorded.command.join(" ")
         );
         match &written {
             None => {
                 for p in &recorded.paths {
-                    println!("  {p}");
+                    println!("  {}", Escaped(p.as_bytes()));
                 }
                 println!("(dry run: no commit written)");
             }
@@ -145,9 +185,10 @@ fn show(store: &Path, spec: &str, as_json: bool) -> Result<ExitCode> {
     let commit = store.commit(&id)?;
     let Some(found) = Profile::of(&commit.body.extensions) else {
         if as_json {
-            print_json(
-                &json!({"root": at.root.as_str(), "commit": id.to_string(), "profile": null}),
-            )?;
+            print_json(&json!({
+                "root": at.root.as_str(), "commit": id.to_string(), "profile": null,
+                "replay": null,
+            }))?;
         } else {
             println!(
                 "{}: commit {id} has no access profile (canopy profile record {} -- COMMAND makes one)",
@@ -156,8 +197,20 @@ fn show(store: &Path, spec: &str, as_json: bool) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     };
-    let p = found.with_context(|| format!("root {}: commit {id}", at.root))?;
-    let plan = profile::plan(&p, commit.body.tree, |t| store.tree(t).ok().map(Arc::new));
+    let p = found.with_context(|| {
+        format!(
+            "root {}: commit {id} has a profile hosts refuse (they mount the root without \
+             replaying it); canopy profile drop {} removes it, canopy profile record {} -- \
+             COMMAND replaces it",
+            at.root, at.root, at.root
+        )
+    })?;
+    let plan = profile::plan(&p, commit.body.tree, |t| {
+        store
+            .tree(t)
+            .map(Arc::new)
+            .with_context(|| format!("reading tree {t} of root {} (commit {id})", at.root))
+    })?;
     let files = plan.parts.iter().map(Vec::len).sum::<usize>() + plan.large.len();
     if as_json {
         return print_json(&json!({
@@ -173,11 +226,11 @@ fn show(store: &Path, spec: &str, as_json: bool) -> Result<ExitCode> {
     }
     println!("root       {}", at.root);
     println!("commit     {id}");
-    println!("command    {}", p.command.join(" "));
+    println!("command    {}", Escaped(p.command.join(" ").as_bytes()));
     println!(
         "recorded   {} in commit {}",
         time(p.recorded),
-        p.recorded_in
+        Escaped(p.recorded_in.as_bytes())
     );
     println!(
         "paths      {} ({} when recorded)",
@@ -197,7 +250,7 @@ fn show(store: &Path, spec: &str, as_json: bool) -> Result<ExitCode> {
 fn drop_profile(store: &Path, root: &str, as_json: bool) -> Result<ExitCode> {
     let store = open(store, Access::Write)?;
     let root: RootName = root_name(root)?;
-    let done = canopy_server::profile::set(&store, &root, None)?;
+    let done = canopy_server::profile::set(&store, &root, None, None)?;
     if as_json {
         print_json(&json!({
             "root": root.as_str(), "commit": done.id.to_string(),
@@ -230,17 +283,25 @@ impl StdoutToStderr {
         use std::io::Write;
         use std::os::fd::FromRawFd;
         std::io::stdout().flush()?;
-        // SAFETY: dup and dup2 on the standard descriptors; the copy is owned here.
-        unsafe {
-            let saved = libc::dup(1);
-            if saved < 0 || libc::dup2(2, 1) < 0 {
-                bail!(
-                    "sending the command's output to stderr: {}",
-                    std::io::Error::last_os_error()
-                );
-            }
-            Ok(StdoutToStderr(std::os::fd::OwnedFd::from_raw_fd(saved)))
+        let failed = || {
+            anyhow::anyhow!(
+                "sending the command's output to stderr: {}",
+                std::io::Error::last_os_error()
+            )
+        };
+        // SAFETY: dup of standard output; the copy is owned from here on (closed if
+        // what follows fails).
+        let saved = unsafe { libc::dup(1) };
+        if saved < 0 {
+            return Err(failed());
         }
+        // SAFETY: `saved` is a descriptor just made and owned by nobody else.
+        let saved = unsafe { std::os::fd::OwnedFd::from_raw_fd(saved) };
+        // SAFETY: dup2 on the standard descriptors.
+        if unsafe { libc::dup2(2, 1) } < 0 {
+            return Err(failed());
+        }
+        Ok(StdoutToStderr(saved))
     }
 }
 
@@ -250,19 +311,4 @@ impl Drop for StdoutToStderr {
         // SAFETY: puts the saved descriptor back as standard output.
         unsafe { libc::dup2(self.0.as_raw_fd(), 1) };
     }
-}
-
-/// `bytes` for people.
-fn size(bytes: u64) -> String {
-    if bytes >= 1 << 20 {
-        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
-    } else {
-        format!("{:.1} KiB", bytes as f64 / 1024.0)
-    }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }

@@ -143,6 +143,7 @@ fn start(store: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         binds: args.bind.iter().map(|b| bind(b)).collect::<Result<_>>()?,
         state: args.state.clone(),
         spc: args.spc,
+        view_objects: None,
     };
     let code = run::run(&cfg, &source, &|line| eprintln!("canopy run: {line}"))?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))

@@ -165,7 +165,8 @@ pub fn execute(
     }
     let mut session = None;
     if let (Source::View { view, objects, .. }, Some((ours, _))) = (source, &fuse) {
-        let fs = CanopyFs::new(view.clone(), objects.clone(), false);
+        let objects = cfg.view_objects.clone().unwrap_or_else(|| objects.clone());
+        let fs = CanopyFs::new(view.clone(), objects, false);
         session = Some(Session::start(
             fs,
             ours.try_clone()

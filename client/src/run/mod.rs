@@ -136,6 +136,11 @@ pub struct RunConfig {
     pub state: Option<PathBuf>,
     /// `--spc`.
     pub spc: bool,
+    /// Where the run's FUSE view of a [`Source::View`] reads file contents, instead of
+    /// the source's objects: what the program reads, and nothing canopy reads itself
+    /// (`/etc/passwd`, `/etc/group`, `/etc/machine-id`), goes through it
+    /// (`canopy profile record` notes those reads).
+    pub view_objects: Option<Arc<dyn crate::objects::Objects>>,
 }
 
 /// Blocks the signals a run hands to its command; call it first, before any thread

@@ -9,6 +9,7 @@
 use super::answer::{Answer, Status};
 use super::conn::Request;
 use super::{App, bad_id, blocking, store_error};
+use crate::store::StoreError;
 use canopy_protocol::CommitId;
 use canopy_protocol::profile::{self, Plan, Profile};
 use lru::LruCache;
@@ -96,7 +97,22 @@ fn plan_of(store: &crate::store::Store, id: CommitId) -> Result<Plan, Answer> {
             ));
         }
     };
-    Ok(profile::plan(&profile, commit.body.tree, |t| {
-        store.tree(t).ok().map(Arc::new)
-    }))
+    // A tree the store cannot read fails the answer, and nothing is kept: a plan that
+    // left its paths out would be served for good under the same URLs.
+    profile::plan(&profile, commit.body.tree, |t| store.tree(t).map(Arc::new)).map_err(
+        |e| match e {
+            StoreError::Missing { .. } | StoreError::Decode { .. } => {
+                tracing::error!("the profile of commit {id}: {e}");
+                Answer::error(
+                    Status::Internal,
+                    "store-damaged",
+                    format!(
+                        "the profile of commit {id}: {e} (the store lacks a tree of the \
+                         commit; canopy fsck on the server says more)"
+                    ),
+                )
+            }
+            e => store_error(e),
+        },
+    )
 }

@@ -488,7 +488,7 @@ async fn profile_packs_follow_the_commits_profile() {
             .to_vec(),
         ..Profile::default()
     };
-    let with = crate::profile::set(&store, &"r".parse().unwrap(), Some(&profile))
+    let with = crate::profile::set(&store, &"r".parse().unwrap(), Some(&profile), None)
         .unwrap()
         .id;
     let (addr, _stop) = start(store).await;
@@ -523,4 +523,60 @@ async fn profile_packs_follow_the_commits_profile() {
     assert_eq!(got[2].status, 404);
     assert_eq!(got[3].status, 404);
     assert_eq!(got[4].status, 400);
+}
+
+/// A tree of the commit the store cannot read fails the profile pack with a store error,
+/// and no plan is kept: once the tree is back, the same URL answers every member.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_profile_plan_is_not_kept_when_a_tree_cannot_be_read() {
+    use canopy_protocol::EntryKind;
+    use canopy_protocol::profile::Profile;
+    let (dir, store, tree) = fixture::local_with(&[("a", b"first"), ("sub/e", b"below")]);
+    fixture::commit(&store, "r", tree);
+    let profile = Profile {
+        paths: vec!["a".into(), "sub/e".into()],
+        ..Profile::default()
+    };
+    let with = crate::profile::set(&store, &"r".parse().unwrap(), Some(&profile), None)
+        .unwrap()
+        .id;
+    let top = store.tree(&tree).unwrap();
+    let Some(EntryKind::Dir { tree: sub }) = top.get(b"sub").map(|e| e.kind.clone()) else {
+        panic!("no sub");
+    };
+    let hex = sub.0.to_hex();
+    let file = walkdir(dir.path())
+        .into_iter()
+        .find(|p| p.file_name().and_then(|n| n.to_str()) == Some(&hex[2..]))
+        .expect("the tree's file in the store");
+    let aside = file.with_extension("aside");
+    std::fs::rename(&file, &aside).unwrap();
+    let (addr, _stop) = start(store).await;
+    let path = format!("/v1/packs/profile/{with}/0");
+    let got = answers(
+        &raw(addr, get(&path, "connection: close\r\n").as_bytes()).await,
+        &[],
+    );
+    assert_eq!(got[0].status, 500, "{got:?}");
+    std::fs::rename(&aside, &file).unwrap();
+    let got = answers(
+        &raw(addr, get(&path, "connection: close\r\n").as_bytes()).await,
+        &[],
+    );
+    assert_eq!(got[0].status, 200);
+    assert_eq!(members(&got[0].body).len(), 2);
+}
+
+/// Every file under `dir`.
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -353,7 +353,7 @@ pub(crate) fn named_key(kind: &str, name: &str, version: &str, content: &str) ->
 }
 
 /// Seconds since the epoch, as stored in records and commits.
-pub(crate) fn now() -> i64 {
+pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

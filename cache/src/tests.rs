@@ -1,0 +1,159 @@
+use super::*;
+
+/// Fetches `data` into the cache and closes it again.
+fn put(cache: &Cache, data: &[u8]) -> ObjectId {
+    let id = ObjectId::of(data);
+    cache
+        .get(&id, |tmp| {
+            fs::write(tmp, data).unwrap();
+            Ok::<_, std::io::Error>(data.len() as u64)
+        })
+        .unwrap();
+    cache.unpin(&id);
+    id
+}
+
+#[test]
+fn evicts_least_recently_used_but_never_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), 10).unwrap();
+    let a = put(&cache, b"aaaa");
+    cache
+        .get(&a, |_| -> Result<u64, std::io::Error> { panic!("cached") })
+        .unwrap();
+    let b = put(&cache, b"bbbb");
+    let c = put(&cache, b"cccc");
+    // Over 10 bytes: b is the least recently used unpinned object.
+    assert!(cache.path(&a).exists());
+    assert!(!cache.path(&b).exists());
+    assert!(cache.path(&c).exists());
+    assert!(cache.used() <= 10);
+    cache.unpin(&a);
+    put(&cache, b"dddd");
+    assert!(!cache.path(&a).exists());
+}
+
+#[test]
+fn offers_hold_the_bound_and_never_evict_open_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), 10).unwrap();
+    let open = put(&cache, b"aaaa");
+    cache
+        .get(&open, |_| -> Result<u64, std::io::Error> {
+            panic!("cached")
+        })
+        .unwrap();
+    let b = ObjectId::of(b"bbbb");
+    assert!(cache.offer(&b, b"bbbb").unwrap());
+    assert!(!cache.offer(&b, b"bbbb").unwrap(), "held already");
+    // Room for c only by evicting b, never the open a.
+    let c = ObjectId::of(b"cccccc");
+    assert!(cache.offer(&c, b"cccccc").unwrap());
+    assert!(cache.path(&open).exists() && !cache.path(&b).exists());
+    assert!(cache.used() <= 10);
+    // Larger than what can be freed: refused, nothing evicted.
+    let d = ObjectId::of(b"ddddddddd");
+    assert!(!cache.offer(&d, b"ddddddddd").unwrap());
+    assert!(cache.contains(&c) && !cache.contains(&d));
+    let v = cache.cached(&c).expect("an offered object is verified");
+    // Put in read-only, stamped as the file in place is (no hashing at its open).
+    let path = cache.path(&c);
+    assert_eq!(v.stamp, Stamp::of(&fs::File::open(&path).unwrap()).unwrap());
+    assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, READ_ONLY);
+    assert_eq!(read_all(v), b"cccccc");
+    cache.unpin(&c);
+    // Its fan-out directory made on the way, as for any other object.
+    let e = ObjectId::of(b"e");
+    assert!(cache.offer(&e, b"e").unwrap());
+    assert!(cache.path(&e).is_file());
+}
+
+#[test]
+fn one_process_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Cache::open(dir.path(), 100).unwrap();
+    assert!(matches!(
+        Cache::open(dir.path(), 100),
+        Err(CacheError::Busy(_))
+    ));
+    drop(first);
+    Cache::open(dir.path(), 100).unwrap();
+}
+
+/// Overwrites a cache file in place, as root (or its owner, after a chmod) could.
+fn tamper(path: &Path, data: &[u8]) {
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(path, data).unwrap();
+}
+
+fn read_all(mut v: Verified) -> Vec<u8> {
+    let mut out = Vec::new();
+    v.file.read_to_end(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn reuses_and_reverifies_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = put(&Cache::open(dir.path(), 100).unwrap(), b"kept"); // dropped: unlocked
+    let cache = Cache::open(dir.path(), 100).unwrap();
+    let v = cache
+        .get(&id, |_| -> Result<u64, std::io::Error> {
+            panic!("must not fetch what is cached")
+        })
+        .unwrap();
+    assert_eq!(read_all(v), b"kept");
+    tamper(&cache.path(&id), b"evil");
+    drop(cache);
+    let cache = Cache::open(dir.path(), 100).unwrap();
+    let fetched = std::cell::Cell::new(false);
+    let v = cache
+        .get(&id, |tmp| {
+            fetched.set(true);
+            fs::write(tmp, b"kept").unwrap();
+            Ok::<_, std::io::Error>(4)
+        })
+        .unwrap();
+    assert!(fetched.get(), "a damaged cached object is fetched again");
+    assert_eq!(read_all(v), b"kept");
+}
+
+#[test]
+fn files_are_read_only_and_a_change_after_verification_is_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), 100).unwrap();
+    let id = put(&cache, b"good");
+    let mode = fs::metadata(cache.path(&id)).unwrap().mode();
+    assert_eq!(mode & 0o777, READ_ONLY);
+    // Same size, other bytes, while this process has it verified.
+    tamper(&cache.path(&id), b"evil");
+    let fetched = std::cell::Cell::new(false);
+    let v = cache
+        .get(&id, |tmp| {
+            fetched.set(true);
+            fs::write(tmp, b"good").unwrap();
+            Ok::<_, std::io::Error>(4)
+        })
+        .unwrap();
+    assert!(
+        fetched.get(),
+        "a cache file changed since verification is fetched again"
+    );
+    let stamp = v.stamp;
+    assert_eq!(read_all(v), b"good");
+    cache.unpin(&id);
+    // A change that leaves the bytes alone (a chmod) is re-verified, not refetched.
+    fs::set_permissions(cache.path(&id), fs::Permissions::from_mode(0o400)).unwrap();
+    let v = cache
+        .get(&id, |_| -> Result<u64, std::io::Error> {
+            panic!("the bytes are still right")
+        })
+        .unwrap();
+    assert_ne!(v.stamp, stamp);
+    cache.unpin(&id);
+    // Found damaged without fetching: removed, never handed out.
+    tamper(&cache.path(&id), b"bad!");
+    assert!(cache.cached(&id).is_none());
+    assert!(!cache.path(&id).exists());
+    assert!(cache.cached(&id).is_none());
+}
