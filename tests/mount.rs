@@ -354,6 +354,60 @@ fn two_roots_run_share_inodes_and_download_once() {
     mount.stop();
 }
 
+/// Several threads read every file of a cold mount at once, each in its own order, and
+/// then again warm: every byte matches a checkout. The mount's FUSE threads, the
+/// fetches, directory packs and prefetch all serve the same files concurrently.
+#[test]
+fn a_root_read_by_many_threads_at_once_matches_a_checkout() {
+    let env = two_roots("mount-parallel");
+    let reference = env.path("full-checkout");
+    env.cmd(["checkout", "full"]).arg(&reference).success();
+    let files: Vec<PathBuf> = walk(&reference)
+        .into_iter()
+        .filter(|p| fs::symlink_metadata(reference.join(p)).unwrap().is_file())
+        .collect();
+    assert!(files.len() > 100, "only {} files", files.len());
+    let server = Server::start(&env, "127.0.0.1:0");
+    let mount = Mount::start(&env, "parallel", &server.url, &["--root", "full"]);
+    for pass in ["cold", "warm"] {
+        let errors: Vec<String> = std::thread::scope(|s| {
+            let readers: Vec<_> = (0..6)
+                .map(|t| {
+                    let (files, reference, dir) = (&files, &reference, &mount.dir);
+                    s.spawn(move || {
+                        // Thread t starts at its own offset; odd threads go backwards.
+                        let n = files.len();
+                        let mut bad = Vec::new();
+                        for i in 0..n {
+                            let k = (t * n / 6 + i) % n;
+                            let k = if t % 2 == 1 { n - 1 - k } else { k };
+                            let path = &files[k];
+                            match read(&dir.join(path)) {
+                                Ok(got) if got == fs::read(reference.join(path)).unwrap() => {}
+                                Ok(_) => bad.push(format!("{}: wrong bytes", path.display())),
+                                Err(e) => bad.push(format!("{}: {e}", path.display())),
+                            }
+                        }
+                        bad
+                    })
+                })
+                .collect();
+            readers
+                .into_iter()
+                .flat_map(|r| r.join().unwrap())
+                .collect()
+        });
+        assert!(
+            errors.is_empty(),
+            "{pass} pass: {} failures, first: {:?}\n{}",
+            errors.len(),
+            &errors[..errors.len().min(5)],
+            mount.log()
+        );
+    }
+    mount.stop();
+}
+
 #[test]
 fn cache_stays_within_its_bound_under_a_full_walk() {
     let env = two_roots("mount-bound");
