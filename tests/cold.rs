@@ -2,7 +2,8 @@
 //! `canopy checkout` byte for byte; a pack member altered on the way fails that object
 //! alone (EIO, never wrong bytes); prefetch under a small cache bound keeps the bound
 //! and never evicts an open file; a server without packs (404) is read one object at a
-//! time, every byte still right.
+//! time, every byte still right; a walk brings a directory's large files ahead of the
+//! reader, within the cache bound.
 
 use crate::mount::{Mount, Server, read, two_roots};
 use crate::proxy::TcpProxy;
@@ -332,5 +333,83 @@ fn prefetch_under_a_small_cache_keeps_the_bound_and_open_files() {
         "nothing was prefetched"
     );
     drop(held);
+    mount.stop();
+}
+
+#[test]
+fn a_walk_brings_a_directorys_large_files_unopened_within_the_bound() {
+    let (env, reference) = shared();
+    // A directory with a file over 1 MiB (packs carry none) whose first file is small:
+    // listing it and reading that file is a walk.
+    let (dir, large) = walk(reference)
+        .into_iter()
+        .filter(|rel| fs::symlink_metadata(reference.join(rel)).unwrap().is_dir())
+        .find_map(|rel| {
+            let files = files_in(&reference.join(&rel));
+            let size = |p: &PathBuf| fs::metadata(p).unwrap().len();
+            let large = files
+                .iter()
+                .filter(|p| size(p) > 1 << 20)
+                .max_by_key(|p| size(p))?;
+            (size(files.first()?) <= 1 << 20).then(|| (rel, large.clone()))
+        })
+        .expect("a directory with a file over 1 MiB");
+    let large_size = fs::metadata(&large).unwrap().len();
+    // Small: its share for prefetch (a quarter) just holds the large file.
+    let mib = (4 * large_size).div_ceil(1 << 20) + 1;
+    let bound = mib << 20;
+    let server = Server::start(env, "127.0.0.1:0");
+    let size_arg = format!("{mib}M");
+    let mount = Mount::start(
+        env,
+        "large",
+        &server.url,
+        &["--root", "full", "--cache-size", &size_arg],
+    );
+    let cache = env.path("large-cache");
+    let dir = dir.to_str().unwrap();
+    let files = files_in(&reference.join(dir));
+    assert!(
+        fs::read_dir(mount.path(dir)).unwrap().count() >= files.len(),
+        "{dir}"
+    );
+    let first = files[0].strip_prefix(reference).unwrap().to_str().unwrap();
+    assert_eq!(
+        read(&mount.path(first)).unwrap(),
+        fs::read(&files[0]).unwrap()
+    );
+    // The large file arrives without being opened, and the bound holds meanwhile.
+    let id = crate::util::sha256_file(&large);
+    let object = cache.join("objects").join(&id[..2]).join(&id[2..]);
+    let mut peak = 0;
+    let mut arrived = false;
+    for _ in 0..600 {
+        peak = peak.max(cached_bytes(&cache));
+        arrived |= object.exists();
+        if arrived {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(
+        arrived,
+        "{} ({large_size} bytes) did not arrive in the cache; mount log:\n{}",
+        large.display(),
+        mount.log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    peak = peak.max(cached_bytes(&cache));
+    assert!(
+        peak <= bound,
+        "the cache held {peak} bytes, over its bound of {bound}"
+    );
+    assert_eq!(
+        answered(&server.log(), &format!("/v1/objects/{id}")),
+        1,
+        "the large file was not fetched once, ahead of use"
+    );
+    // Read now, every byte right.
+    let name = large.strip_prefix(reference).unwrap().to_str().unwrap();
+    assert_eq!(read(&mount.path(name)).unwrap(), fs::read(&large).unwrap());
     mount.stop();
 }

@@ -352,8 +352,9 @@ impl Cache {
         Ok(Verified { file, stamp })
     }
 
-    /// A new name in the cache's staging directory for a copy of `id`.
-    fn staging(&self, id: &ObjectId) -> PathBuf {
+    /// A new name in the cache's staging directory for a copy of `id` (a fetch ahead of
+    /// use writes there, then puts it in with [`Cache::offer_file`]).
+    pub fn staging(&self, id: &ObjectId) -> PathBuf {
         self.dir
             .join("tmp")
             .join(format!("{id}.{}", self.seq.fetch_add(1, Ordering::Relaxed)))
@@ -488,6 +489,43 @@ impl Cache {
                 Err(e)
             }
         }
+    }
+
+    /// Whether `size` more bytes could go in now by evicting unpinned objects.
+    pub fn has_room(&self, size: u64) -> bool {
+        self.make_room(&self.state.lock().expect("cache lock"), size)
+    }
+
+    /// Puts the staged file `tmp` ([`Cache::staging`]), which the caller has verified to
+    /// be object `id` of `size` bytes, into the cache as [`Cache::offer`] puts bytes:
+    /// unpinned, only if the cache neither holds `id` nor is fetching it, and only if
+    /// evicting unpinned objects makes room. Returns whether it was put; `tmp` is gone
+    /// either way.
+    pub fn offer_file(&self, id: &ObjectId, tmp: &Path, size: u64) -> Result<bool, CacheError> {
+        let lock = self.fetching.entry(*id).or_default().clone();
+        let result = match lock.try_lock() {
+            Ok(_guard) => {
+                let room = {
+                    let mut state = self.state.lock().expect("cache lock");
+                    let room = !state.lru.contains(id) && self.make_room(&state, size);
+                    if room {
+                        self.reserve(&mut state, size);
+                    }
+                    room
+                };
+                if room {
+                    self.install(id, tmp, size, false).map(|_| true)
+                } else {
+                    Ok(false)
+                }
+            }
+            Err(_) => Ok(false),
+        };
+        self.done_with(id, lock);
+        if !matches!(result, Ok(true)) {
+            let _ = fs::remove_file(tmp);
+        }
+        result
     }
 
     /// Counts `size` bytes about to be put in the cache, evicting unpinned objects first

@@ -69,6 +69,36 @@ fn offers_hold_the_bound_and_never_evict_open_files() {
 }
 
 #[test]
+fn offered_files_hold_the_bound_and_never_evict_open_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), 10).unwrap();
+    let open = put(&cache, b"aaaa");
+    cache
+        .get(&open, |_| -> Result<u64, std::io::Error> {
+            panic!("cached")
+        })
+        .unwrap();
+    let staged = |data: &[u8]| {
+        let id = ObjectId::of(data);
+        let tmp = cache.staging(&id);
+        fs::write(&tmp, data).unwrap();
+        (id, tmp)
+    };
+    let (b, tmp) = staged(b"bbbbbb");
+    assert!(cache.has_room(6));
+    assert!(cache.offer_file(&b, &tmp, 6).unwrap());
+    assert!(!tmp.exists() && cache.path(&open).exists());
+    assert_eq!(read_all(cache.cached(&b).expect("verified")), b"bbbbbb");
+    cache.unpin(&b);
+    // Room only by evicting the open a: refused, and the staged file is gone.
+    let (c, tmp) = staged(b"ccccccc");
+    assert!(!cache.has_room(7));
+    assert!(!cache.offer_file(&c, &tmp, 7).unwrap());
+    assert!(!tmp.exists() && !cache.contains(&c));
+    assert!(cache.path(&open).exists() && cache.used() <= 10);
+}
+
+#[test]
 fn one_process_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let first = Cache::open(dir.path(), 100).unwrap();

@@ -1,7 +1,8 @@
 //! Prefetch: when a program reads a directory's files in order, the directory's small
-//! files are fetched in the background, many per request ([`crate::pack`]), so a walk
-//! over a tree (`find | xargs cat`, `tar`, `cp -r`, `rsync`) finds them cached instead of
-//! waiting for one round trip each.
+//! files are fetched in the background, many per request ([`crate::pack`]), and its
+//! large ones beside them, one per request ([`large`]), so a walk over a tree
+//! (`find | xargs cat`, `tar`, `cp -r`, `rsync`) finds them cached instead of waiting
+//! for one round trip each.
 //!
 //! In order means: the directory was listed and its first regular file (in entry
 //! order, the order a listing gives) is opened, as a walk does (`find` lists every
@@ -54,6 +55,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
+mod large;
+
 /// Pack requests in flight at once.
 pub const REQUESTS: usize = 4;
 /// Bytes of pack answers in flight at once (a part is at most [`pack::PART_MAX`]).
@@ -90,6 +93,8 @@ struct Arrival {
     /// How far the pack's answer has been received (up to the end of its last member
     /// delivered).
     received: Arc<AtomicU64>,
+    /// Longest a reader waits for it.
+    wait: Duration,
 }
 
 impl Arrival {
@@ -142,6 +147,8 @@ pub struct Prefetch {
     pending: Mutex<HashMap<ObjectId, Arc<Arrival>>>,
     speculative: Mutex<Speculative>,
     requests: Arc<Semaphore>,
+    /// Large files fetched ahead of use at once ([`large`]).
+    large: Arc<Semaphore>,
     /// Permits are KiB of answers in flight.
     bytes: Arc<Semaphore>,
     /// Whether the server has packs (until it says otherwise).
@@ -198,6 +205,7 @@ impl Prefetch {
             pending: Mutex::new(HashMap::new()),
             speculative: Mutex::new(Speculative::default()),
             requests: Arc::new(Semaphore::new(REQUESTS)),
+            large: Arc::new(Semaphore::new(large::LARGE)),
             bytes: Arc::new(Semaphore::new((IN_FLIGHT >> 10) as usize)),
             supported: AtomicBool::new(true),
             demand: Demand::default(),
@@ -310,7 +318,8 @@ impl Prefetch {
         Held(self.held.clone())
     }
 
-    /// Prefetches the small files of tree `tree_id` but `opened`, once per tree.
+    /// Prefetches the files of tree `tree_id` but `opened`, once per tree: the small
+    /// ones in packs, then the large ones ([`large`]).
     fn directory(self: &Arc<Self>, tree_id: TreeId, tree: &Tree, opened: Option<&ObjectId>) {
         if self.held.load(Ordering::Relaxed) > 0 {
             return;
@@ -346,6 +355,7 @@ impl Prefetch {
                 rt.spawn(async move { this.fetch(tree_id, part, members, wanted).await });
             }
         }
+        self.large_files(tree_id, tree, opened);
     }
 
     /// Whether `bytes` more prefetched bytes stay within the share, forgetting objects
@@ -399,6 +409,7 @@ impl Prefetch {
                     cond: Condvar::new(),
                     start: starts[&m.blob.0].0,
                     received: received.clone(),
+                    wait: self.wait_limit,
                 });
                 pending.insert(m.blob.0, arrival.clone());
                 mine.push((m.blob.0, arrival));
@@ -463,7 +474,7 @@ impl Prefetch {
     pub fn before_fetch(&self, id: &ObjectId) {
         let arrival = self.pending.lock().expect("prefetch lock").get(id).cloned();
         if let Some(arrival) = arrival.filter(|a| a.near()) {
-            let deadline = Instant::now() + self.wait_limit;
+            let deadline = Instant::now() + arrival.wait;
             let mut done = arrival.done.lock().expect("arrival lock");
             while !*done {
                 let left = deadline.saturating_duration_since(Instant::now());

@@ -8,6 +8,7 @@
 //! from one server never takes longer than `timeout + size / min_rate`, however slowly
 //! a server or a proxy dribbles bytes.
 
+use crate::demand::Demand;
 use canopy_protocol::api::{LogEntry, RootInfo, decode_tree_pack};
 use canopy_protocol::{DecodeError, Hasher, ObjectId, Tree, TreeId};
 use std::collections::HashMap;
@@ -403,6 +404,23 @@ impl Remote {
         size: u64,
         dest: &Path,
     ) -> Result<u64, FetchError> {
+        self.object_to_file_gated(id, size, dest, None).await
+    }
+
+    /// Streams an object into `dest` as [`Remote::object_to_file`] does, for a fetch
+    /// ahead of use: while the `gate`'s readers have fetches under way, the answer is
+    /// read no further, for at most the duration it gives in all (see
+    /// [`crate::demand`]); time held does not count against the minimum rate.
+    pub async fn object_to_file_gated(
+        &self,
+        id: &ObjectId,
+        size: u64,
+        dest: &Path,
+        gate: Option<(&Demand, Duration)>,
+    ) -> Result<u64, FetchError> {
+        let hold = std::sync::Mutex::new(gate.map(|(_, h)| h).unwrap_or_default());
+        let demand = gate.map(|(d, _)| d);
+        let hold = &hold;
         let result = self
             .failover(|base| async move {
                 let (url, mut res) = self.get(&base, &format!("v1/objects/{id}")).await?;
@@ -419,8 +437,20 @@ impl Remote {
                     std::fs::File::create(dest).map_err(local)?,
                 );
                 let mut hasher = Hasher::new();
-                let (started, mut got) = (Instant::now(), 0);
-                while let Some(chunk) = self.chunk(&url, &mut res, started, &mut got, size).await? {
+                let (mut started, mut got) = (Instant::now(), 0);
+                loop {
+                    if let Some(demand) = demand {
+                        let left = *hold.lock().expect("hold lock");
+                        if !left.is_zero() && !demand.is_idle() {
+                            let held = demand.idle(left).await;
+                            *hold.lock().expect("hold lock") = left.saturating_sub(held);
+                            started += held;
+                        }
+                    }
+                    let Some(chunk) = self.chunk(&url, &mut res, started, &mut got, size).await?
+                    else {
+                        break;
+                    };
                     hasher.update(&chunk);
                     file.write_all(&chunk).map_err(local)?;
                 }
