@@ -321,8 +321,7 @@ impl Replay {
         tokio::sync::OwnedSemaphorePermit,
         tokio::sync::OwnedSemaphorePermit,
     )> {
-        // Clamped before narrowing: a size past 4 TiB must not wrap to a few permits.
-        let kib = (bytes >> 10).clamp(1, prefetch::IN_FLIGHT >> 10) as u32;
+        let kib = kib_permits(bytes);
         let request = self.requests.clone().acquire_owned().await.ok()?;
         let bytes = self.bytes.clone().acquire_many_owned(kib).await.ok()?;
         Some((request, bytes))
@@ -460,6 +459,12 @@ impl Replay {
     }
 }
 
+/// The KiB permits of a request for `bytes`: at least one, at most all there are;
+/// clamped before narrowing, so a size past 4 TiB cannot wrap to a few permits.
+fn kib_permits(bytes: u64) -> u32 {
+    (bytes >> 10).clamp(1, prefetch::IN_FLIGHT >> 10) as u32
+}
+
 /// Takes `bytes` from `budget` if it holds them; else empties it (nothing after a file
 /// that does not fit is taken, so the share goes to the profile's first files).
 fn take(budget: &mut u64, bytes: u64) -> bool {
@@ -525,5 +530,31 @@ impl Objects for Recording {
 
     fn used(&self) -> u64 {
         self.inner.used()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permits_are_clamped_before_narrowing() {
+        let all = (prefetch::IN_FLIGHT >> 10) as u32;
+        assert_eq!(kib_permits(0), 1);
+        assert_eq!(kib_permits(5 << 10), 5);
+        // 4 TiB + 1 KiB would wrap to 1 permit as a u32.
+        assert_eq!(kib_permits((1 << 42) + 1024), all);
+        assert_eq!(kib_permits(u64::MAX), all);
+    }
+
+    #[test]
+    fn the_share_refuses_what_does_not_fit_and_what_follows() {
+        let mut budget = 10;
+        assert!(take(&mut budget, 10));
+        assert_eq!(budget, 0);
+        assert!(take(&mut budget, 0));
+        let mut budget = 10;
+        assert!(!take(&mut budget, 11));
+        assert!(!take(&mut budget, 1));
     }
 }
