@@ -101,7 +101,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub timeout: std::time::Duration,
     /// With --server: do not replay the root's access profile (`canopy profile`) into a
-    /// cold cache before the command starts
+    /// cold cache as the command starts
     #[arg(long, requires = "servers")]
     pub no_profile: bool,
     /// With --server: ask servers for zstd-compressed objects (slow links)
