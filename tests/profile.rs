@@ -8,11 +8,15 @@
 use crate::cold::{cached_bytes, tamper};
 use crate::debs::{self, ROOT_PACKAGES};
 use crate::mount::{Mount, Server, eventually, read};
+use crate::proxy::TcpProxy;
 use crate::util::{Canopy, cmd, sha256_file};
 use canopy_protocol::profile::Profile;
 use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// What the profile records: bash, coreutils programs, their libraries, a file of /etc.
@@ -504,4 +508,89 @@ fn a_following_host_replays_a_profile_recorded_later_and_kept_by_upgrades() {
     );
     drop(held);
     mount.stop();
+}
+
+/// Copies `src` to `dst`; while `broken` is set, `needle` becomes `!` and the rest of
+/// it (a request line arrives in one read).
+fn pass(mut src: TcpStream, mut dst: TcpStream, needle: &[u8], broken: &AtomicBool) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let chunk = &mut buf[..n];
+        if !needle.is_empty() && broken.load(Ordering::Relaxed) {
+            let last = needle.len() - 1;
+            let mut i = 0;
+            while i + needle.len() <= chunk.len() {
+                if chunk[i..i + needle.len()] == *needle {
+                    chunk[i + last] = b'!';
+                }
+                i += 1;
+            }
+        }
+        if dst.write_all(chunk).is_err() {
+            break;
+        }
+    }
+    let _ = dst.shutdown(Shutdown::Write);
+}
+
+#[test]
+fn a_replay_that_failed_is_replayed_again_and_run_can_turn_it_off() {
+    let s = shared();
+    let server = Server::start(&s.env, "127.0.0.1:0");
+    let commit = s.env.json(["roots", "show", "web"])["commit"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Profile pack requests ask for a bad id (400) while `broken` is set.
+    let broken = Arc::new(AtomicBool::new(true));
+    let needle = format!("/v1/packs/profile/{}", &commit[..1]).into_bytes();
+    let b = broken.clone();
+    let never = Arc::new(AtomicBool::new(false));
+    let proxy = TcpProxy::start(
+        &server.url,
+        Arc::new(move |c, s, _: &AtomicBool| pass(c, s, &needle, &b)),
+        Arc::new(move |s, c, _: &AtomicBool| pass(s, c, b"", &never)),
+    );
+    let mount = Mount::start(
+        &s.env,
+        "retry",
+        &proxy.url,
+        &[
+            "--root",
+            "web",
+            "--follow",
+            "--interval",
+            "200ms",
+            "--no-prefetch",
+        ],
+    );
+    eventually(
+        Duration::from_secs(30),
+        || format!("the replay did not fail:\n{}", mount.log()),
+        || {
+            mount
+                .log()
+                .contains("every pack part of the profile")
+                .then_some(())
+        },
+    );
+    broken.store(false, Ordering::Relaxed);
+    replayed(&mount);
+    mount.stop();
+
+    // canopy run --server replays the profile unless told not to.
+    fs::write(s.env.path("server.pub"), s.env.stdout(["key", "show"])).unwrap();
+    let before = answered(&server.log(), "/v1/packs/profile/");
+    s.env
+        .bare_cmd(["run", "--server", &server.url, "--trust"])
+        .arg(s.env.path("server.pub"))
+        .arg("--cache-dir")
+        .arg(s.env.path("run-cache"))
+        .args(["--no-profile", "web", "--", "/bin/bash", "-c", SCRIPT])
+        .success();
+    assert_eq!(answered(&server.log(), "/v1/packs/profile/"), before);
 }

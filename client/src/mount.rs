@@ -347,7 +347,13 @@ pub(crate) async fn load(
         other => other?,
     };
     crate::service::keep_version(commit, &decoded, &trees);
-    crate::profile::remember(commit, &decoded);
+    if let Some(view) = known {
+        let value = decoded
+            .body
+            .extensions
+            .get(canopy_protocol::profile::EXTENSION);
+        view.remember_profile(commit, value.cloned());
+    }
     Ok((
         RootVersion {
             commit,

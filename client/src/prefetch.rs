@@ -380,7 +380,7 @@ impl Prefetch {
         wanted: Vec<Member>,
     ) {
         let size: u64 = members.iter().map(|m| m.size).sum();
-        let kib = ((size >> 10) as u32).clamp(1, (IN_FLIGHT >> 10) as u32);
+        let kib = (size >> 10).clamp(1, IN_FLIGHT >> 10) as u32;
         let hold = HOLD.saturating_sub(self.demand.idle(HOLD).await);
         let (Ok(_request), Ok(_bytes)) = (
             self.requests.clone().acquire_owned().await,

@@ -31,9 +31,12 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+
+/// Commits a replayer remembers having considered.
+const CONSIDERED: NonZeroUsize = NonZeroUsize::new(256).expect("non-zero");
 
 /// Something a replay request in flight is to bring.
 #[derive(Default)]
@@ -68,6 +71,9 @@ struct Counts {
     files: AtomicU64,
     bytes: AtomicU64,
     requests: AtomicU64,
+    /// Pack parts asked for, and those that failed.
+    parts: AtomicU64,
+    failed: AtomicU64,
 }
 
 /// A mount's replayer of access profiles.
@@ -85,8 +91,9 @@ pub struct Replay {
     share: u64,
     /// Most a reader waits for a request in flight to bring its file.
     wait_limit: Duration,
-    /// Commits whose profiles were considered.
-    considered: Mutex<HashSet<CommitId>>,
+    /// Commits whose profiles were considered (the latest [`CONSIDERED`]); one whose
+    /// replay failed is forgotten, and replayed again when shown again.
+    considered: Mutex<LruCache<CommitId, ()>>,
     pending: Mutex<HashMap<ObjectId, Arc<Arrival>>>,
     requests: Arc<Semaphore>,
     /// Permits are KiB in flight.
@@ -121,7 +128,7 @@ impl Replay {
             view,
             rt: Some(rt),
             share: cache_size / prefetch::SHARE,
-            considered: Mutex::new(HashSet::new()),
+            considered: Mutex::new(LruCache::new(CONSIDERED)),
             pending: Mutex::new(HashMap::new()),
             requests: Arc::new(Semaphore::new(prefetch::REQUESTS)),
             bytes: Arc::new(Semaphore::new((prefetch::IN_FLIGHT >> 10) as usize)),
@@ -149,11 +156,12 @@ impl Replay {
             let Some(version) = self.view.root(&name) else {
                 continue;
             };
-            if !self
+            if self
                 .considered
                 .lock()
                 .expect("replay lock")
-                .insert(version.commit)
+                .put(version.commit, ())
+                .is_some()
             {
                 continue;
             }
@@ -167,6 +175,11 @@ impl Replay {
                 });
             }
         }
+    }
+
+    /// Forgets that commit `commit` was considered: it is replayed when shown again.
+    fn forget(&self, commit: CommitId) {
+        self.considered.lock().expect("replay lock").pop(&commit);
     }
 
     /// Waits, within a request's deadline, if a replay request in flight is bringing
@@ -186,6 +199,7 @@ impl Replay {
             Ok(None) => return,
             Err(e) => {
                 tracing::warn!("{entry}: not replaying the profile of commit {commit}: {e}");
+                self.forget(commit);
                 return;
             }
         };
@@ -196,6 +210,7 @@ impl Replay {
                     "{entry}: not replaying the profile of commit {commit}: the view lacks its \
                      tree {t}"
                 );
+                self.forget(commit);
                 return;
             }
         };
@@ -204,6 +219,8 @@ impl Replay {
         };
         let counts = Arc::new(Counts::default());
         let mut budget = self.share;
+        // Whether the share refused a file (the profile is larger than it).
+        let mut refused = false;
         let mut tasks = tokio::task::JoinSet::new();
         // Parts and large files alternate, each in profile order: a program's first
         // needs are usually its binary and libraries (large) and its first modules.
@@ -219,6 +236,7 @@ impl Replay {
                 let mut wanted = Vec::new();
                 for m in members.iter().filter(|m| !cache.contains(&m.blob.0)) {
                     if !take(&mut budget, m.size) {
+                        refused = true;
                         break;
                     }
                     wanted.push(*m);
@@ -232,14 +250,17 @@ impl Replay {
             }
             if let Some(m) = file
                 && !cache.contains(&m.blob.0)
-                && take(&mut budget, m.size)
             {
+                if !take(&mut budget, m.size) {
+                    refused = true;
+                    continue;
+                }
                 let this = self.clone();
                 let counts = counts.clone();
                 tasks.spawn(async move { this.large(m, &counts).await });
             }
         }
-        if budget == 0 {
+        if refused {
             tracing::info!(
                 "{entry}: the profile of commit {commit} is larger than its share of the cache \
                  (1/{} of --cache-size): only its first files are replayed",
@@ -247,11 +268,20 @@ impl Replay {
             );
         }
         while tasks.join_next().await.is_some() {}
+        let parts = counts.parts.load(Ordering::Relaxed);
+        if parts > 0 && counts.failed.load(Ordering::Relaxed) == parts {
+            tracing::warn!(
+                "{entry}: every pack part of the profile of commit {commit} failed: it is \
+                 replayed again when the mount next looks for new versions"
+            );
+            self.forget(commit);
+            return;
+        }
         tracing::info!(
             "{entry}: replayed the profile of commit {commit} ({} paths, recorded with {:?}): \
              {} files, {} bytes in {} requests, {:?}",
             profile.paths.len(),
-            profile.command.join(" "),
+            canopy_protocol::Escaped(profile.command.join(" ").as_bytes()).to_string(),
             counts.files.load(Ordering::Relaxed),
             counts.bytes.load(Ordering::Relaxed),
             counts.requests.load(Ordering::Relaxed),
@@ -260,10 +290,10 @@ impl Replay {
     }
 
     /// The profile commit `commit` carries: as it was when the commit was loaded and
-    /// verified in this process ([`remember`]), or else read again by id and checked
-    /// against the trusted key.
+    /// verified for the view, or else read again by id and checked against the trusted
+    /// key.
     async fn profile(&self, commit: CommitId) -> Result<Option<Profile>, String> {
-        let known = LOADED.lock().expect("profiles lock").get(&commit).cloned();
+        let known = self.view.profile_of(&commit);
         if let Some(value) = known {
             return match value {
                 None => Ok(None),
@@ -291,7 +321,7 @@ impl Replay {
         tokio::sync::OwnedSemaphorePermit,
         tokio::sync::OwnedSemaphorePermit,
     )> {
-        let kib = ((bytes >> 10) as u32).clamp(1, (prefetch::IN_FLIGHT >> 10) as u32);
+        let kib = kib_permits(bytes);
         let request = self.requests.clone().acquire_owned().await.ok()?;
         let bytes = self.bytes.clone().acquire_many_owned(kib).await.ok()?;
         Some((request, bytes))
@@ -347,9 +377,14 @@ impl Replay {
             .map(|m| m.blob.0)
             .filter(|id| !cache.contains(id))
             .collect();
+        if wanted.is_empty() {
+            // Readers brought them meanwhile.
+            return;
+        }
         let mine = self.expect(wanted.iter().copied());
         let arrivals: HashMap<ObjectId, Arc<Arrival>> = mine.iter().cloned().collect();
         counts.requests.fetch_add(1, Ordering::Relaxed);
+        counts.parts.fetch_add(1, Ordering::Relaxed);
         let path = format!("v1/packs/profile/{commit}/{n}");
         let result = self
             .remote
@@ -381,6 +416,7 @@ impl Replay {
                     );
                 }
             } else {
+                counts.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("profile replay of commit {commit} part {n}: {e}");
             }
         }
@@ -423,15 +459,10 @@ impl Replay {
     }
 }
 
-/// Profiles of commits this process loaded and verified, by commit, so a replay needs
-/// no second fetch of the commit (a round trip before its first request).
-static LOADED: LazyLock<Mutex<LruCache<CommitId, Option<Vec<u8>>>>> =
-    LazyLock::new(|| Mutex::new(LruCache::new(NonZeroUsize::new(64).expect("non-zero"))));
-
-/// Notes the profile of `commit` (`decoded`), which was just fetched and verified.
-pub(crate) fn remember(commit: CommitId, decoded: &Commit) {
-    let value = decoded.body.extensions.get(profile::EXTENSION).cloned();
-    LOADED.lock().expect("profiles lock").put(commit, value);
+/// The KiB permits of a request for `bytes`: at least one, at most all there are;
+/// clamped before narrowing, so a size past 4 TiB cannot wrap to a few permits.
+fn kib_permits(bytes: u64) -> u32 {
+    (bytes >> 10).clamp(1, prefetch::IN_FLIGHT >> 10) as u32
 }
 
 /// Takes `bytes` from `budget` if it holds them; else empties it (nothing after a file
@@ -499,5 +530,31 @@ impl Objects for Recording {
 
     fn used(&self) -> u64 {
         self.inner.used()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permits_are_clamped_before_narrowing() {
+        let all = (prefetch::IN_FLIGHT >> 10) as u32;
+        assert_eq!(kib_permits(0), 1);
+        assert_eq!(kib_permits(5 << 10), 5);
+        // 4 TiB + 1 KiB would wrap to 1 permit as a u32.
+        assert_eq!(kib_permits((1 << 42) + 1024), all);
+        assert_eq!(kib_permits(u64::MAX), all);
+    }
+
+    #[test]
+    fn the_share_refuses_what_does_not_fit_and_what_follows() {
+        let mut budget = 10;
+        assert!(take(&mut budget, 10));
+        assert_eq!(budget, 0);
+        assert!(take(&mut budget, 0));
+        let mut budget = 10;
+        assert!(!take(&mut budget, 11));
+        assert!(!take(&mut budget, 1));
     }
 }

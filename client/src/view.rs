@@ -84,7 +84,13 @@ pub struct View {
     history: RwLock<Vec<Installed>>,
     inodes: RwLock<Inodes>,
     watch: Mutex<Watch>,
+    /// The `profile` extension of commits loaded and verified for this view, by commit
+    /// (`None`: it has none), so a replay needs no second fetch of the commit.
+    profiles: Mutex<lru::LruCache<CommitId, Option<Vec<u8>>>>,
 }
+
+/// Commits whose profiles a view keeps.
+const PROFILES: std::num::NonZeroUsize = std::num::NonZeroUsize::new(64).expect("non-zero");
 
 /// Who is told what a change made stale ([`View::watch`]), and what went stale before
 /// anyone watched.
@@ -136,7 +142,22 @@ impl View {
             history: RwLock::new(Vec::new()),
             inodes: RwLock::new(inodes),
             watch: Mutex::new(Watch::default()),
+            profiles: Mutex::new(lru::LruCache::new(PROFILES)),
         }
+    }
+
+    /// Notes the `profile` extension `value` of `commit`, just loaded and verified.
+    pub(crate) fn remember_profile(&self, commit: CommitId, value: Option<Vec<u8>>) {
+        self.profiles.lock().expect("view lock").put(commit, value);
+    }
+
+    /// The `profile` extension of `commit` if it was noted ([`View::remember_profile`]).
+    pub(crate) fn profile_of(&self, commit: &CommitId) -> Option<Option<Vec<u8>>> {
+        self.profiles
+            .lock()
+            .expect("view lock")
+            .get(commit)
+            .cloned()
     }
 
     /// Has `watcher` told, after every change of the view, what it made stale (names

@@ -100,6 +100,13 @@ pub struct RunArgs {
     /// With --server: give up on a server that does not answer within this long
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub timeout: std::time::Duration,
+    /// With --server: do not replay the root's access profile (`canopy profile`) into a
+    /// cold cache as the command starts
+    #[arg(long, requires = "servers")]
+    pub no_profile: bool,
+    /// With --server: ask servers for zstd-compressed objects (slow links)
+    #[arg(long, requires = "servers")]
+    pub compress: bool,
     /// Run this commit of the root (full id or unique prefix) instead of its current one
     #[arg(long)]
     pub commit: Option<String>,

@@ -40,6 +40,8 @@ without fetching anything but the commit, and hosts that mount it with a cold ca
 fetch those files first, many per request, before the program asks for them. Later
 versions of the root (canopy upgrade, canopy assemble) keep the profile: it names
 paths, which then name the new version's files. Record again to replace it.
+Nothing is written when the command could not run (exit status 125, 126 or 127) or
+when the root moved to another commit while it ran (record again on the new one).
 
 Examples:
   canopy profile record web -- /usr/bin/python3 -c 'import json, ssl'

@@ -83,8 +83,8 @@ fn start(store: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
             // As `canopy mount`'s default --min-rate.
             min_rate: 64 << 10,
             prefetch: false,
-            compress: false,
-            profile: true,
+            compress: args.compress,
+            profile: !args.no_profile,
         };
         let commit = args
             .commit

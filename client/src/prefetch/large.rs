@@ -94,7 +94,7 @@ impl Prefetch {
     }
 
     async fn fetch_large_into_cache(&self, id: &ObjectId, size: u64) {
-        let kib = ((size >> 10) as u32).clamp(1, (IN_FLIGHT >> 10) as u32);
+        let kib = (size >> 10).clamp(1, IN_FLIGHT >> 10) as u32;
         let hold = HOLD.saturating_sub(self.demand.idle(HOLD).await);
         let (Ok(_large), Ok(_bytes)) = (
             self.large.clone().acquire_owned().await,

@@ -19,14 +19,30 @@ use std::sync::{Arc, Mutex};
 /// Commits whose plans are kept.
 const PLANS: usize = 64;
 
-/// Plans computed, by commit.
-pub(super) struct Plans(Mutex<LruCache<CommitId, Arc<Plan>>>);
+/// A commit's plan: computed once, by the first request that needs it, while the
+/// requests for its other parts (and other hosts') wait for that one computation. One
+/// that fails is not kept: the next request computes it again.
+type Slot = Arc<tokio::sync::OnceCell<Arc<Plan>>>;
+
+/// Plans computed or being computed, by commit.
+pub(super) struct Plans(Mutex<LruCache<CommitId, Slot>>);
 
 impl Default for Plans {
     fn default() -> Self {
         Plans(Mutex::new(LruCache::new(
             NonZeroUsize::new(PLANS).expect("non-zero"),
         )))
+    }
+}
+
+impl Plans {
+    /// The slot of commit `id`'s plan.
+    fn slot(&self, id: CommitId) -> Slot {
+        self.0
+            .lock()
+            .expect("plans lock")
+            .get_or_insert(id, Slot::default)
+            .clone()
     }
 }
 
@@ -43,26 +59,15 @@ pub(super) async fn answer(
     if let Some(same) = super::pack::not_modified(req, &etag) {
         return Ok(same);
     }
-    let kept = app
+    let plan = app
         .profile_plans
-        .0
-        .lock()
-        .expect("plans lock")
-        .get(&id)
-        .cloned();
-    let plan = match kept {
-        Some(plan) => plan,
-        None => {
+        .slot(id)
+        .get_or_try_init(|| {
             let store = app.store.clone();
-            let plan = Arc::new(blocking(move || plan_of(&store, id)).await?);
-            app.profile_plans
-                .0
-                .lock()
-                .expect("plans lock")
-                .put(id, plan.clone());
-            plan
-        }
-    };
+            async move { Ok::<_, Answer>(Arc::new(blocking(move || plan_of(&store, id)).await?)) }
+        })
+        .await?
+        .clone();
     let members = plan.parts.get(index).ok_or_else(|| {
         Answer::error(
             Status::NotFound,
