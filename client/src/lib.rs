@@ -11,6 +11,7 @@
 //! - [`fs`]: the FUSE front end over the view;
 //! - [`open_files`]: a mount's open files, handles and passthrough registrations;
 //! - [`mode_table`]: each open inode's I/O mode in shared memory, for a successor after a crash;
+//! - [`host`]: a host's client settings (servers, trust, cache, how to fetch);
 //! - [`mount`]: putting it together for `canopy mount`;
 //! - [`handover`]: a live mount passed from one process to the next;
 //! - [`session`]: a `canopy mount` process from start (fresh, taken over, resumed) to end;
@@ -22,6 +23,7 @@
 pub mod demand;
 pub mod fs;
 pub mod handover;
+pub mod host;
 pub mod mode_table;
 pub mod mount;
 pub mod objects;

@@ -40,7 +40,7 @@
 
 use crate::demand::{Demand, Fetching};
 use crate::fs::CanopyFs;
-use crate::mount::HostConfig;
+use crate::host::HostConfig;
 use crate::objects::Fetched;
 use crate::remote::Remote;
 use crate::view::View;

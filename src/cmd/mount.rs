@@ -3,7 +3,8 @@
 use super::terminated;
 use crate::cli::{HostArgs, MountArgs};
 use anyhow::{Context, Result, bail};
-use canopy_client::mount::{self, HostConfig, MountConfig};
+use canopy_client::host::HostConfig;
+use canopy_client::mount::{self, MountConfig};
 use canopy_client::service::Stored;
 use canopy_client::view::Scope;
 use canopy_protocol::VerifyingKey;

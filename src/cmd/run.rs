@@ -5,7 +5,7 @@
 use super::{find_in_log, head, print_json, store_path};
 use crate::cli::RunArgs;
 use anyhow::{Context, Result, bail};
-use canopy_client::mount::HostConfig;
+use canopy_client::host::HostConfig;
 use canopy_client::objects::Local;
 use canopy_client::run::{self, Bind, Label, RunConfig, RunError, Source};
 use canopy_client::view::{RootVersion, Scope, View};

@@ -21,7 +21,8 @@ pub mod signals;
 pub mod source;
 pub mod state;
 
-use crate::mount::{HostConfig, MountError, current, load, verified_commit};
+use crate::host::HostConfig;
+use crate::mount::{MountError, current, load, verified_commit};
 use crate::objects::Fetched;
 use crate::view::{Scope, View};
 use canopy_cache::Cache;

@@ -19,7 +19,8 @@ mod state;
 mod store;
 
 use crate::handover;
-use crate::mount::{HostConfig, MountError, umount_lazily};
+use crate::host::HostConfig;
+use crate::mount::{MountError, umount_lazily};
 use control::MountServer;
 pub use control::{ServerError, shows};
 use driver::Driver;
