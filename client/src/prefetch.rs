@@ -40,9 +40,6 @@
 
 use crate::arrivals::{Arrival, Arrivals, Bounds, Endpoint};
 use crate::demand::{Demand, Fetching};
-use crate::fs::CanopyFs;
-use crate::host::HostConfig;
-use crate::objects::Fetched;
 use crate::remote::Remote;
 use crate::view::View;
 use canopy_cache::Cache;
@@ -453,35 +450,6 @@ impl Drop for Prefetch {
             rt.shutdown_background();
         }
     }
-}
-
-/// The filesystem of a host that fetches from servers: `view`, with contents fetched
-/// from `remote` into `cache` and, unless `host.prefetch` is off, directories
-/// prefetched; profiles replayed into `cache` by `replay`, if given.
-pub(crate) fn filesystem(
-    host: &HostConfig,
-    view: &Arc<View>,
-    remote: &Arc<Remote>,
-    rt: &tokio::runtime::Handle,
-    cache: Arc<Cache>,
-    replay: Option<&Arc<crate::profile::Replay>>,
-) -> CanopyFs {
-    if let Some(r) = replay {
-        r.attach(cache.clone());
-    }
-    let objects =
-        Fetched::new(cache.clone(), remote.clone(), rt.clone()).with_replay(replay.cloned());
-    if !host.prefetch {
-        return CanopyFs::new(view.clone(), Arc::new(objects), host.passthrough);
-    }
-    let Some(prefetch) = Prefetch::new(cache, remote.clone(), view.clone(), host.cache_size) else {
-        return CanopyFs::new(view.clone(), Arc::new(objects), host.passthrough);
-    };
-    if let Some(r) = replay {
-        r.holding(prefetch.clone());
-    }
-    let objects = objects.with_prefetch(prefetch.clone());
-    CanopyFs::new(view.clone(), Arc::new(objects), host.passthrough).with_prefetch(prefetch)
 }
 
 #[cfg(test)]
