@@ -5,15 +5,13 @@
 //! on the way fails that file alone (EIO); a bogus profile is refused and the root still
 //! works; a small cache bound holds while a profile larger than its share replays.
 
-use crate::cold::{cached_bytes, tamper};
+use crate::cold::cached_bytes;
 use crate::debs::{self, ROOT_PACKAGES};
-use crate::mount::{Mount, Server, eventually, read};
-use crate::proxy::TcpProxy;
+use crate::mount::{Mount, Server, answered, eventually, read};
+use crate::proxy::{TcpProxy, copy, rewrite, tamper};
 use crate::util::{Canopy, cmd, sha256_file};
 use canopy_protocol::profile::Profile;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -109,13 +107,6 @@ fn shared() -> &'static Shared {
             large,
         }
     })
-}
-
-/// Requests the server answered whose URI starts with `prefix`.
-fn answered(log: &str, prefix: &str) -> usize {
-    log.lines()
-        .filter(|l| l.contains("answered") && l.contains(&format!("uri={prefix}")))
-        .count()
 }
 
 /// The cache file of the content of `file`.
@@ -510,33 +501,6 @@ fn a_following_host_replays_a_profile_recorded_later_and_kept_by_upgrades() {
     mount.stop();
 }
 
-/// Copies `src` to `dst`; while `broken` is set, `needle` becomes `!` and the rest of
-/// it (a request line arrives in one read).
-fn pass(mut src: TcpStream, mut dst: TcpStream, needle: &[u8], broken: &AtomicBool) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match src.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let chunk = &mut buf[..n];
-        if !needle.is_empty() && broken.load(Ordering::Relaxed) {
-            let last = needle.len() - 1;
-            let mut i = 0;
-            while i + needle.len() <= chunk.len() {
-                if chunk[i..i + needle.len()] == *needle {
-                    chunk[i + last] = b'!';
-                }
-                i += 1;
-            }
-        }
-        if dst.write_all(chunk).is_err() {
-            break;
-        }
-    }
-    let _ = dst.shutdown(Shutdown::Write);
-}
-
 #[test]
 fn a_replay_that_failed_is_replayed_again_and_run_can_turn_it_off() {
     let s = shared();
@@ -548,12 +512,13 @@ fn a_replay_that_failed_is_replayed_again_and_run_can_turn_it_off() {
     // Profile pack requests ask for a bad id (400) while `broken` is set.
     let broken = Arc::new(AtomicBool::new(true));
     let needle = format!("/v1/packs/profile/{}", &commit[..1]).into_bytes();
+    let mut bad = needle.clone();
+    *bad.last_mut().unwrap() = b'!';
     let b = broken.clone();
-    let never = Arc::new(AtomicBool::new(false));
     let proxy = TcpProxy::start(
         &server.url,
-        Arc::new(move |c, s, _: &AtomicBool| pass(c, s, &needle, &b)),
-        Arc::new(move |s, c, _: &AtomicBool| pass(s, c, b"", &never)),
+        Arc::new(move |c, s, _: &AtomicBool| rewrite(c, s, &needle, &bad, &b)),
+        Arc::new(|s, c, _: &AtomicBool| copy(s, c)),
     );
     let mount = Mount::start(
         &s.env,
