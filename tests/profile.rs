@@ -3,13 +3,16 @@
 //! empty cache) replays it before any program runs: the files arrive byte-identical in
 //! a few requests, and the program then runs with no object requests. A member altered
 //! on the way fails that file alone (EIO); a bogus profile is refused and the root still
-//! works; a small cache bound holds while a profile larger than its share replays.
+//! works; a small cache bound holds while a profile larger than its share replays; a
+//! server from before profile packs (404) is asked for nothing ahead of use, serves
+//! every file, and the mount says so once.
 
 use crate::cold::cached_bytes;
 use crate::debs::{self, ROOT_PACKAGES};
 use crate::mount::{Mount, Server, answered, eventually, read};
-use crate::proxy::{TcpProxy, copy, rewrite, tamper};
-use crate::util::{Canopy, cmd, sha256_file};
+use crate::proxy::{self, TcpProxy, copy, rewrite, tamper};
+use crate::util::{Canopy, assert_same_tree, cmd, sha256_file};
+use canopy_protocol::pack::MEMBER_MAX;
 use canopy_protocol::profile::Profile;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -558,4 +561,65 @@ fn a_replay_that_failed_is_replayed_again_and_run_can_turn_it_off() {
         .args(["--no-profile", "web", "--", "/bin/bash", "-c", SCRIPT])
         .success();
     assert_eq!(answered(&server.log(), "/v1/packs/profile/"), before);
+}
+
+#[test]
+fn a_server_without_profile_packs_replays_nothing_and_serves_every_file() {
+    let s = shared();
+    let server = Server::start(&s.env, "127.0.0.1:0");
+    // As a server from before profile packs: it answers them 404 "no such endpoint",
+    // and objects as before.
+    let proxy = proxy::without(&server.url, "/v1/packs/profile/");
+    // Following: each look for new versions could try (and log) again.
+    let mount = Mount::start(
+        &s.env,
+        "old-server",
+        &proxy.url,
+        &[
+            "--root",
+            "web",
+            "--no-prefetch",
+            "--follow",
+            "--interval",
+            "200ms",
+        ],
+    );
+    let said = "the server has no profile packs";
+    eventually(
+        Duration::from_secs(60),
+        || {
+            format!(
+                "the mount did not say the server lacks profile packs:\n{}",
+                mount.log()
+            )
+        },
+        || mount.log().contains(said).then_some(()),
+    );
+    // Nothing came ahead of use, not even the large files, which need no pack.
+    let large: Vec<&String> = s
+        .paths
+        .iter()
+        .filter(|p| fs::metadata(s.reference.join(p)).unwrap().len() > MEMBER_MAX)
+        .collect();
+    assert!(!large.is_empty(), "the profile has no large file");
+    let log = server.log();
+    for path in large {
+        let id = sha256_file(&s.reference.join(path));
+        assert_eq!(
+            answered(&log, &format!("/v1/objects/{id} ")),
+            0,
+            "{path} was replayed from a server without profile packs:\n{log}"
+        );
+    }
+    assert_same_tree(&s.reference, &mount.dir);
+    let log = server.log();
+    assert_eq!(answered(&log, "/v1/packs/profile/"), 0, "{log}");
+    assert!(answered(&log, "/v0/packs/profile/") > 0, "{log}");
+    let mount_log = mount.log();
+    assert_eq!(mount_log.matches(said).count(), 1, "{mount_log}");
+    assert!(
+        !mount_log.contains("replayed the profile") && !mount_log.contains("profile replay of"),
+        "{mount_log}"
+    );
+    mount.stop();
 }
