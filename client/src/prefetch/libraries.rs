@@ -82,6 +82,9 @@ pub(super) struct Libraries {
     handle: OnceLock<tokio::runtime::Handle>,
     /// Files opened whose content has not arrived yet, by object.
     waiting: Mutex<LruCache<ObjectId, Found>>,
+    /// (directory inode, object) pairs opened already: a program opening one file
+    /// again and again costs one look-up each time.
+    opened: Mutex<LruCache<(u64, ObjectId), ()>>,
     /// (root, object) pairs examined or fetched already.
     seen: Mutex<LruCache<(TreeId, ObjectId), ()>>,
     /// Each root's `ld.so.cache`, by root tree and ELF machine.
@@ -95,6 +98,7 @@ impl Default for Libraries {
         Libraries {
             handle: OnceLock::new(),
             waiting: Mutex::new(LruCache::new(n(WAITING))),
+            opened: Mutex::new(LruCache::new(n(SEEN))),
             seen: Mutex::new(LruCache::new(n(SEEN))),
             ld_caches: Mutex::new(LruCache::new(n(LD_CACHES))),
             bounds: Bounds::new(REQUESTS),
@@ -111,6 +115,13 @@ impl Prefetch {
     /// File `ino` (content `blob`), looked up in directory `parent`, is being opened:
     /// if it may be an ELF object, its libraries are fetched once it is in the cache.
     pub(super) fn opening_object(self: &Arc<Self>, parent: u64, blob: &ObjectId) {
+        let again = {
+            let mut opened = self.libraries.opened.lock().expect("prefetch lock");
+            opened.put((parent, *blob), ()).is_some()
+        };
+        if again {
+            return;
+        }
         let Some((root, dir)) = self.view.dir_place(parent) else {
             return;
         };
