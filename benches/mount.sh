@@ -7,7 +7,8 @@
 #      20,000 times, and 20 warm starts of bash and python3 in a chroot of the root,
 #      through the mount (passthrough on / off) vs a `canopy checkout` on
 #      disk and vs the floor of any FUSE mount (client/examples/fuse_floor.rs: the same
-#      tree served from memory with canopy's session settings), variants interleaved
+#      tree served from memory with canopy's session settings; and the same with OPEN
+#      answered ENOSYS, so opens cost no round trip), variants interleaved
 #   2. cold: `canopy mount` start to "mounted at" + `find | wc -l`, and
 #      `chroot ROOT /bin/bash -c true`, with an empty cache and dropped page cache,
 #      vs the same on the checkout after dropping the page cache
@@ -267,13 +268,15 @@ start_mount() {
     is_mounted "$mnt" || fail_step "canopy mount said \"$LINE\" but $mnt is not a mountpoint" "$LOGS/mount-$name.err"
 }
 
-# start_floor MNT: the floor file system serving the checkout at MNT (see fuse_floor.rs).
+# start_floor MNT [--no-open]: the floor file system serving the checkout at MNT (see
+# fuse_floor.rs).
 start_floor() {
     local mnt=$1 name
+    shift
     name=$(basename "$mnt")
     mkdir -p "$mnt"
     : >"$LOGS/mount-$name.out"
-    "$FLOOR" "$CO" "$mnt" >"$LOGS/mount-$name.out" 2>"$LOGS/mount-$name.err" &
+    "$FLOOR" "$@" "$CO" "$mnt" >"$LOGS/mount-$name.out" 2>"$LOGS/mount-$name.err" &
     MOUNT_PID[$mnt]=$!
     wait_line "$LOGS/mount-$name.out" '^mounted at ' "${MOUNT_PID[$mnt]}" "fuse_floor ($name)"
 }
@@ -371,9 +374,11 @@ if want warm; then
     # pinned root (a switch has the kernel forget what it changed).
     start_mount "$M_PT" "$TMP/cache-pt" --root base --follow --interval 10s
     start_mount "$M_NP" "$TMP/cache-nopt" --root base --no-passthrough --follow --interval 10s
-    declare -A WDIR=([ext4]=$CO [pt]=$M_PT [nopt]=$M_NP [floor]=$TMP/mnt-floor)
-    WARM_VARIANTS=(ext4 pt nopt floor)
+    declare -A WDIR=([ext4]=$CO [pt]=$M_PT [nopt]=$M_NP [floor]=$TMP/mnt-floor [noopen]=$TMP/mnt-noopen)
+    WARM_VARIANTS=(ext4 pt nopt floor noopen)
     start_floor "${WDIR[floor]}"
+    # The floor without OPEN/RELEASE round trips: what stands between FUSE and the disk.
+    start_floor "${WDIR[noopen]}" --no-open
     if [[ -n $COMPARE ]]; then
         # The second binary, same options as the first's passthrough mount.
         WDIR[cmp]=$TMP/mnt-cmp
@@ -659,6 +664,7 @@ report() {
             row "$label: mount, passthrough" "$(m "w_${w}_pt")" "$(m "w_${w}_ext4")"
             row "$label: mount, --no-passthrough" "$(m "w_${w}_nopt")" "$(m "w_${w}_ext4")"
             row "$label: FUSE floor (memory)" "$(m "w_${w}_floor")" "$(m "w_${w}_ext4")"
+            row "$label: FUSE floor without opens (OPEN: ENOSYS)" "$(m "w_${w}_noopen")" "$(m "w_${w}_ext4")"
             row "  mount, passthrough vs the FUSE floor" "$(m "w_${w}_pt")" "$(m "w_${w}_floor")"
             if [[ -n $COMPARE ]]; then
                 row "  --compare binary, passthrough (vs ext4)" "$(m "w_${w}_cmp")" "$(m "w_${w}_ext4")"
