@@ -1,7 +1,11 @@
 //! A host's client settings: servers, trust, cache and how objects are fetched.
 
+use crate::fs::CanopyFs;
 use crate::handover::Options;
 use crate::mount::MountError;
+use crate::objects::Fetched;
+use crate::prefetch::Prefetch;
+use crate::profile::Replay;
 use crate::remote::Remote;
 use crate::view::View;
 use canopy_cache::{Cache, CacheError};
@@ -42,15 +46,40 @@ pub struct HostConfig {
 
 impl HostConfig {
     /// The replayer of profiles for `view`, unless `profile` is off.
-    pub(crate) fn replay(
-        &self,
-        view: &Arc<View>,
-        remote: &Arc<Remote>,
-    ) -> Option<Arc<crate::profile::Replay>> {
+    pub(crate) fn replay(&self, view: &Arc<View>, remote: &Arc<Remote>) -> Option<Arc<Replay>> {
         if !self.profile {
             return None;
         }
-        crate::profile::Replay::new(view.clone(), remote.clone(), self.trust, self.cache_size)
+        Replay::new(view.clone(), remote.clone(), self.trust, self.cache_size)
+    }
+
+    /// The file system of a host that fetches from servers: `view`, with contents
+    /// fetched from `remote` on `rt` into `cache` and, unless `prefetch` is off,
+    /// directories prefetched; profiles replayed into `cache` by `replay` (from
+    /// [`HostConfig::replay`]), if given.
+    pub(crate) fn filesystem(
+        &self,
+        view: &Arc<View>,
+        remote: &Arc<Remote>,
+        rt: &tokio::runtime::Handle,
+        cache: Arc<Cache>,
+        replay: Option<&Arc<Replay>>,
+    ) -> CanopyFs {
+        let objects =
+            Fetched::new(cache.clone(), remote.clone(), rt.clone()).with_replay(replay.cloned());
+        // Prefetch::new starts a runtime of its own: not when prefetch is off.
+        let prefetch = self
+            .prefetch
+            .then(|| Prefetch::new(cache, remote.clone(), view.clone(), self.cache_size))
+            .flatten();
+        let Some(prefetch) = prefetch else {
+            return CanopyFs::new(view.clone(), Arc::new(objects), self.passthrough);
+        };
+        if let Some(r) = replay {
+            r.holding(prefetch.clone());
+        }
+        let objects = objects.with_prefetch(prefetch.clone());
+        CanopyFs::new(view.clone(), Arc::new(objects), self.passthrough).with_prefetch(prefetch)
     }
 }
 

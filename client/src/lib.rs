@@ -20,6 +20,7 @@
 //! - [`volume`]: the Docker volume plugin, `canopy volume-plugin`.
 #![warn(missing_docs)]
 
+pub mod arrivals;
 pub mod demand;
 pub mod fs;
 pub mod handover;

@@ -78,8 +78,12 @@ impl Fetched {
         self
     }
 
-    /// Reads what a profile's replay is bringing from it rather than fetching it again.
+    /// Reads what a profile's replay is bringing from it rather than fetching it again,
+    /// and has the replay fill this cache.
     pub fn with_replay(mut self, replay: Option<Arc<Replay>>) -> Self {
+        if let Some(r) = &replay {
+            r.attach(self.cache.clone());
+        }
         self.replay = replay;
         self
     }

@@ -26,8 +26,8 @@
 //!   ([`SHARE`]); objects go in only where the cache can make room by evicting unpinned
 //!   ones ([`Cache::offer`]), so the cache bound holds and nothing open is evicted;
 //! - every member is verified against its id before it goes into the cache;
-//! - a reader of a file that a pack in flight is bringing waits for that pack if at
-//!   most [`AHEAD`] bytes of it come first (within the pack's own deadline: `--timeout`
+//! - a reader of a file that a pack in flight is bringing waits for that pack if little
+//!   of it comes first ([`crate::arrivals`]; within the pack's own deadline: `--timeout`
 //!   and its size at `--min-rate`), rather than fetching it a second time; further
 //!   behind, or if the pack did not bring it, the file is fetched alone;
 //! - packs are fetched, hashed and written on a runtime of their own, one thread at a
@@ -38,10 +38,8 @@
 //! A server without the pack endpoint (from before it, or a cache that passes only
 //! objects) turns prefetch off for the mount's life, with one line in the log.
 
+use crate::arrivals::{Arrival, Arrivals, Bounds, Endpoint};
 use crate::demand::{Demand, Fetching};
-use crate::fs::CanopyFs;
-use crate::host::HostConfig;
-use crate::objects::Fetched;
 use crate::remote::Remote;
 use crate::view::View;
 use canopy_cache::Cache;
@@ -50,10 +48,9 @@ use canopy_protocol::{EntryKind, ObjectId, Tree, TreeId};
 use lru::LruCache;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
 
 mod large;
 
@@ -64,9 +61,6 @@ pub const IN_FLIGHT: u64 = 4 * pack::PART_MAX;
 /// The share of the cache (1/SHARE of its bound) that objects prefetched and not yet
 /// opened may take.
 pub const SHARE: u64 = 4;
-/// A reader waits for a pack to bring its file only if at most this many bytes of the
-/// pack come before it; further behind, fetching it alone (one round trip) is sooner.
-const AHEAD: u64 = 256 << 10;
 /// Longest a pack is held back, in all, while readers' own fetches are under way (a
 /// walk over a tree fetches without pause: its packs then go on beside it).
 pub const HOLD: Duration = Duration::from_secs(1);
@@ -83,34 +77,6 @@ const WALK: Duration = Duration::from_secs(2);
 const LAST: usize = 1 << 12;
 /// Directories remembered as prefetched already.
 const ASKED: usize = 1 << 14;
-
-/// Something a pack in flight is to bring.
-struct Arrival {
-    done: Mutex<bool>,
-    cond: Condvar,
-    /// Where its bytes start in the pack's answer.
-    start: u64,
-    /// How far the pack's answer has been received (up to the end of its last member
-    /// delivered).
-    received: Arc<AtomicU64>,
-    /// Longest a reader waits for it.
-    wait: Duration,
-}
-
-impl Arrival {
-    fn finish(&self) {
-        *self.done.lock().expect("arrival lock") = true;
-        self.cond.notify_all();
-    }
-
-    /// Whether waiting for it beats fetching it alone: only if little of the pack is
-    /// still to come before it.
-    fn near(&self) -> bool {
-        self.start
-            .saturating_sub(self.received.load(Ordering::Relaxed))
-            <= AHEAD
-    }
-}
 
 /// Objects prefetched and not opened since.
 #[derive(Default)]
@@ -144,15 +110,16 @@ pub struct Prefetch {
     walk_until: Mutex<Option<Instant>>,
     /// Directories (by tree) whose packs were asked for.
     asked: Mutex<LruCache<TreeId, ()>>,
-    pending: Mutex<HashMap<ObjectId, Arc<Arrival>>>,
+    /// What packs and large files under way are bringing.
+    arrivals: Arrivals,
     speculative: Mutex<Speculative>,
-    requests: Arc<Semaphore>,
-    /// Large files fetched ahead of use at once ([`large`]).
-    large: Arc<Semaphore>,
-    /// Permits are KiB of answers in flight.
-    bytes: Arc<Semaphore>,
-    /// Whether the server has packs (until it says otherwise).
-    supported: AtomicBool,
+    /// Pack requests and bytes in flight.
+    packs: Bounds,
+    /// Large files fetched ahead of use at once ([`large`]); their bytes count with
+    /// the packs'.
+    large: Bounds,
+    /// Whether the server has packs.
+    endpoint: Endpoint,
     /// Readers' own fetches under way: packs give way to them.
     demand: Demand,
     /// Replays of access profiles under way ([`Prefetch::hold`]).
@@ -190,6 +157,7 @@ impl Prefetch {
             .map_err(|e| tracing::warn!("prefetch is off: cannot start its runtime: {e}"))
             .ok()?;
         let wait_limit = remote.deadline(pack::PART_MAX);
+        let packs = Bounds::new(REQUESTS);
         Some(Arc::new(Prefetch {
             cache,
             remote,
@@ -202,12 +170,11 @@ impl Prefetch {
             listed: Mutex::new(VecDeque::new()),
             walk_until: Mutex::new(None),
             asked: Mutex::new(LruCache::new(NonZeroUsize::new(ASKED).expect("non-zero"))),
-            pending: Mutex::new(HashMap::new()),
+            arrivals: Arrivals::default(),
             speculative: Mutex::new(Speculative::default()),
-            requests: Arc::new(Semaphore::new(REQUESTS)),
-            large: Arc::new(Semaphore::new(large::LARGE)),
-            bytes: Arc::new(Semaphore::new((IN_FLIGHT >> 10) as usize)),
-            supported: AtomicBool::new(true),
+            large: packs.sharing_bytes(large::LARGE),
+            packs,
+            endpoint: Endpoint::default(),
             demand: Demand::default(),
             held: Arc::new(AtomicUsize::new(0)),
         }))
@@ -215,7 +182,7 @@ impl Prefetch {
 
     /// Notes that file `ino` was looked up in directory `parent`.
     pub fn looked_up(&self, parent: u64, ino: u64) {
-        if self.supported.load(Ordering::Relaxed) {
+        if self.endpoint.supported() {
             self.parents.lock().expect("prefetch lock").put(ino, parent);
         }
     }
@@ -224,7 +191,7 @@ impl Prefetch {
     /// small files if it is read in order (see the module's documentation), once per
     /// tree. Never waits.
     pub fn opening(self: &Arc<Self>, ino: u64, blob: &ObjectId) {
-        if !self.supported.load(Ordering::Relaxed) {
+        if !self.endpoint.supported() {
             return;
         }
         let parent = self
@@ -278,7 +245,7 @@ impl Prefetch {
     /// Directory `ino` is being listed: its first file opened next reads it in order;
     /// during a walk, its small files are prefetched at once.
     pub fn listing(self: &Arc<Self>, ino: u64) {
-        if !self.supported.load(Ordering::Relaxed) {
+        if !self.endpoint.supported() {
             return;
         }
         self.reads
@@ -380,12 +347,8 @@ impl Prefetch {
         wanted: Vec<Member>,
     ) {
         let size: u64 = members.iter().map(|m| m.size).sum();
-        let kib = (size >> 10).clamp(1, IN_FLIGHT >> 10) as u32;
         let hold = HOLD.saturating_sub(self.demand.idle(HOLD).await);
-        let (Ok(_request), Ok(_bytes)) = (
-            self.requests.clone().acquire_owned().await,
-            self.bytes.clone().acquire_many_owned(kib).await,
-        ) else {
+        let Some(_permits) = self.packs.permits(size).await else {
             return;
         };
         // Registered only now, so nobody waits for a request still queued.
@@ -397,26 +360,16 @@ impl Prefetch {
             starts.entry(m.blob.0).or_insert((offset, offset + m.size));
             offset += m.size;
         }
-        let mine: Vec<(ObjectId, Arc<Arrival>)> = {
-            let mut pending = self.pending.lock().expect("prefetch lock");
-            let mut mine = Vec::new();
-            for m in &wanted {
-                if pending.contains_key(&m.blob.0) || self.cache.contains(&m.blob.0) {
-                    continue;
-                }
-                let arrival = Arc::new(Arrival {
-                    done: Mutex::new(false),
-                    cond: Condvar::new(),
-                    start: starts[&m.blob.0].0,
-                    received: received.clone(),
-                    wait: self.wait_limit,
-                });
-                pending.insert(m.blob.0, arrival.clone());
-                mine.push((m.blob.0, arrival));
-            }
-            mine
-        };
-        let arrivals: HashMap<ObjectId, Arc<Arrival>> = mine.iter().cloned().collect();
+        let expected = self.arrivals.expect(
+            wanted.iter().map(|m| {
+                let start = starts[&m.blob.0].0;
+                (
+                    m.blob.0,
+                    Arrival::new(start, received.clone(), self.wait_limit),
+                )
+            }),
+            |id| self.cache.contains(id),
+        );
         let wanted: HashSet<ObjectId> = wanted.iter().map(|m| m.blob.0).collect();
         let result = self
             .remote
@@ -424,43 +377,28 @@ impl Prefetch {
                 if let Some((_, end)) = starts.get(&id) {
                     received.fetch_max(*end, Ordering::Relaxed);
                 }
-                if !wanted.contains(&id) {
-                    return;
-                }
-                match self.cache.offer(&id, &bytes) {
-                    Ok(true) => {
-                        let mut s = self.speculative.lock().expect("prefetch lock");
-                        if s.sizes.insert(id, bytes.len() as u64).is_none() {
-                            s.bytes += bytes.len() as u64;
-                        }
-                    }
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!("prefetch: {e}"),
-                }
-                if let Some(a) = arrivals.get(&id) {
-                    self.pending.lock().expect("prefetch lock").remove(&id);
-                    a.finish();
+                if wanted.contains(&id) && expected.deliver(&self.cache, id, &bytes, "prefetch") {
+                    self.speculate(id, bytes.len() as u64);
                 }
             })
             .await;
-        if let Err(e) = result {
-            if crate::pack::unsupported(&e) {
-                if self.supported.swap(false, Ordering::Relaxed) {
-                    tracing::info!(
-                        "the server has no directory packs ({e}): prefetch is off, files are \
-                         fetched one by one"
-                    );
-                }
-            } else {
-                tracing::warn!("prefetch of directory {tree} part {part}: {e}");
-            }
+        if let Err(e) = result
+            && !self.endpoint.lacks(
+                &e,
+                "directory packs",
+                "prefetch is off, files are fetched one by one",
+            )
+        {
+            tracing::warn!("prefetch of directory {tree} part {part}: {e}");
         }
-        let mut pending = self.pending.lock().expect("prefetch lock");
-        for (id, arrival) in mine {
-            if pending.get(&id).is_some_and(|a| Arc::ptr_eq(a, &arrival)) {
-                pending.remove(&id);
-            }
-            arrival.finish();
+    }
+
+    /// Counts object `id` of `size` bytes, just put into the cache, as prefetched and
+    /// not yet opened.
+    fn speculate(&self, id: ObjectId, size: u64) {
+        let mut s = self.speculative.lock().expect("prefetch lock");
+        if s.sizes.insert(id, size).is_none() {
+            s.bytes += size;
         }
     }
 
@@ -472,22 +410,7 @@ impl Prefetch {
     /// Waits, within the pack's deadline, if a pack in flight is bringing `id` and has
     /// little to send before it; then counts it as used. Called before a reader fetches `id` itself.
     pub fn before_fetch(&self, id: &ObjectId) {
-        let arrival = self.pending.lock().expect("prefetch lock").get(id).cloned();
-        if let Some(arrival) = arrival.filter(|a| a.near()) {
-            let deadline = Instant::now() + arrival.wait;
-            let mut done = arrival.done.lock().expect("arrival lock");
-            while !*done {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                done = arrival
-                    .cond
-                    .wait_timeout(done, left)
-                    .expect("arrival lock")
-                    .0;
-            }
-        }
+        self.arrivals.wait_for(id);
         let mut s = self.speculative.lock().expect("prefetch lock");
         if let Some(size) = s.sizes.remove(id) {
             s.bytes -= size;
@@ -527,35 +450,6 @@ impl Drop for Prefetch {
             rt.shutdown_background();
         }
     }
-}
-
-/// The filesystem of a host that fetches from servers: `view`, with contents fetched
-/// from `remote` into `cache` and, unless `host.prefetch` is off, directories
-/// prefetched; profiles replayed into `cache` by `replay`, if given.
-pub(crate) fn filesystem(
-    host: &HostConfig,
-    view: &Arc<View>,
-    remote: &Arc<Remote>,
-    rt: &tokio::runtime::Handle,
-    cache: Arc<Cache>,
-    replay: Option<&Arc<crate::profile::Replay>>,
-) -> CanopyFs {
-    if let Some(r) = replay {
-        r.attach(cache.clone());
-    }
-    let objects =
-        Fetched::new(cache.clone(), remote.clone(), rt.clone()).with_replay(replay.cloned());
-    if !host.prefetch {
-        return CanopyFs::new(view.clone(), Arc::new(objects), host.passthrough);
-    }
-    let Some(prefetch) = Prefetch::new(cache, remote.clone(), view.clone(), host.cache_size) else {
-        return CanopyFs::new(view.clone(), Arc::new(objects), host.passthrough);
-    };
-    if let Some(r) = replay {
-        r.holding(prefetch.clone());
-    }
-    let objects = objects.with_prefetch(prefetch.clone());
-    CanopyFs::new(view.clone(), Arc::new(objects), host.passthrough).with_prefetch(prefetch)
 }
 
 #[cfg(test)]

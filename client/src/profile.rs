@@ -18,6 +18,7 @@
 //! about to read. A server without profile packs (404 `no such endpoint`)
 //! means no replay, with one line in the log.
 
+use crate::arrivals::{Arrival, Arrivals, Bounds, Endpoint};
 use crate::objects::{Objects, Opened};
 use crate::prefetch::{self, Prefetch};
 use crate::remote::Remote;
@@ -27,43 +28,15 @@ use canopy_protocol::pack::{self, Member};
 use canopy_protocol::profile::{self, Profile};
 use canopy_protocol::{Commit, CommitId, ObjectId, TreeId, VerifyingKey};
 use lru::LruCache;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
 
 /// Commits a replayer remembers having considered.
 const CONSIDERED: NonZeroUsize = NonZeroUsize::new(256).expect("non-zero");
-
-/// Something a replay request in flight is to bring.
-#[derive(Default)]
-struct Arrival {
-    done: Mutex<bool>,
-    cond: Condvar,
-}
-
-impl Arrival {
-    fn finish(&self) {
-        *self.done.lock().expect("arrival lock") = true;
-        self.cond.notify_all();
-    }
-
-    /// Waits until it is done or `limit` has passed.
-    fn wait(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        let mut done = self.done.lock().expect("arrival lock");
-        while !*done {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            done = self.cond.wait_timeout(done, left).expect("arrival lock").0;
-        }
-    }
-}
 
 /// What a replay did, for the log.
 #[derive(Default)]
@@ -94,12 +67,12 @@ pub struct Replay {
     /// Commits whose profiles were considered (the latest [`CONSIDERED`]); one whose
     /// replay failed is forgotten, and replayed again when shown again.
     considered: Mutex<LruCache<CommitId, ()>>,
-    pending: Mutex<HashMap<ObjectId, Arc<Arrival>>>,
-    requests: Arc<Semaphore>,
-    /// Permits are KiB in flight.
-    bytes: Arc<Semaphore>,
-    /// Whether the server has profile packs (until it says otherwise).
-    supported: AtomicBool,
+    /// What requests under way are bringing.
+    arrivals: Arrivals,
+    /// Requests and bytes in flight.
+    bounds: Bounds,
+    /// Whether the server has profile packs.
+    endpoint: Endpoint,
 }
 
 impl Replay {
@@ -129,10 +102,9 @@ impl Replay {
             rt: Some(rt),
             share: cache_size / prefetch::SHARE,
             considered: Mutex::new(LruCache::new(CONSIDERED)),
-            pending: Mutex::new(HashMap::new()),
-            requests: Arc::new(Semaphore::new(prefetch::REQUESTS)),
-            bytes: Arc::new(Semaphore::new((prefetch::IN_FLIGHT >> 10) as usize)),
-            supported: AtomicBool::new(true),
+            arrivals: Arrivals::default(),
+            bounds: Bounds::new(prefetch::REQUESTS),
+            endpoint: Endpoint::default(),
         }))
     }
 
@@ -149,7 +121,7 @@ impl Replay {
     /// Starts replaying the profile of each version the view shows that was not
     /// considered yet. Never waits.
     pub fn shown(self: &Arc<Self>) {
-        if !self.supported.load(Ordering::Relaxed) || self.cache.get().is_none() {
+        if !self.endpoint.supported() || self.cache.get().is_none() {
             return;
         }
         for name in self.view.shown() {
@@ -185,10 +157,7 @@ impl Replay {
     /// Waits, within a request's deadline, if a replay request in flight is bringing
     /// `id`. Called before a reader fetches `id` itself.
     pub fn before_fetch(&self, id: &ObjectId) {
-        let arrival = self.pending.lock().expect("replay lock").get(id).cloned();
-        if let Some(a) = arrival {
-            a.wait(self.wait_limit);
-        }
+        self.arrivals.wait_for(id);
     }
 
     /// Replays the profile of commit `commit` (tree `tree`), shown as `entry`.
@@ -313,45 +282,6 @@ impl Replay {
         }
     }
 
-    /// Takes a request's permits for `bytes` in flight.
-    async fn permits(
-        &self,
-        bytes: u64,
-    ) -> Option<(
-        tokio::sync::OwnedSemaphorePermit,
-        tokio::sync::OwnedSemaphorePermit,
-    )> {
-        let kib = kib_permits(bytes);
-        let request = self.requests.clone().acquire_owned().await.ok()?;
-        let bytes = self.bytes.clone().acquire_many_owned(kib).await.ok()?;
-        Some((request, bytes))
-    }
-
-    /// Registers that a request now under way brings `ids` (those nobody brings yet).
-    fn expect(&self, ids: impl Iterator<Item = ObjectId>) -> Vec<(ObjectId, Arc<Arrival>)> {
-        let mut pending = self.pending.lock().expect("replay lock");
-        ids.filter_map(|id| {
-            if pending.contains_key(&id) {
-                return None;
-            }
-            let a = Arc::new(Arrival::default());
-            pending.insert(id, a.clone());
-            Some((id, a))
-        })
-        .collect()
-    }
-
-    /// Marks `mine` done (what did not arrive is fetched by its reader).
-    fn arrived(&self, mine: Vec<(ObjectId, Arc<Arrival>)>) {
-        let mut pending = self.pending.lock().expect("replay lock");
-        for (id, a) in mine {
-            if pending.get(&id).is_some_and(|p| Arc::ptr_eq(p, &a)) {
-                pending.remove(&id);
-            }
-            a.finish();
-        }
-    }
-
     /// Fetches part `n` of `commit`'s profile pack, putting its `wanted` members into
     /// the cache.
     async fn part(
@@ -363,10 +293,10 @@ impl Replay {
         counts: &Counts,
     ) {
         let size: u64 = members.iter().map(|m| m.size).sum();
-        let Some(_permits) = self.permits(size).await else {
+        let Some(_permits) = self.bounds.permits(size).await else {
             return;
         };
-        if !self.supported.load(Ordering::Relaxed) {
+        if !self.endpoint.supported() {
             return;
         }
         let Some(cache) = self.cache.get() else {
@@ -381,52 +311,40 @@ impl Replay {
             // Readers brought them meanwhile.
             return;
         }
-        let mine = self.expect(wanted.iter().copied());
-        let arrivals: HashMap<ObjectId, Arc<Arrival>> = mine.iter().cloned().collect();
+        let expected = self.arrivals.expect(
+            wanted
+                .iter()
+                .map(|id| (*id, Arrival::first(self.wait_limit))),
+            |_| false,
+        );
         counts.requests.fetch_add(1, Ordering::Relaxed);
         counts.parts.fetch_add(1, Ordering::Relaxed);
         let path = format!("v1/packs/profile/{commit}/{n}");
         let result = self
             .remote
             .pack_at(&path, &members, None, |id, bytes| {
-                if !wanted.contains(&id) {
-                    return;
-                }
-                match cache.offer(&id, &bytes) {
-                    Ok(true) => {
-                        counts.files.fetch_add(1, Ordering::Relaxed);
-                        counts
-                            .bytes
-                            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    }
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!("profile replay: {e}"),
-                }
-                if let Some(a) = arrivals.get(&id) {
-                    self.pending.lock().expect("replay lock").remove(&id);
-                    a.finish();
+                if wanted.contains(&id) && expected.deliver(cache, id, &bytes, "profile replay") {
+                    counts.files.fetch_add(1, Ordering::Relaxed);
+                    counts
+                        .bytes
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 }
             })
             .await;
-        if let Err(e) = result {
-            if crate::pack::unsupported(&e) {
-                if self.supported.swap(false, Ordering::Relaxed) {
-                    tracing::info!(
-                        "the server has no profile packs ({e}): profiles are not replayed"
-                    );
-                }
-            } else {
-                counts.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("profile replay of commit {commit} part {n}: {e}");
-            }
+        if let Err(e) = result
+            && !self
+                .endpoint
+                .lacks(&e, "profile packs", "profiles are not replayed")
+        {
+            counts.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("profile replay of commit {commit} part {n}: {e}");
         }
-        self.arrived(mine);
     }
 
     /// Fetches a file too large for packs into the cache, as a reader would (a reader
     /// of it meanwhile waits for this one fetch, see [`Cache::get`]).
     async fn large(self: Arc<Self>, m: Member, counts: &Counts) {
-        let Some(_permits) = self.permits(m.size).await else {
+        let Some(_permits) = self.bounds.permits(m.size).await else {
             return;
         };
         let Some(cache) = self.cache.get().cloned() else {
@@ -457,12 +375,6 @@ impl Replay {
             Err(e) => tracing::warn!("profile replay of object {}: {e}", m.blob),
         }
     }
-}
-
-/// The KiB permits of a request for `bytes`: at least one, at most all there are;
-/// clamped before narrowing, so a size past 4 TiB cannot wrap to a few permits.
-fn kib_permits(bytes: u64) -> u32 {
-    (bytes >> 10).clamp(1, prefetch::IN_FLIGHT >> 10) as u32
 }
 
 /// Takes `bytes` from `budget` if it holds them; else empties it (nothing after a file
@@ -536,16 +448,6 @@ impl Objects for Recording {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn permits_are_clamped_before_narrowing() {
-        let all = (prefetch::IN_FLIGHT >> 10) as u32;
-        assert_eq!(kib_permits(0), 1);
-        assert_eq!(kib_permits(5 << 10), 5);
-        // 4 TiB + 1 KiB would wrap to 1 permit as a u32.
-        assert_eq!(kib_permits((1 << 42) + 1024), all);
-        assert_eq!(kib_permits(u64::MAX), all);
-    }
 
     #[test]
     fn the_share_refuses_what_does_not_fit_and_what_follows() {

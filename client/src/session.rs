@@ -159,15 +159,9 @@ pub fn run(
 
     let following = cfg.follow.is_some() && pinned.is_none();
     let replay = cfg.host.replay(&view, &remote);
-    let fs = |cache: Arc<Cache>| {
-        crate::prefetch::filesystem(
-            &cfg.host,
-            &view,
-            &remote,
-            rt.handle(),
-            cache,
-            replay.as_ref(),
-        )
+    let fs = |cache| {
+        cfg.host
+            .filesystem(&view, &remote, rt.handle(), cache, replay.as_ref())
     };
     let failed = |reason: String| MountError::Mount {
         path: cfg.mountpoint.clone(),

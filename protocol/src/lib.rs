@@ -46,6 +46,8 @@ pub mod pack;
 mod package;
 pub mod profile;
 mod root_name;
+#[cfg(test)]
+mod test_entries;
 mod tree;
 
 pub use codec::DecodeError;

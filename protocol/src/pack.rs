@@ -110,18 +110,7 @@ pub fn parse_member_head(bytes: &[u8; MEMBER_HEAD_LEN]) -> (ObjectId, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::{Entry, Meta, Name};
-
-    fn file(name: &str, content: &[u8], size: u64) -> Entry {
-        Entry {
-            name: Name::new(name.as_bytes().to_vec()).unwrap(),
-            meta: Meta::default(),
-            kind: EntryKind::File {
-                size,
-                blob: BlobId::of(content),
-            },
-        }
-    }
+    use crate::test_entries::file;
 
     #[test]
     fn plan_keeps_small_distinct_files_in_order_and_cuts_parts() {

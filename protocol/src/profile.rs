@@ -293,26 +293,7 @@ pub fn paths_of<E>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::{Entry, Meta, Name};
-
-    fn file(name: &str, content: &[u8], size: u64) -> Entry {
-        Entry {
-            name: Name::new(name.as_bytes().to_vec()).unwrap(),
-            meta: Meta::default(),
-            kind: EntryKind::File {
-                size,
-                blob: BlobId::of(content),
-            },
-        }
-    }
-
-    fn dir(name: &str, tree: TreeId) -> Entry {
-        Entry {
-            name: Name::new(name.as_bytes().to_vec()).unwrap(),
-            meta: Meta::default(),
-            kind: EntryKind::Dir { tree },
-        }
-    }
+    use crate::test_entries::{dir, file};
 
     fn trees() -> (TreeId, HashMap<TreeId, Arc<Tree>>) {
         let lib = Tree::new(vec![

@@ -15,12 +15,12 @@
 //! [`Cache::offer_file`]: canopy_cache::Cache::offer_file
 //! [`Remote::object_to_file_gated`]: crate::remote::Remote::object_to_file_gated
 
-use super::{Arrival, HOLD, IN_FLIGHT, Prefetch};
+use super::{HOLD, Prefetch};
+use crate::arrivals::Arrival;
 use canopy_protocol::pack;
 use canopy_protocol::{EntryKind, ObjectId, Tree, TreeId};
 use std::collections::HashSet;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 
 /// Large files fetched ahead of use at once.
 pub const LARGE: usize = 2;
@@ -56,50 +56,30 @@ impl Prefetch {
             }
             // Registered now, so a reader that reaches it while it is queued waits for it
             // rather than fetching it too (within its deadline, as for a pack).
-            let arrival = {
-                let mut pending = self.pending.lock().expect("prefetch lock");
-                if pending.contains_key(&id) {
-                    continue;
-                }
-                let arrival = Arc::new(Arrival {
-                    done: Mutex::new(false),
-                    cond: Condvar::new(),
-                    start: 0,
-                    received: Arc::new(AtomicU64::new(0)),
-                    wait: self.remote.deadline(size),
+            let expected = self
+                .arrivals
+                .expect([(id, Arrival::first(self.remote.deadline(size)))], |_| {
+                    false
                 });
-                pending.insert(id, arrival.clone());
-                arrival
-            };
+            if !expected.contains(&id) {
+                continue;
+            }
             let this = self.clone();
             if let Some(rt) = &self.rt {
-                rt.spawn(async move { this.fetch_large(id, size, arrival).await });
-            } else {
-                self.pending.lock().expect("prefetch lock").remove(&id);
-                arrival.finish();
+                rt.spawn(async move {
+                    this.fetch_large_into_cache(&id, size).await;
+                    // Its readers go on, whether it came or not.
+                    drop(expected);
+                });
             }
         }
     }
 
-    /// Fetches object `id` of `size` bytes into the cache, if there is room, then wakes
-    /// whoever waits for it (`arrival`).
-    async fn fetch_large(self: Arc<Self>, id: ObjectId, size: u64, arrival: Arc<Arrival>) {
-        self.fetch_large_into_cache(&id, size).await;
-        let mut pending = self.pending.lock().expect("prefetch lock");
-        if pending.get(&id).is_some_and(|a| Arc::ptr_eq(a, &arrival)) {
-            pending.remove(&id);
-        }
-        drop(pending);
-        arrival.finish();
-    }
-
+    /// Fetches object `id` of `size` bytes into the cache, if there is room once its
+    /// turn comes.
     async fn fetch_large_into_cache(&self, id: &ObjectId, size: u64) {
-        let kib = (size >> 10).clamp(1, IN_FLIGHT >> 10) as u32;
         let hold = HOLD.saturating_sub(self.demand.idle(HOLD).await);
-        let (Ok(_large), Ok(_bytes)) = (
-            self.large.clone().acquire_owned().await,
-            self.bytes.clone().acquire_many_owned(kib).await,
-        ) else {
+        let Some(_permits) = self.large.permits(size).await else {
             return;
         };
         // Queued a while: a reader may have fetched it, or the cache filled with open
@@ -114,12 +94,7 @@ impl Prefetch {
             .await;
         match fetched {
             Ok(got) => match self.cache.offer_file(id, &tmp, got) {
-                Ok(true) => {
-                    let mut s = self.speculative.lock().expect("prefetch lock");
-                    if s.sizes.insert(*id, got).is_none() {
-                        s.bytes += got;
-                    }
-                }
+                Ok(true) => self.speculate(*id, got),
                 Ok(false) => {}
                 Err(e) => tracing::warn!("prefetch: {e}"),
             },

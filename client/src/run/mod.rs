@@ -189,11 +189,10 @@ pub fn server_source(
     let cache = Arc::new(Cache::open(&host.cache_dir, host.cache_size).map_err(MountError::from)?);
     // A cold cache fills in profile order while the run sets up and starts.
     let replay = host.replay(&view, &remote);
+    let objects = Fetched::new(cache, remote, rt.handle().clone()).with_replay(replay.clone());
     if let Some(r) = &replay {
-        r.attach(cache.clone());
         r.shown();
     }
-    let objects = Fetched::new(cache, remote, rt.handle().clone()).with_replay(replay);
     let source = Source::View {
         view,
         objects: Arc::new(objects),

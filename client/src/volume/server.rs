@@ -324,14 +324,8 @@ pub(crate) fn serve(
     let view = Arc::new(View::new(Scope::All));
     let replay = cfg.host.replay(&view, &remote);
     let fs = |cache| {
-        crate::prefetch::filesystem(
-            &cfg.host,
-            &view,
-            &remote,
-            rt.handle(),
-            cache,
-            replay.as_ref(),
-        )
+        cfg.host
+            .filesystem(&view, &remote, rt.handle(), cache, replay.as_ref())
     };
     let failed = |reason: String| MountError::Mount {
         path: cfg.mount_dir.clone(),
