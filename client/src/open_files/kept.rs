@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 /// At most this many registrations are kept: each holds one descriptor in canopy and
 /// one file in the kernel.
-pub(crate) const KEPT_FILES: usize = 64;
+pub(crate) const KEPT_FILES: usize = 256;
 /// Kept files pin at most this fraction (1/8) of the cache's bound, so that they never
 /// keep the cache from making room for what is read next.
 const KEPT_SHARE: u64 = 8;
