@@ -3,8 +3,9 @@
 #
 # On one store built from real .debs (the closure import.sh uses), measures:
 #   1. warm reads: the largest files (read again 20 times), `find | xargs stat` and
-#      `find | xargs cat` of the whole root, and one small file opened, read and closed
-#      20,000 times, and 20 warm starts of bash and python3 in a chroot of the root,
+#      `find | xargs cat` of the whole root, one small file opened, read and closed
+#      20,000 times, the largest 5,000 times, the largest files read through one open
+#      each, and 20 warm starts of bash and python3 in a chroot of the root,
 #      through the mount (passthrough on / off) vs a `canopy checkout` on
 #      disk and vs the floor of any FUSE mount (client/examples/fuse_floor.rs: the same
 #      tree served from memory with canopy's session settings; and the same with OPEN
@@ -361,6 +362,32 @@ for _ in range(n):
     os.close(fd)
 " "$1/$2" '"$OPENS"
 
+# The same for the largest file (read by the kernel from the cache file with
+# passthrough): what an open costs on top of the round trip there.
+BIG_OPENS=5000
+OPEN_BIG_LOOP='/usr/bin/python3 -c "
+import os, sys
+path, n = sys.argv[1], int(sys.argv[2])
+for _ in range(n):
+    fd = os.open(path, os.O_RDONLY)
+    os.read(fd, 4096)
+    os.close(fd)
+" "$1/$2" '"$BIG_OPENS"
+# The largest files read REREADS times each through one open per file (pread from the
+# start each time): the reads of the re-read row without its opens.
+PREAD_BIG='cd "$1" && shift && /usr/bin/python3 -c "
+import os, sys
+fds = [os.open(p, os.O_RDONLY) for p in sys.argv[2:]]
+for _ in range(int(sys.argv[1])):
+    for fd in fds:
+        off = 0
+        while True:
+            b = os.pread(fd, 131072, off)
+            if not b:
+                break
+            off += len(b)
+" '"$REREADS"' "$@"'
+
 # What a program start costs once everything is cached: its opens, its searches for
 # files that are not there (a loader's library path, an interpreter's module path) and
 # the symlinks it goes through, 20 starts of each of two programs.
@@ -411,6 +438,9 @@ if want warm; then
             timed "w_all_$v" "$READ_ALL" "$d"
             timed w_warmup "$OPEN_LOOP" "$d" "$SMALL_FILE"
             timed "w_open_$v" "$OPEN_LOOP" "$d" "$SMALL_FILE"
+            timed w_warmup "$OPEN_BIG_LOOP" "$d" "${BIG[-1]}"
+            timed "w_openbig_$v" "$OPEN_BIG_LOOP" "$d" "${BIG[-1]}"
+            timed "w_pread_$v" "$PREAD_BIG" "$d" "${BIG[@]}"
             timed w_warmup "$EXEC_LOOP" "$d"
             timed "w_exec_$v" "$EXEC_LOOP" "$d"
         done
@@ -658,6 +688,8 @@ report() {
             "stat:find -type f | xargs stat, 2nd pass" \
             "all:read every file (find | xargs cat), 2nd pass" \
             "open:open+read+close one small file $OPENS times" \
+            "openbig:open+read+close the largest file $BIG_OPENS times" \
+            "pread:largest $LARGEST files read $REREADS times, one open each (pread)" \
             "exec:chroot DIR bash -c true + python3.11 -c pass, 20 times"; do
             label=${w#*:}
             w=${w%%:*}
