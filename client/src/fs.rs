@@ -343,7 +343,7 @@ impl Filesystem for CanopyFs {
         // the first read, not here (see the module's documentation).
         let _entered = self.files.enter();
         let large = self.files.passthrough() && size > PASSTHROUGH_MIN;
-        let kept = large.then(|| self.files.reuse_kept(ino.0)).flatten();
+        let kept = large.then(|| self.files.reuse_kept(ino.0, &blob)).flatten();
         let (opened, io) = match kept {
             Some((backing, content)) => (Some(content), Io::Passthrough(backing)),
             None => {

@@ -98,11 +98,28 @@ fn drop_all(files: Vec<KeptFile>, objects: &dyn Objects) {
 }
 
 impl Files {
-    /// The registration kept for inode `ino`, if its cache file is still as verified:
-    /// taken out of the kept set with its content, whose pin the caller's open file
-    /// now holds. A kept file found changed is dropped (see [`drop_all`]).
-    pub(crate) fn reuse_kept(&self, ino: u64) -> Option<(Arc<Backing>, Arc<Opened>)> {
+    /// The registration kept for inode `ino`, of object `blob`, if its cache file is
+    /// still as verified: taken out of the kept set with its content, whose pin the
+    /// caller's open file now holds. A kept file found changed is dropped (see
+    /// [`drop_all`]).
+    pub(crate) fn reuse_kept(
+        &self,
+        ino: u64,
+        blob: &ObjectId,
+    ) -> Option<(Arc<Backing>, Arc<Opened>)> {
         let kept = self.kept.lock().expect("kept lock").take(ino)?;
+        // An inode stands for one file identity, content included; checked all the
+        // same, as it costs nothing and a mismatch would serve another file's bytes.
+        if kept.blob != *blob {
+            tracing::warn!(
+                "inode {ino}: kept passthrough registration {} is of object {}, not {blob}; \
+                 closed",
+                kept.backing.raw,
+                kept.blob
+            );
+            drop_all(vec![kept], &*self.objects);
+            return None;
+        }
         if kept.content.unchanged() {
             tracing::debug!(
                 "inode {ino}: reusing kept passthrough registration {}",
