@@ -8,7 +8,8 @@
 # archives (tar and .deb import into a store in memory), rpm (.rpm import), images
 # (OCI layout and docker save import), nfs_rpc (NFSv3 and MOUNT calls), http_requests
 # (request streams to the HTTP server), volume_json (the volume plugin's Create
-# requests and state file). Installs cargo-fuzz (pinned) under target/ if it is
+# requests and state file), loader (ELF headers and ld.so.cache, as library prefetch
+# reads them). Installs cargo-fuzz (pinned) under target/ if it is
 # missing; builds without a sanitizer, so the stable toolchain does (Rust code is
 # memory-safe; the targets look for panics, hangs and runaway allocations). Corpora
 # are kept in target/fuzz/corpus (seeded from fuzz/seeds/TARGET where there is one),
@@ -22,7 +23,7 @@ say() { printf '==> %s\n' "$*" >&2; }
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(objects archives rpm images nfs_rpc http_requests volume_json)
+[ "${#targets[@]}" -gt 0 ] || targets=(objects archives rpm images nfs_rpc http_requests volume_json loader)
 
 CARGO_FUZZ_VERSION=0.13.2
 tools="$PWD/target/fuzz/tools"

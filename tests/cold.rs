@@ -5,16 +5,14 @@
 //! time, every byte still right; a walk brings a directory's large files ahead of the
 //! reader, within the cache bound.
 
-use crate::mount::{Mount, Server, read, two_roots};
-use crate::proxy::TcpProxy;
+use crate::mount::{Mount, Server, answered, read, two_roots};
+use crate::proxy::{self, tamper};
 use crate::util::{Canopy, assert_same_tree, walk};
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 /// One store with roots `small` and `full`, and a checkout of `full`, shared by the
@@ -27,13 +25,6 @@ fn shared() -> &'static (Canopy, PathBuf) {
         env.cmd(["checkout", "full"]).arg(&reference).success();
         (env, reference)
     })
-}
-
-/// Requests the server answered whose URI starts with `prefix`.
-fn answered(log: &str, prefix: &str) -> usize {
-    log.lines()
-        .filter(|l| l.contains("answered") && l.contains(&format!("uri={prefix}")))
-        .count()
 }
 
 #[test]
@@ -121,119 +112,17 @@ fn a_fresh_mount_reads_a_whole_root_as_checkout_through_packs() {
     mount.stop();
 }
 
-/// A proxy to `upstream` that replaces `from` with `to` (as long) wherever it passes
-/// in an answer, and takes `accept-encoding` out of requests so answers pass as stored.
-pub(crate) fn tamper(upstream: &str, from: Vec<u8>, to: Vec<u8>) -> TcpProxy {
-    assert_eq!(from.len(), to.len());
-    TcpProxy::start(
-        upstream,
-        Arc::new(|c, s, _: &AtomicBool| {
-            relay(
-                c,
-                s,
-                b"accept-encoding".to_vec(),
-                b"x-no-encodings!".to_vec(),
-            )
-        }),
-        Arc::new(move |s, c, _: &AtomicBool| relay(s, c, from.clone(), to.clone())),
-    )
-}
-
-/// Copies `src` to `dst`, replacing `old` with `new` (as long), even across reads: the
-/// last `old.len() - 1` bytes are held back until more come, or none for 20 ms.
-fn relay(mut src: TcpStream, mut dst: TcpStream, old: Vec<u8>, new: Vec<u8>) {
-    let mut pending: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    src.set_read_timeout(Some(Duration::from_millis(20)))
-        .unwrap();
-    loop {
-        let n = match src.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                if dst.write_all(&pending).is_err() {
-                    break;
-                }
-                pending.clear();
-                continue;
-            }
-            Err(_) => break,
-        };
-        pending.extend_from_slice(&buf[..n]);
-        let mut i = 0;
-        while i + old.len() <= pending.len() {
-            if pending[i..i + old.len()] == old[..] {
-                pending[i..i + old.len()].copy_from_slice(&new);
-                i += old.len();
-            } else {
-                i += 1;
-            }
-        }
-        let keep = (old.len() - 1).min(pending.len());
-        let send = pending.len() - keep;
-        if dst.write_all(&pending[..send]).is_err() {
-            break;
-        }
-        pending.drain(..send);
-    }
-    let _ = dst.write_all(&pending);
-    let _ = dst.shutdown(Shutdown::Write);
-}
-
-/// A proxy to `upstream` that sends requests for packs to a path the server does not
-/// have, as if it came from before packs: the server answers 404 "no such endpoint".
-fn without_packs(upstream: &str) -> TcpProxy {
-    TcpProxy::start(
-        upstream,
-        Arc::new(|c, s, _: &AtomicBool| rewrite(c, s, b"GET /v1/packs/", b"GET /v1/nopes/")),
-        Arc::new(|s, c, _: &AtomicBool| rewrite(s, c, b"", b"")),
-    )
-}
-
-/// Copies `src` to `dst`, replacing `old` with `new` (as long) within each read: a
-/// request's head comes in one write, so its first line is never split.
-fn rewrite(mut src: TcpStream, mut dst: TcpStream, old: &[u8], new: &[u8]) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match src.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let data = &mut buf[..n];
-        if !old.is_empty() {
-            let mut i = 0;
-            while i + old.len() <= data.len() {
-                if data[i..i + old.len()] == *old {
-                    data[i..i + old.len()].copy_from_slice(new);
-                    i += old.len();
-                } else {
-                    i += 1;
-                }
-            }
-        }
-        if dst.write_all(data).is_err() {
-            break;
-        }
-    }
-    let _ = dst.shutdown(Shutdown::Write);
-}
-
 #[test]
 fn a_server_without_packs_is_read_one_object_at_a_time() {
     let (env, reference) = shared();
     let server = Server::start(env, "127.0.0.1:0");
-    let proxy = without_packs(&server.url);
+    let proxy = proxy::without(&server.url, "/v1/packs/");
     let mount = Mount::start(env, "no-packs", &proxy.url, &["--root", "full"]);
     assert_same_tree(reference, &mount.dir);
     let log = server.log();
     assert_eq!(answered(&log, "/v1/packs/"), 0, "{log}");
     assert!(
-        answered(&log, "/v1/nopes/") > 0,
+        answered(&log, "/v0/packs/") > 0,
         "prefetch never asked for a pack:\n{log}"
     );
     assert!(answered(&log, "/v1/objects/") > 0);
@@ -464,5 +353,132 @@ fn a_walk_brings_a_directorys_large_files_unopened_within_the_bound() {
     // Read now, every byte right.
     let name = large.strip_prefix(reference).unwrap().to_str().unwrap();
     assert_eq!(read(&mount.path(name)).unwrap(), fs::read(&large).unwrap());
+    mount.stop();
+}
+
+/// The regular file `rel` names in the checkout `root`, following its symlinks inside
+/// the checkout (an absolute target starts again at `root`), as the root's own loader
+/// would in a chroot.
+fn in_root(root: &Path, rel: &str) -> PathBuf {
+    let mut path = PathBuf::new();
+    let mut todo: Vec<String> = rel.split('/').rev().map(String::from).collect();
+    let mut links = 0;
+    while let Some(name) = todo.pop() {
+        match name.as_str() {
+            "" | "." => continue,
+            ".." => {
+                path.pop();
+                continue;
+            }
+            _ => path.push(&name),
+        }
+        let meta = fs::symlink_metadata(root.join(&path)).unwrap();
+        if meta.file_type().is_symlink() {
+            links += 1;
+            assert!(links < 40, "{rel}: too many links");
+            let target = fs::read_link(root.join(&path)).unwrap();
+            let target = target.to_str().unwrap();
+            path.pop();
+            if target.starts_with('/') {
+                path = PathBuf::new();
+            }
+            todo.extend(target.split('/').rev().map(String::from));
+        }
+    }
+    root.join(path)
+}
+
+#[test]
+fn a_programs_libraries_arrive_unopened_once_its_executable_is_read() {
+    let (env, reference) = shared();
+    let id = |rel: &str| crate::util::sha256_file(&in_root(reference, rel));
+    let bash = id("/bin/bash");
+    let libraries = [
+        ("the loader", id("/lib64/ld-linux-x86-64.so.2")),
+        ("libtinfo", id("/lib/x86_64-linux-gnu/libtinfo.so.6")),
+        ("libc", id("/lib/x86_64-linux-gnu/libc.so.6")),
+    ];
+    // An executable that is no ELF object (a shell script).
+    let script = walk(reference)
+        .into_iter()
+        .filter(|rel| rel.starts_with("usr/bin") || rel.starts_with("bin"))
+        .find(|rel| {
+            let meta = fs::symlink_metadata(reference.join(rel)).unwrap();
+            meta.is_file()
+                && meta.permissions().mode() & 0o111 != 0
+                && fs::read(reference.join(rel)).unwrap().starts_with(b"#!")
+        })
+        .expect("a shell script in the root");
+    let script_id = crate::util::sha256_file(&reference.join(&script));
+
+    let server = Server::start(env, "127.0.0.1:0");
+    let mount = Mount::start(env, "elf", &server.url, &["--root", "full"]);
+    // The commit came as an object already.
+    let at_start = answered(&server.log(), "/v1/objects/");
+    let cache = env.path("elf-cache");
+    let cached = |id: &str| cache.join("objects").join(&id[..2]).join(&id[2..]).exists();
+    assert_eq!(
+        read(&mount.path(script.to_str().unwrap())).unwrap(),
+        fs::read(reference.join(&script)).unwrap()
+    );
+    assert_eq!(
+        read(&mount.path("bin/bash")).unwrap(),
+        fs::read(in_root(reference, "/bin/bash")).unwrap()
+    );
+    // The libraries arrive without anything opening them.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !libraries.iter().all(|(_, id)| cached(id)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let log = server.log();
+    for (what, id) in &libraries {
+        assert!(
+            cached(id),
+            "{what} ({id}) did not arrive in the cache; mount log:\n{}",
+            mount.log()
+        );
+        assert_eq!(
+            answered(&log, &format!("/v1/objects/{id}")),
+            1,
+            "{what} was not fetched once"
+        );
+    }
+    // Nothing else was fetched: the script brought nothing, bash only its own.
+    let objects = answered(&log, "/v1/objects/");
+    let ld_cache = in_root(reference, "/etc").join("ld.so.cache");
+    let expected = at_start + 2 + libraries.len() + usize::from(ld_cache.exists());
+    assert_eq!(
+        objects, expected,
+        "objects fetched besides the script ({script_id}), bash ({bash}) and its \
+         libraries; server log:\n{log}"
+    );
+    // Read through the mount, every byte right, and not fetched again.
+    let libc = in_root(reference, "/lib/x86_64-linux-gnu/libc.so.6");
+    assert_eq!(
+        read(&mount.path("lib/x86_64-linux-gnu/libc.so.6")).unwrap(),
+        fs::read(&libc).unwrap()
+    );
+    assert_eq!(answered(&server.log(), "/v1/objects/"), expected);
+    mount.stop();
+
+    // With prefetch off, reading bash brings nothing more.
+    let mount = Mount::start(
+        env,
+        "elf-off",
+        &server.url,
+        &["--root", "full", "--no-prefetch"],
+    );
+    let before = answered(&server.log(), "/v1/objects/");
+    read(&mount.path("bin/bash")).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let log = server.log();
+    assert_eq!(answered(&log, "/v1/objects/"), before + 1, "{log}");
+    for (what, id) in &libraries {
+        assert_eq!(
+            answered(&log, &format!("/v1/objects/{id}")),
+            1,
+            "{what} was fetched with --no-prefetch"
+        );
+    }
     mount.stop();
 }

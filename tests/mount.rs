@@ -92,26 +92,25 @@ impl Server {
 
     /// How many object requests the server answered.
     pub(crate) fn object_requests(&self) -> usize {
-        fs::read_to_string(&self.log)
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains("uri=/v1/objects/") && l.contains("answered"))
-            .count()
+        answered(&self.log(), "/v1/objects/")
     }
 
     /// How many requests for this object the server answered.
     fn requests_for(&self, id: &str) -> usize {
-        fs::read_to_string(&self.log)
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains(&format!("uri=/v1/objects/{id} ")) && l.contains("answered"))
-            .count()
+        answered(&self.log(), &format!("/v1/objects/{id} "))
     }
 
     pub(crate) fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Requests a server's log `log` says it answered whose URI starts with `prefix`.
+pub(crate) fn answered(log: &str, prefix: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("answered") && l.contains(&format!("uri={prefix}")))
+        .count()
 }
 
 impl Drop for Server {

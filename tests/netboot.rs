@@ -498,7 +498,10 @@ fn nodes_boot_from_a_root_over_nfs_with_state_of_their_own() {
          second node {second} bytes (booted in {b_boot:.0?})"
     );
     // The first boot read the root from the disk; the second was served from the
-    // server's page cache: one copy of the root, read once.
+    // server's page cache: one copy of the root, read once. A second copy would read
+    // about as much again; what the second boot does read (files only it opens, and
+    // pages other tests on a busy machine pushed out in the minutes between) stays
+    // well under a quarter.
     assert!(
         first >= 8 << 20,
         "the first node's boot read only {first} bytes from the disk: the store's files \
@@ -506,7 +509,7 @@ fn nodes_boot_from_a_root_over_nfs_with_state_of_their_own() {
         env.store().display()
     );
     assert!(
-        second * 10 <= first,
+        second * 4 <= first,
         "the second node's boot read {second} bytes from the disk, the first's {first}"
     );
 

@@ -8,7 +8,8 @@
 //! snapshot to prove "nothing changed", a tree comparison to prove "identical to
 //! `dpkg-deb -x`", and parsers for canopy's result lines.
 //!
-//! Set `CANOPY_TEST_KEEP=1` to keep the temporary directory of a failing test.
+//! Set `CANOPY_TEST_KEEP=1` to keep the temporary directory of a failing test (and those
+//! of fixtures shared in statics, otherwise removed as the test process exits).
 
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,6 +44,7 @@ impl Canopy {
         // Tests compare modes, so never let the umask decide them.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let root = dir.path().to_path_buf();
+        remove_at_exit(root.clone());
         let store = root.join("store");
         Canopy {
             dir: Some(dir),
@@ -220,6 +222,46 @@ impl Drop for Canopy {
             && let Some(dir) = self.dir.take()
         {
             eprintln!("keeping {}", dir.keep().display());
+        }
+    }
+}
+
+/// Directories of test environments to remove as the test process exits.
+static AT_EXIT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Removes `dir` as the test process exits, if it is still there: an environment kept
+/// in a static (a fixture a module's tests share) is never dropped, and its directory
+/// (hundreds of MB with a root's store and checkout) would outlive every run.
+fn remove_at_exit(dir: PathBuf) {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registers a plain function that takes no arguments.
+    REGISTER.call_once(|| unsafe {
+        libc::atexit(remove_left);
+    });
+    if let Ok(mut dirs) = AT_EXIT.lock() {
+        dirs.push(dir);
+    }
+}
+
+/// Removes the directories left of test environments, unless `CANOPY_TEST_KEEP` is set;
+/// one with a mount still under it is left, since removing it would walk into the mount
+/// (and a hung one would hang the exit). Never panics: it runs inside `exit`.
+extern "C" fn remove_left() {
+    if std::env::var_os("CANOPY_TEST_KEEP").is_some() {
+        return;
+    }
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let Ok(dirs) = AT_EXIT.lock() else {
+        return;
+    };
+    for dir in dirs.iter().filter(|d| d.exists()) {
+        // The fifth field is the mount point (test directories hold no space to escape).
+        let mounted = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .any(|m| Path::new(m).starts_with(dir));
+        if !mounted {
+            let _ = fs::remove_dir_all(dir);
         }
     }
 }

@@ -452,23 +452,40 @@ impl Cache {
     /// was put. Never waits for another fetch.
     pub fn offer(&self, id: &ObjectId, bytes: &[u8]) -> Result<bool, CacheError> {
         let size = bytes.len() as u64;
+        self.if_room(id, size, || self.write_offered(id, bytes, size))
+    }
+
+    /// Runs `put` for object `id` of `size` bytes offered ahead of use, with room
+    /// reserved for it, if nobody fetches `id` now, the cache does not hold it, and
+    /// evicting unpinned objects makes room; returns false otherwise. Never waits for
+    /// another fetch.
+    fn if_room(
+        &self,
+        id: &ObjectId,
+        size: u64,
+        put: impl FnOnce() -> Result<bool, CacheError>,
+    ) -> Result<bool, CacheError> {
         let lock = self.fetching.entry(*id).or_default().clone();
         let result = match lock.try_lock() {
-            Ok(_guard) => self.offer_locked(id, bytes, size),
+            Ok(_guard) => {
+                let room = {
+                    let mut state = self.state.lock().expect("cache lock");
+                    let room = !state.lru.contains(id) && self.make_room(&state, size);
+                    if room {
+                        self.reserve(&mut state, size);
+                    }
+                    room
+                };
+                if room { put() } else { Ok(false) }
+            }
             Err(_) => Ok(false),
         };
         self.done_with(id, lock);
         result
     }
 
-    fn offer_locked(&self, id: &ObjectId, bytes: &[u8], size: u64) -> Result<bool, CacheError> {
-        {
-            let mut state = self.state.lock().expect("cache lock");
-            if state.lru.contains(id) || !self.make_room(&state, size) {
-                return Ok(false);
-            }
-            self.reserve(&mut state, size);
-        }
+    /// Writes `bytes` as object `id` (room for its `size` reserved) and lists it.
+    fn write_offered(&self, id: &ObjectId, bytes: &[u8], size: u64) -> Result<bool, CacheError> {
         // Created read-only and stamped through the descriptor it was written with: no
         // chmod, no second open (a pack puts hundreds of small objects in).
         let tmp = self.staging(id);
@@ -507,26 +524,9 @@ impl Cache {
     /// evicting unpinned objects makes room. Returns whether it was put; `tmp` is gone
     /// either way.
     pub fn offer_file(&self, id: &ObjectId, tmp: &Path, size: u64) -> Result<bool, CacheError> {
-        let lock = self.fetching.entry(*id).or_default().clone();
-        let result = match lock.try_lock() {
-            Ok(_guard) => {
-                let room = {
-                    let mut state = self.state.lock().expect("cache lock");
-                    let room = !state.lru.contains(id) && self.make_room(&state, size);
-                    if room {
-                        self.reserve(&mut state, size);
-                    }
-                    room
-                };
-                if room {
-                    self.install(id, tmp, size, false).map(|_| true)
-                } else {
-                    Ok(false)
-                }
-            }
-            Err(_) => Ok(false),
-        };
-        self.done_with(id, lock);
+        let result = self.if_room(id, size, || {
+            self.install(id, tmp, size, false).map(|_| true)
+        });
         if !matches!(result, Ok(true)) {
             let _ = fs::remove_file(tmp);
         }

@@ -74,6 +74,7 @@ impl Fetched {
 
     /// Reads what `prefetch` is bringing from it rather than fetching it again.
     pub fn with_prefetch(mut self, prefetch: Arc<Prefetch>) -> Self {
+        prefetch.serve_on(self.rt.clone());
         self.prefetch = Some(prefetch);
         self
     }
@@ -104,6 +105,9 @@ impl Objects for Fetched {
                 self.rt.block_on(self.remote.object_to_file(id, size, tmp))
             })
             .map_err(io::Error::other)?;
+        if let Some(prefetch) = &self.prefetch {
+            prefetch.arrived(id);
+        }
         Ok(Opened {
             file: v.file,
             stamp: Some(v.stamp),

@@ -52,7 +52,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod elf;
 mod large;
+pub mod ldcache;
+mod libraries;
 
 /// Pack requests in flight at once.
 pub const REQUESTS: usize = 4;
@@ -120,6 +123,8 @@ pub struct Prefetch {
     large: Bounds,
     /// Whether the server has packs.
     endpoint: Endpoint,
+    /// Programs' libraries fetched as their executables arrive ([`libraries`]).
+    libraries: libraries::Libraries,
     /// Readers' own fetches under way: packs give way to them.
     demand: Demand,
     /// Replays of access profiles under way ([`Prefetch::hold`]).
@@ -175,6 +180,7 @@ impl Prefetch {
             large: packs.sharing_bytes(large::LARGE),
             packs,
             endpoint: Endpoint::default(),
+            libraries: libraries::Libraries::default(),
             demand: Demand::default(),
             held: Arc::new(AtomicUsize::new(0)),
         }))
@@ -182,18 +188,13 @@ impl Prefetch {
 
     /// Notes that file `ino` was looked up in directory `parent`.
     pub fn looked_up(&self, parent: u64, ino: u64) {
-        if self.endpoint.supported() {
-            self.parents.lock().expect("prefetch lock").put(ino, parent);
-        }
+        self.parents.lock().expect("prefetch lock").put(ino, parent);
     }
 
     /// A file `ino` (content `blob`) is being opened: prefetches its directory's other
     /// small files if it is read in order (see the module's documentation), once per
     /// tree. Never waits.
     pub fn opening(self: &Arc<Self>, ino: u64, blob: &ObjectId) {
-        if !self.endpoint.supported() {
-            return;
-        }
         let parent = self
             .parents
             .lock()
@@ -203,6 +204,11 @@ impl Prefetch {
         let Some(parent) = parent else {
             return;
         };
+        // Libraries need no packs: fetched one object each.
+        self.opening_object(parent, blob);
+        if !self.endpoint.supported() {
+            return;
+        }
         let Some((tree_id, tree)) = self.view.dir_tree(parent) else {
             return;
         };

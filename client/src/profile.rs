@@ -16,7 +16,9 @@
 //! fetching it a second time. Directory prefetch is held off while a replay runs
 //! ([`Prefetch::hold`]): its packs would compete with the files a starting program is
 //! about to read. A server without profile packs (404 `no such endpoint`)
-//! means no replay, with one line in the log.
+//! means no replay, with one line in the log: until a server has answered a profile
+//! pack, large files wait for the first part's answer, so one from before profile packs
+//! is asked for nothing else.
 
 use crate::arrivals::{Arrival, Arrivals, Bounds, Endpoint};
 use crate::objects::{Objects, Opened};
@@ -31,9 +33,10 @@ use lru::LruCache;
 use std::collections::HashSet;
 use std::io;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// Commits a replayer remembers having considered.
 const CONSIDERED: NonZeroUsize = NonZeroUsize::new(256).expect("non-zero");
@@ -73,6 +76,8 @@ pub struct Replay {
     bounds: Bounds,
     /// Whether the server has profile packs.
     endpoint: Endpoint,
+    /// Whether a profile pack was answered: then the server is known to have them.
+    answered: AtomicBool,
 }
 
 impl Replay {
@@ -105,6 +110,7 @@ impl Replay {
             arrivals: Arrivals::default(),
             bounds: Bounds::new(prefetch::REQUESTS),
             endpoint: Endpoint::default(),
+            answered: AtomicBool::new(false),
         }))
     }
 
@@ -191,6 +197,15 @@ impl Replay {
         // Whether the share refused a file (the profile is larger than it).
         let mut refused = false;
         let mut tasks = tokio::task::JoinSet::new();
+        // Until the server is known to have profile packs, the first part asked for
+        // tells (as its first member arrives, or as it ends) and large files wait for
+        // it: a server from before profile packs is asked for nothing else.
+        let (mut tell, told) = if self.answered.load(Ordering::Relaxed) || plan.parts.is_empty() {
+            (None, None)
+        } else {
+            let (tell, told) = watch::channel(false);
+            (Some(tell), Some(told))
+        };
         // Parts and large files alternate, each in profile order: a program's first
         // needs are usually its binary and libraries (large) and its first modules.
         let (mut parts, mut large) = (plan.parts.into_iter().enumerate(), plan.large.into_iter());
@@ -213,8 +228,10 @@ impl Replay {
                 if !wanted.is_empty() {
                     let this = self.clone();
                     let counts = counts.clone();
-                    tasks
-                        .spawn(async move { this.part(commit, n, members, wanted, &counts).await });
+                    let tell = tell.take();
+                    tasks.spawn(async move {
+                        this.part(commit, n, members, wanted, &counts, tell).await
+                    });
                 }
             }
             if let Some(m) = file
@@ -226,9 +243,12 @@ impl Replay {
                 }
                 let this = self.clone();
                 let counts = counts.clone();
-                tasks.spawn(async move { this.large(m, &counts).await });
+                let told = told.clone();
+                tasks.spawn(async move { this.large(m, &counts, told).await });
             }
         }
+        // No part was asked for (the cache held them all): large files need not wait.
+        drop(tell);
         if refused {
             tracing::info!(
                 "{entry}: the profile of commit {commit} is larger than its share of the cache \
@@ -237,6 +257,10 @@ impl Replay {
             );
         }
         while tasks.join_next().await.is_some() {}
+        if !self.endpoint.supported() {
+            // Said once, by the part that found out; nothing was replayed.
+            return;
+        }
         let parts = counts.parts.load(Ordering::Relaxed);
         if parts > 0 && counts.failed.load(Ordering::Relaxed) == parts {
             tracing::warn!(
@@ -283,7 +307,9 @@ impl Replay {
     }
 
     /// Fetches part `n` of `commit`'s profile pack, putting its `wanted` members into
-    /// the cache.
+    /// the cache; `tell`, if given, hears that the server has profile packs as the first
+    /// member arrives, and is dropped as this ends whatever happened (after a 404 has
+    /// turned the endpoint off).
     async fn part(
         &self,
         commit: CommitId,
@@ -291,6 +317,7 @@ impl Replay {
         members: Vec<Member>,
         wanted: Vec<Member>,
         counts: &Counts,
+        tell: Option<watch::Sender<bool>>,
     ) {
         let size: u64 = members.iter().map(|m| m.size).sum();
         let Some(_permits) = self.bounds.permits(size).await else {
@@ -323,6 +350,12 @@ impl Replay {
         let result = self
             .remote
             .pack_at(&path, &members, None, |id, bytes| {
+                self.answered.store(true, Ordering::Relaxed);
+                if let Some(t) = &tell
+                    && !*t.borrow()
+                {
+                    t.send_replace(true);
+                }
                 if wanted.contains(&id) && expected.deliver(cache, id, &bytes, "profile replay") {
                     counts.files.fetch_add(1, Ordering::Relaxed);
                     counts
@@ -342,8 +375,21 @@ impl Replay {
     }
 
     /// Fetches a file too large for packs into the cache, as a reader would (a reader
-    /// of it meanwhile waits for this one fetch, see [`Cache::get`]).
-    async fn large(self: Arc<Self>, m: Member, counts: &Counts) {
+    /// of it meanwhile waits for this one fetch, see [`Cache::get`]), once `told` (if
+    /// given) says whether the server has profile packs, and only if it has.
+    async fn large(
+        self: Arc<Self>,
+        m: Member,
+        counts: &Counts,
+        told: Option<watch::Receiver<bool>>,
+    ) {
+        // Before taking permits: the part that tells needs one.
+        if let Some(mut told) = told {
+            let _ = told.wait_for(|known| *known).await;
+        }
+        if !self.endpoint.supported() {
+            return;
+        }
         let Some(_permits) = self.bounds.permits(m.size).await else {
             return;
         };

@@ -535,6 +535,33 @@ impl View {
         self.tree(&id).ok().map(|t| (id, t))
     }
 
+    /// Where directory `ino` is: the tree of the root version its top-level entry shows
+    /// now, and the names of the directories from that root down to it, so a path
+    /// inside the same root can be resolved from its trees alone.
+    pub fn dir_place(&self, ino: u64) -> Option<(TreeId, Vec<Vec<u8>>)> {
+        let (top, path) = match self.inodes.read().expect("view lock").nodes.get(&ino)? {
+            Node::Dir { top, path, .. } => (top.clone(), path.clone()),
+            _ => return None,
+        };
+        let name = std::str::from_utf8(&top).ok()?;
+        let shown = self
+            .roots
+            .read()
+            .expect("view lock")
+            .get(name)
+            .map(|v| v.tree);
+        let root = shown.or_else(|| {
+            let pinned = self.pinned.read().expect("view lock");
+            pinned.get(name).map(|v| v.tree)
+        })?;
+        let names = path
+            .split(|b| *b == b'/')
+            .filter(|n| !n.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        Some((root, names))
+    }
+
     /// A symlink's target.
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, ViewError> {
         match self

@@ -38,18 +38,23 @@ pub(super) async fn answer(
     let store = app.store.clone();
     let tree = blocking(move || store.tree(&id).map_err(store_error)).await?;
     let parts = pack::parts(&tree);
-    let members = parts.get(index).ok_or_else(|| {
+    let members = part_of(&parts, index, format_args!("tree {id}"))?;
+    answer_members(app, members, etag).await
+}
+
+/// Part `index` of `parts`, the pack parts of `whose`; past the last one, 404.
+pub(super) fn part_of<'a>(
+    parts: &'a [Vec<Member>],
+    index: usize,
+    whose: std::fmt::Arguments,
+) -> Result<&'a [Member], Answer> {
+    parts.get(index).map(Vec::as_slice).ok_or_else(|| {
         Answer::error(
             Status::NotFound,
             "not-found",
-            format!(
-                "tree {id} has {} pack parts, not {}",
-                parts.len(),
-                index + 1
-            ),
+            format!("{whose} has {} pack parts, not {}", parts.len(), index + 1),
         )
-    })?;
-    answer_members(app, members, etag).await
+    })
 }
 
 /// The part number a URL's last segment gives.

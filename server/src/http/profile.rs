@@ -68,17 +68,11 @@ pub(super) async fn answer(
         })
         .await?
         .clone();
-    let members = plan.parts.get(index).ok_or_else(|| {
-        Answer::error(
-            Status::NotFound,
-            "not-found",
-            format!(
-                "the profile of commit {id} has {} pack parts, not {}",
-                plan.parts.len(),
-                index + 1
-            ),
-        )
-    })?;
+    let members = super::pack::part_of(
+        &plan.parts,
+        index,
+        format_args!("the profile of commit {id}"),
+    )?;
     super::pack::answer_members(app, members, etag).await
 }
 

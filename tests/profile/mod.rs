@@ -1,22 +1,20 @@
 //! Access profiles: `canopy profile record` runs bash in a real root and writes the
 //! files it read into a new signed commit of the same tree; a fresh host (fresh mount,
 //! empty cache) replays it before any program runs: the files arrive byte-identical in
-//! a few requests, and the program then runs with no object requests. A member altered
-//! on the way fails that file alone (EIO); a bogus profile is refused and the root still
-//! works; a small cache bound holds while a profile larger than its share replays.
+//! a few requests, and the program then runs with no object requests. A bogus profile
+//! is refused and the root still works; a small cache bound holds while a profile larger
+//! than its share replays. Servers that alter, fail or lack profile packs: [`servers`].
 
-use crate::cold::{cached_bytes, tamper};
+mod servers;
+
+use crate::cold::cached_bytes;
 use crate::debs::{self, ROOT_PACKAGES};
-use crate::mount::{Mount, Server, eventually, read};
-use crate::proxy::TcpProxy;
+use crate::mount::{Mount, Server, answered, eventually, read};
 use crate::util::{Canopy, cmd, sha256_file};
 use canopy_protocol::profile::Profile;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// What the profile records: bash, coreutils programs, their libraries, a file of /etc.
@@ -111,13 +109,6 @@ fn shared() -> &'static Shared {
     })
 }
 
-/// Requests the server answered whose URI starts with `prefix`.
-fn answered(log: &str, prefix: &str) -> usize {
-    log.lines()
-        .filter(|l| l.contains("answered") && l.contains(&format!("uri={prefix}")))
-        .count()
-}
-
 /// The cache file of the content of `file`.
 fn cache_file(cache: &Path, file: &Path) -> PathBuf {
     let id = sha256_file(file);
@@ -197,63 +188,6 @@ fn a_fresh_host_replays_the_profile_before_the_program_runs() {
         fs::read(s.reference.join("usr/bin/sort")).unwrap()
     );
     assert_eq!(answered(&server.log(), "/v1/packs/profile/"), 0);
-    mount.stop();
-}
-
-#[test]
-fn a_profile_member_altered_on_the_way_fails_that_file_alone() {
-    let s = shared();
-    let small: Vec<&String> = s
-        .paths
-        .iter()
-        .filter(|p| fs::metadata(s.reference.join(p)).unwrap().len() <= 1 << 20)
-        .collect();
-    // A packed file whose 64 bytes at its middle appear in no other profiled file.
-    let (victim, marker) = small
-        .iter()
-        .filter(|p| fs::metadata(s.reference.join(p)).unwrap().len() >= 4096)
-        .find_map(|p| {
-            let bytes = fs::read(s.reference.join(p)).unwrap();
-            let mid = bytes.len() / 2;
-            let marker = bytes[mid..mid + 64].to_vec();
-            let unique = s.paths.iter().all(|q| {
-                q == *p
-                    || !fs::read(s.reference.join(q))
-                        .unwrap()
-                        .windows(64)
-                        .any(|w| w == &marker[..])
-            });
-            unique.then(|| (p.to_string(), marker))
-        })
-        .expect("a profiled file with bytes of its own");
-    let mut altered = marker.clone();
-    altered[0] ^= 0xff;
-    let server = Server::start(&s.env, "127.0.0.1:0");
-    let proxy = tamper(&server.url, marker, altered);
-    let mount = Mount::start(
-        &s.env,
-        "tampered",
-        &proxy.url,
-        &["--root", "web", "--no-prefetch"],
-    );
-    replayed(&mount);
-    for path in &s.paths {
-        match read(&mount.path(path)) {
-            Ok(bytes) => {
-                assert_ne!(*path, victim, "altered bytes were served");
-                assert_eq!(bytes, fs::read(s.reference.join(path)).unwrap(), "{path}");
-            }
-            Err(e) => {
-                assert_eq!(*path, victim, "{path}: {e}");
-                assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
-            }
-        }
-    }
-    let log = mount.log();
-    assert!(
-        log.contains("in the pack from") && log.contains("/v1/packs/profile/"),
-        "the altered member was not seen in a profile pack:\n{log}"
-    );
     mount.stop();
 }
 
@@ -508,89 +442,4 @@ fn a_following_host_replays_a_profile_recorded_later_and_kept_by_upgrades() {
     );
     drop(held);
     mount.stop();
-}
-
-/// Copies `src` to `dst`; while `broken` is set, `needle` becomes `!` and the rest of
-/// it (a request line arrives in one read).
-fn pass(mut src: TcpStream, mut dst: TcpStream, needle: &[u8], broken: &AtomicBool) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match src.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let chunk = &mut buf[..n];
-        if !needle.is_empty() && broken.load(Ordering::Relaxed) {
-            let last = needle.len() - 1;
-            let mut i = 0;
-            while i + needle.len() <= chunk.len() {
-                if chunk[i..i + needle.len()] == *needle {
-                    chunk[i + last] = b'!';
-                }
-                i += 1;
-            }
-        }
-        if dst.write_all(chunk).is_err() {
-            break;
-        }
-    }
-    let _ = dst.shutdown(Shutdown::Write);
-}
-
-#[test]
-fn a_replay_that_failed_is_replayed_again_and_run_can_turn_it_off() {
-    let s = shared();
-    let server = Server::start(&s.env, "127.0.0.1:0");
-    let commit = s.env.json(["roots", "show", "web"])["commit"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    // Profile pack requests ask for a bad id (400) while `broken` is set.
-    let broken = Arc::new(AtomicBool::new(true));
-    let needle = format!("/v1/packs/profile/{}", &commit[..1]).into_bytes();
-    let b = broken.clone();
-    let never = Arc::new(AtomicBool::new(false));
-    let proxy = TcpProxy::start(
-        &server.url,
-        Arc::new(move |c, s, _: &AtomicBool| pass(c, s, &needle, &b)),
-        Arc::new(move |s, c, _: &AtomicBool| pass(s, c, b"", &never)),
-    );
-    let mount = Mount::start(
-        &s.env,
-        "retry",
-        &proxy.url,
-        &[
-            "--root",
-            "web",
-            "--follow",
-            "--interval",
-            "200ms",
-            "--no-prefetch",
-        ],
-    );
-    eventually(
-        Duration::from_secs(30),
-        || format!("the replay did not fail:\n{}", mount.log()),
-        || {
-            mount
-                .log()
-                .contains("every pack part of the profile")
-                .then_some(())
-        },
-    );
-    broken.store(false, Ordering::Relaxed);
-    replayed(&mount);
-    mount.stop();
-
-    // canopy run --server replays the profile unless told not to.
-    fs::write(s.env.path("server.pub"), s.env.stdout(["key", "show"])).unwrap();
-    let before = answered(&server.log(), "/v1/packs/profile/");
-    s.env
-        .bare_cmd(["run", "--server", &server.url, "--trust"])
-        .arg(s.env.path("server.pub"))
-        .arg("--cache-dir")
-        .arg(s.env.path("run-cache"))
-        .args(["--no-profile", "web", "--", "/bin/bash", "-c", SCRIPT])
-        .success();
-    assert_eq!(answered(&server.log(), "/v1/packs/profile/"), before);
 }
