@@ -198,3 +198,59 @@ impl Files {
         drop_all(all, &*self.objects);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::OwnedFd;
+
+    /// A kept file of `size` bytes. Its registration names no connection (a descriptor
+    /// of /dev/null, whose close is refused and only logged): the set's bounds are what
+    /// is tested here; registrations on a real connection are in tests/handover.rs.
+    fn file(device: &Arc<OwnedFd>, raw: u32, size: u64) -> KeptFile {
+        KeptFile {
+            backing: Arc::new(Backing::known(raw, device)),
+            content: Arc::new(Opened {
+                file: std::fs::File::open("/dev/null").unwrap(),
+                stamp: None,
+            }),
+            blob: ObjectId::of(&raw.to_le_bytes()),
+            size,
+        }
+    }
+
+    fn device() -> Arc<OwnedFd> {
+        Arc::new(std::fs::File::open("/dev/null").unwrap().into())
+    }
+
+    #[test]
+    fn at_most_kept_files_are_kept_the_least_recently_kept_going_first() {
+        let device = device();
+        let mut kept = Kept::new(None);
+        let mut out = Vec::new();
+        for ino in 0..KEPT_FILES as u64 + 3 {
+            out.extend(kept.push(ino, file(&device, ino as u32, 1 << 30)));
+        }
+        assert_eq!(kept.files.len(), KEPT_FILES);
+        let gone: Vec<u32> = out.iter().map(|f| f.backing.raw).collect();
+        assert_eq!(gone, [0, 1, 2]);
+        assert!(kept.take(2).is_none() && kept.take(3).is_some());
+        assert_eq!(kept.bytes, (KEPT_FILES as u64 - 1) << 30);
+    }
+
+    #[test]
+    fn kept_files_pin_at_most_an_eighth_of_the_cache() {
+        let device = device();
+        // A cache of 80 bytes: 10 may stay pinned between opens.
+        let mut kept = Kept::new(Some(80));
+        assert!(kept.fits(10) && !kept.fits(11));
+        assert!(kept.push(1, file(&device, 1, 4)).is_empty());
+        assert!(kept.push(2, file(&device, 2, 4)).is_empty());
+        let out = kept.push(3, file(&device, 3, 4));
+        assert_eq!(out.iter().map(|f| f.backing.raw).collect::<Vec<_>>(), [1]);
+        assert_eq!((kept.files.len(), kept.bytes), (2, 8));
+        // Taken back by an open: no longer counted.
+        assert!(kept.take(2).is_some());
+        assert_eq!(kept.bytes, 4);
+    }
+}
