@@ -349,9 +349,12 @@ CAT_BIG='cd "$1" && shift && cat -- "$@" >/dev/null'
 # sample so that a sample is long enough to judge.
 REREADS=20
 REREAD_BIG='cd "$1" && shift && for ((i = 0; i < '"$REREADS"'; i++)); do cat -- "$@"; done >/dev/null'
-# What an open costs once everything is cached: one small file opened, read and closed
-# OPENS times in one process (no exec, no lookup: the per-open round trips alone).
+# What an open costs once everything is cached: a file opened, read and closed N times
+# in one process (no exec, no lookup: the per-open round trips alone), for one small
+# file (OPENS times) and for the largest (BIG_OPENS times: read by the kernel from the
+# cache file with passthrough, so what an open costs on top of the round trip there).
 OPENS=20000
+BIG_OPENS=5000
 SMALL_FILE=$(cd "$CO" && find . -type f -size -4k -size +0 -printf '%P\n' | sort | sed -n 1p)
 OPEN_LOOP='/usr/bin/python3 -c "
 import os, sys
@@ -360,19 +363,7 @@ for _ in range(n):
     fd = os.open(path, os.O_RDONLY)
     os.read(fd, 4096)
     os.close(fd)
-" "$1/$2" '"$OPENS"
-
-# The same for the largest file (read by the kernel from the cache file with
-# passthrough): what an open costs on top of the round trip there.
-BIG_OPENS=5000
-OPEN_BIG_LOOP='/usr/bin/python3 -c "
-import os, sys
-path, n = sys.argv[1], int(sys.argv[2])
-for _ in range(n):
-    fd = os.open(path, os.O_RDONLY)
-    os.read(fd, 4096)
-    os.close(fd)
-" "$1/$2" '"$BIG_OPENS"
+" "$1/$2" "$3"'
 # The largest files read REREADS times each through one open per file (pread from the
 # start each time): the reads of the re-read row without its opens.
 PREAD_BIG='cd "$1" && shift && /usr/bin/python3 -c "
@@ -436,10 +427,10 @@ if want warm; then
             timed "w_stat_$v" 'cd "$1" && find . -type f -print0 | xargs -0 stat >/dev/null' "$d"
             timed w_warmup "$READ_ALL" "$d"
             timed "w_all_$v" "$READ_ALL" "$d"
-            timed w_warmup "$OPEN_LOOP" "$d" "$SMALL_FILE"
-            timed "w_open_$v" "$OPEN_LOOP" "$d" "$SMALL_FILE"
-            timed w_warmup "$OPEN_BIG_LOOP" "$d" "${BIG[-1]}"
-            timed "w_openbig_$v" "$OPEN_BIG_LOOP" "$d" "${BIG[-1]}"
+            timed w_warmup "$OPEN_LOOP" "$d" "$SMALL_FILE" "$OPENS"
+            timed "w_open_$v" "$OPEN_LOOP" "$d" "$SMALL_FILE" "$OPENS"
+            timed w_warmup "$OPEN_LOOP" "$d" "${BIG[-1]}" "$BIG_OPENS"
+            timed "w_openbig_$v" "$OPEN_LOOP" "$d" "${BIG[-1]}" "$BIG_OPENS"
             timed "w_pread_$v" "$PREAD_BIG" "$d" "${BIG[@]}"
             timed w_warmup "$EXEC_LOOP" "$d"
             timed "w_exec_$v" "$EXEC_LOOP" "$d"
