@@ -40,7 +40,7 @@
 //! A server without the pack endpoint (from before it, or a cache that passes only
 //! objects) turns prefetch off for the mount's life, with one line in the log.
 
-use crate::arrivals::{Arrival, Arrivals, Bounds, Endpoint, Expected};
+use crate::arrivals::{Arrival, Arrivals, Bounds, Endpoint, Expected, Permits};
 use crate::demand::{Demand, Fetching, Gate, Urgent};
 use crate::remote::Remote;
 use crate::view::View;
@@ -410,20 +410,8 @@ impl Prefetch {
             expected,
         } = part;
         let size: u64 = members.iter().map(|m| m.size).sum();
-        // Gives way to readers' fetches, then waits its turn; neither once a reader
-        // waits for it: it then goes as that reader's own fetch would have, outside the
-        // bounds, which stay what they are for requests ahead of use.
-        let held = urgent.unless(self.demand.idle(HOLD)).await;
-        let hold = HOLD.saturating_sub(held.unwrap_or_default());
-        let _permits = match urgent.unless(self.packs.permits(size)).await {
-            Some(None) => return,
-            Some(Some(permits)) => Some(permits),
-            None => None,
-        };
-        let gate = Gate {
-            demand: &self.demand,
-            hold,
-            urgent: Some(&urgent),
+        let Some((gate, _permits)) = self.turn(&self.packs, size, &urgent).await else {
+            return;
         };
         let result = self
             .remote
@@ -445,6 +433,32 @@ impl Prefetch {
         {
             tracing::warn!("prefetch of directory {tree} part {part}: {e}");
         }
+    }
+
+    /// Waits until a request of `size` bytes ahead of use may go: it gives way to
+    /// readers' fetches (at most [`HOLD`]), then waits for room within `bounds`;
+    /// neither once `urgent` is set, as a reader then waits for it: it goes as that
+    /// reader's own fetch would have, outside the bounds, which stay what they are for
+    /// requests ahead of use. Returns the request's gate and its permits (none if it
+    /// went as urgent); `None` if the bounds are closed.
+    async fn turn<'a>(
+        &'a self,
+        bounds: &Bounds,
+        size: u64,
+        urgent: &'a Urgent,
+    ) -> Option<(Gate<'a>, Option<Permits>)> {
+        let held = urgent.unless(self.demand.idle(HOLD)).await;
+        let permits = match urgent.unless(bounds.permits(size)).await {
+            Some(None) => return None,
+            Some(Some(permits)) => Some(permits),
+            None => None,
+        };
+        let gate = Gate {
+            demand: &self.demand,
+            hold: HOLD.saturating_sub(held.unwrap_or_default()),
+            urgent: Some(urgent),
+        };
+        Some((gate, permits))
     }
 
     /// Counts object `id` of `size` bytes, just put into the cache, as prefetched and

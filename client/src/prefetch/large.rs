@@ -5,19 +5,21 @@
 //! would otherwise be fetched one at a time, each only when the walk reaches it. Once a
 //! directory is prefetched, they come beside its packs, one object per request, at most
 //! [`LARGE`] at once, under the same bounds as packs: their bytes count against
-//! [`IN_FLIGHT`] and the share of the cache ([`SHARE`](super::SHARE)); they go in only where evicting
-//! unpinned objects makes room ([`Cache::offer_file`]); each is verified as it streams
-//! in ([`Remote::object_to_file_gated`]); they give way to readers' own fetches
-//! ([`crate::demand`], at most [`HOLD`] each). A reader that opens one on its way waits
-//! for it (within its deadline: `--timeout`, then its size at `--min-rate`) rather than
-//! fetching it a second time, and makes it go at once if it is still queued or held.
+//! [`IN_FLIGHT`](super::IN_FLIGHT) and the share of the cache
+//! ([`SHARE`](super::SHARE)); they go in only where evicting unpinned objects makes
+//! room ([`Cache::offer_file`]); each is verified as it streams in
+//! ([`Remote::object_to_file_gated`]); they give way to readers' own fetches
+//! ([`crate::demand`], at most [`HOLD`](super::HOLD) each). A reader that opens one on
+//! its way waits for it (within its deadline: `--timeout`, then its size at
+//! `--min-rate`) rather than fetching it a second time, and makes it go at once if it
+//! is still queued or held.
 //!
 //! [`Cache::offer_file`]: canopy_cache::Cache::offer_file
 //! [`Remote::object_to_file_gated`]: crate::remote::Remote::object_to_file_gated
 
-use super::{HOLD, Prefetch};
+use super::Prefetch;
 use crate::arrivals::Arrival;
-use crate::demand::{Gate, Urgent};
+use crate::demand::Urgent;
 use canopy_protocol::pack;
 use canopy_protocol::{EntryKind, ObjectId, Tree, TreeId};
 use std::collections::HashSet;
@@ -77,13 +79,8 @@ impl Prefetch {
     /// Fetches object `id` of `size` bytes into the cache, if there is room once its
     /// turn comes.
     async fn fetch_large_into_cache(&self, id: &ObjectId, size: u64, urgent: &Urgent) {
-        // As a pack: once a reader waits for it, it neither gives way nor waits its turn.
-        let held = urgent.unless(self.demand.idle(HOLD)).await;
-        let hold = HOLD.saturating_sub(held.unwrap_or_default());
-        let _permits = match urgent.unless(self.large.permits(size)).await {
-            Some(None) => return,
-            Some(Some(permits)) => Some(permits),
-            None => None,
+        let Some((gate, _permits)) = self.turn(&self.large, size, urgent).await else {
+            return;
         };
         // Queued a while: a reader may have fetched it, or the cache filled with open
         // files meanwhile.
@@ -93,16 +90,7 @@ impl Prefetch {
         let tmp = self.cache.staging(id);
         let fetched = self
             .remote
-            .object_to_file_gated(
-                id,
-                size,
-                &tmp,
-                Some(Gate {
-                    demand: &self.demand,
-                    hold,
-                    urgent: Some(urgent),
-                }),
-            )
+            .object_to_file_gated(id, size, &tmp, Some(gate))
             .await;
         match fetched {
             Ok(got) => match self.cache.offer_file(id, &tmp, got) {
