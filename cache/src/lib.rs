@@ -440,6 +440,13 @@ impl Cache {
         self.state.lock().expect("cache lock").total -= size;
     }
 
+    /// Whether a caller is fetching, verifying or putting in `id` right now (through
+    /// [`Cache::get`], [`Cache::cached`] or an offer): another fetch of it would be a
+    /// second download.
+    pub fn is_fetching(&self, id: &ObjectId) -> bool {
+        self.fetching.contains_key(id)
+    }
+
     /// Whether the cache lists `id` (without checking its file: [`Cache::cached`] does).
     pub fn contains(&self, id: &ObjectId) -> bool {
         self.state.lock().expect("cache lock").lru.contains(id)

@@ -23,7 +23,9 @@
 //! only where evicting unpinned objects makes room ([`Cache::offer_file`]); each file
 //! once per root version. Every object is verified as it streams in; one that fails is
 //! not cached and its reader fetches it alone (and gets EIO if it is bad). A reader
-//! that reaches a file under way waits for it ([`crate::arrivals`]).
+//! that reaches a file under way waits for it and makes it go at once if it still
+//! waits for its turn ([`crate::arrivals`]); a file a reader or a profile's replay is
+//! fetching already is left to them.
 //!
 //! [`Cache::offer_file`]: canopy_cache::Cache::offer_file
 
@@ -31,6 +33,7 @@ use super::Prefetch;
 use super::elf::{self, Needs};
 use super::ldcache::LdCache;
 use crate::arrivals::{Arrival, Bounds};
+use crate::demand::Urgent;
 use canopy_protocol::{EntryKind, ObjectId, Tree, TreeId};
 use lru::LruCache;
 use search::{Dirs, Steps, default_search, locate, resolve, search_dirs};
@@ -88,6 +91,8 @@ pub(super) struct Libraries {
     seen: Mutex<LruCache<(TreeId, ObjectId), ()>>,
     /// Each root's `ld.so.cache`, by root tree and ELF machine.
     ld_caches: Mutex<LruCache<(TreeId, u16), LdCell>>,
+    /// Bytes of library fetches under way ([`Reserved`]).
+    reserved: Mutex<u64>,
     bounds: Bounds,
 }
 
@@ -100,6 +105,7 @@ impl Default for Libraries {
             opened: Mutex::new(LruCache::new(n(SEEN))),
             seen: Mutex::new(LruCache::new(n(SEEN))),
             ld_caches: Mutex::new(LruCache::new(n(LD_CACHES))),
+            reserved: Mutex::new(0),
             bounds: Bounds::new(REQUESTS),
         }
     }
@@ -321,49 +327,63 @@ impl Prefetch {
             examine.push(f);
             return;
         }
-        if budget.fetches == 0 || !self.within_share(f.size) {
+        if budget.fetches == 0 {
             return;
         }
-        budget.fetches -= 1;
         if let Some(fetch) = self.fetch_expected(f.clone()) {
+            budget.fetches -= 1;
             fetches.spawn(async move { fetch.await.then_some(f) });
         }
     }
 
     /// Registers that `f` is under way, so the loader reaching it waits for this fetch
-    /// rather than starting its own, and returns its fetch (whether the cache then
-    /// holds it); `None` if another request brings it already.
+    /// rather than starting its own (and makes it go at once if it is still waiting
+    /// for its turn), and returns its fetch (whether the cache then holds it); `None`
+    /// if the cache holds it, another request or a reader brings it already, or its
+    /// bytes would not stay within the share of the cache for what is fetched ahead
+    /// of use (counting those of library fetches under way).
     fn fetch_expected(
         self: &Arc<Self>,
         f: Found,
     ) -> Option<impl std::future::Future<Output = bool> + Send + 'static> {
-        let expected = self.arrivals.expect(
-            [(f.blob, Arrival::first(self.remote.deadline(f.size)))],
-            |id| self.cache.contains(id),
-        );
+        if self.cache.contains(&f.blob) || self.cache.is_fetching(&f.blob) {
+            return None;
+        }
+        let reserved = Reserved::take(self, f.size)?;
+        let urgent = Arc::new(Urgent::default());
+        let arrival = Arrival::first(self.remote.deadline(f.size)).promoting(urgent.clone());
+        let expected = self
+            .arrivals
+            .expect([(f.blob, arrival)], |id| self.cache.contains(id));
         if !expected.contains(&f.blob) {
             return None;
         }
         let this = self.clone();
         Some(async move {
-            let cached = this.fetch_library(&f).await;
+            let cached = this.fetch_library(&f, &urgent).await;
             // Its readers go on, whether it came or not.
             drop(expected);
+            drop(reserved);
             cached
         })
     }
 
-    /// Fetches library `f` into the cache; whether the cache holds it then.
-    async fn fetch_library(&self, f: &Found) -> bool {
+    /// Fetches library `f` into the cache; whether the cache holds it then. It waits
+    /// for its turn within the bounds unless `urgent` is set (a reader waits for it):
+    /// then it goes at once, as that reader's own fetch would have.
+    async fn fetch_library(&self, f: &Found, urgent: &Urgent) -> bool {
         // Counted as a reader's fetch: packs give way to it.
         let _demand = self.demand.begin();
-        let Some(_permits) = self.libraries.bounds.permits(f.size).await else {
-            return false;
+        let _permits = match urgent.unless(self.libraries.bounds.permits(f.size)).await {
+            Some(None) => return false,
+            Some(Some(permits)) => Some(permits),
+            None => None,
         };
         if self.cache.contains(&f.blob) {
             return true;
         }
-        if !self.cache.has_room(f.size) {
+        // Queued a while: a reader or a profile's replay may be fetching it now.
+        if self.cache.is_fetching(&f.blob) || !self.cache.has_room(f.size) {
             return false;
         }
         let tmp = self.cache.staging(&f.blob);
@@ -421,7 +441,7 @@ impl Prefetch {
         // reads it next); any other starting meanwhile waits for that one. Only what
         // was read is kept: a cache not fetched this time is tried again next time.
         let read = cell.get_or_try_init(|| async {
-            if !self.cache.contains(&f.blob) && self.within_share(f.size) {
+            if !self.cache.contains(&f.blob) {
                 self.first_time(root, &f.blob);
                 if let Some(fetch) = self.fetch_expected(f.clone()) {
                     fetch.await;
@@ -455,6 +475,40 @@ impl Prefetch {
                 Ok(None)
             }
         }
+    }
+}
+
+/// Bytes of a library fetch under way, counted against the share of the cache for
+/// what is fetched ahead of use until it ends (once in the cache, it is counted as
+/// prefetched instead): fetches queued together cannot all pass the same total.
+struct Reserved {
+    prefetch: Arc<Prefetch>,
+    bytes: u64,
+}
+
+impl Reserved {
+    /// Reserves `bytes`, if they stay within the share with those already reserved.
+    fn take(prefetch: &Arc<Prefetch>, bytes: u64) -> Option<Reserved> {
+        let mut reserved = prefetch.libraries.reserved.lock().expect("prefetch lock");
+        if !prefetch.within_share(reserved.saturating_add(bytes)) {
+            return None;
+        }
+        *reserved += bytes;
+        Some(Reserved {
+            prefetch: prefetch.clone(),
+            bytes,
+        })
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        *self
+            .prefetch
+            .libraries
+            .reserved
+            .lock()
+            .expect("prefetch lock") -= self.bytes;
     }
 }
 
