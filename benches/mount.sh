@@ -3,11 +3,13 @@
 #
 # On one store built from real .debs (the closure import.sh uses), measures:
 #   1. warm reads: the largest files (read again 20 times), `find | xargs stat` and
-#      `find | xargs cat` of the whole root, and one small file opened, read and closed
-#      20,000 times, and 20 warm starts of bash and python3 in a chroot of the root,
+#      `find | xargs cat` of the whole root, one small file opened, read and closed
+#      20,000 times, the largest 5,000 times, the largest files read through one open
+#      each, and 20 warm starts of bash and python3 in a chroot of the root,
 #      through the mount (passthrough on / off) vs a `canopy checkout` on
 #      disk and vs the floor of any FUSE mount (client/examples/fuse_floor.rs: the same
-#      tree served from memory with canopy's session settings), variants interleaved
+#      tree served from memory with canopy's session settings; and the same with OPEN
+#      answered ENOSYS, so opens cost no round trip), variants interleaved
 #   2. cold: `canopy mount` start to "mounted at" + `find | wc -l`, and
 #      `chroot ROOT /bin/bash -c true`, with an empty cache and dropped page cache,
 #      vs the same on the checkout after dropping the page cache
@@ -267,13 +269,15 @@ start_mount() {
     is_mounted "$mnt" || fail_step "canopy mount said \"$LINE\" but $mnt is not a mountpoint" "$LOGS/mount-$name.err"
 }
 
-# start_floor MNT: the floor file system serving the checkout at MNT (see fuse_floor.rs).
+# start_floor MNT [--no-open]: the floor file system serving the checkout at MNT (see
+# fuse_floor.rs).
 start_floor() {
     local mnt=$1 name
+    shift
     name=$(basename "$mnt")
     mkdir -p "$mnt"
     : >"$LOGS/mount-$name.out"
-    "$FLOOR" "$CO" "$mnt" >"$LOGS/mount-$name.out" 2>"$LOGS/mount-$name.err" &
+    "$FLOOR" "$@" "$CO" "$mnt" >"$LOGS/mount-$name.out" 2>"$LOGS/mount-$name.err" &
     MOUNT_PID[$mnt]=$!
     wait_line "$LOGS/mount-$name.out" '^mounted at ' "${MOUNT_PID[$mnt]}" "fuse_floor ($name)"
 }
@@ -345,9 +349,12 @@ CAT_BIG='cd "$1" && shift && cat -- "$@" >/dev/null'
 # sample so that a sample is long enough to judge.
 REREADS=20
 REREAD_BIG='cd "$1" && shift && for ((i = 0; i < '"$REREADS"'; i++)); do cat -- "$@"; done >/dev/null'
-# What an open costs once everything is cached: one small file opened, read and closed
-# OPENS times in one process (no exec, no lookup: the per-open round trips alone).
+# What an open costs once everything is cached: a file opened, read and closed N times
+# in one process (no exec, no lookup: the per-open round trips alone), for one small
+# file (OPENS times) and for the largest (BIG_OPENS times: read by the kernel from the
+# cache file with passthrough, so what an open costs on top of the round trip there).
 OPENS=20000
+BIG_OPENS=5000
 SMALL_FILE=$(cd "$CO" && find . -type f -size -4k -size +0 -printf '%P\n' | sort | sed -n 1p)
 OPEN_LOOP='/usr/bin/python3 -c "
 import os, sys
@@ -356,7 +363,21 @@ for _ in range(n):
     fd = os.open(path, os.O_RDONLY)
     os.read(fd, 4096)
     os.close(fd)
-" "$1/$2" '"$OPENS"
+" "$1/$2" "$3"'
+# The largest files read REREADS times each through one open per file (pread from the
+# start each time): the reads of the re-read row without its opens.
+PREAD_BIG='cd "$1" && shift && /usr/bin/python3 -c "
+import os, sys
+fds = [os.open(p, os.O_RDONLY) for p in sys.argv[2:]]
+for _ in range(int(sys.argv[1])):
+    for fd in fds:
+        off = 0
+        while True:
+            b = os.pread(fd, 131072, off)
+            if not b:
+                break
+            off += len(b)
+" '"$REREADS"' "$@"'
 
 # What a program start costs once everything is cached: its opens, its searches for
 # files that are not there (a loader's library path, an interpreter's module path) and
@@ -371,9 +392,11 @@ if want warm; then
     # pinned root (a switch has the kernel forget what it changed).
     start_mount "$M_PT" "$TMP/cache-pt" --root base --follow --interval 10s
     start_mount "$M_NP" "$TMP/cache-nopt" --root base --no-passthrough --follow --interval 10s
-    declare -A WDIR=([ext4]=$CO [pt]=$M_PT [nopt]=$M_NP [floor]=$TMP/mnt-floor)
-    WARM_VARIANTS=(ext4 pt nopt floor)
+    declare -A WDIR=([ext4]=$CO [pt]=$M_PT [nopt]=$M_NP [floor]=$TMP/mnt-floor [noopen]=$TMP/mnt-noopen)
+    WARM_VARIANTS=(ext4 pt nopt floor noopen)
     start_floor "${WDIR[floor]}"
+    # The floor without OPEN/RELEASE round trips: what stands between FUSE and the disk.
+    start_floor "${WDIR[noopen]}" --no-open
     if [[ -n $COMPARE ]]; then
         # The second binary, same options as the first's passthrough mount.
         WDIR[cmp]=$TMP/mnt-cmp
@@ -404,8 +427,11 @@ if want warm; then
             timed "w_stat_$v" 'cd "$1" && find . -type f -print0 | xargs -0 stat >/dev/null' "$d"
             timed w_warmup "$READ_ALL" "$d"
             timed "w_all_$v" "$READ_ALL" "$d"
-            timed w_warmup "$OPEN_LOOP" "$d" "$SMALL_FILE"
-            timed "w_open_$v" "$OPEN_LOOP" "$d" "$SMALL_FILE"
+            timed w_warmup "$OPEN_LOOP" "$d" "$SMALL_FILE" "$OPENS"
+            timed "w_open_$v" "$OPEN_LOOP" "$d" "$SMALL_FILE" "$OPENS"
+            timed w_warmup "$OPEN_LOOP" "$d" "${BIG[-1]}" "$BIG_OPENS"
+            timed "w_openbig_$v" "$OPEN_LOOP" "$d" "${BIG[-1]}" "$BIG_OPENS"
+            timed "w_pread_$v" "$PREAD_BIG" "$d" "${BIG[@]}"
             timed w_warmup "$EXEC_LOOP" "$d"
             timed "w_exec_$v" "$EXEC_LOOP" "$d"
         done
@@ -653,12 +679,15 @@ report() {
             "stat:find -type f | xargs stat, 2nd pass" \
             "all:read every file (find | xargs cat), 2nd pass" \
             "open:open+read+close one small file $OPENS times" \
+            "openbig:open+read+close the largest file $BIG_OPENS times" \
+            "pread:largest $LARGEST files read $REREADS times, one open each (pread)" \
             "exec:chroot DIR bash -c true + python3.11 -c pass, 20 times"; do
             label=${w#*:}
             w=${w%%:*}
             row "$label: mount, passthrough" "$(m "w_${w}_pt")" "$(m "w_${w}_ext4")"
             row "$label: mount, --no-passthrough" "$(m "w_${w}_nopt")" "$(m "w_${w}_ext4")"
             row "$label: FUSE floor (memory)" "$(m "w_${w}_floor")" "$(m "w_${w}_ext4")"
+            row "$label: FUSE floor without opens (OPEN: ENOSYS)" "$(m "w_${w}_noopen")" "$(m "w_${w}_ext4")"
             row "  mount, passthrough vs the FUSE floor" "$(m "w_${w}_pt")" "$(m "w_${w}_floor")"
             if [[ -n $COMPARE ]]; then
                 row "  --compare binary, passthrough (vs ext4)" "$(m "w_${w}_cmp")" "$(m "w_${w}_ext4")"

@@ -454,3 +454,111 @@ fn a_successor_with_other_options_is_refused_and_says_how_to_restart() {
     assert!(!fs::read(dir.join("etc/debian_version")).unwrap().is_empty());
     daemon.stop();
 }
+
+/// Lines of `log` that say `what`.
+fn said(log: &Path, what: &str) -> usize {
+    fs::read_to_string(log).unwrap().matches(what).count()
+}
+
+/// How the opens of `/data/warm` of the mount at `dir` went, from the log of its
+/// daemon: how many passed through (read by the kernel), how many of those registered
+/// the cache file with the kernel, and how many reused a registration kept since a
+/// close.
+#[derive(Debug, PartialEq)]
+struct Through {
+    opens: usize,
+    registered: usize,
+    reused: usize,
+}
+
+impl Through {
+    fn of(dir: &Path, log: &Path) -> Through {
+        use std::os::unix::fs::MetadataExt;
+        let ino = fs::metadata(dir.join("data/warm")).unwrap().ino();
+        Through {
+            opens: said(
+                log,
+                &format!(": inode {ino} through passthrough registration "),
+            ),
+            registered: said(log, "opened passthrough registration"),
+            reused: said(
+                log,
+                &format!("inode {ino}: reusing kept passthrough registration"),
+            ),
+        }
+    }
+}
+
+/// Reads `/data/warm` of the mount at `dir` `times` times, one open after the other:
+/// each time the right bytes, and released by the daemon logging to `log` before the
+/// next open (else the open would share the registration of the one before).
+fn read_warm(dir: &Path, log: &Path, times: usize) {
+    let path = dir.join("data/warm");
+    for _ in 0..times {
+        assert!(crate::mount::read(&path).unwrap() == warm());
+        released(log, &path);
+    }
+}
+
+#[test]
+fn a_large_file_opened_again_reuses_its_registration_until_a_hand_over_or_the_bound() {
+    let (env, _) = store("handover-kept");
+    let server = Server::start(&env, "127.0.0.1:0");
+    let dir = env.mkdir("mnt");
+    let mut logs = Logs {
+        dir: env.path(""),
+        paths: Vec::new(),
+    };
+    let first = logs.next();
+    let daemon = start_mount(&env, &dir, &server.url, &first, &[]);
+    // The first open fetches (read through canopy), the next registers the cached
+    // file with the kernel, and the ones after reuse that registration, kept since
+    // the last close, rather than open and register the cache file again. (An open
+    // that finds the cache busy with the file, such as a prefetch checking it, is
+    // read through canopy: only opens that passed through are counted.)
+    read_warm(&dir, &first, 5);
+    let t = Through::of(&dir, &first);
+    let all = logs.all();
+    assert!(t.opens >= 2, "{t:?}\n{all}");
+    assert_eq!((t.registered, t.reused), (1, t.opens - 1), "{all}");
+    // A successor is handed no kept registration: the live process closes it itself,
+    // once, and the successor registers the file anew.
+    let second = logs.next();
+    let daemon = {
+        let next = start_mount(&env, &dir, &server.url, &second, &[]);
+        let mut old = daemon;
+        let status = old.exited(Duration::from_secs(20));
+        assert!(status.is_some_and(|s| s.success()), "{}", logs.all());
+        old.mount = None;
+        next
+    };
+    read_warm(&dir, &second, 3);
+    let t = Through::of(&dir, &second);
+    let all = logs.all();
+    assert_eq!(
+        said(&first, "closing 1 kept passthrough registrations"),
+        1,
+        "{all}"
+    );
+    assert_eq!(
+        said(&second, "took over passthrough registration"),
+        0,
+        "{all}"
+    );
+    assert!(t.opens >= 1, "{t:?}\n{all}");
+    assert_eq!((t.registered, t.reused), (1, t.opens - 1), "{all}");
+    // Closed twice, an open answered with it would fail.
+    assert!(!all.contains("closing passthrough registration"), "{all}");
+    daemon.stop();
+    // Kept files are pinned in the cache, within an eighth of its bound: under a cache
+    // of 16 MiB the 4 MiB file is not kept, and each open registers it again.
+    let third = logs.next();
+    let daemon = start_mount(&env, &dir, &server.url, &third, &["--cache-size", "16M"]);
+    read_warm(&dir, &third, 4);
+    let t = Through::of(&dir, &third);
+    let all = logs.all();
+    assert!(t.opens >= 2, "{t:?}\n{all}");
+    assert_eq!((t.registered, t.reused), (t.opens, 0), "{all}");
+    assert_eq!(said(&third, "keeping passthrough registration"), 0, "{all}");
+    daemon.stop();
+}

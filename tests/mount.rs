@@ -95,9 +95,18 @@ impl Server {
         answered(&self.log(), "/v1/objects/")
     }
 
-    /// How many requests for this object the server answered.
+    /// How many requests for this object the server answered, once it has logged at
+    /// least one: a request's line is written after its answer is sent, so a reader
+    /// that has its bytes may look before the line is there.
     fn requests_for(&self, id: &str) -> usize {
-        answered(&self.log(), &format!("/v1/objects/{id} "))
+        eventually(
+            Duration::from_secs(30),
+            || format!("the server logged no request for object {id}"),
+            || {
+                let n = answered(&self.log(), &format!("/v1/objects/{id} "));
+                (n > 0).then_some(n)
+            },
+        )
     }
 
     pub(crate) fn stop(&mut self) {

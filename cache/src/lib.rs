@@ -259,6 +259,11 @@ impl Cache {
         self.dir.join("objects").join(&hex[..2]).join(&hex[2..])
     }
 
+    /// The most bytes it holds (open files aside).
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     /// Bytes held now.
     pub fn used(&self) -> u64 {
         self.state.lock().expect("cache lock").total

@@ -5,10 +5,15 @@
 //! symlinks), answering every request from memory with no other work. What a canopy
 //! mount costs beyond it is canopy's own; what it costs beyond the disk is FUSE's.
 //!
+//! With `--no-open` it answers OPEN with ENOSYS, so that the kernel opens files by
+//! itself from then on (no OPEN nor RELEASE round trip, pages kept): what a FUSE mount
+//! would cost if opens cost no round trip, which canopy cannot do (it must see opens to
+//! pass files through to the cache, keep open files from eviction and hand them over).
+//!
 //! Not part of canopy: a benchmark reference only.
 //!
 //! ```sh
-//! cargo run --release -p canopy-client --example fuse_floor -- SOURCE_DIR MOUNTPOINT
+//! cargo run --release -p canopy-client --example fuse_floor -- [--no-open] SOURCE_DIR MOUNTPOINT
 //! ```
 //!
 //! Prints `mounted at MOUNTPOINT` once serving, and unmounts at SIGTERM or SIGINT.
@@ -50,12 +55,17 @@ struct Node {
 /// The tree in memory.
 struct Floor {
     nodes: Vec<Node>,
+    /// Answer OPEN with ENOSYS (see the module's documentation).
+    no_open: bool,
 }
 
 impl Floor {
     /// Copies the tree under `root` into memory.
-    fn load(root: &Path) -> std::io::Result<Floor> {
-        let mut floor = Floor { nodes: Vec::new() };
+    fn load(root: &Path, no_open: bool) -> std::io::Result<Floor> {
+        let mut floor = Floor {
+            nodes: Vec::new(),
+            no_open,
+        };
         floor.add(root)?;
         Ok(floor)
     }
@@ -159,6 +169,9 @@ impl Filesystem for Floor {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_open {
+            return reply.error(Errno::ENOSYS);
+        }
         match self.node(ino).map(|n| &n.body) {
             Ok(Body::File(_)) => reply.opened(
                 FileHandle(ino.0),
@@ -233,20 +246,24 @@ impl Filesystem for Floor {
 }
 
 fn main() {
-    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let mut args: Vec<_> = std::env::args_os().skip(1).collect();
+    let no_open = args.first().is_some_and(|a| a == "--no-open");
+    if no_open {
+        args.remove(0);
+    }
     let [source, mountpoint] = args.as_slice() else {
-        eprintln!("usage: fuse_floor SOURCE_DIR MOUNTPOINT");
+        eprintln!("usage: fuse_floor [--no-open] SOURCE_DIR MOUNTPOINT");
         std::process::exit(2);
     };
-    if let Err(e) = serve(Path::new(source), Path::new(mountpoint)) {
+    if let Err(e) = serve(Path::new(source), Path::new(mountpoint), no_open) {
         eprintln!("fuse_floor: {e}");
         std::process::exit(1);
     }
 }
 
 /// Serves `source` at `mountpoint` until SIGTERM or SIGINT.
-fn serve(source: &Path, mountpoint: &Path) -> std::io::Result<()> {
-    let floor = Floor::load(source)
+fn serve(source: &Path, mountpoint: &Path, no_open: bool) -> std::io::Result<()> {
+    let floor = Floor::load(source, no_open)
         .map_err(|e| std::io::Error::other(format!("loading {}: {e}", source.display())))?;
     // Blocked before the session's threads start, so that they inherit the mask and
     // only `sigwait` below takes the signal.

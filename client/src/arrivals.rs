@@ -4,12 +4,16 @@
 //! requests share.
 //!
 //! A request registers the objects it brings ([`Arrivals::expect`]) once it is under
-//! way, never while it is queued, so nobody waits for a request that has not started.
+//! way, or already while it is queued or held back (behind others, or giving way to
+//! readers' fetches) if a reader's wait can make it go at once ([`Arrival::promoting`]):
+//! a walk that reaches a file of a queued directory pack then has that pack fetched
+//! for it, rather than fetching each of its files alone.
 //! Each object is marked arrived as soon as it is in the cache (or refused by it), and
 //! whatever the request did not bring is marked when it ends, fails or is abandoned
 //! ([`Expected`]'s drop): its readers then fetch it themselves. A reader's wait is
 //! bounded by the request's own deadline ([`Arrival`]'s `wait`).
 
+use crate::demand::Urgent;
 use crate::prefetch::IN_FLIGHT;
 use crate::remote::FetchError;
 use canopy_cache::Cache;
@@ -36,6 +40,9 @@ pub struct Arrival {
     received: Arc<AtomicU64>,
     /// Longest a reader waits for it.
     wait: Duration,
+    /// Set by a reader that waits for it, if its request is one that may be queued or
+    /// held back: it then goes at once.
+    urgent: Option<Arc<Urgent>>,
 }
 
 impl Arrival {
@@ -48,6 +55,16 @@ impl Arrival {
             start,
             received,
             wait,
+            urgent: None,
+        }
+    }
+
+    /// The same, brought by a request that may be queued or held back, which `urgent`
+    /// makes go at once when a reader comes to wait for it.
+    pub fn promoting(self, urgent: Arc<Urgent>) -> Self {
+        Arrival {
+            urgent: Some(urgent),
+            ..self
         }
     }
 
@@ -116,11 +133,19 @@ impl Arrivals {
         }
     }
 
-    /// Waits, within its request's deadline, if a request under way is bringing `id`
-    /// and has little to send before it. Called before a reader fetches `id` itself.
+    /// Waits, within its request's deadline, if a request under way (or queued) is
+    /// bringing `id` and has little to send before it; a request queued or held back
+    /// that brings it goes at once. Called before a reader fetches `id` itself.
     pub fn wait_for(&self, id: &ObjectId) {
-        let arrival = self.pending.lock().expect("arrivals lock").get(id).cloned();
-        if let Some(arrival) = arrival.filter(|a| a.near()) {
+        let Some(arrival) = self.pending.lock().expect("arrivals lock").get(id).cloned() else {
+            return;
+        };
+        // Made to go even when its file is too far in to wait for: the reader (a walk)
+        // reads the files after it next.
+        if let Some(urgent) = &arrival.urgent {
+            urgent.set();
+        }
+        if arrival.near() {
             arrival.wait();
         }
     }

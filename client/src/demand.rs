@@ -11,8 +11,13 @@
 //! the demand too). The hold is bounded: a stream of demand fetches that never ends
 //! (a walk over a tree) delays a pack by at most the limit its caller gives, after
 //! which it goes on beside them.
+//!
+//! A fetch ahead of use that a reader comes to wait for (its file is in a pack that is
+//! queued or held) is made [`Urgent`]: from then on it stands for that reader's own
+//! fetch, so it gives way to nothing and waits for no turn.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -66,6 +71,80 @@ impl Demand {
     }
 }
 
+/// A fetch ahead of use that a reader now waits for: it no longer gives way (see the
+/// module's documentation).
+#[derive(Default)]
+pub struct Urgent {
+    set: AtomicBool,
+    notify: Notify,
+}
+
+impl Urgent {
+    /// Makes it urgent, waking whatever waits only because it was not.
+    pub fn set(&self) {
+        if !self.set.swap(true, Ordering::AcqRel) {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Whether a reader waits for it.
+    pub fn is_set(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
+
+    /// Runs `wait` (for a turn, or for readers' fetches to end) unless or until this
+    /// becomes urgent; `None` if it did.
+    pub async fn unless<F: Future>(&self, wait: F) -> Option<F::Output> {
+        // Enabled before the flag is read, so a `set` in between still wakes it.
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.is_set() {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            _ = notified => None,
+            out = wait => Some(out),
+        }
+    }
+}
+
+/// Where a fetch ahead of use gives way to readers' fetches: while `demand` has some
+/// under way, it reads no further, for at most `hold` in all, and not at all once
+/// `urgent` is set.
+pub struct Gate<'a> {
+    /// Readers' fetches.
+    pub demand: &'a Demand,
+    /// How long it may still be held, in all.
+    pub hold: Duration,
+    /// Set when a reader comes to wait for this fetch.
+    pub urgent: Option<&'a Urgent>,
+}
+
+impl Gate<'_> {
+    /// Waits while readers' fetches are under way, within what is left of the hold
+    /// (and unless urgent); returns how long it waited, which the caller does not count
+    /// against the transfer's minimum rate.
+    pub async fn pass(&mut self) -> Duration {
+        if self.hold.is_zero() || self.demand.is_idle() || self.urgent.is_some_and(Urgent::is_set) {
+            return Duration::ZERO;
+        }
+        let started = Instant::now();
+        match self.urgent {
+            Some(urgent) => {
+                urgent.unless(self.demand.idle(self.hold)).await;
+            }
+            None => {
+                self.demand.idle(self.hold).await;
+            }
+        }
+        let held = started.elapsed();
+        self.hold = self.hold.saturating_sub(held);
+        held
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +173,30 @@ mod tests {
         held.join().unwrap();
         assert!(waited < Duration::from_secs(10), "{waited:?}");
         assert!(demand.is_idle());
+    }
+
+    #[tokio::test]
+    async fn an_urgent_fetch_gives_way_to_nothing() {
+        let demand = Demand::default();
+        let _reader = demand.begin();
+        let urgent = Arc::new(Urgent::default());
+        // Made urgent while it waits: it goes on long before its hold ends.
+        let u = urgent.clone();
+        let setter = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            u.set();
+        });
+        let mut gate = Gate {
+            demand: &demand,
+            hold: Duration::from_secs(30),
+            urgent: Some(&urgent),
+        };
+        assert!(gate.pass().await < Duration::from_secs(10));
+        setter.await.unwrap();
+        // Urgent already: no wait at all, and none for a turn either.
+        assert_eq!(gate.pass().await, Duration::ZERO);
+        assert!(urgent.unless(std::future::pending::<()>()).await.is_none());
+        // Not urgent: the wait runs to its end.
+        assert_eq!(Urgent::default().unless(async { 7 }).await, Some(7));
     }
 }

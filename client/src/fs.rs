@@ -66,8 +66,8 @@ impl CanopyFs {
     pub fn new(view: Arc<View>, objects: Arc<dyn Objects>, passthrough: bool) -> Self {
         CanopyFs {
             view,
+            files: Arc::new(Files::new(passthrough, objects.clone())),
             objects,
-            files: Arc::new(Files::new(passthrough)),
             prefetch: None,
             opens_dirs_itself: false,
         }
@@ -121,6 +121,14 @@ impl CanopyFs {
         // Changed since it was verified: what was just read cannot be trusted.
         let fresh = self.content(open, Some(&content))?;
         read_at(&fresh.file, offset, size).map_err(failed)
+    }
+}
+
+impl Drop for CanopyFs {
+    /// The session is over: kept registrations go, and with them their pins on a cache
+    /// that other mounts of the process (volumes) may share.
+    fn drop(&mut self) {
+        self.files.close_kept();
     }
 }
 
@@ -330,47 +338,59 @@ impl Filesystem for CanopyFs {
         if let Some(p) = &self.prefetch {
             p.opening(ino.0, &blob);
         }
-        // What the host holds already, for passthrough of a large file; anything else
-        // is fetched by the first read, not here (see the module's documentation).
+        // What the host holds already, for passthrough of a large file (its registration
+        // kept since its last close, else its cache file); anything else is fetched by
+        // the first read, not here (see the module's documentation).
         let _entered = self.files.enter();
-        let opened = if self.files.passthrough() && size > PASSTHROUGH_MIN {
-            match self.objects.cached(&blob, size) {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::error!("cannot open object {blob}: {e}");
-                    return reply.error(Errno::EIO);
-                }
+        let large = self.files.passthrough() && size > PASSTHROUGH_MIN;
+        let kept = large.then(|| self.files.reuse_kept(ino.0, &blob)).flatten();
+        let (opened, io) = match kept {
+            Some((backing, content)) => (Some(content), Io::Passthrough(backing)),
+            None => {
+                let opened = if large {
+                    match self.objects.cached(&blob, size) {
+                        Ok(o) => o.map(Arc::new),
+                        Err(e) => {
+                            tracing::error!("cannot open object {blob}: {e}");
+                            return reply.error(Errno::EIO);
+                        }
+                    }
+                } else {
+                    None
+                };
+                let io = self.files.io_for(ino.0, opened.as_deref());
+                (opened, io)
             }
-        } else {
-            None
         };
         let fh = self.files.next_fh();
-        let io = self.files.io_for(ino.0, opened.as_ref());
-        let backing = match &io {
-            Io::Passthrough(id) | Io::Direct(id) => Some(id.clone()),
-            Io::Cached | Io::Counted => None,
+        let counted = matches!(io, Io::Counted);
+        let (backing, direct) = match io {
+            Io::Passthrough(backing) => (Some(backing), false),
+            Io::Direct(backing) => (Some(backing), true),
+            Io::Cached | Io::Counted => (None, false),
         };
-        self.files.insert(
+        // Answered through the open file's own hold on the registration: a release that
+        // overtakes this answer then finds it held by open files alone, and may keep it.
+        let open = self.files.insert(
             fh,
             OpenFile {
                 ino: ino.0,
                 blob,
                 size,
-                content: Mutex::new(opened.map(Arc::new)),
+                content: Mutex::new(opened),
                 backing,
-                counted: matches!(io, Io::Counted),
+                counted,
             },
         );
         // Nothing is ever written, so closing needs no FLUSH round trip (FOPEN_NOFLUSH).
-        match io {
+        match &open.backing {
             // The kernel refuses passthrough opens with flags outside its passthrough
             // mask (FOPEN_KEEP_CACHE included): the backing file's pages are the cache.
-            Io::Passthrough(backing) => backing.reply(reply, fh, false),
-            Io::Cached | Io::Counted => reply.opened(
+            Some(backing) => backing.reply(reply, fh, direct),
+            None => reply.opened(
                 FileHandle(fh),
                 FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
             ),
-            Io::Direct(backing) => backing.reply(reply, fh, true),
         }
     }
 
@@ -428,8 +448,9 @@ impl Filesystem for CanopyFs {
         let Some(open) = self.files.remove(fh.0, ino.0) else {
             return reply.ok();
         };
-        if open.content.lock().expect("content lock").is_some() {
-            self.objects.release(&open.blob);
+        let content = open.content.lock().expect("content lock").take();
+        if let Some(content) = content {
+            self.files.release_content(&open, content);
         }
         reply.ok();
     }

@@ -389,6 +389,9 @@ fn serve_one<'a>(
     // Opens and releases wait from here until this process exits (the kernel resends
     // them to the successor), or until the hand-over fails.
     let frozen = files.freeze();
+    // Registrations no open file reads through are this process's to close: the
+    // successor is told only of those its open files need.
+    files.close_kept();
     send_fd(stream, &*device).map_err(io)?;
     send(
         stream,

@@ -43,6 +43,11 @@ pub trait Objects: Send + Sync {
     fn release(&self, id: &ObjectId);
     /// Bytes this source holds on the host, for `statfs`.
     fn used(&self) -> u64;
+    /// The most bytes this source holds on the host (a bounded cache), if bounded:
+    /// what stays pinned between opens takes a share of it.
+    fn bound(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Objects fetched from servers into the host's bounded cache, verified on the way.
@@ -122,6 +127,10 @@ impl Objects for Fetched {
 
     fn used(&self) -> u64 {
         self.cache.used()
+    }
+
+    fn bound(&self) -> Option<u64> {
+        Some(self.cache.max_bytes())
     }
 }
 

@@ -9,14 +9,16 @@
 //! while files read through it, and refuses an open that names another).
 
 mod handed;
+mod kept;
 
 pub use handed::{BackingState, FilesState, HandleState};
 
 use crate::mode_table::{ModeTable, Recorded};
-use crate::objects::Opened;
+use crate::objects::{Objects, Opened};
 use canopy_cache::Stamp;
 use canopy_protocol::ObjectId;
 use fuser::{KernelConfig, ReplyOpen};
+use kept::Kept;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -27,7 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
 const BACKING_CLOSE: libc::c_ulong = 0x4004_e502;
 
 /// A passthrough registration on the connection, closed when the last open file
-/// reading through it is released.
+/// reading through it is released and it is not kept for the next open ([`kept`]).
 pub(crate) struct Backing {
     raw: u32,
     device: Arc<OwnedFd>,
@@ -231,11 +233,15 @@ pub struct Files {
     /// Registrations of a predecessor killed without handing its files over: kept for
     /// good (which open files still read through them is not known).
     orphans: Mutex<Vec<Arc<Backing>>>,
+    /// Registrations no open file reads through, kept for the next open (see [`kept`]).
+    kept: Mutex<Kept>,
+    /// Where contents come from: kept files hold a pin on theirs.
+    objects: Arc<dyn Objects>,
 }
 
 impl Files {
-    /// No open files; passthrough wanted or not.
-    pub fn new(passthrough: bool) -> Files {
+    /// No open files of contents from `objects`; passthrough wanted or not.
+    pub fn new(passthrough: bool, objects: Arc<dyn Objects>) -> Files {
         Files {
             passthrough: AtomicBool::new(passthrough),
             handles: Mutex::new(HashMap::new()),
@@ -246,6 +252,8 @@ impl Files {
             kernel: OnceLock::new(),
             table: OnceLock::new(),
             orphans: Mutex::new(Vec::new()),
+            kept: Mutex::new(Kept::new(objects.bound())),
+            objects,
         }
     }
 
@@ -309,7 +317,7 @@ impl Files {
     }
 
     /// Records open file `fh`.
-    pub(crate) fn insert(&self, fh: u64, open: OpenFile) {
+    pub(crate) fn insert(&self, fh: u64, open: OpenFile) -> Arc<OpenFile> {
         match &open.backing {
             Some(b) => tracing::debug!(
                 "handle {fh}: inode {} through passthrough registration {}",
@@ -318,10 +326,12 @@ impl Files {
             ),
             None => tracing::debug!("handle {fh}: inode {} read through canopy", open.ino),
         }
+        let open = Arc::new(open);
         self.handles
             .lock()
             .expect("handles lock")
-            .insert(fh, Arc::new(open));
+            .insert(fh, open.clone());
+        open
     }
 
     /// Forgets open file `fh` of inode `ino` at its release. A handle never seen is a

@@ -9,12 +9,12 @@
 //! another size, ends the answer, since nothing after it can be framed. The deadline
 //! is that of every fetch: `--timeout`, then the answer's size at `--min-rate`.
 
-use crate::demand::Demand;
+use crate::demand::Gate;
 use crate::remote::{FetchError, Remote};
 use canopy_protocol::pack::{self, HEAD_LEN, MEMBER_HEAD_LEN, MISSING, Member};
 use canopy_protocol::{Hasher, ObjectId, TreeId};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Whether a failed pack request says the server has no pack endpoint (a server from
 /// before packs, or a proxy that passes only objects through): then objects are
@@ -53,31 +53,29 @@ impl Remote {
     /// Fetches part `part` of `tree`'s pack, whose `members` the plan gives, from the
     /// server that answered last, and calls `deliver` with each member whose bytes hash
     /// to its id, as it arrives. Members not delivered (missing on the server, damaged,
-    /// or after an error) are the caller's to fetch otherwise. While `demand` has
-    /// fetches under way, the answer is read no further, for at most `hold` in all
-    /// (see [`crate::demand`]); time held does not count against the minimum rate.
+    /// or after an error) are the caller's to fetch otherwise. The answer gives way to
+    /// readers' fetches as `gate` says (see [`crate::demand`]); time held does not count
+    /// against the minimum rate.
     pub async fn pack(
         &self,
         tree: &TreeId,
         part: usize,
         members: &[Member],
-        demand: &Demand,
-        hold: Duration,
+        gate: Gate<'_>,
         deliver: impl FnMut(ObjectId, Vec<u8>),
     ) -> Result<(), FetchError> {
         let path = format!("v1/packs/{tree}/{part}");
-        self.pack_at(&path, members, Some((demand, hold)), deliver)
-            .await
+        self.pack_at(&path, members, Some(gate), deliver).await
     }
 
     /// Fetches the pack at `path` (under the server's base URL), whose `members` its
-    /// plan gives, as [`Remote::pack`] does; held back while readers' fetches are under
-    /// way only if `gate` names them (and how long it may be held in all).
+    /// plan gives, as [`Remote::pack`] does; giving way to readers' fetches only if a
+    /// `gate` is given.
     pub async fn pack_at(
         &self,
         path: &str,
         members: &[Member],
-        mut gate: Option<(&Demand, Duration)>,
+        mut gate: Option<Gate<'_>>,
         mut deliver: impl FnMut(ObjectId, Vec<u8>),
     ) -> Result<(), FetchError> {
         let Some(base) = self.preferred() else {
@@ -98,13 +96,8 @@ impl Remote {
         let (mut started, mut received) = (Instant::now(), 0);
         let mut state = State::Head(Vec::with_capacity(HEAD_LEN));
         loop {
-            if let Some((demand, hold)) = &mut gate
-                && !hold.is_zero()
-                && !demand.is_idle()
-            {
-                let held = demand.idle(*hold).await;
-                *hold = hold.saturating_sub(held);
-                started += held;
+            if let Some(gate) = &mut gate {
+                started += gate.pass().await;
             }
             let Some(chunk) = self
                 .chunk(&url, &mut res, started, &mut received, limit)

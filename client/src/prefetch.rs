@@ -26,20 +26,22 @@
 //!   ([`SHARE`]); objects go in only where the cache can make room by evicting unpinned
 //!   ones ([`Cache::offer`]), so the cache bound holds and nothing open is evicted;
 //! - every member is verified against its id before it goes into the cache;
-//! - a reader of a file that a pack in flight is bringing waits for that pack if little
-//!   of it comes first ([`crate::arrivals`]; within the pack's own deadline: `--timeout`
-//!   and its size at `--min-rate`), rather than fetching it a second time; further
-//!   behind, or if the pack did not bring it, the file is fetched alone;
+//! - a reader of a file that a pack is bringing waits for that pack if little of it
+//!   comes first ([`crate::arrivals`]; within the pack's own deadline: `--timeout` and
+//!   its size at `--min-rate`), rather than fetching it a second time; a pack still
+//!   queued or held back then goes at once, as the reader's own fetch would have
+//!   ([`Urgent`]), so a walk that never pauses makes one request per pack, not one per
+//!   file; further behind, or if the pack did not bring it, the file is fetched alone;
 //! - packs are fetched, hashed and written on a runtime of their own, one thread at a
 //!   lower priority, so they never hold up the fetches readers wait for;
 //! - while a reader's own fetch is under way, no pack starts and none is read further
-//!   ([`crate::demand`]), for at most [`HOLD`] per pack.
+//!   ([`crate::demand`]), for at most [`HOLD`] per pack, unless a reader waits for it.
 //!
 //! A server without the pack endpoint (from before it, or a cache that passes only
 //! objects) turns prefetch off for the mount's life, with one line in the log.
 
-use crate::arrivals::{Arrival, Arrivals, Bounds, Endpoint};
-use crate::demand::{Demand, Fetching};
+use crate::arrivals::{Arrival, Arrivals, Bounds, Endpoint, Expected, Permits};
+use crate::demand::{Demand, Fetching, Gate, Urgent};
 use crate::remote::Remote;
 use crate::view::View;
 use canopy_cache::Cache;
@@ -80,6 +82,23 @@ const WALK: Duration = Duration::from_secs(2);
 const LAST: usize = 1 << 12;
 /// Directories remembered as prefetched already.
 const ASKED: usize = 1 << 14;
+
+/// A directory pack's part, queued.
+struct Part {
+    tree: TreeId,
+    part: usize,
+    members: Vec<Member>,
+    /// The members the cache lacked when it was queued.
+    wanted: HashSet<ObjectId>,
+    /// Where each member's bytes start and end in the answer.
+    starts: HashMap<ObjectId, (u64, u64)>,
+    /// How far the answer has been received.
+    received: Arc<AtomicU64>,
+    /// Set when a reader waits for one of its members.
+    urgent: Arc<Urgent>,
+    /// Its wanted members, registered for readers to wait for.
+    expected: Expected,
+}
 
 /// Objects prefetched and not opened since.
 #[derive(Default)]
@@ -323,10 +342,7 @@ impl Prefetch {
                 );
                 break;
             }
-            let this = self.clone();
-            if let Some(rt) = &self.rt {
-                rt.spawn(async move { this.fetch(tree_id, part, members, wanted).await });
-            }
+            self.queue(tree_id, part, members, &wanted);
         }
         self.large_files(tree_id, tree, opened);
     }
@@ -343,22 +359,13 @@ impl Prefetch {
         s.bytes + bytes <= self.share
     }
 
-    /// Fetches one part, putting its members into the cache and waking whoever waits
-    /// for the `wanted` ones.
-    async fn fetch(
-        self: Arc<Self>,
-        tree: TreeId,
-        part: usize,
-        members: Vec<Member>,
-        wanted: Vec<Member>,
-    ) {
-        let size: u64 = members.iter().map(|m| m.size).sum();
-        let hold = HOLD.saturating_sub(self.demand.idle(HOLD).await);
-        let Some(_permits) = self.packs.permits(size).await else {
-            return;
-        };
-        // Registered only now, so nobody waits for a request still queued.
+    /// Queues part `part` of `tree` (`members`, of which the cache lacks `wanted`),
+    /// registering its `wanted` members at once: a reader that reaches one of them
+    /// before the part's turn comes (or while it gives way to readers' fetches) makes it
+    /// go at once and waits for it, rather than fetching its files one by one.
+    fn queue(self: &Arc<Self>, tree: TreeId, part: usize, members: Vec<Member>, wanted: &[Member]) {
         let received = Arc::new(AtomicU64::new(0));
+        let urgent = Arc::new(Urgent::default());
         let mut starts = HashMap::new();
         let mut offset = pack::HEAD_LEN as u64;
         for m in &members {
@@ -368,18 +375,47 @@ impl Prefetch {
         }
         let expected = self.arrivals.expect(
             wanted.iter().map(|m| {
-                let start = starts[&m.blob.0].0;
-                (
-                    m.blob.0,
-                    Arrival::new(start, received.clone(), self.wait_limit),
-                )
+                let arrival = Arrival::new(starts[&m.blob.0].0, received.clone(), self.wait_limit);
+                (m.blob.0, arrival.promoting(urgent.clone()))
             }),
-            |id| self.cache.contains(id),
+            |_| false,
         );
-        let wanted: HashSet<ObjectId> = wanted.iter().map(|m| m.blob.0).collect();
+        let part = Part {
+            tree,
+            part,
+            members,
+            wanted: wanted.iter().map(|m| m.blob.0).collect(),
+            starts,
+            received,
+            urgent,
+            expected,
+        };
+        let this = self.clone();
+        if let Some(rt) = &self.rt {
+            rt.spawn(async move { this.fetch(part).await });
+        }
+    }
+
+    /// Fetches one part once its turn comes, putting its members into the cache and
+    /// waking whoever waits for the wanted ones.
+    async fn fetch(self: Arc<Self>, part: Part) {
+        let Part {
+            tree,
+            part,
+            members,
+            wanted,
+            starts,
+            received,
+            urgent,
+            expected,
+        } = part;
+        let size: u64 = members.iter().map(|m| m.size).sum();
+        let Some((gate, _permits)) = self.turn(&self.packs, size, &urgent).await else {
+            return;
+        };
         let result = self
             .remote
-            .pack(&tree, part, &members, &self.demand, hold, |id, bytes| {
+            .pack(&tree, part, &members, gate, |id, bytes| {
                 if let Some((_, end)) = starts.get(&id) {
                     received.fetch_max(*end, Ordering::Relaxed);
                 }
@@ -397,6 +433,32 @@ impl Prefetch {
         {
             tracing::warn!("prefetch of directory {tree} part {part}: {e}");
         }
+    }
+
+    /// Waits until a request of `size` bytes ahead of use may go: it gives way to
+    /// readers' fetches (at most [`HOLD`]), then waits for room within `bounds`;
+    /// neither once `urgent` is set, as a reader then waits for it: it goes as that
+    /// reader's own fetch would have, outside the bounds, which stay what they are for
+    /// requests ahead of use. Returns the request's gate and its permits (none if it
+    /// went as urgent); `None` if the bounds are closed.
+    async fn turn<'a>(
+        &'a self,
+        bounds: &Bounds,
+        size: u64,
+        urgent: &'a Urgent,
+    ) -> Option<(Gate<'a>, Option<Permits>)> {
+        let held = urgent.unless(self.demand.idle(HOLD)).await;
+        let permits = match urgent.unless(bounds.permits(size)).await {
+            Some(None) => return None,
+            Some(Some(permits)) => Some(permits),
+            None => None,
+        };
+        let gate = Gate {
+            demand: &self.demand,
+            hold: HOLD.saturating_sub(held.unwrap_or_default()),
+            urgent: Some(urgent),
+        };
+        Some((gate, permits))
     }
 
     /// Counts object `id` of `size` bytes, just put into the cache, as prefetched and

@@ -144,8 +144,16 @@ impl Replay {
                 continue;
             }
             let this = self.clone();
-            // Held from now: the program may start before the replay's task does.
-            let held = self.prefetch.get().map(|p| p.hold());
+            // Held from now (the program may start before the replay's task does), but
+            // only for a version with a profile or not known to have none: a walk that
+            // starts meanwhile in a root without one would lose its directories'
+            // prefetch for nothing (a held directory is not prefetched later).
+            let may_have_profile = !matches!(self.view.profile_of(&version.commit), Some(None));
+            let held = self
+                .prefetch
+                .get()
+                .filter(|_| may_have_profile)
+                .map(|p| p.hold());
             if let Some(rt) = &self.rt {
                 rt.spawn(async move {
                     this.replay(name, version.commit, version.tree).await;

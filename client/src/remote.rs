@@ -8,7 +8,7 @@
 //! from one server never takes longer than `timeout + size / min_rate`, however slowly
 //! a server or a proxy dribbles bytes.
 
-use crate::demand::Demand;
+use crate::demand::Gate;
 use canopy_protocol::api::{LogEntry, RootInfo, decode_tree_pack};
 use canopy_protocol::{DecodeError, Hasher, ObjectId, Tree, TreeId};
 use std::collections::HashMap;
@@ -408,19 +408,17 @@ impl Remote {
     }
 
     /// Streams an object into `dest` as [`Remote::object_to_file`] does, for a fetch
-    /// ahead of use: while the `gate`'s readers have fetches under way, the answer is
-    /// read no further, for at most the duration it gives in all (see
+    /// ahead of use: the answer gives way to readers' fetches as `gate` says (see
     /// [`crate::demand`]); time held does not count against the minimum rate.
     pub async fn object_to_file_gated(
         &self,
         id: &ObjectId,
         size: u64,
         dest: &Path,
-        gate: Option<(&Demand, Duration)>,
+        gate: Option<Gate<'_>>,
     ) -> Result<u64, FetchError> {
-        let hold = std::sync::Mutex::new(gate.map(|(_, h)| h).unwrap_or_default());
-        let demand = gate.map(|(d, _)| d);
-        let hold = &hold;
+        // Shared by the attempts (one server after another), taken by each in turn.
+        let gate = &std::sync::Mutex::new(gate);
         let result = self
             .failover(|base| async move {
                 let (url, mut res) = self.get(&base, &format!("v1/objects/{id}")).await?;
@@ -439,14 +437,11 @@ impl Remote {
                 let mut hasher = Hasher::new();
                 let (mut started, mut got) = (Instant::now(), 0);
                 loop {
-                    if let Some(demand) = demand {
-                        let left = *hold.lock().expect("hold lock");
-                        if !left.is_zero() && !demand.is_idle() {
-                            let held = demand.idle(left).await;
-                            *hold.lock().expect("hold lock") = left.saturating_sub(held);
-                            started += held;
-                        }
+                    let mut taken = gate.lock().expect("gate lock").take();
+                    if let Some(g) = &mut taken {
+                        started += g.pass().await;
                     }
+                    *gate.lock().expect("gate lock") = taken;
                     let Some(chunk) = self.chunk(&url, &mut res, started, &mut got, size).await?
                     else {
                         break;

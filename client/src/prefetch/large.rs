@@ -5,18 +5,21 @@
 //! would otherwise be fetched one at a time, each only when the walk reaches it. Once a
 //! directory is prefetched, they come beside its packs, one object per request, at most
 //! [`LARGE`] at once, under the same bounds as packs: their bytes count against
-//! [`IN_FLIGHT`] and the share of the cache ([`SHARE`](super::SHARE)); they go in only where evicting
-//! unpinned objects makes room ([`Cache::offer_file`]); each is verified as it streams
-//! in ([`Remote::object_to_file_gated`]); they give way to readers' own fetches
-//! ([`crate::demand`], at most [`HOLD`] each). A reader that opens one on its way waits
-//! for it (within its deadline: `--timeout`, then its size at `--min-rate`) rather than
-//! fetching it a second time.
+//! [`IN_FLIGHT`](super::IN_FLIGHT) and the share of the cache
+//! ([`SHARE`](super::SHARE)); they go in only where evicting unpinned objects makes
+//! room ([`Cache::offer_file`]); each is verified as it streams in
+//! ([`Remote::object_to_file_gated`]); they give way to readers' own fetches
+//! ([`crate::demand`], at most [`HOLD`](super::HOLD) each). A reader that opens one on
+//! its way waits for it (within its deadline: `--timeout`, then its size at
+//! `--min-rate`) rather than fetching it a second time, and makes it go at once if it
+//! is still queued or held.
 //!
 //! [`Cache::offer_file`]: canopy_cache::Cache::offer_file
 //! [`Remote::object_to_file_gated`]: crate::remote::Remote::object_to_file_gated
 
-use super::{HOLD, Prefetch};
+use super::Prefetch;
 use crate::arrivals::Arrival;
+use crate::demand::Urgent;
 use canopy_protocol::pack;
 use canopy_protocol::{EntryKind, ObjectId, Tree, TreeId};
 use std::collections::HashSet;
@@ -56,18 +59,16 @@ impl Prefetch {
             }
             // Registered now, so a reader that reaches it while it is queued waits for it
             // rather than fetching it too (within its deadline, as for a pack).
-            let expected = self
-                .arrivals
-                .expect([(id, Arrival::first(self.remote.deadline(size)))], |_| {
-                    false
-                });
+            let urgent = Arc::new(Urgent::default());
+            let arrival = Arrival::first(self.remote.deadline(size)).promoting(urgent.clone());
+            let expected = self.arrivals.expect([(id, arrival)], |_| false);
             if !expected.contains(&id) {
                 continue;
             }
             let this = self.clone();
             if let Some(rt) = &self.rt {
                 rt.spawn(async move {
-                    this.fetch_large_into_cache(&id, size).await;
+                    this.fetch_large_into_cache(&id, size, &urgent).await;
                     // Its readers go on, whether it came or not.
                     drop(expected);
                 });
@@ -77,9 +78,8 @@ impl Prefetch {
 
     /// Fetches object `id` of `size` bytes into the cache, if there is room once its
     /// turn comes.
-    async fn fetch_large_into_cache(&self, id: &ObjectId, size: u64) {
-        let hold = HOLD.saturating_sub(self.demand.idle(HOLD).await);
-        let Some(_permits) = self.large.permits(size).await else {
+    async fn fetch_large_into_cache(&self, id: &ObjectId, size: u64, urgent: &Urgent) {
+        let Some((gate, _permits)) = self.turn(&self.large, size, urgent).await else {
             return;
         };
         // Queued a while: a reader may have fetched it, or the cache filled with open
@@ -90,7 +90,7 @@ impl Prefetch {
         let tmp = self.cache.staging(id);
         let fetched = self
             .remote
-            .object_to_file_gated(id, size, &tmp, Some((&self.demand, hold)))
+            .object_to_file_gated(id, size, &tmp, Some(gate))
             .await;
         match fetched {
             Ok(got) => match self.cache.offer_file(id, &tmp, got) {

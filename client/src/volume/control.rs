@@ -201,7 +201,30 @@ pub(crate) struct MountServer {
     /// Set while a server that died is being started again on its kept connection.
     restarting: Arc<AtomicBool>,
     /// Set when one was: it shows every entry it was ever asked to.
-    restarted: Arc<AtomicBool>,
+    restarted: Arc<Restarted>,
+}
+
+/// Whether a server that died was started again on its kept connection, and a signal
+/// for whoever brings it in line: such a server shows every entry it was ever asked
+/// to, released volumes' too, until the plugin hides them again.
+#[derive(Default)]
+pub(crate) struct Restarted {
+    flag: AtomicBool,
+    signal: tokio::sync::Notify,
+}
+
+impl Restarted {
+    /// Records a restart and wakes [`Restarted::wait`] (now, or at its next call).
+    pub(super) fn set(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.signal.notify_one();
+    }
+
+    /// Waits until a server is started again (returns at once for one started since
+    /// the last wait).
+    pub(crate) async fn wait(&self) {
+        self.signal.notified().await
+    }
 }
 
 /// How long a server started again on its kept connection may take to say it serves.
@@ -227,13 +250,18 @@ impl MountServer {
             options,
             store,
             restarting: Arc::new(AtomicBool::new(false)),
-            restarted: Arc::new(AtomicBool::new(false)),
+            restarted: Arc::new(Restarted::default()),
         }
     }
 
     /// Whether a server was started again on its kept connection since the last call.
     pub(crate) fn was_restarted(&self) -> bool {
-        self.restarted.swap(false, Ordering::SeqCst)
+        self.restarted.flag.swap(false, Ordering::SeqCst)
+    }
+
+    /// What signals that a server was started again on its kept connection.
+    pub(crate) fn restarts(&self) -> Arc<Restarted> {
+        self.restarted.clone()
     }
 
     /// Sends `request` and waits at most `wait` for the answer.

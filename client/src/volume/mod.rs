@@ -224,6 +224,7 @@ pub fn run(
             state_dir: theirs,
         });
     }
+    let restarts = server.restarts();
     let mut driver = Driver::new(volumes, state, server, cfg.mount_dir.clone());
     rt.block_on(async {
         driver.adopt().await;
@@ -240,7 +241,12 @@ pub fn run(
     let follower = driver.clone();
     rt.spawn(async move {
         loop {
-            tokio::time::sleep(cfg.interval).await;
+            tokio::select! {
+                () = tokio::time::sleep(cfg.interval) => {}
+                // A mount server started again shows released volumes' entries too:
+                // brought in line at once, not up to an interval later.
+                () = restarts.wait() => {}
+            }
             follower.lock().await.follow().await;
         }
     });

@@ -1,7 +1,7 @@
 //! Starting mount servers and watching them: a server that dies while it serves a mount
 //! is started again on the connection the plugin keeps for it.
 
-use super::{FdStore, RESTART_WAIT};
+use super::{FdStore, RESTART_WAIT, Restarted};
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -151,7 +151,7 @@ impl Launcher {
         &self,
         mut server: Server,
         restarting: &AtomicBool,
-        restarted: &AtomicBool,
+        restarted: &Restarted,
     ) {
         let mut restarts: Vec<Instant> = Vec::new();
         loop {
@@ -209,7 +209,7 @@ impl Launcher {
                 }
             };
             restarting.store(false, Ordering::SeqCst);
-            restarted.store(true, Ordering::SeqCst);
+            restarted.set();
             if ready {
                 tracing::info!(
                     "the mount server serves again (process {}), on the connection it kept",
