@@ -15,8 +15,10 @@
 //!
 //! This is demand a moment early, not a guess: it is not held back for readers'
 //! fetches as packs are ([`crate::demand`]), and packs give way to it as to them. It is
-//! bounded all the same: at most [`FILES`] files fetched and [`EXAMINED`] read for
-//! one program, [`REQUESTS`] requests and [`IN_FLIGHT`](super::IN_FLIGHT) bytes in
+//! bounded all the same: at most [`FILES`] files fetched, [`EXAMINED`] read and
+//! [`PROGRAM_STEPS`] path components walked or names looked up for one program (each
+//! search directory resolved once per object; reading and resolving run on the
+//! blocking pool, never on the workers serving readers), [`REQUESTS`] requests and [`IN_FLIGHT`](super::IN_FLIGHT) bytes in
 //! flight, within the share of the cache for what was fetched ahead of use, put in
 //! only where evicting unpinned objects makes room ([`Cache::offer_file`]); each file
 //! once per root version. Every object is verified as it streams in; one that fails is
@@ -29,10 +31,9 @@ use super::Prefetch;
 use super::elf::{self, Needs};
 use super::ldcache::LdCache;
 use crate::arrivals::{Arrival, Bounds};
-use crate::view::View;
 use canopy_protocol::{EntryKind, ObjectId, Tree, TreeId};
 use lru::LruCache;
-use std::collections::VecDeque;
+use search::{Dirs, Steps, default_search, locate, resolve, search_dirs};
 use std::io::Read;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -48,12 +49,9 @@ pub const REQUESTS: usize = 8;
 const LD_CACHE_MAX: u64 = 16 << 20;
 /// Where the loader finds its cache in a root.
 const LD_CACHE: &[u8] = b"/etc/ld.so.cache";
-/// Most symbolic links followed while resolving one path (the kernel's limit).
-const LINKS: u32 = 40;
-/// Most path components walked while resolving one path.
-const STEPS: usize = 4096;
-/// Longest library name or path taken.
-const NAME_MAX: usize = 4096;
+/// Most path components walked and names looked up for one program, all paths
+/// together.
+const PROGRAM_STEPS: usize = 16 << 10;
 /// Files opened and not yet in the cache, remembered until they arrive.
 const WAITING: usize = 1 << 10;
 /// (root, object) pairs remembered as examined.
@@ -72,7 +70,7 @@ struct Found {
     size: u64,
 }
 
-/// What a root's `ld.so.cache` says, read once (`None`: it has none or it is damaged).
+/// What a root's `ld.so.cache` says, read once (`None`: it is damaged).
 type LdCell = Arc<tokio::sync::OnceCell<Option<Arc<LdCache>>>>;
 
 /// A mount's state for library prefetch.
@@ -179,13 +177,29 @@ impl Prefetch {
     }
 
     /// Fetches what the ELF object `first` asks the loader for, and what that asks
-    /// for, within [`FILES`] fetched and [`EXAMINED`] read.
+    /// for, within [`FILES`] fetched, [`EXAMINED`] read and [`PROGRAM_STEPS`] spent
+    /// resolving paths. Objects are read and paths resolved on the blocking pool, not
+    /// on the workers that serve readers' fetches.
     async fn program(self: Arc<Self>, first: Found) {
         let root = first.root;
         if !self.first_time(root, &first.blob) {
             return;
         }
-        let Some(needs) = self.needs_of(&first) else {
+        let this = self.clone();
+        let first_read = tokio::task::spawn_blocking(move || {
+            let needs = this.needs_of(&first)?;
+            let mut steps = Steps(PROGRAM_STEPS);
+            // The interpreter first: the kernel maps it right after the executable.
+            let interp = needs
+                .interp
+                .as_deref()
+                .filter(|p| p.starts_with(b"/"))
+                .and_then(|p| resolve(&this.view, root, p, &mut steps));
+            let ld_path = resolve(&this.view, root, LD_CACHE, &mut steps);
+            Some((first, needs, interp, ld_path, steps))
+        })
+        .await;
+        let Ok(Some((first, needs, interp, ld_path, steps))) = first_read else {
             return;
         };
         let (machine, wide) = (needs.machine, needs.wide);
@@ -194,40 +208,95 @@ impl Prefetch {
             reads: EXAMINED - 1,
         };
         let mut fetches: JoinSet<Option<Found>> = JoinSet::new();
-        let mut todo: VecDeque<(Found, Needs)> = VecDeque::new();
-        // The interpreter first: the kernel maps it right after the executable.
-        if let Some(f) = needs
-            .interp
-            .as_deref()
-            .filter(|p| p.starts_with(b"/"))
-            .and_then(|p| resolve(&self.view, root, p))
-        {
-            self.want(f, &mut budget, &mut fetches, &mut todo);
+        let mut examine: Vec<Found> = Vec::new();
+        if let Some(f) = interp {
+            self.want(f, &mut budget, &mut fetches, &mut examine);
         }
-        let ld = self.ld_cache(root, machine).await;
-        todo.push_back((first, needs));
+        let ld = match ld_path {
+            Some(f) => self.ld_cache(root, machine, f).await,
+            None => None,
+        };
+        let mut reading = Reading {
+            ld,
+            defaults: None,
+            steps,
+            machine,
+            wide,
+        };
+        let mut batch = vec![(first, Some(needs))];
+        let mut steps_left = PROGRAM_STEPS;
         loop {
-            while let Some((object, needs)) = todo.pop_front() {
-                for name in &needs.needed {
-                    if let Some(f) = locate(&self.view, &object, &needs, name, ld.as_deref()) {
-                        self.want(f, &mut budget, &mut fetches, &mut todo);
-                    }
+            if !batch.is_empty() {
+                let this = self.clone();
+                let Ok((wanted, back)) = tokio::task::spawn_blocking(move || {
+                    let wanted = this.read_batch(batch, &mut reading);
+                    (wanted, reading)
+                })
+                .await
+                else {
+                    break;
+                };
+                reading = back;
+                steps_left = reading.steps.0;
+                for f in wanted {
+                    self.want(f, &mut budget, &mut fetches, &mut examine);
                 }
+            }
+            batch = examine
+                .drain(..)
+                .filter(|_| budget.read())
+                .map(|f| (f, None))
+                .collect();
+            if !batch.is_empty() {
+                continue;
             }
             match fetches.join_next().await {
                 None => break,
-                Some(Ok(Some(f))) if budget.read() => {
-                    if let Some(needs) = self.needs_of(&f).filter(|n| n.machine == machine) {
-                        todo.push_back((f, needs));
-                    }
-                }
+                Some(Ok(Some(f))) if budget.read() => batch.push((f, None)),
                 Some(_) => {}
             }
         }
         tracing::debug!(
-            "library prefetch for {root}: {} fetched, machine {machine}, 64-bit {wide}",
-            FILES - budget.fetches
+            "library prefetch for {root}: {} fetched, machine {machine}, 64-bit {wide}, \
+             {} path steps left",
+            FILES - budget.fetches,
+            steps_left
         );
+    }
+
+    /// Reads each object of `batch` (its needs given or read now from the cache)
+    /// and finds the libraries it asks for, within `reading.steps`.
+    fn read_batch(&self, batch: Vec<(Found, Option<Needs>)>, reading: &mut Reading) -> Vec<Found> {
+        let mut wanted = Vec::new();
+        for (object, needs) in batch {
+            let Some(needs) = needs
+                .or_else(|| self.needs_of(&object))
+                .filter(|n| n.machine == reading.machine)
+            else {
+                continue;
+            };
+            let steps = &mut reading.steps;
+            let search = search_dirs(&self.view, &object, &needs, steps);
+            let defaults = reading.defaults.get_or_insert_with(|| {
+                default_search(
+                    &self.view,
+                    object.root,
+                    reading.machine,
+                    reading.wide,
+                    steps,
+                )
+            });
+            for name in &needs.needed {
+                if steps.0 == 0 {
+                    return wanted;
+                }
+                let ld = reading.ld.as_deref();
+                if let Some(f) = locate(&self.view, &object, name, &search, ld, defaults, steps) {
+                    wanted.push(f);
+                }
+            }
+        }
+        wanted
     }
 
     /// Whether `blob` is seen in `root` for the first time (and marks it seen).
@@ -236,23 +305,19 @@ impl Prefetch {
         seen.put((root, *blob), ()).is_none()
     }
 
-    /// Reads library `f` now if the cache holds it, or fetches it beside the others.
+    /// Has library `f` read next if the cache holds it, or fetches it beside the others.
     fn want(
         self: &Arc<Self>,
         f: Found,
         budget: &mut Budget,
         fetches: &mut JoinSet<Option<Found>>,
-        todo: &mut VecDeque<(Found, Needs)>,
+        examine: &mut Vec<Found>,
     ) {
         if !self.first_time(f.root, &f.blob) {
             return;
         }
         if self.cache.contains(&f.blob) {
-            if budget.read()
-                && let Some(needs) = self.needs_of(&f)
-            {
-                todo.push_back((f, needs));
-            }
+            examine.push(f);
             return;
         }
         if budget.fetches == 0 || !self.within_share(f.size) {
@@ -335,7 +400,15 @@ impl Prefetch {
 
     /// The `ld.so.cache` of `root` for objects of `machine`, read once per root (and
     /// fetched first if the cache lacks it: the loader reads it next).
-    async fn ld_cache(self: &Arc<Self>, root: TreeId, machine: u16) -> Option<Arc<LdCache>> {
+    async fn ld_cache(
+        self: &Arc<Self>,
+        root: TreeId,
+        machine: u16,
+        f: Found,
+    ) -> Option<Arc<LdCache>> {
+        if f.size > LD_CACHE_MAX {
+            return None;
+        }
         let cell = self
             .libraries
             .ld_caches
@@ -343,32 +416,55 @@ impl Prefetch {
             .expect("prefetch lock")
             .get_or_insert((root, machine), LdCell::default)
             .clone();
-        let f = resolve(&self.view, root, LD_CACHE).filter(|f| f.size <= LD_CACHE_MAX)?;
         // One program reads it (fetching it first if the cache lacks it: the loader
-        // reads it next); any other starting meanwhile waits for that one.
-        cell.get_or_init(|| async {
+        // reads it next); any other starting meanwhile waits for that one. Only what
+        // was read is kept: a cache not fetched this time is tried again next time.
+        let read = cell.get_or_try_init(|| async {
             if !self.cache.contains(&f.blob) && self.within_share(f.size) {
                 self.first_time(root, &f.blob);
                 if let Some(fetch) = self.fetch_expected(f.clone()) {
                     fetch.await;
                 }
             }
-            let v = self.cache.cached(&f.blob)?;
-            let mut bytes = Vec::new();
-            let read = (&v.file).take(LD_CACHE_MAX).read_to_end(&mut bytes);
-            self.cache.unpin(&f.blob);
-            read.ok()?;
-            match LdCache::parse(&bytes, machine) {
-                Ok(c) => Some(Arc::new(c)),
-                Err(e) => {
-                    tracing::debug!("{root}: /etc/ld.so.cache left aside: {e}");
-                    None
-                }
-            }
-        })
-        .await
-        .clone()
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || this.read_ld_cache(root, &f.blob, machine))
+                .await
+                .unwrap_or(Err(()))
+        });
+        read.await.ok().cloned().flatten()
     }
+
+    /// Reads and parses the cached `ld.so.cache` `blob` of `root`: `Err` if the cache
+    /// does not hold it, `Ok(None)` if it is damaged.
+    fn read_ld_cache(
+        &self,
+        root: TreeId,
+        blob: &ObjectId,
+        machine: u16,
+    ) -> Result<Option<Arc<LdCache>>, ()> {
+        let v = self.cache.cached(blob).ok_or(())?;
+        let mut bytes = Vec::new();
+        let read = (&v.file).take(LD_CACHE_MAX).read_to_end(&mut bytes);
+        self.cache.unpin(blob);
+        read.map_err(|_| ())?;
+        match LdCache::parse(&bytes, machine) {
+            Ok(c) => Ok(Some(Arc::new(c))),
+            Err(e) => {
+                tracing::debug!("{root}: /etc/ld.so.cache left aside: {e}");
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// What reading one program's objects has at hand and may still spend.
+struct Reading {
+    ld: Option<Arc<LdCache>>,
+    /// The loader's default directories, resolved when first needed.
+    defaults: Option<Vec<Dirs>>,
+    steps: Steps,
+    machine: u16,
+    wide: bool,
 }
 
 /// What one program may still fetch and read.
@@ -406,171 +502,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Where the loader finds library `name` that `object` (with `needs`) asks for in its
-/// root: a path as such, else `DT_RPATH` (without `DT_RUNPATH`), `DT_RUNPATH`, the
-/// root's `ld.so.cache`, then the default directories of the object's architecture.
-fn locate(
-    view: &View,
-    object: &Found,
-    needs: &Needs,
-    name: &[u8],
-    ld: Option<&LdCache>,
-) -> Option<Found> {
-    if name.len() > NAME_MAX {
-        return None;
-    }
-    let root = object.root;
-    if name.contains(&b'/') {
-        // Relative to the program's working directory, which is not known here.
-        return name
-            .starts_with(b"/")
-            .then(|| resolve(view, root, name))
-            .flatten();
-    }
-    let origin = [&b"/"[..], &object.dir.join(&b'/')].concat();
-    let rpath = if needs.runpath.is_empty() {
-        &needs.rpath[..]
-    } else {
-        &[]
-    };
-    let search = rpath.iter().chain(&needs.runpath).filter_map(|d| {
-        let d = expand(d, &origin, needs.machine)?;
-        // Relative to the working directory, as for a name with a slash.
-        d.starts_with(b"/").then_some(d)
-    });
-    let in_dir = |dir: &[u8]| resolve(view, root, &[dir, b"/", name].concat());
-    for dir in search {
-        if let Some(f) = in_dir(&dir) {
-            return Some(f);
-        }
-    }
-    if let Some(f) = ld
-        .and_then(|c| c.get(name))
-        .and_then(|p| resolve(view, root, p))
-    {
-        return Some(f);
-    }
-    default_dirs(needs.machine, needs.wide)
-        .iter()
-        .find_map(|d| in_dir(d.as_bytes()))
-}
-
-/// Search directory `dir` with `$ORIGIN` (or `${ORIGIN}`) replaced by `origin` and
-/// `$LIB` by the multiarch library directory; `None` if it names anything else the
-/// loader would expand (`$PLATFORM`: the CPU's, not known here).
-fn expand(dir: &[u8], origin: &[u8], machine: u16) -> Option<Vec<u8>> {
-    let lib = triplet(machine).map(|t| format!("lib/{t}"));
-    let mut out = Vec::new();
-    let mut rest = dir;
-    while let Some(at) = rest.iter().position(|b| *b == b'$') {
-        out.extend(&rest[..at]);
-        rest = &rest[at + 1..];
-        let (token, is_origin) = [
-            (&b"{ORIGIN}"[..], true),
-            (b"ORIGIN", true),
-            (b"{LIB}", false),
-            (b"LIB", false),
-        ]
-        .into_iter()
-        .find(|(t, _)| rest.starts_with(t))?;
-        if is_origin {
-            out.extend(origin);
-        } else {
-            out.extend(lib.as_deref()?.as_bytes());
-        }
-        rest = &rest[token.len()..];
-    }
-    out.extend(rest);
-    (out.len() <= NAME_MAX).then_some(out)
-}
-
-/// Debian's multiarch name for objects of ELF machine `machine`.
-fn triplet(machine: u16) -> Option<&'static str> {
-    use object::elf::*;
-    Some(match machine {
-        EM_X86_64 => "x86_64-linux-gnu",
-        EM_AARCH64 => "aarch64-linux-gnu",
-        EM_386 => "i386-linux-gnu",
-        EM_ARM => "arm-linux-gnueabihf",
-        EM_PPC64 => "powerpc64le-linux-gnu",
-        EM_S390 => "s390x-linux-gnu",
-        EM_RISCV => "riscv64-linux-gnu",
-        _ => return None,
-    })
-}
-
-/// The loader's default directories for objects of `machine`: the multiarch ones,
-/// then `lib64` for 64-bit objects, then `lib`.
-fn default_dirs(machine: u16, wide: bool) -> Vec<String> {
-    let mut dirs = Vec::new();
-    if let Some(t) = triplet(machine) {
-        dirs.push(format!("/lib/{t}"));
-        dirs.push(format!("/usr/lib/{t}"));
-    }
-    if wide {
-        dirs.extend(["/lib64".into(), "/usr/lib64".into()]);
-    }
-    dirs.extend(["/lib".into(), "/usr/lib".into()]);
-    dirs
-}
-
-/// The regular file at `path` in root `root` (from its top, relative or not),
-/// following symbolic links as the kernel would in a `chroot` to it: `..` at the root stays there, an absolute target starts again at the
-/// root. Never leaves the root; bounded by [`LINKS`] and [`STEPS`].
-fn resolve(view: &View, root: TreeId, path: &[u8]) -> Option<Found> {
-    let mut dirs: Vec<(Vec<u8>, Arc<Tree>)> = vec![(Vec::new(), view.tree(&root).ok()?)];
-    let mut todo: VecDeque<Vec<u8>> = components(path).collect();
-    let (mut links, mut steps) = (0, 0);
-    while let Some(name) = todo.pop_front() {
-        steps += 1;
-        if steps > STEPS {
-            return None;
-        }
-        if name == b".." {
-            if dirs.len() > 1 {
-                dirs.pop();
-            }
-            continue;
-        }
-        let here = &dirs.last().expect("the root stays").1;
-        let kind = here.get(&name)?.kind.clone();
-        match &kind {
-            EntryKind::Dir { tree } => {
-                let tree = view.tree(tree).ok()?;
-                dirs.push((name, tree));
-            }
-            EntryKind::Symlink { target } => {
-                links += 1;
-                if links > LINKS {
-                    return None;
-                }
-                if target.starts_with(b"/") {
-                    dirs.truncate(1);
-                }
-                for c in components(target).rev() {
-                    todo.push_front(c);
-                }
-            }
-            EntryKind::File { blob, size } if todo.is_empty() => {
-                return Some(Found {
-                    root,
-                    dir: dirs[1..].iter().map(|(n, _)| n.clone()).collect(),
-                    blob: blob.0,
-                    size: *size,
-                });
-            }
-            _ => return None,
-        }
-    }
-    None
-}
-
-/// The names of a path, without empty ones and `.`.
-fn components(path: &[u8]) -> impl DoubleEndedIterator<Item = Vec<u8>> + '_ {
-    path.split(|b| *b == b'/')
-        .filter(|c| !c.is_empty() && *c != b".")
-        .map(<[u8]>::to_vec)
-}
+mod search;
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
+use super::search::*;
 use super::*;
-use crate::view::{RootVersion, Scope};
+use crate::view::{RootVersion, Scope, View};
 use canopy_protocol::{BlobId, CommitId, Entry, Meta, Name};
 use std::collections::HashMap;
 
@@ -105,9 +106,15 @@ fn path(f: &Found) -> String {
     format!("/{}", dir.join("/"))
 }
 
+/// [`resolve`] with a budget that never runs out.
+fn at(view: &View, root: TreeId, path: &[u8]) -> Option<Found> {
+    resolve(view, root, path, &mut Steps(usize::MAX))
+}
+
 #[test]
 fn paths_resolve_inside_the_root_as_the_kernel_would() {
     let (view, root) = root();
+    let resolve = |view: &View, root: TreeId, path: &[u8]| at(view, root, path);
     let ld = resolve(&view, root, b"/lib64/ld-linux-x86-64.so.2").unwrap();
     assert_eq!(ld.blob, BlobId::of(b"ld-linux-x86-64.so.2").0);
     assert_eq!(path(&ld), "/usr/lib/x86_64-linux-gnu");
@@ -130,7 +137,7 @@ fn paths_resolve_inside_the_root_as_the_kernel_would() {
 #[test]
 fn libraries_are_found_where_the_loader_looks() {
     let (view, root) = root();
-    let app = resolve(&view, root, b"/opt/app/bin/app").unwrap();
+    let app = at(&view, root, b"/opt/app/bin/app").unwrap();
     let mut needs = Needs {
         machine: object::elf::EM_X86_64,
         wide: true,
@@ -138,7 +145,10 @@ fn libraries_are_found_where_the_loader_looks() {
         ..Needs::default()
     };
     let find = |needs: &Needs, name: &[u8], ld: Option<&LdCache>| {
-        locate(&view, &app, needs, name, ld).map(|f| f.blob)
+        let steps = &mut Steps(usize::MAX);
+        let search = search_dirs(&view, &app, needs, steps);
+        let defaults = default_search(&view, root, needs.machine, needs.wide, steps);
+        locate(&view, &app, name, &search, ld, &defaults, steps).map(|f| f.blob)
     };
     let id = |name: &str| Some(BlobId::of(name.as_bytes()).0);
     // $ORIGIN, then the default directories through the /lib link.
@@ -197,4 +207,66 @@ fn ld_cache_of(entries: &[(&str, &str)]) -> LdCache {
     }
     b.extend(strings);
     LdCache::parse(&b, object::elf::EM_X86_64).unwrap()
+}
+
+/// A root whose `/a0` is a directory reached through a chain of 40 links, each going
+/// `x/../` down and up once more, and an executable asking for 128 libraries with
+/// 32 runpath entries all naming `/a0`.
+fn hostile() -> (View, TreeId, Found, Needs) {
+    let mut trees = HashMap::new();
+    let x = dir(&mut trees, "x", vec![]);
+    let mut top = vec![x, file("app")];
+    for i in 0..40 {
+        let next = if i == 39 {
+            "x".to_string()
+        } else {
+            format!("{}a{}", "x/../".repeat(20), i + 1)
+        };
+        top.push(link(&format!("a{i}"), &next));
+    }
+    top.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    let top = Tree::new(top).unwrap();
+    let id = top.id();
+    trees.insert(id, top);
+    let view = View::new(Scope::One("r".into()));
+    let commit = CommitId(ObjectId::of(b"c"));
+    view.install("r", RootVersion { commit, tree: id }, trees);
+    let app = at(&view, id, b"/app").unwrap();
+    let needs = Needs {
+        machine: object::elf::EM_X86_64,
+        wide: true,
+        needed: (0..128)
+            .map(|i| format!("lib{i}.so").into_bytes())
+            .collect(),
+        runpath: vec![b"/a0".to_vec(); 32],
+        ..Needs::default()
+    };
+    (view, id, app, needs)
+}
+
+#[test]
+fn a_hostile_object_costs_bounded_work() {
+    let (view, root, app, needs) = hostile();
+    // One path through the chain stops at the per-path bound.
+    let mut steps = Steps(usize::MAX);
+    assert!(resolve_dir(&view, root, b"/a0", &mut steps).is_none());
+    assert!(usize::MAX - steps.0 <= STEPS);
+    // Each search directory is resolved once, not once per name: the whole object
+    // costs its directories' walks plus one look-up per (name, directory).
+    let mut steps = Steps(usize::MAX);
+    let search = search_dirs(&view, &app, &needs, &mut steps);
+    let defaults = default_search(&view, root, needs.machine, needs.wide, &mut steps);
+    for name in &needs.needed {
+        assert!(locate(&view, &app, name, &search, None, &defaults, &mut steps).is_none());
+    }
+    let spent = usize::MAX - steps.0;
+    assert!(spent <= (32 + 6) * STEPS + 128 * (32 + 6), "{spent} steps");
+    assert!(spent <= PROGRAM_STEPS);
+    // And a program's budget stops it, whatever its objects ask.
+    let mut steps = Steps(1000);
+    let search = search_dirs(&view, &app, &needs, &mut steps);
+    for name in &needs.needed {
+        locate(&view, &app, name, &search, None, &defaults, &mut steps);
+    }
+    assert_eq!(steps.0, 0);
 }
