@@ -8,5 +8,5 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {
     let _ = elf::needs(std::io::Cursor::new(bytes));
-    let _ = LdCache::parse(bytes, 62);
+    let _ = LdCache::parse(bytes.to_vec(), 62);
 });

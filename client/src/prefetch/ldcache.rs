@@ -6,8 +6,6 @@
 //! built: counts, offsets and strings are checked against the file and bounded, and
 //! anything out of place is skipped or refuses the whole file, never a panic.
 
-use std::collections::HashMap;
-
 /// The new format's magic and version.
 const MAGIC: &[u8] = b"glibc-ld.so.cache1.1";
 /// The old format's magic (`ld.so-1.7.0`), whose entries the new format may follow.
@@ -21,8 +19,10 @@ const ENTRY: usize = 24;
 const OLD_ENTRY: usize = 12;
 /// Most entries read (a full distribution has a few thousand).
 const ENTRIES: usize = 1 << 16;
-/// Longest name or path taken.
-const NAME_MAX: usize = 4096;
+/// Longest library name taken (a file name: `NAME_MAX`).
+const NAME_MAX: usize = 255;
+/// Longest path taken (`PATH_MAX`).
+const PATH_MAX: usize = 4096;
 /// The flags of an entry for glibc's ELF libraries (`FLAG_ELF_LIBC6`).
 const LIBC6: u32 = 0x0003;
 /// The header's byte-order flags: unset (written by old ldconfigs), little, big.
@@ -31,22 +31,30 @@ const ENDIAN_BIG: u8 = 3;
 const ENDIAN_INVALID: u8 = 1;
 
 /// The libraries an `ld.so.cache` lists for one kind of object.
+///
+/// The file's bytes are kept as they are and entries point into them, so a file
+/// whose strings overlap costs no more than its size and 12 bytes an entry (half of
+/// what an entry takes in the file).
 #[derive(Debug, Default)]
 pub struct LdCache {
-    /// File name to path, first entry winning, as the loader's search finds it.
-    paths: HashMap<Vec<u8>, Vec<u8>>,
+    /// The file, from the new format's header on: strings are offsets into it.
+    bytes: Vec<u8>,
+    /// (name offset, name length, path offset), sorted by name, one per name: the
+    /// first in the file, as the loader's search finds it.
+    entries: Vec<(u32, u32, u32)>,
 }
 
 impl LdCache {
     /// Reads `bytes` as an `ld.so.cache`, keeping the entries for objects of ELF
     /// machine `machine` (entries of another architecture are left out, as the loader
-    /// leaves them); an error if it is not one.
-    pub fn parse(bytes: &[u8], machine: u16) -> Result<LdCache, &'static str> {
+    /// leaves them); an error if it is not one. Each entry costs at most one scan of
+    /// a name ([`NAME_MAX`]); a path is found only when asked for.
+    pub fn parse(mut bytes: Vec<u8>, machine: u16) -> Result<LdCache, &'static str> {
         let start = if bytes.starts_with(MAGIC) {
             0
         } else if bytes.starts_with(OLD_MAGIC) {
             // The old header (magic, count) and entries, then the new format.
-            let n = u32_at(bytes, 12).ok_or("a truncated ld.so.cache")? as usize;
+            let n = u32_at(&bytes, 12).ok_or("a truncated ld.so.cache")? as usize;
             let at = n
                 .checked_mul(OLD_ENTRY)
                 .and_then(|s| s.checked_add(16))
@@ -60,9 +68,10 @@ impl LdCache {
         } else {
             return Err("not an ld.so.cache");
         };
-        let new = &bytes[start..];
-        if new.len() < HEAD {
-            return Err("a truncated ld.so.cache");
+        bytes.drain(..start);
+        let new = &bytes[..];
+        if new.len() < HEAD || new.len() > u32::MAX as usize {
+            return Err("a truncated or oversized ld.so.cache");
         }
         let endian = new[28] & ENDIAN_MASK;
         if endian == ENDIAN_BIG || endian == ENDIAN_INVALID {
@@ -70,7 +79,7 @@ impl LdCache {
         }
         let count = u32_at(new, 20).ok_or("a truncated ld.so.cache")? as usize;
         let wanted = LIBC6 | arch_flag(machine);
-        let mut paths = HashMap::new();
+        let mut entries = Vec::new();
         for i in 0..count.min(ENTRIES) {
             let Some(e) = new.get(HEAD + i * ENTRY..HEAD + (i + 1) * ENTRY) else {
                 break;
@@ -82,31 +91,47 @@ impl LdCache {
             };
             // Entries for a CPU level (glibc-hwcaps) are picked by the CPU the program
             // runs on: the plain entry of the same name is the one every CPU can load.
-            if flags != wanted || hwcap != 0 {
+            if flags != wanted || hwcap != 0 || value as usize >= new.len() {
                 continue;
             }
             // Strings are offsets from the new format's header.
-            let (Some(name), Some(path)) = (string(new, key), string(new, value)) else {
+            let Some(name) = string(new, key, NAME_MAX).filter(|n| !n.contains(&b'/')) else {
                 continue;
             };
-            paths.entry(name.to_vec()).or_insert_with(|| path.to_vec());
+            entries.push((key, name.len() as u32, value));
         }
-        Ok(LdCache { paths })
+        let name = |&(at, len, _): &(u32, u32, u32)| &new[at as usize..(at + len) as usize];
+        // Stable: of entries with one name, the first in the file stays first.
+        entries.sort_by(|a, b| name(a).cmp(name(b)));
+        entries.dedup_by(|later, first| name(later) == name(first));
+        entries.shrink_to_fit();
+        bytes.shrink_to_fit();
+        Ok(LdCache { bytes, entries })
     }
 
     /// The path the cache gives for library `name`.
     pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
-        self.paths.get(name).map(Vec::as_slice)
+        let at = self
+            .entries
+            .binary_search_by(|e| self.name(e).cmp(name))
+            .ok()?;
+        string(&self.bytes, self.entries[at].2, PATH_MAX)
+    }
+
+    fn name(&self, &(at, len, _): &(u32, u32, u32)) -> &[u8] {
+        &self.bytes[at as usize..(at + len) as usize]
     }
 
     /// How many libraries it lists.
-    pub fn len(&self) -> usize {
-        self.paths.len()
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
     }
 
-    /// Whether it lists none.
-    pub fn is_empty(&self) -> bool {
-        self.paths.is_empty()
+    /// Bytes held on the heap.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.bytes.capacity() + self.entries.capacity() * std::mem::size_of::<(u32, u32, u32)>()
     }
 }
 
@@ -134,12 +159,40 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
-/// The NUL-terminated string at `at`, if it ends within the file and [`NAME_MAX`].
-fn string(b: &[u8], at: u32) -> Option<&[u8]> {
+/// The non-empty NUL-terminated string at `at`, if it ends within the file and
+/// within `max` bytes.
+fn string(b: &[u8], at: u32, max: usize) -> Option<&[u8]> {
     let rest = b.get(at as usize..)?;
-    let rest = &rest[..rest.len().min(NAME_MAX + 1)];
+    let rest = &rest[..rest.len().min(max + 1)];
     let end = rest.iter().position(|c| *c == 0)?;
     Some(&rest[..end]).filter(|s| !s.is_empty())
+}
+
+/// A new-format cache listing `(flags, name, path, hwcap)`, as ldconfig lays it out.
+#[cfg(test)]
+pub(super) fn build(entries: &[(u32, &str, &str, u64)]) -> Vec<u8> {
+    let mut strings = Vec::new();
+    let strings_at = HEAD + ENTRY * entries.len();
+    let mut b = MAGIC.to_vec();
+    b.extend((entries.len() as u32).to_le_bytes());
+    b.extend(0u32.to_le_bytes());
+    b.extend([2, 0, 0, 0]);
+    b.extend([0u8; 16]);
+    for (flags, name, path, hwcap) in entries {
+        let key = (strings_at + strings.len()) as u32;
+        strings.extend(name.as_bytes());
+        strings.push(0);
+        let value = (strings_at + strings.len()) as u32;
+        strings.extend(path.as_bytes());
+        strings.push(0);
+        b.extend(flags.to_le_bytes());
+        b.extend(key.to_le_bytes());
+        b.extend(value.to_le_bytes());
+        b.extend(0u32.to_le_bytes());
+        b.extend(hwcap.to_le_bytes());
+    }
+    b.extend(strings);
+    b
 }
 
 #[cfg(test)]
@@ -147,30 +200,12 @@ mod tests {
     use super::*;
     use object::elf::{EM_AARCH64, EM_X86_64};
 
-    /// A new-format cache listing `(flags, name, path, hwcap)`.
     fn cache(entries: &[(u32, &str, &str, u64)]) -> Vec<u8> {
-        let mut strings = Vec::new();
-        let strings_at = HEAD + ENTRY * entries.len();
-        let mut b = MAGIC.to_vec();
-        b.extend((entries.len() as u32).to_le_bytes());
-        b.extend(0u32.to_le_bytes());
-        b.extend([2, 0, 0, 0]);
-        b.extend([0u8; 16]);
-        for (flags, name, path, hwcap) in entries {
-            let key = (strings_at + strings.len()) as u32;
-            strings.extend(name.as_bytes());
-            strings.push(0);
-            let value = (strings_at + strings.len()) as u32;
-            strings.extend(path.as_bytes());
-            strings.push(0);
-            b.extend(flags.to_le_bytes());
-            b.extend(key.to_le_bytes());
-            b.extend(value.to_le_bytes());
-            b.extend(0u32.to_le_bytes());
-            b.extend(hwcap.to_le_bytes());
-        }
-        b.extend(strings);
-        b
+        build(entries)
+    }
+
+    fn parse(b: &[u8], machine: u16) -> Result<LdCache, &'static str> {
+        LdCache::parse(b.to_vec(), machine)
     }
 
     #[test]
@@ -187,30 +222,18 @@ mod tests {
             ),
             (0x0003, "libold.so", "/lib/libold.so", 0),
         ]);
-        let c = LdCache::parse(&b, EM_X86_64).unwrap();
+        let c = parse(&b, EM_X86_64).unwrap();
         assert_eq!(
             c.get(b"libc.so.6"),
             Some(&b"/lib/x86_64-linux-gnu/libc.so.6"[..])
         );
         assert_eq!(c.len(), 1);
-        let arm = LdCache::parse(&b, EM_AARCH64).unwrap();
+        let arm = parse(&b, EM_AARCH64).unwrap();
         assert_eq!(
             arm.get(b"libz.so.1"),
             Some(&b"/lib/aarch64-linux-gnu/libz.so.1"[..])
         );
-        assert!(LdCache::parse(b"not a cache", EM_X86_64).is_err());
-    }
-
-    #[test]
-    fn reads_this_machines_cache() {
-        // The machine the tests run on has glibc; its cache lists libc.
-        let Ok(bytes) = std::fs::read("/etc/ld.so.cache") else {
-            return;
-        };
-        let c = LdCache::parse(&bytes, EM_X86_64).unwrap();
-        if cfg!(target_arch = "x86_64") {
-            assert!(c.get(b"libc.so.6").is_some(), "{} entries", c.len());
-        }
+        assert!(parse(b"not a cache", EM_X86_64).is_err());
     }
 
     #[test]
@@ -225,29 +248,63 @@ mod tests {
             ),
         ]);
         for len in 0..good.len() {
-            let _ = LdCache::parse(&good[..len], EM_X86_64);
+            let _ = parse(&good[..len], EM_X86_64);
         }
         for i in 0..good.len() {
             let mut b = good.clone();
             b[i] ^= 0xff;
-            let _ = LdCache::parse(&b, EM_X86_64);
+            let _ = parse(&b, EM_X86_64);
         }
         // A count of 4 billion entries in a small file: read as far as the file goes.
         let mut many = good.clone();
         many[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(LdCache::parse(&many, EM_X86_64).unwrap().len(), 2);
+        assert_eq!(parse(&many, EM_X86_64).unwrap().len(), 2);
         // Offsets past the end, strings without an end.
         let mut b = good.clone();
         b[HEAD + 4..HEAD + 8].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(LdCache::parse(&b, EM_X86_64).unwrap().len(), 1);
+        assert_eq!(parse(&b, EM_X86_64).unwrap().len(), 1);
         let mut endless = good.clone();
         endless.truncate(HEAD + 2 * ENTRY);
         endless.extend(vec![b'a'; 10_000]);
-        assert!(LdCache::parse(&endless, EM_X86_64).unwrap().is_empty());
+        assert_eq!(parse(&endless, EM_X86_64).unwrap().len(), 0);
         // An old-format count that overflows.
         let mut old = OLD_MAGIC.to_vec();
         old.extend([0; 1]);
         old.extend(u32::MAX.to_le_bytes());
-        assert!(LdCache::parse(&old, EM_X86_64).is_err());
+        assert!(parse(&old, EM_X86_64).is_err());
+    }
+
+    #[test]
+    fn a_cache_of_overlapping_strings_costs_no_more_than_its_size() {
+        // 65,536 entries whose names and paths all point into one 4 KiB string: most
+        // names are too long (refused after 256 bytes), the others overlap.
+        let entries = ENTRIES;
+        let strings_at = HEAD + ENTRY * entries;
+        let mut b = build(&[]);
+        b[20..24].copy_from_slice(&(entries as u32).to_le_bytes());
+        for i in 0..entries {
+            let key = strings_at + i % 4000;
+            b.extend(0x0303u32.to_le_bytes());
+            b.extend((key as u32).to_le_bytes());
+            b.extend((strings_at as u32).to_le_bytes());
+            b.extend([0; 12]);
+        }
+        b.extend(vec![b'a'; 4096]);
+        b.push(0);
+        let c = parse(&b, EM_X86_64).unwrap();
+        // Only names of at most 255 bytes (97 to 255 here), one entry each.
+        assert_eq!(c.len(), 159);
+        assert!(
+            c.held() <= b.len() * 3 / 2,
+            "{} bytes for {}",
+            c.held(),
+            b.len()
+        );
+        // A path is found when asked for, within its own bound.
+        assert_eq!(c.get(&[b'a'; 255]).map(<[u8]>::len), Some(4096));
+        assert!(c.get(&[b'a'; 256]).is_none());
+        // Names with a slash are not library names.
+        let slash = build(&[(0x0303, "../libc.so.6", "/lib/libc.so.6", 0)]);
+        assert_eq!(parse(&slash, EM_X86_64).unwrap().len(), 0);
     }
 }

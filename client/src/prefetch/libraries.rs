@@ -45,8 +45,9 @@ pub const FILES: usize = 32;
 pub const EXAMINED: usize = 64;
 /// Requests for libraries in flight at once.
 pub const REQUESTS: usize = 8;
-/// Largest `ld.so.cache` read (real ones are tens of KiB).
-const LD_CACHE_MAX: u64 = 16 << 20;
+/// Largest `ld.so.cache` read (real ones are tens of KiB, a full distribution's a few
+/// hundred).
+const LD_CACHE_MAX: u64 = 2 << 20;
 /// Where the loader finds its cache in a root.
 const LD_CACHE: &[u8] = b"/etc/ld.so.cache";
 /// Most path components walked and names looked up for one program, all paths
@@ -447,7 +448,7 @@ impl Prefetch {
         let read = (&v.file).take(LD_CACHE_MAX).read_to_end(&mut bytes);
         self.cache.unpin(blob);
         read.map_err(|_| ())?;
-        match LdCache::parse(&bytes, machine) {
+        match LdCache::parse(bytes, machine) {
             Ok(c) => Ok(Some(Arc::new(c))),
             Err(e) => {
                 tracing::debug!("{root}: /etc/ld.so.cache left aside: {e}");

@@ -186,27 +186,9 @@ fn search_paths_expand_origin_and_lib() {
 
 /// An x86-64 `ld.so.cache` listing `(name, path)`.
 fn ld_cache_of(entries: &[(&str, &str)]) -> LdCache {
-    let head = 48 + 24 * entries.len();
-    let mut b = b"glibc-ld.so.cache1.1".to_vec();
-    b.extend((entries.len() as u32).to_le_bytes());
-    b.extend([0; 4]);
-    b.extend([2, 0, 0, 0]);
-    b.extend([0; 16]);
-    let mut strings = Vec::new();
-    for (name, path) in entries {
-        let key = (head + strings.len()) as u32;
-        strings.extend(name.as_bytes());
-        strings.push(0);
-        let value = (head + strings.len()) as u32;
-        strings.extend(path.as_bytes());
-        strings.push(0);
-        b.extend(0x0303u32.to_le_bytes());
-        b.extend(key.to_le_bytes());
-        b.extend(value.to_le_bytes());
-        b.extend([0; 12]);
-    }
-    b.extend(strings);
-    LdCache::parse(&b, object::elf::EM_X86_64).unwrap()
+    let entries: Vec<_> = entries.iter().map(|(n, p)| (0x0303, *n, *p, 0)).collect();
+    let b = crate::prefetch::ldcache::build(&entries);
+    LdCache::parse(b, object::elf::EM_X86_64).unwrap()
 }
 
 /// A root whose `/a0` is a directory reached through a chain of 40 links, each going
