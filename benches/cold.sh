@@ -260,6 +260,9 @@ TAR_URL=http://127.0.0.1:$NGINX_PORT/root.tar.zst
 serve_fresh() {
     stop_pid "$SERVER_PID"
     evict "$S/objects"
+    # Emptied here: the new server's shell truncates it only once it runs, and until
+    # then wait_line would read the previous server's address.
+    : >"$LOGS/serve.out"
     "$CANOPY" --store "$S" serve --listen 127.0.0.1:0 >"$LOGS/serve.out" 2>"$LOGS/serve.err" &
     SERVER_PID=$!
     wait_line "$LOGS/serve.out" '^serving .* on (http://127\.0\.0\.1:[0-9]+)$' "$SERVER_PID" "canopy serve"
