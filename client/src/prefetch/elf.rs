@@ -102,7 +102,9 @@ where
         return Ok(needs);
     };
     let (mut strtab, mut strsz) = (None, None);
-    let mut names = Vec::new();
+    // Counted before any string is read: a table of thousands of entries costs at
+    // most NEEDED names and one search path of each kind.
+    let (mut needed, mut rpath, mut runpath) = (Vec::new(), None, None);
     for d in dynamic {
         let tag: u64 = d.d_tag(endian).into();
         let val: u64 = d.d_val(endian).into();
@@ -111,7 +113,10 @@ where
             elf::DT_NULL => break,
             elf::DT_STRTAB => strtab = Some(val),
             elf::DT_STRSZ => strsz = Some(val),
-            elf::DT_NEEDED | elf::DT_RPATH | elf::DT_RUNPATH => names.push((tag as u32, val)),
+            elf::DT_NEEDED if needed.len() < NEEDED => needed.push(val),
+            // The loader keeps the last of each, as it reads the table.
+            elf::DT_RPATH => rpath = Some(val),
+            elf::DT_RUNPATH => runpath = Some(val),
             _ => {}
         }
     }
@@ -139,19 +144,16 @@ where
             .ok()
             .map(<[u8]>::to_vec)
     };
-    for (tag, off) in names {
-        let Some(s) = string(off).filter(|s| !s.is_empty()) else {
-            continue;
-        };
-        match tag {
-            elf::DT_NEEDED if needs.needed.len() < NEEDED => needs.needed.push(s),
-            elf::DT_RPATH => needs.rpath.extend(dirs(&s)),
-            elf::DT_RUNPATH => needs.runpath.extend(dirs(&s)),
-            _ => {}
-        }
-    }
-    needs.rpath.truncate(DIRS);
-    needs.runpath.truncate(DIRS);
+    let string = |off: u64| string(off).filter(|s| !s.is_empty());
+    needs.needed = needed.into_iter().filter_map(string).collect();
+    needs.rpath = rpath
+        .and_then(string)
+        .map(|s| dirs(&s).collect())
+        .unwrap_or_default();
+    needs.runpath = runpath
+        .and_then(string)
+        .map(|s| dirs(&s).collect())
+        .unwrap_or_default();
     Ok(needs)
 }
 
@@ -293,6 +295,62 @@ mod tests {
             &[d.clone(), endless].concat(),
         );
         assert!(of(&b).unwrap().needed.is_empty());
+    }
+
+    /// A reader that counts the bytes read through it.
+    struct Counting<'a>(Cursor<Vec<u8>>, &'a std::cell::Cell<u64>);
+
+    impl Read for Counting<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read(buf)?;
+            self.1.set(self.1.get() + n as u64);
+            Ok(n)
+        }
+    }
+
+    impl Seek for Counting<'_> {
+        fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+            self.0.seek(to)
+        }
+    }
+
+    #[test]
+    fn thousands_of_names_cost_at_most_the_cap_of_strings_read() {
+        // 4,000 DT_NEEDED and 60 DT_RPATH/DT_RUNPATH, each a different 4 KiB string
+        // (suffixes of one long run, so no read is the same as another).
+        let long = [vec![b'a'; 4000], vec![b':'], vec![b'b'; 10], vec![0]].concat();
+        let mut entries: Vec<(u64, u64)> = (0..4000).map(|i| (elf::DT_NEEDED.into(), i)).collect();
+        entries.extend((0..30).map(|i| (elf::DT_RPATH.into(), 3000 + i)));
+        entries.extend((0..30).map(|i| (elf::DT_RUNPATH.into(), 3500 + i)));
+        let at = (64 + 56 * 2) as u64;
+        let table = (entries.len() as u64 + 3) * 16;
+        entries.extend([
+            (elf::DT_STRTAB.into(), 0),
+            (elf::DT_STRSZ.into(), long.len() as u64),
+            (elf::DT_NULL.into(), 0),
+        ]);
+        let d = dynamic(&entries);
+        let b = object(
+            &[
+                (elf::PT_LOAD, at + table, 0, long.len() as u64),
+                (elf::PT_DYNAMIC, at, 0, table),
+            ],
+            &[d, long].concat(),
+        );
+        let read = std::cell::Cell::new(0);
+        let n = needs(Counting(Cursor::new(b.clone()), &read)).unwrap();
+        assert_eq!(n.needed.len(), NEEDED);
+        // One search path of each kind: the last, as the loader takes it.
+        assert_eq!(n.rpath.len(), 2);
+        assert_eq!(n.runpath.len(), 2);
+        assert_eq!(n.runpath[0].len(), 4000 - 3529);
+        // The table, then NEEDED + 2 strings of 4 KiB (each read once at most).
+        let bound = b.len() as u64 + (NEEDED as u64 + 2) * 4096;
+        assert!(
+            read.get() <= bound,
+            "{} bytes read, {bound} allowed",
+            read.get()
+        );
     }
 
     #[test]

@@ -84,9 +84,9 @@ pub(super) struct Libraries {
     handle: OnceLock<tokio::runtime::Handle>,
     /// Files opened whose content has not arrived yet, by object.
     waiting: Mutex<LruCache<ObjectId, Found>>,
-    /// (directory inode, object) pairs opened already: a program opening one file
-    /// again and again costs one look-up each time.
-    opened: Mutex<LruCache<(u64, ObjectId), ()>>,
+    /// (root tree, directory inode, object) opened already: a program opening one
+    /// file again and again costs one look-up each time.
+    opened: Mutex<LruCache<(TreeId, u64, ObjectId), ()>>,
     /// (root, object) pairs examined or fetched already.
     seen: Mutex<LruCache<(TreeId, ObjectId), ()>>,
     /// Each root's `ld.so.cache`, by root tree and ELF machine.
@@ -120,16 +120,18 @@ impl Prefetch {
     /// File `ino` (content `blob`), looked up in directory `parent`, is being opened:
     /// if it may be an ELF object, its libraries are fetched once it is in the cache.
     pub(super) fn opening_object(self: &Arc<Self>, parent: u64, blob: &ObjectId) {
+        let Some((root, dir)) = self.view.dir_place(parent) else {
+            return;
+        };
+        // Keyed by the root's tree too: directory inodes stay the same across versions,
+        // and a program opened again after a switch is examined in the new version.
         let again = {
             let mut opened = self.libraries.opened.lock().expect("prefetch lock");
-            opened.put((parent, *blob), ()).is_some()
+            opened.put((root, parent, *blob), ()).is_some()
         };
         if again {
             return;
         }
-        let Some((root, dir)) = self.view.dir_place(parent) else {
-            return;
-        };
         let Some((_, tree)) = self.view.dir_tree(parent) else {
             return;
         };
