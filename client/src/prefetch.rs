@@ -14,7 +14,8 @@
 //! from, then opens files further down, and an `__init__.py` and the module after it
 //! are often neighbours): fetching whole directories beside what it needs made cold
 //! starts twice as slow (`benches/cold.sh`: python 0.55 s against 0.25 s without
-//! prefetch), so it fetches only what it opens. Once a walk is seen, the directories
+//! prefetch), so it fetches only what it opens, and early the libraries its ELF
+//! headers name ([`libraries`]). Once a walk is seen, the directories
 //! listed before it (`find` lists the whole tree ahead of `cat`) and those listed
 //! within [`WALK`] of its last sign are prefetched at once, ahead of the reader.
 //!
@@ -37,8 +38,13 @@
 //! - while a reader's own fetch is under way, no pack starts and none is read further
 //!   ([`crate::demand`]), for at most [`HOLD`] per pack, unless a reader waits for it.
 //!
+//! Library prefetch ([`libraries`]) is demand a moment early, with bounds of its own:
+//! it runs on the readers' runtime (reading objects and resolving paths on its blocking
+//! pool), packs give way to it, and it needs no packs.
+//!
 //! A server without the pack endpoint (from before it, or a cache that passes only
-//! objects) turns prefetch off for the mount's life, with one line in the log.
+//! objects) turns directory prefetch off for the mount's life, with one line in the
+//! log; library prefetch goes on, one object per request.
 
 use crate::arrivals::{Arrival, Arrivals, Bounds, Endpoint, Expected, Permits};
 use crate::demand::{Demand, Fetching, Gate, Urgent};
