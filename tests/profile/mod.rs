@@ -443,3 +443,40 @@ fn a_following_host_replays_a_profile_recorded_later_and_kept_by_upgrades() {
     drop(held);
     mount.stop();
 }
+
+/// The profile's replay, directory prefetch and library prefetch on at once (as by
+/// default), and the program run right after the mount: none fetches a file another is
+/// fetching, so no object is asked for twice.
+#[test]
+fn replay_and_prefetch_together_fetch_each_object_once() {
+    let s = shared();
+    let server = Server::start(&s.env, "127.0.0.1:0");
+    let mount = Mount::start(&s.env, "both", &server.url, &["--root", "web"]);
+    let out = cmd("chroot")
+        .arg(&mount.dir)
+        .args(["/bin/bash", "-c", SCRIPT])
+        .stdout();
+    assert!(
+        out.contains("sort (GNU coreutils)") && out.ends_with("0\n"),
+        "{out}"
+    );
+    replayed(&mount);
+    let log = server.log();
+    let mut counts = std::collections::HashMap::<&str, usize>::new();
+    for line in log.lines().filter(|l| l.contains("answered")) {
+        let Some(at) = line.find("uri=/v1/objects/") else {
+            continue;
+        };
+        let id = &line[at + "uri=/v1/objects/".len()..];
+        let id = id.split([' ', '?']).next().unwrap();
+        *counts.entry(id).or_default() += 1;
+    }
+    assert!(!counts.is_empty(), "no object requests:\n{log}");
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "objects asked for more than once: {twice:?}\nserver log:\n{log}\nmount log:\n{}",
+        mount.log()
+    );
+    mount.stop();
+}

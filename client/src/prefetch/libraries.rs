@@ -20,14 +20,16 @@
 //! search directory resolved once per object; reading and resolving run on the
 //! blocking pool, never on the workers serving readers), [`REQUESTS`] requests and [`IN_FLIGHT`](super::IN_FLIGHT) bytes in
 //! flight, within the share of the cache for what was fetched ahead of use, put in
-//! only where evicting unpinned objects makes room ([`Cache::offer_file`]); each file
+//! only where evicting unpinned objects makes room ([`Cache::has_room`]), through the
+//! cache's one fetch per object ([`Cache::get`]); each file
 //! once per root version. Every object is verified as it streams in; one that fails is
 //! not cached and its reader fetches it alone (and gets EIO if it is bad). A reader
 //! that reaches a file under way waits for it and makes it go at once if it still
 //! waits for its turn ([`crate::arrivals`]); a file a reader or a profile's replay is
 //! fetching already is left to them.
 //!
-//! [`Cache::offer_file`]: canopy_cache::Cache::offer_file
+//! [`Cache::has_room`]: canopy_cache::Cache::has_room
+//! [`Cache::get`]: canopy_cache::Cache::get
 
 use super::Prefetch;
 use super::elf::{self, Needs};
@@ -388,28 +390,33 @@ impl Prefetch {
         if self.cache.is_fetching(&f.blob) || !self.cache.has_room(f.size) {
             return false;
         }
-        let tmp = self.cache.staging(&f.blob);
-        match self.remote.object_to_file(&f.blob, f.size, &tmp).await {
-            Ok(got) => match self.cache.offer_file(&f.blob, &tmp, got) {
-                Ok(true) => {
-                    self.speculate(f.blob, got);
-                    true
-                }
-                Ok(false) => self.cache.contains(&f.blob),
-                Err(e) => {
-                    tracing::warn!("library prefetch: {e}");
-                    false
-                }
-            },
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
+        let (cache, remote, id, size) = (self.cache.clone(), self.remote.clone(), f.blob, f.size);
+        let handle = tokio::runtime::Handle::current();
+        // Through the cache's one fetch per object: a reader or a profile's replay that
+        // comes to fetch it meanwhile waits for this one instead of downloading it too.
+        let fetched = tokio::task::spawn_blocking(move || {
+            let got = cache.get(&id, |tmp| {
+                handle.block_on(remote.object_to_file(&id, size, tmp))
+            });
+            if got.is_ok() {
+                cache.unpin(&id);
+            }
+            got.map(|_| ())
+        })
+        .await;
+        match fetched {
+            Ok(Ok(())) => {
+                self.speculate(id, size);
+                true
+            }
+            Ok(Err(e)) => {
                 tracing::warn!(
-                    "library prefetch of /{}/… object {}: {e}",
+                    "library prefetch of /{}/… object {id}: {e}",
                     String::from_utf8_lossy(&f.dir.join(&b'/')),
-                    f.blob
                 );
                 false
             }
+            Err(_) => false,
         }
     }
 
