@@ -135,19 +135,23 @@ impl Arrivals {
 
     /// Waits, within its request's deadline, if a request under way (or queued) is
     /// bringing `id` and has little to send before it; a request queued or held back
-    /// that brings it goes at once. Called before a reader fetches `id` itself.
+    /// that the reader so waits for goes at once. Called before a reader fetches `id`
+    /// itself.
     pub fn wait_for(&self, id: &ObjectId) {
         let Some(arrival) = self.pending.lock().expect("arrivals lock").get(id).cloned() else {
             return;
         };
-        // Made to go even when its file is too far in to wait for: the reader (a walk)
-        // reads the files after it next.
+        // Only for a reader that waits for it: one made to go for a file too far in
+        // would skip the in-flight bounds while that reader fetches the file alone
+        // anyway, and a reader jumping about (a parallel grep) could promote any number.
+        // A walk reaches a part's first files first, which are near.
+        if !arrival.near() {
+            return;
+        }
         if let Some(urgent) = &arrival.urgent {
             urgent.set();
         }
-        if arrival.near() {
-            arrival.wait();
-        }
+        arrival.wait();
     }
 
     /// Marks `id` arrived, if `arrival` is still the one registered for it.

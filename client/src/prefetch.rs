@@ -484,7 +484,11 @@ impl Prefetch {
     /// Waits, within the pack's deadline, if a pack in flight is bringing `id` and has
     /// little to send before it; then counts it as used. Called before a reader fetches `id` itself.
     pub fn before_fetch(&self, id: &ObjectId) {
-        self.arrivals.wait_for(id);
+        // A file already cached (fetched alone by an earlier reader) is not waited for
+        // although a queued pack still lists it.
+        if !self.cache.contains(id) {
+            self.arrivals.wait_for(id);
+        }
         let mut s = self.speculative.lock().expect("prefetch lock");
         if let Some(size) = s.sizes.remove(id) {
             s.bytes -= size;
