@@ -15,7 +15,7 @@
 
 use crate::demand::Urgent;
 use crate::prefetch::IN_FLIGHT;
-use crate::remote::FetchError;
+use crate::remote::{FetchError, Remote};
 use canopy_cache::Cache;
 use canopy_protocol::ObjectId;
 use std::collections::HashMap;
@@ -286,6 +286,33 @@ impl Bounds {
 /// clamped before narrowing, so a size past 4 TiB cannot wrap to a few permits.
 fn kib(bytes: u64) -> u32 {
     (bytes >> 10).clamp(1, IN_FLIGHT >> 10) as u32
+}
+
+/// Fetches object `id` (`size` bytes) into `cache` through the cache's one fetch per
+/// object, so a reader or another prefetch that comes for it meanwhile waits for this
+/// one rather than downloading it too; on the blocking pool, since that fetch blocks.
+/// The object is left unpinned; the error says why it did not come.
+pub(crate) async fn fetch_into(
+    cache: Arc<Cache>,
+    remote: Arc<Remote>,
+    id: ObjectId,
+    size: u64,
+) -> Result<(), String> {
+    let handle = tokio::runtime::Handle::current();
+    let fetched = tokio::task::spawn_blocking(move || {
+        let got = cache.get(&id, |tmp| {
+            handle.block_on(remote.object_to_file(&id, size, tmp))
+        });
+        if got.is_ok() {
+            cache.unpin(&id);
+        }
+        got.map(|_| ())
+    })
+    .await;
+    match fetched {
+        Ok(got) => got.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[cfg(test)]

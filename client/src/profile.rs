@@ -408,24 +408,11 @@ impl Replay {
             return;
         }
         counts.requests.fetch_add(1, Ordering::Relaxed);
-        let (id, remote) = (m.blob.0, self.remote.clone());
-        let handle = tokio::runtime::Handle::current();
-        let fetched = tokio::task::spawn_blocking(move || {
-            let got = cache.get(&id, |tmp| {
-                handle.block_on(remote.object_to_file(&id, m.size, tmp))
-            });
-            if got.is_ok() {
-                cache.unpin(&id);
-            }
-            got.map(|_| ())
-        })
-        .await;
-        match fetched {
-            Ok(Ok(())) => {
+        match crate::arrivals::fetch_into(cache, self.remote.clone(), m.blob.0, m.size).await {
+            Ok(()) => {
                 counts.files.fetch_add(1, Ordering::Relaxed);
                 counts.bytes.fetch_add(m.size, Ordering::Relaxed);
             }
-            Ok(Err(e)) => tracing::warn!("profile replay of object {}: {e}", m.blob),
             Err(e) => tracing::warn!("profile replay of object {}: {e}", m.blob),
         }
     }

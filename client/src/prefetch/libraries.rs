@@ -390,33 +390,20 @@ impl Prefetch {
         if self.cache.is_fetching(&f.blob) || !self.cache.has_room(f.size) {
             return false;
         }
-        let (cache, remote, id, size) = (self.cache.clone(), self.remote.clone(), f.blob, f.size);
-        let handle = tokio::runtime::Handle::current();
-        // Through the cache's one fetch per object: a reader or a profile's replay that
-        // comes to fetch it meanwhile waits for this one instead of downloading it too.
-        let fetched = tokio::task::spawn_blocking(move || {
-            let got = cache.get(&id, |tmp| {
-                handle.block_on(remote.object_to_file(&id, size, tmp))
-            });
-            if got.is_ok() {
-                cache.unpin(&id);
-            }
-            got.map(|_| ())
-        })
-        .await;
-        match fetched {
-            Ok(Ok(())) => {
-                self.speculate(id, size);
+        let id = f.blob;
+        match crate::arrivals::fetch_into(self.cache.clone(), self.remote.clone(), id, f.size).await
+        {
+            Ok(()) => {
+                self.speculate(id, f.size);
                 true
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::warn!(
                     "library prefetch of /{}/… object {id}: {e}",
                     String::from_utf8_lossy(&f.dir.join(&b'/')),
                 );
                 false
             }
-            Err(_) => false,
         }
     }
 
