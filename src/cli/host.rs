@@ -52,9 +52,10 @@ pub struct HostArgs {
     /// Never use FUSE passthrough, even where the kernel allows it
     #[arg(long)]
     pub no_passthrough: bool,
-    /// Do not fetch a directory's small files in the background when a program reads
-    /// it as a walk does (lists it and opens its first file, or opens three neighbours
-    /// in a row); fetch every file only when read
+    /// Fetch every file only when read: neither a directory's small files in the
+    /// background when a program reads it as a walk does (lists it and opens its first
+    /// file, or opens three neighbours in a row), nor a starting program's interpreter
+    /// and libraries (found from its ELF headers)
     #[arg(long)]
     pub no_prefetch: bool,
     /// Ask servers for zstd-compressed objects (slow links: less to transfer, more CPU
