@@ -19,6 +19,11 @@ use std::time::Duration;
 /// The media type of every answer of the protocol.
 const CONTENT_TYPE: &str = "application/vnd.docker.plugins.v1+json";
 
+/// How long a volume may take to serve again after its mount server is killed: the
+/// plugin starts a new one on the kept connection, which resumes and shows its versions
+/// again. On a loaded 2-core machine (a CI run boots QEMU guests beside) once over 30 s.
+const AFTER_RESTART: Duration = Duration::from_secs(120);
+
 /// A store with root `small` (bash and what it needs), served.
 fn small_root(name: &str) -> (Canopy, Server) {
     let env = Canopy::init(name);
@@ -443,7 +448,7 @@ impl Reader {
         let count = || self.rounds.load(std::sync::atomic::Ordering::Relaxed);
         let target = count() + more;
         eventually(
-            Duration::from_secs(30),
+            AFTER_RESTART,
             || {
                 format!(
                     "the program from the volume stopped {when} ({} rounds)",
@@ -556,7 +561,7 @@ fn mounted_volumes_survive_kill_9_of_the_mount_server() {
         unsafe { libc::kill(pid, libc::SIGKILL) };
         reader.goes_on(5, &format!("after kill -9 {round} of the mount server"));
         let log = eventually(
-            Duration::from_secs(30),
+            AFTER_RESTART,
             || format!("the mount server was not started again:\n{}", plugin.log()),
             || {
                 let log = plugin.log();
@@ -574,7 +579,7 @@ fn mounted_volumes_survive_kill_9_of_the_mount_server() {
         // The plugin hides it again as soon as it has started the server again (not
         // at its next follow round, up to --interval later).
         eventually(
-            Duration::from_secs(30),
+            AFTER_RESTART,
             || format!("{} shows again after the restart", gone.display()),
             || (!gone.exists()).then_some(()),
         );
@@ -718,7 +723,7 @@ fn mounted_volumes_survive_restarts_and_kill_9_of_the_plugin() {
     // SAFETY: kill with a valid pid and signal.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     eventually(
-        Duration::from_secs(30),
+        AFTER_RESTART,
         || format!("the mount server was not started again:\n{}", plugin.log()),
         || {
             plugin
