@@ -404,8 +404,26 @@ impl MountServer {
         let asked = Request::Store {
             socket: store.name().to_string(),
         };
-        match self.call(&asked, Duration::from_secs(10)).await {
-            Ok(_) => tracing::info!(
+        let kept = match self.call(&asked, Duration::from_secs(10)).await {
+            Ok(_) => {
+                // Kept once this store holds it, not once the server says it sent it.
+                let (waiting, pid) = (store.clone(), running.pid);
+                let held = tokio::task::spawn_blocking(move || {
+                    waiting.wait_connection(pid, Duration::from_secs(10))
+                })
+                .await;
+                if matches!(held, Ok(true)) {
+                    Ok(())
+                } else {
+                    Err(ServerError::Failed(
+                        "its connection did not reach this plugin within 10 s".into(),
+                    ))
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match kept {
+            Ok(()) => tracing::info!(
                 "keeping the FUSE connection of the mount server (process {})",
                 running.pid
             ),

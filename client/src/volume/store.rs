@@ -106,10 +106,25 @@ impl FdStore {
 
     /// Waits at most `limit` for process `pid` to say `READY=1`; whether it did.
     pub(crate) fn wait_ready(&self, pid: u32, limit: Duration) -> bool {
+        self.wait_until(pid, limit, |held| held.ready)
+    }
+
+    /// Waits at most `limit` until process `pid`'s FUSE connection is kept; whether it
+    /// is. A server answers that it stored its connection once it has sent it, which
+    /// this store's thread may not have received yet: a server dying meanwhile would
+    /// not be started again on it.
+    pub(crate) fn wait_connection(&self, pid: u32, limit: Duration) -> bool {
+        self.wait_until(pid, limit, |held| {
+            held.fds.contains_key(crate::service::CONNECTION)
+        })
+    }
+
+    /// Waits at most `limit` until `pid` is the server heard and `done` holds.
+    fn wait_until(&self, pid: u32, limit: Duration, done: impl Fn(&Held) -> bool) -> bool {
         let deadline = Instant::now() + limit;
         let mut held = self.held.lock().expect("store lock");
         loop {
-            if held.main == pid && held.ready {
+            if held.main == pid && done(&held) {
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -184,6 +199,7 @@ impl FdStore {
             && (held.fds.len() < MAX_FDS || held.fds.contains_key(&name))
         {
             held.fds.insert(name, fds.remove(0));
+            self.changed.notify_all();
         }
     }
 }
