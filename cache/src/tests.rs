@@ -13,14 +13,19 @@ fn put(cache: &Cache, data: &[u8]) -> ObjectId {
     id
 }
 
+/// Opens the cached object `id` as a reader does: pinned until unpinned.
+fn pin(cache: &Cache, id: &ObjectId) {
+    cache
+        .get(id, |_| -> Result<u64, std::io::Error> { panic!("cached") })
+        .unwrap();
+}
+
 #[test]
 fn evicts_least_recently_used_but_never_pinned() {
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), 10).unwrap();
     let a = put(&cache, b"aaaa");
-    cache
-        .get(&a, |_| -> Result<u64, std::io::Error> { panic!("cached") })
-        .unwrap();
+    pin(&cache, &a);
     let b = put(&cache, b"bbbb");
     let c = put(&cache, b"cccc");
     // Over 10 bytes: b is the least recently used unpinned object.
@@ -38,11 +43,7 @@ fn offers_hold_the_bound_and_never_evict_open_files() {
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), 10).unwrap();
     let open = put(&cache, b"aaaa");
-    cache
-        .get(&open, |_| -> Result<u64, std::io::Error> {
-            panic!("cached")
-        })
-        .unwrap();
+    pin(&cache, &open);
     let b = ObjectId::of(b"bbbb");
     assert!(cache.offer(&b, b"bbbb").unwrap());
     assert!(!cache.offer(&b, b"bbbb").unwrap(), "held already");
@@ -73,11 +74,7 @@ fn offered_files_hold_the_bound_and_never_evict_open_files() {
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), 10).unwrap();
     let open = put(&cache, b"aaaa");
-    cache
-        .get(&open, |_| -> Result<u64, std::io::Error> {
-            panic!("cached")
-        })
-        .unwrap();
+    pin(&cache, &open);
     let staged = |data: &[u8]| {
         let id = ObjectId::of(data);
         let tmp = cache.staging(&id);
