@@ -5,7 +5,11 @@
 # On one store built from real .debs, measures:
 #   1. read every file of the root through a fresh mount (start included), with
 #      prefetch (directory packs) and with --no-prefetch, vs downloading the same tree
-#      as one tar.zst from nginx and unpacking it (curl | zstd -d | tar -x)
+#      as one tar.zst from nginx and unpacking it (curl | zstd -d | tar -x); beside
+#      them the same read through a fresh mount of the FUSE floor (a minimal FUSE file
+#      system serving the tree from memory, client/examples/fuse_floor.rs): what the
+#      reads alone cost through any FUSE file system, so how near the reference a FUSE
+#      cold path can get at all
 #   2. `chroot ROOT python3.11 -c 'import json, ssl'` and `chroot ROOT /bin/bash -c true`
 #      from a fresh mount vs the same on a checkout whose pages were evicted
 #   3. the same programs from a fresh mount of a root whose access profile (`canopy
@@ -32,10 +36,14 @@ sed findutils tar gzip).
 options:
   --debs DIR          .deb cache, reused when present (default: target/bench-debs)
   --runs N            repetitions; the median is reported (default: 3)
+  --only LIST         run only these measurements, comma-separated: whole (every file of
+                      the root), programs (python, bash, profiles) (default: both)
   --out FILE          also write the report here (default: target/bench-cold.txt)
   --no-closure        use exactly PACKAGE..., without their dependencies
   --no-build          do not run `cargo build --release`; use target/release/canopy
   --canopy PATH       use this canopy binary (implies --no-build)
+  --floor PATH        use this fuse_floor binary (default: target/release/examples/fuse_floor,
+                      built unless --no-build / --canopy)
   --variant LABEL=PATH[:FLAGS]
                       also measure the fresh mounts with binary PATH (mount FLAGS, split
                       on spaces, e.g. '--no-prefetch'), interleaved with the others in
@@ -59,9 +67,11 @@ OUT=$ROOT/target/bench-cold.txt
 CLOSURE=1
 BUILD=1
 CANOPY=$ROOT/target/release/canopy
+FLOOR=$ROOT/target/release/examples/fuse_floor
 WAIT_TIMEOUT=60
 STEP_TIMEOUT=600
 KEEP=0
+ONLY=whole,programs
 PACKAGES=()
 # Fresh-mount variants measured in every run, in order: LABEL, binary, mount flags.
 VLABELS=(prefetch noprefetch)
@@ -70,10 +80,12 @@ while (($#)); do
     case $1 in
         --debs) DEBS=${2:?--debs needs a directory}; shift 2 ;;
         --runs) RUNS=${2:?--runs needs a number}; shift 2 ;;
+        --only) ONLY=${2:?--only needs a list}; shift 2 ;;
         --out) OUT=${2:?--out needs a file}; shift 2 ;;
         --no-closure) CLOSURE=0; shift ;;
         --no-build) BUILD=0; shift ;;
         --canopy) CANOPY=${2:?--canopy needs a path}; BUILD=0; shift 2 ;;
+        --floor) FLOOR=${2:?--floor needs a path}; shift 2 ;;
         --variant)
             spec=${2:?--variant needs LABEL=PATH[:FLAGS]}
             [[ $spec =~ ^([a-z0-9_-]+)=([^:]+)(:(.*))?$ ]] || die "--variant $spec: want LABEL=PATH[:FLAGS]"
@@ -92,12 +104,19 @@ while (($#)); do
     esac
 done
 ((${#PACKAGES[@]})) || PACKAGES=("${DEFAULT_PACKAGES[@]}")
+declare -A DO=()
+IFS=, read -r -a _only <<<"$ONLY"
+for w in "${_only[@]}"; do
+    case $w in whole|programs) DO[$w]=1 ;; *) die "--only: unknown measurement '$w' (whole,programs)" ;; esac
+done
+want() { [[ -n ${DO[$1]:-} ]]; }
 for v in RUNS WAIT_TIMEOUT STEP_TIMEOUT; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "--${v,,} must be a positive integer, got '${!v}'"
 done
 [[ $DEBS = /* ]] || DEBS=$PWD/$DEBS
 [[ $OUT = /* ]] || OUT=$PWD/$OUT
 [[ $CANOPY = /* ]] || CANOPY=$PWD/$CANOPY
+[[ $FLOOR = /* ]] || FLOOR=$PWD/$FLOOR
 for v in "${VLABELS[@]}"; do
     b=${VBIN[$v]:-$CANOPY}
     [[ $b = /* ]] || b=$PWD/$b
@@ -110,6 +129,11 @@ ensure_packages nginx:nginx curl:curl zstd:zstd dpkg-deb:dpkg-dev python3:python
 require_tools nginx curl zstd dpkg-deb apt-get apt-cache tar find xargs chroot timeout \
     mountpoint umount ss awk sort date python3
 build_canopy
+if ((BUILD)); then
+    (cd "$ROOT" && cargo build --release -p canopy-client --example fuse_floor) ||
+        die "cargo build --release --example fuse_floor failed (or pass --floor PATH)"
+fi
+[[ -x $FLOOR ]] || die "fuse_floor binary not found at $FLOOR (build it: cargo build --release -p canopy-client --example fuse_floor, or pass --floor PATH)"
 for v in "${VLABELS[@]}"; do
     [[ -x ${VBIN[$v]} ]] || die "variant $v: ${VBIN[$v]} is not an executable"
 done
@@ -120,6 +144,7 @@ SERVER_PID=
 URL=
 NGINX_PID=
 MOUNT_PIDS=()
+FLOOR_PID=
 ODD=()
 scratch cold
 S=$TMP/store
@@ -141,6 +166,7 @@ release() {
     for p in "${MOUNT_PIDS[@]}"; do stop_pid "$p"; done
     stop_pid "$SERVER_PID"
     stop_pid "$NGINX_PID"
+    stop_pid "$FLOOR_PID"
     while read -r m; do
         [[ -n $m ]] || continue
         umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
@@ -224,17 +250,19 @@ say "store: import $NPKG .debs, assemble base"
     fail_step "canopy import deb failed" "$LOGS/import.log"
 "$CANOPY" --store "$S" assemble base "${PKGNAMES[@]}" "${ASSEMBLE_FLAGS[@]}" >"$LOGS/assemble.log" 2>&1 ||
     fail_step "canopy assemble base failed" "$LOGS/assemble.log"
-# Roots of the same tree, each with the access profile of one program.
-for r in py sh; do
-    "$CANOPY" --store "$S" assemble "$r" "${PKGNAMES[@]}" "${ASSEMBLE_FLAGS[@]}" >>"$LOGS/assemble.log" 2>&1 ||
-        fail_step "canopy assemble $r failed" "$LOGS/assemble.log"
-done
-"$CANOPY" --store "$S" profile record py -- /usr/bin/python3.11 -c 'import json, ssl' \
-    >"$LOGS/profile-py.log" 2>&1 || fail_step "canopy profile record py failed" "$LOGS/profile-py.log"
-"$CANOPY" --store "$S" profile record sh -- /bin/bash -c true \
-    >"$LOGS/profile-sh.log" 2>&1 || fail_step "canopy profile record sh failed" "$LOGS/profile-sh.log"
-PROFILE_PY=$(head -n1 "$LOGS/profile-py.log")
-PROFILE_SH=$(head -n1 "$LOGS/profile-sh.log")
+if want programs; then
+    # Roots of the same tree, each with the access profile of one program.
+    for r in py sh; do
+        "$CANOPY" --store "$S" assemble "$r" "${PKGNAMES[@]}" "${ASSEMBLE_FLAGS[@]}" >>"$LOGS/assemble.log" 2>&1 ||
+            fail_step "canopy assemble $r failed" "$LOGS/assemble.log"
+    done
+    "$CANOPY" --store "$S" profile record py -- /usr/bin/python3.11 -c 'import json, ssl' \
+        >"$LOGS/profile-py.log" 2>&1 || fail_step "canopy profile record py failed" "$LOGS/profile-py.log"
+    "$CANOPY" --store "$S" profile record sh -- /bin/bash -c true \
+        >"$LOGS/profile-sh.log" 2>&1 || fail_step "canopy profile record sh failed" "$LOGS/profile-sh.log"
+    PROFILE_PY=$(head -n1 "$LOGS/profile-py.log")
+    PROFILE_SH=$(head -n1 "$LOGS/profile-sh.log")
+fi
 CO=$TMP/co-base
 "$CANOPY" --store "$S" checkout base "$CO" >"$LOGS/checkout.log" 2>&1 ||
     fail_step "canopy checkout base failed" "$LOGS/checkout.log"
@@ -278,25 +306,45 @@ tar_step() {
     timed tar 'curl -sf "$1" | zstd -q -d | tar -C "$2" -xf -' "$TAR_URL" "$dir"
     discard "$dir"
 }
+# floor_step: the FUSE floor serving the checkout, read whole through a fresh mount (its
+# own mountpoint each time, so the kernel has none of its pages). The floor copies the
+# tree into memory before it mounts, so the time counts from its "mounted at": the
+# reads alone, each answered from memory with no other work.
+floor_step() {
+    local mnt=$TMP/floor-$run
+    mkdir -p "$mnt"
+    : >"$LOGS/floor.out"
+    "$FLOOR" "$CO" "$mnt" >"$LOGS/floor.out" 2>"$LOGS/floor.err" &
+    FLOOR_PID=$!
+    wait_line "$LOGS/floor.out" '^mounted at ' "$FLOOR_PID" "fuse_floor"
+    timed floor "$READ_ALL" "$mnt"
+    stop_pid "$FLOOR_PID"
+    FLOOR_PID=
+    if mountpoint -q "$mnt"; then umount "$mnt" 2>/dev/null || umount -l "$mnt"; fi
+}
 M=$TMP/mnt
 # ---------------------------------------------------------------- runs
 for ((run = 1; run <= RUNS; run++)); do
     say "run $run/$RUNS"
     # 1. the whole tree: nginx tar.zst + unpack, vs a fresh mount reading every file;
     # the reference goes first in odd runs, last in even ones.
-    ((run % 2)) && tar_step
-    for v in "${VLABELS[@]}"; do
-        read -ra flags <<<"${VFLAGS[$v]}"
-        serve_fresh
-        t0=$(now)
-        mount_fresh "$M" "$v" --root base "${flags[@]}"
-        record "ready_$v" "$(elapsed "$t0" "$(now)")"
-        timed "read_$v" "$READ_ALL" "$M"
-        record "whole_$v" "$(awk -v a="${VALS[ready_$v]##* }" -v b="$T" 'BEGIN { printf "%.4f", a + b }')"
-        unmount "$M" "$MPID"
-    done
-    ((run % 2)) || tar_step
+    if want whole; then
+        ((run % 2)) && tar_step
+        for v in "${VLABELS[@]}"; do
+            read -ra flags <<<"${VFLAGS[$v]}"
+            serve_fresh
+            t0=$(now)
+            mount_fresh "$M" "$v" --root base "${flags[@]}"
+            record "ready_$v" "$(elapsed "$t0" "$(now)")"
+            timed "read_$v" "$READ_ALL" "$M"
+            record "whole_$v" "$(awk -v a="${VALS[ready_$v]##* }" -v b="$T" 'BEGIN { printf "%.4f", a + b }')"
+            unmount "$M" "$MPID"
+        done
+        floor_step
+        ((run % 2)) || tar_step
+    fi
     # 2. programs from a fresh mount vs a checkout with its pages evicted.
+    want programs || continue
     for prog in python bash; do
         if [[ $prog == python ]]; then
             cmd='chroot "$1" '"$PY"' -c "import json, ssl"'
@@ -364,32 +412,37 @@ report() {
     echo "load average before/after: $LOAD_BEFORE / $LOAD_AFTER"
     echo "figures: wall seconds, median of $RUNS runs; ratio = canopy / reference"
     echo
-    printf '%-66s %10s %10s %8s\n' "every file of the root (ref: curl tar.zst | zstd -d | tar -x)" canopy reference ratio
-    for v in "${VLABELS[@]}"; do
-        row "fresh mount + read every file, $(vname "$v")" "$(m "whole_$v")" "$(m tar)"
-    done
-    row "  of which mount start -> \"mounted at\", prefetch" "$(m ready_prefetch)" "-"
-    row "  read every file alone, prefetch" "$(m read_prefetch)" "$(m tar)"
-    echo
-    printf '%-66s %10s %10s %8s\n' "programs, cold (ref: the checkout, pages evicted)" canopy reference ratio
-    for v in "${VLABELS[@]}"; do
-        row "python3.11 -c 'import json, ssl', fresh mount, $(vname "$v")" "$(m "python_$v")" "$(m python_ext4)"
-    done
-    for v in "${VLABELS[@]}"; do
-        row "/bin/bash -c true, fresh mount, $(vname "$v")" "$(m "bash_$v")" "$(m bash_ext4)"
-    done
-    echo
-    printf '%-66s %10s %10s %8s\n' "programs, profile replayed (ref: the checkout, pages evicted)" canopy reference ratio
-    row "python3.11 …, mount start -> done, profile" "$(m python_profile_start)" "$(m python_ext4)"
-    row "python3.11 …, mount start -> done, profile, --no-prefetch" "$(m python_profile_noprefetch_start)" "$(m python_ext4)"
-    row "python3.11 …, after \"mounted at\", profile" "$(m python_profile)" "$(m python_ext4)"
-    row "python3.11 …, replay done, then program (--no-prefetch)" "$(m python_replayed)" "$(m python_ext4)"
-    row "/bin/bash -c true, mount start -> done, profile" "$(m bash_profile_start)" "$(m bash_ext4)"
-    row "/bin/bash -c true, mount start -> done, profile, --no-prefetch" "$(m bash_profile_noprefetch_start)" "$(m bash_ext4)"
-    row "/bin/bash -c true, after \"mounted at\", profile" "$(m bash_profile)" "$(m bash_ext4)"
-    row "/bin/bash -c true, replay done, then program (--no-prefetch)" "$(m bash_replayed)" "$(m bash_ext4)"
-    echo "profiles: $PROFILE_PY; $PROFILE_SH"
-    echo
+    if want whole; then
+        printf '%-66s %10s %10s %8s\n' "every file of the root (ref: curl tar.zst | zstd -d | tar -x)" canopy reference ratio
+        for v in "${VLABELS[@]}"; do
+            row "fresh mount + read every file, $(vname "$v")" "$(m "whole_$v")" "$(m tar)"
+        done
+        row "  of which mount start -> \"mounted at\", prefetch" "$(m ready_prefetch)" "-"
+        row "  read every file alone, prefetch" "$(m read_prefetch)" "$(m tar)"
+        row "FUSE floor (memory), fresh mount: read every file after \"mounted at\"" "$(m floor)" "$(m tar)"
+        echo
+    fi
+    if want programs; then
+        printf '%-66s %10s %10s %8s\n' "programs, cold (ref: the checkout, pages evicted)" canopy reference ratio
+        for v in "${VLABELS[@]}"; do
+            row "python3.11 -c 'import json, ssl', fresh mount, $(vname "$v")" "$(m "python_$v")" "$(m python_ext4)"
+        done
+        for v in "${VLABELS[@]}"; do
+            row "/bin/bash -c true, fresh mount, $(vname "$v")" "$(m "bash_$v")" "$(m bash_ext4)"
+        done
+        echo
+        printf '%-66s %10s %10s %8s\n' "programs, profile replayed (ref: the checkout, pages evicted)" canopy reference ratio
+        row "python3.11 …, mount start -> done, profile" "$(m python_profile_start)" "$(m python_ext4)"
+        row "python3.11 …, mount start -> done, profile, --no-prefetch" "$(m python_profile_noprefetch_start)" "$(m python_ext4)"
+        row "python3.11 …, after \"mounted at\", profile" "$(m python_profile)" "$(m python_ext4)"
+        row "python3.11 …, replay done, then program (--no-prefetch)" "$(m python_replayed)" "$(m python_ext4)"
+        row "/bin/bash -c true, mount start -> done, profile" "$(m bash_profile_start)" "$(m bash_ext4)"
+        row "/bin/bash -c true, mount start -> done, profile, --no-prefetch" "$(m bash_profile_noprefetch_start)" "$(m bash_ext4)"
+        row "/bin/bash -c true, after \"mounted at\", profile" "$(m bash_profile)" "$(m bash_ext4)"
+        row "/bin/bash -c true, replay done, then program (--no-prefetch)" "$(m bash_replayed)" "$(m bash_ext4)"
+        echo "profiles: $PROFILE_PY; $PROFILE_SH"
+        echo
+    fi
     printf 'every run:'
     for k in $(printf '%s\n' "${!VALS[@]}" | sort); do
         printf ' %s=[%s]' "$k" "$(echo ${VALS[$k]} | tr ' ' ,)"
@@ -400,9 +453,10 @@ report() {
         printf '  - %s\n' "${ODD[@]}"
     fi
     local args=()
-    ((BUILD)) || args+=(--canopy "$CANOPY")
+    ((BUILD)) || args+=(--canopy "$CANOPY" --floor "$FLOOR")
     for k in "${VLABELS[@]:2}"; do args+=(--variant "$k=${VBIN[$k]}${VFLAGS[$k]:+:${VFLAGS[$k]}}"); done
     ((RUNS != 3)) && args+=(--runs "$RUNS")
+    [[ $ONLY != whole,programs ]] && args+=(--only "$ONLY")
     ((CLOSURE)) || args+=(--no-closure)
     [[ ${PACKAGES[*]} != "${DEFAULT_PACKAGES[*]}" ]] && args+=("${PACKAGES[@]}")
     echo "reproduce: benches/cold.sh ${args[*]}"
