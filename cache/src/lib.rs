@@ -393,7 +393,7 @@ impl Cache {
                 Ok((file, stamp))
             }
             Err(e) => {
-                self.undo(tmp, &path, size);
+                self.undo(Some(tmp), &path, size);
                 Err(e)
             }
         }
@@ -433,9 +433,12 @@ impl Cache {
         self.evict(&mut state);
     }
 
-    /// Removes what a failed put left (`tmp`, `path`) and gives its `size` bytes back.
-    fn undo(&self, tmp: &Path, path: &Path, size: u64) {
-        let _ = fs::remove_file(tmp);
+    /// Removes what a failed put left (`tmp`, if it was staged, and `path`) and gives its
+    /// `size` bytes back.
+    fn undo(&self, tmp: Option<&Path>, path: &Path, size: u64) {
+        if let Some(tmp) = tmp {
+            let _ = fs::remove_file(tmp);
+        }
         let _ = fs::remove_file(path);
         self.state.lock().expect("cache lock").total -= size;
     }
@@ -492,31 +495,55 @@ impl Cache {
     }
 
     /// Writes `bytes` as object `id` (room for its `size` reserved) and lists it.
+    ///
+    /// Written straight at the object's own name, with no staging name and no rename (a
+    /// pack puts hundreds of small objects in, and the rename cost as much as the
+    /// write): the file is listed only once all its bytes are in, under `id`'s fetch
+    /// lock, so no reader of this process can get it before; and a file left half
+    /// written by a crash is listed by the next run's scan with no stamp, so it is
+    /// hashed before any use and fetched again (stamps never outlive a process). Created
+    /// new and read-only, and stamped through the descriptor it was written with: no
+    /// chmod, no second open.
     fn write_offered(&self, id: &ObjectId, bytes: &[u8], size: u64) -> Result<bool, CacheError> {
-        // Created read-only and stamped through the descriptor it was written with: no
-        // chmod, no second open (a pack puts hundreds of small objects in).
-        let tmp = self.staging(id);
         let path = self.path(id);
-        let put = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(READ_ONLY)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(bytes).map(|()| f))
-            .map_err(io_err(format!("writing {}", tmp.display())))
-            .and_then(|f| {
-                self.place(&tmp, &path)?;
-                Stamp::of(&f).map_err(io_err(format!("examining {}", path.display())))
-            });
+        let put = self
+            .create(&path)
+            .and_then(|mut f| f.write_all(bytes).and_then(|()| Stamp::of(&f)))
+            .map_err(io_err(format!("writing {}", path.display())));
         match put {
             Ok(stamp) => {
                 self.list(id, size, stamp, false);
                 Ok(true)
             }
             Err(e) => {
-                self.undo(&tmp, &path, size);
+                self.undo(None, &path, size);
                 Err(e)
             }
+        }
+    }
+
+    /// Creates the object file `path`, new and read-only, and its fan-out directory the
+    /// first time one of its objects goes in. A file already there is not listed (the
+    /// caller checked, under the object's fetch lock), so nobody uses it: one a removal
+    /// failed to take away. It is replaced, never written into.
+    fn create(&self, path: &Path) -> io::Result<fs::File> {
+        let new = || {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(READ_ONLY)
+                .open(path)
+        };
+        match new() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                private_dir(path.parent().expect("object paths have a fan-out directory"))?;
+                new()
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                fs::remove_file(path)?;
+                new()
+            }
+            other => other,
         }
     }
 

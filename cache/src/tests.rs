@@ -184,3 +184,121 @@ fn files_are_read_only_and_a_change_after_verification_is_seen() {
     assert!(!cache.path(&id).exists());
     assert!(cache.cached(&id).is_none());
 }
+
+/// A fetch that writes `data` and says whether it ran.
+fn fetch_of<'a>(
+    data: &'a [u8],
+    ran: &'a std::cell::Cell<bool>,
+) -> impl FnOnce(&Path) -> Result<u64, std::io::Error> + 'a {
+    move |tmp| {
+        ran.set(true);
+        fs::write(tmp, data)?;
+        Ok(data.len() as u64)
+    }
+}
+
+#[test]
+fn an_object_half_written_by_an_earlier_run_is_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = b"all of the object's bytes";
+    let id = ObjectId::of(data);
+    {
+        // A run that stopped mid-write of an offered object: its final name, its mode,
+        // part of its bytes.
+        let cache = Cache::open(dir.path(), 100).unwrap();
+        let path = cache.path(&id);
+        private_dir(path.parent().unwrap()).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(READ_ONLY)
+            .open(&path)
+            .unwrap()
+            .write_all(&data[..7])
+            .unwrap();
+    }
+    let cache = Cache::open(dir.path(), 30).unwrap();
+    assert!(cache.contains(&id), "listed by the scan, as any file there");
+    assert!(cache.cached(&id).is_none(), "hashed before use, not served");
+    assert!(!cache.path(&id).exists() && cache.used() == 0);
+    let ran = std::cell::Cell::new(false);
+    let v = cache.get(&id, fetch_of(data, &ran)).unwrap();
+    assert!(ran.get(), "fetched again");
+    assert_eq!(read_all(v), data);
+    cache.unpin(&id);
+    assert!(cache.used() <= 30);
+
+    // Found by a reader's open rather than a look: fetched again too.
+    drop(cache);
+    let path = Cache::open(dir.path(), 30).unwrap().path(&id);
+    tamper(&path, &data[..7]);
+    let cache = Cache::open(dir.path(), 30).unwrap();
+    let ran = std::cell::Cell::new(false);
+    let v = cache.get(&id, fetch_of(data, &ran)).unwrap();
+    assert!(ran.get(), "a half-written file is fetched again");
+    assert_eq!(read_all(v), data);
+    assert_eq!(cache.used(), data.len() as u64);
+}
+
+#[test]
+fn an_offer_writes_at_the_objects_name_and_replaces_an_unlisted_file_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), 100).unwrap();
+    let id = ObjectId::of(b"offered");
+    let path = cache.path(&id);
+    // A file no listing knows of (one whose removal failed), possibly open somewhere:
+    // replaced by a new file, never written into.
+    private_dir(path.parent().unwrap()).unwrap();
+    fs::write(&path, b"stale bytes").unwrap();
+    let stale = fs::File::open(&path).unwrap();
+    assert!(cache.offer(&id, b"offered").unwrap());
+    assert_eq!(read_all(cache.cached(&id).expect("verified")), b"offered");
+    cache.unpin(&id);
+    let mut old = Vec::new();
+    (&stale).read_to_end(&mut old).unwrap();
+    assert_eq!(old, b"stale bytes", "the old file was not written into");
+    assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, READ_ONLY);
+    // Nothing staged: the staging directory stays empty.
+    assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn a_failed_offer_leaves_nothing_and_gives_its_room_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), 10).unwrap();
+    let id = ObjectId::of(b"blocked");
+    // Its fan-out directory's name taken by a file: the object cannot be created.
+    let fan = cache.path(&id).parent().unwrap().to_path_buf();
+    fs::write(&fan, b"").unwrap();
+    assert!(matches!(
+        cache.offer(&id, b"blocked"),
+        Err(CacheError::Io { .. })
+    ));
+    assert!(!cache.contains(&id) && cache.used() == 0);
+    assert!(!cache.is_fetching(&id));
+    // The room is there for the next object.
+    let other = b"ten bytes!";
+    let other_id = ObjectId::of(other);
+    assert_ne!(cache.path(&other_id).parent(), Some(fan.as_path()));
+    assert!(cache.offer(&other_id, other).unwrap());
+    assert_eq!(cache.used(), 10);
+}
+
+#[test]
+fn an_object_being_fetched_is_not_offered_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), 100).unwrap();
+    let data = b"fetched once";
+    let id = ObjectId::of(data);
+    let v = cache
+        .get(&id, |tmp| {
+            // An offer while the reader's fetch is under way: refused, nothing written.
+            assert!(!cache.offer(&id, data).unwrap());
+            assert!(!cache.path(&id).exists());
+            fs::write(tmp, data)?;
+            Ok::<_, std::io::Error>(data.len() as u64)
+        })
+        .unwrap();
+    assert_eq!(read_all(v), data);
+    assert_eq!(cache.used(), data.len() as u64);
+}
