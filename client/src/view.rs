@@ -86,7 +86,7 @@ pub struct View {
     watch: Mutex<Watch>,
     /// The `profile` extension of commits loaded and verified for this view, by commit
     /// (`None`: it has none), so a replay needs no second fetch of the commit.
-    profiles: Mutex<lru::LruCache<CommitId, Option<Vec<u8>>>>,
+    profiles: Mutex<lru::LruCache<CommitId, Option<Arc<[u8]>>>>,
 }
 
 /// Commits whose profiles a view keeps.
@@ -147,12 +147,15 @@ impl View {
     }
 
     /// Notes the `profile` extension `value` of `commit`, just loaded and verified.
-    pub(crate) fn remember_profile(&self, commit: CommitId, value: Option<Vec<u8>>) {
+    pub(crate) fn remember_profile(&self, commit: CommitId, value: Option<&[u8]>) {
+        let value = value.map(Arc::from);
         self.profiles.lock().expect("view lock").put(commit, value);
     }
 
-    /// The `profile` extension of `commit` if it was noted ([`View::remember_profile`]).
-    pub(crate) fn profile_of(&self, commit: &CommitId) -> Option<Option<Vec<u8>>> {
+    /// The `profile` extension of `commit` if it was noted ([`View::remember_profile`]),
+    /// shared rather than copied (a profile may be a megabyte, and a replay that only
+    /// asks whether there is one must not copy it).
+    pub(crate) fn profile_of(&self, commit: &CommitId) -> Option<Option<Arc<[u8]>>> {
         self.profiles
             .lock()
             .expect("view lock")
