@@ -428,6 +428,7 @@ impl Files {
                     );
                     let backing = Backing::known(raw, device);
                     let _ = backing.entry.set((table.clone(), slot));
+                    drop(backing);
                     closed += 1;
                 }
                 Recorded::Passthrough { ino, raw, stamp } => {
