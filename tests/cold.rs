@@ -11,7 +11,6 @@ use crate::util::{Canopy, assert_same_tree, walk};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -360,13 +359,14 @@ fn a_walk_brings_a_directorys_large_files_unopened_within_the_bound() {
     mount.stop();
 }
 
-/// A proxy to `upstream` that holds each request containing `needle` for `delay`
-/// before passing it on (its reader's fetch then lasts that long), saying in `seen`
-/// that one came.
+/// A proxy to `upstream` that holds each request containing `needle` until `release`
+/// is set, for `longest` at most, before passing it on (its reader's fetch then lasts
+/// that long), saying in `seen` that one came.
 fn holding(
     upstream: &str,
     needle: String,
-    delay: Duration,
+    release: Arc<AtomicBool>,
+    longest: Duration,
     seen: Arc<AtomicBool>,
 ) -> proxy::TcpProxy {
     proxy::TcpProxy::start(
@@ -384,7 +384,10 @@ fn holding(
                     .any(|w| w == needle.as_bytes())
                 {
                     seen.store(true, Ordering::SeqCst);
-                    std::thread::sleep(delay);
+                    let until = Instant::now() + longest;
+                    while !release.load(Ordering::SeqCst) && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                 }
                 if s.write_all(&buf[..n]).is_err() {
                     break;
@@ -425,6 +428,7 @@ fn a_walk_reaching_a_held_pack_has_it_fetched_rather_than_each_file_alone() {
     let proxy = holding(
         &server.url,
         format!("/v1/objects/{slow_id}"),
+        Arc::new(AtomicBool::new(false)),
         Duration::from_secs(4),
         seen.clone(),
     );
@@ -485,129 +489,4 @@ fn a_walk_reaching_a_held_pack_has_it_fetched_rather_than_each_file_alone() {
     mount.stop();
 }
 
-/// The regular file `rel` names in the checkout `root`, following its symlinks inside
-/// the checkout (an absolute target starts again at `root`), as the root's own loader
-/// would in a chroot.
-fn in_root(root: &Path, rel: &str) -> PathBuf {
-    let mut path = PathBuf::new();
-    let mut todo: Vec<String> = rel.split('/').rev().map(String::from).collect();
-    let mut links = 0;
-    while let Some(name) = todo.pop() {
-        match name.as_str() {
-            "" | "." => continue,
-            ".." => {
-                path.pop();
-                continue;
-            }
-            _ => path.push(&name),
-        }
-        let meta = fs::symlink_metadata(root.join(&path)).unwrap();
-        if meta.file_type().is_symlink() {
-            links += 1;
-            assert!(links < 40, "{rel}: too many links");
-            let target = fs::read_link(root.join(&path)).unwrap();
-            let target = target.to_str().unwrap();
-            path.pop();
-            if target.starts_with('/') {
-                path = PathBuf::new();
-            }
-            todo.extend(target.split('/').rev().map(String::from));
-        }
-    }
-    root.join(path)
-}
-
-#[test]
-fn a_programs_libraries_arrive_unopened_once_its_executable_is_read() {
-    let (env, reference) = shared();
-    let id = |rel: &str| crate::util::sha256_file(&in_root(reference, rel));
-    let bash = id("/bin/bash");
-    let libraries = [
-        ("the loader", id("/lib64/ld-linux-x86-64.so.2")),
-        ("libtinfo", id("/lib/x86_64-linux-gnu/libtinfo.so.6")),
-        ("libc", id("/lib/x86_64-linux-gnu/libc.so.6")),
-    ];
-    // An executable that is no ELF object (a shell script).
-    let script = walk(reference)
-        .into_iter()
-        .filter(|rel| rel.starts_with("usr/bin") || rel.starts_with("bin"))
-        .find(|rel| {
-            let meta = fs::symlink_metadata(reference.join(rel)).unwrap();
-            meta.is_file()
-                && meta.permissions().mode() & 0o111 != 0
-                && fs::read(reference.join(rel)).unwrap().starts_with(b"#!")
-        })
-        .expect("a shell script in the root");
-    let script_id = crate::util::sha256_file(&reference.join(&script));
-
-    let server = Server::start(env, "127.0.0.1:0");
-    let mount = Mount::start(env, "elf", &server.url, &["--root", "full"]);
-    // The commit came as an object already.
-    let at_start = answered(&server.log(), "/v1/objects/");
-    let cache = env.path("elf-cache");
-    let cached = |id: &str| cache.join("objects").join(&id[..2]).join(&id[2..]).exists();
-    assert_eq!(
-        read(&mount.path(script.to_str().unwrap())).unwrap(),
-        fs::read(reference.join(&script)).unwrap()
-    );
-    assert_eq!(
-        read(&mount.path("bin/bash")).unwrap(),
-        fs::read(in_root(reference, "/bin/bash")).unwrap()
-    );
-    // The libraries arrive without anything opening them.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !libraries.iter().all(|(_, id)| cached(id)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    let log = server.log();
-    for (what, id) in &libraries {
-        assert!(
-            cached(id),
-            "{what} ({id}) did not arrive in the cache; mount log:\n{}",
-            mount.log()
-        );
-        assert_eq!(
-            answered(&log, &format!("/v1/objects/{id}")),
-            1,
-            "{what} was not fetched once"
-        );
-    }
-    // Nothing else was fetched: the script brought nothing, bash only its own.
-    let objects = answered(&log, "/v1/objects/");
-    let ld_cache = in_root(reference, "/etc").join("ld.so.cache");
-    let expected = at_start + 2 + libraries.len() + usize::from(ld_cache.exists());
-    assert_eq!(
-        objects, expected,
-        "objects fetched besides the script ({script_id}), bash ({bash}) and its \
-         libraries; server log:\n{log}"
-    );
-    // Read through the mount, every byte right, and not fetched again.
-    let libc = in_root(reference, "/lib/x86_64-linux-gnu/libc.so.6");
-    assert_eq!(
-        read(&mount.path("lib/x86_64-linux-gnu/libc.so.6")).unwrap(),
-        fs::read(&libc).unwrap()
-    );
-    assert_eq!(answered(&server.log(), "/v1/objects/"), expected);
-    mount.stop();
-
-    // With prefetch off, reading bash brings nothing more.
-    let mount = Mount::start(
-        env,
-        "elf-off",
-        &server.url,
-        &["--root", "full", "--no-prefetch"],
-    );
-    let before = answered(&server.log(), "/v1/objects/");
-    read(&mount.path("bin/bash")).unwrap();
-    std::thread::sleep(Duration::from_secs(1));
-    let log = server.log();
-    assert_eq!(answered(&log, "/v1/objects/"), before + 1, "{log}");
-    for (what, id) in &libraries {
-        assert_eq!(
-            answered(&log, &format!("/v1/objects/{id}")),
-            1,
-            "{what} was fetched with --no-prefetch"
-        );
-    }
-    mount.stop();
-}
+mod libraries;

@@ -249,7 +249,7 @@ pub(crate) async fn load(
             .body
             .extensions
             .get(canopy_protocol::profile::EXTENSION);
-        view.remember_profile(commit, value.cloned());
+        view.remember_profile(commit, value.map(Vec::as_slice));
     }
     Ok((
         RootVersion {

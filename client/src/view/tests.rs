@@ -1,5 +1,5 @@
 use super::*;
-use canopy_protocol::{Entry, Name, ObjectId};
+use canopy_protocol::{BlobId, Entry, Name, ObjectId};
 use std::sync::Mutex;
 
 fn file(name: &str, blob: &[u8], mode: u16) -> Entry {
