@@ -151,6 +151,22 @@ fn private_dir(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
+/// Runs `op`, which makes the object file `path`, creating its fan-out directory first
+/// if `op` finds it missing: the first time one of its objects goes in, not before
+/// every object (an object put in costs as few system calls as can be).
+fn in_fan_out<T>(path: &Path, op: impl Fn() -> io::Result<T>) -> io::Result<T> {
+    match op() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            private_dir(
+                path.parent()
+                    .expect("object paths have a fan-out directory"),
+            )?;
+            op()
+        }
+        other => other,
+    }
+}
+
 /// Opens the cache file at `path` and checks it is object `id`: at once if its stamp is
 /// `known`, by hashing its content otherwise. `Err` says why it cannot be used.
 fn verify(path: &Path, id: &ObjectId, known: Option<Stamp>) -> Result<Verified, String> {
@@ -399,21 +415,10 @@ impl Cache {
         }
     }
 
-    /// Renames the staged `tmp` to the object file `path`, creating its fan-out
-    /// directory the first time one of its objects goes in (not before every rename:
-    /// an object put in costs as few system calls as can be).
+    /// Renames the staged `tmp` to the object file `path`.
     fn place<E>(&self, tmp: &Path, path: &Path) -> Result<(), CacheError<E>> {
-        let moved = |e| io_err(format!("moving {} into place", tmp.display()))(e);
-        match fs::rename(tmp, path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let fan = path
-                    .parent()
-                    .expect("object paths have a fan-out directory");
-                private_dir(fan).map_err(io_err(format!("creating {}", fan.display())))?;
-                fs::rename(tmp, path).map_err(moved)
-            }
-            other => other.map_err(moved),
-        }
+        in_fan_out(path, || fs::rename(tmp, path))
+            .map_err(io_err(format!("moving {} into place", tmp.display())))
     }
 
     /// Lists the object `id` of `size` bytes, just put in place with `stamp`, pinned if
@@ -522,23 +527,20 @@ impl Cache {
         }
     }
 
-    /// Creates the object file `path`, new and read-only, and its fan-out directory the
-    /// first time one of its objects goes in. A file already there is not listed (the
-    /// caller checked, under the object's fetch lock), so nobody uses it: one a removal
-    /// failed to take away. It is replaced, never written into.
+    /// Creates the object file `path`, new and read-only. A file already there is not
+    /// listed (the caller checked, under the object's fetch lock), so nobody uses it:
+    /// one a removal failed to take away. It is replaced, never written into.
     fn create(&self, path: &Path) -> io::Result<fs::File> {
         let new = || {
-            fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(READ_ONLY)
-                .open(path)
+            in_fan_out(path, || {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(READ_ONLY)
+                    .open(path)
+            })
         };
         match new() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                private_dir(path.parent().expect("object paths have a fan-out directory"))?;
-                new()
-            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 fs::remove_file(path)?;
                 new()
