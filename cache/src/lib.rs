@@ -23,12 +23,17 @@
 
 #![warn(missing_docs)]
 
-use canopy_protocol::{Hasher, ObjectId};
+mod verify;
+
+use verify::verify;
+pub use verify::{Stamp, Verified};
+
+use canopy_protocol::ObjectId;
 use dashmap::DashMap;
 use lru::LruCache;
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,59 +63,6 @@ pub enum CacheError<E = std::convert::Infallible> {
 fn io_err<E>(what: impl Into<String>) -> impl FnOnce(io::Error) -> CacheError<E> {
     let what = what.into();
     move |source| CacheError::Io { what, source }
-}
-
-/// What a cache file was when its content was last verified: any write, truncation,
-/// replacement or attribute change gives another stamp (the change time moves).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stamp {
-    dev: u64,
-    ino: u64,
-    ctime: (i64, i64),
-    size: u64,
-}
-
-impl Stamp {
-    /// The stamp of an open file now.
-    pub fn of(file: &fs::File) -> io::Result<Stamp> {
-        let m = file.metadata()?;
-        Ok(Stamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            ctime: (m.ctime(), m.ctime_nsec()),
-            size: m.size(),
-        })
-    }
-
-    /// The stamp as plain numbers, for a process that takes a mount over (it compares
-    /// stamps it is handed with those of files it opens).
-    pub fn to_raw(&self) -> [u64; 5] {
-        [
-            self.dev,
-            self.ino,
-            self.ctime.0 as u64,
-            self.ctime.1 as u64,
-            self.size,
-        ]
-    }
-
-    /// The stamp [`Stamp::to_raw`] gave.
-    pub fn from_raw(raw: [u64; 5]) -> Stamp {
-        Stamp {
-            dev: raw[0],
-            ino: raw[1],
-            ctime: (raw[2] as i64, raw[3] as i64),
-            size: raw[4],
-        }
-    }
-}
-
-/// An open cache file whose content was the object's at its [`Stamp`].
-pub struct Verified {
-    /// The file, read-only.
-    pub file: fs::File,
-    /// The file's stamp when its content was last verified.
-    pub stamp: Stamp,
 }
 
 /// Mode of cache files: nobody writes them once they are in place.
@@ -165,29 +117,6 @@ fn in_fan_out<T>(path: &Path, op: impl Fn() -> io::Result<T>) -> io::Result<T> {
         }
         other => other,
     }
-}
-
-/// Opens the cache file at `path` and checks it is object `id`: at once if its stamp is
-/// `known`, by hashing its content otherwise. `Err` says why it cannot be used.
-fn verify(path: &Path, id: &ObjectId, known: Option<Stamp>) -> Result<Verified, String> {
-    let mut file = fs::File::open(path).map_err(|e| format!("cannot be opened ({e})"))?;
-    let stamp = Stamp::of(&file).map_err(|e| format!("cannot be examined ({e})"))?;
-    if known == Some(stamp) {
-        return Ok(Verified { file, stamp });
-    }
-    let mut hasher = Hasher::new();
-    io::copy(&mut (&file).take(stamp.size), &mut hasher)
-        .map_err(|e| format!("cannot be read ({e})"))?;
-    let actual = hasher.finish();
-    if actual != *id {
-        return Err(format!("holds other bytes (they hash to {actual})"));
-    }
-    // Changed while being hashed: what was hashed may not be what is there.
-    if Stamp::of(&file).ok() != Some(stamp) {
-        return Err("changed while it was being verified".into());
-    }
-    file.rewind().map_err(|e| format!("cannot be read ({e})"))?;
-    Ok(Verified { file, stamp })
 }
 
 impl Cache {

@@ -1,4 +1,5 @@
 use super::*;
+use std::io::Read;
 
 /// Fetches `data` into the cache and closes it again.
 fn put(cache: &Cache, data: &[u8]) -> ObjectId {
