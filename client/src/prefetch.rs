@@ -419,17 +419,34 @@ impl Prefetch {
         let Some((gate, _permits)) = self.turn(&self.packs, size, &urgent).await else {
             return;
         };
+        // Members are written to the cache by a thread of their own while the answer
+        // is still being received and hashed: one file created per object is most of
+        // the work. What it has not written yet is part of the answer, which the
+        // permits bound; they are held until it is done.
+        let (to_write, written) = std::sync::mpsc::channel::<(ObjectId, Vec<u8>)>();
+        let this = self.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            for (id, bytes) in written {
+                if expected.deliver(&this.cache, id, &bytes, "prefetch") {
+                    this.speculate(id, bytes.len() as u64);
+                }
+            }
+            // `expected` goes here: what the pack did not bring is no longer awaited.
+        });
         let result = self
             .remote
             .pack(&tree, part, &members, gate, |id, bytes| {
                 if let Some((_, end)) = starts.get(&id) {
                     received.fetch_max(*end, Ordering::Relaxed);
                 }
-                if wanted.contains(&id) && expected.deliver(&self.cache, id, &bytes, "prefetch") {
-                    self.speculate(id, bytes.len() as u64);
+                if wanted.contains(&id) {
+                    // Fails only if the writer is gone (it panicked): nothing to do.
+                    let _ = to_write.send((id, bytes));
                 }
             })
             .await;
+        drop(to_write);
+        let _ = writer.await;
         if let Err(e) = result
             && !self.endpoint.lacks(
                 &e,
