@@ -624,3 +624,44 @@ fn registrations_kept_by_a_killed_mount_are_closed_by_its_successor() {
     abort_and_detach(&dir);
     assert!(!is_mounted(&dir));
 }
+
+#[test]
+fn a_switch_closes_the_registrations_kept_for_files_it_replaced() {
+    let (env, _) = store("handover-kept-switch");
+    let server = Server::start(&env, "127.0.0.1:0");
+    let dir = env.mkdir("mnt");
+    let log = env.path("mount.log");
+    let follow = ["--follow", "--interval", "200ms"];
+    let daemon = start_mount(&env, &dir, &server.url, &log, &follow);
+    let all = || fs::read_to_string(&log).unwrap();
+    read_warm(&dir, &log, 3);
+    let t = Through::of(&dir, &log);
+    assert!(t.opens >= 1 && t.registered == 1, "{t:?}\n{}", all());
+    crate::mount::eventually(Duration::from_secs(60), all, || {
+        (said(&log, "keeping passthrough registration") == t.opens).then_some(())
+    });
+    // A new version replaces /data/warm (and leaves /data/big out).
+    fs::remove_file(env.path("big/data/big")).unwrap();
+    fs::write(env.path("big/data/warm"), b"replaced\n").unwrap();
+    env.cmd(["import", "dir"])
+        .arg(env.path("big"))
+        .args(["--name", "big", "--version", "2"])
+        .success();
+    env.cmd(["assemble", "ho", "--no-configure"])
+        .args(SMALL)
+        .arg("big")
+        .success();
+    // The followed switch closes the registration kept for the file replaced (it only
+    // pinned the old file in the cache) rather than let it age out.
+    crate::mount::eventually(Duration::from_secs(120), all, || {
+        let closed = "a new version replaced the files of 1 kept passthrough registrations";
+        (said(&log, closed) == 1).then_some(())
+    });
+    assert_eq!(fs::read(dir.join("data/warm")).unwrap(), b"replaced\n");
+    assert!(
+        !all().contains("closing passthrough registration"),
+        "{}",
+        all()
+    );
+    daemon.stop();
+}
