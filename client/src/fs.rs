@@ -297,7 +297,7 @@ impl Filesystem for CanopyFs {
         match self.view.lookup(parent.0, name.as_bytes()) {
             Ok(attr) => {
                 if let (Some(p), Kind::File) = (&self.prefetch, attr.kind) {
-                    p.looked_up(parent.0, attr.ino);
+                    p.looked_up(parent.0, attr.ino, name.as_bytes());
                 }
                 reply.entry(&TTL, &(&attr).into(), Generation(0))
             }

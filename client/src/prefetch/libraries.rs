@@ -36,7 +36,7 @@ use super::elf::{self, Needs};
 use super::ldcache::LdCache;
 use crate::arrivals::{Arrival, Bounds};
 use crate::demand::Urgent;
-use canopy_protocol::{EntryKind, ObjectId, Tree, TreeId};
+use canopy_protocol::{Entry, EntryKind, ObjectId, TreeId};
 use lru::LruCache;
 use search::{Dirs, Steps, default_search, locate, resolve, search_dirs};
 use std::io::Read;
@@ -119,9 +119,13 @@ impl Prefetch {
         let _ = self.libraries.handle.set(handle);
     }
 
-    /// File `ino` (content `blob`), looked up in directory `parent`, is being opened:
-    /// if it may be an ELF object, its libraries are fetched once it is in the cache.
-    pub(super) fn opening_object(self: &Arc<Self>, parent: u64, blob: &ObjectId) {
+    /// A file of directory `parent`, its `entry`, is being opened: if it may be an ELF
+    /// object, its libraries are fetched once it is in the cache.
+    pub(super) fn opening_object(self: &Arc<Self>, parent: u64, entry: &Entry) {
+        let Some((blob, size)) = maybe_elf(entry) else {
+            return;
+        };
+        let blob = &blob;
         let Some((root, dir)) = self.view.dir_place(parent) else {
             return;
         };
@@ -134,12 +138,6 @@ impl Prefetch {
         if again {
             return;
         }
-        let Some((_, tree)) = self.view.dir_tree(parent) else {
-            return;
-        };
-        let Some(size) = maybe_elf(&tree, blob) else {
-            return;
-        };
         if self
             .libraries
             .seen
@@ -533,20 +531,18 @@ impl Budget {
     }
 }
 
-/// The size of the regular file with content `blob` in `tree`, if it may be an ELF
-/// object: large enough for an ELF header, and executable or named like a shared
+/// The content and size of the regular file `e`, if it may be an ELF object: large
+/// enough for an ELF header, and executable or named like a shared
 /// library (a `.so` in its name), so a walk over data files reads none of them.
-fn maybe_elf(tree: &Tree, blob: &ObjectId) -> Option<u64> {
-    tree.entries().iter().find_map(|e| match e.kind {
-        EntryKind::File { blob: b, size }
-            if b.0 == *blob
-                && size >= 52
-                && (e.meta.mode & 0o111 != 0 || contains(e.name.as_bytes(), b".so")) =>
+fn maybe_elf(e: &Entry) -> Option<(ObjectId, u64)> {
+    match e.kind {
+        EntryKind::File { blob, size }
+            if size >= 52 && (e.meta.mode & 0o111 != 0 || contains(e.name.as_bytes(), b".so")) =>
         {
-            Some(size)
+            Some((blob.0, size))
         }
         _ => None,
-    })
+    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
