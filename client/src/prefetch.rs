@@ -249,14 +249,22 @@ impl Prefetch {
         let Some((tree_id, tree)) = self.view.dir_tree(parent) else {
             return;
         };
-        // The entry found at lookup, unless the directory shows another version since.
-        let Some(entry) = tree
-            .entries()
-            .get(index)
-            .filter(|e| matches!(e.kind, EntryKind::File { blob: b, .. } if b.0 == *blob))
-        else {
+        // The entry found at lookup; if the directory shows another version since (the
+        // kernel keeps names across a switch), found again by a search, once.
+        let is_it = |i: &usize| {
+            tree.entries()
+                .get(*i)
+                .is_some_and(|e| matches!(e.kind, EntryKind::File { blob: b, .. } if b.0 == *blob))
+        };
+        let Some(index) = Some(index).filter(is_it).or_else(|| {
+            let found = (0..tree.entries().len()).find(is_it)?;
+            let mut parents = self.parents.lock().expect("prefetch lock");
+            parents.put(ino, (parent, found));
+            Some(found)
+        }) else {
             return;
         };
+        let entry = &tree.entries()[index];
         // Libraries need no packs: fetched one object each.
         self.opening_object(parent, entry);
         if !self.endpoint.supported() {
