@@ -359,13 +359,14 @@ fn a_walk_brings_a_directorys_large_files_unopened_within_the_bound() {
     mount.stop();
 }
 
-/// A proxy to `upstream` that holds each request containing `needle` for `delay`
-/// before passing it on (its reader's fetch then lasts that long), saying in `seen`
-/// that one came.
+/// A proxy to `upstream` that holds each request containing `needle` until `release`
+/// is set, for `longest` at most, before passing it on (its reader's fetch then lasts
+/// that long), saying in `seen` that one came.
 fn holding(
     upstream: &str,
     needle: String,
-    delay: Duration,
+    release: Arc<AtomicBool>,
+    longest: Duration,
     seen: Arc<AtomicBool>,
 ) -> proxy::TcpProxy {
     proxy::TcpProxy::start(
@@ -383,7 +384,10 @@ fn holding(
                     .any(|w| w == needle.as_bytes())
                 {
                     seen.store(true, Ordering::SeqCst);
-                    std::thread::sleep(delay);
+                    let until = Instant::now() + longest;
+                    while !release.load(Ordering::SeqCst) && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                 }
                 if s.write_all(&buf[..n]).is_err() {
                     break;
@@ -424,6 +428,7 @@ fn a_walk_reaching_a_held_pack_has_it_fetched_rather_than_each_file_alone() {
     let proxy = holding(
         &server.url,
         format!("/v1/objects/{slow_id}"),
+        Arc::new(AtomicBool::new(false)),
         Duration::from_secs(4),
         seen.clone(),
     );

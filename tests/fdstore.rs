@@ -21,7 +21,7 @@ const WATCHDOG: Duration = Duration::from_secs(240);
 
 /// Aborts the FUSE connection of every mount on `dir` and detaches them: every request
 /// waiting on them fails at once.
-fn abort_and_detach(dir: &Path) {
+pub(crate) fn abort_and_detach(dir: &Path) {
     for _ in 0..4 {
         if crate::mount::fuse_connection(dir).is_none() {
             return;
@@ -32,7 +32,7 @@ fn abort_and_detach(dir: &Path) {
 }
 
 /// `tests/fd_store.py` running `canopy mount`, and what it reports.
-struct Supervised {
+pub(crate) struct Supervised {
     child: Child,
     events: mpsc::Receiver<String>,
     seen: Vec<String>,
@@ -41,7 +41,7 @@ struct Supervised {
 }
 
 impl Supervised {
-    fn start(env_dir: &Path, dir: &Path, args: &[OsString]) -> Supervised {
+    pub(crate) fn start(env_dir: &Path, dir: &Path, args: &[OsString]) -> Supervised {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fd_store.py");
         let mut child = Command::new("python3")
             .arg(script)
@@ -79,7 +79,7 @@ impl Supervised {
     }
 
     /// The next event starting with `what`, within `limit`.
-    fn wait(&mut self, what: &str, limit: Duration) -> String {
+    pub(crate) fn wait(&mut self, what: &str, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -106,7 +106,7 @@ impl Supervised {
     }
 
     /// The pid in a `ready PID` event, within a minute.
-    fn ready(&mut self) -> i32 {
+    pub(crate) fn ready(&mut self) -> i32 {
         let line = self.wait("ready ", Duration::from_secs(60));
         line["ready ".len()..].parse().unwrap()
     }
@@ -126,7 +126,7 @@ impl Supervised {
     }
 
     /// Stops it (SIGTERM): it stops the mount's process and closes the store.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             // SAFETY: kill with a valid pid and signal.
             unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
@@ -174,7 +174,7 @@ fn output_within(mut command: Command, limit: Duration) -> (std::process::ExitSt
 }
 
 /// Sends `signal` to `pid`.
-fn kill(pid: i32, signal: i32) {
+pub(crate) fn kill(pid: i32, signal: i32) {
     // SAFETY: kill with a pid and a valid signal.
     assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill {pid}");
 }

@@ -313,7 +313,7 @@ fn released(log: &Path, file: &Path) {
     let ino = fs::metadata(file).unwrap().ino();
     let opened = format!(": inode {ino} ");
     crate::mount::eventually(
-        Duration::from_secs(10),
+        Duration::from_secs(60),
         || {
             format!(
                 "{} not released:\n{}",
@@ -561,4 +561,66 @@ fn a_large_file_opened_again_reuses_its_registration_until_a_hand_over_or_the_bo
     assert_eq!((t.registered, t.reused), (t.opens, 0), "{all}");
     assert_eq!(said(&third, "keeping passthrough registration"), 0, "{all}");
     daemon.stop();
+}
+
+#[test]
+fn registrations_kept_by_a_killed_mount_are_closed_by_its_successor() {
+    use crate::fdstore::{Supervised, abort_and_detach, kill};
+    use std::os::unix::fs::MetadataExt;
+    let (env, _) = store("handover-kept-killed");
+    let server = Server::start(&env, "127.0.0.1:0");
+    let dir = fs::canonicalize(env.mkdir("mnt")).unwrap();
+    // Debug output (-vv): the open files and registrations, for [`Through`].
+    let mut args = mount_args(&env, &dir, &server.url, &[]);
+    assert_eq!(args[0], "-v");
+    args[0] = "-vv".into();
+    let mut supervised = Supervised::start(&env.path(""), &dir, &args);
+    let first = supervised.ready();
+    let (log1, log2) = (env.path("mount-1.log"), env.path("mount-2.log"));
+    let all = || {
+        let read = |p: &Path| fs::read_to_string(p).unwrap_or_default();
+        read(&log1) + &read(&log2)
+    };
+    // Opened and closed again, the file's registration is kept (and its entry in the
+    // shared table of modes marked so once it is) by the process killed next.
+    read_warm(&dir, &log1, 4);
+    let t = Through::of(&dir, &log1);
+    assert!(t.opens >= 1 && t.registered == 1, "{t:?}\n{}", all());
+    let ino = fs::metadata(dir.join("data/warm")).unwrap().ino();
+    let keeping = format!("inode {ino}: keeping passthrough registration");
+    crate::mount::eventually(Duration::from_secs(60), all, || {
+        (said(&log1, &keeping) == t.opens).then_some(())
+    });
+    kill(first, libc::SIGKILL);
+    supervised.wait(&format!("killed {first} 9"), Duration::from_secs(60));
+    supervised.ready();
+    // The successor closes it rather than keep it for good as an open file's (it then
+    // stayed open until unmount, its cache file unpinned, and every open shared it)...
+    assert_eq!(
+        said(&log2, "closed the 1 passthrough registrations it kept"),
+        1,
+        "{}",
+        all()
+    );
+    assert_eq!(
+        said(&log2, "took over passthrough registration"),
+        0,
+        "{}",
+        all()
+    );
+    // ...and registers the file anew, keeping that registration between its opens.
+    read_warm(&dir, &log2, 3);
+    let t = Through::of(&dir, &log2);
+    assert!(t.opens >= 1, "{t:?}\n{}", all());
+    assert_eq!((t.registered, t.reused), (1, t.opens - 1), "{}", all());
+    // Closed twice, an open answered with it would fail.
+    assert!(
+        !all().contains("closing passthrough registration"),
+        "{}",
+        all()
+    );
+    // The store closed, the mount is dead: taken away.
+    supervised.stop();
+    abort_and_detach(&dir);
+    assert!(!is_mounted(&dir));
 }

@@ -5,6 +5,15 @@
 //! the dead process's is in use, or passthrough while its files read through canopy —
 //! would fail.
 //!
+//! A passthrough registration no open file reads through any more, kept for the next
+//! open of its file (see `open_files/kept.rs`), is marked kept: a successor closes those
+//! (no file the kernel holds open reads through them), while it keeps the others for
+//! good (it does not know which open files read through them). The mark is one store
+//! into the entry's state word, made while no open file holds the registration and
+//! taken off before one is answered with it. A process of a version before the mark
+//! reads a marked entry as free: it leaves that registration open, as it would have
+//! anyway, and nothing reads through it.
+//!
 //! Entries are plain stores into the mapping (no system call on the request path); a
 //! process killed in the middle of one leaves that entry unused, never a wrong one.
 
@@ -21,6 +30,8 @@ const BYTES: usize = CAPACITY * WORDS * 8;
 const FREE: u64 = 0;
 const PASSTHROUGH: u64 = 1;
 const CACHED: u64 = 2;
+/// A passthrough entry whose registration is kept with no open file reading through it.
+const KEPT: u64 = 3;
 
 /// One inode's I/O mode, as recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +44,13 @@ pub enum Recorded {
         raw: u32,
         /// The cache file's stamp ([`canopy_cache::Stamp::to_raw`]), if known.
         stamp: Option<[u64; 5]>,
+    },
+    /// No open file reads through this registration: it is kept for the next open.
+    Kept {
+        /// The inode.
+        ino: u64,
+        /// The kernel's backing id.
+        raw: u32,
     },
     /// This many of its open files read through canopy and the page cache.
     Cached {
@@ -145,6 +163,10 @@ impl ModeTable {
                     stamp: (stamp != [0; 5]).then_some(stamp),
                 })
             }
+            KEPT => Some(Recorded::Kept {
+                ino,
+                raw: w(2) as u32,
+            }),
             CACHED => Some(Recorded::Cached { ino, count: w(3) }),
             _ => None,
         }
@@ -179,12 +201,34 @@ impl ModeTable {
                 }
                 w(0).store(PASSTHROUGH, Ordering::Release);
             }
+            Recorded::Kept { ino, raw } => {
+                w(1).store(ino, Ordering::Relaxed);
+                w(2).store(u64::from(raw), Ordering::Relaxed);
+                for i in 4..WORDS {
+                    w(i).store(0, Ordering::Relaxed);
+                }
+                w(0).store(KEPT, Ordering::Release);
+            }
             Recorded::Cached { ino, count } => {
                 w(1).store(ino, Ordering::Relaxed);
                 w(3).store(count, Ordering::Relaxed);
                 w(0).store(CACHED, Ordering::Release);
             }
         }
+    }
+
+    /// Marks the passthrough entry `slot` kept (no open file reads through its
+    /// registration) or not, leaving the rest of it as recorded; an entry of another
+    /// kind is left alone.
+    pub fn mark_kept(&self, slot: usize, kept: bool) {
+        let (from, to) = if kept {
+            (PASSTHROUGH, KEPT)
+        } else {
+            (KEPT, PASSTHROUGH)
+        };
+        let _ = self
+            .word(slot, 0)
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Relaxed);
     }
 
     /// Frees entry `slot`.
@@ -212,6 +256,18 @@ mod tests {
         table.set(b, Recorded::Cached { ino: 9, count: 2 });
         let c = table.add(Recorded::Cached { ino: 11, count: 1 }).unwrap();
         table.remove(c);
+        // Kept, taken up again and kept again; a cached entry is never marked.
+        let k = table
+            .add(Recorded::Passthrough {
+                ino: 13,
+                raw: 4,
+                stamp: None,
+            })
+            .unwrap();
+        table.mark_kept(k, true);
+        table.mark_kept(k, false);
+        table.mark_kept(k, true);
+        table.mark_kept(b, true);
         let fd = table.fd().try_clone_to_owned().unwrap();
         drop(table);
         let (again, recorded) = ModeTable::open(fd).unwrap();
@@ -224,11 +280,12 @@ mod tests {
                     raw: 3,
                     stamp: Some([1, 2, 3, 4, 5])
                 },
-                Recorded::Cached { ino: 9, count: 2 }
+                Recorded::Cached { ino: 9, count: 2 },
+                Recorded::Kept { ino: 13, raw: 4 },
             ]
         );
         // Entries in use are not handed out again.
         let d = again.add(Recorded::Cached { ino: 1, count: 1 }).unwrap();
-        assert!(d != a && d != b);
+        assert!(d != a && d != b && d != k);
     }
 }

@@ -69,6 +69,15 @@ impl Backing {
         }
     }
 
+    /// Marks it in the shared table as kept, no open file reading through it (`true`),
+    /// or as read through again (`false`): a successor after a crash closes the
+    /// registrations marked kept (see [`crate::mode_table`]).
+    fn mark_kept(&self, kept: bool) {
+        if let Some((table, slot)) = self.entry.get() {
+            table.mark_kept(*slot, kept);
+        }
+    }
+
     /// Answers an open with this registration; `direct`: reads and writes still come
     /// to canopy (only mmap uses the backing file), for an open whose content canopy
     /// reads itself while the kernel binds the inode to this registration.
@@ -386,17 +395,42 @@ impl Files {
                 Mode::Cached { open, entry } => self.record_cached(*ino, *open, entry),
             }
         }
+        self.kept.lock().expect("kept lock").mark_all();
     }
 
     /// Takes over the modes a predecessor killed without a hand-over recorded in
     /// `table` (its own, from the service manager's store), and records in it from now
-    /// on.
-    pub fn adopt_recorded(&self, table: Arc<ModeTable>, recorded: Vec<(usize, Recorded)>) {
+    /// on. The registrations it kept with no open file reading through them are closed
+    /// (attach the connection first). Returns how many inodes with open files it took
+    /// over, and how many kept registrations it closed.
+    pub fn adopt_recorded(
+        &self,
+        table: Arc<ModeTable>,
+        recorded: Vec<(usize, Recorded)>,
+    ) -> (usize, usize) {
         let device = self.device.get().cloned();
         let mut modes = self.modes.lock().expect("modes lock");
         let mut orphans = self.orphans.lock().expect("orphans lock");
+        let (mut open, mut closed) = (0, 0);
         for (slot, r) in recorded {
+            if !matches!(r, Recorded::Kept { .. }) {
+                open += 1;
+            }
             match r {
+                Recorded::Kept { ino, raw } => {
+                    let Some(device) = &device else { continue };
+                    // Dropped at once: its entry is freed, and the registration closed
+                    // (nothing the kernel holds open reads through it, and no open was
+                    // answered with it since it was marked).
+                    tracing::debug!(
+                        "inode {ino}: passthrough registration {raw} was kept by the process \
+                         before, with no open file"
+                    );
+                    let backing = Backing::known(raw, device);
+                    let _ = backing.entry.set((table.clone(), slot));
+                    drop(backing);
+                    closed += 1;
+                }
                 Recorded::Passthrough { ino, raw, stamp } => {
                     let Some(device) = &device else { continue };
                     tracing::debug!("took over passthrough registration {raw} of inode {ino}");
@@ -423,6 +457,7 @@ impl Files {
             }
         }
         let _ = self.table.set(table);
+        (open, closed)
     }
 
     /// How to serve an open of inode `ino`, whose content is `opened` if the host
@@ -435,6 +470,10 @@ impl Files {
         let mut modes = self.modes.lock().expect("modes lock");
         match modes.get_mut(&ino) {
             Some(Mode::Passthrough { id, stamp }) if let Some(id) = id.upgrade() => {
+                // Read through again. (Kept meanwhile, by a release that came between
+                // this open's look at the kept set and now: it stays there, marked
+                // again once no open file holds it, see [`Files::release_content`].)
+                id.mark_kept(false);
                 match opened {
                     Some(o) if o.stamp == *stamp => return Io::Passthrough(id),
                     Some(_) => tracing::warn!(

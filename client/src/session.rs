@@ -326,9 +326,11 @@ pub(crate) fn resume_stored(
     let table = match modes.map(ModeTable::open) {
         Some(Ok((table, recorded))) => {
             let table = Arc::new(table);
-            let count = recorded.len();
-            files.adopt_recorded(table.clone(), recorded);
-            tracing::info!("{count} inodes with open files recorded by the process before");
+            let (count, closed) = files.adopt_recorded(table.clone(), recorded);
+            tracing::info!(
+                "{count} inodes with open files recorded by the process before; closed the \
+                 {closed} passthrough registrations it kept for files opened again"
+            );
             Some(table)
         }
         Some(Err(e)) => {

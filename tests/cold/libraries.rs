@@ -1,12 +1,16 @@
 //! Library prefetch: a starting program's loader and libraries reach the cache before
-//! the loader asks for them, each fetched once, and none with `--no-prefetch`.
+//! the loader asks for them, each fetched once, and none with `--no-prefetch`; the
+//! root's loader, `ld.so.cache` and C library come while the executable itself is
+//! still on its way.
 
-use super::shared;
-use crate::mount::{Mount, Server, answered, read};
+use super::{holding, shared};
+use crate::mount::{Mount, Server, answered, eventually, read};
 use crate::util::walk;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The regular file `rel` names in the checkout `root`, following its symlinks inside
@@ -96,7 +100,8 @@ fn a_programs_libraries_arrive_unopened_once_its_executable_is_read() {
             "{what} was not fetched once"
         );
     }
-    // Nothing else was fetched: the script brought nothing, bash only its own.
+    // Nothing else was fetched: the script brought what almost every program needs
+    // (the loader, ld.so.cache, libc), bash its own libraries.
     let objects = answered(&log, "/v1/objects/");
     let ld_cache = in_root(reference, "/etc").join("ld.so.cache");
     let expected = at_start + 2 + libraries.len() + usize::from(ld_cache.exists());
@@ -131,6 +136,98 @@ fn a_programs_libraries_arrive_unopened_once_its_executable_is_read() {
             answered(&log, &format!("/v1/objects/{id}")),
             1,
             "{what} was fetched with --no-prefetch"
+        );
+    }
+    mount.stop();
+}
+
+#[test]
+fn a_roots_loader_and_libc_arrive_while_its_first_executable_is_held() {
+    let (env, reference) = shared();
+    let id = |rel: &str| crate::util::sha256_file(&in_root(reference, rel));
+    let bash = id("/bin/bash");
+    let mut common = vec![
+        ("the loader", id("/lib64/ld-linux-x86-64.so.2")),
+        ("libc", id("/lib/x86_64-linux-gnu/libc.so.6")),
+    ];
+    if in_root(reference, "/etc").join("ld.so.cache").exists() {
+        common.push(("ld.so.cache", id("/etc/ld.so.cache")));
+    }
+    let libtinfo = id("/lib/x86_64-linux-gnu/libtinfo.so.6");
+    // The executable's request is held at a proxy until the test lets it go: its
+    // reader's fetch lasts until then, and nothing of it reaches the cache.
+    let server = Server::start(env, "127.0.0.1:0");
+    let (release, seen) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let proxy = holding(
+        &server.url,
+        format!("/v1/objects/{bash}"),
+        release.clone(),
+        Duration::from_secs(300),
+        seen.clone(),
+    );
+    let mount = Mount::start(
+        env,
+        "elf-held",
+        &proxy.url,
+        &["--root", "full", "--timeout", "600s"],
+    );
+    let cache = env.path("elf-held-cache");
+    let cached = |id: &str| cache.join("objects").join(&id[..2]).join(&id[2..]).exists();
+    let path = mount.path("bin/bash");
+    let reader = std::thread::spawn(move || read(&path).unwrap());
+    eventually(
+        Duration::from_secs(120),
+        || "the request for bash never reached the proxy".to_string(),
+        || seen.load(Ordering::SeqCst).then_some(()),
+    );
+    // While bash is held, what every program of the root needs arrives unopened.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !common.iter().all(|(_, id)| cached(id)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let held_log = server.log();
+    let missing: Vec<&str> = common
+        .iter()
+        .filter(|(_, id)| !cached(id))
+        .map(|(what, _)| *what)
+        .collect();
+    release.store(true, Ordering::SeqCst);
+    assert!(
+        missing.is_empty(),
+        "{missing:?} did not arrive while bash was held; mount log:\n{}",
+        mount.log()
+    );
+    // bash's own libraries are known only from its headers: not asked for yet.
+    assert_eq!(answered(&held_log, &format!("/v1/objects/{libtinfo}")), 0);
+    assert_eq!(answered(&held_log, &format!("/v1/objects/{bash}")), 0);
+    assert!(!cached(&bash));
+    // Once bash is there, every byte right, its own libraries follow; each object is
+    // fetched once.
+    assert_eq!(
+        reader.join().unwrap(),
+        fs::read(in_root(reference, "/bin/bash")).unwrap()
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !cached(&libtinfo) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(
+        cached(&libtinfo),
+        "libtinfo never came; mount log:\n{}",
+        mount.log()
+    );
+    let log = server.log();
+    for (what, id) in common
+        .iter()
+        .chain([("bash", bash.clone()), ("libtinfo", libtinfo)].iter())
+    {
+        assert_eq!(
+            answered(&log, &format!("/v1/objects/{id}")),
+            1,
+            "{what} was not fetched once; server log:\n{log}"
         );
     }
     mount.stop();

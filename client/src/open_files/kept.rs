@@ -18,7 +18,14 @@
 //! Registrations no open file reads through are not handed to a successor: the live
 //! process closes them itself before it hands its open files over
 //! ([`Files::close_kept`]), so each is closed once, by the process that made it, even if
-//! the hand-over then fails and this process goes on.
+//! the hand-over then fails and this process goes on. A process that ends without a
+//! hand-over (killed, or stopped with its connection left in a service manager's store)
+//! cannot close them: each is marked kept in the shared table of modes while it is in
+//! the set and no open file holds it, and the successor closes those marked
+//! ([`Files::adopt_recorded`]). The mark changes under the set's lock (an open taking a
+//! registration out of the set takes the mark off before it is answered with it) and,
+//! when a file is kept, under the modes lock too (where opens find registrations to
+//! share).
 
 use super::{Backing, Files, Mode, OpenFile};
 use crate::objects::{Objects, Opened};
@@ -59,11 +66,20 @@ impl Kept {
         }
     }
 
-    /// Takes `ino`'s file out, if kept.
+    /// Takes `ino`'s file out, if kept, marked as read through again.
     fn take(&mut self, ino: u64) -> Option<KeptFile> {
         let kept = self.files.pop(&ino)?;
+        kept.backing.mark_kept(false);
         self.bytes -= kept.size;
         Some(kept)
+    }
+
+    /// Marks every kept registration kept in the shared table (once they are recorded
+    /// there).
+    pub(super) fn mark_all(&self) {
+        for (_, kept) in self.files.iter() {
+            kept.backing.mark_kept(true);
+        }
     }
 
     /// Whether one more file of `size` bytes fits, once the oldest are pushed out.
@@ -71,11 +87,16 @@ impl Kept {
         self.max_bytes.is_none_or(|max| size <= max)
     }
 
-    /// Keeps `file` for `ino`; returns those pushed out to stay within the bounds.
+    /// Keeps `file` for `ino`, which no open file holds, marked so; returns those pushed
+    /// out to stay within the bounds.
     fn push(&mut self, ino: u64, file: KeptFile) -> Vec<KeptFile> {
+        file.backing.mark_kept(true);
         self.bytes += file.size;
-        self.files.put(ino, file);
         let mut out = Vec::new();
+        if let Some(old) = self.files.put(ino, file) {
+            self.bytes -= old.size;
+            out.push(old);
+        }
         while self.files.len() > KEPT_FILES || self.max_bytes.is_some_and(|m| self.bytes > m) {
             let Some((_, old)) = self.files.pop_lru() else {
                 break;
@@ -141,46 +162,61 @@ impl Files {
     /// open file does, and `content` is the very file it registered; else the pin ends.
     /// Either way, files pushed out of the kept set are dropped.
     pub(crate) fn release_content(&self, open: &OpenFile, content: Arc<Opened>) {
-        let out = match self.keepable(open, &content) {
-            Some(backing) => {
-                tracing::debug!(
-                    "inode {}: keeping passthrough registration {}",
-                    open.ino,
-                    backing.raw
-                );
-                let file = KeptFile {
-                    backing,
-                    content,
-                    blob: open.blob,
-                    size: open.size,
-                };
-                self.kept.lock().expect("kept lock").push(open.ino, file)
-            }
-            None => {
-                drop(content);
-                self.objects.release(&open.blob);
-                Vec::new()
-            }
-        };
+        let mut content = Some(content);
+        let out = self.keep(open, &mut content);
+        if let Some(content) = content {
+            drop(content);
+            self.objects.release(&open.blob);
+        }
         drop_all(out, &*self.objects);
     }
 
-    /// The registration `open` read through, if it may be kept (see
-    /// [`Files::release_content`]).
-    fn keepable(&self, open: &OpenFile, content: &Opened) -> Option<Arc<Backing>> {
-        let backing = open.backing.as_ref()?;
-        // Under the modes lock, so that no open takes the registration up meanwhile:
-        // opens find registrations there.
+    /// Keeps the registration `open` read through, with `content` (taken), if it may
+    /// be kept (see [`Files::release_content`]); returns the files pushed out.
+    fn keep(&self, open: &OpenFile, content: &mut Option<Arc<Opened>>) -> Vec<KeptFile> {
+        let Some(backing) = open.backing.as_ref() else {
+            return Vec::new();
+        };
+        // Under the modes lock, so that no open takes the registration up meanwhile
+        // (opens find registrations there) and its mark is right.
         let modes = self.modes.lock().expect("modes lock");
         let Some(Mode::Passthrough { stamp, .. }) = modes.get(&open.ino) else {
-            return None;
+            return Vec::new();
         };
+        let mut kept = self.kept.lock().expect("kept lock");
+        let holders = Arc::strong_count(backing);
+        // Kept already (an open shared it from the modes while it was being kept):
+        // held by the set and this open file alone, it is marked kept again.
+        if let Some(k) = kept.files.peek(&open.ino)
+            && Arc::ptr_eq(&k.backing, backing)
+        {
+            if holders == 2 {
+                backing.mark_kept(true);
+            }
+            return Vec::new();
+        }
         // The open file itself and nothing else (another open file, a predecessor's
         // orphan) holds the registration; and the content is the registered file.
-        let alone = Arc::strong_count(backing) == 1;
-        let registered = content.stamp == *stamp;
-        let fits = self.kept.lock().expect("kept lock").fits(open.size);
-        (alone && registered && fits).then(|| backing.clone())
+        let registered = content.as_ref().is_some_and(|c| c.stamp == *stamp);
+        if holders != 1 || !registered || !kept.fits(open.size) {
+            return Vec::new();
+        }
+        let Some(content) = content.take() else {
+            return Vec::new();
+        };
+        let file = KeptFile {
+            backing: backing.clone(),
+            content,
+            blob: open.blob,
+            size: open.size,
+        };
+        let out = kept.push(open.ino, file);
+        tracing::debug!(
+            "inode {}: keeping passthrough registration {}",
+            open.ino,
+            backing.raw
+        );
+        out
     }
 
     /// Closes every kept registration and ends its pin: before the open files are
@@ -236,6 +272,47 @@ mod tests {
         assert_eq!(gone, [0, 1, 2]);
         assert!(kept.take(2).is_none() && kept.take(3).is_some());
         assert_eq!(kept.bytes, (KEPT_FILES as u64 - 1) << 30);
+    }
+
+    #[test]
+    fn a_kept_registration_is_marked_kept_in_the_shared_table_while_in_the_set() {
+        use crate::mode_table::{ModeTable, Recorded};
+        let device = device();
+        let table = Arc::new(ModeTable::create().unwrap());
+        let recorded = || {
+            let fd = table.fd().try_clone_to_owned().unwrap();
+            let (_, recorded) = ModeTable::open(fd).unwrap();
+            recorded.into_iter().map(|(_, r)| r).collect::<Vec<_>>()
+        };
+        let f = file(&device, 5, 1);
+        f.backing.record(&table, 9, None);
+        let mut kept = Kept::new(None);
+        assert!(kept.push(9, f).is_empty());
+        assert_eq!(recorded(), [Recorded::Kept { ino: 9, raw: 5 }]);
+        let f = kept.take(9).unwrap();
+        let open = Recorded::Passthrough {
+            ino: 9,
+            raw: 5,
+            stamp: None,
+        };
+        assert_eq!(recorded(), [open]);
+        assert!(kept.push(9, f).is_empty());
+        // One recorded only once kept (the table made after): marked by `mark_all`.
+        assert!(kept.push(10, file(&device, 6, 1)).is_empty());
+        kept.files
+            .peek(&10)
+            .unwrap()
+            .backing
+            .record(&table, 10, None);
+        kept.mark_all();
+        let both = [
+            Recorded::Kept { ino: 9, raw: 5 },
+            Recorded::Kept { ino: 10, raw: 6 },
+        ];
+        assert_eq!(recorded(), both);
+        // Closed (here refused: no connection) and freed.
+        drop(kept);
+        assert_eq!(recorded(), []);
     }
 
     #[test]

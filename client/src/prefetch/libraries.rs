@@ -11,7 +11,9 @@
 //! view's own trees, never the host's files, and those the cache lacks are fetched at
 //! once, side by side. Each library is read in turn when it arrives, so one that needs
 //! another (libssl, libcrypto) brings it too; a python extension module that a program
-//! opens brings its libraries the same way.
+//! opens brings its libraries the same way. What almost every program of a root needs
+//! (its loader, `ld.so.cache` and C library) does not wait for the first executable to
+//! arrive: it is fetched as soon as that executable is opened ([`common`]).
 //!
 //! This is demand a moment early, not a guess: it is not held back for readers'
 //! fetches as packs are ([`crate::demand`]), and packs give way to it as to them. It is
@@ -58,6 +60,11 @@ const LD_CACHE: &[u8] = b"/etc/ld.so.cache";
 /// Most path components walked and names looked up for one program, all paths
 /// together.
 const PROGRAM_STEPS: usize = 16 << 10;
+/// Interpreters (`PT_INTERP`) remembered from programs read, tried first as a root's
+/// loader ([`common`]).
+const INTERPS: usize = 4;
+/// Root versions remembered as having had what every program needs fetched.
+const ROOTS: usize = 64;
 /// Files opened and not yet in the cache, remembered until they arrive.
 const WAITING: usize = 1 << 10;
 /// (root, object) pairs remembered as examined.
@@ -93,6 +100,12 @@ pub(super) struct Libraries {
     seen: Mutex<LruCache<(TreeId, ObjectId), ()>>,
     /// Each root's `ld.so.cache`, by root tree and ELF machine.
     ld_caches: Mutex<LruCache<(TreeId, u16), LdCell>>,
+    /// Interpreters of programs read (absolute paths), with their ELF machine and
+    /// class, most recent first.
+    interps: Mutex<LruCache<Vec<u8>, (u16, bool)>>,
+    /// Root versions (trees) whose loader, `ld.so.cache` and C library were asked for
+    /// ([`common`]).
+    roots: Mutex<LruCache<TreeId, ()>>,
     /// Bytes of library fetches under way ([`Reserved`]).
     reserved: Mutex<u64>,
     bounds: Bounds,
@@ -107,6 +120,8 @@ impl Default for Libraries {
             opened: Mutex::new(LruCache::new(n(SEEN))),
             seen: Mutex::new(LruCache::new(n(SEEN))),
             ld_caches: Mutex::new(LruCache::new(n(LD_CACHES))),
+            interps: Mutex::new(LruCache::new(n(INTERPS))),
+            roots: Mutex::new(LruCache::new(n(ROOTS))),
             reserved: Mutex::new(0),
             bounds: Bounds::new(REQUESTS),
         }
@@ -120,9 +135,11 @@ impl Prefetch {
     }
 
     /// A file of directory `parent`, its `entry`, is being opened: if it may be an ELF
-    /// object, its libraries are fetched once it is in the cache.
+    /// object, its libraries are fetched once it is in the cache; if it is an
+    /// executable the cache lacks, what almost every program of its root needs is
+    /// fetched at once, beside it ([`common`]).
     pub(super) fn opening_object(self: &Arc<Self>, parent: u64, entry: &Entry) {
-        let Some((blob, size)) = maybe_elf(entry) else {
+        let Some((blob, size, executable)) = maybe_elf(entry) else {
             return;
         };
         let blob = &blob;
@@ -158,6 +175,10 @@ impl Prefetch {
         } else {
             let mut waiting = self.libraries.waiting.lock().expect("prefetch lock");
             waiting.put(*blob, found);
+            drop(waiting);
+            if executable {
+                self.expect_program(root);
+            }
         }
     }
 
@@ -177,7 +198,12 @@ impl Prefetch {
 
     fn start_program(self: &Arc<Self>, found: Found) {
         let this = self.clone();
-        let task = async move { this.program(found).await };
+        self.spawn_library_task(async move { this.program(found).await });
+    }
+
+    /// Runs `task` on the runtime readers' fetches run on (prefetch's own before that
+    /// is known).
+    fn spawn_library_task(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         match (self.libraries.handle.get(), &self.rt) {
             (Some(h), _) => drop(h.spawn(task)),
             (None, Some(rt)) => drop(rt.spawn(task)),
@@ -212,6 +238,34 @@ impl Prefetch {
             return;
         };
         let (machine, wide) = (needs.machine, needs.wide);
+        if let (Some(path), Some(_)) = (&needs.interp, &interp) {
+            let mut interps = self.libraries.interps.lock().expect("prefetch lock");
+            interps.put(path.clone(), (machine, wide));
+        }
+        let start = Start {
+            root,
+            interp,
+            ld_path,
+            steps,
+            machine,
+            wide,
+        };
+        self.fetch_needs(start, vec![(first, Some(needs))]).await;
+    }
+
+    /// Fetches `start`'s interpreter and `ld.so.cache`, then what the objects of
+    /// `batch` ask the loader for (their needs given, or read once they are cached),
+    /// and what that asks for, within [`FILES`] fetched, [`EXAMINED`] read and the
+    /// path steps left.
+    async fn fetch_needs(self: &Arc<Self>, start: Start, mut batch: Vec<(Found, Option<Needs>)>) {
+        let Start {
+            root,
+            interp,
+            ld_path,
+            steps,
+            machine,
+            wide,
+        } = start;
         let mut budget = Budget {
             fetches: FILES,
             reads: EXAMINED - 1,
@@ -232,7 +286,6 @@ impl Prefetch {
             machine,
             wide,
         };
-        let mut batch = vec![(first, Some(needs))];
         let mut steps_left = PROGRAM_STEPS;
         loop {
             if !batch.is_empty() {
@@ -506,6 +559,18 @@ impl Drop for Reserved {
     }
 }
 
+/// Where fetching a program's needs starts: in `root`, its interpreter and the root's
+/// `ld.so.cache` (found), the path steps left, and the ELF machine and class of the
+/// objects to read.
+struct Start {
+    root: TreeId,
+    interp: Option<Found>,
+    ld_path: Option<Found>,
+    steps: Steps,
+    machine: u16,
+    wide: bool,
+}
+
 /// What reading one program's objects has at hand and may still spend.
 struct Reading {
     ld: Option<Arc<LdCache>>,
@@ -531,15 +596,15 @@ impl Budget {
     }
 }
 
-/// The content and size of the regular file `e`, if it may be an ELF object: large
-/// enough for an ELF header, and executable or named like a shared
-/// library (a `.so` in its name), so a walk over data files reads none of them.
-fn maybe_elf(e: &Entry) -> Option<(ObjectId, u64)> {
+/// The content and size of the regular file `e`, and whether it is executable, if it
+/// may be an ELF object: large enough for an ELF header, and executable or named like a
+/// shared library (a `.so` in its name), so a walk over data files reads none of them.
+fn maybe_elf(e: &Entry) -> Option<(ObjectId, u64, bool)> {
     match e.kind {
-        EntryKind::File { blob, size }
-            if size >= 52 && (e.meta.mode & 0o111 != 0 || contains(e.name.as_bytes(), b".so")) =>
-        {
-            Some((blob.0, size))
+        EntryKind::File { blob, size } if size >= 52 => {
+            let executable = e.meta.mode & 0o111 != 0;
+            (executable || contains(e.name.as_bytes(), b".so"))
+                .then_some((blob.0, size, executable))
         }
         _ => None,
     }
@@ -549,6 +614,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+mod common;
 mod search;
 
 #[cfg(test)]

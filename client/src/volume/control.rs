@@ -229,6 +229,9 @@ impl Restarted {
 
 /// How long a server started again on its kept connection may take to say it serves.
 const RESTART_WAIT: Duration = Duration::from_secs(60);
+/// How long the connection a server sent before it answered may take to reach the
+/// plugin's store.
+const STORE_WAIT: Duration = Duration::from_secs(10);
 
 impl MountServer {
     /// The server of `mount_dir`, started when needed as this program with `args`.
@@ -376,6 +379,17 @@ impl MountServer {
                 }
             }
         }
+        // Kept once this store holds its connection, as for a server this plugin
+        // finds running (see [`MountServer::keep_store`]).
+        if let Some(store) = &self.store
+            && let Err(e) = holds_connection(store, pid).await
+        {
+            tracing::warn!(
+                "the mount server (process {pid}) does not keep its FUSE connection with this \
+                 plugin ({e}): if it dies, containers lose their volumes"
+            );
+            store.clear();
+        }
         tracing::info!("started the mount server, process {pid}");
         // Reaped when it ends, if this plugin still runs then; started again on its
         // kept connection if it dies.
@@ -405,21 +419,8 @@ impl MountServer {
             socket: store.name().to_string(),
         };
         let kept = match self.call(&asked, Duration::from_secs(10)).await {
-            Ok(_) => {
-                // Kept once this store holds it, not once the server says it sent it.
-                let (waiting, pid) = (store.clone(), running.pid);
-                let held = tokio::task::spawn_blocking(move || {
-                    waiting.wait_connection(pid, Duration::from_secs(10))
-                })
-                .await;
-                if matches!(held, Ok(true)) {
-                    Ok(())
-                } else {
-                    Err(ServerError::Failed(
-                        "its connection did not reach this plugin within 10 s".into(),
-                    ))
-                }
-            }
+            // Kept once this store holds it, not once the server says it sent it.
+            Ok(_) => holds_connection(store, running.pid).await,
             Err(e) => Err(e),
         };
         match kept {
@@ -461,6 +462,20 @@ impl MountServer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
+    }
+}
+
+/// Waits, off the async threads and at most [`STORE_WAIT`], until `store` holds the
+/// FUSE connection (and table of I/O modes) of server `pid`, sent before it answers.
+async fn holds_connection(store: &Arc<FdStore>, pid: u32) -> Result<(), ServerError> {
+    let waiting = store.clone();
+    let held = tokio::task::spawn_blocking(move || waiting.wait_connection(pid, STORE_WAIT)).await;
+    if matches!(held, Ok(true)) {
+        Ok(())
+    } else {
+        Err(ServerError::Failed(format!(
+            "its connection did not reach this plugin within {STORE_WAIT:?}"
+        )))
     }
 }
 

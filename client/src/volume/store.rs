@@ -109,14 +109,29 @@ impl FdStore {
         self.wait_until(pid, limit, |held| held.ready)
     }
 
-    /// Waits at most `limit` until process `pid`'s FUSE connection is kept; whether it
-    /// is. A server answers that it stored its connection once it has sent it, which
-    /// this store's thread may not have received yet: a server dying meanwhile would
-    /// not be started again on it.
+    /// Waits at most `limit` until process `pid`'s FUSE connection and its table of I/O
+    /// modes are kept; whether they are. A server answers (a `Hello`, or that it stored
+    /// its connection) once it has sent them, which this store's thread may not have
+    /// received yet: a server dying meanwhile would not be started again on them.
     pub(crate) fn wait_connection(&self, pid: u32, limit: Duration) -> bool {
         self.wait_until(pid, limit, |held| {
             held.fds.contains_key(crate::service::CONNECTION)
+                && held.fds.contains_key(crate::service::MODES)
         })
+    }
+
+    /// Puts back `fds`, given to process `pid` to resume, if it is still the server
+    /// heard and has not stored its own: it died, or did not say it serves, before it
+    /// could, and the next one resumes from them.
+    pub(crate) fn restore(&self, pid: u32, fds: Vec<(String, OwnedFd)>) {
+        let mut held = self.held.lock().expect("store lock");
+        if held.main != pid {
+            return;
+        }
+        for (name, fd) in fds {
+            held.fds.entry(name).or_insert(fd);
+        }
+        self.changed.notify_all();
     }
 
     /// Waits at most `limit` until `pid` is the server heard and `done` holds.
@@ -201,5 +216,56 @@ impl FdStore {
             held.fds.insert(name, fds.remove(0));
             self.changed.notify_all();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{CONNECTION, MODES};
+
+    fn null() -> OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+
+    fn stored(store: &FdStore, pid: i32, name: &str, fd: OwnedFd) {
+        store.heard(Some(pid), &format!("FDSTORE=1\nFDNAME={name}"), vec![fd]);
+    }
+
+    #[test]
+    fn a_server_is_kept_once_its_connection_and_modes_are_and_spares_go_to_the_next() {
+        let store = FdStore::bind(Path::new("/nonexistent/store-test")).unwrap();
+        store.expect(42);
+        stored(&store, 42, CONNECTION, null());
+        assert!(!store.wait_connection(42, Duration::ZERO));
+        // Only the server heard is.
+        stored(&store, 7, MODES, null());
+        assert!(!store.wait_connection(42, Duration::ZERO));
+        stored(&store, 42, MODES, null());
+        assert!(store.wait_connection(42, Duration::ZERO));
+        // Given to the next server, which dies before it stores them again: put back.
+        let fds = store.take().unwrap();
+        assert_eq!(fds.len(), 2);
+        store.expect(43);
+        assert!(store.take().is_none());
+        store.restore(
+            44,
+            fds.iter()
+                .map(|(n, f)| (n.clone(), f.try_clone().unwrap()))
+                .collect(),
+        );
+        assert!(store.take().is_none());
+        store.restore(43, fds);
+        let fds = store.take().unwrap();
+        // What a server stored itself stays.
+        store.expect(45);
+        let own = null();
+        let raw = own.as_raw_fd();
+        stored(&store, 45, CONNECTION, own);
+        store.restore(45, fds);
+        let kept = store.take().unwrap();
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[0].0, CONNECTION);
+        assert_eq!(kept[0].1.as_raw_fd(), raw);
     }
 }

@@ -169,6 +169,43 @@ fn libraries_are_found_where_the_loader_looks() {
 }
 
 #[test]
+fn a_roots_loader_and_libc_are_found_before_any_program_is_read() {
+    let (view, root) = root();
+    let steps = &mut Steps(usize::MAX);
+    // A standard path, through the root's own links.
+    let (ld, machine, wide) = common::loader(&view, root, &[], steps).unwrap();
+    assert_eq!(ld.blob, BlobId::of(b"ld-linux-x86-64.so.2").0);
+    assert_eq!((machine, wide), (object::elf::EM_X86_64, true));
+    // An interpreter seen in a program read comes first, if the root holds it.
+    let seen = |p: &str| vec![(p.as_bytes().to_vec(), object::elf::EM_386, false)];
+    let (app, app_machine, _) =
+        common::loader(&view, root, &seen("/opt/app/bin/app"), steps).unwrap();
+    assert_eq!(app.blob, BlobId::of(b"app").0);
+    assert_eq!(app_machine, object::elf::EM_386);
+    let (ld2, _, _) = common::loader(&view, root, &seen("/nope/ld.so"), steps).unwrap();
+    assert_eq!(ld2.blob, ld.blob);
+    // The C library, as the loader finds it for a program that needs it alone.
+    let defaults = default_search(&view, root, machine, wide, steps);
+    let libc = locate(&view, &ld, common::LIBC, &[], None, &defaults, steps).unwrap();
+    assert_eq!(libc.blob, BlobId::of(b"libc.so.6").0);
+    // A root without a loader (static programs only, or another layout) gets nothing.
+    let (bare, bare_root) = bare_root();
+    assert!(common::loader(&bare, bare_root, &[], steps).is_none());
+}
+
+/// A root with one file and no loader.
+fn bare_root() -> (View, TreeId) {
+    let mut trees = HashMap::new();
+    let top = Tree::new(vec![file("app")]).unwrap();
+    let id = top.id();
+    trees.insert(id, top);
+    let view = View::new(Scope::One("r".into()));
+    let commit = CommitId(ObjectId::of(b"c"));
+    view.install("r", RootVersion { commit, tree: id }, trees);
+    (view, id)
+}
+
+#[test]
 fn search_paths_expand_origin_and_lib() {
     let x86 = object::elf::EM_X86_64;
     assert_eq!(

@@ -189,6 +189,11 @@ impl Launcher {
                  connection"
             );
             restarting.store(true, Ordering::SeqCst);
+            // Copies, put back if the new server dies before it stores its own.
+            let spare: Vec<(String, OwnedFd)> = fds
+                .iter()
+                .filter_map(|(name, fd)| Some((name.clone(), fd.try_clone().ok()?)))
+                .collect();
             let mut child = match self.spawn(fds) {
                 Ok(c) => c,
                 Err(e) => {
@@ -208,6 +213,9 @@ impl Launcher {
                     break false;
                 }
             };
+            if !ready {
+                store.restore(child.id(), spare);
+            }
             restarting.store(false, Ordering::SeqCst);
             restarted.set();
             if ready {
