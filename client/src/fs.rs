@@ -163,9 +163,12 @@ fn read_at(file: &File, offset: u64, size: u32) -> std::io::Result<Vec<u8>> {
 /// the names that now stand for another node or none, and the attributes and listings
 /// of the directories that changed. Names go first: forgetting a name waits for the
 /// lookups and listings under way in its directory, so none of them can cache the old
-/// version after its directory was forgotten.
-pub fn forget_stale(view: &View, notifier: fuser::Notifier) {
+/// version after its directory was forgotten. Passthrough registrations kept for
+/// files of `files` that a changed name stood for are closed (see
+/// [`Files::drop_kept`]).
+pub fn forget_stale(view: &View, notifier: fuser::Notifier, files: Arc<Files>) {
     view.watch(move |stale: &Stale| {
+        files.drop_kept(&stale.leaves);
         let started = std::time::Instant::now();
         // ENOENT: the kernel holds no such name or node, so there is nothing to forget.
         let held = |e: &std::io::Error| e.raw_os_error() != Some(libc::ENOENT);
@@ -297,7 +300,7 @@ impl Filesystem for CanopyFs {
         match self.view.lookup(parent.0, name.as_bytes()) {
             Ok(attr) => {
                 if let (Some(p), Kind::File) = (&self.prefetch, attr.kind) {
-                    p.looked_up(parent.0, attr.ino);
+                    p.looked_up(parent.0, attr.ino, name.as_bytes());
                 }
                 reply.entry(&TTL, &(&attr).into(), Generation(0))
             }
@@ -483,28 +486,35 @@ impl Filesystem for CanopyFs {
         if let (Some(p), 0) = (&self.prefetch, offset) {
             p.listing(ino.0);
         }
-        let entries = match self.view.list(ino.0) {
-            Ok(e) => e,
-            Err(e) => return reply.error(errno(e)),
-        };
-        let dots = [
-            (ino.0, Kind::Dir, b".".to_vec()),
-            (ino.0, Kind::Dir, b"..".to_vec()),
-        ];
-        for (i, (child, kind, name)) in dots
+        // `.` and `..` are offsets 0 and 1; entry n of the directory is n + 2, and what
+        // each carries is the offset of the next (where the kernel asks to go on).
+        for (i, name) in [&b"."[..], b".."]
             .into_iter()
-            .chain(entries)
             .enumerate()
             .skip(offset as usize)
         {
             if reply.add(
-                INodeNo(child),
+                ino,
                 (i + 1) as u64,
-                file_type(kind),
-                OsStr::from_bytes(&name),
+                FileType::Directory,
+                OsStr::from_bytes(name),
             ) {
-                break;
+                return reply.ok();
             }
+        }
+        let from = (offset as usize).saturating_sub(2);
+        let mut next = from + 2;
+        let listed = self.view.list(ino.0, from, |child, kind, name| {
+            next += 1;
+            reply.add(
+                INodeNo(child),
+                next as u64,
+                file_type(kind),
+                OsStr::from_bytes(name),
+            )
+        });
+        if let Err(e) = listed {
+            return reply.error(errno(e));
         }
         reply.ok();
     }

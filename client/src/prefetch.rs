@@ -88,6 +88,10 @@ const WALK: Duration = Duration::from_secs(2);
 const LAST: usize = 1 << 12;
 /// Directories remembered as prefetched already.
 const ASKED: usize = 1 << 14;
+/// Most entries looked at to tell whether a file opened follows the one opened before
+/// in its directory, or comes first in it: opens in a directory of a million entries
+/// cost what they cost in a small one.
+const GAP: usize = 16;
 
 /// A directory pack's part, queued.
 struct Part {
@@ -126,10 +130,11 @@ pub struct Prefetch {
     share: u64,
     /// Most a reader waits for a pack to bring its file.
     wait_limit: Duration,
-    /// The directory inode each file was last looked up in.
-    parents: Mutex<LruCache<u64, u64>>,
-    /// Per directory inode, how it has been read: listed, and the position (among its
-    /// regular files) of the file opened in it last.
+    /// The directory inode each file was last looked up in, and its entry's index in
+    /// that directory's tree then (so an open finds its entry without a search).
+    parents: Mutex<LruCache<u64, (u64, usize)>>,
+    /// Per directory inode, how it has been read: listed, and the index of the file
+    /// opened in it last.
     reads: Mutex<LruCache<u64, Reads>>,
     /// Directories listed, oldest first, with when, while no walk was under way (at
     /// most [`LISTED`]).
@@ -211,47 +216,65 @@ impl Prefetch {
         }))
     }
 
-    /// Notes that file `ino` was looked up in directory `parent`.
-    pub fn looked_up(&self, parent: u64, ino: u64) {
-        self.parents.lock().expect("prefetch lock").put(ino, parent);
+    /// Notes that file `ino` was looked up as `name` in directory `parent`.
+    pub fn looked_up(&self, parent: u64, ino: u64, name: &[u8]) {
+        let Some((_, tree)) = self.view.dir_tree(parent) else {
+            return;
+        };
+        let Ok(index) = tree
+            .entries()
+            .binary_search_by(|e| e.name.as_bytes().cmp(name))
+        else {
+            return;
+        };
+        self.parents
+            .lock()
+            .expect("prefetch lock")
+            .put(ino, (parent, index));
     }
 
     /// A file `ino` (content `blob`) is being opened: prefetches its directory's other
     /// small files if it is read in order (see the module's documentation), once per
     /// tree. Never waits.
     pub fn opening(self: &Arc<Self>, ino: u64, blob: &ObjectId) {
-        let parent = self
+        let looked_up = self
             .parents
             .lock()
             .expect("prefetch lock")
             .get(&ino)
             .copied();
-        let Some(parent) = parent else {
+        let Some((parent, index)) = looked_up else {
             return;
         };
-        // Libraries need no packs: fetched one object each.
-        self.opening_object(parent, blob);
-        if !self.endpoint.supported() {
-            return;
-        }
         let Some((tree_id, tree)) = self.view.dir_tree(parent) else {
             return;
         };
-        let Some(pos) = tree
-            .entries()
-            .iter()
-            .filter_map(|e| match e.kind {
-                EntryKind::File { blob, .. } => Some(blob.0),
-                _ => None,
-            })
-            .position(|b| b == *blob)
-        else {
+        // The entry found at lookup; if the directory shows another version since (the
+        // kernel keeps names across a switch), found again by a search, once.
+        let is_it = |i: &usize| {
+            tree.entries()
+                .get(*i)
+                .is_some_and(|e| matches!(e.kind, EntryKind::File { blob: b, .. } if b.0 == *blob))
+        };
+        let Some(index) = Some(index).filter(is_it).or_else(|| {
+            let found = (0..tree.entries().len()).find(is_it)?;
+            let mut parents = self.parents.lock().expect("prefetch lock");
+            parents.put(ino, (parent, found));
+            Some(found)
+        }) else {
             return;
         };
+        let entry = &tree.entries()[index];
+        // Libraries need no packs: fetched one object each.
+        self.opening_object(parent, entry);
+        if !self.endpoint.supported() {
+            return;
+        }
+        let is_file = |i: usize| matches!(tree.entries()[i].kind, EntryKind::File { .. });
         let in_order = {
             let mut reads = self.reads.lock().expect("prefetch lock");
             let r = reads.get_or_insert_mut(parent, Reads::default);
-            r.open(pos)
+            r.open(index, is_file)
         };
         if in_order {
             self.directory(tree_id, &tree, Some(blob));
@@ -518,22 +541,27 @@ impl Prefetch {
 struct Reads {
     /// Whether it was listed.
     listed: bool,
-    /// The position among its regular files of the file opened last, and how many
-    /// neighbours in a row that one ends.
+    /// The entry index of the file opened last, and how many neighbours in a row that
+    /// one ends.
     last: Option<(usize, u32)>,
 }
 
 impl Reads {
-    /// Notes that its regular file at position `pos` is opened; returns whether the
-    /// directory is read in order: its first file after a listing, or the third of
-    /// three neighbours in a row.
-    fn open(&mut self, pos: usize) -> bool {
+    /// Notes that its regular file at entry index `pos` is opened (`is_file` tells the
+    /// kind of entry at an index); returns whether the directory is read in order: its
+    /// first regular file after a listing, or the third of three neighbours in a row
+    /// (regular files with only other kinds of entry between them). Looks at most
+    /// [`GAP`] entries, so a file behind more than that many others is neither.
+    fn open(&mut self, pos: usize, is_file: impl Fn(usize) -> bool) -> bool {
+        let next_after =
+            |last: usize| pos > last && pos - last <= GAP && !(last + 1..pos).any(&is_file);
         let run = match self.last {
-            Some((last, run)) if pos == last + 1 => run + 1,
+            Some((last, run)) if next_after(last) => run + 1,
             _ => 1,
         };
         self.last = Some((pos, run));
-        (self.listed && pos == 0) || run >= 3
+        let first = pos < GAP && !(0..pos).any(&is_file);
+        (self.listed && first) || run >= 3
     }
 }
 
@@ -552,11 +580,17 @@ mod tests {
     use super::Reads;
 
     fn opens(listed: bool, positions: &[usize]) -> Vec<bool> {
+        kinds_opens(listed, &[true; 64], positions)
+    }
+
+    /// Opens at `positions` of a directory whose entry `i` is a regular file if
+    /// `files[i]`.
+    fn kinds_opens(listed: bool, files: &[bool], positions: &[usize]) -> Vec<bool> {
         let mut r = Reads {
             listed,
             ..Reads::default()
         };
-        positions.iter().map(|&p| r.open(p)).collect()
+        positions.iter().map(|&p| r.open(p, |i| files[i])).collect()
     }
 
     #[test]
@@ -573,5 +607,29 @@ mod tests {
         assert_eq!(opens(false, &[0, 1, 5]), [false, false, false]);
         // A run broken starts again.
         assert_eq!(opens(false, &[1, 2, 9, 3, 4]), [false; 5]);
+    }
+
+    #[test]
+    fn other_entries_between_files_keep_them_neighbours_within_the_gap() {
+        // Subdirectories (false) first and between files: a walk still reads in order.
+        let files = [false, false, true, false, true, true, false, true];
+        assert_eq!(kinds_opens(true, &files, &[2, 4]), [true, false]);
+        assert_eq!(
+            kinds_opens(false, &files, &[2, 4, 5, 7]),
+            [false, false, true, true]
+        );
+        // A file behind more than GAP other entries: not found to be first (nor a
+        // neighbour), whatever the directory's size.
+        let mut far = vec![false; super::GAP + 1];
+        far.push(true);
+        far.push(true);
+        assert_eq!(kinds_opens(true, &far, &[super::GAP + 1]), [false]);
+        let mut apart = vec![true];
+        apart.extend([false; super::GAP]);
+        apart.push(true);
+        assert_eq!(
+            kinds_opens(false, &apart, &[0, super::GAP + 1]),
+            [false, false]
+        );
     }
 }

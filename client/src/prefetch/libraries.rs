@@ -38,7 +38,7 @@ use super::elf::{self, Needs};
 use super::ldcache::LdCache;
 use crate::arrivals::{Arrival, Bounds};
 use crate::demand::Urgent;
-use canopy_protocol::{EntryKind, ObjectId, Tree, TreeId};
+use canopy_protocol::{Entry, EntryKind, ObjectId, TreeId};
 use lru::LruCache;
 use search::{Dirs, Steps, default_search, locate, resolve, search_dirs};
 use std::io::Read;
@@ -134,11 +134,15 @@ impl Prefetch {
         let _ = self.libraries.handle.set(handle);
     }
 
-    /// File `ino` (content `blob`), looked up in directory `parent`, is being opened:
-    /// if it may be an ELF object, its libraries are fetched once it is in the cache;
-    /// if it is an executable the cache lacks, what almost every program of its root
-    /// needs is fetched at once, beside it ([`common`]).
-    pub(super) fn opening_object(self: &Arc<Self>, parent: u64, blob: &ObjectId) {
+    /// A file of directory `parent`, its `entry`, is being opened: if it may be an ELF
+    /// object, its libraries are fetched once it is in the cache; if it is an
+    /// executable the cache lacks, what almost every program of its root needs is
+    /// fetched at once, beside it ([`common`]).
+    pub(super) fn opening_object(self: &Arc<Self>, parent: u64, entry: &Entry) {
+        let Some((blob, size, executable)) = maybe_elf(entry) else {
+            return;
+        };
+        let blob = &blob;
         let Some((root, dir)) = self.view.dir_place(parent) else {
             return;
         };
@@ -151,12 +155,6 @@ impl Prefetch {
         if again {
             return;
         }
-        let Some((_, tree)) = self.view.dir_tree(parent) else {
-            return;
-        };
-        let Some((size, executable)) = maybe_elf(&tree, blob) else {
-            return;
-        };
         if self
             .libraries
             .seen
@@ -598,18 +596,18 @@ impl Budget {
     }
 }
 
-/// The size of the regular file with content `blob` in `tree`, and whether it is
-/// executable, if it may be an ELF object: large enough for an ELF header, and
-/// executable or named like a shared library (a `.so` in its name), so a walk over
-/// data files reads none of them.
-fn maybe_elf(tree: &Tree, blob: &ObjectId) -> Option<(u64, bool)> {
-    tree.entries().iter().find_map(|e| match e.kind {
-        EntryKind::File { blob: b, size } if b.0 == *blob && size >= 52 => {
+/// The content and size of the regular file `e`, and whether it is executable, if it
+/// may be an ELF object: large enough for an ELF header, and executable or named like a
+/// shared library (a `.so` in its name), so a walk over data files reads none of them.
+fn maybe_elf(e: &Entry) -> Option<(ObjectId, u64, bool)> {
+    match e.kind {
+        EntryKind::File { blob, size } if size >= 52 => {
             let executable = e.meta.mode & 0o111 != 0;
-            (executable || contains(e.name.as_bytes(), b".so")).then_some((size, executable))
+            (executable || contains(e.name.as_bytes(), b".so"))
+                .then_some((blob.0, size, executable))
         }
         _ => None,
-    })
+    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

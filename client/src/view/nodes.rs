@@ -82,45 +82,47 @@ impl View {
         self.attr(ino)
     }
 
-    /// The entries of a directory (without `.` and `..`), with their inodes and types.
-    pub fn list(&self, ino: u64) -> Result<Vec<(u64, Kind, Vec<u8>)>, ViewError> {
+    /// The entries of a directory (without `.` and `..`) from the `from`th on, each
+    /// handed to `add` with its inode and type until `add` returns true (full): a
+    /// listing read in many pieces costs each piece, not the whole directory again.
+    pub fn list(
+        &self,
+        ino: u64,
+        from: usize,
+        mut add: impl FnMut(u64, Kind, &[u8]) -> bool,
+    ) -> Result<(), ViewError> {
         let mut inodes = self.inodes.write().expect("view lock");
         match inodes.nodes.get(&ino).ok_or(ViewError::NotFound)? {
             Node::Roots => {
                 let roots = self.roots.read().expect("view lock").clone();
-                Ok(roots
-                    .into_iter()
-                    .map(|(name, v)| {
-                        let top = Arc::from(name.as_bytes());
-                        (
-                            inodes.dir(&top, Vec::new(), v.tree, &ROOT_META),
-                            Kind::Dir,
-                            name.into_bytes(),
-                        )
-                    })
-                    .collect())
+                for (name, v) in roots.into_iter().skip(from) {
+                    let top = Arc::from(name.as_bytes());
+                    let child = inodes.dir(&top, Vec::new(), v.tree, &ROOT_META);
+                    if add(child, Kind::Dir, name.as_bytes()) {
+                        break;
+                    }
+                }
             }
             Node::Dir {
                 tree, top, path, ..
             } => {
                 let (top, path) = (top.clone(), path.clone());
                 let tree = self.tree(tree)?;
-                Ok(tree
-                    .entries()
-                    .iter()
-                    .map(|e| {
-                        let name = e.name.as_bytes();
-                        let child = inodes.child(&top, &path, name, &e.kind, &e.meta);
-                        let kind = match &e.kind {
-                            EntryKind::Dir { .. } => Kind::Dir,
-                            kind => leaf_attr(child, kind, &e.meta).kind,
-                        };
-                        (child, kind, name.to_vec())
-                    })
-                    .collect())
+                for e in tree.entries().iter().skip(from) {
+                    let name = e.name.as_bytes();
+                    let child = inodes.child(&top, &path, name, &e.kind, &e.meta);
+                    let kind = match &e.kind {
+                        EntryKind::Dir { .. } => Kind::Dir,
+                        kind => leaf_attr(child, kind, &e.meta).kind,
+                    };
+                    if add(child, kind, name) {
+                        break;
+                    }
+                }
             }
-            Node::Leaf { .. } => Err(ViewError::NotDir),
+            Node::Leaf { .. } => return Err(ViewError::NotDir),
         }
+        Ok(())
     }
 
     /// A regular file's content id and size.

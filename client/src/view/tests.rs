@@ -2,6 +2,16 @@ use super::*;
 use canopy_protocol::{BlobId, Entry, Name, ObjectId};
 use std::sync::Mutex;
 
+/// Every entry of directory `ino`, as a front end lists it.
+fn listing(view: &View, ino: u64) -> Result<Vec<(u64, Kind, Vec<u8>)>, ViewError> {
+    let mut out = Vec::new();
+    view.list(ino, 0, |child, kind, name| {
+        out.push((child, kind, name.to_vec()));
+        false
+    })?;
+    Ok(out)
+}
+
 fn file(name: &str, blob: &[u8], mode: u16) -> Entry {
     Entry {
         name: Name::new(name.as_bytes().to_vec()).unwrap(),
@@ -20,6 +30,28 @@ fn root_of(entries: Vec<Entry>) -> (TreeId, HashMap<TreeId, Tree>) {
     let tree = Tree::new(entries).unwrap();
     let id = tree.id();
     (id, HashMap::from([(id, tree)]))
+}
+
+#[test]
+fn a_listing_goes_on_from_where_it_stopped() {
+    let view = View::new(Scope::One("web".into()));
+    let commit = CommitId(ObjectId::of(b"c"));
+    let names = ["a", "b", "c", "d"];
+    let (tree, trees) = root_of(names.iter().map(|n| file(n, n.as_bytes(), 0o644)).collect());
+    view.install("web", RootVersion { commit, tree }, trees);
+    let piece = |from: usize, room: usize| {
+        let mut got = Vec::new();
+        view.list(ROOT_INO, from, |_, _, name| {
+            got.push(String::from_utf8(name.to_vec()).unwrap());
+            got.len() == room
+        })
+        .unwrap();
+        got
+    };
+    assert_eq!(piece(0, 2), ["a", "b"]);
+    assert_eq!(piece(2, 2), ["c", "d"]);
+    assert_eq!(piece(3, 9), ["d"]);
+    assert!(piece(4, 9).is_empty() && piece(usize::MAX, 9).is_empty());
 }
 
 #[test]
@@ -66,9 +98,9 @@ fn numbers_are_the_rule_s_whichever_process_and_order() {
     let web = first.lookup(ROOT_INO, b"web").unwrap();
     let bin = first.lookup(web.ino, b"bin").unwrap();
     let sh = first.lookup(bin.ino, b"sh").unwrap();
-    let listed = successor.list(ROOT_INO).unwrap();
+    let listed = listing(&successor, ROOT_INO).unwrap();
     assert_eq!(listed, vec![(web.ino, Kind::Dir, b"web".to_vec())]);
-    let inner = successor.list(web.ino).unwrap();
+    let inner = listing(&successor, web.ino).unwrap();
     assert!(
         inner.contains(&(bin.ino, Kind::Dir, b"bin".to_vec())),
         "{inner:?}"
@@ -211,7 +243,7 @@ fn a_removed_entry_is_no_longer_found() {
     assert!(view.remove("web@c"));
     assert!(!view.remove("web@c"), "removed once");
     assert_eq!(view.lookup(ROOT_INO, b"web@c"), Err(ViewError::NotFound));
-    assert!(view.list(ROOT_INO).unwrap().is_empty());
+    assert!(listing(&view, ROOT_INO).unwrap().is_empty());
     assert_eq!(view.file(f.ino).unwrap().1, 1, "an open file keeps working");
     view.install("web@c", RootVersion { commit, tree }, trees);
     assert_eq!(view.lookup(ROOT_INO, b"web@c").unwrap().ino, dir.ino);
@@ -252,8 +284,7 @@ fn versions_stay_found_as_name_at_commit() {
         3,
         "the pinned name keeps the old tree"
     );
-    let names: Vec<_> = view
-        .list(ROOT_INO)
+    let names: Vec<_> = listing(&view, ROOT_INO)
         .unwrap()
         .into_iter()
         .map(|e| e.2)
@@ -336,7 +367,7 @@ fn a_switch_updates_known_directories_and_says_what_changed() {
     let etc = view.lookup(ROOT_INO, b"etc").unwrap().ino;
     let bin = view.lookup(ROOT_INO, b"bin").unwrap().ino;
     let gone = view.lookup(etc, b"gone").unwrap().ino;
-    view.lookup(etc, b"a").unwrap();
+    let a = view.lookup(etc, b"a").unwrap().ino;
     let seen = watched(&view);
     let top = |names: &[&str]| -> Vec<(u64, Vec<u8>)> {
         names
@@ -349,7 +380,8 @@ fn a_switch_updates_known_directories_and_says_what_changed() {
         [Stale {
             // The empty stand-in shown before: the kernel may have kept their absence.
             entries: top(&["bin", "etc", "old", "same"]),
-            dirs: vec![ROOT_INO]
+            dirs: vec![ROOT_INO],
+            leaves: Vec::new(),
         }],
         "what changed before anyone watched is told at once"
     );
@@ -397,9 +429,13 @@ fn a_switch_updates_known_directories_and_says_what_changed() {
         dirs, expected,
         "bin/ did not change; etc/gone is no directory now"
     );
+    assert_eq!(
+        told[0].leaves,
+        [a],
+        "the file etc/a stood for, the only leaf changed that was looked up"
+    );
     // etc/ shows version 2 without being looked up again.
-    let listed: Vec<_> = view
-        .list(etc)
+    let listed: Vec<_> = listing(&view, etc)
         .unwrap()
         .into_iter()
         .map(|e| (e.1, e.2))
@@ -409,9 +445,9 @@ fn a_switch_updates_known_directories_and_says_what_changed() {
         [(Kind::File, b"a".to_vec()), (Kind::File, b"gone".to_vec())]
     );
     assert_eq!(view.file(view.lookup(etc, b"a").unwrap().ino).unwrap().1, 4);
-    assert!(view.list(bin).is_ok());
+    assert!(listing(&view, bin).is_ok());
     // Whoever is still in the old etc/gone/ keeps seeing it.
-    assert_eq!(view.list(gone).unwrap().len(), 1);
+    assert_eq!(listing(&view, gone).unwrap().len(), 1);
 
     // The same version again: nothing to forget.
     view.install(
@@ -445,15 +481,18 @@ fn roots_coming_and_going_change_the_top_listing() {
         [
             Stale {
                 entries: Vec::new(),
-                dirs: vec![ROOT_INO]
+                dirs: vec![ROOT_INO],
+                leaves: Vec::new(),
             },
             Stale {
                 entries: vec![(ROOT_INO, b"web".to_vec())],
-                dirs: vec![ROOT_INO]
+                dirs: vec![ROOT_INO],
+                leaves: Vec::new(),
             },
             Stale {
                 entries: vec![(web, b"f".to_vec())],
-                dirs: vec![web, ROOT_INO]
+                dirs: vec![web, ROOT_INO],
+                leaves: Vec::new(),
             },
         ]
     );

@@ -1,7 +1,7 @@
 use super::search::*;
 use super::*;
 use crate::view::{RootVersion, Scope, View};
-use canopy_protocol::{BlobId, CommitId, Entry, Meta, Name};
+use canopy_protocol::{BlobId, CommitId, Meta, Name, Tree};
 use std::collections::HashMap;
 
 fn entry(name: &str, kind: EntryKind) -> Entry {
