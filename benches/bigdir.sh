@@ -109,13 +109,13 @@ first=${SIZES%% *}; last=${SIZES##* }
 per() { awk -v t="$(median "${VALS[$1]}")" -v n="$2" 'BEGIN { printf "%.1f", t / n * 1e6 }'; }
 printf '\n%-28s' "per file (µs), median of $ROUNDS"
 for n in $SIZES; do printf '%12s' "N=$n"; done
-printf '%16s\n' "N=$last / N=$first"
+printf '%20s\n' "N=$last / N=$first"
 for b in "${BINS[@]}" ext4; do
     for what in list walk cpu; do
         [[ $b == ext4 && $what == cpu ]] && continue
         printf '%-28s' "$b $what$([[ $what == cpu ]] && echo ' (mount process)')"
         for n in $SIZES; do printf '%12s' "$(per "$b-$what-$n" "$n")"; done
-        printf '%16s\n' "$(awk -v a="$(per "$b-$what-$last" "$last")" -v b="$(per "$b-$what-$first" "$first")" 'BEGIN { printf "%.2f", a / b }')"
+        printf '%20s\n' "$(awk -v a="$(per "$b-$what-$last" "$last")" -v b="$(per "$b-$what-$first" "$first")" 'BEGIN { printf "%.2f", a / b }')"
     done
 done
 echo "(new: $CANOPY${OLD:+; old: $OLD}; ext4: a checkout, warm page cache)"
