@@ -163,9 +163,12 @@ fn read_at(file: &File, offset: u64, size: u32) -> std::io::Result<Vec<u8>> {
 /// the names that now stand for another node or none, and the attributes and listings
 /// of the directories that changed. Names go first: forgetting a name waits for the
 /// lookups and listings under way in its directory, so none of them can cache the old
-/// version after its directory was forgotten.
-pub fn forget_stale(view: &View, notifier: fuser::Notifier) {
+/// version after its directory was forgotten. Passthrough registrations kept for
+/// files of `files` that a changed name stood for are closed (see
+/// [`Files::drop_kept`]).
+pub fn forget_stale(view: &View, notifier: fuser::Notifier, files: Arc<Files>) {
     view.watch(move |stale: &Stale| {
+        files.drop_kept(&stale.leaves);
         let started = std::time::Instant::now();
         // ENOENT: the kernel holds no such name or node, so there is nothing to forget.
         let held = |e: &std::io::Error| e.raw_os_error() != Some(libc::ENOENT);

@@ -206,7 +206,7 @@ pub fn run(
             (session, files, true, table)
         }
     };
-    forget_stale(&view, session.notifier());
+    forget_stale(&view, session.notifier(), files.clone());
     let device = files.device().expect("attached with the session");
     if resumed {
         // Requests the process before had read and not answered come again.

@@ -291,6 +291,7 @@ impl View {
             self.changed(Stale {
                 entries: vec![(ROOT_INO, name.as_bytes().to_vec())],
                 dirs: vec![ROOT_INO],
+                leaves: Vec::new(),
             });
         }
         removed

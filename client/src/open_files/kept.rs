@@ -219,6 +219,23 @@ impl Files {
         out
     }
 
+    /// Closes the registrations kept for inodes `inos` and ends their pins: files a
+    /// switch to a new version replaced, opened again only by a program still in the
+    /// old version (which then registers them anew).
+    pub fn drop_kept(&self, inos: &[u64]) {
+        let dropped: Vec<KeptFile> = {
+            let mut kept = self.kept.lock().expect("kept lock");
+            inos.iter().filter_map(|ino| kept.take(*ino)).collect()
+        };
+        if !dropped.is_empty() {
+            tracing::debug!(
+                "a new version replaced the files of {} kept passthrough registrations: closed",
+                dropped.len()
+            );
+        }
+        drop_all(dropped, &*self.objects);
+    }
+
     /// Closes every kept registration and ends its pin: before the open files are
     /// handed to a successor (which is told only of registrations open files read
     /// through), and when the mount ends.

@@ -87,18 +87,29 @@ impl Inodes {
         });
     }
 
+    /// The number of the leaf with `identity`, made or not.
+    fn leaf_ino(&self, identity: &ObjectId) -> u64 {
+        self.place(
+            inode::from_digest(identity),
+            |n| matches!(n, Node::Leaf { identity: i, .. } if i == identity),
+        )
+    }
+
     pub(super) fn leaf(&mut self, kind: &EntryKind, meta: &Meta) -> u64 {
         let identity = canopy_protocol::identity(kind, meta);
-        let ino = self.place(
-            inode::from_digest(&identity),
-            |n| matches!(n, Node::Leaf { identity: i, .. } if *i == identity),
-        );
+        let ino = self.leaf_ino(&identity);
         self.nodes.entry(ino).or_insert_with(|| Node::Leaf {
             kind: kind.clone(),
             meta: meta.clone(),
             identity,
         });
         ino
+    }
+
+    /// The node of the leaf with `kind` and `meta`, if one was made (looked up).
+    pub(super) fn known_leaf(&self, kind: &EntryKind, meta: &Meta) -> Option<u64> {
+        let ino = self.leaf_ino(&canopy_protocol::identity(kind, meta));
+        self.nodes.contains_key(&ino).then_some(ino)
     }
 
     /// The child `name` of directory node (`top`, `path`).

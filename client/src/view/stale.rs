@@ -21,6 +21,9 @@ pub struct Stale {
     pub entries: Vec<(u64, Vec<u8>)>,
     /// Directories whose attributes or listing changed.
     pub dirs: Vec<u64>,
+    /// Nodes of files (and other leaves) the kernel may hold that a changed name stood
+    /// for: they may be shown elsewhere still, or by an older version a program is in.
+    pub leaves: Vec<u64>,
 }
 
 impl Stale {
@@ -33,6 +36,7 @@ impl Stale {
     pub(super) fn extend(&mut self, other: Stale) {
         self.entries.extend(other.entries);
         self.dirs.extend(other.dirs);
+        self.leaves.extend(other.leaves);
     }
 }
 
@@ -83,6 +87,13 @@ impl Inodes {
                     // else that changed is another node, or none, or appeared where
                     // the kernel may keep its absence.
                     stale.entries.push((ino, name.to_vec()));
+                }
+                if let Some(Entry { kind, meta, .. }) = before
+                    && !matches!(kind, EntryKind::Dir { .. })
+                    && after.is_none_or(|a| a.kind != *kind || a.meta != *meta)
+                    && let Some(leaf) = self.known_leaf(kind, meta)
+                {
+                    stale.leaves.push(leaf);
                 }
                 if let Some(Entry {
                     kind: EntryKind::Dir { tree },

@@ -367,7 +367,7 @@ fn a_switch_updates_known_directories_and_says_what_changed() {
     let etc = view.lookup(ROOT_INO, b"etc").unwrap().ino;
     let bin = view.lookup(ROOT_INO, b"bin").unwrap().ino;
     let gone = view.lookup(etc, b"gone").unwrap().ino;
-    view.lookup(etc, b"a").unwrap();
+    let a = view.lookup(etc, b"a").unwrap().ino;
     let seen = watched(&view);
     let top = |names: &[&str]| -> Vec<(u64, Vec<u8>)> {
         names
@@ -380,7 +380,8 @@ fn a_switch_updates_known_directories_and_says_what_changed() {
         [Stale {
             // The empty stand-in shown before: the kernel may have kept their absence.
             entries: top(&["bin", "etc", "old", "same"]),
-            dirs: vec![ROOT_INO]
+            dirs: vec![ROOT_INO],
+            leaves: Vec::new(),
         }],
         "what changed before anyone watched is told at once"
     );
@@ -427,6 +428,11 @@ fn a_switch_updates_known_directories_and_says_what_changed() {
     assert_eq!(
         dirs, expected,
         "bin/ did not change; etc/gone is no directory now"
+    );
+    assert_eq!(
+        told[0].leaves,
+        [a],
+        "the file etc/a stood for, the only leaf changed that was looked up"
     );
     // etc/ shows version 2 without being looked up again.
     let listed: Vec<_> = listing(&view, etc)
@@ -475,15 +481,18 @@ fn roots_coming_and_going_change_the_top_listing() {
         [
             Stale {
                 entries: Vec::new(),
-                dirs: vec![ROOT_INO]
+                dirs: vec![ROOT_INO],
+                leaves: Vec::new(),
             },
             Stale {
                 entries: vec![(ROOT_INO, b"web".to_vec())],
-                dirs: vec![ROOT_INO]
+                dirs: vec![ROOT_INO],
+                leaves: Vec::new(),
             },
             Stale {
                 entries: vec![(web, b"f".to_vec())],
-                dirs: vec![web, ROOT_INO]
+                dirs: vec![web, ROOT_INO],
+                leaves: Vec::new(),
             },
         ]
     );

@@ -379,7 +379,7 @@ pub(crate) fn serve(
             (session, files, true, None)
         }
     };
-    forget_stale(&view, session.notifier());
+    forget_stale(&view, session.notifier(), files.clone());
     let kept = keep_in_store(
         handover_options(&cfg),
         &files,
