@@ -250,14 +250,14 @@ impl Prefetch {
             return;
         };
         // The entry found at lookup; if the directory shows another version since (the
-        // kernel keeps names across a switch), found again by a search, once.
+        // kernel keeps names across a switch), found again near there, once.
         let is_it = |i: &usize| {
             tree.entries()
                 .get(*i)
                 .is_some_and(|e| matches!(e.kind, EntryKind::File { blob: b, .. } if b.0 == *blob))
         };
         let Some(index) = Some(index).filter(is_it).or_else(|| {
-            let found = (0..tree.entries().len()).find(is_it)?;
+            let found = nearest(index, tree.entries().len(), is_it)?;
             let mut parents = self.parents.lock().expect("prefetch lock");
             parents.put(ino, (parent, found));
             Some(found)
@@ -519,6 +519,19 @@ impl Prefetch {
     }
 }
 
+/// The index below `len` nearest `from` (itself excluded: looked at already) for which
+/// `is_it` holds: an entry that entries added or removed before it moved is found in
+/// twice as many looks as it moved, not one per entry before it (each open of a walk
+/// of a huge directory after a switch that shifted it).
+fn nearest(from: usize, len: usize, is_it: impl Fn(&usize) -> bool) -> Option<usize> {
+    let from = from.min(len);
+    (1..=from.max(len - from))
+        .flat_map(|d| [from.checked_sub(d), Some(from + d)])
+        .flatten()
+        .filter(|i| *i < len)
+        .find(is_it)
+}
+
 /// How a directory has been read, to tell a walk from a program picking files.
 #[derive(Default)]
 struct Reads {
@@ -560,7 +573,7 @@ impl Drop for Prefetch {
 
 #[cfg(test)]
 mod tests {
-    use super::Reads;
+    use super::{Reads, nearest};
 
     fn opens(listed: bool, positions: &[usize]) -> Vec<bool> {
         kinds_opens(listed, &[true; 64], positions)
@@ -614,5 +627,25 @@ mod tests {
             kinds_opens(false, &apart, &[0, super::GAP + 1]),
             [false, false]
         );
+    }
+
+    #[test]
+    fn an_entry_shifted_by_a_switch_is_found_near_where_it_was() {
+        let looks = &std::cell::Cell::new(0);
+        let at = |wanted: usize| {
+            move |i: &usize| {
+                looks.set(looks.get() + 1);
+                *i == wanted
+            }
+        };
+        // One entry added, or two removed, before it in a directory of a million.
+        assert_eq!(nearest(500_000, 1 << 20, at(500_001)), Some(500_001));
+        assert_eq!(nearest(500_000, 1 << 20, at(499_998)), Some(499_998));
+        assert!(looks.get() <= 6, "{} entries looked at", looks.get());
+        // The directory shrank below where it was; or the file is gone.
+        assert_eq!(nearest(10, 4, at(3)), Some(3));
+        looks.set(0);
+        assert_eq!(nearest(2, 5, at(9)), None);
+        assert_eq!(looks.get(), 4, "every other entry, once");
     }
 }
