@@ -96,6 +96,17 @@ impl Process {
     /// SIGTERM: it must unmount and exit 0.
     pub(crate) fn stop(mut self) {
         let device = self.mount.as_deref().and_then(mounted_device);
+        // Opened while the connection is this mount's: written to later, it aborts
+        // nothing if the connection ended meanwhile (another mount may have its number).
+        let abort = device.as_deref().and_then(|device| {
+            let minor = device.split(':').nth(1)?;
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .open(format!("/sys/fs/fuse/connections/{minor}/abort"))
+                .ok()?;
+            (self.mount.as_deref().and_then(mounted_device).as_deref() == Some(device))
+                .then_some(file)
+        });
         // SAFETY: kill with a valid pid and signal.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.exited(Duration::from_secs(20));
@@ -103,10 +114,8 @@ impl Process {
             // It serves until the kernel ends the connection, which outlives our mount
             // while a copy of it is mounted elsewhere: say where, and end it.
             let held = device.as_deref().map(holders).unwrap_or_default();
-            if let Some(device) = &device {
-                let minor = device.split(':').nth(1).unwrap_or_default();
-                let abort = format!("/sys/fs/fuse/connections/{minor}/abort");
-                let _ = fs::write(abort, "1");
+            if let Some(mut abort) = abort {
+                let _ = std::io::Write::write_all(&mut abort, b"1");
             }
             panic!("no exit within 20 s of SIGTERM; the mount ({device:?}) is also in: {held}");
         }

@@ -4,7 +4,7 @@
 use crate::debs;
 use crate::util::{Canopy, assert_same_tree, cmd, parse_assemble, walk};
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -274,8 +274,20 @@ pub(crate) fn fuse_connection(dir: &Path) -> Option<PathBuf> {
 /// Aborts the FUSE connection of the mount at `dir` (through fusectl), so that nothing
 /// waiting on it stays blocked: the way out when its process cannot answer any more.
 pub(crate) fn abort_connection(dir: &Path) {
-    if let Some(connection) = fuse_connection(dir) {
-        let _ = fs::write(connection.join("abort"), "1");
+    // The abort file is opened, then the mount checked to be still the directory's: a
+    // connection that ends meanwhile leaves its open file inert, so another test's
+    // mount, given the same connection number since, is never aborted.
+    let Some(connection) = fuse_connection(dir) else {
+        return;
+    };
+    let Ok(mut abort) = fs::OpenOptions::new()
+        .write(true)
+        .open(connection.join("abort"))
+    else {
+        return;
+    };
+    if fuse_connection(dir).as_ref() == Some(&connection) {
+        let _ = abort.write_all(b"1");
     }
 }
 

@@ -20,6 +20,7 @@ use canopy_protocol::VerifyingKey;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The versions a view has shown, as a hand-over lists them.
@@ -235,10 +236,13 @@ pub fn run(
         std::task::Poll::Ready(shutdown.as_mut().poll(cx).is_ready())
     }));
     let in_store = stored.is_some();
+    let stopping = Arc::new(AtomicBool::new(false));
+    let stop = stopping.clone();
     rt.spawn(async move {
         if !fired {
             shutdown.await;
         }
+        stop.store(true, Ordering::SeqCst);
         if in_store {
             tracing::info!(
                 "leaving the mount at {} to the service manager, which keeps its connection: \
@@ -290,10 +294,26 @@ pub fn run(
     let result = session.run();
     drop(listening);
     rt.shutdown_timeout(Duration::from_secs(1));
-    result.map_err(|e| MountError::Mount {
-        path: cfg.mountpoint,
-        reason: e.to_string(),
-    })
+    match result {
+        // Aborted (through /sys/fs/fuse/connections) once asked to stop: a mount left
+        // detached and busy ends that way too, and it was ending anyway.
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
+            if stopping.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(MountError::Mount {
+                    path: cfg.mountpoint,
+                    reason: "its FUSE connection was aborted (through \
+                             /sys/fs/fuse/connections/N/abort): the mount is gone; mount it again"
+                        .into(),
+                })
+            }
+        }
+        other => other.map_err(|e| MountError::Mount {
+            path: cfg.mountpoint,
+            reason: e.to_string(),
+        }),
+    }
 }
 
 /// A FUSE session on a live connection `device` for `fs`, whose open files are
