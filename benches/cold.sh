@@ -51,6 +51,8 @@ options:
   --wait-timeout S    how long to wait for the server / a mount to come up (default: 60)
   --step-timeout S    bound on each measured command (default: 600)
   --keep              keep the scratch directory afterwards
+  --tmp DIR           make the scratch directory (store, checkout, caches, unpacked trees)
+                      under DIR instead of target/bench-tmp, e.g. on another file system
   -h, --help          this text
 
 Needs root (FUSE mounts, chroot) and installs nginx, curl, zstd, dpkg-dev and python3
@@ -71,6 +73,7 @@ FLOOR=$ROOT/target/release/examples/fuse_floor
 WAIT_TIMEOUT=60
 STEP_TIMEOUT=600
 KEEP=0
+SCRATCH=
 ONLY=whole,programs
 PACKAGES=()
 # Fresh-mount variants measured in every run, in order: LABEL, binary, mount flags.
@@ -97,6 +100,7 @@ while (($#)); do
         --wait-timeout) WAIT_TIMEOUT=${2:?--wait-timeout needs seconds}; shift 2 ;;
         --step-timeout) STEP_TIMEOUT=${2:?--step-timeout needs seconds}; shift 2 ;;
         --keep) KEEP=1; shift ;;
+        --tmp) SCRATCH=${2:?--tmp needs a directory}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         --) shift; PACKAGES+=("$@"); break ;;
         -*) usage >&2; die "unknown option: $1" ;;
@@ -117,6 +121,7 @@ done
 [[ $OUT = /* ]] || OUT=$PWD/$OUT
 [[ $CANOPY = /* ]] || CANOPY=$PWD/$CANOPY
 [[ $FLOOR = /* ]] || FLOOR=$PWD/$FLOOR
+[[ -z $SCRATCH || $SCRATCH = /* ]] || SCRATCH=$PWD/$SCRATCH
 for v in "${VLABELS[@]}"; do
     b=${VBIN[$v]:-$CANOPY}
     [[ $b = /* ]] || b=$PWD/$b
@@ -147,6 +152,10 @@ MOUNT_PIDS=()
 FLOOR_PID=
 ODD=()
 scratch cold
+if [[ -n $SCRATCH ]]; then
+    rmdir -- "$TMP"
+    TMP=$(mktemp -d "$SCRATCH/cold.XXXXXX") || die "--tmp $SCRATCH: cannot make a directory there"
+fi
 S=$TMP/store
 LOGS=$TMP/logs
 mkdir -p "$LOGS"
@@ -461,6 +470,7 @@ report() {
     for k in "${VLABELS[@]:2}"; do args+=(--variant "$k=${VBIN[$k]}${VFLAGS[$k]:+:${VFLAGS[$k]}}"); done
     ((RUNS != 3)) && args+=(--runs "$RUNS")
     [[ $ONLY != whole,programs ]] && args+=(--only "$ONLY")
+    [[ -n $SCRATCH ]] && args+=(--tmp "$SCRATCH")
     ((CLOSURE)) || args+=(--no-closure)
     [[ ${PACKAGES[*]} != "${DEFAULT_PACKAGES[*]}" ]] && args+=("${PACKAGES[@]}")
     echo "reproduce: benches/cold.sh ${args[*]}"
