@@ -103,6 +103,13 @@ fn private_dir(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
+/// Removes whatever is at `path`, a directory too (never following a link).
+fn remove_any(path: &Path) {
+    if fs::remove_file(path).is_err() {
+        let _ = fs::remove_dir_all(path);
+    }
+}
+
 /// Runs `op`, which makes the object file `path`, creating its fan-out directory first
 /// if `op` finds it missing: the first time one of its objects goes in, not before
 /// every object (an object put in costs as few system calls as can be).
@@ -154,6 +161,9 @@ impl Cache {
                 let name = format!("{prefix}{}", f.file_name().to_string_lossy());
                 let Ok(md) = f.metadata() else { continue };
                 match name.parse::<ObjectId>() {
+                    // Only a regular file can be an object: a link, a directory or a
+                    // FIFO there was planted, and would stand in a fetch's way.
+                    Ok(_) if !md.is_file() => remove_any(&f.path()),
                     Ok(id) => {
                         // Caches written before files were read-only.
                         if md.mode() & 0o222 != 0 {
@@ -520,12 +530,14 @@ impl Cache {
         state.total - evictable + size <= self.max_bytes
     }
 
+    /// Unlists `id` and removes whatever is at its name: its file, or a directory
+    /// planted there (which no fetch could otherwise replace).
     fn forget(&self, id: &ObjectId) {
         let mut state = self.state.lock().expect("cache lock");
         if let Some(item) = state.lru.pop(id) {
             state.total -= item.size;
         }
-        let _ = fs::remove_file(self.path(id));
+        remove_any(&self.path(id));
     }
 
     /// Undoes the pin of one [`Cache::get`], evicting if the cache is over its bound.

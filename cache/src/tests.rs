@@ -303,3 +303,69 @@ fn an_object_being_fetched_is_not_offered_too() {
     assert_eq!(read_all(v), data);
     assert_eq!(cache.used(), data.len() as u64);
 }
+
+/// Plants `what` at the name of the object `data` in a cache at `dir` (as someone who
+/// can write the cache directory could), then checks the next run serves the object's
+/// own bytes, fetched again, from a regular file at its name, and never waits on
+/// what was planted (a FIFO's open would block until a writer came).
+fn planted_is_replaced(plant: impl FnOnce(&Path)) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = b"the object's own bytes";
+    let id = ObjectId::of(data);
+    let path = {
+        let cache = Cache::open(dir.path(), 100).unwrap();
+        let path = cache.path(&id);
+        private_dir(path.parent().unwrap()).unwrap();
+        plant(&path);
+        path
+    };
+    let (done, finished) = std::sync::mpsc::channel();
+    let root = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let cache = Cache::open(&root, 100).unwrap();
+        let ran = std::cell::Cell::new(false);
+        let got = cache
+            .get(&id, fetch_of(data, &ran))
+            .map(|v| (read_all(v), ran.get()));
+        let _ = done.send(got.map_err(|e| e.to_string()));
+    });
+    // A bound only against a hang (the open of a FIFO blocks for good): done at once.
+    let got = finished
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the reader never came back from what was planted at the object's name");
+    let (bytes, fetched) = got.expect("the object is fetched again");
+    assert_eq!(bytes, data);
+    assert!(fetched, "what was planted is never used");
+    assert!(
+        fs::symlink_metadata(&path).unwrap().is_file(),
+        "a regular file in its place"
+    );
+}
+
+#[test]
+fn a_fifo_at_an_objects_name_is_replaced_not_opened() {
+    planted_is_replaced(|path| {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    });
+}
+
+#[test]
+fn a_symlink_at_an_objects_name_is_replaced_not_followed() {
+    planted_is_replaced(|path| {
+        // Even to a file with the object's bytes: its content could change at any time,
+        // out of the cache's sight.
+        let top = path.parent().unwrap().parent().unwrap().parent().unwrap();
+        let elsewhere = top.join("elsewhere");
+        fs::write(&elsewhere, b"the object's own bytes").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, path).unwrap();
+    });
+}
+
+#[test]
+fn a_directory_at_an_objects_name_is_replaced() {
+    planted_is_replaced(|path| {
+        fs::create_dir(path).unwrap();
+        fs::write(path.join("inside"), b"x").unwrap();
+    });
+}

@@ -4,7 +4,7 @@
 use canopy_protocol::{Hasher, ObjectId};
 use std::fs;
 use std::io::{self, Read, Seek};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 /// What a cache file was when its content was last verified: any write, truncation,
@@ -20,13 +20,7 @@ pub struct Stamp {
 impl Stamp {
     /// The stamp of an open file now.
     pub fn of(file: &fs::File) -> io::Result<Stamp> {
-        let m = file.metadata()?;
-        Ok(Stamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            ctime: (m.ctime(), m.ctime_nsec()),
-            size: m.size(),
-        })
+        Ok(Stamp::from(&file.metadata()?))
     }
 
     /// The stamp as plain numbers, for a process that takes a mount over (it compares
@@ -52,6 +46,17 @@ impl Stamp {
     }
 }
 
+impl From<&fs::Metadata> for Stamp {
+    fn from(m: &fs::Metadata) -> Stamp {
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            size: m.size(),
+        }
+    }
+}
+
 /// An open cache file whose content was the object's at its [`Stamp`].
 pub struct Verified {
     /// The file, read-only.
@@ -63,8 +68,22 @@ pub struct Verified {
 /// Opens the cache file at `path` and checks it is object `id`: at once if its stamp is
 /// `known`, by hashing its content otherwise. `Err` says why it cannot be used.
 pub(crate) fn verify(path: &Path, id: &ObjectId, known: Option<Stamp>) -> Result<Verified, String> {
-    let mut file = fs::File::open(path).map_err(|e| format!("cannot be opened ({e})"))?;
-    let stamp = Stamp::of(&file).map_err(|e| format!("cannot be examined ({e})"))?;
+    // Never through a link, and never waiting: a link or a FIFO planted at an object's
+    // name (by whoever can write the cache directory) would hand out a file out of the
+    // cache's sight, or block the open until a writer came. (O_NONBLOCK does nothing to
+    // a regular file's reads.)
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot be opened ({e})"))?;
+    let m = file
+        .metadata()
+        .map_err(|e| format!("cannot be examined ({e})"))?;
+    if !m.is_file() {
+        return Err("is not a regular file".into());
+    }
+    let stamp = Stamp::from(&m);
     if known == Some(stamp) {
         return Ok(Verified { file, stamp });
     }
