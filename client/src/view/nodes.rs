@@ -125,22 +125,25 @@ impl View {
         Ok(())
     }
 
+    /// What `f` makes of node `ino`, under the inode table's read lock.
+    fn with_node<T>(
+        &self,
+        ino: u64,
+        f: impl FnOnce(&Node) -> Result<T, ViewError>,
+    ) -> Result<T, ViewError> {
+        let inodes = self.inodes.read().expect("view lock");
+        f(inodes.nodes.get(&ino).ok_or(ViewError::NotFound)?)
+    }
+
     /// A regular file's content id and size.
     pub fn file(&self, ino: u64) -> Result<(BlobId, u64), ViewError> {
-        match self
-            .inodes
-            .read()
-            .expect("view lock")
-            .nodes
-            .get(&ino)
-            .ok_or(ViewError::NotFound)?
-        {
+        self.with_node(ino, |node| match node {
             Node::Leaf {
                 kind: EntryKind::File { blob, size },
                 ..
             } => Ok((*blob, *size)),
             _ => Err(ViewError::NotFile),
-        }
+        })
     }
 
     /// The tree a directory inode shows now, with its id.
@@ -181,20 +184,13 @@ impl View {
 
     /// A symlink's target.
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, ViewError> {
-        match self
-            .inodes
-            .read()
-            .expect("view lock")
-            .nodes
-            .get(&ino)
-            .ok_or(ViewError::NotFound)?
-        {
+        self.with_node(ino, |node| match node {
             Node::Leaf {
                 kind: EntryKind::Symlink { target },
                 ..
             } => Ok(target.clone()),
             _ => Err(ViewError::NotSymlink),
-        }
+        })
     }
 
     /// The commit a top-level directory of a [`Scope::All`] view shows now (see
@@ -223,16 +219,9 @@ impl View {
 
     /// An inode's extended attributes.
     pub fn xattrs(&self, ino: u64) -> Result<Xattrs, ViewError> {
-        match self
-            .inodes
-            .read()
-            .expect("view lock")
-            .nodes
-            .get(&ino)
-            .ok_or(ViewError::NotFound)?
-        {
+        self.with_node(ino, |node| match node {
             Node::Roots => Ok(Vec::new()),
             Node::Dir { meta, .. } | Node::Leaf { meta, .. } => Ok(meta.xattrs.clone()),
-        }
+        })
     }
 }

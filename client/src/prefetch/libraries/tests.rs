@@ -89,12 +89,7 @@ fn root() -> (View, TreeId) {
         usr,
     ])
     .unwrap();
-    let id = top.id();
-    trees.insert(id, top);
-    let view = View::new(Scope::One("r".into()));
-    let commit = CommitId(ObjectId::of(b"c"));
-    view.install("r", RootVersion { commit, tree: id }, trees);
-    (view, id)
+    shown(trees, top)
 }
 
 fn path(f: &Found) -> String {
@@ -193,16 +188,19 @@ fn a_roots_loader_and_libc_are_found_before_any_program_is_read() {
     assert!(common::loader(&bare, bare_root, &[], steps).is_none());
 }
 
-/// A root with one file and no loader.
-fn bare_root() -> (View, TreeId) {
-    let mut trees = HashMap::new();
-    let top = Tree::new(vec![file("app")]).unwrap();
+/// A view showing the root of top-level tree `top` (with `trees` under it) as `r`.
+fn shown(mut trees: HashMap<TreeId, Tree>, top: Tree) -> (View, TreeId) {
     let id = top.id();
     trees.insert(id, top);
     let view = View::new(Scope::One("r".into()));
     let commit = CommitId(ObjectId::of(b"c"));
     view.install("r", RootVersion { commit, tree: id }, trees);
     (view, id)
+}
+
+/// A root with one file and no loader.
+fn bare_root() -> (View, TreeId) {
+    shown(HashMap::new(), Tree::new(vec![file("app")]).unwrap())
 }
 
 #[test]
