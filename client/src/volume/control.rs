@@ -452,17 +452,29 @@ impl MountServer {
         std::thread::spawn(move || launcher.supervise(server, &restarting, &restarted));
     }
 
-    /// Has the server unmount and exit; returns once the mount is gone and the server
-    /// no longer answers (at most 10 s after its answer): it answers before it ends,
-    /// and a plugin started meanwhile would take the ending server for a live one.
+    /// Has the server unmount and exit; returns once the server no longer answers and
+    /// its process has ended (at most 10 s after its answer): it answers before it
+    /// ends, a plugin started meanwhile would take the ending server for a live one,
+    /// and a server started meanwhile would find the cache still locked by it.
     pub(crate) async fn stop(&self) -> Result<(), ServerError> {
+        let pid = self.hello().await.ok().map(|running| running.pid);
         self.call(&Request::Stop, Duration::from_secs(30)).await?;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && self.hello().await.is_ok() {
+        while Instant::now() < deadline && (self.hello().await.is_ok() || pid.is_some_and(running))
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
     }
+}
+
+/// Whether process `pid` still runs: neither gone nor a zombie (which has let go of
+/// everything it held, the cache's lock included).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
 }
 
 /// Waits, off the async threads and at most [`STORE_WAIT`], until `store` holds the
@@ -482,6 +494,12 @@ async fn holds_connection(store: &Arc<FdStore>, pid: u32) -> Result<(), ServerEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_process_runs_and_an_unused_pid_does_not() {
+        assert!(running(std::process::id()));
+        assert!(!running(u32::MAX));
+    }
 
     #[test]
     fn lines_round_trip_and_are_bounded() {
