@@ -295,8 +295,8 @@ pub fn run(
     drop(listening);
     rt.shutdown_timeout(Duration::from_secs(1));
     match result {
-        // Aborted (through /sys/fs/fuse/connections) once asked to stop: a mount left
-        // detached and busy ends that way too, and it was ending anyway.
+        // Aborted (through /sys/fs/fuse/connections) once asked to stop, as while a
+        // mount detached busy waits for its last open file to close: it was ending.
         Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
             if stopping.load(Ordering::SeqCst) {
                 Ok(())
