@@ -124,6 +124,19 @@ fn replayed(mount: &Mount) {
     );
 }
 
+/// Runs the profile's script in the mounted root, as the recorded program did, and
+/// checks what it printed.
+fn run_script(mount: &Mount) {
+    let out = cmd("chroot")
+        .arg(&mount.dir)
+        .args(["/bin/bash", "-c", SCRIPT])
+        .stdout();
+    assert!(
+        out.contains("sort (GNU coreutils)") && out.ends_with("0\n"),
+        "{out}"
+    );
+}
+
 #[test]
 fn a_fresh_host_replays_the_profile_before_the_program_runs() {
     let s = shared();
@@ -159,14 +172,7 @@ fn a_fresh_host_replays_the_profile_before_the_program_runs() {
 
     // The program then finds what it reads in the cache.
     let before = server.object_requests();
-    let out = cmd("chroot")
-        .arg(&mount.dir)
-        .args(["/bin/bash", "-c", SCRIPT])
-        .stdout();
-    assert!(
-        out.contains("sort (GNU coreutils)") && out.ends_with("0\n"),
-        "{out}"
-    );
+    run_script(&mount);
     let during = server.object_requests() - before;
     assert!(
         during <= 1,
@@ -452,14 +458,7 @@ fn replay_and_prefetch_together_fetch_each_object_once() {
     let s = shared();
     let server = Server::start(&s.env, "127.0.0.1:0");
     let mount = Mount::start(&s.env, "both", &server.url, &["--root", "web"]);
-    let out = cmd("chroot")
-        .arg(&mount.dir)
-        .args(["/bin/bash", "-c", SCRIPT])
-        .stdout();
-    assert!(
-        out.contains("sort (GNU coreutils)") && out.ends_with("0\n"),
-        "{out}"
-    );
+    run_script(&mount);
     replayed(&mount);
     let log = server.log();
     let mut counts = std::collections::HashMap::<&str, usize>::new();
