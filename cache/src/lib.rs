@@ -8,6 +8,10 @@
 //! CACHE/tmp/               downloads in flight (removed at open)
 //! ```
 //!
+//! Bytes verified before they reach the cache (a pack's members, offered) are written
+//! straight at their object's name and listed once complete; a file a crash left there
+//! half-written is, like any file of an earlier run, hashed before use.
+//!
 //! Cached bytes are never trusted on their name alone. Cache files are read-only (mode
 //! 0444, in directories only the owner can enter), and each verification records the
 //! file's [`Stamp`] — device, inode, change time and size. An open whose file still has
