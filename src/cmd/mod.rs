@@ -207,6 +207,16 @@ fn root_at(store: &Store, spec: &str) -> Result<(RootAt, CommitId)> {
 }
 
 /// A unix timestamp as RFC 3339 UTC.
+/// `NAME VERSION ARCH`, as package lines print it; tarballs, directories and image
+/// layers have no architecture, and then no trailing space either.
+fn package_line(name: &str, version: &str, arch: &str) -> String {
+    if arch.is_empty() {
+        format!("{name} {version}")
+    } else {
+        format!("{name} {version} {arch}")
+    }
+}
+
 fn time(ts: i64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(ts.max(0) as u64))
         .to_string()
