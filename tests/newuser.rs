@@ -6,6 +6,7 @@
 
 use crate::util::{Canopy, simple_deb};
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 
 fn stderr(out: &Output) -> String {
@@ -179,4 +180,41 @@ fn package_lines_have_no_trailing_space() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Another user's store is an error that says whose it is and what to do (run as its
+/// owner, or use a store of one's own), beside the file that was refused; so is a store
+/// that cannot be created where the user may not write.
+#[test]
+fn another_users_store_says_what_to_do() {
+    let canopy = Canopy::init("newuser-perm");
+    let private = canopy.mkdir("private");
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+    let as_nobody = |store: &std::path::Path, args: &[&str]| {
+        let mut c = crate::util::cmd("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(crate::util::BIN)
+            .arg("--store")
+            .arg(store)
+            .args(args)
+            .env("HOME", canopy.path(""));
+        c
+    };
+    for args in [&["roots", "list"][..], &["import", "deb", "x.deb"]] {
+        let out = as_nobody(canopy.store(), args).failure(1);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "this user may not use the store at {} (it belongs to uid 0)",
+                canopy.store().display()
+            )),
+            "{err}"
+        );
+        assert!(err.contains("--store DIR"), "{err}");
+        assert!(err.contains("lock: Permission denied"), "{err}");
+    }
+    let out = as_nobody(&private.join("store"), &["init"]).failure(1);
+    let err = stderr(&out);
+    assert!(err.contains("may not use the store at"), "{err}");
+    assert!(err.contains("--store DIR"), "{err}");
 }
