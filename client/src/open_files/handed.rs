@@ -1,7 +1,7 @@
 //! What a process taking a live mount over is handed of the open files: the state of
 //! [`Files`], written by the live process and adopted by its successor.
 
-use super::{Backing, Files, Mode, OpenFile};
+use super::{Backing, Files, Handle, Mode, OpenFile};
 use canopy_cache::Stamp;
 use canopy_protocol::ObjectId;
 use serde::{Deserialize, Serialize};
@@ -58,7 +58,7 @@ impl Files {
         }
         let handles = handles
             .iter()
-            .map(|(fh, open)| HandleState {
+            .map(|(fh, Handle { open, .. })| HandleState {
                 fh: *fh,
                 ino: open.ino,
                 blob: open.blob.to_string(),
@@ -121,17 +121,16 @@ impl Files {
                 }
             }
             let backing = h.backing.and_then(|raw| backings.get(&raw).cloned());
-            handles.insert(
-                h.fh,
-                Arc::new(OpenFile {
-                    ino: h.ino,
-                    blob,
-                    size: h.size,
-                    content: Mutex::new(None),
-                    backing,
-                    counted,
-                }),
-            );
+            let open = Arc::new(OpenFile {
+                ino: h.ino,
+                blob,
+                size: h.size,
+                content: Mutex::new(None),
+                backing,
+                counted,
+            });
+            // Recorded in a table of modes once this process has one.
+            handles.insert(h.fh, Handle { open, entry: None });
         }
         for b in state.backings {
             tracing::debug!(
