@@ -5,6 +5,7 @@
 //! packages without an architecture).
 
 use crate::util::{Canopy, simple_deb};
+use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
@@ -156,7 +157,8 @@ fn repair_refuses_a_missing_archives_directory() {
 
 /// Packages without an architecture (tarballs, directories) print as `NAME VERSION`,
 /// with no trailing space, in `roots show`, `roots log` and `packages remove`; a bad
-/// `--version` is named with its value.
+/// `--version` is named with its value; `packages list` keeps its columns past a long
+/// name.
 #[test]
 fn package_lines_have_no_trailing_space() {
     let canopy = Canopy::init("newuser-lines");
@@ -174,6 +176,17 @@ fn package_lines_have_no_trailing_space() {
     for line in lines.lines() {
         assert_eq!(line, line.trim_end(), "trailing space in:\n{lines}");
     }
+    // `packages list` keeps its columns aligned past a long name.
+    canopy.stdout([
+        "import",
+        "dir",
+        "tree",
+        "--name",
+        "a-package-name-longer-than-the-name-column",
+    ]);
+    let list = canopy.stdout(["packages", "list"]);
+    let columns: BTreeSet<Option<usize>> = list.lines().map(|l| l.find(" 20")).collect();
+    assert_eq!(columns.len(), 1, "import times not in one column:\n{list}");
     let out = canopy.fails(["import", "dir", "tree", "--name", "t", "--version", "1 0"]);
     assert!(
         stderr(&out).contains("--version \"1 0\""),
@@ -217,4 +230,26 @@ fn another_users_store_says_what_to_do() {
     let err = stderr(&out);
     assert!(err.contains("may not use the store at"), "{err}");
     assert!(err.contains("--store DIR"), "{err}");
+}
+
+/// A mistyped repository name gets the configured name it is near, as a mistyped root
+/// or package name does.
+#[test]
+fn mistyped_repository_names_get_a_suggestion() {
+    let canopy = Canopy::init("newuser-reponame");
+    let dir = canopy.mkdir("flat");
+    fs::write(dir.join("Packages"), b"").unwrap();
+    canopy
+        .cmd(["repo", "add", "flat"])
+        .arg(format!("file://{}", dir.display()))
+        .arg("--no-verify-signature")
+        .success();
+    for args in [
+        &["assemble", "r", "--from", "falt", "bash"][..],
+        &["repo", "update", "flta"],
+        &["repo", "remove", "flta"],
+    ] {
+        let err = stderr(&canopy.fails(args));
+        assert!(err.contains("did you mean flat?"), "{args:?}: {err}");
+    }
 }
