@@ -803,3 +803,65 @@ fn registrations_of_files_open_at_a_kill_are_closed_once_the_successor_has_them_
     abort_and_detach(&dir);
     assert!(!is_mounted(&dir));
 }
+
+#[test]
+fn an_open_file_of_a_killed_mount_keeps_its_registration_across_a_live_hand_over() {
+    use crate::fdstore::{Supervised, kill};
+    let (env, _) = store("handover-open-live");
+    let server = Server::start(&env, "127.0.0.1:0");
+    let dir = fs::canonicalize(env.mkdir("mnt")).unwrap();
+    let mut args = mount_args(&env, &dir, &server.url, &[]);
+    args[0] = "-vv".into();
+    let mut supervised = Supervised::start(&env.path(""), &dir, &args);
+    let first = supervised.ready();
+    let logs = [
+        env.path("mount-1.log"),
+        env.path("mount-2.log"),
+        env.path("live.log"),
+    ];
+    let all = || {
+        let read = |p: &PathBuf| fs::read_to_string(p).unwrap_or_default();
+        logs.iter().map(read).collect::<String>()
+    };
+    let warm_path = dir.join("data/warm");
+    assert!(crate::mount::read(&warm_path).unwrap() == warm());
+    released(&logs[0], &warm_path);
+    let held = fs::File::open(&warm_path).unwrap();
+    let raw = registration_of(&logs[0], &warm_path);
+    kill(first, libc::SIGKILL);
+    supervised.wait(&format!("killed {first} 9"), Duration::from_secs(60));
+    supervised.ready();
+    assert_eq!(
+        said(
+            &logs[1],
+            "1 open files hold the registrations they read through"
+        ),
+        1,
+        "{}",
+        all()
+    );
+    // A process started by hand takes the mount over live (the stand-in starts none
+    // after the one it runs exits).
+    supervised.hold();
+    let live = start_mount(&env, &dir, &server.url, &logs[2], &[]);
+    supervised.wait("held", Duration::from_secs(20));
+    // It was handed the open file the killed process recorded: opened again, the file
+    // is answered with the registration the kernel binds it to (with another, the open
+    // fails), and the registration is closed once the file held open is closed too.
+    assert!(crate::mount::read(&warm_path).unwrap() == warm());
+    assert_eq!(registration_of(&logs[2], &warm_path), raw, "{}", all());
+    released(&logs[2], &warm_path);
+    assert!(!closed(&logs[2], raw), "{}", all());
+    reads(&held, &warm());
+    drop(held);
+    crate::mount::eventually(Duration::from_secs(60), all, || {
+        closed(&logs[2], raw).then_some(())
+    });
+    assert!(
+        !all().contains("closing passthrough registration"),
+        "{}",
+        all()
+    );
+    live.stop();
+    supervised.stop();
+}

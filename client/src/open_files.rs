@@ -442,6 +442,13 @@ impl Files {
             }
         }
         drop(handles);
+        self.inherited.lock().expect("inherited lock").record();
+        // Taken over live from a process that kept them for good: so does a successor.
+        for b in self.orphans.lock().expect("orphans lock").iter() {
+            if let Some((table, slot)) = b.entry.get() {
+                table.untrack(*slot);
+            }
+        }
         self.kept.lock().expect("kept lock").mark_all();
     }
 

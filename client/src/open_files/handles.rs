@@ -27,8 +27,10 @@ pub(super) struct Handle {
 
 /// An open file a killed predecessor recorded, reading through a registration.
 struct InheritedOpen {
+    ino: u64,
     backing: Arc<Backing>,
-    entry: usize,
+    /// Its handle entry (none yet in the new table of a process that took it over live).
+    entry: Option<usize>,
     /// The OPEN request it was made for (without the resend mark).
     unique: u64,
 }
@@ -59,14 +61,59 @@ pub struct Adopted {
     pub held: usize,
 }
 
+impl Inherited {
+    /// Adds open file `fh` of inode `ino`, recorded for OPEN request `unique`, which
+    /// holds `backing`, with its handle entry if it has one.
+    pub(super) fn insert(
+        &mut self,
+        fh: u64,
+        ino: u64,
+        unique: u64,
+        backing: Arc<Backing>,
+        entry: Option<usize>,
+    ) {
+        if unique != 0 {
+            self.by_unique.insert(unique, fh);
+        }
+        let open = InheritedOpen {
+            ino,
+            backing,
+            entry,
+            unique,
+        };
+        self.opens.insert(fh, open);
+    }
+
+    /// Each open file: file handle, inode, registration, OPEN request.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u64, u64, u32, u64)> + '_ {
+        let each = |(fh, o): (&u64, &InheritedOpen)| (*fh, o.ino, o.backing.raw, o.unique);
+        self.opens.iter().map(each)
+    }
+
+    /// Adds the handle entries of those that have none (see [`Files::record_in`]).
+    pub(super) fn record(&mut self) {
+        for (fh, o) in self.opens.iter_mut() {
+            if o.entry.is_none() {
+                o.entry = record_through(*fh, o.unique, o.ino, &o.backing);
+            }
+        }
+    }
+}
+
 /// Adds the handle entry of open file `fh`, made for OPEN request `unique`, if it reads
-/// through a registration recorded in a table; if the table is full, the registration
-/// is said not to have all its open files recorded (a successor keeps it for good).
+/// through a registration recorded in a table (see [`record_through`]).
 pub(super) fn record(fh: u64, unique: u64, open: &OpenFile) -> Option<usize> {
-    let backing = open.backing.as_ref()?;
+    record_through(fh, unique, open.ino, open.backing.as_ref()?)
+}
+
+/// Adds the handle entry of open file `fh` of inode `ino`, made for OPEN request
+/// `unique`, which reads through `backing`, if that registration is recorded in a
+/// table; if the table is full, the registration is said not to have all its open files
+/// recorded (a successor keeps it for good).
+fn record_through(fh: u64, unique: u64, ino: u64, backing: &Backing) -> Option<usize> {
     let (table, registration) = backing.entry.get()?;
     let slot = table.add(Recorded::Handle {
-        ino: open.ino,
+        ino,
         raw: backing.raw,
         registration: *registration,
         fh,
@@ -169,16 +216,7 @@ impl Files {
             };
             match counted.get(&registration) {
                 Some((i, _, backing)) if *i == ino && backing.raw == raw => {
-                    let backing = backing.clone();
-                    if unique != 0 {
-                        inherited.by_unique.insert(unique, fh);
-                    }
-                    let open = InheritedOpen {
-                        backing,
-                        entry: slot,
-                        unique,
-                    };
-                    inherited.opens.insert(fh, open);
+                    inherited.insert(fh, ino, unique, backing.clone(), Some(slot));
                     adopted.open_files += 1;
                 }
                 // Of a registration kept for good, closed, or never recorded.
@@ -252,8 +290,8 @@ impl Files {
     /// Frees the entry of `open`, then lets go of its registration (closed if nothing
     /// else holds it).
     fn free_inherited(&self, open: InheritedOpen) {
-        if let Some(table) = self.table.get() {
-            table.remove(open.entry);
+        if let (Some(table), Some(slot)) = (self.table.get(), open.entry) {
+            table.remove(slot);
         }
         drop(open.backing);
     }
@@ -388,6 +426,36 @@ mod tests {
                 registration(11, 7, false)
             ]
         );
+    }
+
+    #[test]
+    fn open_files_of_a_killed_process_are_handed_over_live_and_recorded_anew() {
+        let (table, recorded) = killed();
+        let live = files();
+        live.adopt_recorded(table, recorded, true);
+        live.opening(40 | RESENT);
+        let next = files();
+        next.adopt(live.state()).unwrap();
+        drop(live);
+        let fresh = Arc::new(ModeTable::create().unwrap());
+        next.record_in(fresh.clone());
+        let entries = left(&fresh);
+        assert_eq!(entries.len(), 3, "{entries:?}");
+        assert!(entries.contains(&registration(9, 5, true)), "{entries:?}");
+        assert!(entries.contains(&registration(11, 7, false)), "{entries:?}");
+        assert!(entries.iter().any(|r| matches!(
+            r,
+            Recorded::Handle {
+                ino: 9,
+                raw: 5,
+                fh: 100,
+                unique: 30,
+                ..
+            }
+        )));
+        // Released: registration 5 closed, 7 kept.
+        next.remove(100, 9);
+        assert_eq!(left(&fresh), [registration(11, 7, false)]);
     }
 
     use super::super::Io;
