@@ -5,7 +5,9 @@
 //! packages without an architecture).
 
 use crate::util::{Canopy, simple_deb};
+use std::collections::BTreeSet;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 
 fn stderr(out: &Output) -> String {
@@ -155,7 +157,8 @@ fn repair_refuses_a_missing_archives_directory() {
 
 /// Packages without an architecture (tarballs, directories) print as `NAME VERSION`,
 /// with no trailing space, in `roots show`, `roots log` and `packages remove`; a bad
-/// `--version` is named with its value.
+/// `--version` is named with its value; `packages list` keeps its columns past a long
+/// name.
 #[test]
 fn package_lines_have_no_trailing_space() {
     let canopy = Canopy::init("newuser-lines");
@@ -173,10 +176,80 @@ fn package_lines_have_no_trailing_space() {
     for line in lines.lines() {
         assert_eq!(line, line.trim_end(), "trailing space in:\n{lines}");
     }
+    // `packages list` keeps its columns aligned past a long name.
+    canopy.stdout([
+        "import",
+        "dir",
+        "tree",
+        "--name",
+        "a-package-name-longer-than-the-name-column",
+    ]);
+    let list = canopy.stdout(["packages", "list"]);
+    let columns: BTreeSet<Option<usize>> = list.lines().map(|l| l.find(" 20")).collect();
+    assert_eq!(columns.len(), 1, "import times not in one column:\n{list}");
     let out = canopy.fails(["import", "dir", "tree", "--name", "t", "--version", "1 0"]);
     assert!(
         stderr(&out).contains("--version \"1 0\""),
         "{}",
         stderr(&out)
     );
+}
+
+/// Another user's store is an error that says whose it is and what to do (run as its
+/// owner, or use a store of one's own), beside the file that was refused; so is a store
+/// that cannot be created where the user may not write.
+#[test]
+fn another_users_store_says_what_to_do() {
+    let canopy = Canopy::init("newuser-perm");
+    let private = canopy.mkdir("private");
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+    let as_nobody = |store: &std::path::Path, args: &[&str]| {
+        let mut c = crate::util::cmd("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(crate::util::BIN)
+            .arg("--store")
+            .arg(store)
+            .args(args)
+            .env("HOME", canopy.path(""));
+        c
+    };
+    for args in [&["roots", "list"][..], &["import", "deb", "x.deb"]] {
+        let out = as_nobody(canopy.store(), args).failure(1);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "this user may not use the store at {} (it belongs to uid 0)",
+                canopy.store().display()
+            )),
+            "{err}"
+        );
+        assert!(err.contains("--store DIR"), "{err}");
+        assert!(err.contains("lock: Permission denied"), "{err}");
+    }
+    let out = as_nobody(&private.join("store"), &["init"]).failure(1);
+    let err = stderr(&out);
+    assert!(err.contains("may not use the store at"), "{err}");
+    assert!(err.contains("--store DIR"), "{err}");
+}
+
+/// A mistyped repository name gets the configured name it is near, as a mistyped root
+/// or package name does.
+#[test]
+fn mistyped_repository_names_get_a_suggestion() {
+    let canopy = Canopy::init("newuser-reponame");
+    let dir = canopy.mkdir("flat");
+    fs::write(dir.join("Packages"), b"").unwrap();
+    canopy
+        .cmd(["repo", "add", "flat"])
+        .arg(format!("file://{}", dir.display()))
+        .arg("--no-verify-signature")
+        .success();
+    for args in [
+        &["assemble", "r", "--from", "falt", "bash"][..],
+        &["repo", "update", "flta"],
+        &["repo", "remove", "flta"],
+    ] {
+        let err = stderr(&canopy.fails(args));
+        assert!(err.contains("did you mean flat?"), "{args:?}: {err}");
+    }
 }

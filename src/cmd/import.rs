@@ -275,14 +275,24 @@ pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
             .collect();
         print_json(&json!(items))?;
     } else {
-        for (_, p) in index.all() {
+        // Columns as wide as their widest entry (at least as wide as before), so a long
+        // name or an architecture such as `noarch` or `aarch64` keeps them aligned.
+        let all = index.all();
+        let width = |min: usize, f: &dyn Fn(&canopy_protocol::Package) -> usize| {
+            all.iter().map(|(_, p)| f(p)).max().unwrap_or(0).max(min)
+        };
+        let name_w = width(32, &|p| p.name.chars().count());
+        let version_w = width(28, &|p| p.version.chars().count());
+        let arch_w = width(6, &|p| p.arch.chars().count());
+        let kind_w = width(4, &|p| p.kind.label().len());
+        for (_, p) in all {
             let scripts = if p.scripts.is_empty() {
                 String::new()
             } else {
                 format!("  scripts: {}", p.scripts.join(","))
             };
             println!(
-                "{:<32} {:<28} {:<6} {:<4} {}{scripts}",
+                "{:<name_w$} {:<version_w$} {:<arch_w$} {:<kind_w$} {}{scripts}",
                 p.name,
                 p.version,
                 p.arch,
