@@ -322,6 +322,40 @@ fn upgrade_configures_again_from_scratch() {
     );
 }
 
+#[test]
+fn a_preinst_gets_its_whole_control_archive_however_large() {
+    // Large sets carry megabytes of debconf templates (all their translations) in the
+    // control archives of packages with a preinst, each of which the preinst finds
+    // beside it in tmp.ci/: they reached the sandbox cut at 4 MiB, and configuring
+    // postgresql, apache2, locales and tzdata together failed.
+    let env = dpkg_store("installed-templates");
+    let tree = env.path("debs/canopy-templates");
+    write_control(&tree, "canopy-templates", "1.0", "all");
+    let templates: String = (0..60_000)
+        .map(|i| format!("Template: canopy/question-{i}\nType: boolean\nDefault: true\n\n"))
+        .collect();
+    assert!(templates.len() > 3 << 20);
+    write_file(&tree.join("DEBIAN/templates"), templates.as_bytes(), 0o644);
+    write_file(
+        &tree.join("DEBIAN/preinst"),
+        b"#!/bin/sh\nset -e\nsha256sum < \"${0%/*}/templates\" > /etc/canopy-templates.sum\n",
+        0o755,
+    );
+    let deb = env.path("debs/canopy-templates_1.0_all.deb");
+    cmd("dpkg-deb")
+        .args(["--root-owner-group", "--build", "-Zgzip"])
+        .arg(&tree)
+        .arg(&deb)
+        .success();
+    env.cmd(["import", "deb"]).arg(&deb).stdout();
+    let out = env.stdout(assemble_args("big", &["canopy-templates"]));
+    assert!(out.contains("configured "), "{out}");
+    let dir = checkout(&env, "big", "big");
+    let sum = fs::read_to_string(dir.join("etc/canopy-templates.sum")).unwrap();
+    let want = crate::handover::to_hex(&<sha2::Sha256 as sha2::Digest>::digest(&templates));
+    assert_eq!(sum, format!("{want}  -\n"));
+}
+
 /// Processes whose command line is exactly `args`.
 fn processes(args: &[&str]) -> usize {
     let wanted: Vec<u8> = args

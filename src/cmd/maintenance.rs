@@ -2,7 +2,7 @@
 
 use super::{bytes, open, print_json};
 use crate::cli::{FsckArgs, GcArgs};
-use anyhow::Result;
+use anyhow::{Result, bail};
 use canopy_server::closure::Problem;
 use canopy_server::{Access, fsck, gc, repair};
 use serde_json::json;
@@ -124,6 +124,16 @@ pub fn gc(store: &Path, args: &GcArgs) -> Result<ExitCode> {
 }
 
 fn repair(store: &Path, args: &FsckArgs) -> Result<ExitCode> {
+    // A mistyped --archives would otherwise be searched as an empty directory, and
+    // objects that archive could restore reported as beyond repair.
+    for dir in &args.archives {
+        if !dir.is_dir() {
+            bail!(
+                "--archives {}: no such directory (give the directories that hold the .deb or .rpm archives, e.g. /var/cache/apt/archives)",
+                dir.display()
+            );
+        }
+    }
     let store = open(store, Access::Write)?.reimporting();
     let fetcher = super::fetcher()?;
     let sources = repair::Sources {

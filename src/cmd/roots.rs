@@ -147,7 +147,10 @@ pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
                     }
                     None => String::new(),
                 };
-                println!("    {} {} {}{scripts}", p.name, p.version, p.arch);
+                println!(
+                    "    {}{scripts}",
+                    super::package_line(&p.name, &p.version, &p.arch)
+                );
             }
             if let Some(c) = &configured {
                 println!(

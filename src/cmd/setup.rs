@@ -14,7 +14,8 @@ pub fn init(path: &Path, args: InitArgs) -> Result<ExitCode> {
         Some(url) => Backend::S3(S3Config::from_env(url.parse()?)),
         None => Backend::Local,
     };
-    let (store, done) = Store::init_with(path, &backend, args.key.as_deref())?;
+    let (store, done) = Store::init_with(path, &backend, args.key.as_deref())
+        .map_err(|e| super::permission_hint(path, e.into()))?;
     let can_write = store.signing_key().is_ok();
     if args.json.json {
         let backend = match &backend {
