@@ -356,6 +356,45 @@ fn a_preinst_gets_its_whole_control_archive_however_large() {
     assert_eq!(sum, format!("{want}  -\n"));
 }
 
+#[test]
+fn links_to_host_identity_leave_with_it() {
+    // make-ssl-cert links the snakeoil certificate under its hash, as c_rehash does:
+    // with the certificate left out of the shared root, the link would dangle there,
+    // under a name no host's own certificate has.
+    let env = dpkg_store("installed-identity-links");
+    let deb = script_deb(
+        &env.mkdir("debs"),
+        "canopy-snakeoil",
+        "1.0",
+        "mkdir -p /etc/ssl/certs /etc/ssl/private\n\
+         echo cert > /etc/ssl/certs/ssl-cert-snakeoil.pem\n\
+         ln -s ssl-cert-snakeoil.pem /etc/ssl/certs/0a1b2c3d.0\n\
+         ln -s ../certs/./ssl-cert-snakeoil.pem /etc/ssl/private/relative.0\n\
+         echo other > /etc/ssl/certs/other.pem\n\
+         ln -s other.pem /etc/ssl/certs/4e5f6a7b.0",
+    );
+    env.cmd(["import", "deb"]).arg(&deb).stdout();
+    env.stdout(assemble_args("links", &["canopy-snakeoil"]));
+    let dir = checkout(&env, "links", "links");
+    let certs = dir.join("etc/ssl/certs");
+    assert!(!certs.join("ssl-cert-snakeoil.pem").exists());
+    assert!(fs::symlink_metadata(certs.join("0a1b2c3d.0")).is_err());
+    assert!(fs::symlink_metadata(dir.join("etc/ssl/private/relative.0")).is_err());
+    assert_eq!(
+        fs::read_to_string(certs.join("4e5f6a7b.0")).unwrap(),
+        "other\n"
+    );
+    let log = env.json(["roots", "log", "links"]);
+    let stripped = log[0]["configure"]["stripped"].as_array().unwrap();
+    assert!(
+        stripped
+            .iter()
+            .any(|s| s["path"] == "/etc/ssl/certs/0a1b2c3d.0"
+                && s["what"] == "link to a snakeoil TLS certificate"),
+        "{stripped:?}"
+    );
+}
+
 /// Processes whose command line is exactly `args`.
 fn processes(args: &[&str]) -> usize {
     let wanted: Vec<u8> = args

@@ -253,3 +253,29 @@ fn mistyped_repository_names_get_a_suggestion() {
         assert!(err.contains("did you mean flat?"), "{args:?}: {err}");
     }
 }
+
+/// `roots diff` of two commits with the same content says that nothing differs,
+/// rather than printing a header alone (the same packages assembled with other options).
+#[test]
+fn diff_of_equal_commits_says_nothing_differs() {
+    let canopy = Canopy::init("newuser-diff");
+    let tree = canopy.mkdir("tree/opt");
+    fs::write(tree.join("f"), b"f\n").unwrap();
+    canopy.stdout(["import", "dir", "tree", "--name", "tools"]);
+    canopy.stdout(["assemble", "t", "tools"]);
+    canopy.stdout(["assemble", "t", "tools", "--allow-overwrite"]);
+    let log = canopy.json(["roots", "log", "t"]);
+    let (new, old) = (
+        log[0]["commit"].as_str().unwrap(),
+        log[1]["commit"].as_str().unwrap(),
+    );
+    assert_ne!(new, old, "the second assemble wrote no commit: {log}");
+    let out = canopy.stdout(["roots", "diff", "t"]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(
+        out.contains("no package or path differs: both commits have tree "),
+        "{out}"
+    );
+    let out = canopy.stdout(["roots", "diff", "t", "--packages"]);
+    assert!(out.contains("no package or path differs"), "{out}");
+}

@@ -32,6 +32,17 @@
 //! read handle entries as free. Whether the processes since the entry was made all kept
 //! handle entries is in the state file (`service::State::handles`).
 //!
+//! Open files read through canopy have handle entries too (no registration), beside
+//! their inode's count of them: the count is raised before the entry is added and
+//! lowered after it is freed, so it never counts fewer files than the kernel holds plus
+//! the entries (each of which the successor counts off once: at its handle's release or
+//! its OPEN's resend), and a successor counts nothing else off. The releases a killed
+//! process had handled but not answered come again, for handles without entries: counted
+//! off once more, as before, they left the count too low, and a passthrough open of the
+//! inode then failed while a file read through canopy was open. At worst (killed
+//! between raising the count and adding the entry) it counts one open too many: that
+//! inode is read through canopy, not passthrough, for the connection's life.
+//!
 //! Entries are plain stores into the mapping (no system call on the request path); a
 //! process killed in the middle of one leaves that entry unused, never a wrong one.
 
@@ -56,6 +67,8 @@ const KEPT: u64 = 3;
 const HANDLE: u64 = 4;
 /// In a registration's word: every open file reading through it has a handle entry.
 const HANDLES: u64 = 1 << 63;
+/// A handle entry's registration for an open file read through canopy.
+const NONE: u64 = u64::MAX;
 
 /// One inode's I/O mode, as recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,14 +91,15 @@ pub enum Recorded {
         /// The kernel's backing id.
         raw: u32,
     },
-    /// An open file reading through the registration of entry `registration`.
+    /// An open file reading through the registration of entry `registration`, or
+    /// through canopy (`None`, counted in its inode's [`Recorded::Cached`]).
     Handle {
         /// The inode.
         ino: u64,
-        /// The kernel's backing id (as in the registration's entry).
+        /// The kernel's backing id (as in the registration's entry; 0 without one).
         raw: u32,
         /// The registration's entry.
-        registration: usize,
+        registration: Option<usize>,
         /// The file handle.
         fh: u64,
         /// The unique number of the OPEN request it answers (without the kernel's
@@ -214,7 +228,7 @@ impl ModeTable {
                 raw: w(2) as u32,
                 unique: w(3),
                 fh: w(4),
-                registration: w(5) as usize,
+                registration: (w(5) != NONE).then_some(w(5) as usize),
             }),
             _ => None,
         }
@@ -274,7 +288,7 @@ impl ModeTable {
                 w(2).store(u64::from(raw), Ordering::Relaxed);
                 w(3).store(unique, Ordering::Relaxed);
                 w(4).store(fh, Ordering::Relaxed);
-                w(5).store(registration as u64, Ordering::Relaxed);
+                w(5).store(registration.map_or(NONE, |r| r as u64), Ordering::Relaxed);
                 w(0).store(HANDLE, Ordering::Release);
             }
             Recorded::Cached { ino, count } => {
@@ -330,7 +344,7 @@ mod tests {
         let h = Recorded::Handle {
             ino: 7,
             raw: 3,
-            registration: a,
+            registration: Some(a),
             fh: 1 << 60,
             unique: 42,
         };

@@ -142,7 +142,8 @@ pub(crate) struct OpenFile {
 impl OpenFile {
     /// An open file of a predecessor that could not hand it over (killed): known from
     /// its inode when it is first read. Its release is counted off its inode's
-    /// [`Mode::Cached`], as the predecessor's table recorded it.
+    /// [`Mode::Cached`], as the predecessor's table recorded it (unless the predecessor
+    /// recorded each open file: then through that entry, see [`Files::get_or_insert`]).
     pub(crate) fn orphan(ino: u64, blob: ObjectId, size: u64) -> OpenFile {
         OpenFile {
             ino,
@@ -252,6 +253,10 @@ pub struct Files {
     /// The open files of a predecessor killed without handing its files over, as it
     /// recorded them: each holds its registration until the kernel releases it.
     inherited: Mutex<Inherited>,
+    /// Releases of handles this process never saw are not counted off their inode's
+    /// open files read through canopy: the killed predecessor recorded each of its open
+    /// files ([`Files::adopt_recorded`]), and only those are.
+    orphans_known: AtomicBool,
     /// Registrations no open file reads through, kept for the next open (see [`kept`]).
     kept: Mutex<Kept>,
     /// Where contents come from: kept files hold a pin on theirs.
@@ -272,6 +277,7 @@ impl Files {
             table: OnceLock::new(),
             orphans: Mutex::new(Vec::new()),
             inherited: Mutex::new(Inherited::default()),
+            orphans_known: AtomicBool::new(false),
             kept: Mutex::new(Kept::new(objects.bound())),
             objects,
         }
@@ -331,7 +337,10 @@ impl Files {
         if let Some(handle) = handles.get(&fh) {
             return Some(handle.open.clone());
         }
-        let open = Arc::new(make()?);
+        let mut made = make()?;
+        // Counted off only through the predecessor's entry, when it recorded them.
+        made.counted &= !self.orphans_known.load(Ordering::Relaxed);
+        let open = Arc::new(made);
         handles.insert(
             fh,
             Handle {
@@ -354,7 +363,7 @@ impl Files {
             ),
             None => tracing::debug!("handle {fh}: inode {} read through canopy", open.ino),
         }
-        let entry = handles::record(fh, unique, &open);
+        let entry = handles::record(self.table.get(), fh, unique, &open);
         let open = Arc::new(open);
         self.handles.lock().expect("handles lock").insert(
             fh,
@@ -367,7 +376,8 @@ impl Files {
     }
 
     /// Forgets open file `fh` of inode `ino` at its release. A handle never seen is a
-    /// predecessor's (killed) that was never read: counted off the inode as an orphan.
+    /// predecessor's (killed) that was never read: counted off the inode as an orphan
+    /// unless the predecessor recorded its open files (then only those are).
     pub(crate) fn remove(&self, fh: u64, ino: u64) -> Option<Arc<OpenFile>> {
         let handle = self.handles.lock().expect("handles lock").remove(&fh);
         tracing::debug!("handle {fh}: released");
@@ -384,21 +394,30 @@ impl Files {
         }
         self.release_inherited(fh);
         let open = handle.map(|h| h.open);
-        if open.as_ref().is_none_or(|o| o.counted) {
-            let mut modes = self.modes.lock().expect("modes lock");
-            if let Some(Mode::Cached { open: n, entry }) = modes.get_mut(&ino) {
-                *n = n.saturating_sub(1);
-                if *n > 0 {
-                    self.record_cached(ino, *n, entry);
-                } else {
-                    if let (Some(table), Some(slot)) = (self.table.get(), *entry) {
-                        table.remove(slot);
-                    }
-                    modes.remove(&ino);
-                }
-            }
+        let counted = match &open {
+            Some(o) => o.counted,
+            None => !self.orphans_known.load(Ordering::Relaxed),
+        };
+        if counted {
+            self.count_off(ino);
         }
         open
+    }
+
+    /// Counts one open file read through canopy off inode `ino`.
+    fn count_off(&self, ino: u64) {
+        let mut modes = self.modes.lock().expect("modes lock");
+        if let Some(Mode::Cached { open: n, entry }) = modes.get_mut(&ino) {
+            *n = n.saturating_sub(1);
+            if *n > 0 {
+                self.record_cached(ino, *n, entry);
+            } else {
+                if let (Some(table), Some(slot)) = (self.table.get(), *entry) {
+                    table.remove(slot);
+                }
+                modes.remove(&ino);
+            }
+        }
     }
 
     /// Records a new count of cached opens of `ino` in the shared table.
@@ -438,11 +457,13 @@ impl Files {
         for (fh, handle) in handles.iter_mut() {
             if handle.entry.is_none() {
                 // Answered long ago: no OPEN of it will come again (0 is no request's).
-                handle.entry = handles::record(*fh, 0, &handle.open);
+                handle.entry = handles::record(Some(&table), *fh, 0, &handle.open);
             }
         }
         drop(handles);
-        self.inherited.lock().expect("inherited lock").record();
+        let mut inherited = self.inherited.lock().expect("inherited lock");
+        inherited.record(&table);
+        drop(inherited);
         // Taken over live from a process that kept them for good: so does a successor.
         for b in self.orphans.lock().expect("orphans lock").iter() {
             if let Some((table, slot)) = b.entry.get() {

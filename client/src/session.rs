@@ -351,11 +351,13 @@ pub(crate) fn resume_stored(
                 "{} inodes with open files recorded by the process before; closed the {} \
                  passthrough registrations it kept for files opened again and the {} no open \
                  file read through; {} open files hold the registrations they read through \
-                 until released, {} registrations are kept until unmount",
+                 until released, {} open files read through canopy are counted off at their \
+                 release, {} registrations are kept until unmount",
                 a.inodes,
                 a.kept_closed,
                 a.unused_closed,
                 a.open_files,
+                a.cached_files,
                 a.held
             );
             Some(table)

@@ -318,6 +318,19 @@ pub fn diff(
         for (c, p) in &paths {
             println!("{} {}", c.marker(), Escaped(p));
         }
+        // Say so when nothing differs: a header alone reads like output cut short.
+        if changes.is_empty() && paths.is_empty() {
+            if a.tree == b.tree {
+                println!(
+                    "no package or path differs: both commits have tree {}",
+                    b.tree
+                );
+            } else if packages_only {
+                println!("no package differs (paths were not compared: --packages)");
+            } else {
+                println!("no package or path differs");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -36,9 +36,18 @@ pub struct BackingState {
 pub struct InheritedState {
     fh: u64,
     ino: u64,
-    raw: u32,
+    /// Its registration (none: read through canopy, counted in its inode's
+    /// [`CachedState`]).
+    raw: Option<u32>,
     /// The OPEN request it was recorded for (see [`Files::opening`]).
     unique: u64,
+}
+
+/// How many open files of an inode read through canopy, as handed to a successor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CachedState {
+    ino: u64,
+    open: usize,
 }
 
 /// The open files of a mount, as handed to a successor.
@@ -57,6 +66,15 @@ pub struct FilesState {
     /// read through them is not known.
     #[serde(default)]
     held: Vec<u32>,
+    /// The count of open files read through canopy of each inode, those of a killed
+    /// process before included (absent from versions before it: counted from
+    /// `handles`, which lack those never read).
+    #[serde(default)]
+    cached: Vec<CachedState>,
+    /// Releases of handles never seen are not counted off (see
+    /// [`Files::adopt_recorded`]).
+    #[serde(default)]
+    orphans_known: bool,
 }
 
 impl Files {
@@ -64,16 +82,21 @@ impl Files {
     pub fn state(&self) -> FilesState {
         let handles = self.handles.lock().expect("handles lock");
         let modes = self.modes.lock().expect("modes lock");
-        let mut backings = Vec::new();
+        let (mut backings, mut cached) = (Vec::new(), Vec::new());
         for (ino, mode) in modes.iter() {
-            if let Mode::Passthrough { id, stamp } = mode
-                && let Some(id) = id.upgrade()
-            {
-                backings.push(BackingState {
+            match mode {
+                Mode::Passthrough { id, stamp } if let Some(id) = id.upgrade() => {
+                    backings.push(BackingState {
+                        ino: *ino,
+                        raw: id.raw,
+                        stamp: stamp.map(|s| s.to_raw()),
+                    });
+                }
+                Mode::Cached { open, .. } => cached.push(CachedState {
                     ino: *ino,
-                    raw: id.raw,
-                    stamp: stamp.map(|s| s.to_raw()),
-                });
+                    open: *open,
+                }),
+                Mode::Passthrough { .. } => {}
             }
         }
         let handles = handles
@@ -101,6 +124,8 @@ impl Files {
             backings,
             inherited,
             held,
+            cached,
+            orphans_known: self.orphans_known.load(Ordering::Relaxed),
         }
     }
 
@@ -155,6 +180,19 @@ impl Files {
             // Recorded in a table of modes once this process has one.
             handles.insert(h.fh, Handle { open, entry: None });
         }
+        // The live process's counts, which know the open files never read of a killed
+        // process before it.
+        for c in state.cached {
+            let mode = modes.entry(c.ino).or_insert(Mode::Cached {
+                open: 0,
+                entry: None,
+            });
+            if let Mode::Cached { open, .. } = mode {
+                *open = (*open).max(c.open);
+            }
+        }
+        self.orphans_known
+            .store(state.orphans_known, Ordering::Relaxed);
         for b in state.backings {
             tracing::debug!(
                 "took over passthrough registration {} of inode {}",
@@ -215,10 +253,12 @@ impl Files {
         drop(orphans);
         let mut opens = self.inherited.lock().expect("inherited lock");
         for i in inherited {
-            match backings.get(&i.raw) {
-                Some(b) => opens.insert(i.fh, i.ino, i.unique, b.clone(), None),
-                None => tracing::warn!(
-                    "registration {} of handle {} is not handed over",
+            match i.raw.map(|raw| backings.get(&raw)) {
+                Some(Some(b)) => opens.insert(i.fh, i.ino, i.unique, Some(b.clone()), None),
+                // Counted in its inode's count, handed over.
+                None => opens.insert(i.fh, i.ino, i.unique, None, None),
+                Some(None) => tracing::warn!(
+                    "registration {:?} of handle {} is not handed over",
                     i.raw,
                     i.fh
                 ),

@@ -3,14 +3,15 @@
 //! the kernel has released the last open file reading through it, and never before
 //! (see [`crate::mode_table`] for why each entry is right whenever the process dies).
 //!
-//! An open answered with a registration gets a handle entry before the answer
-//! ([`Files::insert`]), freed at its release before the release is answered
-//! ([`Files::remove`]). A successor takes over the registrations whose open files all
-//! have entries ([`Files::adopt_recorded`]): each of those entries holds its
-//! registration until the kernel releases that handle ([`Files::remove`]) or resends
-//! the OPEN it was made for ([`Files::opening`]: never answered, so the kernel holds no
-//! such handle); a registration no entry holds is closed at once. Opens of the same
-//! file meanwhile share the registration, as the kernel requires, and hold it too.
+//! An open answered with a registration, or counted among its inode's open files read
+//! through canopy, gets a handle entry before the answer ([`Files::insert`]), freed at
+//! its release before the release is answered ([`Files::remove`]). A successor takes
+//! over the registrations whose open files all have entries ([`Files::adopt_recorded`]):
+//! each of those entries holds its registration (or is counted among its inode's open
+//! files) until the kernel releases that handle ([`Files::remove`]) or resends the OPEN
+//! it was made for ([`Files::opening`]: never answered, so the kernel holds no such
+//! handle); a registration no entry holds is closed at once. Opens of the same file
+//! meanwhile share the registration, as the kernel requires, and hold it too.
 
 use super::{Backing, Files, Mode, OpenFile};
 use crate::fs::RESENT;
@@ -18,6 +19,7 @@ use crate::mode_table::{ModeTable, Recorded};
 use canopy_cache::Stamp;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// An open file of this process and its handle entry in the shared table, if any.
 pub(super) struct Handle {
@@ -25,10 +27,11 @@ pub(super) struct Handle {
     pub(super) entry: Option<usize>,
 }
 
-/// An open file a killed predecessor recorded, reading through a registration.
+/// An open file a killed predecessor recorded, reading through a registration (or
+/// through canopy, counted in its inode's [`Mode::Cached`]).
 struct InheritedOpen {
     ino: u64,
-    backing: Arc<Backing>,
+    backing: Option<Arc<Backing>>,
     /// Its handle entry (none yet in the new table of a process that took it over live).
     entry: Option<usize>,
     /// The OPEN request it was made for (without the resend mark).
@@ -57,19 +60,22 @@ pub struct Adopted {
     /// Open files recorded reading through a registration, each holding it until the
     /// kernel releases it.
     pub open_files: usize,
+    /// Open files recorded reading through canopy, each counted off its inode at its
+    /// release.
+    pub cached_files: usize,
     /// Registrations kept until unmount: not every open file of theirs was recorded.
     pub held: usize,
 }
 
 impl Inherited {
     /// Adds open file `fh` of inode `ino`, recorded for OPEN request `unique`, which
-    /// holds `backing`, with its handle entry if it has one.
+    /// holds `backing` (none: read through canopy), with its handle entry if it has one.
     pub(super) fn insert(
         &mut self,
         fh: u64,
         ino: u64,
         unique: u64,
-        backing: Arc<Backing>,
+        backing: Option<Arc<Backing>>,
         entry: Option<usize>,
     ) {
         if unique != 0 {
@@ -85,25 +91,54 @@ impl Inherited {
     }
 
     /// Each open file: file handle, inode, registration, OPEN request.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (u64, u64, u32, u64)> + '_ {
-        let each = |(fh, o): (&u64, &InheritedOpen)| (*fh, o.ino, o.backing.raw, o.unique);
-        self.opens.iter().map(each)
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u64, u64, Option<u32>, u64)> + '_ {
+        self.opens.iter().map(|(fh, o)| {
+            let raw = o.backing.as_ref().map(|b| b.raw);
+            (*fh, o.ino, raw, o.unique)
+        })
     }
 
-    /// Adds the handle entries of those that have none (see [`Files::record_in`]).
-    pub(super) fn record(&mut self) {
+    /// Adds the handle entries of those that have none to `table` (see
+    /// [`Files::record_in`]).
+    pub(super) fn record(&mut self, table: &ModeTable) {
         for (fh, o) in self.opens.iter_mut() {
             if o.entry.is_none() {
-                o.entry = record_through(*fh, o.unique, o.ino, &o.backing);
+                o.entry = match &o.backing {
+                    Some(b) => record_through(*fh, o.unique, o.ino, b),
+                    None => record_cached(table, *fh, o.unique, o.ino),
+                };
             }
         }
     }
 }
 
-/// Adds the handle entry of open file `fh`, made for OPEN request `unique`, if it reads
-/// through a registration recorded in a table (see [`record_through`]).
-pub(super) fn record(fh: u64, unique: u64, open: &OpenFile) -> Option<usize> {
-    record_through(fh, unique, open.ino, open.backing.as_ref()?)
+/// Adds to `table` the handle entry of open file `fh`, made for OPEN request `unique`,
+/// if it reads through a registration recorded there or is counted among its inode's
+/// open files read through canopy.
+pub(super) fn record(
+    table: Option<&Arc<ModeTable>>,
+    fh: u64,
+    unique: u64,
+    open: &OpenFile,
+) -> Option<usize> {
+    match &open.backing {
+        Some(b) => record_through(fh, unique, open.ino, b),
+        None if open.counted => record_cached(table?, fh, unique, open.ino),
+        None => None,
+    }
+}
+
+/// Adds the handle entry of open file `fh` of inode `ino`, made for OPEN request
+/// `unique`, counted among the inode's open files read through canopy. If the table is
+/// full, none: a successor then never counts that file off (it counts one too many).
+fn record_cached(table: &ModeTable, fh: u64, unique: u64, ino: u64) -> Option<usize> {
+    table.add(Recorded::Handle {
+        ino,
+        raw: 0,
+        registration: None,
+        fh,
+        unique: unique & !RESENT,
+    })
 }
 
 /// Adds the handle entry of open file `fh` of inode `ino`, made for OPEN request
@@ -115,7 +150,7 @@ fn record_through(fh: u64, unique: u64, ino: u64, backing: &Backing) -> Option<u
     let slot = table.add(Recorded::Handle {
         ino,
         raw: backing.raw,
-        registration: *registration,
+        registration: Some(*registration),
         fh,
         unique: unique & !RESENT,
     });
@@ -214,15 +249,24 @@ impl Files {
             else {
                 continue;
             };
-            match counted.get(&registration) {
-                Some((i, _, backing)) if *i == ino && backing.raw == raw => {
-                    inherited.insert(fh, ino, unique, backing.clone(), Some(slot));
+            match registration.map(|r| counted.get(&r)) {
+                Some(Some((i, _, backing))) if *i == ino && backing.raw == raw => {
+                    let backing = Some(backing.clone());
+                    inherited.insert(fh, ino, unique, backing, Some(slot));
                     adopted.open_files += 1;
                 }
-                // Of a registration kept for good, closed, or never recorded.
+                None if handles_kept && matches!(modes.get(&ino), Some(Mode::Cached { .. })) => {
+                    inherited.insert(fh, ino, unique, None, Some(slot));
+                    adopted.cached_files += 1;
+                }
+                // Of a registration kept for good, closed, or never recorded; or of
+                // counts not trusted.
                 _ => table.remove(slot),
             }
         }
+        // Releases of handles without entries are not counted off (see
+        // [`crate::mode_table`]), when every open file has one.
+        self.orphans_known.store(handles_kept, Ordering::Relaxed);
         for (ino, stamp, backing) in counted.into_values() {
             let holders = Arc::strong_count(&backing) - 1;
             if holders == 0 {
@@ -288,12 +332,15 @@ impl Files {
     }
 
     /// Frees the entry of `open`, then lets go of its registration (closed if nothing
-    /// else holds it).
+    /// else holds it) or counts it off its inode's open files read through canopy.
     fn free_inherited(&self, open: InheritedOpen) {
         if let (Some(table), Some(slot)) = (self.table.get(), open.entry) {
             table.remove(slot);
         }
-        drop(open.backing);
+        match open.backing {
+            Some(backing) => drop(backing),
+            None => self.count_off(open.ino),
+        }
     }
 }
 
@@ -339,7 +386,7 @@ mod tests {
         let handle = |fh, unique, registration, ino, raw| Recorded::Handle {
             ino,
             raw,
-            registration,
+            registration: Some(registration),
             fh,
             unique,
         };
@@ -364,6 +411,7 @@ mod tests {
             kept_closed: 0,
             unused_closed: 1,
             open_files: 2,
+            cached_files: 0,
             held: 1,
         };
         assert_eq!(adopted, expected);
@@ -456,6 +504,60 @@ mod tests {
         // Released: registration 5 closed, 7 kept.
         next.remove(100, 9);
         assert_eq!(left(&fresh), [registration(11, 7, false)]);
+    }
+
+    /// Inode 20's count of open files read through canopy.
+    fn cached(files: &Files) -> usize {
+        match files.modes.lock().unwrap().get(&20) {
+            Some(Mode::Cached { open, .. }) => *open,
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn open_files_read_through_canopy_are_counted_off_once_each() {
+        // Inode 20: open files 200 (answered) and 201 (its OPEN, 70, resent), and the
+        // release of 202 handled but not answered (entry freed, count lowered).
+        let adopt = |handles_kept| {
+            let made = ModeTable::create().unwrap();
+            made.add(Recorded::Cached { ino: 20, count: 2 }).unwrap();
+            for (fh, unique) in [(200, 60), (201, 70)] {
+                let h = Recorded::Handle {
+                    ino: 20,
+                    raw: 0,
+                    registration: None,
+                    fh,
+                    unique,
+                };
+                made.add(h).unwrap();
+            }
+            let fd = made.fd().try_clone_to_owned().unwrap();
+            let (table, recorded) = ModeTable::open(fd).unwrap();
+            let files = files();
+            let a = files.adopt_recorded(Arc::new(table), recorded, handles_kept);
+            (files, a)
+        };
+        let (files, adopted) = adopt(true);
+        assert_eq!((adopted.inodes, adopted.cached_files), (1, 2));
+        // 202's release, resent, counts nothing off (before, it was counted off again:
+        // with 200 open, a passthrough open of the inode then failed).
+        files.remove(202, 20);
+        assert_eq!(cached(&files), 2);
+        files.opening(70 | RESENT);
+        assert_eq!(cached(&files), 1);
+        // Read, then released: counted off once.
+        let blob = ObjectId::of(b"x");
+        files.get_or_insert(200, || Some(OpenFile::orphan(20, blob, 1)));
+        files.remove(200, 20);
+        assert_eq!(cached(&files), 0);
+        files.remove(200, 20);
+        assert_eq!(cached(&files), 0);
+        // After a process that kept no entries, any release of a handle never seen is
+        // counted off, as before.
+        let (files, adopted) = adopt(false);
+        assert_eq!(adopted.cached_files, 0);
+        files.remove(202, 20);
+        assert_eq!(cached(&files), 1);
     }
 
     use super::super::Io;
