@@ -319,3 +319,29 @@ fn checkout_and_fsck_show_progress_on_a_terminal() {
     let out = canopy.cmd(["fsck"]).success();
     assert_eq!(stderr(&out), "");
 }
+
+/// `init --key` given a file others may read warns that a signing key is secret and
+/// that the public key (`key show`, the same form) is not one; a 0600 key is quiet.
+#[test]
+fn init_warns_about_a_key_others_can_read() {
+    let canopy = Canopy::init("newuser-key");
+    let public = canopy.path("server.pub");
+    fs::write(&public, canopy.stdout(["key", "show"])).unwrap();
+    fs::set_permissions(&public, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = canopy
+        .bare_cmd(["--store", "other", "init", "--key"])
+        .arg(&public)
+        .success();
+    let err = stderr(&out);
+    assert!(err.contains("is readable by other users"), "{err}");
+    assert!(
+        err.contains("the public key `canopy key show` prints"),
+        "{err}"
+    );
+    let secret = canopy.store().join("keys/ed25519.secret");
+    let out = canopy
+        .bare_cmd(["--store", "third", "init", "--key"])
+        .arg(&secret)
+        .success();
+    assert_eq!(stderr(&out), "");
+}
