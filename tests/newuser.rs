@@ -279,3 +279,43 @@ fn diff_of_equal_commits_says_nothing_differs() {
     let out = canopy.stdout(["roots", "diff", "t", "--packages"]);
     assert!(out.contains("no package or path differs"), "{out}");
 }
+
+/// Runs canopy with its output on a terminal (`script` gives it a pty) and returns
+/// what the terminal got.
+fn on_a_terminal(canopy: &Canopy, args: &str) -> String {
+    let line = format!(
+        "{} --store {} {args}",
+        crate::util::BIN,
+        canopy.store().display()
+    );
+    let out = crate::util::cmd("script")
+        .args(["-qfec", &line, "/dev/null"])
+        .current_dir(canopy.path(""))
+        .success();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The long steps of a large root, checkout and fsck, show how far they are on a
+/// terminal (entries written, objects re-hashed), and print nothing of it otherwise.
+#[test]
+fn checkout_and_fsck_show_progress_on_a_terminal() {
+    let canopy = Canopy::init("newuser-progress");
+    let tree = canopy.mkdir("tree/opt");
+    for i in 0..50 {
+        fs::write(tree.join(format!("f{i}")), format!("{i}\n")).unwrap();
+    }
+    canopy.stdout(["import", "dir", "tree", "--name", "tools"]);
+    canopy.stdout(["assemble", "t", "tools"]);
+    let shown = on_a_terminal(&canopy, "checkout t out");
+    assert!(shown.contains("checking out t "), "{shown}");
+    assert!(shown.contains(" entries"), "{shown}");
+    assert!(shown.contains("checked out t "), "{shown}");
+    let shown = on_a_terminal(&canopy, "fsck");
+    assert!(shown.contains(" objects re-hashed"), "{shown}");
+    assert!(shown.contains("no problems"), "{shown}");
+    // Not on a terminal: the report alone.
+    let out = canopy.cmd(["checkout", "t", "out2"]).success();
+    assert_eq!(stderr(&out), "");
+    let out = canopy.cmd(["fsck"]).success();
+    assert_eq!(stderr(&out), "");
+}
