@@ -15,7 +15,8 @@ fn stderr(out: &Output) -> String {
 }
 
 /// The last line an import prints when archives failed says what became of the rest:
-/// never "the others were imported" when there were none.
+/// never "the others were imported" when there were none; a directory given for its
+/// archives gets the glob named.
 #[test]
 fn import_summary_counts_what_was_imported() {
     let canopy = Canopy::init("newuser-import");
@@ -44,6 +45,14 @@ fn import_summary_counts_what_was_imported() {
         "{err}"
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("imported nu-good 1.0"));
+
+    // A directory of archives names the glob that was meant.
+    canopy.mkdir("debs");
+    let err = stderr(&canopy.fails(["import", "deb", "debs"]));
+    assert!(
+        err.contains("debs is a directory; give the archives in it, e.g. debs/*.deb"),
+        "{err}"
+    );
 }
 
 /// A server given as `HOST:PORT`, which a URL parser takes for a URL of scheme HOST,
