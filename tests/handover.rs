@@ -363,10 +363,7 @@ fn passthrough_kept(dir: &Path, logs: &Logs) {
         .map(|l| fs::read_to_string(l).unwrap())
         .collect();
     let all = logs.concat();
-    assert!(
-        !all.contains("closing passthrough registration"),
-        "a passthrough registration was closed twice:\n{all}"
-    );
+    closed_once(&all);
     // (inode, registration) of each open of `log` read through passthrough.
     let through = |log: &str| -> Vec<(u64, u64)> {
         log.lines()
@@ -573,8 +570,7 @@ fn a_large_file_opened_again_reuses_its_registration_until_a_hand_over_or_the_bo
     );
     assert!(t.opens >= 1, "{t:?}\n{all}");
     assert_eq!((t.registered, t.reused), (1, t.opens - 1), "{all}");
-    // Closed twice, an open answered with it would fail.
-    assert!(!all.contains("closing passthrough registration"), "{all}");
+    closed_once(&all);
     daemon.stop();
     // Kept files are pinned in the cache, within an eighth of its bound: under a cache
     // of 16 MiB the 4 MiB file is not kept, and each open registers it again.
@@ -589,17 +585,31 @@ fn a_large_file_opened_again_reuses_its_registration_until_a_hand_over_or_the_bo
     daemon.stop();
 }
 
+/// Checks, from the daemons' logs `all`, that no registration was closed twice (an open
+/// answered with it would fail).
+fn closed_once(all: &str) {
+    assert!(
+        !all.contains("closing passthrough registration"),
+        "a passthrough registration was closed twice:\n{all}"
+    );
+}
+
+/// `canopy mount` of root `ho` on `dir` under tests/fd_store.py, with debug output
+/// (-vv: the open files and registrations, for [`Through`] and [`registration_of`]).
+fn supervised(env: &Canopy, dir: &Path, url: &str) -> crate::fdstore::Supervised {
+    let mut args = mount_args(env, dir, url, &[]);
+    assert_eq!(args[0], "-v");
+    args[0] = "-vv".into();
+    crate::fdstore::Supervised::start(&env.path(""), dir, &args)
+}
+
 #[test]
 fn registrations_kept_by_a_killed_mount_are_closed_by_its_successor() {
-    use crate::fdstore::{Supervised, abort_and_detach, kill};
+    use crate::fdstore::{abort_and_detach, kill};
     let (env, _) = store("handover-kept-killed");
     let server = Server::start(&env, "127.0.0.1:0");
     let dir = fs::canonicalize(env.mkdir("mnt")).unwrap();
-    // Debug output (-vv): the open files and registrations, for [`Through`].
-    let mut args = mount_args(&env, &dir, &server.url, &[]);
-    assert_eq!(args[0], "-v");
-    args[0] = "-vv".into();
-    let mut supervised = Supervised::start(&env.path(""), &dir, &args);
+    let mut supervised = supervised(&env, &dir, &server.url);
     let first = supervised.ready();
     let (log1, log2) = (env.path("mount-1.log"), env.path("mount-2.log"));
     let all = || {
@@ -634,12 +644,7 @@ fn registrations_kept_by_a_killed_mount_are_closed_by_its_successor() {
     let t = Through::of(&dir, &log2);
     assert!(t.opens >= 1, "{t:?}\n{}", all());
     assert_eq!((t.registered, t.reused), (1, t.opens - 1), "{}", all());
-    // Closed twice, an open answered with it would fail.
-    assert!(
-        !all().contains("closing passthrough registration"),
-        "{}",
-        all()
-    );
+    closed_once(&all());
     // The store closed, the mount is dead: taken away.
     supervised.stop();
     abort_and_detach(&dir);
@@ -670,11 +675,7 @@ fn a_switch_closes_the_registrations_kept_for_files_it_replaced() {
         (said(&log, closed) == 1).then_some(())
     });
     assert_eq!(fs::read(dir.join("data/warm")).unwrap(), b"replaced\n");
-    assert!(
-        !all().contains("closing passthrough registration"),
-        "{}",
-        all()
-    );
+    closed_once(&all());
     daemon.stop();
 }
 
@@ -710,15 +711,12 @@ fn reads(open: &fs::File, bytes: &[u8]) {
 
 #[test]
 fn registrations_of_files_open_at_a_kill_are_closed_once_the_successor_has_them_released() {
-    use crate::fdstore::{Supervised, abort_and_detach, kill};
+    use crate::fdstore::{abort_and_detach, kill};
     let (env, _) = store("handover-open-killed");
     let big = pattern(BIG, 0x9e37_79b9_7f4a_7c15);
     let server = Server::start(&env, "127.0.0.1:0");
     let dir = fs::canonicalize(env.mkdir("mnt")).unwrap();
-    // Debug output (-vv): the open files and registrations.
-    let mut args = mount_args(&env, &dir, &server.url, &[]);
-    args[0] = "-vv".into();
-    let mut supervised = Supervised::start(&env.path(""), &dir, &args);
+    let mut supervised = supervised(&env, &dir, &server.url);
     let first = supervised.ready();
     let logs: Vec<PathBuf> = (1..=3)
         .map(|n| env.path(format!("mount-{n}.log")))
@@ -793,12 +791,7 @@ fn registrations_of_files_open_at_a_kill_are_closed_once_the_successor_has_them_
     // Opened anew, each file is registered anew and reads right.
     assert!(crate::mount::read(&warm_path).unwrap() == warm());
     assert!(crate::mount::read(&big_path).unwrap() == big);
-    // Closed twice, an open answered with it would fail.
-    assert!(
-        !all().contains("closing passthrough registration"),
-        "{}",
-        all()
-    );
+    closed_once(&all());
     supervised.stop();
     abort_and_detach(&dir);
     assert!(!is_mounted(&dir));
@@ -806,13 +799,11 @@ fn registrations_of_files_open_at_a_kill_are_closed_once_the_successor_has_them_
 
 #[test]
 fn an_open_file_of_a_killed_mount_keeps_its_registration_across_a_live_hand_over() {
-    use crate::fdstore::{Supervised, kill};
+    use crate::fdstore::kill;
     let (env, _) = store("handover-open-live");
     let server = Server::start(&env, "127.0.0.1:0");
     let dir = fs::canonicalize(env.mkdir("mnt")).unwrap();
-    let mut args = mount_args(&env, &dir, &server.url, &[]);
-    args[0] = "-vv".into();
-    let mut supervised = Supervised::start(&env.path(""), &dir, &args);
+    let mut supervised = supervised(&env, &dir, &server.url);
     let first = supervised.ready();
     let logs = [
         env.path("mount-1.log"),
@@ -857,11 +848,7 @@ fn an_open_file_of_a_killed_mount_keeps_its_registration_across_a_live_hand_over
     crate::mount::eventually(Duration::from_secs(60), all, || {
         closed(&logs[2], raw).then_some(())
     });
-    assert!(
-        !all().contains("closing passthrough registration"),
-        "{}",
-        all()
-    );
+    closed_once(&all());
     live.stop();
     supervised.stop();
 }

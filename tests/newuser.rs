@@ -15,7 +15,8 @@ fn stderr(out: &Output) -> String {
 }
 
 /// The last line an import prints when archives failed says what became of the rest:
-/// never "the others were imported" when there were none.
+/// never "the others were imported" when there were none; a directory given for its
+/// archives gets the glob named.
 #[test]
 fn import_summary_counts_what_was_imported() {
     let canopy = Canopy::init("newuser-import");
@@ -44,6 +45,14 @@ fn import_summary_counts_what_was_imported() {
         "{err}"
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("imported nu-good 1.0"));
+
+    // A directory of archives names the glob that was meant.
+    canopy.mkdir("debs");
+    let err = stderr(&canopy.fails(["import", "deb", "debs"]));
+    assert!(
+        err.contains("debs is a directory; give the archives in it, e.g. debs/*.deb"),
+        "{err}"
+    );
 }
 
 /// A server given as `HOST:PORT`, which a URL parser takes for a URL of scheme HOST,
@@ -278,4 +287,70 @@ fn diff_of_equal_commits_says_nothing_differs() {
     );
     let out = canopy.stdout(["roots", "diff", "t", "--packages"]);
     assert!(out.contains("no package or path differs"), "{out}");
+}
+
+/// Runs canopy with its output on a terminal (`script` gives it a pty) and returns
+/// what the terminal got.
+fn on_a_terminal(canopy: &Canopy, args: &str) -> String {
+    let line = format!(
+        "{} --store {} {args}",
+        crate::util::BIN,
+        canopy.store().display()
+    );
+    let out = crate::util::cmd("script")
+        .args(["-qfec", &line, "/dev/null"])
+        .current_dir(canopy.path(""))
+        .success();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The long steps of a large root, checkout and fsck, show how far they are on a
+/// terminal (entries written, objects re-hashed), and print nothing of it otherwise.
+#[test]
+fn checkout_and_fsck_show_progress_on_a_terminal() {
+    let canopy = Canopy::init("newuser-progress");
+    let tree = canopy.mkdir("tree/opt");
+    for i in 0..50 {
+        fs::write(tree.join(format!("f{i}")), format!("{i}\n")).unwrap();
+    }
+    canopy.stdout(["import", "dir", "tree", "--name", "tools"]);
+    canopy.stdout(["assemble", "t", "tools"]);
+    let shown = on_a_terminal(&canopy, "checkout t out");
+    assert!(shown.contains("checking out t "), "{shown}");
+    assert!(shown.contains(" entries"), "{shown}");
+    assert!(shown.contains("checked out t "), "{shown}");
+    let shown = on_a_terminal(&canopy, "fsck");
+    assert!(shown.contains(" objects re-hashed"), "{shown}");
+    assert!(shown.contains("no problems"), "{shown}");
+    // Not on a terminal: the report alone.
+    let out = canopy.cmd(["checkout", "t", "out2"]).success();
+    assert_eq!(stderr(&out), "");
+    let out = canopy.cmd(["fsck"]).success();
+    assert_eq!(stderr(&out), "");
+}
+
+/// `init --key` given a file others may read warns that a signing key is secret and
+/// that the public key (`key show`, the same form) is not one; a 0600 key is quiet.
+#[test]
+fn init_warns_about_a_key_others_can_read() {
+    let canopy = Canopy::init("newuser-key");
+    let public = canopy.path("server.pub");
+    fs::write(&public, canopy.stdout(["key", "show"])).unwrap();
+    fs::set_permissions(&public, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = canopy
+        .bare_cmd(["--store", "other", "init", "--key"])
+        .arg(&public)
+        .success();
+    let err = stderr(&out);
+    assert!(err.contains("is readable by other users"), "{err}");
+    assert!(
+        err.contains("the public key `canopy key show` prints"),
+        "{err}"
+    );
+    let secret = canopy.store().join("keys/ed25519.secret");
+    let out = canopy
+        .bare_cmd(["--store", "third", "init", "--key"])
+        .arg(&secret)
+        .success();
+    assert_eq!(stderr(&out), "");
 }
