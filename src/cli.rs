@@ -41,10 +41,11 @@ pub enum Command {
     /// machine to a store in an S3 bucket
     #[command(after_help = INIT_HELP)]
     Init(InitArgs),
-    /// Import packages (.deb, .rpm), tarballs or directories into the store
+    /// Import packages (.deb, .rpm), tarballs, directories or container images into the
+    /// store
     #[command(
         subcommand,
-        after_help = "Examples:\n  apt-get download bash coreutils libc6 && canopy import deb *.deb\n  canopy import rpm *.rpm\n  canopy import tar rootfs.tar.zst --name base --version 2026.11\n  canopy import dir ./build/root --name mytools --json"
+        after_help = "Examples:\n  apt-get download bash coreutils libc6 && canopy import deb *.deb\n  canopy import rpm *.rpm\n  canopy import tar rootfs.tar.zst --name base --version 2026.11\n  canopy import dir ./build/root --name mytools --json\n  canopy import oci ./layout --name app --ref app\n  docker save app:1 | canopy import docker-archive - --name app"
     )]
     Import(ImportCommand),
     /// List imported packages, or remove the ones no root uses

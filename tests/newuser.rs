@@ -15,7 +15,8 @@ fn stderr(out: &Output) -> String {
 }
 
 /// The last line an import prints when archives failed says what became of the rest:
-/// never "the others were imported" when there were none.
+/// never "the others were imported" when there were none; a directory given for its
+/// archives gets the glob named.
 #[test]
 fn import_summary_counts_what_was_imported() {
     let canopy = Canopy::init("newuser-import");
@@ -44,6 +45,14 @@ fn import_summary_counts_what_was_imported() {
         "{err}"
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("imported nu-good 1.0"));
+
+    // A directory of archives names the glob that was meant.
+    canopy.mkdir("debs");
+    let err = stderr(&canopy.fails(["import", "deb", "debs"]));
+    assert!(
+        err.contains("debs is a directory; give the archives in it, e.g. debs/*.deb"),
+        "{err}"
+    );
 }
 
 /// A server given as `HOST:PORT`, which a URL parser takes for a URL of scheme HOST,
@@ -317,5 +326,31 @@ fn checkout_and_fsck_show_progress_on_a_terminal() {
     let out = canopy.cmd(["checkout", "t", "out2"]).success();
     assert_eq!(stderr(&out), "");
     let out = canopy.cmd(["fsck"]).success();
+    assert_eq!(stderr(&out), "");
+}
+
+/// `init --key` given a file others may read warns that a signing key is secret and
+/// that the public key (`key show`, the same form) is not one; a 0600 key is quiet.
+#[test]
+fn init_warns_about_a_key_others_can_read() {
+    let canopy = Canopy::init("newuser-key");
+    let public = canopy.path("server.pub");
+    fs::write(&public, canopy.stdout(["key", "show"])).unwrap();
+    fs::set_permissions(&public, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = canopy
+        .bare_cmd(["--store", "other", "init", "--key"])
+        .arg(&public)
+        .success();
+    let err = stderr(&out);
+    assert!(err.contains("is readable by other users"), "{err}");
+    assert!(
+        err.contains("the public key `canopy key show` prints"),
+        "{err}"
+    );
+    let secret = canopy.store().join("keys/ed25519.secret");
+    let out = canopy
+        .bare_cmd(["--store", "third", "init", "--key"])
+        .arg(&secret)
+        .success();
     assert_eq!(stderr(&out), "");
 }

@@ -50,13 +50,17 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Entries (inodes with open files at once); beyond, inodes go unrecorded (logged once).
+/// Entries: inodes with open files, and open files read through a registration or
+/// counted, at once; beyond, they go unrecorded (logged once). The size is part of the
+/// format: a process of another version refuses a table of another size.
 const CAPACITY: usize = 16384;
 /// Words per entry: state, ino, registration, count, stamp (5); for a handle entry:
 /// state, ino, registration, the OPEN request's unique number, file handle, the
 /// registration's entry.
 const WORDS: usize = 9;
 const BYTES: usize = CAPACITY * WORDS * 8;
+/// Entries handle entries leave free, for inodes.
+const FOR_INODES: usize = CAPACITY / 4;
 
 const FREE: u64 = 0;
 const PASSTHROUGH: u64 = 1;
@@ -121,6 +125,7 @@ pub struct ModeTable {
     words: *const AtomicU64,
     free: Mutex<Vec<usize>>,
     full_logged: std::sync::atomic::AtomicBool,
+    handles_full_logged: std::sync::atomic::AtomicBool,
 }
 
 // SAFETY: the mapping lives as long as the table and is only accessed through atomics.
@@ -181,6 +186,7 @@ impl ModeTable {
             words: map as *const AtomicU64,
             free: Mutex::new(Vec::new()),
             full_logged: std::sync::atomic::AtomicBool::new(false),
+            handles_full_logged: std::sync::atomic::AtomicBool::new(false),
         };
         let mut recorded = Vec::new();
         let mut free = Vec::new();
@@ -240,8 +246,37 @@ impl ModeTable {
         let Some(slot) = slot else {
             if !self.full_logged.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
-                    "more than {CAPACITY} inodes open at once: the ones beyond are not \
-                     recorded for a successor after a crash"
+                    "the table of I/O modes is full ({CAPACITY} inodes and open files): files \
+                     opened beyond are not recorded for a successor after a crash, which may \
+                     then fail opens of them while they are open"
+                );
+            }
+            return None;
+        };
+        self.set(slot, r);
+        Some(slot)
+    }
+
+    /// Records handle entry `r` in a free entry; `None` when the table is full but for
+    /// the entries kept for inodes ([`FOR_INODES`]): a handle not recorded only costs a
+    /// successor a registration kept until unmount, or an open counted too many, while
+    /// an inode not recorded may have opens fail in a successor.
+    pub fn add_handle(&self, r: Recorded) -> Option<usize> {
+        let slot = {
+            let mut free = self.free.lock().expect("free lock");
+            if free.len() <= FOR_INODES {
+                None
+            } else {
+                free.pop()
+            }
+        };
+        let Some(slot) = slot else {
+            if !self.handles_full_logged.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "more than {} open files at once: the ones beyond are not recorded for a \
+                     successor after a crash, which keeps their passthrough registrations until \
+                     unmount",
+                    CAPACITY - FOR_INODES
                 );
             }
             return None;
@@ -390,6 +425,26 @@ mod tests {
         // Entries in use are not handed out again.
         let d = again.add(Recorded::Cached { ino: 1, count: 1 }).unwrap();
         assert!(d != a && d != b && d != k && d != h_slot);
+    }
+
+    #[test]
+    fn open_files_leave_a_quarter_of_the_table_to_inodes() {
+        let table = ModeTable::create().unwrap();
+        let handle = |fh| Recorded::Handle {
+            ino: 1,
+            raw: 0,
+            registration: None,
+            fh,
+            unique: fh,
+        };
+        let recorded = (0..CAPACITY as u64)
+            .map_while(|fh| table.add_handle(handle(fh)))
+            .count();
+        assert_eq!(recorded, CAPACITY - FOR_INODES);
+        let inodes = (0..CAPACITY as u64)
+            .map_while(|ino| table.add(Recorded::Cached { ino, count: 1 }))
+            .count();
+        assert_eq!(inodes, FOR_INODES);
     }
 
     /// The kept entry `k` of `table`, taken up again, says its open files are not all

@@ -105,7 +105,7 @@ impl Flags {
 pub fn debs(store: &Path, files: &[PathBuf], flags: Flags) -> Result<ExitCode> {
     let store = flags.open(store)?;
     let deb = format::of_kind(PackageKind::Deb).expect("Debian is a format");
-    archives(&store, files, flags.json, |file| {
+    archives(&store, files, "deb", flags.json, |file| {
         deb.prepare(&store, file, None, limits(flags.max_size), None)
     })
 }
@@ -121,7 +121,7 @@ pub fn rpms(
         .transpose()?;
     let store = flags.open(store)?;
     let rpm = format::of_kind(PackageKind::Rpm).expect("RPM is a format");
-    archives(&store, files, flags.json, |file| {
+    archives(&store, files, "rpm", flags.json, |file| {
         rpm.prepare(&store, file, None, limits(flags.max_size), keyring.as_ref())
     })
 }
@@ -132,6 +132,7 @@ pub fn rpms(
 fn archives<'s>(
     store: &'s Store,
     files: &[PathBuf],
+    ext: &str,
     json: bool,
     prepare: impl Fn(&Path) -> Result<Prepared<'s>, ImportError> + Sync,
 ) -> Result<ExitCode> {
@@ -149,7 +150,20 @@ fn archives<'s>(
         files.len(),
         import::batch::threads(),
         |i| std::fs::metadata(&files[i]).map_or(0, |m| m.len()),
-        |i| prepare(&files[i]),
+        |i| {
+            // A directory of archives given as such: name the glob that was meant.
+            if files[i].is_dir() {
+                return Err(ImportError::Io {
+                    what: format!(
+                        "{} is a directory; give the archives in it, e.g. {}/*.{ext}",
+                        files[i].display(),
+                        files[i].display().to_string().trim_end_matches('/')
+                    ),
+                    source: std::io::ErrorKind::IsADirectory.into(),
+                });
+            }
+            prepare(&files[i])
+        },
         |i, result| {
             let file = &files[i];
             bar.set_message(file.display().to_string());

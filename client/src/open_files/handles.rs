@@ -132,7 +132,7 @@ pub(super) fn record(
 /// `unique`, counted among the inode's open files read through canopy. If the table is
 /// full, none: a successor then never counts that file off (it counts one too many).
 fn record_cached(table: &ModeTable, fh: u64, unique: u64, ino: u64) -> Option<usize> {
-    table.add(Recorded::Handle {
+    table.add_handle(Recorded::Handle {
         ino,
         raw: 0,
         registration: None,
@@ -147,7 +147,7 @@ fn record_cached(table: &ModeTable, fh: u64, unique: u64, ino: u64) -> Option<us
 /// recorded (a successor keeps it for good).
 fn record_through(fh: u64, unique: u64, ino: u64, backing: &Backing) -> Option<usize> {
     let (table, registration) = backing.entry.get()?;
-    let slot = table.add(Recorded::Handle {
+    let slot = table.add_handle(Recorded::Handle {
         ino,
         raw: backing.raw,
         registration: Some(*registration),
