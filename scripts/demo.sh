@@ -95,14 +95,25 @@ cleanup() {
     kill "$server" 2>/dev/null
 }
 trap cleanup EXIT
-until grep -q "on http://" "$WORK/serve.out"; do sleep 0.1; done
+# Waits for a line from a background canopy, and stops if that process ended instead
+# (a taken port, no FUSE): its error is above, and waiting on would never end.
+wait_for() { # PATTERN FILE PID WHAT
+    until grep -q "$1" "$2"; do
+        if ! kill -0 "$3" 2>/dev/null && ! grep -q "$1" "$2"; then
+            echo "demo: $4 stopped before it was ready (its error is above)" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+}
+wait_for "on http://" "$WORK/serve.out" "$server" "canopy serve"
 url=$(sed -n 's/.* on \(http:.*\)$/\1/p' "$WORK/serve.out")
 echo "serving on $url"
 
 step "canopy mount $url $WORK/mnt --trust server.pub"
 "$canopy" mount "$url" "$WORK/mnt" --trust "$WORK/server.pub" --cache-dir "$WORK/cache" > "$WORK/mount.out" &
 mounted=$!
-until grep -q "mounted at" "$WORK/mount.out"; do sleep 0.1; done
+wait_for "mounted at" "$WORK/mount.out" "$mounted" "canopy mount"
 ls "$WORK/mnt"
 
 step "running bash from the mount"

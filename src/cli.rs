@@ -41,10 +41,11 @@ pub enum Command {
     /// machine to a store in an S3 bucket
     #[command(after_help = INIT_HELP)]
     Init(InitArgs),
-    /// Import packages (.deb, .rpm), tarballs or directories into the store
+    /// Import packages (.deb, .rpm), tarballs, directories or container images into the
+    /// store
     #[command(
         subcommand,
-        after_help = "Examples:\n  apt-get download bash coreutils libc6 && canopy import deb *.deb\n  canopy import rpm *.rpm\n  canopy import tar rootfs.tar.zst --name base --version 2026.11\n  canopy import dir ./build/root --name mytools --json"
+        after_help = "Examples:\n  apt-get download bash coreutils libc6 && canopy import deb *.deb\n  canopy import rpm *.rpm\n  canopy import tar rootfs.tar.zst --name base --version 2026.11\n  canopy import dir ./build/root --name mytools --json\n  canopy import oci ./layout --name app --ref app\n  docker save app:1 | canopy import docker-archive - --name app"
     )]
     Import(ImportCommand),
     /// List imported packages, or remove the ones no root uses
@@ -214,6 +215,59 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is not a size like 512M or 16G"))
 }
 
+/// Parses a canopy server's URL (`http://server:7750`): http or https only, and
+/// `server:7750` without a scheme gets the fix named rather than being taken for a URL
+/// of scheme `server`.
+fn parse_server_url(s: &str) -> Result<url::Url, String> {
+    match url::Url::parse(s) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(url),
+        Ok(url) if s.contains("://") && !matches!(url.scheme(), "http" | "https") => Err(format!(
+            "{s:?}: canopy servers speak http or https, not {}",
+            url.scheme()
+        )),
+        _ => Err(format!(
+            "{s:?} is not a server URL: give it as http://HOST:PORT, e.g. http://{}",
+            s.trim_start_matches("http:").trim_start_matches('/')
+        )),
+    }
+}
+
+/// Parses a repository's URL: http, https or file; a path gets the `file://` form named.
+fn parse_repo_url(s: &str) -> Result<url::Url, String> {
+    match url::Url::parse(s) {
+        Ok(url) if matches!(url.scheme(), "http" | "https" | "file") => Ok(url),
+        _ if s.starts_with('/') => Err(format!(
+            "{s:?} is not a URL: a repository in a directory is given as file://{s}"
+        )),
+        _ if s.starts_with('.') => Err(format!(
+            "{s:?} is not a URL: a repository in a directory is given as file:///ABSOLUTE/PATH"
+        )),
+        _ => Err(format!(
+            "{s:?} is not a repository URL: use http://, https:// or file:// (e.g. http://deb.debian.org/debian)"
+        )),
+    }
+}
+
+/// Parses an address to listen on: `ADDR:PORT`, `[IPV6]:PORT`, or `HOST:PORT` with a
+/// host name that resolves (`localhost:7750`).
+fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    let usage = "give an address and a port: 127.0.0.1:7750 (this machine only), \
+                 0.0.0.0:7750 (every interface) or [::1]:7750";
+    if !s.contains(':') || s.ends_with(':') || s.starts_with(':') {
+        return Err(format!("{s:?} is not ADDR:PORT: {usage}"));
+    }
+    match s.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{s:?} resolves to no address: {usage}")),
+        Err(e) => Err(format!("{s:?} is not ADDR:PORT ({e}): {usage}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +284,31 @@ mod tests {
         assert_eq!(parse_size("123"), Ok(123));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn server_urls() {
+        assert!(parse_server_url("http://server:7750").is_ok());
+        assert!(parse_server_url("https://server").is_ok());
+        for bad in ["server:7750", "127.0.0.1:7750", "localhost"] {
+            let e = parse_server_url(bad).unwrap_err();
+            assert!(e.contains("http://HOST:PORT"), "{bad}: {e}");
+        }
+        let e = parse_server_url("ftp://server").unwrap_err();
+        assert!(e.contains("not ftp"), "{e}");
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen("127.0.0.1:7750"),
+            Ok("127.0.0.1:7750".parse().unwrap())
+        );
+        assert_eq!(parse_listen("[::1]:0"), Ok("[::1]:0".parse().unwrap()));
+        assert!(parse_listen("localhost:7750").unwrap().ip().is_loopback());
+        for bad in ["7750", ":7750", "localhost:", "no such host.invalid:1"] {
+            let e = parse_listen(bad).unwrap_err();
+            assert!(e.contains("0.0.0.0:7750"), "{bad}: {e}");
+        }
     }
 }

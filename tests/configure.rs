@@ -322,6 +322,79 @@ fn upgrade_configures_again_from_scratch() {
     );
 }
 
+#[test]
+fn a_preinst_gets_its_whole_control_archive_however_large() {
+    // Large sets carry megabytes of debconf templates (all their translations) in the
+    // control archives of packages with a preinst, each of which the preinst finds
+    // beside it in tmp.ci/: they reached the sandbox cut at 4 MiB, and configuring
+    // postgresql, apache2, locales and tzdata together failed.
+    let env = dpkg_store("installed-templates");
+    let tree = env.path("debs/canopy-templates");
+    write_control(&tree, "canopy-templates", "1.0", "all");
+    let templates: String = (0..60_000)
+        .map(|i| format!("Template: canopy/question-{i}\nType: boolean\nDefault: true\n\n"))
+        .collect();
+    assert!(templates.len() > 3 << 20);
+    write_file(&tree.join("DEBIAN/templates"), templates.as_bytes(), 0o644);
+    write_file(
+        &tree.join("DEBIAN/preinst"),
+        b"#!/bin/sh\nset -e\nsha256sum < \"${0%/*}/templates\" > /etc/canopy-templates.sum\n",
+        0o755,
+    );
+    let deb = env.path("debs/canopy-templates_1.0_all.deb");
+    cmd("dpkg-deb")
+        .args(["--root-owner-group", "--build", "-Zgzip"])
+        .arg(&tree)
+        .arg(&deb)
+        .success();
+    env.cmd(["import", "deb"]).arg(&deb).stdout();
+    let out = env.stdout(assemble_args("big", &["canopy-templates"]));
+    assert!(out.contains("configured "), "{out}");
+    let dir = checkout(&env, "big", "big");
+    let sum = fs::read_to_string(dir.join("etc/canopy-templates.sum")).unwrap();
+    let want = crate::handover::to_hex(&<sha2::Sha256 as sha2::Digest>::digest(&templates));
+    assert_eq!(sum, format!("{want}  -\n"));
+}
+
+#[test]
+fn links_to_host_identity_leave_with_it() {
+    // make-ssl-cert links the snakeoil certificate under its hash, as c_rehash does:
+    // with the certificate left out of the shared root, the link would dangle there,
+    // under a name no host's own certificate has.
+    let env = dpkg_store("installed-identity-links");
+    let deb = script_deb(
+        &env.mkdir("debs"),
+        "canopy-snakeoil",
+        "1.0",
+        "mkdir -p /etc/ssl/certs /etc/ssl/private\n\
+         echo cert > /etc/ssl/certs/ssl-cert-snakeoil.pem\n\
+         ln -s ssl-cert-snakeoil.pem /etc/ssl/certs/0a1b2c3d.0\n\
+         ln -s ../certs/./ssl-cert-snakeoil.pem /etc/ssl/private/relative.0\n\
+         echo other > /etc/ssl/certs/other.pem\n\
+         ln -s other.pem /etc/ssl/certs/4e5f6a7b.0",
+    );
+    env.cmd(["import", "deb"]).arg(&deb).stdout();
+    env.stdout(assemble_args("links", &["canopy-snakeoil"]));
+    let dir = checkout(&env, "links", "links");
+    let certs = dir.join("etc/ssl/certs");
+    assert!(!certs.join("ssl-cert-snakeoil.pem").exists());
+    assert!(fs::symlink_metadata(certs.join("0a1b2c3d.0")).is_err());
+    assert!(fs::symlink_metadata(dir.join("etc/ssl/private/relative.0")).is_err());
+    assert_eq!(
+        fs::read_to_string(certs.join("4e5f6a7b.0")).unwrap(),
+        "other\n"
+    );
+    let log = env.json(["roots", "log", "links"]);
+    let stripped = log[0]["configure"]["stripped"].as_array().unwrap();
+    assert!(
+        stripped
+            .iter()
+            .any(|s| s["path"] == "/etc/ssl/certs/0a1b2c3d.0"
+                && s["what"] == "link to a snakeoil TLS certificate"),
+        "{stripped:?}"
+    );
+}
+
 /// Processes whose command line is exactly `args`.
 fn processes(args: &[&str]) -> usize {
     let wanted: Vec<u8> = args

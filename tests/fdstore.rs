@@ -125,6 +125,12 @@ impl Supervised {
             .collect()
     }
 
+    /// Has it start no process after the current one ends (it says `held` then), as
+    /// while systemd waits `RestartSec=`.
+    pub(crate) fn hold(&self) {
+        kill(self.child.id() as i32, libc::SIGUSR1);
+    }
+
     /// Stops it (SIGTERM): it stops the mount's process and closes the store.
     pub(crate) fn stop(&mut self) {
         if let Ok(None) = self.child.try_wait() {

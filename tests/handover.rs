@@ -363,10 +363,7 @@ fn passthrough_kept(dir: &Path, logs: &Logs) {
         .map(|l| fs::read_to_string(l).unwrap())
         .collect();
     let all = logs.concat();
-    assert!(
-        !all.contains("closing passthrough registration"),
-        "a passthrough registration was closed twice:\n{all}"
-    );
+    closed_once(&all);
     // (inode, registration) of each open of `log` read through passthrough.
     let through = |log: &str| -> Vec<(u64, u64)> {
         log.lines()
@@ -573,8 +570,7 @@ fn a_large_file_opened_again_reuses_its_registration_until_a_hand_over_or_the_bo
     );
     assert!(t.opens >= 1, "{t:?}\n{all}");
     assert_eq!((t.registered, t.reused), (1, t.opens - 1), "{all}");
-    // Closed twice, an open answered with it would fail.
-    assert!(!all.contains("closing passthrough registration"), "{all}");
+    closed_once(&all);
     daemon.stop();
     // Kept files are pinned in the cache, within an eighth of its bound: under a cache
     // of 16 MiB the 4 MiB file is not kept, and each open registers it again.
@@ -589,17 +585,31 @@ fn a_large_file_opened_again_reuses_its_registration_until_a_hand_over_or_the_bo
     daemon.stop();
 }
 
+/// Checks, from the daemons' logs `all`, that no registration was closed twice (an open
+/// answered with it would fail).
+fn closed_once(all: &str) {
+    assert!(
+        !all.contains("closing passthrough registration"),
+        "a passthrough registration was closed twice:\n{all}"
+    );
+}
+
+/// `canopy mount` of root `ho` on `dir` under tests/fd_store.py, with debug output
+/// (-vv: the open files and registrations, for [`Through`] and [`registration_of`]).
+fn supervised(env: &Canopy, dir: &Path, url: &str) -> crate::fdstore::Supervised {
+    let mut args = mount_args(env, dir, url, &[]);
+    assert_eq!(args[0], "-v");
+    args[0] = "-vv".into();
+    crate::fdstore::Supervised::start(&env.path(""), dir, &args)
+}
+
 #[test]
 fn registrations_kept_by_a_killed_mount_are_closed_by_its_successor() {
-    use crate::fdstore::{Supervised, abort_and_detach, kill};
+    use crate::fdstore::{abort_and_detach, kill};
     let (env, _) = store("handover-kept-killed");
     let server = Server::start(&env, "127.0.0.1:0");
     let dir = fs::canonicalize(env.mkdir("mnt")).unwrap();
-    // Debug output (-vv): the open files and registrations, for [`Through`].
-    let mut args = mount_args(&env, &dir, &server.url, &[]);
-    assert_eq!(args[0], "-v");
-    args[0] = "-vv".into();
-    let mut supervised = Supervised::start(&env.path(""), &dir, &args);
+    let mut supervised = supervised(&env, &dir, &server.url);
     let first = supervised.ready();
     let (log1, log2) = (env.path("mount-1.log"), env.path("mount-2.log"));
     let all = || {
@@ -634,12 +644,7 @@ fn registrations_kept_by_a_killed_mount_are_closed_by_its_successor() {
     let t = Through::of(&dir, &log2);
     assert!(t.opens >= 1, "{t:?}\n{}", all());
     assert_eq!((t.registered, t.reused), (1, t.opens - 1), "{}", all());
-    // Closed twice, an open answered with it would fail.
-    assert!(
-        !all().contains("closing passthrough registration"),
-        "{}",
-        all()
-    );
+    closed_once(&all());
     // The store closed, the mount is dead: taken away.
     supervised.stop();
     abort_and_detach(&dir);
@@ -670,10 +675,180 @@ fn a_switch_closes_the_registrations_kept_for_files_it_replaced() {
         (said(&log, closed) == 1).then_some(())
     });
     assert_eq!(fs::read(dir.join("data/warm")).unwrap(), b"replaced\n");
-    assert!(
-        !all().contains("closing passthrough registration"),
+    closed_once(&all());
+    daemon.stop();
+}
+
+/// The registration the last open of `file` read through, from the log of the daemon
+/// that answered it (the open has returned, so its answer is logged).
+fn registration_of(log: &Path, file: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let ino = fs::metadata(file).unwrap().ino();
+    let through = format!(": inode {ino} through passthrough registration ");
+    let text = fs::read_to_string(log).unwrap();
+    let line = text.lines().rev().find(|l| l.contains(&through));
+    let raw = line.and_then(|l| l.split(&through).nth(1)?.trim().parse().ok());
+    raw.unwrap_or_else(|| panic!("{} read through no registration:\n{text}", file.display()))
+}
+
+/// Whether the daemon logging to `log` closed registration `raw`.
+fn closed(log: &Path, raw: u32) -> bool {
+    let line = format!("closed passthrough registration {raw}");
+    let text = fs::read_to_string(log).unwrap_or_default();
+    text.lines().any(|l| l.trim_end().ends_with(&line))
+}
+
+/// Checks that `file`, opened as `open`, reads `bytes` (at a few offsets, through the
+/// open file itself: with passthrough the kernel reads the cache file).
+fn reads(open: &fs::File, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    for at in [0, bytes.len() / 3, bytes.len() - 4096] {
+        let mut buf = vec![0u8; 4096];
+        open.read_exact_at(&mut buf, at as u64).unwrap();
+        assert!(buf == bytes[at..at + 4096], "wrong bytes at {at}");
+    }
+}
+
+#[test]
+fn registrations_of_files_open_at_a_kill_are_closed_once_the_successor_has_them_released() {
+    use crate::fdstore::{abort_and_detach, kill};
+    let (env, _) = store("handover-open-killed");
+    let big = pattern(BIG, 0x9e37_79b9_7f4a_7c15);
+    let server = Server::start(&env, "127.0.0.1:0");
+    let dir = fs::canonicalize(env.mkdir("mnt")).unwrap();
+    let mut supervised = supervised(&env, &dir, &server.url);
+    let first = supervised.ready();
+    let logs: Vec<PathBuf> = (1..=3)
+        .map(|n| env.path(format!("mount-{n}.log")))
+        .collect();
+    let all = || {
+        let read = |p: &PathBuf| fs::read_to_string(p).unwrap_or_default();
+        logs.iter().map(read).collect::<String>()
+    };
+    let (warm_path, big_path) = (dir.join("data/warm"), dir.join("data/big"));
+    // Cached (each first open reads through canopy), then held open through
+    // passthrough registrations of the first process.
+    assert!(crate::mount::read(&warm_path).unwrap() == warm());
+    assert!(crate::mount::read(&big_path).unwrap() == big);
+    released(&logs[0], &warm_path);
+    released(&logs[0], &big_path);
+    let warm_open = fs::File::open(&warm_path).unwrap();
+    let big_open = fs::File::open(&big_path).unwrap();
+    let (warm_raw, big_raw) = (
+        registration_of(&logs[0], &warm_path),
+        registration_of(&logs[0], &big_path),
+    );
+    kill(first, libc::SIGKILL);
+    supervised.wait(&format!("killed {first} 9"), Duration::from_secs(60));
+    let second = supervised.ready();
+    assert_eq!(
+        said(
+            &logs[1],
+            "2 open files hold the registrations they read through"
+        ),
+        1,
         "{}",
         all()
     );
-    daemon.stop();
+    reads(&warm_open, &warm());
+    reads(&big_open, &big);
+    // Closed by the program, the warm file's registration is closed by the successor
+    // (before, it stayed open until unmount, with its cache file).
+    drop(warm_open);
+    crate::mount::eventually(Duration::from_secs(60), all, || {
+        closed(&logs[1], warm_raw).then_some(())
+    });
+    // The big file, still open, keeps its registration: read, opened again (the kernel
+    // binds one registration per inode: an open answered with another would fail), and
+    // that open closed.
+    reads(&big_open, &big);
+    let again = fs::File::open(&big_path).unwrap();
+    reads(&again, &big);
+    assert_eq!(registration_of(&logs[1], &big_path), big_raw, "{}", all());
+    drop(again);
+    released(&logs[1], &big_path);
+    assert!(!closed(&logs[1], big_raw), "{}", all());
+    reads(&big_open, &big);
+    // Killed again, the next process finds the open file the first recorded, kept in
+    // the table by the second, and closes the registration at its release.
+    kill(second, libc::SIGKILL);
+    supervised.wait(&format!("killed {second} 9"), Duration::from_secs(60));
+    supervised.ready();
+    assert_eq!(
+        said(
+            &logs[2],
+            "1 open files hold the registrations they read through"
+        ),
+        1,
+        "{}",
+        all()
+    );
+    reads(&big_open, &big);
+    drop(big_open);
+    crate::mount::eventually(Duration::from_secs(60), all, || {
+        closed(&logs[2], big_raw).then_some(())
+    });
+    // Opened anew, each file is registered anew and reads right.
+    assert!(crate::mount::read(&warm_path).unwrap() == warm());
+    assert!(crate::mount::read(&big_path).unwrap() == big);
+    closed_once(&all());
+    supervised.stop();
+    abort_and_detach(&dir);
+    assert!(!is_mounted(&dir));
+}
+
+#[test]
+fn an_open_file_of_a_killed_mount_keeps_its_registration_across_a_live_hand_over() {
+    use crate::fdstore::kill;
+    let (env, _) = store("handover-open-live");
+    let server = Server::start(&env, "127.0.0.1:0");
+    let dir = fs::canonicalize(env.mkdir("mnt")).unwrap();
+    let mut supervised = supervised(&env, &dir, &server.url);
+    let first = supervised.ready();
+    let logs = [
+        env.path("mount-1.log"),
+        env.path("mount-2.log"),
+        env.path("live.log"),
+    ];
+    let all = || {
+        let read = |p: &PathBuf| fs::read_to_string(p).unwrap_or_default();
+        logs.iter().map(read).collect::<String>()
+    };
+    let warm_path = dir.join("data/warm");
+    assert!(crate::mount::read(&warm_path).unwrap() == warm());
+    released(&logs[0], &warm_path);
+    let held = fs::File::open(&warm_path).unwrap();
+    let raw = registration_of(&logs[0], &warm_path);
+    kill(first, libc::SIGKILL);
+    supervised.wait(&format!("killed {first} 9"), Duration::from_secs(60));
+    supervised.ready();
+    assert_eq!(
+        said(
+            &logs[1],
+            "1 open files hold the registrations they read through"
+        ),
+        1,
+        "{}",
+        all()
+    );
+    // A process started by hand takes the mount over live (the stand-in starts none
+    // after the one it runs exits).
+    supervised.hold();
+    let live = start_mount(&env, &dir, &server.url, &logs[2], &[]);
+    supervised.wait("held", Duration::from_secs(20));
+    // It was handed the open file the killed process recorded: opened again, the file
+    // is answered with the registration the kernel binds it to (with another, the open
+    // fails), and the registration is closed once the file held open is closed too.
+    assert!(crate::mount::read(&warm_path).unwrap() == warm());
+    assert_eq!(registration_of(&logs[2], &warm_path), raw, "{}", all());
+    released(&logs[2], &warm_path);
+    assert!(!closed(&logs[2], raw), "{}", all());
+    reads(&held, &warm());
+    drop(held);
+    crate::mount::eventually(Duration::from_secs(60), all, || {
+        closed(&logs[2], raw).then_some(())
+    });
+    closed_once(&all());
+    live.stop();
+    supervised.stop();
 }

@@ -236,6 +236,18 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
+            name: "config giving a new layer the diff_id of a layer the store has",
+            import: "oci",
+            class: "bad-digest",
+            make: |d| {
+                let mut top = layer(|t| {
+                    t.file("etc/shadow", b"root::0:0:::::\n");
+                });
+                top.diff_id = base().diff_id;
+                image(top).write(d, "bad");
+            },
+        },
+        Case {
             name: "not a layout",
             import: "oci",
             class: "not-an-image",
@@ -338,6 +350,79 @@ fn every_hostile_image_is_refused_and_leaves_the_store_unchanged() {
             wrong.push(format!(
                 "{}: changed the store:\n{}",
                 case.name,
+                diff.join("\n")
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+    env.fsck_clean();
+}
+
+/// Inputs that are hostile as files rather than as images: each is refused within a
+/// bounded time (a FIFO must not wait for a writer), with its class, and leaves the
+/// store unchanged.
+#[test]
+fn hostile_image_files_are_refused_without_waiting() {
+    let env = Canopy::init("image-hostile-files");
+    let good = env.path("good");
+    image(layer(|t| {
+        t.file("good", b"good\n");
+    }))
+    .write(&good, "good");
+    env.cmd(["import", "oci"])
+        .arg(&good)
+        .args(["--name", "good"])
+        .success();
+    let copy = |name: &str| {
+        let dir = env.path(name);
+        cmd("cp").arg("-r").arg(&good).arg(&dir).success();
+        dir
+    };
+    // index.json a FIFO nobody writes to.
+    let fifo = copy("fifo");
+    fs::remove_file(fifo.join("index.json")).unwrap();
+    cmd("mkfifo").arg(fifo.join("index.json")).success();
+    // oci-layout a symlink to a file outside the layout.
+    let outside = copy("outside");
+    let secret = env.path("secret");
+    fs::write(&secret, r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    fs::remove_file(outside.join("oci-layout")).unwrap();
+    std::os::unix::fs::symlink(&secret, outside.join("oci-layout")).unwrap();
+    // A zstd `docker save` archive that unpacks to 64 MiB, over --max-size.
+    let bomb = env.path("bomb.tar.zst");
+    fs::write(&bomb, crate::corpus::zstd_zero_bomb(64 << 20)).unwrap();
+    let cases: [(&str, &Path, &str, &[&str]); 3] = [
+        ("oci", &fifo, "not-an-image", &[]),
+        ("oci", &outside, "path-traversal", &[]),
+        ("docker-archive", &bomb, "too-large", &["--max-size", "8M"]),
+    ];
+    let mut wrong = Vec::new();
+    for (import, input, class, args) in cases {
+        let before = env.snapshot();
+        let out = env
+            .cmd(["import", import])
+            .arg(input)
+            .args(["--name", "bad"])
+            .args(args)
+            .output_within(std::time::Duration::from_secs(120));
+        let Some(out) = out else {
+            wrong.push(format!("{}: still running after 120 s", input.display()));
+            continue;
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let suffix = format!("[{class}]");
+        if out.status.code() != Some(1) || !stderr.trim_end().ends_with(&suffix) {
+            wrong.push(format!(
+                "{}: expected exit 1 and {suffix}, got {} and:\n{stderr}",
+                input.display(),
+                out.status
+            ));
+        }
+        let diff = before.differences(&env.snapshot());
+        if !diff.is_empty() {
+            wrong.push(format!(
+                "{}: changed the store:\n{}",
+                input.display(),
                 diff.join("\n")
             ));
         }

@@ -107,6 +107,54 @@ fn runs_from_the_store_with_state_across_an_upgrade() {
 }
 
 #[test]
+fn run_starts_with_the_directories_a_booted_host_has_and_resolves_its_hostname() {
+    // /run is a fresh tmpfs: services expect the root's own /run directories
+    // (/run/lock, where apache2ctl takes its lock) and what tmpfiles.d declares
+    // (/run/postgresql, owned by postgres, where pg_ctl writes its pid file); and
+    // their own hostname to resolve (apache2, make-ssl-cert, sudo look it up).
+    let env = web("run-runtime");
+    let deb = simple_deb(
+        &env.mkdir("svc"),
+        "svc",
+        "1",
+        &[
+            (
+                "etc/passwd",
+                b"root:x:0:0:root:/root:/bin/bash\nsvc:x:105:107::/nonexistent:/bin/false\n",
+            ),
+            ("etc/group", b"root:x:0:\nsvc:x:107:\n"),
+            (
+                "usr/lib/tmpfiles.d/svc.conf",
+                b"d /run/svc 2750 svc svc -\nd /var/run/svc/sub 0700 svc\nf /run/svc/file 0644\n",
+            ),
+            ("run/app/sub/stale.pid", b"1\n"),
+        ],
+    );
+    env.cmd(["import", "deb"]).arg(deb).success();
+    env.cmd(["assemble", "svc", "svc"])
+        .args(ROOT_PACKAGES)
+        .success();
+    let out = bash(
+        &env,
+        "svc",
+        &[],
+        "stat -c '%n %a %U %G' /run/svc /run/svc/sub /run/app /run/app/sub; ls -A /run/app/sub /run/svc; \
+         h=$(</proc/sys/kernel/hostname); while read -r a b; do [ \"$b\" = \"$h\" ] && echo \"$a $b\"; done < /etc/hosts",
+    )
+    .stdout();
+    assert_eq!(
+        out,
+        "/run/svc 2750 svc svc\n/run/svc/sub 700 svc root\n/run/app 755 root root\n\
+         /run/app/sub 755 root root\n/run/app/sub:\n\n/run/svc:\nsub\n127.0.1.1 svc\n"
+    );
+    // The host's own names are still there.
+    let out = bash(&env, "svc", &["--hostname", "other"], "cat /etc/hosts").stdout();
+    let host = fs::read_to_string("/etc/hosts").unwrap();
+    assert!(out.starts_with(host.trim_end()), "{out}");
+    assert!(out.ends_with("127.0.1.1\tother\n"), "{out}");
+}
+
+#[test]
 fn signals_reach_the_command_and_its_status_comes_back() {
     let env = web("run-signals");
     // Killed by a signal: 128 + N, as shells report it.

@@ -12,6 +12,8 @@ mod walkthrough;
 mod hostile;
 // Inputs a probe found mishandled: .deb layouts as dpkg, long paths, batches, escaping, Range.
 mod input;
+// A new user's mistakes: servers without http://, ports alone, paths for URLs, report wording.
+mod newuser;
 // Signed names on the client: swapped, replayed and foreign roots refused, the others mount.
 mod trust;
 // A TCP proxy whose copies the tests choose: altering or slowing answers.

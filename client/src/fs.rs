@@ -220,7 +220,7 @@ const ABSENT: FileAttr = FileAttr {
 
 /// Marks the requests the kernel sends again (`FUSE_NOTIFY_RESEND`) after a process
 /// that had read them without answering handed the mount over.
-const RESENT: u64 = 1 << 63;
+pub(crate) const RESENT: u64 = 1 << 63;
 
 /// Logs a request resent by the kernel (see [`RESENT`]).
 fn note_resent(req: &Request, what: &str) {
@@ -348,6 +348,7 @@ impl Filesystem for CanopyFs {
         // kept since its last close, else its cache file); anything else is fetched by
         // the first read, not here (see the module's documentation).
         let _entered = self.files.enter();
+        self.files.opening(req.unique().0);
         let large = self.files.passthrough() && size > PASSTHROUGH_MIN;
         let kept = large.then(|| self.files.reuse_kept(ino.0, &blob)).flatten();
         let (opened, io) = match kept {
@@ -379,6 +380,7 @@ impl Filesystem for CanopyFs {
         // overtakes this answer then finds it held by open files alone, and may keep it.
         let open = self.files.insert(
             fh,
+            req.unique().0,
             OpenFile {
                 ino: ino.0,
                 blob,

@@ -7,12 +7,41 @@
 //!
 //! A passthrough registration no open file reads through any more, kept for the next
 //! open of its file (see `open_files/kept.rs`), is marked kept: a successor closes those
-//! (no file the kernel holds open reads through them), while it keeps the others for
-//! good (it does not know which open files read through them). The mark is one store
-//! into the entry's state word, made while no open file holds the registration and
-//! taken off before one is answered with it. A process of a version before the mark
-//! reads a marked entry as free: it leaves that registration open, as it would have
-//! anyway, and nothing reads through it.
+//! (no file the kernel holds open reads through them). The mark is one store into the
+//! entry's state word, made while no open file holds the registration and taken off
+//! before one is answered with it. A process of a version before the mark reads a
+//! marked entry as free: it leaves that registration open, as it would have anyway, and
+//! nothing reads through it.
+//!
+//! Each open file reading through a registration has an entry of its own, a handle
+//! entry (its file handle, the unique number of the kernel's OPEN request, and the
+//! registration's entry), added before the kernel is answered and freed when the kernel
+//! releases the handle, before that release is answered (see `open_files/handles.rs`).
+//! A successor holds a registration while its handle entries last, frees each at the
+//! release of its handle or when the kernel resends its OPEN (the open was never
+//! answered), and closes the registration when none is left. A crash at any point
+//! leaves each entry right: one added for an open the kernel was not answered stays
+//! until the kernel resends that open (it does, for every request read and not
+//! answered), one for a handle the kernel holds until that handle's release. So a
+//! registration is never closed while a file the kernel holds reads through it, and
+//! never kept once none does. A registration entry says whether every open file of it
+//! has a handle entry ([`Recorded::Passthrough`]'s `handles`): not if one could not be
+//! added (a full table), nor for entries of versions before handle entries (their
+//! successor keeps such registrations until unmount, as those versions did). The bit is
+//! in the word of the registration's id, whose upper half older versions ignore; they
+//! read handle entries as free. Whether the processes since the entry was made all kept
+//! handle entries is in the state file (`service::State::handles`).
+//!
+//! Open files read through canopy have handle entries too (no registration), beside
+//! their inode's count of them: the count is raised before the entry is added and
+//! lowered after it is freed, so it never counts fewer files than the kernel holds plus
+//! the entries (each of which the successor counts off once: at its handle's release or
+//! its OPEN's resend), and a successor counts nothing else off. The releases a killed
+//! process had handled but not answered come again, for handles without entries: counted
+//! off once more, as before, they left the count too low, and a passthrough open of the
+//! inode then failed while a file read through canopy was open. At worst (killed
+//! between raising the count and adding the entry) it counts one open too many: that
+//! inode is read through canopy, not passthrough, for the connection's life.
 //!
 //! Entries are plain stores into the mapping (no system call on the request path); a
 //! process killed in the middle of one leaves that entry unused, never a wrong one.
@@ -21,17 +50,29 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Entries (inodes with open files at once); beyond, inodes go unrecorded (logged once).
+/// Entries: inodes with open files, and open files read through a registration or
+/// counted, at once; beyond, they go unrecorded (logged once). The size is part of the
+/// format: a process of another version refuses a table of another size.
 const CAPACITY: usize = 16384;
-/// Words per entry: state, ino, registration, count, stamp (5).
+/// Words per entry: state, ino, registration, count, stamp (5); for a handle entry:
+/// state, ino, registration, the OPEN request's unique number, file handle, the
+/// registration's entry.
 const WORDS: usize = 9;
 const BYTES: usize = CAPACITY * WORDS * 8;
+/// Entries handle entries leave free, for inodes.
+const FOR_INODES: usize = CAPACITY / 4;
 
 const FREE: u64 = 0;
 const PASSTHROUGH: u64 = 1;
 const CACHED: u64 = 2;
 /// A passthrough entry whose registration is kept with no open file reading through it.
 const KEPT: u64 = 3;
+/// An open file reading through a registration (read as free by versions before it).
+const HANDLE: u64 = 4;
+/// In a registration's word: every open file reading through it has a handle entry.
+const HANDLES: u64 = 1 << 63;
+/// A handle entry's registration for an open file read through canopy.
+const NONE: u64 = u64::MAX;
 
 /// One inode's I/O mode, as recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +85,8 @@ pub enum Recorded {
         raw: u32,
         /// The cache file's stamp ([`canopy_cache::Stamp::to_raw`]), if known.
         stamp: Option<[u64; 5]>,
+        /// Every open file reading through it has a [`Recorded::Handle`] entry.
+        handles: bool,
     },
     /// No open file reads through this registration: it is kept for the next open.
     Kept {
@@ -51,6 +94,21 @@ pub enum Recorded {
         ino: u64,
         /// The kernel's backing id.
         raw: u32,
+    },
+    /// An open file reading through the registration of entry `registration`, or
+    /// through canopy (`None`, counted in its inode's [`Recorded::Cached`]).
+    Handle {
+        /// The inode.
+        ino: u64,
+        /// The kernel's backing id (as in the registration's entry; 0 without one).
+        raw: u32,
+        /// The registration's entry.
+        registration: Option<usize>,
+        /// The file handle.
+        fh: u64,
+        /// The unique number of the OPEN request it answers (without the kernel's
+        /// resend mark): a resent OPEN with it was never answered.
+        unique: u64,
     },
     /// This many of its open files read through canopy and the page cache.
     Cached {
@@ -67,6 +125,7 @@ pub struct ModeTable {
     words: *const AtomicU64,
     free: Mutex<Vec<usize>>,
     full_logged: std::sync::atomic::AtomicBool,
+    handles_full_logged: std::sync::atomic::AtomicBool,
 }
 
 // SAFETY: the mapping lives as long as the table and is only accessed through atomics.
@@ -127,6 +186,7 @@ impl ModeTable {
             words: map as *const AtomicU64,
             free: Mutex::new(Vec::new()),
             full_logged: std::sync::atomic::AtomicBool::new(false),
+            handles_full_logged: std::sync::atomic::AtomicBool::new(false),
         };
         let mut recorded = Vec::new();
         let mut free = Vec::new();
@@ -161,6 +221,7 @@ impl ModeTable {
                     ino,
                     raw: w(2) as u32,
                     stamp: (stamp != [0; 5]).then_some(stamp),
+                    handles: w(2) & HANDLES != 0,
                 })
             }
             KEPT => Some(Recorded::Kept {
@@ -168,6 +229,13 @@ impl ModeTable {
                 raw: w(2) as u32,
             }),
             CACHED => Some(Recorded::Cached { ino, count: w(3) }),
+            HANDLE => Some(Recorded::Handle {
+                ino,
+                raw: w(2) as u32,
+                unique: w(3),
+                fh: w(4),
+                registration: (w(5) != NONE).then_some(w(5) as usize),
+            }),
             _ => None,
         }
     }
@@ -178,8 +246,37 @@ impl ModeTable {
         let Some(slot) = slot else {
             if !self.full_logged.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
-                    "more than {CAPACITY} inodes open at once: the ones beyond are not \
-                     recorded for a successor after a crash"
+                    "the table of I/O modes is full ({CAPACITY} inodes and open files): files \
+                     opened beyond are not recorded for a successor after a crash, which may \
+                     then fail opens of them while they are open"
+                );
+            }
+            return None;
+        };
+        self.set(slot, r);
+        Some(slot)
+    }
+
+    /// Records handle entry `r` in a free entry; `None` when the table is full but for
+    /// the entries kept for inodes ([`FOR_INODES`]): a handle not recorded only costs a
+    /// successor a registration kept until unmount, or an open counted too many, while
+    /// an inode not recorded may have opens fail in a successor.
+    pub fn add_handle(&self, r: Recorded) -> Option<usize> {
+        let slot = {
+            let mut free = self.free.lock().expect("free lock");
+            if free.len() <= FOR_INODES {
+                None
+            } else {
+                free.pop()
+            }
+        };
+        let Some(slot) = slot else {
+            if !self.handles_full_logged.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "more than {} open files at once: the ones beyond are not recorded for a \
+                     successor after a crash, which keeps their passthrough registrations until \
+                     unmount",
+                    CAPACITY - FOR_INODES
                 );
             }
             return None;
@@ -193,9 +290,15 @@ impl ModeTable {
         let w = |i| self.word(slot, i);
         w(0).store(FREE, Ordering::Release);
         match r {
-            Recorded::Passthrough { ino, raw, stamp } => {
+            Recorded::Passthrough {
+                ino,
+                raw,
+                stamp,
+                handles,
+            } => {
                 w(1).store(ino, Ordering::Relaxed);
-                w(2).store(u64::from(raw), Ordering::Relaxed);
+                let bit = if handles { HANDLES } else { 0 };
+                w(2).store(u64::from(raw) | bit, Ordering::Relaxed);
                 for (i, v) in stamp.unwrap_or([0; 5]).into_iter().enumerate() {
                     w(4 + i).store(v, Ordering::Relaxed);
                 }
@@ -209,12 +312,32 @@ impl ModeTable {
                 }
                 w(0).store(KEPT, Ordering::Release);
             }
+            Recorded::Handle {
+                ino,
+                raw,
+                registration,
+                fh,
+                unique,
+            } => {
+                w(1).store(ino, Ordering::Relaxed);
+                w(2).store(u64::from(raw), Ordering::Relaxed);
+                w(3).store(unique, Ordering::Relaxed);
+                w(4).store(fh, Ordering::Relaxed);
+                w(5).store(registration.map_or(NONE, |r| r as u64), Ordering::Relaxed);
+                w(0).store(HANDLE, Ordering::Release);
+            }
             Recorded::Cached { ino, count } => {
                 w(1).store(ino, Ordering::Relaxed);
                 w(3).store(count, Ordering::Relaxed);
                 w(0).store(CACHED, Ordering::Release);
             }
         }
+    }
+
+    /// Says of the registration entry `slot` that not every open file reading through
+    /// it has a handle entry (one could not be added): a successor keeps it for good.
+    pub fn untrack(&self, slot: usize) {
+        self.word(slot, 2).fetch_and(!HANDLES, Ordering::AcqRel);
     }
 
     /// Marks the passthrough entry `slot` kept (no open file reads through its
@@ -250,8 +373,17 @@ mod tests {
                 ino: 7,
                 raw: 3,
                 stamp: Some([1, 2, 3, 4, 5]),
+                handles: true,
             })
             .unwrap();
+        let h = Recorded::Handle {
+            ino: 7,
+            raw: 3,
+            registration: Some(a),
+            fh: 1 << 60,
+            unique: 42,
+        };
+        let h_slot = table.add(h).unwrap();
         let b = table.add(Recorded::Cached { ino: 9, count: 1 }).unwrap();
         table.set(b, Recorded::Cached { ino: 9, count: 2 });
         let c = table.add(Recorded::Cached { ino: 11, count: 1 }).unwrap();
@@ -262,8 +394,11 @@ mod tests {
                 ino: 13,
                 raw: 4,
                 stamp: None,
+                handles: true,
             })
             .unwrap();
+        // One open file of it could not be recorded.
+        table.untrack(k);
         table.mark_kept(k, true);
         table.mark_kept(k, false);
         table.mark_kept(k, true);
@@ -278,14 +413,52 @@ mod tests {
                 Recorded::Passthrough {
                     ino: 7,
                     raw: 3,
-                    stamp: Some([1, 2, 3, 4, 5])
+                    stamp: Some([1, 2, 3, 4, 5]),
+                    handles: true,
                 },
+                h,
                 Recorded::Cached { ino: 9, count: 2 },
                 Recorded::Kept { ino: 13, raw: 4 },
             ]
         );
+        table_marks_untracked(&again, k);
         // Entries in use are not handed out again.
         let d = again.add(Recorded::Cached { ino: 1, count: 1 }).unwrap();
-        assert!(d != a && d != b && d != k);
+        assert!(d != a && d != b && d != k && d != h_slot);
+    }
+
+    #[test]
+    fn open_files_leave_a_quarter_of_the_table_to_inodes() {
+        let table = ModeTable::create().unwrap();
+        let handle = |fh| Recorded::Handle {
+            ino: 1,
+            raw: 0,
+            registration: None,
+            fh,
+            unique: fh,
+        };
+        let recorded = (0..CAPACITY as u64)
+            .map_while(|fh| table.add_handle(handle(fh)))
+            .count();
+        assert_eq!(recorded, CAPACITY - FOR_INODES);
+        let inodes = (0..CAPACITY as u64)
+            .map_while(|ino| table.add(Recorded::Cached { ino, count: 1 }))
+            .count();
+        assert_eq!(inodes, FOR_INODES);
+    }
+
+    /// The kept entry `k` of `table`, taken up again, says its open files are not all
+    /// recorded.
+    fn table_marks_untracked(table: &ModeTable, k: usize) {
+        table.mark_kept(k, false);
+        assert_eq!(
+            table.read(k),
+            Some(Recorded::Passthrough {
+                ino: 13,
+                raw: 4,
+                stamp: None,
+                handles: false
+            })
+        );
     }
 }

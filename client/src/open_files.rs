@@ -9,15 +9,18 @@
 //! while files read through it, and refuses an open that names another).
 
 mod handed;
+mod handles;
 mod kept;
 
 pub use handed::{BackingState, FilesState, HandleState};
+pub use handles::Adopted;
 
 use crate::mode_table::{ModeTable, Recorded};
 use crate::objects::{Objects, Opened};
 use canopy_cache::Stamp;
 use canopy_protocol::ObjectId;
 use fuser::{KernelConfig, ReplyOpen};
+use handles::{Handle, Inherited};
 use kept::Kept;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -59,10 +62,14 @@ impl Backing {
         if self.entry.get().is_some() {
             return;
         }
+        // Its open files are recorded from now on, each before it is answered (see
+        // [`Files::insert`]): it has none yet, or they were recorded (see
+        // [`Files::record_in`]).
         let r = Recorded::Passthrough {
             ino,
             raw: self.raw,
             stamp: stamp.map(|s| s.to_raw()),
+            handles: true,
         };
         if let Some(slot) = table.add(r) {
             let _ = self.entry.set((table.clone(), slot));
@@ -135,7 +142,8 @@ pub(crate) struct OpenFile {
 impl OpenFile {
     /// An open file of a predecessor that could not hand it over (killed): known from
     /// its inode when it is first read. Its release is counted off its inode's
-    /// [`Mode::Cached`], as the predecessor's table recorded it.
+    /// [`Mode::Cached`], as the predecessor's table recorded it (unless the predecessor
+    /// recorded each open file: then through that entry, see [`Files::get_or_insert`]).
     pub(crate) fn orphan(ino: u64, blob: ObjectId, size: u64) -> OpenFile {
         OpenFile {
             ino,
@@ -226,7 +234,7 @@ fn first_fh() -> u64 {
 /// The open files of a mount, shared by its FUSE session and its hand-over listener.
 pub struct Files {
     passthrough: AtomicBool,
-    handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    handles: Mutex<HashMap<u64, Handle>>,
     /// How each inode with open files is read (when passthrough is on).
     modes: Mutex<HashMap<u64, Mode>>,
     next_fh: AtomicU64,
@@ -242,6 +250,13 @@ pub struct Files {
     /// Registrations of a predecessor killed without handing its files over: kept for
     /// good (which open files still read through them is not known).
     orphans: Mutex<Vec<Arc<Backing>>>,
+    /// The open files of a predecessor killed without handing its files over, as it
+    /// recorded them: each holds its registration until the kernel releases it.
+    inherited: Mutex<Inherited>,
+    /// Releases of handles this process never saw are not counted off their inode's
+    /// open files read through canopy: the killed predecessor recorded each of its open
+    /// files ([`Files::adopt_recorded`]), and only those are.
+    orphans_known: AtomicBool,
     /// Registrations no open file reads through, kept for the next open (see [`kept`]).
     kept: Mutex<Kept>,
     /// Where contents come from: kept files hold a pin on theirs.
@@ -261,6 +276,8 @@ impl Files {
             kernel: OnceLock::new(),
             table: OnceLock::new(),
             orphans: Mutex::new(Vec::new()),
+            inherited: Mutex::new(Inherited::default()),
+            orphans_known: AtomicBool::new(false),
             kept: Mutex::new(Kept::new(objects.bound())),
             objects,
         }
@@ -317,16 +334,27 @@ impl Files {
         make: impl FnOnce() -> Option<OpenFile>,
     ) -> Option<Arc<OpenFile>> {
         let mut handles = self.handles.lock().expect("handles lock");
-        if let Some(open) = handles.get(&fh) {
-            return Some(open.clone());
+        if let Some(handle) = handles.get(&fh) {
+            return Some(handle.open.clone());
         }
-        let open = Arc::new(make()?);
-        handles.insert(fh, open.clone());
+        let mut made = make()?;
+        // Counted off only through the predecessor's entry, when it recorded them.
+        made.counted &= !self.orphans_known.load(Ordering::Relaxed);
+        let open = Arc::new(made);
+        handles.insert(
+            fh,
+            Handle {
+                open: open.clone(),
+                entry: None,
+            },
+        );
         Some(open)
     }
 
-    /// Records open file `fh`.
-    pub(crate) fn insert(&self, fh: u64, open: OpenFile) -> Arc<OpenFile> {
+    /// Records open file `fh`, answering the OPEN request `unique` (a
+    /// [`fuser::Request::unique`]), before the kernel is answered (see
+    /// [`crate::mode_table`]).
+    pub(crate) fn insert(&self, fh: u64, unique: u64, open: OpenFile) -> Arc<OpenFile> {
         match &open.backing {
             Some(b) => tracing::debug!(
                 "handle {fh}: inode {} through passthrough registration {}",
@@ -335,34 +363,61 @@ impl Files {
             ),
             None => tracing::debug!("handle {fh}: inode {} read through canopy", open.ino),
         }
+        let entry = handles::record(self.table.get(), fh, unique, &open);
         let open = Arc::new(open);
-        self.handles
-            .lock()
-            .expect("handles lock")
-            .insert(fh, open.clone());
+        self.handles.lock().expect("handles lock").insert(
+            fh,
+            Handle {
+                open: open.clone(),
+                entry,
+            },
+        );
         open
     }
 
     /// Forgets open file `fh` of inode `ino` at its release. A handle never seen is a
-    /// predecessor's (killed) that was never read: counted off the inode as an orphan.
+    /// predecessor's (killed) that was never read: counted off the inode as an orphan
+    /// unless the predecessor recorded its open files (then only those are).
     pub(crate) fn remove(&self, fh: u64, ino: u64) -> Option<Arc<OpenFile>> {
-        let open = self.handles.lock().expect("handles lock").remove(&fh);
+        let handle = self.handles.lock().expect("handles lock").remove(&fh);
         tracing::debug!("handle {fh}: released");
-        if open.as_ref().is_none_or(|o| o.counted) {
-            let mut modes = self.modes.lock().expect("modes lock");
-            if let Some(Mode::Cached { open: n, entry }) = modes.get_mut(&ino) {
-                *n = n.saturating_sub(1);
-                if *n > 0 {
-                    self.record_cached(ino, *n, entry);
-                } else {
-                    if let (Some(table), Some(slot)) = (self.table.get(), *entry) {
-                        table.remove(slot);
-                    }
-                    modes.remove(&ino);
-                }
-            }
+        // Before the release is answered: a process killed until then has the kernel
+        // resend it, and its successor frees the entry at that release.
+        if let (
+            Some(Handle {
+                entry: Some(slot), ..
+            }),
+            Some(table),
+        ) = (&handle, self.table.get())
+        {
+            table.remove(*slot);
+        }
+        self.release_inherited(fh);
+        let open = handle.map(|h| h.open);
+        let counted = match &open {
+            Some(o) => o.counted,
+            None => !self.orphans_known.load(Ordering::Relaxed),
+        };
+        if counted {
+            self.count_off(ino);
         }
         open
+    }
+
+    /// Counts one open file read through canopy off inode `ino`.
+    fn count_off(&self, ino: u64) {
+        let mut modes = self.modes.lock().expect("modes lock");
+        if let Some(Mode::Cached { open: n, entry }) = modes.get_mut(&ino) {
+            *n = n.saturating_sub(1);
+            if *n > 0 {
+                self.record_cached(ino, *n, entry);
+            } else {
+                if let (Some(table), Some(slot)) = (self.table.get(), *entry) {
+                    table.remove(slot);
+                }
+                modes.remove(&ino);
+            }
+        }
     }
 
     /// Records a new count of cached opens of `ino` in the shared table.
@@ -381,7 +436,9 @@ impl Files {
     }
 
     /// Records modes in `table` from now on (and those of files open now), so that a
-    /// successor after a crash knows them.
+    /// successor after a crash knows them. Entries already there (a table taken over)
+    /// stay as they are. A new table is seen by no successor before this returns (it is
+    /// stored after), so registrations are recorded before their open files.
     pub fn record_in(&self, table: Arc<ModeTable>) {
         let _ = self.table.set(table.clone());
         let mut modes = self.modes.lock().expect("modes lock");
@@ -395,69 +452,25 @@ impl Files {
                 Mode::Cached { open, entry } => self.record_cached(*ino, *open, entry),
             }
         }
-        self.kept.lock().expect("kept lock").mark_all();
-    }
-
-    /// Takes over the modes a predecessor killed without a hand-over recorded in
-    /// `table` (its own, from the service manager's store), and records in it from now
-    /// on. The registrations it kept with no open file reading through them are closed
-    /// (attach the connection first). Returns how many inodes with open files it took
-    /// over, and how many kept registrations it closed.
-    pub fn adopt_recorded(
-        &self,
-        table: Arc<ModeTable>,
-        recorded: Vec<(usize, Recorded)>,
-    ) -> (usize, usize) {
-        let device = self.device.get().cloned();
-        let mut modes = self.modes.lock().expect("modes lock");
-        let mut orphans = self.orphans.lock().expect("orphans lock");
-        let (mut open, mut closed) = (0, 0);
-        for (slot, r) in recorded {
-            if !matches!(r, Recorded::Kept { .. }) {
-                open += 1;
-            }
-            match r {
-                Recorded::Kept { ino, raw } => {
-                    let Some(device) = &device else { continue };
-                    // Dropped at once: its entry is freed, and the registration closed
-                    // (nothing the kernel holds open reads through it, and no open was
-                    // answered with it since it was marked).
-                    tracing::debug!(
-                        "inode {ino}: passthrough registration {raw} was kept by the process \
-                         before, with no open file"
-                    );
-                    let backing = Backing::known(raw, device);
-                    let _ = backing.entry.set((table.clone(), slot));
-                    drop(backing);
-                    closed += 1;
-                }
-                Recorded::Passthrough { ino, raw, stamp } => {
-                    let Some(device) = &device else { continue };
-                    tracing::debug!("took over passthrough registration {raw} of inode {ino}");
-                    let backing = Arc::new(Backing::known(raw, device));
-                    let _ = backing.entry.set((table.clone(), slot));
-                    modes.insert(
-                        ino,
-                        Mode::Passthrough {
-                            id: Arc::downgrade(&backing),
-                            stamp: stamp.map(Stamp::from_raw),
-                        },
-                    );
-                    orphans.push(backing);
-                }
-                Recorded::Cached { ino, count } => {
-                    modes.insert(
-                        ino,
-                        Mode::Cached {
-                            open: count as usize,
-                            entry: Some(slot),
-                        },
-                    );
-                }
+        drop(modes);
+        let mut handles = self.handles.lock().expect("handles lock");
+        for (fh, handle) in handles.iter_mut() {
+            if handle.entry.is_none() {
+                // Answered long ago: no OPEN of it will come again (0 is no request's).
+                handle.entry = handles::record(Some(&table), *fh, 0, &handle.open);
             }
         }
-        let _ = self.table.set(table);
-        (open, closed)
+        drop(handles);
+        let mut inherited = self.inherited.lock().expect("inherited lock");
+        inherited.record(&table);
+        drop(inherited);
+        // Taken over live from a process that kept them for good: so does a successor.
+        for b in self.orphans.lock().expect("orphans lock").iter() {
+            if let Some((table, slot)) = b.entry.get() {
+                table.untrack(*slot);
+            }
+        }
+        self.kept.lock().expect("kept lock").mark_all();
     }
 
     /// How to serve an open of inode `ino`, whose content is `opened` if the host

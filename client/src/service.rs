@@ -212,6 +212,14 @@ pub struct State {
     pub init: KernelInit,
     /// Every version shown, oldest first.
     pub history: Vec<Shown>,
+    /// Whether the process that wrote it (and, if it resumed the connection, the ones
+    /// before) keeps a handle entry in the table of I/O modes for each open file read
+    /// through a passthrough registration (see [`crate::mode_table`]), so that a
+    /// successor closes each registration once its open files are released. Absent
+    /// (`false`) from versions before them: their successor keeps such registrations
+    /// until unmount. Written before the process serves a request.
+    #[serde(default)]
+    pub handles: bool,
 }
 
 /// The state file of the mount whose hand-over socket is `socket`.

@@ -199,7 +199,7 @@ pub fn run(
             let fs = fs(cfg.host.open_cache_released()?);
             let files = fs.files();
             let (session, table) =
-                resume_stored(fs, &files, device, modes, &state.init).map_err(failed)?;
+                resume_stored(fs, &files, device, modes, &state).map_err(failed)?;
             tracing::info!(
                 "resumed the mount at {} from the connection the service manager kept",
                 cfg.mountpoint.display()
@@ -334,22 +334,31 @@ pub(crate) fn resume(
 
 /// A FUSE session for `fs` on a connection `device` kept by the service manager, with
 /// the table of I/O modes kept beside it (`modes`), whose recorded open files `files`
-/// adopts.
+/// adopts; `state` is the state file the process before wrote.
 pub(crate) fn resume_stored(
     fs: CanopyFs,
     files: &Files,
     device: OwnedFd,
     modes: Option<OwnedFd>,
-    init: &crate::open_files::KernelInit,
+    state: &State,
 ) -> Result<(fuser::Session<CanopyFs>, Option<Arc<ModeTable>>), String> {
-    let session = resume(fs, files, device, init)?;
+    let session = resume(fs, files, device, &state.init)?;
     let table = match modes.map(ModeTable::open) {
         Some(Ok((table, recorded))) => {
             let table = Arc::new(table);
-            let (count, closed) = files.adopt_recorded(table.clone(), recorded);
+            let a = files.adopt_recorded(table.clone(), recorded, state.handles);
             tracing::info!(
-                "{count} inodes with open files recorded by the process before; closed the \
-                 {closed} passthrough registrations it kept for files opened again"
+                "{} inodes with open files recorded by the process before; closed the {} \
+                 passthrough registrations it kept for files opened again and the {} no open \
+                 file read through; {} open files hold the registrations they read through \
+                 until released, {} open files read through canopy are counted off at their \
+                 release, {} registrations are kept until unmount",
+                a.inodes,
+                a.kept_closed,
+                a.unused_closed,
+                a.open_files,
+                a.cached_files,
+                a.held
             );
             Some(table)
         }
@@ -429,6 +438,7 @@ pub(crate) fn keep_in_store(
             options,
             init,
             history: Vec::new(),
+            handles: true,
         }),
         device,
         table,

@@ -34,6 +34,14 @@ pub(crate) enum Step {
     /// Each path, in order, is a directory: created with `mode` if missing; a symlink
     /// or other file there fails the step.
     Dirs { paths: Vec<CString>, mode: u32 },
+    /// `lchown(2)` then `chmod(2)` (a change of owner clears set-id bits); an id the
+    /// user namespace does not map (EINVAL) leaves the owner as it was.
+    Owner {
+        path: CString,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    },
     /// An empty file (a mount point for a bound file), created if missing.
     File { path: CString },
     /// `mount(2)`.
@@ -98,6 +106,29 @@ impl Step {
                 Ok(())
             }
             Step::File { path } => file(path),
+            Step::Owner {
+                path,
+                uid,
+                gid,
+                mode,
+            } => {
+                match nix::unistd::fchownat(
+                    nix::fcntl::AT_FDCWD,
+                    path.as_c_str(),
+                    Some(nix::unistd::Uid::from_raw(*uid)),
+                    Some(nix::unistd::Gid::from_raw(*gid)),
+                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                ) {
+                    Ok(()) | Err(Errno::EINVAL) => {}
+                    Err(e) => return Err(e),
+                }
+                nix::sys::stat::fchmodat(
+                    nix::fcntl::AT_FDCWD,
+                    path.as_c_str(),
+                    Mode::from_bits_truncate(*mode),
+                    nix::sys::stat::FchmodatFlags::FollowSymlink,
+                )
+            }
             Step::Mount {
                 source,
                 target,

@@ -78,6 +78,10 @@ pub enum Mount {
         target: PathBuf,
         /// Permission bits when created.
         mode: u32,
+        /// Owner and group inside the sandbox, given to the directory (with `mode`
+        /// again, which a change of owner may clear) whether it was created or not. An
+        /// id the sandbox's user namespace does not map leaves the owner as it was.
+        owner: Option<(u32, u32)>,
     },
     /// A symbolic link at `target` pointing to `points_to`.
     Symlink {
@@ -285,9 +289,24 @@ impl Mount {
                     format!("mounting the FUSE filesystem at {}", target.display()),
                 ));
             }
-            Mount::Dir { target, mode } => {
+            Mount::Dir {
+                target,
+                mode,
+                owner,
+            } => {
                 let r = resolve(root, target)?;
                 ensure(&r, false, *mode, steps, target);
+                if let Some((uid, gid)) = *owner {
+                    steps.push((
+                        Step::Owner {
+                            path: cstr(&r.full),
+                            uid,
+                            gid,
+                            mode: *mode,
+                        },
+                        format!("giving {} to {uid}:{gid}", target.display()),
+                    ));
+                }
             }
             Mount::Symlink { target, points_to } => {
                 let r = resolve(root, target)?;

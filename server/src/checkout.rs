@@ -17,10 +17,13 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// How to check out.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Options {
+#[derive(Clone, Copy, Default)]
+pub struct Options<'a> {
     /// Hard-link files to the store's objects where the metadata allows.
     pub hardlink: bool,
+    /// Called with the number of entries written so far (files, directories, symlinks,
+    /// special files) after each one, for a progress display.
+    pub progress: Option<&'a dyn Fn(u64)>,
 }
 
 /// What a checkout did.
@@ -64,7 +67,7 @@ pub enum CheckoutError {
 
 struct Writer<'a> {
     store: &'a Store,
-    opts: Options,
+    opts: Options<'a>,
     as_root: bool,
     report: Report,
     farm: crate::linkfarm::Pending,
@@ -75,7 +78,7 @@ pub fn checkout(
     store: &Store,
     tree: &TreeId,
     dest: &Path,
-    opts: Options,
+    opts: Options<'_>,
 ) -> Result<Report, CheckoutError> {
     if let Ok(mut entries) = fs::read_dir(dest) {
         if entries.next().is_some() {
@@ -251,6 +254,10 @@ impl Writer<'_> {
                     self.finish(&p, &entry.meta)?;
                     self.report.specials += 1;
                 }
+            }
+            if let Some(progress) = self.opts.progress {
+                let r = &self.report;
+                progress(r.files + r.dirs + r.symlinks + r.specials);
             }
         }
         Ok(())

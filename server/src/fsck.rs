@@ -6,6 +6,7 @@ use crate::closure::{self, Problem};
 use crate::store::{Store, StoreError};
 use canopy_protocol::{Hasher, ObjectId};
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What fsck found.
 pub struct Report {
@@ -37,9 +38,21 @@ fn whereabouts(store: &Store, id: &ObjectId) -> String {
 
 /// Checks the whole store.
 pub fn fsck(store: &Store) -> Result<Report, StoreError> {
+    fsck_with_progress(store, &|_, _| {})
+}
+
+/// [`fsck`], calling `progress(done, total)` as objects are re-hashed (from several
+/// threads), for a progress display: re-hashing a large store takes a while.
+pub fn fsck_with_progress(
+    store: &Store,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Report, StoreError> {
     let objects = store.objects().list()?;
+    let total = objects.len() as u64;
+    let done = AtomicU64::new(0);
     let mut problems: Vec<Problem> = objects
         .par_iter()
+        .inspect(|_| progress(done.fetch_add(1, Ordering::Relaxed) + 1, total))
         .filter_map(|id| match rehash(store, id) {
             Ok(actual) if actual == *id => None,
             Ok(actual) => Some(Problem {

@@ -139,7 +139,7 @@ impl PackageIndex {
             {
                 format!("; did you mean {near}?")
             } else if named.is_empty() {
-                "; import it first (canopy import deb|rpm FILE) or see `canopy packages list`"
+                "; `canopy packages list` shows what is imported (`canopy import deb|rpm FILE` adds more)"
                     .to_string()
             } else {
                 let have: Vec<String> = named

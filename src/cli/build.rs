@@ -3,7 +3,7 @@
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
-use super::{Force, JsonFlag, MaxSize, Named, parse_age};
+use super::{Force, JsonFlag, MaxSize, Named, parse_age, parse_repo_url};
 /// What `import` takes.
 #[derive(Subcommand)]
 pub enum ImportCommand {
@@ -254,6 +254,7 @@ pub struct RepoAddArgs {
     /// A name for it, used by `assemble --from`
     pub name: String,
     /// Its base URL (the directory holding `dists/`, or a flat repository)
+    #[arg(value_parser = parse_repo_url)]
     pub url: url::Url,
     /// The suites or codenames under dists/, comma separated or repeated, read
     /// together (omit for a flat repository)

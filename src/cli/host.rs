@@ -3,16 +3,17 @@
 use clap::Args;
 use std::path::PathBuf;
 
-use super::{JsonFlag, parse_size};
+use super::{JsonFlag, parse_listen, parse_server_url, parse_size};
 /// What `mount` takes.
 #[derive(Args)]
 pub struct MountArgs {
     /// The server (or an HTTP cache in front of it)
+    #[arg(value_parser = parse_server_url)]
     pub url: url::Url,
     /// Where to mount (an existing directory)
     pub mountpoint: PathBuf,
     /// More servers or caches, tried in order when the ones before fail
-    #[arg(long = "server", value_name = "URL")]
+    #[arg(long = "server", value_name = "URL", value_parser = parse_server_url)]
     pub servers: Vec<url::Url>,
     #[command(flatten)]
     pub host: HostArgs,
@@ -86,7 +87,7 @@ pub struct RunArgs {
     pub command: Vec<String>,
     /// Run the root from this server (or HTTP cache), through the host's cache; repeat
     /// to fail over
-    #[arg(long = "server", value_name = "URL")]
+    #[arg(long = "server", value_name = "URL", value_parser = parse_server_url)]
     pub servers: Vec<url::Url>,
     /// With --server: file with the server's public key (`canopy key show`)
     #[arg(long, value_name = "FILE", requires = "servers")]
@@ -154,7 +155,7 @@ pub struct RunArgs {
 #[derive(Args)]
 pub struct VolumePluginArgs {
     /// The server (or an HTTP cache in front of it); repeat to fail over to others
-    #[arg(long = "server", value_name = "URL", required = true)]
+    #[arg(long = "server", value_name = "URL", value_parser = parse_server_url, required = true)]
     pub servers: Vec<url::Url>,
     #[command(flatten)]
     pub host: HostArgs,
@@ -187,13 +188,14 @@ pub struct VolumePluginArgs {
 /// What `serve` takes.
 #[derive(Args)]
 pub struct ServeArgs {
-    /// HTTP: address and port to listen on (port 0 picks a free one, printed at start)
+    /// HTTP: address (or host name) and port to listen on (port 0 picks a free one,
+    /// printed at start)
     /// [default: 127.0.0.1:7750, unless only --nfs is given]
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
     pub listen: Option<std::net::SocketAddr>,
     /// Also export every root read-only over NFSv3 (MOUNT on the same port) as /NAME
     /// and /NAME@COMMIT; with --nfs alone, no HTTP is served
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
     pub nfs: Option<std::net::SocketAddr>,
     /// With --nfs: do not answer the portmapper question (port 111 of the NFS address,
     /// TCP and UDP, or registration with an rpcbind already there); clients must then
@@ -218,10 +220,11 @@ pub struct ServeArgs {
 #[derive(Args)]
 pub struct ReplicateArgs {
     /// The upstream canopy server (or an HTTP cache in front of it)
+    #[arg(value_parser = parse_server_url)]
     pub url: url::Url,
     /// More upstream servers or caches of the same store, tried in order when the ones
     /// before fail
-    #[arg(long = "server", value_name = "URL")]
+    #[arg(long = "server", value_name = "URL", value_parser = parse_server_url)]
     pub servers: Vec<url::Url>,
     /// File with the upstream's public key (`canopy key show` there prints it)
     #[arg(long, value_name = "FILE")]

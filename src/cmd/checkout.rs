@@ -5,6 +5,7 @@ use crate::cli::CheckoutArgs;
 use anyhow::{Result, bail};
 use canopy_server::Access;
 use canopy_server::checkout::{Options, checkout};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
@@ -20,14 +21,29 @@ pub fn run(store: &Path, args: CheckoutArgs) -> Result<ExitCode> {
     let root = at.root;
     let commit = store.commit(&id)?;
     commit.verify(&store.verifying_key()?)?;
-    let r = checkout(
+    // A large root takes a while: a spinner counts what is written (hidden with --json).
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} checking out {msg}: {pos} entries")
+            .expect("static template"),
+    );
+    if args.json.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    } else {
+        bar.set_message(format!("{root} {} to {}", id.0.short(), args.dir.display()));
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    }
+    let progress = |n: u64| bar.set_position(n);
+    let result = checkout(
         &store,
         &commit.body.tree,
         &args.dir,
         Options {
             hardlink: args.hardlink,
+            progress: Some(&progress),
         },
-    )?;
+    );
+    bar.finish_and_clear();
+    let r = result?;
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }

@@ -105,7 +105,7 @@ impl Flags {
 pub fn debs(store: &Path, files: &[PathBuf], flags: Flags) -> Result<ExitCode> {
     let store = flags.open(store)?;
     let deb = format::of_kind(PackageKind::Deb).expect("Debian is a format");
-    archives(&store, files, flags.json, |file| {
+    archives(&store, files, "deb", flags.json, |file| {
         deb.prepare(&store, file, None, limits(flags.max_size), None)
     })
 }
@@ -117,11 +117,11 @@ pub fn rpms(
     flags: Flags,
 ) -> Result<ExitCode> {
     let keyring = keyring
-        .map(|k| Keyring::load(k).with_context(|| format!("reading keyring {}", k.display())))
+        .map(|k| Keyring::load(k).with_context(|| format!("--keyring {}", k.display())))
         .transpose()?;
     let store = flags.open(store)?;
     let rpm = format::of_kind(PackageKind::Rpm).expect("RPM is a format");
-    archives(&store, files, flags.json, |file| {
+    archives(&store, files, "rpm", flags.json, |file| {
         rpm.prepare(&store, file, None, limits(flags.max_size), keyring.as_ref())
     })
 }
@@ -132,6 +132,7 @@ pub fn rpms(
 fn archives<'s>(
     store: &'s Store,
     files: &[PathBuf],
+    ext: &str,
     json: bool,
     prepare: impl Fn(&Path) -> Result<Prepared<'s>, ImportError> + Sync,
 ) -> Result<ExitCode> {
@@ -149,7 +150,20 @@ fn archives<'s>(
         files.len(),
         import::batch::threads(),
         |i| std::fs::metadata(&files[i]).map_or(0, |m| m.len()),
-        |i| prepare(&files[i]),
+        |i| {
+            // A directory of archives given as such: name the glob that was meant.
+            if files[i].is_dir() {
+                return Err(ImportError::Io {
+                    what: format!(
+                        "{} is a directory; give the archives in it, e.g. {}/*.{ext}",
+                        files[i].display(),
+                        files[i].display().to_string().trim_end_matches('/')
+                    ),
+                    source: std::io::ErrorKind::IsADirectory.into(),
+                });
+            }
+            prepare(&files[i])
+        },
         |i, result| {
             let file = &files[i];
             bar.set_message(file.display().to_string());
@@ -171,13 +185,23 @@ fn archives<'s>(
         print_imports(done, failed)?;
     }
     if failures > 0 {
-        eprintln!(
-            "{failures} of {} archives failed to import; the others were imported",
-            files.len()
-        );
+        eprintln!("{}", failure_summary(failures, files.len()));
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The last line of an import some archives of failed: how many, and what became of
+/// the rest (nothing was imported when every archive failed).
+fn failure_summary(failures: usize, total: usize) -> String {
+    match (failures, total) {
+        (1, 1) => "the archive was not imported".to_string(),
+        (f, t) if f == t => format!("none of the {t} archives was imported"),
+        (f, t) => format!(
+            "{f} of {t} archives failed to import; the other {} were imported",
+            t - f
+        ),
+    }
 }
 
 fn check_name(named: &Named) -> Result<()> {
@@ -187,10 +211,12 @@ fn check_name(named: &Named) -> Result<()> {
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"+-._~".contains(&b))
     };
-    if !ok(&named.name) || !ok(&named.version) {
-        bail!(
-            "--name and --version take letters, digits and + - . _ ~ (starting with a letter or digit)"
-        );
+    for (flag, value) in [("--name", &named.name), ("--version", &named.version)] {
+        if !ok(value) {
+            bail!(
+                "{flag} {value:?}: {flag} takes letters, digits and + - . _ ~ (starting with a letter or digit)"
+            );
+        }
     }
     Ok(())
 }
@@ -263,14 +289,24 @@ pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
             .collect();
         print_json(&json!(items))?;
     } else {
-        for (_, p) in index.all() {
+        // Columns as wide as their widest entry (at least as wide as before), so a long
+        // name or an architecture such as `noarch` or `aarch64` keeps them aligned.
+        let all = index.all();
+        let width = |min: usize, f: &dyn Fn(&canopy_protocol::Package) -> usize| {
+            all.iter().map(|(_, p)| f(p)).max().unwrap_or(0).max(min)
+        };
+        let name_w = width(32, &|p| p.name.chars().count());
+        let version_w = width(28, &|p| p.version.chars().count());
+        let arch_w = width(6, &|p| p.arch.chars().count());
+        let kind_w = width(4, &|p| p.kind.label().len());
+        for (_, p) in all {
             let scripts = if p.scripts.is_empty() {
                 String::new()
             } else {
                 format!("  scripts: {}", p.scripts.join(","))
             };
             println!(
-                "{:<32} {:<28} {:<6} {:<4} {}{scripts}",
+                "{:<name_w$} {:<version_w$} {:<arch_w$} {:<kind_w$} {}{scripts}",
                 p.name,
                 p.version,
                 p.arch,

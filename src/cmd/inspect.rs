@@ -76,7 +76,7 @@ pub fn show(store: &Path, spec: &str, as_json: bool) -> Result<ExitCode> {
     }
     println!("packages   {}", b.packages.len());
     for p in &b.packages {
-        println!("    {} {} {}", p.name, p.version, p.arch);
+        println!("    {}", super::package_line(&p.name, &p.version, &p.arch));
     }
     Ok(ExitCode::SUCCESS)
 }

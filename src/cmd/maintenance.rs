@@ -2,9 +2,10 @@
 
 use super::{bytes, open, print_json};
 use crate::cli::{FsckArgs, GcArgs};
-use anyhow::Result;
+use anyhow::{Result, bail};
 use canopy_server::closure::Problem;
 use canopy_server::{Access, fsck, gc, repair};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
@@ -19,7 +20,22 @@ pub fn fsck(store: &Path, args: &FsckArgs) -> Result<ExitCode> {
     }
     let json = args.json.json;
     let store = open(store, Access::Read)?;
-    let r = fsck::fsck(&store)?;
+    // Every object is read and hashed: a bar shows how far (hidden with --json).
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{spinner} fsck: [{bar:30}] {pos}/{len} objects re-hashed")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    if json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let result = fsck::fsck_with_progress(&store, &progress);
+    bar.finish_and_clear();
+    let r = result?;
     if json {
         let problems: Vec<_> = r.problems.iter().map(problem_json).collect();
         print_json(
@@ -124,6 +140,16 @@ pub fn gc(store: &Path, args: &GcArgs) -> Result<ExitCode> {
 }
 
 fn repair(store: &Path, args: &FsckArgs) -> Result<ExitCode> {
+    // A mistyped --archives would otherwise be searched as an empty directory, and
+    // objects that archive could restore reported as beyond repair.
+    for dir in &args.archives {
+        if !dir.is_dir() {
+            bail!(
+                "--archives {}: no such directory (give the directories that hold the .deb or .rpm archives, e.g. /var/cache/apt/archives)",
+                dir.display()
+            );
+        }
+    }
     let store = open(store, Access::Write)?.reimporting();
     let fetcher = super::fetcher()?;
     let sources = repair::Sources {

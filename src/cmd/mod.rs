@@ -182,7 +182,33 @@ fn store_path(flag: Option<PathBuf>) -> Result<PathBuf> {
 }
 
 fn open(store: &std::path::Path, access: Access) -> Result<Store> {
-    Ok(Store::open(store, access)?)
+    Store::open(store, access).map_err(|e| permission_hint(store, e.into()))
+}
+
+/// A store this user may not read or write (another user's, or a directory it cannot
+/// create) is an error that says so and what to do, beside the file it failed on.
+fn permission_hint(store: &std::path::Path, e: anyhow::Error) -> anyhow::Error {
+    let denied = e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+    }) || e.to_string().contains("Permission denied");
+    if !denied {
+        return e;
+    }
+    let owner = std::fs::metadata(store)
+        .map(|m| {
+            format!(
+                " (it belongs to uid {})",
+                std::os::unix::fs::MetadataExt::uid(&m)
+            )
+        })
+        .unwrap_or_default();
+    e.context(format!(
+        "this user may not use the store at {}{owner}: run canopy as its owner, or give a \
+         store of your own with --store DIR (or CANOPY_STORE)",
+        store.display()
+    ))
 }
 
 fn root_name(s: &str) -> Result<RootName> {
@@ -204,6 +230,16 @@ fn root_at(store: &Store, spec: &str) -> Result<(RootAt, CommitId)> {
     let at: RootAt = spec.parse()?;
     let id = history::resolve(store, &at)?;
     Ok((at, id))
+}
+
+/// `NAME VERSION ARCH`, as package lines print it; tarballs, directories and image
+/// layers have no architecture, and then no trailing space either.
+fn package_line(name: &str, version: &str, arch: &str) -> String {
+    if arch.is_empty() {
+        format!("{name} {version}")
+    } else {
+        format!("{name} {version} {arch}")
+    }
 }
 
 /// A unix timestamp as RFC 3339 UTC.

@@ -103,7 +103,10 @@ pub fn packages(store: &Path, args: &PackagesRemoveArgs) -> Result<ExitCode> {
         for r in &results {
             let p = &r.package;
             if r.users.is_empty() {
-                println!("{verb} {} {} {}", p.name, p.version, p.arch);
+                println!(
+                    "{verb} {}",
+                    super::package_line(&p.name, &p.version, &p.arch)
+                );
             } else {
                 let users: Vec<String> = r
                     .users

@@ -10,12 +10,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 pub fn add(store: &Path, args: RepoAddArgs) -> Result<ExitCode> {
-    if !matches!(args.url.scheme(), "http" | "https" | "file") {
-        bail!(
-            "{}: canopy fetches repositories over http, https or file URLs",
-            args.url
-        );
-    }
+    // The URL's scheme was checked as it was parsed (`parse_repo_url`).
     if args.keyring.is_none() && !args.no_verify_signature {
         bail!(
             "say how to check the repository's signature: --keyring FILE (for Debian: \

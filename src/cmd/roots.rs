@@ -147,7 +147,10 @@ pub fn log(store: &Path, root: &str, json: bool) -> Result<ExitCode> {
                     }
                     None => String::new(),
                 };
-                println!("    {} {} {}{scripts}", p.name, p.version, p.arch);
+                println!(
+                    "    {}{scripts}",
+                    super::package_line(&p.name, &p.version, &p.arch)
+                );
             }
             if let Some(c) = &configured {
                 println!(
@@ -314,6 +317,19 @@ pub fn diff(
         }
         for (c, p) in &paths {
             println!("{} {}", c.marker(), Escaped(p));
+        }
+        // Say so when nothing differs: a header alone reads like output cut short.
+        if changes.is_empty() && paths.is_empty() {
+            if a.tree == b.tree {
+                println!(
+                    "no package or path differs: both commits have tree {}",
+                    b.tree
+                );
+            } else if packages_only {
+                println!("no package differs (paths were not compared: --packages)");
+            } else {
+                println!("no package or path differs");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

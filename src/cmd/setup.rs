@@ -10,11 +10,15 @@ use std::path::Path;
 use std::process::ExitCode;
 
 pub fn init(path: &Path, args: InitArgs) -> Result<ExitCode> {
+    if let Some(key) = &args.key {
+        warn_if_shared(key);
+    }
     let backend = match &args.backend {
         Some(url) => Backend::S3(S3Config::from_env(url.parse()?)),
         None => Backend::Local,
     };
-    let (store, done) = Store::init_with(path, &backend, args.key.as_deref())?;
+    let (store, done) = Store::init_with(path, &backend, args.key.as_deref())
+        .map_err(|e| super::permission_hint(path, e.into()))?;
     let can_write = store.signing_key().is_ok();
     if args.json.json {
         let backend = match &backend {
@@ -61,4 +65,21 @@ fn hex(store: &Store) -> Result<String> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect())
+}
+
+/// A secret key that others may read is either exposed or not the secret key at all:
+/// the public key `canopy key show` prints (e.g. `server.pub`) has the same form, and
+/// signing with it as a seed would give the store an unrelated key that hosts refuse.
+fn warn_if_shared(key: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(key)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        eprintln!(
+            "warning: --key {} is readable by other users: a signing key is secret (mode 0600, \
+             as keys/ed25519.secret); if this is the public key `canopy key show` prints, give \
+             the secret key file instead",
+            key.display()
+        );
+    }
 }

@@ -311,6 +311,7 @@ mod tests {
             ino: 9,
             raw: 5,
             stamp: None,
+            handles: true,
         };
         assert_eq!(recorded(), [open]);
         assert!(kept.push(9, f).is_empty());

@@ -11,7 +11,8 @@
 //!    read-only at the end, so writes to the root fail with EROFS;
 //! 4. `/etc` and `/var` as overlays of the root's own under the state directory's
 //!    upper layers (see [`super::state`]);
-//! 5. `/proc`, a minimal `/dev`, tmpfs `/tmp` and `/run`, the host's `resolv.conf` and
+//! 5. `/proc`, a minimal `/dev`, tmpfs `/tmp` and `/run` (with the directories a
+//!    booted host finds there: see [`super::runtime`]), the host's `resolv.conf` and
 //!    `hosts`, the caller's binds — or, super-privileged, the host's `/` at `/host`,
 //!    its `/run`, `/dev` and `/etc/localtime`.
 
@@ -114,6 +115,7 @@ pub fn execute(
         sb.mount(Mount::Dir {
             target: dir.into(),
             mode: 0o755,
+            owner: None,
         });
     }
     sb.mount(Mount::Overlay {
@@ -143,7 +145,7 @@ pub fn execute(
             userxattr,
         });
     }
-    host_mounts(cfg, source, &mut sb);
+    host_mounts(cfg, source, run_dir, &mut sb)?;
     for b in &cfg.binds {
         sb.mount(Mount::Bind {
             source: b.source.clone(),
@@ -224,7 +226,12 @@ fn forget_mount_points(cfg: &RunConfig, source: &Source, state: &State) {
 }
 
 /// The host's files and namespaces a run sees.
-fn host_mounts(cfg: &RunConfig, source: &Source, sb: &mut Sandbox) {
+fn host_mounts(
+    cfg: &RunConfig,
+    source: &Source,
+    run_dir: &Path,
+    sb: &mut Sandbox,
+) -> Result<(), RunError> {
     let bind = |source: &str, target: &str, read_only: bool| Mount::Bind {
         source: source.into(),
         target: target.into(),
@@ -245,6 +252,13 @@ fn host_mounts(cfg: &RunConfig, source: &Source, sb: &mut Sandbox) {
             target: "/run".into(),
             mode: 0o755,
         });
+        for d in super::runtime::dirs(source) {
+            sb.mount(Mount::Dir {
+                target: d.path.into(),
+                mode: d.mode,
+                owner: Some((d.uid, d.gid)),
+            });
+        }
     }
     sb.mount(Mount::Tmpfs {
         target: "/tmp".into(),
@@ -266,11 +280,47 @@ fn host_mounts(cfg: &RunConfig, source: &Source, sb: &mut Sandbox) {
             Some(s) if s.symlink => {
                 tracing::info!("{file} of the root is a symlink: the host's is not bound over it");
             }
+            _ if file == "/etc/hosts" && !cfg.spc => {
+                let hosts = hosts_file(run_dir, &cfg.hostname)?;
+                sb.mount(Mount::Bind {
+                    source: hosts,
+                    target: file.into(),
+                    read_only: true,
+                });
+            }
             _ => {
                 sb.mount(bind(file, file, true));
             }
         }
     }
+    Ok(())
+}
+
+/// The run's `/etc/hosts`: the host's, and the run's own hostname on 127.0.1.1 (as
+/// Debian's installer writes it) unless the host's names it already, so that the name
+/// resolves inside as on any host (apache2, sudo and make-ssl-cert look it up).
+fn hosts_file(run_dir: &Path, hostname: &str) -> Result<PathBuf, RunError> {
+    let mut text = fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let named = text.lines().any(|l| {
+        l.split('#')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .any(|n| n == hostname)
+    });
+    if !named && !hostname.is_empty() {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!("127.0.1.1\t{hostname}\n"));
+    }
+    let path = run_dir.join("hosts");
+    fs::write(&path, text).map_err(|e| RunError::Io {
+        what: format!("writing {}", path.display()),
+        source: e,
+    })?;
+    Ok(path)
 }
 
 /// The FUSE session of a run's view, served by a thread of this process.

@@ -7,6 +7,7 @@
 //!   labels, users of the root's own account files;
 //! - [`state`]: `/etc` and `/var` as overlays over the root, kept in `--state DIR`;
 //! - [`container`]: the mounts and namespaces, on `canopy-sandbox`;
+//! - [`runtime`]: the directories `/run` starts with;
 //! - [`signals`]: signals for canopy go to the command.
 //!
 //! By default a run is unprivileged: a user namespace in which the caller is root
@@ -17,6 +18,7 @@
 
 pub mod command;
 mod container;
+mod runtime;
 pub mod signals;
 pub mod source;
 pub mod state;
@@ -438,7 +440,9 @@ fn identity(
             "creating host identity in {}: {line}",
             state.dir().display()
         );
-        let env = environment(cfg, None, "/root");
+        let mut env = environment(cfg, None, "/root");
+        // Tools such as make-ssl-cert ask debconf, which has no terminal here.
+        env.push(("DEBIAN_FRONTEND".into(), "noninteractive".into()));
         let process = container::Process {
             argv: &argv,
             env: &env,

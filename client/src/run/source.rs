@@ -134,6 +134,32 @@ impl Source {
         Some(out)
     }
 
+    /// The names in directory `path` of the root (symlinks not followed), at most
+    /// `max` of them; `None` if it is not a directory.
+    pub fn list(&self, path: &str, max: usize) -> Option<Vec<String>> {
+        let mut names = Vec::new();
+        match self {
+            Source::View { view, .. } => {
+                let dir = view_lookup(view, path).filter(|a| a.kind == Kind::Dir)?;
+                view.list(dir.ino, 0, |_, _, name| {
+                    names.push(String::from_utf8_lossy(name).into_owned());
+                    names.len() >= max
+                })
+                .ok()?;
+            }
+            Source::Dir { path: dir, .. } => {
+                let p = host_path(dir, path)?;
+                if !fs::symlink_metadata(&p).ok()?.is_dir() {
+                    return None;
+                }
+                for entry in fs::read_dir(p).ok()?.take(max) {
+                    names.push(entry.ok()?.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        Some(names)
+    }
+
     /// Whether the root has program `name` in one of the usual directories.
     pub fn has_program(&self, name: &str) -> bool {
         [

@@ -349,7 +349,7 @@ pub(crate) fn serve(
             let fs = fs(cfg.host.open_cache_released()?);
             let files = fs.files();
             let (session, table) =
-                resume_stored(fs, &files, device, modes, &state.init).map_err(failed)?;
+                resume_stored(fs, &files, device, modes, &state).map_err(failed)?;
             let device = files.device().expect("attached with the session");
             // Requests the dead server had read and not answered come again.
             handover::resend(&*device)

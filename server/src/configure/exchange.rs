@@ -186,6 +186,34 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// For a symlink to a path the host identity list removes (c_rehash's
+/// `/etc/ssl/certs/HASH.0 -> ssl-cert-snakeoil.pem`): it is removed too, since it would
+/// dangle in the shared root, and each host makes its own with the file.
+fn link_to_identity(path: &str, kind: &Kind) -> Option<(Keep, String)> {
+    let Kind::Other(EntryKind::Symlink { target }) = kind else {
+        return None;
+    };
+    let target = String::from_utf8_lossy(target);
+    let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+    let mut parts: Vec<&str> = Vec::new();
+    let joined = if target.starts_with('/') {
+        target.to_string()
+    } else {
+        format!("{dir}/{target}")
+    };
+    for part in joined.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    let rule = host_identity(&format!("/{}", parts.join("/")))?;
+    (rule.keep == Keep::Nothing).then(|| (Keep::Nothing, format!("link to a {}", rule.what)))
+}
+
 /// Builds the configured tree from the worker's stream, leaving out host identity.
 fn receive(
     txn: &mut Txn<'_>,
@@ -220,14 +248,17 @@ fn receive(
         }
         skipping = None;
         let shown = format!("/{}", String::from_utf8_lossy(&rec.path));
-        let (meta, kind) = match (host_identity(&shown), &rec.kind) {
-            (Some(rule), kind) => {
+        let rule = host_identity(&shown)
+            .map(|r| (r.keep, r.what.to_string()))
+            .or_else(|| link_to_identity(&shown, &rec.kind));
+        let (meta, kind) = match (rule, &rec.kind) {
+            (Some((keep, what)), kind) => {
                 let file = matches!(kind, Kind::File { .. });
                 let size = match kind {
                     Kind::File { size, .. } => *size,
                     _ => 0,
                 };
-                let action = match rule.keep {
+                let action = match keep {
                     Keep::Nothing => Some("removed"),
                     Keep::EmptyFile if file && size == 0 => None,
                     Keep::EmptyFile if file => Some("emptied"),
@@ -239,7 +270,7 @@ fn receive(
                     io::copy(&mut r.take(inline_size), &mut io::sink()).map_err(bad)?;
                     stripped.push(Stripped {
                         path: shown.clone(),
-                        what: rule.what.to_string(),
+                        what,
                         action: action.to_string(),
                     });
                     if action == "removed" {

@@ -42,7 +42,9 @@ pub(crate) struct Job {
     pub(crate) args: Vec<String>,
     /// Its whole environment.
     pub(crate) env: Vec<(String, String)>,
-    /// Files the program finds in `/run/canopy` (name, mode, content).
+    /// Files the program finds in `/run/canopy` (name, mode, content); contents go as
+    /// hex, since JSON would spell each byte as a number and a comma.
+    #[serde(with = "hex_files")]
     pub(crate) files: Vec<(String, u32, Vec<u8>)>,
     /// Files of `/run/canopy` bound read-only over paths of the root, for the run
     /// only (e.g. `policy-rc.d`).
@@ -69,6 +71,39 @@ pub struct Ended {
     pub timed_out: bool,
 }
 
+/// The most the job's line may take: it carries the control archives of every
+/// package with a preinst (debconf templates with all their translations: tens of
+/// megabytes for a large set), and is bounded only so that a broken sender cannot make
+/// the worker read without end.
+const JOB_MAX: u64 = 1 << 30;
+
+/// `Job::files` with each content as a hex string.
+mod hex_files {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    type Files = Vec<(String, u32, Vec<u8>)>;
+
+    pub(super) fn serialize<S: Serializer>(files: &Files, s: S) -> Result<S::Ok, S::Error> {
+        let hexed: Vec<(&str, u32, String)> = files
+            .iter()
+            .map(|(name, mode, content)| (name.as_str(), *mode, hex::encode(content)))
+            .collect();
+        hexed.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Files, D::Error> {
+        let hexed = Vec::<(String, u32, String)>::deserialize(d)?;
+        hexed
+            .into_iter()
+            .map(|(name, mode, content)| {
+                hex::decode(&content)
+                    .map(|c| (name, mode, c))
+                    .map_err(serde::de::Error::custom)
+            })
+            .collect()
+    }
+}
+
 /// Prefix of the worker's own messages on stderr, which also carries the program's output.
 pub(crate) const MESSAGE: &str = "canopy-worker: ";
 
@@ -89,9 +124,15 @@ pub fn main() -> i32 {
 fn work(input: &mut impl BufRead, output: &mut impl Write) -> Result<(), String> {
     let mut line = Vec::new();
     input
-        .take(4 << 20)
+        .take(JOB_MAX)
         .read_until(b'\n', &mut line)
         .map_err(|e| format!("reading the job: {e}"))?;
+    if line.last() != Some(&b'\n') {
+        return Err(format!(
+            "reading the job: it ended after {} bytes, without its newline (at most {JOB_MAX})",
+            line.len()
+        ));
+    }
     let job: Job = serde_json::from_slice(&line).map_err(|e| format!("reading the job: {e}"))?;
     for old in &job.leftovers {
         if let Err(e) = fs::remove_dir_all(old) {

@@ -88,12 +88,12 @@ pub(crate) fn import(
     let diff_id = Some(blob.diff_id);
     let (package, record, outcome) = match known {
         Some((package, record)) => {
-            if blob.digest.is_none() {
-                // Only its diff_id can vouch for it.
-                let diff = Hashing::new(decoder(reader, blob.compression, &what)?);
-                let (digest, _) = diff.finish().map_err(read_err)?;
-                check(&what, "uncompressed content", digest, diff_id)?;
-            }
+            // The layer is known by its diff_id, which only the config claims: the
+            // blob must really unpack to it, or a config that lies about a layer would
+            // get another layer's files (the blob's digest vouches for the blob alone).
+            let diff = Hashing::new(decoder(reader, blob.compression, &what)?);
+            let (digest, _) = diff.finish().map_err(read_err)?;
+            check(&what, "uncompressed content", digest, diff_id)?;
             (package, record, Outcome::AlreadyImported)
         }
         None => {

@@ -93,7 +93,8 @@ pub fn import(
     req: &Request<'_>,
     on_layer: &mut dyn FnMut(usize, usize, &Layer),
 ) -> Result<ImportedImage, ImportError> {
-    let source = source::Source::open(req.path, &store.path().join("tmp"))?;
+    let source =
+        source::Source::open(req.path, &store.path().join("tmp"), req.limits.max_unpacked)?;
     let image = match req.format {
         Format::Layout => {
             let platform = match req.platform {

@@ -12,7 +12,7 @@ use crate::import::{Class, ImportError};
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use tar::EntryType;
 
@@ -54,8 +54,13 @@ pub(crate) struct Opened<'a> {
 
 impl Source {
     /// Opens `path` (`-` for standard input), spooling into `spool_dir` when the
-    /// archive must be decompressed or cannot seek.
-    pub(crate) fn open(path: &Path, spool_dir: &Path) -> Result<Source, ImportError> {
+    /// archive must be decompressed or cannot seek; a spool over `max_spool` bytes (a
+    /// decompression bomb, an endless stream) is refused before it fills the disk.
+    pub(crate) fn open(
+        path: &Path,
+        spool_dir: &Path,
+        max_spool: u64,
+    ) -> Result<Source, ImportError> {
         let what = if path == Path::new("-") {
             "standard input".to_string()
         } else {
@@ -66,7 +71,7 @@ impl Source {
             source,
         };
         if path == Path::new("-") {
-            let file = spool(io::stdin().lock(), spool_dir, &what)?;
+            let file = spool(io::stdin().lock(), spool_dir, &what, max_spool)?;
             return Source::tar(file, what);
         }
         let meta = fs::metadata(path).map_err(|e| io_err("reading", e))?;
@@ -87,7 +92,7 @@ impl Source {
             .or_else(|e| if seekable { Err(e) } else { Ok(0) })
             .map_err(|e| io_err("reading", e))?;
         if compressed || !seekable {
-            let file = spool(file, spool_dir, &what)?;
+            let file = spool(file, spool_dir, &what, max_spool)?;
             return Source::tar(file, what);
         }
         Source::tar(file, what)
@@ -127,8 +132,34 @@ impl Source {
         })?;
         match &self.kind {
             Kind::Dir(dir) => {
-                let path = dir.join(&norm);
-                let file = match File::open(&path) {
+                let path = match inside(dir, &norm) {
+                    Ok(Some(path)) => path,
+                    Ok(None) => {
+                        return Err(ImportError::refused(
+                            Class::PathTraversal,
+                            format!(
+                                "{}: {name} is a symlink that leaves the image layout",
+                                self.what
+                            ),
+                        ));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Err(missing("is missing"));
+                    }
+                    Err(e) => {
+                        return Err(ImportError::Io {
+                            what: format!("opening {}", dir.join(&norm).display()),
+                            source: e,
+                        });
+                    }
+                };
+                // Non-blocking: a FIFO in the layout must not wait for a writer (it is
+                // then refused as not a regular file).
+                let file = match fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&path)
+                {
                     Ok(f) => f,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         return Err(missing("is missing"));
@@ -210,6 +241,15 @@ impl Source {
     }
 }
 
+/// Where member `norm` of layout directory `dir` really is, symlinks resolved:
+/// `None` when that is outside the layout (a link to `/etc/shadow` or to `..`), as
+/// links out of a tar archive are never followed either.
+fn inside(dir: &Path, norm: &str) -> io::Result<Option<PathBuf>> {
+    let base = fs::canonicalize(dir)?;
+    let path = fs::canonicalize(dir.join(norm))?;
+    Ok(path.starts_with(&base).then_some(path))
+}
+
 /// Reads up to `buf.len()` bytes, fewer only at the end.
 fn read_head(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
@@ -222,8 +262,9 @@ fn read_head(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Copies `reader`, decompressed if it is, into an unnamed file in `dir`.
-fn spool(reader: impl Read, dir: &Path, what: &str) -> Result<File, ImportError> {
+/// Copies `reader`, decompressed if it is, into an unnamed file in `dir`: at most
+/// `max` bytes.
+fn spool(reader: impl Read, dir: &Path, what: &str, max: u64) -> Result<File, ImportError> {
     fs::create_dir_all(dir).map_err(|e| ImportError::Io {
         what: format!("creating {}", dir.display()),
         source: e,
@@ -232,8 +273,17 @@ fn spool(reader: impl Read, dir: &Path, what: &str) -> Result<File, ImportError>
         what: format!("creating a temporary file in {}", dir.display()),
         source: e,
     })?;
-    let mut decoded = decoder(reader, None, what)?;
-    io::copy(&mut decoded, &mut file).map_err(|e| ImportError::from_read(e, what, false))?;
+    let decoded = decoder(reader, None, what)?;
+    let copied = io::copy(&mut decoded.take(max.saturating_add(1)), &mut file)
+        .map_err(|e| ImportError::from_read(e, what, false))?;
+    if copied > max {
+        return Err(ImportError::refused(
+            Class::TooLarge,
+            format!(
+                "{what} unpacks to more than {max} bytes (raise --max-size if the image is that large)"
+            ),
+        ));
+    }
     Ok(file)
 }
 

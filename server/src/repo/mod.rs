@@ -30,9 +30,16 @@ use url::Url;
 /// Why a repository could not be used. Nothing in the store changes in any case.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
-    /// No repository of that name is configured.
-    #[error("no repository named {0} (see `canopy repo list`, or add one with `canopy repo add`)")]
-    Unknown(String),
+    /// No repository of that name is configured (`hint`: a near name that is, or empty).
+    #[error(
+        "no repository named {name}{hint} (see `canopy repo list`, or add one with `canopy repo add`)"
+    )]
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// `; did you mean NAME?`, or empty.
+        hint: String,
+    },
     /// `repo add` of a name that exists.
     #[error(
         "a repository named {0} exists already (remove it first with `canopy repo remove {0}`)"
@@ -243,7 +250,7 @@ pub fn remove(store: &Store, name: &str) -> Result<(), RepoError> {
     match fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(RepoError::Unknown(name.to_string()));
+            return Err(unknown(store, name));
         }
         Err(source) => {
             return Err(RepoError::Io {
@@ -263,6 +270,19 @@ pub fn remove(store: &Store, name: &str) -> Result<(), RepoError> {
     }
 }
 
+/// The error for a repository name that is not configured, with the nearest configured
+/// name when one is close (`--from debain`).
+fn unknown(store: &Store, name: &str) -> RepoError {
+    let names = list(store).unwrap_or_default();
+    let hint = crate::suggest::closest(name, names.iter().map(|(n, _)| n.as_str()))
+        .map(|near| format!("; did you mean {near}?"))
+        .unwrap_or_default();
+    RepoError::Unknown {
+        name: name.to_string(),
+        hint,
+    }
+}
+
 /// A repository's configuration.
 pub fn get(store: &Store, name: &str) -> Result<RepoConfig, RepoError> {
     check_name(name)?;
@@ -270,7 +290,7 @@ pub fn get(store: &Store, name: &str) -> Result<RepoConfig, RepoError> {
     let bytes = match fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(RepoError::Unknown(name.to_string()));
+            return Err(unknown(store, name));
         }
         Err(source) => {
             return Err(RepoError::Io {
