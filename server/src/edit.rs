@@ -98,16 +98,23 @@ pub struct Editor {
     root: BTreeMap<Name, Node>,
 }
 
-fn names(path: &str) -> Result<Vec<Name>, EditError> {
-    path.split('/')
+/// A path's names: any bytes but `/` (names need not be UTF-8).
+fn names(path: &[u8]) -> Result<Vec<Name>, EditError> {
+    let bad = || EditError::BadPath(shown(path));
+    path.split(|&b| b == b'/')
         .filter(|c| !c.is_empty())
         .map(|c| {
-            if c == "." || c == ".." {
-                return Err(EditError::BadPath(path.to_string()));
+            if c == b"." || c == b".." {
+                return Err(bad());
             }
-            Name::new(c.as_bytes().to_vec()).map_err(|_| EditError::BadPath(path.to_string()))
+            Name::new(c.to_vec()).map_err(|_| bad())
         })
         .collect()
+}
+
+/// A path as messages show it.
+fn shown(path: &[u8]) -> String {
+    String::from_utf8_lossy(path).into_owned()
 }
 
 fn open<'n>(
@@ -147,11 +154,11 @@ impl Editor {
     fn parent<'e>(
         &'e mut self,
         txn: &Txn<'_>,
-        path: &str,
+        path: &(impl AsRef<[u8]> + ?Sized),
     ) -> Result<Option<(&'e mut Children, Name)>, EditError> {
-        let mut parts = names(path)?;
+        let mut parts = names(path.as_ref())?;
         let Some(last) = parts.pop() else {
-            return Err(EditError::BadPath(path.to_string()));
+            return Err(EditError::BadPath(shown(path.as_ref())));
         };
         let mut dir = &mut self.root;
         for p in parts {
@@ -159,7 +166,7 @@ impl Editor {
                 return Ok(None);
             };
             dir = open(node, txn)?.ok_or_else(|| EditError::NotADirectory {
-                path: path.to_string(),
+                path: shown(path.as_ref()),
                 component: p.to_string(),
             })?;
         }
@@ -167,8 +174,12 @@ impl Editor {
     }
 
     /// The entry at `path`, if there is one.
-    pub fn get(&mut self, txn: &Txn<'_>, path: &str) -> Result<Option<&mut Node>, EditError> {
-        Ok(match self.parent(txn, path)? {
+    pub fn get(
+        &mut self,
+        txn: &Txn<'_>,
+        path: &(impl AsRef<[u8]> + ?Sized),
+    ) -> Result<Option<&mut Node>, EditError> {
+        Ok(match self.parent(txn, path.as_ref())? {
             Some((dir, last)) => dir.get_mut(&last),
             None => None,
         })
@@ -179,12 +190,12 @@ impl Editor {
     pub fn put(
         &mut self,
         txn: &Txn<'_>,
-        path: &str,
+        path: &(impl AsRef<[u8]> + ?Sized),
         node: Node,
     ) -> Result<Option<Node>, EditError> {
-        let mut parts = names(path)?;
+        let mut parts = names(path.as_ref())?;
         let Some(last) = parts.pop() else {
-            return Err(EditError::BadPath(path.to_string()));
+            return Err(EditError::BadPath(shown(path.as_ref())));
         };
         let mut dir = &mut self.root;
         for p in parts {
@@ -192,7 +203,7 @@ impl Editor {
                 .entry(p.clone())
                 .or_insert_with(|| Node::dir(Meta::ROOT_DIR));
             dir = open(next, txn)?.ok_or_else(|| EditError::NotADirectory {
-                path: path.to_string(),
+                path: shown(path.as_ref()),
                 component: p.to_string(),
             })?;
         }
@@ -200,8 +211,12 @@ impl Editor {
     }
 
     /// Removes the entry at `path` (a directory with all it holds) and returns it.
-    pub fn remove(&mut self, txn: &Txn<'_>, path: &str) -> Result<Option<Node>, EditError> {
-        Ok(match self.parent(txn, path)? {
+    pub fn remove(
+        &mut self,
+        txn: &Txn<'_>,
+        path: &(impl AsRef<[u8]> + ?Sized),
+    ) -> Result<Option<Node>, EditError> {
+        Ok(match self.parent(txn, path.as_ref())? {
             Some((dir, last)) => dir.remove(&last),
             None => None,
         })

@@ -52,7 +52,7 @@ pub(crate) fn merge(ed: &mut Editor, txn: &Txn<'_>) -> Result<(), MergeError> {
         let mut moved = moved;
         let children = take_children(&mut moved, txn)?;
         for (name, node) in children {
-            place(ed, txn, &format!("{dir}/{name}"), node)?;
+            place(ed, txn, &join(dir.as_bytes(), &name), node)?;
         }
         ed.put(
             txn,
@@ -117,9 +117,14 @@ fn same(a: &Node, b: &Node) -> bool {
     }
 }
 
+/// `dir/name`, as bytes: names are any bytes, and their `Display` escapes them.
+fn join(dir: &[u8], name: &Name) -> Vec<u8> {
+    [dir, b"/", name.as_bytes()].concat()
+}
+
 /// Puts `/rel` (a path under a merged directory, e.g. `bin/sh`) at `/usr/rel`.
-fn place(ed: &mut Editor, txn: &Txn<'_>, rel: &str, mut node: Node) -> Result<(), MergeError> {
-    let dest = format!("/usr/{rel}");
+fn place(ed: &mut Editor, txn: &Txn<'_>, rel: &[u8], mut node: Node) -> Result<(), MergeError> {
+    let dest = [b"/usr/", rel].concat();
     let Some(existing) = ed.get(txn, &dest)? else {
         ed.put(txn, &dest, node)?;
         return Ok(());
@@ -127,30 +132,88 @@ fn place(ed: &mut Editor, txn: &Txn<'_>, rel: &str, mut node: Node) -> Result<()
     if same(existing, &node) {
         return Ok(());
     }
-    let top = format!("/{rel}");
+    let top = [b"/", rel].concat();
     // The top entry links to the /usr one: /usr keeps its own.
     if let Some(t) = link_target(&node) {
-        let base = rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-        let t = String::from_utf8_lossy(t);
+        let base = rel
+            .iter()
+            .rposition(|&b| b == b'/')
+            .map_or(&b""[..], |i| &rel[..i]);
         if t == dest
             || link_target(existing).is_some_and(|l| {
-                let l = String::from_utf8_lossy(l);
-                l == t || format!("/{base}/{t}") == l || t == format!("/usr/{base}/{l}")
+                l == t
+                    || [b"/", base, b"/", t].concat() == l
+                    || t == [b"/usr/", base, b"/", l].concat()
             })
         {
             return Ok(());
         }
     }
     // The /usr entry links to the top one: the top one's content moves over it.
-    if link_target(existing).is_some_and(|l| l == top.as_bytes()) {
+    if link_target(existing).is_some_and(|l| l == top) {
         ed.put(txn, &dest, node)?;
         return Ok(());
     }
     if existing.is_dir() && node.is_dir() {
         for (name, child) in take_children(&mut node, txn)? {
-            place(ed, txn, &format!("{rel}/{name}"), child)?;
+            place(ed, txn, &join(rel, &name), child)?;
         }
         return Ok(());
     }
-    Err(MergeError::Conflict(rel.to_string()))
+    Err(MergeError::Conflict(
+        String::from_utf8_lossy(rel).into_owned(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use canopy_protocol::Tree;
+
+    #[test]
+    fn names_move_byte_for_byte() {
+        // systemd ships /lib/systemd/system/system-systemd\x2dcryptsetup.slice: the
+        // backslash is part of the name, and merging once doubled it.
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::init(dir.path()).unwrap();
+        let mut txn = store.begin().unwrap();
+        let empty = txn.put_tree(&Tree::new(vec![]).unwrap()).unwrap();
+        let (blob, size) = txn.put_blob(&b"x"[..]).map_err(|_| ()).unwrap();
+        let file = || Node::Leaf {
+            meta: Meta {
+                mode: 0o644,
+                ..Meta::default()
+            },
+            kind: EntryKind::File { size, blob },
+        };
+        let names: [&[u8]; 3] = [
+            br"system-systemd\x2dcryptsetup.slice",
+            b"caf\xe9 latin-1",
+            b"dir/with\\backslash/inside",
+        ];
+        let mut ed = Editor::open(&txn, &empty).unwrap();
+        for name in names {
+            ed.put(&txn, &[b"/lib/systemd/", name].concat(), file())
+                .unwrap();
+        }
+        ed.put(&txn, "/usr/lib/systemd/other", file()).unwrap();
+        merge(&mut ed, &txn).unwrap();
+        for name in names {
+            let path = [b"/usr/lib/systemd/", name].concat();
+            assert!(
+                ed.get(&txn, &path).unwrap().is_some(),
+                "{}",
+                String::from_utf8_lossy(&path)
+            );
+        }
+        assert!(ed.get(&txn, "/usr/lib/systemd/other").unwrap().is_some());
+        assert!(matches!(
+            ed.get(&txn, "/lib").unwrap(),
+            Some(Node::Leaf {
+                kind: EntryKind::Symlink { .. },
+                ..
+            })
+        ));
+    }
 }
