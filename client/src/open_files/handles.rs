@@ -99,14 +99,18 @@ impl Inherited {
     }
 
     /// Adds the handle entries of those that have none to `table` (see
-    /// [`Files::record_in`]).
-    pub(super) fn record(&mut self, table: &ModeTable) {
+    /// [`Files::record_in`]); counts in `recorded`, by inode, those read through canopy
+    /// that have one.
+    pub(super) fn record(&mut self, table: &ModeTable, recorded: &mut HashMap<u64, usize>) {
         for (fh, o) in self.opens.iter_mut() {
             if o.entry.is_none() {
                 o.entry = match &o.backing {
                     Some(b) => record_through(*fh, o.unique, o.ino, b),
                     None => record_cached(table, *fh, o.unique, o.ino),
                 };
+            }
+            if o.entry.is_some() && o.backing.is_none() {
+                *recorded.entry(o.ino).or_default() += 1;
             }
         }
     }
@@ -129,8 +133,8 @@ pub(super) fn record(
 }
 
 /// Adds the handle entry of open file `fh` of inode `ino`, made for OPEN request
-/// `unique`, counted among the inode's open files read through canopy. If the table is
-/// full, none: a successor then never counts that file off (it counts one too many).
+/// `unique`, counted among the inode's open files read through canopy (if the table is
+/// full, none: the count is then trusted, see [`Files::insert`]).
 fn record_cached(table: &ModeTable, fh: u64, unique: u64, ino: u64) -> Option<usize> {
     table.add_handle(Recorded::Handle {
         ino,
@@ -183,6 +187,9 @@ impl Files {
         let mut adopted = Adopted::default();
         // Registrations whose open files all have entries, by entry.
         let mut counted: HashMap<usize, (u64, Option<Stamp>, Arc<Backing>)> = HashMap::new();
+        // Inodes whose open files read through canopy all have entries: their entry,
+        // and how many of those.
+        let mut tracked: HashMap<u64, (usize, usize)> = HashMap::new();
         let mut opens = Vec::new();
         for (slot, r) in recorded {
             match r {
@@ -226,8 +233,17 @@ impl Files {
                     adopted.held += 1;
                 }
                 Recorded::Handle { .. } => opens.push((slot, r)),
-                Recorded::Cached { ino, count } => {
+                Recorded::Cached {
+                    ino,
+                    count,
+                    handles,
+                } => {
                     adopted.inodes += 1;
+                    if handles && handles_kept {
+                        tracked.insert(ino, (slot, 0));
+                    } else if handles {
+                        table.untrack(slot);
+                    }
                     modes.insert(
                         ino,
                         Mode::Cached {
@@ -258,10 +274,26 @@ impl Files {
                 None if handles_kept && matches!(modes.get(&ino), Some(Mode::Cached { .. })) => {
                     inherited.insert(fh, ino, unique, None, Some(slot));
                     adopted.cached_files += 1;
+                    if let Some((_, n)) = tracked.get_mut(&ino) {
+                        *n += 1;
+                    }
                 }
                 // Of a registration kept for good, closed, or never recorded; or of
                 // counts not trusted.
                 _ => table.remove(slot),
+            }
+        }
+        // Counted by their entries where each has one: the count may hold one more
+        // (killed between counting an open and adding its entry: never answered).
+        for (ino, (slot, n)) in tracked {
+            if n == 0 {
+                table.remove(slot);
+                modes.remove(&ino);
+                continue;
+            }
+            table.set_count(slot, n as u64);
+            if let Some(Mode::Cached { open, .. }) = modes.get_mut(&ino) {
+                *open = n;
             }
         }
         // Releases of handles without entries are not counted off (see
@@ -516,11 +548,18 @@ mod tests {
 
     #[test]
     fn open_files_read_through_canopy_are_counted_off_once_each() {
-        // Inode 20: open files 200 (answered) and 201 (its OPEN, 70, resent), and the
-        // release of 202 handled but not answered (entry freed, count lowered).
-        let adopt = |handles_kept| {
+        // Inode 20: open files 200 (answered) and 201 (its OPEN, 70, resent), the
+        // release of 202 handled but not answered (entry freed, count lowered), and an
+        // open counted whose entry was not added yet (killed, so never answered): a
+        // count of 3, each of its files with an entry (`handles`) or not.
+        let adopt = |handles_kept, handles| {
             let made = ModeTable::create().unwrap();
-            made.add(Recorded::Cached { ino: 20, count: 2 }).unwrap();
+            let count = Recorded::Cached {
+                ino: 20,
+                count: 3,
+                handles,
+            };
+            made.add(count).unwrap();
             for (fh, unique) in [(200, 60), (201, 70)] {
                 let h = Recorded::Handle {
                     ino: 20,
@@ -537,8 +576,10 @@ mod tests {
             let a = files.adopt_recorded(Arc::new(table), recorded, handles_kept);
             (files, a)
         };
-        let (files, adopted) = adopt(true);
+        // Counted by its entries.
+        let (files, adopted) = adopt(true, true);
         assert_eq!((adopted.inodes, adopted.cached_files), (1, 2));
+        assert_eq!(cached(&files), 2);
         // 202's release, resent, counts nothing off (before, it was counted off again:
         // with 200 open, a passthrough open of the inode then failed).
         files.remove(202, 20);
@@ -552,12 +593,50 @@ mod tests {
         assert_eq!(cached(&files), 0);
         files.remove(200, 20);
         assert_eq!(cached(&files), 0);
+        // Not each file with an entry: the count is kept, and still only the entries
+        // count off (one too many then stays: never too few).
+        let (files, _) = adopt(true, false);
+        assert_eq!(cached(&files), 3);
+        files.remove(202, 20);
+        files.remove(200, 20);
+        assert_eq!(cached(&files), 2);
         // After a process that kept no entries, any release of a handle never seen is
         // counted off, as before.
-        let (files, adopted) = adopt(false);
+        let (files, adopted) = adopt(false, true);
         assert_eq!(adopted.cached_files, 0);
         files.remove(202, 20);
-        assert_eq!(cached(&files), 1);
+        assert_eq!(cached(&files), 2);
+    }
+
+    #[test]
+    fn a_new_table_trusts_the_entries_of_files_read_through_canopy_if_each_has_one() {
+        let files = files();
+        let counted = |ino| OpenFile {
+            ino,
+            blob: ObjectId::of(b"x"),
+            size: 1,
+            content: Mutex::new(None),
+            backing: None,
+            counted: true,
+        };
+        // Inode 20: two open files, one of them unknown (a killed predecessor's, never
+        // read); inode 21: one, known.
+        for ino in [20, 20, 21] {
+            assert!(matches!(files.io_for(ino, None), Io::Counted));
+        }
+        files.insert(300, 2, counted(20));
+        files.insert(301, 4, counted(21));
+        let table = Arc::new(ModeTable::create().unwrap());
+        files.record_in(table.clone());
+        let entries = left(&table);
+        let count = |ino, count, handles| Recorded::Cached {
+            ino,
+            count,
+            handles,
+        };
+        assert!(entries.contains(&count(20, 2, false)), "{entries:?}");
+        assert!(entries.contains(&count(21, 1, true)), "{entries:?}");
+        assert_eq!(entries.len(), 4, "{entries:?}");
     }
 
     use super::super::Io;
