@@ -89,6 +89,23 @@ fn server_url_without_scheme_names_the_fix() {
             stderr(&out)
         );
     }
+    // Servers given only with --server leave the mountpoint where the URL goes.
+    let out = canopy
+        .bare_cmd([
+            "mount",
+            "--server",
+            "http://a:7750",
+            "--server",
+            "http://b:7750",
+        ])
+        .arg(&mnt)
+        .args(["--trust", "server.pub"])
+        .failure(2);
+    assert!(
+        stderr(&out).contains("the server comes first"),
+        "{}",
+        stderr(&out)
+    );
     let out = canopy
         .bare_cmd(["mount", "ftp://server/"])
         .arg(&mnt)

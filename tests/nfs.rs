@@ -902,3 +902,103 @@ fn nfs_and_http_from_one_process() {
     assert!(status.success(), "{status}");
     drop(client);
 }
+
+/// `GET PATH` over HTTP/1.0: the status code and the body.
+fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    let end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a whole head");
+    let head = String::from_utf8_lossy(&answer[..end]);
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, answer[end + 4..].to_vec())
+}
+
+/// An object file damaged on disk is never served: HTTP answers 500 rather than
+/// the wrong bytes (which an HTTP cache would keep for good), NFS reads fail, and once
+/// the file holds its bytes again both serve it, though they served it before.
+#[test]
+fn damaged_objects_are_served_by_neither_http_nor_nfs() {
+    let env = web("nfs-damaged");
+    let mut child = Command::new(crate::util::BIN)
+        .arg("--store")
+        .arg(env.store())
+        .args(["serve", "--no-portmap", "--listen", "127.0.0.1:0", "--nfs"])
+        .arg("127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut both = String::new();
+    for _ in 0..2 {
+        std::io::BufRead::read_line(&mut lines, &mut both).unwrap();
+    }
+    let http = both
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .unwrap_or_else(|| panic!("no HTTP address in {both:?}"))
+        .to_string();
+    let port: u16 = both
+        .lines()
+        .find(|l| l.contains("over NFSv3 on 127.0.0.1:"))
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no NFS port in {both:?}"));
+    let mut client = Client::connect(port);
+    // A large file (sent with sendfile) and a small one (kept in memory once read).
+    for path in ["/bin/bash", "/etc/debian_version"] {
+        let listed = env.json(["ls", "web", path]);
+        let blob = listed[0]["blob"].as_str().unwrap().to_string();
+        let file = env
+            .store()
+            .join("objects")
+            .join(&blob[..2])
+            .join(&blob[2..]);
+        let good = fs::read(&file).unwrap();
+        let fh = client.path("/web", path.trim_start_matches('/'));
+        // Served once while intact: what was verified must be checked again.
+        assert_eq!(http_get(&http, &format!("/v1/objects/{blob}")).1, good);
+        assert_eq!(client.read(&fh, 1 << 20).unwrap(), good);
+        let mut bad = good.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x20;
+        let mut perms = fs::metadata(&file).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+        fs::set_permissions(&file, perms).unwrap();
+        fs::write(&file, &bad).unwrap();
+        // Never the damaged bytes: an error, or (a small object kept in memory since
+        // it was verified) the object's own bytes.
+        let (code, body) = http_get(&http, &format!("/v1/objects/{blob}"));
+        let refused = code == 500 && String::from_utf8_lossy(&body).contains("corrupt");
+        assert!(
+            refused || (code == 200 && body == good && path != "/bin/bash"),
+            "{path}: {code} {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        );
+        assert_eq!(
+            client.read(&fh, 1 << 20),
+            Err(nfsstat3::NFS3ERR_IO),
+            "{path}"
+        );
+        let out = env.cmd(["fsck"]).failure(1);
+        assert!(
+            String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).contains(&blob[2..]),
+            "{path}: fsck does not name {blob}"
+        );
+        fs::write(&file, &good).unwrap();
+        assert_eq!(
+            http_get(&http, &format!("/v1/objects/{blob}")),
+            (200, good.clone())
+        );
+        assert_eq!(client.read(&fh, 1 << 20).unwrap(), good);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    env.fsck_clean();
+}

@@ -158,17 +158,30 @@ async fn open(app: &Arc<App>, oid: ObjectId) -> Result<(Source, u64), Answer> {
         }
         return Ok((Source::Memory(bytes), len));
     };
-    let len = file
+    let meta = file
         .metadata()
-        .map_err(|e| internal("reading the size of", e))?
-        .len();
+        .map_err(|e| internal("reading the size of", e))?;
+    let len = meta.len();
+    // Never the wrong bytes: a file damaged on disk is an error (an HTTP cache in
+    // front would otherwise keep them for good), see `store::verified`.
     if len <= SMALL {
         let mut bytes = vec![0u8; len as usize];
         file.read_exact_at(&mut bytes, 0)
             .map_err(|e| internal("reading", e))?;
+        let actual = ObjectId::of(&bytes);
+        if actual != oid {
+            let e = crate::store::StoreError::Corrupt { id: oid, actual };
+            tracing::error!("{e}");
+            return Err(super::store_error(e));
+        }
         let bytes = Bytes::from(bytes);
         app.wire.insert(Kind::Small, oid, Some(bytes.clone()));
         return Ok((Source::Memory(bytes), len));
+    }
+    if !app.store.file_verified(&oid, &meta) {
+        let store = app.store.clone();
+        let copy = file.try_clone().map_err(|e| internal("opening", e))?;
+        blocking(move || store.verify_file(&oid, &copy).map_err(super::store_error)).await?;
     }
     Ok((Source::File(file), len))
 }

@@ -95,30 +95,45 @@ pub(super) async fn answer_members(
     let mut _permit = None;
     for m in members {
         let oid = m.blob.0;
-        let body =
-            if let Some(Some(bytes)) = app.wire.peek(Kind::Small, oid) {
-                Some(Piece::Text(bytes))
-            } else if let Some(path) = app.store.local_path(&oid) {
-                match std::fs::metadata(&path) {
-                    Ok(_) => Some(Piece::Path(path, m.size)),
-                    Err(_) => None,
+        let body = if let Some(Some(bytes)) = app.wire.peek(Kind::Small, oid) {
+            Some(Piece::Text(bytes))
+        } else if let Some(path) = app.store.local_path(&oid) {
+            match std::fs::metadata(&path) {
+                Ok(meta) if app.store.file_verified(&oid, &meta) => Some(Piece::Path(path, m.size)),
+                // Hashed once before it is first sent (see `store::verified`); a
+                // damaged member is sent as missing, so the client fetches it
+                // alone and hears why.
+                Ok(_) => {
+                    let store = app.store.clone();
+                    blocking(move || {
+                        Ok(store
+                            .verify_local(&oid)
+                            .map_err(|e| tracing::error!("{e}"))
+                            .is_ok())
+                    })
+                    .await?
+                    .then_some(Piece::Path(path, m.size))
                 }
-            } else {
-                if _permit.is_none() {
-                    _permit =
-                        Some(app.packs_in_memory.acquire().await.map_err(|e| {
-                            Answer::error(Status::Internal, "internal", e.to_string())
-                        })?);
-                }
-                let store = app.store.clone();
-                blocking(move || match store.read_object(&oid) {
-                    Ok(bytes) => Ok(Some(bytes)),
-                    Err(crate::store::StoreError::Missing { .. }) => Ok(None),
-                    Err(e) => Err(store_error(e)),
-                })
-                .await?
-                .map(|b| Piece::Text(Bytes::from(b)))
-            };
+                Err(_) => None,
+            }
+        } else {
+            if _permit.is_none() {
+                _permit = Some(
+                    app.packs_in_memory
+                        .acquire()
+                        .await
+                        .map_err(|e| Answer::error(Status::Internal, "internal", e.to_string()))?,
+                );
+            }
+            let store = app.store.clone();
+            blocking(move || match store.read_object(&oid) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(crate::store::StoreError::Missing { .. }) => Ok(None),
+                Err(e) => Err(store_error(e)),
+            })
+            .await?
+            .map(|b| Piece::Text(Bytes::from(b)))
+        };
         match body {
             // The tree's size: a damaged object of another length is the client's
             // hash mismatch (or a connection cut short), never a member of another size.

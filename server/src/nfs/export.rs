@@ -607,8 +607,10 @@ impl Exports {
             _ => return Err(Error::IsDir),
         };
         let len = u64::from(count).min(size.saturating_sub(offset)) as usize;
-        // A missing object (gc removed what an old handle named) is stale.
+        // A missing object (gc removed what an old handle named) is stale; a damaged
+        // one is an I/O error, never the wrong bytes (see `store::verified`).
         self.store.objects().size(&blob.0).map_err(store_error)?;
+        self.store.verify_local(&blob.0).map_err(store_error)?;
         Ok(Chunk {
             store: &self.store,
             blob: blob.0,

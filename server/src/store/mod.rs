@@ -30,6 +30,7 @@ pub mod reflog;
 pub mod replica;
 pub mod s3;
 mod txn;
+mod verified;
 
 pub use config::Backend;
 pub(crate) use error::IoContext;
@@ -95,6 +96,8 @@ pub struct Store {
     _lock: Option<File>,
     /// See [`Store::reimporting`].
     reimport: bool,
+    /// Object files found to hold their bytes (see [`verified`]).
+    verified: verified::Verified,
 }
 
 impl Store {
@@ -113,6 +116,7 @@ impl Store {
             bucket: None,
             _lock: None,
             reimport: false,
+            verified: Default::default(),
         })
     }
 
@@ -144,6 +148,7 @@ impl Store {
                 bucket: None,
                 _lock: lock,
                 reimport: false,
+                verified: Default::default(),
             },
             Backend::S3(config) => {
                 let patience = match access {
@@ -158,6 +163,7 @@ impl Store {
                     bucket: Some(bucket),
                     _lock: lock,
                     reimport: false,
+                    verified: Default::default(),
                 }
             }
         };

@@ -22,6 +22,7 @@
 //! connect timeout, a total timeout and a bounded number of retries.
 
 pub mod config;
+mod explain;
 pub(crate) mod lease;
 mod refs;
 
@@ -238,7 +239,7 @@ impl Bucket {
     fn fail(&self, what: impl Into<String>, e: object_store::Error) -> StoreError {
         StoreError::Backend {
             what: format!("{} in {}", what.into(), self.config.describe()),
-            reason: e.to_string(),
+            reason: explain::explain(&e.to_string()),
         }
     }
 
