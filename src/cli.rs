@@ -3,6 +3,8 @@
 mod build;
 mod host;
 mod profile;
+#[cfg(test)]
+mod readme_check;
 mod store;
 
 pub use build::*;
@@ -225,6 +227,12 @@ fn parse_server_url(s: &str) -> Result<url::Url, String> {
             "{s:?}: canopy servers speak http or https, not {}",
             url.scheme()
         )),
+        // A path where the URL goes: `canopy mount --server A MOUNTPOINT` left the
+        // first positional argument, the server's, to the mountpoint.
+        _ if s.starts_with(['/', '.']) || std::path::Path::new(s).is_dir() => Err(format!(
+            "{s:?} is a path, not a server URL (http://HOST:PORT): the server comes first, \
+             as in canopy mount http://server:7750 MOUNTPOINT"
+        )),
         _ => Err(format!(
             "{s:?} is not a server URL: give it as http://HOST:PORT, e.g. http://{}",
             s.trim_start_matches("http:").trim_start_matches('/')
@@ -296,6 +304,8 @@ mod tests {
         }
         let e = parse_server_url("ftp://server").unwrap_err();
         assert!(e.contains("not ftp"), "{e}");
+        let e = parse_server_url("/run/canopy").unwrap_err();
+        assert!(e.contains("the server comes first"), "{e}");
     }
 
     #[test]

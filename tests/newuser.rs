@@ -89,6 +89,23 @@ fn server_url_without_scheme_names_the_fix() {
             stderr(&out)
         );
     }
+    // Servers given only with --server leave the mountpoint where the URL goes.
+    let out = canopy
+        .bare_cmd([
+            "mount",
+            "--server",
+            "http://a:7750",
+            "--server",
+            "http://b:7750",
+        ])
+        .arg(&mnt)
+        .args(["--trust", "server.pub"])
+        .failure(2);
+    assert!(
+        stderr(&out).contains("the server comes first"),
+        "{}",
+        stderr(&out)
+    );
     let out = canopy
         .bare_cmd(["mount", "ftp://server/"])
         .arg(&mnt)
@@ -353,4 +370,37 @@ fn init_warns_about_a_key_others_can_read() {
         .arg(&secret)
         .success();
     assert_eq!(stderr(&out), "");
+}
+
+/// On a store in a bucket: `init` again without `--backend` changes nothing and says
+/// where the store is (it was refused with the config file's text as a "format"); init
+/// with another bucket, or a local store with a bucket, says to give another `--store`;
+/// refused credentials name the variables to check.
+#[test]
+fn init_again_on_a_bucket_store_and_its_mistakes() {
+    let sw = crate::seaweed::Seaweed::shared();
+    let (_, url) = sw.bucket("newuser-init");
+    let env = sw.env("newuser-init");
+    env.stdout(["init", "--backend", &url]);
+    let out = env.stdout(["init"]);
+    assert!(
+        out.contains("already initialised") && out.contains(&url),
+        "{out}"
+    );
+    assert_eq!(env.json(["init"])["backend"], url.as_str());
+    let (_, other) = sw.bucket("newuser-other");
+    let err = stderr(&env.fails(["init", "--backend", &other]));
+    assert!(err.contains("give another --store"), "{err}");
+    assert!(!err.contains("format"), "{err}");
+    let local = Canopy::init("newuser-init-local");
+    let err = stderr(&local.fails(["init", "--backend", &url]));
+    assert!(err.contains("give another --store"), "{err}");
+
+    let err = stderr(
+        &env.cmd(["roots", "list"])
+            .env("AWS_SECRET_ACCESS_KEY", "wrong")
+            .failure(1),
+    );
+    assert!(err.contains("check AWS_ACCESS_KEY_ID"), "{err}");
+    assert!(!err.contains("<?xml"), "{err}");
 }

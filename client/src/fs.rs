@@ -287,6 +287,9 @@ impl Filesystem for CanopyFs {
         self.opens_dirs_itself = config
             .capabilities()
             .contains(fuser::InitFlags::FUSE_NO_OPENDIR_SUPPORT);
+        if let Some(p) = &self.prefetch {
+            p.serving();
+        }
         if self.files.passthrough() {
             tracing::info!("FUSE passthrough on: the kernel reads cached files directly");
         } else {

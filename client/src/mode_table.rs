@@ -33,15 +33,17 @@
 //! handle entries is in the state file (`service::State::handles`).
 //!
 //! Open files read through canopy have handle entries too (no registration), beside
-//! their inode's count of them: the count is raised before the entry is added and
-//! lowered after it is freed, so it never counts fewer files than the kernel holds plus
-//! the entries (each of which the successor counts off once: at its handle's release or
-//! its OPEN's resend), and a successor counts nothing else off. The releases a killed
-//! process had handled but not answered come again, for handles without entries: counted
-//! off once more, as before, they left the count too low, and a passthrough open of the
-//! inode then failed while a file read through canopy was open. At worst (killed
-//! between raising the count and adding the entry) it counts one open too many: that
-//! inode is read through canopy, not passthrough, for the connection's life.
+//! their inode's count of them, and the count's entry says whether each has one. The
+//! count is raised before the open's entry is added and lowered after its entry is
+//! freed; a successor counts such an inode by its handle entries, each counted off once
+//! (at its handle's release or its OPEN's resend), and nothing else. The releases a
+//! killed process had handled but not answered come again, for handles without
+//! entries: counted off once more, as before, they left the count too low, and a
+//! passthrough open of the inode then failed while a file read through canopy was open.
+//! Where an open file could not be given an entry (a full table), the count is used,
+//! which never counts fewer files than the kernel holds (at worst one more, never
+//! counted off: that inode is then read through canopy, not passthrough). The count is
+//! updated by one store of its own word.
 //!
 //! Entries are plain stores into the mapping (no system call on the request path); a
 //! process killed in the middle of one leaves that entry unused, never a wrong one.
@@ -116,6 +118,8 @@ pub enum Recorded {
         ino: u64,
         /// Open files.
         count: u64,
+        /// Each of them has a [`Recorded::Handle`] entry.
+        handles: bool,
     },
 }
 
@@ -228,7 +232,11 @@ impl ModeTable {
                 ino,
                 raw: w(2) as u32,
             }),
-            CACHED => Some(Recorded::Cached { ino, count: w(3) }),
+            CACHED => Some(Recorded::Cached {
+                ino,
+                count: w(3),
+                handles: w(2) & HANDLES != 0,
+            }),
             HANDLE => Some(Recorded::Handle {
                 ino,
                 raw: w(2) as u32,
@@ -326,16 +334,29 @@ impl ModeTable {
                 w(5).store(registration.map_or(NONE, |r| r as u64), Ordering::Relaxed);
                 w(0).store(HANDLE, Ordering::Release);
             }
-            Recorded::Cached { ino, count } => {
+            Recorded::Cached {
+                ino,
+                count,
+                handles,
+            } => {
                 w(1).store(ino, Ordering::Relaxed);
+                w(2).store(if handles { HANDLES } else { 0 }, Ordering::Relaxed);
                 w(3).store(count, Ordering::Relaxed);
                 w(0).store(CACHED, Ordering::Release);
             }
         }
     }
 
+    /// Sets the count of the entry `slot` of open files read through canopy, the rest
+    /// as recorded (one store: a process killed meanwhile leaves the entry whole).
+    pub fn set_count(&self, slot: usize, count: u64) {
+        self.word(slot, 3).store(count, Ordering::Release);
+    }
+
     /// Says of the registration entry `slot` that not every open file reading through
     /// it has a handle entry (one could not be added): a successor keeps it for good.
+    /// Of an entry of open files read through canopy, that its count is to be trusted
+    /// rather than its handle entries.
     pub fn untrack(&self, slot: usize) {
         self.word(slot, 2).fetch_and(!HANDLES, Ordering::AcqRel);
     }
@@ -384,9 +405,15 @@ mod tests {
             unique: 42,
         };
         let h_slot = table.add(h).unwrap();
-        let b = table.add(Recorded::Cached { ino: 9, count: 1 }).unwrap();
-        table.set(b, Recorded::Cached { ino: 9, count: 2 });
-        let c = table.add(Recorded::Cached { ino: 11, count: 1 }).unwrap();
+        let cached = |ino, count| Recorded::Cached {
+            ino,
+            count,
+            handles: true,
+        };
+        let b = table.add(cached(9, 1)).unwrap();
+        table.set_count(b, 2);
+        table.untrack(b);
+        let c = table.add(cached(11, 1)).unwrap();
         table.remove(c);
         // Kept, taken up again and kept again; a cached entry is never marked.
         let k = table
@@ -417,13 +444,17 @@ mod tests {
                     handles: true,
                 },
                 h,
-                Recorded::Cached { ino: 9, count: 2 },
+                Recorded::Cached {
+                    ino: 9,
+                    count: 2,
+                    handles: false
+                },
                 Recorded::Kept { ino: 13, raw: 4 },
             ]
         );
         table_marks_untracked(&again, k);
         // Entries in use are not handed out again.
-        let d = again.add(Recorded::Cached { ino: 1, count: 1 }).unwrap();
+        let d = again.add(cached(1, 1)).unwrap();
         assert!(d != a && d != b && d != k && d != h_slot);
     }
 
@@ -442,7 +473,13 @@ mod tests {
             .count();
         assert_eq!(recorded, CAPACITY - FOR_INODES);
         let inodes = (0..CAPACITY as u64)
-            .map_while(|ino| table.add(Recorded::Cached { ino, count: 1 }))
+            .map_while(|ino| {
+                table.add(Recorded::Cached {
+                    ino,
+                    count: 1,
+                    handles: true,
+                })
+            })
             .count();
         assert_eq!(inodes, FOR_INODES);
     }

@@ -364,6 +364,10 @@ impl Files {
             None => tracing::debug!("handle {fh}: inode {} read through canopy", open.ino),
         }
         let entry = handles::record(self.table.get(), fh, unique, &open);
+        if entry.is_none() && open.counted && open.backing.is_none() {
+            // Before the answer: a successor then trusts the count, not the entries.
+            self.untrack_cached(open.ino);
+        }
         let open = Arc::new(open);
         self.handles.lock().expect("handles lock").insert(
             fh,
@@ -410,7 +414,7 @@ impl Files {
         if let Some(Mode::Cached { open: n, entry }) = modes.get_mut(&ino) {
             *n = n.saturating_sub(1);
             if *n > 0 {
-                self.record_cached(ino, *n, entry);
+                self.record_cached(ino, *n, entry, false);
             } else {
                 if let (Some(table), Some(slot)) = (self.table.get(), *entry) {
                     table.remove(slot);
@@ -420,18 +424,36 @@ impl Files {
         }
     }
 
-    /// Records a new count of cached opens of `ino` in the shared table.
-    fn record_cached(&self, ino: u64, open: usize, entry: &mut Option<usize>) {
+    /// Records a new count of cached opens of `ino` in the shared table; a new entry
+    /// says whether each of them has a handle entry (`handles`).
+    fn record_cached(&self, ino: u64, open: usize, entry: &mut Option<usize>, handles: bool) {
         let Some(table) = self.table.get() else {
             return;
         };
-        let r = Recorded::Cached {
-            ino,
-            count: open as u64,
-        };
         match *entry {
-            Some(slot) => table.set(slot, r),
-            None => *entry = table.add(r),
+            Some(slot) => table.set_count(slot, open as u64),
+            None => {
+                let count = open as u64;
+                *entry = table.add(Recorded::Cached {
+                    ino,
+                    count,
+                    handles,
+                })
+            }
+        }
+    }
+
+    /// Says of inode `ino`'s count of cached opens that not each has a handle entry.
+    fn untrack_cached(&self, ino: u64) {
+        let modes = self.modes.lock().expect("modes lock");
+        if let (
+            Some(Mode::Cached {
+                entry: Some(slot), ..
+            }),
+            Some(table),
+        ) = (modes.get(&ino), self.table.get())
+        {
+            table.untrack(*slot);
         }
     }
 
@@ -441,29 +463,40 @@ impl Files {
     /// stored after), so registrations are recorded before their open files.
     pub fn record_in(&self, table: Arc<ModeTable>) {
         let _ = self.table.set(table.clone());
-        let mut modes = self.modes.lock().expect("modes lock");
-        for (ino, mode) in modes.iter_mut() {
-            match mode {
-                Mode::Passthrough { id, stamp } => {
-                    if let Some(b) = id.upgrade() {
-                        b.record(&table, *ino, *stamp);
-                    }
-                }
-                Mode::Cached { open, entry } => self.record_cached(*ino, *open, entry),
+        let modes = self.modes.lock().expect("modes lock");
+        for (ino, mode) in modes.iter() {
+            if let Mode::Passthrough { id, stamp } = mode
+                && let Some(b) = id.upgrade()
+            {
+                b.record(&table, *ino, *stamp);
             }
         }
         drop(modes);
+        // Open files after their registrations; those read through canopy with a handle
+        // entry counted by inode.
+        let mut recorded = HashMap::new();
         let mut handles = self.handles.lock().expect("handles lock");
         for (fh, handle) in handles.iter_mut() {
             if handle.entry.is_none() {
                 // Answered long ago: no OPEN of it will come again (0 is no request's).
                 handle.entry = handles::record(Some(&table), *fh, 0, &handle.open);
             }
+            if handle.entry.is_some() && handle.open.backing.is_none() {
+                *recorded.entry(handle.open.ino).or_default() += 1;
+            }
         }
         drop(handles);
         let mut inherited = self.inherited.lock().expect("inherited lock");
-        inherited.record(&table);
+        inherited.record(&table, &mut recorded);
         drop(inherited);
+        let mut modes = self.modes.lock().expect("modes lock");
+        for (ino, mode) in modes.iter_mut() {
+            if let Mode::Cached { open, entry } = mode {
+                let all = recorded.get(ino).is_some_and(|n: &usize| *n >= *open);
+                self.record_cached(*ino, *open, entry, all);
+            }
+        }
+        drop(modes);
         // Taken over live from a process that kept them for good: so does a successor.
         for b in self.orphans.lock().expect("orphans lock").iter() {
             if let Some((table, slot)) = b.entry.get() {
@@ -506,14 +539,14 @@ impl Files {
             Some(Mode::Cached { open, entry }) if *open > 0 => {
                 *open += 1;
                 let open = *open;
-                self.record_cached(ino, open, entry);
+                self.record_cached(ino, open, entry, false);
                 return Io::Counted;
             }
             _ => {}
         }
         let Some(opened) = opened else {
             let mut entry = None;
-            self.record_cached(ino, 1, &mut entry);
+            self.record_cached(ino, 1, &mut entry, true);
             modes.insert(ino, Mode::Cached { open: 1, entry });
             return Io::Counted;
         };

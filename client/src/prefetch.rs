@@ -338,10 +338,15 @@ impl Prefetch {
         Held(self.held.clone())
     }
 
+    /// Whether a replay holds prefetch off now.
+    fn is_held(&self) -> bool {
+        self.held.load(Ordering::Relaxed) > 0
+    }
+
     /// Prefetches the files of tree `tree_id` but `opened`, once per tree: the small
     /// ones in packs, then the large ones ([`large`]).
     fn directory(self: &Arc<Self>, tree_id: TreeId, tree: &Tree, opened: Option<&ObjectId>) {
-        if self.held.load(Ordering::Relaxed) > 0 {
+        if self.is_held() {
             return;
         }
         if self

@@ -1,7 +1,7 @@
 //! Library prefetch: a starting program's loader and libraries reach the cache before
 //! the loader asks for them, each fetched once, and none with `--no-prefetch`; the
 //! root's loader, `ld.so.cache` and C library come while the executable itself is
-//! still on its way.
+//! still on its way, or as soon as a mount of that one root serves.
 
 use super::{holding, shared};
 use crate::mount::{Mount, Server, answered, eventually, read};
@@ -70,8 +70,22 @@ fn a_programs_libraries_arrive_unopened_once_its_executable_is_read() {
 
     let server = Server::start(env, "127.0.0.1:0");
     let mount = Mount::start(env, "elf", &server.url, &["--root", "full"]);
-    // The commit came as an object already.
-    let at_start = answered(&server.log(), "/v1/objects/");
+    let ld_cache = in_root(reference, "/etc").join("ld.so.cache");
+    let mut known = vec![script_id.clone(), bash.clone()];
+    known.extend(libraries.iter().map(|(_, id)| id.clone()));
+    if ld_cache.exists() {
+        known.push(crate::util::sha256_file(&ld_cache));
+    }
+    // Requests for objects other than those: the commit's, already at the start (the
+    // root's loader and libc may be on their way too: the mount shows one root).
+    let others = |log: &str| {
+        answered(log, "/v1/objects/")
+            - known
+                .iter()
+                .map(|id| answered(log, &format!("/v1/objects/{id}")))
+                .sum::<usize>()
+    };
+    let at_start = others(&server.log());
     let cache = env.path("elf-cache");
     let cached = |id: &str| cache.join("objects").join(&id[..2]).join(&id[2..]).exists();
     assert_eq!(
@@ -100,16 +114,23 @@ fn a_programs_libraries_arrive_unopened_once_its_executable_is_read() {
             "{what} was not fetched once"
         );
     }
-    // Nothing else was fetched: the script brought what almost every program needs
-    // (the loader, ld.so.cache, libc), bash its own libraries.
-    let objects = answered(&log, "/v1/objects/");
-    let ld_cache = in_root(reference, "/etc").join("ld.so.cache");
-    let expected = at_start + 2 + libraries.len() + usize::from(ld_cache.exists());
+    // Nothing else was fetched, and each of those once: the mount (or the script)
+    // brought what almost every program needs (the loader, ld.so.cache, libc), bash
+    // its own libraries.
     assert_eq!(
-        objects, expected,
+        others(&log),
+        at_start,
         "objects fetched besides the script ({script_id}), bash ({bash}) and its \
          libraries; server log:\n{log}"
     );
+    for id in &known {
+        assert_eq!(
+            answered(&log, &format!("/v1/objects/{id}")),
+            1,
+            "{id}: {log}"
+        );
+    }
+    let expected = answered(&log, "/v1/objects/");
     // Read through the mount, every byte right, and not fetched again.
     let libc = in_root(reference, "/lib/x86_64-linux-gnu/libc.so.6");
     assert_eq!(
@@ -168,15 +189,16 @@ fn a_roots_loader_and_libc_arrive_while_its_first_executable_is_held() {
         Duration::from_secs(300),
         seen.clone(),
     );
-    let mount = Mount::start(
-        env,
-        "elf-held",
-        &proxy.url,
-        &["--root", "full", "--timeout", "600s"],
-    );
+    // Both roots shown: nothing is fetched before a program starts (see
+    // `a_mount_of_one_root_fetches_its_loader_and_libc_before_any_program`).
+    let mount = Mount::start(env, "elf-held", &proxy.url, &["--timeout", "600s"]);
     let cache = env.path("elf-held-cache");
     let cached = |id: &str| cache.join("objects").join(&id[..2]).join(&id[2..]).exists();
-    let path = mount.path("bin/bash");
+    std::thread::sleep(Duration::from_millis(500));
+    for (what, id) in &common {
+        assert!(!cached(id), "{what} came before any program started");
+    }
+    let path = mount.path("full/bin/bash");
     let reader = std::thread::spawn(move || read(&path).unwrap());
     eventually(
         Duration::from_secs(120),
@@ -230,5 +252,46 @@ fn a_roots_loader_and_libc_arrive_while_its_first_executable_is_held() {
             "{what} was not fetched once; server log:\n{log}"
         );
     }
+    mount.stop();
+}
+
+#[test]
+fn a_mount_of_one_root_fetches_its_loader_and_libc_before_any_program() {
+    let (env, reference) = shared();
+    let id = |rel: &str| crate::util::sha256_file(&in_root(reference, rel));
+    let mut common = vec![
+        ("the loader", id("/lib64/ld-linux-x86-64.so.2")),
+        ("libc", id("/lib/x86_64-linux-gnu/libc.so.6")),
+    ];
+    if in_root(reference, "/etc").join("ld.so.cache").exists() {
+        common.push(("ld.so.cache", id("/etc/ld.so.cache")));
+    }
+    let server = Server::start(env, "127.0.0.1:0");
+    let mount = Mount::start(env, "elf-serving", &server.url, &["--root", "full"]);
+    let cache = env.path("elf-serving-cache");
+    let cached = |id: &str| cache.join("objects").join(&id[..2]).join(&id[2..]).exists();
+    // Nothing opens a file: they come all the same, each once.
+    eventually(
+        Duration::from_secs(120),
+        || format!("{common:?} did not all arrive; mount log:\n{}", mount.log()),
+        || common.iter().all(|(_, id)| cached(id)).then_some(()),
+    );
+    let log = server.log();
+    for (what, id) in &common {
+        assert_eq!(
+            answered(&log, &format!("/v1/objects/{id}")),
+            1,
+            "{what} was not fetched once; server log:\n{log}"
+        );
+    }
+    // And read through the mount, every byte right, without another fetch.
+    assert_eq!(
+        read(&mount.path("lib/x86_64-linux-gnu/libc.so.6")).unwrap(),
+        fs::read(in_root(reference, "/lib/x86_64-linux-gnu/libc.so.6")).unwrap()
+    );
+    assert_eq!(
+        answered(&server.log(), "/v1/objects/"),
+        answered(&log, "/v1/objects/")
+    );
     mount.stop();
 }

@@ -99,14 +99,18 @@ impl Inherited {
     }
 
     /// Adds the handle entries of those that have none to `table` (see
-    /// [`Files::record_in`]).
-    pub(super) fn record(&mut self, table: &ModeTable) {
+    /// [`Files::record_in`]); counts in `recorded`, by inode, those read through canopy
+    /// that have one.
+    pub(super) fn record(&mut self, table: &ModeTable, recorded: &mut HashMap<u64, usize>) {
         for (fh, o) in self.opens.iter_mut() {
             if o.entry.is_none() {
                 o.entry = match &o.backing {
                     Some(b) => record_through(*fh, o.unique, o.ino, b),
                     None => record_cached(table, *fh, o.unique, o.ino),
                 };
+            }
+            if o.entry.is_some() && o.backing.is_none() {
+                *recorded.entry(o.ino).or_default() += 1;
             }
         }
     }
@@ -129,8 +133,8 @@ pub(super) fn record(
 }
 
 /// Adds the handle entry of open file `fh` of inode `ino`, made for OPEN request
-/// `unique`, counted among the inode's open files read through canopy. If the table is
-/// full, none: a successor then never counts that file off (it counts one too many).
+/// `unique`, counted among the inode's open files read through canopy (if the table is
+/// full, none: the count is then trusted, see [`Files::insert`]).
 fn record_cached(table: &ModeTable, fh: u64, unique: u64, ino: u64) -> Option<usize> {
     table.add_handle(Recorded::Handle {
         ino,
@@ -183,6 +187,9 @@ impl Files {
         let mut adopted = Adopted::default();
         // Registrations whose open files all have entries, by entry.
         let mut counted: HashMap<usize, (u64, Option<Stamp>, Arc<Backing>)> = HashMap::new();
+        // Inodes whose open files read through canopy all have entries: their entry,
+        // and how many of those.
+        let mut tracked: HashMap<u64, (usize, usize)> = HashMap::new();
         let mut opens = Vec::new();
         for (slot, r) in recorded {
             match r {
@@ -226,8 +233,17 @@ impl Files {
                     adopted.held += 1;
                 }
                 Recorded::Handle { .. } => opens.push((slot, r)),
-                Recorded::Cached { ino, count } => {
+                Recorded::Cached {
+                    ino,
+                    count,
+                    handles,
+                } => {
                     adopted.inodes += 1;
+                    if handles && handles_kept {
+                        tracked.insert(ino, (slot, 0));
+                    } else if handles {
+                        table.untrack(slot);
+                    }
                     modes.insert(
                         ino,
                         Mode::Cached {
@@ -258,10 +274,26 @@ impl Files {
                 None if handles_kept && matches!(modes.get(&ino), Some(Mode::Cached { .. })) => {
                     inherited.insert(fh, ino, unique, None, Some(slot));
                     adopted.cached_files += 1;
+                    if let Some((_, n)) = tracked.get_mut(&ino) {
+                        *n += 1;
+                    }
                 }
                 // Of a registration kept for good, closed, or never recorded; or of
                 // counts not trusted.
                 _ => table.remove(slot),
+            }
+        }
+        // Counted by their entries where each has one: the count may hold one more
+        // (killed between counting an open and adding its entry: never answered).
+        for (ino, (slot, n)) in tracked {
+            if n == 0 {
+                table.remove(slot);
+                modes.remove(&ino);
+                continue;
+            }
+            table.set_count(slot, n as u64);
+            if let Some(Mode::Cached { open, .. }) = modes.get_mut(&ino) {
+                *open = n;
             }
         }
         // Releases of handles without entries are not counted off (see
@@ -345,220 +377,4 @@ impl Files {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::objects::Local;
-    use canopy_protocol::ObjectId;
-    use std::os::fd::OwnedFd;
-    use std::sync::Mutex;
-
-    /// Files on a "connection" of /dev/null (closing a registration is refused there,
-    /// and only logged): what is counted and freed is tested here; the kernel's side
-    /// is in tests/handover.rs.
-    fn files() -> Files {
-        let files = Files::new(true, Arc::new(Local::new(|_| None)));
-        files.attach(OwnedFd::from(std::fs::File::open("/dev/null").unwrap()));
-        files
-    }
-
-    fn left(table: &ModeTable) -> Vec<Recorded> {
-        let fd = table.fd().try_clone_to_owned().unwrap();
-        let (_, recorded) = ModeTable::open(fd).unwrap();
-        recorded.into_iter().map(|(_, r)| r).collect()
-    }
-
-    fn registration(ino: u64, raw: u32, handles: bool) -> Recorded {
-        Recorded::Passthrough {
-            ino,
-            raw,
-            stamp: None,
-            handles,
-        }
-    }
-
-    /// A table as a process killed at various points leaves it: registration 5 (inode
-    /// 9) with one open file released later, one whose OPEN (unique 40) the kernel
-    /// resends, never answered; registration 6 (inode 10) with no open file left;
-    /// registration 7 (inode 11) not all of whose open files were recorded.
-    fn killed() -> (Arc<ModeTable>, Vec<(usize, Recorded)>) {
-        let table = ModeTable::create().unwrap();
-        let r5 = table.add(registration(9, 5, true)).unwrap();
-        let handle = |fh, unique, registration, ino, raw| Recorded::Handle {
-            ino,
-            raw,
-            registration: Some(registration),
-            fh,
-            unique,
-        };
-        table.add(handle(100, 30, r5, 9, 5)).unwrap();
-        table.add(handle(101, 40, r5, 9, 5)).unwrap();
-        table.add(registration(10, 6, true)).unwrap();
-        let r7 = table.add(registration(11, 7, true)).unwrap();
-        table.add(handle(102, 50, r7, 11, 7)).unwrap();
-        table.untrack(r7);
-        let fd = table.fd().try_clone_to_owned().unwrap();
-        let (table, recorded) = ModeTable::open(fd).unwrap();
-        (Arc::new(table), recorded)
-    }
-
-    #[test]
-    fn a_successor_holds_a_registration_until_its_recorded_open_files_are_gone() {
-        let (table, recorded) = killed();
-        let files = files();
-        let adopted = files.adopt_recorded(table.clone(), recorded, true);
-        let expected = Adopted {
-            inodes: 3,
-            kept_closed: 0,
-            unused_closed: 1,
-            open_files: 2,
-            cached_files: 0,
-            held: 1,
-        };
-        assert_eq!(adopted, expected);
-        // Registration 6 closed (its entry freed), 7 kept for good (its open file's
-        // entry freed: not counted).
-        let entries = left(&table);
-        assert!(entries.contains(&registration(9, 5, true)), "{entries:?}");
-        assert!(!entries.contains(&registration(10, 6, true)), "{entries:?}");
-        assert!(entries.contains(&registration(11, 7, false)), "{entries:?}");
-        assert_eq!(entries.len(), 4, "{entries:?}");
-        // A new open of inode 9 shares registration 5 and is recorded too.
-        let Io::Direct(shared) = files.io_for(9, None) else {
-            panic!("inode 9 is bound to registration 5")
-        };
-        assert_eq!(shared.raw, 5);
-        let open = OpenFile {
-            ino: 9,
-            blob: ObjectId::of(b"x"),
-            size: 1,
-            content: Mutex::new(None),
-            backing: Some(shared),
-            counted: false,
-        };
-        files.insert(7000, 60, open);
-        assert_eq!(left(&table).len(), 5);
-        // The resent OPEN 40 and the release of handle 100: both recorded files gone,
-        // the new open holds the registration alone.
-        files.opening(40 | RESENT);
-        files.opening(30);
-        files.remove(100, 9);
-        let entries = left(&table);
-        assert_eq!(entries.len(), 3, "{entries:?}");
-        assert!(entries.contains(&registration(9, 5, true)), "{entries:?}");
-        // Its release: closed and freed.
-        drop(files.remove(7000, 9));
-        let entries = left(&table);
-        assert_eq!(entries, [registration(11, 7, false)]);
-        // Handles never recorded, or released twice, change nothing.
-        files.remove(100, 9);
-        files.remove(102, 11);
-        assert_eq!(left(&table), [registration(11, 7, false)]);
-    }
-
-    #[test]
-    fn after_a_process_that_kept_no_handle_entries_every_registration_is_kept() {
-        let (table, recorded) = killed();
-        let files = files();
-        let adopted = files.adopt_recorded(table.clone(), recorded, false);
-        assert_eq!(
-            (adopted.held, adopted.open_files, adopted.unused_closed),
-            (3, 0, 0)
-        );
-        // Said so in the table, for the successors after; stale handle entries freed.
-        let entries = left(&table);
-        assert_eq!(
-            entries,
-            [
-                registration(9, 5, false),
-                registration(10, 6, false),
-                registration(11, 7, false)
-            ]
-        );
-    }
-
-    #[test]
-    fn open_files_of_a_killed_process_are_handed_over_live_and_recorded_anew() {
-        let (table, recorded) = killed();
-        let live = files();
-        live.adopt_recorded(table, recorded, true);
-        live.opening(40 | RESENT);
-        let next = files();
-        next.adopt(live.state()).unwrap();
-        drop(live);
-        let fresh = Arc::new(ModeTable::create().unwrap());
-        next.record_in(fresh.clone());
-        let entries = left(&fresh);
-        assert_eq!(entries.len(), 3, "{entries:?}");
-        assert!(entries.contains(&registration(9, 5, true)), "{entries:?}");
-        assert!(entries.contains(&registration(11, 7, false)), "{entries:?}");
-        assert!(entries.iter().any(|r| matches!(
-            r,
-            Recorded::Handle {
-                ino: 9,
-                raw: 5,
-                fh: 100,
-                unique: 30,
-                ..
-            }
-        )));
-        // Released: registration 5 closed, 7 kept.
-        next.remove(100, 9);
-        assert_eq!(left(&fresh), [registration(11, 7, false)]);
-    }
-
-    /// Inode 20's count of open files read through canopy.
-    fn cached(files: &Files) -> usize {
-        match files.modes.lock().unwrap().get(&20) {
-            Some(Mode::Cached { open, .. }) => *open,
-            _ => 0,
-        }
-    }
-
-    #[test]
-    fn open_files_read_through_canopy_are_counted_off_once_each() {
-        // Inode 20: open files 200 (answered) and 201 (its OPEN, 70, resent), and the
-        // release of 202 handled but not answered (entry freed, count lowered).
-        let adopt = |handles_kept| {
-            let made = ModeTable::create().unwrap();
-            made.add(Recorded::Cached { ino: 20, count: 2 }).unwrap();
-            for (fh, unique) in [(200, 60), (201, 70)] {
-                let h = Recorded::Handle {
-                    ino: 20,
-                    raw: 0,
-                    registration: None,
-                    fh,
-                    unique,
-                };
-                made.add(h).unwrap();
-            }
-            let fd = made.fd().try_clone_to_owned().unwrap();
-            let (table, recorded) = ModeTable::open(fd).unwrap();
-            let files = files();
-            let a = files.adopt_recorded(Arc::new(table), recorded, handles_kept);
-            (files, a)
-        };
-        let (files, adopted) = adopt(true);
-        assert_eq!((adopted.inodes, adopted.cached_files), (1, 2));
-        // 202's release, resent, counts nothing off (before, it was counted off again:
-        // with 200 open, a passthrough open of the inode then failed).
-        files.remove(202, 20);
-        assert_eq!(cached(&files), 2);
-        files.opening(70 | RESENT);
-        assert_eq!(cached(&files), 1);
-        // Read, then released: counted off once.
-        let blob = ObjectId::of(b"x");
-        files.get_or_insert(200, || Some(OpenFile::orphan(20, blob, 1)));
-        files.remove(200, 20);
-        assert_eq!(cached(&files), 0);
-        files.remove(200, 20);
-        assert_eq!(cached(&files), 0);
-        // After a process that kept no entries, any release of a handle never seen is
-        // counted off, as before.
-        let (files, adopted) = adopt(false);
-        assert_eq!(adopted.cached_files, 0);
-        files.remove(202, 20);
-        assert_eq!(cached(&files), 1);
-    }
-
-    use super::super::Io;
-}
+mod tests;

@@ -16,6 +16,13 @@
 //! libraries, with the same bounds, and read in turn when they arrive. The program's
 //! own libraries follow once it is in the cache; what is under way or cached already
 //! is not fetched again.
+//!
+//! A mount that shows one root (`--root`: a node running a service from it) fetches
+//! that root's loader, `ld.so.cache` and C library as soon as it serves
+//! ([`Prefetch::serving`]), before any program starts: the first program's own fetch
+//! then has the server's disk, the link and the host's cores to itself. Not when a
+//! profile's replay holds prefetch back (the profile brings what its program reads),
+//! and not for a mount of many roots, which is browsed rather than run from.
 
 use super::search::{Steps, resolve};
 use super::{Found, LD_CACHE, PROGRAM_STEPS, Start};
@@ -86,6 +93,21 @@ pub(super) fn loader(
 }
 
 impl Prefetch {
+    /// The mount serves now: if it shows a single root, fetches what almost every
+    /// program of that root needs (see the module's documentation). Never waits.
+    pub fn serving(self: &Arc<Self>) {
+        if self.is_held() {
+            return;
+        }
+        let shown = self.view.shown();
+        let [name] = &shown[..] else {
+            return;
+        };
+        if let Some(version) = self.view.root(name) {
+            self.expect_program(version.tree);
+        }
+    }
+
     /// An executable the cache lacks is being opened in root version `root`: fetches
     /// that root's loader, `ld.so.cache` and C library at once, if not done before for
     /// that version.
