@@ -404,3 +404,27 @@ fn init_again_on_a_bucket_store_and_its_mistakes() {
     assert!(err.contains("check AWS_ACCESS_KEY_ID"), "{err}");
     assert!(!err.contains("<?xml"), "{err}");
 }
+
+/// The volume plugin started by another user than root says that it runs as root,
+/// beside the directory it could not create.
+#[test]
+fn volume_plugin_as_another_user_says_it_runs_as_root() {
+    let canopy = Canopy::init("newuser-plugin");
+    let key = canopy.path("server.pub");
+    fs::write(&key, canopy.stdout(["key", "show"])).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = crate::util::cmd("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(crate::util::BIN)
+        .args(["volume-plugin", "--server", "http://127.0.0.1:9", "--trust"])
+        .arg(&key)
+        .args(["--state-dir", "/var/lib/canopy-newuser-test/volumes"])
+        .env("HOME", canopy.path(""))
+        .failure(1);
+    let err = stderr(&out);
+    assert!(err.contains("the volume plugin runs as root"), "{err}");
+    assert!(
+        err.contains("/var/lib/canopy-newuser-test/volumes"),
+        "{err}"
+    );
+}
