@@ -3,6 +3,8 @@
 mod build;
 mod host;
 mod profile;
+#[cfg(test)]
+mod readme_check;
 mod store;
 
 pub use build::*;

@@ -395,6 +395,103 @@ fn links_to_host_identity_leave_with_it() {
     );
 }
 
+/// A package shipping `/usr/bin/canopy-tool` saying `says`, with `preinst` if given.
+fn tool_deb(dir: &Path, name: &str, says: &str, preinst: Option<&str>) -> PathBuf {
+    let tree = dir.join(name);
+    write_control(&tree, name, "1.0", "all");
+    write_file(
+        &tree.join("usr/bin/canopy-tool"),
+        format!("#!/bin/sh\necho {says}\n").as_bytes(),
+        0o755,
+    );
+    if let Some(preinst) = preinst {
+        write_file(
+            &tree.join("DEBIAN/preinst"),
+            format!("#!/bin/sh\nset -e\n{preinst}\n").as_bytes(),
+            0o755,
+        );
+    }
+    let out = dir.join(format!("{name}_1.0_all.deb"));
+    cmd("dpkg-deb")
+        .args(["--root-owner-group", "--build", "-Zgzip"])
+        .arg(&tree)
+        .arg(&out)
+        .success();
+    out
+}
+
+#[test]
+fn a_file_another_package_diverts_goes_where_the_diversion_says() {
+    // molly-guard diverts systemd-sysv's /sbin/halt in its preinst and ships its own:
+    // apt installs the two, and so must assemble, rather than call it a conflict.
+    let env = dpkg_store("installed-diversion");
+    let dir = env.mkdir("debs");
+    let shipper = tool_deb(&dir, "canopy-shipper", "original", None);
+    let diverter = tool_deb(
+        &dir,
+        "canopy-diverter",
+        "wrapper",
+        Some(
+            "dpkg-divert --package canopy-diverter --add --rename \
+             --divert /usr/bin/canopy-tool.real /usr/bin/canopy-tool",
+        ),
+    );
+    let liar = tool_deb(
+        &dir,
+        "canopy-liar",
+        "liar",
+        Some("dpkg-divert --package canopy-liar --add --divert /usr/bin/other.real /usr/bin/other"),
+    );
+    env.cmd(["import", "deb"])
+        .args([&shipper, &diverter, &liar])
+        .stdout();
+    // In either order.
+    for (root, pkgs) in [
+        ("div", ["canopy-shipper", "canopy-diverter"]),
+        ("vid", ["canopy-diverter", "canopy-shipper"]),
+    ] {
+        env.stdout(assemble_args(root, &pkgs));
+        let dir = checkout(&env, root, root);
+        let tool = |name: &str| cmd("chroot").arg(&dir).arg(name).stdout();
+        assert_eq!(tool("/usr/bin/canopy-tool"), "wrapper\n", "{root}");
+        assert_eq!(tool("/usr/bin/canopy-tool.real"), "original\n", "{root}");
+        let listed = cmd("chroot")
+            .arg(&dir)
+            .args(["dpkg-divert", "--list"])
+            .stdout();
+        assert!(
+            listed.contains(
+                "diversion of /usr/bin/canopy-tool to /usr/bin/canopy-tool.real by canopy-diverter"
+            ),
+            "{listed}"
+        );
+    }
+    // A preinst that diverts something else leaves the conflict a conflict.
+    let before = env.snapshot();
+    let out = env.fails(assemble_args("bad", &["canopy-shipper", "canopy-liar"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "conflict at /usr/bin/canopy-tool between canopy-shipper 1.0 and canopy-liar 1.0"
+        ) && err.contains("did not divert it"),
+        "{err}"
+    );
+    before.assert_unchanged("a conflict no diversion explains");
+    // Unconfigured, there is no diversion: the conflict stands.
+    let out = env.fails(
+        [
+            assemble_args("raw", &["canopy-shipper", "canopy-diverter"]),
+            vec!["--no-configure"],
+        ]
+        .concat(),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("conflict at /usr/bin/canopy-tool"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Processes whose command line is exactly `args`.
 fn processes(args: &[&str]) -> usize {
     let wanted: Vec<u8> = args

@@ -371,3 +371,60 @@ fn init_warns_about_a_key_others_can_read() {
         .success();
     assert_eq!(stderr(&out), "");
 }
+
+/// On a store in a bucket: `init` again without `--backend` changes nothing and says
+/// where the store is (it was refused with the config file's text as a "format"); init
+/// with another bucket, or a local store with a bucket, says to give another `--store`;
+/// refused credentials name the variables to check.
+#[test]
+fn init_again_on_a_bucket_store_and_its_mistakes() {
+    let sw = crate::seaweed::Seaweed::shared();
+    let (_, url) = sw.bucket("newuser-init");
+    let env = sw.env("newuser-init");
+    env.stdout(["init", "--backend", &url]);
+    let out = env.stdout(["init"]);
+    assert!(
+        out.contains("already initialised") && out.contains(&url),
+        "{out}"
+    );
+    assert_eq!(env.json(["init"])["backend"], url.as_str());
+    let (_, other) = sw.bucket("newuser-other");
+    let err = stderr(&env.fails(["init", "--backend", &other]));
+    assert!(err.contains("give another --store"), "{err}");
+    assert!(!err.contains("format"), "{err}");
+    let local = Canopy::init("newuser-init-local");
+    let err = stderr(&local.fails(["init", "--backend", &url]));
+    assert!(err.contains("give another --store"), "{err}");
+
+    let err = stderr(
+        &env.cmd(["roots", "list"])
+            .env("AWS_SECRET_ACCESS_KEY", "wrong")
+            .failure(1),
+    );
+    assert!(err.contains("check AWS_ACCESS_KEY_ID"), "{err}");
+    assert!(!err.contains("<?xml"), "{err}");
+}
+
+/// The volume plugin started by another user than root says that it runs as root,
+/// beside the directory it could not create.
+#[test]
+fn volume_plugin_as_another_user_says_it_runs_as_root() {
+    let canopy = Canopy::init("newuser-plugin");
+    let key = canopy.path("server.pub");
+    fs::write(&key, canopy.stdout(["key", "show"])).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = crate::util::cmd("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(crate::util::BIN)
+        .args(["volume-plugin", "--server", "http://127.0.0.1:9", "--trust"])
+        .arg(&key)
+        .args(["--state-dir", "/var/lib/canopy-newuser-test/volumes"])
+        .env("HOME", canopy.path(""))
+        .failure(1);
+    let err = stderr(&out);
+    assert!(err.contains("the volume plugin runs as root"), "{err}");
+    assert!(
+        err.contains("/var/lib/canopy-newuser-test/volumes"),
+        "{err}"
+    );
+}

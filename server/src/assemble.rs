@@ -10,6 +10,7 @@
 //! becomes part of the root — all in the same transaction, so a failed script changes
 //! no ref.
 
+mod diversion;
 mod merge;
 
 use crate::configure::{self, ConfigureError, Configured, Layer};
@@ -254,21 +255,27 @@ pub fn assemble_as(
         .iter()
         .map(|(_, p)| format!("{} {}", p.name, p.version))
         .collect();
+    let configure = configure.filter(|_| !req.recipe.no_configure);
     let mut merger = Merger {
         txn: &txn,
         labels,
         allow_overwrite: req.recipe.allow_overwrite,
         overwritten: Vec::new(),
+        diverters: match configure {
+            Some(_) => diversion::diverters(&txn, chosen)?,
+            None => Default::default(),
+        },
+        set_aside: Vec::new(),
     };
     let mut root = BTreeMap::new();
     for (origin, (_, package)) in chosen.iter().enumerate() {
         let tree = txn.tree(&package.tree)?;
-        merger.merge(&mut root, tree, origin, "")?;
+        merger.merge(&mut root, tree, origin, b"")?;
     }
     let overwritten = std::mem::take(&mut merger.overwritten);
+    let set_aside = std::mem::take(&mut merger.set_aside);
     let mut extensions = BTreeMap::new();
     let mut warnings = Vec::new();
-    let configure = configure.filter(|_| !req.recipe.no_configure);
     if configure.is_none() && !configure::lays_out(chosen) {
         let tree = match &req.recipe.subtree {
             None => write(root, &mut txn)?,
@@ -288,6 +295,7 @@ pub fn assemble_as(
     let union = write(root, &mut txn)?;
     let (full, configuration) = match configure {
         None => {
+            diversion::unresolved(&set_aside, chosen)?;
             let (tree, said) =
                 configure::unpacked(&mut txn, union, chosen, req.recipe.unknown_owner_root)?;
             warnings = said;
@@ -301,6 +309,7 @@ pub fn assemble_as(
             };
             match configure::configure(&mut txn, union, chosen, settings, progress)? {
                 Err(reason) => {
+                    diversion::unresolved(&set_aside, chosen)?;
                     let (tree, said) = configure::unpacked(
                         &mut txn,
                         union,
@@ -317,7 +326,7 @@ pub fn assemble_as(
                     );
                     crash::point("configured");
                     (
-                        done.tree,
+                        diversion::place(&mut txn, done.tree, set_aside, chosen)?,
                         Configuration::Done {
                             configured: done.configured,
                             layer: done.layer,

@@ -20,11 +20,16 @@ pub fn init(path: &Path, args: InitArgs) -> Result<ExitCode> {
     let (store, done) = Store::init_with(path, &backend, args.key.as_deref())
         .map_err(|e| super::permission_hint(path, e.into()))?;
     let can_write = store.signing_key().is_ok();
+    // The bucket the store's config names: `init` again without --backend on a store
+    // in a bucket reports that bucket, not "local".
+    let bucket = std::fs::read_to_string(path.join("config"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("backend ").map(str::to_string))
+        });
     if args.json.json {
-        let backend = match &backend {
-            Backend::Local => "local".to_string(),
-            Backend::S3(c) => c.url.to_string(),
-        };
+        let backend = bucket.unwrap_or_else(|| "local".to_string());
         print_json(&serde_json::json!({
             "store": path.display().to_string(),
             "created": done != Initialised::Existing,
@@ -44,7 +49,13 @@ pub fn init(path: &Path, args: InitArgs) -> Result<ExitCode> {
         Initialised::Attached => {
             println!("attached {} to the existing store{place}", path.display())
         }
-        Initialised::Existing => println!("store at {} already initialised", path.display()),
+        Initialised::Existing => match &bucket {
+            Some(url) => println!(
+                "store at {} already initialised (objects and refs in {url})",
+                path.display()
+            ),
+            None => println!("store at {} already initialised", path.display()),
+        },
     }
     if !can_write {
         println!("no signing key given (--key): this machine can serve the store, not write to it");

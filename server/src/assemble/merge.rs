@@ -3,9 +3,10 @@
 //! and a directory only one package contributes stays an id that is never read.
 
 use super::AssembleError;
+use super::diversion::SetAside;
 use crate::store::{StoreError, Txn};
-use canopy_protocol::{Entry, EntryKind, Meta, Name, Tree, TreeId};
-use std::collections::BTreeMap;
+use canopy_protocol::{Entry, EntryKind, Escaped, Meta, Name, Tree, TreeId};
+use std::collections::{BTreeMap, HashSet};
 
 /// One path in the union, remembering which package put it there.
 pub(super) enum Slot {
@@ -55,6 +56,10 @@ pub(super) struct Merger<'t, 's> {
     pub(super) labels: Vec<String>,
     pub(super) allow_overwrite: bool,
     pub(super) overwritten: Vec<String>,
+    /// Packages whose preinst calls dpkg-divert, in a root that will be configured.
+    pub(super) diverters: HashSet<usize>,
+    /// Entries set aside for those packages' diversions.
+    pub(super) set_aside: Vec<SetAside>,
 }
 
 impl Merger<'_, '_> {
@@ -84,10 +89,11 @@ impl Merger<'_, '_> {
         dst: &mut BTreeMap<Name, Slot>,
         src: Tree,
         origin: usize,
-        prefix: &str,
+        prefix: &[u8],
     ) -> Result<(), AssembleError> {
         for entry in src.into_entries() {
-            let path = format!("{prefix}/{}", entry.name);
+            let raw = [prefix, b"/", entry.name.as_bytes()].concat();
+            let path = Escaped(&raw).to_string();
             let Some(existing) = dst.get_mut(&entry.name) else {
                 dst.insert(entry.name.clone(), Slot::from_entry(entry, origin));
                 continue;
@@ -109,11 +115,47 @@ impl Merger<'_, '_> {
                     let first = *first;
                     let children = self.open(content, first)?;
                     let sub = self.txn.tree(tree)?;
-                    self.merge(children, sub, origin, &path)?;
+                    self.merge(children, sub, origin, &raw)?;
                 }
                 (Slot::Leaf { meta, kind, .. }, _)
                     if *meta == entry.meta && *kind == entry.kind => {}
-                (existing, _) => {
+                (existing, kind) => {
+                    let first = existing.origin();
+                    let diverter = [origin, first]
+                        .into_iter()
+                        .find(|i| self.diverters.contains(i));
+                    if let (
+                        false,
+                        Some(diverter),
+                        Slot::Leaf {
+                            meta, kind: old, ..
+                        },
+                        false,
+                    ) = (
+                        self.allow_overwrite,
+                        diverter,
+                        &*existing,
+                        matches!(kind, EntryKind::Dir { .. }),
+                    ) {
+                        let detail = describe(existing, &entry);
+                        let theirs = (meta.clone(), old.clone());
+                        let ours = (entry.meta.clone(), entry.kind.clone());
+                        let (kept, aside, other) = if diverter == origin {
+                            *existing = Slot::from_entry(entry, origin);
+                            (ours, theirs, first)
+                        } else {
+                            (theirs, ours, origin)
+                        };
+                        self.set_aside.push(SetAside {
+                            path: raw,
+                            kept,
+                            aside,
+                            diverter,
+                            other,
+                            detail,
+                        });
+                        continue;
+                    }
                     if !self.allow_overwrite {
                         return Err(AssembleError::Conflict {
                             path,

@@ -95,6 +95,14 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// `init` asked for another backend than the store at that directory has.
+    #[error("store at {store} is initialised already, {reason}")]
+    OtherBackend {
+        /// The store's directory.
+        store: String,
+        /// Where its objects are, and what to do.
+        reason: String,
+    },
     /// The store cannot be, or is, a replica of another store's roots.
     #[error("store at {store}: {reason}")]
     Replica {

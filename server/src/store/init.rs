@@ -89,16 +89,29 @@ impl Store {
             .map(|path| Ok::<_, StoreError>((path, read_key(path)?)))
             .transpose()?;
         if let Ok(text) = fs::read_to_string(root.join("config")) {
-            let same = match (Backend::parse(&text, root)?, backend) {
-                (Backend::Local, Backend::Local) => true,
-                (Backend::S3(a), Backend::S3(b)) => a.url == b.url,
-                _ => false,
+            // `canopy init` without --backend asks for `Local`: on a store in a bucket
+            // that is running init again, which changes nothing.
+            let has = Backend::parse(&text, root)?;
+            let other = |reason: String| StoreError::OtherBackend {
+                store: root.display().to_string(),
+                reason,
             };
-            if !same {
-                return Err(StoreError::UnsupportedFormat {
-                    path: root.to_path_buf(),
-                    found: format!("{text}(a store already, not of the backend asked for)"),
-                });
+            match (&has, backend) {
+                (Backend::Local | Backend::S3(_), Backend::Local) => {}
+                (Backend::S3(a), Backend::S3(b)) if a.url == b.url => {}
+                (Backend::S3(a), Backend::S3(b)) => {
+                    return Err(other(format!(
+                        "with its objects and refs in {}: give another --store for {}",
+                        a.url, b.url
+                    )));
+                }
+                (Backend::Local, Backend::S3(b)) => {
+                    return Err(other(format!(
+                        "with its objects on this machine: give another --store for {} \
+                         (`canopy replicate` copies roots from one store to another)",
+                        b.url
+                    )));
+                }
             }
             let store = Store::open(root, Access::Write)?;
             if let Some((path, key)) = &key
