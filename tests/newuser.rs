@@ -460,3 +460,35 @@ fn upgrade_names_a_removed_repository_of_the_root() {
         assert!(!err.contains("did you mean"), "{err}");
     }
 }
+
+/// `serve` on a taken port says so and what to do (another canopy serve, --listen,
+/// port 0); below 1024 as another user than root, that the port needs root.
+#[test]
+fn serve_on_a_taken_or_privileged_port_says_what_to_do() {
+    let canopy = Canopy::init("newuser-port");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = stderr(&canopy.fails(["serve", "--listen", &addr]));
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert!(err.contains("another process listens there"), "{err}");
+    assert!(err.contains("port 0 picks a free one"), "{err}");
+    // Only where low ports are privileged (a container may open them to all users:
+    // then the server would start, and that is right).
+    let start = fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse::<u16>().ok())
+        .unwrap_or(1024);
+    if start > 1 {
+        let out = crate::util::cmd("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(crate::util::BIN)
+            .arg("--store")
+            .arg(canopy.store())
+            .args(["serve", "--listen", "127.0.0.1:1"])
+            .output_within(std::time::Duration::from_secs(60))
+            .expect("serve on a privileged port ended");
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("ports below 1024 need root"), "{err}");
+    }
+}
