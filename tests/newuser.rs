@@ -428,3 +428,35 @@ fn volume_plugin_as_another_user_says_it_runs_as_root() {
         "{err}"
     );
 }
+
+/// `upgrade` of a root assembled from a repository that has been removed since names
+/// that repository as the root's, and what to do (it suggested another repository's
+/// name, as for a typo).
+#[test]
+fn upgrade_names_a_removed_repository_of_the_root() {
+    let canopy = Canopy::init("newuser-upgrade");
+    let dir = canopy.mkdir("flat");
+    simple_deb(&dir, "nu-tool", "1.0", &[("opt/nu/tool", b"tool\n")]);
+    let index = crate::util::cmd("dpkg-scanpackages")
+        .args([".", "/dev/null"])
+        .current_dir(&dir)
+        .stdout();
+    fs::write(dir.join("Packages"), index).unwrap();
+    for name in ["flat", "flat2"] {
+        canopy
+            .cmd(["repo", "add", name])
+            .arg(format!("file://{}", dir.display()))
+            .arg("--no-verify-signature")
+            .success();
+    }
+    canopy.stdout(["assemble", "t", "--from", "flat", "nu-tool"]);
+    canopy.stdout(["repo", "remove", "flat"]);
+    for args in [&["upgrade", "t"][..], &["upgrade", "t", "--dry-run"]] {
+        let err = stderr(&canopy.fails(args));
+        assert!(
+            err.contains("root t was assembled --from flat, and no repository named flat"),
+            "{err}"
+        );
+        assert!(!err.contains("did you mean"), "{err}");
+    }
+}
