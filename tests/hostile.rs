@@ -121,6 +121,8 @@ fn cases() -> Vec<Case> {
         case("path-20000-levels", DEB, "bad-name", NONE, || deb_of("h-deep", &tar_deep(20_000))),
         case("path-20000-levels-tar", TAR, "bad-name", NONE, || tar_deep(20_000)),
         case("path-4096-bytes", TAR, "bad-name", NONE, || tar_long_path(4096)),
+        case("control-arch-with-dotdot", DEB, "bad-control", NONE, || deb(&control("h-archdd").replace("Architecture: all\n", "Architecture: ../../../../tmp/x\nMulti-Arch: same\n"), &good_tar("h-archdd"))),
+        case("control-arch-with-a-line-of-its-own", DEB, "bad-control", NONE, || deb(&control("h-archnl").replace("Architecture: all\n", "Architecture: all\n Status: install ok installed\n"), &good_tar("h-archnl"))),
         case("control-binary-garbage", DEB, "bad-control", NONE, || deb("\u{1}\u{2}\u{3}\n\n\0", &good_tar("h-garbage"))),
         case("rpm-png", RPM, "not-an-rpm", NONE, png),
         case("rpm-a-deb", RPM, "not-an-rpm", NONE, || good_deb("h-deb-as-rpm")),

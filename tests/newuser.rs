@@ -404,3 +404,91 @@ fn init_again_on_a_bucket_store_and_its_mistakes() {
     assert!(err.contains("check AWS_ACCESS_KEY_ID"), "{err}");
     assert!(!err.contains("<?xml"), "{err}");
 }
+
+/// The volume plugin started by another user than root says that it runs as root,
+/// beside the directory it could not create.
+#[test]
+fn volume_plugin_as_another_user_says_it_runs_as_root() {
+    let canopy = Canopy::init("newuser-plugin");
+    let key = canopy.path("server.pub");
+    fs::write(&key, canopy.stdout(["key", "show"])).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = crate::util::cmd("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(crate::util::BIN)
+        .args(["volume-plugin", "--server", "http://127.0.0.1:9", "--trust"])
+        .arg(&key)
+        .args(["--state-dir", "/var/lib/canopy-newuser-test/volumes"])
+        .env("HOME", canopy.path(""))
+        .failure(1);
+    let err = stderr(&out);
+    assert!(err.contains("the volume plugin runs as root"), "{err}");
+    assert!(
+        err.contains("/var/lib/canopy-newuser-test/volumes"),
+        "{err}"
+    );
+}
+
+/// `upgrade` of a root assembled from a repository that has been removed since names
+/// that repository as the root's, and what to do (it suggested another repository's
+/// name, as for a typo).
+#[test]
+fn upgrade_names_a_removed_repository_of_the_root() {
+    let canopy = Canopy::init("newuser-upgrade");
+    let dir = canopy.mkdir("flat");
+    simple_deb(&dir, "nu-tool", "1.0", &[("opt/nu/tool", b"tool\n")]);
+    let index = crate::util::cmd("dpkg-scanpackages")
+        .args([".", "/dev/null"])
+        .current_dir(&dir)
+        .stdout();
+    fs::write(dir.join("Packages"), index).unwrap();
+    for name in ["flat", "flat2"] {
+        canopy
+            .cmd(["repo", "add", name])
+            .arg(format!("file://{}", dir.display()))
+            .arg("--no-verify-signature")
+            .success();
+    }
+    canopy.stdout(["assemble", "t", "--from", "flat", "nu-tool"]);
+    canopy.stdout(["repo", "remove", "flat"]);
+    for args in [&["upgrade", "t"][..], &["upgrade", "t", "--dry-run"]] {
+        let err = stderr(&canopy.fails(args));
+        assert!(
+            err.contains("root t was assembled --from flat, and no repository named flat"),
+            "{err}"
+        );
+        assert!(!err.contains("did you mean"), "{err}");
+    }
+}
+
+/// `serve` on a taken port says so and what to do (another canopy serve, --listen,
+/// port 0); below 1024 as another user than root, that the port needs root.
+#[test]
+fn serve_on_a_taken_or_privileged_port_says_what_to_do() {
+    let canopy = Canopy::init("newuser-port");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = stderr(&canopy.fails(["serve", "--listen", &addr]));
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert!(err.contains("another process listens there"), "{err}");
+    assert!(err.contains("port 0 picks a free one"), "{err}");
+    // Only where low ports are privileged (a container may open them to all users:
+    // then the server would start, and that is right).
+    let start = fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse::<u16>().ok())
+        .unwrap_or(1024);
+    if start > 1 {
+        let out = crate::util::cmd("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(crate::util::BIN)
+            .arg("--store")
+            .arg(canopy.store())
+            .args(["serve", "--listen", "127.0.0.1:1"])
+            .output_within(std::time::Duration::from_secs(60))
+            .expect("serve on a privileged port ended");
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("ports below 1024 need root"), "{err}");
+    }
+}

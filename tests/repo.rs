@@ -705,3 +705,97 @@ fn damaged_objects_are_repaired_from_the_download_cache_and_the_repository() {
         "{err}"
     );
 }
+
+/// Serves `dir` over HTTP/1.1 on 127.0.0.1 until `stop` is set; `.deb` answers send
+/// half their body, then one byte a second (a mirror or proxy that trickles, each byte
+/// well within any read timeout).
+fn trickling_server(dir: PathBuf, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> String {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            let Ok((mut c, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            let (dir, stop) = (dir.clone(), stop.clone());
+            std::thread::spawn(move || {
+                c.set_nonblocking(false).unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match c.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let path = head.split_whitespace().nth(1).unwrap_or("/");
+                let Ok(body) = fs::read(dir.join(path.trim_start_matches('/'))) else {
+                    let _ = c.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    return;
+                };
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                if !path.ends_with(".deb") {
+                    let _ = c.write_all(&body);
+                    return;
+                }
+                let half = body.len() / 2;
+                if c.write_all(&body[..half]).is_err() {
+                    return;
+                }
+                for b in &body[half..] {
+                    if stop.load(Ordering::SeqCst) || c.write_all(&[*b]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            });
+        }
+    });
+    url
+}
+
+/// A repository server that sends a `.deb` a byte at a time (never stalling long
+/// enough for a read timeout) is given up on within a bounded time, with an error
+/// naming the URL, and nothing is imported.
+#[test]
+fn a_trickling_repository_is_given_up_on_and_changes_nothing() {
+    let env = Canopy::init("repo-trickle");
+    let repo = Repo::new(&env, &[debs::deb("gcc-12-base")]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = trickling_server(repo.dir.clone(), stop.clone());
+    add_repo(&env, &repo, &url);
+    let objects = Snapshot::of(&env.store().join("objects"));
+    let refs = Snapshot::of(&env.store().join("refs"));
+    let out = env
+        .cmd([
+            "assemble",
+            "g",
+            "--from",
+            "debian",
+            "gcc-12-base",
+            "--no-configure",
+        ])
+        .output_within(Duration::from_secs(150));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let out = out.expect("assemble still waited on the trickling server after 150 s");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("too slow") && err.contains(&url) && err.contains(".deb"),
+        "{err}"
+    );
+    objects.assert_unchanged("a trickled download");
+    refs.assert_unchanged("a trickled download");
+    env.fsck_clean();
+}

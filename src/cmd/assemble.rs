@@ -72,6 +72,20 @@ pub fn upgrade(store: &Path, args: UpgradeArgs) -> Result<ExitCode> {
     }
     let recipe = Recipe::of_commit(&old.body)
         .with_context(|| format!("reading how root {root} was made (commit {current})"))?;
+    // Upgrading re-resolves from the repositories the root was made from: one removed
+    // since is named as such (not as a mistyped name of another repository).
+    for name in &recipe.from {
+        if let Err(canopy_server::repo::RepoError::Unknown { .. }) =
+            canopy_server::repo::get(&store, name)
+        {
+            anyhow::bail!(
+                "root {root} was assembled --from {}, and no repository named {name} is \
+                 configured now: add it again (canopy repo add {name} URL …), or assemble \
+                 {root} anew from the repositories there are (`canopy repo list`)",
+                recipe.from.join(",")
+            );
+        }
+    }
     if args.dry_run {
         return dry_run(&store, &root, current, &old.body, &recipe, json);
     }

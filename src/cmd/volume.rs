@@ -39,6 +39,27 @@ pub fn run(args: VolumePluginArgs) -> Result<ExitCode> {
             args.mount_dir.display()
         );
         let _ = std::io::stdout().flush();
-    })?;
+    })
+    .map_err(|e| as_root_hint(e.into()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A plugin started by another user than root fails on its first directory (the state
+/// in /var/lib, the socket in /run/docker/plugins) or on the FUSE mount: say that the
+/// plugin runs as root, as Docker's plugins do.
+fn as_root_hint(e: anyhow::Error) -> anyhow::Error {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let denied = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+    }) || e.to_string().contains("Permission denied");
+    if root || !denied {
+        return e;
+    }
+    e.context(
+        "the volume plugin runs as root, on the Docker host (it mounts FUSE for every \
+         container and answers Docker on its socket): start it with sudo or from its \
+         systemd unit",
+    )
 }

@@ -342,7 +342,10 @@ pub fn valid_package_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
 }
 
-fn valid_arch_name(name: &str) -> bool {
+/// Whether `name` is an architecture name as dpkg allows them (`amd64`, `all`,
+/// `musl-linux-arm64`): it is a path component in dpkg's database (`info/PKG:ARCH.list`)
+/// and a word of every listing.
+pub fn valid_arch_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()

@@ -327,10 +327,16 @@ fn parse_control(text: &[u8]) -> Result<Control, ImportError> {
             "version {version:?} is not a valid Debian version"
         )));
     }
+    let arch = field("Architecture").unwrap_or_default();
+    if !arch.is_empty() && !crate::debian::control::valid_arch_name(arch) {
+        return Err(bad_control(format!(
+            "architecture {arch:?} is not valid (one word of a-z, 0-9 and -, as dpkg wants)"
+        )));
+    }
     Ok(Control {
         name: name.to_string(),
         version: version.to_string(),
-        arch: field("Architecture").unwrap_or_default().to_string(),
+        arch: arch.to_string(),
     })
 }
 

@@ -36,7 +36,14 @@ pub enum Fetched {
 pub struct Fetcher {
     client: Client,
     runtime: tokio::runtime::Runtime,
+    /// How long a connection, an answer's head or a wait for data may take.
+    timeout: Duration,
 }
+
+/// The slowest average a body may keep once the fetcher's timeout has passed: a server
+/// or proxy that trickles (a byte now and then, each within the timeout) is given up
+/// on, so a download of SIZE bytes takes at most timeout + SIZE / `MIN_RATE`.
+const MIN_RATE: u64 = 16 * 1024;
 
 /// Whether an error means "try again later" rather than "this is wrong".
 fn transfer_error(url: &Url, e: reqwest::Error) -> RepoError {
@@ -92,7 +99,11 @@ impl Fetcher {
                     message: error_chain(&e),
                 })?
         };
-        Ok(Fetcher { client, runtime })
+        Ok(Fetcher {
+            client,
+            runtime,
+            timeout,
+        })
     }
 
     /// Fetches a metadata file of at most `limit` bytes, unless the server says
@@ -116,11 +127,7 @@ impl Fetcher {
         if let Some(lm) = &seen.last_modified {
             req = req.header(IF_MODIFIED_SINCE, lm);
         }
-        // Inside the runtime: sending arms timers, which need its reactor.
-        let resp = self
-            .runtime
-            .block_on(async move { req.send().await })
-            .map_err(|e| transfer_error(url, e))?;
+        let resp = self.send(req, url)?;
         match resp.status() {
             StatusCode::NOT_MODIFIED => Ok(Fetched::NotModified),
             StatusCode::NOT_FOUND | StatusCode::GONE => Ok(Fetched::Missing),
@@ -186,9 +193,7 @@ impl Fetcher {
             if from > 0 {
                 req = req.header(RANGE, format!("bytes={from}-"));
             }
-            self.runtime
-                .block_on(async move { req.send().await })
-                .map_err(|e| transfer_error(url, e))
+            self.send(req, url)
         };
         let mut resp = send(have)?;
         if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE {
@@ -230,8 +235,27 @@ impl Fetcher {
 }
 
 impl Fetcher {
+    /// Sends `req` and waits for the answer's head, for at most twice the timeout
+    /// (connecting and reading each have the timeout; a head that trickles in does not
+    /// get longer).
+    fn send(&self, req: reqwest::RequestBuilder, url: &Url) -> Result<Response, RepoError> {
+        let limit = 2 * self.timeout;
+        // Inside the runtime: sending arms timers, which need its reactor.
+        self.runtime
+            .block_on(async move { tokio::time::timeout(limit, req.send()).await })
+            .map_err(|_| RepoError::Transfer {
+                url: url.to_string(),
+                message: format!(
+                    "no answer within {} s (the server or a proxy on the way is stalled; try again or another mirror)",
+                    limit.as_secs()
+                ),
+            })?
+            .map_err(|e| transfer_error(url, e))
+    }
+
     /// Copies a response body, refusing more than `limit` bytes, telling `progress`
-    /// as it goes; returns the count copied.
+    /// as it goes; returns the count copied. A body slower than [`MIN_RATE`] on
+    /// average, once the timeout has passed, is given up on.
     fn copy_body(
         &self,
         mut resp: Response,
@@ -241,11 +265,27 @@ impl Fetcher {
         progress: &dyn Fn(u64),
     ) -> Result<u64, RepoError> {
         let mut total = 0u64;
-        while let Some(chunk) = self
-            .runtime
-            .block_on(resp.chunk())
-            .map_err(|e| transfer_error(url, e))?
-        {
+        let start = tokio::time::Instant::now();
+        loop {
+            let deadline =
+                start + self.timeout + Duration::from_secs_f64(total as f64 / MIN_RATE as f64);
+            // The timer is made inside the runtime, whose clock it needs.
+            let next = self
+                .runtime
+                .block_on(async { tokio::time::timeout_at(deadline, resp.chunk()).await });
+            let Ok(next) = next else {
+                return Err(RepoError::Transfer {
+                    url: url.to_string(),
+                    message: format!(
+                        "too slow: {total} bytes in {} s, under {} KiB/s on average (the server or a proxy on the way is stalled; try again or another mirror)",
+                        start.elapsed().as_secs(),
+                        MIN_RATE / 1024
+                    ),
+                });
+            };
+            let Some(chunk) = next.map_err(|e| transfer_error(url, e))? else {
+                break;
+            };
             total += chunk.len() as u64;
             if total > limit {
                 return Err(too_long(url, limit));
