@@ -516,3 +516,24 @@ fn quiet_leaves_only_errors() {
     let err = stderr(&canopy.fails(["-q", "roots", "show", "nope"]));
     assert!(err.contains("error: no root named nope"), "{err}");
 }
+
+/// `replicate --root` of a root the upstream lacks is an error line like any other
+/// (`error: root … not published: …`), and the run exits 1.
+#[test]
+fn replicate_reports_an_unknown_root_as_an_error() {
+    let upstream = Canopy::init("newuser-upstream");
+    let tree = upstream.mkdir("tree/opt");
+    fs::write(tree.join("f"), b"f\n").unwrap();
+    upstream.stdout(["import", "dir", "tree", "--name", "tools"]);
+    upstream.stdout(["assemble", "web", "tools"]);
+    let server = crate::mount::Server::start(&upstream, "127.0.0.1:0");
+    let key = upstream.path("upstream.pub");
+    fs::write(&key, upstream.stdout(["key", "show"])).unwrap();
+    let mirror = Canopy::init("newuser-mirror");
+    let out = mirror
+        .cmd(["replicate", &server.url, "--root", "wbe", "--trust"])
+        .arg(&key)
+        .failure(1);
+    let err = stderr(&out);
+    assert!(err.contains("error: root wbe not published: "), "{err}");
+}
