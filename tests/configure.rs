@@ -466,6 +466,40 @@ fn a_file_another_package_diverts_goes_where_the_diversion_says() {
             "{listed}"
         );
     }
+    // dpkg runs a preinst before it unpacks: a package that diverts a path it ships
+    // itself under the other name of a merged-/usr root (molly-guard ships
+    // /sbin/pm-suspend and diverts /usr/sbin/pm-suspend) keeps its file there.
+    let merged = debs::more_debs(&["usr-is-merged"]);
+    let own = {
+        let tree = dir.join("canopy-self");
+        write_control(&tree, "canopy-self", "1.0", "all");
+        write_file(&tree.join("sbin/canopy-x"), b"own\n", 0o644);
+        write_file(
+            &tree.join("DEBIAN/preinst"),
+            b"#!/bin/sh\nset -e\nmkdir -p /usr/lib/canopy-self\n\
+              dpkg-divert --package canopy-self --divert /usr/lib/canopy-self/x --rename /usr/sbin/canopy-x\n",
+            0o755,
+        );
+        let out = dir.join("canopy-self_1.0_all.deb");
+        cmd("dpkg-deb")
+            .args(["--root-owner-group", "--build", "-Zgzip"])
+            .arg(&tree)
+            .arg(&out)
+            .success();
+        out
+    };
+    env.cmd(["import", "deb"])
+        .arg(&own)
+        .arg(&merged[0].path)
+        .stdout();
+    env.stdout(assemble_args("self", &["canopy-self", "usr-is-merged"]));
+    let root = checkout(&env, "self", "self");
+    assert_eq!(
+        fs::read_to_string(root.join("usr/sbin/canopy-x")).unwrap(),
+        "own\n"
+    );
+    assert!(fs::symlink_metadata(root.join("usr/lib/canopy-self/x")).is_err());
+
     // A preinst that diverts something else leaves the conflict a conflict.
     let before = env.snapshot();
     let out = env.fails(assemble_args("bad", &["canopy-shipper", "canopy-liar"]));

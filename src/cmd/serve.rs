@@ -59,6 +59,7 @@ pub fn run(store_path: &Path, args: ServeArgs) -> Result<ExitCode> {
         if let Some(addr) = nfs {
             let mut server = NfsServer::bind(open_store(Access::Unlocked)?, addr)
                 .await
+                .map_err(|e| listen_error(e.into(), addr, "--nfs"))
                 .with_context(|| format!("cannot listen on {addr} for NFS"))?;
             server.connection_cap(connections);
             let addr = server.local_addr()?;
@@ -76,6 +77,7 @@ pub fn run(store_path: &Path, args: ServeArgs) -> Result<ExitCode> {
             let store = open_store(Access::Unlocked)?;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
+                .map_err(|e| listen_error(e.into(), addr, "--listen"))
                 .with_context(|| format!("cannot listen on {addr}"))?;
             let addr = listener.local_addr()?;
             println!("serving {} on http://{addr}", store_path.display());
@@ -150,4 +152,21 @@ async fn portmap(server: &mut NfsServer, addr: SocketAddr) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A bind that failed, with what to do for the two usual causes: the port is taken
+/// (often by another `canopy serve`), or it is below 1024 and this is not root.
+fn listen_error(e: anyhow::Error, addr: std::net::SocketAddr, flag: &str) -> anyhow::Error {
+    let kind = e.downcast_ref::<std::io::Error>().map(std::io::Error::kind);
+    match kind {
+        Some(std::io::ErrorKind::AddrInUse) => e.context(format!(
+            "another process listens there (another canopy serve?): stop it, or give \
+             {flag} another ADDR:PORT (port 0 picks a free one)"
+        )),
+        Some(std::io::ErrorKind::PermissionDenied) if addr.port() < 1024 => e.context(format!(
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE: run as root, or give {flag} \
+             a port from 1024 up"
+        )),
+        _ => e,
+    }
 }

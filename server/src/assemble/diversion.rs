@@ -11,6 +11,7 @@
 //! divert is the conflict it was.
 
 use super::AssembleError;
+use crate::debian::usrmerge::MERGED;
 use crate::edit::{Editor, Node};
 use crate::store::Txn;
 use canopy_protocol::{EntryKind, Meta, Package, PackageId, PackageKind, TreeId};
@@ -117,18 +118,24 @@ pub(crate) fn place(
     set_aside: Vec<SetAside>,
     chosen: &[(PackageId, Package)],
 ) -> Result<TreeId, AssembleError> {
-    if set_aside.is_empty() {
-        return Ok(tree);
-    }
     let label = |i: usize| format!("{} {}", chosen[i].1.name, chosen[i].1.version);
     let mut ed = Editor::open(txn, &tree)?;
     let diverted = diversions(&mut ed, txn)?;
+    if diverted.is_empty() && set_aside.is_empty() {
+        return Ok(tree);
+    }
+    let mut placed = HashSet::new();
     for s in set_aside {
         let by = &chosen[s.diverter].1.name;
-        let Some((_, to, _)) = diverted
-            .iter()
-            .find(|(from, _, pkg)| *from == s.path && pkg == by)
-        else {
+        let at = in_tree(&mut ed, txn, &s.path)?;
+        let mut found = None;
+        for (from, to, pkg) in &diverted {
+            if pkg == by && in_tree(&mut ed, txn, from)? == at {
+                found = Some(to);
+                break;
+            }
+        }
+        let Some(to) = found else {
             let (first, second) = if s.other < s.diverter {
                 (label(s.other), label(s.diverter))
             } else {
@@ -144,13 +151,80 @@ pub(crate) fn place(
                 ),
             });
         };
-        let at = in_tree(&mut ed, txn, &s.path)?;
         let to = in_tree(&mut ed, txn, to)?;
-        let leaf = |(meta, kind): (Meta, EntryKind)| Node::Leaf { meta, kind };
         ed.put(txn, &at, leaf(s.kept)).map_err(edit)?;
         ed.put(txn, &to, leaf(s.aside)).map_err(edit)?;
+        placed.insert(at);
     }
+    restore_own(&mut ed, txn, &diverted, chosen, &placed)?;
     Ok(ed.write(txn)?)
+}
+
+fn leaf((meta, kind): (Meta, EntryKind)) -> Node {
+    Node::Leaf { meta, kind }
+}
+
+/// dpkg runs a preinst before it unpacks the package; here the package's files are in
+/// place already, and `dpkg-divert --rename` skips only those the package owns by the
+/// very name given. One it ships under the other name of a merged-/usr root
+/// (molly-guard ships `/sbin/pm-suspend` and diverts `/usr/sbin/pm-suspend`) is moved
+/// away, where dpkg would have found nothing to move: it goes back.
+fn restore_own(
+    ed: &mut Editor,
+    txn: &Txn<'_>,
+    diverted: &[Diversion],
+    chosen: &[(PackageId, Package)],
+    placed: &HashSet<Vec<u8>>,
+) -> Result<(), AssembleError> {
+    for (from, to, pkg) in diverted {
+        let at = in_tree(ed, txn, from)?;
+        let name = pkg.split(':').next().unwrap_or_default();
+        let Some((_, p)) = chosen.iter().find(|(_, p)| p.name == name) else {
+            continue;
+        };
+        if placed.contains(&at) || ed.get(txn, &at).map_err(edit)?.is_some() {
+            continue;
+        }
+        let Some(own) = own_entry(txn, p, from)? else {
+            continue;
+        };
+        let to = in_tree(ed, txn, to)?;
+        let moved = matches!(
+            ed.get(txn, &to).map_err(edit)?,
+            Some(Node::Leaf { meta, kind }) if *meta == own.0 && *kind == own.1
+        );
+        if moved {
+            ed.remove(txn, &to).map_err(edit)?;
+            ed.put(txn, &at, leaf(own)).map_err(edit)?;
+        }
+    }
+    Ok(())
+}
+
+/// Package `p`'s own entry at `path` or at its other name in a merged-/usr root.
+fn own_entry(
+    txn: &Txn<'_>,
+    p: &Package,
+    path: &[u8],
+) -> Result<Option<(Meta, EntryKind)>, AssembleError> {
+    let rest = path.strip_prefix(b"/").unwrap_or(path);
+    let merged = |r: &[u8]| {
+        let top = r.split(|&b| b == b'/').next().unwrap_or_default();
+        MERGED.iter().any(|m| m.as_bytes() == top)
+    };
+    let mut names = vec![[b"/", rest].concat()];
+    match rest.strip_prefix(b"usr/") {
+        Some(under) if merged(under) => names.push([b"/", under].concat()),
+        None if merged(rest) => names.push([b"/usr/", rest].concat()),
+        _ => {}
+    }
+    let mut ed = Editor::open(txn, &p.tree)?;
+    for name in names {
+        if let Some(Node::Leaf { meta, kind }) = ed.get(txn, &name).map_err(edit)? {
+            return Ok(Some((meta.clone(), kind.clone())));
+        }
+    }
+    Ok(None)
 }
 
 /// The conflict the first set-aside entry is, for a root that is not configured.

@@ -15,6 +15,6 @@ pub mod deb;
 mod format;
 pub mod release;
 pub mod resolve;
-mod usrmerge;
+pub(crate) mod usrmerge;
 
 pub use format::Debian;

@@ -13,7 +13,7 @@ use canopy_protocol::{EntryKind, Meta, Name};
 use std::collections::BTreeMap;
 
 /// The directories merged into `/usr`, as convert-usrmerge lists them.
-const MERGED: [&str; 7] = ["bin", "sbin", "lib", "lib32", "lib64", "libo32", "libx32"];
+pub(crate) const MERGED: [&str; 7] = ["bin", "sbin", "lib", "lib32", "lib64", "libo32", "libx32"];
 
 /// The packages whose presence means the root is merged-/usr.
 pub(crate) const MARKERS: [&str; 2] = ["usrmerge", "usr-is-merged"];
