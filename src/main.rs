@@ -24,6 +24,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    output::QUIET.store(args.quiet, std::sync::atomic::Ordering::Relaxed);
     // fuser warns when it unmounts a filesystem that `umount` already removed: noise.
     let filter = match (args.quiet, args.verbose) {
         (true, _) => "error",

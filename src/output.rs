@@ -9,6 +9,7 @@
 
 use std::fmt::Arguments;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Writes to stdout; a closed pipe ends the process quietly, any other failure with
 /// an error message and status 1.
@@ -31,8 +32,23 @@ fn checked(result: io::Result<()>) {
     }
 }
 
+/// `-q`: only errors on stderr. Commands print notes and warnings as `note: …` and
+/// `warning: …` lines; with `-q` those are dropped here, in one place.
+pub static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Whether `-q` was given: progress displays stay hidden too.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
 /// Writes to stderr; if that fails there is nowhere left to say so.
 pub fn stderr(args: Arguments<'_>) {
+    if quiet() {
+        let text = args.to_string();
+        if text.starts_with("note: ") || text.starts_with("warning: ") {
+            return;
+        }
+    }
     let _ = io::stderr().lock().write_fmt(args);
 }
 

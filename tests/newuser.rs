@@ -492,3 +492,48 @@ fn serve_on_a_taken_or_privileged_port_says_what_to_do() {
         assert!(err.contains("ports below 1024 need root"), "{err}");
     }
 }
+
+/// `-q` leaves only errors on stderr: no notes, no warnings, no progress, even on a
+/// terminal; the report on stdout stays.
+#[test]
+fn quiet_leaves_only_errors() {
+    let canopy = Canopy::init("newuser-quiet");
+    let tree = canopy.mkdir("tree/opt");
+    fs::write(tree.join("f"), b"f\n").unwrap();
+    canopy.stdout(["import", "dir", "tree", "--name", "tools"]);
+    let out = canopy.cmd(["assemble", "t", "tools"]).success();
+    assert!(
+        stderr(&out).contains("note: not configured"),
+        "{}",
+        stderr(&out)
+    );
+    let out = canopy.cmd(["-q", "assemble", "t2", "tools"]).success();
+    assert_eq!(stderr(&out), "");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("assembled t2"));
+    let shown = on_a_terminal(&canopy, "-q checkout t out");
+    assert!(!shown.contains("entries"), "{shown}");
+    assert!(shown.contains("checked out t "), "{shown}");
+    let err = stderr(&canopy.fails(["-q", "roots", "show", "nope"]));
+    assert!(err.contains("error: no root named nope"), "{err}");
+}
+
+/// `replicate --root` of a root the upstream lacks is an error line like any other
+/// (`error: root … not published: …`), and the run exits 1.
+#[test]
+fn replicate_reports_an_unknown_root_as_an_error() {
+    let upstream = Canopy::init("newuser-upstream");
+    let tree = upstream.mkdir("tree/opt");
+    fs::write(tree.join("f"), b"f\n").unwrap();
+    upstream.stdout(["import", "dir", "tree", "--name", "tools"]);
+    upstream.stdout(["assemble", "web", "tools"]);
+    let server = crate::mount::Server::start(&upstream, "127.0.0.1:0");
+    let key = upstream.path("upstream.pub");
+    fs::write(&key, upstream.stdout(["key", "show"])).unwrap();
+    let mirror = Canopy::init("newuser-mirror");
+    let out = mirror
+        .cmd(["replicate", &server.url, "--root", "wbe", "--trust"])
+        .arg(&key)
+        .failure(1);
+    let err = stderr(&out);
+    assert!(err.contains("error: root wbe not published: "), "{err}");
+}

@@ -531,7 +531,7 @@ impl Bars {
         let bar = ProgressBar::new_spinner().with_style(
             ProgressStyle::with_template("{spinner} {wide_msg}").expect("static template"),
         );
-        if json {
+        if json || crate::output::quiet() {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         } else {
             bar.enable_steady_tick(std::time::Duration::from_millis(120));

@@ -26,7 +26,7 @@ pub fn run(store: &Path, args: CheckoutArgs) -> Result<ExitCode> {
         ProgressStyle::with_template("{spinner} checking out {msg}: {pos} entries")
             .expect("static template"),
     );
-    if args.json.json {
+    if args.json.json || crate::output::quiet() {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     } else {
         bar.set_message(format!("{root} {} to {}", id.0.short(), args.dir.display()));

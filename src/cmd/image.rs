@@ -30,6 +30,9 @@ pub fn import(store: &Path, path: &Path, format: Format, args: ImageArgs) -> Res
     let json = args.json.json;
     let bar = ProgressBar::new_spinner()
         .with_style(ProgressStyle::with_template("{spinner} {wide_msg}").expect("static template"));
+    if json || crate::output::quiet() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
     bar.enable_steady_tick(Duration::from_millis(200));
     bar.set_message(format!("reading {}", path.display()));
     let mut on_layer = |n: usize, count: usize, layer: &Layer| {

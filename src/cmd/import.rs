@@ -141,7 +141,7 @@ fn archives<'s>(
             .expect("static template")
             .progress_chars("=> "),
     );
-    if json {
+    if json || crate::output::quiet() {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let (mut done, mut failed) = (Vec::new(), Vec::new());

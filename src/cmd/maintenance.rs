@@ -26,7 +26,7 @@ pub fn fsck(store: &Path, args: &FsckArgs) -> Result<ExitCode> {
             .expect("static template")
             .progress_chars("=> "),
     );
-    if json {
+    if json || crate::output::quiet() {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let progress = |done: u64, total: u64| {

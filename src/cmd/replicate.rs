@@ -105,7 +105,7 @@ fn pass(path: &Path, up: &Upstream, opts: &Options) -> Result<Vec<RootReport>> {
             },
         };
         if let Some(e) = &report.error {
-            eprintln!("canopy: root {name} not published: {e}");
+            eprintln!("error: root {name} not published: {e}");
         }
         reports.push(report);
     }
