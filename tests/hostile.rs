@@ -145,6 +145,7 @@ fn cases() -> Vec<Case> {
         case("rpm-payload-larger-than-declared", RPM, "too-large", NONE, || { let r = rpms::good("h-more"); let mut cpio = rpms::cpio(&rpms::GOOD_ENTRIES); cpio.extend(b"07070100000000 more data after the trailer"); let mut r2 = r.clone(); r2.payload = Some(gzip(&cpio)); r2.build() }),
         case("rpm-payload-missing-file", RPM, "malformed", NONE, || { let e = rpms::GOOD_ENTRIES; rpms::with_cpio("h-missing", &[e[0], e[2]]) }),
         case("rpm-bad-header-digest", RPM, "bad-digest", NONE, || { let mut r = rpms::good("h-digest"); r.bad_digest = true; r.build() }),
+        case("rpm-file-digest-disagrees", RPM, "bad-digest", NONE, || { let mut r = rpms::good("h-fdigest"); r.file_digests = Some(Some(1)); r.build() }),
         case("rpm-zstd-bomb", RPM, "too-large", MAX_8M, || { let mut r = rpms::rpm("h-rbomb", vec![rpms::file("/big", &vec![0; 64 << 20])]); r.compressor = "zstd"; r.build() }),
         case("rpm-unsigned-with-keyring", RPM, "bad-signature", &["--keyring", "KEYRING"], || rpms::good("h-unsigned").build()),
     ]
