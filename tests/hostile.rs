@@ -145,6 +145,7 @@ fn cases() -> Vec<Case> {
         case("rpm-payload-larger-than-declared", RPM, "too-large", NONE, || { let r = rpms::good("h-more"); let mut cpio = rpms::cpio(&rpms::GOOD_ENTRIES); cpio.extend(b"07070100000000 more data after the trailer"); let mut r2 = r.clone(); r2.payload = Some(gzip(&cpio)); r2.build() }),
         case("rpm-payload-missing-file", RPM, "malformed", NONE, || { let e = rpms::GOOD_ENTRIES; rpms::with_cpio("h-missing", &[e[0], e[2]]) }),
         case("rpm-bad-header-digest", RPM, "bad-digest", NONE, || { let mut r = rpms::good("h-digest"); r.bad_digest = true; r.build() }),
+        case("rpm-file-digest-disagrees", RPM, "bad-digest", NONE, || { let mut r = rpms::good("h-fdigest"); r.file_digests = Some(Some(1)); r.build() }),
         case("rpm-zstd-bomb", RPM, "too-large", MAX_8M, || { let mut r = rpms::rpm("h-rbomb", vec![rpms::file("/big", &vec![0; 64 << 20])]); r.compressor = "zstd"; r.build() }),
         case("rpm-unsigned-with-keyring", RPM, "bad-signature", &["--keyring", "KEYRING"], || rpms::good("h-unsigned").build()),
     ]
@@ -320,4 +321,63 @@ fn corpus_archives_are_what_they_claim() {
     assert!(bomb.len() < 64 * 1024, "bomb is {} bytes", bomb.len());
     let plain = zstd::decode_all(&bomb[..]).unwrap();
     assert_eq!(plain.len() as u64, (64 << 20) + 512 + 1024);
+}
+
+/// An object file replaced by something that is not a file — a FIFO, whose open would
+/// wait for a writer, or a symlink to `/dev/zero`, which never ends — is damage that
+/// every reader reports at once, and that `fsck --repair` mends from the archive.
+#[test]
+fn object_files_that_are_not_files_are_reported_and_repaired_without_waiting() {
+    use std::time::Duration;
+    let canopy = Canopy::init("hostile-store");
+    let archives = canopy.mkdir("archives");
+    fs::write(archives.join("good.deb"), corpus::good_deb("good")).unwrap();
+    canopy
+        .cmd(["import", "deb"])
+        .arg(archives.join("good.deb"))
+        .success();
+    canopy
+        .cmd(["assemble", "web", "good", "--no-configure"])
+        .success();
+    let blob = canopy.json(["ls", "web", "/usr/share/good/data"])[0]["blob"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = canopy
+        .store()
+        .join("objects")
+        .join(&blob[..2])
+        .join(&blob[2..]);
+    let within = |args: &[&str]| {
+        canopy
+            .cmd(args)
+            .output_within(Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("canopy {} still running after 60 s", args.join(" ")))
+    };
+    for damage in ["fifo", "symlink to /dev/zero"] {
+        fs::remove_file(&file).unwrap();
+        if damage == "fifo" {
+            util::cmd("mkfifo").arg(&file).success();
+        } else {
+            std::os::unix::fs::symlink("/dev/zero", &file).unwrap();
+        }
+        let out = within(&["fsck"]);
+        let text = String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).into_owned();
+        assert!(
+            out.status.code() == Some(1) && text.contains(&blob[2..]),
+            "{damage}: fsck: {}\n{text}",
+            out.status
+        );
+        let out = within(&["cat", "web", "/usr/share/good/data"]);
+        assert_eq!(out.status.code(), Some(1), "{damage}: cat");
+        let out = within(&["fsck", "--repair", "--archives", archives.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{damage}: fsck --repair: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&[out.stdout, out.stderr].concat())
+        );
+        assert!(fs::symlink_metadata(&file).unwrap().is_file(), "{damage}");
+        canopy.fsck_clean();
+    }
 }

@@ -109,8 +109,9 @@ fn runs_from_the_store_with_state_across_an_upgrade() {
 #[test]
 fn run_starts_with_the_directories_a_booted_host_has_and_resolves_its_hostname() {
     // /run is a fresh tmpfs: services expect the root's own /run directories
-    // (/run/lock, where apache2ctl takes its lock) and what tmpfiles.d declares
-    // (/run/postgresql, owned by postgres, where pg_ctl writes its pid file); and
+    // (/run/lock, where apache2ctl takes its lock), what tmpfiles.d declares
+    // (/run/postgresql, owned by postgres, where pg_ctl writes its pid file) and the
+    // RuntimeDirectory= of enabled services (/run/sshd, which sshd -t wants); and
     // their own hostname to resolve (apache2, make-ssl-cert, sudo look it up).
     let env = web("run-runtime");
     let deb = simple_deb(
@@ -128,6 +129,10 @@ fn run_starts_with_the_directories_a_booted_host_has_and_resolves_its_hostname()
                 b"d /run/svc 2750 svc svc -\nd /var/run/svc/sub 0700 svc\nf /run/svc/file 0644\n",
             ),
             ("run/app/sub/stale.pid", b"1\n"),
+            (
+                "etc/systemd/system/multi-user.target.wants/svc.service",
+                b"[Service]\nUser=svc\nRuntimeDirectory=svcd\nRuntimeDirectoryMode=0750\n",
+            ),
         ],
     );
     env.cmd(["import", "deb"]).arg(deb).success();
@@ -138,14 +143,14 @@ fn run_starts_with_the_directories_a_booted_host_has_and_resolves_its_hostname()
         &env,
         "svc",
         &[],
-        "stat -c '%n %a %U %G' /run/svc /run/svc/sub /run/app /run/app/sub; ls -A /run/app/sub /run/svc; \
+        "stat -c '%n %a %U %G' /run/svc /run/svc/sub /run/app /run/app/sub /run/svcd; ls -A /run/app/sub /run/svc; \
          h=$(</proc/sys/kernel/hostname); while read -r a b; do [ \"$b\" = \"$h\" ] && echo \"$a $b\"; done < /etc/hosts",
     )
     .stdout();
     assert_eq!(
         out,
         "/run/svc 2750 svc svc\n/run/svc/sub 700 svc root\n/run/app 755 root root\n\
-         /run/app/sub 755 root root\n/run/app/sub:\n\n/run/svc:\nsub\n127.0.1.1 svc\n"
+         /run/app/sub 755 root root\n/run/svcd 750 svc svc\n/run/app/sub:\n\n/run/svc:\nsub\n127.0.1.1 svc\n"
     );
     // The host's own names are still there.
     let out = bash(&env, "svc", &["--hostname", "other"], "cat /etc/hosts").stdout();

@@ -4,9 +4,11 @@
 //! only the directories of its `/run` (`/run/lock`, which `/var/lock` points to). A
 //! booted host then finds there what `systemd-tmpfiles` makes at boot: the directories
 //! `tmpfiles.d` declares with `d` or `D` lines (`/run/postgresql`, owned by postgres).
-//! A run makes both, with their modes and owners, so that services which expect them
-//! (`apache2ctl` takes a lock in `/var/lock`, `pg_ctl` writes a pid file in
-//! `/run/postgresql`) start as they would on a host.
+//! And as it starts each enabled service, systemd makes the unit's
+//! `RuntimeDirectory=` (`/run/sshd`, `/run/redis`). A run makes all of them, with their
+//! modes and owners, so that services which expect them (`apache2ctl` takes a lock in
+//! `/var/lock`, `pg_ctl` writes a pid file in `/run/postgresql`, sshd wants
+//! `/run/sshd`) start as they would on a host.
 
 use super::source::Source;
 use std::collections::BTreeMap;
@@ -69,9 +71,131 @@ pub fn dirs(source: &Source) -> Vec<RuntimeDir> {
             }
         }
     }
+    services(source, &passwd, &group, &mut found);
     let mut out: Vec<RuntimeDir> = found.into_values().collect();
     out.sort_by_key(|d| d.path.matches('/').count());
     out
+}
+
+/// Where unit files are looked for by name, in systemd's order.
+const UNIT_DIRS: [&str; 3] = [
+    "/etc/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+];
+/// At most this many enabled services are read.
+const MAX_SERVICES: usize = 128;
+
+/// The `RuntimeDirectory=` of each service the root enables (a `.service` in an
+/// `/etc/systemd/system/*.wants/` directory): systemd makes them, owned by the
+/// service's `User=` and `Group=`, as it starts the service on a booted host, and the
+/// daemons expect them (sshd refuses to start without `/run/sshd`).
+fn services(source: &Source, passwd: &str, group: &str, out: &mut BTreeMap<String, RuntimeDir>) {
+    let mut names = Vec::new();
+    for wants in source
+        .list("/etc/systemd/system", MAX_SERVICES)
+        .unwrap_or_default()
+    {
+        if !wants.ends_with(".wants") {
+            continue;
+        }
+        for name in source
+            .list(&format!("/etc/systemd/system/{wants}"), MAX_SERVICES)
+            .unwrap_or_default()
+        {
+            if name.ends_with(".service")
+                && !names.iter().any(|(_, n)| *n == name)
+                && names.len() < MAX_SERVICES
+            {
+                names.push((format!("/etc/systemd/system/{wants}/{name}"), name));
+            }
+        }
+    }
+    for (enabled, name) in names {
+        // The link's target is found by name (a link into /lib would not resolve in a
+        // merged-/usr root); an instance (`postgresql@15-main.service`) is read from its
+        // template.
+        let template = name
+            .split_once('@')
+            .map(|(base, _)| format!("{base}@.service"));
+        let Some(text) = std::iter::once(Some(enabled))
+            .chain(UNIT_DIRS.iter().flat_map(|d| {
+                [
+                    Some(format!("{d}/{name}")),
+                    template.as_ref().map(|t| format!("{d}/{t}")),
+                ]
+            }))
+            .flatten()
+            .find_map(|path| source.read(&path, MAX_CONFIG_BYTES))
+        else {
+            continue;
+        };
+        for d in unit_dirs(&String::from_utf8_lossy(&text), passwd, group) {
+            if out.len() >= MAX_DIRS {
+                return;
+            }
+            out.entry(d.path.clone()).or_insert(d);
+        }
+    }
+}
+
+/// The runtime directories a unit file asks for, with `RuntimeDirectoryMode=` (default
+/// 0755) and its `User=`/`Group=` (default root; a user's group is its primary one).
+fn unit_dirs(unit: &str, passwd: &str, group: &str) -> Vec<RuntimeDir> {
+    let mut dirs = Vec::new();
+    let (mut mode, mut user, mut grp) = (0o755, None, None);
+    let mut in_service = false;
+    for line in unit.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_service = line == "[Service]";
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=').filter(|_| in_service) else {
+            continue;
+        };
+        let value = value.trim();
+        match key.trim() {
+            "RuntimeDirectory" => dirs.extend(value.split_whitespace().map(str::to_string)),
+            "RuntimeDirectoryMode" => {
+                mode = u32::from_str_radix(value, 8).map_or(mode, |m| m & 0o7777)
+            }
+            "User" => user = Some(value.to_string()),
+            "Group" => grp = Some(value.to_string()),
+            _ => {}
+        }
+    }
+    let entry = |file: &str, name: &str| -> Option<Vec<String>> {
+        file.lines()
+            .map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>())
+            .find(|f| f.len() > 3 && (f[0] == name || f[2] == name))
+    };
+    let (uid, primary) = match &user {
+        None => (Some(0), Some(0)),
+        Some(u) => match entry(passwd, u) {
+            Some(f) => (f[2].parse().ok(), f[3].parse().ok()),
+            None => (u.parse().ok(), u.parse().ok()),
+        },
+    };
+    let gid = match &grp {
+        None => primary,
+        Some(g) => entry(group, g)
+            .and_then(|f| f[2].parse().ok())
+            .or_else(|| g.parse().ok()),
+    };
+    let (Some(uid), Some(gid)) = (uid, gid) else {
+        return Vec::new();
+    };
+    dirs.into_iter()
+        .filter(|d| {
+            !d.contains('%') && d.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+        })
+        .map(|d| RuntimeDir {
+            path: format!("/run/{d}"),
+            mode,
+            uid,
+            gid,
+        })
+        .collect()
 }
 
 /// The directories below `path` in the root (not `path` itself), depth first.
@@ -187,6 +311,43 @@ mod tests {
             "/run/lock/subsys"
         );
         assert_eq!(line("d /run/x ~0700 1000 :1000").unwrap().mode, 0o700);
+    }
+
+    #[test]
+    fn services_runtime_directories() {
+        let unit = "[Unit]\nRuntimeDirectory=not-here\n[Service]\nUser=postgres\n\
+                    RuntimeDirectory=pg pg/sub\nRuntimeDirectoryMode=2750\n";
+        assert_eq!(
+            unit_dirs(unit, PASSWD, GROUP),
+            vec![
+                RuntimeDir {
+                    path: "/run/pg".into(),
+                    mode: 0o2750,
+                    uid: 101,
+                    gid: 104
+                },
+                RuntimeDir {
+                    path: "/run/pg/sub".into(),
+                    mode: 0o2750,
+                    uid: 101,
+                    gid: 104
+                }
+            ]
+        );
+        let sshd = unit_dirs("[Service]\nRuntimeDirectory=sshd\n", PASSWD, GROUP);
+        assert_eq!(
+            (sshd[0].path.as_str(), sshd[0].mode, sshd[0].uid),
+            ("/run/sshd", 0o755, 0)
+        );
+        assert!(unit_dirs("[Service]\nRuntimeDirectory=../etc %i\n", PASSWD, GROUP).is_empty());
+        assert!(
+            unit_dirs(
+                "[Service]\nUser=nosuch\nRuntimeDirectory=x\n",
+                PASSWD,
+                GROUP
+            )
+            .is_empty()
+        );
     }
 
     #[test]

@@ -251,7 +251,7 @@ pub(super) async fn write(
                 unreachable!("answers with source pieces have a source")
             }
             (Piece::Path(path, len), _) => {
-                let file = File::open(path).map_err(|e| {
+                let file = crate::store::local::open_object_file(path).map_err(|e| {
                     io::Error::new(e.kind(), format!("opening {}: {e}", path.display()))
                 })?;
                 let r = 0..*len;

@@ -152,7 +152,7 @@ async fn open(app: &Arc<App>, oid: ObjectId) -> Result<(Source, u64, bool), Answ
         return Ok((Source::Memory(bytes), len, true));
     }
     let file = match app.store.local_path(&oid) {
-        Some(path) => match std::fs::File::open(&path) {
+        Some(path) => match crate::store::local::open_object_file(&path) {
             Ok(f) => Some(f),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found()),
             Err(e) => return Err(internal("opening", e)),

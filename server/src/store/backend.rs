@@ -62,7 +62,7 @@ pub trait ObjectBackend: Send + Sync {
         let Some(path) = self.local_path(id) else {
             return Ok(None);
         };
-        match File::open(&path) {
+        match super::local::open_object_file(&path) {
             Ok(file) => Ok(Some(file)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::Missing {
                 id: *id,

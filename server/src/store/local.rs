@@ -52,7 +52,7 @@ impl LocalObjects {
 
     fn open(&self, id: &ObjectId) -> Result<File, StoreError> {
         let path = self.path(id);
-        File::open(&path).map_err(|e| match e.kind() {
+        open_object_file(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => self.missing(id),
             _ => StoreError::Io {
                 what: format!("opening object {}", path.display()),
@@ -60,6 +60,33 @@ impl LocalObjects {
             },
         })
     }
+}
+
+/// Opens an object's file for reading. Object files are regular files: anything else
+/// at that name (a FIFO, whose open would wait for a writer; a symlink, say to
+/// `/dev/zero`, which would never end) is damage, refused at once as invalid data.
+pub fn open_object_file(path: &Path) -> io::Result<File> {
+    let not_regular = |what: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is {what}, not an object file; run `canopy fsck --repair`",
+                path.display()
+            ),
+        )
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => not_regular("a symlink"),
+            _ => e,
+        })?;
+    if !file.metadata()?.is_file() {
+        return Err(not_regular("not a regular file"));
+    }
+    Ok(file)
 }
 
 /// Flushes the whole filesystem holding `dir` (data and metadata) to disk.

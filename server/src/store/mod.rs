@@ -229,6 +229,9 @@ impl Store {
         let mut reader = match self.objects.get(id) {
             Ok(r) => r,
             Err(StoreError::Missing { .. }) => return Ok(false),
+            // A file that cannot be opened as an object (a FIFO, a symlink, no read
+            // permission) is damage to replace; a bucket out of reach is not.
+            Err(StoreError::Io { .. }) => return Ok(true),
             Err(e) => return Err(e),
         };
         let mut hasher = canopy_protocol::Hasher::new();
