@@ -537,3 +537,35 @@ fn replicate_reports_an_unknown_root_as_an_error() {
     let err = stderr(&out);
     assert!(err.contains("error: root wbe not published: "), "{err}");
 }
+
+/// `import tar -` reads a tarball piped in (and leaves nothing in the store's tmp/);
+/// `import deb -` says which imports read standard input instead of "reading -: No such
+/// file or directory".
+#[test]
+fn import_tar_reads_standard_input() {
+    let canopy = Canopy::init("newuser-stdin");
+    let tree = canopy.mkdir("tree/opt");
+    fs::write(tree.join("f"), b"piped\n").unwrap();
+    crate::util::cmd("tar")
+        .args(["-C", "tree", "-czf", "t.tar.gz", "."])
+        .current_dir(canopy.path(""))
+        .success();
+    let tarball = fs::File::open(canopy.path("t.tar.gz")).unwrap();
+    let out = std::process::Command::new(crate::util::BIN)
+        .arg("--store")
+        .arg(canopy.store())
+        .args(["import", "tar", "-", "--name", "piped"])
+        .stdin(tarball)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported piped 0 (tar)"));
+    canopy.stdout(["assemble", "p", "piped"]);
+    assert_eq!(canopy.stdout(["cat", "p", "/opt/f"]), "piped\n");
+    assert_eq!(fs::read_dir(canopy.store().join("tmp")).unwrap().count(), 0);
+    let err = stderr(&canopy.fails(["import", "deb", "-"]));
+    assert!(
+        err.contains("`import tar`, `import oci` and `import docker-archive` read standard input"),
+        "{err}"
+    );
+}
