@@ -21,13 +21,15 @@ pub fn import(
     version: &str,
     limits: Limits,
 ) -> Result<Imported, ImportError> {
+    let what = path.display().to_string();
+    let input = super::input(store, path, limits.max_unpacked)?;
+    let path = input.path();
     let archive = hash_file(path)?;
     let key = named_key("tar", name, version, &archive.to_string());
     if let Some(done) = already_imported(store, &key)? {
         return Ok(done);
     }
     let mut txn = store.begin()?;
-    let what = path.display().to_string();
     let builder = read(
         &mut txn,
         decoder(open(path)?, None, &what)?,
