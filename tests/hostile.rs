@@ -110,6 +110,7 @@ fn cases() -> Vec<Case> {
         case("hardlink-to-symlink", TAR, "bad-link", NONE, || tar_hardlink("./usr/sym", |t| { t.symlink("./usr/sym", "target"); }, |_| {})),
         case("bad-checksum", DEB, "malformed", NONE, || deb_of("h-sum", &tar_bad_checksum())),
         case("bad-checksum-tar", TAR, "malformed", NONE, tar_bad_checksum),
+        case("pax-sparse-file", TAR, "malformed", NONE, || Tar::new().dir("./").pax(&[("GNU.sparse.major", b"1"), ("GNU.sparse.minor", b"0"), ("GNU.sparse.name", b"./big"), ("GNU.sparse.realsize", b"1048576")]).file("./GNUSparseFile.0/big", b"1\n0\n512\n").finish()),
         case("size-not-a-number", TAR, "malformed", NONE, tar_bad_size_field),
         case("control-tar-without-control", DEB, "bad-control", NONE, || deb_members(&[("control.tar.gz", &gzip(&Tar::new().dir("./").file("./md5sums", b"").finish())), ("data.tar.gz", &gzip(&good_tar("h-noctl")))])),
         case("control-without-version", DEB, "bad-control", NONE, || deb(&control("h-nover").replace("Version: 1.0\n", ""), &good_tar("h-nover"))),

@@ -207,6 +207,18 @@ pub(crate) fn read_into(
                             )
                         })
                 };
+                if key.starts_with(b"GNU.sparse.") {
+                    // A PAX sparse file (`tar --sparse --format=pax`): its data is a
+                    // map of holes and pieces, not the file; refused as GNU sparse
+                    // entries are, rather than stored as the wrong content.
+                    return Err(ImportError::refused(
+                        Class::Malformed,
+                        format!(
+                            "{what}: entry {}: sparse files are not supported (unpack and tar it again without --sparse)",
+                            canopy_protocol::Escaped(&raw_path)
+                        ),
+                    ));
+                }
                 if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
                     xattrs.push((name.to_vec(), value.to_vec()));
                 } else {
