@@ -1,7 +1,7 @@
 //! What dpkg does around maintainer scripts, done at assemble time: a preinst gets its
-//! whole control archive (however large its debconf templates) and may divert another
-//! package's file; and what host identity leaves the shared root takes the links to it
-//! along.
+//! whole control archive (however large its debconf templates), runs once what its
+//! package pre-depends on is configured, may divert another package's file; and what
+//! host identity leaves the shared root takes the links to it along.
 //!
 //! Each test has its own store with dpkg's smallest closure imported (see
 //! `configure.rs`), and packages built with dpkg-deb at test time.
@@ -215,4 +215,56 @@ fn a_file_another_package_diverts_goes_where_the_diversion_says() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_preinst_runs_once_what_its_package_pre_depends_on_is_configured() {
+    // mariadb-server's preinst runs adduser, which it pre-depends on: dpkg configures
+    // adduser (and what it depends on) before it unpacks mariadb-server.
+    let env = dpkg_store("installed-predepends");
+    let dir = env.mkdir("debs");
+    let provider = script_deb(
+        &dir,
+        "canopy-provider",
+        "1.0",
+        "echo ready > /etc/canopy-provider.conf",
+    );
+    let tree = dir.join("canopy-needs");
+    write_control(&tree, "canopy-needs", "1.0", "all");
+    let control = tree.join("DEBIAN/control");
+    let mut text = fs::read_to_string(&control).unwrap();
+    text.push_str("Pre-Depends: canopy-provider\n");
+    fs::write(&control, text).unwrap();
+    write_file(
+        &tree.join("DEBIAN/preinst"),
+        b"#!/bin/sh\nset -e\ncp /etc/canopy-provider.conf /etc/canopy-needs.seen\n",
+        0o755,
+    );
+    let needs = dir.join("canopy-needs_1.0_all.deb");
+    cmd("dpkg-deb")
+        .args(["--root-owner-group", "--build", "-Zgzip"])
+        .arg(&tree)
+        .arg(&needs)
+        .success();
+    env.cmd(["import", "deb"])
+        .args([&provider, &needs])
+        .stdout();
+    env.stdout(assemble_args("pre", &["canopy-needs", "canopy-provider"]));
+    let root = checkout(&env, "pre", "pre");
+    assert_eq!(
+        fs::read_to_string(root.join("etc/canopy-needs.seen")).unwrap(),
+        "ready\n"
+    );
+    let status = cmd("chroot")
+        .arg(&root)
+        .args([
+            "dpkg-query",
+            "-W",
+            "-f",
+            "${db:Status-Abbrev}${Package}\n",
+            "canopy-needs",
+            "canopy-provider",
+        ])
+        .stdout();
+    assert_eq!(status, "ii canopy-needs\nii canopy-provider\n");
 }
