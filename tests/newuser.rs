@@ -537,3 +537,73 @@ fn replicate_reports_an_unknown_root_as_an_error() {
     let err = stderr(&out);
     assert!(err.contains("error: root wbe not published: "), "{err}");
 }
+
+/// `import tar -` reads a tarball piped in (and leaves nothing in the store's tmp/);
+/// `import deb -` says which imports read standard input instead of "reading -: No such
+/// file or directory".
+#[test]
+fn import_tar_reads_standard_input() {
+    let canopy = Canopy::init("newuser-stdin");
+    let tree = canopy.mkdir("tree/opt");
+    fs::write(tree.join("f"), b"piped\n").unwrap();
+    crate::util::cmd("tar")
+        .args(["-C", "tree", "-czf", "t.tar.gz", "."])
+        .current_dir(canopy.path(""))
+        .success();
+    let tarball = fs::File::open(canopy.path("t.tar.gz")).unwrap();
+    let out = std::process::Command::new(crate::util::BIN)
+        .arg("--store")
+        .arg(canopy.store())
+        .args(["import", "tar", "-", "--name", "piped"])
+        .stdin(tarball)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported piped 0 (tar)"));
+    canopy.stdout(["assemble", "p", "piped"]);
+    assert_eq!(canopy.stdout(["cat", "p", "/opt/f"]), "piped\n");
+    assert_eq!(fs::read_dir(canopy.store().join("tmp")).unwrap().count(), 0);
+    let err = stderr(&canopy.fails(["import", "deb", "-"]));
+    assert!(
+        err.contains("`import tar`, `import oci` and `import docker-archive` read standard input"),
+        "{err}"
+    );
+}
+
+/// A malformed ref is a problem fsck lists with the others (it stopped fsck at the
+/// reflog, with no report); gc still deletes nothing while it is there.
+#[test]
+fn fsck_lists_a_malformed_ref_among_its_problems() {
+    let canopy = Canopy::init("newuser-badref");
+    let tree = canopy.mkdir("tree/opt");
+    fs::write(tree.join("f"), b"f\n").unwrap();
+    canopy.stdout(["import", "dir", "tree", "--name", "tools"]);
+    canopy.stdout(["assemble", "r1", "tools"]);
+    canopy.stdout(["assemble", "r2", "tools"]);
+    let bad = canopy.store().join("refs/roots/r1");
+    fs::write(&bad, b"garbage\n").unwrap();
+    let out = canopy.fails(["fsck"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains(&format!("bad-ref: listing roots: ref {}", bad.display())),
+        "{report}"
+    );
+    assert!(
+        report.contains("fsck: ") && report.contains(" problems"),
+        "{report}"
+    );
+    let json = canopy.cmd(["fsck", "--json"]).failure(1);
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(
+        doc["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["kind"] == "bad-ref"),
+        "{doc}"
+    );
+    let before = canopy.snapshot();
+    let err = stderr(&canopy.fails(["gc"]));
+    assert!(err.contains("gc deletes nothing"), "{err}");
+    before.assert_unchanged("a gc refused over a malformed ref");
+}

@@ -43,6 +43,9 @@ pub struct Rpm {
     pub intro: Option<(u32, u32)>,
     /// A wrong header SHA-256 in the signature header.
     pub bad_digest: bool,
+    /// SHA-256 file digests (`FILEDIGESTS`, algorithm 8, as rpmbuild writes them) for
+    /// regular files, the content of the file at this index spoiled in its digest.
+    pub file_digests: Option<Option<usize>>,
     /// Stripped (`07070X`) records instead of newc ones.
     pub stripped: bool,
     /// The compressor the header declares.
@@ -57,6 +60,7 @@ pub fn rpm(name: &'static str, files: Vec<File>) -> Rpm {
         lead_type: 0,
         intro: None,
         bad_digest: false,
+        file_digests: None,
         stripped: false,
         compressor: "gzip",
     }
@@ -213,7 +217,25 @@ impl Rpm {
         );
         h.int16(1033, &vec![0; n]);
         h.int32(1034, &vec![0; n]);
-        h.strings(1035, &vec![String::new(); n]);
+        match self.file_digests {
+            None => h.strings(1035, &vec![String::new(); n]),
+            Some(spoiled) => {
+                let digests: Vec<String> = self
+                    .files
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| match f.mode & 0o170000 == 0o100000 {
+                        true if spoiled == Some(i) => {
+                            hex::encode(Sha256::digest([&f.content[..], b"!"].concat()))
+                        }
+                        true => hex::encode(Sha256::digest(&f.content)),
+                        false => String::new(),
+                    })
+                    .collect();
+                h.strings(1035, &digests);
+                h.int32(5011, &[8]);
+            }
+        }
         h.strings(
             1036,
             &self

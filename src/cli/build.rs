@@ -46,7 +46,7 @@ pub enum ImportCommand {
         after_help = "Example:\n  canopy import tar rootfs.tar.zst --name base --version 2026.11"
     )]
     Tar {
-        /// The archive
+        /// The archive (`-`: standard input)
         file: PathBuf,
         #[command(flatten)]
         named: Named,

@@ -151,6 +151,15 @@ fn archives<'s>(
         import::batch::threads(),
         |i| std::fs::metadata(&files[i]).map_or(0, |m| m.len()),
         |i| {
+            if files[i].as_os_str() == "-" {
+                return Err(ImportError::Io {
+                    what: format!(
+                        "- (standard input): import {ext} takes files; `import tar`, `import \
+                         oci` and `import docker-archive` read standard input"
+                    ),
+                    source: std::io::ErrorKind::InvalidInput.into(),
+                });
+            }
             // A directory of archives given as such: name the glob that was meant.
             if files[i].is_dir() {
                 return Err(ImportError::Io {
@@ -241,8 +250,37 @@ pub fn tar(store: &Path, file: &Path, named: &Named, flags: Flags) -> Result<Exi
     check_name(named)?;
     let store = flags.open(store)?;
     let limits = limits(flags.max_size);
-    let result = import::tar::import(&store, file, &named.name, &named.version, limits);
+    // `-`: a tarball piped in (`curl … | canopy import tar - --name base`), spooled
+    // into the store's tmp/ first, as the import reads its file more than once.
+    let spooled = match file.as_os_str() == "-" {
+        true => Some(Spooled::stdin(&store.path().join("tmp"))?),
+        false => None,
+    };
+    let from = spooled.as_ref().map_or(file, |s| s.0.as_path());
+    let result = import::tar::import(&store, from, &named.name, &named.version, limits);
     single(file, result, flags.json)
+}
+
+/// Standard input copied to a file of the store's `tmp/` (which the next writer
+/// empties if this process dies), removed when dropped.
+struct Spooled(PathBuf);
+
+impl Spooled {
+    fn stdin(tmp: &Path) -> Result<Spooled> {
+        let path = tmp.join(format!("stdin-{}.tar", std::process::id()));
+        let spooled = Spooled(path);
+        let mut out = std::fs::File::create(&spooled.0)
+            .with_context(|| format!("creating {}", spooled.0.display()))?;
+        std::io::copy(&mut std::io::stdin().lock(), &mut out)
+            .with_context(|| format!("copying standard input to {}", spooled.0.display()))?;
+        Ok(spooled)
+    }
+}
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 pub fn dir(store: &Path, dir: &Path, named: &Named, flags: Flags) -> Result<ExitCode> {

@@ -70,6 +70,10 @@ struct File {
     /// Whether the payload carries this file's content (for a hard-link group, only
     /// the last name does).
     carrier: bool,
+    /// The content's SHA-256 as the header gives it (`FILEDIGESTS` with the SHA-256
+    /// algorithm, what rpmbuild writes): the payload's bytes must have it, as `rpm -i`
+    /// wants. Other algorithms (MD5 of old packages) are not checked.
+    sha256: Option<String>,
 }
 
 impl File {
@@ -120,6 +124,8 @@ pub fn prepare<'s>(
     keyring: Option<&Keyring>,
 ) -> Result<Prepared<'s>, ImportError> {
     let what = path.display().to_string();
+    let input = crate::import::input(store, path, limits.max_unpacked)?;
+    let path = input.path();
     let archive = match hash {
         Some(hash) => hash,
         None => hash_file(path)?,
@@ -355,6 +361,10 @@ fn files(meta: &PackageMetadata, what: &str) -> Result<Vec<File>, ImportError> {
             xattrs,
             group: None,
             carrier: true,
+            sha256: e
+                .digest()
+                .filter(|d| d.algorithm() == rpm::DigestAlgorithm::Sha2_256)
+                .map(|d| d.as_hex().to_ascii_lowercase()),
         });
     }
     // Regular files sharing (device, inode) are one inode; the last carries the content.

@@ -103,6 +103,18 @@ pub(super) fn read_payload(
                         format!("{context}: entry {} has {got} of its {size} bytes", f.shown),
                     ));
                 }
+                // The blob's id is its SHA-256: the header's digest costs nothing more.
+                if let Some(want) = &f.sha256
+                    && *want != blob.0.to_hex()
+                {
+                    return Err(ImportError::refused(
+                        Class::BadDigest,
+                        format!(
+                            "{context}: entry {}'s content has SHA-256 {}, the header says {want}",
+                            f.shown, blob.0
+                        ),
+                    ));
+                }
                 if let Some(g) = f.group {
                     linked.insert(g, (blob, size));
                 }
