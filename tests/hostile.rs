@@ -110,6 +110,7 @@ fn cases() -> Vec<Case> {
         case("hardlink-to-symlink", TAR, "bad-link", NONE, || tar_hardlink("./usr/sym", |t| { t.symlink("./usr/sym", "target"); }, |_| {})),
         case("bad-checksum", DEB, "malformed", NONE, || deb_of("h-sum", &tar_bad_checksum())),
         case("bad-checksum-tar", TAR, "malformed", NONE, tar_bad_checksum),
+        case("pax-sparse-file", TAR, "malformed", NONE, || Tar::new().dir("./").pax(&[("GNU.sparse.major", b"1"), ("GNU.sparse.minor", b"0"), ("GNU.sparse.name", b"./big"), ("GNU.sparse.realsize", b"1048576")]).file("./GNUSparseFile.0/big", b"1\n0\n512\n").finish()),
         case("size-not-a-number", TAR, "malformed", NONE, tar_bad_size_field),
         case("control-tar-without-control", DEB, "bad-control", NONE, || deb_members(&[("control.tar.gz", &gzip(&Tar::new().dir("./").file("./md5sums", b"").finish())), ("data.tar.gz", &gzip(&good_tar("h-noctl")))])),
         case("control-without-version", DEB, "bad-control", NONE, || deb(&control("h-nover").replace("Version: 1.0\n", ""), &good_tar("h-nover"))),
@@ -380,4 +381,59 @@ fn object_files_that_are_not_files_are_reported_and_repaired_without_waiting() {
         assert!(fs::symlink_metadata(&file).unwrap().is_file(), "{damage}");
         canopy.fsck_clean();
     }
+}
+
+/// An archive given as a pipe (`canopy import deb <(curl …)`, a FIFO) is imported as
+/// the same file would be: it can be read only once, and its second open used to wait
+/// for a writer forever. A device (`/dev/zero`) is refused before a byte is read.
+#[test]
+fn archives_from_pipes_import_and_devices_are_refused() {
+    use std::time::Duration;
+    let canopy = Canopy::init("hostile-pipes");
+    let inputs: [(&str, Vec<u8>, &[&str]); 3] = [
+        ("deb", corpus::good_deb("piped"), &[]),
+        ("rpm", rpms::good("piped-rpm").build(), &[]),
+        (
+            "tar",
+            corpus::good_tar("piped-tar"),
+            &["--name", "piped-tar"],
+        ),
+    ];
+    for (kind, bytes, args) in inputs {
+        let fifo = canopy.path(format!("{kind}.fifo"));
+        util::cmd("mkfifo").arg(&fifo).success();
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || fs::write(fifo, bytes))
+        };
+        let out = canopy
+            .cmd(["import", kind])
+            .arg(&fifo)
+            .args(args)
+            .output_within(Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("import {kind} of a FIFO still running after 60 s"));
+        assert!(
+            out.status.success(),
+            "import {kind} of a FIFO: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        writer.join().unwrap().unwrap();
+    }
+    let out = canopy
+        .cmd(["import", "deb", "/dev/zero"])
+        .output_within(Duration::from_secs(60))
+        .expect("import deb /dev/zero still running after 60 s");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(1)
+            && err.contains("/dev/zero")
+            && err.contains("not a regular file"),
+        "{err}"
+    );
+    assert!(
+        fs::read_dir(canopy.store().join("tmp")).map_or(0, |d| d.count()) == 0,
+        "spooled copies left in tmp/"
+    );
+    canopy.fsck_clean();
 }

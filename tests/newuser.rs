@@ -569,3 +569,41 @@ fn import_tar_reads_standard_input() {
         "{err}"
     );
 }
+
+/// A malformed ref is a problem fsck lists with the others (it stopped fsck at the
+/// reflog, with no report); gc still deletes nothing while it is there.
+#[test]
+fn fsck_lists_a_malformed_ref_among_its_problems() {
+    let canopy = Canopy::init("newuser-badref");
+    let tree = canopy.mkdir("tree/opt");
+    fs::write(tree.join("f"), b"f\n").unwrap();
+    canopy.stdout(["import", "dir", "tree", "--name", "tools"]);
+    canopy.stdout(["assemble", "r1", "tools"]);
+    canopy.stdout(["assemble", "r2", "tools"]);
+    let bad = canopy.store().join("refs/roots/r1");
+    fs::write(&bad, b"garbage\n").unwrap();
+    let out = canopy.fails(["fsck"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains(&format!("bad-ref: listing roots: ref {}", bad.display())),
+        "{report}"
+    );
+    assert!(
+        report.contains("fsck: ") && report.contains(" problems"),
+        "{report}"
+    );
+    let json = canopy.cmd(["fsck", "--json"]).failure(1);
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(
+        doc["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["kind"] == "bad-ref"),
+        "{doc}"
+    );
+    let before = canopy.snapshot();
+    let err = stderr(&canopy.fails(["gc"]));
+    assert!(err.contains("gc deletes nothing"), "{err}");
+    before.assert_unchanged("a gc refused over a malformed ref");
+}

@@ -1006,3 +1006,54 @@ fn damaged_objects_are_served_by_neither_http_nor_nfs() {
     let _ = child.wait();
     env.fsck_clean();
 }
+
+/// A root's ref damaged on disk leaves that root out of what HTTP and NFS serve, not
+/// every root: the others are listed, mounted and read as before.
+#[test]
+fn a_damaged_ref_hides_only_its_own_root() {
+    let env = web("nfs-bad-ref");
+    env.cmd(["assemble", "other"])
+        .args(debs::ROOT_PACKAGES)
+        .success();
+    fs::write(env.store().join("refs/roots/web"), "garbage\n").unwrap();
+    let mut child = Command::new(crate::util::BIN)
+        .arg("--store")
+        .arg(env.store())
+        .args(["serve", "--no-portmap", "--listen", "127.0.0.1:0", "--nfs"])
+        .arg("127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut both = String::new();
+    for _ in 0..2 {
+        std::io::BufRead::read_line(&mut lines, &mut both).unwrap();
+    }
+    let http = both
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .unwrap_or_else(|| panic!("no HTTP address in {both:?}"))
+        .to_string();
+    let port: u16 = both
+        .lines()
+        .find(|l| l.contains("over NFSv3 on 127.0.0.1:"))
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no NFS port in {both:?}"));
+    let (code, body) = http_get(&http, "/v1/roots");
+    let listed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(code, 200, "{listed}");
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["other"]);
+    let mut client = Client::connect(port);
+    let bash = client.path("/other", "bin/bash");
+    assert!(!client.read(&bash, 1 << 20).unwrap().is_empty());
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -54,6 +54,8 @@ mod netboot;
 mod netboot_guest;
 // Package scripts that fail, reach for the network or remove /; users, upgrades, kill -9.
 mod configure;
+// dpkg's ways around scripts: Pre-Depends configured first, diversions, large control archives, links to host identity.
+mod maintscripts;
 // Inspection without mounting, closed pipes, names in errors, ROOT@COMMIT everywhere, removal, reflog, link farm.
 mod lifecycle;
 // The Docker volume plugin over its socket, across restarts, and under a real dockerd.

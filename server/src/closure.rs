@@ -130,7 +130,18 @@ impl<'s> Walk<'s> {
             if Some(&root) == skip {
                 continue;
             }
-            for logged in self.store.reflog(&root)? {
+            // A reflog that cannot be read (or the ref it is read against, malformed) is
+            // a problem like any other: fsck lists it among the rest, and gc, which
+            // cannot tell what it keeps, deletes nothing.
+            let entries = match self.store.reflog(&root) {
+                Ok(entries) => entries,
+                Err(e) => {
+                    self.c
+                        .read_failed(e, &format!("reading the reflog of {root}"));
+                    continue;
+                }
+            };
+            for logged in entries {
                 if !logged.applied || logged.entry.time <= since {
                     continue;
                 }

@@ -18,6 +18,7 @@
 //! and, when one fails, its exit status and last lines of output.
 
 use super::database::{self, ADMINDIR, Unpacked};
+use super::order::{self, Step};
 use super::usrmerge;
 use crate::configure::{
     ConfigureError, Configurer, PackageScripts, Plan, Prepared, Report, ScriptRun, Settings,
@@ -26,7 +27,7 @@ use crate::configure::{
 use crate::edit::Editor;
 use crate::store::Txn;
 use canopy_protocol::{Package, PackageId, TreeId};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// dpkg, as a [`Configurer`].
 pub struct Dpkg;
@@ -141,49 +142,8 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The order preinsts run in: Essential packages first, then the others, each after
-/// the packages it pre-depends on (first alternative present in the set), by name
-/// otherwise.
-fn preinst_order(pkgs: &[Unpacked]) -> Vec<usize> {
-    let mut by_name: HashMap<&str, usize> = HashMap::new();
-    for (i, p) in pkgs.iter().enumerate() {
-        by_name.entry(p.name.as_str()).or_insert(i);
-    }
-    for (i, p) in pkgs.iter().enumerate() {
-        for v in &p.provides {
-            by_name.entry(v.as_str()).or_insert(i);
-        }
-    }
-    fn visit(
-        i: usize,
-        pkgs: &[Unpacked],
-        by_name: &HashMap<&str, usize>,
-        seen: &mut HashSet<usize>,
-        out: &mut Vec<usize>,
-    ) {
-        if !seen.insert(i) {
-            return;
-        }
-        for group in &pkgs[i].pre_depends {
-            if let Some(&j) = group.iter().find_map(|r| by_name.get(r.name.as_str())) {
-                visit(j, pkgs, by_name, seen, out);
-            }
-        }
-        out.push(i);
-    }
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    for essential in [true, false] {
-        for (i, p) in pkgs.iter().enumerate() {
-            if p.essential == essential {
-                visit(i, pkgs, &by_name, &mut seen, &mut out);
-            }
-        }
-    }
-    out
-}
-
-/// The driver script: every preinst, then dpkg.
+/// The driver script: every preinst (with what it pre-depends on configured first),
+/// then dpkg.
 fn driver(pkgs: &[Unpacked], dpkg_version: &str) -> String {
     let mut s = format!(
         r#"#!/bin/sh
@@ -207,15 +167,26 @@ preinst() {{
 "#,
         dpkg_version = quote(dpkg_version)
     );
-    for i in preinst_order(pkgs) {
-        let p = &pkgs[i];
-        if p.preinst {
-            s.push_str(&format!(
-                "preinst {} {} {}\n",
-                quote(&p.name),
-                quote(&p.info_name),
-                quote(&p.arch)
-            ));
+    for step in order::steps(pkgs) {
+        match step {
+            Step::Preinst(i) => {
+                let p = &pkgs[i];
+                s.push_str(&format!(
+                    "preinst {} {} {}\n",
+                    quote(&p.name),
+                    quote(&p.info_name),
+                    quote(&p.arch)
+                ));
+            }
+            Step::Configure(list) => {
+                let names: Vec<String> = list.iter().map(|&i| quote(&pkgs[i].info_name)).collect();
+                // What goes wrong here shows again in the final run, which decides.
+                s.push_str(&format!(
+                    "echo \"{MARK}dpkg --configure (pre-dependencies)\"\n\
+                     dpkg --debug=2 --configure {} </dev/null 2>&1\n",
+                    names.join(" ")
+                ));
+            }
         }
     }
     s.push_str(&format!(

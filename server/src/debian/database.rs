@@ -32,6 +32,8 @@ pub(crate) struct Unpacked {
     pub(crate) essential: bool,
     /// `Pre-Depends`.
     pub(crate) pre_depends: Vec<Vec<Relation>>,
+    /// `Depends`.
+    pub(crate) depends: Vec<Vec<Relation>>,
     /// Names it provides.
     pub(crate) provides: Vec<String>,
     /// Whether it has a preinst.
@@ -111,6 +113,7 @@ pub(crate) fn read(txn: &Txn<'_>, packages: &[&Package]) -> Result<Vec<Unpacked>
             },
             essential: yes(&paragraph, "Essential"),
             pre_depends: relations("Pre-Depends")?,
+            depends: relations("Depends")?,
             provides: relations("Provides")?
                 .into_iter()
                 .flatten()

@@ -67,6 +67,8 @@ pub fn prepare<'s>(
     hash: Option<ArchiveHash>,
     limits: Limits,
 ) -> Result<Prepared<'s>, ImportError> {
+    let input = crate::import::input(store, path, limits.max_unpacked)?;
+    let path = input.path();
     let archive = match hash {
         Some(hash) => hash,
         None => hash_file(path)?,

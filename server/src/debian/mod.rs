@@ -13,6 +13,7 @@ pub mod control;
 mod database;
 pub mod deb;
 mod format;
+mod order;
 pub mod release;
 pub mod resolve;
 pub(crate) mod usrmerge;

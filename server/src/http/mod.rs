@@ -227,7 +227,7 @@ impl App {
     /// `GET /v1/roots`: every root and its commit.
     async fn roots(&self) -> Result<Answer, Answer> {
         let store = self.store.clone();
-        let list = blocking(move || store.roots().map_err(store_error)).await?;
+        let list = blocking(move || store.served_roots().map_err(store_error)).await?;
         let body: Vec<RootInfo> = list
             .into_iter()
             .map(|(name, id)| RootInfo {

@@ -18,7 +18,7 @@ use canopy_protocol::{ArchiveHash, Hasher, Package, PackageId, PackageKind, Tree
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -374,6 +374,58 @@ pub(crate) fn prefix(e: ImportError, what: &str) -> ImportError {
 }
 
 /// Opens a file for import, naming it in the error.
+/// An archive as it can be read twice (hashed, then read): a regular file as it is, a
+/// pipe (`<(curl …)`, a FIFO) first copied into the store's `tmp/` (at most `max`
+/// bytes), since it can be read only once — its second open would wait for a writer
+/// that never comes. Anything else (a device such as `/dev/zero`, a directory) is
+/// refused before a byte is read.
+pub(crate) struct Input {
+    path: std::path::PathBuf,
+    _spooled: Option<tempfile::TempPath>,
+}
+
+impl Input {
+    /// Where to read the archive.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// See [`Input`].
+pub(crate) fn input(store: &Store, path: &Path, max: u64) -> Result<Input, ImportError> {
+    use std::os::unix::fs::FileTypeExt;
+    // `stat`, not `open`: it never waits on a FIFO, and follows `/dev/fd/N`.
+    let meta = std::fs::metadata(path).ctx(|| format!("reading {}", path.display()))?;
+    if meta.is_file() {
+        return Ok(Input {
+            path: path.to_path_buf(),
+            _spooled: None,
+        });
+    }
+    if !meta.file_type().is_fifo() {
+        return Err(ImportError::Io {
+            what: format!("reading {}", path.display()),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file or a pipe"),
+        });
+    }
+    let dir = store.path().join("tmp");
+    std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+    let mut spool = tempfile::NamedTempFile::new_in(&dir)
+        .ctx(|| format!("creating a temporary file in {}", dir.display()))?;
+    let copied = io::copy(&mut open(path)?.take(max.saturating_add(1)), &mut spool)
+        .ctx(|| format!("copying {} into {}", path.display(), dir.display()))?;
+    if copied > max {
+        return Err(ImportError::refused(
+            Class::TooLarge,
+            format!("{} holds more than {max} bytes", path.display()),
+        ));
+    }
+    Ok(Input {
+        path: spool.path().to_path_buf(),
+        _spooled: Some(spool.into_temp_path()),
+    })
+}
+
 pub(crate) fn open(path: &Path) -> Result<File, ImportError> {
     File::open(path)
         .ctx(|| format!("opening {}", path.display()))

@@ -21,13 +21,15 @@ pub fn import(
     version: &str,
     limits: Limits,
 ) -> Result<Imported, ImportError> {
+    let what = path.display().to_string();
+    let input = super::input(store, path, limits.max_unpacked)?;
+    let path = input.path();
     let archive = hash_file(path)?;
     let key = named_key("tar", name, version, &archive.to_string());
     if let Some(done) = already_imported(store, &key)? {
         return Ok(done);
     }
     let mut txn = store.begin()?;
-    let what = path.display().to_string();
     let builder = read(
         &mut txn,
         decoder(open(path)?, None, &what)?,
@@ -205,6 +207,18 @@ pub(crate) fn read_into(
                             )
                         })
                 };
+                if key.starts_with(b"GNU.sparse.") {
+                    // A PAX sparse file (`tar --sparse --format=pax`): its data is a
+                    // map of holes and pieces, not the file; refused as GNU sparse
+                    // entries are, rather than stored as the wrong content.
+                    return Err(ImportError::refused(
+                        Class::Malformed,
+                        format!(
+                            "{what}: entry {}: sparse files are not supported (unpack and tar it again without --sparse)",
+                            canopy_protocol::Escaped(&raw_path)
+                        ),
+                    ));
+                }
                 if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
                     xattrs.push((name.to_vec(), value.to_vec()));
                 } else {

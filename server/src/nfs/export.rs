@@ -300,7 +300,7 @@ impl Exports {
         }
         let roots = Arc::new(
             self.store
-                .roots()
+                .served_roots()
                 .map_err(store_error)?
                 .into_iter()
                 .collect(),

@@ -124,6 +124,8 @@ pub fn prepare<'s>(
     keyring: Option<&Keyring>,
 ) -> Result<Prepared<'s>, ImportError> {
     let what = path.display().to_string();
+    let input = crate::import::input(store, path, limits.max_unpacked)?;
+    let path = input.path();
     let archive = match hash {
         Some(hash) => hash,
         None => hash_file(path)?,

@@ -158,8 +158,18 @@ fn join(base: &Url, path: &str) -> Result<Url, RepoError> {
             format!("path {path:?} leaves the repository"),
         ));
     }
-    base.join(path)
-        .map_err(|e| meta_err(base.as_str(), format!("bad path {path:?}: {e}")))
+    let url = base
+        .join(path)
+        .map_err(|e| meta_err(base.as_str(), format!("bad path {path:?}: {e}")))?;
+    // URL resolution reads `%2e%2e` as `..`: what counts is where the path lands.
+    let dir = &base.as_str()[..base.as_str().rfind('/').map_or(0, |i| i + 1)];
+    if !url.as_str().starts_with(dir) || url.query().is_some() || url.fragment().is_some() {
+        return Err(meta_err(
+            base.as_str(),
+            format!("path {path:?} leaves the repository"),
+        ));
+    }
+    Ok(url)
 }
 
 /// Reads a repository's packages for `config.arch` (and `noarch`; i686 and other
@@ -511,6 +521,28 @@ mod tests {
   <location href="Packages/x.rpm"/>
 </package>
 </metadata>"#;
+
+    #[test]
+    fn paths_stay_in_the_repository() {
+        let base = Url::parse("http://mirror.example/fedora/os/").unwrap();
+        assert_eq!(
+            join(&base, "Packages/g/greet-1.0-1.noarch.rpm")
+                .unwrap()
+                .as_str(),
+            "http://mirror.example/fedora/os/Packages/g/greet-1.0-1.noarch.rpm"
+        );
+        for bad in [
+            "../x.rpm",
+            "/etc/passwd",
+            "http://elsewhere/x.rpm",
+            "%2e%2e/%2e%2e/x.rpm",
+            "Packages/%2E%2e/../x.rpm",
+            ".%2e/x.rpm",
+            "x.rpm?y",
+        ] {
+            assert!(join(&base, bad).is_err(), "{bad} was accepted");
+        }
+    }
 
     #[test]
     fn reads_primary() {

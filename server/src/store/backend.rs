@@ -141,6 +141,12 @@ pub trait RefBackend: Send + Sync {
     /// name. A ref removed while listing is left out.
     fn list(&self, prefix: &str) -> Result<Vec<(String, ObjectId)>, StoreError>;
 
+    /// The names of the refs under `prefix`, sorted, without reading what they point
+    /// at (so a ref damaged on disk does not keep the others from being named).
+    fn names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.list(prefix)?.into_iter().map(|(n, _)| n).collect())
+    }
+
     /// Points `name` at `new` (or removes it, with `None`) if it holds `expected` now
     /// (`None`: if it does not exist); otherwise changes nothing and answers
     /// [`StoreError::Conflict`] with what it holds. Durable on return.

@@ -401,26 +401,31 @@ impl RefBackend for LocalRefs {
         read_ref(&self.store.join("refs").join(name))
     }
 
-    /// Atomic-write temporaries (dot files) are not refs.
     fn list(&self, prefix: &str) -> Result<Vec<(String, ObjectId)>, StoreError> {
+        let dir = self.store.join("refs").join(prefix);
+        let mut out = Vec::new();
+        for name in self.names(prefix)? {
+            // A ref removed since the listing is simply gone.
+            if let Some(id) = read_ref(&dir.join(&name))? {
+                out.push((name, id));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Atomic-write temporaries (dot files) are not refs.
+    fn names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let dir = self.store.join("refs").join(prefix);
         let mut names = Vec::new();
         for entry in fs::read_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
             let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if !name.starts_with('.') {
-                names.push((name, entry.path()));
+                names.push(name);
             }
         }
         names.sort();
-        let mut out = Vec::new();
-        for (name, path) in names {
-            // A ref removed since the listing is simply gone.
-            if let Some(id) = read_ref(&path)? {
-                out.push((name, id));
-            }
-        }
-        Ok(out)
+        Ok(names)
     }
 
     fn compare_and_swap(

@@ -392,6 +392,38 @@ impl Store {
         self.list_refs(ROOTS, CommitId)
     }
 
+    /// Every root whose ref can be read, for serving: a ref damaged on disk is logged
+    /// and left out, so one bad file does not hide every other root from hosts. (gc,
+    /// fsck and writers use [`Store::roots`], which fails on it: they must see every
+    /// ref.)
+    pub fn served_roots(&self) -> Result<Vec<(RootName, CommitId)>, StoreError> {
+        match self.roots() {
+            Err(StoreError::BadRef { .. }) => {}
+            other => return other,
+        }
+        let mut out = Vec::new();
+        for name in self.refs.names(ROOTS)? {
+            let root = match name.parse::<RootName>() {
+                Ok(root) => root,
+                Err(e) => {
+                    tracing::error!(
+                        "{ROOTS}/{name} in {} is not a root's ref: {e}",
+                        self.refs.location()
+                    );
+                    continue;
+                }
+            };
+            match self.root_ref(&root) {
+                Ok(Some(id)) => out.push((root, id)),
+                Ok(None) => {}
+                Err(e) => tracing::error!(
+                    "{e}: root {root} is left out, the others are served; run `canopy fsck`"
+                ),
+            }
+        }
+        Ok(out)
+    }
+
     /// The package record imported from the archive with this hash, if any.
     pub fn package_ref(&self, archive: &ArchiveHash) -> Result<Option<PackageId>, StoreError> {
         let name = RefName::Package(*archive).to_string();
