@@ -160,6 +160,39 @@ fn run_starts_with_the_directories_a_booted_host_has_and_resolves_its_hostname()
 }
 
 #[test]
+fn identical_files_stay_apart_when_one_is_written() {
+    // Files with the same bytes, mode and owner are one inode in the mount (their page
+    // cache is shared): empty logs, default configs. Writing one through the run's
+    // /etc or /var overlay must leave the other as it was.
+    let env = web("run-twins");
+    let deb = simple_deb(
+        &env.mkdir("twins"),
+        "twins",
+        "1",
+        &[
+            ("var/log/app/access.log", b""),
+            ("var/log/app/error.log", b""),
+            ("etc/twins/a.conf", b"same\n"),
+            ("etc/twins/b.conf", b"same\n"),
+        ],
+    );
+    env.cmd(["import", "deb"]).arg(deb).success();
+    env.cmd(["assemble", "twins", "twins"])
+        .args(ROOT_PACKAGES)
+        .success();
+    let out = bash(
+        &env,
+        "twins",
+        &[],
+        "echo x >> /var/log/app/access.log; echo changed > /etc/twins/a.conf; \
+         cat /var/log/app/error.log /etc/twins/b.conf; echo --; \
+         cat /var/log/app/access.log /etc/twins/a.conf",
+    )
+    .stdout();
+    assert_eq!(out, "same\n--\nx\nchanged\n");
+}
+
+#[test]
 fn signals_reach_the_command_and_its_status_comes_back() {
     let env = web("run-signals");
     // Killed by a signal: 128 + N, as shells report it.

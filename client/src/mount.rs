@@ -45,7 +45,8 @@ impl MountConfig {
             ("commit".into(), self.commit.clone().unwrap_or_default()),
             (
                 "follow".into(),
-                self.follow.map(|d| format!("{d:?}")).unwrap_or_default(),
+                self.follow
+                    .map_or_else(|| "off".to_string(), |d| format!("{d:?}")),
             ),
         ]);
         options
@@ -79,8 +80,13 @@ pub enum MountError {
         error: SignatureError,
     },
     /// The named root does not exist.
-    #[error("the server has no root named {0}")]
-    NoSuchRoot(String),
+    #[error("the server has no root named {name} ({known})")]
+    NoSuchRoot {
+        /// The root asked for.
+        name: String,
+        /// The server and the roots it has, as the message shows them.
+        known: String,
+    },
     /// The ref of one root points at a commit signed as a version of another: a swapped
     /// ref on a compromised server or proxy.
     #[error(
@@ -263,14 +269,41 @@ pub(crate) async fn load(
 
 /// The commit root `name` is at on the server, or [`MountError::NoSuchRoot`].
 pub async fn current(remote: &Remote, name: &str) -> Result<CommitId, MountError> {
-    let info = remote.root(name).await.map_err(|e| {
-        if e.is_not_found() {
-            MountError::NoSuchRoot(name.to_string())
-        } else {
-            e.into()
+    match remote.root(name).await {
+        Ok(info) => parse_commit(name, &info.commit),
+        Err(e) if e.is_not_found() => Err(no_such_root(remote, name).await),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Roots named in a [`MountError::NoSuchRoot`] message at most.
+const ROOTS_SHOWN: usize = 12;
+
+/// [`MountError::NoSuchRoot`] for `name`, naming the server and the roots it has.
+async fn no_such_root(remote: &Remote, name: &str) -> MountError {
+    let server = remote
+        .preferred()
+        .map_or_else(|| "the server".to_string(), |u| u.to_string());
+    let known = match remote.roots().await {
+        Ok(roots) if roots.is_empty() => format!("{server} has none yet"),
+        Ok(roots) => {
+            let mut names: Vec<&str> = roots.iter().map(|r| r.name.as_str()).collect();
+            names.sort_unstable();
+            let more = names.len().saturating_sub(ROOTS_SHOWN);
+            names.truncate(ROOTS_SHOWN);
+            let tail = if more > 0 {
+                format!(" and {more} more: `canopy roots list` on the server")
+            } else {
+                String::new()
+            };
+            format!("{server} has {}{tail}", names.join(", "))
         }
-    })?;
-    parse_commit(name, &info.commit)
+        Err(_) => format!("asked {server}"),
+    };
+    MountError::NoSuchRoot {
+        name: name.to_string(),
+        known,
+    }
 }
 
 /// Shows `commit` of root `root` as the view's top-level entry `entry` (the root's own
@@ -410,13 +443,11 @@ pub(crate) async fn find_commit(
     if let Ok(id) = prefix.parse() {
         return Ok(id);
     }
-    let log = remote.log(root).await.map_err(|e| {
-        if e.is_not_found() {
-            MountError::NoSuchRoot(root.to_string())
-        } else {
-            e.into()
-        }
-    })?;
+    let log = match remote.log(root).await {
+        Ok(log) => log,
+        Err(e) if e.is_not_found() => return Err(no_such_root(remote, root).await),
+        Err(e) => return Err(e.into()),
+    };
     let found: Vec<&str> = log
         .iter()
         .map(|e| e.commit.as_str())

@@ -34,6 +34,16 @@ use crate::tree::{EntryKind, Meta, identity};
 /// The top directory's number (FUSE requires 1 for its root).
 pub const TOP: u64 = 1;
 
+/// The link count of every node numbered by [`file`]. Such a node may stand at several
+/// paths (identical files are one inode), so it says it has more than one name, as a
+/// hard-linked file does: an overlay over the mount (`canopy run`'s `/etc` and `/var`,
+/// a diskless node's writable layer) then breaks the link when it copies one name up,
+/// whereas with a count of 1 it takes both names for one file and a write to one (an
+/// empty log, a default configuration) shows at the other. Copying tools (`cp -a`,
+/// `tar`, `rsync -H`) link only names whose inode they meet twice, as they would on a
+/// disk with hard links.
+pub const LEAF_NLINK: u32 = 2;
+
 /// A number from a digest: its first 8 bytes, kept clear of 0 and [`TOP`].
 pub fn from_digest(id: &ObjectId) -> u64 {
     let v = u64::from_be_bytes(id.as_bytes()[..8].try_into().expect("8 bytes"));

@@ -258,6 +258,10 @@ impl Mount {
                     data.extend(b",workdir=");
                     data.extend(overlay_path(w));
                 }
+                // Without an index, copying one name of a multiply-linked lower file up
+                // breaks the link rather than carrying the write to its other names
+                // (identical files of a canopy mount are one inode).
+                data.extend(b",index=off");
                 if *userxattr {
                     data.extend(b",userxattr");
                 }

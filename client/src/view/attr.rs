@@ -68,7 +68,7 @@ pub(super) fn leaf_attr(ino: u64, kind: &EntryKind, meta: &Meta) -> Attr {
         uid: meta.uid,
         gid: meta.gid,
         size,
-        nlink: 1,
+        nlink: canopy_protocol::inode::LEAF_NLINK,
         rdev,
     }
 }

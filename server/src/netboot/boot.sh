@@ -58,8 +58,12 @@ mountroot()
 			|| canopy_fail "no overlay filesystem (CONFIG_OVERLAY_FS) in this kernel or its root"
 		;;
 	esac
-	mount -n -t overlay \
-		-o lowerdir=/run/canopy/ro,upperdir=/run/canopy/rw/upper,workdir=/run/canopy/rw/work \
-		canopy "${rootmnt}" || canopy_fail "cannot mount the writable layer over the root"
+	# index=off: copying one name of a multiply-linked file up breaks the link rather
+	# than carrying the write to its other names (identical files are one inode); a
+	# kernel older than 4.13 has no index and no such option.
+	canopy_layers=lowerdir=/run/canopy/ro,upperdir=/run/canopy/rw/upper,workdir=/run/canopy/rw/work
+	mount -n -t overlay -o "${canopy_layers},index=off" canopy "${rootmnt}" 2>/dev/null \
+		|| mount -n -t overlay -o "${canopy_layers}" canopy "${rootmnt}" \
+		|| canopy_fail "cannot mount the writable layer over the root"
 	canopy_identity
 }

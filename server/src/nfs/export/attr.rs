@@ -41,7 +41,7 @@ pub(super) fn leaf_attr(id: u64, kind: &EntryKind, meta: &Meta) -> Attr {
     Attr {
         kind: a.kind,
         mode: a.mode,
-        nlink: 1,
+        nlink: canopy_protocol::inode::LEAF_NLINK,
         uid: a.uid,
         gid: a.gid,
         size: a.size,
