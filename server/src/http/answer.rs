@@ -3,7 +3,9 @@
 //! never through a buffer of ours.
 
 use super::conn::Conn;
+use crate::store::Store;
 use bytes::{Bytes, BytesMut};
+use canopy_protocol::ObjectId;
 use canopy_protocol::api::ErrorBody;
 use std::borrow::Cow;
 use std::fs::File;
@@ -12,12 +14,18 @@ use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::Interest;
+use tokio::sync::Notify;
 
 /// A piece of a file this small is read into the answer's buffer and leaves with the
 /// headers in one system call; larger ones go by `sendfile`.
 const INLINE: u64 = 16 * 1024;
+/// What an object file being verified as it is sent keeps back until the whole is
+/// found right ([`sendfile_checked`]).
+const HELD_BACK: u64 = 64 * 1024;
 
 /// How long a client may take to accept more bytes (of the head, of a buffer, of a
 /// `sendfile`) before the connection is dropped: slow readers cannot hold a connection
@@ -79,6 +87,9 @@ pub(super) enum Source {
     None,
     /// An object's file, never written again: its pieces leave by `sendfile`.
     File(File),
+    /// An object's file not verified as it is now, sent whole while it is checked
+    /// ([`sendfile_checked`]).
+    Unverified(File, Box<Check>),
     /// Bytes in memory: a compressed object, a tree pack, an object from a backend
     /// without local files.
     Memory(Bytes),
@@ -103,6 +114,20 @@ pub(super) struct Answer {
     pub(super) headers: Vec<(&'static str, Cow<'static, str>)>,
     pub(super) source: Source,
     pub(super) pieces: Vec<Piece>,
+}
+
+/// An object file not yet verified, checked as it is sent.
+pub(super) struct Check {
+    /// The object the file must hold.
+    pub(super) id: ObjectId,
+    /// The store that verifies it, and remembers it verified.
+    pub(super) store: Arc<Store>,
+}
+
+impl std::fmt::Debug for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Check({})", self.id)
+    }
 }
 
 impl Answer {
@@ -218,6 +243,10 @@ pub(super) async fn write(
                 send(stream, &mut out, true).await?;
                 sendfile(stream, f, r.clone()).await?;
             }
+            (Piece::Source(r), Source::Unverified(f, check)) => {
+                send(stream, &mut out, true).await?;
+                sendfile_checked(stream, f, r.clone(), check).await?;
+            }
             (Piece::Source(_), Source::None) => {
                 unreachable!("answers with source pieces have a source")
             }
@@ -313,6 +342,97 @@ async fn send(stream: &Conn, out: &mut Vec<Bytes>, more: bool) -> io::Result<()>
         }
     }
     Ok(())
+}
+
+/// Sends `r`, the whole of object file `file`, while it is hashed on the blocking pool:
+/// bytes leave only once hashed (so from the page cache the hashing filled), and the
+/// last [`HELD_BACK`] only once the whole file is found to hold `check`'s object. A
+/// damaged file is an error that drops the connection short of the answer's length,
+/// which clients and HTTP caches take as a failed transfer, never as the object; an
+/// intact one costs no wait for the whole to be hashed before its first byte leaves (a
+/// file of gigabytes would otherwise outlast a client's wait for the answer's head).
+async fn sendfile_checked(
+    stream: &Conn,
+    file: &File,
+    r: Range<u64>,
+    check: &Check,
+) -> io::Result<()> {
+    #[derive(Default)]
+    struct Progress {
+        hashed: AtomicU64,
+        more: Notify,
+    }
+    let progress = Arc::new(Progress::default());
+    let hashing = {
+        let (copy, store, id, p) = (
+            file.try_clone()?,
+            check.store.clone(),
+            check.id,
+            progress.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            store.verify_file_reporting(&id, &copy, &|n| {
+                p.hashed.store(n, Ordering::Release);
+                p.more.notify_one();
+            })
+        })
+    };
+    tokio::pin!(hashing);
+    let held = r.end.saturating_sub(HELD_BACK).max(r.start);
+    let mut offset = r.start;
+    let mut ended = None;
+    while offset < held {
+        let hashed = progress.hashed.load(Ordering::Acquire).min(held);
+        if hashed > offset {
+            sendfile(stream, file, offset..hashed).await?;
+            offset = hashed;
+            continue;
+        }
+        if ended.is_some() {
+            break;
+        }
+        // `notify_one` leaves a permit when nobody waits, so progress reported since
+        // the load above still wakes this.
+        let wait = async {
+            tokio::select! {
+                _ = progress.more.notified() => None,
+                done = &mut hashing => Some(done),
+            }
+        };
+        match tokio::time::timeout(super::STORE_TIMEOUT, wait).await {
+            Ok(None) => {}
+            Ok(Some(done)) => ended = Some(done),
+            Err(_) => return Err(hashing_stalled(check)),
+        }
+    }
+    let done = match ended {
+        Some(done) => done,
+        None => tokio::time::timeout(super::STORE_TIMEOUT, &mut hashing)
+            .await
+            .map_err(|_| hashing_stalled(check))?,
+    };
+    match done {
+        Ok(Ok(())) => sendfile(stream, file, offset..r.end).await,
+        Ok(Err(e)) => {
+            tracing::error!("{e}");
+            Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+        }
+        Err(e) => Err(io::Error::other(format!(
+            "verifying object {}: {e}",
+            check.id
+        ))),
+    }
+}
+
+fn hashing_stalled(check: &Check) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "reading object {} to verify it made no progress for {:?}",
+            check.id,
+            super::STORE_TIMEOUT
+        ),
+    )
 }
 
 /// Sends a range of `file` with `sendfile`: the kernel copies from the page cache to

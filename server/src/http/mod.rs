@@ -49,7 +49,7 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Root refs move: caches may keep them only briefly, so `--follow` sees new commits.
 const SHORT: &str = "public, max-age=2";
 /// A store read that takes longer than this is answered 500 (the read goes on).
-const STORE_TIMEOUT: Duration = Duration::from_secs(300);
+pub(super) const STORE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long connections may take to finish the request they are answering when the
 /// server stops.
 const GRACE: Duration = Duration::from_secs(10);

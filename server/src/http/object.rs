@@ -11,7 +11,7 @@
 //! The zstd form is computed once per object ([`super::wire`]) and sent with its
 //! length, so a request costs the same whichever form it gets.
 
-use super::answer::{Answer, Piece, Source, Status};
+use super::answer::{Answer, Check, Piece, Source, Status};
 use super::conn::Request;
 use super::range::{self, Ranges};
 use super::wire::{self, Kind};
@@ -33,7 +33,7 @@ pub(super) async fn answer(app: &Arc<App>, req: &Request, id: &str) -> Answer {
         Ok(o) => o,
         Err(e) => return bad_id(id, e),
     };
-    let (source, len) = match open(app, oid).await {
+    let (source, len, verified) = match open(app, oid).await {
         Ok(found) => found,
         Err(answer) => return answer,
     };
@@ -57,11 +57,21 @@ pub(super) async fn answer(app: &Arc<App>, req: &Request, id: &str) -> Answer {
         Some(h) if if_range_ok => range::parse(h, len),
         _ => Ranges::Whole,
     };
+    // Never the wrong bytes: an object file is verified before its bytes first leave
+    // (an HTTP cache in front would otherwise keep a damaged file's bytes for good; see
+    // `store::verified`): as it is sent when sent whole, else first.
+    let whole_file = matches!(ranges, Ranges::Whole)
+        && !(wire::accepts_zstd(req.accept_encoding.as_deref())
+            && (wire::MIN_COMPRESS..=wire::MAX_COMPRESS).contains(&len));
+    if !verified
+        && !whole_file
+        && let Err(answer) = verify(app, oid, &source).await
+    {
+        return answer;
+    }
     let answer = match ranges {
         Ranges::Whole => {
-            if wire::accepts_zstd(req.accept_encoding.as_deref())
-                && (wire::MIN_COMPRESS..=wire::MAX_COMPRESS).contains(&len)
-            {
+            if !whole_file {
                 match compressed(app, oid, &source).await {
                     Ok(Some(z)) => {
                         let n = z.len() as u64;
@@ -77,6 +87,16 @@ pub(super) async fn answer(app: &Arc<App>, req: &Request, id: &str) -> Answer {
                     Err(answer) => return answer,
                 }
             }
+            let source = match source {
+                Source::File(file) if !verified => Source::Unverified(
+                    file,
+                    Box::new(Check {
+                        id: oid,
+                        store: app.store.clone(),
+                    }),
+                ),
+                source => source,
+            };
             Answer::new(Status::Ok)
                 .header("content-type", "application/octet-stream")
                 .body(source, len)
@@ -109,8 +129,9 @@ fn matches_etag(value: &str, hex: &str) -> bool {
     })
 }
 
-/// The object's bytes (a file, or memory) and length; 404 if absent.
-async fn open(app: &Arc<App>, oid: ObjectId) -> Result<(Source, u64), Answer> {
+/// The object's bytes (a file, or memory), its length, and whether those bytes are
+/// known to be the object's (a file not verified as it is now is not); 404 if absent.
+async fn open(app: &Arc<App>, oid: ObjectId) -> Result<(Source, u64, bool), Answer> {
     let not_found = || {
         Answer::error(
             Status::NotFound,
@@ -128,7 +149,7 @@ async fn open(app: &Arc<App>, oid: ObjectId) -> Result<(Source, u64), Answer> {
     };
     if let Some(Some(bytes)) = app.wire.peek(Kind::Small, oid) {
         let len = bytes.len() as u64;
-        return Ok((Source::Memory(bytes), len));
+        return Ok((Source::Memory(bytes), len, true));
     }
     let file = match app.store.local_path(&oid) {
         Some(path) => match crate::store::local::open_object_file(&path) {
@@ -156,14 +177,13 @@ async fn open(app: &Arc<App>, oid: ObjectId) -> Result<(Source, u64), Answer> {
         if len <= SMALL {
             app.wire.insert(Kind::Small, oid, Some(bytes.clone()));
         }
-        return Ok((Source::Memory(bytes), len));
+        return Ok((Source::Memory(bytes), len, true));
     };
     let meta = file
         .metadata()
         .map_err(|e| internal("reading the size of", e))?;
     let len = meta.len();
-    // Never the wrong bytes: a file damaged on disk is an error (an HTTP cache in
-    // front would otherwise keep them for good), see `store::verified`.
+    // A small object is read whole, so checked at once.
     if len <= SMALL {
         let mut bytes = vec![0u8; len as usize];
         file.read_exact_at(&mut bytes, 0)
@@ -176,14 +196,27 @@ async fn open(app: &Arc<App>, oid: ObjectId) -> Result<(Source, u64), Answer> {
         }
         let bytes = Bytes::from(bytes);
         app.wire.insert(Kind::Small, oid, Some(bytes.clone()));
-        return Ok((Source::Memory(bytes), len));
+        return Ok((Source::Memory(bytes), len, true));
     }
-    if !app.store.file_verified(&oid, &meta) {
-        let store = app.store.clone();
-        let copy = file.try_clone().map_err(|e| internal("opening", e))?;
-        blocking(move || store.verify_file(&oid, &copy).map_err(super::store_error)).await?;
-    }
-    Ok((Source::File(file), len))
+    let verified = app.store.file_verified(&oid, &meta);
+    Ok((Source::File(file), len, verified))
+}
+
+/// Verifies an object file before any of its bytes leave (on the blocking pool): a
+/// damaged one is a 500 naming the object.
+async fn verify(app: &Arc<App>, oid: ObjectId, source: &Source) -> Result<(), Answer> {
+    let Source::File(file) = source else {
+        return Ok(());
+    };
+    let copy = file.try_clone().map_err(|e| {
+        Answer::error(
+            Status::Internal,
+            "internal",
+            format!("opening object {oid} to verify it: {e}"),
+        )
+    })?;
+    let store = app.store.clone();
+    blocking(move || store.verify_file(&oid, &copy).map_err(super::store_error)).await
 }
 
 /// The object in zstd, computed once; `None` if that does not make it smaller.
@@ -206,7 +239,9 @@ async fn compressed(
     // only while it is first computed).
     let data = match source {
         Source::Memory(b) => Ok(b.clone()),
-        Source::File(f) => Err(f.try_clone().map_err(|e| internal("opening", e))?),
+        Source::File(f) | Source::Unverified(f, _) => {
+            Err(f.try_clone().map_err(|e| internal("opening", e))?)
+        }
         Source::None => return Ok(None),
     };
     app.wire

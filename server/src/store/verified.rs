@@ -84,6 +84,17 @@ impl Store {
     /// hashing it unless it was verified as it is now. Reads the whole file when it
     /// hashes: call it off the threads that must not block.
     pub fn verify_file(&self, id: &ObjectId, file: &File) -> Result<(), StoreError> {
+        self.verify_file_reporting(id, file, &|_| {})
+    }
+
+    /// [`Store::verify_file`], telling `progress` how many bytes from the start have
+    /// been hashed as the hashing goes (not at all for a file verified before).
+    pub fn verify_file_reporting(
+        &self,
+        id: &ObjectId,
+        file: &File,
+        progress: &dyn Fn(u64),
+    ) -> Result<(), StoreError> {
         let io_err = |source: io::Error| StoreError::Io {
             what: format!("reading object {id} to verify it"),
             source,
@@ -104,6 +115,7 @@ impl Store {
             };
             io::Write::write_all(&mut hasher, &buf[..n]).map_err(io_err)?;
             offset += n as u64;
+            progress(offset);
         }
         let actual = hasher.finish();
         if actual != *id {
