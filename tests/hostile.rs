@@ -381,6 +381,18 @@ fn object_files_that_are_not_files_are_reported_and_repaired_without_waiting() {
         assert!(fs::symlink_metadata(&file).unwrap().is_file(), "{damage}");
         canopy.fsck_clean();
     }
+    // Files that are not objects at all are said and left alone: fsck still checks
+    // everything else.
+    let stray = file.with_file_name("notanobject");
+    fs::write(&stray, b"x").unwrap();
+    fs::write(canopy.store().join("objects/zz"), b"x").unwrap();
+    let out = within(&["fsck"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("notanobject") && err.contains("objects/zz"),
+        "fsck with stray files: {}\n{err}",
+        out.status
+    );
 }
 
 /// An archive given as a pipe (`canopy import deb <(curl …)`, a FIFO) is imported as

@@ -284,19 +284,28 @@ impl ObjectBackend for LocalObjects {
     fn list(&self) -> Result<Vec<ObjectId>, StoreError> {
         let objects = &self.dir;
         let mut out = Vec::new();
+        // What is not an object's name (an editor's backup, a file copied in by hand)
+        // is no object: said, and left alone, so that fsck and gc still do their work.
+        let stray = |path: &Path| {
+            tracing::warn!(
+                "{} is not an object of the store: left alone (remove it)",
+                path.display()
+            )
+        };
         for fan in fs::read_dir(objects).ctx(|| format!("listing {}", objects.display()))? {
             let fan = fan.ctx(|| format!("listing {}", objects.display()))?.path();
             let prefix = fan.file_name().unwrap().to_string_lossy().into_owned();
+            if prefix.len() != 2 || !fs::symlink_metadata(&fan).is_ok_and(|m| m.is_dir()) {
+                stray(&fan);
+                continue;
+            }
             for f in fs::read_dir(&fan).ctx(|| format!("listing {}", fan.display()))? {
                 let path = f.ctx(|| format!("listing {}", fan.display()))?.path();
                 let name = format!("{prefix}{}", path.file_name().unwrap().to_string_lossy());
-                let id =
-                    name.parse()
-                        .map_err(|e: canopy_protocol::IdError| StoreError::BadRef {
-                            path: path.clone(),
-                            reason: format!("stray file in objects/: {e}"),
-                        })?;
-                out.push(id);
+                match name.parse() {
+                    Ok(id) => out.push(id),
+                    Err(_) => stray(&path),
+                }
             }
         }
         Ok(out)
