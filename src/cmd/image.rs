@@ -3,7 +3,7 @@
 use super::{bytes, open, print_json, root_name};
 use crate::cli::ImageArgs;
 use anyhow::{Context, Result};
-use canopy_protocol::{CommitBody, IMAGE_EXTENSION, ImageConfig};
+use canopy_protocol::{CommitBody, Escaped, IMAGE_EXTENSION, ImageConfig};
 use canopy_server::Access;
 use canopy_server::import::Outcome;
 use canopy_server::oci::{self, Layer, Request};
@@ -107,14 +107,22 @@ pub fn of_commit(body: &CommitBody) -> Result<Option<ImageConfig>> {
         .context("the commit's image configuration is not valid JSON")
 }
 
-/// Lines for `roots log`: the image and how it runs.
+/// Lines for `roots log`: the image and how it runs. What the image's config says is
+/// shown escaped (as every name from outside is): a label or variable holding a
+/// newline or a terminal escape cannot forge a line or drive the terminal.
 pub fn lines(image: &ImageConfig) -> Vec<String> {
+    let shown = |s: &str| Escaped(s.as_bytes()).to_string();
+    // JSON escapes control characters itself.
     let list = |v: &Option<Vec<String>>| match v {
         Some(v) => serde_json::to_string(v).expect("strings serialise"),
         None => "-".to_string(),
     };
     let mut out = vec![
-        format!("image: {} ({})", image.manifest, image.platform),
+        format!(
+            "image: {} ({})",
+            shown(&image.manifest),
+            shown(&image.platform)
+        ),
         format!(
             "Entrypoint {}  Cmd {}",
             list(&image.entrypoint),
@@ -125,25 +133,50 @@ pub fn lines(image: &ImageConfig) -> Vec<String> {
         out.push(format!(
             "WorkingDir {}  User {}",
             if image.working_dir.is_empty() {
-                "/"
+                "/".to_string()
             } else {
-                &image.working_dir
+                shown(&image.working_dir)
             },
             if image.user.is_empty() {
-                "root"
+                "root".to_string()
             } else {
-                &image.user
+                shown(&image.user)
             }
         ));
     }
     for e in &image.env {
-        out.push(format!("Env {e}"));
+        out.push(format!("Env {}", shown(e)));
     }
     for (k, v) in &image.labels {
-        out.push(format!("Label {k}={v}"));
+        out.push(format!("Label {}={}", shown(k), shown(v)));
     }
     if !image.exposed_ports.is_empty() {
-        out.push(format!("ExposedPorts {}", image.exposed_ports.join(" ")));
+        let ports: Vec<String> = image.exposed_ports.iter().map(|p| shown(p)).collect();
+        out.push(format!("ExposedPorts {}", ports.join(" ")));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_images_config_is_shown_escaped() {
+        let image = ImageConfig {
+            manifest: "sha256:ab".into(),
+            platform: "linux/amd64".into(),
+            env: vec!["A=\x1b[31mRED\nfake: line".into()],
+            working_dir: "/srv\r".into(),
+            user: "app".into(),
+            labels: [("k\n".to_string(), "v\x07".to_string())].into(),
+            exposed_ports: vec!["80/tcp\x1b".into()],
+            ..ImageConfig::default()
+        };
+        let shown = lines(&image).join("\n");
+        assert!(!shown.contains('\x1b') && !shown.contains('\x07') && !shown.contains('\r'));
+        assert_eq!(shown.lines().count(), 6, "{shown}");
+        assert!(shown.contains("Env A=\\x1b[31mRED\\nfake: line"), "{shown}");
+        assert!(shown.contains("Label k\\n=v\\x07"), "{shown}");
+    }
 }
