@@ -803,6 +803,22 @@ fn follow_switches_new_opens_and_keeps_open_files() {
     drop(cwd.stdin.take());
     let out = cwd.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
+    // A root removed on the server leaves the mount of every root; the mount of that
+    // one root keeps showing what it showed.
+    env.json(["roots", "remove", "site"]);
+    eventually(
+        Duration::from_secs(15),
+        || format!("{} still lists site:\n{}", all.dir.display(), all.log()),
+        || {
+            fs::read_dir(&all.dir)
+                .unwrap()
+                .next()
+                .is_none()
+                .then_some(())
+        },
+    );
+    assert!(!all.path("site").exists());
+    assert_eq!(seen(&alone.dir).as_ref(), Some(&v2));
     all.stop();
     alone.stop();
 }

@@ -388,8 +388,9 @@ pub async fn forward(
     Err(refuse("does not descend from it"))
 }
 
-/// Brings the view up to date with the server: new roots appear, changed roots switch.
-/// With `pinned`, the one root shows that commit.
+/// Brings the view up to date with the server: new roots appear, changed roots switch,
+/// and (in a view of every root) roots the server no longer has go. With `pinned`, the
+/// one root shows that commit.
 pub(crate) async fn refresh(
     remote: &Remote,
     view: &View,
@@ -416,6 +417,16 @@ pub(crate) async fn refresh(
     // One root that cannot be trusted does not hide the others; if every root is
     // refused, that is the mount's error.
     let all = matches!(view.scope(), Scope::All);
+    if all {
+        // A root the server no longer has leaves a mount of every root (what is open
+        // in it keeps working); the NAME@COMMIT entries of versions shown stay.
+        for name in view.shown() {
+            if !name.contains('@') && !wanted.iter().any(|(n, _)| *n == name) && view.remove(&name)
+            {
+                tracing::info!("{name}: no longer on the server; no longer shown");
+            }
+        }
+    }
     let (count, mut refused) = (wanted.len(), Vec::new());
     for (name, commit) in wanted {
         match show(remote, view, trust, &name, &name, commit).await {
