@@ -209,8 +209,22 @@ fn oci_layout_matches_umoci_unpack() {
         "{text}"
     );
 
-    // The same image again writes nothing; a tar of the layout is the same image.
+    // Asked for another platform, an image whose index names none is refused by what
+    // its config says, and nothing changes.
     let before = env.snapshot();
+    let out = env
+        .cmd(["import", "oci"])
+        .arg(&layout)
+        .args(["--name", "app-arm", "--platform", "linux/arm64"])
+        .failure(1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("linux/amd64") && err.contains("linux/arm64"),
+        "{err}"
+    );
+    before.assert_unchanged("importing an image for another platform");
+
+    // The same image again writes nothing; a tar of the layout is the same image.
     let again = import(&env, "oci", &layout, "app", &[]);
     assert_eq!(again["new_commit"], false);
     assert_eq!(imported(&again), [false; 4]);

@@ -232,7 +232,8 @@ fn manifests(
     Ok(())
 }
 
-fn matches(have: &Platform, want: &Platform) -> bool {
+/// Whether platform `have` is what `want` asks for (its variant only if `want` names one).
+pub(crate) fn matches(have: &Platform, want: &Platform) -> bool {
     have.os == want.os
         && have.architecture == want.architecture
         && (want.variant.is_none() || have.variant == want.variant)

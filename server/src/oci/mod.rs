@@ -101,7 +101,25 @@ pub fn import(
                 Some(p) => parse_platform(p)?,
                 None => spec::host_platform(),
             };
-            layout::read(&source, req.reference, &platform)?
+            let image = layout::read(&source, req.reference, &platform)?;
+            // An index that names no platform says nothing until the config does: an
+            // image of another platform than the one asked for is refused, not
+            // imported as if it were that one.
+            if req.platform.is_some()
+                && let Ok(have) = parse_platform(&image.config.platform)
+                && !layout::matches(&have, &platform)
+            {
+                return Err(ImportError::refused(
+                    Class::Malformed,
+                    format!(
+                        "{}: the image is for {}, not {} (--platform)",
+                        source.what,
+                        image.config.platform,
+                        platform.label()
+                    ),
+                ));
+            }
+            image
         }
         Format::DockerArchive => docker::read(&source, req.reference)?,
     };
