@@ -53,6 +53,10 @@ fn runs_from_the_store_with_state_across_an_upgrade() {
     let out = bash(&env, "web", &[], "echo hi; id -u; echo ok > /tmp/t && cat /tmp/t; ls /dev/null /proc/self >/dev/null && echo dev-proc").stdout();
     assert_eq!(out, "hi\n0\nok\ndev-proc\n");
     bash(&env, "web", &[], "exit 7").failure(7);
+    // An id the run's user namespace does not map is refused, saying which it maps.
+    let out = bash(&env, "web", &["--user", "99999"], "true").failure(125);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("maps ids 0 to 65535"), "{err}");
     let out = bash(&env, "web", &[], "touch /usr/x; echo $?").output();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Read-only file system"), "{stderr}");

@@ -135,6 +135,14 @@ impl Cache {
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Cache, CacheError> {
         let objects = dir.join("objects");
         let tmp = dir.join("tmp");
+        if dir.exists() && !dir.is_dir() {
+            return Err(io_err(format!(
+                "using {} as the cache directory (give --cache-dir a directory)",
+                dir.display()
+            ))(io::Error::from(
+                io::ErrorKind::NotADirectory,
+            )));
+        }
         private_dir(&objects).map_err(io_err(format!("creating {}", objects.display())))?;
         let lock_path = dir.join("lock");
         let lock = fs::File::create(&lock_path)

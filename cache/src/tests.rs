@@ -369,3 +369,16 @@ fn a_directory_at_an_objects_name_is_replaced() {
         fs::write(path.join("inside"), b"x").unwrap();
     });
 }
+
+#[test]
+fn a_cache_directory_that_is_a_file_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let err = Cache::open(&file, 1 << 20)
+        .err()
+        .expect("a file is no cache directory");
+    let shown = err.to_string();
+    assert!(shown.contains("give --cache-dir a directory"), "{shown}");
+    assert!(shown.contains("not-a-dir"), "{shown}");
+}

@@ -298,6 +298,15 @@ pub fn run(cfg: &RunConfig, source: &Source, announce: &dyn Fn(&str)) -> Result<
     let env = environment(cfg, image, &home);
 
     let users = container::users(cfg.spc)?;
+    if users.host_uid(ids.uid).is_none() || users.host_gid(ids.gid).is_none() {
+        return Err(RunError::Usage(format!(
+            "user {}:{} does not exist in the run: its user namespace maps ids 0 to {} \
+             (and, for a caller without /etc/subuid and /etc/subgid ranges, only 0)",
+            ids.uid,
+            ids.gid,
+            canopy_sandbox::SHIFTED_IDS - 1
+        )));
+    }
     let root_ids = (
         users.host_uid(0).unwrap_or(0),
         users.host_gid(0).unwrap_or(0),
