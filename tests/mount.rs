@@ -591,6 +591,24 @@ fn tampered_objects_and_foreign_keys_are_refused() {
         "said once: {stderr}"
     );
     assert!(!is_mounted(&dir));
+
+    // A root the server does not have: the error names the server and what it has.
+    let out = env
+        .bare_cmd(["mount", &server.url])
+        .arg(&dir)
+        .arg("--trust")
+        .arg(env.path("server.pub"))
+        .args(["--root", "wbe", "--cache-dir"])
+        .arg(env.path("refused-cache"))
+        .failure(1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no root named wbe")
+            && stderr.contains(&server.url)
+            && stderr.contains("full"),
+        "{stderr}"
+    );
+    assert!(!is_mounted(&dir));
 }
 
 /// Imports a one-file tar package `app` whose /srv/msg holds `msg`.

@@ -1060,4 +1060,15 @@ fn a_damaged_ref_hides_only_its_own_root() {
     assert!(!client.read(&bash, 1 << 20).unwrap().is_empty());
     let _ = child.kill();
     let _ = child.wait();
+    // `roots list` lists the other root too, and names the damaged ref.
+    let out = env.cmd(["roots", "list"]).output();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(stdout.starts_with("other "), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("web") && stderr.contains("fsck"),
+        "{stderr}"
+    );
 }

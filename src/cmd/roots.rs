@@ -15,7 +15,9 @@ use std::process::ExitCode;
 pub fn list(store: &Path, json: bool) -> Result<ExitCode> {
     let store = open(store, Access::Read)?;
     let mut items = Vec::new();
-    for (name, id) in store.roots()? {
+    // A ref damaged on disk is named on stderr (with what to run), and the other roots
+    // are listed still.
+    for (name, id) in store.served_roots()? {
         let c = store.commit(&id)?;
         items.push(json!({
             "name": name.as_str(), "commit": id.to_string(), "timestamp": c.body.timestamp,

@@ -49,6 +49,23 @@ pub fn users(spc: bool) -> Result<Users, RunError> {
     }
 }
 
+/// Fails, saying what to change, if this user cannot open `/dev/fuse`, which the run's
+/// own view of the root needs (the kernel's error would name only a mount point).
+fn fuse_usable() -> Result<(), RunError> {
+    match fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+    {
+        Ok(_) => Ok(()),
+        Err(e) => Err(RunError::Setup(format!(
+            "cannot open /dev/fuse ({e}): a run reads its root through a FUSE view of its \
+             own, so /dev/fuse must exist and be open to this user (Debian's default is \
+             mode 0666: `chmod 0666 /dev/fuse`), or run as root from a `canopy mount`"
+        ))),
+    }
+}
+
 /// What to run and how, decided before the sandbox is built.
 pub struct Process<'a> {
     /// Program and arguments.
@@ -100,6 +117,7 @@ pub fn execute(
     let mut fuse = None;
     let lower: PathBuf = match source {
         Source::View { .. } => {
+            fuse_usable()?;
             let (ours, theirs) = UnixStream::pair()
                 .map_err(|e| RunError::Setup(format!("creating a socket pair: {e}")))?;
             sb.mount(Mount::Fuse {
