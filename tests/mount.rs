@@ -531,26 +531,12 @@ fn tampered_objects_and_foreign_keys_are_refused() {
     let server = Server::start(&env, "127.0.0.1:0");
     let reference = env.path("ref");
     env.cmd(["checkout", "full"]).arg(&reference).success();
-    // A proxy alters 64 bytes of sha256sum's own (found in no other program) on
-    // their way. (Its file in the store cannot stand in: a server refuses to send a
-    // damaged object file.)
-    let victim = reference.join("usr/bin/sha256sum");
-    let bytes = fs::read(&victim).unwrap();
-    let others: Vec<Vec<u8>> = ["usr/bin", "bin"]
-        .iter()
-        .flat_map(|d| fs::read_dir(reference.join(d)).unwrap())
-        .map(|e| e.unwrap().path())
-        .filter(|p| *p != victim && fs::symlink_metadata(p).unwrap().is_file())
-        .map(|p| fs::read(p).unwrap())
-        .collect();
-    let marker = (64..bytes.len() - 128)
-        .step_by(512)
-        .map(|at| bytes[at..at + 64].to_vec())
-        .find(|m| others.iter().all(|o| !o.windows(64).any(|w| w == &m[..])))
-        .expect("64 bytes of sha256sum's own");
-    let mut altered = marker.clone();
-    altered[0] ^= 0xff;
-    let proxy = crate::proxy::tamper(&server.url, marker, altered);
+    // A proxy alters bytes of sha256sum's own on their way.
+    let proxy = crate::proxy::tamper_file(
+        &server.url,
+        &reference.join("usr/bin/sha256sum"),
+        &[reference.join("usr/bin"), reference.join("bin")],
+    );
 
     let mount = Mount::start(&env, "mnt", &proxy.url, &["--root", "full"]);
     let err =

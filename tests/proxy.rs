@@ -1,8 +1,10 @@
 //! A TCP proxy in front of a server on 127.0.0.1, for tests that alter or slow what
 //! passes: each connection's two directions are copied by functions the test gives.
 
+use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -69,6 +71,28 @@ pub(crate) fn tamper(upstream: &str, from: Vec<u8>, to: Vec<u8>) -> TcpProxy {
         }),
         Arc::new(move |s, c, _: &AtomicBool| relay(s, c, from.clone(), to.clone())),
     )
+}
+
+/// A proxy to `upstream` that alters 64 bytes of `victim` found in no other regular file
+/// of `dirs` (a stored object's file cannot stand in for that: a server refuses to send
+/// a damaged one), so that file alone arrives altered.
+pub(crate) fn tamper_file(upstream: &str, victim: &Path, dirs: &[PathBuf]) -> TcpProxy {
+    let bytes = fs::read(victim).unwrap();
+    let others: Vec<Vec<u8>> = dirs
+        .iter()
+        .flat_map(|d| fs::read_dir(d).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p != victim && fs::symlink_metadata(p).unwrap().is_file())
+        .map(|p| fs::read(p).unwrap())
+        .collect();
+    let marker = (64..bytes.len().saturating_sub(128))
+        .step_by(512)
+        .map(|at| bytes[at..at + 64].to_vec())
+        .find(|m| others.iter().all(|o| !o.windows(64).any(|w| w == &m[..])))
+        .unwrap_or_else(|| panic!("no 64 bytes of {} are its own", victim.display()));
+    let mut altered = marker.clone();
+    altered[0] ^= 0x55;
+    tamper(upstream, marker, altered)
 }
 
 /// Copies `src` to `dst`, replacing `old` with `new` (as long), even across reads: the
