@@ -923,13 +923,9 @@ fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
     (code, answer[end + 4..].to_vec())
 }
 
-/// An object file damaged on disk is never served: HTTP answers 500, or cuts a whole
-/// answer short, rather than send the wrong bytes whole (which an HTTP cache would keep
-/// for good), NFS reads fail, and once
-/// the file holds its bytes again both serve it, though they served it before.
-#[test]
-fn damaged_objects_are_served_by_neither_http_nor_nfs() {
-    let env = web("nfs-damaged");
+/// `canopy serve` of `env`'s store over HTTP and NFS on free ports of 127.0.0.1: the
+/// process, the HTTP address (`HOST:PORT`) and the NFS port.
+fn serve_both(env: &Canopy) -> (std::process::Child, String, u16) {
     let mut child = Command::new(crate::util::BIN)
         .arg("--store")
         .arg(env.store())
@@ -955,6 +951,17 @@ fn damaged_objects_are_served_by_neither_http_nor_nfs() {
         .and_then(|l| l.rsplit(':').next())
         .and_then(|p| p.trim().parse().ok())
         .unwrap_or_else(|| panic!("no NFS port in {both:?}"));
+    (child, http, port)
+}
+
+/// An object file damaged on disk is never served: HTTP answers 500, or cuts a whole
+/// answer short, rather than send the wrong bytes whole (which an HTTP cache would keep
+/// for good), NFS reads fail, and once the file holds its bytes again both serve it,
+/// though they served it before.
+#[test]
+fn damaged_objects_are_served_by_neither_http_nor_nfs() {
+    let env = web("nfs-damaged");
+    let (mut child, http, port) = serve_both(&env);
     let mut client = Client::connect(port);
     // A large file (sent with sendfile) and a small one (kept in memory once read).
     for path in ["/bin/bash", "/etc/debian_version"] {
@@ -1020,31 +1027,7 @@ fn a_damaged_ref_hides_only_its_own_root() {
         .args(debs::ROOT_PACKAGES)
         .success();
     fs::write(env.store().join("refs/roots/web"), "garbage\n").unwrap();
-    let mut child = Command::new(crate::util::BIN)
-        .arg("--store")
-        .arg(env.store())
-        .args(["serve", "--no-portmap", "--listen", "127.0.0.1:0", "--nfs"])
-        .arg("127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut both = String::new();
-    for _ in 0..2 {
-        std::io::BufRead::read_line(&mut lines, &mut both).unwrap();
-    }
-    let http = both
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http://"))
-        .unwrap_or_else(|| panic!("no HTTP address in {both:?}"))
-        .to_string();
-    let port: u16 = both
-        .lines()
-        .find(|l| l.contains("over NFSv3 on 127.0.0.1:"))
-        .and_then(|l| l.rsplit(':').next())
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no NFS port in {both:?}"));
+    let (mut child, http, port) = serve_both(&env);
     let (code, body) = http_get(&http, "/v1/roots");
     let listed: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(code, 200, "{listed}");
