@@ -419,10 +419,15 @@ pub(crate) async fn refresh(
     let all = matches!(view.scope(), Scope::All);
     if all {
         // A root the server no longer has leaves a mount of every root (what is open
-        // in it keeps working); the NAME@COMMIT entries of versions shown stay.
+        // in it keeps working); the NAME@COMMIT entries of versions shown stay. Only
+        // once the server says it has no such root: one it leaves out of its list for
+        // another reason (a ref it cannot read) stays as it is.
         for name in view.shown() {
-            if !name.contains('@') && !wanted.iter().any(|(n, _)| *n == name) && view.remove(&name)
-            {
+            if name.contains('@') || wanted.iter().any(|(n, _)| *n == name) {
+                continue;
+            }
+            let gone = matches!(remote.root(&name).await, Err(e) if e.is_not_found());
+            if gone && view.remove(&name) {
                 tracing::info!("{name}: no longer on the server; no longer shown");
             }
         }
