@@ -8,7 +8,7 @@
 
 use crate::debs;
 use crate::installed::checkout;
-use crate::util::{Canopy, cmd, parse_assemble, write_control, write_file};
+use crate::util::{Canopy, cmd, dpkg_build_as_root, parse_assemble, write_control, write_file};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -28,11 +28,7 @@ pub(crate) fn script_deb(dir: &Path, name: &str, version: &str, postinst: &str) 
         0o644,
     );
     let out = dir.join(format!("{name}_{version}_all.deb"));
-    cmd("dpkg-deb")
-        .args(["--root-owner-group", "--build", "-Zgzip"])
-        .arg(&tree)
-        .arg(&out)
-        .success();
+    dpkg_build_as_root(&tree, &out);
     fs::set_permissions(&out, fs::Permissions::from_mode(0o644)).unwrap();
     out
 }

@@ -9,7 +9,7 @@
 use crate::configure::{assemble_args, dpkg_store, script_deb};
 use crate::debs;
 use crate::installed::checkout;
-use crate::util::{cmd, write_control, write_file};
+use crate::util::{cmd, dpkg_build_as_root, write_control, write_file};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -33,11 +33,7 @@ fn a_preinst_gets_its_whole_control_archive_however_large() {
         0o755,
     );
     let deb = env.path("debs/canopy-templates_1.0_all.deb");
-    cmd("dpkg-deb")
-        .args(["--root-owner-group", "--build", "-Zgzip"])
-        .arg(&tree)
-        .arg(&deb)
-        .success();
+    dpkg_build_as_root(&tree, &deb);
     env.cmd(["import", "deb"]).arg(&deb).stdout();
     let out = env.stdout(assemble_args("big", &["canopy-templates"]));
     assert!(out.contains("configured "), "{out}");
@@ -103,11 +99,7 @@ fn tool_deb(dir: &Path, name: &str, says: &str, preinst: Option<&str>) -> PathBu
         );
     }
     let out = dir.join(format!("{name}_1.0_all.deb"));
-    cmd("dpkg-deb")
-        .args(["--root-owner-group", "--build", "-Zgzip"])
-        .arg(&tree)
-        .arg(&out)
-        .success();
+    dpkg_build_as_root(&tree, &out);
     out
 }
 
@@ -172,11 +164,7 @@ fn a_file_another_package_diverts_goes_where_the_diversion_says() {
             0o755,
         );
         let out = dir.join("canopy-self_1.0_all.deb");
-        cmd("dpkg-deb")
-            .args(["--root-owner-group", "--build", "-Zgzip"])
-            .arg(&tree)
-            .arg(&out)
-            .success();
+        dpkg_build_as_root(&tree, &out);
         out
     };
     env.cmd(["import", "deb"])
@@ -241,11 +229,7 @@ fn a_preinst_runs_once_what_its_package_pre_depends_on_is_configured() {
         0o755,
     );
     let needs = dir.join("canopy-needs_1.0_all.deb");
-    cmd("dpkg-deb")
-        .args(["--root-owner-group", "--build", "-Zgzip"])
-        .arg(&tree)
-        .arg(&needs)
-        .success();
+    dpkg_build_as_root(&tree, &needs);
     env.cmd(["import", "deb"])
         .args([&provider, &needs])
         .stdout();

@@ -928,6 +928,17 @@ pub fn dpkg_build(tree: &Path, out: &Path) -> PathBuf {
     out.to_path_buf()
 }
 
+/// Builds a .deb from `tree` (which holds `DEBIAN/control`) whose files all belong to
+/// root, as packages' files do, whoever owns the tree.
+pub fn dpkg_build_as_root(tree: &Path, out: &Path) -> PathBuf {
+    cmd("dpkg-deb")
+        .args(["--root-owner-group", "--build", "-Zgzip"])
+        .arg(tree)
+        .arg(out)
+        .success();
+    out.to_path_buf()
+}
+
 /// Writes `DEBIAN/control` for package `name` into `tree`.
 pub fn write_control(tree: &Path, name: &str, version: &str, arch: &str) {
     let debian = tree.join("DEBIAN");
@@ -970,10 +981,6 @@ pub fn simple_deb(dir: &Path, name: &str, version: &str, files: &[(&str, &[u8])]
         }
     }
     let out = dir.join(format!("{name}_{version}_all.deb"));
-    cmd("dpkg-deb")
-        .args(["--root-owner-group", "--build", "-Zgzip"])
-        .arg(&tree)
-        .arg(&out)
-        .success();
+    dpkg_build_as_root(&tree, &out);
     out
 }
