@@ -863,29 +863,8 @@ fn nfs_and_http_from_one_process() {
     // (`--nfs` alone, as every other test here runs it, prints only the NFS line.)
     let env = web("nfs-cli");
     let port = free_port();
-    let mut child = Command::new(crate::util::BIN)
-        .arg("--store")
-        .arg(env.store())
-        .args(["serve", "--no-portmap", "--listen", "127.0.0.1:0", "--nfs"])
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut both = String::new();
-    for _ in 0..2 {
-        std::io::BufRead::read_line(&mut lines, &mut both).unwrap();
-    }
-    assert!(
-        both.contains(&format!("over NFSv3 on 127.0.0.1:{port}")),
-        "{both}"
-    );
-    let http = both
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http://"))
-        .unwrap_or_else(|| panic!("no HTTP address in {both:?}"))
-        .to_string();
+    let (mut child, http, said) = serve_both(&env, &format!("127.0.0.1:{port}"));
+    assert_eq!(said, port, "over NFSv3 on the address given");
     // Both answer: the HTTP root list names the root the NFS export shows.
     let mut s = TcpStream::connect(&http).unwrap();
     s.write_all(b"GET /v1/roots HTTP/1.0\r\n\r\n").unwrap();
@@ -923,14 +902,20 @@ fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
     (code, answer[end + 4..].to_vec())
 }
 
-/// `canopy serve` of `env`'s store over HTTP and NFS on free ports of 127.0.0.1: the
-/// process, the HTTP address (`HOST:PORT`) and the NFS port.
-fn serve_both(env: &Canopy) -> (std::process::Child, String, u16) {
+/// `canopy serve` of `env`'s store over HTTP (a free port of 127.0.0.1) and NFS (at
+/// `nfs`): the process, the HTTP address (`HOST:PORT`) and the NFS port it says.
+fn serve_both(env: &Canopy, nfs: &str) -> (std::process::Child, String, u16) {
     let mut child = Command::new(crate::util::BIN)
         .arg("--store")
         .arg(env.store())
-        .args(["serve", "--no-portmap", "--listen", "127.0.0.1:0", "--nfs"])
-        .arg("127.0.0.1:0")
+        .args([
+            "serve",
+            "--no-portmap",
+            "--listen",
+            "127.0.0.1:0",
+            "--nfs",
+            nfs,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -961,7 +946,7 @@ fn serve_both(env: &Canopy) -> (std::process::Child, String, u16) {
 #[test]
 fn damaged_objects_are_served_by_neither_http_nor_nfs() {
     let env = web("nfs-damaged");
-    let (mut child, http, port) = serve_both(&env);
+    let (mut child, http, port) = serve_both(&env, "127.0.0.1:0");
     let mut client = Client::connect(port);
     // A large file (sent with sendfile) and a small one (kept in memory once read).
     for path in ["/bin/bash", "/etc/debian_version"] {
@@ -1027,7 +1012,7 @@ fn a_damaged_ref_hides_only_its_own_root() {
         .args(debs::ROOT_PACKAGES)
         .success();
     fs::write(env.store().join("refs/roots/web"), "garbage\n").unwrap();
-    let (mut child, http, port) = serve_both(&env);
+    let (mut child, http, port) = serve_both(&env, "127.0.0.1:0");
     let (code, body) = http_get(&http, "/v1/roots");
     let listed: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(code, 200, "{listed}");
